@@ -1,0 +1,3 @@
+"""KubeStudio: ML workspaces on JupyterHub."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,223 @@
+"""``configure(c)``: turn a JupyterHub config into a KubeStudio hub.
+
+Used from ``jupyterhub_config.py``::
+
+    from kubestudio.hub import configure
+    configure(c)                                   # the embedded default
+    configure(c, data_dir="/srv/kubestudio", bind_url="http://0.0.0.0:8000")
+
+Every keyword is a trait of :class:`KubeStudio` and can also be set as ``c.KubeStudio.<name>``
+before the call. Settings made on ``c`` after the call win, so an admin can still override any
+JupyterHub option (e.g. ``c.JupyterHub.authenticator_class``).
+"""
+
+import os
+import secrets
+import shutil
+import sys
+
+import yaml
+from traitlets import Dict, List, Unicode, default
+from traitlets.config import Configurable
+
+from ..spawner.profiles import CatalogError, load_catalog
+from ..spawner.projects import PUBLIC_PROJECT, ProjectError, parse_project
+from .membership import join_public_project
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PASSWORD_FILE = "dummy-password"
+
+
+class KubeStudioConfigError(ValueError):
+    """Configuration that must stop the hub."""
+
+
+class KubeStudio(Configurable):
+    """Hub-wide KubeStudio settings."""
+
+    data_dir = Unicode(
+        config=True,
+        help="""Folder for the hub's database, cookie secret, generated password and every
+        user's files (<data_dir>/users/<slug>/...). Defaults to ./data.""",
+    )
+
+    @default("data_dir")
+    def _default_data_dir(self):
+        return os.path.join(os.getcwd(), "data")
+
+    profiles_file = Unicode(
+        config=True,
+        help="""Profile catalog (YAML). It is validated when the hub starts; a bad catalog stops
+        the hub with the file, the field and the reason. Defaults to profiles/default.yaml.""",
+    )
+
+    @default("profiles_file")
+    def _default_profiles_file(self):
+        return os.path.join(REPO_ROOT, "profiles", "default.yaml")
+
+    projects_file = Unicode(
+        "",
+        config=True,
+        help="""Optional YAML of projects: {projects: {<name>: {users: [...], <group properties>}}}.
+        Each project becomes a JupyterHub group whose properties are set from the file at
+        every start (members are only added, never removed). Empty: only `public`.""",
+    )
+
+    projects = Dict(
+        config=True,
+        help="""Projects defined in configuration, in the same form as `projects_file`'s
+        `projects` mapping; merged over the file.""",
+    )
+
+    bind_url = Unicode(
+        "http://127.0.0.1:8000",
+        config=True,
+        help="Public URL the proxy listens on. The embedded default stays on loopback.",
+    )
+
+    authenticator_class = Unicode(
+        "dummy",
+        config=True,
+        help="""JupyterHub authenticator (an entry-point name such as `dummy`, `github`,
+        `generic-oauth`, `ldapauthenticator`, or an import string). With `dummy`, any username
+        logs in with one shared password (see `password_env`).""",
+    )
+
+    password_env = Unicode(
+        "KUBESTUDIO_PASSWORD",
+        config=True,
+        help="""Environment variable holding the shared password of the dummy authenticator.
+        When it is unset, a password is generated once, kept in <data_dir>/dummy-password and
+        printed when the hub starts.""",
+    )
+
+    admin_users = List(
+        Unicode(),
+        ["admin"],
+        config=True,
+        help="Usernames that are hub admins.",
+    )
+
+    proxy_command = List(
+        Unicode(),
+        config=True,
+        help="""configurable-http-proxy command. Defaults to the one `npm install` put in
+        node_modules/.bin of the repository, else the one on PATH.""",
+    )
+
+    @default("proxy_command")
+    def _default_proxy_command(self):
+        local = os.path.join(REPO_ROOT, "node_modules", ".bin", "configurable-http-proxy")
+        if os.path.exists(local):
+            return [local]
+        return ["configurable-http-proxy"]
+
+    # --------------------------------------------------------------------------------
+
+    def password(self):
+        """The dummy authenticator's password: from the environment, or generated once."""
+        from_env = os.environ.get(self.password_env)
+        if from_env:
+            return from_env, False
+        path = os.path.join(self.data_dir, PASSWORD_FILE)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                return f.read().strip(), True
+        password = secrets.token_urlsafe(12)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        return password, True
+
+    def load_projects(self):
+        """Validated projects from `projects_file` and `projects`, as JupyterHub load_groups."""
+        defined = {}
+        if self.projects_file:
+            try:
+                with open(self.projects_file, encoding="utf-8") as f:
+                    data = yaml.safe_load(f) or {}
+            except (OSError, yaml.YAMLError) as e:
+                raise KubeStudioConfigError(f"{self.projects_file}: {e}") from None
+            if not isinstance(data, dict) or not isinstance(data.get("projects", {}), dict):
+                raise KubeStudioConfigError(f"{self.projects_file}: expected a mapping 'projects: {{name: settings}}'")
+            defined.update(data.get("projects") or {})
+        defined.update(self.projects)
+        groups = {PUBLIC_PROJECT: {"users": []}}
+        errors = []
+        for name, settings in defined.items():
+            settings = dict(settings or {})
+            users = settings.pop("users", [])
+            if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+                errors.append(f"project {name!r}: users: must be a list of usernames")
+                continue
+            try:
+                parse_project(name, settings)
+            except ProjectError as e:
+                errors.append(str(e))
+                continue
+            groups[name] = {"users": users, "properties": settings}
+        if errors:
+            where = f"{self.projects_file}: " if self.projects_file else ""
+            raise KubeStudioConfigError("\n".join(where + e for e in errors))
+        return groups
+
+    def apply(self, c):
+        """Write the hub configuration into ``c``; raise KubeStudioConfigError on bad settings."""
+        from ..spawner.local import LocalWorkspaceSpawner
+
+        try:
+            load_catalog(self.profiles_file)
+        except CatalogError as e:
+            raise KubeStudioConfigError(str(e)) from None
+        groups = self.load_projects()
+
+        os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+        data = os.path.abspath(self.data_dir)
+
+        c.JupyterHub.bind_url = self.bind_url
+        c.JupyterHub.db_url = f"sqlite:///{os.path.join(data, 'jupyterhub.sqlite')}"
+        c.JupyterHub.cookie_secret_file = os.path.join(data, "jupyterhub_cookie_secret")
+        c.ConfigurableHTTPProxy.pid_file = os.path.join(data, "jupyterhub-proxy.pid")
+        c.ConfigurableHTTPProxy.command = list(self.proxy_command)
+        c.JupyterHub.allow_named_servers = True
+        # a workstation keeps its notebooks running across a hub restart
+        c.JupyterHub.cleanup_servers = False
+        c.JupyterHub.load_groups = groups
+
+        c.JupyterHub.spawner_class = LocalWorkspaceSpawner
+        c.LocalWorkspaceSpawner.data_dir = data
+        c.LocalWorkspaceSpawner.profiles_file = os.path.abspath(self.profiles_file)
+
+        c.JupyterHub.authenticator_class = self.authenticator_class
+        c.Authenticator.admin_users = set(self.admin_users)
+        c.Authenticator.post_auth_hook = join_public_project
+        if self.authenticator_class == "dummy":
+            password, generated = self.password()
+            c.DummyAuthenticator.password = password
+            c.Authenticator.allow_all = True
+            where = f" (kept in {os.path.join(data, PASSWORD_FILE)})" if generated else f" (from ${self.password_env})"
+            print(
+                f"[KubeStudio] log in at {self.bind_url} with any username and the password "
+                f"{password}{where}; admin users: {', '.join(self.admin_users)}",
+                file=sys.stderr,
+            )
+        if not shutil.which(c.ConfigurableHTTPProxy.command[0]):
+            print(
+                "[KubeStudio] configurable-http-proxy was not found: run `npm install` in the repository",
+                file=sys.stderr,
+            )
+
+
+def configure(c, **settings):
+    """Configure a KubeStudio hub on JupyterHub config ``c``; keywords are KubeStudio traits.
+
+    A bad profile catalog or project definition stops the hub with a message naming the file,
+    the field and the reason.
+    """
+    studio = KubeStudio(config=c, **settings)
+    try:
+        studio.apply(c)
+    except KubeStudioConfigError as e:
+        print(f"[KubeStudio] configuration error, the hub will not start:\n{e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return studio

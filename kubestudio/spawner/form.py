@@ -1,0 +1,93 @@
+"""The spawn form: profiles, projects and per-profile options as one HTML fragment.
+
+Shared by the local and the Kubernetes spawner; what a profile cannot do here (no GPUs, no
+code-server) is passed in as reasons and shown next to the disabled choice.
+"""
+
+import jinja2
+
+from .profiles import IDE_LABELS
+from .projects import PUBLIC_PROJECT, ProjectError
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("kubestudio.spawner", "templates"),
+    autoescape=True,
+)
+
+
+def render_spawn_form(catalog, projects, profile_unavailable=None, ide_unavailable=None, previous=None):
+    """Render the form; ``previous`` (last ``user_options``) preselects the user's last choice."""
+    profile_unavailable = profile_unavailable or {}
+    ide_unavailable = ide_unavailable or {}
+    previous = previous or {}
+    project_names = [n for n, p in projects.items() if not isinstance(p, ProjectError)]
+    chosen_project = previous.get("project")
+    if chosen_project not in project_names:
+        chosen_project = PUBLIC_PROJECT
+
+    project_rows = []
+    for name, project in projects.items():
+        error = str(project) if isinstance(project, ProjectError) else ""
+        project_rows.append(
+            {
+                "name": name,
+                "label": name if error else project.label,
+                "description": "" if error else project.description,
+                "error": error,
+                "selected": name == chosen_project,
+            }
+        )
+
+    chosen_slug = previous.get("profile")
+    usable = [p.slug for p in catalog.profiles if p.slug not in profile_unavailable]
+    if chosen_slug not in usable:
+        default = catalog.default.slug
+        chosen_slug = default if default in usable else (usable[0] if usable else None)
+
+    profile_rows = []
+    for profile in catalog.profiles:
+        allowed_in = [
+            n for n in project_names if profile.allows_project(n) and projects[n].allows_profile(profile.slug)
+        ]
+        mine = profile.slug == chosen_slug
+        wanted_ide = previous.get("ide") if mine else None
+        if wanted_ide not in profile.ides or wanted_ide in ide_unavailable:
+            wanted_ide = next((i for i in profile.ides if i not in ide_unavailable), profile.default_ide)
+        wanted_image = previous.get("image") if mine else None
+        if not profile.image_choice(wanted_image or ""):
+            wanted_image = profile.images[0].name if profile.images else None
+        wanted_gpus = str(previous.get("gpus")) if mine else None
+        selected_gpus = profile.default_gpus
+        for n in profile.gpu_counts:
+            if str(n) == wanted_gpus:
+                selected_gpus = n
+        reason = profile_unavailable.get(profile.slug)
+        if not reason and all(i in ide_unavailable for i in profile.ides):
+            reason = ide_unavailable[profile.ides[0]]
+        profile_rows.append(
+            {
+                "slug": profile.slug,
+                "display_name": profile.display_name,
+                "description": profile.description,
+                "summary": profile.summary(),
+                "reason": reason,
+                "selected": mine and not reason,
+                "projects": allowed_in,
+                "ides": [
+                    {
+                        "name": i,
+                        "label": IDE_LABELS[i],
+                        "reason": ide_unavailable.get(i, ""),
+                        "selected": i == wanted_ide,
+                    }
+                    for i in profile.ides
+                ],
+                "images": [
+                    {"name": c.name, "display_name": c.display_name, "image": c.image, "selected": c.name == wanted_image}
+                    for c in profile.images
+                ],
+                "gpu_counts": list(profile.gpu_counts),
+                "selected_gpus": selected_gpus,
+            }
+        )
+    return _env.get_template("spawn_form.html").render(projects=project_rows, profiles=profile_rows)

@@ -1,0 +1,320 @@
+"""LocalWorkspaceSpawner: the embedded default, with no Kubernetes.
+
+Each server is a local ``jupyterhub-singleuser`` process rooted at the user's workspace folder
+(``<data_dir>/users/<slug>/mnt``, playing ``/mnt/<user>``) with the archives folder
+(``.../archives``, playing ``/archives/<user>``) linked inside it. On a GPU workstation each
+server gets the GPUs its profile asks for through ``CUDA_VISIBLE_DEVICES``; no GPU is given to
+two running servers, and allocations survive a hub restart (they are part of the spawner state).
+
+All processes run as the hub's own OS user: users are kept apart by the hub's authentication,
+not by file permissions. Use the Kubernetes spawner where users must not share a machine account.
+"""
+
+import asyncio
+import os
+import shutil
+
+from jupyterhub.spawner import LocalProcessSpawner
+from tornado import web
+from traitlets import Integer, List, Unicode, default
+
+from .form import render_spawn_form
+from .gpus import Allocation, ServerLedger, detect_gpus, gpus_from_config
+from .profiles import load_catalog_cached
+from .projects import user_projects
+from .request import SpawnRefused, options_from_formdata, resolve_request
+from .storage import ensure_user_folders, user_folders, user_slug
+
+# one ledger per data dir in this hub process: every spawner of the hub shares it
+_ledgers = {}
+
+
+class LocalWorkspaceSpawner(LocalProcessSpawner):
+    """Spawn KubeStudio workspaces as local processes (the embedded default)."""
+
+    data_dir = Unicode(
+        config=True,
+        help="""Folder holding every user's files: <data_dir>/users/<user slug>/{mnt,archives,home}.
+        Defaults to ./data under the hub's working directory.""",
+    )
+
+    @default("data_dir")
+    def _default_data_dir(self):
+        return os.path.join(os.getcwd(), "data")
+
+    profiles_file = Unicode(
+        "profiles/default.yaml",
+        config=True,
+        help="""Profile catalog (YAML) offered on the spawn form. Relative paths are resolved
+        against the hub's working directory. The file is re-read when it changes.""",
+    )
+
+    gpus = List(
+        None,
+        allow_none=True,
+        config=True,
+        help="""GPUs of this machine, instead of asking nvidia-smi: a list of ids as they go into
+        CUDA_VISIBLE_DEVICES, optionally with a model name used to match a profile's GPU type,
+        e.g. ["0:A100", "1:A100"] or [{"id": "0", "name": "NVIDIA A100"}]. None (the default)
+        runs `gpu_detect_command`; [] means this machine has no GPUs to hand out.""",
+    )
+
+    gpu_detect_command = List(
+        ["nvidia-smi", "-L"],
+        config=True,
+        help="Command that lists the GPUs when `gpus` is None (output of `nvidia-smi -L`).",
+    )
+
+    vscode_executables = List(
+        ["code-server", "openvscode-server"],
+        config=True,
+        help="""VS Code servers jupyter-vscode-proxy can run, in order of preference. VS Code
+        profiles are shown disabled when none is on the hub's PATH.""",
+    )
+
+    jupyterlab_url = Unicode(
+        "/lab", config=True, help="URL a JupyterLab server opens on (relative to the server)."
+    )
+
+    vscode_url = Unicode(
+        "/vscode/",
+        config=True,
+        help="URL a VS Code server opens on; jupyter-vscode-proxy serves VS Code there.",
+    )
+
+    start_timeout = Integer(
+        120,
+        config=True,
+        help="Seconds to wait for a local server to answer before giving up.",
+    )
+
+    # ------------------------------------------------------------------ shared state
+
+    @property
+    def ledger(self):
+        key = os.path.abspath(self.data_dir)
+        if key not in _ledgers:
+            if self.gpus is None:
+                machine_gpus = detect_gpus(self.gpu_detect_command)
+            else:
+                machine_gpus = gpus_from_config(self.gpus)
+            if machine_gpus:
+                self.log.info(
+                    "GPU workstation mode: %s", ", ".join(f"{g.id} ({g.name or 'GPU'})" for g in machine_gpus)
+                )
+            _ledgers[key] = ServerLedger(machine_gpus)
+        return _ledgers[key]
+
+    @property
+    def catalog(self):
+        return load_catalog_cached(self.profiles_file)
+
+    @property
+    def folders(self):
+        return user_folders(self.data_dir, self.user.name)
+
+    def vscode_executable(self):
+        for name in self.vscode_executables:
+            if shutil.which(name):
+                return name
+        return None
+
+    def unavailable(self):
+        """(profile reasons, IDE reasons) for what this machine cannot start."""
+        ide_reasons = {}
+        if not self.vscode_executable():
+            names = " or ".join(self.vscode_executables)
+            ide_reasons["vscode"] = f"{names} is not installed on this machine"
+        profile_reasons = {}
+        for profile in self.catalog.profiles:
+            if min(profile.gpu_counts) == 0:
+                continue
+            matching = [g for g in self.ledger.gpus if g.matches(profile.gpu_type)]
+            if not matching:
+                kind = f" of type {profile.gpu_type}" if profile.gpu_type else ""
+                profile_reasons[profile.slug] = f"this machine has no GPU{kind}"
+        return profile_reasons, ide_reasons
+
+    def _projects(self):
+        return user_projects(self.user.groups)
+
+    def resolve(self, options):
+        profile_reasons, ide_reasons = self.unavailable()
+        return resolve_request(options, self.catalog, self._projects(), profile_reasons, ide_reasons)
+
+    # ------------------------------------------------------------------ the form
+
+    @default("options_form")
+    def _default_options_form(self):
+        return self._render_options_form
+
+    def _render_options_form(self, spawner):
+        profile_reasons, ide_reasons = self.unavailable()
+        return render_spawn_form(
+            self.catalog,
+            self._projects(),
+            profile_reasons,
+            ide_reasons,
+            previous=self.orm_spawner.user_options if self.orm_spawner else None,
+        )
+
+    def options_from_form(self, formdata):
+        """Check the choice on the form, so a refusal shows on the form with nothing started."""
+        request = self.resolve(options_from_formdata(formdata))
+        self.ledger.reserve(
+            self.user.name,
+            self.name,
+            request.project,
+            request.gpus,
+            request.profile.gpu_type,
+            dry_run=True,
+        )
+        return request.as_options()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    _allocation = None
+    _request = None
+    _events = ()
+
+    def _progress(self, percent, message):
+        self._events.append({"progress": percent, "message": message})
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        return LocalWorkspaceSpawner._claim
+
+    def _claim(self, user_options):
+        """Check the request and reserve quota and GPUs (JupyterHub's apply_user_options).
+
+        Runs before start, also for API spawns that never saw the form; a refusal becomes an
+        HTTP error with the message naming the field at fault. JupyterHub stops (and so
+        releases) the server if anything later fails.
+        """
+        self._events = []
+        try:
+            request = self.resolve(user_options)
+            self._progress(10, f"Checking quotas of project {request.project.name}")
+            allocation = self.ledger.reserve(
+                self.user.name, self.name, request.project, request.gpus, request.profile.gpu_type
+            )
+        except SpawnRefused as e:
+            error = web.HTTPError(e.status, str(e))
+            error.jupyterhub_message = str(e)
+            raise error from None
+        self._request = request
+        self._allocation = allocation
+
+    async def start(self):
+        if self._allocation is None:
+            # JupyterHub < 5.3 has no apply_user_options hook
+            self._claim(self.user_options)
+        request, allocation = self._request, self._allocation
+        profile = request.profile
+        folders = self.folders
+        self._progress(30, "Preparing your workspace")
+        ensure_user_folders(folders)
+        self.notebook_dir = folders.workspace
+        self.default_url = self.vscode_url if request.ide == "vscode" else self.jupyterlab_url
+        self.mem_limit = profile.mem_limit
+        self.mem_guarantee = profile.mem_guarantee
+        self.cpu_limit = profile.cpu_limit
+        self.cpu_guarantee = profile.cpu_guarantee
+        gpus = f" with GPU {', '.join(allocation.gpus)}" if allocation.gpus else ""
+        ide = "VS Code" if request.ide == "vscode" else "JupyterLab"
+        self._progress(50, f"Starting {ide} ({profile.display_name}){gpus}")
+        return await super().start()
+
+    def get_args(self):
+        args = super().get_args()
+        if os.geteuid() == 0:
+            # the embedded default often runs as root in containers and CI
+            args.append("--ServerApp.allow_root=True")
+        return args
+
+    async def progress(self):
+        sent = 0
+        while True:
+            events = self._events
+            while sent < len(events):
+                yield events[sent]
+                sent += 1
+            if not self._spawn_pending:
+                break
+            await asyncio.sleep(0.25)
+
+    def make_preexec_fn(self, name):
+        workspace = self.folders.workspace
+
+        def preexec():
+            # no setuid: the embedded default runs servers as the hub's own user
+            os.chdir(workspace)
+
+        return preexec
+
+    def user_env(self, env):
+        env["USER"] = self.user.name
+        env["HOME"] = self.folders.home
+        env.setdefault("SHELL", "/bin/bash")
+        return env
+
+    def get_env(self):
+        env = super().get_env()
+        folders = self.folders
+        env["KUBESTUDIO_USER"] = self.user.name
+        env["KUBESTUDIO_USER_SLUG"] = user_slug(self.user.name)
+        env["KUBESTUDIO_WORKSPACE"] = folders.workspace
+        env["KUBESTUDIO_ARCHIVES"] = folders.archives
+        if self._request is not None:
+            env["KUBESTUDIO_PROJECT"] = self._request.project.name
+            env["KUBESTUDIO_PROFILE"] = self._request.profile.slug
+            env["KUBESTUDIO_IDE"] = self._request.ide
+            if self._request.image:
+                env["KUBESTUDIO_IMAGE"] = self._request.image.image
+            if self._request.ide == "vscode":
+                env["CODE_WORKINGDIR"] = folders.workspace
+                env["CODE_EXECUTABLE"] = self.vscode_executable() or "code-server"
+        if self._allocation is not None:
+            # an empty value hides every GPU from a server that asked for none
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self._allocation.gpus)
+        return env
+
+    async def move_certs(self, paths):
+        return paths
+
+    # ------------------------------------------------------------------ state across restarts
+
+    def get_state(self):
+        state = super().get_state()
+        if self._allocation is not None and self.pid:
+            state["kubestudio"] = {
+                "project": self._allocation.project,
+                "gpus": list(self._allocation.gpus),
+                "options": self._request.as_options() if self._request else {},
+            }
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        saved = state.get("kubestudio")
+        if saved and self.pid:
+            allocation = Allocation(
+                user=self.user.name,
+                server=self.name,
+                project=saved.get("project", ""),
+                gpus=tuple(saved.get("gpus", ())),
+            )
+            self.ledger.restore(allocation)
+            self._allocation = allocation
+            try:
+                self._request = self.resolve(saved.get("options", {}))
+            except SpawnRefused as e:
+                # the catalog or the user's projects changed while the server ran; keep it running
+                self.log.warning("%s: saved options no longer valid: %s", self._log_name, e)
+
+    def clear_state(self):
+        super().clear_state()
+        if self._allocation is not None:
+            self.ledger.release(self.user.name, self.name)
+        self._allocation = None
+        self._request = None

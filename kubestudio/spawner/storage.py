@@ -1,0 +1,52 @@
+"""Per-user folders of the embedded default: ``<data_dir>/users/<slug>/{mnt,archives,home}``.
+
+The folder name is KubeSpawner's ``safe`` slug of the username (valid names unchanged, others
+hashed), so no part of a path ever comes from raw input and one name always maps to one folder.
+"""
+
+import os
+from dataclasses import dataclass
+
+from kubespawner.slugs import safe_slug
+
+ARCHIVES_LINK = "archives"
+
+
+def user_slug(username):
+    """KubeSpawner's safe slug: ``alice`` stays ``alice``, ``a.b@x`` becomes ``a-b-x---<hash>``."""
+    return safe_slug(username)
+
+
+@dataclass(frozen=True)
+class UserFolders:
+    root: str
+    workspace: str  # plays /mnt/<user>
+    archives: str  # plays /archives/<user>
+    home: str  # dotfiles, kept out of the workspace
+
+
+def user_folders(data_dir, username):
+    users_dir = os.path.join(os.path.abspath(data_dir), "users")
+    root = os.path.join(users_dir, user_slug(username))
+    # the slug alphabet has no '/' or '.', so this cannot fail; keep the promise checked anyway
+    if os.path.dirname(root) != users_dir:
+        raise ValueError(f"user folder for {username!r} would leave {users_dir}")
+    return UserFolders(
+        root=root,
+        workspace=os.path.join(root, "mnt"),
+        archives=os.path.join(root, "archives"),
+        home=os.path.join(root, "home"),
+    )
+
+
+def ensure_user_folders(folders):
+    """Create the folders (owner-only) and link the archives into the workspace.
+
+    The link ``<workspace>/archives -> ../archives`` makes the archives reachable from a
+    JupyterLab rooted at the workspace. A file the user made with that name is left alone.
+    """
+    for path in (folders.root, folders.workspace, folders.archives, folders.home):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    link = os.path.join(folders.workspace, ARCHIVES_LINK)
+    if not os.path.lexists(link):
+        os.symlink(os.path.relpath(folders.archives, folders.workspace), link)

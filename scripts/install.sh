@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install what KubeStudio needs into this checkout: a Python venv (.venv) with the package,
+# and configurable-http-proxy (node_modules/). With --test, also the test tools and Debian's
+# chromium for the browser tests. Safe to run again: finished steps are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+log() { printf '[install] %s\n' "$*" >&2; }
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+
+extras=""
+[ $want_test = 1 ] && extras="[test]"
+stamp=".venv/.kubestudio-installed${extras}"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  log "installing kubestudio${extras} into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check -e ".${extras}"
+  touch "$stamp"
+fi
+
+if [ ! -x node_modules/.bin/configurable-http-proxy ]; then
+  command -v npm >/dev/null || { log "npm is missing: install Node.js 20 (apt-get install nodejs npm)"; exit 1; }
+  log "installing configurable-http-proxy (npm)"
+  npm install --no-audit --no-fund --loglevel=error
+fi
+
+if [ $want_test = 1 ] && ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing Debian chromium for the browser tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    log "chromium is missing: sudo apt-get install chromium (browser tests will be skipped)"
+  fi
+fi

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install what the tests need and run them. Extra arguments go to pytest (e.g. -k profiles).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh --test
+export PATH="$PWD/.venv/bin:$PWD/node_modules/.bin:$PATH"
+exec .venv/bin/python -m pytest "$@"
