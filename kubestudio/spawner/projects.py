@@ -16,6 +16,7 @@ Group properties understood (all optional)::
 Every user is in the ``public`` project. Parse errors name the project, the entry and the reason.
 """
 
+import difflib
 import re
 from dataclasses import dataclass, field
 
@@ -267,7 +268,7 @@ def parse_project(name, properties=None):
         unknown = sorted(set(properties) - _PROPERTY_KEYS)
         # unknown keys are allowed (groups may carry other settings), but catch typos of ours
         for key in unknown:
-            close = [k for k in _PROPERTY_KEYS if k.replace("_", "") == key.replace("_", "").replace("-", "")]
+            close = difflib.get_close_matches(key, sorted(_PROPERTY_KEYS), n=1, cutoff=0.85)
             if close:
                 raise ValueError(f"{key}: unknown setting, did you mean {close[0]!r}?")
         profiles = properties.get("profiles")

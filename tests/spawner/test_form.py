@@ -1,0 +1,71 @@
+import re
+
+from kubestudio.spawner.form import render_spawn_form
+from kubestudio.spawner.profiles import parse_catalog
+from kubestudio.spawner.projects import user_projects
+
+CATALOG = parse_catalog(
+    {
+        "profiles": [
+            {"slug": "cpu", "default": True, "ide": ["jupyterlab", "vscode"]},
+            {"slug": "gpu", "gpu": {"count": [1, 2]}, "images": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]},
+            {"slug": "code", "ide": "vscode"},
+            {"slug": "vision-only", "projects": ["vision"]},
+        ]
+    }
+)
+
+
+class Group:
+    def __init__(self, name, properties=None):
+        self.name, self.properties = name, properties or {}
+
+
+def card(html, slug):
+    match = re.search(rf'<label class="ks-profile[^"]*" data-slug="{slug}".*?</label>\s*(?=<label class="ks-profile|</fieldset>)', html, re.S)
+    assert match, slug
+    return match.group(0)
+
+
+def test_form_shows_reasons_and_disables():
+    projects = user_projects([Group("vision"), Group("broken", {"max_gpus": "lots"})])
+    html = render_spawn_form(
+        CATALOG,
+        projects,
+        profile_unavailable={"gpu": "this machine has no GPU"},
+        ide_unavailable={"vscode": "code-server is not installed"},
+    )
+    gpu = card(html, "gpu")
+    assert "ks-disabled" in gpu and "Unavailable: this machine has no GPU" in gpu
+    assert re.search(r'value="gpu"\s+disabled', gpu)
+    code = card(html, "code")
+    assert "Unavailable: code-server is not installed" in code
+    cpu = card(html, "cpu")
+    assert "ks-disabled" not in cpu and "checked" in cpu
+    assert re.search(r'<option value="vscode" disabled', cpu)
+    # project list: public first and selected; broken project disabled with its reason
+    assert re.search(r'<option value="public"\s+selected', html)
+    assert re.search(r'<option value="broken"\s+disabled', html)
+    assert "max_gpus: must be an integer" in html
+    # the project-only profile is offered only in that project
+    assert 'data-projects="vision"' in card(html, "vision-only")
+    assert 'data-projects="public vision"' in cpu
+
+
+def test_form_preselects_previous_choice():
+    html = render_spawn_form(
+        CATALOG,
+        user_projects([Group("vision")]),
+        previous={"profile": "gpu", "project": "vision", "image": "b", "gpus": 2},
+    )
+    gpu = card(html, "gpu")
+    assert "checked" in gpu and "checked" not in card(html, "cpu")
+    assert re.search(r'<option value="b" title="b:1" selected', gpu)
+    assert re.search(r'<option value="2" selected', gpu)
+    assert re.search(r'<option value="vision"\s+selected', html)
+
+
+def test_form_escapes_text():
+    catalog = parse_catalog({"profiles": [{"slug": "x", "display_name": "<script>alert(1)</script>"}]})
+    html = render_spawn_form(catalog, user_projects([]))
+    assert "<script>alert(1)" not in html and "&lt;script&gt;" in html
