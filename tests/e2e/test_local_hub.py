@@ -1,0 +1,336 @@
+"""A real JupyterHub + configurable-http-proxy + jupyterhub-singleuser servers, end to end."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+import yaml
+
+from kubestudio.spawner.storage import user_slug
+from kubestudio.testing.localhub import LocalHub, server_env
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def workspace(hub, user):
+    return os.path.join(hub.data_dir, "users", user_slug(user), "mnt")
+
+
+def token_get(hub, token, path, **kw):
+    return requests.get(f"{hub.url}{path}", headers={"Authorization": f"token {token}"}, allow_redirects=False, **kw)
+
+
+def test_login_puts_user_in_public_project(hub):
+    hub.login("dora")
+    model = hub.api("GET", "/users/dora").json()
+    assert "public" in model["groups"]
+    # a configured project keeps its members and properties
+    vision = hub.api("GET", "/groups/vision").json()
+    assert "vic" in vision["users"]
+    assert vision["properties"]["max_gpus"] == 1
+
+
+@pytest.mark.parametrize("profile", ["cpu-small", "cpu-large", "gpu"])
+def test_spawn_each_profile_and_reach_jupyterlab(hub, profile):
+    user = "pat"
+    hub.create_user(user)
+    token = hub.user_token(user)
+    r = hub.spawn(user, profile, {"profile": profile})
+    assert r.status_code in (201, 202), r.text
+    try:
+        lab = token_get(hub, token, f"/user/{user}/{profile}/lab")
+        assert lab.status_code == 200
+        assert "JupyterLab" in lab.text or "jupyterlab" in lab.text.lower()
+        env = server_env(user, profile)
+        assert env["KUBESTUDIO_PROFILE"] == profile
+        assert env["KUBESTUDIO_PROJECT"] == "public"
+        assert env["KUBESTUDIO_WORKSPACE"] == workspace(hub, user)
+        assert env["KUBESTUDIO_ARCHIVES"] == os.path.join(hub.data_dir, "users", user, "archives")
+        assert env["JUPYTERHUB_ROOT_DIR"] == workspace(hub, user)
+        if profile == "gpu":
+            assert env["CUDA_VISIBLE_DEVICES"] in ("0", "1")
+        else:
+            assert env["CUDA_VISIBLE_DEVICES"] == ""
+    finally:
+        hub.stop_server(user, profile)
+
+
+def test_vscode_profile_matches_code_server_presence(hub):
+    import shutil
+
+    hub.create_user("val")
+    r = hub.spawn("val", "code", {"profile": "vscode"})
+    if shutil.which("code-server") or shutil.which("openvscode-server"):
+        assert r.status_code in (201, 202), r.text
+        token = hub.user_token("val")
+        page = token_get(hub, token, "/user/val/code/vscode/", timeout=120)
+        hub.stop_server("val", "code")
+        assert page.status_code == 200
+    else:
+        assert r.status_code == 409
+        assert r.json()["message"] == (
+            "ide: VS Code cannot start here: code-server or openvscode-server is not installed on this machine"
+        )
+        assert hub.server_model("val", "code") is None
+
+
+def test_files_land_in_workspace_and_archives_and_stay_private(hub):
+    for user in ("alice", "bob"):
+        hub.create_user(user)
+        assert hub.spawn(user).status_code in (201, 202)
+    alice, bob = hub.user_token("alice"), hub.user_token("bob")
+    try:
+        body = {"type": "file", "format": "text", "content": "hello from alice"}
+        r = requests.put(
+            f"{hub.url}/user/alice/api/contents/hello.txt", json=body, headers={"Authorization": f"token {alice}"}
+        )
+        assert r.status_code == 201, r.text
+        with open(os.path.join(workspace(hub, "alice"), "hello.txt")) as f:
+            assert f.read() == "hello from alice"
+        # the archives folder is reachable from the workspace root
+        r = requests.put(
+            f"{hub.url}/user/alice/api/contents/archives/old-run.txt",
+            json={**body, "content": "archived"},
+            headers={"Authorization": f"token {alice}"},
+        )
+        assert r.status_code == 201, r.text
+        with open(os.path.join(hub.data_dir, "users", "alice", "archives", "old-run.txt")) as f:
+            assert f.read() == "archived"
+
+        # bob cannot read alice's server, and his own server does not show her files
+        r = token_get(hub, bob, "/user/alice/api/contents/hello.txt")
+        assert r.status_code == 403
+        listing = token_get(hub, bob, "/user/bob/api/contents").json()
+        assert "hello.txt" not in [item["name"] for item in listing["content"]]
+        r = token_get(hub, bob, "/user/bob/api/contents/..%2Falice%2Fmnt%2Fhello.txt")
+        assert r.status_code in (400, 403, 404)
+        # without any credentials: redirected to log in, never the file
+        r = requests.get(f"{hub.url}/user/alice/api/contents/hello.txt", allow_redirects=False)
+        assert r.status_code in (302, 403)
+    finally:
+        hub.stop_server("alice")
+        hub.stop_server("bob")
+
+
+def test_gpus_never_shared_and_freed_on_stop(hub):
+    for user in ("gina", "gus", "gwen"):
+        hub.create_user(user)
+    try:
+        assert hub.spawn("gina", "", {"profile": "gpu", "gpus": 1}).status_code in (201, 202)
+        assert hub.spawn("gus", "", {"profile": "gpu", "gpus": 1}).status_code in (201, 202)
+        held = {server_env("gina")["CUDA_VISIBLE_DEVICES"], server_env("gus")["CUDA_VISIBLE_DEVICES"]}
+        assert held == {"0", "1"}
+        r = hub.spawn("gwen", "", {"profile": "gpu", "gpus": 1})
+        assert r.status_code == 409
+        assert r.json()["message"] == (
+            "gpus: not enough free GPUs: 1 asked, 0 free of 2; stop a server or ask for fewer GPUs"
+        )
+        assert hub.server_model("gwen") is None
+        gina_gpu = server_env("gina")["CUDA_VISIBLE_DEVICES"]
+        hub.stop_server("gina")
+        assert hub.spawn("gwen", "", {"profile": "gpu", "gpus": 1}).status_code in (201, 202)
+        assert server_env("gwen")["CUDA_VISIBLE_DEVICES"] == gina_gpu
+    finally:
+        for user in ("gina", "gus", "gwen"):
+            hub.stop_server(user)
+
+
+@pytest.mark.parametrize(
+    "options, status, message",
+    [
+        ({"profile": "nope"}, 400, "profile: unknown profile 'nope' (available: cpu-small, cpu-large, gpu, vscode)"),
+        ({"project": "vision"}, 403, "project: you are not a member of project 'vision'"),
+        ({"profile": "gpu", "gpus": 4}, 400, "gpus: profile 'gpu' offers 1 or 2 GPUs, not 4"),
+        ({"profile": "cpu-small", "colour": "red"}, 400, "colour: unknown option"),
+    ],
+)
+def test_api_refusals_are_json_4xx_and_start_nothing(hub, options, status, message):
+    hub.create_user("rita")
+    r = hub.spawn("rita", "", options)
+    assert r.status_code == status, r.text
+    assert r.json() == {"status": status, "message": r.json()["message"]}
+    assert message in r.json()["message"]
+    assert hub.server_model("rita") is None
+    assert server_env("rita") is None
+
+
+def spawn_form(session, hub, user, server, data):
+    xsrf = session.cookies.get("_xsrf")
+    return session.post(f"{hub.url}/hub/spawn/{user}/{server}", data={**data, "_xsrf": xsrf})
+
+
+def form_error(page):
+    match = re.search(r'class="spawn-error-msg alert alert-danger">(.*?)</p>', page, re.S)
+    return re.sub(r"\s+", " ", match.group(1)).strip() if match else None
+
+
+def test_form_refusals_show_on_the_form(hub):
+    session = hub.login("vic")
+    form = session.get(f"{hub.url}/hub/spawn/vic/first")
+    assert 'value="vision"' in form.text and "Vision" in form.text
+    try:
+        r = spawn_form(session, hub, "vic", "first", {"profile": "cpu-small", "project": "vision"})
+        assert "/spawn-pending/" in r.url
+        hub.wait_ready("vic", "first")
+        # max_servers: 1 in vision
+        r = spawn_form(session, hub, "vic", "second", {"profile": "cpu-small", "project": "vision"})
+        assert r.status_code == 200 and "/hub/spawn/" in r.url
+        assert "project: &#39;vision&#39; allows 1 running server per user and you have 1; stop one first" in form_error(r.text)
+        assert hub.server_model("vic", "second") is None
+        # public has no such limit
+        r = spawn_form(session, hub, "vic", "second", {"profile": "cpu-small", "project": "public"})
+        assert "/spawn-pending/" in r.url
+        hub.wait_ready("vic", "second")
+        # a GPU count the profile does not offer
+        r = spawn_form(session, hub, "vic", "third", {"profile": "gpu", "project": "public", "gpus-gpu": "3"})
+        assert "gpus: profile &#39;gpu&#39; offers 1 or 2 GPUs, not 3" in form_error(r.text)
+        # unknown profile
+        r = spawn_form(session, hub, "vic", "third", {"profile": "mega", "project": "public"})
+        assert "profile: unknown profile &#39;mega&#39;" in form_error(r.text)
+        assert hub.server_model("vic", "third") is None
+    finally:
+        hub.stop_server("vic", "first")
+        hub.stop_server("vic", "second")
+
+
+def test_form_gpu_quota_of_project(hub):
+    session = hub.login("vic")
+    r = spawn_form(session, hub, "vic", "big", {"profile": "gpu", "project": "vision", "gpus-gpu": "2"})
+    assert "gpus: project &#39;vision&#39; allows 1 GPU per user; you hold 0 and asked for 2" in form_error(r.text)
+    assert hub.server_model("vic", "big") is None
+
+
+def test_named_servers_share_the_workspace(hub):
+    hub.create_user("nora")
+    token = hub.user_token("nora")
+    try:
+        hub.spawn("nora", "one")
+        hub.spawn("nora", "two")
+        r = requests.put(
+            f"{hub.url}/user/nora/one/api/contents/shared.txt",
+            json={"type": "file", "format": "text", "content": "same folder"},
+            headers={"Authorization": f"token {token}"},
+        )
+        assert r.status_code == 201
+        seen = token_get(hub, token, "/user/nora/two/api/contents/shared.txt").json()
+        assert seen["content"] == "same folder"
+    finally:
+        hub.stop_server("nora", "one")
+        hub.stop_server("nora", "two")
+
+
+@pytest.mark.parametrize("name", ["first.last", "someone@example.org", "ünïcödé", "x" * 200])
+def test_tricky_usernames_get_folders_inside_data_dir(hub, name):
+    hub.create_user(name)
+    try:
+        assert hub.spawn(name).status_code in (201, 202)
+        env = server_env(name)
+        users_dir = os.path.realpath(os.path.join(hub.data_dir, "users"))
+        for key in ("KUBESTUDIO_WORKSPACE", "KUBESTUDIO_ARCHIVES", "HOME"):
+            assert os.path.commonpath([os.path.realpath(env[key]), users_dir]) == users_dir
+        assert env["KUBESTUDIO_WORKSPACE"] == workspace(hub, name)
+        assert os.path.isdir(env["KUBESTUDIO_WORKSPACE"])
+        assert os.listdir(os.path.join(hub.data_dir, "users")).count(user_slug(name)) == 1
+    finally:
+        hub.stop_server(name)
+    # the same name maps to the same folder on the next start
+    assert hub.spawn(name).status_code in (201, 202)
+    assert server_env(name)["KUBESTUDIO_WORKSPACE"] == workspace(hub, name)
+    hub.stop_server(name)
+
+
+def test_restart_recovers_gpu_allocations(tmp_path):
+    local = LocalHub(tmp_path, extra_config='c.LocalWorkspaceSpawner.gpus = ["0", "1"]\n')
+    local.start()
+    try:
+        local.create_user("rex")
+        local.create_user("ray")
+        local.spawn("rex", "", {"profile": "gpu", "gpus": 1})
+        rex_gpu = server_env("rex")["CUDA_VISIBLE_DEVICES"]
+        # the hub goes down; the server keeps running (cleanup_servers is off)
+        local.stop(stop_servers=False)
+        assert server_env("rex") is not None
+        local.start()
+        assert local.server_model("rex", "")["ready"]
+        r = local.spawn("ray", "", {"profile": "gpu", "gpus": 2})
+        assert r.status_code == 409, r.text
+        assert "1 free of 2" in r.json()["message"]
+        assert local.spawn("ray", "", {"profile": "gpu", "gpus": 1}).status_code in (201, 202)
+        assert server_env("ray")["CUDA_VISIBLE_DEVICES"] != rex_gpu
+    finally:
+        local.stop()
+
+
+def test_server_that_died_while_hub_was_down_frees_its_gpus(tmp_path):
+    import signal
+
+    local = LocalHub(tmp_path, extra_config='c.LocalWorkspaceSpawner.gpus = ["0"]\n')
+    local.start()
+    try:
+        local.create_user("dan")
+        local.spawn("dan", "", {"profile": "gpu", "gpus": 1})
+        local.stop(stop_servers=False)
+        local.kill_leftover_servers()
+        time.sleep(0.5)
+        local.start()
+        local.create_user("eve")
+        assert local.spawn("eve", "", {"profile": "gpu", "gpus": 1}).status_code in (201, 202)
+        assert server_env("eve")["CUDA_VISIBLE_DEVICES"] == "0"
+    finally:
+        local.stop()
+
+
+def test_no_gpus_shows_gpu_profile_disabled(tmp_path):
+    local = LocalHub(tmp_path, extra_config="c.LocalWorkspaceSpawner.gpus = []\n")
+    local.start()
+    try:
+        session = local.login("nobody")
+        form = session.get(f"{local.url}/hub/spawn").text
+        card = re.search(r'data-slug="gpu".*?</label>\s*(?=<label class="ks-profile|</fieldset>)', form, re.S).group(0)
+        assert "Unavailable: this machine has no GPU" in card
+        r = local.spawn("nobody", "", {"profile": "gpu"})
+        assert r.status_code == 409
+        assert r.json()["message"] == "profile: 'gpu' cannot start here: this machine has no GPU"
+    finally:
+        local.stop()
+
+
+def test_bad_catalog_stops_the_hub_with_file_path_reason(tmp_path):
+    catalog = yaml.safe_load(open(os.path.join(REPO, "profiles", "default.yaml")))
+    catalog["profiles"][2]["gpu"]["count"] = -1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(catalog))
+    local = LocalHub(tmp_path, settings={"profiles_file": str(bad)})
+    with pytest.raises(RuntimeError) as e:
+        local.start(timeout=30)
+    assert f"{bad}: profiles[2].gpu.count: must be an integer >= 0" in str(e.value)
+    assert local.proc.returncode == 1
+
+
+def test_bad_project_stops_the_hub(tmp_path):
+    local = LocalHub(tmp_path, settings={"projects": {"vision": {"volume_mount": "data(nfs):/data"}}})
+    with pytest.raises(RuntimeError) as e:
+        local.start(timeout=30)
+    assert "project 'vision': volume_mount entry 'data(nfs):/data': unknown volume kind 'nfs'" in str(e.value)
+
+
+def test_embedded_default_config_prints_generated_password(tmp_path):
+    """jupyterhub_config.py of the repo: password generated once, printed, kept."""
+    env = dict(os.environ, KUBESTUDIO_DATA_DIR=str(tmp_path / "data"))
+    env.pop("KUBESTUDIO_PASSWORD", None)
+    code = (
+        "import runpy; from traitlets.config import Config; c = Config(); "
+        f"runpy.run_path({os.path.join(REPO, 'jupyterhub_config.py')!r}, init_globals={{'c': c}}); "
+        "print(c.JupyterHub.bind_url, c.JupyterHub.spawner_class.__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["http://127.0.0.1:8000", "LocalWorkspaceSpawner"]
+    password = (tmp_path / "data" / "dummy-password").read_text().strip()
+    assert len(password) >= 12 and password in out.stderr
+    assert oct((tmp_path / "data" / "dummy-password").stat().st_mode & 0o777) == "0o600"
+    again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert password in again.stderr
