@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Install code-server (VS Code in the browser) into .tools/code-server for VS Code profiles,
+# without internet beyond the npm registry and Debian's apt.
+#
+# code-server's own install downloads ripgrep from GitHub and prebuilt native modules from
+# GitHub/nodejs.org; both fail offline. So: install its packages without scripts, give
+# @vscode/ripgrep Debian's rg, and build every native module from source against the local
+# Node.js headers. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VERSION="${CODE_SERVER_VERSION:-4.100.3}"   # the 4.100 line runs on Node 20
+PREFIX="$PWD/.tools/code-server"
+log() { printf '[code-server] %s\n' "$*" >&2; }
+
+if [ -x "$PREFIX/node_modules/.bin/code-server" ] && "$PREFIX/node_modules/.bin/code-server" --version >/dev/null 2>&1; then
+  exit 0
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" = 20 ] || { log "code-server $VERSION needs Node.js 20, found $(node --version)"; exit 1; }
+
+if ! command -v rg >/dev/null || [ ! -e /usr/include/krb5.h ]; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing Debian ripgrep and libkrb5-dev"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ripgrep libkrb5-dev >/dev/null
+  else
+    log "needs Debian packages ripgrep and libkrb5-dev: sudo apt-get install ripgrep libkrb5-dev"; exit 1
+  fi
+fi
+
+NODEDIR="$(dirname "$(dirname "$(command -v node)")")"
+[ -e "$NODEDIR/include/node/node.h" ] || { log "Node.js headers not found under $NODEDIR/include/node"; exit 1; }
+export npm_config_nodedir="$NODEDIR" npm_config_build_from_source=true npm_config_yes=true
+export npm_config_unsafe_perm=true npm_config_audit=false npm_config_fund=false
+
+rm -rf "$PREFIX"
+mkdir -p "$PREFIX"
+log "fetching code-server $VERSION (npm, no install scripts)"
+npm install --prefix "$PREFIX" --ignore-scripts --loglevel=error "code-server@$VERSION"
+VSCODE="$PREFIX/node_modules/code-server/lib/vscode"
+(cd "$VSCODE" && npm install --omit=dev --ignore-scripts --loglevel=error)
+mkdir -p "$VSCODE/node_modules/@vscode/ripgrep/bin"
+ln -sf "$(command -v rg)" "$VSCODE/node_modules/@vscode/ripgrep/bin/rg"
+log "building native modules from source (a few minutes)"
+(cd "$PREFIX" && npm rebuild --loglevel=error)
+"$PREFIX/node_modules/.bin/code-server" --version

@@ -1,0 +1,53 @@
+"""A real browser (Debian chromium via playwright) logs in, picks a profile and gets JupyterLab."""
+
+import os
+import shutil
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def page(tmp_path):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian chromium is not installed (scripts/install.sh --test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        yield context.new_page()
+        browser.close()
+
+
+def test_login_pick_profile_and_see_jupyterlab(hub, page, tmp_path):
+    page.goto(f"{hub.url}/hub/login")
+    page.fill("input[name=username]", "browser-user")
+    page.fill("input[name=password]", hub.password)
+    page.click("#login_submit")
+    page.wait_for_url("**/hub/spawn**")
+
+    # the form: GPU profile is there; VS Code-only profile disabled unless code-server exists
+    form = page.locator("#kubestudio-spawn-form")
+    form.wait_for()
+    assert form.locator("label.ks-profile").count() == 4
+    page.screenshot(path=str(tmp_path / "spawn-form.png"), full_page=True)
+
+    page.click("label.ks-profile[data-slug=cpu-large]")
+    assert page.is_checked("input[name=profile][value=cpu-large]")
+    page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
+
+    page.wait_for_url("**/user/browser-user/lab**", timeout=90_000)
+    page.wait_for_selector("#jp-main-dock-panel", timeout=90_000)
+    page.wait_for_selector(".jp-DirListing-content", timeout=60_000)
+    shot = tmp_path / "jupyterlab.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+    # the file browser shows the workspace root with the archives link in it
+    assert page.locator(".jp-DirListing-item[title^='Name: archives']").count() == 1
+    hub.stop_server("browser-user")
