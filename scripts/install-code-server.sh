@@ -44,5 +44,11 @@ VSCODE="$PREFIX/node_modules/code-server/lib/vscode"
 mkdir -p "$VSCODE/node_modules/@vscode/ripgrep/bin"
 ln -sf "$(command -v rg)" "$VSCODE/node_modules/@vscode/ripgrep/bin/rg"
 log "building native modules from source (a few minutes)"
+(cd "$VSCODE" && npm rebuild --loglevel=error)
 (cd "$PREFIX" && npm rebuild --loglevel=error)
+# what the build must have produced: a missing one means VS Code starts half-broken
+for module in @vscode/spdlog node-pty kerberos; do
+  find "$VSCODE/node_modules/$module" -name '*.node' -path '*Release*' | grep -q . \
+    || { log "native module $module was not built"; exit 1; }
+done
 "$PREFIX/node_modules/.bin/code-server" --version

@@ -40,3 +40,10 @@ if [ $want_test = 1 ] && ! command -v chromium >/dev/null; then
     log "chromium is missing: sudo apt-get install chromium (browser tests will be skipped)"
   fi
 fi
+
+# VS Code profiles need code-server; without it they are shown disabled with the reason.
+if [ "${KUBESTUDIO_SKIP_CODE_SERVER:-0}" != 1 ] && [ ! -x .tools/code-server/node_modules/.bin/code-server ]; then
+  log "installing code-server for VS Code profiles (set KUBESTUDIO_SKIP_CODE_SERVER=1 to skip)"
+  bash scripts/install-code-server.sh \
+    || log "WARNING: code-server could not be installed; VS Code profiles will be shown as unavailable"
+fi

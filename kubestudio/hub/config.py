@@ -112,6 +112,19 @@ class KubeStudio(Configurable):
             return [local]
         return ["configurable-http-proxy"]
 
+    tool_dirs = List(
+        Unicode(),
+        config=True,
+        help="""Folders put in front of PATH for the hub and its local servers. Defaults to
+        .tools/code-server/node_modules/.bin when scripts/install-code-server.sh installed
+        code-server there, so VS Code profiles work.""",
+    )
+
+    @default("tool_dirs")
+    def _default_tool_dirs(self):
+        code_server = os.path.join(REPO_ROOT, ".tools", "code-server", "node_modules", ".bin")
+        return [code_server] if os.path.isdir(code_server) else []
+
     # --------------------------------------------------------------------------------
 
     def password(self):
@@ -173,6 +186,8 @@ class KubeStudio(Configurable):
 
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         data = os.path.abspath(self.data_dir)
+        path = os.environ.get("PATH", "").split(os.pathsep)
+        os.environ["PATH"] = os.pathsep.join([d for d in self.tool_dirs if d not in path] + path)
 
         c.JupyterHub.bind_url = self.bind_url
         c.JupyterHub.db_url = f"sqlite:///{os.path.join(data, 'jupyterhub.sqlite')}"

@@ -11,6 +11,7 @@ not by file permissions. Use the Kubernetes spawner where users must not share a
 """
 
 import asyncio
+import json
 import os
 import shutil
 
@@ -24,6 +25,23 @@ from .profiles import load_catalog_cached
 from .projects import user_projects
 from .request import SpawnRefused, options_from_formdata, resolve_request
 from .storage import ensure_user_folders, user_folders, user_slug
+
+CODE_SERVER_DEFAULTS = {
+    # the workspace is the user's own folder: no "do you trust the authors" prompt
+    "security.workspace.trust.enabled": False,
+    "workbench.startupEditor": "none",
+}
+
+
+def write_code_server_defaults(home):
+    """Give code-server sensible user settings once; never overwrite the user's own."""
+    settings_dir = os.path.join(home, ".local", "share", "code-server", "User")
+    path = os.path.join(settings_dir, "settings.json")
+    if not os.path.exists(path):
+        os.makedirs(settings_dir, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(CODE_SERVER_DEFAULTS, f, indent=2)
+
 
 # one ledger per data dir in this hub process: every spawner of the hub shares it
 _ledgers = {}
@@ -214,6 +232,8 @@ class LocalWorkspaceSpawner(LocalProcessSpawner):
         folders = self.folders
         self._progress(30, "Preparing your workspace")
         ensure_user_folders(folders)
+        if request.ide == "vscode":
+            write_code_server_defaults(folders.home)
         self.notebook_dir = folders.workspace
         self.default_url = self.vscode_url if request.ide == "vscode" else self.jupyterlab_url
         self.mem_limit = profile.mem_limit

@@ -51,3 +51,23 @@ def test_login_pick_profile_and_see_jupyterlab(hub, page, tmp_path):
     # the file browser shows the workspace root with the archives link in it
     assert page.locator(".jp-DirListing-item[title^='Name: archives']").count() == 1
     hub.stop_server("browser-user")
+
+
+def test_vs_code_profile_opens_vs_code(hub, page, tmp_path):
+    from .test_local_hub import code_server_available
+
+    if not code_server_available():
+        pytest.skip("code-server is not installed (scripts/install-code-server.sh)")
+    page.goto(f"{hub.url}/hub/login")
+    page.fill("input[name=username]", "coder")
+    page.fill("input[name=password]", hub.password)
+    page.click("#login_submit")
+    page.wait_for_url("**/hub/spawn**")
+    page.click("label.ks-profile[data-slug=vscode]")
+    page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
+    page.wait_for_url("**/user/coder/vscode/**", timeout=90_000)
+    page.wait_for_selector(".monaco-workbench", timeout=120_000)
+    # the explorer opens the user's workspace, with the archives link in it
+    page.wait_for_selector(".explorer-folders-view .monaco-list-row[aria-label^='archives']", timeout=60_000)
+    page.screenshot(path=str(tmp_path / "vscode.png"))
+    hub.stop_server("coder")
