@@ -14,9 +14,11 @@ import asyncio
 import json
 import os
 import shutil
+import time
 
 from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Integer, List, Unicode, default
 
 from .form import render_spawn_form
@@ -41,6 +43,14 @@ def write_code_server_defaults(home):
         os.makedirs(settings_dir, exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
             json.dump(CODE_SERVER_DEFAULTS, f, indent=2)
+
+
+class SpawnFailed(RuntimeError):
+    """A server that could not start; the message is shown on the spawn page."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.jupyterhub_message = message
 
 
 # one ledger per data dir in this hub process: every spawner of the hub shares it
@@ -243,7 +253,34 @@ class LocalWorkspaceSpawner(LocalProcessSpawner):
         gpus = f" with GPU {', '.join(allocation.gpus)}" if allocation.gpus else ""
         ide = "VS Code" if request.ide == "vscode" else "JupyterLab"
         self._progress(50, f"Starting {ide} ({profile.display_name}){gpus}")
-        return await super().start()
+        ip, port = await super().start()
+        await self._wait_until_answering(ip, port, ide)
+        return ip, port
+
+    async def _wait_until_answering(self, ip, port, ide):
+        """Poll the new server every 50 ms until it answers, or fail at once if it exits.
+
+        JupyterHub's own readiness check backs off exponentially (0.2 s, 0.4 s, ... up to 5 s),
+        which adds up to seconds to every local start; polling our own child process is cheap.
+        A server that dies while starting is reported now instead of after http_timeout.
+        """
+        url = f"http://{ip}:{port}{self.server.base_url if self.server else '/'}api"
+        client = AsyncHTTPClient()
+        deadline = time.monotonic() + self.http_timeout
+        while time.monotonic() < deadline:
+            code = self.proc.poll() if self.proc is not None else None
+            if code is not None:
+                raise SpawnFailed(
+                    f"{ide} exited with code {code} while starting; the hub log shows its output"
+                )
+            try:
+                await client.fetch(url, request_timeout=2, follow_redirects=False, raise_error=False)
+                return
+            except (OSError, HTTPClientError):
+                pass  # not listening yet, or too slow to answer
+            await asyncio.sleep(0.05)
+        # let JupyterHub's own check report the timeout
+
 
     def get_args(self):
         args = super().get_args()

@@ -1,5 +1,6 @@
 """A real JupyterHub + configurable-http-proxy + jupyterhub-singleuser servers, end to end."""
 
+import json
 import os
 import re
 import shutil
@@ -363,3 +364,30 @@ def test_embedded_default_config_prints_generated_password(tmp_path):
     assert oct((tmp_path / "data" / "dummy-password").stat().st_mode & 0o777) == "0o600"
     again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert password in again.stderr
+
+
+def test_server_that_dies_while_starting_fails_fast_with_reason(tmp_path):
+    local = LocalHub(
+        tmp_path,
+        extra_config='import sys\nc.LocalWorkspaceSpawner.cmd = [sys.executable, "-c", "import sys; sys.exit(3)"]\n',
+    )
+    local.start()
+    try:
+        local.create_user("fay")
+        started = time.monotonic()
+        r = local.spawn("fay", "", {"profile": "cpu-small"}, wait=False)
+        assert r.status_code in (201, 202, 500), r.text
+        events = []
+        with local.api("GET", "/users/fay/server/progress", stream=True) as stream:
+            for line in stream.iter_lines(decode_unicode=True):
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                    if events[-1].get("failed") or events[-1].get("ready"):
+                        break
+        assert events[-1].get("failed"), events
+        assert "JupyterLab exited with code 3 while starting" in events[-1]["message"]
+        # far sooner than the 30 s http_timeout JupyterHub would otherwise wait
+        assert time.monotonic() - started < 15
+        assert local.server_model("fay", "") is None
+    finally:
+        local.stop()

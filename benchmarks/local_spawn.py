@@ -1,0 +1,169 @@
+"""Spawn-to-ready of the embedded default against a bare jupyterhub-singleuser start.
+
+Three things are timed, interleaved so machine noise hits them alike:
+
+- ``kubestudio``: POST /hub/api/users/<u>/server through a real hub with LocalWorkspaceSpawner
+  until the hub reports the server ready (quota and GPU checks, folders, env, the process, the
+  hub's own wait for the server and the proxy route);
+- ``bare``: the same ``jupyterhub-singleuser`` started by hand with the environment a hub would
+  give it, until its ``api`` answers (the floor: nothing but the server itself);
+- ``stock``: JupyterHub's own SimpleLocalProcessSpawner through an identical hub (the anchor:
+  what JupyterHub alone costs on top of the bare server).
+
+Usage: python benchmarks/local_spawn.py [-n 7]
+Writes benchmarks/results/local_spawn.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import requests
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from kubestudio.testing.localhub import LocalHub, free_port  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def time_hub_spawn(hub, user, options):
+    start = time.perf_counter()
+    r = hub.api("POST", hub.server_path(user), json=options)
+    r.raise_for_status()
+    while True:
+        model = hub.server_model(user)
+        if model and model.get("ready"):
+            elapsed = time.perf_counter() - start
+            break
+        if model is None:
+            raise RuntimeError(f"{user}'s server stopped while starting:\n{hub.log_tail()}")
+        time.sleep(0.01)
+    hub.stop_server(user)
+    return elapsed
+
+
+def time_bare_singleuser(hub, user, token, workdir):
+    port = free_port()
+    prefix = f"/user/{user}/"
+    env = dict(
+        os.environ,
+        JUPYTERHUB_API_TOKEN=token,
+        JUPYTERHUB_API_URL=f"http://127.0.0.1:{hub.hub_port}/hub/api",
+        JUPYTERHUB_BASE_URL="/",
+        JUPYTERHUB_CLIENT_ID=f"jupyterhub-user-{user}",
+        JUPYTERHUB_USER=user,
+        JUPYTERHUB_SERVER_NAME="",
+        JUPYTERHUB_SERVICE_PREFIX=prefix,
+        JUPYTERHUB_SERVICE_URL=f"http://127.0.0.1:{port}{prefix}",
+        JUPYTERHUB_OAUTH_CALLBACK_URL=f"{prefix}oauth_callback",
+        JUPYTERHUB_HOST="",
+        JUPYTERHUB_ROOT_DIR=workdir,
+        HOME=workdir,
+    )
+    command = [os.path.join(os.path.dirname(sys.executable), "jupyterhub-singleuser")]
+    if os.geteuid() == 0:
+        command.append("--ServerApp.allow_root=True")
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}{prefix}api"
+    try:
+        while True:
+            try:
+                if requests.get(url, timeout=1).status_code == 200:
+                    return time.perf_counter() - start
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError("bare jupyterhub-singleuser exited")
+            time.sleep(0.01)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=7, help="spawns of each kind (>= 5)")
+    args = parser.parse_args()
+
+    root = tempfile.mkdtemp(prefix="kubestudio-bench-")
+    ours = LocalHub(os.path.join(root, "kubestudio"), extra_config="c.LocalWorkspaceSpawner.gpus = []\n")
+    stock = LocalHub(
+        os.path.join(root, "stock"),
+        extra_config=f"""
+c.JupyterHub.spawner_class = "simple"
+c.SimpleLocalProcessSpawner.home_dir_template = "{root}/stock-homes/{{username}}"
+c.Spawner.args = ["--ServerApp.allow_root=True"] if __import__("os").geteuid() == 0 else []
+""",
+    )
+    times = {"kubestudio": [], "bare": [], "stock": []}
+    try:
+        ours.start()
+        stock.start()
+        ours.create_user("bench")
+        stock.create_user("bench")
+        token = ours.user_token("bench")
+        bare_dir = os.path.join(root, "bare")
+        os.makedirs(bare_dir)
+        # one untimed round warms the page cache for all three
+        time_hub_spawn(ours, "bench", {"profile": "cpu-small"})
+        time_hub_spawn(stock, "bench", {})
+        time_bare_singleuser(ours, "bench", token, bare_dir)
+        for i in range(args.n):
+            times["bare"].append(time_bare_singleuser(ours, "bench", token, bare_dir))
+            times["kubestudio"].append(time_hub_spawn(ours, "bench", {"profile": "cpu-small"}))
+            times["stock"].append(time_hub_spawn(stock, "bench", {}))
+            print(
+                f"round {i + 1}/{args.n}: bare {times['bare'][-1]:.2f}s  "
+                f"kubestudio {times['kubestudio'][-1]:.2f}s  stock {times['stock'][-1]:.2f}s",
+                file=sys.stderr,
+            )
+    finally:
+        ours.stop()
+        stock.stop()
+
+    median = {k: statistics.median(v) for k, v in times.items()}
+    metrics = {
+        "n": args.n,
+        "spawn_ready_s_median": round(median["kubestudio"], 3),
+        "bare_singleuser_s_median": round(median["bare"], 3),
+        "ratio": round(median["kubestudio"] / median["bare"], 3),
+        "stock_spawner_s_median": round(median["stock"], 3),
+        "ratio_vs_stock": round(median["kubestudio"] / median["stock"], 3),
+        "spawn_ready_s_min": round(min(times["kubestudio"]), 3),
+        "spawn_ready_s_max": round(max(times["kubestudio"]), 3),
+    }
+    result = {
+        "benchmark": "local_spawn",
+        "metrics": metrics,
+        "environment": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "jupyterhub": __import__("jupyterhub").__version__,
+            "goal": "ratio <= 1.2",
+        },
+    }
+    print(f"\n{'what':<38}{'median s':>10}{'min s':>8}{'max s':>8}")
+    for label, key in (
+        ("bare jupyterhub-singleuser", "bare"),
+        ("JupyterHub SimpleLocalProcessSpawner", "stock"),
+        ("KubeStudio LocalWorkspaceSpawner", "kubestudio"),
+    ):
+        print(f"{label:<38}{median[key]:>10.3f}{min(times[key]):>8.3f}{max(times[key]):>8.3f}")
+    print(f"\nratio vs bare: {metrics['ratio']:.3f} (goal <= 1.2); ratio vs stock spawner: {metrics['ratio_vs_stock']:.3f}")
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "local_spawn.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
