@@ -70,6 +70,19 @@ def adapt_crd_for_1_20(crd):
                 if field in node:
                     del node[field]
                     removed[field] = removed.get(field, 0) + 1
+            items = node.get("items") if isinstance(node.get("items"), dict) else {}
+            for key in node.get("x-kubernetes-list-map-keys") or []:
+                if (items.get("properties", {}).get(key) or {}).get("default") == "":
+                    # a list-map key needs a default or to be required; without the default, required
+                    required = items.setdefault("required", [])
+                    if key not in required:
+                        required.append(key)
+                        removed["list-map key made required"] = removed.get("list-map key made required", 0) + 1
+            if node.get("default") == "" and node.get("type") == "string":
+                # 1.20's defaulting validation reads an empty-string default as null and refuses
+                # the CRD; an empty default and no default read the same for these fields
+                del node["default"]
+                removed['default: ""'] = removed.get('default: ""', 0) + 1
             for value in node.values():
                 strip(value)
         elif isinstance(node, list):

@@ -1,0 +1,20 @@
+import os
+
+import pytest
+
+from kubestudio.testing.kubebench import Bench, binaries_present
+
+MISSING_IMAGE = "registry.invalid/kubestudio/missing:1"
+
+
+@pytest.fixture(scope="session")
+def bench(tmp_path_factory):
+    """The Kubernetes test bench in process mode, with the default nodes and the CRDs."""
+    if os.environ.get("KUBESTUDIO_TEST_KUBECONFIG"):
+        pytest.skip("these tests check the bench itself; a real cluster has a real kubelet")
+    if not binaries_present():
+        pytest.fail("the bench's control plane is not built: python -m kubestudio.testing.kubebench build")
+    b = Bench(tmp_path_factory.mktemp("kubebench"), mode="process", missing_images=[MISSING_IMAGE])
+    b.start()
+    yield b
+    b.stop()

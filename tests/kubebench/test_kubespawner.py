@@ -1,0 +1,80 @@
+"""Stock KubeSpawner, unmodified, under a real JupyterHub + proxy, spawning on the bench."""
+
+import time
+
+import pytest
+import requests
+
+from kubestudio.testing.localhub import LocalHub
+
+KUBESPAWNER_CONFIG = """
+import os
+c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
+c.KubeSpawner.namespace = "default"
+c.KubeSpawner.image = "quay.io/jupyterhub/k8s-singleuser-sample:4.1.0"
+c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
+c.KubeSpawner.args = ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []
+c.KubeSpawner.start_timeout = 90
+c.KubeSpawner.http_timeout = 60
+c.KubeSpawner.delete_grace_period = 2
+c.KubeSpawner.extra_labels = {"kubebench.kubestudio.io/mode": "process"}
+"""
+
+
+def stock_hub(root, kubeconfig):
+    return LocalHub(root, extra_config=KUBESPAWNER_CONFIG, env={"KUBECONFIG": kubeconfig})
+
+
+def user_pods(bench):
+    items = bench.api("GET", "/api/v1/namespaces/default/pods?labelSelector=component%3Dsingleuser-server").json()["items"]
+    return [p["metadata"]["name"] for p in items]
+
+
+def test_stock_kubespawner_spawns_reaches_and_stops(bench, tmp_path):
+    hub = stock_hub(tmp_path, bench.kubeconfig).start()
+    try:
+        hub.create_user("kate")
+        token = hub.user_token("kate")
+        r = hub.spawn("kate", timeout=120)
+        assert r.status_code in (201, 202), r.text
+        pod = bench.api("GET", "/api/v1/namespaces/default/pods/jupyter-kate").json()
+        assert pod["spec"]["nodeName"]  # bound by the real scheduler
+        assert pod["status"]["phase"] == "Running" and pod["status"]["podIP"].startswith("127.1.")
+        page = requests.get(f"{hub.url}/user/kate/api/status", headers={"Authorization": f"token {token}"})
+        assert page.status_code == 200 and "started" in page.json()
+        hub.stop_server("kate")
+        deadline = time.monotonic() + 60
+        while "jupyter-kate" in user_pods(bench) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "jupyter-kate" not in user_pods(bench)
+    finally:
+        hub.stop()
+
+
+def test_stock_kubespawner_with_injected_pod_create_errors_leaves_no_orphans(bench, tmp_path):
+    hub = stock_hub(tmp_path, bench.proxy_kubeconfig).start()
+    users = [f"flaky{i}" for i in range(6)]
+    outcomes = {}
+    try:
+        bench.set_faults(rules=[{"verb": "create", "resource": "pods", "rate": 0.2, "error": 500}])
+        for user in users:
+            hub.create_user(user)
+            r = hub.spawn(user, wait=False)
+            outcomes[user] = r.status_code
+        for user in users:
+            try:
+                hub.wait_ready(user, timeout=120)
+                outcomes[user] = "ready"
+            except (RuntimeError, TimeoutError):
+                outcomes[user] = "failed cleanly"
+        assert set(outcomes.values()) <= {"ready", "failed cleanly"}, outcomes
+        assert bench.counts().get("create pods", 0) >= len(users)
+    finally:
+        bench.set_faults()
+        for user in users:
+            hub.stop_server(user)
+        hub.stop()
+    deadline = time.monotonic() + 60
+    while any(p.startswith("jupyter-flaky") for p in user_pods(bench)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p for p in user_pods(bench) if p.startswith("jupyter-flaky")], "orphan pods left"
