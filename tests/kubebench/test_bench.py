@@ -270,17 +270,17 @@ def test_fault_proxy_counts_and_injects(bench):
         bench.set_faults(rules=[{"verb": "list", "resource": "pods", "rate": 1.0, "error": 429, "retry_after": 1}])
         import requests
 
-        r = requests.get(f"{bench.proxy_url}/api/v1/namespaces/default/pods", headers={"Authorization": f"Bearer {bench.token}"})
+        r = requests.get(f"{bench.proxy_url}/api/v1/namespaces/default/pods", headers={"Authorization": f"Bearer {bench.token}"}, verify=False)
         assert r.status_code == 429 and r.headers["Retry-After"] == "1"
         bench.set_faults(rules=[{"verb": "get", "resource": "nodes", "rate": 1.0, "error": "reset"}])
         with pytest.raises(requests.ConnectionError):
-            requests.get(f"{bench.proxy_url}/api/v1/nodes/cpu-1", headers={"Authorization": f"Bearer {bench.token}"})
+            requests.get(f"{bench.proxy_url}/api/v1/nodes/cpu-1", headers={"Authorization": f"Bearer {bench.token}"}, verify=False)
         # dropped watches: the stream ends after the set time
         bench.set_faults(drop_watch_after_s=1)
         started = time.monotonic()
         with pytest.raises((requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
             with requests.get(f"{bench.proxy_url}/api/v1/namespaces/default/pods?watch=1",
-                              headers={"Authorization": f"Bearer {bench.token}"}, stream=True, timeout=30) as w:
+                              headers={"Authorization": f"Bearer {bench.token}"}, stream=True, timeout=30, verify=False) as w:
                 for _ in w.iter_lines():
                     pass
                 raise requests.ConnectionError("stream ended")

@@ -175,8 +175,9 @@ class Bench:
     def _start_fault_proxy(self):
         self.proxy_proc, port = self._python_component("faultproxy", "kubestudio.testing.kubebench.faultproxy", {
             "upstream": self.server, "port": free_port(),
+            "cert": os.path.join(self.root, "kubelet.crt"), "key": os.path.join(self.root, "kubelet.key"),
         })
-        self.proxy_url = f"http://127.0.0.1:{port}"
+        self.proxy_url = f"https://127.0.0.1:{port}"
         self.proxy_kubeconfig = write_kubeconfig(os.path.join(self.root, "kubeconfig-proxy.yaml"), self.proxy_url, self.token)
 
     def stop(self):
@@ -257,7 +258,7 @@ class Bench:
         for name in names:
             while True:
                 crd = self.api("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}").json()
-                conditions = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}
+                conditions = {c["type"]: c["status"] for c in (crd.get("status") or {}).get("conditions") or []}
                 if conditions.get("Established") == "True":
                     break
                 if time.monotonic() > deadline:
@@ -269,12 +270,13 @@ class Bench:
 
     def set_faults(self, rules=None, latency_ms=0, drop_watch_after_s=None):
         r = requests.put(f"{self.proxy_url}/_kubebench/faults", json={
-            "rules": rules or [], "latency_ms": latency_ms, "drop_watch_after_s": drop_watch_after_s}, timeout=10)
+            "rules": rules or [], "latency_ms": latency_ms, "drop_watch_after_s": drop_watch_after_s},
+            timeout=10, verify=False)
         r.raise_for_status()
         return r.json()
 
     def counts(self, reset=False):
-        r = requests.request("DELETE" if reset else "GET", f"{self.proxy_url}/_kubebench/counts", timeout=10)
+        r = requests.request("DELETE" if reset else "GET", f"{self.proxy_url}/_kubebench/counts", timeout=10, verify=False)
         r.raise_for_status()
         return r.json()
 

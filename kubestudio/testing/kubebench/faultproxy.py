@@ -1,7 +1,8 @@
 """A loopback proxy in front of the apiserver: request counts and injected faults.
 
-Clients use the proxy's kubeconfig (plain HTTP on 127.0.0.1); the proxy forwards to the
-apiserver over HTTPS with the caller's own Authorization header. Control endpoints:
+Clients use the proxy's kubeconfig (HTTPS on 127.0.0.1 with its own self-signed certificate:
+client-go sends no bearer token over plain HTTP); the proxy forwards to the apiserver over HTTPS
+with the caller's own Authorization header. Control endpoints:
 
 - ``GET /_kubebench/counts``: ``{"<verb> <resource>": n}``; ``DELETE`` resets them.
 - ``PUT /_kubebench/faults``: ``{"rules": [{"verb": "create", "resource": "pods", "rate": 0.2,
@@ -23,7 +24,7 @@ from aiohttp import web
 log = logging.getLogger("kubebench.faultproxy")
 
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
-               "content-length", "content-encoding"}
+               "content-length"}
 
 
 def classify(method, path, query):
@@ -55,9 +56,10 @@ def classify(method, path, query):
 
 
 class FaultProxy:
-    def __init__(self, upstream, port=0):
+    def __init__(self, upstream, port=0, cert=None, key=None):
         self.upstream = upstream.rstrip("/")
         self.port = port
+        self.cert, self.key = cert, key
         self.counts = Counter()
         self.settings = {"rules": [], "latency_ms": 0, "drop_watch_after_s": None}
         self.random = random.Random(1234)
@@ -149,7 +151,11 @@ class FaultProxy:
         app.router.add_route("*", "/{tail:.*}", self.forward)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        server_context = None
+        if self.cert:
+            server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            server_context.load_cert_chain(self.cert, self.key)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=server_context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
         return self
@@ -165,7 +171,7 @@ def main(config_file):
     logging.basicConfig(level="INFO", stream=sys.stderr)
 
     async def run():
-        proxy = await FaultProxy(config["upstream"], config["port"]).start()
+        proxy = await FaultProxy(config["upstream"], config["port"], config.get("cert"), config.get("key")).start()
         with open(config["ready_file"], "w") as f:
             f.write(str(proxy.port))
         await asyncio.Event().wait()
