@@ -539,6 +539,8 @@ class SimKubelet:
 
         env = await self._env(runtime, container)
         base_env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV") if k in os.environ}
+        # the bench's "image" is this machine with the bench's Python environment first on PATH
+        base_env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), base_env.get("PATH", "/usr/bin:/bin")])
         home = os.path.join(runtime.folder, "home")
         os.makedirs(home, exist_ok=True)
         full_env = {**base_env, "HOME": home, "HOSTNAME": runtime.name, "KUBEBENCH_POD_IP": runtime.ip,
