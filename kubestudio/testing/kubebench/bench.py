@@ -59,8 +59,12 @@ def load_nodes(path_or_list=None):
 UNSUPPORTED_SCHEMA_FIELDS = ("x-kubernetes-validations",)
 
 
-def adapt_crd_for_1_20(crd):
-    """Remove schema fields 1.20 cannot take; returns (crd, {field: count})."""
+def adapt_crd_for_1_20(crd, empty_defaults=True):
+    """Remove schema fields 1.20 cannot take; returns (crd, {field: count}).
+
+    With ``empty_defaults``, also drop ``default: ""`` on strings (some of which 1.20's
+    defaulting validation reads as null and refuses), making list-map keys required instead.
+    """
     crd = copy.deepcopy(crd)
     removed = {}
 
@@ -71,14 +75,14 @@ def adapt_crd_for_1_20(crd):
                     del node[field]
                     removed[field] = removed.get(field, 0) + 1
             items = node.get("items") if isinstance(node.get("items"), dict) else {}
-            for key in node.get("x-kubernetes-list-map-keys") or []:
+            for key in (node.get("x-kubernetes-list-map-keys") or []) if empty_defaults else []:
                 if (items.get("properties", {}).get(key) or {}).get("default") == "":
                     # a list-map key needs a default or to be required; without the default, required
                     required = items.setdefault("required", [])
                     if key not in required:
                         required.append(key)
                         removed["list-map key made required"] = removed.get("list-map key made required", 0) + 1
-            if node.get("default") == "" and node.get("type") == "string":
+            if empty_defaults and node.get("default") == "" and node.get("type") == "string":
                 # 1.20's defaulting validation reads an empty-string default as null and refuses
                 # the CRD; an empty default and no default read the same for these fields
                 del node["default"]
@@ -247,9 +251,14 @@ class Bench:
                 for doc in yaml.safe_load_all(f):
                     if not doc or doc.get("kind") != "CustomResourceDefinition":
                         continue
-                    crd, removed = adapt_crd_for_1_20(doc)
+                    # as close to the original as 1.20 takes: first without CEL rules only
+                    crd, removed = adapt_crd_for_1_20(doc, empty_defaults=False)
                     crd["metadata"].pop("annotations", None)
                     r = self.api("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd, timeout=60)
+                    if r.status_code == 422 and "].default: Invalid value" in r.text:
+                        crd, removed = adapt_crd_for_1_20(doc)
+                        crd["metadata"].pop("annotations", None)
+                        r = self.api("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd, timeout=60)
                     if r.status_code not in (201, 409):
                         raise RuntimeError(f"CRD {crd['metadata']['name']} from {path} refused: {r.status_code} {r.text[:500]}")
                     report[crd["metadata"]["name"]] = removed
