@@ -308,3 +308,37 @@ def test_kubeconfig_loads_in_every_client(bench):
     assert asyncio.run(with_asyncio()) == 5
     version = bench.kubectl("version", "-o", "json").stdout
     assert json.loads(version)["serverVersion"]["gitVersion"].startswith("v1.20.2")
+
+
+def test_responder_and_status_modes(bench):
+    import requests
+
+    responder = pod_manifest("answer", [], labels={"kubebench.kubestudio.io/mode": "responder"})
+    responder["spec"]["containers"][0]["ports"] = [{"containerPort": 9000}]
+    del responder["spec"]["containers"][0]["command"]
+    create(bench, responder)
+    quiet = pod_manifest("quiet", [], labels={"kubebench.kubestudio.io/mode": "status"})
+    del quiet["spec"]["containers"][0]["command"]
+    create(bench, quiet)
+    wait_for(lambda: phase(bench, "answer") == "Running" and phase(bench, "quiet") == "Running", what="both Running")
+    ip = get(bench, "/api/v1/namespaces/default/pods/answer")["status"]["podIP"]
+    r = requests.get(f"http://{ip}:9000/anything", timeout=5)
+    assert r.status_code == 200 and r.json() == {"pod": "answer", "namespace": "default"}
+    quiet_ip = get(bench, "/api/v1/namespaces/default/pods/quiet")["status"]["podIP"]
+    assert quiet_ip.startswith("127.1.") and quiet_ip != ip
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://{quiet_ip}:9000/", timeout=2)
+    for name in ("answer", "quiet"):
+        bench.api("DELETE", f"/api/v1/namespaces/default/pods/{name}")
+    wait_for(lambda: bench.api("GET", "/api/v1/namespaces/default/pods/answer").status_code == 404, what="deleted")
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://{ip}:9000/", timeout=2)
+
+
+def test_kubectl_logs_follow_and_tail(bench):
+    script = "import time\nfor i in range(4):\n    print('line', i, flush=True)\n    time.sleep(0.3)\n"
+    create(bench, pod_manifest("chatty", [PY, "-c", script]))
+    wait_for(lambda: phase(bench, "chatty") in ("Running", "Succeeded"), what="started")
+    followed = bench.kubectl("logs", "-f", "chatty", timeout=30).stdout
+    assert followed.splitlines() == ["line 0", "line 1", "line 2", "line 3"]
+    assert bench.kubectl("logs", "chatty", "--tail=1").stdout.strip() == "line 3"
