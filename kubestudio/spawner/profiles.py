@@ -298,11 +298,21 @@ def _check_range(check, path, value, parse, fields=("guarantee", "limit")):
     return guarantee, limit
 
 
+_CUBE_GPU = re.compile(r"^\s*(\d+)\s*(?:\(\s*([^()]+?)\s*\))?\s*$")
+
+
 def _check_gpu(check, path, value):
     if value is None:
         return (0,), None, DEFAULT_GPU_RESOURCE
     if isinstance(value, int) and not isinstance(value, bool):
         value = {"count": value}
+    if isinstance(value, str):
+        # cube-studio's form: "1(V100)" is one GPU of type V100
+        match = _CUBE_GPU.match(value)
+        if not match:
+            check.error(path, f"must be a count, 'N(TYPE)' like 1(V100), or a mapping, not {value!r}")
+            return (0,), None, DEFAULT_GPU_RESOURCE
+        value = {"count": int(match[1]), **({"type": match[2]} if match[2] else {})}
     if not isinstance(value, dict):
         check.error(path, "must be a mapping with count, type and resource")
         return (0,), None, DEFAULT_GPU_RESOURCE
