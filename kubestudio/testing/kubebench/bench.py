@@ -244,9 +244,15 @@ class Bench:
     def apply_crds(self, crds_dir=None):
         """Install every CRD in ``crds_dir``; returns what had to be changed for 1.20."""
         crds_dir = crds_dir or default_crds_dir()
+        paths = sorted(glob.glob(os.path.join(crds_dir, "*.yaml")))
+        if not paths:
+            raise FileNotFoundError(
+                f"no CRDs in {crds_dir}: the bench expects ../shared/crds beside the repository "
+                f"(or set KUBESTUDIO_CRDS_DIR, or crds=False)"
+            )
         report = {}
         names = []
-        for path in sorted(glob.glob(os.path.join(crds_dir, "*.yaml"))):
+        for path in paths:
             with open(path) as f:
                 for doc in yaml.safe_load_all(f):
                     if not doc or doc.get("kind") != "CustomResourceDefinition":
