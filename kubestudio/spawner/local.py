@@ -17,15 +17,12 @@ import shutil
 import time
 
 from jupyterhub.spawner import LocalProcessSpawner
-from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Integer, List, Unicode, default
 
-from .form import render_spawn_form
+from .base import WorkspaceSpawnerMixin, refusal
 from .gpus import Allocation, ServerLedger, detect_gpus, gpus_from_config
-from .profiles import load_catalog_cached
-from .projects import user_projects
-from .request import SpawnRefused, options_from_formdata, resolve_request
+from .request import SpawnRefused
 from .storage import ensure_user_folders, user_folders, user_slug
 
 CODE_SERVER_DEFAULTS = {
@@ -57,7 +54,7 @@ class SpawnFailed(RuntimeError):
 _ledgers = {}
 
 
-class LocalWorkspaceSpawner(LocalProcessSpawner):
+class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
     """Spawn KubeStudio workspaces as local processes (the embedded default)."""
 
     data_dir = Unicode(
@@ -69,13 +66,6 @@ class LocalWorkspaceSpawner(LocalProcessSpawner):
     @default("data_dir")
     def _default_data_dir(self):
         return os.path.join(os.getcwd(), "data")
-
-    profiles_file = Unicode(
-        "profiles/default.yaml",
-        config=True,
-        help="""Profile catalog (YAML) offered on the spawn form. Relative paths are resolved
-        against the hub's working directory. The file is re-read when it changes.""",
-    )
 
     gpus = List(
         None,
@@ -100,16 +90,6 @@ class LocalWorkspaceSpawner(LocalProcessSpawner):
         profiles are shown disabled when none is on the hub's PATH.""",
     )
 
-    jupyterlab_url = Unicode(
-        "/lab", config=True, help="URL a JupyterLab server opens on (relative to the server)."
-    )
-
-    vscode_url = Unicode(
-        "/vscode/",
-        config=True,
-        help="URL a VS Code server opens on; jupyter-vscode-proxy serves VS Code there.",
-    )
-
     start_timeout = Integer(
         120,
         config=True,
@@ -132,10 +112,6 @@ class LocalWorkspaceSpawner(LocalProcessSpawner):
                 )
             _ledgers[key] = ServerLedger(machine_gpus)
         return _ledgers[key]
-
-    @property
-    def catalog(self):
-        return load_catalog_cached(self.profiles_file)
 
     @property
     def folders(self):
@@ -163,41 +139,10 @@ class LocalWorkspaceSpawner(LocalProcessSpawner):
                 profile_reasons[profile.slug] = f"this machine has no GPU{kind}"
         return profile_reasons, ide_reasons
 
-    def _projects(self):
-        return user_projects(self.user.groups)
-
-    def resolve(self, options):
-        profile_reasons, ide_reasons = self.unavailable()
-        return resolve_request(options, self.catalog, self._projects(), profile_reasons, ide_reasons)
-
-    # ------------------------------------------------------------------ the form
-
-    @default("options_form")
-    def _default_options_form(self):
-        return self._render_options_form
-
-    def _render_options_form(self, spawner):
-        profile_reasons, ide_reasons = self.unavailable()
-        return render_spawn_form(
-            self.catalog,
-            self._projects(),
-            profile_reasons,
-            ide_reasons,
-            previous=self.orm_spawner.user_options if self.orm_spawner else None,
-        )
-
-    def options_from_form(self, formdata):
-        """Check the choice on the form, so a refusal shows on the form with nothing started."""
-        request = self.resolve(options_from_formdata(formdata))
+    def check_capacity(self, request):
         self.ledger.reserve(
-            self.user.name,
-            self.name,
-            request.project,
-            request.gpus,
-            request.profile.gpu_type,
-            dry_run=True,
+            self.user.name, self.name, request.project, request.gpus, request.profile.gpu_type, dry_run=True
         )
-        return request.as_options()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -227,9 +172,7 @@ class LocalWorkspaceSpawner(LocalProcessSpawner):
                 self.user.name, self.name, request.project, request.gpus, request.profile.gpu_type
             )
         except SpawnRefused as e:
-            error = web.HTTPError(e.status, str(e))
-            error.jupyterhub_message = str(e)
-            raise error from None
+            raise refusal(e) from None
         self._request = request
         self._allocation = allocation
 

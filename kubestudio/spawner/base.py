@@ -1,0 +1,82 @@
+"""What every KubeStudio spawner shares: the catalog, the user's projects, the form, the checks.
+
+:class:`WorkspaceSpawnerMixin` goes first in a spawner's bases (``class S(WorkspaceSpawnerMixin,
+SomeSpawner)``). A spawner provides :meth:`unavailable` (what cannot start here, with reasons)
+and :meth:`check_capacity` (quotas and free resources, without taking anything).
+"""
+
+from tornado import web
+from traitlets import Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from .form import render_spawn_form
+from .profiles import load_catalog_cached
+from .projects import user_projects
+from .request import SpawnRefused, options_from_formdata, resolve_request
+
+
+def refusal(error):
+    """A SpawnRefused as the HTTP error JupyterHub shows (JSON for the API, text on the page)."""
+    http_error = web.HTTPError(error.status, str(error))
+    http_error.jupyterhub_message = str(error)
+    return http_error
+
+
+class WorkspaceSpawnerMixin(LoggingConfigurable):
+    profiles_file = Unicode(
+        "profiles/default.yaml",
+        config=True,
+        help="""Profile catalog (YAML) offered on the spawn form. Relative paths are resolved
+        against the hub's working directory. The file is re-read when it changes.""",
+    )
+
+    jupyterlab_url = Unicode(
+        "/lab", config=True, help="URL a JupyterLab server opens on (relative to the server)."
+    )
+
+    vscode_url = Unicode(
+        "/vscode/",
+        config=True,
+        help="URL a VS Code server opens on; jupyter-vscode-proxy serves VS Code there.",
+    )
+
+    @property
+    def catalog(self):
+        return load_catalog_cached(self.profiles_file)
+
+    def projects(self):
+        return user_projects(self.user.groups)
+
+    def unavailable(self):
+        """(profile reasons, IDE reasons): what cannot start here and why."""
+        return {}, {}
+
+    def check_capacity(self, request):
+        """Refuse (SpawnRefused) a request over quota or beyond free resources; take nothing."""
+
+    def resolve(self, options):
+        profile_reasons, ide_reasons = self.unavailable()
+        return resolve_request(options, self.catalog, self.projects(), profile_reasons, ide_reasons)
+
+    @default("options_form")
+    def _default_options_form(self):
+        return self._render_options_form
+
+    def _render_options_form(self, spawner):
+        profile_reasons, ide_reasons = self.unavailable()
+        return render_spawn_form(
+            self.catalog,
+            self.projects(),
+            profile_reasons,
+            ide_reasons,
+            previous=self.orm_spawner.user_options if self.orm_spawner else None,
+        )
+
+    def options_from_form(self, formdata):
+        """Check the choice on the form, so a refusal shows on the form with nothing started."""
+        request = self.resolve(options_from_formdata(formdata))
+        self.check_capacity(request)
+        return request.as_options()
+
+
+__all__ = ["WorkspaceSpawnerMixin", "SpawnRefused", "refusal"]
