@@ -35,6 +35,13 @@ class KubeStudioConfigError(ValueError):
 class KubeStudio(Configurable):
     """Hub-wide KubeStudio settings."""
 
+    spawner = Unicode(
+        "local",
+        config=True,
+        help="""Where servers run: `local` (the embedded default: local processes and folders) or
+        `kubernetes` (WorkspaceSpawner: pods, shared workspace and archives claims).""",
+    )
+
     data_dir = Unicode(
         config=True,
         help="""Folder for the hub's database, cookie secret, generated password and every
@@ -177,6 +184,7 @@ class KubeStudio(Configurable):
     def apply(self, c):
         """Write the hub configuration into ``c``; raise KubeStudioConfigError on bad settings."""
         from ..spawner.local import LocalWorkspaceSpawner
+        from ..spawner.workspace import WorkspaceSpawner
 
         try:
             load_catalog(self.profiles_file)
@@ -199,9 +207,15 @@ class KubeStudio(Configurable):
         c.JupyterHub.cleanup_servers = False
         c.JupyterHub.load_groups = groups
 
-        c.JupyterHub.spawner_class = LocalWorkspaceSpawner
-        c.LocalWorkspaceSpawner.data_dir = data
-        c.LocalWorkspaceSpawner.profiles_file = os.path.abspath(self.profiles_file)
+        if self.spawner == "kubernetes":
+            c.JupyterHub.spawner_class = WorkspaceSpawner
+            c.WorkspaceSpawner.profiles_file = os.path.abspath(self.profiles_file)
+        elif self.spawner == "local":
+            c.JupyterHub.spawner_class = LocalWorkspaceSpawner
+            c.LocalWorkspaceSpawner.data_dir = data
+            c.LocalWorkspaceSpawner.profiles_file = os.path.abspath(self.profiles_file)
+        else:
+            raise KubeStudioConfigError(f"KubeStudio.spawner: must be 'local' or 'kubernetes', not {self.spawner!r}")
 
         c.JupyterHub.authenticator_class = self.authenticator_class
         c.Authenticator.admin_users = set(self.admin_users)

@@ -1,5 +1,6 @@
 """Spawners, profiles, projects and per-user storage."""
 
 from .local import LocalWorkspaceSpawner
+from .workspace import WorkspaceSpawner
 
-__all__ = ["LocalWorkspaceSpawner"]
+__all__ = ["LocalWorkspaceSpawner", "WorkspaceSpawner"]

@@ -14,7 +14,11 @@ def bench(tmp_path_factory):
         pytest.skip("these tests check the bench itself; a real cluster has a real kubelet")
     if not binaries_present():
         pytest.fail("the bench's control plane is not built: python -m kubestudio.testing.kubebench build")
-    b = Bench(tmp_path_factory.mktemp("kubebench"), mode="process", missing_images=[MISSING_IMAGE])
+    from kubestudio.hub.config import KubeStudio
+
+    # the bench's "image" has what the repository installed: code-server for VS Code profiles
+    b = Bench(tmp_path_factory.mktemp("kubebench"), mode="process", missing_images=[MISSING_IMAGE],
+              path_prepend=KubeStudio().tool_dirs)
     b.start()
     yield b
     b.stop()

@@ -100,7 +100,7 @@ def adapt_crd_for_1_20(crd, empty_defaults=True):
 
 class Bench:
     def __init__(self, root, nodes=None, mode="process", missing_images=(), crds=True, fault_proxy=True,
-                 events=True, cache_dir=None):
+                 events=True, cache_dir=None, path_prepend=()):
         self.root = os.path.abspath(root)
         self.nodes = load_nodes(nodes)
         self.mode = mode
@@ -108,6 +108,7 @@ class Bench:
         self.install_crds = crds
         self.with_fault_proxy = fault_proxy
         self.events = events
+        self.path_prepend = list(path_prepend)
         self.control_plane = ControlPlane(os.path.join(self.root, "control-plane"),
                                           os.path.join(cache_dir or default_cache_dir(), "bin"))
         self.kubectl_bin = os.path.join(self.control_plane.bin_dir, "kubectl")
@@ -174,6 +175,7 @@ class Bench:
             "server": self.server, "token": self.token, "root": os.path.join(self.root, "kubelet"),
             "nodes": self.nodes, "mode": self.mode, "missing_images": self.missing_images,
             "kubelet_port": self.kubelet_port, "cert": cert, "key": key, "events": self.events,
+            "path_prepend": self.path_prepend,
         })
 
     def _start_fault_proxy(self):

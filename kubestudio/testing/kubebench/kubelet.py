@@ -102,7 +102,7 @@ class PodRuntime:
 
 class SimKubelet:
     def __init__(self, server, token, root, nodes, mode="process", missing_images=(), kubelet_port=0,
-                 events=True, start_delay=0.0):
+                 events=True, start_delay=0.0, path_prepend=()):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.client = KubeClient(server, token, limit=200)
@@ -113,6 +113,7 @@ class SimKubelet:
         self.kubelet_port = kubelet_port
         self.events = events
         self.start_delay = start_delay
+        self.path_prepend = list(path_prepend)
         self.ips = PodIPs()
         self.pods = {}  # uid -> PodRuntime
         self.by_name = {}  # (namespace, name) -> uid, kept after the pod ends for logs
@@ -540,7 +541,8 @@ class SimKubelet:
         env = await self._env(runtime, container)
         base_env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV") if k in os.environ}
         # the bench's "image" is this machine with the bench's Python environment first on PATH
-        base_env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), base_env.get("PATH", "/usr/bin:/bin")])
+        base_env["PATH"] = os.pathsep.join(
+            self.path_prepend + [os.path.dirname(sys.executable), base_env.get("PATH", "/usr/bin:/bin")])
         home = os.path.join(runtime.folder, "home")
         os.makedirs(home, exist_ok=True)
         full_env = {**base_env, "HOME": home, "HOSTNAME": runtime.name, "KUBEBENCH_POD_IP": runtime.ip,
@@ -693,7 +695,7 @@ def main(config_file):
     kubelet = SimKubelet(
         config["server"], config["token"], config["root"], config["nodes"], mode=config.get("mode", "process"),
         missing_images=config.get("missing_images", ()), kubelet_port=config["kubelet_port"],
-        events=config.get("events", True),
+        events=config.get("events", True), path_prepend=config.get("path_prepend", ()),
     )
     loop = asyncio.new_event_loop()
     task = loop.create_task(kubelet.run(config["cert"], config["key"], config.get("ready_file")))

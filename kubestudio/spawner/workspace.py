@@ -1,0 +1,313 @@
+"""WorkspaceSpawner: KubeStudio workspaces as Kubernetes pods, on top of KubeSpawner.
+
+KubeSpawner does the Kubernetes work (shared reflectors, ``make_pod``, slugs, progress); this
+class turns a checked :class:`~kubestudio.spawner.request.WorkspaceRequest` into KubeSpawner
+trait values with the pure :func:`~kubestudio.spawner.pods.workspace_traits`, counts quotas from
+the pod reflector (no API call), words scheduling and image events plainly, and stops a spawn
+early when it cannot succeed (no node with the GPU type, an image that cannot be pulled) instead
+of waiting out ``start_timeout``.
+"""
+
+import asyncio
+import copy
+import re
+import time
+
+from kubespawner import KubeSpawner
+from traitlets import Dict, Float, List, Unicode, default
+
+from .base import WorkspaceSpawnerMixin, refusal
+from .pods import PodSettings, workspace_traits
+from .profiles import IDE_LABELS
+from .request import SpawnRefused, check_quota
+from .storage import user_slug
+
+# FailedScheduling reasons no waiting can fix (node labels and taints do not change by themselves)
+_PERMANENT = re.compile(r"didn't match (?:node selector|Pod's node affinity|node affinity)|had taints? .* the pod didn't tolerate|had (?:un)?tolerated taint", re.I)
+_NODES = re.compile(r"0/(\d+) nodes are available: (.*)")
+
+
+def _is_image_error(event):
+    message = event.get("message") or ""
+    return "ErrImagePull" in message or "ImagePullBackOff" in message or (
+        event.get("reason") == "Failed" and "pull image" in message
+    )
+
+
+class SpawnFailed(RuntimeError):
+    """A spawn stopped early; the message is shown on the spawn page."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.jupyterhub_message = message
+
+
+def permanently_unschedulable(message):
+    """True when a FailedScheduling message says no node can ever take the pod."""
+    match = _NODES.search(message or "")
+    if not match:
+        return False
+    total = int(match[1])
+    blocked = 0
+    for part in match[2].rstrip(".").split(","):
+        count = re.match(r"\s*(\d+) (.*)", part)
+        if count and _PERMANENT.search(count[2]):
+            blocked += int(count[1])
+    return blocked >= total
+
+
+class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
+    """Spawn KubeStudio workspaces (Jupyter or VS Code) as Kubernetes pods."""
+
+    workspace_claim = Unicode(
+        "kubestudio-workspace",
+        config=True,
+        help="""Shared (ReadWriteMany) PersistentVolumeClaim holding every user's workspace;
+        each user's pod mounts the subPath <user slug> at /mnt/<username>. KubeStudio never
+        creates per-user claims.""",
+    )
+    archives_claim = Unicode(
+        "kubestudio-archives",
+        config=True,
+        help="Shared claim for archives, mounted with subPath <user slug> at /archives/<username>.",
+    )
+    workspace_root = Unicode("/mnt", config=True, help="Where workspaces are mounted (/mnt/<username>).")
+    archives_root = Unicode("/archives", config=True, help="Where archives are mounted (/archives/<username>).")
+    gpu_type_label = Unicode(
+        "nvidia.com/gpu.product",
+        config=True,
+        help="Node label a profile's GPU type is matched against (required node affinity).",
+    )
+    gpu_types = Dict(
+        config=True,
+        help="""Node label values for each GPU type a profile may name, e.g.
+        {"A100": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-PCIE-40GB"]}. A type not listed here is
+        matched as is.""",
+    )
+    hostpath_projects = List(
+        Unicode(),
+        config=True,
+        help="Projects whose volume_mount may mount host folders (hostPath). None by default.",
+    )
+    image_pull_grace_seconds = Float(
+        30,
+        config=True,
+        help="""Seconds an image may keep failing to pull (ErrImagePull / ImagePullBackOff)
+        before the spawn is stopped with the reason, instead of waiting out start_timeout.""",
+    )
+    @default("cmd")
+    def _default_cmd(self):
+        return ["jupyterhub-singleuser"]
+
+    @default("uid")
+    def _default_uid(self):
+        return 1000
+
+    @default("gid")
+    def _default_gid(self):
+        return 100
+
+    @default("fs_gid")
+    def _default_fs_gid(self):
+        return 100
+
+    @default("start_timeout")
+    def _default_start_timeout(self):
+        return 300
+
+    @property
+    def settings(self):
+        return PodSettings(
+            namespace=self.namespace,
+            workspace_claim=self.workspace_claim,
+            archives_claim=self.archives_claim,
+            workspace_root=self.workspace_root,
+            archives_root=self.archives_root,
+            gpu_type_label=self.gpu_type_label,
+            gpu_types=dict(self.gpu_types),
+            uid=self.uid if isinstance(self.uid, int) else 1000,
+            gid=self.gid if isinstance(self.gid, int) else 100,
+            fs_gid=self.fs_gid if isinstance(self.fs_gid, int) else 100,
+            hostpath_projects=frozenset(self.hostpath_projects),
+            # KubeSpawner's own trait; the token is mounted only when one is set
+            service_account=self.service_account or None,
+            jupyterlab_url=self.jupyterlab_url,
+            vscode_url=self.vscode_url,
+        )
+
+    # ------------------------------------------------------------------ quotas from the reflector
+
+    # spawns checked but whose pod the reflector has not shown yet, per hub process
+    _inflight = {}
+
+    def _usage(self, project_name):
+        """(servers, gpus) this user holds in the project, from the pod reflector and in-flight spawns."""
+        slug = user_slug(self.user.name)
+        servers = gpus = 0
+        seen = set()
+        reflector = self.pod_reflector
+        for key, pod in (reflector.pods.items() if reflector else []):
+            labels = pod["metadata"].get("labels") or {}
+            annotations = pod["metadata"].get("annotations") or {}
+            if labels.get("kubestudio.io/user") != slug or annotations.get("kubestudio.io/project") != project_name:
+                continue
+            if pod["metadata"]["name"] == self.pod_name or pod["metadata"].get("deletionTimestamp"):
+                continue
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                continue
+            seen.add(pod["metadata"]["name"])
+            servers += 1
+            gpus += int(labels.get("kubestudio.io/gpus", "0") or 0)
+        for (user, server), (project, pod_name, count) in self._inflight.items():
+            if user == self.user.name and server != self.name and project == project_name and pod_name not in seen:
+                servers += 1
+                gpus += count
+        return servers, gpus
+
+    def check_capacity(self, request):
+        servers, gpus = self._usage(request.project.name)
+        check_quota(request.project, request.gpus, servers_in_use=servers, gpus_in_use=gpus)
+
+    # ------------------------------------------------------------------ request -> KubeSpawner traits
+
+    _request = None
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        return WorkspaceSpawner._claim
+
+    async def _claim(self, user_options):
+        """Check the request and the quotas (JupyterHub's apply_user_options hook)."""
+        await self._start_watching_pods()
+        try:
+            request = self.resolve(user_options)
+            self.check_capacity(request)
+            # computing the traits here refuses bad project settings before anything starts
+            workspace_traits(self.user.name, self.name, request, self.settings)
+        except SpawnRefused as e:
+            raise refusal(e) from None
+        self._request = request
+        self._inflight[(self.user.name, self.name)] = (request.project.name, self.pod_name, request.gpus)
+
+    _configured = None
+
+    async def load_user_options(self):
+        """KubeSpawner's hook for applying user_options: apply the workspace's traits.
+
+        Lists and mappings are merged with what the admin configured, never replaced
+        (kubespawner #550): extra volumes, labels or env of the config keep the user's workspace.
+        """
+        if self._request is None:
+            await self._claim(self.user_options)  # JupyterHub < 5.3 has no apply_user_options
+        traits = workspace_traits(self.user.name, self.name, self._request, self.settings)
+        if self._configured is None:
+            # what the config said, before any spawn changed it; every spawn merges from here
+            self._configured = {name: copy.deepcopy(getattr(self, name)) for name in traits}
+        for name, value in traits.items():
+            configured = self._configured[name]
+            if isinstance(value, dict) and isinstance(configured, dict):
+                value = {**configured, **value}
+            elif isinstance(value, list) and isinstance(configured, list):
+                value = configured + value
+            setattr(self, name, value)
+
+    # ------------------------------------------------------------------ start, fail fast
+
+    _image_error_since = None
+
+    def start(self):
+        self._image_error_since = None
+        inner = super().start()
+        self._start_future = asyncio.ensure_future(self._watch_start(inner))
+        return self._start_future
+
+    async def _watch_start(self, inner):
+        try:
+            while True:
+                done, _ = await asyncio.wait([inner], timeout=1)
+                if done:
+                    return inner.result()
+                reason = self._fatal_reason()
+                if reason:
+                    inner.cancel()
+                    try:
+                        await inner
+                    except (asyncio.CancelledError, Exception):
+                        pass
+                    await self.stop(now=True)
+                    raise SpawnFailed(reason)
+        finally:
+            self._inflight.pop((self.user.name, self.name), None)
+
+    def _fatal_reason(self):
+        for event in self.events:
+            message = event.get("message") or ""
+            if event.get("reason") == "FailedScheduling" and permanently_unschedulable(message):
+                return self.describe_event(event)
+            if _is_image_error(event) and self._image_error_since is None:
+                # events carry second-resolution times; count the grace from when we first saw one
+                self._image_error_since = time.monotonic()
+        if self._image_error_since is not None and time.monotonic() - self._image_error_since >= self.image_pull_grace_seconds:
+            return (f"Image {self.image} could not be pulled for {self.image_pull_grace_seconds:g} s: "
+                    f"check its name and tag, and the registry's credentials")
+        return None
+
+    # ------------------------------------------------------------------ readable progress
+
+    def describe_event(self, event):
+        """A Kubernetes event in plain words for the spawn page."""
+        reason, message = event.get("reason"), event.get("message") or ""
+        request = self._request
+        project = request.project.name if request else "?"
+        if reason == "FailedScheduling":
+            profile = request.profile if request else None
+            gpu_type = profile.gpu_type if profile else None
+            if permanently_unschedulable(message):
+                if gpu_type and request.gpus:
+                    return (f"No node has GPUs of type {gpu_type} ({self.gpu_type_label}) for project {project}; "
+                            f"ask an admin, or pick another profile")
+                return f"No node fits project {project}'s placement rules (node selector, affinity, taints): {message}"
+            if profile and "Insufficient " + profile.gpu_resource in message:
+                kind = f" of type {gpu_type}" if gpu_type else ""
+                in_use = self._gpus_in_use(profile.gpu_resource)
+                return (f"No free GPU{kind} for project {project} right now; {in_use} in use by KubeStudio servers. "
+                        f"Waiting for one to be freed")
+            if "Insufficient cpu" in message or "Insufficient memory" in message:
+                return f"Not enough free CPU or memory for this profile right now; waiting ({message})"
+            return f"Waiting for a node: {message}"
+        if reason == "Scheduled":
+            node = message.rsplit(" to ", 1)[-1]
+            return f"Placed on node {node}"
+        if reason == "Pulling":
+            return f"Pulling the image {self.image}"
+        if reason == "Pulled":
+            return "Image ready"
+        if reason == "Started":
+            ide = IDE_LABELS.get(request.ide, "the server") if request else "the server"
+            return f"Starting {ide}"
+        if _is_image_error(event):
+            return f"Image {self.image} cannot be pulled yet ({message}); giving up after {self.image_pull_grace_seconds:g} s"
+        return message
+
+    def _gpus_in_use(self, resource):
+        total = 0
+        reflector = self.pod_reflector
+        for pod in (reflector.pods.values() if reflector else []):
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                continue
+            for container in pod["spec"].get("containers", []):
+                limits = (container.get("resources") or {}).get("limits") or {}
+                total += int(limits.get(resource, 0) or 0)
+        return total
+
+    async def progress(self):
+        async for event in super().progress():
+            raw = event.get("raw_event")
+            if raw is not None:
+                event = dict(event, message=self.describe_event(raw))
+                event.pop("raw_event", None)
+            yield event
+
+    def clear_state(self):
+        super().clear_state()
+        self._request = None

@@ -1,0 +1,217 @@
+"""WorkspaceSpawner end to end: a real hub and proxy, pods on the bench in process mode."""
+
+import json
+import os
+import time
+
+import pytest
+import requests
+import yaml
+
+from kubestudio.testing.localhub import LocalHub
+
+from .conftest import MISSING_IMAGE
+
+CATALOG = {
+    "profiles": [
+        {"slug": "cpu", "default": True, "ide": ["jupyterlab", "vscode"], "images": ["kubestudio/notebook:1"],
+         "cpu": {"guarantee": "100m", "limit": 1}, "memory": {"guarantee": "256M", "limit": "1G"}, "shm": "64M"},
+        {"slug": "a100", "gpu": {"count": 1, "type": "A100"}, "images": ["kubestudio/notebook-cuda:1"]},
+        {"slug": "h100", "gpu": {"count": 1, "type": "H100"}, "images": ["kubestudio/notebook-cuda:1"]},
+        {"slug": "broken", "images": [MISSING_IMAGE]},
+    ]
+}
+PROJECTS = {"vision": {"users": ["vic"], "max_gpus": 1, "max_servers": 2, "node_selector": "kubestudio.io/pool=gpu",
+                       "tolerations": "nvidia.com/gpu:NoSchedule"}}
+CONFIG = """
+import os
+c.WorkspaceSpawner.namespace = "default"
+c.WorkspaceSpawner.args = ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []
+c.WorkspaceSpawner.gpu_types = {"A100": ["NVIDIA-A100-SXM4-80GB"]}
+c.WorkspaceSpawner.image_pull_grace_seconds = 3
+c.WorkspaceSpawner.start_timeout = 120
+c.WorkspaceSpawner.http_timeout = 90
+c.WorkspaceSpawner.delete_grace_period = 2
+c.WorkspaceSpawner.extra_labels = {"team": "ml"}
+"""
+
+
+def ensure_claims(bench):
+    for name in ("kubestudio-workspace", "kubestudio-archives"):
+        claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+                 "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}}}
+        r = bench.api("POST", "/api/v1/namespaces/default/persistentvolumeclaims", json=claim)
+        assert r.status_code in (201, 409), r.text
+
+
+def workspace_hub(bench, root, kubeconfig=None):
+    ensure_claims(bench)
+    catalog = os.path.join(str(root), "profiles.yaml")
+    os.makedirs(str(root), exist_ok=True)
+    with open(catalog, "w") as f:
+        yaml.safe_dump(CATALOG, f)
+    return LocalHub(root, settings={"spawner": "kubernetes", "profiles_file": catalog, "projects": PROJECTS},
+                    extra_config=CONFIG, env={"KUBECONFIG": kubeconfig or bench.kubeconfig})
+
+
+@pytest.fixture(scope="module")
+def hub(bench, tmp_path_factory):
+    local = workspace_hub(bench, tmp_path_factory.mktemp("wshub")).start()
+    yield local
+    local.stop()
+
+
+def pod(bench, name):
+    r = bench.api("GET", f"/api/v1/namespaces/default/pods/{name}")
+    return r.json() if r.status_code == 200 else None
+
+
+def our_pods(bench):
+    items = bench.api("GET", "/api/v1/namespaces/default/pods?labelSelector=kubestudio.io/component%3Dnotebook").json()["items"]
+    return {p["metadata"]["name"] for p in items if not p["metadata"].get("deletionTimestamp")}
+
+
+def with_token(token):
+    return {"Authorization": f"token {token}"}
+
+
+def failure_event(hub, user, server=""):
+    path = f"/users/{user}/servers/{server}/progress" if server else f"/users/{user}/server/progress"
+    events = []
+    with hub.api("GET", path, stream=True, timeout=120) as stream:
+        for line in stream.iter_lines(decode_unicode=True):
+            if line.startswith("data:"):
+                events.append(json.loads(line[5:]))
+                if events[-1].get("failed") or events[-1].get("ready"):
+                    break
+    return events
+
+
+def test_jupyter_workspace_pod_files_and_named_servers(bench, hub):
+    for user in ("alice", "bob"):
+        hub.create_user(user)
+    alice, bob = hub.user_token("alice"), hub.user_token("bob")
+    try:
+        r = hub.spawn("alice", "", {"profile": "cpu"}, timeout=120)
+        assert r.status_code in (201, 202), r.text
+        manifest = pod(bench, "jupyter-alice")
+        assert manifest["spec"]["nodeName"]
+        labels = manifest["metadata"]["labels"]
+        assert labels["kubestudio.io/user"] == "alice" and labels["team"] == "ml"  # merged, not replaced
+        mounts = {m["mountPath"]: m for m in manifest["spec"]["containers"][0]["volumeMounts"]}
+        assert mounts["/mnt/alice"]["subPath"] == "alice" and "/dev/shm" in mounts
+        lab = requests.get(f"{hub.url}/user/alice/lab", headers=with_token(alice))
+        assert lab.status_code == 200 and "jupyterlab" in lab.text.lower()
+
+        body = {"type": "file", "format": "text", "content": "from alice's pod"}
+        r = requests.put(f"{hub.url}/user/alice/api/contents/notes.txt", json=body, headers=with_token(alice))
+        assert r.status_code == 201, r.text
+        with open(os.path.join(bench.volume_folder("default", "kubestudio-workspace", "alice"), "notes.txt")) as f:
+            assert f.read() == "from alice's pod"
+
+        # a second (named) server of alice sees the same workspace
+        assert hub.spawn("alice", "second", {"profile": "cpu"}, timeout=120).status_code in (201, 202)
+        assert pod(bench, "jupyter-alice--second") is not None
+        seen = requests.get(f"{hub.url}/user/alice/second/api/contents/notes.txt", headers=with_token(alice)).json()
+        assert seen["content"] == "from alice's pod"
+
+        # bob: his own folder, no access to alice's server
+        assert hub.spawn("bob", "", {"profile": "cpu"}, timeout=120).status_code in (201, 202)
+        listing = requests.get(f"{hub.url}/user/bob/api/contents", headers=with_token(bob)).json()
+        assert "notes.txt" not in [i["name"] for i in listing["content"]]
+        assert requests.get(f"{hub.url}/user/alice/api/contents/notes.txt", headers=with_token(bob),
+                            allow_redirects=False).status_code == 403
+    finally:
+        for user, server in (("alice", ""), ("alice", "second"), ("bob", "")):
+            hub.stop_server(user, server)
+    assert not {"jupyter-alice", "jupyter-alice--second", "jupyter-bob"} & our_pods(bench)
+
+
+def test_vscode_workspace(bench, hub):
+    from .test_process_tools import code_server_available
+
+    if not code_server_available():
+        pytest.skip("code-server is not installed (scripts/install-code-server.sh)")
+    hub.create_user("cody")
+    token = hub.user_token("cody")
+    try:
+        assert hub.spawn("cody", "code", {"profile": "cpu", "ide": "vscode"}, timeout=120).status_code in (201, 202)
+        env = {e["name"]: e.get("value") for e in pod(bench, "jupyter-cody--code")["spec"]["containers"][0]["env"]}
+        assert env["JUPYTERHUB_DEFAULT_URL"] == "/vscode/" and env["CODE_WORKINGDIR"] == "/mnt/cody"
+        page = requests.get(f"{hub.url}/user/cody/code/vscode/", headers=with_token(token), timeout=120)
+        assert page.status_code == 200 and ("vscode-workbench" in page.text or "code-server" in page.text)
+    finally:
+        hub.stop_server("cody", "code")
+
+
+def test_gpu_quota_refused_before_create(bench, hub):
+    hub.create_user("vic")
+    try:
+        r = hub.spawn("vic", "gpu1", {"profile": "a100", "project": "vision"}, timeout=120)
+        assert r.status_code in (201, 202), r.text
+        placed = pod(bench, "jupyter-vic--gpu1")
+        assert placed["spec"]["nodeName"].startswith("gpu-a100")
+        creates_before = bench.counts().get("create pods", 0) if bench.proxy_url else None
+        r = hub.spawn("vic", "gpu2", {"profile": "a100", "project": "vision"})
+        assert r.status_code == 403
+        assert r.json()["message"] == "gpus: project 'vision' allows 1 GPU per user; you hold 1 and asked for 1"
+        assert pod(bench, "jupyter-vic--gpu2") is None
+        del creates_before
+    finally:
+        hub.stop_server("vic", "gpu1")
+
+
+def test_gpu_type_no_node_has_fails_fast_with_plain_words(bench, hub):
+    hub.create_user("hana")
+    started = time.monotonic()
+    r = hub.spawn("hana", "", {"profile": "h100"}, wait=False)
+    assert r.status_code in (201, 202), r.text
+    events = failure_event(hub, "hana")
+    assert events[-1].get("failed"), events
+    assert "No node has GPUs of type H100 (nvidia.com/gpu.product) for project public" in events[-1]["message"]
+    assert time.monotonic() - started < 30  # start_timeout is 120
+    time.sleep(1)
+    assert hub.server_model("hana") is None
+    assert "jupyter-hana" not in our_pods(bench)
+
+
+def test_missing_image_fails_fast(bench, hub):
+    hub.create_user("ivan")
+    started = time.monotonic()
+    r = hub.spawn("ivan", "", {"profile": "broken"}, wait=False)
+    assert r.status_code in (201, 202), r.text
+    events = failure_event(hub, "ivan")
+    assert events[-1].get("failed"), events
+    assert f"Image {MISSING_IMAGE} could not be pulled for 3 s" in events[-1]["message"]
+    messages = [e["message"] for e in events]
+    assert any("Pulling the image" in m for m in messages) or any("cannot be pulled yet" in m for m in messages), messages
+    assert time.monotonic() - started < 40
+    time.sleep(1)
+    assert "jupyter-ivan" not in our_pods(bench)
+
+
+def test_injected_faults_leave_no_orphans(bench, tmp_path):
+    hub = workspace_hub(bench, tmp_path, kubeconfig=bench.proxy_kubeconfig).start()
+    users = [f"storm{i}" for i in range(5)]
+    outcome = {}
+    try:
+        bench.set_faults(rules=[{"verb": "create", "resource": "pods", "rate": 0.2, "error": 500}], drop_watch_after_s=5)
+        for user in users:
+            hub.create_user(user)
+            hub.spawn(user, "", {"profile": "cpu"}, wait=False)
+        for user in users:
+            try:
+                hub.wait_ready(user, timeout=150)
+                outcome[user] = "ready"
+            except (RuntimeError, TimeoutError):
+                outcome[user] = "failed cleanly"
+        assert set(outcome.values()) <= {"ready", "failed cleanly"}, outcome
+    finally:
+        bench.set_faults()
+        for user in users:
+            hub.stop_server(user)
+        hub.stop()
+    deadline = time.monotonic() + 60
+    while any(p.startswith("jupyter-storm") for p in our_pods(bench)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p for p in our_pods(bench) if p.startswith("jupyter-storm")], "orphan pods"
