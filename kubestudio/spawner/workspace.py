@@ -14,6 +14,7 @@ import re
 import time
 
 from kubespawner import KubeSpawner
+from tornado import web
 from traitlets import Dict, Float, List, Unicode, default
 
 from .base import WorkspaceSpawnerMixin, refusal
@@ -34,12 +35,18 @@ def _is_image_error(event):
     )
 
 
-class SpawnFailed(RuntimeError):
-    """A spawn stopped early; the message is shown on the spawn page."""
+class SpawnFailed(web.HTTPError):
+    """A spawn stopped early because the cluster cannot run it as asked (409 for API callers).
+
+    The message is shown on the spawn page and in the API's JSON error.
+    """
 
     def __init__(self, message):
-        super().__init__(message)
+        super().__init__(409, message.replace("%", "%%"))
         self.jupyterhub_message = message
+
+    def __str__(self):
+        return self.jupyterhub_message
 
 
 def permanently_unschedulable(message):
@@ -49,7 +56,8 @@ def permanently_unschedulable(message):
         return False
     total = int(match[1])
     blocked = 0
-    for part in match[2].rstrip(".").split(","):
+    # reasons are "N node(s) ..." joined by ", "; a reason may hold a comma itself (taints)
+    for part in re.split(r",\s*(?=\d+ )", match[2].rstrip(".")):
         count = re.match(r"\s*(\d+) (.*)", part)
         if count and _PERMANENT.search(count[2]):
             blocked += int(count[1])
