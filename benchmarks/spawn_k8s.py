@@ -1,0 +1,230 @@
+"""Stock KubeSpawner vs WorkspaceSpawner on the same Kubernetes test bench (responder mode).
+
+For each spawner, through an identical real hub (JupyterHub + configurable-http-proxy, same
+settings) talking to the bench through its counting proxy:
+
+1. sequential spawns + stops: Kubernetes API requests per spawn by verb (the bench's proxy
+   counts them) and hub CPU seconds per spawn (from /proc);
+2. a burst of N simultaneous spawns: total time to all ready, failures, and p50/p99 latency of
+   ``GET /hub/api/users/<name>`` polled while the burst runs.
+
+Usage: python benchmarks/spawn_k8s.py [--sequential 10] [--burst 200] [--burst 1000]
+Writes benchmarks/results/spawn_k8s.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from kubestudio.testing.kubebench import Bench  # noqa: E402
+from kubestudio.testing.localhub import LocalHub  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+COMMON = """
+c.JupyterHub.concurrent_spawn_limit = 0
+c.JupyterHub.active_server_limit = 0
+c.JupyterHub.log_level = "WARNING"
+c.Spawner.start_timeout = 600
+c.Spawner.http_timeout = 300
+c.KubeSpawner.namespace = "default"
+c.KubeSpawner.image = "kubestudio/notebook:1"
+c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
+c.KubeSpawner.delete_grace_period = 0
+c.KubeSpawner.k8s_api_request_timeout = 30
+c.KubeSpawner.k8s_api_request_retry_timeout = 120
+"""
+SPAWNERS = {
+    "stock": 'c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"\n',
+    "kubestudio": "",  # configure(spawner="kubernetes") picks WorkspaceSpawner
+}
+CATALOG = {"profiles": [{"slug": "cpu", "default": True, "images": ["kubestudio/notebook:1"],
+                         "cpu": {"guarantee": "10m"}, "memory": {"guarantee": "16M"}}]}
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+
+def hub_for(kind, bench, root):
+    catalog = os.path.join(root, "profiles.yaml")
+    os.makedirs(root, exist_ok=True)
+    with open(catalog, "w") as f:
+        yaml.safe_dump(CATALOG, f)
+    settings = {"spawner": "kubernetes", "profiles_file": catalog}
+    return LocalHub(root, settings=settings, extra_config=COMMON + SPAWNERS[kind],
+                    env={"KUBECONFIG": bench.proxy_kubeconfig})
+
+
+def sequential(hub, bench, n):
+    users = [f"seq{i}" for i in range(n)]
+    for user in users:
+        hub.create_user(user)
+    # one warm-up spawn so reflectors and clients exist, as on a running hub
+    hub.create_user("warmup")
+    hub.spawn("warmup", timeout=120)
+    hub.stop_server("warmup")
+    bench.counts(reset=True)
+    cpu_before = cpu_seconds(hub.proc.pid)
+    started = time.perf_counter()
+    for user in users:
+        r = hub.spawn(user, timeout=120)
+        r.raise_for_status()
+        hub.stop_server(user)
+    elapsed = time.perf_counter() - started
+    cpu = cpu_seconds(hub.proc.pid) - cpu_before
+    counts = bench.counts()
+    by_verb = {}
+    for key, value in counts.items():
+        verb, resource = key.split(" ", 1)
+        if resource.startswith(("pods", "persistentvolumeclaims", "services", "secrets", "events", "namespaces")):
+            by_verb[key] = round(value / n, 2)
+    # watches are long-lived streams opened once per reflector, not per spawn
+    per_spawn = sum(v for k, v in by_verb.items() if not k.startswith("watch "))
+    return {"requests_per_spawn": round(per_spawn, 2), "requests_by_verb": by_verb,
+            "cpu_s_per_spawn": round(cpu / n, 4), "spawn_and_stop_s": round(elapsed / n, 3)}
+
+
+def burst(hub, n):
+    users = [f"burst{i}" for i in range(n)]
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(hub.create_user, users))
+    latencies = []
+    stop = threading.Event()
+    session = requests.Session()
+    session.headers["Authorization"] = f"token {hub.token}"
+
+    def poll():
+        i = 0
+        while not stop.is_set():
+            t = time.perf_counter()
+            try:
+                session.get(f"{hub.url}/hub/api/users/{users[i % n]}", timeout=30)
+                latencies.append((time.perf_counter() - t) * 1000)
+            except requests.RequestException:
+                latencies.append(30_000)
+            i += 1
+            time.sleep(0.05)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    started = time.perf_counter()
+    failures = 0
+
+    def start(user):
+        r = hub.api("POST", hub.server_path(user), json={}, timeout=120)
+        return r.status_code in (201, 202)
+
+    with ThreadPoolExecutor(64) as pool:
+        accepted = list(pool.map(start, users))
+    failures += accepted.count(False)
+    pending = {u for u, ok in zip(users, accepted) if ok}
+    deadline = time.monotonic() + 900
+    while pending and time.monotonic() < deadline:
+        models = {u["name"]: u for u in hub.api("GET", "/users?state=active", timeout=120).json()}
+        done = set()
+        for user in pending:
+            server = models.get(user, {}).get("servers", {}).get("")
+            if server and server.get("ready"):
+                done.add(user)
+            elif user in models and not server:
+                done.add(user)
+                failures += 1
+        pending -= done
+        time.sleep(0.5)
+    total = time.perf_counter() - started
+    failures += len(pending)
+    stop.set()
+    poller.join()
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda u: hub.api("DELETE", hub.server_path(u), timeout=120), users))
+    ordered = sorted(latencies)
+    return {"spawns": n, "total_s": round(total, 2), "failures": failures,
+            "p50_ms": round(statistics.median(ordered), 1),
+            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
+            "polls": len(ordered)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sequential", type=int, default=10)
+    parser.add_argument("--burst", type=int, action="append", help="burst sizes (default: 200)")
+    args = parser.parse_args()
+    bursts = args.burst or [200]
+    nodes = [{"name": "node", "count": max(max(bursts) // 100 + 1, 3), "capacity": {"cpu": 64, "memory": "512Gi", "pods": 250}}]
+    root = tempfile.mkdtemp(prefix="spawn-k8s-")
+    bench = Bench(os.path.join(root, "bench"), nodes=nodes, mode="responder", crds=False, events=True)
+    bench.start()
+    results = {}
+    try:
+        for name in ("kubestudio-workspace", "kubestudio-archives"):
+            bench.api("POST", "/api/v1/namespaces/default/persistentvolumeclaims", json={
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+                "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}}})
+        for kind in ("stock", "kubestudio"):
+            hub = hub_for(kind, bench, os.path.join(root, kind)).start()
+            try:
+                results[kind] = {"sequential": sequential(hub, bench, args.sequential)}
+                for size in bursts:
+                    print(f"{kind}: burst of {size}...", file=sys.stderr)
+                    results[kind][f"burst_{size}"] = burst(hub, size)
+            finally:
+                hub.stop()
+            print(json.dumps({kind: results[kind]}, indent=1), file=sys.stderr)
+    finally:
+        bench.stop()
+
+    stock, ours = results["stock"], results["kubestudio"]
+    biggest = f"burst_{max(bursts)}"
+    metrics = {
+        "stock_requests_per_spawn": stock["sequential"]["requests_per_spawn"],
+        "ours_requests_per_spawn": ours["sequential"]["requests_per_spawn"],
+        "stock_cpu_s_per_spawn": stock["sequential"]["cpu_s_per_spawn"],
+        "ours_cpu_s_per_spawn": ours["sequential"]["cpu_s_per_spawn"],
+        "cpu_ratio": round(ours["sequential"]["cpu_s_per_spawn"] / stock["sequential"]["cpu_s_per_spawn"], 3),
+        "burst_spawns": max(bursts),
+        "burst_failures": ours[biggest]["failures"],
+        "burst_total_s": ours[biggest]["total_s"],
+        "burst_p50_ms": ours[biggest]["p50_ms"],
+        "burst_p99_ms": ours[biggest]["p99_ms"],
+        "stock_burst_failures": stock[biggest]["failures"],
+        "stock_burst_total_s": stock[biggest]["total_s"],
+        "stock_burst_p99_ms": stock[biggest]["p99_ms"],
+    }
+    print(f"\n{'':34}{'stock KubeSpawner':>20}{'WorkspaceSpawner':>20}")
+    rows = [("API requests per spawn (no watches)", "requests_per_spawn", "sequential"),
+            ("hub CPU s per spawn", "cpu_s_per_spawn", "sequential"),
+            ("spawn + stop s", "spawn_and_stop_s", "sequential")]
+    for label, key, group in rows:
+        print(f"{label:<34}{stock[group][key]:>20}{ours[group][key]:>20}")
+    for size in bursts:
+        for key in ("total_s", "failures", "p50_ms", "p99_ms"):
+            print(f"{f'burst {size}: {key}':<34}{stock[f'burst_{size}'][key]:>20}{ours[f'burst_{size}'][key]:>20}")
+    print("\nrequests by verb per spawn:")
+    for kind in ("stock", "kubestudio"):
+        print(f"  {kind}: {results[kind]['sequential']['requests_by_verb']}")
+    print(f"\ncpu ratio (ours/stock): {metrics['cpu_ratio']}  (goal <= 1.1)")
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "spawn_k8s.json"), "w") as f:
+        json.dump({"benchmark": "spawn_k8s", "metrics": metrics,
+                   "environment": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                                   "kubernetes": "1.20.2 bench, responder mode", "details": results}}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
