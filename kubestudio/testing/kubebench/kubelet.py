@@ -482,6 +482,7 @@ class SimKubelet:
     async def _start_responder(self, runtime):
         ports = [p["containerPort"] for c in runtime.pod["spec"]["containers"] for p in c.get("ports") or []] or [8888]
         body = json.dumps({"pod": runtime.name, "namespace": runtime.namespace}).encode()
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + _HUB_VERSION_HEADER
 
         async def answer(reader, writer):
             try:
@@ -498,8 +499,7 @@ class SimKubelet:
                             length = int(header.split(b":", 1)[1])
                     if length:
                         await reader.readexactly(length)
-                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-JupyterHub-Version: kubebench\r\n"
-                                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+                    writer.write(head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
                     await writer.drain()
             except (ConnectionError, asyncio.IncompleteReadError, ValueError):
                 pass
@@ -665,6 +665,18 @@ class SimKubelet:
                 await self._kill(runtime, grace=1)
             await runner.cleanup()
             await self.client.close()
+
+
+def _hub_version_header():
+    # a responder stands in for jupyterhub-singleuser, which tells the hub its version
+    try:
+        from jupyterhub import __version__
+    except ImportError:
+        return b""
+    return f"X-JupyterHub-Version: {__version__}\r\n".encode()
+
+
+_HUB_VERSION_HEADER = _hub_version_header()
 
 
 def _qos(pod):
