@@ -4,6 +4,7 @@ import os
 
 from kubestudio.hub.config import KubeStudio
 from kubestudio.spawner.local import LocalWorkspaceSpawner
+from kubestudio.spawner.workspace import WorkspaceSpawner
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -11,9 +12,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_every_option_is_documented_with_help():
     with open(os.path.join(REPO, "docs", "configuration.md")) as f:
         reference = f.read()
-    for cls in (KubeStudio, LocalWorkspaceSpawner):
+    for cls in (KubeStudio, LocalWorkspaceSpawner, WorkspaceSpawner):
         for name, trait in cls.class_traits(config=True).items():
-            if cls is LocalWorkspaceSpawner and name not in cls.__dict__:
-                continue  # JupyterHub's own Spawner options are documented by JupyterHub
+            if cls is not KubeStudio and not any(
+                name in k.__dict__ for k in cls.__mro__ if k.__module__.startswith("kubestudio")
+            ):
+                continue  # JupyterHub's and KubeSpawner's own options are documented by them
             assert trait.help.strip(), f"{cls.__name__}.{name} has no help"
             assert f"c.{cls.__name__}.{name}`" in reference, f"{cls.__name__}.{name} missing from docs"
