@@ -319,3 +319,5 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
     def clear_state(self):
         super().clear_state()
         self._request = None
+        # a spawn that failed before start() must not keep counting against the quota
+        self._inflight.pop((self.user.name, self.name), None)
