@@ -296,8 +296,6 @@ def test_restart_recovers_gpu_allocations(tmp_path):
 
 
 def test_server_that_died_while_hub_was_down_frees_its_gpus(tmp_path):
-    import signal
-
     local = LocalHub(tmp_path, extra_config='c.LocalWorkspaceSpawner.gpus = ["0"]\n')
     local.start()
     try:

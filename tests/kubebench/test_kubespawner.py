@@ -2,10 +2,11 @@
 
 import time
 
-import pytest
 import requests
 
 from kubestudio.testing.localhub import LocalHub
+
+from .storm import leftover_pods, spawn_storm
 
 KUBESPAWNER_CONFIG = """
 import os
@@ -54,27 +55,11 @@ def test_stock_kubespawner_spawns_reaches_and_stops(bench, tmp_path):
 def test_stock_kubespawner_with_injected_pod_create_errors_leaves_no_orphans(bench, tmp_path):
     hub = stock_hub(tmp_path, bench.proxy_kubeconfig).start()
     users = [f"flaky{i}" for i in range(6)]
-    outcomes = {}
     try:
-        bench.set_faults(rules=[{"verb": "create", "resource": "pods", "rate": 0.2, "error": 500}])
-        for user in users:
-            hub.create_user(user)
-            r = hub.spawn(user, wait=False)
-            outcomes[user] = r.status_code
-        for user in users:
-            try:
-                hub.wait_ready(user, timeout=120)
-                outcomes[user] = "ready"
-            except (RuntimeError, TimeoutError):
-                outcomes[user] = "failed cleanly"
-        assert set(outcomes.values()) <= {"ready", "failed cleanly"}, outcomes
+        outcome = spawn_storm(hub, bench, users, timeout=120,
+                              rules=[{"verb": "create", "resource": "pods", "rate": 0.2, "error": 500}])
+        assert set(outcome.values()) <= {"ready", "failed cleanly"}, outcome
         assert bench.counts().get("create pods", 0) >= len(users)
     finally:
-        bench.set_faults()
-        for user in users:
-            hub.stop_server(user)
         hub.stop()
-    deadline = time.monotonic() + 60
-    while any(p.startswith("jupyter-flaky") for p in user_pods(bench)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not [p for p in user_pods(bench) if p.startswith("jupyter-flaky")], "orphan pods left"
+    assert leftover_pods(bench, "component%3Dsingleuser-server", "jupyter-flaky") == [], "orphan pods left"

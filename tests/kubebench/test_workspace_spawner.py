@@ -11,6 +11,7 @@ import yaml
 from kubestudio.testing.localhub import LocalHub
 
 from .conftest import MISSING_IMAGE
+from .storm import leftover_pods, spawn_storm
 
 CATALOG = {
     "profiles": [
@@ -151,12 +152,10 @@ def test_gpu_quota_refused_before_create(bench, hub):
         assert r.status_code in (201, 202), r.text
         placed = pod(bench, "jupyter-vic--gpu1")
         assert placed["spec"]["nodeName"].startswith("gpu-a100")
-        creates_before = bench.counts().get("create pods", 0) if bench.proxy_url else None
         r = hub.spawn("vic", "gpu2", {"profile": "a100", "project": "vision"})
         assert r.status_code == 403
         assert r.json()["message"] == "gpus: project 'vision' allows 1 GPU per user; you hold 1 and asked for 1"
         assert pod(bench, "jupyter-vic--gpu2") is None
-        del creates_before
     finally:
         hub.stop_server("vic", "gpu1")
 
@@ -196,26 +195,11 @@ def test_missing_image_fails_fast(bench, hub):
 
 def test_injected_faults_leave_no_orphans(bench, tmp_path):
     hub = workspace_hub(bench, tmp_path, kubeconfig=bench.proxy_kubeconfig).start()
-    users = [f"storm{i}" for i in range(5)]
-    outcome = {}
     try:
-        bench.set_faults(rules=[{"verb": "create", "resource": "pods", "rate": 0.2, "error": 500}], drop_watch_after_s=5)
-        for user in users:
-            hub.create_user(user)
-            hub.spawn(user, "", {"profile": "cpu"}, wait=False)
-        for user in users:
-            try:
-                hub.wait_ready(user, timeout=150)
-                outcome[user] = "ready"
-            except (RuntimeError, TimeoutError):
-                outcome[user] = "failed cleanly"
+        outcome = spawn_storm(hub, bench, [f"storm{i}" for i in range(5)], {"profile": "cpu"},
+                              rules=[{"verb": "create", "resource": "pods", "rate": 0.2, "error": 500}],
+                              drop_watch_after_s=5)
         assert set(outcome.values()) <= {"ready", "failed cleanly"}, outcome
     finally:
-        bench.set_faults()
-        for user in users:
-            hub.stop_server(user)
         hub.stop()
-    deadline = time.monotonic() + 60
-    while any(p.startswith("jupyter-storm") for p in our_pods(bench)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not [p for p in our_pods(bench) if p.startswith("jupyter-storm")], "orphan pods"
+    assert leftover_pods(bench, "kubestudio.io/component%3Dnotebook", "jupyter-storm") == [], "orphan pods"

@@ -1,7 +1,7 @@
 import pytest
 
 from kubestudio.spawner.profiles import parse_catalog
-from kubestudio.spawner.projects import Project, ProjectError, user_projects
+from kubestudio.spawner.projects import Project, user_projects
 from kubestudio.spawner.request import SpawnRefused, check_quota, options_from_formdata, resolve_request
 
 CATALOG = parse_catalog(
