@@ -100,6 +100,20 @@ def sequential(hub, bench, n):
             "cpu_s_per_spawn": round(cpu / n, 4), "spawn_and_stop_s": round(elapsed / n, 3)}
 
 
+def active_users(hub):
+    """Every user with an active server (the users API pages by 200)."""
+    models, offset = {}, 0
+    while True:
+        r = hub.api("GET", f"/users?state=active&limit=200&offset={offset}", timeout=120,
+                    headers={"Accept": "application/jupyterhub-pagination+json"})
+        page = r.json()
+        for user in page["items"]:
+            models[user["name"]] = user
+        if not page["_pagination"].get("next"):
+            return models
+        offset = page["_pagination"]["next"]["offset"]
+
+
 def burst(hub, n):
     users = [f"burst{i}" for i in range(n)]
     with ThreadPoolExecutor(32) as pool:
@@ -136,13 +150,14 @@ def burst(hub, n):
     pending = {u for u, ok in zip(users, accepted) if ok}
     deadline = time.monotonic() + 900
     while pending and time.monotonic() < deadline:
-        models = {u["name"]: u for u in hub.api("GET", "/users?state=active", timeout=120).json()}
+        models = active_users(hub)
         done = set()
         for user in pending:
             server = models.get(user, {}).get("servers", {}).get("")
             if server and server.get("ready"):
                 done.add(user)
-            elif user in models and not server:
+            elif not server:
+                # accepted (pending servers are active), so no longer active means it failed
                 done.add(user)
                 failures += 1
         pending -= done
