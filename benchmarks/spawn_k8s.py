@@ -39,7 +39,6 @@ c.JupyterHub.active_server_limit = 0
 c.JupyterHub.log_level = "WARN"
 c.Spawner.start_timeout = 600
 c.Spawner.http_timeout = 300
-c.KubeSpawner.namespace = "default"
 c.KubeSpawner.image = "kubestudio/notebook:1"
 c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
 c.KubeSpawner.delete_grace_period = 0
@@ -61,13 +60,25 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
 
 
+def namespace_for(bench, kind):
+    """A fresh namespace per spawner, so neither hub's reflectors see the other's pods and events."""
+    name = f"bench-{kind}"
+    bench.api("POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    for claim in ("kubestudio-workspace", "kubestudio-archives"):
+        bench.api("POST", f"/api/v1/namespaces/{name}/persistentvolumeclaims", json={
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}}})
+    return name
+
+
 def hub_for(kind, bench, root):
+    namespace = namespace_for(bench, kind)
     catalog = os.path.join(root, "profiles.yaml")
     os.makedirs(root, exist_ok=True)
     with open(catalog, "w") as f:
         yaml.safe_dump(CATALOG, f)
     settings = {"spawner": "kubernetes", "profiles_file": catalog}
-    return LocalHub(root, settings=settings, extra_config=COMMON + SPAWNERS[kind],
+    return LocalHub(root, settings=settings, extra_config=COMMON + SPAWNERS[kind] + f'c.KubeSpawner.namespace = "{namespace}"\n',
                     env={"KUBECONFIG": bench.proxy_kubeconfig})
 
 
@@ -187,10 +198,6 @@ def main():
     bench.start()
     results = {}
     try:
-        for name in ("kubestudio-workspace", "kubestudio-archives"):
-            bench.api("POST", "/api/v1/namespaces/default/persistentvolumeclaims", json={
-                "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
-                "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}}})
         for kind in ("stock", "kubestudio"):
             hub = hub_for(kind, bench, os.path.join(root, kind)).start()
             try:

@@ -28,6 +28,9 @@ _PERMANENT = re.compile(r"didn't match (?:node selector|Pod's node affinity|node
 _NODES = re.compile(r"0/(\d+) nodes are available: (.*)")
 
 
+IMAGE_PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+
+
 def _is_image_error(event):
     message = event.get("message") or ""
     return "ErrImagePull" in message or "ImagePullBackOff" in message or (
@@ -248,16 +251,24 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
             self._inflight.pop((self.user.name, self.name), None)
 
     def _fatal_reason(self):
-        for event in self.events:
-            message = event.get("message") or ""
-            if event.get("reason") == "FailedScheduling" and permanently_unschedulable(message):
-                return self.describe_event(event)
-            if _is_image_error(event) and self._image_error_since is None:
-                # events carry second-resolution times; count the grace from when we first saw one
+        """Why this spawn cannot succeed, from the pod in the reflector (a dict lookup, no scan)."""
+        reflector = self.pod_reflector
+        pod = reflector.pods.get(f"{self.namespace}/{self.pod_name}") if reflector else None
+        if not pod:
+            return None
+        status = pod.get("status") or {}
+        for condition in status.get("conditions") or []:
+            # the scheduler writes its FailedScheduling message here too
+            if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
+                if permanently_unschedulable(condition.get("message")):
+                    return self.describe_scheduling(condition["message"])
+        waiting = [(c.get("state") or {}).get("waiting") or {} for c in status.get("containerStatuses") or []]
+        if any(w.get("reason") in IMAGE_PULL_ERRORS for w in waiting):
+            if self._image_error_since is None:
                 self._image_error_since = time.monotonic()
-        if self._image_error_since is not None and time.monotonic() - self._image_error_since >= self.image_pull_grace_seconds:
-            return (f"Image {self.image} could not be pulled for {self.image_pull_grace_seconds:g} s: "
-                    f"check its name and tag, and the registry's credentials")
+            if time.monotonic() - self._image_error_since >= self.image_pull_grace_seconds:
+                return (f"Image {self.image} could not be pulled for {self.image_pull_grace_seconds:g} s: "
+                        f"check its name and tag, and the registry's credentials")
         return None
 
     # ------------------------------------------------------------------ readable progress
@@ -266,23 +277,8 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         """A Kubernetes event in plain words for the spawn page."""
         reason, message = event.get("reason"), event.get("message") or ""
         request = self._request
-        project = request.project.name if request else "?"
         if reason == "FailedScheduling":
-            profile = request.profile if request else None
-            gpu_type = profile.gpu_type if profile else None
-            if permanently_unschedulable(message):
-                if gpu_type and request.gpus:
-                    return (f"No node has GPUs of type {gpu_type} ({self.gpu_type_label}) for project {project}; "
-                            f"ask an admin, or pick another profile")
-                return f"No node fits project {project}'s placement rules (node selector, affinity, taints): {message}"
-            if profile and "Insufficient " + profile.gpu_resource in message:
-                kind = f" of type {gpu_type}" if gpu_type else ""
-                in_use = self._gpus_in_use(profile.gpu_resource)
-                return (f"No free GPU{kind} for project {project} right now; {in_use} in use by KubeStudio servers. "
-                        f"Waiting for one to be freed")
-            if "Insufficient cpu" in message or "Insufficient memory" in message:
-                return f"Not enough free CPU or memory for this profile right now; waiting ({message})"
-            return f"Waiting for a node: {message}"
+            return self.describe_scheduling(message)
         if reason == "Scheduled":
             node = message.rsplit(" to ", 1)[-1]
             return f"Placed on node {node}"
@@ -297,11 +293,57 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
             return f"Image {self.image} cannot be pulled yet ({message}); giving up after {self.image_pull_grace_seconds:g} s"
         return message
 
+    def describe_scheduling(self, message, gpu_capacity=None):
+        """A scheduler message (FailedScheduling) in plain words."""
+        request = self._request
+        project = request.project.name if request else "?"
+        profile = request.profile if request else None
+        gpu_type = profile.gpu_type if profile else None
+        if permanently_unschedulable(message):
+            if gpu_type and request.gpus:
+                return (f"No node has GPUs of type {gpu_type} ({self.gpu_type_label}) for project {project}; "
+                        f"ask an admin, or pick another profile")
+            return f"No node fits project {project}'s placement rules (node selector, affinity, taints): {message}"
+        if profile and "Insufficient " + profile.gpu_resource in message:
+            kind = f" of type {gpu_type}" if gpu_type else ""
+            in_use = self._gpus_in_use(profile.gpu_resource)
+            of = f" of {gpu_capacity}" if gpu_capacity is not None else ""
+            return (f"No free GPU{kind} for project {project} right now; {in_use} in use{of}. "
+                    f"Waiting for one to be freed")
+        if "Insufficient cpu" in message or "Insufficient memory" in message:
+            return f"Not enough free CPU or memory for this profile right now; waiting ({message})"
+        return f"Waiting for a node: {message}"
+
+    # (resource, type) -> (time, GPUs the matching nodes offer), shared by the hub's spawners
+    _gpu_capacity_cache = {}
+
+    async def gpu_capacity(self, resource, gpu_type):
+        """GPUs of this resource (and type) the cluster's nodes offer; one node list per minute."""
+        key = (resource, gpu_type)
+        cached = self._gpu_capacity_cache.get(key)
+        if cached and time.monotonic() - cached[0] < 60:
+            return cached[1]
+        try:
+            nodes = await self.api.list_node(_request_timeout=self.k8s_api_request_timeout)
+        except Exception as e:  # a progress message is not worth failing a spawn over
+            self.log.warning("could not list nodes for GPU capacity: %s", e)
+            return None
+        values = set(self.gpu_types.get(gpu_type) or [gpu_type]) if gpu_type else None
+        total = 0
+        for node in nodes.items:
+            labels = node.metadata.labels or {}
+            if values is not None and labels.get(self.gpu_type_label) not in values:
+                continue
+            total += int((node.status.allocatable or {}).get(resource, 0) or 0)
+        self._gpu_capacity_cache[key] = (time.monotonic(), total)
+        return total
+
     def _gpus_in_use(self, resource):
         total = 0
         reflector = self.pod_reflector
         for pod in (reflector.pods.values() if reflector else []):
-            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            # only pods a node holds: waiting ones (like this one) hold no GPU yet
+            if not pod["spec"].get("nodeName") or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 continue
             for container in pod["spec"].get("containers", []):
                 limits = (container.get("resources") or {}).get("limits") or {}
@@ -312,7 +354,12 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         async for event in super().progress():
             raw = event.get("raw_event")
             if raw is not None:
-                event = dict(event, message=self.describe_event(raw))
+                message = self.describe_event(raw)
+                profile = self._request.profile if self._request else None
+                if raw.get("reason") == "FailedScheduling" and profile and "Insufficient " + profile.gpu_resource in (raw.get("message") or ""):
+                    capacity = await self.gpu_capacity(profile.gpu_resource, profile.gpu_type)
+                    message = self.describe_scheduling(raw["message"], capacity)
+                event = dict(event, message=message)
                 event.pop("raw_event", None)
             yield event
 

@@ -203,3 +203,28 @@ def test_injected_faults_leave_no_orphans(bench, tmp_path):
     finally:
         hub.stop()
     assert leftover_pods(bench, "kubestudio.io/component%3Dnotebook", "jupyter-storm") == [], "orphan pods"
+
+
+def test_no_free_gpu_is_said_in_plain_words_while_waiting(bench, hub):
+    users = ["gia", "gil", "gus"]
+    for user in users:
+        hub.create_user(user)
+    try:
+        for user in users[:2]:
+            assert hub.spawn(user, "", {"profile": "a100"}, timeout=120).status_code in (201, 202)
+        r = hub.spawn("gus", "", {"profile": "a100"}, wait=False)
+        assert r.status_code in (201, 202), r.text
+        wanted = "No free GPU of type A100 for project public right now; 2 in use of 2. Waiting for one to be freed"
+        seen = []
+        deadline = time.monotonic() + 60
+        with hub.api("GET", "/users/gus/server/progress", stream=True, timeout=90) as stream:
+            for line in stream.iter_lines(decode_unicode=True):
+                if line.startswith("data:"):
+                    seen.append(json.loads(line[5:])["message"])
+                    if wanted in seen[-1] or time.monotonic() > deadline:
+                        break
+        assert any(wanted in m for m in seen), seen
+        assert pod(bench, "jupyter-gus")["status"]["phase"] == "Pending"
+    finally:
+        for user in users:
+            hub.stop_server(user)
