@@ -15,7 +15,7 @@ import time
 
 from kubespawner import KubeSpawner
 from tornado import web
-from traitlets import Dict, Float, List, Unicode, default
+from traitlets import Bool, Dict, Float, List, Unicode, default
 
 from .base import WorkspaceSpawnerMixin, refusal
 from .pods import PodSettings, workspace_traits
@@ -25,6 +25,7 @@ from .storage import user_slug
 
 # FailedScheduling reasons no waiting can fix (node labels and taints do not change by themselves)
 _PERMANENT = re.compile(r"didn't match (?:node selector|Pod's node affinity|node affinity)|had taints? .* the pod didn't tolerate|had (?:un)?tolerated taint", re.I)
+_MISSING_CLAIM = re.compile(r'persistentvolumeclaim "([^"]+)" not found')
 _NODES = re.compile(r"0/(\d+) nodes are available: (.*)")
 
 
@@ -100,6 +101,19 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         config=True,
         help="Projects whose volume_mount may mount host folders (hostPath). None by default.",
     )
+    project_namespaces = Bool(
+        False,
+        config=True,
+        help="""Run each project's pods in a namespace named after the project (KubeSpawner creates
+        it when missing). The pod reflector then watches every namespace. The hub needs rights on
+        namespaces, and the workspace and archives claims must exist in each project's namespace.""",
+    )
+
+    @default("enable_user_namespaces")
+    def _default_enable_user_namespaces(self):
+        # KubeSpawner's switch for namespaces other than its own: created on demand, watched cluster-wide
+        return self.project_namespaces
+
     image_pull_grace_seconds = Float(
         30,
         config=True,
@@ -130,6 +144,7 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
     def settings(self):
         return PodSettings(
             namespace=self.namespace,
+            project_namespaces=self.project_namespaces,
             workspace_claim=self.workspace_claim,
             archives_claim=self.archives_claim,
             workspace_root=self.workspace_root,
@@ -260,8 +275,13 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         for condition in status.get("conditions") or []:
             # the scheduler writes its FailedScheduling message here too
             if condition.get("type") == "PodScheduled" and condition.get("reason") == "Unschedulable":
-                if permanently_unschedulable(condition.get("message")):
-                    return self.describe_scheduling(condition["message"])
+                message = condition.get("message") or ""
+                missing = _MISSING_CLAIM.search(message)
+                if missing:
+                    return (f"The volume claim {missing[1]} does not exist in namespace {self.namespace}; "
+                            f"ask an admin to create it")
+                if permanently_unschedulable(message):
+                    return self.describe_scheduling(message)
         waiting = [(c.get("state") or {}).get("waiting") or {} for c in status.get("containerStatuses") or []]
         if any(w.get("reason") in IMAGE_PULL_ERRORS for w in waiting):
             if self._image_error_since is None:

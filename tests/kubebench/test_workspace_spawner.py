@@ -228,3 +228,29 @@ def test_no_free_gpu_is_said_in_plain_words_while_waiting(bench, hub):
     finally:
         for user in users:
             hub.stop_server(user)
+
+
+def test_project_namespaces(bench, tmp_path):
+    bench.api("POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "vision"}})
+    for name in ("kubestudio-workspace", "kubestudio-archives"):
+        bench.api("POST", "/api/v1/namespaces/vision/persistentvolumeclaims", json={
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}})
+    local = workspace_hub(bench, tmp_path)
+    local.extra_config += "c.WorkspaceSpawner.project_namespaces = True\n"
+    local.start()
+    try:
+        local.create_user("vic")
+        token = local.user_token("vic")
+        r = local.spawn("vic", "", {"profile": "cpu", "project": "vision"}, timeout=120)
+        assert r.status_code in (201, 202), r.text
+        placed = bench.api("GET", "/api/v1/namespaces/vision/pods/jupyter-vic").json()
+        assert placed["status"]["phase"] == "Running"
+        assert requests.get(f"{local.url}/user/vic/api/status", headers=with_token(token)).status_code == 200
+        # public gets its own namespace too, where no claim exists yet: said at once, plainly
+        local.create_user("pam")
+        message, _ = spawn_failure(local, "pam", {"profile": "cpu"})
+        assert message == "The volume claim kubestudio-workspace does not exist in namespace public; ask an admin to create it"
+    finally:
+        local.stop()
+    assert bench.api("GET", "/api/v1/namespaces/vision/pods/jupyter-vic").status_code == 404
