@@ -54,9 +54,14 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
     def check_capacity(self, request):
         """Refuse (SpawnRefused) a request over quota or beyond free resources; take nothing."""
 
+    def custom_image_prefix(self):
+        """Where this user's own images live, for profiles with custom_images; None: not offered."""
+        return None
+
     def resolve(self, options):
         profile_reasons, ide_reasons = self.unavailable()
-        return resolve_request(options, self.catalog, self.projects(), profile_reasons, ide_reasons)
+        return resolve_request(options, self.catalog, self.projects(), profile_reasons, ide_reasons,
+                               custom_image_prefix=self.custom_image_prefix())
 
     @default("options_form")
     def _default_options_form(self):

@@ -5,6 +5,7 @@ start (so an API spawn cannot skip them). Every refusal is a :class:`SpawnRefuse
 message names the field at fault.
 """
 
+import re
 from dataclasses import dataclass
 
 from .profiles import IDE_LABELS, ImageChoice, Profile
@@ -75,12 +76,31 @@ def _as_int(value, field):
     raise SpawnRefused(f"{field}: must be a whole number, not {value!r}")
 
 
-def resolve_request(options, catalog, projects, profile_unavailable=None, ide_unavailable=None):
+# an image reference: [host[:port]/]path[:tag][@digest], lowercase path parts, no ".." anywhere
+_IMAGE_REF = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+
+
+def _custom_image(reference, prefix):
+    """The user's own image (e.g. one they built) when it lives under their prefix."""
+    if not (prefix and isinstance(reference, str) and reference.startswith(prefix)):
+        return None
+    if ".." in reference or not _IMAGE_REF.match(reference):
+        return None
+    return ImageChoice(name=reference, display_name=reference[len(prefix):], image=reference)
+
+
+def resolve_request(options, catalog, projects, profile_unavailable=None, ide_unavailable=None,
+                    custom_image_prefix=None):
     """Check ``options`` against the catalog and the user's projects.
 
     ``projects`` is ``{name: Project or ProjectError}`` (see
     :func:`~kubestudio.spawner.projects.user_projects`); ``profile_unavailable`` and
     ``ide_unavailable`` map a profile slug or an IDE to the reason it cannot start here.
+    ``custom_image_prefix`` is where the user's own images live (e.g.
+    ``registry.example.org/kubestudio/alice/``); profiles with ``custom_images`` accept those.
     """
     options = dict(options or {})
     profile_unavailable = profile_unavailable or {}
@@ -116,12 +136,15 @@ def resolve_request(options, catalog, projects, profile_unavailable=None, ide_un
         raise SpawnRefused(f"ide: {IDE_LABELS[ide]} cannot start here: {ide_unavailable[ide]}", status=409)
 
     image = None
-    if profile.images:
-        image_name = options.get("image") or profile.images[0].name
+    custom_prefix = custom_image_prefix if profile.custom_images else None
+    if profile.images or custom_prefix:
+        image_name = options.get("image") or (profile.images[0].name if profile.images else None)
         image = profile.image_choice(image_name) if isinstance(image_name, str) else None
+        image = image or _custom_image(image_name, custom_prefix)
         if image is None:
-            known = ", ".join(c.name for c in profile.images)
-            raise SpawnRefused(f"image: profile {profile.slug!r} has no image {image_name!r} (choices: {known})")
+            known = ", ".join(c.name for c in profile.images) or "none"
+            mine = f", or one of your images under {custom_prefix}" if custom_prefix else ""
+            raise SpawnRefused(f"image: profile {profile.slug!r} has no image {image_name!r} (choices: {known}{mine})")
     elif options.get("image"):
         raise SpawnRefused(f"image: profile {profile.slug!r} offers no image choice")
 

@@ -20,6 +20,7 @@ CATALOG = {
         {"slug": "a100", "gpu": {"count": 1, "type": "A100"}, "images": ["kubestudio/notebook-cuda:1"]},
         {"slug": "h100", "gpu": {"count": 1, "type": "H100"}, "images": ["kubestudio/notebook-cuda:1"]},
         {"slug": "broken", "images": [MISSING_IMAGE]},
+        {"slug": "own", "custom_images": True, "images": ["kubestudio/notebook:1"]},
     ]
 }
 PROJECTS = {"vision": {"users": ["vic"], "max_gpus": 1, "max_servers": 2, "node_selector": "kubestudio.io/pool=gpu",
@@ -34,6 +35,7 @@ c.WorkspaceSpawner.start_timeout = 120
 c.WorkspaceSpawner.http_timeout = 90
 c.WorkspaceSpawner.delete_grace_period = 2
 c.WorkspaceSpawner.extra_labels = {"team": "ml"}
+c.WorkspaceSpawner.user_images_prefix = "registry.local:5000/kubestudio/{user_slug}/"
 """
 
 
@@ -254,3 +256,17 @@ def test_project_namespaces(bench, tmp_path):
     finally:
         local.stop()
     assert bench.api("GET", "/api/v1/namespaces/vision/pods/jupyter-vic").status_code == 404
+
+
+def test_custom_image_from_the_users_own_prefix(bench, hub):
+    hub.create_user("cara")
+    mine = "registry.local:5000/kubestudio/cara/trainer:0.3"
+    try:
+        r = hub.spawn("cara", "", {"profile": "own", "image": mine}, timeout=120)
+        assert r.status_code in (201, 202), r.text
+        assert pod(bench, "jupyter-cara")["spec"]["containers"][0]["image"] == mine
+    finally:
+        hub.stop_server("cara")
+    r = hub.spawn("cara", "", {"profile": "own", "image": "registry.local:5000/kubestudio/bob/trainer:0.3"})
+    assert r.status_code == 400
+    assert "or one of your images under registry.local:5000/kubestudio/cara/" in r.json()["message"]

@@ -103,3 +103,21 @@ def test_options_from_formdata_keeps_only_chosen_profile_fields():
     }
     assert options_from_formdata(formdata) == {"profile": "gpu", "project": "vision", "image": "tf", "gpus": "2"}
     assert options_from_formdata({}) == {}
+
+
+def test_custom_images_only_under_the_users_prefix():
+    catalog = parse_catalog({"profiles": [{"slug": "own", "custom_images": True, "images": ["base:1"]},
+                                          {"slug": "fixed", "images": ["base:1"]}]})
+    prefix = "registry.example.org:5000/kubestudio/alice/"
+    mine = prefix + "trainer:0.3"
+    request = resolve_request({"profile": "own", "image": mine}, catalog, PROJECTS, custom_image_prefix=prefix)
+    assert request.image.image == mine and request.image.display_name == "trainer:0.3"
+    assert resolve_request({"profile": "own"}, catalog, PROJECTS, custom_image_prefix=prefix).image.image == "base:1"
+    for image in ("registry.example.org:5000/kubestudio/bob/trainer:1", prefix + "../bob/x:1", prefix + "Bad Name",
+                  "docker.io/library/ubuntu:24.04"):
+        with pytest.raises(SpawnRefused, match="one of your images under"):
+            resolve_request({"profile": "own", "image": image}, catalog, PROJECTS, custom_image_prefix=prefix)
+    # a profile without custom_images never takes one
+    with pytest.raises(SpawnRefused) as e:
+        resolve_request({"profile": "fixed", "image": mine}, catalog, PROJECTS, custom_image_prefix=prefix)
+    assert "your images" not in str(e.value)
