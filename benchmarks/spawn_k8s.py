@@ -3,6 +3,8 @@
 For each spawner, through an identical real hub (JupyterHub + configurable-http-proxy, same
 settings) talking to the bench through its counting proxy:
 
+Each spawner gets a fresh bench and its own namespace.
+
 1. sequential spawns + stops: Kubernetes API requests per spawn by verb (the bench's proxy
    counts them) and hub CPU seconds per spawn (from /proc);
 2. a burst of N simultaneous spawns: total time to all ready, failures, and p50/p99 latency of
@@ -194,11 +196,12 @@ def main():
     bursts = args.burst or [200]
     nodes = [{"name": "node", "count": max(max(bursts) // 100 + 1, 3), "capacity": {"cpu": 64, "memory": "512Gi", "pods": 250}}]
     root = tempfile.mkdtemp(prefix="spawn-k8s-")
-    bench = Bench(os.path.join(root, "bench"), nodes=nodes, mode="responder", crds=False, events=True)
-    bench.start()
     results = {}
-    try:
-        for kind in ("stock", "kubestudio"):
+    for kind in ("stock", "kubestudio"):
+        # a fresh bench for each spawner: neither inherits the other's etcd history or kubelet state
+        bench = Bench(os.path.join(root, f"bench-{kind}"), nodes=nodes, mode="responder", crds=False, events=True)
+        bench.start()
+        try:
             hub = hub_for(kind, bench, os.path.join(root, kind)).start()
             try:
                 results[kind] = {"sequential": sequential(hub, bench, args.sequential)}
@@ -208,8 +211,8 @@ def main():
             finally:
                 hub.stop()
             print(json.dumps({kind: results[kind]}, indent=1), file=sys.stderr)
-    finally:
-        bench.stop()
+        finally:
+            bench.stop()
 
     stock, ours = results["stock"], results["kubestudio"]
     biggest = f"burst_{max(bursts)}"
