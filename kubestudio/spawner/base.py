@@ -22,6 +22,20 @@ def refusal(error):
     return http_error
 
 
+class SpawnFailed(web.HTTPError):
+    """A spawn that stopped early; the message is shown on the spawn page and in API errors.
+
+    ``status``: 500 when the server itself broke, 409 when the cluster cannot run it as asked.
+    """
+
+    def __init__(self, message, status=500):
+        super().__init__(status, message.replace("%", "%%"))
+        self.jupyterhub_message = message
+
+    def __str__(self):
+        return self.jupyterhub_message
+
+
 class WorkspaceSpawnerMixin(LoggingConfigurable):
     profiles_file = Unicode(
         "profiles/default.yaml",
@@ -84,4 +98,4 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
         return request.as_options()
 
 
-__all__ = ["WorkspaceSpawnerMixin", "SpawnRefused", "refusal"]
+__all__ = ["WorkspaceSpawnerMixin", "SpawnFailed", "SpawnRefused", "refusal"]

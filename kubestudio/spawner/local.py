@@ -20,7 +20,7 @@ from jupyterhub.spawner import LocalProcessSpawner
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Integer, List, Unicode, default
 
-from .base import WorkspaceSpawnerMixin, refusal
+from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
 from .gpus import Allocation, ServerLedger, detect_gpus, gpus_from_config
 from .request import SpawnRefused
 from .storage import ensure_user_folders, user_folders, user_slug
@@ -40,14 +40,6 @@ def write_code_server_defaults(home):
         os.makedirs(settings_dir, exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
             json.dump(CODE_SERVER_DEFAULTS, f, indent=2)
-
-
-class SpawnFailed(RuntimeError):
-    """A server that could not start; the message is shown on the spawn page."""
-
-    def __init__(self, message):
-        super().__init__(message)
-        self.jupyterhub_message = message
 
 
 # one ledger per data dir in this hub process: every spawner of the hub shares it

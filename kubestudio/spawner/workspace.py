@@ -14,10 +14,9 @@ import re
 import time
 
 from kubespawner import KubeSpawner
-from tornado import web
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
-from .base import WorkspaceSpawnerMixin, refusal
+from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
 from .pods import PodSettings, workspace_traits
 from .profiles import IDE_LABELS
 from .request import SpawnRefused, check_quota
@@ -37,20 +36,6 @@ def _is_image_error(event):
     return "ErrImagePull" in message or "ImagePullBackOff" in message or (
         event.get("reason") == "Failed" and "pull image" in message
     )
-
-
-class SpawnFailed(web.HTTPError):
-    """A spawn stopped early because the cluster cannot run it as asked (409 for API callers).
-
-    The message is shown on the spawn page and in the API's JSON error.
-    """
-
-    def __init__(self, message):
-        super().__init__(409, message.replace("%", "%%"))
-        self.jupyterhub_message = message
-
-    def __str__(self):
-        return self.jupyterhub_message
 
 
 def permanently_unschedulable(message):
@@ -210,6 +195,7 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
     # ------------------------------------------------------------------ request -> KubeSpawner traits
 
     _request = None
+    _workspace_traits = None
 
     @default("apply_user_options")
     def _default_apply_user_options(self):
@@ -222,10 +208,11 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
             request = self.resolve(user_options)
             self.check_capacity(request)
             # computing the traits here refuses bad project settings before anything starts
-            workspace_traits(self.user.name, self.name, request, self.settings)
+            traits = workspace_traits(self.user.name, self.name, request, self.settings)
         except SpawnRefused as e:
             raise refusal(e) from None
         self._request = request
+        self._workspace_traits = traits
         self._inflight[(self.user.name, self.name)] = (request.project.name, self.pod_name, request.gpus)
 
     _configured = None
@@ -238,7 +225,7 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         """
         if self._request is None:
             await self._claim(self.user_options)  # JupyterHub < 5.3 has no apply_user_options
-        traits = workspace_traits(self.user.name, self.name, self._request, self.settings)
+        traits = self._workspace_traits
         if self._configured is None:
             # what the config said, before any spawn changed it; every spawn merges from here
             self._configured = {name: copy.deepcopy(getattr(self, name)) for name in traits}
@@ -274,7 +261,7 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
                     except (asyncio.CancelledError, Exception):
                         pass
                     await self.stop(now=True)
-                    raise SpawnFailed(reason)
+                    raise SpawnFailed(reason, status=409)
         finally:
             self._inflight.pop((self.user.name, self.name), None)
 
@@ -399,5 +386,6 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
     def clear_state(self):
         super().clear_state()
         self._request = None
+        self._workspace_traits = None
         # a spawn that failed before start() must not keep counting against the quota
         self._inflight.pop((self.user.name, self.name), None)
