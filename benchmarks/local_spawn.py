@@ -28,7 +28,8 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from kubestudio.testing.localhub import LocalHub, free_port  # noqa: E402
+from kubestudio.testing.localhub import LocalHub  # noqa: E402
+from kubestudio.testing.ports import free_port  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

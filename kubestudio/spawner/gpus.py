@@ -101,6 +101,13 @@ class ServerLedger:
         held = self.held_gpu_ids()
         return [g for g in self.gpus if g.id not in held and g.matches(gpu_type)]
 
+    def missing_reason(self, gpu_type=None):
+        """Why no server can get a GPU (of this type) here, or None when this machine has one."""
+        if any(g.matches(gpu_type) for g in self.gpus):
+            return None
+        kind = f" of type {gpu_type}" if gpu_type else ""
+        return f"this machine has no GPU{kind}"
+
     def usage(self, user, project):
         """(servers, gpus) that ``user`` holds in ``project``."""
         mine = [a for a in self._allocations.values() if a.user == user and a.project == project]
@@ -119,11 +126,12 @@ class ServerLedger:
         check_quota(project, gpu_count, servers_in_use=servers, gpus_in_use=gpus)
         chosen = ()
         if gpu_count:
+            missing = self.missing_reason(gpu_type)
+            if missing:
+                raise SpawnRefused(f"gpus: {missing}", status=409)
             matching = [g for g in self.gpus if g.matches(gpu_type)]
             free = self.free_gpus(gpu_type)
             kind = f" of type {gpu_type}" if gpu_type else ""
-            if not matching:
-                raise SpawnRefused(f"gpus: this machine has no GPU{kind}", status=409)
             if len(free) < gpu_count:
                 raise SpawnRefused(
                     f"gpus: not enough free GPUs{kind}: {gpu_count} asked, {len(free)} free of "

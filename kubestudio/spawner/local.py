@@ -123,12 +123,9 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             ide_reasons["vscode"] = f"{names} is not installed on this machine"
         profile_reasons = {}
         for profile in self.catalog.profiles:
-            if min(profile.gpu_counts) == 0:
-                continue
-            matching = [g for g in self.ledger.gpus if g.matches(profile.gpu_type)]
-            if not matching:
-                kind = f" of type {profile.gpu_type}" if profile.gpu_type else ""
-                profile_reasons[profile.slug] = f"this machine has no GPU{kind}"
+            missing = self.ledger.missing_reason(profile.gpu_type) if min(profile.gpu_counts) else None
+            if missing:
+                profile_reasons[profile.slug] = missing
         return profile_reasons, ide_reasons
 
     def check_capacity(self, request):

@@ -20,7 +20,8 @@ import requests
 import urllib3
 import yaml
 
-from .controlplane import ControlPlane, default_cache_dir, free_port, self_signed_cert, write_kubeconfig
+from ..ports import free_port
+from .controlplane import ControlPlane, default_cache_dir, self_signed_cert, write_kubeconfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
@@ -96,6 +97,11 @@ def adapt_crd_for_1_20(crd, empty_defaults=True):
     for version in crd.get("spec", {}).get("versions", []):
         strip(version.get("schema"))
     return crd, removed
+
+
+def run_kubectl(kubectl, kubeconfig, *args, check=True, timeout=60, **kwargs):
+    return subprocess.run([kubectl, "--kubeconfig", kubeconfig, *args], capture_output=True, text=True,
+                          check=check, timeout=timeout, **kwargs)
 
 
 class Bench:
@@ -299,10 +305,9 @@ class Bench:
 
     # ------------------------------------------------------------------ tools
 
-    def kubectl(self, *args, check=True, timeout=60, through_proxy=False, **kwargs):
+    def kubectl(self, *args, through_proxy=False, **kwargs):
         config = self.proxy_kubeconfig if through_proxy else self.kubeconfig
-        return subprocess.run([self.kubectl_bin, "--kubeconfig", config, *args], capture_output=True, text=True,
-                              check=check, timeout=timeout, **kwargs)
+        return run_kubectl(self.kubectl_bin, config, *args, **kwargs)
 
     def pod_log(self, namespace, pod, container=None):
         """The kept output of a pod's container, read from the simulated kubelet's files."""
@@ -332,9 +337,8 @@ class ExternalCluster:
     def stop(self):
         pass
 
-    def kubectl(self, *args, check=True, timeout=60, **kwargs):
-        return subprocess.run([self.kubectl_bin, "--kubeconfig", self.kubeconfig, *args], capture_output=True,
-                              text=True, check=check, timeout=timeout, **kwargs)
+    def kubectl(self, *args, **kwargs):
+        return run_kubectl(self.kubectl_bin, self.kubeconfig, *args, **kwargs)
 
 
 def bench_from_env(root, **kwargs):

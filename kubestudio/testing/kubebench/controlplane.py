@@ -15,6 +15,8 @@ import urllib.request
 
 import yaml
 
+from ..ports import free_port
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD_SCRIPT = os.path.join(HERE, "build.sh")
 
@@ -36,14 +38,6 @@ def binaries_present(cache_dir=None):
     bin_dir = os.path.join(cache_dir or default_cache_dir(), "bin")
     names = ("kube-apiserver", "kube-scheduler", "kube-controller-manager", "etcd", "kubectl")
     return all(os.access(os.path.join(bin_dir, n), os.X_OK) for n in names)
-
-
-def free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_kubeconfig(path, server, token, namespace="default"):
