@@ -17,7 +17,7 @@ import shutil
 import sys
 
 import yaml
-from traitlets import Dict, List, Unicode, default
+from traitlets import Bool, Dict, Integer, List, Unicode, default
 from traitlets.config import Configurable
 
 from ..spawner.profiles import CatalogError, load_catalog
@@ -34,6 +34,8 @@ class KubeStudioConfigError(ValueError):
 
 class KubeStudio(Configurable):
     """Hub-wide KubeStudio settings."""
+
+    config_file = ""  # set by configure(): the jupyterhub_config.py that called it
 
     spawner = Unicode(
         "local",
@@ -132,7 +134,118 @@ class KubeStudio(Configurable):
         code_server = os.path.join(REPO_ROOT, ".tools", "code-server", "node_modules", ".bin")
         return [code_server] if os.path.isdir(code_server) else []
 
+    images_service = Bool(
+        True,
+        config=True,
+        help="""Run the image build service at /services/images/ (build from a workspace folder, a
+        Dockerfile, a package list or a running server; its settings are c.ImageBuilder.*).""",
+    )
+
+    images_url = Unicode(
+        "http://127.0.0.1:10101",
+        config=True,
+        help="Where the hub starts the image service and the proxy reaches it.",
+    )
+
+    registry = Unicode(
+        "",
+        config=True,
+        help="""Registry for built images, host[:port] (sets ImageBuilder.registry_host and the
+        spawner's user_images_prefix). Empty: a local Debian `docker-registry` that the hub runs on
+        127.0.0.1:5000 with its data in <data_dir>/registry (the embedded default).""",
+    )
+
+    local_registry_port = Integer(
+        5000,
+        config=True,
+        help="Port of the local registry the embedded default runs when `registry` is empty.",
+    )
+
     # --------------------------------------------------------------------------------
+
+    def registry_host(self):
+        return self.registry or f"127.0.0.1:{self.local_registry_port}"
+
+    def images_defaults(self, c, data):
+        """Defaults of the image service (only where c.ImageBuilder etc. do not set them)."""
+
+        def setdefault(section, key, value):
+            if key not in c[section]:
+                c[section][key] = value
+
+        setdefault("ImageBuilder", "registry_host", self.registry_host())
+        if not self.registry:
+            setdefault("ImageBuilder", "registry_insecure", True)
+        setdefault("ImageBuilder", "db_url", f"sqlite:///{os.path.join(data, 'images.sqlite')}")
+        if self.spawner == "local":
+            setdefault("ImageBuilder", "workspaces_root", os.path.join(data, "users"))
+            setdefault("ImageBuilder", "workspace_pattern", "{root}/{user_slug}/mnt")
+            setdefault("BuildahBackend", "storage_root", os.path.join(data, "buildah", "storage"))
+            setdefault("BuildahBackend", "run_root", os.path.join(data, "buildah", "run"))
+        else:
+            setdefault("ImageBuilder", "backend_class", "kubestudio.image_builder.backends.kaniko.KanikoBackend")
+            setdefault("ImageBuilder", "workspaces_root", "/srv/workspaces")
+
+    def images_hub_config(self, c, data, config_file):
+        """The image service, its scopes and roles, and the local registry, in the hub config."""
+        from ..image_builder.handlers import ADMIN_SCOPE, BUILD_SCOPE
+
+        c.JupyterHub.custom_scopes = {
+            **c.JupyterHub.get("custom_scopes", {}),
+            BUILD_SCOPE: {"description": "Build images, and see and cancel your own builds and images."},
+            ADMIN_SCOPE: {"description": "See and cancel every user's builds; push to any repository."},
+        }
+        access = "access:services!service=images"
+        roles = [
+            {"name": "user", "scopes": ["self", access, BUILD_SCOPE]},
+            # a notebook server's own token may call the service for its owner (the `kubestudio` CLI)
+            {"name": "server", "scopes": ["users:activity!user", "access:servers!server", access, BUILD_SCOPE]},
+            {"name": "kubestudio-images-admin", "scopes": [ADMIN_SCOPE, access], "users": list(self.admin_users)},
+            # the service reads users' servers and groups, and asks a server for its packages (from_server)
+            {"name": "kubestudio-images-service", "scopes": ["read:users", "read:servers", "read:groups", "access:servers"],
+             "services": ["images"]},
+        ]
+        c.JupyterHub.load_roles = list(c.JupyterHub.get("load_roles", [])) + roles
+        env = {"KUBESTUDIO_CONFIG_FILE": config_file, "KUBESTUDIO_PROXY_URL": self.bind_url,
+               "PATH": os.environ.get("PATH", "")}
+        service = {
+            "name": "images",
+            "url": self.images_url,
+            "command": [sys.executable, "-m", "kubestudio.image_builder"],
+            "cwd": data,
+            "environment": env,
+            "oauth_no_confirm": True,
+            "oauth_client_allowed_scopes": [BUILD_SCOPE, ADMIN_SCOPE],
+        }
+        services = [s for s in c.JupyterHub.get("services", []) if s.get("name") != "images"]
+        if not self.registry:
+            registry_config = self.local_registry_config(data)
+            if registry_config:
+                services.append({"name": "registry", "command": ["docker-registry", "serve", registry_config],
+                                 "cwd": data, "display": False})
+        c.JupyterHub.services = services + [service]
+        if "user_images_prefix" not in c.WorkspaceSpawner:
+            prefix = c.ImageBuilder.get("registry_prefix", "kubestudio")
+            c.WorkspaceSpawner.user_images_prefix = "/".join(
+                p for p in (c.ImageBuilder.registry_host, prefix, "{user_slug}") if p) + "/"
+        c.WorkspaceSpawner.images_api_url = self.images_url.rstrip("/") + "/services/images/api/images"
+
+    def local_registry_config(self, data):
+        """Config of the embedded default's registry (Debian docker-registry), or None without it."""
+        if not shutil.which("docker-registry"):
+            print("[KubeStudio] docker-registry is not installed (apt-get install docker-registry): "
+                  "image builds will fail until a registry is configured (KubeStudio.registry)", file=sys.stderr)
+            return None
+        path = os.path.join(data, "registry.yml")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(
+                "version: 0.1\n"
+                "log:\n  level: warn\n"
+                f"storage:\n  filesystem:\n    rootdirectory: {os.path.join(data, 'registry')}\n"
+                "  delete:\n    enabled: true\n"
+                f"http:\n  addr: 127.0.0.1:{self.local_registry_port}\n"
+            )
+        return path
 
     def password(self):
         """The dummy authenticator's password: from the environment, or generated once."""
@@ -186,6 +299,11 @@ class KubeStudio(Configurable):
         from ..spawner.local import LocalWorkspaceSpawner
         from ..spawner.workspace import WorkspaceSpawner
 
+        data = os.path.abspath(self.data_dir)
+        if os.environ.get("KUBESTUDIO_SERVICE_MODE"):
+            # a hub service reading the hub's config file: only its own settings
+            self.images_defaults(c, data)
+            return
         try:
             load_catalog(self.profiles_file)
         except CatalogError as e:
@@ -193,7 +311,6 @@ class KubeStudio(Configurable):
         groups = self.load_projects()
 
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
-        data = os.path.abspath(self.data_dir)
         path = os.environ.get("PATH", "").split(os.pathsep)
         os.environ["PATH"] = os.pathsep.join([d for d in self.tool_dirs if d not in path] + path)
 
@@ -216,6 +333,10 @@ class KubeStudio(Configurable):
             c.LocalWorkspaceSpawner.profiles_file = os.path.abspath(self.profiles_file)
         else:
             raise KubeStudioConfigError(f"KubeStudio.spawner: must be 'local' or 'kubernetes', not {self.spawner!r}")
+
+        if self.images_service:
+            self.images_defaults(c, data)
+            self.images_hub_config(c, data, self.config_file or os.path.abspath("jupyterhub_config.py"))
 
         c.JupyterHub.authenticator_class = self.authenticator_class
         c.Authenticator.admin_users = set(self.admin_users)
@@ -244,6 +365,8 @@ def configure(c, **settings):
     the field and the reason.
     """
     studio = KubeStudio(config=c, **settings)
+    # the file this is called from: hub services read their settings from it too
+    studio.config_file = os.path.abspath(sys._getframe(1).f_globals.get("__file__") or "jupyterhub_config.py")
     try:
         studio.apply(c)
     except KubeStudioConfigError as e:

@@ -39,6 +39,7 @@ class LocalHub:
         self.url = f"http://127.0.0.1:{self.port}"
         self.hub_port = free_port()
         self.proxy_api_port = free_port()
+        self.images_url = f"http://127.0.0.1:{free_port()}"
         self.token = secrets.token_hex(16)
         self.config_file = os.path.join(self.root, "jupyterhub_config.py")
         self.log_file = os.path.join(self.root, "hub.log")
@@ -49,7 +50,7 @@ class LocalHub:
     # ------------------------------------------------------------------ process
 
     def write_config(self):
-        settings = {"data_dir": self.data_dir, "bind_url": self.url, **self.settings}
+        settings = {"data_dir": self.data_dir, "bind_url": self.url, "images_url": self.images_url, **self.settings}
         config = textwrap.dedent(
             f"""
             import json
@@ -57,8 +58,8 @@ class LocalHub:
             configure(c, **json.loads({json.dumps(json.dumps(settings))}))
             c.JupyterHub.hub_port = {self.hub_port}
             c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.proxy_api_port}"
-            c.JupyterHub.services = [{{"name": "test-admin", "api_token": "{self.token}"}}]
-            c.JupyterHub.load_roles = [{{"name": "admin", "services": ["test-admin"]}}]
+            c.JupyterHub.services = list(c.JupyterHub.get("services", [])) + [{{"name": "test-admin", "api_token": "{self.token}"}}]
+            c.JupyterHub.load_roles = list(c.JupyterHub.get("load_roles", [])) + [{{"name": "admin", "services": ["test-admin"]}}]
             c.JupyterHub.log_level = "DEBUG"
             """
         )

@@ -1,0 +1,188 @@
+"""The small base every KubeStudio hub service shares.
+
+- :class:`ServiceHandler`: identity from JupyterHub (HubOAuth cookie for pages, ``Authorization:
+  token ...`` for the API), scope checks, and errors as JSON ``{"status": N, "message": "..."}``.
+- :class:`PageHandler`: a page at the service root, sending anonymous visitors through the hub's
+  OAuth login.
+- :class:`EventStream`: Server-Sent Events with keepalive comments.
+- :func:`service_url_parts`: where JupyterHub told a managed service to listen.
+
+Services build a tornado ``Application`` from these and :func:`oauth_routes`.
+"""
+
+import asyncio
+import json
+import os
+from urllib.parse import urlparse
+
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated, check_scopes
+from jupyterhub.utils import url_path_join
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+
+class ServiceHandler(HubOAuthenticated, web.RequestHandler):
+    """Base for a service's API handlers.
+
+    ``self.identity`` is the hub's model of the caller (user or service, with its scopes); it is
+    set in :meth:`prepare`: anonymous callers get 401, callers without access to the service 403.
+    """
+
+    identity = None
+
+    @property
+    def service_name(self):
+        return self.settings["service_name"]
+
+    def set_default_headers(self):
+        self.set_header("Cache-Control", "no-store")
+
+    async def prepare(self):
+        model = await self.hub_auth.get_user(self, sync=False)
+        if not model:
+            raise web.HTTPError(401, "log in to the hub or send 'Authorization: token <hub API token>'")
+        model.setdefault("kind", "user")
+        if self.hub_scopes and not check_scopes(self.hub_scopes, set(model.get("scopes", []))):
+            raise web.HTTPError(403, f"{model['kind']} {model['name']} may not use the {self.service_name} service")
+        self.identity = model
+
+    def has_scope(self, scope, owner=None):
+        """Whether the caller holds ``scope`` (for ``owner`` when given: filters are honoured)."""
+        required = f"{scope}!user={owner}" if owner else scope
+        return bool(check_scopes({required}, set(self.identity.get("scopes", []))))
+
+    def require_scope(self, scope, owner=None, what="do this"):
+        if not self.has_scope(scope, owner):
+            raise web.HTTPError(403, f"{self.identity['kind']} {self.identity['name']} may not {what} (needs scope {scope})")
+
+    def json_body(self):
+        """The request body as a JSON object; 400 with the reason otherwise."""
+        if not self.request.body:
+            raise web.HTTPError(400, "send a JSON object in the request body")
+        try:
+            body = json.loads(self.request.body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise web.HTTPError(400, f"the request body is not valid JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, "the request body must be a JSON object")
+        return body
+
+    def write_json(self, data, status=200):
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code, **kwargs):
+        message = self._reason
+        exc_info = kwargs.get("exc_info")
+        if exc_info:
+            error = exc_info[1]
+            if isinstance(error, web.HTTPError) and error.log_message:
+                message = error.log_message % error.args if error.args else error.log_message
+            elif not isinstance(error, web.HTTPError):
+                message = "internal error in the service; the administrator can find it in the service log"
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
+    def check_xsrf_cookie(self):
+        # token-authenticated API calls need no xsrf token; cookie calls from our pages send one
+        if getattr(self, "_token_authenticated", False):
+            return
+        return super().check_xsrf_cookie()
+
+
+class PageHandler(ServiceHandler):
+    """A page: anonymous visitors go through the hub's OAuth login instead of a 401."""
+
+    async def prepare(self):
+        model = await self.hub_auth.get_user(self, sync=False)
+        if not model:
+            self.redirect(self.get_login_url())
+            return
+        await super().prepare()
+
+    def write_error(self, status_code, **kwargs):
+        message = self._reason
+        exc_info = kwargs.get("exc_info")
+        if exc_info and isinstance(exc_info[1], web.HTTPError) and exc_info[1].log_message:
+            message = exc_info[1].log_message
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(f"<!doctype html><title>{status_code}</title><h1>{status_code}</h1>"
+                    f"<p>{web.escape.xhtml_escape(message)}</p>")
+
+
+class EventStream:
+    """Write Server-Sent Events to a tornado handler; a comment every ``keepalive`` seconds."""
+
+    def __init__(self, handler, keepalive=15.0):
+        self.handler = handler
+        self.keepalive = keepalive
+        self.closed = False
+        handler.set_header("Content-Type", "text/event-stream")
+        handler.set_header("Cache-Control", "no-cache")
+        handler.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
+        self._task = None
+
+    async def send(self, data, event=None):
+        text = ""
+        if event:
+            text += f"event: {event}\n"
+        text += "".join(f"data: {line}\n" for line in json.dumps(data).splitlines()) + "\n"
+        await self._write(text)
+
+    async def comment(self, text="keepalive"):
+        await self._write(f": {text}\n\n")
+
+    async def _write(self, text):
+        if self.closed:
+            return
+        try:
+            self.handler.write(text)
+            await self.handler.flush()
+        except StreamClosedError:
+            self.closed = True
+
+    async def _keepalive_loop(self):
+        while not self.closed:
+            await asyncio.sleep(self.keepalive)
+            await self.comment()
+
+    def __enter__(self):
+        self._task = asyncio.ensure_future(self._keepalive_loop())
+        return self
+
+    def __exit__(self, *exc):
+        self._task.cancel()
+
+
+def wants_event_stream(handler):
+    return "text/event-stream" in handler.request.headers.get("Accept", "")
+
+
+def service_prefix(name):
+    """The service's URL prefix, from JupyterHub's environment (``/services/<name>/``)."""
+    return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{name}/")
+
+
+def service_url_parts(default="http://127.0.0.1:10101"):
+    """(host, port) the managed service must listen on (``JUPYTERHUB_SERVICE_URL``)."""
+    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", default))
+    return url.hostname or "127.0.0.1", url.port or 80
+
+
+def oauth_routes(prefix):
+    """The OAuth callback route every service with pages needs."""
+    return [(url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler)]
+
+
+def oauth_settings(name, prefix, **extra):
+    """tornado Application settings for a HubOAuth service."""
+    auth = HubOAuth.instance(api_token=os.environ.get("JUPYTERHUB_API_TOKEN", ""), cache_max_age=60)
+    return {
+        "hub_auth": auth,
+        "service_name": name,
+        "service_prefix": prefix,
+        "cookie_secret": os.urandom(32),
+        "xsrf_cookies": False,  # HubOAuth checks xsrf for cookie-authenticated requests itself
+        **extra,
+    }

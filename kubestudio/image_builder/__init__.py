@@ -1,0 +1,1 @@
+"""Image build service: API, queue, registry client, buildah and kaniko backends."""

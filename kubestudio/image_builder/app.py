@@ -1,0 +1,218 @@
+"""The image service: a JupyterHub managed service at ``/services/images/``.
+
+Started by the hub (``python -m kubestudio.image_builder``). Its settings are traits of
+:class:`ImageBuilder`, read from the hub's own ``jupyterhub_config.py`` (``c.ImageBuilder.*``,
+``c.BuildahBackend.*``, ``c.KanikoBackend.*``), whose ``configure(c)`` call fills in the defaults
+of the embedded hub.
+"""
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import signal
+
+from jupyterhub.utils import url_path_join
+from tornado import web
+from traitlets import Bool, Integer, Type, Unicode, default
+from traitlets.config import Application
+
+from ..hub.service import oauth_routes, oauth_settings, service_prefix, service_url_parts
+from ..hub.store import Store
+from . import handlers
+from .backends.base import BuildBackend
+from .backends.buildah import BuildahBackend
+from .builds import BuildManager
+from .capture import ServerCapture
+from .models import Base
+from .registry import RegistryClient
+
+SERVICE_NAME = "images"
+
+
+class ImageBuilder(Application):
+    name = "kubestudio-images"
+    description = "KubeStudio image build service"
+
+    config_file = Unicode(
+        config=True,
+        help="""The hub's jupyterhub_config.py to read settings from (the hub passes it in
+        $KUBESTUDIO_CONFIG_FILE).""",
+    )
+
+    @default("config_file")
+    def _default_config_file(self):
+        return os.environ.get("KUBESTUDIO_CONFIG_FILE", "")
+
+    backend_class = Type(
+        BuildahBackend,
+        klass=BuildBackend,
+        config=True,
+        help="""How images are built: kubestudio.image_builder.backends.buildah.BuildahBackend (the
+        embedded default) or kubestudio.image_builder.backends.kaniko.KanikoBackend (a pod per build
+        on Kubernetes).""",
+    )
+    registry_host = Unicode(
+        "127.0.0.1:5000",
+        config=True,
+        help="Registry images are pushed to, as host[:port] (e.g. registry.example.org).",
+    )
+    registry_prefix = Unicode(
+        "kubestudio",
+        config=True,
+        help="""Path under the registry for KubeStudio images. A user's images go to
+        <registry_host>/<registry_prefix>/<user slug>/<name>:<tag>.""",
+    )
+    registry_insecure = Bool(
+        False,
+        config=True,
+        help="The registry speaks plain HTTP (a loopback or in-cluster registry without TLS).",
+    )
+    registry_auth_file = Unicode(
+        "",
+        config=True,
+        help="""Docker config.json with the registry credentials, used for the "already built?"
+        check and by the builders. Its secrets never appear in logs, records or API answers.""",
+    )
+    max_concurrent_builds = Integer(2, config=True, help="Builds that may run at once, for all users together.")
+    max_builds_per_user = Integer(1, config=True, help="Builds one user may have running at once; more wait in the queue.")
+    build_timeout = Integer(3600, config=True, help="Seconds a build may run before it is stopped and marked failed.")
+    max_context_bytes = Integer(
+        200 * 1024 * 1024, config=True, help="Largest build context (sum of the files in the folder), in bytes."
+    )
+    workspaces_root = Unicode(
+        "",
+        config=True,
+        help="""Folder holding every user's workspace as <workspaces_root>/<user slug>/ (the service's
+        view of /mnt/<user>). The embedded hub sets <data_dir>/users/*/mnt through `workspace_pattern`.""",
+    )
+    workspace_pattern = Unicode(
+        "{root}/{user_slug}",
+        config=True,
+        help="How a user's workspace folder is found under workspaces_root, e.g. {root}/{user_slug}/mnt.",
+    )
+    allow_project_namespaces = Bool(
+        False,
+        config=True,
+        help="""Let members of a project push to <registry_prefix>/projects/<project>/ by giving
+        `project` in the request (shared project images).""",
+    )
+    db_url = Unicode(
+        config=True,
+        help="SQLAlchemy URL of the build store. Defaults to SQLite in the service's working folder.",
+    )
+
+    @default("db_url")
+    def _default_db_url(self):
+        return f"sqlite:///{os.path.abspath('kubestudio-images.sqlite')}"
+
+    keepalive_seconds = Integer(15, config=True, help="Seconds between keepalive comments on log event streams.")
+    proxy_url = Unicode(
+        config=True,
+        help="""The hub's public URL (the proxy), used to reach users' servers for `from_server`
+        builds. Defaults to $KUBESTUDIO_PROXY_URL.""",
+    )
+
+    @default("proxy_url")
+    def _default_proxy_url(self):
+        return os.environ.get("KUBESTUDIO_PROXY_URL", "http://127.0.0.1:8000")
+
+    aliases = {"config": "ImageBuilder.config_file", "db-url": "ImageBuilder.db_url"}
+
+    # ------------------------------------------------------------------
+
+    def secrets(self):
+        """Strings that must never be shown: registry passwords and their base64 forms."""
+        found = []
+        if not self.registry_auth_file:
+            return found
+        try:
+            with open(self.registry_auth_file, encoding="utf-8") as f:
+                auths = json.load(f).get("auths", {})
+        except (OSError, ValueError):
+            return found
+        for entry in auths.values():
+            for key in ("auth", "password", "identitytoken", "registrytoken"):
+                if entry.get(key):
+                    found.append(entry[key])
+            if entry.get("auth"):
+                try:
+                    found.append(base64.b64decode(entry["auth"]).decode().partition(":")[2])
+                except ValueError:
+                    pass
+        return [s for s in found if len(s) >= 4]
+
+    def workspace_of(self, slug):
+        return self.workspace_pattern.format(root=self.workspaces_root, user_slug=slug)
+
+    def initialize(self, argv=None):
+        os.environ.setdefault("KUBESTUDIO_SERVICE_MODE", SERVICE_NAME)
+        super().initialize(argv)
+        if self.config_file:
+            self.load_config_file(self.config_file)
+            self.update_config(self.config)  # command-line values still win
+            super().initialize(argv)
+        self.log.setLevel(logging.INFO)
+
+    def make_backend(self):
+        backend = self.backend_class(parent=self, log=self.log)
+        if isinstance(backend, BuildahBackend):
+            if not backend.auth_file:
+                backend.auth_file = self.registry_auth_file
+            if self.registry_insecure:
+                backend.tls_verify = False
+        return backend
+
+    def make_app(self):
+        prefix = service_prefix(SERVICE_NAME)
+        self.store = Store(self.db_url, Base)
+        registry = RegistryClient(self.registry_host, self.registry_auth_file, insecure=self.registry_insecure)
+        self.backend = self.make_backend()
+        capture = ServerCapture(self.proxy_url, os.environ.get("JUPYTERHUB_API_URL", ""),
+                                os.environ.get("JUPYTERHUB_API_TOKEN", ""))
+        self.manager = BuildManager(self, self.store, self.backend, registry, self.log, capture=capture.capture)
+        api = url_path_join(prefix, "api")
+        routes = oauth_routes(prefix) + [
+            (prefix, handlers.IndexHandler),
+            (url_path_join(api, "builds"), handlers.BuildsHandler),
+            (url_path_join(api, "builds", r"([0-9a-f]{1,32})"), handlers.BuildHandler),
+            (url_path_join(api, "builds", r"([0-9a-f]{1,32})", "logs"), handlers.BuildLogsHandler),
+            (url_path_join(api, "images"), handlers.ImageListHandler),
+            (url_path_join(api, "health"), handlers.HealthHandler),
+        ]
+        settings = oauth_settings(SERVICE_NAME, prefix, manager=self.manager,
+                                  keepalive_seconds=self.keepalive_seconds,
+                                  registry_display=f"{self.registry_host}/{self.registry_prefix}".rstrip("/"),
+                                  static_path=os.path.join(os.path.dirname(__file__), "static"),
+                                  static_url_prefix=url_path_join(prefix, "static/"))
+        return web.Application(routes, **settings)
+
+    async def serve(self):
+        app = self.make_app()
+        await self.manager.start()
+        host, port = service_url_parts()
+        server = app.listen(port, address=host, xheaders=True)
+        self.log.info("image service on http://%s:%s%s (backend %s, registry %s)", host, port,
+                      service_prefix(SERVICE_NAME), self.backend.name, self.registry_host)
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopped.set)
+        await stopped.wait()
+        server.stop()
+        for live in list(self.manager.live.values()):
+            if live.task:
+                live.task.cancel()
+        await asyncio.sleep(0.2)
+        await self.manager.stop()
+        await self.backend.stop()
+
+    def start(self):
+        asyncio.run(self.serve())
+
+
+def main(argv=None):
+    app = ImageBuilder()
+    app.initialize(argv)
+    app.start()

@@ -1,0 +1,1 @@
+"""Build backends behind one interface: buildah (embedded default) and kaniko (Kubernetes)."""

@@ -1,0 +1,59 @@
+"""The interface every build backend implements (like BinderHub's build executors)."""
+
+from dataclasses import dataclass, field
+
+from traitlets.config import LoggingConfigurable
+
+
+class BuildFailed(Exception):
+    """The build ran and failed; the message says why (shown to the user)."""
+
+
+@dataclass
+class BuildJob:
+    """Everything a backend needs to build and push one image."""
+
+    id: str
+    owner: str
+    owner_slug: str
+    image: str  # full reference, host/path/name:tag
+    dockerfile: str  # path relative to the context
+    context_dir: str  # local folder (the service's view) holding the context
+    context_subpath: str | None = None  # the context inside the owner's workspace (None: generated)
+    dockerfile_text: str = ""  # the Dockerfile's text (always set; generated kinds have no context files)
+    generated: bool = False  # context_dir is a folder the service wrote (text kinds)
+    labels: dict = field(default_factory=dict)
+    project: str = ""
+
+
+@dataclass
+class BuildOutcome:
+    digest: str
+
+
+class BuildBackend(LoggingConfigurable):
+    """Build ``job`` and push it, calling ``emit(line)`` for each log line.
+
+    :meth:`build` returns a :class:`BuildOutcome` or raises :class:`BuildFailed`; when its task is
+    cancelled (cancel, timeout, shutdown) it stops the builder before re-raising.
+    """
+
+    name = "base"
+
+    async def start(self):
+        """Background work the backend needs (e.g. a cleaner); called once at service start."""
+
+    async def stop(self):
+        pass
+
+    async def build(self, job, emit):
+        raise NotImplementedError
+
+    async def recover(self, job, record, emit):
+        """A build was running when the service stopped: re-attach and return its outcome, or
+        raise BuildFailed with the reason it cannot be finished."""
+        raise BuildFailed("interrupted: the image service restarted while this build was running")
+
+    def step_of(self, line):
+        """(step, total or None) when a log line announces a Dockerfile step (1-based), else None."""
+        return None

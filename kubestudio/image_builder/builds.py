@@ -1,0 +1,416 @@
+"""The build manager: from a checked request to a pushed image, with the queue and the store.
+
+One :class:`BuildManager` per service. It decides whether a build is needed at all (the registry
+already has the content-hash tag: ``exists``; the same image is being built: join it), queues the
+rest fairly, runs them on the backend under a timeout, keeps the live log for followers and
+writes everything to the store, so a record reported done is never lost.
+"""
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+import uuid
+
+from ..spawner.storage import user_slug
+from . import spec as specs
+from .backends.base import BuildFailed, BuildJob
+from .context import resolve_context, scan_context
+from .models import ACTIVE, CANCELLED, DONE, EXISTS, FAILED, QUEUED, RUNNING, SUCCEEDED, Build, iso, utcnow
+from .queue import BuildQueue
+from .registry import RegistryError, split_reference
+
+LOG_FLUSH_SECONDS = 2.0
+
+
+class LiveBuild:
+    """A build in flight: its log lines and the followers waiting for more."""
+
+    def __init__(self, build_id, lines=None):
+        self.id = build_id
+        self.lines = list(lines or [])
+        self.changed = asyncio.Condition()
+        self.task = None
+        self.job = None
+        self.cancel_reason = None
+        self.dirty = False
+
+    async def notify(self):
+        async with self.changed:
+            self.changed.notify_all()
+
+
+class BuildManager:
+    def __init__(self, config, store, backend, registry, log, capture=None):
+        self.config = config  # the ImageBuilder application: its traits are the settings
+        self.store = store
+        self.backend = backend
+        self.registry = registry
+        self.log = log
+        self.capture = capture  # async (owner, server, base) -> (base image, {"pip": [...], ...})
+        self.queue = BuildQueue(config.max_concurrent_builds, config.max_builds_per_user)
+        self.live = {}
+        self.builder_runs = 0
+        self._secrets = []
+        self._flusher = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self):
+        self._secrets = self.config.secrets()
+        await self.backend.start()
+        await self.recover()
+        self._flusher = asyncio.ensure_future(self._flush_loop())
+
+    async def stop(self):
+        if self._flusher:
+            self._flusher.cancel()
+        self.flush_logs()
+
+    async def recover(self):
+        """After a restart: re-attach running builds the backend can follow, fail the others with
+        the reason, and queue again what had not started."""
+        with self.store.session() as db:
+            unfinished = db.query(Build).filter(Build.status.in_(ACTIVE)).order_by(Build.created).all()
+        for record in unfinished:
+            if record.status == QUEUED:
+                self.live[record.id] = LiveBuild(record.id, record.log.splitlines())
+                self.queue.add(record.id, record.owner)
+                continue
+            live = LiveBuild(record.id, record.log.splitlines())
+            self.live[record.id] = live
+            self.queue.running[record.id] = record.owner
+            live.task = asyncio.ensure_future(self._run(record.id, recovering=True))
+        self._schedule()
+
+    # ------------------------------------------------------------------ requests
+
+    async def submit(self, identity, body, is_admin):
+        """Check and start (or answer) a build request; (http status, record dict)."""
+        request = specs.parse_request(body)
+        owner = identity["name"]
+        slug = user_slug(owner)
+        if request.repository and not is_admin:
+            raise specs.RequestError("repository: only admins may push outside their own images", 403)
+        if request.project:
+            if not self.config.allow_project_namespaces:
+                raise specs.RequestError("project: project image namespaces are not enabled on this hub", 403)
+            if request.project not in identity.get("groups", []) and not is_admin:
+                raise specs.RequestError(f"project: you are not a member of project {request.project!r}", 403)
+
+        job_dir = None
+        context_dir, context_subpath, dockerfile, context_digest = None, None, "Dockerfile", ""
+        extra = {}
+        if request.kind == "context":
+            workspace = self.config.workspace_of(slug)
+            context_dir, dockerfile = resolve_context(workspace, request.context, request.dockerfile)
+            context_digest, size, files = await asyncio.get_running_loop().run_in_executor(
+                None, scan_context, context_dir, self.config.max_context_bytes)
+            context_subpath = os.path.relpath(context_dir, os.path.realpath(workspace))
+            with open(os.path.join(context_dir, dockerfile), encoding="utf-8", errors="replace") as f:
+                text = f.read()
+            extra["context_bytes"] = size
+            extra["context_files"] = files
+        elif request.kind == "dockerfile_text":
+            text = request.dockerfile_text
+        elif request.kind == "environment":
+            text = specs.environment_dockerfile(request.environment)
+        else:
+            if self.capture is None:
+                raise specs.RequestError("from_server: this service cannot reach user servers", 409)
+            base, diff = await self.capture(owner, request.from_server, request.base)
+            request.environment = {"base": base, **{k: v for k, v in diff.items() if v}}
+            extra["captured"] = diff
+            if not any(diff.values()):
+                text = f"FROM {base}\n"
+            else:
+                text = specs.environment_dockerfile(request.environment)
+        instructions = specs.parse_dockerfile(text, request.dockerfile if request.kind == "context" else "Dockerfile")
+        steps = len(instructions)
+
+        spec_json = request.to_json()
+        tag = request.tag or specs.content_hash(spec_json, text, context_digest)
+        if request.repository:
+            repository = request.repository
+        elif request.project:
+            repository = "/".join(p for p in (self.config.registry_prefix, "projects", request.project) if p)
+        else:
+            repository = "/".join(p for p in (self.config.registry_prefix, slug) if p)
+        image = f"{self.config.registry_host}/{repository}/{request.name}:{tag}"
+        content_hash = specs.content_hash(spec_json, text, context_digest)
+
+        # one build per identical request in flight
+        with self.store.session() as db:
+            same = db.query(Build).filter(Build.image == image, Build.status.in_(ACTIVE)).first()
+            if same is not None:
+                if same.content_hash == content_hash:
+                    return 200, {**same.to_json(self.queue.position(same.id)), "joined": True}
+                raise specs.RequestError(f"tag: {image} is being built from different content by build {same.id}; "
+                                         "wait for it or choose another tag", 409)
+
+        build_id = uuid.uuid4().hex[:12]
+        labels = {
+            "org.opencontainers.image.created": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "kubestudio.io/build-id": build_id,
+            "kubestudio.io/user": slug,
+            "kubestudio.io/content-hash": content_hash,
+            **request.labels,
+        }
+        record = Build(id=build_id, created=utcnow(), owner=owner, kind=request.kind, spec=spec_json, name=request.name, tag=tag,
+                       image=image, content_hash=content_hash, status=QUEUED, message="",
+                       backend=self.backend.name, steps=steps, dockerfile=text,
+                       extra={**extra, "labels": labels, "job": {"dockerfile": dockerfile, "context_subpath": context_subpath,
+                                                                 "project": request.project or ""}})
+
+        # no needless builds: the content-hash tag is already in the registry
+        if request.tag is None:
+            try:
+                host, repo_path, _ = split_reference(image)
+                digest = await self.registry.exists(repo_path, tag)
+            except RegistryError as e:
+                record.status, record.message, record.finished = FAILED, str(e), utcnow()
+                self._save_new(record)
+                return 202, record.to_json()
+            if digest:
+                record.status, record.digest, record.finished = EXISTS, digest, utcnow()
+                record.message = "the registry already has this image; nothing was built"
+                record.size = await self._size(image)
+                self._save_new(record)
+                return 200, record.to_json()
+
+        if request.kind != "context":
+            job_dir = tempfile.mkdtemp(prefix=f"kubestudio-build-{build_id}-")
+            with open(os.path.join(job_dir, "Dockerfile"), "w", encoding="utf-8") as f:
+                f.write(text)
+            context_dir, dockerfile = job_dir, "Dockerfile"
+        live = LiveBuild(build_id)
+        live.job = BuildJob(id=build_id, owner=owner, owner_slug=slug, image=image, dockerfile=dockerfile,
+                            context_dir=context_dir, context_subpath=context_subpath, dockerfile_text=text,
+                            generated=job_dir is not None, labels=labels, project=request.project or "")
+        self._save_new(record)
+        self.live[build_id] = live
+        self.queue.add(build_id, owner)
+        self._schedule()
+        with self.store.session() as db:
+            record = db.get(Build, build_id)
+            return 202, record.to_json(self.queue.position(build_id))
+
+    def _save_new(self, record):
+        with self.store.session() as db:
+            db.add(record)
+
+    async def cancel(self, build_id, by):
+        with self.store.session() as db:
+            record = db.get(Build, build_id)
+            status = record.status
+        if status in DONE:
+            raise specs.RequestError(f"build {build_id} already finished ({status})", 409)
+        live = self.live.get(build_id)
+        if status == QUEUED or live is None or live.task is None:
+            self.queue.remove(build_id)
+            self._finish(build_id, CANCELLED, f"cancelled by {by} while queued")
+            self._schedule()
+        else:
+            live.cancel_reason = f"cancelled by {by}"
+            live.task.cancel()
+            try:
+                await asyncio.wait_for(asyncio.shield(live.task), 30)
+            except (asyncio.CancelledError, asyncio.TimeoutError):
+                pass
+        return self.get(build_id)
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, build_id):
+        with self.store.session() as db:
+            record = db.get(Build, build_id)
+            return None if record is None else record.to_json(self.queue.position(build_id))
+
+    def owner_of(self, build_id):
+        with self.store.session() as db:
+            record = db.get(Build, build_id)
+            return None if record is None else record.owner
+
+    def list(self, owner=None, limit=200):
+        positions = self.queue.positions()
+        with self.store.session() as db:
+            query = db.query(Build)
+            if owner is not None:
+                query = query.filter(Build.owner == owner)
+            records = query.order_by(Build.created.desc()).limit(limit).all()
+            return [r.to_json(positions.get(r.id)) for r in records]
+
+    def images(self, owner=None):
+        """The owner's images: the newest successful build of each tag."""
+        with self.store.session() as db:
+            query = db.query(Build).filter(Build.status.in_((SUCCEEDED, EXISTS)))
+            if owner is not None:
+                query = query.filter(Build.owner == owner)
+            seen, images = set(), []
+            for r in query.order_by(Build.finished.desc()).all():
+                if r.image in seen:
+                    continue
+                seen.add(r.image)
+                repository, _, tag = r.image.rpartition(":")
+                images.append({"image": r.image, "repository": repository, "name": r.name, "tag": tag,
+                               "digest": r.digest or None, "size": r.size, "build_id": r.id, "owner": r.owner,
+                               "built": iso(r.finished)})
+            return images
+
+    def log_text(self, build_id):
+        live = self.live.get(build_id)
+        if live is not None:
+            return "\n".join(live.lines)
+        with self.store.session() as db:
+            record = db.get(Build, build_id)
+            return record.log if record else ""
+
+    async def follow(self, build_id):
+        """Yield ("line", text) for the whole log so far and then each new line, then ("done", record)."""
+        sent = 0
+        while True:
+            live = self.live.get(build_id)
+            if live is None:
+                with self.store.session() as db:
+                    record = db.get(Build, build_id)
+                    lines = record.log.splitlines() if record.log else []
+                for line in lines[sent:]:
+                    yield "line", line
+                yield "done", self.get(build_id)
+                return
+            while sent < len(live.lines):
+                sent += 1
+                yield "line", live.lines[sent - 1]
+            async with live.changed:
+                if sent == len(live.lines) and self.live.get(build_id) is live:
+                    try:
+                        await asyncio.wait_for(live.changed.wait(), 5)
+                    except asyncio.TimeoutError:
+                        pass
+
+    # ------------------------------------------------------------------ running
+
+    def _schedule(self):
+        for build_id in self.queue.next_ready():
+            live = self.live[build_id]
+            live.task = asyncio.ensure_future(self._run(build_id))
+
+    def _emit(self, live, line):
+        for secret in self._secrets:
+            if secret and secret in line:
+                line = line.replace(secret, "***")
+        live.lines.append(line)
+        live.dirty = True
+        step = self.backend.step_of(line)
+        if step is not None:
+            with self.store.session() as db:
+                record = db.get(Build, live.id)
+                record.step = step[0]
+                if step[1]:  # the builder's own count (buildah adds a step per --label)
+                    record.steps = step[1]
+        asyncio.ensure_future(live.notify())
+
+    async def _run(self, build_id, recovering=False):
+        live = self.live[build_id]
+        with self.store.session() as db:
+            record = db.get(Build, build_id)
+            if not recovering:
+                record.status, record.started, record.builder_run = RUNNING, utcnow(), True
+            record_json = record.to_json()
+        emit = lambda line: self._emit(live, line)  # noqa: E731
+        status, message, digest = FAILED, "", ""
+        started = time.monotonic()
+        record_json["dockerfile_text"] = record.dockerfile
+        if live.job is None and not recovering:  # queued before a restart
+            live.job = self._job_from_record(record_json)
+        try:
+            if recovering:
+                job = live.job = self._job_from_record(record_json)
+                outcome = await asyncio.wait_for(self.backend.recover(job, record_json, emit), self.config.build_timeout)
+            else:
+                self.builder_runs += 1
+                emit(f"Building {live.job.image} with {self.backend.name}")
+                outcome = await asyncio.wait_for(self.backend.build(live.job, emit), self.config.build_timeout)
+            status, digest = SUCCEEDED, outcome.digest
+            message = f"built and pushed in {time.monotonic() - started:.1f} s"
+        except BuildFailed as e:
+            message = str(e)
+        except asyncio.TimeoutError:
+            message = f"timed out after {self.config.build_timeout} s (ImageBuilder.build_timeout)"
+        except asyncio.CancelledError:
+            if live.cancel_reason is None:  # the service is stopping: leave the record for recover()
+                self.flush_logs()
+                raise
+            status, message = CANCELLED, live.cancel_reason
+        except Exception as e:  # a bug or an unexpected backend error: the build fails, the service lives
+            self.log.exception("build %s failed unexpectedly", build_id)
+            message = f"the build service failed: {type(e).__name__}: {e}"
+        for secret in self._secrets:
+            if secret:
+                message = message.replace(secret, "***")
+        size = await self._size(record_json["image"]) if status == SUCCEEDED else None
+        if status != SUCCEEDED:
+            emit(f"Build {status}: {message}")
+        self._finish(build_id, status, message, digest=digest, size=size)
+        if live.job is not None and live.job.generated:
+            shutil.rmtree(live.job.context_dir, ignore_errors=True)
+        self._schedule()
+
+    def _job_from_record(self, record):
+        """The job of a stored build (after a restart): the context is found again from the record."""
+        saved = record.get("job") or {}
+        slug = user_slug(record["owner"])
+        subpath = saved.get("context_subpath")
+        if subpath:
+            context_dir, generated = os.path.join(self.config.workspace_of(slug), subpath), False
+        else:
+            context_dir, generated = tempfile.mkdtemp(prefix=f"kubestudio-build-{record['id']}-"), True
+            with open(os.path.join(context_dir, "Dockerfile"), "w", encoding="utf-8") as f:
+                f.write(record.get("dockerfile_text", ""))
+        return BuildJob(id=record["id"], owner=record["owner"], owner_slug=slug, image=record["image"],
+                        dockerfile=saved.get("dockerfile", "Dockerfile"), context_dir=context_dir,
+                        context_subpath=subpath, dockerfile_text=record.get("dockerfile_text", ""),
+                        generated=generated, labels=record.get("labels") or {}, project=saved.get("project", ""))
+
+    def _finish(self, build_id, status, message, digest="", size=None):
+        live = self.live.pop(build_id, None)
+        self.queue.remove(build_id)
+        with self.store.session() as db:
+            record = db.get(Build, build_id)
+            record.status, record.message, record.finished = status, message, utcnow()
+            if digest:
+                record.digest = digest
+            if size is not None:
+                record.size = size
+            if status == SUCCEEDED:
+                record.step = record.steps
+            if live is not None:
+                record.log = "\n".join(live.lines)
+        if live is not None:
+            asyncio.ensure_future(live.notify())
+
+    async def _size(self, image):
+        try:
+            _, repository, tag = split_reference(image)
+            return await self.registry.image_size(repository, tag)
+        except RegistryError:
+            return None
+
+    def flush_logs(self):
+        for live in list(self.live.values()):
+            if not live.dirty:
+                continue
+            live.dirty = False
+            with self.store.session() as db:
+                record = db.get(Build, live.id)
+                if record is not None and record.status in ACTIVE:
+                    record.log = "\n".join(live.lines)
+
+    async def _flush_loop(self):
+        while True:
+            await asyncio.sleep(LOG_FLUSH_SECONDS)
+            try:
+                self.flush_logs()
+            except Exception:
+                self.log.exception("could not save build logs")

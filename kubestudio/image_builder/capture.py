@@ -1,0 +1,63 @@
+"""``from_server`` builds: ask a user's running server which packages it has added to its image.
+
+The server side is the KubeStudio Jupyter server extension
+(:mod:`kubestudio.extensions.server`): ``GET <server>/api/kubestudio/environment`` answers the
+image it runs, the package set it started with (its image) and the one it has now. The service
+calls it through the proxy with its own token (role ``kubestudio-images-service``:
+``access:servers``), and builds the image + the difference: packages added or changed since start.
+"""
+
+import json
+from urllib.parse import quote
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+from .spec import RequestError, check_reference
+
+
+def package_diff(baseline, current):
+    """Specs in ``current`` that ``baseline`` lacks (new packages and changed versions)."""
+    before = set(baseline)
+    return sorted(spec for spec in current if spec not in before and not spec.startswith("-e "))
+
+
+class ServerCapture:
+    def __init__(self, proxy_url, hub_api_url, token, timeout=30):
+        self.proxy_url = proxy_url.rstrip("/")
+        self.hub_api_url = hub_api_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    async def _get(self, url, what):
+        try:
+            response = await AsyncHTTPClient().fetch(url, headers={"Authorization": f"token {self.token}"},
+                                                     request_timeout=self.timeout)
+        except HTTPClientError as e:
+            if e.code == 404:
+                return None
+            raise RequestError(f"from_server: {what} answered HTTP {e.code}", 502) from None
+        except OSError as e:
+            raise RequestError(f"from_server: {what} is not reachable: {e}", 502) from None
+        return json.loads(response.body)
+
+    async def capture(self, owner, server_name, base=None):
+        """(base image, {"pip": [...], "conda": [...]}) of owner's server ``server_name``."""
+        user = await self._get(f"{self.hub_api_url}/users/{quote(owner, safe='')}", "the hub")
+        servers = (user or {}).get("servers") or {}
+        server = servers.get(server_name or "")
+        label = f"server {server_name!r}" if server_name else "your default server"
+        if not server or not server.get("ready"):
+            running = ", ".join(repr(n) if n else "the default server" for n in servers) or "none"
+            raise RequestError(f"from_server: {label} is not running (running: {running})", 409)
+        found = await self._get(f"{self.proxy_url}{server['url']}api/kubestudio/environment", label)
+        if found is None:
+            raise RequestError(f"from_server: {label} does not have the KubeStudio server extension "
+                               "(pip install kubestudio in its image)", 409)
+        image = base or found.get("image")
+        if not image:
+            raise RequestError(f"from_server: {label} runs without a container image; give `base`, "
+                               "the image to add its packages to", 400)
+        image = check_reference(image, "base")
+        diff = {manager: package_diff(found.get("baseline", {}).get(manager, []), found.get("current", {}).get(manager, []))
+                for manager in ("pip", "conda")}
+        return image, diff

@@ -1,0 +1,108 @@
+"""Read a Dockerfile far enough to refuse one that cannot build and to count its steps.
+
+The builders parse it again for real; this catches the common mistakes (a typo in an
+instruction, no FROM, an unterminated continuation) before a build is queued, with the line at
+fault, and gives the number of steps the progress bar counts to.
+"""
+
+import re
+
+INSTRUCTIONS = {
+    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
+    "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
+}
+_DIRECTIVE = re.compile(r"^#\s*([a-zA-Z]+)\s*=\s*(\S+)\s*$")
+
+
+class DockerfileError(ValueError):
+    pass
+
+
+def parse(text, name="Dockerfile"):
+    """Instructions as ``[(line_number, INSTRUCTION, arguments)]``; DockerfileError if it is bad."""
+    escape = "\\"
+    lines = text.splitlines()
+    # parser directives: only at the very top, before any comment, blank line or instruction
+    for line in lines:
+        match = _DIRECTIVE.match(line)
+        if not match:
+            break
+        if match.group(1).lower() == "escape":
+            if match.group(2) not in ("\\", "`"):
+                raise DockerfileError(f"{name}: escape directive must be \\ or `, not {match.group(2)!r}")
+            escape = match.group(2)
+    steps = []
+    pending, start = None, 0
+    heredoc_end = None
+    for number, raw in enumerate(lines, 1):
+        if heredoc_end is not None:
+            if raw.strip() == heredoc_end:
+                heredoc_end = None
+            continue
+        line = raw.strip()
+        if pending is None:
+            if not line or line.startswith("#"):
+                continue
+            pending, start = "", number
+        elif line.startswith("#"):
+            continue  # comments inside a continuation are dropped
+        if line.endswith(escape):
+            pending += line[:-1] + " "
+            continue
+        pending += line
+        steps.append((start, pending))
+        heredoc = re.search(r"<<-?\s*[\"']?([A-Za-z_][A-Za-z0-9_]*)[\"']?", pending)
+        if heredoc and pending.split(None, 1)[0].upper() in ("RUN", "COPY"):
+            heredoc_end = heredoc.group(1)
+        pending = None
+    if pending is not None:
+        raise DockerfileError(f"{name}: line {start}: the instruction continues past the end of the file")
+    if heredoc_end is not None:
+        raise DockerfileError(f"{name}: here-document {heredoc_end} is never closed")
+    parsed = []
+    for number, text_ in steps:
+        word, _, args = text_.partition(" ")
+        instruction = word.upper()
+        if instruction not in INSTRUCTIONS:
+            hint = _closest(instruction)
+            raise DockerfileError(f"{name}: line {number}: unknown instruction {word!r}"
+                                  + (f" (did you mean {hint}?)" if hint else ""))
+        if instruction not in ("CMD", "ENTRYPOINT", "RUN", "SHELL") and not args.strip():
+            raise DockerfileError(f"{name}: line {number}: {instruction} needs arguments")
+        parsed.append((number, instruction, args.strip()))
+    if not parsed:
+        raise DockerfileError(f"{name}: it has no instructions")
+    first = next((p for p in parsed if p[1] != "ARG"), None)
+    if first is None or first[1] != "FROM":
+        where = f"line {first[0]}: " if first else ""
+        raise DockerfileError(f"{name}: {where}the first instruction (after ARGs) must be FROM")
+    return parsed
+
+
+def count_steps(instructions):
+    """Steps as buildah numbers them ("STEP n/m"): one per instruction."""
+    return len(instructions)
+
+
+def base_images(instructions):
+    """Images named by FROM (stage names and ``scratch`` left out)."""
+    stages, images = set(), []
+    for _, instruction, args in instructions:
+        if instruction != "FROM":
+            continue
+        words = [w for w in args.split() if not w.startswith("--")]
+        if not words:
+            continue
+        image = words[0]
+        if len(words) >= 3 and words[1].lower() == "as":
+            stages.add(words[2].lower())
+        if image.lower() not in stages and image != "scratch":
+            images.append(image)
+    return images
+
+
+def _closest(word):
+    import difflib
+
+    match = difflib.get_close_matches(word, sorted(INSTRUCTIONS), n=1, cutoff=0.6)
+    return match[0] if match else None

@@ -1,0 +1,140 @@
+"""HTTP handlers of the image service: the JSON API under ``api/`` and the page at the root.
+
+Who may do what (JupyterHub scopes; the service also needs ``access:services!service=images``):
+
+- ``custom:kubestudio:images:build``: build, and see and cancel your own builds and images;
+- ``custom:kubestudio:images:admin``: see and cancel everyone's, push to any repository.
+
+Another user's build answers 404, so build ids reveal nothing.
+"""
+
+import os
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from tornado import web
+
+from ..hub.service import EventStream, PageHandler, ServiceHandler, wants_event_stream
+from .spec import RequestError
+
+BUILD_SCOPE = "custom:kubestudio:images:build"
+ADMIN_SCOPE = "custom:kubestudio:images:admin"
+TEMPLATES = Environment(loader=FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
+                        autoescape=select_autoescape())
+
+
+class ImagesHandler(ServiceHandler):
+    @property
+    def manager(self):
+        return self.settings["manager"]
+
+    @property
+    def is_admin(self):
+        return self.has_scope(ADMIN_SCOPE)
+
+    def require_builder(self):
+        if not (self.is_admin or self.has_scope(BUILD_SCOPE, self.identity["name"])):
+            raise web.HTTPError(403, f"{self.identity['kind']} {self.identity['name']} may not use image builds "
+                                     f"(needs scope {BUILD_SCOPE})")
+
+    def owner_filter(self):
+        """Whose builds a listing shows: your own; admins: ?user=NAME, or everyone's with ?user=*."""
+        wanted = self.get_argument("user", None)
+        if wanted is None or wanted == self.identity["name"]:
+            return self.identity["name"] if self.identity["kind"] == "user" or not self.is_admin else None
+        if not self.is_admin:
+            raise web.HTTPError(403, f"only admins may list another user's builds (needs scope {ADMIN_SCOPE})")
+        return None if wanted == "*" else wanted
+
+    def build_for_caller(self, build_id):
+        """The build's owner, checked: 404 if it does not exist or is someone else's (admins: any)."""
+        owner = self.manager.owner_of(build_id)
+        if owner is None or (owner != self.identity["name"] and not self.is_admin):
+            raise web.HTTPError(404, f"no build {build_id}")
+        return owner
+
+
+class BuildsHandler(ImagesHandler):
+    async def get(self):
+        self.require_builder()
+        builds = self.manager.list(owner=self.owner_filter())
+        self.write_json({"builds": builds})
+
+    async def post(self):
+        self.require_builder()
+        body = self.json_body()
+        try:
+            status, build = await self.manager.submit(self.identity, body, self.is_admin)
+        except RequestError as e:
+            raise web.HTTPError(e.status, str(e)) from None
+        if status == 202:
+            self.set_header("Location", f"{self.settings['service_prefix']}api/builds/{build['id']}")
+        self.write_json(build, status)
+
+
+class BuildHandler(ImagesHandler):
+    async def get(self, build_id):
+        self.require_builder()
+        self.build_for_caller(build_id)
+        self.write_json(self.manager.get(build_id))
+
+    async def delete(self, build_id):
+        self.require_builder()
+        self.build_for_caller(build_id)
+        try:
+            build = await self.manager.cancel(build_id, self.identity["name"])
+        except RequestError as e:
+            raise web.HTTPError(e.status, str(e)) from None
+        self.write_json(build)
+
+
+class BuildLogsHandler(ImagesHandler):
+    async def get(self, build_id):
+        self.require_builder()
+        self.build_for_caller(build_id)
+        if not wants_event_stream(self):
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            text = self.manager.log_text(build_id)
+            self.finish(text + ("\n" if text else ""))
+            return
+        with EventStream(self, keepalive=self.settings["keepalive_seconds"]) as stream:
+            await stream.comment("replaying the log from the start")
+            last_step = None
+            async for kind, value in self.manager.follow(build_id):
+                if stream.closed:
+                    return
+                if kind == "line":
+                    step = self.manager.backend.step_of(value)
+                    await stream.send({"type": "log", "line": value})
+                    if step is not None and step != last_step:
+                        last_step = step
+                        await stream.send({"type": "progress", "step": step[0], "steps": step[1]})
+                else:
+                    await stream.send({"type": "result", **value})
+        self.finish()
+
+
+class ImageListHandler(ImagesHandler):
+    async def get(self):
+        self.require_builder()
+        self.write_json({"images": self.manager.images(owner=self.owner_filter())})
+
+
+class HealthHandler(web.RequestHandler):
+    def get(self):
+        self.set_header("Content-Type", "application/json")
+        self.finish({"status": "ok"})
+
+
+class IndexHandler(PageHandler, ImagesHandler):
+    async def get(self):
+        self.require_builder()
+        page = TEMPLATES.get_template("index.html").render(
+            user=self.identity["name"],
+            is_admin=self.is_admin,
+            prefix=self.settings["service_prefix"],
+            hub_prefix=os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/",
+            xsrf=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes) else self.xsrf_token,
+            registry=self.settings["registry_display"],
+        )
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(page)

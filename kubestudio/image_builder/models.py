@@ -1,0 +1,80 @@
+"""Build records in the SQL store: owner, spec, status, times, digest and the full log."""
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, EXISTS = "queued", "running", "succeeded", "failed", "cancelled", "exists"
+ACTIVE = (QUEUED, RUNNING)
+DONE = (SUCCEEDED, FAILED, CANCELLED, EXISTS)
+
+
+def utcnow():
+    return datetime.now(timezone.utc)
+
+
+def iso(when):
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.isoformat().replace("+00:00", "Z")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Build(Base):
+    __tablename__ = "builds"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    spec: Mapped[dict] = mapped_column(JSON)
+    name: Mapped[str] = mapped_column(String(255))
+    tag: Mapped[str] = mapped_column(String(128))
+    image: Mapped[str] = mapped_column(String(512), index=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    backend: Mapped[str] = mapped_column(String(32))
+    backend_ref: Mapped[str] = mapped_column(String(255), default="")
+    builder_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    steps: Mapped[int] = mapped_column(Integer, default=0)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    digest: Mapped[str] = mapped_column(String(128), default="")
+    size: Mapped[int] = mapped_column(Integer, nullable=True)
+    dockerfile: Mapped[str] = mapped_column(Text, default="")
+    extra: Mapped[dict] = mapped_column(JSON, default=dict)
+    log: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    def to_json(self, queue_position=None):
+        data = {
+            "id": self.id,
+            "owner": self.owner,
+            "kind": self.kind,
+            "spec": self.spec,
+            "name": self.name,
+            "tag": self.tag,
+            "image": self.image,
+            "status": self.status,
+            "message": self.message,
+            "backend": self.backend,
+            "builder_run": self.builder_run,
+            "steps": self.steps,
+            "step": self.step,
+            "digest": self.digest or None,
+            "size": self.size,
+            "created": iso(self.created),
+            "started": iso(self.started),
+            "finished": iso(self.finished),
+            "queue_position": queue_position,
+        }
+        if self.extra:
+            data.update({k: v for k, v in self.extra.items() if k not in data})
+        return data

@@ -1,0 +1,63 @@
+"""The build queue: global and per-user limits, FIFO with per-user fairness.
+
+Waiting builds are served round-robin by user, each user's builds in the order they came: with
+alice's five builds queued before bob's one, bob's starts second, not sixth. A build starts when
+fewer than ``max_running`` builds run and its owner has fewer than ``max_per_user`` running.
+This module is pure bookkeeping; the service starts what :meth:`BuildQueue.next_ready` hands out.
+"""
+
+from collections import OrderedDict
+
+
+class BuildQueue:
+    def __init__(self, max_running=2, max_per_user=1):
+        self.max_running = max_running
+        self.max_per_user = max_per_user
+        self.waiting = OrderedDict()  # build id -> owner, in arrival order
+        self.running = {}  # build id -> owner
+
+    def add(self, build_id, owner):
+        self.waiting[build_id] = owner
+
+    def remove(self, build_id):
+        """Forget a build (cancelled or finished); True if it was queued or running."""
+        return self.waiting.pop(build_id, None) is not None or self.running.pop(build_id, None) is not None
+
+    def order(self):
+        """Waiting build ids in the order they will be served (round-robin by user)."""
+        per_user = OrderedDict()
+        for build_id, owner in self.waiting.items():
+            per_user.setdefault(owner, []).append(build_id)
+        # users whose builds are running now go after users with none running (fairness)
+        users = sorted(per_user, key=lambda u: self._running_for(u))
+        ordered, round_ = [], 0
+        while len(ordered) < len(self.waiting):
+            for user in users:
+                if round_ < len(per_user[user]):
+                    ordered.append(per_user[user][round_])
+            round_ += 1
+        return ordered
+
+    def position(self, build_id):
+        """1 for the next build to start; None if the build is not waiting."""
+        try:
+            return self.order().index(build_id) + 1
+        except ValueError:
+            return None
+
+    def positions(self):
+        return {build_id: i + 1 for i, build_id in enumerate(self.order())}
+
+    def next_ready(self):
+        """Move builds that may start now from waiting to running; return their ids."""
+        started = []
+        while len(self.running) < self.max_running:
+            candidate = next((b for b in self.order() if self._running_for(self.waiting[b]) < self.max_per_user), None)
+            if candidate is None:
+                break
+            self.running[candidate] = self.waiting.pop(candidate)
+            started.append(candidate)
+        return started
+
+    def _running_for(self, owner):
+        return sum(1 for o in self.running.values() if o == owner)
