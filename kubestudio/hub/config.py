@@ -196,10 +196,11 @@ class KubeStudio(Configurable):
             ADMIN_SCOPE: {"description": "See and cancel every user's builds; push to any repository."},
         }
         access = "access:services!service=images"
+        find = "read:services!service=images"  # the client finds the service's address through the hub
         roles = [
-            {"name": "user", "scopes": ["self", access, BUILD_SCOPE]},
+            {"name": "user", "scopes": ["self", access, find, BUILD_SCOPE]},
             # a notebook server's own token may call the service for its owner (the `kubestudio` CLI)
-            {"name": "server", "scopes": ["users:activity!user", "access:servers!server", access, BUILD_SCOPE]},
+            {"name": "server", "scopes": ["users:activity!user", "access:servers!server", access, find, BUILD_SCOPE]},
             {"name": "kubestudio-images-admin", "scopes": [ADMIN_SCOPE, access], "users": list(self.admin_users)},
             # the service reads users' servers and groups, and asks a server for its packages (from_server)
             {"name": "kubestudio-images-service", "scopes": ["read:users", "read:servers", "read:groups", "access:servers"],

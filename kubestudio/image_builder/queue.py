@@ -1,7 +1,8 @@
 """The build queue: global and per-user limits, FIFO with per-user fairness.
 
 Waiting builds are served round-robin by user, each user's builds in the order they came: with
-alice's five builds queued before bob's one, bob's starts second, not sixth. A build starts when
+alice's five builds queued before bob's one, bob's starts second, not sixth. Users with fewer
+builds running come first, then the one served longest ago. A build starts when
 fewer than ``max_running`` builds run and its owner has fewer than ``max_per_user`` running.
 This module is pure bookkeeping; the service starts what :meth:`BuildQueue.next_ready` hands out.
 """
@@ -15,6 +16,8 @@ class BuildQueue:
         self.max_per_user = max_per_user
         self.waiting = OrderedDict()  # build id -> owner, in arrival order
         self.running = {}  # build id -> owner
+        self.last_served = {}  # owner -> when their last build started (a counter)
+        self._served = 0
 
     def add(self, build_id, owner):
         self.waiting[build_id] = owner
@@ -28,8 +31,8 @@ class BuildQueue:
         per_user = OrderedDict()
         for build_id, owner in self.waiting.items():
             per_user.setdefault(owner, []).append(build_id)
-        # users whose builds are running now go after users with none running (fairness)
-        users = sorted(per_user, key=lambda u: self._running_for(u))
+        # fewest running first, then the user served longest ago (never served: first)
+        users = sorted(per_user, key=lambda u: (self._running_for(u), self.last_served.get(u, -1)))
         ordered, round_ = [], 0
         while len(ordered) < len(self.waiting):
             for user in users:
@@ -55,7 +58,9 @@ class BuildQueue:
             candidate = next((b for b in self.order() if self._running_for(self.waiting[b]) < self.max_per_user), None)
             if candidate is None:
                 break
-            self.running[candidate] = self.waiting.pop(candidate)
+            owner = self.running[candidate] = self.waiting.pop(candidate)
+            self._served += 1
+            self.last_served[owner] = self._served
             started.append(candidate)
         return started
 

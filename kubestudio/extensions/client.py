@@ -1,0 +1,108 @@
+"""Python client of the KubeStudio hub services, for notebooks and the ``kubestudio`` CLI.
+
+Inside a server it needs nothing: it reads ``JUPYTERHUB_API_URL`` and ``JUPYTERHUB_API_TOKEN``
+(the server's own token, whose role lets it call the image service for its owner) and asks the
+hub where the service is. Elsewhere, set those two variables (a token from the hub's token page)
+or ``KUBESTUDIO_IMAGES_URL`` (the service's address, e.g. https://hub.example.org/services/images/).
+
+    from kubestudio.extensions.client import ImagesClient
+    images = ImagesClient()
+    build = images.build(context="projects/my-image", name="my-image")
+    for line in images.follow(build["id"]):
+        print(line)
+"""
+
+import json
+import os
+
+import requests
+
+
+class ServiceError(Exception):
+    """The service answered an error; ``status`` is the HTTP status, the message says why."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+class ImagesClient:
+    def __init__(self, url=None, token=None, hub_api_url=None, timeout=30):
+        self.token = token or os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        self.hub_api_url = (hub_api_url or os.environ.get("JUPYTERHUB_API_URL", "")).rstrip("/")
+        self.timeout = timeout
+        self.http = requests.Session()
+        if self.token:
+            self.http.headers["Authorization"] = f"token {self.token}"
+        self.url = (url or os.environ.get("KUBESTUDIO_IMAGES_URL") or self._discover()).rstrip("/") + "/"
+
+    def _discover(self):
+        if not self.hub_api_url or not self.token:
+            raise ServiceError(0, "cannot find the image service: set JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN "
+                                  "(set inside every server) or KUBESTUDIO_IMAGES_URL")
+        try:
+            response = self.http.get(f"{self.hub_api_url}/services/images", timeout=self.timeout)
+        except requests.RequestException as e:
+            raise ServiceError(0, f"the hub is not reachable at {self.hub_api_url}: {e}") from None
+        if response.status_code != 200:
+            raise ServiceError(response.status_code, f"the hub does not show the image service to this token "
+                                                     f"(HTTP {response.status_code}); is it enabled?")
+        model = response.json()
+        if not model.get("url"):
+            raise ServiceError(0, "the image service has no URL in the hub's service list")
+        return model["url"].rstrip("/") + model.get("prefix", "/services/images/")
+
+    def _call(self, method, path, **kwargs):
+        try:
+            response = self.http.request(method, self.url + path, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
+        except requests.RequestException as e:
+            raise ServiceError(0, f"the image service is not reachable at {self.url}: {e}") from None
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("message") or response.reason
+            except ValueError:
+                message = response.text[:500] or response.reason
+            raise ServiceError(response.status_code, message)
+        return response
+
+    def build(self, **request):
+        """Start a build (fields as in POST api/builds: context, dockerfile_text, environment,
+        from_server, name, tag...); returns the build record (status queued, running or exists)."""
+        return self._call("POST", "api/builds", json=request).json()
+
+    def builds(self, user=None):
+        params = {"user": user} if user else {}
+        return self._call("GET", "api/builds", params=params).json()["builds"]
+
+    def get(self, build_id):
+        return self._call("GET", f"api/builds/{build_id}").json()
+
+    def cancel(self, build_id):
+        return self._call("DELETE", f"api/builds/{build_id}").json()
+
+    def images(self, user=None):
+        params = {"user": user} if user else {}
+        return self._call("GET", "api/images", params=params).json()["images"]
+
+    def log(self, build_id):
+        return self._call("GET", f"api/builds/{build_id}/logs").text
+
+    def follow(self, build_id):
+        """Yield log lines as they come (the whole log first), then the final record as a dict."""
+        response = self._call("GET", f"api/builds/{build_id}/logs", headers={"Accept": "text/event-stream"},
+                              stream=True, timeout=(self.timeout, None))
+        data = []
+        for raw in response.iter_lines(decode_unicode=True):
+            if raw is None:
+                continue
+            if raw.startswith("data:"):
+                data.append(raw[5:].lstrip())
+            elif raw == "" and data:
+                event = json.loads("\n".join(data))
+                data = []
+                if event.get("type") == "log":
+                    yield event["line"]
+                elif event.get("type") == "result":
+                    event.pop("type")
+                    yield event
+                    return
