@@ -54,6 +54,7 @@ class BuildManager:
         self.builder_runs = 0
         self._secrets = []
         self._flusher = None
+        self._claims = {}  # image -> (content hash, future of the build id) while a request is checked
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -99,7 +100,6 @@ class BuildManager:
             if request.project not in identity.get("groups", []) and not is_admin:
                 raise specs.RequestError(f"project: you are not a member of project {request.project!r}", 403)
 
-        job_dir = None
         context_dir, context_subpath, dockerfile, context_digest = None, None, "Dockerfile", ""
         extra = {}
         if request.kind == "context":
@@ -140,7 +140,32 @@ class BuildManager:
         image = f"{self.config.registry_host}/{repository}/{request.name}:{tag}"
         content_hash = specs.content_hash(spec_json, text, context_digest)
 
-        # one build per identical request in flight
+        # one build per identical request in flight; a request still being checked counts too
+        claim = self._claims.get(image)
+        if claim is not None:
+            if claim[0] != content_hash:
+                raise specs.RequestError(f"tag: {image} is being built from different content; "
+                                         "wait for it or choose another tag", 409)
+            build_id = await asyncio.shield(claim[1])
+            if build_id is None:
+                raise specs.RequestError("an identical request failed a moment ago; send it again", 409)
+            return 200, {**self.get(build_id), "joined": True}
+        claimed = asyncio.get_running_loop().create_future()
+        self._claims[image] = (content_hash, claimed)
+        try:
+            status, answer = await self._submit_claimed(request, owner, slug, image, tag, content_hash, spec_json,
+                                                        text, steps, extra, context_dir, context_subpath, dockerfile)
+        except BaseException:
+            claimed.set_result(None)
+            raise
+        finally:
+            self._claims.pop(image, None)
+        claimed.set_result(answer["id"])
+        return status, answer
+
+    async def _submit_claimed(self, request, owner, slug, image, tag, content_hash, spec_json, text, steps, extra,
+                              context_dir, context_subpath, dockerfile):
+        job_dir = None
         with self.store.session() as db:
             same = db.query(Build).filter(Build.image == image, Build.status.in_(ACTIVE)).first()
             if same is not None:
@@ -322,11 +347,15 @@ class BuildManager:
         status, message, digest = FAILED, "", ""
         started = time.monotonic()
         record_json["dockerfile_text"] = record.dockerfile
+        record_json["backend_ref"] = record.backend_ref
         if live.job is None and not recovering:  # queued before a restart
             live.job = self._job_from_record(record_json)
+        if live.job is not None:
+            live.job.report_ref = lambda ref: self._set_ref(build_id, ref)
         try:
             if recovering:
                 job = live.job = self._job_from_record(record_json)
+                job.report_ref = lambda ref: self._set_ref(build_id, ref)
                 outcome = await asyncio.wait_for(self.backend.recover(job, record_json, emit), self.config.build_timeout)
             else:
                 self.builder_runs += 1
@@ -372,6 +401,10 @@ class BuildManager:
                         dockerfile=saved.get("dockerfile", "Dockerfile"), context_dir=context_dir,
                         context_subpath=subpath, dockerfile_text=record.get("dockerfile_text", ""),
                         generated=generated, labels=record.get("labels") or {}, project=saved.get("project", ""))
+
+    def _set_ref(self, build_id, ref):
+        with self.store.session() as db:
+            db.get(Build, build_id).backend_ref = ref
 
     def _finish(self, build_id, status, message, digest="", size=None):
         live = self.live.pop(build_id, None)

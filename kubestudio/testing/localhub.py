@@ -214,6 +214,20 @@ class LocalHub:
         return session
 
 
+def service_pid(data_dir, module):
+    """PID of the hub-managed service ``python -m <module>`` of this hub (its cwd is the data dir)."""
+    data_dir = os.path.realpath(data_dir)
+    for pid in server_pids(data_dir):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if module.encode() in argv and os.readlink(f"/proc/{pid}/cwd") == data_dir:
+            return pid
+    return None
+
+
 def server_pids(data_dir):
     """PIDs of processes whose working directory is inside ``data_dir`` (from /proc)."""
     data_dir = os.path.realpath(data_dir)

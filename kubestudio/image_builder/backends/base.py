@@ -24,6 +24,11 @@ class BuildJob:
     generated: bool = False  # context_dir is a folder the service wrote (text kinds)
     labels: dict = field(default_factory=dict)
     project: str = ""
+    report_ref: object = None  # callable(ref): the backend says where the build runs (pid, pod name)
+
+    def set_ref(self, ref):
+        if self.report_ref is not None:
+            self.report_ref(ref)
 
 
 @dataclass

@@ -63,7 +63,7 @@ class BuildahBackend(BuildBackend):
         for key, value in sorted(job.labels.items()):
             bud += ["--label", f"{key}={value}"]
         bud += list(self.extra_args) + [job.context_dir]
-        code = await self._run(bud, emit)
+        code = await self._run(bud, emit, job)
         if code != 0:
             raise BuildFailed(f"the build failed (buildah exited with {code}); see the log above")
         with tempfile.TemporaryDirectory(prefix="kubestudio-push-") as tmp:
@@ -71,19 +71,20 @@ class BuildahBackend(BuildBackend):
             emit(f"Pushing {job.image}")
             push = self._global_args() + ["push"] + self._auth_args() + ["--digestfile", digest_file,
                                                                         job.image, f"docker://{job.image}"]
-            code = await self._run(push, emit)
+            code = await self._run(push, emit, job)
             if code != 0:
                 raise BuildFailed(f"the push to the registry failed (buildah exited with {code}); see the log above")
             with open(digest_file) as f:
                 digest = f.read().strip()
         return BuildOutcome(digest=digest)
 
-    async def _run(self, argv, emit):
+    async def _run(self, argv, emit, job):
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
             env={**os.environ, "BUILDAH_ISOLATION": self.isolation},
         )
+        job.set_ref(f"pid:{proc.pid}")
         try:
             async for raw in proc.stdout:
                 emit(raw.decode(errors="replace").rstrip("\r\n"))
@@ -104,6 +105,21 @@ class BuildahBackend(BuildBackend):
                 await proc.wait()
         except ProcessLookupError:
             pass
+
+    async def recover(self, job, record, emit):
+        """A local build cannot be re-attached: stop what is left of it and say why it failed."""
+        ref = record.get("backend_ref", "")
+        if ref.startswith("pid:"):
+            pid = int(ref[4:])
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    ours = b"buildah" in f.read()
+                if ours:
+                    os.killpg(pid, signal.SIGKILL)
+                    emit(f"Stopped the builder left running (process group {pid})")
+            except (OSError, ProcessLookupError):
+                pass
+        raise BuildFailed("interrupted: the image service restarted while this build was running; start it again")
 
     def step_of(self, line):
         match = STEP.match(line)
