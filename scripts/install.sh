@@ -31,6 +31,25 @@ if [ ! -x node_modules/.bin/configurable-http-proxy ]; then
   npm install --no-audit --no-fund --loglevel=error
 fi
 
+# image builds: buildah (the embedded default's builder) and a local registry; the tests also
+# use skopeo and busybox-static (offline base images)
+wanted_debs=""
+command -v buildah >/dev/null || wanted_debs="$wanted_debs buildah"
+command -v docker-registry >/dev/null || wanted_debs="$wanted_debs docker-registry"
+if [ $want_test = 1 ]; then
+  command -v skopeo >/dev/null || wanted_debs="$wanted_debs skopeo"
+  [ -x /bin/busybox ] || wanted_debs="$wanted_debs busybox-static"
+fi
+if [ -n "$wanted_debs" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing Debian packages for image builds:$wanted_debs"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $wanted_debs >/dev/null
+  else
+    log "missing for image builds:$wanted_debs (sudo apt-get install$wanted_debs)"
+  fi
+fi
+
 if [ $want_test = 1 ] && ! command -v chromium >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
     log "installing Debian chromium for the browser tests"

@@ -98,6 +98,10 @@ def push_busybox_base(registry_host, storage, repository="base/busybox", tag="1"
         shutil.copy2(BUSYBOX, os.path.join(mount, "bin", "busybox"))
         for applet in APPLETS:
             os.symlink("busybox", os.path.join(mount, "bin", applet))
+        # a stand-in `pip` that records what it was asked to install (environment builds run it)
+        with open(os.path.join(mount, "bin", "pip"), "w") as f:
+            f.write('#!/bin/sh\necho "pip $*" >> /pip-installed.txt\necho "Successfully installed $*"\n')
+        os.chmod(os.path.join(mount, "bin", "pip"), 0o755)
         run("config", "--env", "PATH=/bin", "--cmd", "/bin/sh", container)
         run("commit", container, image)
         push = ["push", "--tls-verify=false"] + (["--authfile", auth_file] if auth_file else []) + [image, f"docker://{image}"]
