@@ -1,0 +1,135 @@
+"""Image builds through the service: cold build, last-step rebuild, identical request.
+
+A real hub with the image service (buildah, vfs, chroot) pushing to a real local registry with
+auth. Each round uses a Dockerfile whose first step is unique, so the cold build shares nothing
+but the base image with earlier rounds:
+
+- ``cold``: POST until succeeded (queue, context hash, registry check, bud, push, record);
+- ``last_step_rebuild``: the same Dockerfile with only its last RUN changed (layer cache);
+- ``identical``: the rebuild's request again: answered from the registry, no builder run;
+- ``direct``: the anchor: the same cold Dockerfile with ``buildah bud`` + ``buildah push`` run by
+  hand on a fresh storage root, no service at all.
+
+Usage: python benchmarks/builds.py [-n 3]. Writes benchmarks/results/builds.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from kubestudio.testing.imageshub import start_images_hub  # noqa: E402
+from kubestudio.testing.registry import LocalRegistry, buildah_args, push_busybox_base  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+DOCKERFILE = """FROM {base}
+RUN echo {nonce} > /nonce.txt && sleep 1
+RUN mkdir -p /opt/data && dd if=/dev/urandom of=/opt/data/blob bs=1M count=8 2>/dev/null
+COPY app.txt /opt/app.txt
+RUN sleep 1 && echo prepared > /opt/prepared.txt
+RUN echo {last} > /opt/last.txt
+"""
+
+
+def build_and_wait(images, client, request):
+    started = time.perf_counter()
+    build = client.build(**request)
+    answered = time.perf_counter() - started
+    if build["status"] in ("queued", "running"):
+        build = images.wait("bench", build["id"], timeout=600)
+    return time.perf_counter() - started, answered, build
+
+
+def direct_build(registry, folder, storage, tag):
+    image = f"{registry.host}/direct/bench:{tag}"
+    b = buildah_args(storage)
+    started = time.perf_counter()
+    subprocess.run(b + ["bud", "--isolation", "chroot", "--layers=true", "--tls-verify=false", "--authfile",
+                        registry.auth, "-t", image, folder], check=True, capture_output=True)
+    subprocess.run(b + ["push", "--tls-verify=false", "--authfile", registry.auth, image, f"docker://{image}"],
+                   check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-n", type=int, default=3, help="rounds")
+    args = parser.parse_args()
+    root = tempfile.mkdtemp(prefix="kubestudio-bench-builds-")
+    registry = LocalRegistry(os.path.join(root, "registry"), user="bench", password="bench-password").start()
+    registry.auth = registry.auth_file(os.path.join(root, "auth.json"))
+    registry.base = push_busybox_base(registry.host, os.path.join(root, "base-storage"), auth_file=registry.auth)
+    images = start_images_hub(os.path.join(root, "hub"), registry, extra="c.ImageBuilder.max_context_bytes = 1 << 20\n")
+    client = images.client("bench")
+    rows = {"cold": [], "last_step_rebuild": [], "identical": [], "direct": []}
+    identical_runs = []
+    try:
+        for i in range(args.n):
+            nonce = uuid.uuid4().hex
+            folder = images.write_context("bench", f"app{i}", DOCKERFILE.replace("{nonce}", nonce).replace("{last}", "one"),
+                                          {"app.txt": "application\n"})
+            cold, _, build = build_and_wait(images, client, {"context": folder, "name": "bench"})
+            assert build["status"] == "succeeded", client.log(build["id"])
+            images.write_context("bench", folder, DOCKERFILE.replace("{nonce}", nonce).replace("{last}", "two"),
+                                 {"app.txt": "application\n"})
+            rebuild, _, build = build_and_wait(images, client, {"context": folder, "name": "bench"})
+            assert build["status"] == "succeeded", client.log(build["id"])
+            runs_before = sum(b["builder_run"] for b in client.builds())
+            _, identical, build = build_and_wait(images, client, {"context": folder, "name": "bench"})
+            assert build["status"] == "exists", build
+            identical_runs.append(sum(b["builder_run"] for b in client.builds()) - runs_before)
+
+            direct_folder = os.path.join(root, f"direct{i}")
+            os.makedirs(direct_folder)
+            with open(os.path.join(direct_folder, "Dockerfile"), "w") as f:
+                f.write(DOCKERFILE.replace("{nonce}", uuid.uuid4().hex).replace("{last}", "one").format(base=registry.base))
+            with open(os.path.join(direct_folder, "app.txt"), "w") as f:
+                f.write("application\n")
+            direct = direct_build(registry, direct_folder, os.path.join(root, f"direct-storage{i}"), f"r{i}")
+            for key, value in (("cold", cold), ("last_step_rebuild", rebuild), ("identical", identical), ("direct", direct)):
+                rows[key].append(value)
+            print(f"round {i + 1}: cold {cold:.2f} s, last-step rebuild {rebuild:.2f} s, identical {identical * 1000:.0f} ms, "
+                  f"direct buildah {direct:.2f} s", flush=True)
+    finally:
+        images.hub.stop()
+        registry.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    metrics = {
+        "cold_s": round(med["cold"], 3),
+        "last_step_rebuild_s": round(med["last_step_rebuild"], 3),
+        "identical_s": round(med["identical"], 4),
+        "identical_builder_runs": max(identical_runs),
+        "rebuild_ratio": round(med["last_step_rebuild"] / med["cold"], 3),
+        "direct_buildah_cold_s": round(med["direct"], 3),
+        "cold_vs_direct_ratio": round(med["cold"] / med["direct"], 3),
+        "rounds": args.n,
+    }
+    print()
+    print(f"{'metric':<28}{'value':>10}")
+    for key, value in metrics.items():
+        print(f"{key:<28}{value:>10}")
+    print(f"\ngoals: identical < 1 s with 0 builder runs: {metrics['identical_s'] < 1 and metrics['identical_builder_runs'] == 0}; "
+          f"last-step rebuild <= 30% of cold: {metrics['rebuild_ratio'] <= 0.3}")
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    result = {"benchmark": "builds", "metrics": metrics,
+              "environment": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+                              "buildah": subprocess.run(["buildah", "--version"], capture_output=True, text=True).stdout.strip(),
+                              "storage_driver": "vfs", "isolation": "chroot"}}
+    with open(os.path.join(HERE, "results", "builds.json"), "w") as f:
+        json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""A real hub with the image service, a real registry and real buildah, for tests and benchmarks."""
+
+import os
+import time
+
+import requests
+
+from ..extensions.client import ImagesClient
+from ..spawner.storage import user_folders
+from .localhub import LocalHub
+
+
+class ImagesHub:
+    """A real hub with the image service, a real registry (with auth) and real buildah."""
+
+    def __init__(self, hub, registry):
+        self.hub, self.registry = hub, registry
+        self.url = f"{hub.url}/services/images/"
+        self.tokens = {}
+
+    def session(self, user):
+        if user not in self.tokens:
+            self.hub.create_user(user)
+            self.tokens[user] = self.hub.user_token(user)
+        s = requests.Session()
+        s.headers["Authorization"] = f"token {self.tokens[user]}"
+        return s
+
+    def client(self, user):
+        self.session(user)
+        return ImagesClient(url=self.url, token=self.tokens[user])
+
+    def workspace(self, user):
+        path = user_folders(self.hub.data_dir, user).workspace
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def write_context(self, user, folder, dockerfile, files=None):
+        path = os.path.join(self.workspace(user), folder)
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "Dockerfile"), "w") as f:
+            f.write(dockerfile.format(base=self.registry.base))
+        for name, content in (files or {}).items():
+            with open(os.path.join(path, name), "w") as f:
+                f.write(content)
+        return folder
+
+    def wait(self, user, build_id, statuses=("succeeded", "failed", "cancelled", "exists"), timeout=120):
+        s = self.session(user)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            build = s.get(f"{self.url}api/builds/{build_id}").json()
+            if build["status"] in statuses:
+                return build
+            time.sleep(0.2)
+        raise TimeoutError(f"build {build_id} still {build['status']}")
+
+    def wait_for_line(self, user, build_id, text, timeout=60):
+        s = self.session(user)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = s.get(f"{self.url}api/builds/{build_id}/logs").text
+            if text in log:
+                return log
+            time.sleep(0.3)
+        raise TimeoutError(f"{text!r} not in the log of {build_id}:\n{log}")
+
+
+def start_images_hub(root, registry, extra=""):
+    """Start a LocalHub whose image service pushes to ``registry`` (a LocalRegistry with auth)."""
+    hub = LocalHub(root, settings={"registry": registry.host}, extra_config=f"""
+        c.ImageBuilder.registry_insecure = True
+        c.ImageBuilder.registry_auth_file = {registry.auth!r}
+        c.ImageBuilder.max_context_bytes = 64 * 1024
+        c.ImageBuilder.max_concurrent_builds = 2
+        c.ImageBuilder.max_builds_per_user = 1
+        c.ImageBuilder.build_timeout = 180
+        c.ImageBuilder.keepalive_seconds = 1
+        """ + extra)
+    hub.start()
+    images = ImagesHub(hub, registry)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the hub starts the service; wait until it answers
+        try:
+            if requests.get(f"{images.url}api/health", timeout=2).status_code == 200:
+                return images
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    hub.stop()
+    raise TimeoutError(f"the image service did not start:\n{hub.log_tail()}")
