@@ -1,0 +1,42 @@
+"""The image page in a real browser: log in, start a build, watch the log arrive and the result."""
+
+import os
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+
+def test_build_from_the_page(images, page, tmp_path):
+    images.hub.create_user("painter")
+    page.goto(f"{images.hub.url}/hub/login")
+    page.fill("input[name=username]", "painter")
+    page.fill("input[name=password]", images.hub.password)
+    page.click("#login_submit")
+    page.wait_for_url("**/hub/**")
+    # the hub's header links to the service
+    page.goto(f"{images.hub.url}/hub/home")
+    assert page.locator("a[href$='/services/images/']").count() >= 1
+
+    page.goto(images.url)  # OAuth with the hub, then the page
+    page.wait_for_selector("text=Build an image")
+    page.click("button[data-kind=dockerfile_text]")
+    page.fill("#dockerfile_text", f"FROM {images.registry.base}\nRUN echo first-line && sleep 2 && echo second-line\n"
+                                  "RUN echo third-step\n")
+    page.fill("#name", "from-the-page")
+    page.click("#build-button")
+    page.wait_for_selector("#current:not([hidden])")
+    page.wait_for_function("document.getElementById('log').textContent.includes('first-line')", timeout=60000)
+    page.wait_for_function("document.getElementById('current-status').textContent.startsWith('succeeded')",
+                           timeout=90000)
+    log = page.inner_text("#log")
+    assert "second-line" in log and "third-step" in log
+    assert page.eval_on_selector("#progress", "p => p.value === p.max && p.max > 1")
+    page.wait_for_function("document.getElementById('images').textContent.includes('from-the-page')", timeout=15000)
+    page.screenshot(path=os.path.join(tmp_path, "images-page.png"), full_page=True)
+
+    # a bad request shows the service's message next to the form, and nothing is queued
+    page.click("button[data-kind=context]")
+    page.fill("#context", "../elsewhere")
+    page.click("#build-button")
+    page.wait_for_function("document.getElementById('form-error').textContent.includes('must stay inside your workspace')")
