@@ -162,6 +162,8 @@ class ImageBuilder(Application):
                 backend.auth_file = self.registry_auth_file
             if self.registry_insecure:
                 backend.tls_verify = False
+        elif self.registry_insecure and hasattr(backend, "insecure_registry"):
+            backend.insecure_registry = True
         return backend
 
     def make_app(self):

@@ -331,7 +331,7 @@ class BuildManager:
         if step is not None:
             with self.store.session() as db:
                 record = db.get(Build, live.id)
-                record.step = step[0]
+                record.step = record.step + 1 if step[0] == "next" else step[0]
                 if step[1]:  # the builder's own count (buildah adds a step per --label)
                     record.steps = step[1]
         asyncio.ensure_future(live.notify())
@@ -354,6 +354,10 @@ class BuildManager:
             live.job.report_ref = lambda ref: self._set_ref(build_id, ref)
         try:
             if recovering:
+                if getattr(self.backend, "replays_log", False):
+                    live.lines = []  # the backend streams the whole log again
+                    with self.store.session() as db:
+                        db.get(Build, build_id).step = 0
                 job = live.job = self._job_from_record(record_json)
                 job.report_ref = lambda ref: self._set_ref(build_id, ref)
                 outcome = await asyncio.wait_for(self.backend.recover(job, record_json, emit), self.config.build_timeout)

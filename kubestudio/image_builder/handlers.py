@@ -98,16 +98,16 @@ class BuildLogsHandler(ImagesHandler):
             return
         with EventStream(self, keepalive=self.settings["keepalive_seconds"]) as stream:
             await stream.comment("replaying the log from the start")
-            last_step = None
+            counted = 0
             async for kind, value in self.manager.follow(build_id):
                 if stream.closed:
                     return
                 if kind == "line":
                     step = self.manager.backend.step_of(value)
                     await stream.send({"type": "log", "line": value})
-                    if step is not None and step != last_step:
-                        last_step = step
-                        await stream.send({"type": "progress", "step": step[0], "steps": step[1]})
+                    if step is not None:
+                        counted = counted + 1 if step[0] == "next" else step[0]
+                        await stream.send({"type": "progress", "step": counted, "steps": step[1]})
                 else:
                     await stream.send({"type": "result", **value})
         self.finish()

@@ -13,7 +13,7 @@ from kubestudio.image_builder.builds import LOG_FLUSH_SECONDS
 from kubestudio.testing.localhub import service_pid
 from kubestudio.testing.registry import skopeo_inspect
 
-from .conftest import REGISTRY_PASSWORD
+from ..conftest import REGISTRY_PASSWORD
 
 pytestmark = pytest.mark.e2e
 

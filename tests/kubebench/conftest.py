@@ -2,9 +2,12 @@ import os
 
 import pytest
 
+import kubestudio.testing
+
 from kubestudio.testing.kubebench import Bench, binaries_present
 
 MISSING_IMAGE = "registry.invalid/kubestudio/missing:1"
+TESTING_BIN = os.path.join(os.path.dirname(os.path.abspath(kubestudio.testing.__file__)), "bin")
 
 
 @pytest.fixture(scope="session")
@@ -17,8 +20,9 @@ def bench(tmp_path_factory):
     from kubestudio.hub.config import KubeStudio
 
     # the bench's "image" has what the repository installed: code-server for VS Code profiles
+    # and the stand-in for kaniko's executor (buildah with kaniko's flags) for build pods
     b = Bench(tmp_path_factory.mktemp("kubebench"), mode="process", missing_images=[MISSING_IMAGE],
-              path_prepend=KubeStudio().tool_dirs)
+              path_prepend=KubeStudio().tool_dirs + [TESTING_BIN])
     b.start()
     yield b
     b.stop()

@@ -1,0 +1,187 @@
+"""The kaniko backend on the Kubernetes bench: a pod per build, logs from pods/log, the digest
+from the termination message, re-attach after a service restart, the cleaner."""
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import time
+
+import kubernetes_validate
+import pytest
+import requests
+
+from kubestudio.image_builder.backends.base import BuildJob
+from kubestudio.image_builder.backends.kaniko import KanikoBackend, build_pod_name, kaniko_pod
+from kubestudio.testing.imageshub import start_images_hub
+from kubestudio.testing.localhub import service_pid
+from kubestudio.testing.registry import skopeo_inspect
+
+from .test_workspace_spawner import ensure_claims
+
+pytestmark = pytest.mark.e2e
+
+SETTINGS = dict(KanikoBackend().settings(), cache_repo="registry.local:5000/kubestudio/cache")
+
+
+def job(**kw):
+    defaults = dict(id="0123456789ab", owner="Alice.Smith@example.org", owner_slug="alice-smith-example-org---1a2b3c4d",
+                    image="registry.local:5000/kubestudio/alice/demo:abc", dockerfile="Dockerfile",
+                    context_dir="/unused", context_subpath="projects/demo", labels={"kubestudio.io/build-id": "0123456789ab"})
+    defaults.update(kw)
+    return BuildJob(**defaults)
+
+
+def test_pod_manifest_is_valid_and_minimal(bench):
+    for generated in (False, True):
+        pod = kaniko_pod(job(generated=generated), SETTINGS)
+        kubernetes_validate.validate(pod, "1.30", strict=True)
+        r = bench.api("POST", "/api/v1/namespaces/default/pods?dryRun=All", json=pod)
+        assert r.status_code == 201, r.text
+        spec = pod["spec"]
+        container = spec["containers"][0]
+        assert spec["automountServiceAccountToken"] is False and spec["restartPolicy"] == "Never"
+        assert not any("TOKEN" in e["name"] or "JUPYTERHUB" in e["name"] for e in container["env"])
+        assert container["terminationMessagePath"] == "/dev/termination-log"
+        args = container["args"]
+        assert "--digest-file=/dev/termination-log" in args and "--snapshot-mode=redo" in args
+        assert "--compressed-caching=false" in args and "--cache=true" in args
+        assert "--cache-repo=registry.local:5000/kubestudio/cache" in args
+        assert pod["metadata"]["labels"]["kubestudio.io/component"] == "build"
+        assert pod["metadata"]["annotations"]["kubestudio.io/username"] == "Alice.Smith@example.org"
+        auth = next(m for m in container["volumeMounts"] if m["name"] == "registry-auth")
+        assert auth["mountPath"] == "/kaniko/.docker" and auth["readOnly"]
+        if not generated:
+            # only the owner's folder of the workspace claim, read-only
+            workspace = next(m for m in container["volumeMounts"] if m["name"] == "workspace")
+            assert workspace == {"name": "workspace", "mountPath": "/workspace", "readOnly": True,
+                                 "subPath": "alice-smith-example-org---1a2b3c4d"}
+            assert "--context=dir:///workspace/projects/demo" in args
+            assert "--dockerfile=/workspace/projects/demo/Dockerfile" in args
+        else:
+            assert "--context=dir:///kubestudio/context" in args
+            assert not any(v.get("persistentVolumeClaim") for v in spec["volumes"])
+
+
+def registry_secret(bench, registry):
+    with open(registry.auth) as f:
+        data = base64.b64encode(f.read().encode()).decode()
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+              "metadata": {"name": "kubestudio-registry"}, "data": {".dockerconfigjson": data}}
+    r = bench.api("POST", "/api/v1/namespaces/default/secrets", json=secret)
+    assert r.status_code in (201, 409), r.text
+
+
+@pytest.fixture(scope="module")
+def kaniko_images(bench, registry, tmp_path_factory):
+    ensure_claims(bench)
+    registry_secret(bench, registry)
+    workspaces = bench.volume_folder("default", "kubestudio-workspace")
+    os.makedirs(workspaces, exist_ok=True)
+    images = start_images_hub(tmp_path_factory.mktemp("kaniko-hub"), registry, extra=f"""
+        c.ImageBuilder.backend_class = "kubestudio.image_builder.backends.kaniko.KanikoBackend"
+        c.ImageBuilder.workspaces_root = {workspaces!r}
+        c.ImageBuilder.workspace_pattern = "{{root}}/{{user_slug}}"
+        c.KanikoBackend.kubeconfig = {bench.kubeconfig!r}
+        c.KanikoBackend.executor_command = ["kaniko-executor"]
+        c.KanikoBackend.resources = {{"requests": {{"cpu": "100m", "memory": "128Mi"}}}}
+        """)
+    images.workspace = lambda user: _workspace(workspaces, user)
+    yield images
+    images.hub.stop()
+
+
+def _workspace(root, user):
+    from kubestudio.spawner.storage import user_slug
+
+    path = os.path.join(root, user_slug(user))
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def build_pods(bench):
+    r = bench.api("GET", "/api/v1/namespaces/default/pods?labelSelector=kubestudio.io/component%3Dbuild")
+    return [p["metadata"]["name"] for p in r.json()["items"]]
+
+
+def test_build_in_a_pod_from_the_workspace(kaniko_images, bench, registry):
+    images = kaniko_images
+    images.write_context("kim", "proj", "FROM {base}\nRUN echo kaniko-step-one\nCOPY note.txt /note.txt\n",
+                         {"note.txt": "from kim's workspace\n"})
+    client = images.client("kim")
+    build = client.build(context="proj", name="kaniko-demo")
+    assert build["backend"] == "kaniko"
+    lines, final = [], None
+    for item in client.follow(build["id"]):
+        if isinstance(item, dict):
+            final = item
+        else:
+            lines.append(item)
+    log = "\n".join(lines)
+    assert final["status"] == "succeeded", log
+    assert f"Build pod default/{build_pod_name(build['id'])} created" in log
+    assert "kaniko-step-one" in log and "INFO[0000] RUN echo kaniko-step-one" in log
+    assert final["step"] == final["steps"] == 3
+    seen = skopeo_inspect(final["image"], auth_file=registry.auth)
+    assert seen["Digest"] == final["digest"]  # the digest came from the pod's termination message
+    assert seen["Labels"]["kubestudio.io/build-id"] == build["id"]
+    assert build_pod_name(build["id"]) not in build_pods(bench)  # deleted once the result was stored
+
+
+def test_text_build_and_failure_reason(kaniko_images, bench):
+    client = kaniko_images.client("kim")
+    ok = client.build(dockerfile_text=f"FROM {kaniko_images.registry.base}\nRUN echo from-a-configmap\n", name="text")
+    assert kaniko_images.wait("kim", ok["id"])["status"] == "succeeded"
+    assert "from-a-configmap" in client.log(ok["id"])
+    bad = client.build(dockerfile_text=f"FROM {kaniko_images.registry.base}\nRUN echo about-to-fail && exit 4\n",
+                       name="text")
+    final = kaniko_images.wait("kim", bad["id"])
+    assert final["status"] == "failed" and "kaniko exited with 1" in final["message"]
+    assert "about-to-fail" in client.log(bad["id"])
+    r = bench.api("GET", f"/api/v1/namespaces/default/configmaps/{build_pod_name(bad['id'])}")
+    assert r.status_code == 404  # the Dockerfile's ConfigMap went with the pod
+
+
+def test_service_restart_reattaches_to_the_pod(kaniko_images, bench):
+    images = kaniko_images
+    client = images.client("lee")
+    build = client.build(dockerfile_text=f"FROM {images.registry.base}\nRUN echo before-restart && sleep 6 "
+                                         "&& echo after-restart\n", name="reattach")
+    images.wait_for_line("lee", build["id"], "before-restart")
+    os.kill(service_pid(images.hub.data_dir, "kubestudio.image_builder"), signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    record = {}
+    while time.monotonic() < deadline:
+        try:
+            record = images.session("lee").get(f"{images.url}api/builds/{build['id']}").json()
+            if record.get("status") in ("succeeded", "failed"):
+                break
+        except (requests.ConnectionError, ValueError):
+            pass
+        time.sleep(0.5)
+    log = client.log(build["id"])
+    assert record["status"] == "succeeded", (record, log)
+    assert "Re-attached to build pod" in log and "after-restart" in log
+    assert build_pod_name(build["id"]) not in build_pods(bench)
+
+
+def test_cleaner_removes_old_unfollowed_pods(bench):
+    async def scenario():
+        backend = KanikoBackend(kubeconfig=bench.kubeconfig, pod_max_age_seconds=0, executor_command=["sleep", "60"],
+                                cleanup_interval_seconds=3600)
+        await backend.start()
+        try:
+            old, live = job(id="00000000aaaa", generated=True), job(id="00000000bbbb", generated=True)
+            for j in (old, live):
+                await backend.core.create_namespaced_pod("default", kaniko_pod(j, backend.settings()))
+            backend.followed.add(build_pod_name(live.id))
+            await asyncio.sleep(1.1)
+            removed = await backend.clean()
+            assert build_pod_name(old.id) in removed and build_pod_name(live.id) not in removed
+            backend.followed.clear()
+            await backend._delete(build_pod_name(live.id))
+        finally:
+            await backend.stop()
+
+    asyncio.run(scenario())
