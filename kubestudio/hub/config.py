@@ -209,6 +209,9 @@ class KubeStudio(Configurable):
         c.JupyterHub.load_roles = list(c.JupyterHub.get("load_roles", [])) + roles
         env = {"KUBESTUDIO_CONFIG_FILE": config_file, "KUBESTUDIO_PROXY_URL": self.bind_url,
                "PATH": os.environ.get("PATH", "")}
+        for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
+            if name in os.environ:  # the kaniko backend talks to the same cluster as the hub
+                env[name] = os.environ[name]
         service = {
             "name": "images",
             "url": self.images_url,
@@ -218,18 +221,39 @@ class KubeStudio(Configurable):
             "oauth_no_confirm": True,
             "oauth_client_allowed_scopes": [BUILD_SCOPE, ADMIN_SCOPE],
         }
-        services = [s for s in c.JupyterHub.get("services", []) if s.get("name") != "images"]
+        services = [s for s in c.JupyterHub.get("services", []) if s.get("name") not in ("images", "kubestudio-hub")]
         if not self.registry:
             registry_config = self.local_registry_config(data)
             if registry_config:
                 services.append({"name": "registry", "command": ["docker-registry", "serve", registry_config],
                                  "cwd": data, "display": False})
-        c.JupyterHub.services = services + [service]
         if "user_images_prefix" not in c.WorkspaceSpawner:
             prefix = c.ImageBuilder.get("registry_prefix", "kubestudio")
             c.WorkspaceSpawner.user_images_prefix = "/".join(
                 p for p in (c.ImageBuilder.registry_host, prefix, "{user_slug}") if p) + "/"
-        c.WorkspaceSpawner.images_api_url = self.images_url.rstrip("/") + "/services/images/api/images"
+        # the spawn form lists a user's built images: the hub reads them with a token of its own
+        token = self.secret_file(data, "images-hub-token")
+        services.insert(0, {"name": "kubestudio-hub", "api_token": token})
+        c.JupyterHub.services = services + [service]
+        c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [
+            {"name": "kubestudio-hub-images", "scopes": [ADMIN_SCOPE, access], "services": ["kubestudio-hub"]}]
+        for spawner in ("WorkspaceSpawner", "LocalWorkspaceSpawner"):
+            if "images_api_url" not in c[spawner]:
+                c[spawner].images_api_url = self.images_url.rstrip("/") + "/services/images/api/images"
+            if "images_api_token" not in c[spawner]:
+                c[spawner].images_api_token = token
+
+    def secret_file(self, data, name):
+        """A random secret kept in <data>/<name> (made once, owner-only)."""
+        path = os.path.join(data, name)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                return f.read().strip()
+        secret = secrets.token_hex(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+        return secret
 
     def local_registry_config(self, data):
         """Config of the embedded default's registry (Debian docker-registry), or None without it."""

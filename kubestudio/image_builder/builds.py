@@ -55,12 +55,17 @@ class BuildManager:
         self._secrets = []
         self._flusher = None
         self._claims = {}  # image -> (content hash, future of the build id) while a request is checked
+        self.backend_error = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self):
         self._secrets = self.config.secrets()
-        await self.backend.start()
+        try:
+            await self.backend.start()
+        except Exception as e:  # keep serving: records stay readable and builds fail with the reason
+            self.backend_error = f"the {self.backend.name} backend is not available: {type(e).__name__}: {e}"
+            self.log.error("%s", self.backend_error)
         await self.recover()
         self._flusher = asyncio.ensure_future(self._flush_loop())
 
@@ -353,6 +358,8 @@ class BuildManager:
         if live.job is not None:
             live.job.report_ref = lambda ref: self._set_ref(build_id, ref)
         try:
+            if self.backend_error:
+                raise BuildFailed(self.backend_error)
             if recovering:
                 if getattr(self.backend, "replays_log", False):
                     live.lines = []  # the backend streams the whole log again

@@ -5,6 +5,8 @@ SomeSpawner)``). A spawner provides :meth:`unavailable` (what cannot start here,
 and :meth:`check_capacity` (quotas and free resources, without taking anything).
 """
 
+import json
+
 from tornado import web
 from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
@@ -54,6 +56,39 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
         help="URL a VS Code server opens on; jupyter-vscode-proxy serves VS Code there.",
     )
 
+    images_api_url = Unicode(
+        "",
+        config=True,
+        help="""The image service's image list (…/services/images/api/images). When set, profiles
+        with custom_images list the user's built images on the spawn form. configure() sets it.""",
+    )
+
+    images_api_token = Unicode(
+        "",
+        config=True,
+        help="""Token the hub uses to read users' image lists from the image service (a hub service
+        token with the images admin scope). configure() generates one.""",
+    )
+
+    async def built_images(self):
+        """(image references the user built, or an error message): shown for custom_images profiles."""
+        if not (self.images_api_url and self.images_api_token):
+            return [], None
+        from urllib.parse import quote
+
+        from tornado.httpclient import AsyncHTTPClient
+
+        url = f"{self.images_api_url}?user={quote(self.user.name, safe='')}"
+        try:
+            response = await AsyncHTTPClient().fetch(
+                url, headers={"Authorization": f"token {self.images_api_token}"}, request_timeout=3)
+            images = json.loads(response.body)["images"]
+        except Exception as e:  # the form must render even when the service is down
+            self.log.warning("could not list %s's images from %s: %s", self.user.name, self.images_api_url, e)
+            return [], "your built images cannot be listed right now (the image service did not answer)"
+        prefix = self.custom_image_prefix()
+        return [i["image"] for i in images if not prefix or i["image"].startswith(prefix)], None
+
     @property
     def catalog(self):
         return load_catalog_cached(self.profiles_file)
@@ -81,14 +116,20 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
     def _default_options_form(self):
         return self._render_options_form
 
-    def _render_options_form(self, spawner):
+    async def _render_options_form(self, spawner):
         profile_reasons, ide_reasons = self.unavailable()
+        own_images, images_note = [], None
+        if self.custom_image_prefix() and any(p.custom_images for p in self.catalog.profiles):
+            own_images, images_note = await self.built_images()
         return render_spawn_form(
             self.catalog,
             self.projects(),
             profile_reasons,
             ide_reasons,
             previous=self.orm_spawner.user_options if self.orm_spawner else None,
+            own_images=own_images,
+            own_images_note=images_note,
+            own_images_prefix=self.custom_image_prefix(),
         )
 
     def options_from_form(self, formdata):

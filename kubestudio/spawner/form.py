@@ -15,8 +15,12 @@ _env = jinja2.Environment(
 )
 
 
-def render_spawn_form(catalog, projects, profile_unavailable=None, ide_unavailable=None, previous=None):
-    """Render the form; ``previous`` (last ``user_options``) preselects the user's last choice."""
+def render_spawn_form(catalog, projects, profile_unavailable=None, ide_unavailable=None, previous=None,
+                      own_images=(), own_images_note=None, own_images_prefix=None):
+    """Render the form; ``previous`` (last ``user_options``) preselects the user's last choice.
+
+    ``own_images`` (references the user built) are offered by profiles with ``custom_images``.
+    """
     profile_unavailable = profile_unavailable or {}
     ide_unavailable = ide_unavailable or {}
     previous = previous or {}
@@ -54,7 +58,8 @@ def render_spawn_form(catalog, projects, profile_unavailable=None, ide_unavailab
         if wanted_ide not in profile.ides or wanted_ide in ide_unavailable:
             wanted_ide = next((i for i in profile.ides if i not in ide_unavailable), profile.default_ide)
         wanted_image = previous.get("image") if mine else None
-        if not profile.image_choice(wanted_image or ""):
+        mine_offered = list(own_images) if profile.custom_images else []
+        if not profile.image_choice(wanted_image or "") and wanted_image not in mine_offered:
             wanted_image = profile.images[0].name if profile.images else None
         wanted_gpus = str(previous.get("gpus")) if mine else None
         selected_gpus = profile.default_gpus
@@ -86,6 +91,12 @@ def render_spawn_form(catalog, projects, profile_unavailable=None, ide_unavailab
                     {"name": c.name, "display_name": c.display_name, "image": c.image, "selected": c.name == wanted_image}
                     for c in profile.images
                 ],
+                "own_images": [
+                    {"image": ref, "label": ref[len(own_images_prefix):] if own_images_prefix and ref.startswith(own_images_prefix) else ref,
+                     "selected": ref == wanted_image}
+                    for ref in mine_offered
+                ],
+                "own_images_note": own_images_note if profile.custom_images else None,
                 "gpu_counts": list(profile.gpu_counts),
                 "selected_gpus": selected_gpus,
             }

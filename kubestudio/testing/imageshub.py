@@ -1,6 +1,7 @@
 """A real hub with the image service, a real registry and real buildah, for tests and benchmarks."""
 
 import os
+import textwrap
 import time
 
 import requests
@@ -66,9 +67,9 @@ class ImagesHub:
         raise TimeoutError(f"{text!r} not in the log of {build_id}:\n{log}")
 
 
-def start_images_hub(root, registry, extra=""):
+def start_images_hub(root, registry, extra="", settings=None, env=None):
     """Start a LocalHub whose image service pushes to ``registry`` (a LocalRegistry with auth)."""
-    hub = LocalHub(root, settings={"registry": registry.host}, extra_config=f"""
+    base = textwrap.dedent(f"""
         c.ImageBuilder.registry_insecure = True
         c.ImageBuilder.registry_auth_file = {registry.auth!r}
         c.ImageBuilder.max_context_bytes = 64 * 1024
@@ -76,7 +77,9 @@ def start_images_hub(root, registry, extra=""):
         c.ImageBuilder.max_builds_per_user = 1
         c.ImageBuilder.build_timeout = 180
         c.ImageBuilder.keepalive_seconds = 1
-        """ + extra)
+        """)
+    hub = LocalHub(root, settings={"registry": registry.host, **(settings or {})}, env=env,
+                   extra_config=base + textwrap.dedent(extra))
     hub.start()
     images = ImagesHub(hub, registry)
     deadline = time.monotonic() + 30
