@@ -169,6 +169,10 @@ def test_restart_mid_build_marks_it_failed_with_the_reason(images):
     build = client.build(dockerfile_text=f"FROM {images.registry.base}\nRUN echo restart-me && sleep 120\n",
                          name="restart")
     images.wait_for_line("gina", build["id"], "restart-me")
+    # one build per user at a time: this one waits in the queue across the restart
+    queued = client.build(dockerfile_text=f"FROM {images.registry.base}\nRUN echo queued-across-restart\n",
+                          name="restart")
+    assert queued["status"] == "queued"
     time.sleep(LOG_FLUSH_SECONDS + 0.5)  # running logs are saved every LOG_FLUSH_SECONDS
     pid = service_pid(images.hub.data_dir, "kubestudio.image_builder")
     assert pid
@@ -184,6 +188,6 @@ def test_restart_mid_build_marks_it_failed_with_the_reason(images):
         time.sleep(0.5)
     assert record["status"] == "failed" and "the image service restarted" in record["message"]
     assert "restart-me" in client.log(build["id"])  # the log up to the crash was kept
-    # the orphaned builder was stopped: a new build gets the slot and succeeds
-    again = client.build(dockerfile_text=f"FROM {images.registry.base}\nRUN echo after-restart\n", name="restart")
-    assert images.wait("gina", again["id"])["status"] == "succeeded"
+    # the queued build was queued again and runs; the orphaned builder was stopped
+    assert images.wait("gina", queued["id"])["status"] == "succeeded"
+    assert "queued-across-restart" in client.log(queued["id"])
