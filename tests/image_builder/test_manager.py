@@ -4,6 +4,7 @@ waits: timeouts, limits across users, failures of the registry check, restarts o
 import asyncio
 import logging
 
+import pytest
 from traitlets import Float
 
 from kubestudio.hub.store import Store
@@ -12,6 +13,7 @@ from kubestudio.image_builder.backends.base import BuildBackend, BuildOutcome
 from kubestudio.image_builder.builds import BuildManager
 from kubestudio.image_builder.models import Base
 from kubestudio.image_builder.registry import RegistryClient
+from kubestudio.image_builder.spec import RequestError
 from kubestudio.testing.ports import free_port
 
 DIGEST = "sha256:" + "0" * 64
@@ -103,3 +105,15 @@ async def test_records_survive_a_new_manager(tmp_path, registry):
     assert kept["status"] == "succeeded" and kept["digest"] == DIGEST
     assert f"RUN {build['id']}" in again.log_text(build["id"])
     await again.stop()
+
+
+async def test_project_namespaces_for_members_only(tmp_path, registry):
+    m = manager(tmp_path, registry.host, allow_project_namespaces=True)
+    await m.start()
+    _, build = await m.submit({"name": "vic", "groups": ["public", "vision"]}, {**text("p"), "project": "vision"}, False)
+    assert build["image"] == f"{registry.host}/kubestudio/projects/vision/custom:tp"
+    with pytest.raises(RequestError) as refused:
+        await m.submit({"name": "eve", "groups": ["public"]}, {**text("q"), "project": "vision"}, False)
+    assert refused.value.status == 403 and str(refused.value) == "project: you are not a member of project 'vision'"
+    await wait_all(m)
+    await m.stop()
