@@ -67,6 +67,17 @@ class ImagesHub:
         raise TimeoutError(f"{text!r} not in the log of {build_id}:\n{log}")
 
 
+def follow_to_end(client, build_id):
+    """(log lines, final record) of a build, following it live until it ends."""
+    lines, final = [], None
+    for item in client.follow(build_id):
+        if isinstance(item, dict):
+            final = item
+        else:
+            lines.append(item)
+    return lines, final
+
+
 def start_images_hub(root, registry, extra="", settings=None, env=None):
     """Start a LocalHub whose image service pushes to ``registry`` (a LocalRegistry with auth)."""
     base = textwrap.dedent(f"""

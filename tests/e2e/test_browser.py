@@ -1,6 +1,5 @@
 """A real browser (Debian chromium via playwright) logs in, picks a profile and gets JupyterLab."""
 
-import os
 
 import pytest
 

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from kubestudio.image_builder.builds import LOG_FLUSH_SECONDS
+from kubestudio.testing.imageshub import follow_to_end
 from kubestudio.testing.localhub import service_pid
 from kubestudio.testing.registry import skopeo_inspect
 
@@ -31,12 +32,7 @@ def test_build_from_workspace_folder_then_exists(images):
     build = client.build(context="proj", name="demo")
     assert build["status"] in ("queued", "running") and build["tag"] and build["steps"] == 5
     assert build["image"] == f"{images.registry.host}/kubestudio/alice/demo:{build['tag']}"
-    lines, final = [], None
-    for item in client.follow(build["id"]):
-        if isinstance(item, dict):
-            final = item
-        else:
-            lines.append(item)
+    lines, final = follow_to_end(client, build["id"])
     assert final["status"] == "succeeded", "\n".join(lines)
     assert any(line.startswith("STEP 1/") for line in lines) and "hello from alice" in lines
     assert final["digest"].startswith("sha256:") and final["size"] > 0 and final["step"] == final["steps"]

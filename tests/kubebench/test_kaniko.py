@@ -3,7 +3,6 @@ from the termination message, re-attach after a service restart, the cleaner."""
 
 import asyncio
 import base64
-import json
 import os
 import signal
 import time
@@ -14,7 +13,7 @@ import requests
 
 from kubestudio.image_builder.backends.base import BuildJob
 from kubestudio.image_builder.backends.kaniko import KanikoBackend, build_pod_name, kaniko_pod
-from kubestudio.testing.imageshub import start_images_hub
+from kubestudio.testing.imageshub import follow_to_end, start_images_hub
 from kubestudio.testing.localhub import service_pid
 from kubestudio.testing.registry import skopeo_inspect
 
@@ -112,12 +111,7 @@ def test_build_in_a_pod_from_the_workspace(kaniko_images, bench, registry):
     client = images.client("kim")
     build = client.build(context="proj", name="kaniko-demo")
     assert build["backend"] == "kaniko"
-    lines, final = [], None
-    for item in client.follow(build["id"]):
-        if isinstance(item, dict):
-            final = item
-        else:
-            lines.append(item)
+    lines, final = follow_to_end(client, build["id"])
     log = "\n".join(lines)
     assert final["status"] == "succeeded", log
     assert f"Build pod default/{build_pod_name(build['id'])} created" in log
