@@ -77,6 +77,14 @@ def test_identical_requests_in_flight_join_one_build(images):
     assert sorted(a.status_code for a in answers) == [200, 202], bodies
     assert bodies[0]["id"] == bodies[1]["id"]
     assert any(b.get("joined") for b in bodies)
+    # the raw event stream: replay, keepalive comments while the step sleeps, a final result event
+    raw = s.get(f"{images.url}api/builds/{bodies[0]['id']}/logs", headers={"Accept": "text/event-stream"},
+                stream=True, timeout=60)
+    assert raw.headers["Content-Type"] == "text/event-stream"
+    received = [line for line in raw.iter_lines(decode_unicode=True) if line]
+    assert received[0] == ": replaying the log from the start"
+    assert ": keepalive" in received  # keepalive_seconds = 1, the step sleeps 2 s
+    assert received[-1].startswith('data: {"type": "result"') and '"status": "succeeded"' in received[-1]
     assert images.wait("bob", bodies[0]["id"])["status"] == "succeeded"
     assert sum(1 for b in images.client("bob").builds() if b["name"] == "joined") == 1
 
