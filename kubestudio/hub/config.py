@@ -177,6 +177,7 @@ class KubeStudio(Configurable):
         if not self.registry:
             setdefault("ImageBuilder", "registry_insecure", True)
         setdefault("ImageBuilder", "db_url", f"sqlite:///{os.path.join(data, 'images.sqlite')}")
+        setdefault("ImageBuilder", "work_dir", os.path.join(data, "build-contexts"))
         if self.spawner == "local":
             setdefault("ImageBuilder", "workspaces_root", os.path.join(data, "users"))
             setdefault("ImageBuilder", "workspace_pattern", "{root}/{user_slug}/mnt")

@@ -107,6 +107,17 @@ class ImageBuilder(Application):
     def _default_db_url(self):
         return f"sqlite:///{os.path.abspath('kubestudio-images.sqlite')}"
 
+    work_dir = Unicode(
+        config=True,
+        help="""Folder for build contexts in flight: snapshots of workspace folders (local builds) and
+        generated Dockerfiles. Each is removed when its build ends. Defaults to ./build-contexts in
+        the service's working folder (the hub's data_dir for the embedded hub).""",
+    )
+
+    @default("work_dir")
+    def _default_work_dir(self):
+        return os.path.abspath("build-contexts")
+
     keepalive_seconds = Integer(15, config=True, help="Seconds between keepalive comments on log event streams.")
     proxy_url = Unicode(
         config=True,

@@ -9,7 +9,6 @@ writes everything to the store, so a record reported done is never lost.
 import asyncio
 import os
 import shutil
-import tempfile
 import time
 import uuid
 
@@ -106,13 +105,21 @@ class BuildManager:
                 raise specs.RequestError(f"project: you are not a member of project {request.project!r}", 403)
 
         context_dir, context_subpath, dockerfile, context_digest = None, None, "Dockerfile", ""
+        snapshot = None  # a private copy of the context, for backends that build from local files
         extra = {}
         if request.kind == "context":
             workspace = self.config.workspace_of(slug)
             context_dir, dockerfile = resolve_context(workspace, request.context, request.dockerfile)
-            context_digest, size, files = await asyncio.get_running_loop().run_in_executor(
-                None, scan_context, context_dir, self.config.max_context_bytes)
             context_subpath = os.path.relpath(context_dir, os.path.realpath(workspace))
+            if getattr(self.backend, "snapshot_context", False):
+                snapshot = os.path.join(self.config.work_dir, f"context-{uuid.uuid4().hex}")
+            try:
+                context_digest, size, files = await asyncio.get_running_loop().run_in_executor(
+                    None, scan_context, context_dir, self.config.max_context_bytes, snapshot)
+            except BaseException:
+                _remove(snapshot)
+                raise
+            context_dir = snapshot or context_dir
             with open(os.path.join(context_dir, dockerfile), encoding="utf-8", errors="replace") as f:
                 text = f.read()
             extra["context_bytes"] = size
@@ -131,6 +138,15 @@ class BuildManager:
                 text = f"FROM {base}\n"
             else:
                 text = specs.environment_dockerfile(request.environment)
+        try:
+            return await self._submit_checked(request, owner, slug, text, extra, context_dir, context_subpath,
+                                              dockerfile, context_digest, snapshot)
+        except BaseException:
+            _remove(snapshot)
+            raise
+
+    async def _submit_checked(self, request, owner, slug, text, extra, context_dir, context_subpath, dockerfile,
+                              context_digest, snapshot):
         instructions = specs.parse_dockerfile(text, request.dockerfile if request.kind == "context" else "Dockerfile")
         steps = len(instructions)
 
@@ -154,23 +170,26 @@ class BuildManager:
             build_id = await asyncio.shield(claim[1])
             if build_id is None:
                 raise specs.RequestError("an identical request failed a moment ago; send it again", 409)
+            _remove(snapshot)
             return 200, {**self.get(build_id), "joined": True}
         claimed = asyncio.get_running_loop().create_future()
         self._claims[image] = (content_hash, claimed)
         try:
             status, answer = await self._submit_claimed(request, owner, slug, image, tag, content_hash, spec_json,
-                                                        text, steps, extra, context_dir, context_subpath, dockerfile)
+                                                        text, steps, extra, context_dir, context_subpath, dockerfile,
+                                                        snapshot)
         except BaseException:
             claimed.set_result(None)
             raise
         finally:
             self._claims.pop(image, None)
         claimed.set_result(answer["id"])
+        if answer["status"] != QUEUED or answer.get("joined"):
+            _remove(snapshot)  # nothing will be built from it
         return status, answer
 
     async def _submit_claimed(self, request, owner, slug, image, tag, content_hash, spec_json, text, steps, extra,
-                              context_dir, context_subpath, dockerfile):
-        job_dir = None
+                              context_dir, context_subpath, dockerfile, snapshot):
         with self.store.session() as db:
             same = db.query(Build).filter(Build.image == image, Build.status.in_(ACTIVE)).first()
             if same is not None:
@@ -190,8 +209,7 @@ class BuildManager:
         record = Build(id=build_id, created=utcnow(), owner=owner, kind=request.kind, spec=spec_json, name=request.name, tag=tag,
                        image=image, content_hash=content_hash, status=QUEUED, message="",
                        backend=self.backend.name, steps=steps, dockerfile=text,
-                       extra={**extra, "labels": labels, "job": {"dockerfile": dockerfile, "context_subpath": context_subpath,
-                                                                 "project": request.project or ""}})
+                       extra={**extra, "labels": labels})
 
         # no needless builds: the content-hash tag is already in the registry
         if request.tag is None:
@@ -210,14 +228,16 @@ class BuildManager:
                 return 200, record.to_json()
 
         if request.kind != "context":
-            job_dir = tempfile.mkdtemp(prefix=f"kubestudio-build-{build_id}-")
-            with open(os.path.join(job_dir, "Dockerfile"), "w", encoding="utf-8") as f:
-                f.write(text)
-            context_dir, dockerfile = job_dir, "Dockerfile"
+            context_dir, dockerfile = self._write_dockerfile(build_id, text), "Dockerfile"
+        generated = request.kind != "context" or snapshot is not None
         live = LiveBuild(build_id)
         live.job = BuildJob(id=build_id, owner=owner, owner_slug=slug, image=image, dockerfile=dockerfile,
                             context_dir=context_dir, context_subpath=context_subpath, dockerfile_text=text,
-                            generated=job_dir is not None, labels=labels, project=request.project or "")
+                            generated=generated, labels=labels, project=request.project or "")
+        # enough to find the job again after a restart (queued builds are queued again)
+        record.extra = {**record.extra, "job": {"dockerfile": dockerfile, "context_subpath": context_subpath,
+                                                "project": request.project or "",
+                                                "build_dir": context_dir if generated else None}}
         self._save_new(record)
         self.live[build_id] = live
         self.queue.add(build_id, owner)
@@ -353,11 +373,11 @@ class BuildManager:
         started = time.monotonic()
         record_json["dockerfile_text"] = record.dockerfile
         record_json["backend_ref"] = record.backend_ref
-        if live.job is None and not recovering:  # queued before a restart
-            live.job = self._job_from_record(record_json)
-        if live.job is not None:
-            live.job.report_ref = lambda ref: self._set_ref(build_id, ref)
         try:
+            if live.job is None and not recovering:  # queued before a restart
+                live.job = self._job_from_record(record_json)
+            if live.job is not None:
+                live.job.report_ref = lambda ref: self._set_ref(build_id, ref)
             if self.backend_error:
                 raise BuildFailed(self.backend_error)
             if recovering:
@@ -394,20 +414,32 @@ class BuildManager:
             emit(f"Build {status}: {message}")
         self._finish(build_id, status, message, digest=digest, size=size)
         if live.job is not None and live.job.generated:
-            shutil.rmtree(live.job.context_dir, ignore_errors=True)
+            _remove(live.job.context_dir)
         self._schedule()
+
+    def _write_dockerfile(self, build_id, text):
+        """A build folder in work_dir holding only the Dockerfile (kinds without context files)."""
+        folder = os.path.join(self.config.work_dir, f"build-{build_id}")
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        with open(os.path.join(folder, "Dockerfile"), "w", encoding="utf-8") as f:
+            f.write(text)
+        return folder
 
     def _job_from_record(self, record):
         """The job of a stored build (after a restart): the context is found again from the record."""
         saved = record.get("job") or {}
         slug = user_slug(record["owner"])
         subpath = saved.get("context_subpath")
-        if subpath:
-            context_dir, generated = os.path.join(self.config.workspace_of(slug), subpath), False
+        build_dir = saved.get("build_dir")
+        if build_dir and os.path.isdir(build_dir):
+            context_dir, generated = build_dir, True
+        elif record["kind"] != "context":
+            context_dir, generated = self._write_dockerfile(record["id"], record.get("dockerfile_text", "")), True
+        elif not build_dir:
+            context_dir, generated = os.path.join(self.config.workspace_of(slug), subpath or ""), False
         else:
-            context_dir, generated = tempfile.mkdtemp(prefix=f"kubestudio-build-{record['id']}-"), True
-            with open(os.path.join(context_dir, "Dockerfile"), "w", encoding="utf-8") as f:
-                f.write(record.get("dockerfile_text", ""))
+            raise BuildFailed("the snapshot of the build context is gone (the service's work_dir was emptied); "
+                              "start the build again")
         return BuildJob(id=record["id"], owner=record["owner"], owner_slug=slug, image=record["image"],
                         dockerfile=saved.get("dockerfile", "Dockerfile"), context_dir=context_dir,
                         context_subpath=subpath, dockerfile_text=record.get("dockerfile_text", ""),
@@ -458,3 +490,8 @@ class BuildManager:
                 self.flush_logs()
             except Exception:
                 self.log.exception("could not save build logs")
+
+
+def _remove(folder):
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)

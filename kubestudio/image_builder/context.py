@@ -2,12 +2,15 @@
 
 No path comes from raw input unchecked: the context must be a relative path that stays inside the
 owner's workspace (``<workspaces_root>/<user slug>``) after every symlink is resolved, and no file
-in it may be a symlink that points outside. The digest covers names, modes and contents, so the
-same files always give the same default tag.
+in it may be a symlink that points outside. The digest covers names, modes and contents (less
+what .dockerignore leaves out), so the same files always give the same default tag. Local builds
+run on a snapshot taken while hashing: what is built is what was checked, even if the user
+changes the folder (or swaps it for a link) meanwhile.
 """
 
 import hashlib
 import os
+import re
 import stat
 
 from .spec import RequestError
@@ -38,22 +41,94 @@ def resolve_context(workspace, context, dockerfile="Dockerfile"):
     return folder, os.path.relpath(path, folder)
 
 
-def scan_context(folder, max_bytes):
-    """(digest, total bytes, file count) of a context; RequestError if too big or a link leaves it."""
+def read_dockerignore(folder):
+    """Patterns of the context's .dockerignore as [(negated, pattern)] (Docker's syntax)."""
+    path = os.path.join(folder, ".dockerignore")
+    if not os.path.isfile(path) or os.path.islink(path):
+        return []
+    patterns = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            negated = line.startswith("!")
+            pattern = os.path.normpath(line.lstrip("!").strip()).lstrip("/")
+            if pattern not in ("", "."):
+                patterns.append((negated, pattern))
+    return patterns
+
+
+def _ignored(rel, patterns):
+    """Whether ``rel`` is left out by the patterns (the last matching one decides, as in Docker)."""
+    if rel in ("Dockerfile", ".dockerignore"):
+        return False  # always sent, as Docker does
+    parts = rel.split("/")
+    candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    excluded = False
+    for negated, pattern in patterns:
+        regex = _pattern_regex(pattern)
+        if any(regex.match(c) for c in candidates):
+            excluded = not negated
+    return excluded
+
+
+def _pattern_regex(pattern):
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out += "(?:.*/)?"
+            i += 3
+        elif pattern.startswith("**", i):
+            out += ".*"
+            i += 2
+        elif pattern[i] == "*":
+            out += "[^/]*"
+            i += 1
+        elif pattern[i] == "?":
+            out += "[^/]"
+            i += 1
+        else:
+            out += re.escape(pattern[i])
+            i += 1
+    return re.compile(out + "$")
+
+
+def scan_context(folder, max_bytes, snapshot=None):
+    """(digest, total bytes, file count) of a context, honouring its .dockerignore.
+
+    With ``snapshot`` (a new folder), the files are also copied there as they are hashed, so the
+    build uses exactly what was checked: no file opened follows a link, and a link that points
+    outside the context is refused (RequestError), as is a context over ``max_bytes`` (413).
+    """
     h = hashlib.sha256()
     total = files = 0
     root = os.path.realpath(folder)
+    patterns = read_dockerignore(root)
+    if snapshot:
+        os.makedirs(snapshot, mode=0o700)
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root)
+        if rel_dir != "." and _ignored(rel_dir, patterns) and not any(negated for negated, _ in patterns):
+            dirnames[:] = []
+            continue
         for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
             path = os.path.join(dirpath, name)
             rel = os.path.relpath(path, root)
+            if _ignored(rel, patterns):
+                continue
             st = os.lstat(path)
+            target = os.path.join(snapshot, rel) if snapshot else None
+            if target:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
             if stat.S_ISLNK(st.st_mode):
-                target = os.path.realpath(path)
-                if not _inside(target, root):
+                if not _inside(os.path.realpath(path), root):
                     raise RequestError(f"context: {rel} is a link to outside the build context")
-                h.update(f"L {rel} {os.readlink(path)}\0".encode())
+                link = os.readlink(path)
+                h.update(f"L {rel} {link}\0".encode())
+                if target:
+                    os.symlink(link, target)
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue
@@ -61,11 +136,23 @@ def scan_context(folder, max_bytes):
             files += 1
             if total > max_bytes:
                 raise RequestError(f"context: larger than the limit of {_human(max_bytes)} "
-                                   f"(leave data out of the build folder, or use .dockerignore)", 413)
+                                   f"(leave data out of the build folder, or list it in .dockerignore)", 413)
             h.update(f"F {rel} {st.st_mode & 0o777:o} {st.st_size}\0".encode())
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError as e:
+                raise RequestError(f"context: {rel} cannot be read: {e.strerror}") from None
+            with os.fdopen(fd, "rb") as f:
+                out = open(target, "wb") if target else None
+                try:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+                        if out:
+                            out.write(chunk)
+                finally:
+                    if out:
+                        out.close()
+                        os.chmod(target, st.st_mode & 0o777)
     return h.hexdigest(), total, files
 
 

@@ -32,9 +32,13 @@ def test_build_from_workspace_folder_then_exists(images):
     build = client.build(context="proj", name="demo")
     assert build["status"] in ("queued", "running") and build["tag"] and build["steps"] == 5
     assert build["image"] == f"{images.registry.host}/kubestudio/alice/demo:{build['tag']}"
+    # the build runs on the snapshot taken while the request was checked, not on the live folder
+    with open(os.path.join(images.workspace("alice"), "proj", "data.txt"), "w") as f:
+        f.write("tampered after the request\n")
     lines, final = follow_to_end(client, build["id"])
     assert final["status"] == "succeeded", "\n".join(lines)
     assert any(line.startswith("STEP 1/") for line in lines) and "hello from alice" in lines
+    assert not any("tampered" in line for line in lines)
     assert final["digest"].startswith("sha256:") and final["size"] > 0 and final["step"] == final["steps"]
 
     seen = skopeo_inspect(final["image"], auth_file=images.registry.auth)
@@ -47,7 +51,8 @@ def test_build_from_workspace_folder_then_exists(images):
     assert [i["image"] for i in mine] == [final["image"]] and mine[0]["build_id"] == build["id"]
     assert "hello from alice" in client.log(build["id"])  # the stored log, as plain text
 
-    # the identical request: answered from the registry, no builder run, well under a second
+    # the identical request (the same files again): answered from the registry, no builder run, at once
+    images.write_context("alice", "proj", DOCKERFILE, {"data.txt": "hello from alice\n"})
     runs_before = sum(b["builder_run"] for b in client.builds())
     started = time.monotonic()
     again = client.build(context="proj", name="demo")
@@ -60,6 +65,8 @@ def test_build_from_workspace_folder_then_exists(images):
     changed = client.build(context="proj", name="demo")
     assert changed["tag"] != build["tag"] and changed["status"] in ("queued", "running")
     assert images.wait("alice", changed["id"])["status"] == "succeeded"
+    # snapshots and generated build folders are removed when their builds end
+    assert os.listdir(os.path.join(images.hub.data_dir, "build-contexts")) == []
 
 
 def test_identical_requests_in_flight_join_one_build(images):

@@ -147,3 +147,36 @@ def test_context_size_limit(workspace):
     with pytest.raises(RequestError) as e:
         scan_context(str(workspace / "proj"), 4096)
     assert e.value.status == 413 and "larger than the limit of 4.0 KiB" in str(e.value)
+
+
+def test_dockerignore_leaves_files_out_of_hash_size_and_snapshot(workspace, tmp_path):
+    proj = workspace / "proj"
+    (proj / "data").mkdir()
+    (proj / "data" / "big.bin").write_bytes(b"0" * 10000)
+    (proj / "notes.md").write_text("notes")
+    (proj / "keep.md").write_text("keep")
+    (proj / "sub").mkdir()
+    (proj / "sub" / "x.pyc").write_text("compiled")
+    with pytest.raises(RequestError):
+        scan_context(str(proj), 4096)  # data/big.bin does not fit
+    (proj / ".dockerignore").write_text("# build inputs only\ndata\n*.md\n!keep.md\n**/*.pyc\nDockerfile\n")
+    digest, size, files = scan_context(str(proj), 4096, snapshot=str(tmp_path / "snap"))
+    copied = sorted(str(p.relative_to(tmp_path / "snap")) for p in (tmp_path / "snap").rglob("*") if p.is_file())
+    # the Dockerfile and .dockerignore are always sent, as Docker does
+    assert copied == [".dockerignore", "Dockerfile", "data.txt", "keep.md"]
+    assert files == 4 and size == sum((proj / name).stat().st_size for name in copied)
+    (proj / "notes.md").write_text("changed, but ignored")
+    assert scan_context(str(proj), 4096)[0] == digest
+    (proj / "keep.md").write_text("changed")
+    assert scan_context(str(proj), 4096)[0] != digest
+
+
+def test_snapshot_keeps_inner_links_and_modes(workspace, tmp_path):
+    proj = workspace / "proj"
+    (proj / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (proj / "run.sh").chmod(0o755)
+    os.symlink("run.sh", proj / "start.sh")
+    digest, _, _ = scan_context(str(proj), 1 << 20, snapshot=str(tmp_path / "snap"))
+    snap = tmp_path / "snap"
+    assert os.readlink(snap / "start.sh") == "run.sh" and (snap / "run.sh").stat().st_mode & 0o777 == 0o755
+    assert scan_context(str(snap), 1 << 20)[0] == digest  # the snapshot is exactly what was hashed

@@ -44,6 +44,9 @@ class BuildBackend(LoggingConfigurable):
     """
 
     name = "base"
+    # True: the backend builds from local files, so the service hands it a private snapshot of a
+    # workspace context, taken while it is checked and hashed
+    snapshot_context = False
 
     async def start(self):
         """Background work the backend needs (e.g. a cleaner); called once at service start."""

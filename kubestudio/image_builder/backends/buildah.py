@@ -20,6 +20,7 @@ STEP = re.compile(r"^STEP (\d+)/(\d+):")
 
 class BuildahBackend(BuildBackend):
     name = "buildah"
+    snapshot_context = True
 
     buildah = Unicode("buildah", config=True, help="The buildah executable.")
     storage_root = Unicode(
