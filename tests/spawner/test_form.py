@@ -69,3 +69,19 @@ def test_form_escapes_text():
     catalog = parse_catalog({"profiles": [{"slug": "x", "display_name": "<script>alert(1)</script>"}]})
     html = render_spawn_form(catalog, user_projects([]))
     assert "<script>alert(1)" not in html and "&lt;script&gt;" in html
+
+
+def test_form_offers_built_images_for_custom_image_profiles():
+    catalog = parse_catalog({"profiles": [{"slug": "own", "custom_images": True, "images": ["base:1"]},
+                                          {"slug": "fixed", "images": ["base:1"]}]})
+    projects = user_projects([])
+    mine = ["reg:5000/kubestudio/alice/tools:1", "reg:5000/kubestudio/alice/<b>:2"]
+    html = render_spawn_form(catalog, projects, own_images=mine, own_images_prefix="reg:5000/kubestudio/alice/",
+                             previous={"profile": "own", "image": mine[0]})
+    own = card(html, "own")
+    assert '<optgroup label="Your images">' in own
+    assert f'<option value="{mine[0]}" title="{mine[0]}" selected>tools:1</option>' in own
+    assert "&lt;b&gt;:2" in own and "<b>" not in own
+    assert "Your images" not in card(html, "fixed")
+    down = render_spawn_form(catalog, projects, own_images_note="your built images cannot be listed right now")
+    assert "cannot be listed right now" in card(down, "own") and "cannot be listed" not in card(down, "fixed")
