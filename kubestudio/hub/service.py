@@ -175,14 +175,34 @@ def oauth_routes(prefix):
     return [(url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler)]
 
 
-def oauth_settings(name, prefix, **extra):
-    """tornado Application settings for a HubOAuth service."""
-    auth = HubOAuth.instance(api_token=os.environ.get("JUPYTERHUB_API_TOKEN", ""), cache_max_age=60)
+def oauth_settings(name, prefix, cookie_secret_file=None, **extra):
+    """tornado Application settings for a HubOAuth service.
+
+    The login cookie is signed with a secret kept in ``cookie_secret_file`` (made once), so
+    logged-in pages keep working across a restart of the service.
+    """
+    HubOAuth.instance(api_token=os.environ.get("JUPYTERHUB_API_TOKEN", ""), cache_max_age=60)
     return {
-        "hub_auth": auth,
         "service_name": name,
         "service_prefix": prefix,
-        "cookie_secret": os.urandom(32),
+        "cookie_secret": load_secret(cookie_secret_file) if cookie_secret_file else os.urandom(32),
         "xsrf_cookies": False,  # HubOAuth checks xsrf for cookie-authenticated requests itself
         **extra,
     }
+
+
+def load_secret(path, size=32):
+    """The secret in ``path``, made (owner-only) the first time."""
+    try:
+        with open(path, "rb") as f:
+            secret = f.read()
+        if len(secret) >= size:
+            return secret
+    except FileNotFoundError:
+        pass
+    secret = os.urandom(size)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secret)
+    return secret

@@ -118,6 +118,17 @@ class ImageBuilder(Application):
     def _default_work_dir(self):
         return os.path.abspath("build-contexts")
 
+    cookie_secret_file = Unicode(
+        config=True,
+        help="""File with the secret that signs the service's login cookie (made once, mode 0600), so
+        pages stay logged in across restarts. Defaults to ./images_cookie_secret in the service's
+        working folder (the hub's data_dir for the embedded hub).""",
+    )
+
+    @default("cookie_secret_file")
+    def _default_cookie_secret_file(self):
+        return os.path.abspath("images_cookie_secret")
+
     keepalive_seconds = Integer(15, config=True, help="Seconds between keepalive comments on log event streams.")
     proxy_url = Unicode(
         config=True,
@@ -194,7 +205,7 @@ class ImageBuilder(Application):
             (url_path_join(api, "images"), handlers.ImageListHandler),
             (url_path_join(api, "health"), handlers.HealthHandler),
         ]
-        settings = oauth_settings(SERVICE_NAME, prefix, manager=self.manager,
+        settings = oauth_settings(SERVICE_NAME, prefix, cookie_secret_file=self.cookie_secret_file, manager=self.manager,
                                   keepalive_seconds=self.keepalive_seconds,
                                   registry_display=f"{self.registry_host}/{self.registry_prefix}".rstrip("/"),
                                   static_path=os.path.join(os.path.dirname(__file__), "static"),

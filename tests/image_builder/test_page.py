@@ -1,8 +1,13 @@
 """The image page in a real browser: log in, start a build, watch the log arrive and the result."""
 
 import os
+import signal
+import time
 
 import pytest
+import requests
+
+from kubestudio.testing.localhub import service_pid
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -35,6 +40,16 @@ def test_build_from_the_page(images, page, tmp_path):
     page.wait_for_function("document.getElementById('images').textContent.includes('from-the-page')", timeout=15000)
     page.screenshot(path=os.path.join(tmp_path, "images-page.png"), full_page=True)
 
+    # the service restarts (a crash): the page's login cookie still works afterwards
+    os.kill(service_pid(images.hub.data_dir, "kubestudio.image_builder"), signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            if requests.get(f"{images.url}api/health", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
     # a bad request shows the service's message next to the form, and nothing is queued
     page.click("button[data-kind=context]")
     page.fill("#context", "../elsewhere")
