@@ -12,8 +12,6 @@ import sys
 
 from .client import ImagesClient, ServiceError
 
-WORKSPACE_ROOTS = ("/mnt",)
-
 
 def workspace_relative(path):
     """A path as the service wants it: relative to the user's workspace (/mnt/<user>)."""

@@ -23,6 +23,7 @@ from traitlets.config import Configurable
 from ..spawner.profiles import CatalogError, load_catalog
 from ..spawner.projects import PUBLIC_PROJECT, ProjectError, parse_project
 from .membership import join_public_project
+from .secretfile import stored_secret
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PASSWORD_FILE = "dummy-password"
@@ -198,6 +199,8 @@ class KubeStudio(Configurable):
         }
         access = "access:services!service=images"
         find = "read:services!service=images"  # the client finds the service's address through the hub
+        # the spawn form lists a user's built images: the hub reads them with a token of its own
+        hub_token, _ = stored_secret(os.path.join(data, "images-hub-token"), lambda: secrets.token_hex(32))
         roles = [
             {"name": "user", "scopes": ["self", access, find, BUILD_SCOPE]},
             # a notebook server's own token may call the service for its owner (the `kubestudio` CLI)
@@ -206,6 +209,7 @@ class KubeStudio(Configurable):
             # the service reads users' servers and groups, and asks a server for its packages (from_server)
             {"name": "kubestudio-images-service", "scopes": ["read:users", "read:servers", "read:groups", "access:servers"],
              "services": ["images"]},
+            {"name": "kubestudio-hub-images", "scopes": [ADMIN_SCOPE, access], "services": ["kubestudio-hub"]},
         ]
         c.JupyterHub.load_roles = list(c.JupyterHub.get("load_roles", [])) + roles
         env = {"KUBESTUDIO_CONFIG_FILE": config_file, "KUBESTUDIO_PROXY_URL": self.bind_url,
@@ -222,7 +226,8 @@ class KubeStudio(Configurable):
             "oauth_no_confirm": True,
             "oauth_client_allowed_scopes": [BUILD_SCOPE, ADMIN_SCOPE],
         }
-        services = [s for s in c.JupyterHub.get("services", []) if s.get("name") not in ("images", "kubestudio-hub")]
+        services = [{"name": "kubestudio-hub", "api_token": hub_token}]
+        services += [s for s in c.JupyterHub.get("services", []) if s.get("name") not in ("images", "kubestudio-hub")]
         if not self.registry:
             registry_config = self.local_registry_config(data)
             if registry_config:
@@ -232,29 +237,12 @@ class KubeStudio(Configurable):
             prefix = c.ImageBuilder.get("registry_prefix", "kubestudio")
             c.WorkspaceSpawner.user_images_prefix = "/".join(
                 p for p in (c.ImageBuilder.registry_host, prefix, "{user_slug}") if p) + "/"
-        # the spawn form lists a user's built images: the hub reads them with a token of its own
-        token = self.secret_file(data, "images-hub-token")
-        services.insert(0, {"name": "kubestudio-hub", "api_token": token})
         c.JupyterHub.services = services + [service]
-        c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [
-            {"name": "kubestudio-hub-images", "scopes": [ADMIN_SCOPE, access], "services": ["kubestudio-hub"]}]
         for spawner in ("WorkspaceSpawner", "LocalWorkspaceSpawner"):
             if "images_api_url" not in c[spawner]:
                 c[spawner].images_api_url = self.images_url.rstrip("/") + "/services/images/api/images"
             if "images_api_token" not in c[spawner]:
-                c[spawner].images_api_token = token
-
-    def secret_file(self, data, name):
-        """A random secret kept in <data>/<name> (made once, owner-only)."""
-        path = os.path.join(data, name)
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                return f.read().strip()
-        secret = secrets.token_hex(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret + "\n")
-        return secret
+                c[spawner].images_api_token = hub_token
 
     def local_registry_config(self, data):
         """Config of the embedded default's registry (Debian docker-registry), or None without it."""
@@ -278,14 +266,7 @@ class KubeStudio(Configurable):
         from_env = os.environ.get(self.password_env)
         if from_env:
             return from_env, False
-        path = os.path.join(self.data_dir, PASSWORD_FILE)
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                return f.read().strip(), True
-        password = secrets.token_urlsafe(12)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(password + "\n")
+        password, _ = stored_secret(os.path.join(self.data_dir, PASSWORD_FILE), lambda: secrets.token_urlsafe(12))
         return password, True
 
     def load_projects(self):

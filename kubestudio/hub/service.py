@@ -13,12 +13,15 @@ Services build a tornado ``Application`` from these and :func:`oauth_routes`.
 import asyncio
 import json
 import os
+import secrets
 from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated, check_scopes
 from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
+
+from .secretfile import stored_secret
 
 
 class ServiceHandler(HubOAuthenticated, web.RequestHandler):
@@ -72,17 +75,19 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data))
 
-    def write_error(self, status_code, **kwargs):
-        message = self._reason
+    def error_message(self, **kwargs):
+        """What to tell the caller about the error being written (never a traceback)."""
         exc_info = kwargs.get("exc_info")
-        if exc_info:
-            error = exc_info[1]
-            if isinstance(error, web.HTTPError) and error.log_message:
-                message = error.log_message % error.args if error.args else error.log_message
-            elif not isinstance(error, web.HTTPError):
-                message = "internal error in the service; the administrator can find it in the service log"
+        error = exc_info[1] if exc_info else None
+        if isinstance(error, web.HTTPError) and error.log_message:
+            return error.log_message % error.args if error.args else error.log_message
+        if error is not None and not isinstance(error, web.HTTPError):
+            return "internal error in the service; the administrator can find it in the service log"
+        return self._reason
+
+    def write_error(self, status_code, **kwargs):
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"status": status_code, "message": message}))
+        self.finish(json.dumps({"status": status_code, "message": self.error_message(**kwargs)}))
 
     def check_xsrf_cookie(self):
         # token-authenticated API calls need no xsrf token; cookie calls from our pages send one
@@ -102,13 +107,9 @@ class PageHandler(ServiceHandler):
         await super().prepare()
 
     def write_error(self, status_code, **kwargs):
-        message = self._reason
-        exc_info = kwargs.get("exc_info")
-        if exc_info and isinstance(exc_info[1], web.HTTPError) and exc_info[1].log_message:
-            message = exc_info[1].log_message
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(f"<!doctype html><title>{status_code}</title><h1>{status_code}</h1>"
-                    f"<p>{web.escape.xhtml_escape(message)}</p>")
+                    f"<p>{web.escape.xhtml_escape(self.error_message(**kwargs))}</p>")
 
 
 class EventStream:
@@ -185,24 +186,9 @@ def oauth_settings(name, prefix, cookie_secret_file=None, **extra):
     return {
         "service_name": name,
         "service_prefix": prefix,
-        "cookie_secret": load_secret(cookie_secret_file) if cookie_secret_file else os.urandom(32),
+        "cookie_secret": (stored_secret(cookie_secret_file, lambda: secrets.token_hex(32))[0]
+                          if cookie_secret_file else os.urandom(32)),
         "xsrf_cookies": False,  # HubOAuth checks xsrf for cookie-authenticated requests itself
         **extra,
     }
 
-
-def load_secret(path, size=32):
-    """The secret in ``path``, made (owner-only) the first time."""
-    try:
-        with open(path, "rb") as f:
-            secret = f.read()
-        if len(secret) >= size:
-            return secret
-    except FileNotFoundError:
-        pass
-    secret = os.urandom(size)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(secret)
-    return secret

@@ -172,9 +172,7 @@ class ImageBuilder(Application):
         os.environ.setdefault("KUBESTUDIO_SERVICE_MODE", SERVICE_NAME)
         super().initialize(argv)
         if self.config_file:
-            self.load_config_file(self.config_file)
-            self.update_config(self.config)  # command-line values still win
-            super().initialize(argv)
+            self.load_config_file(self.config_file)  # command-line values still win (traitlets merges them last)
         self.log.setLevel(logging.INFO)
 
     def make_backend(self):

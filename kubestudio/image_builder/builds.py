@@ -50,7 +50,6 @@ class BuildManager:
         self.capture = capture  # async (owner, server, base) -> (base image, {"pip": [...], ...})
         self.queue = BuildQueue(config.max_concurrent_builds, config.max_builds_per_user)
         self.live = {}
-        self.builder_runs = 0
         self._secrets = []
         self._flusher = None
         self._claims = {}  # image -> (content hash, future of the build id) while a request is checked
@@ -79,14 +78,12 @@ class BuildManager:
         with self.store.session() as db:
             unfinished = db.query(Build).filter(Build.status.in_(ACTIVE)).order_by(Build.created).all()
         for record in unfinished:
+            live = self.live[record.id] = LiveBuild(record.id, record.log.splitlines())
             if record.status == QUEUED:
-                self.live[record.id] = LiveBuild(record.id, record.log.splitlines())
                 self.queue.add(record.id, record.owner)
-                continue
-            live = LiveBuild(record.id, record.log.splitlines())
-            self.live[record.id] = live
-            self.queue.running[record.id] = record.owner
-            live.task = asyncio.ensure_future(self._run(record.id, recovering=True))
+            else:
+                self.queue.running[record.id] = record.owner
+                live.task = asyncio.ensure_future(self._run(record.id, recovering=True))
         self._schedule()
 
     # ------------------------------------------------------------------ requests
@@ -151,7 +148,8 @@ class BuildManager:
         steps = len(instructions)
 
         spec_json = request.to_json()
-        tag = request.tag or specs.content_hash(spec_json, text, context_digest)
+        content_hash = specs.content_hash(spec_json, text, context_digest)
+        tag = request.tag or content_hash
         if request.repository:
             repository = request.repository
         elif request.project:
@@ -159,7 +157,6 @@ class BuildManager:
         else:
             repository = "/".join(p for p in (self.config.registry_prefix, slug) if p)
         image = f"{self.config.registry_host}/{repository}/{request.name}:{tag}"
-        content_hash = specs.content_hash(spec_json, text, context_digest)
 
         # one build per identical request in flight; a request still being checked counts too
         claim = self._claims.get(image)
@@ -346,10 +343,14 @@ class BuildManager:
             live = self.live[build_id]
             live.task = asyncio.ensure_future(self._run(build_id))
 
-    def _emit(self, live, line):
+    def _redact(self, text):
+        """``text`` with every registry secret masked."""
         for secret in self._secrets:
-            if secret and secret in line:
-                line = line.replace(secret, "***")
+            text = text.replace(secret, "***")
+        return text
+
+    def _emit(self, live, line):
+        line = self._redact(line)
         live.lines.append(line)
         live.dirty = True
         step = self.backend.step_of(line)
@@ -374,10 +375,9 @@ class BuildManager:
         record_json["dockerfile_text"] = record.dockerfile
         record_json["backend_ref"] = record.backend_ref
         try:
-            if live.job is None and not recovering:  # queued before a restart
+            if live.job is None:  # a build from before a restart: queued, or running (recovering)
                 live.job = self._job_from_record(record_json)
-            if live.job is not None:
-                live.job.report_ref = lambda ref: self._set_ref(build_id, ref)
+            live.job.report_ref = lambda ref: self._set_ref(build_id, ref)
             if self.backend_error:
                 raise BuildFailed(self.backend_error)
             if recovering:
@@ -385,11 +385,9 @@ class BuildManager:
                     live.lines = []  # the backend streams the whole log again
                     with self.store.session() as db:
                         db.get(Build, build_id).step = 0
-                job = live.job = self._job_from_record(record_json)
-                job.report_ref = lambda ref: self._set_ref(build_id, ref)
-                outcome = await asyncio.wait_for(self.backend.recover(job, record_json, emit), self.config.build_timeout)
+                outcome = await asyncio.wait_for(self.backend.recover(live.job, record_json, emit),
+                                                 self.config.build_timeout)
             else:
-                self.builder_runs += 1
                 emit(f"Building {live.job.image} with {self.backend.name}")
                 outcome = await asyncio.wait_for(self.backend.build(live.job, emit), self.config.build_timeout)
             status, digest = SUCCEEDED, outcome.digest
@@ -406,9 +404,7 @@ class BuildManager:
         except Exception as e:  # a bug or an unexpected backend error: the build fails, the service lives
             self.log.exception("build %s failed unexpectedly", build_id)
             message = f"the build service failed: {type(e).__name__}: {e}"
-        for secret in self._secrets:
-            if secret:
-                message = message.replace(secret, "***")
+        message = self._redact(message)
         size = await self._size(record_json["image"]) if status == SUCCEEDED else None
         if status != SUCCEEDED:
             emit(f"Build {status}: {message}")

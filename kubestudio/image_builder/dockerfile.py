@@ -79,28 +79,6 @@ def parse(text, name="Dockerfile"):
     return parsed
 
 
-def count_steps(instructions):
-    """Steps as buildah numbers them ("STEP n/m"): one per instruction."""
-    return len(instructions)
-
-
-def base_images(instructions):
-    """Images named by FROM (stage names and ``scratch`` left out)."""
-    stages, images = set(), []
-    for _, instruction, args in instructions:
-        if instruction != "FROM":
-            continue
-        words = [w for w in args.split() if not w.startswith("--")]
-        if not words:
-            continue
-        image = words[0]
-        if len(words) >= 3 and words[1].lower() == "as":
-            stages.add(words[2].lower())
-        if image.lower() not in stages and image != "scratch":
-            images.append(image)
-    return images
-
-
 def _closest(word):
     import difflib
 

@@ -32,9 +32,8 @@ class ImagesHandler(ServiceHandler):
         return self.has_scope(ADMIN_SCOPE)
 
     def require_builder(self):
-        if not (self.is_admin or self.has_scope(BUILD_SCOPE, self.identity["name"])):
-            raise web.HTTPError(403, f"{self.identity['kind']} {self.identity['name']} may not use image builds "
-                                     f"(needs scope {BUILD_SCOPE})")
+        if not self.is_admin:
+            self.require_scope(BUILD_SCOPE, self.identity["name"], what="use image builds")
 
     def owner_filter(self):
         """Whose builds a listing shows: your own; admins: ?user=NAME, or everyone's with ?user=*."""

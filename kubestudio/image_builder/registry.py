@@ -85,7 +85,7 @@ class RegistryClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         elif auth:
-            headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            headers["Authorization"] = _basic(auth)
         request = HTTPRequest(url, method=method, headers=headers, connect_timeout=self.timeout,
                               request_timeout=self.timeout, validate_cert=True)
         try:
@@ -113,7 +113,7 @@ class RegistryClient:
         query = "&".join(f"{k}={v}" for k, v in params.items())
         headers = {}
         if auth:
-            headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            headers["Authorization"] = _basic(auth)
         try:
             response = await AsyncHTTPClient().fetch(f"{realm}?{query}", headers=headers,
                                                      request_timeout=self.timeout)
@@ -123,6 +123,11 @@ class RegistryClient:
             raise RegistryError(f"registry {self.host}: its token service is not reachable: {e}") from None
         data = json.loads(response.body)
         return data.get("token") or data.get("access_token")
+
+
+def _basic(auth):
+    user, password = auth
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def split_reference(image):

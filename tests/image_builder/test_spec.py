@@ -74,7 +74,6 @@ def test_dockerfile_parse():
                      "# comment\nCOPY . /src\nFROM base\n")
     assert [s[1] for s in steps] == ["ARG", "FROM", "RUN", "COPY", "FROM"]
     assert steps[2] == (5, "RUN", "echo a  && echo b")
-    assert df.base_images(steps) == ["busybox:${V}"]
 
 
 @pytest.mark.parametrize("text,message", [

@@ -10,6 +10,7 @@ build follows, and a restarted service re-attaches to pods still running.
 """
 
 import asyncio
+import contextlib
 import re
 import time
 
@@ -182,8 +183,7 @@ class KanikoBackend(BuildBackend):
         from kubernetes_asyncio.client.rest import ApiException
 
         name = build_pod_name(job.id)
-        self.followed.add(name)
-        try:
+        async with self._tracked(name):
             if job.generated:
                 configmap = {"apiVersion": "v1", "kind": "ConfigMap",
                              "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "kubestudio",
@@ -198,9 +198,6 @@ class KanikoBackend(BuildBackend):
             job.set_ref(name)
             emit(f"Build pod {self.namespace}/{name} created")
             return await self._follow(name, emit)
-        finally:
-            await self._delete(name)
-            self.followed.discard(name)
 
     async def recover(self, job, record, emit):
         name = record.get("backend_ref") or build_pod_name(job.id)
@@ -212,10 +209,16 @@ class KanikoBackend(BuildBackend):
             if e.status == 404:
                 raise BuildFailed(f"interrupted: the build pod {name} is gone (the service restarted meanwhile)") from None
             raise
-        self.followed.add(name)
-        emit(f"Re-attached to build pod {self.namespace}/{name} after a restart of the image service")
-        try:
+        async with self._tracked(name):
+            emit(f"Re-attached to build pod {self.namespace}/{name} after a restart of the image service")
             return await self._follow(name, emit)
+
+    @contextlib.asynccontextmanager
+    async def _tracked(self, name):
+        """While a build follows its pod the cleaner leaves it alone; afterwards pod and ConfigMap go."""
+        self.followed.add(name)
+        try:
+            yield
         finally:
             await self._delete(name)
             self.followed.discard(name)
