@@ -9,7 +9,9 @@ from kubestudio.image_builder.app import ImageBuilder
 from kubestudio.image_builder.backends.buildah import BuildahBackend
 from kubestudio.image_builder.backends.kaniko import KanikoBackend
 
-NOTES = {("LocalWorkspaceSpawner", "gpus"): "`None` (detect)", ("WorkspaceSpawner", "user_images_prefix"): "(set by configure() from the registry)"}
+NOTES = {("LocalWorkspaceSpawner", "gpus"): "`None` (detect)", ("WorkspaceSpawner", "user_images_prefix"): "(set by configure() from the registry)",
+         ("LocalWorkspaceSpawner", "user_images_prefix"): "(set by configure() from the registry)",
+         ("LocalWorkspaceSpawner", "server_image"): "(set by configure(): the offline base)"}
 
 def section(cls):
     out = [f"### `{cls.__name__}`", ""]

@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# the hub, its services and its servers use this checkout's Python and proxy, whatever PATH says
+export PATH="$PWD/.venv/bin:$PWD/node_modules/.bin:$PATH"
 exec .venv/bin/jupyterhub -f jupyterhub_config.py "$@"

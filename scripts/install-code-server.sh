@@ -13,8 +13,20 @@ VERSION="${CODE_SERVER_VERSION:-4.100.3}"   # the 4.100 line runs on Node 20
 PREFIX="$PWD/.tools/code-server"
 log() { printf '[code-server] %s\n' "$*" >&2; }
 
-if [ -x "$PREFIX/node_modules/.bin/code-server" ] && "$PREFIX/node_modules/.bin/code-server" --version >/dev/null 2>&1; then
+# one build per machine: other checkouts of the same version copy it from the cache
+CACHE="${KUBESTUDIO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubestudio}/code-server-$VERSION-node$(node -p 'process.versions.modules')"
+
+works() { [ -x "$1/node_modules/.bin/code-server" ] && "$1/node_modules/.bin/code-server" --version >/dev/null 2>&1; }
+
+if works "$PREFIX"; then
   exit 0
+fi
+if works "$CACHE"; then
+  log "copying code-server $VERSION from $CACHE"
+  rm -rf "$PREFIX"; mkdir -p "$(dirname "$PREFIX")"
+  cp -a "$CACHE" "$PREFIX"
+  works "$PREFIX" && exit 0
+  log "the cached copy does not run here; building it again"
 fi
 
 node_major=$(node -p 'process.versions.node.split(".")[0]')
@@ -52,3 +64,8 @@ for module in @vscode/spdlog node-pty kerberos; do
     || { log "native module $module was not built"; exit 1; }
 done
 "$PREFIX/node_modules/.bin/code-server" --version
+# keep a copy for the next checkout on this machine (best effort)
+if mkdir -p "$(dirname "$CACHE")" 2>/dev/null; then
+  rm -rf "$CACHE.tmp" && cp -a "$PREFIX" "$CACHE.tmp" && rm -rf "$CACHE" && mv "$CACHE.tmp" "$CACHE" \
+    || log "could not keep a copy in $CACHE (the next checkout builds again)"
+fi

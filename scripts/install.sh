@@ -36,6 +36,8 @@ fi
 wanted_debs=""
 command -v buildah >/dev/null || wanted_debs="$wanted_debs buildah"
 command -v docker-registry >/dev/null || wanted_debs="$wanted_debs docker-registry"
+# offline base images (base/python:3.11) from Debian's packages
+command -v mmdebstrap >/dev/null || wanted_debs="$wanted_debs mmdebstrap"
 if [ $want_test = 1 ]; then
   command -v skopeo >/dev/null || wanted_debs="$wanted_debs skopeo"
   [ -x /bin/busybox ] || wanted_debs="$wanted_debs busybox-static"

@@ -5,9 +5,31 @@ import shutil
 
 import pytest
 
+from kubestudio.testing import processes
 from kubestudio.testing.registry import LocalRegistry, push_busybox_base, tools_missing
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_running():
+    """Fail the run when a test left a process of its own running (a hub, proxy, server, service).
+
+    The run's processes are kept in a control group of their own, so this looks only at what
+    this run started; other hubs and test runs on the machine are never touched.
+    """
+    group = processes.track_this_run()
+    if not group.active:
+        import warnings
+
+        warnings.warn("no writable cgroup here: leftover processes are not checked")
+    yield
+    left = processes.leftovers(grace=10)
+    processes.kill_all(left)
+    group.close()
+    if left:
+        listing = "\n".join(f"  {pid}: {cmd[:200]}" for pid, cmd in left)
+        pytest.fail(f"the tests left {len(left)} processes running (now killed):\n{listing}", pytrace=False)
 
 
 @pytest.fixture

@@ -85,7 +85,7 @@ def main(argv=None, out=sys.stdout):
                     print(f"{b['id']}  {b['status']:<10} {b['created']}  {b['image']}", file=out)
             else:
                 for i in client.images():
-                    size = f"{i['size'] / 1e6:.1f} MB" if i.get("size") else ""
+                    size = f"{i['size'] / 2**20:.1f} MiB" if i.get("size") else ""  # as the images page shows it
                     print(f"{i['image']}  {size}  {i.get('digest') or ''}", file=out)
             return 0
         if args.command == "logs":

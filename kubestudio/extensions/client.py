@@ -84,6 +84,10 @@ class ImagesClient:
         params = {"user": user} if user else {}
         return self._call("GET", "api/images", params=params).json()["images"]
 
+    def bases(self):
+        """Base images the service makes itself, with their state (preparing, ready, failed)."""
+        return self._call("GET", "api/bases").json()["bases"]
+
     def log(self, build_id):
         return self._call("GET", f"api/builds/{build_id}/logs").text
 

@@ -23,10 +23,12 @@ from traitlets.config import Configurable
 from ..spawner.profiles import CatalogError, load_catalog
 from ..spawner.projects import PUBLIC_PROJECT, ProjectError, parse_project
 from .membership import join_public_project
+from .ports import CONVENTIONAL, resolve_ports
 from .secretfile import stored_secret
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PASSWORD_FILE = "dummy-password"
+LOCAL_PYTHON_BASE = "base/python:3.11"
 
 
 class KubeStudioConfigError(ValueError):
@@ -135,6 +137,14 @@ class KubeStudio(Configurable):
         code_server = os.path.join(REPO_ROOT, ".tools", "code-server", "node_modules", ".bin")
         return [code_server] if os.path.isdir(code_server) else []
 
+    keep_servers_running = Bool(
+        False,
+        config=True,
+        help="""Leave users' servers running when the hub stops (JupyterHub.cleanup_servers=False) and
+        pick them up, with their GPUs, at the next start: for a hub restarted under a service
+        manager. Off by default: Ctrl-C on the hub stops everything it started.""",
+    )
+
     images_service = Bool(
         True,
         config=True,
@@ -143,9 +153,32 @@ class KubeStudio(Configurable):
     )
 
     images_url = Unicode(
-        "http://127.0.0.1:10101",
+        "",
         config=True,
-        help="Where the hub starts the image service and the proxy reaches it.",
+        help="""Where the hub starts the image service and the proxy reaches it. Empty:
+        http://127.0.0.1:<images_port>.""",
+    )
+
+    hub_port = Integer(
+        0,
+        config=True,
+        help=f"""Loopback port of the hub itself (JupyterHub.hub_port; $KUBESTUDIO_HUB_PORT in the
+        embedded default). 0: {CONVENTIONAL['hub']} when free at the first start, else a free port,
+        remembered in <data_dir>/ports.json. A JupyterHub.hub_port set before configure() wins.""",
+    )
+
+    proxy_api_port = Integer(
+        0,
+        config=True,
+        help=f"""Loopback port of configurable-http-proxy's REST API ($KUBESTUDIO_PROXY_API_PORT).
+        0: {CONVENTIONAL['proxy_api']} when free at the first start, else a free port, remembered.""",
+    )
+
+    images_port = Integer(
+        0,
+        config=True,
+        help=f"""Loopback port of the image service ($KUBESTUDIO_IMAGES_PORT), unless `images_url`
+        is set. 0: {CONVENTIONAL['images']} when free at the first start, else a free port, remembered.""",
     )
 
     registry = Unicode(
@@ -157,15 +190,32 @@ class KubeStudio(Configurable):
     )
 
     local_registry_port = Integer(
-        5000,
+        0,
         config=True,
-        help="Port of the local registry the embedded default runs when `registry` is empty.",
+        help=f"""Port of the local registry the embedded default runs when `registry` is empty
+        ($KUBESTUDIO_REGISTRY_PORT). 0: {CONVENTIONAL['registry']} when free at the first start,
+        else a free port, remembered (built images are named after it, so it never moves by itself).""",
     )
+
+    _ports = None
+
+    def ports(self, c=None, choose=True):
+        """{hub, proxy_api, images, registry}: the set ports, else the ones chosen and remembered."""
+        if self._ports is None:
+            configured = {"hub": self.hub_port, "proxy_api": self.proxy_api_port,
+                          "images": self.images_port, "registry": self.local_registry_port}
+            if c is not None and "hub_port" in c.JupyterHub:
+                configured["hub"] = c.JupyterHub.hub_port
+            self._ports = resolve_ports(os.path.abspath(self.data_dir), configured, choose=choose)
+        return self._ports
+
+    def service_url(self):
+        return self.images_url or f"http://127.0.0.1:{self.ports()['images']}"
 
     # --------------------------------------------------------------------------------
 
     def registry_host(self):
-        return self.registry or f"127.0.0.1:{self.local_registry_port}"
+        return self.registry or f"127.0.0.1:{self.ports()['registry']}"
 
     def images_defaults(self, c, data):
         """Defaults of the image service (only where c.ImageBuilder etc. do not set them)."""
@@ -180,6 +230,12 @@ class KubeStudio(Configurable):
         setdefault("ImageBuilder", "db_url", f"sqlite:///{os.path.join(data, 'images.sqlite')}")
         setdefault("ImageBuilder", "work_dir", os.path.join(data, "build-contexts"))
         if self.spawner == "local":
+            # a Python base made from Debian packages, so the first builds need no internet; its
+            # Python is the one local servers run (Debian 12's 3.11)
+            setdefault("ImageBuilder", "base_images", [{
+                "image": LOCAL_PYTHON_BASE, "suite": "bookworm",
+                "packages": ["python3", "python3-pip", "python3-venv", "ca-certificates"],
+                "description": "Debian 12 with Python 3.11 and pip, made on this machine"}])
             setdefault("ImageBuilder", "workspaces_root", os.path.join(data, "users"))
             setdefault("ImageBuilder", "workspace_pattern", "{root}/{user_slug}/mnt")
             setdefault("BuildahBackend", "storage_root", os.path.join(data, "buildah", "storage"))
@@ -219,7 +275,7 @@ class KubeStudio(Configurable):
                 env[name] = os.environ[name]
         service = {
             "name": "images",
-            "url": self.images_url,
+            "url": self.service_url(),
             "command": [sys.executable, "-m", "kubestudio.image_builder"],
             "cwd": data,
             "environment": env,
@@ -231,16 +287,21 @@ class KubeStudio(Configurable):
         if not self.registry:
             registry_config = self.local_registry_config(data)
             if registry_config:
-                services.append({"name": "registry", "command": ["docker-registry", "serve", registry_config],
+                services.append({"name": "registry",
+                                 "command": [sys.executable, "-m", "kubestudio.hub.sigdefault",
+                                             "docker-registry", "serve", registry_config],
                                  "cwd": data, "display": False})
-        if "user_images_prefix" not in c.WorkspaceSpawner:
-            prefix = c.ImageBuilder.get("registry_prefix", "kubestudio")
-            c.WorkspaceSpawner.user_images_prefix = "/".join(
-                p for p in (c.ImageBuilder.registry_host, prefix, "{user_slug}") if p) + "/"
+        prefix = c.ImageBuilder.get("registry_prefix", "kubestudio")
+        for spawner in ("WorkspaceSpawner", "LocalWorkspaceSpawner"):
+            if "user_images_prefix" not in c[spawner]:
+                c[spawner].user_images_prefix = "/".join(
+                    p for p in (c.ImageBuilder.registry_host, prefix, "{user_slug}") if p) + "/"
         c.JupyterHub.services = services + [service]
+        if self.spawner == "local" and "server_image" not in c.LocalWorkspaceSpawner:
+            c.LocalWorkspaceSpawner.server_image = f"{c.ImageBuilder.registry_host}/{LOCAL_PYTHON_BASE}"
         for spawner in ("WorkspaceSpawner", "LocalWorkspaceSpawner"):
             if "images_api_url" not in c[spawner]:
-                c[spawner].images_api_url = self.images_url.rstrip("/") + "/services/images/api/images"
+                c[spawner].images_api_url = self.service_url().rstrip("/") + "/services/images/api/images"
             if "images_api_token" not in c[spawner]:
                 c[spawner].images_api_token = hub_token
 
@@ -257,7 +318,7 @@ class KubeStudio(Configurable):
                 "log:\n  level: warn\n"
                 f"storage:\n  filesystem:\n    rootdirectory: {os.path.join(data, 'registry')}\n"
                 "  delete:\n    enabled: true\n"
-                f"http:\n  addr: 127.0.0.1:{self.local_registry_port}\n"
+                f"http:\n  addr: 127.0.0.1:{self.ports()['registry']}\n"
             )
         return path
 
@@ -308,7 +369,8 @@ class KubeStudio(Configurable):
 
         data = os.path.abspath(self.data_dir)
         if os.environ.get("KUBESTUDIO_SERVICE_MODE"):
-            # a hub service reading the hub's config file: only its own settings
+            # a hub service reading the hub's config file: only its own settings, on the hub's ports
+            self.ports(c, choose=False)
             self.images_defaults(c, data)
             return
         try:
@@ -322,13 +384,17 @@ class KubeStudio(Configurable):
         os.environ["PATH"] = os.pathsep.join([d for d in self.tool_dirs if d not in path] + path)
 
         c.JupyterHub.bind_url = self.bind_url
+        ports = self.ports(c)
+        c.JupyterHub.hub_port = ports["hub"]
+        if "api_url" not in c.ConfigurableHTTPProxy:
+            c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{ports['proxy_api']}"
         c.JupyterHub.db_url = f"sqlite:///{os.path.join(data, 'jupyterhub.sqlite')}"
         c.JupyterHub.cookie_secret_file = os.path.join(data, "jupyterhub_cookie_secret")
         c.ConfigurableHTTPProxy.pid_file = os.path.join(data, "jupyterhub-proxy.pid")
         c.ConfigurableHTTPProxy.command = list(self.proxy_command)
         c.JupyterHub.allow_named_servers = True
-        # a workstation keeps its notebooks running across a hub restart
-        c.JupyterHub.cleanup_servers = False
+        if "cleanup_servers" not in c.JupyterHub:
+            c.JupyterHub.cleanup_servers = not self.keep_servers_running
         c.JupyterHub.load_groups = groups
 
         if self.spawner == "kubernetes":
@@ -345,7 +411,12 @@ class KubeStudio(Configurable):
             self.images_defaults(c, data)
             self.images_hub_config(c, data, self.config_file or os.path.abspath("jupyterhub_config.py"))
 
-        c.JupyterHub.authenticator_class = self.authenticator_class
+        if self.authenticator_class == "dummy":
+            from .auth import SharedPasswordLogin
+
+            c.JupyterHub.authenticator_class = SharedPasswordLogin
+        else:
+            c.JupyterHub.authenticator_class = self.authenticator_class
         c.Authenticator.admin_users = set(self.admin_users)
         c.Authenticator.post_auth_hook = join_public_project
         if self.authenticator_class == "dummy":

@@ -15,13 +15,15 @@ import signal
 
 from jupyterhub.utils import url_path_join
 from tornado import web
-from traitlets import Bool, Integer, Type, Unicode, default
+from traitlets import Bool, Integer, List, Type, Unicode, default
 from traitlets.config import Application
 
 from ..hub.service import oauth_routes, oauth_settings, service_prefix, service_url_parts
 from ..hub.store import Store
+from ..spawner.storage import user_slug
 from . import handlers
 from .backends.base import BuildBackend
+from .bases import BasePreparer, base_from_config, default_base
 from .backends.buildah import BuildahBackend
 from .builds import BuildManager
 from .capture import ServerCapture
@@ -129,6 +131,27 @@ class ImageBuilder(Application):
     def _default_cookie_secret_file(self):
         return os.path.abspath("images_cookie_secret")
 
+    base_images = List(
+        config=True,
+        help="""Base images the service makes itself from Debian packages when the registry lacks them
+        (needs `mmdebstrap`; local builds only), e.g. [{"image": "base/python:3.11", "suite":
+        "bookworm", "packages": ["python3", "python3-pip", "python3-venv", "ca-certificates"],
+        "description": "Debian 12, Python 3.11, pip"}]. Pushed under registry_host; made in the
+        background after the service starts; the first one is the default base of `environment`
+        builds and of `from_server` builds of servers that run no image. The embedded hub sets one.""",
+    )
+    base_cache_dir = Unicode(
+        config=True,
+        help="""Folder where the root filesystems of `base_images` are kept, so another hub (or this one
+        with a new registry) on the same machine makes its base images in seconds. Empty: no cache.
+        Defaults to ~/.cache/kubestudio/base-rootfs.""",
+    )
+
+    @default("base_cache_dir")
+    def _default_base_cache_dir(self):
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return os.path.join(cache, "kubestudio", "base-rootfs")
+
     keepalive_seconds = Integer(15, config=True, help="Seconds between keepalive comments on log event streams.")
     proxy_url = Unicode(
         config=True,
@@ -168,6 +191,13 @@ class ImageBuilder(Application):
     def workspace_of(self, slug):
         return self.workspace_pattern.format(root=self.workspaces_root, user_slug=slug)
 
+    def workspace_label(self, user):
+        """The user's workspace as the page names it: where it really is for local builds, else
+        /mnt/<user> as a server sees it."""
+        if self.backend.snapshot_context:
+            return self.workspace_of(user_slug(user))
+        return f"/mnt/{user}"
+
     def initialize(self, argv=None):
         os.environ.setdefault("KUBESTUDIO_SERVICE_MODE", SERVICE_NAME)
         super().initialize(argv)
@@ -193,6 +223,10 @@ class ImageBuilder(Application):
         self.backend = self.make_backend()
         capture = ServerCapture(self.proxy_url, os.environ.get("JUPYTERHUB_API_URL", ""),
                                 os.environ.get("JUPYTERHUB_API_TOKEN", ""))
+        bases = [base_from_config(entry) for entry in self.base_images]
+        self.bases = BasePreparer(bases if self.backend.snapshot_context else [], self.registry_host, registry,
+                                  self.backend, self.work_dir, self.log, cache_dir=self.base_cache_dir)
+        self.default_base = default_base(bases, self.registry_host)
         self.manager = BuildManager(self, self.store, self.backend, registry, self.log, capture=capture.capture)
         api = url_path_join(prefix, "api")
         routes = oauth_routes(prefix) + [
@@ -201,9 +235,13 @@ class ImageBuilder(Application):
             (url_path_join(api, "builds", r"([0-9a-f]{1,32})"), handlers.BuildHandler),
             (url_path_join(api, "builds", r"([0-9a-f]{1,32})", "logs"), handlers.BuildLogsHandler),
             (url_path_join(api, "images"), handlers.ImageListHandler),
+            (url_path_join(api, "bases"), handlers.BaseListHandler),
+            (url_path_join(api, "servers"), handlers.ServerListHandler),
             (url_path_join(api, "health"), handlers.HealthHandler),
         ]
-        settings = oauth_settings(SERVICE_NAME, prefix, cookie_secret_file=self.cookie_secret_file, manager=self.manager,
+        settings = oauth_settings(SERVICE_NAME, prefix, cookie_secret_file=self.cookie_secret_file,
+                                  manager=self.manager, bases=self.bases, default_base=self.default_base,
+                                  workspace_label=self.workspace_label, capture=capture,
                                   keepalive_seconds=self.keepalive_seconds,
                                   registry_display=f"{self.registry_host}/{self.registry_prefix}".rstrip("/"),
                                   static_path=os.path.join(os.path.dirname(__file__), "static"),
@@ -213,6 +251,7 @@ class ImageBuilder(Application):
     async def serve(self):
         app = self.make_app()
         await self.manager.start()
+        self.bases.start()
         host, port = service_url_parts()
         server = app.listen(port, address=host, xheaders=True)
         self.log.info("image service on http://%s:%s%s (backend %s, registry %s)", host, port,
@@ -227,6 +266,7 @@ class ImageBuilder(Application):
             if live.task:
                 live.task.cancel()
         await asyncio.sleep(0.2)
+        await self.bases.stop()
         await self.manager.stop()
         await self.backend.stop()
 

@@ -16,7 +16,7 @@ from ..spawner.storage import user_slug
 from . import spec as specs
 from .backends.base import BuildFailed, BuildJob
 from .context import resolve_context, scan_context
-from .models import ACTIVE, CANCELLED, DONE, EXISTS, FAILED, QUEUED, RUNNING, SUCCEEDED, Build, iso, utcnow
+from .models import ACTIVE, CANCELLED, DELETED, DONE, EXISTS, FAILED, QUEUED, RUNNING, SUCCEEDED, Build, iso, utcnow
 from .queue import BuildQueue
 from .registry import RegistryError, split_reference
 
@@ -90,7 +90,8 @@ class BuildManager:
 
     async def submit(self, identity, body, is_admin):
         """Check and start (or answer) a build request; (http status, record dict)."""
-        request = specs.parse_request(body)
+        default_base = getattr(self.config, "default_base", None)
+        request = specs.parse_request(body, default_base)
         owner = identity["name"]
         slug = user_slug(owner)
         if request.repository and not is_admin:
@@ -128,7 +129,7 @@ class BuildManager:
         else:
             if self.capture is None:
                 raise specs.RequestError("from_server: this service cannot reach user servers", 409)
-            base, diff = await self.capture(owner, request.from_server, request.base)
+            base, diff = await self.capture(owner, request.from_server, request.base, fallback=default_base)
             request.environment = {"base": base, **{k: v for k, v in diff.items() if v}}
             extra["captured"] = diff
             if not any(diff.values()):
@@ -305,6 +306,27 @@ class BuildManager:
                                "built": iso(r.finished)})
             return images
 
+    async def delete_image(self, image, owner=None):
+        """Delete ``image`` from the registry and from the owner's image list (its builds stay in the
+        history as ``deleted``); returns the image's builds. ``owner`` None: any owner (admins)."""
+        with self.store.session() as db:
+            query = db.query(Build).filter(Build.image == image, Build.status.in_((SUCCEEDED, EXISTS)))
+            if owner is not None:
+                query = query.filter(Build.owner == owner)
+            records = query.all()
+            if not records:
+                raise specs.RequestError(f"image: {image!r} is not one of your images", 404)
+        _, repository, tag = split_reference(image)
+        try:
+            await self.registry.delete(repository, tag)
+        except RegistryError as e:
+            raise specs.RequestError(f"image: {e}", 502) from None
+        with self.store.session() as db:
+            for record in db.query(Build).filter(Build.image == image, Build.status.in_((SUCCEEDED, EXISTS))):
+                record.status, record.message = DELETED, "the image was deleted from the registry"
+        self.log.info("image %s deleted by %s", image, owner or "an admin")
+        return len(records)
+
     def log_text(self, build_id):
         live = self.live.get(build_id)
         if live is not None:
@@ -357,9 +379,10 @@ class BuildManager:
         if step is not None:
             with self.store.session() as db:
                 record = db.get(Build, live.id)
-                record.step = record.step + 1 if step[0] == "next" else step[0]
-                if step[1]:  # the builder's own count (buildah adds a step per --label)
-                    record.steps = step[1]
+                # the user's Dockerfile sets the count: steps the builder adds on its own (buildah
+                # counts a LABEL step per --label) are not the user's and never show as "of 6"
+                number = record.step + 1 if step[0] == "next" else step[0]
+                record.step = min(number, record.steps) if record.steps else number
         asyncio.ensure_future(live.notify())
 
     async def _run(self, build_id, recovering=False):

@@ -40,7 +40,7 @@ class ServerCapture:
             raise RequestError(f"from_server: {what} is not reachable: {e}", 502) from None
         return json.loads(response.body)
 
-    async def capture(self, owner, server_name, base=None):
+    async def capture(self, owner, server_name, base=None, fallback=None):
         """(base image, {"pip": [...], "conda": [...]}) of owner's server ``server_name``."""
         user = await self._get(f"{self.hub_api_url}/users/{quote(owner, safe='')}", "the hub")
         servers = (user or {}).get("servers") or {}
@@ -53,7 +53,8 @@ class ServerCapture:
         if found is None:
             raise RequestError(f"from_server: {label} does not have the KubeStudio server extension "
                                "(pip install kubestudio in its image)", 409)
-        image = base or found.get("image")
+        # a server that runs no image (the embedded default) gets the service's default base
+        image = base or found.get("image") or fallback
         if not image:
             raise RequestError(f"from_server: {label} runs without a container image; give `base`, "
                                "the image to add its packages to", 400)
@@ -61,3 +62,28 @@ class ServerCapture:
         diff = {manager: package_diff(found.get("baseline", {}).get(manager, []), found.get("current", {}).get(manager, []))
                 for manager in ("pip", "conda")}
         return image, diff
+
+    async def servers(self, owner):
+        """The owner's servers for the page's *Running server* choice: [{name, ready, adds, note}],
+        ``adds`` being what a build of it would install on top of its image."""
+        user = await self._get(f"{self.hub_api_url}/users/{quote(owner, safe='')}", "the hub")
+        listed = []
+        for name, server in sorted(((user or {}).get("servers") or {}).items()):
+            entry = {"name": name, "ready": bool(server.get("ready")), "adds": None, "note": ""}
+            if not entry["ready"]:
+                entry["note"] = "not running"
+            else:
+                label = f"server {name!r}" if name else "your default server"
+                try:
+                    found = await self._get(f"{self.proxy_url}{server['url']}api/kubestudio/environment", label)
+                except RequestError as e:
+                    entry["note"] = str(e).removeprefix("from_server: ")
+                else:
+                    if found is None:
+                        entry["note"] = "runs without the KubeStudio server extension"
+                    else:
+                        entry["adds"] = {m: package_diff(found.get("baseline", {}).get(m, []),
+                                                         found.get("current", {}).get(m, [])) for m in ("pip", "conda")}
+            listed.append(entry)
+        return listed
+

@@ -117,6 +117,38 @@ class ImageListHandler(ImagesHandler):
         self.require_builder()
         self.write_json({"images": self.manager.images(owner=self.owner_filter())})
 
+    async def delete(self):
+        """``DELETE api/images?image=<reference>``: delete one of your images (admins: anyone's)."""
+        self.require_builder()
+        image = self.get_argument("image", "")
+        if not image:
+            raise web.HTTPError(400, "image: give the image reference to delete (?image=...)")
+        try:
+            count = await self.manager.delete_image(image, owner=None if self.is_admin else self.identity["name"])
+        except RequestError as e:
+            raise web.HTTPError(e.status, str(e)) from None
+        self.write_json({"image": image, "deleted": True, "builds": count})
+
+
+class BaseListHandler(ImagesHandler):
+    """Base images this service makes itself (embedded default), with their state."""
+
+    async def get(self):
+        self.require_builder()
+        self.write_json({"bases": self.settings["bases"].status(), "default": self.settings["default_base"]})
+
+
+class ServerListHandler(ImagesHandler):
+    """The caller's servers and what a *Running server* build of each would add (for the page)."""
+
+    async def get(self):
+        self.require_builder()
+        try:
+            servers = await self.settings["capture"].servers(self.identity["name"])
+        except RequestError as e:
+            raise web.HTTPError(e.status, str(e)) from None
+        self.write_json({"servers": servers})
+
 
 class HealthHandler(web.RequestHandler):
     def get(self):
@@ -134,6 +166,8 @@ class IndexHandler(PageHandler, ImagesHandler):
             hub_prefix=os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/",
             xsrf=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes) else self.xsrf_token,
             registry=self.settings["registry_display"],
+            default_base=self.settings["default_base"] or "",
+            workspace=self.settings["workspace_label"](self.identity["name"]),
         )
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(page)

@@ -6,8 +6,9 @@ from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, EXISTS = "queued", "running", "succeeded", "failed", "cancelled", "exists"
+DELETED = "deleted"  # built, then its image was deleted from the registry
 ACTIVE = (QUEUED, RUNNING)
-DONE = (SUCCEEDED, FAILED, CANCELLED, EXISTS)
+DONE = (SUCCEEDED, FAILED, CANCELLED, EXISTS, DELETED)
 
 
 def utcnow():

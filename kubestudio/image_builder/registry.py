@@ -68,6 +68,21 @@ class RegistryClient:
         found = await self.manifest(repository, tag)
         return found[0] if found else None
 
+    async def delete(self, repository, tag):
+        """Delete repository:tag from the registry (its manifest, by digest); False if it had none.
+        The registry must allow deletes (docker-registry: storage.delete.enabled)."""
+        found = await self.manifest(repository, tag)
+        if not found:
+            return False
+        url = f"{self.base}/{repository}/manifests/{found[0]}"
+        try:
+            await self._fetch(url, "DELETE", repository, headers={})
+        except RegistryError as e:
+            if "HTTP 405" in str(e):
+                raise RegistryError(f"registry {self.host} does not allow deleting images (HTTP 405)") from None
+            raise
+        return True
+
     async def image_size(self, repository, reference):
         """Compressed size in bytes (config + layers) of a single-platform image, or None."""
         found = await self.manifest(repository, reference, method="GET")

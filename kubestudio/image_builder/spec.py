@@ -60,13 +60,14 @@ class BuildRequest:
         return {k: v for k, v in self.__dict__.items() if v not in (None, {}, [])}
 
 
-def parse_request(body):
+def parse_request(body, default_base=None):
     """The request body -> BuildRequest, or RequestError naming the field."""
     unknown = sorted(set(body) - FIELDS)
     if unknown:
         raise RequestError(f"{unknown[0]}: unknown field (expected one of: {', '.join(KINDS)}; "
                            "and optionally name, tag, dockerfile, project, labels)")
-    kinds = [k for k in KINDS if body.get(k) not in (None, "")]
+    # from_server names a server; "" (like true) is the default server, so it counts as given
+    kinds = [k for k in KINDS if body.get(k) not in (None, "") or (k == "from_server" and body.get(k) == "")]
     if len(kinds) != 1:
         raise RequestError(f"give exactly one of {', '.join(KINDS)}" + (f" (got {', '.join(kinds)})" if kinds else ""))
     kind = kinds[0]
@@ -83,10 +84,10 @@ def parse_request(body):
         request.dockerfile_text = text
         default_name = "custom"
     elif kind == "environment":
-        request.environment = parse_environment(body["environment"])
+        request.environment = parse_environment(body["environment"], default_base)
         default_name = "environment"
     else:
-        request.from_server = _string(body, "from_server") if body["from_server"] is not True else ""
+        request.from_server = "" if body["from_server"] in (True, "") else _string(body, "from_server")
         default_name = f"server-{request.from_server}" if request.from_server else "server"
     if body.get("base") is not None:
         if kind != "from_server":
@@ -126,13 +127,13 @@ def parse_request(body):
     return request
 
 
-def parse_environment(env):
+def parse_environment(env, default_base=None):
     if not isinstance(env, dict):
         raise RequestError("environment: must be an object {base, pip, apt, conda}")
     unknown = sorted(set(env) - {"base", "pip", "apt", "conda"})
     if unknown:
         raise RequestError(f"environment.{unknown[0]}: unknown field (expected base, pip, apt, conda)")
-    base = env.get("base")
+    base = env.get("base") or default_base
     if not isinstance(base, str) or not base:
         raise RequestError("environment.base: the base image is required")
     out = {"base": check_reference(base, "environment.base")}

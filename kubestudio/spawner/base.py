@@ -103,8 +103,25 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
     def check_capacity(self, request):
         """Refuse (SpawnRefused) a request over quota or beyond free resources; take nothing."""
 
+    user_images_prefix = Unicode(
+        "",
+        config=True,
+        help="""Where each user's own images live, e.g. "registry.example.org/kubestudio/{user_slug}/"
+        (the image builder pushes there; configure() sets it). Profiles with `custom_images: true`
+        then accept any image under the user's own prefix, and nothing outside it. Empty: no
+        custom images.""",
+    )
+
     def custom_image_prefix(self):
         """Where this user's own images live, for profiles with custom_images; None: not offered."""
+        if not self.user_images_prefix:
+            return None
+        from .storage import user_slug
+
+        return self.user_images_prefix.format(user_slug=user_slug(self.user.name))
+
+    def runs_here(self):
+        """Where a server does not run its profile's image: what it runs instead (for the form)."""
         return None
 
     def resolve(self, options):
@@ -130,6 +147,7 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
             own_images=own_images,
             own_images_note=images_note,
             own_images_prefix=self.custom_image_prefix(),
+            runs_here=self.runs_here(),
         )
 
     def options_from_form(self, formdata):

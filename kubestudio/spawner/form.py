@@ -16,10 +16,12 @@ _env = jinja2.Environment(
 
 
 def render_spawn_form(catalog, projects, profile_unavailable=None, ide_unavailable=None, previous=None,
-                      own_images=(), own_images_note=None, own_images_prefix=None):
+                      own_images=(), own_images_note=None, own_images_prefix=None, runs_here=None):
     """Render the form; ``previous`` (last ``user_options``) preselects the user's last choice.
 
     ``own_images`` (references the user built) are offered by profiles with ``custom_images``.
+    ``runs_here``: where the spawner cannot run images (the embedded default), what a server really
+    runs; the image choices are then labelled as applying elsewhere instead of promised.
     """
     profile_unavailable = profile_unavailable or {}
     ide_unavailable = ide_unavailable or {}
@@ -88,9 +90,11 @@ def render_spawn_form(catalog, projects, profile_unavailable=None, ide_unavailab
                     for i in profile.ides
                 ],
                 "images": [
-                    {"name": c.name, "display_name": c.display_name, "image": c.image, "selected": c.name == wanted_image}
+                    {"name": c.name, "display_name": c.display_name + (" (on Kubernetes)" if runs_here else ""),
+                     "image": c.image, "selected": c.name == wanted_image}
                     for c in profile.images
                 ],
+                "runs_here": runs_here if (profile.images or mine_offered) else None,
                 "own_images": [
                     {"image": ref, "label": ref[len(own_images_prefix):] if own_images_prefix and ref.startswith(own_images_prefix) else ref,
                      "selected": ref == wanted_image}
@@ -101,4 +105,4 @@ def render_spawn_form(catalog, projects, profile_unavailable=None, ide_unavailab
                 "selected_gpus": selected_gpus,
             }
         )
-    return _env.get_template("spawn_form.html").render(projects=project_rows, profiles=profile_rows)
+    return _env.get_template("spawn_form.html").render(projects=project_rows, profiles=profile_rows, runs_here=runs_here)

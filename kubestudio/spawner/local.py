@@ -14,6 +14,8 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 from jupyterhub.spawner import LocalProcessSpawner
@@ -40,6 +42,23 @@ def write_code_server_defaults(home):
         os.makedirs(settings_dir, exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
             json.dump(CODE_SERVER_DEFAULTS, f, indent=2)
+
+
+# The directory of the hub's own Python (its venv's bin): servers run jupyterhub-singleuser and the
+# `kubestudio` CLI from there whatever PATH the hub was started with.
+HUB_BIN = os.path.dirname(sys.executable)
+
+# JupyterLab terminals are login shells, and a login shell's /etc/profile resets PATH: run the
+# login files first, then put the server's own tools back in front and go on as an interactive
+# shell (which reads ~/.bashrc), so `python`, `pip` and `kubestudio` are the server's.
+LOGIN_SHELL = ["/bin/bash", "-l", "-c",
+               'export PATH="$KUBESTUDIO_SERVER_PATH${PATH:+:$PATH}"; exec /bin/bash -i']
+
+
+def singleuser_command():
+    """jupyterhub-singleuser of the hub's own environment, else the one on PATH."""
+    beside = os.path.join(HUB_BIN, "jupyterhub-singleuser")
+    return [beside] if os.access(beside, os.X_OK) else ["jupyterhub-singleuser"]
 
 
 # one ledger per data dir in this hub process: every spawner of the hub shares it
@@ -80,6 +99,23 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         config=True,
         help="""VS Code servers jupyter-vscode-proxy can run, in order of preference. VS Code
         profiles are shown disabled when none is on the hub's PATH.""",
+    )
+
+    @default("cmd")
+    def _default_cmd(self):
+        return singleuser_command()
+
+    @default("popen_kwargs")
+    def _default_popen_kwargs(self):
+        # a server never reads the hub's terminal (it would answer Jupyter's "Shut down?" prompt)
+        return {"stdin": subprocess.DEVNULL}
+
+    server_image = Unicode(
+        "",
+        config=True,
+        help="""An image holding what local servers really run (the hub's Python), given to servers as
+        KUBESTUDIO_IMAGE: the base their "running server" image builds add packages to.
+        configure() sets the embedded default's own base image (<registry>/base/python:3.11).""",
     )
 
     start_timeout = Integer(
@@ -127,6 +163,11 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             if missing:
                 profile_reasons[profile.slug] = missing
         return profile_reasons, ide_reasons
+
+    def runs_here(self):
+        version = ".".join(str(n) for n in sys.version_info[:2])
+        return (f"On this machine every server runs the hub's own Python {version} environment, not the "
+                f"image; the image applies when the hub runs on Kubernetes.")
 
     def check_capacity(self, request):
         self.ledger.reserve(
@@ -185,7 +226,13 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         gpus = f" with GPU {', '.join(allocation.gpus)}" if allocation.gpus else ""
         ide = "VS Code" if request.ide == "vscode" else "JupyterLab"
         self._progress(50, f"Starting {ide} ({profile.display_name}){gpus}")
-        ip, port = await super().start()
+        try:
+            ip, port = await super().start()
+        except FileNotFoundError as e:
+            raise SpawnFailed(
+                f"{ide} could not start: {e.filename or self.cmd[0]} was not found on this machine "
+                f"(install KubeStudio with scripts/install.sh, or set LocalWorkspaceSpawner.cmd)"
+            ) from None
         await self._wait_until_answering(ip, port, ide)
         return ip, port
 
@@ -219,6 +266,7 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         if os.geteuid() == 0:
             # the embedded default often runs as root in containers and CI
             args.append("--ServerApp.allow_root=True")
+        args.append("--ServerApp.terminado_settings=" + json.dumps({"shell_command": LOGIN_SHELL}))
         return args
 
     async def progress(self):
@@ -254,12 +302,21 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         env["KUBESTUDIO_USER_SLUG"] = user_slug(self.user.name)
         env["KUBESTUDIO_WORKSPACE"] = folders.workspace
         env["KUBESTUDIO_ARCHIVES"] = folders.archives
+        # the server's own tools first: its Python, pip, jupyter and the kubestudio CLI
+        server_path = [HUB_BIN]
+        env["KUBESTUDIO_SERVER_PATH"] = os.pathsep.join(server_path)
+        inherited = [d for d in env.get("PATH", os.defpath).split(os.pathsep) if d and d not in server_path]
+        env["PATH"] = os.pathsep.join(server_path + inherited)
         if self._request is not None:
             env["KUBESTUDIO_PROJECT"] = self._request.project.name
             env["KUBESTUDIO_PROFILE"] = self._request.profile.slug
             env["KUBESTUDIO_IDE"] = self._request.ide
             if self._request.image:
-                env["KUBESTUDIO_IMAGE"] = self._request.image.image
+                # chosen on the form, not run here: kept for the record and for Kubernetes
+                env["KUBESTUDIO_REQUESTED_IMAGE"] = self._request.image.image
+        if self.server_image:
+            # what the server really runs, as an image: the base of its from_server builds
+            env["KUBESTUDIO_IMAGE"] = self.server_image
             if self._request.ide == "vscode":
                 env["CODE_WORKINGDIR"] = folders.workspace
                 env["CODE_EXECUTABLE"] = self.vscode_executable() or "code-server"

@@ -170,7 +170,8 @@ def options_from_formdata(formdata):
     options = {"profile": first("profile"), "project": first("project")}
     slug = options["profile"]
     for field in ("ide", "image", "gpus"):
-        value = first(f"{field}-{slug}")
+        # the form names them per profile card; a link (?image=...) may name them plainly
+        value = first(f"{field}-{slug}") or first(field)
         if value != "":
             options[field] = value
     return {k: v for k, v in options.items() if v != ""}

@@ -86,19 +86,6 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         config=True,
         help="Projects whose volume_mount may mount host folders (hostPath). None by default.",
     )
-    user_images_prefix = Unicode(
-        "",
-        config=True,
-        help="""Where each user's own images live, e.g. "registry.example.org/kubestudio/{user_slug}/"
-        (the image builder pushes there). Profiles with `custom_images: true` then accept any image
-        under the user's own prefix, and nothing outside it. Empty: no custom images.""",
-    )
-
-    def custom_image_prefix(self):
-        if not self.user_images_prefix:
-            return None
-        return self.user_images_prefix.format(user_slug=user_slug(self.user.name))
-
     project_namespaces = Bool(
         False,
         config=True,

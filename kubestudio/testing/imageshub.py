@@ -78,7 +78,7 @@ def follow_to_end(client, build_id):
     return lines, final
 
 
-def start_images_hub(root, registry, extra="", settings=None, env=None):
+def start_images_hub(root, registry, extra="", settings=None, env=None, base_images=False):
     """Start a LocalHub whose image service pushes to ``registry`` (a LocalRegistry with auth)."""
     base = textwrap.dedent(f"""
         c.ImageBuilder.registry_insecure = True
@@ -90,7 +90,7 @@ def start_images_hub(root, registry, extra="", settings=None, env=None):
         c.ImageBuilder.keepalive_seconds = 1
         """)
     hub = LocalHub(root, settings={"registry": registry.host, **(settings or {})}, env=env,
-                   extra_config=base + textwrap.dedent(extra))
+                   extra_config=base + textwrap.dedent(extra), base_images=base_images)
     hub.start()
     images = ImagesHub(hub, registry)
     deadline = time.monotonic() + 30

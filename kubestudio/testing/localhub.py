@@ -28,13 +28,16 @@ def _bin(name):
 
 
 class LocalHub:
-    def __init__(self, root, settings=None, extra_config="", password="test-password", env=None):
+    def __init__(self, root, settings=None, extra_config="", password="test-password", env=None,
+                 base_images=False):
         self.root = str(root)
         self.data_dir = os.path.join(self.root, "data")
         self.settings = dict(settings or {})
         self.extra_config = extra_config
         self.password = password
         self.env = dict(env or {})
+        # making the offline Python base takes a minute of CPU: only for the tests that build on it
+        self.base_images = base_images
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.hub_port = free_port()
@@ -45,6 +48,7 @@ class LocalHub:
         self.config_file = os.path.join(self.root, "jupyterhub_config.py")
         self.log_file = os.path.join(self.root, "hub.log")
         self.proc = None
+        self._started = set()  # server PIDs seen through the API, killed at stop if still there
         self.http = requests.Session()
         self.http.headers["Authorization"] = f"token {self.token}"
 
@@ -52,14 +56,14 @@ class LocalHub:
 
     def write_config(self):
         settings = {"data_dir": self.data_dir, "bind_url": self.url, "images_url": self.images_url,
-                    "local_registry_port": self.local_registry_port, **self.settings}
+                    "local_registry_port": self.local_registry_port, "hub_port": self.hub_port,
+                    "proxy_api_port": self.proxy_api_port, **self.settings}
         config = textwrap.dedent(
             f"""
             import json
             from kubestudio.hub import configure
+            {"" if self.base_images else "c.ImageBuilder.base_images = []"}
             configure(c, **json.loads({json.dumps(json.dumps(settings))}))
-            c.JupyterHub.hub_port = {self.hub_port}
-            c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.proxy_api_port}"
             c.JupyterHub.services = list(c.JupyterHub.get("services", [])) + [{{"name": "test-admin", "api_token": "{self.token}"}}]
             c.JupyterHub.load_roles = list(c.JupyterHub.get("load_roles", [])) + [{{"name": "admin", "services": ["test-admin"]}}]
             c.JupyterHub.log_level = "DEBUG"
@@ -117,12 +121,58 @@ class LocalHub:
             self.kill_leftover_servers()
 
     def kill_leftover_servers(self):
-        """Kill any process still running inside this hub's data dir (a safety net)."""
-        for pid in server_pids(self.data_dir):
+        """Kill what this hub started and left behind: its proxy (JupyterHub starts it in a session
+        of its own) and any process it started that is still running inside its data dir."""
+        pids = set(self._started)
+        try:
+            with open(os.path.join(self.data_dir, "jupyterhub-proxy.pid")) as f:
+                pids.add(int(f.read().strip()))
+        except (OSError, ValueError):
+            pass
+        from .processes import ours
+
+        alive = ours()  # this run's processes: never a reused PID of someone else's
+        for pid in pids if alive is None else pids & alive:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        self._started.clear()
+
+    def _descendants(self):
+        from .processes import descendants
+
+        return descendants(self.proc.pid) if self.proc is not None else []
+
+    def server_pid(self, user, server=""):
+        """PID of this hub's running server ``user``/``server``, from the hub's own record of it."""
+        r = self.api("GET", f"/users/{quote(user, safe='')}")
+        if r.status_code == 404:
+            return None
+        r.raise_for_status()
+        model = r.json().get("servers", {}).get(server)
+        pid = (model or {}).get("state", {}).get("pid")
+        if pid:
+            self._started.add(pid)
+        return pid or None
+
+    def server_env(self, user, server=""):
+        """Environment of this hub's running server ``user``/``server`` (None when not running)."""
+        pid = self.server_pid(user, server)
+        return _environ(pid) if pid else None
+
+    def service_pid(self, module):
+        """PID of this hub's managed service ``python -m <module>`` (a child of the hub)."""
+        for pid, cmdline in self._descendants():
+            if f"-m {module}" in cmdline:
+                return pid
+        return None
+
+    def ports(self):
+        """The internal ports the hub uses (what KubeStudio chose and remembered, or was given)."""
+        from ..hub.ports import read_ports
+
+        return read_ports(self.data_dir)
 
     def log_tail(self, lines=80):
         try:
@@ -164,6 +214,7 @@ class LocalHub:
         if r.status_code >= 400 or not wait:
             return r
         self.wait_ready(user, server, timeout)
+        self.server_pid(user, server)  # remembered: stop() kills it if the test leaves it behind
         return r
 
     def server_model(self, user, server=""):
@@ -216,48 +267,10 @@ class LocalHub:
         return session
 
 
-def service_pid(data_dir, module):
-    """PID of the hub-managed service ``python -m <module>`` of this hub (its cwd is the data dir)."""
-    data_dir = os.path.realpath(data_dir)
-    for pid in server_pids(data_dir):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        if module.encode() in argv and os.readlink(f"/proc/{pid}/cwd") == data_dir:
-            return pid
-    return None
-
-
-def server_pids(data_dir):
-    """PIDs of processes whose working directory is inside ``data_dir`` (from /proc)."""
-    data_dir = os.path.realpath(data_dir)
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-        except OSError:
-            continue
-        if cwd == data_dir or cwd.startswith(data_dir + os.sep):
-            pids.append(int(entry))
-    return pids
-
-
-def server_env(user, server=""):
-    """Environment of the running single-user server of ``user``/``server`` (from /proc)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        env = dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
-        if env.get("JUPYTERHUB_USER") == user and env.get("JUPYTERHUB_SERVER_NAME", "") == server:
-            if env.get("KUBESTUDIO_WORKSPACE"):
-                return env
-    return None
+def _environ(pid):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)

@@ -13,7 +13,7 @@ import requests
 import yaml
 
 from kubestudio.spawner.storage import user_slug
-from kubestudio.testing.localhub import LocalHub, server_env
+from kubestudio.testing.localhub import LocalHub
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -47,7 +47,7 @@ def test_spawn_each_profile_and_reach_jupyterlab(hub, profile):
         lab = token_get(hub, token, f"/user/{user}/{profile}/lab")
         assert lab.status_code == 200
         assert "JupyterLab" in lab.text or "jupyterlab" in lab.text.lower()
-        env = server_env(user, profile)
+        env = hub.server_env(user, profile)
         assert env["KUBESTUDIO_PROFILE"] == profile
         assert env["KUBESTUDIO_PROJECT"] == "public"
         assert env["KUBESTUDIO_WORKSPACE"] == workspace(hub, user)
@@ -76,7 +76,7 @@ def test_vscode_profile_serves_vs_code_through_the_proxy(hub):
     r = hub.spawn("val", "code", {"profile": "vscode"})
     assert r.status_code in (201, 202), r.text
     try:
-        env = server_env("val", "code")
+        env = hub.server_env("val", "code")
         assert env["KUBESTUDIO_IDE"] == "vscode"
         assert env["JUPYTERHUB_DEFAULT_URL"] == "/vscode/"
         assert env["CODE_WORKINGDIR"] == workspace(hub, "val")
@@ -152,7 +152,7 @@ def test_gpus_never_shared_and_freed_on_stop(hub):
     try:
         assert hub.spawn("gina", "", {"profile": "gpu", "gpus": 1}).status_code in (201, 202)
         assert hub.spawn("gus", "", {"profile": "gpu", "gpus": 1}).status_code in (201, 202)
-        held = {server_env("gina")["CUDA_VISIBLE_DEVICES"], server_env("gus")["CUDA_VISIBLE_DEVICES"]}
+        held = {hub.server_env("gina")["CUDA_VISIBLE_DEVICES"], hub.server_env("gus")["CUDA_VISIBLE_DEVICES"]}
         assert held == {"0", "1"}
         r = hub.spawn("gwen", "", {"profile": "gpu", "gpus": 1})
         assert r.status_code == 409
@@ -160,10 +160,10 @@ def test_gpus_never_shared_and_freed_on_stop(hub):
             "gpus: not enough free GPUs: 1 asked, 0 free of 2; stop a server or ask for fewer GPUs"
         )
         assert hub.server_model("gwen") is None
-        gina_gpu = server_env("gina")["CUDA_VISIBLE_DEVICES"]
+        gina_gpu = hub.server_env("gina")["CUDA_VISIBLE_DEVICES"]
         hub.stop_server("gina")
         assert hub.spawn("gwen", "", {"profile": "gpu", "gpus": 1}).status_code in (201, 202)
-        assert server_env("gwen")["CUDA_VISIBLE_DEVICES"] == gina_gpu
+        assert hub.server_env("gwen")["CUDA_VISIBLE_DEVICES"] == gina_gpu
     finally:
         for user in ("gina", "gus", "gwen"):
             hub.stop_server(user)
@@ -185,7 +185,7 @@ def test_api_refusals_are_json_4xx_and_start_nothing(hub, options, status, messa
     assert r.json() == {"status": status, "message": r.json()["message"]}
     assert message in r.json()["message"]
     assert hub.server_model("rita") is None
-    assert server_env("rita") is None
+    assert hub.server_env("rita") is None
 
 
 def spawn_form(session, hub, user, server, data):
@@ -258,7 +258,7 @@ def test_tricky_usernames_get_folders_inside_data_dir(hub, name):
     hub.create_user(name)
     try:
         assert hub.spawn(name).status_code in (201, 202)
-        env = server_env(name)
+        env = hub.server_env(name)
         users_dir = os.path.realpath(os.path.join(hub.data_dir, "users"))
         for key in ("KUBESTUDIO_WORKSPACE", "KUBESTUDIO_ARCHIVES", "HOME"):
             assert os.path.commonpath([os.path.realpath(env[key]), users_dir]) == users_dir
@@ -269,34 +269,37 @@ def test_tricky_usernames_get_folders_inside_data_dir(hub, name):
         hub.stop_server(name)
     # the same name maps to the same folder on the next start
     assert hub.spawn(name).status_code in (201, 202)
-    assert server_env(name)["KUBESTUDIO_WORKSPACE"] == workspace(hub, name)
+    assert hub.server_env(name)["KUBESTUDIO_WORKSPACE"] == workspace(hub, name)
     hub.stop_server(name)
 
 
 def test_restart_recovers_gpu_allocations(tmp_path):
-    local = LocalHub(tmp_path, extra_config='c.LocalWorkspaceSpawner.gpus = ["0", "1"]\n')
+    local = LocalHub(tmp_path, settings={"keep_servers_running": True},
+                     extra_config='c.LocalWorkspaceSpawner.gpus = ["0", "1"]\n')
     local.start()
     try:
         local.create_user("rex")
         local.create_user("ray")
         local.spawn("rex", "", {"profile": "gpu", "gpus": 1})
-        rex_gpu = server_env("rex")["CUDA_VISIBLE_DEVICES"]
-        # the hub goes down; the server keeps running (cleanup_servers is off)
+        rex_gpu = local.server_env("rex")["CUDA_VISIBLE_DEVICES"]
+        rex_pid = local.server_pid("rex")
+        # the hub goes down; the server keeps running (keep_servers_running)
         local.stop(stop_servers=False)
-        assert server_env("rex") is not None
+        assert os.path.exists(f"/proc/{rex_pid}")
         local.start()
         assert local.server_model("rex", "")["ready"]
         r = local.spawn("ray", "", {"profile": "gpu", "gpus": 2})
         assert r.status_code == 409, r.text
         assert "1 free of 2" in r.json()["message"]
         assert local.spawn("ray", "", {"profile": "gpu", "gpus": 1}).status_code in (201, 202)
-        assert server_env("ray")["CUDA_VISIBLE_DEVICES"] != rex_gpu
+        assert local.server_env("ray")["CUDA_VISIBLE_DEVICES"] != rex_gpu
     finally:
         local.stop()
 
 
 def test_server_that_died_while_hub_was_down_frees_its_gpus(tmp_path):
-    local = LocalHub(tmp_path, extra_config='c.LocalWorkspaceSpawner.gpus = ["0"]\n')
+    local = LocalHub(tmp_path, settings={"keep_servers_running": True},
+                     extra_config='c.LocalWorkspaceSpawner.gpus = ["0"]\n')
     local.start()
     try:
         local.create_user("dan")
@@ -307,7 +310,7 @@ def test_server_that_died_while_hub_was_down_frees_its_gpus(tmp_path):
         local.start()
         local.create_user("eve")
         assert local.spawn("eve", "", {"profile": "gpu", "gpus": 1}).status_code in (201, 202)
-        assert server_env("eve")["CUDA_VISIBLE_DEVICES"] == "0"
+        assert local.server_env("eve")["CUDA_VISIBLE_DEVICES"] == "0"
     finally:
         local.stop()
 
@@ -389,3 +392,22 @@ def test_server_that_dies_while_starting_fails_fast_with_reason(tmp_path):
         assert local.server_model("fay", "") is None
     finally:
         local.stop()
+
+
+@pytest.mark.parametrize("username, message", [
+    ("../../etc", "username: &#39;../../etc&#39; cannot be a username: it may not contain &#39;/&#39;"),
+    (" ", "username: enter a username"),
+    ("..", "username: &#39;..&#39; cannot be a username: it may not be only dots"),
+])
+def test_login_with_an_impossible_username_says_so(hub, username, message):
+    session = requests.Session()
+    session.get(f"{hub.url}/hub/login").raise_for_status()
+    r = session.post(f"{hub.url}/hub/login?next=",
+                     data={"username": username, "password": hub.password, "_xsrf": session.cookies.get("_xsrf")})
+    assert r.status_code == 400
+    assert message in r.text, r.text[-2000:]
+    assert "Invalid username or password" not in r.text
+    # a wrong password is still just that
+    r = session.post(f"{hub.url}/hub/login?next=",
+                     data={"username": "valid-name", "password": "wrong", "_xsrf": session.cookies.get("_xsrf")})
+    assert r.status_code == 403 and "Invalid username or password" in r.text

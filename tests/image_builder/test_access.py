@@ -8,7 +8,6 @@ import sysconfig
 import pytest
 import requests
 
-from kubestudio.testing.localhub import server_env
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +22,7 @@ def setup(images):
     images.session("admin")
     r = images.hub.spawn("alice")
     assert r.status_code in (201, 202), r.text
-    env = server_env("alice")
+    env = images.hub.server_env("alice")
     assert env and env.get("JUPYTERHUB_API_TOKEN")
     yield build["id"], env
     images.hub.stop_server("alice")

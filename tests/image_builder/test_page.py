@@ -7,7 +7,6 @@ import time
 import pytest
 import requests
 
-from kubestudio.testing.localhub import service_pid
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -41,7 +40,7 @@ def test_build_from_the_page(images, page, tmp_path):
     page.screenshot(path=os.path.join(tmp_path, "images-page.png"), full_page=True)
 
     # the service restarts (a crash): the page's login cookie still works afterwards
-    os.kill(service_pid(images.hub.data_dir, "kubestudio.image_builder"), signal.SIGKILL)
+    os.kill(images.hub.service_pid("kubestudio.image_builder"), signal.SIGKILL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         time.sleep(0.3)

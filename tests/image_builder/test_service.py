@@ -11,7 +11,6 @@ import requests
 
 from kubestudio.image_builder.builds import LOG_FLUSH_SECONDS
 from kubestudio.testing.imageshub import follow_to_end
-from kubestudio.testing.localhub import service_pid
 from kubestudio.testing.registry import skopeo_inspect
 
 from ..conftest import REGISTRY_PASSWORD
@@ -185,7 +184,7 @@ def test_restart_mid_build_marks_it_failed_with_the_reason(images):
                           name="restart")
     assert queued["status"] == "queued"
     time.sleep(LOG_FLUSH_SECONDS + 0.5)  # running logs are saved every LOG_FLUSH_SECONDS
-    pid = service_pid(images.hub.data_dir, "kubestudio.image_builder")
+    pid = images.hub.service_pid("kubestudio.image_builder")
     assert pid
     os.kill(pid, signal.SIGKILL)  # a crash; the hub starts the service again
     deadline = time.monotonic() + 60

@@ -179,3 +179,16 @@ def test_snapshot_keeps_inner_links_and_modes(workspace, tmp_path):
     snap = tmp_path / "snap"
     assert os.readlink(snap / "start.sh") == "run.sh" and (snap / "run.sh").stat().st_mode & 0o777 == 0o755
     assert scan_context(str(snap), 1 << 20)[0] == digest  # the snapshot is exactly what was hashed
+
+
+def test_from_server_empty_string_is_the_default_server():
+    for value in ("", True):
+        r = parse_request({"from_server": value})
+        assert (r.kind, r.from_server, r.name) == ("from_server", "", "server")
+
+
+def test_environment_base_defaults_to_the_service_base():
+    r = parse_request({"environment": {"pip": ["six"]}}, default_base="127.0.0.1:5000/base/python:3.11")
+    assert r.environment["base"] == "127.0.0.1:5000/base/python:3.11"
+    with pytest.raises(RequestError, match="environment.base: the base image is required"):
+        parse_request({"environment": {"pip": ["six"]}})

@@ -26,3 +26,11 @@ def bench(tmp_path_factory):
     b.start()
     yield b
     b.stop()
+
+
+@pytest.fixture
+def crds(bench):
+    """The upstream CRDs installed on the bench; the test is skipped, with the reason, without them."""
+    if bench.crds_missing:
+        pytest.skip(bench.crds_missing)
+    return bench.crd_report

@@ -216,8 +216,8 @@ def test_job_completes_and_job_fails_after_backoff_limit_and_gc_removes_pods(ben
              what="garbage collector removed the job's pods")
 
 
-def test_pytorchjob_schema_enforced_by_apiserver(bench):
-    assert "pytorchjobs.kubeflow.org" in bench.crd_report
+def test_pytorchjob_schema_enforced_by_apiserver(bench, crds):
+    assert "pytorchjobs.kubeflow.org" in crds
     job = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "no-replicas"}, "spec": {}}
     r = bench.api("POST", "/apis/kubeflow.org/v1/namespaces/default/pytorchjobs", json=job)
     assert r.status_code == 422, r.text
@@ -230,10 +230,10 @@ def test_pytorchjob_schema_enforced_by_apiserver(bench):
     assert "ok" in bench.kubectl("get", "pytorchjobs").stdout
 
 
-def test_every_shared_crd_installed(bench):
+def test_every_shared_crd_installed(crds):
     for name in ("pytorchjobs.kubeflow.org", "tfjobs.kubeflow.org", "mpijobs.kubeflow.org",
                  "trainjobs.trainer.kubeflow.org", "inferenceservices.serving.kserve.io"):
-        assert name in bench.crd_report, name
+        assert name in crds, name
 
 
 def test_graceful_deletion_kills_the_process(bench):

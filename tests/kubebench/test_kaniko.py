@@ -14,7 +14,6 @@ import requests
 from kubestudio.image_builder.backends.base import BuildJob
 from kubestudio.image_builder.backends.kaniko import KanikoBackend, build_pod_name, kaniko_pod
 from kubestudio.testing.imageshub import follow_to_end, start_images_hub
-from kubestudio.testing.localhub import service_pid
 from kubestudio.testing.registry import skopeo_inspect
 
 from .test_workspace_spawner import ensure_claims
@@ -143,7 +142,7 @@ def test_service_restart_reattaches_to_the_pod(kaniko_images, bench):
     build = client.build(dockerfile_text=f"FROM {images.registry.base}\nRUN echo before-restart && sleep 6 "
                                          "&& echo after-restart\n", name="reattach")
     images.wait_for_line("lee", build["id"], "before-restart")
-    os.kill(service_pid(images.hub.data_dir, "kubestudio.image_builder"), signal.SIGKILL)
+    os.kill(images.hub.service_pid("kubestudio.image_builder"), signal.SIGKILL)
     deadline = time.monotonic() + 120
     record = {}
     while time.monotonic() < deadline:

@@ -85,3 +85,13 @@ def test_form_offers_built_images_for_custom_image_profiles():
     assert "Your images" not in card(html, "fixed")
     down = render_spawn_form(catalog, projects, own_images_note="your built images cannot be listed right now")
     assert "cannot be listed right now" in card(down, "own") and "cannot be listed" not in card(down, "fixed")
+
+
+def test_form_says_what_runs_where_images_are_not_used():
+    projects = user_projects([Group("public")])
+    honest = render_spawn_form(CATALOG, projects, runs_here="every server runs the hub's own Python 3.11")
+    gpu = card(honest, "gpu")
+    assert "(on Kubernetes)" in gpu and "every server runs the hub&#39;s own Python 3.11" in gpu
+    assert "ks-runs-here" not in card(honest, "code")  # no image offered, nothing to explain
+    plain = render_spawn_form(CATALOG, projects)
+    assert "(on Kubernetes)" not in plain and "ks-runs-here" not in plain

@@ -66,7 +66,7 @@ class BuildahBackend(BuildBackend):
         bud += list(self.extra_args) + [job.context_dir]
         code = await self._run(bud, emit, job)
         if code != 0:
-            raise BuildFailed(f"the build failed (buildah exited with {code}); see the log above")
+            raise BuildFailed(f"the build failed (buildah exited with {code}); see the build log")
         with tempfile.TemporaryDirectory(prefix="kubestudio-push-") as tmp:
             digest_file = os.path.join(tmp, "digest")
             emit(f"Pushing {job.image}")
@@ -74,7 +74,7 @@ class BuildahBackend(BuildBackend):
                                                                         job.image, f"docker://{job.image}"]
             code = await self._run(push, emit, job)
             if code != 0:
-                raise BuildFailed(f"the push to the registry failed (buildah exited with {code}); see the log above")
+                raise BuildFailed(f"the push to the registry failed (buildah exited with {code}); see the build log")
             with open(digest_file) as f:
                 digest = f.read().strip()
         return BuildOutcome(digest=digest)

@@ -249,7 +249,7 @@ class KanikoBackend(BuildBackend):
         terminated = state.terminated
         message = (terminated.message or "").strip()
         if terminated.exit_code != 0:
-            detail = f": {message[-500:]}" if message else "; see the log above"
+            detail = f": {message[-500:]}" if message else "; see the build log"
             raise BuildFailed(f"kaniko exited with {terminated.exit_code}{detail}")
         match = DIGEST.search(message)
         if not match:

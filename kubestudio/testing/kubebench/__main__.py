@@ -48,6 +48,7 @@ def main(argv=None):
         "fault_proxy": bench.proxy_url,
         "nodes": [n["name"] for n in bench.nodes],
         "crds_adapted_for_1_20": {k: v for k, v in bench.crd_report.items() if v},
+        "crds_missing": bench.crds_missing,
         "root": root,
         "ready_after_s": round(time.monotonic() - started, 1),
     }, indent=2))

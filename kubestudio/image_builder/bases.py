@@ -1,0 +1,203 @@
+"""Base images made offline on the embedded default, so a first build needs no internet.
+
+A machine without access to Docker Hub or quay.io can still reach Debian's apt mirror (or its
+proxy), so a Python base is made from Debian's own packages: ``mmdebstrap`` writes a minimal
+root filesystem into a tarball, and the service's own build backend turns it into an image
+(``FROM scratch`` + ``ADD rootfs.tar /``) and pushes it to the registry as ``base/python:3.11``.
+It runs in the background after the service starts (about a minute), never in the hub's start
+path; the images page shows each base as *being prepared*, *ready* or *failed* with the reason.
+An image already in the registry is not made again.
+"""
+
+import asyncio
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from .backends.base import BuildFailed, BuildJob
+
+PREPARING, READY, FAILED, UNAVAILABLE = "preparing", "ready", "failed", "unavailable"
+
+
+@dataclass
+class BaseImage:
+    repository: str  # under the registry host, e.g. base/python
+    tag: str
+    suite: str  # Debian release of the root filesystem
+    packages: list
+    description: str = ""
+    env: dict = field(default_factory=dict)
+    status: str = PREPARING
+    message: str = ""
+    seconds: float | None = None
+
+    def as_dict(self, registry_host):
+        return {"image": f"{registry_host}/{self.repository}:{self.tag}", "description": self.description,
+                "status": self.status, "message": self.message, "seconds": self.seconds}
+
+
+def base_from_config(entry):
+    """A BaseImage from one ImageBuilder.base_images entry; ValueError names the field at fault."""
+    if not isinstance(entry, dict):
+        raise ValueError("ImageBuilder.base_images: each entry must be a mapping")
+    image = entry.get("image")
+    if not isinstance(image, str) or ":" not in image:
+        raise ValueError(f"ImageBuilder.base_images.image: expected repository:tag, got {image!r}")
+    repository, tag = image.rsplit(":", 1)
+    packages = entry.get("packages") or []
+    if not isinstance(packages, list) or not all(isinstance(p, str) and p and not p.startswith("-") for p in packages):
+        raise ValueError(f"ImageBuilder.base_images.packages of {image}: expected a list of Debian package names")
+    return BaseImage(repository=repository, tag=tag, suite=str(entry.get("suite", "bookworm")), packages=packages,
+                     description=str(entry.get("description", "")), env=dict(entry.get("env") or {}))
+
+
+def rootfs_dockerfile(base):
+    lines = ["FROM scratch", "ADD rootfs.tar /"]
+    env = {"LANG": "C.UTF-8", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **base.env}
+    lines += [f"ENV {key}={shlex.quote(str(value))}" for key, value in env.items()]
+    lines.append('CMD ["/bin/bash"]')
+    return "\n".join(lines) + "\n"
+
+
+class BasePreparer:
+    """Make the configured base images that the registry lacks, one at a time, in the background."""
+
+    def __init__(self, bases, registry_host, registry, backend, work_dir, log, mmdebstrap="mmdebstrap",
+                 cache_dir=None):
+        self.bases = list(bases)
+        self.registry_host = registry_host
+        self.registry = registry
+        self.backend = backend
+        self.work_dir = work_dir
+        self.log = log
+        self.mmdebstrap = mmdebstrap
+        self.cache_dir = cache_dir
+        self.task = None
+
+    def status(self):
+        return [b.as_dict(self.registry_host) for b in self.bases]
+
+    def start(self):
+        if self.bases:
+            self.task = asyncio.ensure_future(self._prepare_all())
+
+    async def stop(self):
+        if self.task:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _prepare_all(self):
+        for base in self.bases:
+            try:
+                if await self.registry.exists(base.repository, base.tag):
+                    base.status, base.message = READY, "in the registry"
+                    continue
+            except Exception as e:  # the registry may still be starting: try to make it anyway
+                self.log.info("base image %s: registry check failed (%s); preparing it", base.repository, e)
+            started = time.monotonic()
+            base.status, base.message = PREPARING, f"being prepared from Debian {base.suite} packages"
+            self.log.info("base image %s/%s:%s: preparing from Debian %s (%s)", self.registry_host, base.repository,
+                          base.tag, base.suite, " ".join(base.packages))
+            try:
+                await self._prepare(base)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                base.status, base.message = FAILED, str(e) or type(e).__name__
+                self.log.error("base image %s:%s failed: %s", base.repository, base.tag, base.message)
+            else:
+                base.status, base.message = READY, "prepared on this machine"
+                base.seconds = round(time.monotonic() - started, 1)
+                self.log.info("base image %s:%s ready in %.1f s", base.repository, base.tag, base.seconds)
+
+    async def _debootstrap(self, base, folder):
+        tail = []
+        # Debian's python marks itself externally managed (PEP 668); in an image the user owns,
+        # pip must install into it
+        argv = [self.mmdebstrap, "--variant=apt", "--include=" + ",".join(base.packages),
+                "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
+                "--dpkgopt=path-exclude=/usr/share/locale/*",
+                "--customize-hook=rm -f \"$1\"/usr/lib/python3*/EXTERNALLY-MANAGED",
+                base.suite, os.path.join(folder, "rootfs.tar")]
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT,
+                                                    stdin=asyncio.subprocess.DEVNULL)
+        try:
+            async for raw in proc.stdout:
+                tail = (tail + [raw.decode(errors="replace").rstrip()])[-5:]
+            code = await proc.wait()
+        except asyncio.CancelledError:
+            proc.kill()
+            await proc.wait()
+            raise
+        if code != 0:
+            raise BuildFailed(f"mmdebstrap exited with {code}: {' | '.join(tail)}")
+
+    def cached_rootfs(self, base):
+        """Where the root filesystem of ``base`` is kept for the next hub on this machine."""
+        if not self.cache_dir:
+            return None
+        key = hashlib.sha256(json.dumps([base.suite, sorted(base.packages)]).encode()).hexdigest()[:16]
+        return os.path.join(self.cache_dir, f"rootfs-{base.suite}-{key}.tar")
+
+    async def _prepare(self, base):
+        cached = self.cached_rootfs(base)
+        if not (cached and os.path.exists(cached)) and not shutil.which(self.mmdebstrap):
+            base.status = UNAVAILABLE
+            raise BuildFailed(f"{self.mmdebstrap} is not installed (apt-get install mmdebstrap); "
+                              "builds need a base image from a registry instead")
+        folder = os.path.join(self.work_dir, f"base-{uuid.uuid4().hex[:12]}")
+        os.makedirs(folder, mode=0o700)
+        try:
+            if cached and os.path.exists(cached):
+                _place(cached, os.path.join(folder, "rootfs.tar"))
+            else:
+                await self._debootstrap(base, folder)
+                if cached:
+                    _keep(os.path.join(folder, "rootfs.tar"), cached)
+            dockerfile = rootfs_dockerfile(base)
+            with open(os.path.join(folder, "Dockerfile"), "w", encoding="utf-8") as f:
+                f.write(dockerfile)
+            image = f"{self.registry_host}/{base.repository}:{base.tag}"
+            job = BuildJob(id=f"base{uuid.uuid4().hex[:12]}", owner="kubestudio", owner_slug="kubestudio",
+                           image=image, dockerfile="Dockerfile", context_dir=folder, dockerfile_text=dockerfile,
+                           generated=True, labels={"io.kubestudio.base": "true"})
+            await self.backend.build(job, lambda line: None)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _place(cached, target):
+    try:
+        os.link(cached, target)  # same filesystem: no copy
+    except OSError:
+        shutil.copyfile(cached, target)
+
+
+def _keep(path, cached):
+    """Copy ``path`` to ``cached`` atomically (best effort: a cache that cannot be written is skipped)."""
+    try:
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        tmp = f"{cached}.{uuid.uuid4().hex[:8]}.tmp"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, cached)
+    except OSError:
+        pass
+
+
+def default_base(bases, registry_host):
+    """The reference of the first configured base image (the default for builds), or None."""
+    for base in bases:
+        return f"{registry_host}/{base.repository}:{base.tag}"
+    return None
+
+
+__all__ = ["BasePreparer", "BaseImage", "base_from_config", "default_base"]

@@ -1,0 +1,54 @@
+"""The embedded default's internal ports: chosen free, remembered, never shared by two hubs."""
+
+import json
+import socket
+
+from traitlets.config import Config
+
+from kubestudio.hub import configure
+from kubestudio.hub.ports import CONVENTIONAL, resolve_ports
+
+
+def hold(port):
+    s = socket.socket()
+    s.bind(("127.0.0.1", port))
+    s.listen()
+    return s
+
+
+def test_chosen_once_then_remembered(tmp_path):
+    first = resolve_ports(str(tmp_path), {})
+    assert set(first) == set(CONVENTIONAL) and len(set(first.values())) == 4
+    assert json.loads((tmp_path / "ports.json").read_text()) == first
+    assert resolve_ports(str(tmp_path), {}) == first
+
+
+def test_busy_conventional_port_gives_another(tmp_path):
+    with hold(0) as s:
+        busy = s.getsockname()[1]
+        ports = resolve_ports(str(tmp_path / "a"), {"hub": busy})  # set: used as given
+        assert ports["hub"] == busy
+        (tmp_path / "b").mkdir()
+        (tmp_path / "b" / "ports.json").write_text(json.dumps({"hub": busy, "images": busy, "registry": busy}))
+        ports = resolve_ports(str(tmp_path / "b"), {})
+        # a remembered port that is busy moves, but the registry's never does (images carry it)
+        assert ports["images"] != busy and ports["registry"] == busy
+
+
+def test_a_hub_service_reads_without_choosing(tmp_path):
+    assert resolve_ports(str(tmp_path), {}, choose=False) == CONVENTIONAL
+    assert not (tmp_path / "ports.json").exists()
+
+
+def test_configure_wires_every_port(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBESTUDIO_PASSWORD", "pw")
+    c = Config()
+    configure(c, data_dir=str(tmp_path / "one"), hub_port=18081, proxy_api_port=18001, images_port=18101,
+              local_registry_port=15000)
+    assert c.JupyterHub.hub_port == 18081
+    assert c.ConfigurableHTTPProxy.api_url == "http://127.0.0.1:18001"
+    images = next(s for s in c.JupyterHub.services if s["name"] == "images")
+    assert images["url"] == "http://127.0.0.1:18101"
+    assert c.ImageBuilder.registry_host == "127.0.0.1:15000"
+    assert c.LocalWorkspaceSpawner.user_images_prefix == "127.0.0.1:15000/kubestudio/{user_slug}/"
+    assert c.LocalWorkspaceSpawner.server_image == "127.0.0.1:15000/base/python:3.11"
