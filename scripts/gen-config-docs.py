@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Regenerate the option lists of docs/configuration.md from the traits (run from the repository root)."""
-import re, sys
+import sys
 sys.path.insert(0, ".")
 from kubestudio.hub.config import KubeStudio
 from kubestudio.spawner.local import LocalWorkspaceSpawner

@@ -315,7 +315,7 @@ class KubeStudio(Configurable):
         with open(path, "w", encoding="utf-8") as f:
             f.write(
                 "version: 0.1\n"
-                "log:\n  level: warn\n"
+                "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
                 f"storage:\n  filesystem:\n    rootdirectory: {os.path.join(data, 'registry')}\n"
                 "  delete:\n    enabled: true\n"
                 f"http:\n  addr: 127.0.0.1:{self.ports()['registry']}\n"

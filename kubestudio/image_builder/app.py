@@ -152,6 +152,14 @@ class ImageBuilder(Application):
         cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         return os.path.join(cache, "kubestudio", "base-rootfs")
 
+    base_extra_ca_dir = Unicode(
+        "/usr/local/share/ca-certificates",
+        config=True,
+        help="""Folder of this machine's own CA certificates (*.crt, e.g. a company proxy's) that the
+        `base_images` trust as well, so pip and apt inside builds reach the internet the way this
+        machine does. Empty: only Debian's CA certificates.""",
+    )
+
     keepalive_seconds = Integer(15, config=True, help="Seconds between keepalive comments on log event streams.")
     proxy_url = Unicode(
         config=True,
@@ -203,7 +211,8 @@ class ImageBuilder(Application):
         super().initialize(argv)
         if self.config_file:
             self.load_config_file(self.config_file)  # command-line values still win (traitlets merges them last)
-        self.log.setLevel(logging.INFO)
+        if "log_level" not in self.config.Application and "log_level" not in self.config.ImageBuilder:
+            self.log_level = logging.INFO  # lifecycle lines (builds, base images) in the hub's log
 
     def make_backend(self):
         backend = self.backend_class(parent=self, log=self.log)
@@ -225,7 +234,8 @@ class ImageBuilder(Application):
                                 os.environ.get("JUPYTERHUB_API_TOKEN", ""))
         bases = [base_from_config(entry) for entry in self.base_images]
         self.bases = BasePreparer(bases if self.backend.snapshot_context else [], self.registry_host, registry,
-                                  self.backend, self.work_dir, self.log, cache_dir=self.base_cache_dir)
+                                  self.backend, self.work_dir, self.log, cache_dir=self.base_cache_dir,
+                                  extra_ca_dir=self.base_extra_ca_dir)
         self.default_base = default_base(bases, self.registry_host)
         self.manager = BuildManager(self, self.store, self.backend, registry, self.log, capture=capture.capture)
         api = url_path_join(prefix, "api")

@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ class BasePreparer:
     """Make the configured base images that the registry lacks, one at a time, in the background."""
 
     def __init__(self, bases, registry_host, registry, backend, work_dir, log, mmdebstrap="mmdebstrap",
-                 cache_dir=None):
+                 cache_dir=None, extra_ca_dir=None):
         self.bases = list(bases)
         self.registry_host = registry_host
         self.registry = registry
@@ -77,7 +78,14 @@ class BasePreparer:
         self.log = log
         self.mmdebstrap = mmdebstrap
         self.cache_dir = cache_dir
+        self.extra_ca_dir = extra_ca_dir
         self.task = None
+
+    def extra_cas(self):
+        """The machine's own CA certificates (a company proxy's), which the base must trust too."""
+        if not self.extra_ca_dir or not os.path.isdir(self.extra_ca_dir):
+            return []
+        return sorted(os.path.join(self.extra_ca_dir, n) for n in os.listdir(self.extra_ca_dir) if n.endswith(".crt"))
 
     def status(self):
         return [b.as_dict(self.registry_host) for b in self.bases]
@@ -125,17 +133,27 @@ class BasePreparer:
         argv = [self.mmdebstrap, "--variant=apt", "--include=" + ",".join(base.packages),
                 "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
                 "--dpkgopt=path-exclude=/usr/share/locale/*",
-                "--customize-hook=rm -f \"$1\"/usr/lib/python3*/EXTERNALLY-MANAGED",
-                base.suite, os.path.join(folder, "rootfs.tar")]
+                "--customize-hook=rm -f \"$1\"/usr/lib/python3*/EXTERNALLY-MANAGED"]
+        cas = self.extra_cas()
+        if cas:
+            # pip and apt in the image reach the internet through the same proxy as this machine
+            copies = " && ".join(f'cp {shlex.quote(ca)} "$1"/usr/local/share/ca-certificates/' for ca in cas)
+            argv.append(f'--customize-hook=mkdir -p "$1"/usr/local/share/ca-certificates && {copies} '
+                        '&& chroot "$1" update-ca-certificates')
+        argv += [base.suite, os.path.join(folder, "rootfs.tar")]
+        # a group of its own: apt, dpkg and tar below it hold the output pipe, and all must stop
         proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.STDOUT,
-                                                    stdin=asyncio.subprocess.DEVNULL)
+                                                    stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
         try:
             async for raw in proc.stdout:
                 tail = (tail + [raw.decode(errors="replace").rstrip()])[-5:]
             code = await proc.wait()
         except asyncio.CancelledError:
-            proc.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             await proc.wait()
             raise
         if code != 0:
@@ -145,7 +163,11 @@ class BasePreparer:
         """Where the root filesystem of ``base`` is kept for the next hub on this machine."""
         if not self.cache_dir:
             return None
-        key = hashlib.sha256(json.dumps([base.suite, sorted(base.packages)]).encode()).hexdigest()[:16]
+        cas = []
+        for path in self.extra_cas():
+            with open(path, "rb") as f:
+                cas.append(hashlib.sha256(f.read()).hexdigest())
+        key = hashlib.sha256(json.dumps([base.suite, sorted(base.packages), cas]).encode()).hexdigest()[:16]
         return os.path.join(self.cache_dir, f"rootfs-{base.suite}-{key}.tar")
 
     async def _prepare(self, base):

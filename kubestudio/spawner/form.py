@@ -94,7 +94,6 @@ def render_spawn_form(catalog, projects, profile_unavailable=None, ide_unavailab
                      "image": c.image, "selected": c.name == wanted_image}
                     for c in profile.images
                 ],
-                "runs_here": runs_here if (profile.images or mine_offered) else None,
                 "own_images": [
                     {"image": ref, "label": ref[len(own_images_prefix):] if own_images_prefix and ref.startswith(own_images_prefix) else ref,
                      "selected": ref == wanted_image}

@@ -1,6 +1,9 @@
 """A real hub with the image service, a real registry and real buildah, for tests and benchmarks."""
 
+import contextlib
 import os
+import shutil
+import sysconfig
 import textwrap
 import time
 
@@ -103,3 +106,18 @@ def start_images_hub(root, registry, extra="", settings=None, env=None, base_ima
         time.sleep(0.2)
     hub.stop()
     raise TimeoutError(f"the image service did not start:\n{hub.log_tail()}")
+
+
+@contextlib.contextmanager
+def package_installed(name, version):
+    """Make pip see ``name==version`` installed in this environment (a bare dist-info, no code), as
+    if a user had pip-installed it in a running server; removed on exit."""
+    probe = os.path.join(sysconfig.get_paths()["purelib"], f"{name.replace('-', '_')}-{version}.dist-info")
+    os.makedirs(probe)
+    try:
+        with open(os.path.join(probe, "METADATA"), "w") as f:
+            f.write(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        open(os.path.join(probe, "RECORD"), "w").close()
+        yield
+    finally:
+        shutil.rmtree(probe)

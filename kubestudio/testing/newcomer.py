@@ -7,6 +7,7 @@ one prepares nothing but the public port, which must be free on a shared machine
 """
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import re
@@ -129,6 +130,8 @@ def run_in_terminal(server_url, token, command, until, timeout=300):
     name = r.json()["name"]
     ws_url = server_url.replace("http", "ws", 1) + f"terminals/websocket/{name}"
     try:
-        return asyncio.run(_terminal_session(ws_url, token, command, until, timeout))
+        # a thread of its own: the caller may be inside an event loop (playwright's sync API is)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, _terminal_session(ws_url, token, command, until, timeout)).result()
     finally:
         requests.delete(f"{server_url}api/terminals/{name}", headers={"Authorization": f"token {token}"}, timeout=30)

@@ -411,3 +411,32 @@ def test_login_with_an_impossible_username_says_so(hub, username, message):
     r = session.post(f"{hub.url}/hub/login?next=",
                      data={"username": "valid-name", "password": "wrong", "_xsrf": session.cookies.get("_xsrf")})
     assert r.status_code == 403 and "Invalid username or password" in r.text
+
+
+def test_missing_singleuser_command_is_a_readable_reason(tmp_path):
+    local = LocalHub(tmp_path, extra_config='c.LocalWorkspaceSpawner.cmd = ["/nonexistent/jupyterhub-singleuser"]\n')
+    local.start()
+    try:
+        local.create_user("nora")
+        r = local.spawn("nora")
+        assert r.status_code == 500, r.text
+        assert r.json()["message"] == (
+            "JupyterLab could not start: /nonexistent/jupyterhub-singleuser was not found on this machine "
+            "(install KubeStudio with scripts/install.sh, or set LocalWorkspaceSpawner.cmd)")
+    finally:
+        local.stop()
+
+
+def test_servers_run_the_hubs_singleuser_whatever_the_hubs_path(tmp_path):
+    """The hub started with only the system PATH (no venv on it) still starts servers."""
+    local = LocalHub(tmp_path, env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+    local.start()
+    try:
+        local.create_user("pia")
+        assert local.spawn("pia").status_code in (201, 202)
+        env = local.server_env("pia")
+        assert env["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
+        assert env["KUBESTUDIO_IMAGE"].endswith("/base/python:3.11")
+        local.stop_server("pia")
+    finally:
+        local.stop()

@@ -3,10 +3,11 @@
 import os
 import subprocess
 import sys
-import sysconfig
 
 import pytest
 import requests
+
+from kubestudio.testing.imageshub import package_installed
 
 
 pytestmark = pytest.mark.e2e
@@ -112,22 +113,13 @@ def test_cli_inside_a_server(images, setup):
 
 def test_from_server_builds_image_plus_added_packages(images, setup):
     """The running server's added packages are captured and installed on top of its image."""
-    probe = os.path.join(sysconfig.get_paths()["purelib"], "kubestudio_capture_probe-1.0.dist-info")
-    os.makedirs(probe)
-    try:
-        with open(os.path.join(probe, "METADATA"), "w") as f:
-            f.write("Metadata-Version: 2.1\nName: kubestudio-capture-probe\nVersion: 1.0\n")
-        open(os.path.join(probe, "RECORD"), "w").close()
+    with package_installed("kubestudio-capture-probe", "1.0"):
         client = images.client("alice")
         build = client.build(from_server=True, base=images.registry.base, name="snapshot")
         # without `base`, the server's own image (the profile's, KUBESTUDIO_IMAGE) is the base
         own = client.build(from_server=True, name="snapshot")
         assert own["spec"]["environment"]["base"] == setup[1]["KUBESTUDIO_IMAGE"]
         client.cancel(own["id"])  # that image is not in the test registry
-    finally:
-        import shutil
-
-        shutil.rmtree(probe)
     assert build["captured"]["pip"] == ["kubestudio-capture-probe==1.0"], build["captured"]
     final = images.wait("alice", build["id"])
     assert final["status"] == "succeeded", client.log(build["id"])

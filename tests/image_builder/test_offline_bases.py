@@ -4,12 +4,11 @@ the internet."""
 
 import os
 import shutil
-import sysconfig
 import time
 
 import pytest
 
-from kubestudio.testing.imageshub import start_images_hub
+from kubestudio.testing.imageshub import package_installed, start_images_hub
 
 pytestmark = pytest.mark.e2e
 
@@ -63,15 +62,13 @@ def test_running_server_build_on_the_embedded_default(based):
     client = based.client("nina")
     wait_base_ready(client)
     assert based.hub.spawn("nina").status_code in (201, 202)
-    probe = os.path.join(sysconfig.get_paths()["purelib"], "nothing-0.0.3.dist-info")
-    os.makedirs(probe)
+    # the page's server list: it answers once the server has taken its package set at start
+    servers = based.session("nina").get(f"{based.url}api/servers").json()["servers"]
+    assert servers == [{"name": "", "ready": True, "adds": {"pip": [], "conda": []}, "note": ""}]
     try:
-        with open(os.path.join(probe, "METADATA"), "w") as f:
-            f.write("Metadata-Version: 2.1\nName: nothing\nVersion: 0.0.3\n")
-        open(os.path.join(probe, "RECORD"), "w").close()
-        build = client.build(from_server="", name="my-server")  # "" is the default server
+        with package_installed("nothing", "0.0.3"):
+            build = client.build(from_server="", name="my-server")  # "" is the default server
     finally:
-        shutil.rmtree(probe)
         based.hub.stop_server("nina")
     assert build["captured"]["pip"] == ["nothing==0.0.3"], build["captured"]
     assert build["spec"]["environment"]["base"].endswith("/base/python:3.11")

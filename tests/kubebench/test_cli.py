@@ -78,3 +78,13 @@ def test_crd_adaptation_for_1_20():
     assert spec["properties"]["secrets"]["items"]["required"] == ["name"]
     assert removed == {"x-kubernetes-validations": 1, 'default: ""': 2, "list-map key made required": 1}
     assert "x-kubernetes-validations" in crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+
+
+def test_without_the_crd_schemas_the_reason_is_given(tmp_path, monkeypatch):
+    from kubestudio.testing.kubebench.bench import crds_missing_reason
+
+    monkeypatch.setenv("KUBESTUDIO_CRDS_DIR", str(tmp_path))
+    reason = crds_missing_reason()
+    assert f"no *.yaml in {tmp_path}" in reason and "KUBESTUDIO_CRDS_DIR" in reason
+    (tmp_path / "x.yaml").write_text("kind: CustomResourceDefinition\n")
+    assert crds_missing_reason() is None

@@ -90,8 +90,9 @@ def test_form_offers_built_images_for_custom_image_profiles():
 def test_form_says_what_runs_where_images_are_not_used():
     projects = user_projects([Group("public")])
     honest = render_spawn_form(CATALOG, projects, runs_here="every server runs the hub's own Python 3.11")
-    gpu = card(honest, "gpu")
-    assert "(on Kubernetes)" in gpu and "every server runs the hub&#39;s own Python 3.11" in gpu
-    assert "ks-runs-here" not in card(honest, "code")  # no image offered, nothing to explain
+    assert "(on Kubernetes)" in card(honest, "gpu")
+    # said once, above the profiles, not on every card
+    assert honest.count("every server runs the hub&#39;s own Python 3.11") == 1
+    assert "ks-runs-here" not in card(honest, "gpu")
     plain = render_spawn_form(CATALOG, projects)
     assert "(on Kubernetes)" not in plain and "ks-runs-here" not in plain
