@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -260,6 +261,28 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             await asyncio.sleep(0.05)
         # let JupyterHub's own check report the timeout
 
+
+    async def stop(self, now=False):
+        """Stop the server, then whatever it started (code-server, its extension host, kernels):
+        the server leads a process group of its own, and nothing of it outlives it."""
+        # only a server that is running now: an old PID may belong to someone else by now
+        pgid = self.pid if self.pid and await self.poll() is None else 0
+        await super().stop(now=now)
+        if pgid:
+            try:
+                os.killpg(pgid, signal.SIGTERM)
+            except ProcessLookupError:
+                return
+            for _ in range(20):
+                await asyncio.sleep(0.1)
+                try:
+                    os.killpg(pgid, 0)
+                except ProcessLookupError:
+                    return
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def get_args(self):
         args = super().get_args()

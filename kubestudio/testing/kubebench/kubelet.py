@@ -55,6 +55,15 @@ def _safe_join(base, *parts):
     return path
 
 
+
+def kill_group(pgid):
+    """SIGKILL what is left of a process group whose leader has exited (a container's other
+    processes, e.g. code-server's extension host)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
 class PodIPs:
     """Pod addresses from 127.1.0.0/16: routed to lo on Linux with no setup."""
 
@@ -432,6 +441,7 @@ class SimKubelet:
                 except ProcessLookupError:
                     pass
                 await proc.wait()
+            kill_group(proc.pid)
 
     def pod_mode(self, pod):
         mode = (pod["metadata"].get("labels") or {}).get(MODE_LABEL, self.mode)
@@ -574,6 +584,8 @@ class SimKubelet:
             await self.event(runtime, "Started", f"Started container {name}", field_path=field)
             await self.set_status(runtime, "Running", [({"running": {"startedAt": started}}, restarts)], ready=True)
             code = await runtime.proc.wait()
+            # a container ends with its main process: nothing it started outlives it
+            kill_group(runtime.proc.pid)
             if runtime.deleting:
                 return
             with open(termination_local, errors="replace") as f:
