@@ -15,11 +15,11 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import time
 import uuid
 from dataclasses import dataclass, field
 
+from ..processgroup import signal_group
 from .backends.base import BuildFailed, BuildJob
 
 PREPARING, READY, FAILED, UNAVAILABLE = "preparing", "ready", "failed", "unavailable"
@@ -150,10 +150,7 @@ class BasePreparer:
                 tail = (tail + [raw.decode(errors="replace").rstrip()])[-5:]
             code = await proc.wait()
         except asyncio.CancelledError:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            signal_group(proc.pid)
             await proc.wait()
             raise
         if code != 0:

@@ -23,6 +23,7 @@ from jupyterhub.spawner import LocalProcessSpawner
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Integer, List, Unicode, default
 
+from ..processgroup import signal_group
 from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
 from .gpus import Allocation, ServerLedger, detect_gpus, gpus_from_config
 from .request import SpawnRefused
@@ -268,21 +269,12 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         # only a server that is running now: an old PID may belong to someone else by now
         pgid = self.pid if self.pid and await self.poll() is None else 0
         await super().stop(now=now)
-        if pgid:
-            try:
-                os.killpg(pgid, signal.SIGTERM)
-            except ProcessLookupError:
-                return
+        if pgid and signal_group(pgid, signal.SIGTERM):
             for _ in range(20):
                 await asyncio.sleep(0.1)
-                try:
-                    os.killpg(pgid, 0)
-                except ProcessLookupError:
+                if not signal_group(pgid, 0):
                     return
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            signal_group(pgid, signal.SIGKILL)
 
     def get_args(self):
         args = super().get_args()

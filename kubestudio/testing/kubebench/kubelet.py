@@ -30,6 +30,7 @@ import sys
 
 from aiohttp import web
 
+from ...processgroup import signal_group
 from .client import ApiError, KubeClient
 
 log = logging.getLogger("kubebench.kubelet")
@@ -54,15 +55,6 @@ def _safe_join(base, *parts):
         raise ValueError(f"path {parts} leaves {base}")
     return path
 
-
-
-def kill_group(pgid):
-    """SIGKILL what is left of a process group whose leader has exited (a container's other
-    processes, e.g. code-server's extension host)."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 class PodIPs:
     """Pod addresses from 127.1.0.0/16: routed to lo on Linux with no setup."""
@@ -429,19 +421,14 @@ class SimKubelet:
         runtime.servers = []
         proc = runtime.proc
         if proc is not None and proc.returncode is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            signal_group(proc.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), timeout=max(grace or 0, 0.1))
             except asyncio.TimeoutError:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                signal_group(proc.pid)
                 await proc.wait()
-            kill_group(proc.pid)
+            # a container ends with its main process: nothing it started outlives it
+            signal_group(proc.pid)
 
     def pod_mode(self, pod):
         mode = (pod["metadata"].get("labels") or {}).get(MODE_LABEL, self.mode)
@@ -584,8 +571,7 @@ class SimKubelet:
             await self.event(runtime, "Started", f"Started container {name}", field_path=field)
             await self.set_status(runtime, "Running", [({"running": {"startedAt": started}}, restarts)], ready=True)
             code = await runtime.proc.wait()
-            # a container ends with its main process: nothing it started outlives it
-            kill_group(runtime.proc.pid)
+            signal_group(runtime.proc.pid)  # nothing the container started outlives it
             if runtime.deleting:
                 return
             with open(termination_local, errors="replace") as f:
