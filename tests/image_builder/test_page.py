@@ -54,3 +54,21 @@ def test_build_from_the_page(images, page, tmp_path):
     page.fill("#context", "../elsewhere")
     page.click("#build-button")
     page.wait_for_function("document.getElementById('form-error').textContent.includes('must stay inside your workspace')")
+
+
+def test_a_very_long_username_keeps_the_header_in_one_line(images, page, tmp_path):
+    name = "l" * 300
+    images.hub.create_user(name)
+    page.goto(f"{images.hub.url}/hub/login")
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", images.hub.password)
+    page.click("#login_submit")
+    page.wait_for_url("**/hub/**")
+    page.goto(images.url)
+    page.wait_for_selector("text=Build an image")
+    header = page.locator("header").bounding_box()
+    assert header["height"] < 60, header  # one line
+    who = page.locator("header .who").bounding_box()
+    assert who["x"] + who["width"] <= 1280
+    assert page.locator("header a", has_text="Start a server").is_visible()
+    page.screenshot(path=os.path.join(tmp_path, "long-username.png"))
