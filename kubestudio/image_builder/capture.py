@@ -40,16 +40,34 @@ class ServerCapture:
             raise RequestError(f"from_server: {what} is not reachable: {e}", 502) from None
         return json.loads(response.body)
 
+    async def _servers(self, owner):
+        """The owner's servers as the hub lists them: {name: server model}."""
+        user = await self._get(f"{self.hub_api_url}/users/{quote(owner, safe='')}", "the hub")
+        return (user or {}).get("servers") or {}
+
+    async def _environment(self, server, label):
+        """What the server's KubeStudio extension answers (image, baseline, current), or None."""
+        return await self._get(f"{self.proxy_url}{server['url']}api/kubestudio/environment", label)
+
+    @staticmethod
+    def _label(server_name):
+        return f"server {server_name!r}" if server_name else "your default server"
+
+    @staticmethod
+    def _added(found):
+        """{"pip": [...], "conda": [...]}: what the server has added since it started."""
+        return {manager: package_diff(found.get("baseline", {}).get(manager, []), found.get("current", {}).get(manager, []))
+                for manager in ("pip", "conda")}
+
     async def capture(self, owner, server_name, base=None, fallback=None):
         """(base image, {"pip": [...], "conda": [...]}) of owner's server ``server_name``."""
-        user = await self._get(f"{self.hub_api_url}/users/{quote(owner, safe='')}", "the hub")
-        servers = (user or {}).get("servers") or {}
+        servers = await self._servers(owner)
         server = servers.get(server_name or "")
-        label = f"server {server_name!r}" if server_name else "your default server"
+        label = self._label(server_name)
         if not server or not server.get("ready"):
             running = ", ".join(repr(n) if n else "the default server" for n in servers) or "none"
             raise RequestError(f"from_server: {label} is not running (running: {running})", 409)
-        found = await self._get(f"{self.proxy_url}{server['url']}api/kubestudio/environment", label)
+        found = await self._environment(server, label)
         if found is None:
             raise RequestError(f"from_server: {label} does not have the KubeStudio server extension "
                                "(pip install kubestudio in its image)", 409)
@@ -58,32 +76,25 @@ class ServerCapture:
         if not image:
             raise RequestError(f"from_server: {label} runs without a container image; give `base`, "
                                "the image to add its packages to", 400)
-        image = check_reference(image, "base")
-        diff = {manager: package_diff(found.get("baseline", {}).get(manager, []), found.get("current", {}).get(manager, []))
-                for manager in ("pip", "conda")}
-        return image, diff
+        return check_reference(image, "base"), self._added(found)
 
     async def servers(self, owner):
         """The owner's servers for the page's *Running server* choice: [{name, ready, adds, note}],
         ``adds`` being what a build of it would install on top of its image."""
-        user = await self._get(f"{self.hub_api_url}/users/{quote(owner, safe='')}", "the hub")
         listed = []
-        for name, server in sorted(((user or {}).get("servers") or {}).items()):
+        for name, server in sorted((await self._servers(owner)).items()):
             entry = {"name": name, "ready": bool(server.get("ready")), "adds": None, "note": ""}
+            listed.append(entry)
             if not entry["ready"]:
                 entry["note"] = "not running"
+                continue
+            try:
+                found = await self._environment(server, self._label(name))
+            except RequestError as e:
+                entry["note"] = str(e).removeprefix("from_server: ")
+                continue
+            if found is None:
+                entry["note"] = "runs without the KubeStudio server extension"
             else:
-                label = f"server {name!r}" if name else "your default server"
-                try:
-                    found = await self._get(f"{self.proxy_url}{server['url']}api/kubestudio/environment", label)
-                except RequestError as e:
-                    entry["note"] = str(e).removeprefix("from_server: ")
-                else:
-                    if found is None:
-                        entry["note"] = "runs without the KubeStudio server extension"
-                    else:
-                        entry["adds"] = {m: package_diff(found.get("baseline", {}).get(m, []),
-                                                         found.get("current", {}).get(m, [])) for m in ("pip", "conda")}
-            listed.append(entry)
+                entry["adds"] = self._added(found)
         return listed
-
