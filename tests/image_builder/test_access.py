@@ -25,6 +25,8 @@ def setup(images):
     assert r.status_code in (201, 202), r.text
     env = images.hub.server_env("alice")
     assert env and env.get("JUPYTERHUB_API_TOKEN")
+    # the server takes its package set at start in the background: from_server diffs against it
+    assert images.session("alice").get(f"{images.url}api/servers").json()["servers"][0]["ready"]
     yield build["id"], env
     images.hub.stop_server("alice")
 
