@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from ..processgroup import signal_group
 from .backends.base import BuildFailed, BuildJob
 
-PREPARING, READY, FAILED, UNAVAILABLE = "preparing", "ready", "failed", "unavailable"
+PREPARING, READY, FAILED = "preparing", "ready", "failed"
 
 
 @dataclass
@@ -169,14 +169,14 @@ class BasePreparer:
 
     async def _prepare(self, base):
         cached = self.cached_rootfs(base)
-        if not (cached and os.path.exists(cached)) and not shutil.which(self.mmdebstrap):
-            base.status = UNAVAILABLE
+        have_cached = bool(cached) and os.path.exists(cached)
+        if not have_cached and not shutil.which(self.mmdebstrap):
             raise BuildFailed(f"{self.mmdebstrap} is not installed (apt-get install mmdebstrap); "
                               "builds need a base image from a registry instead")
         folder = os.path.join(self.work_dir, f"base-{uuid.uuid4().hex[:12]}")
         os.makedirs(folder, mode=0o700)
         try:
-            if cached and os.path.exists(cached):
+            if have_cached:
                 _place(cached, os.path.join(folder, "rootfs.tar"))
             else:
                 await self._debootstrap(base, folder)
