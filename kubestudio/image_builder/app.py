@@ -237,7 +237,8 @@ class ImageBuilder(Application):
                                   self.backend, self.work_dir, self.log, cache_dir=self.base_cache_dir,
                                   extra_ca_dir=self.base_extra_ca_dir)
         self.default_base = default_base(bases, self.registry_host)
-        self.manager = BuildManager(self, self.store, self.backend, registry, self.log, capture=capture.capture)
+        self.manager = BuildManager(self, self.store, self.backend, registry, self.log, capture=capture.capture,
+                                    default_base=self.default_base)
         api = url_path_join(prefix, "api")
         routes = oauth_routes(prefix) + [
             (prefix, handlers.IndexHandler),
@@ -250,7 +251,7 @@ class ImageBuilder(Application):
             (url_path_join(api, "health"), handlers.HealthHandler),
         ]
         settings = oauth_settings(SERVICE_NAME, prefix, cookie_secret_file=self.cookie_secret_file,
-                                  manager=self.manager, bases=self.bases, default_base=self.default_base,
+                                  manager=self.manager, bases=self.bases,
                                   workspace_label=self.workspace_label, capture=capture,
                                   keepalive_seconds=self.keepalive_seconds,
                                   registry_display=f"{self.registry_host}/{self.registry_prefix}".rstrip("/"),

@@ -41,13 +41,14 @@ class LiveBuild:
 
 
 class BuildManager:
-    def __init__(self, config, store, backend, registry, log, capture=None):
+    def __init__(self, config, store, backend, registry, log, capture=None, default_base=None):
         self.config = config  # the ImageBuilder application: its traits are the settings
         self.store = store
         self.backend = backend
         self.registry = registry
         self.log = log
-        self.capture = capture  # async (owner, server, base) -> (base image, {"pip": [...], ...})
+        self.capture = capture  # async (owner, server, base, fallback) -> (base image, {"pip": [...], ...})
+        self.default_base = default_base  # base of `environment` and image-less from_server builds
         self.queue = BuildQueue(config.max_concurrent_builds, config.max_builds_per_user)
         self.live = {}
         self._secrets = []
@@ -90,8 +91,7 @@ class BuildManager:
 
     async def submit(self, identity, body, is_admin):
         """Check and start (or answer) a build request; (http status, record dict)."""
-        default_base = getattr(self.config, "default_base", None)
-        request = specs.parse_request(body, default_base)
+        request = specs.parse_request(body, self.default_base)
         owner = identity["name"]
         slug = user_slug(owner)
         if request.repository and not is_admin:
@@ -129,7 +129,7 @@ class BuildManager:
         else:
             if self.capture is None:
                 raise specs.RequestError("from_server: this service cannot reach user servers", 409)
-            base, diff = await self.capture(owner, request.from_server, request.base, fallback=default_base)
+            base, diff = await self.capture(owner, request.from_server, request.base, fallback=self.default_base)
             request.environment = {"base": base, **{k: v for k, v in diff.items() if v}}
             extra["captured"] = diff
             if not any(diff.values()):

@@ -135,7 +135,7 @@ class BaseListHandler(ImagesHandler):
 
     async def get(self):
         self.require_builder()
-        self.write_json({"bases": self.settings["bases"].status(), "default": self.settings["default_base"]})
+        self.write_json({"bases": self.settings["bases"].status(), "default": self.manager.default_base})
 
 
 class ServerListHandler(ImagesHandler):
@@ -166,7 +166,7 @@ class IndexHandler(PageHandler, ImagesHandler):
             hub_prefix=os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/",
             xsrf=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes) else self.xsrf_token,
             registry=self.settings["registry_display"],
-            default_base=self.settings["default_base"] or "",
+            default_base=self.manager.default_base or "",
             workspace=self.settings["workspace_label"](self.identity["name"]),
         )
         self.set_header("Content-Type", "text/html; charset=utf-8")
