@@ -22,6 +22,7 @@ from traitlets.config import Configurable
 
 from ..spawner.profiles import CatalogError, load_catalog
 from ..spawner.projects import PUBLIC_PROJECT, ProjectError, parse_project
+from .auth import SharedPasswordLogin
 from .membership import join_public_project
 from .ports import CONVENTIONAL, resolve_ports
 from .secretfile import stored_secret
@@ -291,15 +292,14 @@ class KubeStudio(Configurable):
                                  "command": [sys.executable, "-m", "kubestudio.hub.sigdefault",
                                              "docker-registry", "serve", registry_config],
                                  "cwd": data, "display": False})
+        c.JupyterHub.services = services + [service]
+        if self.spawner == "local" and "server_image" not in c.LocalWorkspaceSpawner:
+            c.LocalWorkspaceSpawner.server_image = f"{c.ImageBuilder.registry_host}/{LOCAL_PYTHON_BASE}"
         prefix = c.ImageBuilder.get("registry_prefix", "kubestudio")
         for spawner in ("WorkspaceSpawner", "LocalWorkspaceSpawner"):
             if "user_images_prefix" not in c[spawner]:
                 c[spawner].user_images_prefix = "/".join(
                     p for p in (c.ImageBuilder.registry_host, prefix, "{user_slug}") if p) + "/"
-        c.JupyterHub.services = services + [service]
-        if self.spawner == "local" and "server_image" not in c.LocalWorkspaceSpawner:
-            c.LocalWorkspaceSpawner.server_image = f"{c.ImageBuilder.registry_host}/{LOCAL_PYTHON_BASE}"
-        for spawner in ("WorkspaceSpawner", "LocalWorkspaceSpawner"):
             if "images_api_url" not in c[spawner]:
                 c[spawner].images_api_url = self.service_url().rstrip("/") + "/services/images/api/images"
             if "images_api_token" not in c[spawner]:
@@ -411,15 +411,12 @@ class KubeStudio(Configurable):
             self.images_defaults(c, data)
             self.images_hub_config(c, data, self.config_file or os.path.abspath("jupyterhub_config.py"))
 
-        if self.authenticator_class == "dummy":
-            from .auth import SharedPasswordLogin
-
-            c.JupyterHub.authenticator_class = SharedPasswordLogin
-        else:
-            c.JupyterHub.authenticator_class = self.authenticator_class
+        dummy = self.authenticator_class == "dummy"
+        # the shared-password login names a bad username instead of blaming the password
+        c.JupyterHub.authenticator_class = SharedPasswordLogin if dummy else self.authenticator_class
         c.Authenticator.admin_users = set(self.admin_users)
         c.Authenticator.post_auth_hook = join_public_project
-        if self.authenticator_class == "dummy":
+        if dummy:
             password, generated = self.password()
             c.DummyAuthenticator.password = password
             c.Authenticator.allow_all = True

@@ -236,9 +236,8 @@ class ImageBuilder(Application):
         self.bases = BasePreparer(bases if self.backend.snapshot_context else [], self.registry_host, registry,
                                   self.backend, self.work_dir, self.log, cache_dir=self.base_cache_dir,
                                   extra_ca_dir=self.base_extra_ca_dir)
-        self.default_base = default_base(bases, self.registry_host)
         self.manager = BuildManager(self, self.store, self.backend, registry, self.log, capture=capture.capture,
-                                    default_base=self.default_base)
+                                    default_base=default_base(bases, self.registry_host))
         api = url_path_join(prefix, "api")
         routes = oauth_routes(prefix) + [
             (prefix, handlers.IndexHandler),

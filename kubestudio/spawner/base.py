@@ -15,6 +15,7 @@ from .form import render_spawn_form
 from .profiles import load_catalog_cached
 from .projects import user_projects
 from .request import SpawnRefused, options_from_formdata, resolve_request
+from .storage import user_slug
 
 
 def refusal(error):
@@ -116,8 +117,6 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
         """Where this user's own images live, for profiles with custom_images; None: not offered."""
         if not self.user_images_prefix:
             return None
-        from .storage import user_slug
-
         return self.user_images_prefix.format(user_slug=user_slug(self.user.name))
 
     def runs_here(self):

@@ -318,10 +318,9 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         env["KUBESTUDIO_WORKSPACE"] = folders.workspace
         env["KUBESTUDIO_ARCHIVES"] = folders.archives
         # the server's own tools first: its Python, pip, jupyter and the kubestudio CLI
-        server_path = [HUB_BIN]
-        env["KUBESTUDIO_SERVER_PATH"] = os.pathsep.join(server_path)
-        inherited = [d for d in env.get("PATH", os.defpath).split(os.pathsep) if d and d not in server_path]
-        env["PATH"] = os.pathsep.join(server_path + inherited)
+        env["KUBESTUDIO_SERVER_PATH"] = HUB_BIN
+        inherited = [d for d in env.get("PATH", os.defpath).split(os.pathsep) if d and d != HUB_BIN]
+        env["PATH"] = os.pathsep.join([HUB_BIN] + inherited)
         if self._request is not None:
             env["KUBESTUDIO_PROJECT"] = self._request.project.name
             env["KUBESTUDIO_PROFILE"] = self._request.profile.slug
