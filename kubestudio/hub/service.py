@@ -125,11 +125,17 @@ class EventStream:
         self._task = None
 
     async def send(self, data, event=None):
-        text = ""
-        if event:
-            text += f"event: {event}\n"
-        text += "".join(f"data: {line}\n" for line in json.dumps(data).splitlines()) + "\n"
-        await self._write(text)
+        await self._write(self._event(data, event))
+
+    async def send_many(self, items):
+        """Several events in one write (a log replay sends thousands at once)."""
+        if items:
+            await self._write("".join(self._event(data) for data in items))
+
+    @staticmethod
+    def _event(data, event=None):
+        text = f"event: {event}\n" if event else ""
+        return text + "".join(f"data: {line}\n" for line in json.dumps(data).splitlines()) + "\n"
 
     async def comment(self, text="keepalive"):
         await self._write(f": {text}\n\n")

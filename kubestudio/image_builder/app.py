@@ -77,9 +77,31 @@ class ImageBuilder(Application):
         help="""Docker config.json with the registry credentials, used for the "already built?"
         check and by the builders. Its secrets never appear in logs, records or API answers.""",
     )
+    registry_aliases = List(
+        Unicode(),
+        config=True,
+        help="""Other names of the same registry (e.g. its in-cluster Service name), so a Dockerfile
+        cannot reach another user's image by spelling the host differently.""",
+    )
+    base_repositories = List(
+        Unicode(),
+        ["base/*"],
+        config=True,
+        help="""Repositories of our registry that every user may build FROM, as patterns on the path
+        after the host (fnmatch: `base/*`, `kubestudio/shared/*`). Besides these, a user may build
+        from their own images, their projects' images and any other registry's images; another
+        user's image is refused (403 naming the Dockerfile line). The base_images the service makes
+        are under base/ by default.""",
+    )
     max_concurrent_builds = Integer(2, config=True, help="Builds that may run at once, for all users together.")
     max_builds_per_user = Integer(1, config=True, help="Builds one user may have running at once; more wait in the queue.")
     build_timeout = Integer(3600, config=True, help="Seconds a build may run before it is stopped and marked failed.")
+    max_log_bytes = Integer(
+        10 * 1024 * 1024,
+        config=True,
+        help="""Largest log kept per build (characters). Past it, lines are left out, except the last
+        100, which close the log after a note saying how many were left out; the build goes on.""",
+    )
     max_context_bytes = Integer(
         200 * 1024 * 1024, config=True, help="Largest build context (sum of the files in the folder), in bytes."
     )

@@ -7,15 +7,20 @@ writes everything to the store, so a record reported done is never lost.
 """
 
 import asyncio
+import fnmatch
 import os
+import re
 import shutil
 import time
 import uuid
 
 from ..spawner.storage import user_slug
+from . import dockerfile as df
 from . import spec as specs
 from .backends.base import BuildFailed, BuildJob
-from .context import resolve_context, scan_context
+from .context import open_context, scan_context
+from .logs import LiveLog, stored_lines
+from .logs import forget as forget_log
 from .models import ACTIVE, CANCELLED, DELETED, DONE, EXISTS, FAILED, QUEUED, RUNNING, SUCCEEDED, Build, iso, utcnow
 from .queue import BuildQueue
 from .registry import RegistryError, split_reference
@@ -24,11 +29,11 @@ LOG_FLUSH_SECONDS = 2.0
 
 
 class LiveBuild:
-    """A build in flight: its log lines and the followers waiting for more."""
+    """A build in flight: its log and the followers waiting for more."""
 
-    def __init__(self, build_id, lines=None):
+    def __init__(self, build_id, log):
         self.id = build_id
-        self.lines = list(lines or [])
+        self.log = log
         self.changed = asyncio.Condition()
         self.task = None
         self.job = None
@@ -79,7 +84,9 @@ class BuildManager:
         with self.store.session() as db:
             unfinished = db.query(Build).filter(Build.status.in_(ACTIVE)).order_by(Build.created).all()
         for record in unfinished:
-            live = self.live[record.id] = LiveBuild(record.id, record.log.splitlines())
+            with self.store.session() as db:
+                log = LiveLog.load(db, record.id, self.config.max_log_bytes)
+            live = self.live[record.id] = LiveBuild(record.id, log)
             if record.status == QUEUED:
                 self.queue.add(record.id, record.owner)
             else:
@@ -105,48 +112,88 @@ class BuildManager:
         context_dir, context_subpath, dockerfile, context_digest = None, None, "Dockerfile", ""
         snapshot = None  # a private copy of the context, for backends that build from local files
         extra = {}
-        if request.kind == "context":
-            workspace = self.config.workspace_of(slug)
-            context_dir, dockerfile = resolve_context(workspace, request.context, request.dockerfile)
-            context_subpath = os.path.relpath(context_dir, os.path.realpath(workspace))
-            if getattr(self.backend, "snapshot_context", False):
-                snapshot = os.path.join(self.config.work_dir, f"context-{uuid.uuid4().hex}")
-            try:
-                context_digest, size, files = await asyncio.get_running_loop().run_in_executor(
-                    None, scan_context, context_dir, self.config.max_context_bytes, snapshot)
-            except BaseException:
-                _remove(snapshot)
-                raise
-            context_dir = snapshot or context_dir
-            with open(os.path.join(context_dir, dockerfile), encoding="utf-8", errors="replace") as f:
-                text = f.read()
-            extra["context_bytes"] = size
-            extra["context_files"] = files
-        elif request.kind == "dockerfile_text":
-            text = request.dockerfile_text
-        elif request.kind == "environment":
-            text = specs.environment_dockerfile(request.environment)
-        else:
-            if self.capture is None:
-                raise specs.RequestError("from_server: this service cannot reach user servers", 409)
-            base, diff = await self.capture(owner, request.from_server, request.base, fallback=self.default_base)
-            request.environment = {"base": base, **{k: v for k, v in diff.items() if v}}
-            extra["captured"] = diff
-            if not any(diff.values()):
-                text = f"FROM {base}\n"
-            else:
+        try:  # whatever happens, a snapshot no build will use is removed
+            if request.kind == "context":
+                workspace = self.config.workspace_of(slug)
+                loop = asyncio.get_running_loop()
+                opened = await loop.run_in_executor(None, open_context, workspace, request.context,
+                                                    request.dockerfile)
+                try:
+                    if getattr(self.backend, "snapshot_context", False):
+                        snapshot = os.path.join(self.config.work_dir, f"context-{uuid.uuid4().hex}")
+                    context_digest, size, files = await loop.run_in_executor(
+                        None, scan_context, opened, self.config.max_context_bytes, snapshot)
+                finally:
+                    opened.close()
+                context_subpath, dockerfile, text = opened.subpath, opened.dockerfile, opened.dockerfile_text
+                context_dir = snapshot or os.path.join(workspace, context_subpath)
+                extra["context_bytes"] = size
+                extra["context_files"] = files
+            elif request.kind == "dockerfile_text":
+                text = request.dockerfile_text
+            elif request.kind == "environment":
                 text = specs.environment_dockerfile(request.environment)
-        try:
+            else:
+                if self.capture is None:
+                    raise specs.RequestError("from_server: this service cannot reach user servers", 409)
+                base, diff = await self.capture(owner, request.from_server, request.base, fallback=self.default_base)
+                request.environment = {"base": base, **{k: v for k, v in diff.items() if v}}
+                extra["captured"] = diff
+                if not any(diff.values()):
+                    text = f"FROM {base}\n"
+                else:
+                    text = specs.environment_dockerfile(request.environment)
             return await self._submit_checked(request, owner, slug, text, extra, context_dir, context_subpath,
-                                              dockerfile, context_digest, snapshot)
+                                              dockerfile, context_digest, snapshot, identity, is_admin)
         except BaseException:
             _remove(snapshot)
             raise
 
+    def check_bases(self, instructions, dockerfile_name, slug, identity, is_admin):
+        """403 naming the line when the Dockerfile pulls an image of ours the caller may not read.
+
+        Allowed: any image of another registry (public), the repositories every user may build on
+        (``base_repositories``, e.g. ``base/*``), the caller's own namespace, and the namespaces of
+        the projects they belong to. The builder pulls with credentials that can read everything,
+        so this check is what keeps one user's private image from another.
+        """
+        if is_admin:
+            return
+        try:
+            references = df.image_references(instructions, dockerfile_name)
+        except df.DockerfileError as e:
+            raise specs.RequestError(str(e)) from None
+        ours = {self.config.registry_host, *self.config.registry_aliases}
+        host, _, port = self.config.registry_host.rpartition(":")
+        if host in ("127.0.0.1", "localhost") and port.isdigit():
+            ours |= {f"127.0.0.1:{port}", f"localhost:{port}"}
+        prefix = self.config.registry_prefix.strip("/")
+        own = "/".join(p for p in (prefix, slug) if p) + "/"
+        projects = "/".join(p for p in (prefix, "projects") if p) + "/"
+        groups = set(identity.get("groups", []))
+        for number, reference in references:
+            first, _, rest = reference.partition("/")
+            if not rest or not ("." in first or ":" in first or first == "localhost") or first not in ours:
+                continue  # another registry's image (or Docker Hub's): public as far as we can tell
+            path = re.split(r"[:@]", rest, maxsplit=1)[0]
+            made_here = {str(b.get("image", "")).rpartition(":")[0] for b in self.config.base_images}
+            if path.startswith(own) or path in made_here or \
+                    any(fnmatch.fnmatchcase(path, p) for p in self.config.base_repositories):
+                continue
+            if path.startswith(projects) and self.config.allow_project_namespaces:
+                project = path[len(projects):].split("/", 1)[0]
+                if project in groups:
+                    continue
+            raise specs.RequestError(
+                f"{dockerfile_name}: line {number}: you may not build from {reference}: it is not one of your "
+                "images, a shared base, or an image of one of your projects", 403)
+
     async def _submit_checked(self, request, owner, slug, text, extra, context_dir, context_subpath, dockerfile,
-                              context_digest, snapshot):
+                              context_digest, snapshot, identity, is_admin):
         instructions = specs.parse_dockerfile(text, request.dockerfile if request.kind == "context" else "Dockerfile")
         steps = len(instructions)
+        self.check_bases(instructions, request.dockerfile if request.kind == "context" else "Dockerfile",
+                         slug, identity, is_admin)
 
         spec_json = request.to_json()
         content_hash = specs.content_hash(spec_json, text, context_digest)
@@ -228,7 +275,7 @@ class BuildManager:
         if request.kind != "context":
             context_dir, dockerfile = self._write_dockerfile(build_id, text), "Dockerfile"
         generated = request.kind != "context" or snapshot is not None
-        live = LiveBuild(build_id)
+        live = LiveBuild(build_id, LiveLog(self.config.max_log_bytes))
         live.job = BuildJob(id=build_id, owner=owner, owner_slug=slug, image=image, dockerfile=dockerfile,
                             context_dir=context_dir, context_subpath=context_subpath, dockerfile_text=text,
                             generated=generated, labels=labels, project=request.project or "")
@@ -327,32 +374,40 @@ class BuildManager:
         self.log.info("image %s deleted by %s", image, owner or "an admin")
         return len(records)
 
-    def log_text(self, build_id):
-        live = self.live.get(build_id)
-        if live is not None:
-            return "\n".join(live.lines)
-        with self.store.session() as db:
-            record = db.get(Build, build_id)
-            return record.log if record else ""
+    async def log_text(self, build_id):
+        """Yield the log as pieces of text (a few KiB each), never the whole log at once."""
+        async for lines in self.follow_lines(build_id, wait=False):
+            yield "".join(line + "\n" for line in lines)
 
     async def follow(self, build_id):
-        """Yield ("line", text) for the whole log so far and then each new line, then ("done", record)."""
-        sent = 0
+        """Yield ("lines", [text, ...]) for the whole log so far and then what comes, in batches of
+        at most one chunk, then ("done", record)."""
+        async for lines in self.follow_lines(build_id, wait=True):
+            yield "lines", lines
+        yield "done", self.get(build_id)
+
+    async def follow_lines(self, build_id, wait):
+        position = (0, 0)
         while True:
             live = self.live.get(build_id)
             if live is None:
-                with self.store.session() as db:
-                    record = db.get(Build, build_id)
-                    lines = record.log.splitlines() if record.log else []
-                for line in lines[sent:]:
-                    yield "line", line
-                yield "done", self.get(build_id)
+                # finished (or never live): the stored log, one chunk at a time, from where we are
+                chunk, line = position
+                for seq, lines in enumerate(stored_lines(self.store, build_id)):
+                    if seq > chunk or (seq == chunk and line < len(lines)):
+                        yield lines[line:] if seq == chunk else lines
+                    await asyncio.sleep(0)  # let other requests in between chunks
                 return
-            while sent < len(live.lines):
-                sent += 1
-                yield "line", live.lines[sent - 1]
+            lines, after = live.log.read(position)
+            if lines or after != position:
+                position = after
+                if lines:
+                    yield lines
+                continue
+            if not wait:
+                return
             async with live.changed:
-                if sent == len(live.lines) and self.live.get(build_id) is live:
+                if self.live.get(build_id) is live and not live.log.read(position)[0]:
                     try:
                         await asyncio.wait_for(live.changed.wait(), 5)
                     except asyncio.TimeoutError:
@@ -371,9 +426,9 @@ class BuildManager:
             text = text.replace(secret, "***")
         return text
 
-    def _emit(self, live, line):
+    def _emit(self, live, line, keep=False):
         line = self._redact(line)
-        live.lines.append(line)
+        live.log.append(line, keep=keep)
         live.dirty = True
         step = self.backend.step_of(line)
         if step is not None:
@@ -405,13 +460,14 @@ class BuildManager:
                 raise BuildFailed(self.backend_error)
             if recovering:
                 if getattr(self.backend, "replays_log", False):
-                    live.lines = []  # the backend streams the whole log again
+                    live.log = LiveLog(self.config.max_log_bytes)  # the backend streams the whole log again
                     with self.store.session() as db:
                         db.get(Build, build_id).step = 0
+                        forget_log(db, build_id)
                 outcome = await asyncio.wait_for(self.backend.recover(live.job, record_json, emit),
                                                  self.config.build_timeout)
             else:
-                emit(f"Building {live.job.image} with {self.backend.name}")
+                self._emit(live, f"Building {live.job.image} with {self.backend.name}", keep=True)
                 outcome = await asyncio.wait_for(self.backend.build(live.job, emit), self.config.build_timeout)
             status, digest = SUCCEEDED, outcome.digest
             message = f"built and pushed in {time.monotonic() - started:.1f} s"
@@ -429,8 +485,9 @@ class BuildManager:
             message = f"the build service failed: {type(e).__name__}: {e}"
         message = self._redact(message)
         size = await self._size(record_json["image"]) if status == SUCCEEDED else None
+        live.log.close()
         if status != SUCCEEDED:
-            emit(f"Build {status}: {message}")
+            self._emit(live, f"Build {status}: {message}", keep=True)
         self._finish(build_id, status, message, digest=digest, size=size)
         if live.job is not None and live.job.generated:
             _remove(live.job.context_dir)
@@ -481,7 +538,8 @@ class BuildManager:
             if status == SUCCEEDED:
                 record.step = record.steps
             if live is not None:
-                record.log = "\n".join(live.lines)
+                live.log.close()
+                live.log.save(db, build_id)
         if live is not None:
             asyncio.ensure_future(live.notify())
 
@@ -498,9 +556,8 @@ class BuildManager:
                 continue
             live.dirty = False
             with self.store.session() as db:
-                record = db.get(Build, live.id)
-                if record is not None and record.status in ACTIVE:
-                    record.log = "\n".join(live.lines)
+                if db.query(Build.status).filter(Build.id == live.id).scalar() in ACTIVE:
+                    live.log.save(db, live.id)
 
     async def _flush_loop(self):
         while True:

@@ -84,3 +84,64 @@ def _closest(word):
 
     match = difflib.get_close_matches(word, sorted(INSTRUCTIONS), n=1, cutoff=0.6)
     return match[0] if match else None
+
+
+_VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_]\w*)(?:(?P<op>:?[-+])(?P<word>[^}]*))?\}|(?P<plain>[A-Za-z_]\w*))")
+
+
+def image_references(instructions, name="Dockerfile"):
+    """Every image the Dockerfile pulls: ``[(line_number, reference)]``.
+
+    Covers each stage's FROM (with global ARG defaults expanded), ``COPY --from=`` and
+    ``RUN --mount=...,from=`` naming an image rather than an earlier stage; ``scratch`` pulls
+    nothing. A reference that still holds a variable with no default is a DockerfileError (it
+    could name any image).
+    """
+    args, stages, found = {}, set(), []
+    seen_from = False
+
+    def expand(value, number):
+        def substitute(match):
+            var = match.group("braced") or match.group("plain")
+            value, op, word = args.get(var), match.group("op"), match.group("word")
+            if op in ("-", ":-"):
+                return value if value is not None and (op == "-" or value) else word
+            if op in ("+", ":+"):
+                return word if value else ""
+            if value is None:
+                raise DockerfileError(f"{name}: line {number}: ${var} has no default value, so the image it "
+                                      "names cannot be checked; give the ARG a default")
+            return value
+        return _VARIABLE.sub(substitute, value)
+
+    def add(number, reference):
+        reference = expand(reference, number)
+        if reference.lower() == "scratch" or reference in stages or reference.isdigit():
+            return
+        found.append((number, reference))
+
+    for number, instruction, text in instructions:
+        words = text.split()
+        if instruction == "ARG" and not seen_from:
+            for word in words:
+                key, eq, value = word.partition("=")
+                args[key] = value.strip("\"'") if eq else args.get(key)
+        elif instruction == "FROM":
+            seen_from = True
+            words = [w for w in words if not w.startswith("--")]
+            if words:
+                add(number, words[0])
+            if len(words) >= 3 and words[1].lower() == "as":
+                stages.add(words[2])
+        elif instruction in ("COPY", "ADD"):
+            for word in words:
+                if word.startswith("--from="):
+                    add(number, word[len("--from="):])
+        elif instruction == "RUN":
+            for word in words:
+                if word.startswith("--mount="):
+                    for option in word[len("--mount="):].split(","):
+                        key, _, value = option.partition("=")
+                        if key == "from":
+                            add(number, value)
+    return found

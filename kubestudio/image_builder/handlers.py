@@ -91,9 +91,12 @@ class BuildLogsHandler(ImagesHandler):
         self.require_builder()
         self.build_for_caller(build_id)
         if not wants_event_stream(self):
+            # a piece at a time: a 10 MB log never sits whole in memory, nor holds other requests
             self.set_header("Content-Type", "text/plain; charset=utf-8")
-            text = self.manager.log_text(build_id)
-            self.finish(text + ("\n" if text else ""))
+            async for text in self.manager.log_text(build_id):
+                self.write(text)
+                await self.flush()
+            self.finish()
             return
         with EventStream(self, keepalive=self.settings["keepalive_seconds"]) as stream:
             await stream.comment("replaying the log from the start")
@@ -101,12 +104,15 @@ class BuildLogsHandler(ImagesHandler):
             async for kind, value in self.manager.follow(build_id):
                 if stream.closed:
                     return
-                if kind == "line":
-                    step = self.manager.backend.step_of(value)
-                    await stream.send({"type": "log", "line": value})
-                    if step is not None:
-                        counted = counted + 1 if step[0] == "next" else step[0]
-                        await stream.send({"type": "progress", "step": counted, "steps": step[1]})
+                if kind == "lines":
+                    events = []
+                    for line in value:
+                        events.append({"type": "log", "line": line})
+                        step = self.manager.backend.step_of(line)
+                        if step is not None:
+                            counted = counted + 1 if step[0] == "next" else step[0]
+                            events.append({"type": "progress", "step": counted, "steps": step[1]})
+                    await stream.send_many(events)  # one write per batch, not per line
                 else:
                     await stream.send({"type": "result", **value})
         self.finish()

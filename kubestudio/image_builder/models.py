@@ -2,7 +2,7 @@
 
 from datetime import datetime, timezone
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, EXISTS = "queued", "running", "succeeded", "failed", "cancelled", "exists"
@@ -49,7 +49,8 @@ class Build(Base):
     size: Mapped[int] = mapped_column(Integer, nullable=True)
     dockerfile: Mapped[str] = mapped_column(Text, default="")
     extra: Mapped[dict] = mapped_column(JSON, default=dict)
-    log: Mapped[str] = mapped_column(Text, default="")
+    # logs of builds from before log chunks existed; deferred: listings never load log text
+    log: Mapped[str] = mapped_column(Text, default="", deferred=True)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
     finished: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -79,3 +80,19 @@ class Build(Base):
         if self.extra:
             data.update({k: v for k, v in self.extra.items() if k not in data})
         return data
+
+
+class LogChunk(Base):
+    """One piece of a build's log: up to ~64 KiB of whole lines, numbered from 0.
+
+    Logs are stored in pieces so a running build saves only what is new, a follower of a finished
+    build reads one piece at a time (memory stays flat however long the log), and listings of
+    builds never touch log text.
+    """
+
+    __tablename__ = "build_log_chunks"
+
+    build_id: Mapped[str] = mapped_column(String(32), ForeignKey("builds.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    lines: Mapped[int] = mapped_column(Integer, default=0)
+    text: Mapped[str] = mapped_column(Text, default="")

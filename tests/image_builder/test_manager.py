@@ -104,7 +104,7 @@ async def test_records_survive_a_new_manager(tmp_path, registry):
     await again.start()
     kept = again.get(build["id"])
     assert kept["status"] == "succeeded" and kept["digest"] == DIGEST
-    assert f"RUN {build['id']}" in again.log_text(build["id"])
+    assert f"RUN {build['id']}" in "".join([t async for t in again.log_text(build["id"])])
     await again.stop()
 
 

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from kubestudio.image_builder import dockerfile as df
-from kubestudio.image_builder.context import resolve_context, scan_context
+from kubestudio.image_builder.context import open_context, scan_context
 from kubestudio.image_builder.spec import RequestError, content_hash, environment_dockerfile, parse_request
 
 
@@ -108,13 +108,32 @@ def workspace(tmp_path):
     return ws
 
 
+def resolve_context(workspace, context, dockerfile="Dockerfile"):
+    with open_context(workspace, context, dockerfile) as opened:
+        return opened.subpath, opened.dockerfile
+
+
 def test_context_inside_workspace(workspace):
-    folder, dockerfile = resolve_context(str(workspace), "proj")
-    assert folder == os.path.realpath(workspace / "proj") and dockerfile == "Dockerfile"
-    digest, size, files = scan_context(folder, 1 << 20)
+    with open_context(str(workspace), "proj") as opened:
+        assert (opened.subpath, opened.dockerfile, opened.dockerfile_text) == ("proj", "Dockerfile", "FROM busybox\n")
+        digest, size, files = scan_context(opened, 1 << 20)
     assert (size, files) == (17, 2)
     (workspace / "proj" / "data.txt").write_text("changed")
-    assert scan_context(folder, 1 << 20)[0] != digest
+    with open_context(str(workspace), "proj") as opened:
+        assert scan_context(opened, 1 << 20)[0] != digest
+
+
+def test_links_inside_the_workspace_are_followed_by_hand(workspace):
+    os.symlink("proj", workspace / "alias")
+    os.symlink(str(workspace / "proj"), workspace / "absolute")
+    (workspace / "proj" / "docker").mkdir()
+    (workspace / "proj" / "docker" / "Dockerfile.dev").write_text("FROM busybox\nRUN true\n")
+    os.symlink("docker/Dockerfile.dev", workspace / "proj" / "Dockerfile.link")
+    assert resolve_context(str(workspace), "alias") == ("proj", "Dockerfile")
+    assert resolve_context(str(workspace), "absolute", "Dockerfile.link") == ("proj", "docker/Dockerfile.dev")
+    os.symlink("../../secret/key", workspace / "proj" / "Dockerfile.out")
+    with pytest.raises(RequestError, match="dockerfile: 'Dockerfile.out' is a link that leads outside the context"):
+        resolve_context(str(workspace), "proj", "Dockerfile.out")
 
 
 @pytest.mark.parametrize("context,message", [

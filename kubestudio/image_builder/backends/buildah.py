@@ -1,8 +1,9 @@
 """buildah backend (the embedded default): ``buildah bud`` then ``buildah push``.
 
-Runs with chroot isolation and vfs storage by default, which need no daemon and no privileges
-beyond the service's own; layers stay in the storage root between builds, so a rebuild after a
-change in the last step reuses every earlier layer.
+Needs no daemon. RUN steps run in the build sandbox (:mod:`.sandbox`): an unprivileged user
+namespace, a private PID namespace and a network that reaches the internet but not the host's
+loopback. vfs storage by default; layers stay in the storage root between builds, so a rebuild
+after a change in the last step reuses every earlier layer.
 """
 
 import asyncio
@@ -13,7 +14,8 @@ import tempfile
 
 from traitlets import Bool, Integer, List, Unicode
 
-from .base import BuildBackend, BuildFailed, BuildOutcome
+from .base import BuildBackend, BuildFailed, BuildOutcome, LineSplitter
+from .sandbox import Sandbox, SandboxError, check_host
 
 STEP = re.compile(r"^STEP (\d+)/(\d+):")
 
@@ -33,7 +35,38 @@ class BuildahBackend(BuildBackend):
     storage_driver = Unicode(
         "vfs", config=True, help="Storage driver: `vfs` (works everywhere) or `overlay` (faster, needs kernel support)."
     )
-    isolation = Unicode("chroot", config=True, help="RUN isolation: `chroot` (no daemon, no user namespaces), `oci` or `rootless`.")
+    sandbox = Bool(
+        True,
+        config=True,
+        help="""Run RUN steps in the build sandbox: their own user namespace (container root is an
+        unused host uid from `sandbox_uid_base`), PID and mount namespaces (buildah's `oci`
+        isolation with `runtime`), and a network namespace whose only way out is slirp4netns
+        without the host's loopback, so a Dockerfile can neither signal the hub's processes nor
+        call the hub, proxy or services, yet `pip install` works. Needs root, unshare,
+        slirp4netns and the runtime. False: buildah's own `isolation` with the service's rights
+        (only for a machine where every user is trusted).""",
+    )
+    sandbox_uid_base = Integer(
+        1_000_000_000,
+        config=True,
+        help="""First host uid (and gid) of the build sandbox's user namespace: uid 0 in a build is
+        this uid on the host. The range [base, base + sandbox_id_count) must not belong to anyone.""",
+    )
+    sandbox_id_count = Integer(65536, config=True, help="Number of uids and gids mapped into the build sandbox.")
+    runtime = Unicode(
+        "runc",
+        config=True,
+        help="""OCI runtime of sandboxed RUN steps: `runc` (works with cgroup v1, v2 and hybrid
+        hosts) or `crun` (cgroup v2 only).""",
+    )
+    isolation = Unicode(
+        "chroot",
+        config=True,
+        help="RUN isolation when `sandbox` is False: `chroot` (no daemon, no user namespaces), `oci` or `rootless`.",
+    )
+    max_line = Integer(
+        16 * 1024, config=True, help="Longest log line, in characters; longer output lines are cut into pieces."
+    )
     auth_file = Unicode(
         "",
         config=True,
@@ -58,15 +91,35 @@ class BuildahBackend(BuildBackend):
             args += ["--authfile", self.auth_file]
         return args
 
+    async def start(self):
+        if self.sandbox:
+            try:
+                check_host(self.runtime)
+            except SandboxError as e:
+                raise BuildFailed(str(e)) from None
+
     async def build(self, job, emit):
-        bud = self._global_args() + ["bud", "--isolation", self.isolation, "--layers=" + str(self.layers).lower()]
+        if not self.sandbox:
+            await self._bud(job, emit, ["--isolation", self.isolation])
+        else:
+            try:
+                async with Sandbox(self.sandbox_uid_base, self.sandbox_id_count, self.runtime) as box:
+                    await self._bud(job, emit, box.buildah_args(), groups=(box.holder.pid, box.slirp.pid))
+            except SandboxError as e:
+                raise BuildFailed(str(e)) from None
+        return await self._push(job, emit)
+
+    async def _bud(self, job, emit, isolation_args, groups=()):
+        bud = self._global_args() + ["bud"] + isolation_args + ["--layers=" + str(self.layers).lower()]
         bud += self._auth_args() + ["-f", os.path.join(job.context_dir, job.dockerfile), "-t", job.image]
         for key, value in sorted(job.labels.items()):
             bud += ["--label", f"{key}={value}"]
         bud += list(self.extra_args) + [job.context_dir]
-        code = await self._run(bud, emit, job)
+        code = await self._run(bud, emit, job, groups)
         if code != 0:
             raise BuildFailed(f"the build failed (buildah exited with {code}); see the build log")
+
+    async def _push(self, job, emit):
         with tempfile.TemporaryDirectory(prefix="kubestudio-push-") as tmp:
             digest_file = os.path.join(tmp, "digest")
             emit(f"Pushing {job.image}")
@@ -79,16 +132,22 @@ class BuildahBackend(BuildBackend):
                 digest = f.read().strip()
         return BuildOutcome(digest=digest)
 
-    async def _run(self, argv, emit, job):
+    async def _run(self, argv, emit, job, groups=()):
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "BUILDAH_ISOLATION": self.isolation},
+            # BUILDAH_ISOLATION would override --isolation: never inherit one from the environment
+            env={k: v for k, v in os.environ.items() if k != "BUILDAH_ISOLATION"},
         )
-        job.set_ref(f"pid:{proc.pid}")
+        # every process group of the build, so recover() can stop what a crash left behind
+        job.set_ref("pid:" + ",".join(str(pid) for pid in [proc.pid, *groups]))
+        lines = LineSplitter(self.max_line)
         try:
-            async for raw in proc.stdout:
-                emit(raw.decode(errors="replace").rstrip("\r\n"))
+            while chunk := await proc.stdout.read(1 << 16):
+                for line in lines.feed(chunk):
+                    emit(line)
+            for line in lines.close():
+                emit(line)
             return await proc.wait()
         except asyncio.CancelledError:
             await self._stop(proc)
@@ -111,15 +170,15 @@ class BuildahBackend(BuildBackend):
         """A local build cannot be re-attached: stop what is left of it and say why it failed."""
         ref = record.get("backend_ref", "")
         if ref.startswith("pid:"):
-            pid = int(ref[4:])
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    ours = b"buildah" in f.read()
-                if ours:
-                    os.killpg(pid, signal.SIGKILL)
-                    emit(f"Stopped the builder left running (process group {pid})")
-            except (OSError, ProcessLookupError):
-                pass
+            for pid in (int(p) for p in ref[4:].split(",") if p.isdigit()):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        command = f.read()
+                    if any(word in command for word in (b"buildah", b"slirp4netns", b"sleep\0infinity")):
+                        os.killpg(pid, signal.SIGKILL)
+                        emit(f"Stopped what the build left running (process group {pid})")
+                except (OSError, ProcessLookupError):
+                    pass
         raise BuildFailed("interrupted: the image service restarted while this build was running; start it again")
 
     def step_of(self, line):

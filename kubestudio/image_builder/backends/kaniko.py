@@ -16,7 +16,7 @@ import time
 
 from traitlets import Bool, Dict, Integer, List, Unicode
 
-from .base import BuildBackend, BuildFailed, BuildOutcome
+from .base import BuildBackend, BuildFailed, BuildOutcome, LineSplitter
 
 COMPONENT = "build"
 STEP_LINE = re.compile(r"^INFO\[\d+\] (RUN|COPY|ADD|ENV|LABEL|WORKDIR|USER|EXPOSE|CMD|ENTRYPOINT|ARG|VOLUME|SHELL|"
@@ -259,14 +259,12 @@ class KanikoBackend(BuildBackend):
     async def _stream_log(self, name, emit):
         response = await self.core.read_namespaced_pod_log(name, self.namespace, follow=True, _preload_content=False)
         try:
-            buffer = b""
+            lines = LineSplitter()
             async for chunk in response.content.iter_any():
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    emit(line.decode(errors="replace").rstrip("\r"))
-            if buffer:
-                emit(buffer.decode(errors="replace"))
+                for line in lines.feed(chunk):
+                    emit(line)
+            for line in lines.close():
+                emit(line)
         finally:
             response.release()
 
