@@ -36,6 +36,9 @@ fi
 wanted_debs=""
 command -v buildah >/dev/null || wanted_debs="$wanted_debs buildah"
 command -v docker-registry >/dev/null || wanted_debs="$wanted_debs docker-registry"
+# the build sandbox: RUN steps in their own user, PID and network namespaces
+command -v runc >/dev/null || wanted_debs="$wanted_debs runc"
+command -v slirp4netns >/dev/null || wanted_debs="$wanted_debs slirp4netns"
 # offline base images (base/python:3.11) from Debian's packages
 command -v mmdebstrap >/dev/null || wanted_debs="$wanted_debs mmdebstrap"
 if [ $want_test = 1 ]; then

@@ -26,6 +26,7 @@ from .auth import SharedPasswordLogin
 from .membership import join_public_project
 from .ports import CONVENTIONAL, resolve_ports
 from .secretfile import stored_secret
+from .store import private_file
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PASSWORD_FILE = "dummy-password"
@@ -389,6 +390,7 @@ class KubeStudio(Configurable):
         if "api_url" not in c.ConfigurableHTTPProxy:
             c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{ports['proxy_api']}"
         c.JupyterHub.db_url = f"sqlite:///{os.path.join(data, 'jupyterhub.sqlite')}"
+        private_file(os.path.join(data, "jupyterhub.sqlite"))  # sessions and tokens: the hub's account only
         c.JupyterHub.cookie_secret_file = os.path.join(data, "jupyterhub_cookie_secret")
         c.ConfigurableHTTPProxy.pid_file = os.path.join(data, "jupyterhub-proxy.pid")
         c.ConfigurableHTTPProxy.command = list(self.proxy_command)

@@ -13,6 +13,7 @@ Services build a tornado ``Application`` from these and :func:`oauth_routes`.
 import asyncio
 import json
 import os
+import re
 import secrets
 from urllib.parse import urlparse
 
@@ -20,6 +21,7 @@ from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuth
 from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.iostream import StreamClosedError
+from tornado.log import access_log
 
 from .secretfile import stored_secret
 
@@ -58,16 +60,31 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         if not self.has_scope(scope, owner):
             raise web.HTTPError(403, f"{self.identity['kind']} {self.identity['name']} may not {what} (needs scope {scope})")
 
+    max_body_bytes = 1024 * 1024  # a JSON request of ours is a few KiB; a Dockerfile at most 256 KiB
+    max_json_depth = 16
+
     def json_body(self):
-        """The request body as a JSON object; 400 with the reason otherwise."""
+        """The request body as a JSON object; 4xx naming the reason (and the field) otherwise.
+
+        Refused: bodies over :attr:`max_body_bytes` (413), nesting deeper than
+        :attr:`max_json_depth`, and strings (keys too) holding NUL or a lone surrogate, which no
+        file name, label or Dockerfile can carry.
+        """
         if not self.request.body:
             raise web.HTTPError(400, "send a JSON object in the request body")
+        if len(self.request.body) > self.max_body_bytes:
+            raise web.HTTPError(413, f"the request body is larger than {self.max_body_bytes // 1024} KiB")
         try:
             body = json.loads(self.request.body)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise web.HTTPError(400, f"the request body is not valid JSON: {e}") from None
+        except RecursionError:
+            raise web.HTTPError(400, f"the request body is nested more than {self.max_json_depth} levels deep") from None
         if not isinstance(body, dict):
             raise web.HTTPError(400, "the request body must be a JSON object")
+        problem = check_json_value(body, self.max_json_depth)
+        if problem:
+            raise web.HTTPError(400, problem)
         return body
 
     def write_json(self, data, status=200):
@@ -94,6 +111,48 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         if getattr(self, "_token_authenticated", False):
             return
         return super().check_xsrf_cookie()
+
+
+def check_json_value(value, max_depth, path=""):
+    """Why a decoded JSON value is refused (``"field.path: reason"``), or None."""
+    if isinstance(value, str):
+        return _bad_string(value, path or "body")
+    if max_depth <= 0 and isinstance(value, (dict, list)):
+        return f"{path or 'body'}: nested too deeply"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else key
+            problem = _bad_string(key, f"{path or 'body'} (a key)") or check_json_value(item, max_depth - 1, where)
+            if problem:
+                return problem
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            problem = check_json_value(item, max_depth - 1, f"{path}[{i}]")
+            if problem:
+                return problem
+    return None
+
+
+def _bad_string(text, where):
+    if "\0" in text:
+        return f"{where}: must not contain NUL characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{where}: must not contain unpaired surrogate characters (\\ud800-\\udfff)"
+    return None
+
+
+def log_request(handler):
+    """tornado's access log line, with credentials sent in the query string masked."""
+    status = handler.get_status()
+    log = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
+    uri = _QUERY_SECRET.sub(lambda m: m.group(1) + "***", handler.request.uri or "")
+    log("%d %s %s (%s) %.2fms", status, handler.request.method, uri, handler.request.remote_ip,
+        1000.0 * handler.request.request_time())
+
+
+_QUERY_SECRET = re.compile(r"((?:^|[?&;])(?:token|access_token|_xsrf|code|state)=)[^&;#]*", re.IGNORECASE)
 
 
 class PageHandler(ServiceHandler):
@@ -195,6 +254,7 @@ def oauth_settings(name, prefix, cookie_secret_file=None, **extra):
         "cookie_secret": (stored_secret(cookie_secret_file, lambda: secrets.token_hex(32))[0]
                           if cookie_secret_file else os.urandom(32)),
         "xsrf_cookies": False,  # HubOAuth checks xsrf for cookie-authenticated requests itself
+        "log_function": log_request,  # never a ?token=... in the log
         **extra,
     }
 

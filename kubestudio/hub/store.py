@@ -20,6 +20,7 @@ class Store:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                private_file(path)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         self.engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
@@ -42,6 +43,19 @@ class Store:
 
     def close(self):
         self.engine.dispose()
+
+
+def private_file(path):
+    """Create ``path`` (or tighten it) as mode 0600: SQLite gives its -wal and -shm files the mode of
+    the database, so records, logs and sessions are readable by the service's account only."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        if os.path.exists(path + suffix):
+            os.chmod(path + suffix, 0o600)
 
 
 def _sqlite_pragmas(dbapi_connection, _record):

@@ -244,12 +244,12 @@ class BuildManager:
                                          "wait for it or choose another tag", 409)
 
         build_id = uuid.uuid4().hex[:12]
-        labels = {
+        labels = {  # ours last: a request can never set them (spec.py refuses it, too)
+            **request.labels,
             "org.opencontainers.image.created": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
             "kubestudio.io/build-id": build_id,
             "kubestudio.io/user": slug,
             "kubestudio.io/content-hash": content_hash,
-            **request.labels,
         }
         record = Build(id=build_id, created=utcnow(), owner=owner, kind=request.kind, spec=spec_json, name=request.name, tag=tag,
                        image=image, content_hash=content_hash, status=QUEUED, message="",

@@ -8,6 +8,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, EXISTS = "queued", "running", "succeeded", "failed", "cancelled", "exists"
 DELETED = "deleted"  # built, then its image was deleted from the registry
 ACTIVE = (QUEUED, RUNNING)
+PRIVATE_EXTRA = ("job",)
 DONE = (SUCCEEDED, FAILED, CANCELLED, EXISTS, DELETED)
 
 
@@ -77,8 +78,8 @@ class Build(Base):
             "finished": iso(self.finished),
             "queue_position": queue_position,
         }
-        if self.extra:
-            data.update({k: v for k, v in self.extra.items() if k not in data})
+        if self.extra:  # "job" is the service's own (where the build's files are): never shown
+            data.update({k: v for k, v in self.extra.items() if k not in data and k not in PRIVATE_EXTRA})
         return data
 
 

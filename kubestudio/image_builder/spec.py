@@ -33,6 +33,7 @@ REFERENCE = re.compile(
 PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-\[\],<>=!~*:@/]*$")
 LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9.\-/_]*[a-z0-9])?$")
 MAX_DOCKERFILE = 256 * 1024
+RESERVED_LABEL_PREFIXES = ("kubestudio.io/", "io.kubestudio.", "org.opencontainers.image.created")
 
 
 class RequestError(ValueError):
@@ -123,6 +124,12 @@ def parse_request(body, default_base=None):
     if not isinstance(labels, dict) or not all(isinstance(v, str) and isinstance(k, str) and LABEL_KEY.match(k)
                                                for k, v in labels.items()):
         raise RequestError("labels: must map label keys (lowercase, dots, dashes) to strings")
+    for key, value in labels.items():
+        if key.startswith(RESERVED_LABEL_PREFIXES):
+            raise RequestError(f"labels.{key}: reserved: the image service sets the labels under "
+                               f"{', '.join(RESERVED_LABEL_PREFIXES)} itself")
+        if len(value) > 4096 or any(ord(c) < 32 and c not in "\t" for c in value):
+            raise RequestError(f"labels.{key}: must be one line of printable text, at most 4096 characters")
     request.labels = dict(labels)
     return request
 
