@@ -42,6 +42,10 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
     def set_default_headers(self):
         self.set_header("Cache-Control", "no-store")
 
+    def _request_summary(self):
+        # tornado's warning lines for 4xx name the request: never with a ?token=... in it
+        return f"{self.request.method} {masked_uri(self.request.uri)} ({self.request.remote_ip})"
+
     async def prepare(self):
         model = await self.hub_auth.get_user(self, sync=False)
         if not model:
@@ -147,9 +151,13 @@ def log_request(handler):
     """tornado's access log line, with credentials sent in the query string masked."""
     status = handler.get_status()
     log = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
-    uri = _QUERY_SECRET.sub(lambda m: m.group(1) + "***", handler.request.uri or "")
-    log("%d %s %s (%s) %.2fms", status, handler.request.method, uri, handler.request.remote_ip,
-        1000.0 * handler.request.request_time())
+    log("%d %s %s (%s) %.2fms", status, handler.request.method, masked_uri(handler.request.uri),
+        handler.request.remote_ip, 1000.0 * handler.request.request_time())
+
+
+def masked_uri(uri):
+    """``uri`` with the values of credential parameters (token=, code=, ...) replaced by ***."""
+    return _QUERY_SECRET.sub(lambda m: m.group(1) + "***", uri or "")
 
 
 _QUERY_SECRET = re.compile(r"((?:^|[?&;])(?:token|access_token|_xsrf|code|state)=)[^&;#]*", re.IGNORECASE)

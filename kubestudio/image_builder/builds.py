@@ -39,10 +39,17 @@ class LiveBuild:
         self.job = None
         self.cancel_reason = None
         self.dirty = False
+        self._wakeup = None
 
     async def notify(self):
+        self._wakeup = None  # lines from now on schedule another wakeup
         async with self.changed:
             self.changed.notify_all()
+
+    def wake_followers(self):
+        """Wake followers once for however many lines arrived meanwhile (not once per line)."""
+        if self._wakeup is None:
+            self._wakeup = asyncio.ensure_future(self.notify())
 
 
 class BuildManager:
@@ -438,7 +445,7 @@ class BuildManager:
                 # counts a LABEL step per --label) are not the user's and never show as "of 6"
                 number = record.step + 1 if step[0] == "next" else step[0]
                 record.step = min(number, record.steps) if record.steps else number
-        asyncio.ensure_future(live.notify())
+        live.wake_followers()
 
     async def _run(self, build_id, recovering=False):
         live = self.live[build_id]

@@ -40,6 +40,10 @@ def test_pod_manifest_is_valid_and_minimal(bench):
         spec = pod["spec"]
         container = spec["containers"][0]
         assert spec["automountServiceAccountToken"] is False and spec["restartPolicy"] == "Never"
+        # apart from the host: no host paths, no host namespaces, no privileges
+        assert not any("hostPath" in v for v in spec["volumes"])
+        assert not any(spec.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
+        assert not (container.get("securityContext") or {}).get("privileged")
         assert not any("TOKEN" in e["name"] or "JUPYTERHUB" in e["name"] for e in container["env"])
         assert container["terminationMessagePath"] == "/dev/termination-log"
         args = container["args"]
@@ -56,7 +60,8 @@ def test_pod_manifest_is_valid_and_minimal(bench):
             assert workspace == {"name": "workspace", "mountPath": "/workspace", "readOnly": True,
                                  "subPath": "alice-smith-example-org---1a2b3c4d"}
             assert "--context=dir:///workspace/projects/demo" in args
-            assert "--dockerfile=/workspace/projects/demo/Dockerfile" in args
+            # the Dockerfile the service checked, from the ConfigMap, never the workspace's live copy
+            assert "--dockerfile=/kubestudio/context/Dockerfile" in args
         else:
             assert "--context=dir:///kubestudio/context" in args
             assert not any(v.get("persistentVolumeClaim") for v in spec["volumes"])

@@ -24,6 +24,7 @@ STEP_LINE = re.compile(r"^INFO\[\d+\] (RUN|COPY|ADD|ENV|LABEL|WORKDIR|USER|EXPOS
 DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 CONTEXT_MOUNT = "/workspace"
 GENERATED_MOUNT = "/kubestudio/context"
+DOCKERFILE_KEY = "Dockerfile"
 FAILING_WAITS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
                  "CreateContainerError"}
 
@@ -49,16 +50,18 @@ def kaniko_pod(job, settings):
     volumes = [{"name": "registry-auth", "secret": {"secretName": settings["registry_secret"],
                                                     "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}}]
     mounts = [{"name": "registry-auth", "mountPath": "/kaniko/.docker", "readOnly": True}]
+    # the Dockerfile always comes from the ConfigMap: the text the service checked (its FROM lines
+    # included) is what kaniko builds, even if the user edits the workspace's copy meanwhile
+    volumes.append({"name": "context", "configMap": {"name": build_pod_name(job.id)}})
+    mounts.append({"name": "context", "mountPath": GENERATED_MOUNT, "readOnly": True})
     if job.generated:
-        volumes.append({"name": "context", "configMap": {"name": build_pod_name(job.id)}})
-        mounts.append({"name": "context", "mountPath": GENERATED_MOUNT, "readOnly": True})
         context = GENERATED_MOUNT
     else:
         volumes.append({"name": "workspace", "persistentVolumeClaim": {"claimName": settings["workspace_claim"],
                                                                        "readOnly": True}})
         mounts.append({"name": "workspace", "mountPath": CONTEXT_MOUNT, "subPath": slug, "readOnly": True})
         context = CONTEXT_MOUNT + ("/" + job.context_subpath if job.context_subpath not in (None, "", ".") else "")
-    args += [f"--context=dir://{context}", f"--dockerfile={context}/{job.dockerfile}"]
+    args += [f"--context=dir://{context}", f"--dockerfile={GENERATED_MOUNT}/{DOCKERFILE_KEY}"]
     if settings["cache"]:
         args += ["--cache=true", f"--cache-repo={settings['cache_repo']}"]
     if settings["insecure_registry"]:
@@ -184,13 +187,12 @@ class KanikoBackend(BuildBackend):
 
         name = build_pod_name(job.id)
         async with self._tracked(name):
-            if job.generated:
-                configmap = {"apiVersion": "v1", "kind": "ConfigMap",
-                             "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "kubestudio",
-                                                                   "kubestudio.io/component": COMPONENT,
-                                                                   "kubestudio.io/build-id": job.id}},
-                             "data": {job.dockerfile: job.dockerfile_text}}
-                await self.core.create_namespaced_config_map(self.namespace, configmap)
+            configmap = {"apiVersion": "v1", "kind": "ConfigMap",
+                         "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "kubestudio",
+                                                               "kubestudio.io/component": COMPONENT,
+                                                               "kubestudio.io/build-id": job.id}},
+                         "data": {DOCKERFILE_KEY: job.dockerfile_text}}
+            await self.core.create_namespaced_config_map(self.namespace, configmap)
             try:
                 await self.core.create_namespaced_pod(self.namespace, kaniko_pod(job, self.settings()))
             except ApiException as e:

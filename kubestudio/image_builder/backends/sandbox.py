@@ -7,10 +7,13 @@ sandbox, each build gets
 - a **user namespace** mapping the container's uids 0..N-1 to an unused host range (root in the
   build is an unprivileged uid on the host, with no rights over the hub's processes or files);
 - a **network namespace** with its own loopback and outbound access through ``slirp4netns``
-  (``--disable-host-loopback``: the host's 127.0.0.1, where the hub, proxy and services listen,
-  cannot be reached, while ``pip install`` can reach the internet);
+  (``--disable-host-loopback``: the host's 127.0.0.1, where the hub, proxy API, services and
+  registry listen, cannot be reached, while ``pip install`` can reach the internet);
 - and buildah's ``oci`` isolation runs every RUN step in a container with its own PID and mount
-  namespaces, joined to the two above.
+  namespaces, joined to the network namespace above.
+
+A user namespace cannot mount a sysfs for a network namespace it does not own, so RUN steps see
+the host's ``/sys`` read-only, as rootless Podman's containers on a shared network do.
 
 The holder of the namespaces is a ``sleep`` in its own process group; :class:`Sandbox` starts it
 and slirp4netns, and stops both when the build ends.
@@ -84,23 +87,19 @@ class Sandbox:
         await self.close()
 
     async def _start(self):
-        # `unshare` execs sleep in a new user + network namespace; it leads its own group so a
-        # crash of the service cannot leave it behind unnoticed (recover() kills the group)
+        # `unshare` execs sleep in a new network namespace; it leads its own group so a crash of
+        # the service cannot leave it behind unnoticed (recover() kills the group)
         self.holder = await asyncio.create_subprocess_exec(
-            "unshare", "--user", "--net", "--", "sleep", "infinity",
+            "unshare", "--net", "--", "sleep", "infinity",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE, start_new_session=True)
         pid = self.holder.pid
         await self._wait_unshared(pid)
-        mapping = f"0 {self.uid_base} {self.id_count}\n"
-        for name in ("uid_map", "gid_map"):
-            with open(f"/proc/{pid}/{name}", "w") as f:
-                f.write(mapping)
         read_fd, write_fd = os.pipe()
         try:
             self.slirp = await asyncio.create_subprocess_exec(
                 "slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
-                f"--userns-path=/proc/{pid}/ns/user", f"--ready-fd={write_fd}", str(pid), "tap0",
+                f"--ready-fd={write_fd}", str(pid), "tap0",
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True)
             os.close(write_fd)
@@ -116,13 +115,13 @@ class Sandbox:
             raise SandboxError(f"slirp4netns could not give the build sandbox a network: {err or 'no reason given'}")
 
     async def _wait_unshared(self, pid):
-        own = os.readlink("/proc/self/ns/user")
+        own = os.readlink("/proc/self/ns/net")
         for _ in range(int(self.ready_timeout / 0.005)):
             if self.holder.returncode is not None:
                 err = (await self.holder.stderr.read()).decode(errors="replace").strip()
                 raise SandboxError(f"unshare could not make the build's namespaces: {err}")
             try:
-                if os.readlink(f"/proc/{pid}/ns/user") != own:
+                if os.readlink(f"/proc/{pid}/ns/net") != own:
                     return
             except OSError:
                 pass
@@ -132,8 +131,9 @@ class Sandbox:
     def buildah_args(self):
         """Arguments of ``buildah bud`` that put every RUN step in this sandbox."""
         pid = self.holder.pid
-        args = ["--isolation", "oci", "--runtime", self.runtime,
-                "--userns", f"/proc/{pid}/ns/user", "--network", f"ns:/proc/{pid}/ns/net"]
+        mapping = f"0:{self.uid_base}:{self.id_count}"
+        args = ["--isolation", "oci", "--runtime", self.runtime, "--network", f"ns:/proc/{pid}/ns/net",
+                "--userns-uid-map", mapping, "--userns-gid-map", mapping, "--volume", "/sys:/sys:ro"]
         if loopback_resolver():
             args += ["--dns", self.SLIRP_DNS]
         return args
