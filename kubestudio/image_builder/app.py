@@ -18,7 +18,7 @@ from tornado import web
 from traitlets import Bool, Integer, List, Type, Unicode, default
 from traitlets.config import Application
 
-from ..hub.service import oauth_routes, oauth_settings, service_prefix, service_url_parts
+from ..hub.service import BulkTurns, oauth_routes, oauth_settings, service_prefix, service_url_parts
 from ..hub.store import Store
 from ..spawner.storage import user_slug
 from . import handlers
@@ -274,7 +274,7 @@ class ImageBuilder(Application):
         settings = oauth_settings(SERVICE_NAME, prefix, cookie_secret_file=self.cookie_secret_file,
                                   manager=self.manager, bases=self.bases,
                                   workspace_label=self.workspace_label, capture=capture,
-                                  keepalive_seconds=self.keepalive_seconds,
+                                  keepalive_seconds=self.keepalive_seconds, bulk_turns=BulkTurns(),
                                   registry_display=f"{self.registry_host}/{self.registry_prefix}".rstrip("/"),
                                   static_path=os.path.join(os.path.dirname(__file__), "static"),
                                   static_url_prefix=url_path_join(prefix, "static/"))

@@ -8,6 +8,7 @@ Who may do what (JupyterHub scopes; the service also needs ``access:services!ser
 Another user's build answers 404, so build ids reveal nothing.
 """
 
+import json
 import os
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -16,6 +17,8 @@ from tornado import web
 from ..hub.service import EventStream, PageHandler, ServiceHandler, wants_event_stream
 from .spec import RequestError
 
+LOG_BATCH_LINES = 200
+LOG_EVENT = 'data: {"type": "log", "line": %s}\n\n'  # what EventStream.event makes of a log line, faster
 BUILD_SCOPE = "custom:kubestudio:images:build"
 ADMIN_SCOPE = "custom:kubestudio:images:admin"
 TEMPLATES = Environment(loader=FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
@@ -94,8 +97,7 @@ class BuildLogsHandler(ImagesHandler):
             # a piece at a time: a 10 MB log never sits whole in memory, nor holds other requests
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             async for text in self.manager.log_text(build_id):
-                self.write(text)
-                await self.flush()
+                await self.settings["bulk_turns"].write(self._write_and_flush, text)
             self.finish()
             return
         with EventStream(self, keepalive=self.settings["keepalive_seconds"]) as stream:
@@ -105,17 +107,27 @@ class BuildLogsHandler(ImagesHandler):
                 if stream.closed:
                     return
                 if kind == "lines":
-                    events = []
-                    for line in value:
-                        events.append({"type": "log", "line": line})
-                        step = self.manager.backend.step_of(line)
-                        if step is not None:
-                            counted = counted + 1 if step[0] == "next" else step[0]
-                            events.append({"type": "progress", "step": counted, "steps": step[1]})
-                    await stream.send_many(events)  # one write per batch, not per line
+                    # small batches, one write each: between two of them the loop serves everyone
+                    # else, so ten followers of a huge log never hold up another user's request
+                    for start in range(0, len(value), LOG_BATCH_LINES):
+                        parts = []
+                        for line in value[start:start + LOG_BATCH_LINES]:
+                            parts.append(LOG_EVENT % json.dumps(line))
+                            step = self.manager.backend.step_of(line)
+                            if step is not None:
+                                counted = counted + 1 if step[0] == "next" else step[0]
+                                parts.append(stream.event({"type": "progress", "step": counted, "steps": step[1]}))
+                        await self.settings["bulk_turns"].write(stream.write, "".join(parts))
+                        if stream.closed:
+                            return
                 else:
                     await stream.send({"type": "result", **value})
         self.finish()
+
+
+    async def _write_and_flush(self, text):
+        self.write(text)
+        await self.flush()
 
 
 class ImageListHandler(ImagesHandler):

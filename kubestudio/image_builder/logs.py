@@ -12,6 +12,8 @@ left out, so the error that ended a chatty build is still there.
 
 from collections import deque
 
+from sqlalchemy import select
+
 from .context import human_bytes
 from .models import Build, LogChunk
 
@@ -98,22 +100,25 @@ class LiveLog:
         return log
 
 
-def stored_lines(store, build_id):
-    """Yield the stored log of a build as lists of lines, one chunk at a time."""
+def stored_lines(store, build_id, batch=8):
+    """Yield the stored log of a build as lists of lines, one chunk at a time (``batch`` chunks,
+    at most ~512 KiB, read per query)."""
     seq = 0
     while True:
         with store.session() as db:
-            row = db.get(LogChunk, (build_id, seq))
-            if row is None:
-                if seq == 0:  # a build from before log chunks: its log is in the record
-                    old = db.query(Build.log).filter(Build.id == build_id).scalar()
-                    if old:
-                        yield old.splitlines()
+            rows = db.execute(select(LogChunk.text, LogChunk.lines)
+                              .where(LogChunk.build_id == build_id, LogChunk.seq >= seq)
+                              .order_by(LogChunk.seq).limit(batch)).all()
+            if not rows and seq == 0:  # a build from before log chunks: its log is in the record
+                old = db.query(Build.log).filter(Build.id == build_id).scalar()
+                if old:
+                    yield old.splitlines()
                 return
-            text, count = row.text, row.lines
-        if count:
-            yield text.split("\n")
-        seq += 1
+        for text, count in rows:
+            yield text.split("\n") if count else []
+        if len(rows) < batch:
+            return
+        seq += batch
 
 
 def forget(db, build_id):

@@ -3,15 +3,17 @@
 import contextlib
 import os
 import shutil
+import subprocess
 import sysconfig
 import textwrap
+import threading
 import time
 
 import requests
 
 from ..extensions.client import ImagesClient
 from ..spawner.storage import user_folders
-from .localhub import LocalHub
+from .localhub import LocalHub, _environ
 
 
 class ImagesHub:
@@ -121,3 +123,57 @@ def package_installed(name, version):
         yield
     finally:
         shutil.rmtree(probe)
+
+
+def service_rss_mb(pid):
+    """Resident memory of a process, in MiB (from /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def log_flood(images, owner, build_id, followers=10, prober="observer", interval=0.05):
+    """``followers`` clients (curl processes, so no client-side GIL skews the timings) read the whole
+    log of ``build_id`` as Server-Sent Events, while another user lists their builds over and over.
+
+    Returns the prober's latencies (ms) through the proxy and straight to the service, the
+    service's RSS samples (MiB) and what each follower read.
+    """
+    pid = images.hub.service_pid("kubestudio.image_builder")
+    images.session(owner)
+    probe = images.session(prober)
+    url = f"{images.url}api/builds/{build_id}/logs"
+    # curl counts what it read itself (-w): no reader thread here competes with the prober for the GIL
+    procs = [subprocess.Popen(["curl", "-sS", "-N", "--max-time", "600", "-H", "Accept: text/event-stream",
+                               "-H", f"Authorization: token {images.tokens[owner]}", "-o", "/dev/null",
+                               "-w", "%{size_download}", url],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for _ in range(followers)]
+    # the same listing straight from the service's own port too: what the service adds, without the proxy
+    service_url = _environ(pid)["JUPYTERHUB_SERVICE_URL"].rstrip("/")
+    direct_url = f"{service_url}/services/images/api/builds"
+    latencies, direct, rss = [], [], [service_rss_mb(pid)]
+    started = time.perf_counter()
+    try:
+        while any(p.poll() is None for p in procs):
+            for url, into in ((f"{images.url}api/builds", latencies), (direct_url, direct)):
+                t0 = time.perf_counter()
+                probe.get(url, timeout=60).raise_for_status()
+                into.append((time.perf_counter() - t0) * 1000)
+            rss.append(service_rss_mb(pid))
+            time.sleep(interval)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    counted = [int(p.stdout.read().strip() or 0) for p in procs]
+    return {"latencies_ms": latencies, "direct_latencies_ms": direct, "rss_mb": rss, "followers_bytes": counted,
+            "duration_s": time.perf_counter() - started}
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] if ordered else 0.0
