@@ -101,7 +101,7 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         exc_info = kwargs.get("exc_info")
         error = exc_info[1] if exc_info else None
         if isinstance(error, web.HTTPError) and error.log_message:
-            return error.log_message % error.args if error.args else error.log_message
+            return error.log_message % error.args  # without args, tornado stored it with % doubled
         if error is not None and not isinstance(error, web.HTTPError):
             return "internal error in the service; the administrator can find it in the service log"
         return self._reason
@@ -253,6 +253,19 @@ class BulkTurns:
             await task
 
 
+class NotFoundHandler(web.RequestHandler):
+    """Any other path under the service: a JSON 404 like every other error of ours."""
+
+    def prepare(self):
+        raise web.HTTPError(404, f"no such endpoint: {self.request.method} {self.request.path}")
+
+    def write_error(self, status_code, **kwargs):
+        self.set_header("Content-Type", "application/json")
+        error = kwargs.get("exc_info", (None, None))[1]
+        message = error.log_message % error.args if isinstance(error, web.HTTPError) and error.log_message else self._reason
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
+
 def wants_event_stream(handler):
     return "text/event-stream" in handler.request.headers.get("Accept", "")
 
@@ -287,6 +300,7 @@ def oauth_settings(name, prefix, cookie_secret_file=None, **extra):
                           if cookie_secret_file else os.urandom(32)),
         "xsrf_cookies": False,  # HubOAuth checks xsrf for cookie-authenticated requests itself
         "log_function": log_request,  # never a ?token=... in the log
+        "default_handler_class": NotFoundHandler,
         **extra,
     }
 

@@ -270,6 +270,7 @@ class ImageBuilder(Application):
             (url_path_join(api, "bases"), handlers.BaseListHandler),
             (url_path_join(api, "servers"), handlers.ServerListHandler),
             (url_path_join(api, "health"), handlers.HealthHandler),
+            (url_path_join(api, "openapi.json"), handlers.OpenAPIHandler),
         ]
         settings = oauth_settings(SERVICE_NAME, prefix, cookie_secret_file=self.cookie_secret_file,
                                   manager=self.manager, bases=self.bases,

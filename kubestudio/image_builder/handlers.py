@@ -15,6 +15,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from tornado import web
 
 from ..hub.service import EventStream, PageHandler, ServiceHandler, wants_event_stream
+from .openapi import openapi
 from .spec import RequestError
 
 LOG_BATCH_LINES = 200
@@ -166,6 +167,14 @@ class ServerListHandler(ImagesHandler):
         except RequestError as e:
             raise web.HTTPError(e.status, str(e)) from None
         self.write_json({"servers": servers})
+
+
+class OpenAPIHandler(web.RequestHandler):
+    """``api/openapi.json``: the API as OpenAPI 3.0 (no login needed, like the health check)."""
+
+    def get(self):
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(openapi(self.settings["service_prefix"])))
 
 
 class HealthHandler(web.RequestHandler):

@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sysconfig
 import textwrap
-import threading
 import time
 
 import requests
