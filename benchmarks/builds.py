@@ -9,6 +9,10 @@ but the base image with earlier rounds:
 - ``identical``: the rebuild's request again: answered from the registry, no builder run;
 - ``direct``: the anchor: the same cold Dockerfile with ``buildah bud`` + ``buildah push`` run by
   hand on a fresh storage root, no service at all;
+- ``kaniko``: the Kubernetes path on the test bench (process mode: build pods run the kaniko
+  executor stand-in): Kubernetes API requests per build by verb, counted by the bench's proxy
+  (``kaniko_requests_per_build``; goal: create pod and ConfigMap, delete them, one log stream,
+  nothing per second), and what the service asks while idle for 10 s;
 - ``flood``: a build prints 50 MB; ten followers (curl) read its whole log as Server-Sent Events
   while another user lists their builds: that listing's p99 (``flood_p99_ms``, goal < 100 ms;
   anchor: the same listing with no followers, ``idle_p99_ms``) and the service's peak RSS
@@ -101,14 +105,69 @@ def flood_round(images, client, registry, followers=10):
     return result
 
 
+def kaniko_round(root, registry, n=3):
+    from kubestudio.hub.config import KubeStudio
+    from kubestudio.testing.imageshub import TESTING_BIN, start_kaniko_images_hub
+    from kubestudio.testing.kubebench import Bench, binaries_present
+
+    if not binaries_present():
+        print("kaniko: skipped (the test bench is not built: python -m kubestudio.testing.kubebench build)")
+        return {}
+    bench = Bench(os.path.join(root, "bench"), mode="process", path_prepend=KubeStudio().tool_dirs + [TESTING_BIN])
+    bench.start()
+    try:
+        images = start_kaniko_images_hub(os.path.join(root, "kaniko-hub"), bench, registry,
+                                         kubeconfig=bench.proxy_kubeconfig)
+        try:
+            client = images.client("bench")
+            time.sleep(3)  # let the service's start-up requests (client, watches) settle
+            bench.counts(reset=True)
+            time.sleep(10)
+            idle = bench.counts()
+            per_build, seconds = [], []
+            for i in range(n):
+                bench.counts(reset=True)
+                text = f"FROM {registry.base}\nRUN echo kaniko-{uuid.uuid4().hex} && sleep 2\n"
+                started = time.perf_counter()
+                build = client.build(dockerfile_text=text, name="kaniko-bench")
+                build = images.wait("bench", build["id"], timeout=300)
+                assert build["status"] == "succeeded", client.log(build["id"])
+                seconds.append(time.perf_counter() - started)
+                time.sleep(1)  # the pod and ConfigMap deletions land
+                per_build.append(bench.counts())
+        finally:
+            images.hub.stop()
+    finally:
+        bench.stop()
+    verbs = sorted({k for counts in per_build for k in counts})
+    result = {
+        "kaniko_build_s": round(statistics.median(seconds), 2),
+        "kaniko_requests_per_build": {k: round(statistics.mean(c.get(k, 0) for c in per_build), 2) for k in verbs},
+        "kaniko_requests_per_build_total": round(statistics.mean(sum(c.values()) for c in per_build), 2),
+        "kaniko_idle_requests_10s": sum(idle.values()),
+        "kaniko_idle_requests": idle,
+    }
+    print("kaniko: " + json.dumps(result), flush=True)
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=3, help="rounds")
+    parser.add_argument("--no-kaniko", action="store_true", help="skip the kaniko round on the test bench")
+    parser.add_argument("--only-kaniko", action="store_true", help="only the kaniko round")
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="kubestudio-bench-builds-")
     registry = LocalRegistry(os.path.join(root, "registry"), user="bench", password="bench-password").start()
     registry.auth = registry.auth_file(os.path.join(root, "auth.json"))
     registry.base = push_busybox_base(registry.host, os.path.join(root, "base-storage"), auth_file=registry.auth)
+    if args.only_kaniko:
+        try:
+            kaniko_round(root, registry)
+        finally:
+            registry.stop()
+            shutil.rmtree(root, ignore_errors=True)
+        return
     images = start_images_hub(os.path.join(root, "hub"), registry,
                               extra="c.ImageBuilder.max_context_bytes = 1 << 20\n"
                                     "c.ImageBuilder.max_log_bytes = 64 << 20  # the flood's log is really 50 MB\n")
@@ -143,6 +202,9 @@ def main():
             print(f"round {i + 1}: cold {cold:.2f} s, last-step rebuild {rebuild:.2f} s, identical {identical * 1000:.0f} ms, "
                   f"direct buildah {direct:.2f} s", flush=True)
         flood = flood_round(images, client, registry)
+        images.hub.stop()
+        if not args.no_kaniko:
+            flood.update(kaniko_round(root, registry))
     finally:
         images.hub.stop()
         registry.stop()
@@ -163,7 +225,7 @@ def main():
     print()
     print(f"{'metric':<28}{'value':>10}")
     for key, value in metrics.items():
-        print(f"{key:<28}{value:>10}")
+        print(f"{key:<28}{value!s:>10}")
     print(f"\ngoals: identical < 1 s with 0 builder runs: {metrics['identical_s'] < 1 and metrics['identical_builder_runs'] == 0}; "
           f"last-step rebuild <= 30% of cold: {metrics['rebuild_ratio'] <= 0.3}; "
           f"flood p99 < 100 ms: {metrics['flood_p99_ms'] < 100}; flood RSS < 300 MB: {metrics['flood_rss_mb'] < 300}")

@@ -20,6 +20,7 @@ import yaml
 from traitlets import Bool, Dict, Integer, List, Unicode, default
 from traitlets.config import Configurable
 
+from ..names import REGISTRY_PREFIX
 from ..spawner.profiles import CatalogError, load_catalog
 from ..spawner.projects import PUBLIC_PROJECT, ProjectError, parse_project
 from .auth import SharedPasswordLogin
@@ -296,7 +297,7 @@ class KubeStudio(Configurable):
         c.JupyterHub.services = services + [service]
         if self.spawner == "local" and "server_image" not in c.LocalWorkspaceSpawner:
             c.LocalWorkspaceSpawner.server_image = f"{c.ImageBuilder.registry_host}/{LOCAL_PYTHON_BASE}"
-        prefix = c.ImageBuilder.get("registry_prefix", "kubestudio")
+        prefix = c.ImageBuilder.get("registry_prefix", REGISTRY_PREFIX)
         for spawner in ("WorkspaceSpawner", "LocalWorkspaceSpawner"):
             if "user_images_prefix" not in c[spawner]:
                 c[spawner].user_images_prefix = "/".join(

@@ -12,7 +12,9 @@ import json
 import os
 import socket
 
-CONVENTIONAL = {"hub": 8081, "proxy_api": 8001, "images": 10101, "registry": 5000}
+from ..names import CONVENTIONAL_PORTS
+
+CONVENTIONAL = CONVENTIONAL_PORTS
 PORTS_FILE = "ports.json"
 # a remembered port that is busy at start is only chosen again where moving it would break
 # something: images carry the registry's address; a leftover proxy on its API port is stopped

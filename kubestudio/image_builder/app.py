@@ -18,13 +18,20 @@ from tornado import web
 from traitlets import Bool, Integer, List, Type, Unicode, default
 from traitlets.config import Application
 
-from ..hub.service import BulkTurns, oauth_routes, oauth_settings, service_prefix, service_url_parts
+from ..hub.service import (
+    BulkTurns,
+    oauth_routes,
+    oauth_settings,
+    service_prefix,
+    service_url_parts,
+)
 from ..hub.store import Store
+from ..names import REGISTRY_PREFIX
 from ..spawner.storage import user_slug
 from . import handlers
 from .backends.base import BuildBackend
-from .bases import BasePreparer, base_from_config, default_base
 from .backends.buildah import BuildahBackend
+from .bases import BasePreparer, base_from_config, default_base
 from .builds import BuildManager
 from .capture import ServerCapture
 from .models import Base
@@ -61,7 +68,7 @@ class ImageBuilder(Application):
         help="Registry images are pushed to, as host[:port] (e.g. registry.example.org).",
     )
     registry_prefix = Unicode(
-        "kubestudio",
+        REGISTRY_PREFIX,
         config=True,
         help="""Path under the registry for KubeStudio images. A user's images go to
         <registry_host>/<registry_prefix>/<user slug>/<name>:<tag>.""",

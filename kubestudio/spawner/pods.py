@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from kubespawner.objects import make_pod
 from kubespawner.slugs import safe_slug
 
+from ..names import ARCHIVES_CLAIM, MANAGED_BY, WORKSPACE_CLAIM
 from .request import SpawnRefused
 from .storage import user_slug
 
-MANAGED_BY = {"app.kubernetes.io/managed-by": "kubestudio"}
 _SAFE_PATH_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$")
 
 
@@ -25,8 +25,8 @@ class PodSettings:
 
     namespace: str = "default"
     project_namespaces: bool = False
-    workspace_claim: str = "kubestudio-workspace"
-    archives_claim: str = "kubestudio-archives"
+    workspace_claim: str = WORKSPACE_CLAIM
+    archives_claim: str = ARCHIVES_CLAIM
     workspace_root: str = "/mnt"
     archives_root: str = "/archives"
     gpu_type_label: str = "nvidia.com/gpu.product"

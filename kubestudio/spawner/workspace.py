@@ -16,6 +16,8 @@ import time
 from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
+from ..kube import PullFailure
+from ..names import ARCHIVES_CLAIM, WORKSPACE_CLAIM
 from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
 from .pods import PodSettings, workspace_traits
 from .profiles import IDE_LABELS
@@ -28,7 +30,6 @@ _MISSING_CLAIM = re.compile(r'persistentvolumeclaim "([^"]+)" not found')
 _NODES = re.compile(r"0/(\d+) nodes are available: (.*)")
 
 
-IMAGE_PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 
 
 def _is_image_error(event):
@@ -57,14 +58,14 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
     """Spawn KubeStudio workspaces (Jupyter or VS Code) as Kubernetes pods."""
 
     workspace_claim = Unicode(
-        "kubestudio-workspace",
+        WORKSPACE_CLAIM,
         config=True,
         help="""Shared (ReadWriteMany) PersistentVolumeClaim holding every user's workspace;
         each user's pod mounts the subPath <user slug> at /mnt/<username>. KubeStudio never
         creates per-user claims.""",
     )
     archives_claim = Unicode(
-        "kubestudio-archives",
+        ARCHIVES_CLAIM,
         config=True,
         help="Shared claim for archives, mounted with subPath <user slug> at /archives/<username>.",
     )
@@ -226,10 +227,10 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
 
     # ------------------------------------------------------------------ start, fail fast
 
-    _image_error_since = None
+    _pull = None
 
     def start(self):
-        self._image_error_since = None
+        self._pull = PullFailure(self.image_pull_grace_seconds)
         inner = super().start()
         self._start_future = asyncio.ensure_future(self._watch_start(inner))
         return self._start_future
@@ -270,12 +271,13 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
                 if permanently_unschedulable(message):
                     return self.describe_scheduling(message)
         waiting = [(c.get("state") or {}).get("waiting") or {} for c in status.get("containerStatuses") or []]
-        if any(w.get("reason") in IMAGE_PULL_ERRORS for w in waiting):
-            if self._image_error_since is None:
-                self._image_error_since = time.monotonic()
-            if time.monotonic() - self._image_error_since >= self.image_pull_grace_seconds:
-                return (f"Image {self.image} could not be pulled for {self.image_pull_grace_seconds:g} s: "
-                        f"check its name and tag, and the registry's credentials")
+        reasons = [w.get("reason") for w in waiting]
+        if self._pull is not None and self._pull.failed(reasons):
+            if self._pull.since is None:  # a name that can never be pulled: failed at once
+                return (f"Image {self.image} cannot be pulled ({', '.join(r for r in reasons if r)}): "
+                        f"check its name and tag")
+            return (f"Image {self.image} could not be pulled for {self.image_pull_grace_seconds:g} s: "
+                    f"check its name and tag, and the registry's credentials")
         return None
 
     # ------------------------------------------------------------------ readable progress

@@ -1,5 +1,6 @@
 """A real hub with the image service, a real registry and real buildah, for tests and benchmarks."""
 
+import base64
 import contextlib
 import os
 import shutil
@@ -176,3 +177,52 @@ def log_flood(images, owner, build_id, followers=10, prober="observer", interval
 def percentile(values, q):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] if ordered else 0.0
+
+
+TESTING_BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin")  # the kaniko executor stand-in
+
+
+def ensure_claims(bench, names=("kubestudio-workspace", "kubestudio-archives")):
+    """The shared workspace and archives claims in the bench's default namespace."""
+    for name in names:
+        claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+                 "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}}}
+        r = bench.api("POST", "/api/v1/namespaces/default/persistentvolumeclaims", json=claim)
+        assert r.status_code in (201, 409), r.text
+
+
+def registry_secret(bench, registry, name="kubestudio-registry"):
+    """The registry's credentials as a dockerconfigjson Secret (what kaniko pods mount)."""
+    with open(registry.auth) as f:
+        data = base64.b64encode(f.read().encode()).decode()
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+              "metadata": {"name": name}, "data": {".dockerconfigjson": data}}
+    r = bench.api("POST", "/api/v1/namespaces/default/secrets", json=secret)
+    assert r.status_code in (201, 409), r.text
+
+
+def start_kaniko_images_hub(root, bench, registry, kubeconfig=None):
+    """An images hub whose builds run as kaniko pods on the bench (``kubeconfig``: e.g. the bench's
+    counting proxy)."""
+    from ..spawner.storage import user_slug
+
+    ensure_claims(bench)
+    registry_secret(bench, registry)
+    workspaces = bench.volume_folder("default", "kubestudio-workspace")
+    os.makedirs(workspaces, exist_ok=True)
+    images = start_images_hub(root, registry, extra=f"""
+        c.ImageBuilder.backend_class = "kubestudio.image_builder.backends.kaniko.KanikoBackend"
+        c.ImageBuilder.workspaces_root = {workspaces!r}
+        c.ImageBuilder.workspace_pattern = "{{root}}/{{user_slug}}"
+        c.KanikoBackend.kubeconfig = {(kubeconfig or bench.kubeconfig)!r}
+        c.KanikoBackend.executor_command = ["kaniko-executor"]
+        c.KanikoBackend.resources = {{"requests": {{"cpu": "100m", "memory": "128Mi"}}}}
+        """)
+
+    def workspace(user):
+        path = os.path.join(workspaces, user_slug(user))
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    images.workspace = workspace
+    return images

@@ -2,7 +2,6 @@
 from the termination message, re-attach after a service restart, the cleaner."""
 
 import asyncio
-import base64
 import os
 import signal
 import time
@@ -12,11 +11,13 @@ import pytest
 import requests
 
 from kubestudio.image_builder.backends.base import BuildJob
-from kubestudio.image_builder.backends.kaniko import KanikoBackend, build_pod_name, kaniko_pod
-from kubestudio.testing.imageshub import follow_to_end, start_images_hub
+from kubestudio.image_builder.backends.kaniko import (
+    KanikoBackend,
+    build_pod_name,
+    kaniko_pod,
+)
+from kubestudio.testing.imageshub import follow_to_end, start_kaniko_images_hub
 from kubestudio.testing.registry import skopeo_inspect
-
-from .test_workspace_spawner import ensure_claims
 
 pytestmark = pytest.mark.e2e
 
@@ -67,40 +68,11 @@ def test_pod_manifest_is_valid_and_minimal(bench):
             assert not any(v.get("persistentVolumeClaim") for v in spec["volumes"])
 
 
-def registry_secret(bench, registry):
-    with open(registry.auth) as f:
-        data = base64.b64encode(f.read().encode()).decode()
-    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-              "metadata": {"name": "kubestudio-registry"}, "data": {".dockerconfigjson": data}}
-    r = bench.api("POST", "/api/v1/namespaces/default/secrets", json=secret)
-    assert r.status_code in (201, 409), r.text
-
-
 @pytest.fixture(scope="module")
 def kaniko_images(bench, registry, tmp_path_factory):
-    ensure_claims(bench)
-    registry_secret(bench, registry)
-    workspaces = bench.volume_folder("default", "kubestudio-workspace")
-    os.makedirs(workspaces, exist_ok=True)
-    images = start_images_hub(tmp_path_factory.mktemp("kaniko-hub"), registry, extra=f"""
-        c.ImageBuilder.backend_class = "kubestudio.image_builder.backends.kaniko.KanikoBackend"
-        c.ImageBuilder.workspaces_root = {workspaces!r}
-        c.ImageBuilder.workspace_pattern = "{{root}}/{{user_slug}}"
-        c.KanikoBackend.kubeconfig = {bench.kubeconfig!r}
-        c.KanikoBackend.executor_command = ["kaniko-executor"]
-        c.KanikoBackend.resources = {{"requests": {{"cpu": "100m", "memory": "128Mi"}}}}
-        """)
-    images.workspace = lambda user: _workspace(workspaces, user)
+    images = start_kaniko_images_hub(tmp_path_factory.mktemp("kaniko-hub"), bench, registry)
     yield images
     images.hub.stop()
-
-
-def _workspace(root, user):
-    from kubestudio.spawner.storage import user_slug
-
-    path = os.path.join(root, user_slug(user))
-    os.makedirs(path, exist_ok=True)
-    return path
 
 
 def build_pods(bench):

@@ -8,6 +8,7 @@ import pytest
 import requests
 import yaml
 
+from kubestudio.testing.imageshub import ensure_claims
 from kubestudio.testing.localhub import LocalHub
 
 from .conftest import MISSING_IMAGE
@@ -37,14 +38,6 @@ c.WorkspaceSpawner.delete_grace_period = 2
 c.WorkspaceSpawner.extra_labels = {"team": "ml"}
 c.WorkspaceSpawner.user_images_prefix = "registry.local:5000/kubestudio/{user_slug}/"
 """
-
-
-def ensure_claims(bench):
-    for name in ("kubestudio-workspace", "kubestudio-archives"):
-        claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
-                 "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}}}
-        r = bench.api("POST", "/api/v1/namespaces/default/persistentvolumeclaims", json=claim)
-        assert r.status_code in (201, 409), r.text
 
 
 def workspace_hub(bench, root, kubeconfig=None):

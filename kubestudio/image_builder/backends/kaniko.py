@@ -7,15 +7,20 @@ ConfigMap instead. Registry credentials come from a Secret mounted at ``/kaniko/
 has no service-account token and no hub token. After the result is stored the pod (and its
 ConfigMap) is deleted; a cleaner removes build pods older than ``pod_max_age_seconds`` that no
 build follows, and a restarted service re-attaches to pods still running.
+
+Everything Kubernetes goes through :mod:`kubestudio.kube`: one shared watch of the build pods
+(:class:`~kubestudio.kube.Reflector`) tells a build when its pod runs and ends and feeds the
+cleaner, so a build costs two creates, one log stream and two deletes, and no request per second.
 """
 
 import asyncio
 import contextlib
 import re
-import time
 
 from traitlets import Bool, Dict, Integer, List, Unicode
 
+from ... import kube
+from ...names import LABEL_BUILD_ID, LABEL_PROJECT, LABEL_USER, WORKSPACE_CLAIM
 from .base import BuildBackend, BuildFailed, BuildOutcome, LineSplitter
 
 COMPONENT = "build"
@@ -25,8 +30,7 @@ DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 CONTEXT_MOUNT = "/workspace"
 GENERATED_MOUNT = "/kubestudio/context"
 DOCKERFILE_KEY = "Dockerfile"
-FAILING_WAITS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
-                 "CreateContainerError"}
+CONFIG_ERRORS = {"CreateContainerConfigError", "CreateContainerError"}  # no retry fixes these
 
 
 def build_pod_name(build_id):
@@ -36,14 +40,8 @@ def build_pod_name(build_id):
 def kaniko_pod(job, settings):
     """The build pod for ``job`` (a pure function of the job and the backend's settings)."""
     slug = job.owner_slug
-    labels = {
-        "app.kubernetes.io/managed-by": "kubestudio",
-        "kubestudio.io/component": COMPONENT,
-        "kubestudio.io/user": slug,
-        "kubestudio.io/project": job.project or "public",
-        "kubestudio.io/build-id": job.id,
-        **settings["extra_labels"],
-    }
+    labels = {**kube.owned_labels(COMPONENT, **{LABEL_USER: slug, LABEL_PROJECT: job.project or "public",
+                                                LABEL_BUILD_ID: job.id}), **settings["extra_labels"]}
     args = [f"--destination={job.image}", "--digest-file=/dev/termination-log",
             f"--snapshot-mode={settings['snapshot_mode']}",
             f"--compressed-caching={'true' if settings['compressed_caching'] else 'false'}"]
@@ -118,7 +116,7 @@ class KanikoBackend(BuildBackend):
         help="Command of the executor container. Empty: the image's entrypoint (/kaniko/executor).",
     )
     workspace_claim = Unicode(
-        "kubestudio-workspace",
+        WORKSPACE_CLAIM,
         config=True,
         help="The shared workspace claim (as WorkspaceSpawner.workspace_claim); the pod mounts the owner's subPath read-only.",
     )
@@ -147,6 +145,12 @@ class KanikoBackend(BuildBackend):
     start_timeout_seconds = Integer(
         300, config=True, help="Seconds a build pod may stay Pending (unschedulable, pulling) before the build fails."
     )
+    image_pull_grace_seconds = Integer(
+        60,
+        config=True,
+        help="""Seconds the executor image may keep failing to pull (ErrImagePull, ImagePullBackOff)
+        before the build fails with the reason. An image name that can never be pulled fails at once.""",
+    )
 
     def settings(self):
         cache_repo = self.cache_repo
@@ -163,20 +167,21 @@ class KanikoBackend(BuildBackend):
     # ------------------------------------------------------------------ client
 
     async def start(self):
-        from kubernetes_asyncio import client, config
+        from kubernetes_asyncio import client
 
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            await config.load_kube_config(config_file=self.kubeconfig or None)
-        self._api_client = client.ApiClient()
+        self._api_client = await kube.load_client(self.kubeconfig)
         self.core = client.CoreV1Api(self._api_client)
         self.followed = set()
+        self.pods = kube.Reflector(self.core.list_namespaced_pod, self.namespace,
+                                   kube.selector(kube.owned_labels(COMPONENT)), self.log)
+        await self.pods.start()
         self._cleaner = asyncio.ensure_future(self._clean_loop())
 
     async def stop(self):
         if getattr(self, "_cleaner", None):
             self._cleaner.cancel()
+        if getattr(self, "pods", None):
+            await self.pods.stop()
         if getattr(self, "_api_client", None):
             await self._api_client.close()
 
@@ -188,29 +193,21 @@ class KanikoBackend(BuildBackend):
         name = build_pod_name(job.id)
         async with self._tracked(name):
             configmap = {"apiVersion": "v1", "kind": "ConfigMap",
-                         "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "kubestudio",
-                                                               "kubestudio.io/component": COMPONENT,
-                                                               "kubestudio.io/build-id": job.id}},
+                         "metadata": {"name": name, "labels": kube.owned_labels(COMPONENT, **{LABEL_BUILD_ID: job.id})},
                          "data": {DOCKERFILE_KEY: job.dockerfile_text}}
             await self.core.create_namespaced_config_map(self.namespace, configmap)
             try:
                 await self.core.create_namespaced_pod(self.namespace, kaniko_pod(job, self.settings()))
             except ApiException as e:
-                raise BuildFailed(f"Kubernetes refused the build pod: {e.status} {_api_message(e)}") from None
+                raise BuildFailed(f"Kubernetes refused the build pod: {e.status} {kube.api_message(e)}") from None
             job.set_ref(name)
             emit(f"Build pod {self.namespace}/{name} created")
             return await self._follow(name, emit)
 
     async def recover(self, job, record, emit):
         name = record.get("backend_ref") or build_pod_name(job.id)
-        from kubernetes_asyncio.client.rest import ApiException
-
-        try:
-            await self.core.read_namespaced_pod(name, self.namespace)
-        except ApiException as e:
-            if e.status == 404:
-                raise BuildFailed(f"interrupted: the build pod {name} is gone (the service restarted meanwhile)") from None
-            raise
+        if self.pods.get(name) is None:  # the watch listed every build pod when the service started
+            raise BuildFailed(f"interrupted: the build pod {name} is gone (the service restarted meanwhile)")
         async with self._tracked(name):
             emit(f"Re-attached to build pod {self.namespace}/{name} after a restart of the image service")
             return await self._follow(name, emit)
@@ -226,29 +223,41 @@ class KanikoBackend(BuildBackend):
             self.followed.discard(name)
 
     async def _follow(self, name, emit):
-        started = time.monotonic()
-        # wait for the container to start (or end, or get stuck)
-        while True:
-            pod = await self.core.read_namespaced_pod(name, self.namespace)
-            state = _container_state(pod)
+        """Wait (on the watch) for the pod to run, stream its log, wait for its end, read the digest."""
+        pull = kube.PullFailure(self.image_pull_grace_seconds)
+        seen = []
+
+        def started_or_stuck(pod):
+            if pod is None:
+                if seen:
+                    raise BuildFailed(f"the build pod {self.namespace}/{name} was deleted")
+                return False
+            seen.append(True)
             if pod.status.phase in ("Running", "Succeeded", "Failed"):
-                break
-            waiting = state.waiting if state else None
-            if waiting and waiting.reason in FAILING_WAITS and (
-                    waiting.reason != "ImagePullBackOff" or time.monotonic() - started > 60):
-                raise BuildFailed(f"the build pod cannot start: {waiting.reason}: {waiting.message or ''}".strip())
-            if time.monotonic() - started > self.start_timeout_seconds:
-                reason = _pending_reason(pod)
-                raise BuildFailed(f"the build pod did not start in {self.start_timeout_seconds} s{reason}")
-            await asyncio.sleep(0.5)
-        await self._stream_log(name, emit)
-        while True:
-            pod = await self.core.read_namespaced_pod(name, self.namespace)
-            state = _container_state(pod)
-            if state and state.terminated:
-                break
-            await asyncio.sleep(0.5)
-        terminated = state.terminated
+                return True
+            waiting = getattr(kube.container_state(pod), "waiting", None)
+            reason = waiting.reason if waiting else None
+            return reason in CONFIG_ERRORS or pull.failed([reason] if reason else [])
+
+        try:
+            pod = await self.pods.wait_for(name, started_or_stuck, timeout=self.start_timeout_seconds)
+        except asyncio.TimeoutError:
+            reason = kube.pending_reason(self.pods.get(name))
+            raise BuildFailed(f"the build pod did not start in {self.start_timeout_seconds} s{reason}") from None
+        if pod.status.phase not in ("Running", "Succeeded", "Failed"):
+            waiting = kube.container_state(pod).waiting
+            raise BuildFailed(f"the build pod cannot start: {waiting.reason}: {waiting.message or ''}".strip())
+        lines = LineSplitter()
+        await kube.stream_log(self.core, name, self.namespace, lambda chunk: [emit(line) for line in lines.feed(chunk)])
+        for line in lines.close():
+            emit(line)
+
+        def terminated(pod):
+            if pod is None:
+                raise BuildFailed(f"the build pod {self.namespace}/{name} was deleted before it finished")
+            return getattr(kube.container_state(pod), "terminated", None) is not None
+
+        terminated = kube.container_state(await self.pods.wait_for(name, terminated)).terminated
         message = (terminated.message or "").strip()
         if terminated.exit_code != 0:
             detail = f": {message[-500:]}" if message else "; see the build log"
@@ -257,18 +266,6 @@ class KanikoBackend(BuildBackend):
         if not match:
             raise BuildFailed(f"kaniko finished but wrote no image digest to its termination message ({message[:200]!r})")
         return BuildOutcome(digest=match.group(0))
-
-    async def _stream_log(self, name, emit):
-        response = await self.core.read_namespaced_pod_log(name, self.namespace, follow=True, _preload_content=False)
-        try:
-            lines = LineSplitter()
-            async for chunk in response.content.iter_any():
-                for line in lines.feed(chunk):
-                    emit(line)
-            for line in lines.close():
-                emit(line)
-        finally:
-            response.release()
 
     async def _delete(self, name):
         from kubernetes_asyncio.client.rest import ApiException
@@ -282,16 +279,7 @@ class KanikoBackend(BuildBackend):
 
     async def clean(self):
         """Delete build pods past their age that no build follows; returns their names."""
-        pods = await self.core.list_namespaced_pod(
-            self.namespace, label_selector=f"app.kubernetes.io/managed-by=kubestudio,kubestudio.io/component={COMPONENT}")
-        now = time.time()
-        removed = []
-        for pod in pods.items:
-            name = pod.metadata.name
-            age = now - pod.metadata.creation_timestamp.timestamp()
-            if name not in self.followed and age > self.pod_max_age_seconds:
-                await self._delete(name)
-                removed.append(name)
+        removed = await kube.clean_owned(self.pods, self._delete, self.pod_max_age_seconds, keep=self.followed)
         if removed:
             self.log.info("removed %d old build pods: %s", len(removed), ", ".join(removed))
         return removed
@@ -306,25 +294,3 @@ class KanikoBackend(BuildBackend):
 
     def step_of(self, line):
         return ("next", None) if STEP_LINE.match(line) else None
-
-
-def _container_state(pod):
-    statuses = pod.status.container_statuses or []
-    return statuses[0].state if statuses else None
-
-
-def _pending_reason(pod):
-    for condition in pod.status.conditions or []:
-        if condition.type == "PodScheduled" and condition.status != "True" and condition.message:
-            return f": {condition.message}"
-    return ""
-
-
-def _api_message(e):
-    import json
-
-    try:
-        return json.loads(e.body).get("message", "")
-    except (TypeError, ValueError):
-        return str(e.reason)
-

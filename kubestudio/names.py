@@ -1,0 +1,27 @@
+"""Names KubeStudio's parts share, each in one place: services, scopes, ports, claims, labels,
+the registry prefix. A part that needs one imports it from here; nothing here imports KubeStudio."""
+
+# our managed hub services, and the hub's own client of them
+IMAGES_SERVICE = "images"
+HUB_CLIENT_SERVICE = "kubestudio-hub"  # the hub reads users' images for the spawn form with its token
+
+# JupyterHub custom scopes of the image service
+IMAGES_BUILD_SCOPE = "custom:kubestudio:images:build"  # build, see and cancel your own builds and images
+IMAGES_ADMIN_SCOPE = "custom:kubestudio:images:admin"  # everyone's builds, push to any repository
+
+# internal ports a hub uses when they are free (else it chooses free ones and remembers them)
+CONVENTIONAL_PORTS = {"hub": 8081, "proxy_api": 8001, "images": 10101, "registry": 5000}
+
+# the shared workspace and archives claims of the Kubernetes spawner (and of build pods)
+WORKSPACE_CLAIM = "kubestudio-workspace"
+ARCHIVES_CLAIM = "kubestudio-archives"
+
+# images KubeStudio builds go to <registry>/<REGISTRY_PREFIX>/<user slug>/<name>:<tag>
+REGISTRY_PREFIX = "kubestudio"
+
+# labels on every Kubernetes object KubeStudio makes
+MANAGED_BY = {"app.kubernetes.io/managed-by": "kubestudio"}
+LABEL_COMPONENT = "kubestudio.io/component"
+LABEL_USER = "kubestudio.io/user"
+LABEL_PROJECT = "kubestudio.io/project"
+LABEL_BUILD_ID = "kubestudio.io/build-id"
