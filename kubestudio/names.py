@@ -19,6 +19,9 @@ ARCHIVES_CLAIM = "kubestudio-archives"
 # images KubeStudio builds go to <registry>/<REGISTRY_PREFIX>/<user slug>/<name>:<tag>
 REGISTRY_PREFIX = "kubestudio"
 
+# the Python base the embedded default makes from Debian packages (what local servers run)
+LOCAL_PYTHON_BASE = "base/python:3.11"
+
 # labels on every Kubernetes object KubeStudio makes
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubestudio"}
 LABEL_COMPONENT = "kubestudio.io/component"

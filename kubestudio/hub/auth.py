@@ -6,7 +6,8 @@ wrong, on the login form, before the password is even looked at.
 """
 
 from jupyterhub.auth import DummyAuthenticator
-from tornado import web
+
+from ..services.web import http_error
 
 
 class SharedPasswordLogin(DummyAuthenticator):
@@ -33,7 +34,7 @@ class SharedPasswordLogin(DummyAuthenticator):
         problem = self.username_problem((data or {}).get("username", ""))
         if problem:
             # shown on the login form (JupyterHub renders a login POST's error there)
-            error = web.HTTPError(400, problem.replace("%", "%%"))
+            error = http_error(400, problem)
             error.jupyterhub_message = problem
             raise error
         return await super().authenticate(handler, data)

@@ -11,6 +11,7 @@ before the call. Settings made on ``c`` after the call win, so an admin can stil
 JupyterHub option (e.g. ``c.JupyterHub.authenticator_class``).
 """
 
+import importlib
 import os
 import secrets
 import shutil
@@ -20,18 +21,22 @@ import yaml
 from traitlets import Bool, Dict, Integer, List, Unicode, default
 from traitlets.config import Configurable
 
-from ..names import REGISTRY_PREFIX
+from ..names import (
+    HUB_CLIENT_SERVICE,
+    IMAGES_SERVICE,
+    LOCAL_PYTHON_BASE,
+    REGISTRY_PREFIX,
+)
+from ..services.secretfile import stored_secret
+from ..services.store import private_file
 from ..spawner.profiles import CatalogError, load_catalog
 from ..spawner.projects import PUBLIC_PROJECT, ProjectError, parse_project
 from .auth import SharedPasswordLogin
 from .membership import join_public_project
 from .ports import CONVENTIONAL, resolve_ports
-from .secretfile import stored_secret
-from .store import private_file
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PASSWORD_FILE = "dummy-password"
-LOCAL_PYTHON_BASE = "base/python:3.11"
 
 
 class KubeStudioConfigError(ValueError):
@@ -40,8 +45,6 @@ class KubeStudioConfigError(ValueError):
 
 class KubeStudio(Configurable):
     """Hub-wide KubeStudio settings."""
-
-    config_file = ""  # set by configure(): the jupyterhub_config.py that called it
 
     spawner = Unicode(
         "local",
@@ -220,73 +223,35 @@ class KubeStudio(Configurable):
     def registry_host(self):
         return self.registry or f"127.0.0.1:{self.ports()['registry']}"
 
-    def images_defaults(self, c, data):
-        """Defaults of the image service (only where c.ImageBuilder etc. do not set them)."""
+    def declared_services(self):
+        """The hub services that run, as their packages declare them."""
+        names = ["kubestudio.image_builder.service:IMAGES"] if self.images_service else []
+        declared = []
+        for name in names:
+            module, _, attribute = name.partition(":")
+            declared.append(getattr(importlib.import_module(module), attribute))
+        return declared
 
-        def setdefault(section, key, value):
-            if key not in c[section]:
-                c[section][key] = value
-
-        setdefault("ImageBuilder", "registry_host", self.registry_host())
-        if not self.registry:
-            setdefault("ImageBuilder", "registry_insecure", True)
-        setdefault("ImageBuilder", "db_url", f"sqlite:///{os.path.join(data, 'images.sqlite')}")
-        setdefault("ImageBuilder", "work_dir", os.path.join(data, "build-contexts"))
-        if self.spawner == "local":
-            # a Python base made from Debian packages, so the first builds need no internet; its
-            # Python is the one local servers run (Debian 12's 3.11)
-            setdefault("ImageBuilder", "base_images", [{
-                "image": LOCAL_PYTHON_BASE, "suite": "bookworm",
-                "packages": ["python3", "python3-pip", "python3-venv", "ca-certificates"],
-                "description": "Debian 12 with Python 3.11 and pip, made on this machine"}])
-            setdefault("ImageBuilder", "workspaces_root", os.path.join(data, "users"))
-            setdefault("ImageBuilder", "workspace_pattern", "{root}/{user_slug}/mnt")
-            setdefault("BuildahBackend", "storage_root", os.path.join(data, "buildah", "storage"))
-            setdefault("BuildahBackend", "run_root", os.path.join(data, "buildah", "run"))
-        else:
-            setdefault("ImageBuilder", "backend_class", "kubestudio.image_builder.backends.kaniko.KanikoBackend")
-            setdefault("ImageBuilder", "workspaces_root", "/srv/workspaces")
-
-    def images_hub_config(self, c, data, config_file):
-        """The image service, its scopes and roles, and the local registry, in the hub config."""
-        from ..image_builder.handlers import ADMIN_SCOPE, BUILD_SCOPE
-
-        c.JupyterHub.custom_scopes = {
-            **c.JupyterHub.get("custom_scopes", {}),
-            BUILD_SCOPE: {"description": "Build images, and see and cancel your own builds and images."},
-            ADMIN_SCOPE: {"description": "See and cancel every user's builds; push to any repository."},
-        }
-        access = "access:services!service=images"
-        find = "read:services!service=images"  # the client finds the service's address through the hub
+    def services_config(self, c, data):
+        """Each declared service: its defaults, scopes, roles and managed-service entry; the local
+        registry; and what the spawners need to offer users their built images."""
         # the spawn form lists a user's built images: the hub reads them with a token of its own
         hub_token, _ = stored_secret(os.path.join(data, "images-hub-token"), lambda: secrets.token_hex(32))
-        roles = [
-            {"name": "user", "scopes": ["self", access, find, BUILD_SCOPE]},
-            # a notebook server's own token may call the service for its owner (the `kubestudio` CLI)
-            {"name": "server", "scopes": ["users:activity!user", "access:servers!server", access, find, BUILD_SCOPE]},
-            {"name": "kubestudio-images-admin", "scopes": [ADMIN_SCOPE, access], "users": list(self.admin_users)},
-            # the service reads users' servers and groups, and asks a server for its packages (from_server)
-            {"name": "kubestudio-images-service", "scopes": ["read:users", "read:servers", "read:groups", "access:servers"],
-             "services": ["images"]},
-            {"name": "kubestudio-hub-images", "scopes": [ADMIN_SCOPE, access], "services": ["kubestudio-hub"]},
-        ]
-        c.JupyterHub.load_roles = list(c.JupyterHub.get("load_roles", [])) + roles
-        env = {"KUBESTUDIO_CONFIG_FILE": config_file, "KUBESTUDIO_PROXY_URL": self.bind_url,
-               "PATH": os.environ.get("PATH", "")}
+        env = {"PATH": os.environ.get("PATH", "")}
         for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
-            if name in os.environ:  # the kaniko backend talks to the same cluster as the hub
+            if name in os.environ:  # a Kubernetes backend talks to the same cluster as the hub
                 env[name] = os.environ[name]
-        service = {
-            "name": "images",
-            "url": self.service_url(),
-            "command": [sys.executable, "-m", "kubestudio.image_builder"],
-            "cwd": data,
-            "environment": env,
-            "oauth_no_confirm": True,
-            "oauth_client_allowed_scopes": [BUILD_SCOPE, ADMIN_SCOPE],
-        }
-        services = [{"name": "kubestudio-hub", "api_token": hub_token}]
-        services += [s for s in c.JupyterHub.get("services", []) if s.get("name") not in ("images", "kubestudio-hub")]
+        entries, roles, scopes = [], [], {}
+        for service in self.declared_services():
+            service.defaults(self, c, data)
+            scopes.update({scope: {"description": text} for scope, text in service.scopes.items()})
+            roles += service.roles(self.admin_users)
+            entries.append(service.hub_entry(c, data, self.service_url(), env))
+        c.JupyterHub.custom_scopes = {**c.JupyterHub.get("custom_scopes", {}), **scopes}
+        c.JupyterHub.load_roles = list(c.JupyterHub.get("load_roles", [])) + roles
+        ours = {e["name"] for e in entries} | {HUB_CLIENT_SERVICE}
+        services = [{"name": HUB_CLIENT_SERVICE, "api_token": hub_token}]
+        services += [s for s in c.JupyterHub.get("services", []) if s.get("name") not in ours]
         if not self.registry:
             registry_config = self.local_registry_config(data)
             if registry_config:
@@ -294,16 +259,18 @@ class KubeStudio(Configurable):
                                  "command": [sys.executable, "-m", "kubestudio.hub.sigdefault",
                                              "docker-registry", "serve", registry_config],
                                  "cwd": data, "display": False})
-        c.JupyterHub.services = services + [service]
+        c.JupyterHub.services = services + entries
         if self.spawner == "local" and "server_image" not in c.LocalWorkspaceSpawner:
             c.LocalWorkspaceSpawner.server_image = f"{c.ImageBuilder.registry_host}/{LOCAL_PYTHON_BASE}"
         prefix = c.ImageBuilder.get("registry_prefix", REGISTRY_PREFIX)
+        images_api = self.service_url().rstrip("/") + f"/services/{IMAGES_SERVICE}/api/images"
         for spawner in ("WorkspaceSpawner", "LocalWorkspaceSpawner"):
             if "user_images_prefix" not in c[spawner]:
                 c[spawner].user_images_prefix = "/".join(
                     p for p in (c.ImageBuilder.registry_host, prefix, "{user_slug}") if p) + "/"
+            # both spawn forms list the user's built images, read from the service with the hub's token
             if "images_api_url" not in c[spawner]:
-                c[spawner].images_api_url = self.service_url().rstrip("/") + "/services/images/api/images"
+                c[spawner].images_api_url = images_api
             if "images_api_token" not in c[spawner]:
                 c[spawner].images_api_token = hub_token
 
@@ -370,11 +337,6 @@ class KubeStudio(Configurable):
         from ..spawner.workspace import WorkspaceSpawner
 
         data = os.path.abspath(self.data_dir)
-        if os.environ.get("KUBESTUDIO_SERVICE_MODE"):
-            # a hub service reading the hub's config file: only its own settings, on the hub's ports
-            self.ports(c, choose=False)
-            self.images_defaults(c, data)
-            return
         try:
             load_catalog(self.profiles_file)
         except CatalogError as e:
@@ -411,8 +373,7 @@ class KubeStudio(Configurable):
             raise KubeStudioConfigError(f"KubeStudio.spawner: must be 'local' or 'kubernetes', not {self.spawner!r}")
 
         if self.images_service:
-            self.images_defaults(c, data)
-            self.images_hub_config(c, data, self.config_file or os.path.abspath("jupyterhub_config.py"))
+            self.services_config(c, data)
 
         dummy = self.authenticator_class == "dummy"
         # the shared-password login names a bad username instead of blaming the password
@@ -443,8 +404,6 @@ def configure(c, **settings):
     the field and the reason.
     """
     studio = KubeStudio(config=c, **settings)
-    # the file this is called from: hub services read their settings from it too
-    studio.config_file = os.path.abspath(sys._getframe(1).f_globals.get("__file__") or "jupyterhub_config.py")
     try:
         studio.apply(c)
     except KubeStudioConfigError as e:

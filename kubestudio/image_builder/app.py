@@ -1,32 +1,33 @@
 """The image service: a JupyterHub managed service at ``/services/images/``.
 
-Started by the hub (``python -m kubestudio.image_builder``). Its settings are traits of
-:class:`ImageBuilder`, read from the hub's own ``jupyterhub_config.py`` (``c.ImageBuilder.*``,
-``c.BuildahBackend.*``, ``c.KanikoBackend.*``), whose ``configure(c)`` call fills in the defaults
-of the embedded hub.
+Started by the hub (``python -m kubestudio.image_builder --config <data_dir>/images-service.json``).
+Its settings are traits of :class:`ImageBuilder`, :class:`BuildahBackend` and :class:`KanikoBackend`;
+admins set them as ``c.ImageBuilder.*`` etc. in ``jupyterhub_config.py``, and the hub's
+``configure(c)`` fills in the defaults and hands the result to the service in that file
+(:mod:`kubestudio.image_builder.service` declares what the service reads).
 """
 
 import asyncio
 import base64
 import json
-import logging
 import os
-import signal
 
 from jupyterhub.utils import url_path_join
 from tornado import web
 from traitlets import Bool, Integer, List, Type, Unicode, default
-from traitlets.config import Application
 
-from ..hub.service import (
-    BulkTurns,
+from ..names import IMAGES_SERVICE as SERVICE_NAME
+from ..names import REGISTRY_PREFIX
+from ..services.app import ServiceApp
+from ..services.events import BulkTurns
+from ..services.store import Store
+from ..services.web import (
+    HealthHandler,
+    OpenAPIHandler,
     oauth_routes,
     oauth_settings,
     service_prefix,
-    service_url_parts,
 )
-from ..hub.store import Store
-from ..names import REGISTRY_PREFIX
 from ..spawner.storage import user_slug
 from . import handlers
 from .backends.base import BuildBackend
@@ -35,24 +36,13 @@ from .bases import BasePreparer, base_from_config, default_base
 from .builds import BuildManager
 from .capture import ServerCapture
 from .models import Base
+from .openapi import openapi
 from .registry import RegistryClient
 
-SERVICE_NAME = "images"
 
-
-class ImageBuilder(Application):
+class ImageBuilder(ServiceApp):
     name = "kubestudio-images"
     description = "KubeStudio image build service"
-
-    config_file = Unicode(
-        config=True,
-        help="""The hub's jupyterhub_config.py to read settings from (the hub passes it in
-        $KUBESTUDIO_CONFIG_FILE).""",
-    )
-
-    @default("config_file")
-    def _default_config_file(self):
-        return os.environ.get("KUBESTUDIO_CONFIG_FILE", "")
 
     backend_class = Type(
         BuildahBackend,
@@ -191,16 +181,13 @@ class ImageBuilder(Application):
 
     keepalive_seconds = Integer(15, config=True, help="Seconds between keepalive comments on log event streams.")
     proxy_url = Unicode(
+        "http://127.0.0.1:8000",
         config=True,
         help="""The hub's public URL (the proxy), used to reach users' servers for `from_server`
-        builds. Defaults to $KUBESTUDIO_PROXY_URL.""",
+        builds. configure() sets the hub's bind_url.""",
     )
 
-    @default("proxy_url")
-    def _default_proxy_url(self):
-        return os.environ.get("KUBESTUDIO_PROXY_URL", "http://127.0.0.1:8000")
-
-    aliases = {"config": "ImageBuilder.config_file", "db-url": "ImageBuilder.db_url"}
+    aliases = {"config": "ServiceApp.config_file", "db-url": "ImageBuilder.db_url"}
 
     # ------------------------------------------------------------------
 
@@ -235,14 +222,6 @@ class ImageBuilder(Application):
             return self.workspace_of(user_slug(user))
         return f"/mnt/{user}"
 
-    def initialize(self, argv=None):
-        os.environ.setdefault("KUBESTUDIO_SERVICE_MODE", SERVICE_NAME)
-        super().initialize(argv)
-        if self.config_file:
-            self.load_config_file(self.config_file)  # command-line values still win (traitlets merges them last)
-        if "log_level" not in self.config.Application and "log_level" not in self.config.ImageBuilder:
-            self.log_level = logging.INFO  # lifecycle lines (builds, base images) in the hub's log
-
     def make_backend(self):
         backend = self.backend_class(parent=self, log=self.log)
         if isinstance(backend, BuildahBackend):
@@ -276,32 +255,24 @@ class ImageBuilder(Application):
             (url_path_join(api, "images"), handlers.ImageListHandler),
             (url_path_join(api, "bases"), handlers.BaseListHandler),
             (url_path_join(api, "servers"), handlers.ServerListHandler),
-            (url_path_join(api, "health"), handlers.HealthHandler),
-            (url_path_join(api, "openapi.json"), handlers.OpenAPIHandler),
+            (url_path_join(api, "health"), HealthHandler),
+            (url_path_join(api, "openapi.json"), OpenAPIHandler),
         ]
         settings = oauth_settings(SERVICE_NAME, prefix, cookie_secret_file=self.cookie_secret_file,
                                   manager=self.manager, bases=self.bases,
                                   workspace_label=self.workspace_label, capture=capture,
-                                  keepalive_seconds=self.keepalive_seconds, bulk_turns=BulkTurns(),
+                                  keepalive_seconds=self.keepalive_seconds, bulk_turns=BulkTurns(), openapi=openapi,
                                   registry_display=f"{self.registry_host}/{self.registry_prefix}".rstrip("/"),
                                   static_path=os.path.join(os.path.dirname(__file__), "static"),
                                   static_url_prefix=url_path_join(prefix, "static/"))
         return web.Application(routes, **settings)
 
-    async def serve(self):
-        app = self.make_app()
+    async def started(self):
         await self.manager.start()
         self.bases.start()
-        host, port = service_url_parts()
-        server = app.listen(port, address=host, xheaders=True)
-        self.log.info("image service on http://%s:%s%s (backend %s, registry %s)", host, port,
-                      service_prefix(SERVICE_NAME), self.backend.name, self.registry_host)
-        stopped = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopped.set)
-        await stopped.wait()
-        server.stop()
+        self.log.info("image service: backend %s, registry %s", self.backend.name, self.registry_host)
+
+    async def stopping(self):
         for live in list(self.manager.live.values()):
             if live.task:
                 live.task.cancel()
@@ -309,9 +280,6 @@ class ImageBuilder(Application):
         await self.bases.stop()
         await self.manager.stop()
         await self.backend.stop()
-
-    def start(self):
-        asyncio.run(self.serve())
 
 
 def main(argv=None):

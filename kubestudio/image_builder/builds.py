@@ -21,7 +21,20 @@ from .backends.base import BuildFailed, BuildJob
 from .context import open_context, scan_context
 from .logs import LiveLog, stored_lines
 from .logs import forget as forget_log
-from .models import ACTIVE, CANCELLED, DELETED, DONE, EXISTS, FAILED, QUEUED, RUNNING, SUCCEEDED, Build, iso, utcnow
+from .models import (
+    ACTIVE,
+    CANCELLED,
+    DELETED,
+    DONE,
+    EXISTS,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    SUCCEEDED,
+    Build,
+    iso,
+    utcnow,
+)
 from .queue import BuildQueue
 from .registry import RegistryError, split_reference
 

@@ -12,16 +12,15 @@ import json
 import os
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from tornado import web
 
-from ..hub.service import EventStream, PageHandler, ServiceHandler, wants_event_stream
-from .openapi import openapi
+from ..names import IMAGES_ADMIN_SCOPE as ADMIN_SCOPE
+from ..names import IMAGES_BUILD_SCOPE as BUILD_SCOPE
+from ..services.events import EventStream, wants_event_stream
+from ..services.web import PageHandler, ServiceHandler, http_error
 from .spec import RequestError
 
 LOG_BATCH_LINES = 200
 LOG_EVENT = 'data: {"type": "log", "line": %s}\n\n'  # what EventStream.event makes of a log line, faster
-BUILD_SCOPE = "custom:kubestudio:images:build"
-ADMIN_SCOPE = "custom:kubestudio:images:admin"
 TEMPLATES = Environment(loader=FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
                         autoescape=select_autoescape())
 
@@ -45,14 +44,14 @@ class ImagesHandler(ServiceHandler):
         if wanted is None or wanted == self.identity["name"]:
             return self.identity["name"] if self.identity["kind"] == "user" or not self.is_admin else None
         if not self.is_admin:
-            raise web.HTTPError(403, f"only admins may list another user's builds (needs scope {ADMIN_SCOPE})")
+            raise http_error(403, f"only admins may list another user's builds (needs scope {ADMIN_SCOPE})")
         return None if wanted == "*" else wanted
 
     def build_for_caller(self, build_id):
         """The build's owner, checked: 404 if it does not exist or is someone else's (admins: any)."""
         owner = self.manager.owner_of(build_id)
         if owner is None or (owner != self.identity["name"] and not self.is_admin):
-            raise web.HTTPError(404, f"no build {build_id}")
+            raise http_error(404, f"no build {build_id}")
         return owner
 
 
@@ -68,7 +67,7 @@ class BuildsHandler(ImagesHandler):
         try:
             status, build = await self.manager.submit(self.identity, body, self.is_admin)
         except RequestError as e:
-            raise web.HTTPError(e.status, str(e)) from None
+            raise http_error(e.status, str(e)) from None
         if status == 202:
             self.set_header("Location", f"{self.settings['service_prefix']}api/builds/{build['id']}")
         self.write_json(build, status)
@@ -86,7 +85,7 @@ class BuildHandler(ImagesHandler):
         try:
             build = await self.manager.cancel(build_id, self.identity["name"])
         except RequestError as e:
-            raise web.HTTPError(e.status, str(e)) from None
+            raise http_error(e.status, str(e)) from None
         self.write_json(build)
 
 
@@ -141,11 +140,11 @@ class ImageListHandler(ImagesHandler):
         self.require_builder()
         image = self.get_argument("image", "")
         if not image:
-            raise web.HTTPError(400, "image: give the image reference to delete (?image=...)")
+            raise http_error(400, "image: give the image reference to delete (?image=...)")
         try:
             count = await self.manager.delete_image(image, owner=None if self.is_admin else self.identity["name"])
         except RequestError as e:
-            raise web.HTTPError(e.status, str(e)) from None
+            raise http_error(e.status, str(e)) from None
         self.write_json({"image": image, "deleted": True, "builds": count})
 
 
@@ -165,22 +164,8 @@ class ServerListHandler(ImagesHandler):
         try:
             servers = await self.settings["capture"].servers(self.identity["name"])
         except RequestError as e:
-            raise web.HTTPError(e.status, str(e)) from None
+            raise http_error(e.status, str(e)) from None
         self.write_json({"servers": servers})
-
-
-class OpenAPIHandler(web.RequestHandler):
-    """``api/openapi.json``: the API as OpenAPI 3.0 (no login needed, like the health check)."""
-
-    def get(self):
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(openapi(self.settings["service_prefix"])))
-
-
-class HealthHandler(web.RequestHandler):
-    def get(self):
-        self.set_header("Content-Type", "application/json")
-        self.finish({"status": "ok"})
 
 
 class IndexHandler(PageHandler, ImagesHandler):

@@ -11,6 +11,7 @@ from tornado import web
 from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from ..services.web import http_error
 from .form import render_spawn_form
 from .profiles import load_catalog_cached
 from .projects import user_projects
@@ -20,9 +21,9 @@ from .storage import user_slug
 
 def refusal(error):
     """A SpawnRefused as the HTTP error JupyterHub shows (JSON for the API, text on the page)."""
-    http_error = web.HTTPError(error.status, str(error))
-    http_error.jupyterhub_message = str(error)
-    return http_error
+    answer = http_error(error.status, str(error))
+    answer.jupyterhub_message = str(error)
+    return answer
 
 
 class SpawnFailed(web.HTTPError):

@@ -5,9 +5,9 @@ import asyncio
 import logging
 
 import pytest
+from kubestudio.services.store import Store
 from traitlets import Float
 
-from kubestudio.hub.store import Store
 from kubestudio.image_builder.app import ImageBuilder
 from kubestudio.image_builder.backends.base import BuildBackend, BuildOutcome
 from kubestudio.image_builder.builds import BuildManager

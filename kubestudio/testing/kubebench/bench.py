@@ -21,7 +21,12 @@ import urllib3
 import yaml
 
 from ..ports import free_port
-from .controlplane import ControlPlane, default_cache_dir, self_signed_cert, write_kubeconfig
+from .controlplane import (
+    ControlPlane,
+    default_cache_dir,
+    self_signed_cert,
+    write_kubeconfig,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))

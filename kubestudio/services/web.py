@@ -1,29 +1,40 @@
-"""The small base every KubeStudio hub service shares.
+"""HTTP handlers every KubeStudio hub service shares.
 
 - :class:`ServiceHandler`: identity from JupyterHub (HubOAuth cookie for pages, ``Authorization:
-  token ...`` for the API), scope checks, and errors as JSON ``{"status": N, "message": "..."}``.
+  token ...`` for the API), scope checks, checked JSON bodies, and errors as JSON
+  ``{"status": N, "message": "..."}``; :func:`http_error` makes such an error from any text.
 - :class:`PageHandler`: a page at the service root, sending anonymous visitors through the hub's
   OAuth login.
-- :class:`EventStream`: Server-Sent Events with keepalive comments.
+- :class:`NotFoundHandler`, :class:`OpenAPIHandler`, :class:`HealthHandler`: the routes every
+  service has.
 - :func:`service_url_parts`: where JupyterHub told a managed service to listen.
 
-Services build a tornado ``Application`` from these and :func:`oauth_routes`.
+Services build a tornado ``Application`` from these, :func:`oauth_routes` and :func:`oauth_settings`.
 """
 
-import asyncio
 import json
 import os
 import re
 import secrets
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated, check_scopes
+from jupyterhub.services.auth import (
+    HubOAuth,
+    HubOAuthCallbackHandler,
+    HubOAuthenticated,
+    check_scopes,
+)
 from jupyterhub.utils import url_path_join
 from tornado import web
-from tornado.iostream import StreamClosedError
 from tornado.log import access_log
 
 from .secretfile import stored_secret
+
+
+def http_error(status, message):
+    """An HTTPError answered as ``{"status": status, "message": message}``. ``message`` is text, never
+    a format string: user input with a ``%`` in it stays as it is."""
+    return web.HTTPError(status, "%s", message)
 
 
 class ServiceHandler(HubOAuthenticated, web.RequestHandler):
@@ -110,11 +121,6 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"status": status_code, "message": self.error_message(**kwargs)}))
 
-    def check_xsrf_cookie(self):
-        # token-authenticated API calls need no xsrf token; cookie calls from our pages send one
-        if getattr(self, "_token_authenticated", False):
-            return
-        return super().check_xsrf_cookie()
 
 
 def check_json_value(value, max_depth, path=""):
@@ -179,80 +185,6 @@ class PageHandler(ServiceHandler):
                     f"<p>{web.escape.xhtml_escape(self.error_message(**kwargs))}</p>")
 
 
-class EventStream:
-    """Write Server-Sent Events to a tornado handler; a comment every ``keepalive`` seconds."""
-
-    def __init__(self, handler, keepalive=15.0):
-        self.handler = handler
-        self.keepalive = keepalive
-        self.closed = False
-        handler.set_header("Content-Type", "text/event-stream")
-        handler.set_header("Cache-Control", "no-cache")
-        handler.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
-        self._task = None
-
-    async def send(self, data, event=None):
-        await self.write(self.event(data, event))
-
-    async def write(self, text):
-        """Write already formatted events (several at once: one flush for a whole batch)."""
-        await self._write(text)
-
-    @staticmethod
-    def event(data, event=None):
-        """One event as text: ``data:`` lines holding ``data`` as JSON."""
-        text = f"event: {event}\n" if event else ""
-        return text + "".join(f"data: {line}\n" for line in json.dumps(data).splitlines()) + "\n"
-
-    async def comment(self, text="keepalive"):
-        await self._write(f": {text}\n\n")
-
-    async def _write(self, text):
-        if self.closed:
-            return
-        try:
-            self.handler.write(text)
-            await self.handler.flush()
-        except StreamClosedError:
-            self.closed = True
-
-    async def _keepalive_loop(self):
-        while not self.closed:
-            await asyncio.sleep(self.keepalive)
-            await self.comment()
-
-    def __enter__(self):
-        self._task = asyncio.ensure_future(self._keepalive_loop())
-        return self
-
-    def __exit__(self, *exc):
-        self._task.cancel()
-
-
-class BulkTurns:
-    """Take turns for bulk writes (log replays): at most ``width`` of them hold the event loop.
-
-    Ten followers replaying a 50 MB log keep the loop busy; if they all sat in its ready queue,
-    every other request would wait behind ten batches at each of its steps. Waiting for a turn
-    happens outside the ready queue, so a short request waits for at most ``width`` batches. A
-    writer whose client is slow gives its turn up after ``hold`` seconds and finishes alone.
-    """
-
-    def __init__(self, width=2, hold=0.05):
-        self.width, self.hold = width, hold
-        self._turns = None
-
-    async def write(self, write, text):
-        """``await write(text)`` in a turn."""
-        if self._turns is None:
-            self._turns = asyncio.Semaphore(self.width)  # made in the loop that uses it
-        async with self._turns:
-            task = asyncio.ensure_future(write(text))
-            done, _ = await asyncio.wait({task}, timeout=self.hold)
-        if not done:
-            await task
-
-
 class NotFoundHandler(web.RequestHandler):
     """Any other path under the service: a JSON 404 like every other error of ours."""
 
@@ -266,8 +198,19 @@ class NotFoundHandler(web.RequestHandler):
         self.finish(json.dumps({"status": status_code, "message": message}))
 
 
-def wants_event_stream(handler):
-    return "text/event-stream" in handler.request.headers.get("Accept", "")
+class OpenAPIHandler(web.RequestHandler):
+    """``api/openapi.json``: the service's API as OpenAPI 3.0 (no login needed, like the health
+    check). The application's ``openapi`` setting makes the document from the service prefix."""
+
+    def get(self):
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(self.settings["openapi"](self.settings["service_prefix"])))
+
+
+class HealthHandler(web.RequestHandler):
+    def get(self):
+        self.set_header("Content-Type", "application/json")
+        self.finish({"status": "ok"})
 
 
 def service_prefix(name):

@@ -1,0 +1,78 @@
+"""The image service as the hub sees it: name, scopes, roles, config sections and defaults.
+
+Light on purpose: the hub imports this module only (never the service's app or handlers).
+"""
+
+import os
+
+from ..names import (
+    HUB_CLIENT_SERVICE,
+    IMAGES_ADMIN_SCOPE,
+    IMAGES_BUILD_SCOPE,
+    IMAGES_SERVICE,
+    LOCAL_PYTHON_BASE,
+    WORKSPACE_CLAIM,
+)
+from ..services.declare import ServiceDeclaration
+
+
+def roles(admin_users):
+    access = f"access:services!service={IMAGES_SERVICE}"
+    find = f"read:services!service={IMAGES_SERVICE}"  # the client finds the service's address through the hub
+    return [
+        {"name": "user", "scopes": ["self", access, find, IMAGES_BUILD_SCOPE]},
+        # a notebook server's own token may call the service for its owner (the `kubestudio` CLI)
+        {"name": "server", "scopes": ["users:activity!user", "access:servers!server", access, find, IMAGES_BUILD_SCOPE]},
+        {"name": "kubestudio-images-admin", "scopes": [IMAGES_ADMIN_SCOPE, access], "users": list(admin_users)},
+        # the service reads users' servers and groups, and asks a server for its packages (from_server)
+        {"name": "kubestudio-images-service", "scopes": ["read:users", "read:servers", "read:groups", "access:servers"],
+         "services": [IMAGES_SERVICE]},
+        # the hub lists a user's built images on the spawn form
+        {"name": "kubestudio-hub-images", "scopes": [IMAGES_ADMIN_SCOPE, access], "services": [HUB_CLIENT_SERVICE]},
+    ]
+
+
+def defaults(studio, c, data):
+    """Fill in the image service's settings where c.ImageBuilder etc. do not set them."""
+
+    def setdefault(section, key, value):
+        if key not in c[section]:
+            c[section][key] = value
+
+    setdefault("ImageBuilder", "registry_host", studio.registry_host())
+    if not studio.registry:
+        setdefault("ImageBuilder", "registry_insecure", True)
+    setdefault("ImageBuilder", "db_url", f"sqlite:///{os.path.join(data, 'images.sqlite')}")
+    setdefault("ImageBuilder", "work_dir", os.path.join(data, "build-contexts"))
+    setdefault("ImageBuilder", "cookie_secret_file", os.path.join(data, "images_cookie_secret"))
+    setdefault("ImageBuilder", "proxy_url", studio.bind_url)
+    if studio.spawner == "local":
+        # a Python base made from Debian packages, so the first builds need no internet; its
+        # Python is the one local servers run (Debian 12's 3.11)
+        setdefault("ImageBuilder", "base_images", [{
+            "image": LOCAL_PYTHON_BASE, "suite": "bookworm",
+            "packages": ["python3", "python3-pip", "python3-venv", "ca-certificates"],
+            "description": "Debian 12 with Python 3.11 and pip, made on this machine"}])
+        setdefault("ImageBuilder", "workspaces_root", os.path.join(data, "users"))
+        setdefault("ImageBuilder", "workspace_pattern", "{root}/{user_slug}/mnt")
+        setdefault("BuildahBackend", "storage_root", os.path.join(data, "buildah", "storage"))
+        setdefault("BuildahBackend", "run_root", os.path.join(data, "buildah", "run"))
+    else:
+        setdefault("ImageBuilder", "backend_class", "kubestudio.image_builder.backends.kaniko.KanikoBackend")
+        setdefault("ImageBuilder", "workspaces_root", "/srv/workspaces")
+        # build pods mount the same workspace claim as the servers
+        setdefault("KanikoBackend", "workspace_claim", c.WorkspaceSpawner.get("workspace_claim", WORKSPACE_CLAIM))
+
+
+IMAGES = ServiceDeclaration(
+    name=IMAGES_SERVICE,
+    module="kubestudio.image_builder",
+    config_sections=("ImageBuilder", "BuildahBackend", "KanikoBackend", "ServiceApp"),
+    scopes={
+        IMAGES_BUILD_SCOPE: "Build images, and see and cancel your own builds and images.",
+        IMAGES_ADMIN_SCOPE: "See and cancel every user's builds; push to any repository.",
+    },
+    roles=roles,
+    defaults=defaults,
+    oauth_scopes=[IMAGES_BUILD_SCOPE, IMAGES_ADMIN_SCOPE],
+)

@@ -1,0 +1,58 @@
+"""The base of a hub service's application: its settings from its own config file, its log at
+INFO unless configured, and the serve loop (listen where JupyterHub said, stop on SIGTERM)."""
+
+import asyncio
+import logging
+import signal
+
+from traitlets import Unicode, default
+from traitlets.config import Application
+
+from .web import service_url_parts
+
+
+class ServiceApp(Application):
+    config_file = Unicode(
+        "",
+        config=True,
+        help="""The service's own config file (JSON or Python), written by the hub's configure() into
+        the data folder and passed as --config. Command-line values win over it.""",
+    )
+
+    aliases = {"config": "ServiceApp.config_file"}
+
+    @default("log_level")
+    def _default_log_level(self):
+        return logging.INFO  # lifecycle lines in the hub's log; Application.log_level changes it
+
+    def initialize(self, argv=None):
+        super().initialize(argv)
+        if self.config_file:
+            self.load_config_file(self.config_file)  # traitlets keeps the command line's values on top
+
+    def make_app(self):
+        """The tornado Application (routes and settings)."""
+        raise NotImplementedError
+
+    async def started(self):
+        """After the app is made, before it listens (start managers, backends)."""
+
+    async def stopping(self):
+        """After it stopped listening (stop managers, backends)."""
+
+    async def serve(self):
+        app = self.make_app()
+        await self.started()
+        host, port = service_url_parts()
+        server = app.listen(port, address=host, xheaders=True)
+        self.log.info("%s on http://%s:%s", self.name, host, port)
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopped.set)
+        await stopped.wait()
+        server.stop()
+        await self.stopping()
+
+    def start(self):
+        asyncio.run(self.serve())
