@@ -35,7 +35,7 @@ from .backends.buildah import BuildahBackend
 from .bases import BasePreparer, base_from_config, default_base
 from .builds import BuildManager
 from .capture import ServerCapture
-from .models import Base
+from .models import MIGRATIONS, Base
 from .openapi import openapi
 from .registry import RegistryClient
 
@@ -235,7 +235,7 @@ class ImageBuilder(ServiceApp):
 
     def make_app(self):
         prefix = service_prefix(SERVICE_NAME)
-        self.store = Store(self.db_url, Base)
+        self.store = Store(self.db_url, Base, migrations=MIGRATIONS, version_table="kubestudio_images_version")
         registry = RegistryClient(self.registry_host, self.registry_auth_file, insecure=self.registry_insecure)
         self.backend = self.make_backend()
         capture = ServerCapture(self.proxy_url, os.environ.get("JUPYTERHUB_API_URL", ""),

@@ -1,9 +1,13 @@
 """Build records in the SQL store: owner, spec, status, times, digest and the full log."""
 
+import os
 from datetime import datetime, timezone
 
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Alembic migrations of these tables: a change to a model needs a new revision there
+MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, EXISTS = "queued", "running", "succeeded", "failed", "cancelled", "exists"
 DELETED = "deleted"  # built, then its image was deleted from the registry

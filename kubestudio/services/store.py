@@ -1,19 +1,26 @@
-"""SQL store shared by the hub services: SQLite by default, any SQLAlchemy URL.
+"""SQL store shared by the hub services: SQLite by default, any SQLAlchemy URL, with schema versions.
 
-Each service declares its tables on its own ``DeclarativeBase`` and opens a :class:`Store` with
-that base; tables are created on first use. SQLite runs in WAL mode so page reads never wait for a
-build that is writing its log.
+Each service declares its tables on its own ``DeclarativeBase`` and keeps Alembic migrations for
+them (``<service>/migrations/versions``), as JupyterHub does for its own database. Opening a
+:class:`Store` brings the database to the newest revision: a new database gets every migration,
+a database from before schema versions (its tables exist, the version table does not) is stamped
+with the first revision, which describes exactly that schema, and then upgraded. Each service
+has a version table of its own, so services may share one database. SQLite runs in WAL mode so
+page reads never wait for a build that is writing its log.
 """
 
 import os
 from contextlib import contextmanager
 
-from sqlalchemy import create_engine, event
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.orm import sessionmaker
 
 
 class Store:
-    def __init__(self, url, base):
+    def __init__(self, url, base, migrations=None, version_table="alembic_version"):
         self.url = url
         kwargs = {}
         if url.startswith("sqlite"):
@@ -25,7 +32,10 @@ class Store:
         self.engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        base.metadata.create_all(self.engine)
+        if migrations:
+            migrate(self.engine, migrations, version_table, base.metadata)
+        else:
+            base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -43,6 +53,30 @@ class Store:
 
     def close(self):
         self.engine.dispose()
+
+
+def migrate(engine, migrations, version_table, metadata):
+    """Upgrade the database to the newest revision in ``migrations``; the revision it is at now."""
+    config = Config()
+    config.set_main_option("script_location", migrations)
+    script = ScriptDirectory.from_config(config)
+    base_revision = script.get_base()
+    with engine.begin() as connection:
+        tables = set(inspect(connection).get_table_names())
+        unversioned = version_table not in tables and bool(tables & set(metadata.tables))
+
+        def upgrade(revision, _context):
+            return script._upgrade_revs("head", revision)
+
+        with EnvironmentContext(config, script, fn=upgrade, destination_rev="head") as environment:
+            environment.configure(connection=connection, target_metadata=metadata, version_table=version_table)
+            context = environment.get_context()
+            if unversioned:
+                # written before schema versions: exactly the first revision's schema
+                context.stamp(script, base_revision)
+            with environment.begin_transaction():
+                environment.run_migrations()
+            return context.get_current_revision()
 
 
 def private_file(path):
