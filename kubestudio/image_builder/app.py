@@ -8,14 +8,13 @@ admins set them as ``c.ImageBuilder.*`` etc. in ``jupyterhub_config.py``, and th
 """
 
 import asyncio
-import base64
-import json
 import os
 
 from jupyterhub.utils import url_path_join
 from tornado import web
 from traitlets import Bool, Integer, List, Type, Unicode, default
 
+from .. import dockerauth
 from ..names import IMAGES_SERVICE as SERVICE_NAME
 from ..names import REGISTRY_PREFIX
 from ..services.app import ServiceApp
@@ -193,24 +192,7 @@ class ImageBuilder(ServiceApp):
 
     def secrets(self):
         """Strings that must never be shown: registry passwords and their base64 forms."""
-        found = []
-        if not self.registry_auth_file:
-            return found
-        try:
-            with open(self.registry_auth_file, encoding="utf-8") as f:
-                auths = json.load(f).get("auths", {})
-        except (OSError, ValueError):
-            return found
-        for entry in auths.values():
-            for key in ("auth", "password", "identitytoken", "registrytoken"):
-                if entry.get(key):
-                    found.append(entry[key])
-            if entry.get("auth"):
-                try:
-                    found.append(base64.b64decode(entry["auth"]).decode().partition(":")[2])
-                except ValueError:
-                    pass
-        return [s for s in found if len(s) >= 4]
+        return dockerauth.secrets(self.registry_auth_file)
 
     def workspace_of(self, slug):
         return self.workspace_pattern.format(root=self.workspaces_root, user_slug=slug)

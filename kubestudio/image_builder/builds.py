@@ -17,7 +17,7 @@ import uuid
 from ..spawner.storage import user_slug
 from . import dockerfile as df
 from . import spec as specs
-from .backends.base import BuildFailed, BuildJob
+from .backends.base import BuildFailed, BuildJob, StepCounter
 from .context import open_context, scan_context
 from .logs import LiveLog, stored_lines
 from .logs import forget as forget_log
@@ -52,6 +52,7 @@ class LiveBuild:
         self.job = None
         self.cancel_reason = None
         self.dirty = False
+        self.steps = None  # a StepCounter, once the build runs
         self._wakeup = None
 
     async def notify(self):
@@ -450,14 +451,9 @@ class BuildManager:
         line = self._redact(line)
         live.log.append(line, keep=keep)
         live.dirty = True
-        step = self.backend.step_of(line)
-        if step is not None:
+        if live.steps is not None and live.steps.feed(line):
             with self.store.session() as db:
-                record = db.get(Build, live.id)
-                # the user's Dockerfile sets the count: steps the builder adds on its own (buildah
-                # counts a LABEL step per --label) are not the user's and never show as "of 6"
-                number = record.step + 1 if step[0] == "next" else step[0]
-                record.step = min(number, record.steps) if record.steps else number
+                db.get(Build, live.id).step = live.steps.step
         live.wake_followers()
 
     async def _run(self, build_id, recovering=False):
@@ -467,6 +463,7 @@ class BuildManager:
             if not recovering:
                 record.status, record.started, record.builder_run = RUNNING, utcnow(), True
             record_json = record.to_json()
+        live.steps = StepCounter(self.backend.step_of, record_json["steps"], record_json["step"])
         emit = lambda line: self._emit(live, line)  # noqa: E731
         status, message, digest = FAILED, "", ""
         started = time.monotonic()
@@ -481,6 +478,7 @@ class BuildManager:
             if recovering:
                 if getattr(self.backend, "replays_log", False):
                     live.log = LiveLog(self.config.max_log_bytes)  # the backend streams the whole log again
+                    live.steps.step = 0
                     with self.store.session() as db:
                         db.get(Build, build_id).step = 0
                         forget_log(db, build_id)

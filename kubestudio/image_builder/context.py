@@ -20,6 +20,7 @@ import posixpath
 import re
 import stat
 
+from ..spawner.quantities import human_bytes
 from .spec import MAX_DOCKERFILE, RequestError
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -354,11 +355,3 @@ class _Scan:
         path = os.path.join(self.snapshot, rel)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         return path
-
-
-def human_bytes(n):
-    """``n`` bytes for people: 812 B, 4.0 KiB, 10.0 MiB."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024

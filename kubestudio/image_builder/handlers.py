@@ -17,6 +17,7 @@ from ..names import IMAGES_ADMIN_SCOPE as ADMIN_SCOPE
 from ..names import IMAGES_BUILD_SCOPE as BUILD_SCOPE
 from ..services.events import EventStream, wants_event_stream
 from ..services.web import PageHandler, ServiceHandler, http_error
+from .backends.base import StepCounter
 from .spec import RequestError
 
 LOG_BATCH_LINES = 200
@@ -102,7 +103,7 @@ class BuildLogsHandler(ImagesHandler):
             return
         with EventStream(self, keepalive=self.settings["keepalive_seconds"]) as stream:
             await stream.comment("replaying the log from the start")
-            counted = 0
+            steps = StepCounter(self.manager.backend.step_of, self.manager.get(build_id)["steps"])
             async for kind, value in self.manager.follow(build_id):
                 if stream.closed:
                     return
@@ -113,10 +114,9 @@ class BuildLogsHandler(ImagesHandler):
                         parts = []
                         for line in value[start:start + LOG_BATCH_LINES]:
                             parts.append(LOG_EVENT % json.dumps(line))
-                            step = self.manager.backend.step_of(line)
-                            if step is not None:
-                                counted = counted + 1 if step[0] == "next" else step[0]
-                                parts.append(stream.event({"type": "progress", "step": counted, "steps": step[1]}))
+                            if steps.feed(line):
+                                parts.append(stream.event({"type": "progress", "step": steps.step,
+                                                           "steps": steps.total or None}))
                         await self.settings["bulk_turns"].write(stream.write, "".join(parts))
                         if stream.closed:
                             return

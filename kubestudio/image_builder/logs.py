@@ -14,7 +14,7 @@ from collections import deque
 
 from sqlalchemy import select
 
-from .context import human_bytes
+from ..spawner.quantities import human_bytes
 from .models import Build, LogChunk
 
 CHUNK_CHARS = 64 * 1024

@@ -11,6 +11,8 @@ import re
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from .. import dockerauth
+
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.oci.image.index.v1+json",
@@ -25,21 +27,10 @@ class RegistryError(Exception):
 
 def load_auth(auth_file, host):
     """(user, password) for ``host`` from a Docker config file, or None."""
-    if not auth_file:
-        return None
     try:
-        with open(auth_file, encoding="utf-8") as f:
-            auths = (json.load(f) or {}).get("auths", {})
-    except (OSError, ValueError) as e:
-        raise RegistryError(f"registry credentials file {auth_file} cannot be read: {type(e).__name__}") from None
-    for key in (host, f"https://{host}", f"http://{host}"):
-        entry = auths.get(key)
-        if entry and entry.get("auth"):
-            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            return user, password
-        if entry and entry.get("username"):
-            return entry["username"], entry.get("password", "")
-    return None
+        return dockerauth.credentials(auth_file, host)
+    except dockerauth.AuthFileError as e:
+        raise RegistryError(str(e)) from None
 
 
 class RegistryClient:

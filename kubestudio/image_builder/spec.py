@@ -16,19 +16,13 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from .. import imageref
+from ..imageref import NAME_COMPONENT, TAG
 from . import dockerfile as df
 
 KINDS = ("context", "dockerfile_text", "environment", "from_server")
 FIELDS = set(KINDS) | {"dockerfile", "name", "tag", "project", "repository", "base", "labels"}
 
-# the OCI distribution spec's grammar, one path component and one tag
-NAME_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-REFERENCE = re.compile(
-    r"^(?:(?P<host>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
-    r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
-)
 # package specs: names, versions, extras, markers are fine; shell metacharacters are not
 PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+\-\[\],<>=!~*:@/]*$")
 LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9.\-/_]*[a-z0-9])?$")
@@ -117,7 +111,7 @@ def parse_request(body, default_base=None):
         request.project = project
     if body.get("repository") not in (None, ""):
         repository = _string(body, "repository")
-        if not all(NAME_COMPONENT.match(part) for part in repository.split("/")):
+        if not imageref.is_repository_path(repository):
             raise RequestError(f"repository: {repository!r} is not a valid repository path")
         request.repository = repository
     labels = body.get("labels") or {}
@@ -176,7 +170,7 @@ def environment_dockerfile(env, labels=None):
 
 
 def check_reference(reference, field_name):
-    if not isinstance(reference, str) or not REFERENCE.match(reference):
+    if not imageref.is_valid(reference):
         raise RequestError(f"{field_name}: {reference!r} is not a valid image reference (e.g. "
                            "registry.example.org/team/python:3.11)")
     return reference

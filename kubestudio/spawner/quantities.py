@@ -52,6 +52,16 @@ def format_bytes(n):
     return str(n)
 
 
+def human_bytes(n):
+    """A byte count for people, in binary units: ``812 B``, ``4.0 KiB``, ``10.0 MiB``.
+
+    (``format_bytes`` writes Kubernetes quantities such as ``4G``, for resource settings.)"""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
 def parse_cpu(value):
     """Return a number of cores from ``2``, ``0.5`` or ``500m``."""
     if isinstance(value, bool):

@@ -5,9 +5,9 @@ start (so an API spawn cannot skip them). Every refusal is a :class:`SpawnRefuse
 message names the field at fault.
 """
 
-import re
 from dataclasses import dataclass
 
+from .. import imageref
 from .profiles import IDE_LABELS, ImageChoice, Profile
 from .projects import PUBLIC_PROJECT, Project, ProjectError
 
@@ -76,18 +76,11 @@ def _as_int(value, field):
     raise SpawnRefused(f"{field}: must be a whole number, not {value!r}")
 
 
-# an image reference: [host[:port]/]path[:tag][@digest], lowercase path parts, no ".." anywhere
-_IMAGE_REF = re.compile(
-    r"^(?:[a-zA-Z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
-    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
-)
-
-
 def _custom_image(reference, prefix):
     """The user's own image (e.g. one they built) when it lives under their prefix."""
     if not (prefix and isinstance(reference, str) and reference.startswith(prefix)):
         return None
-    if ".." in reference or not _IMAGE_REF.match(reference):
+    if not imageref.is_valid(reference):  # the grammar admits no ".." path component
         return None
     return ImageChoice(name=reference, display_name=reference[len(prefix):], image=reference)
 

@@ -65,6 +65,28 @@ class LineSplitter:
         return [line[i:i + self.max_line] for i in range(0, len(line), self.max_line)]
 
 
+class StepCounter:
+    """Progress through the Dockerfile's steps, from the builder's log lines.
+
+    The backend's ``step_of(line)`` says which lines start a step (``(n, total)``, or
+    ``("next", None)`` for builders that do not number them); the user's Dockerfile sets the
+    count: steps a builder adds on its own (buildah counts a LABEL step per --label) never show
+    as "7 of 5". The build record and the log stream both count with this.
+    """
+
+    def __init__(self, step_of, total, step=0):
+        self.step_of, self.total, self.step = step_of, total, step
+
+    def feed(self, line):
+        """Whether ``line`` starts a step (then :attr:`step` is its number)."""
+        found = self.step_of(line)
+        if found is None:
+            return False
+        number = self.step + 1 if found[0] == "next" else found[0]
+        self.step = min(number, self.total) if self.total else number
+        return True
+
+
 @dataclass
 class BuildOutcome:
     digest: str
