@@ -8,12 +8,15 @@ writes everything to the store, so a record reported done is never lost.
 
 import asyncio
 import fnmatch
+import logging
 import os
 import re
 import shutil
 import time
 import uuid
+from dataclasses import dataclass, field
 
+from ..names import LABEL_BUILD_ID, LABEL_USER
 from ..spawner.storage import user_slug
 from . import dockerfile as df
 from . import spec as specs
@@ -64,6 +67,40 @@ class LiveBuild:
         """Wake followers once for however many lines arrived meanwhile (not once per line)."""
         if self._wakeup is None:
             self._wakeup = asyncio.ensure_future(self.notify())
+
+
+@dataclass
+class BuildPlan:
+    """One request on its way to a record: what was asked, by whom, and what was decided."""
+
+    request: specs.BuildRequest
+    identity: dict
+    is_admin: bool
+    text: str = ""  # the Dockerfile, as checked
+    extra: dict = field(default_factory=dict)  # shown in the record: context size, captured packages
+    context_dir: str = None  # where the builder reads the context (a snapshot for local builds)
+    context_subpath: str = None  # the context in the owner's workspace, link-free
+    dockerfile: str = "Dockerfile"  # the Dockerfile's path in the context
+    context_digest: str = ""
+    snapshot: str = None  # a private copy of the context: removed on every path that does not build it
+    steps: int = 0
+    spec_json: dict = None
+    content_hash: str = ""
+    tag: str = ""
+    image: str = ""
+
+    @property
+    def owner(self):
+        return self.identity["name"]
+
+    @property
+    def slug(self):
+        return user_slug(self.owner)
+
+    @property
+    def dockerfile_name(self):
+        """How errors name the Dockerfile: the user's path for a context, else "Dockerfile"."""
+        return self.request.dockerfile if self.request.kind == "context" else "Dockerfile"
 
 
 class BuildManager:
@@ -119,9 +156,8 @@ class BuildManager:
 
     async def submit(self, identity, body, is_admin):
         """Check and start (or answer) a build request; (http status, record dict)."""
-        request = specs.parse_request(body, self.default_base)
-        owner = identity["name"]
-        slug = user_slug(owner)
+        plan = BuildPlan(request=specs.parse_request(body, self.default_base), identity=identity, is_admin=is_admin)
+        request = plan.request
         if request.repository and not is_admin:
             raise specs.RequestError("repository: only admins may push outside their own images", 403)
         if request.project:
@@ -129,46 +165,41 @@ class BuildManager:
                 raise specs.RequestError("project: project image namespaces are not enabled on this hub", 403)
             if request.project not in identity.get("groups", []) and not is_admin:
                 raise specs.RequestError(f"project: you are not a member of project {request.project!r}", 403)
-
-        context_dir, context_subpath, dockerfile, context_digest = None, None, "Dockerfile", ""
-        snapshot = None  # a private copy of the context, for backends that build from local files
-        extra = {}
         try:  # whatever happens, a snapshot no build will use is removed
-            if request.kind == "context":
-                workspace = self.config.workspace_of(slug)
-                loop = asyncio.get_running_loop()
-                opened = await loop.run_in_executor(None, open_context, workspace, request.context,
-                                                    request.dockerfile)
-                try:
-                    if getattr(self.backend, "snapshot_context", False):
-                        snapshot = os.path.join(self.config.work_dir, f"context-{uuid.uuid4().hex}")
-                    context_digest, size, files = await loop.run_in_executor(
-                        None, scan_context, opened, self.config.max_context_bytes, snapshot)
-                finally:
-                    opened.close()
-                context_subpath, dockerfile, text = opened.subpath, opened.dockerfile, opened.dockerfile_text
-                context_dir = snapshot or os.path.join(workspace, context_subpath)
-                extra["context_bytes"] = size
-                extra["context_files"] = files
-            elif request.kind == "dockerfile_text":
-                text = request.dockerfile_text
-            elif request.kind == "environment":
-                text = specs.environment_dockerfile(request.environment)
-            else:
-                if self.capture is None:
-                    raise specs.RequestError("from_server: this service cannot reach user servers", 409)
-                base, diff = await self.capture(owner, request.from_server, request.base, fallback=self.default_base)
-                request.environment = {"base": base, **{k: v for k, v in diff.items() if v}}
-                extra["captured"] = diff
-                if not any(diff.values()):
-                    text = f"FROM {base}\n"
-                else:
-                    text = specs.environment_dockerfile(request.environment)
-            return await self._submit_checked(request, owner, slug, text, extra, context_dir, context_subpath,
-                                              dockerfile, context_digest, snapshot, identity, is_admin)
+            await self._read_sources(plan)
+            return await self._submit_checked(plan)
         except BaseException:
-            _remove(snapshot)
+            _remove(plan.snapshot)
             raise
+
+    async def _read_sources(self, plan):
+        """The Dockerfile (and, for a context, its files: checked, hashed, snapshot) of the plan."""
+        request = plan.request
+        if request.kind == "context":
+            workspace = self.config.workspace_of(plan.slug)
+            loop = asyncio.get_running_loop()
+            opened = await loop.run_in_executor(None, open_context, workspace, request.context, request.dockerfile)
+            try:
+                if getattr(self.backend, "snapshot_context", False):
+                    plan.snapshot = os.path.join(self.config.work_dir, f"context-{uuid.uuid4().hex}")
+                plan.context_digest, size, files = await loop.run_in_executor(
+                    None, scan_context, opened, self.config.max_context_bytes, plan.snapshot)
+            finally:
+                opened.close()
+            plan.context_subpath, plan.dockerfile, plan.text = opened.subpath, opened.dockerfile, opened.dockerfile_text
+            plan.context_dir = plan.snapshot or os.path.join(workspace, plan.context_subpath)
+            plan.extra.update(context_bytes=size, context_files=files)
+        elif request.kind == "dockerfile_text":
+            plan.text = request.dockerfile_text
+        elif request.kind == "environment":
+            plan.text = specs.environment_dockerfile(request.environment)
+        else:
+            if self.capture is None:
+                raise specs.RequestError("from_server: this service cannot reach user servers", 409)
+            base, diff = await self.capture(plan.owner, request.from_server, request.base, fallback=self.default_base)
+            request.environment = {"base": base, **{k: v for k, v in diff.items() if v}}
+            plan.extra["captured"] = diff
+            plan.text = f"FROM {base}\n" if not any(diff.values()) else specs.environment_dockerfile(request.environment)
 
     def check_bases(self, instructions, dockerfile_name, slug, identity, is_admin):
         """403 naming the line when the Dockerfile pulls an image of ours the caller may not read.
@@ -209,104 +240,107 @@ class BuildManager:
                 f"{dockerfile_name}: line {number}: you may not build from {reference}: it is not one of your "
                 "images, a shared base, or an image of one of your projects", 403)
 
-    async def _submit_checked(self, request, owner, slug, text, extra, context_dir, context_subpath, dockerfile,
-                              context_digest, snapshot, identity, is_admin):
-        instructions = specs.parse_dockerfile(text, request.dockerfile if request.kind == "context" else "Dockerfile")
-        steps = len(instructions)
-        self.check_bases(instructions, request.dockerfile if request.kind == "context" else "Dockerfile",
-                         slug, identity, is_admin)
-
-        spec_json = request.to_json()
-        content_hash = specs.content_hash(spec_json, text, context_digest)
-        tag = request.tag or content_hash
+    async def _submit_checked(self, plan):
+        request = plan.request
+        instructions = specs.parse_dockerfile(plan.text, plan.dockerfile_name)
+        plan.steps = len(instructions)
+        self.check_bases(instructions, plan.dockerfile_name, plan.slug, plan.identity, plan.is_admin)
+        plan.spec_json = request.to_json()
+        plan.content_hash = specs.content_hash(plan.spec_json, plan.text, plan.context_digest)
+        plan.tag = request.tag or plan.content_hash
         if request.repository:
             repository = request.repository
         elif request.project:
             repository = "/".join(p for p in (self.config.registry_prefix, "projects", request.project) if p)
         else:
-            repository = "/".join(p for p in (self.config.registry_prefix, slug) if p)
-        image = f"{self.config.registry_host}/{repository}/{request.name}:{tag}"
+            repository = "/".join(p for p in (self.config.registry_prefix, plan.slug) if p)
+        plan.image = f"{self.config.registry_host}/{repository}/{request.name}:{plan.tag}"
 
         # one build per identical request in flight; a request still being checked counts too
-        claim = self._claims.get(image)
+        claim = self._claims.get(plan.image)
         if claim is not None:
-            if claim[0] != content_hash:
-                raise specs.RequestError(f"tag: {image} is being built from different content; "
+            if claim[0] != plan.content_hash:
+                raise specs.RequestError(f"tag: {plan.image} is being built from different content; "
                                          "wait for it or choose another tag", 409)
             build_id = await asyncio.shield(claim[1])
             if build_id is None:
                 raise specs.RequestError("an identical request failed a moment ago; send it again", 409)
-            _remove(snapshot)
+            _remove(plan.snapshot)
+            self.log.info("build %s: %s joined it (%s)", build_id, plan.owner, plan.image)
             return 200, {**self.get(build_id), "joined": True}
         claimed = asyncio.get_running_loop().create_future()
-        self._claims[image] = (content_hash, claimed)
+        self._claims[plan.image] = (plan.content_hash, claimed)
         try:
-            status, answer = await self._submit_claimed(request, owner, slug, image, tag, content_hash, spec_json,
-                                                        text, steps, extra, context_dir, context_subpath, dockerfile,
-                                                        snapshot)
+            status, answer = await self._submit_claimed(plan)
         except BaseException:
             claimed.set_result(None)
             raise
         finally:
-            self._claims.pop(image, None)
+            self._claims.pop(plan.image, None)
         claimed.set_result(answer["id"])
         if answer["status"] != QUEUED or answer.get("joined"):
-            _remove(snapshot)  # nothing will be built from it
+            _remove(plan.snapshot)  # nothing will be built from it
         return status, answer
 
-    async def _submit_claimed(self, request, owner, slug, image, tag, content_hash, spec_json, text, steps, extra,
-                              context_dir, context_subpath, dockerfile, snapshot):
+    async def _submit_claimed(self, plan):
+        request = plan.request
         with self.store.session() as db:
-            same = db.query(Build).filter(Build.image == image, Build.status.in_(ACTIVE)).first()
+            same = db.query(Build).filter(Build.image == plan.image, Build.status.in_(ACTIVE)).first()
             if same is not None:
-                if same.content_hash == content_hash:
+                if same.content_hash == plan.content_hash:
+                    self.log.info("build %s: %s joined it (%s)", same.id, plan.owner, plan.image)
                     return 200, {**same.to_json(self.queue.position(same.id)), "joined": True}
-                raise specs.RequestError(f"tag: {image} is being built from different content by build {same.id}; "
-                                         "wait for it or choose another tag", 409)
+                raise specs.RequestError(f"tag: {plan.image} is being built from different content by build "
+                                         f"{same.id}; wait for it or choose another tag", 409)
 
         build_id = uuid.uuid4().hex[:12]
         labels = {  # ours last: a request can never set them (spec.py refuses it, too)
             **request.labels,
             "org.opencontainers.image.created": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "kubestudio.io/build-id": build_id,
-            "kubestudio.io/user": slug,
-            "kubestudio.io/content-hash": content_hash,
+            LABEL_BUILD_ID: build_id,
+            LABEL_USER: plan.slug,
+            "kubestudio.io/content-hash": plan.content_hash,
         }
-        record = Build(id=build_id, created=utcnow(), owner=owner, kind=request.kind, spec=spec_json, name=request.name, tag=tag,
-                       image=image, content_hash=content_hash, status=QUEUED, message="",
-                       backend=self.backend.name, steps=steps, dockerfile=text,
-                       extra={**extra, "labels": labels})
+        record = Build(id=build_id, created=utcnow(), owner=plan.owner, kind=request.kind, spec=plan.spec_json,
+                       name=request.name, tag=plan.tag, image=plan.image, content_hash=plan.content_hash,
+                       status=QUEUED, message="", backend=self.backend.name, steps=plan.steps, dockerfile=plan.text,
+                       extra={**plan.extra, "labels": labels})
 
         # no needless builds: the content-hash tag is already in the registry
         if request.tag is None:
             try:
-                host, repo_path, _ = split_reference(image)
-                digest = await self.registry.exists(repo_path, tag)
+                _, repo_path, _ = split_reference(plan.image)
+                digest = await self.registry.exists(repo_path, plan.tag)
             except RegistryError as e:
                 record.status, record.message, record.finished = FAILED, str(e), utcnow()
                 self._save_new(record)
+                self.log.warning("build %s of %s failed before it started: %s", build_id, plan.owner, e)
                 return 202, record.to_json()
             if digest:
                 record.status, record.digest, record.finished = EXISTS, digest, utcnow()
                 record.message = "the registry already has this image; nothing was built"
-                record.size = await self._size(image)
+                record.size = await self._size(plan.image)
                 self._save_new(record)
+                self.log.info("build %s: %s already in the registry (asked by %s)", build_id, plan.image, plan.owner)
                 return 200, record.to_json()
 
         if request.kind != "context":
-            context_dir, dockerfile = self._write_dockerfile(build_id, text), "Dockerfile"
-        generated = request.kind != "context" or snapshot is not None
+            plan.context_dir, plan.dockerfile = self._write_dockerfile(build_id, plan.text), "Dockerfile"
+        generated = request.kind != "context" or plan.snapshot is not None
         live = LiveBuild(build_id, LiveLog(self.config.max_log_bytes))
-        live.job = BuildJob(id=build_id, owner=owner, owner_slug=slug, image=image, dockerfile=dockerfile,
-                            context_dir=context_dir, context_subpath=context_subpath, dockerfile_text=text,
-                            generated=generated, labels=labels, project=request.project or "")
+        live.job = BuildJob(id=build_id, owner=plan.owner, owner_slug=plan.slug, image=plan.image,
+                            dockerfile=plan.dockerfile, context_dir=plan.context_dir,
+                            context_subpath=plan.context_subpath, dockerfile_text=plan.text, generated=generated,
+                            labels=labels, project=request.project or "")
         # enough to find the job again after a restart (queued builds are queued again)
-        record.extra = {**record.extra, "job": {"dockerfile": dockerfile, "context_subpath": context_subpath,
+        record.extra = {**record.extra, "job": {"dockerfile": plan.dockerfile, "context_subpath": plan.context_subpath,
                                                 "project": request.project or "",
-                                                "build_dir": context_dir if generated else None}}
+                                                "build_dir": plan.context_dir if generated else None}}
         self._save_new(record)
         self.live[build_id] = live
-        self.queue.add(build_id, owner)
+        self.queue.add(build_id, plan.owner)
+        self.log.info("build %s submitted by %s: %s (%s, %d steps)", build_id, plan.owner, plan.image,
+                      request.kind, plan.steps)
         self._schedule()
         with self.store.session() as db:
             record = db.get(Build, build_id)
@@ -485,6 +519,7 @@ class BuildManager:
                 outcome = await asyncio.wait_for(self.backend.recover(live.job, record_json, emit),
                                                  self.config.build_timeout)
             else:
+                self.log.info("build %s started (%s, %s)", build_id, live.job.image, self.backend.name)
                 self._emit(live, f"Building {live.job.image} with {self.backend.name}", keep=True)
                 outcome = await asyncio.wait_for(self.backend.build(live.job, emit), self.config.build_timeout)
             status, digest = SUCCEEDED, outcome.digest
@@ -506,6 +541,8 @@ class BuildManager:
         live.log.close()
         if status != SUCCEEDED:
             self._emit(live, f"Build {status}: {message}", keep=True)
+        self.log.log(logging.INFO if status in (SUCCEEDED, CANCELLED) else logging.WARNING,
+                     "build %s %s after %.1f s: %s", build_id, status, time.monotonic() - started, message)
         self._finish(build_id, status, message, digest=digest, size=size)
         if live.job is not None and live.job.generated:
             _remove(live.job.context_dir)

@@ -1,8 +1,7 @@
 """Profile catalogs: what a user can start (size, GPUs, IDE, image).
 
 A catalog is a YAML file with a ``profiles`` list. It stays close to KubeSpawner's
-``profile_list`` (``slug``, ``display_name``, ``description``, ``default``) so that
-:meth:`Profile.to_kubespawner` can compile each entry into one. Example::
+``profile_list`` (``slug``, ``display_name``, ``description``, ``default``). Example::
 
     profiles:
       - slug: gpu
@@ -124,65 +123,6 @@ class Profile:
         parts.append(" or ".join(IDE_LABELS[i] for i in self.ides))
         return " · ".join(parts)
 
-    def to_kubespawner(self):
-        """Compile into one KubeSpawner ``profile_list`` entry.
-
-        Image choices become a ``profile_options`` choice; GPU counts become
-        ``extra_resource_limits`` (a choice when the profile offers several counts).
-        """
-        override = {}
-        if self.cpu_guarantee is not None:
-            override["cpu_guarantee"] = self.cpu_guarantee
-        if self.cpu_limit is not None:
-            override["cpu_limit"] = self.cpu_limit
-        if self.mem_guarantee is not None:
-            override["mem_guarantee"] = self.mem_guarantee
-        if self.mem_limit is not None:
-            override["mem_limit"] = self.mem_limit
-        if len(self.images) == 1:
-            override["image"] = self.images[0].image
-        if len(self.gpu_counts) == 1 and self.gpu_counts[0]:
-            override["extra_resource_limits"] = {self.gpu_resource: str(self.gpu_counts[0])}
-        entry = {
-            "slug": self.slug,
-            "display_name": self.display_name,
-            "description": self.description,
-            "kubespawner_override": override,
-        }
-        if self.default:
-            entry["default"] = True
-        options = {}
-        if len(self.images) > 1:
-            options["image"] = {
-                "display_name": "Image",
-                "choices": {
-                    c.name: {
-                        "display_name": c.display_name,
-                        "default": i == 0,
-                        "kubespawner_override": {"image": c.image},
-                    }
-                    for i, c in enumerate(self.images)
-                },
-            }
-        if len(self.gpu_counts) > 1:
-            options["gpus"] = {
-                "display_name": "GPUs",
-                "choices": {
-                    str(n): {
-                        "display_name": str(n),
-                        "default": i == 0,
-                        "kubespawner_override": {
-                            "extra_resource_limits": {self.gpu_resource: str(n)} if n else {}
-                        },
-                    }
-                    for i, n in enumerate(self.gpu_counts)
-                },
-            }
-        if options:
-            entry["profile_options"] = options
-        return entry
-
-
 @dataclass
 class Catalog:
     profiles: list
@@ -201,9 +141,6 @@ class Catalog:
             if profile.default:
                 return profile
         return self.profiles[0]
-
-    def to_kubespawner(self):
-        return [p.to_kubespawner() for p in self.profiles]
 
 
 class _Checker:

@@ -127,24 +127,6 @@ def test_cached_catalog_rereads_on_change(tmp_path):
     assert load_catalog_cached(str(path)).profiles[0].slug == "two"
 
 
-def test_to_kubespawner_profile_list():
-    catalog = parse_catalog(GOOD)
-    cpu, gpu = catalog.to_kubespawner()
-    assert cpu == {
-        "slug": "cpu",
-        "display_name": "CPU",
-        "description": "",
-        "default": True,
-        "kubespawner_override": {"cpu_guarantee": 0.5, "cpu_limit": 2.0},
-    }
-    assert gpu["kubespawner_override"]["mem_limit"] == 16 * 1024**3
-    images = gpu["profile_options"]["image"]["choices"]
-    assert images["tf"]["kubespawner_override"] == {"image": "tensorflow/tensorflow:2.17.0-gpu"}
-    gpus = gpu["profile_options"]["gpus"]["choices"]
-    assert gpus["2"]["kubespawner_override"] == {"extra_resource_limits": {"nvidia.com/gpu": "2"}}
-    assert gpus["1"]["default"] is True
-
-
 @pytest.mark.parametrize(
     "text, value",
     [("4G", 4 * 1024**3), ("512M", 512 * 1024**2), ("1Gi", 1024**3), ("1.5G", int(1.5 * 1024**3)), (1024, 1024), ("100", 100)],

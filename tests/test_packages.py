@@ -1,0 +1,93 @@
+"""KubeStudio's packages import each other one way only: the service kit and the shared modules
+at the bottom, services and spawners above them, the hub's configuration on top. Every import is
+counted, also those inside functions (where a cycle once hid)."""
+
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+
+import kubestudio
+
+ROOT = os.path.dirname(os.path.abspath(kubestudio.__file__))
+# what each package may import (besides itself); anything else is a layering error
+ALLOWED = {
+    "names": set(),
+    "imageref": set(),
+    "dockerauth": set(),
+    "processgroup": set(),
+    "kube": {"names"},
+    "services": set(),
+    "spawner": {"names", "imageref", "kube", "services", "processgroup"},
+    "image_builder": {"names", "imageref", "dockerauth", "kube", "services", "processgroup", "spawner"},
+    "extensions": {"names", "services"},
+    "hub": {"names", "services", "spawner", "image_builder.service", "processgroup"},
+}
+
+
+def unit(path):
+    """The package (or top-level module) a file belongs to."""
+    rel = os.path.relpath(path, ROOT)
+    return rel.split(os.sep)[0].removesuffix(".py")
+
+
+def imported_units(path):
+    """(unit, dotted module) of every kubestudio import in a file, at any depth."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    package = ["kubestudio"] + os.path.relpath(os.path.dirname(path), ROOT).split(os.sep)
+    package = [p for p in package if p != "."]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            names = [f"{module}.{a.name}" for a in node.names] if node.level and not node.module else [module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "kubestudio" and len(parts) > 1:
+                found.append((parts[1], ".".join(parts[1:])))
+    return found
+
+
+def sources():
+    for folder, _, files in os.walk(ROOT):
+        if "testing" in os.path.relpath(folder, ROOT).split(os.sep) or "__pycache__" in folder:
+            continue
+        for name in files:
+            if name.endswith(".py"):
+                yield os.path.join(folder, name)
+
+
+def test_packages_import_one_way_only():
+    errors = []
+    for path in sources():
+        own = unit(path)
+        if own not in ALLOWED:
+            continue
+        for target, module in imported_units(path):
+            if target == own or target == "__init__":
+                continue
+            allowed = ALLOWED[own]
+            if target in allowed or any(module == a or module.startswith(a + ".") for a in allowed):
+                continue
+            errors.append(f"{os.path.relpath(path, ROOT)} imports kubestudio.{module}")
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("module", ["kubestudio.names", "kubestudio.imageref", "kubestudio.kube",
+                                    "kubestudio.services.web", "kubestudio.services.store",
+                                    "kubestudio.services.declare", "kubestudio.image_builder.service",
+                                    "kubestudio.image_builder.app", "kubestudio.spawner", "kubestudio.hub"])
+def test_each_package_imports_alone(module):
+    run = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
