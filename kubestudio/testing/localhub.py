@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import requests
 
+from ..processgroup import signal_group
 from .ports import free_port
 
 
@@ -87,16 +88,22 @@ class LocalHub:
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if self.http.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"hub did not answer in {timeout}s:\n{self.log_tail()}")
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log_tail()}")
+                try:
+                    if self.http.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
+                        return self
+                except (requests.ConnectionError, requests.Timeout):
+                    pass  # not listening yet, or a busy machine: ask again until the deadline
+                time.sleep(0.2)
+            raise TimeoutError(f"hub did not answer in {timeout}s:\n{self.log_tail()}")
+        except BaseException:
+            group = self.proc.pid
+            self.stop()  # a hub that did not start leaves nothing running
+            signal_group(group)  # its proxy and services, also when the hub itself died
+            raise
 
     def stop(self, stop_servers=True):
         """Stop the hub; by default stop every server first (the hub leaves them running)."""
