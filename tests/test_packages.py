@@ -19,7 +19,7 @@ ALLOWED = {
     "dockerauth": set(),
     "processgroup": set(),
     "kube": {"names"},
-    "services": set(),
+    "services": {"names"},
     "spawner": {"names", "imageref", "kube", "services", "processgroup"},
     "image_builder": {"names", "imageref", "dockerauth", "kube", "services", "processgroup", "spawner"},
     "extensions": {"names", "services"},

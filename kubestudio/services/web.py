@@ -28,6 +28,7 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.log import access_log
 
+from ..names import CONVENTIONAL_PORTS
 from .secretfile import stored_secret
 
 
@@ -218,8 +219,10 @@ def service_prefix(name):
     return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{name}/")
 
 
-def service_url_parts(default="http://127.0.0.1:10101"):
-    """(host, port) the managed service must listen on (``JUPYTERHUB_SERVICE_URL``)."""
+def service_url_parts(default=None):
+    """(host, port) the managed service must listen on (``JUPYTERHUB_SERVICE_URL``; run by hand
+    without it: ``default``, else 127.0.0.1 on the image service's conventional port)."""
+    default = default or f"http://127.0.0.1:{CONVENTIONAL_PORTS['images']}"
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", default))
     return url.hostname or "127.0.0.1", url.port or 80
 

@@ -1,0 +1,63 @@
+"""Hub services take their settings from a config file of their own: written by configure(),
+written again when the hub starts the service (settings made after configure() count), and the
+hub's jupyterhub_config.py never executed by a service."""
+
+import json
+import os
+import subprocess
+import sys
+
+from traitlets.config import Config
+
+from kubestudio.hub import configure
+from kubestudio.image_builder.app import ImageBuilder
+from kubestudio.names import IMAGES_BUILD_SCOPE
+from kubestudio.services.declare import CONFIG_ENV
+
+
+def images_entry(c):
+    return next(s for s in c.JupyterHub.services if s["name"] == "images")
+
+
+def test_the_service_gets_its_own_config_file(tmp_path):
+    c = Config()
+    c.ImageBuilder.max_context_bytes = 1234  # before configure()
+    configure(c, data_dir=str(tmp_path / "data"))
+    entry = images_entry(c)
+    path = str(tmp_path / "data" / "images-service.json")
+    assert entry["command"] == [sys.executable, "-m", "kubestudio.image_builder", "--config", path]
+    assert not any(k.startswith("KUBESTUDIO_CONFIG") or k == "KUBESTUDIO_SERVICE_MODE" for k in entry["environment"])
+    written = json.loads(open(path).read())
+    assert written["ImageBuilder"]["max_context_bytes"] == 1234
+    assert written["ImageBuilder"]["db_url"].endswith("images.sqlite")  # configure()'s defaults
+    assert written["BuildahBackend"]["storage_root"].endswith(os.path.join("buildah", "storage"))
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    assert IMAGES_BUILD_SCOPE in c.JupyterHub.custom_scopes
+
+    # set after configure(): JupyterHub calls the environment's callable when it starts the service
+    c.ImageBuilder.max_context_bytes = 4321
+    c.BuildahBackend.sandbox = False
+    assert entry["environment"][CONFIG_ENV](None) == path
+    written = json.loads(open(path).read())
+    assert written["ImageBuilder"]["max_context_bytes"] == 4321 and written["BuildahBackend"]["sandbox"] is False
+
+    # and the service reads it, with the command line on top
+    app = ImageBuilder()
+    app.initialize(["--config", path, "--ImageBuilder.max_builds_per_user=3"])
+    assert app.max_context_bytes == 4321 and app.max_builds_per_user == 3
+    assert app.db_url == written["ImageBuilder"]["db_url"]
+
+
+def test_a_service_never_runs_the_hubs_config_file(tmp_path):
+    """The service starts with its JSON file only: a jupyterhub_config.py that would fail if run
+    (it exits) is not touched."""
+    c = Config()
+    configure(c, data_dir=str(tmp_path / "data"))
+    path = images_entry(c)["command"][-1]
+    (tmp_path / "jupyterhub_config.py").write_text("raise SystemExit('the hub config was executed')\n")
+    code = ("from kubestudio.image_builder.app import ImageBuilder; a = ImageBuilder(); "
+            f"a.initialize(['--config', {path!r}]); print(a.registry_host)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "KUBESTUDIO_CONFIG_FILE": str(tmp_path / "jupyterhub_config.py")})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == c.ImageBuilder.registry_host
