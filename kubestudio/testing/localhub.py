@@ -100,9 +100,15 @@ class LocalHub:
                 time.sleep(0.2)
             raise TimeoutError(f"hub did not answer in {timeout}s:\n{self.log_tail()}")
         except BaseException:
-            group = self.proc.pid
-            self.stop()  # a hub that did not start leaves nothing running
-            signal_group(group)  # its proxy and services, also when the hub itself died
+            # a hub that did not start leaves nothing running (its proxy and services included,
+            # also when the hub itself died); self.proc stays, for the caller to read its exit
+            if self.proc.poll() is None:
+                signal_group(self.proc.pid, signal.SIGTERM)
+                try:
+                    self.proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    pass
+            signal_group(self.proc.pid)
             raise
 
     def stop(self, stop_servers=True):
