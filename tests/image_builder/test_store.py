@@ -9,7 +9,7 @@ from kubestudio.image_builder.logs import stored_lines
 from kubestudio.image_builder.models import MIGRATIONS, Base, Build, LogChunk
 from kubestudio.services.store import Store
 
-RELEASE_DUMP = os.path.join(os.path.dirname(__file__), "data", "images-release-2026-11.sql")
+RELEASE_DUMP = os.path.join(os.path.dirname(__file__), "fixtures", "images-release-2026-11.sql")
 VERSION_TABLE = "kubestudio_images_version"
 
 
