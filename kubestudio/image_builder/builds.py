@@ -16,11 +16,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from .. import imageref
 from ..names import LABEL_BUILD_ID, LABEL_USER
 from ..spawner.storage import user_slug
 from . import dockerfile as df
 from . import spec as specs
 from .backends.base import BuildFailed, BuildJob, StepCounter
+from .bases import base_from_config
 from .context import open_context, scan_context
 from .logs import LiveLog, stored_lines
 from .logs import forget as forget_log
@@ -112,6 +114,8 @@ class BuildManager:
         self.log = log
         self.capture = capture  # async (owner, server, base, fallback) -> (base image, {"pip": [...], ...})
         self.default_base = default_base  # base of `environment` and image-less from_server builds
+        # repositories of the base images this service makes: every user may build on them
+        self.made_here = {base_from_config(entry).repository for entry in config.base_images}
         self.queue = BuildQueue(config.max_concurrent_builds, config.max_builds_per_user)
         self.live = {}
         self._secrets = []
@@ -224,12 +228,10 @@ class BuildManager:
         projects = "/".join(p for p in (prefix, "projects") if p) + "/"
         groups = set(identity.get("groups", []))
         for number, reference in references:
-            first, _, rest = reference.partition("/")
-            if not rest or not ("." in first or ":" in first or first == "localhost") or first not in ours:
+            if imageref.registry_of(reference) not in ours:
                 continue  # another registry's image (or Docker Hub's): public as far as we can tell
-            path = re.split(r"[:@]", rest, maxsplit=1)[0]
-            made_here = {str(b.get("image", "")).rpartition(":")[0] for b in self.config.base_images}
-            if path.startswith(own) or path in made_here or \
+            path = re.split(r"[:@]", reference.split("/", 1)[1], maxsplit=1)[0]
+            if path.startswith(own) or path in self.made_here or \
                     any(fnmatch.fnmatchcase(path, p) for p in self.config.base_repositories):
                 continue
             if path.startswith(projects) and self.config.allow_project_namespaces:
@@ -448,9 +450,10 @@ class BuildManager:
             if live is None:
                 # finished (or never live): the stored log, one chunk at a time, from where we are
                 chunk, line = position
-                for seq, lines in enumerate(stored_lines(self.store, build_id)):
-                    if seq > chunk or (seq == chunk and line < len(lines)):
-                        yield lines[line:] if seq == chunk else lines
+                for seq, lines in enumerate(stored_lines(self.store, build_id, first=chunk), chunk):
+                    rest = lines[line:] if seq == chunk else lines
+                    if rest:
+                        yield rest
                     await asyncio.sleep(0)  # let other requests in between chunks
                 return
             lines, after = live.log.read(position)
@@ -596,7 +599,7 @@ class BuildManager:
                 live.log.close()
                 live.log.save(db, build_id)
         if live is not None:
-            asyncio.ensure_future(live.notify())
+            live.wake_followers()
 
     async def _size(self, image):
         try:

@@ -171,7 +171,7 @@ def _read_dockerfile(context_fd, dockerfile, context):
 
 
 def read_dockerignore(folder_fd):
-    """Patterns of the context's .dockerignore as [(negated, pattern)] (Docker's syntax)."""
+    """Patterns of the context's .dockerignore as [(negated, compiled pattern)] (Docker's syntax)."""
     try:
         fd = os.open(".dockerignore", FILE_FLAGS, dir_fd=folder_fd)
     except OSError:
@@ -188,7 +188,7 @@ def read_dockerignore(folder_fd):
         negated = line.startswith("!")
         pattern = os.path.normpath(line.lstrip("!").strip()).lstrip("/")
         if pattern not in ("", "."):
-            patterns.append((negated, pattern))
+            patterns.append((negated, _pattern_regex(pattern)))
     return patterns
 
 
@@ -199,8 +199,7 @@ def _ignored(rel, patterns):
     parts = rel.split("/")
     candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
     excluded = False
-    for negated, pattern in patterns:
-        regex = _pattern_regex(pattern)
+    for negated, regex in patterns:
         if any(regex.match(c) for c in candidates):
             excluded = not negated
     return excluded
@@ -242,9 +241,8 @@ def scan_context(context, max_bytes, snapshot=None, dockerfile=None):
             dockerfile = (context.dockerfile, context.dockerfile_text)
     else:
         fd, owned = os.open(context, DIR_FLAGS), True
-    scan = _Scan(max_bytes, snapshot, dockerfile)
     try:
-        scan.patterns = read_dockerignore(fd)
+        scan = _Scan(max_bytes, snapshot, dockerfile, read_dockerignore(fd))
         if snapshot:
             os.makedirs(snapshot, mode=0o700)
         scan.folder(fd, "")
@@ -257,15 +255,16 @@ def scan_context(context, max_bytes, snapshot=None, dockerfile=None):
 
 
 class _Scan:
-    def __init__(self, max_bytes, snapshot, dockerfile):
+    def __init__(self, max_bytes, snapshot, dockerfile, patterns):
         self.max_bytes, self.snapshot = max_bytes, snapshot
         self.skip = dockerfile[0] if dockerfile else None  # written from the checked text instead
         self.hash = hashlib.sha256()
         self.total = self.files = 0
-        self.patterns = []
+        self.patterns = patterns
+        # with a "!" pattern, an ignored folder may still hold a file that is sent: walk into it
+        self.negations = any(negated for negated, _ in patterns)
 
     def folder(self, fd, rel_dir):
-        negations = any(negated for negated, _ in self.patterns)
         try:
             entries = sorted(os.scandir(fd), key=lambda e: e.name)
         except OSError:
@@ -282,7 +281,7 @@ class _Scan:
                 if not _ignored(rel, self.patterns):
                     self.link(fd, entry.name, rel)
             elif stat.S_ISDIR(st.st_mode):
-                if _ignored(rel, self.patterns) and not negations:
+                if _ignored(rel, self.patterns) and not self.negations:
                     continue
                 try:
                     sub = os.open(entry.name, DIR_FLAGS, dir_fd=fd)
@@ -320,7 +319,8 @@ class _Scan:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
                 return
-            out = open(self._target(rel), "wb") if self.snapshot else None
+            target = self._target(rel) if self.snapshot else None
+            out = open(target, "wb") if target else None
             digest, size = hashlib.sha256(), 0
             try:
                 while chunk := f.read(1 << 20):
@@ -332,7 +332,7 @@ class _Scan:
             finally:
                 if out:
                     out.close()
-                    os.chmod(self._target(rel), st.st_mode & 0o777)
+                    os.chmod(target, st.st_mode & 0o777)
         self.files += 1
         self.hash.update(f"F {rel} {st.st_mode & 0o777:o} {size} {digest.hexdigest()}\0".encode())
 

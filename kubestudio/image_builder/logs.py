@@ -34,9 +34,6 @@ class LiveLog:
         self.dropped = 0
         self._tail = deque(maxlen=TAIL_LINES)
 
-    def __len__(self):
-        return sum(n for _, n in self.sealed) + len(self.open)
-
     def append(self, line, keep=False):
         """Add a line; past the cap it only counts (``keep``: the service's own lines always stay)."""
         size = len(line) + 1
@@ -100,10 +97,10 @@ class LiveLog:
         return log
 
 
-def stored_lines(store, build_id, batch=8):
-    """Yield the stored log of a build as lists of lines, one chunk at a time (``batch`` chunks,
-    at most ~512 KiB, read per query)."""
-    seq = 0
+def stored_lines(store, build_id, first=0, batch=8):
+    """Yield the stored log of a build as lists of lines, one chunk at a time from chunk ``first``
+    (``batch`` chunks, at most ~512 KiB, read per query)."""
+    seq = first
     while True:
         with store.session() as db:
             rows = db.execute(select(LogChunk.text, LogChunk.lines)

@@ -47,7 +47,7 @@ def test_schemathesis_finds_no_server_error(images, tmp_path):
                "--checks", "not_a_server_error", "--max-examples", "60", "--seed", "1",
                "--workers", "1", "--request-timeout", "30", "--suppress-health-check", "all",
                "--report", "junit", "--report-dir", str(tmp_path)]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=600,
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
                          env={**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"})
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     report = ElementTree.parse(next(tmp_path.glob("junit-*.xml"))).getroot()

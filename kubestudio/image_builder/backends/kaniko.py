@@ -248,7 +248,12 @@ class KanikoBackend(BuildBackend):
             waiting = kube.container_state(pod).waiting
             raise BuildFailed(f"the build pod cannot start: {waiting.reason}: {waiting.message or ''}".strip())
         lines = LineSplitter()
-        await kube.stream_log(self.core, name, self.namespace, lambda chunk: [emit(line) for line in lines.feed(chunk)])
+
+        def on_chunk(chunk):
+            for line in lines.feed(chunk):
+                emit(line)
+
+        await kube.stream_log(self.core, name, self.namespace, on_chunk)
         for line in lines.close():
             emit(line)
 
