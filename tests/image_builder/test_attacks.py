@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import stat
 import threading
 import time
@@ -18,8 +19,18 @@ pytestmark = pytest.mark.e2e
 
 
 def build_contexts(images):
+    """Copies in the service's work folder that belong to no queued or running build.
+
+    Another test's build (or a base image being prepared) may still be running beside this one: its
+    folder is in use, not leaked."""
     folder = os.path.join(images.hub.data_dir, "build-contexts")
-    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    if not os.path.isdir(folder):
+        return []
+    with sqlite3.connect(os.path.join(images.hub.data_dir, "images.sqlite")) as db:
+        rows = db.execute("SELECT id, extra FROM builds WHERE status IN ('queued', 'running')").fetchall()
+    active = {f"build-{build_id}" for build_id, _ in rows}
+    active |= {os.path.basename((json.loads(extra or "{}").get("job") or {}).get("build_dir") or "") for _, extra in rows}
+    return sorted(set(os.listdir(folder)) - active)
 
 
 def test_context_race_never_builds_what_was_not_checked(images, tmp_path):
