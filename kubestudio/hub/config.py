@@ -365,6 +365,9 @@ class KubeStudio(Configurable):
         if self.spawner == "kubernetes":
             c.JupyterHub.spawner_class = WorkspaceSpawner
             c.WorkspaceSpawner.profiles_file = os.path.abspath(self.profiles_file)
+            # the shipped example catalog yields to a z2jh admin's own profile_list and settings
+            c.WorkspaceSpawner.shipped_catalog = os.path.abspath(self.profiles_file) == os.path.abspath(
+                self._default_profiles_file())
         elif self.spawner == "local":
             c.JupyterHub.spawner_class = LocalWorkspaceSpawner
             c.LocalWorkspaceSpawner.data_dir = data

@@ -131,15 +131,22 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
 
     @default("options_form")
     def _default_options_form(self):
-        return self._render_options_form
+        return self._render_workspace_form
 
-    async def _render_options_form(self, spawner):
+    async def other_profiles_form(self):
+        """HTML of profiles from another source, shown above the catalog's in the same form
+        (radio buttons named ``profile``), and whether one of them is preselected."""
+        return "", False
+
+    async def _render_workspace_form(self, spawner):
         profile_reasons, ide_reasons = self.unavailable()
+        catalog = self.catalog
+        other_html, other_selected = await self.other_profiles_form()
         own_images, images_note = [], None
-        if self.custom_image_prefix() and any(p.custom_images for p in self.catalog.profiles):
+        if catalog and self.custom_image_prefix() and any(p.custom_images for p in catalog.profiles):
             own_images, images_note = await self.built_images()
         return render_spawn_form(
-            self.catalog,
+            catalog,
             self.projects(),
             profile_reasons,
             ide_reasons,
@@ -148,6 +155,8 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
             own_images_note=images_note,
             own_images_prefix=self.custom_image_prefix(),
             runs_here=self.runs_here(),
+            other_profiles_html=other_html,
+            preselect=not other_selected,
         )
 
     def options_from_form(self, formdata):

@@ -5,6 +5,7 @@ code-server) is passed in as reasons and shown next to the disabled choice.
 """
 
 import jinja2
+import markupsafe
 
 from .profiles import IDE_LABELS
 from .projects import PUBLIC_PROJECT, ProjectError
@@ -16,13 +17,18 @@ _env = jinja2.Environment(
 
 
 def render_spawn_form(catalog, projects, profile_unavailable=None, ide_unavailable=None, previous=None,
-                      own_images=(), own_images_note=None, own_images_prefix=None, runs_here=None):
+                      own_images=(), own_images_note=None, own_images_prefix=None, runs_here=None,
+                      other_profiles_html="", preselect=True):
     """Render the form; ``previous`` (last ``user_options``) preselects the user's last choice.
 
     ``own_images`` (references the user built) are offered by profiles with ``custom_images``.
     ``runs_here``: where the spawner cannot run images (the embedded default), what a server really
     runs; the image choices are then labelled as applying elsewhere instead of promised.
+    ``catalog`` may be None (no catalog); ``other_profiles_html`` (KubeSpawner's own profile_list
+    form, already rendered) is shown above the catalog's cards in the same radio group, and
+    ``preselect=False`` leaves the preselected profile to it.
     """
+    profiles = catalog.profiles if catalog else []
     profile_unavailable = profile_unavailable or {}
     ide_unavailable = ide_unavailable or {}
     previous = previous or {}
@@ -45,13 +51,15 @@ def render_spawn_form(catalog, projects, profile_unavailable=None, ide_unavailab
         )
 
     chosen_slug = previous.get("profile")
-    usable = [p.slug for p in catalog.profiles if p.slug not in profile_unavailable]
-    if chosen_slug not in usable:
+    usable = [p.slug for p in profiles if p.slug not in profile_unavailable]
+    if chosen_slug not in usable and not preselect:
+        chosen_slug = None
+    elif chosen_slug not in usable:
         default = catalog.default.slug
         chosen_slug = default if default in usable else (usable[0] if usable else None)
 
     profile_rows = []
-    for profile in catalog.profiles:
+    for profile in profiles:
         allowed_in = [
             n for n in project_names if profile.allows_project(n) and projects[n].allows_profile(profile.slug)
         ]
@@ -104,4 +112,5 @@ def render_spawn_form(catalog, projects, profile_unavailable=None, ide_unavailab
                 "selected_gpus": selected_gpus,
             }
         )
-    return _env.get_template("spawn_form.html").render(projects=project_rows, profiles=profile_rows, runs_here=runs_here)
+    return _env.get_template("spawn_form.html").render(projects=project_rows, profiles=profile_rows, runs_here=runs_here,
+                                                            other_profiles_html=markupsafe.Markup(other_profiles_html))

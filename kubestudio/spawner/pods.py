@@ -181,9 +181,22 @@ def workspace_traits(username, server_name, request, settings):
         "privileged": False,
         "service_account": settings.service_account,
         "automount_service_account_token": bool(settings.service_account),
-        "storage_pvc_ensure": False,
     }
     return {k: v for k, v in traits.items() if v is not None}
+
+
+# Traits whose value above is KubeStudio's safe default, not something the chosen profile asks
+# for: a value the admin set on c.KubeSpawner / c.WorkspaceSpawner keeps winning over them.
+YIELDING_TRAITS = frozenset({
+    "uid", "gid", "fs_gid", "privileged", "allow_privilege_escalation", "service_account",
+    "automount_service_account_token", "working_dir", "notebook_dir",
+})
+
+
+def yielding_traits(request):
+    """The traits of ``request`` that yield to the admin's configuration (JupyterLab's URL too;
+    a VS Code server must open VS Code, so its URL is the profile's choice)."""
+    return YIELDING_TRAITS | ({"default_url"} if request.ide != "vscode" else set())
 
 
 def to_manifest(obj):
@@ -240,3 +253,17 @@ def pod_manifest(username, server_name, request, settings, pod_name=None, cmd=("
     manifest.setdefault("kind", "Pod")
     manifest["metadata"]["namespace"] = traits["namespace"]
     return manifest
+
+
+def gpu_count(resources):
+    """GPUs in a resource mapping: any extended resource named like one (``nvidia.com/gpu``,
+    ``amd.com/gpu``, MIG slices such as ``nvidia.com/mig-1g.10gb``)."""
+    total = 0
+    for name, value in (resources or {}).items():
+        kind = name.rsplit("/", 1)[-1]
+        if kind == "gpu" or kind.startswith("mig-"):
+            try:
+                total += int(value)
+            except (TypeError, ValueError):
+                continue
+    return total

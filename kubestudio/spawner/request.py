@@ -85,6 +85,17 @@ def _custom_image(reference, prefix):
     return ImageChoice(name=reference, display_name=reference[len(prefix):], image=reference)
 
 
+def resolve_project(options, projects):
+    """The project ``options`` name (``public`` when none), checked against the user's projects."""
+    project_name = options.get("project") or PUBLIC_PROJECT
+    project = projects.get(project_name) if isinstance(project_name, str) else None
+    if project is None:
+        raise SpawnRefused(f"project: you are not a member of project {project_name!r}", status=403)
+    if isinstance(project, ProjectError):
+        raise SpawnRefused(f"project: {project} (ask an admin to fix it)")
+    return project
+
+
 def resolve_request(options, catalog, projects, profile_unavailable=None, ide_unavailable=None,
                     custom_image_prefix=None):
     """Check ``options`` against the catalog and the user's projects.
@@ -108,12 +119,7 @@ def resolve_request(options, catalog, projects, profile_unavailable=None, ide_un
         known = ", ".join(p.slug for p in catalog.profiles)
         raise SpawnRefused(f"profile: unknown profile {slug!r} (available: {known})")
 
-    project_name = options.get("project") or PUBLIC_PROJECT
-    project = projects.get(project_name) if isinstance(project_name, str) else None
-    if project is None:
-        raise SpawnRefused(f"project: you are not a member of project {project_name!r}", status=403)
-    if isinstance(project, ProjectError):
-        raise SpawnRefused(f"project: {project} (ask an admin to fix it)")
+    project = resolve_project(options, projects)
     if not (profile.allows_project(project.name) and project.allows_profile(profile.slug)):
         raise SpawnRefused(
             f"profile: {profile.slug!r} is not available in project {project.name!r}", status=403

@@ -10,19 +10,40 @@ of waiting out ``start_timeout``.
 
 import asyncio
 import copy
+import dataclasses
 import re
 import time
 
+from jupyterhub.utils import maybe_future
 from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
 from ..kube import PullFailure
 from ..names import ARCHIVES_CLAIM, WORKSPACE_CLAIM
 from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
-from .pods import PodSettings, workspace_traits
-from .profiles import IDE_LABELS
-from .request import SpawnRefused, check_quota
+from .pods import PodSettings, gpu_count, workspace_traits, yielding_traits
+from .profiles import IDE_LABELS, ImageChoice, Profile, load_catalog_cached
+from .request import SpawnRefused, WorkspaceRequest, check_quota, resolve_project
 from .storage import user_slug
+
+# what a shipped catalog's profile says that an admin's c.KubeSpawner setting replaces
+_SHIPPED_FIELDS = {"cpu_limit": "cpu_limit", "cpu_guarantee": "cpu_guarantee", "mem_limit": "mem_limit",
+                   "mem_guarantee": "mem_guarantee"}
+
+# what a profile_list entry decides (through its kubespawner_override) instead of KubeStudio
+_PROFILE_LIST_DECIDES = frozenset({"image", "cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee",
+                                   "extra_resource_limits", "extra_resource_guarantees"})
+
+
+def _override_names(entry):
+    """Every trait a profile_list entry (and its options' choices) may override."""
+    names = set(entry.get("kubespawner_override") or {})
+    for option in (entry.get("profile_options") or {}).values():
+        for choice in (option.get("choices") or {}).values():
+            names.update(choice.get("kubespawner_override") or {})
+        names.update((option.get("unlisted_choice") or {}).get("kubespawner_override") or {})
+    return names
+
 
 # FailedScheduling reasons no waiting can fix (node labels and taints do not change by themselves)
 _PERMANENT = re.compile(r"didn't match (?:node selector|Pod's node affinity|node affinity)|had taints? .* the pod didn't tolerate|had (?:un)?tolerated taint", re.I)
@@ -180,10 +201,135 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         servers, gpus = self._usage(request.project.name)
         check_quota(request.project, request.gpus, servers_in_use=servers, gpus_in_use=gpus)
 
+    # ------------------------------------------------------------------ where profiles come from
+
+    shipped_catalog = Bool(
+        False,
+        config=True,
+        help="""True when profiles_file is the example catalog shipped with KubeStudio, not one the
+        admin wrote (configure() sets it when KubeStudio.profiles_file is not set). A shipped
+        catalog yields to KubeSpawner configuration: with a profile_list it is not shown at all,
+        and an image, cpu_limit, cpu_guarantee, mem_limit or mem_guarantee set on
+        c.KubeSpawner / c.WorkspaceSpawner replaces its profiles' values (the form shows them).""",
+    )
+
+    @property
+    def admin_settings(self):
+        """Names of the traits the admin set on this class or one it derives from (KubeSpawner,
+        Spawner): those win over KubeStudio's defaults."""
+        if self._admin_settings is None:
+            names = set()
+            for section in self.section_names():
+                if section in self.config:
+                    names.update(self.config[section])
+            self._admin_settings = frozenset(names)
+        return self._admin_settings
+
+    _admin_settings = None
+    _shipped_cache = {}
+
+    @property
+    def catalog(self):
+        """The KubeStudio catalog shown beside KubeSpawner's profile_list; None without one."""
+        if not self.profiles_file or (self.shipped_catalog and self.profile_list):
+            return None
+        catalog = load_catalog_cached(self.profiles_file)
+        if not self.shipped_catalog:
+            return catalog
+        admin = self.admin_settings
+        image = self.image if "image" in admin else None
+        sizes = {field: getattr(self, trait) for trait, field in _SHIPPED_FIELDS.items() if trait in admin}
+        if not (image or sizes):
+            return catalog
+        key = (id(catalog), image, tuple(sorted(sizes.items())))
+        if key not in self._shipped_cache:
+            profiles = []
+            for profile in catalog.profiles:
+                changes = dict(sizes)
+                if image:
+                    changes["images"] = (ImageChoice(name="configured", display_name=image, image=image),)
+                profiles.append(dataclasses.replace(profile, **changes))
+            self._shipped_cache[key] = type(catalog)(profiles=profiles, source=catalog.source)
+        return self._shipped_cache[key]
+
+    async def kubespawner_profiles(self):
+        """KubeSpawner's profile_list as KubeSpawner itself prepares it (callables evaluated,
+        slugs and defaults filled in); [] when none is configured."""
+        profile_list = self.profile_list
+        if callable(profile_list):
+            profile_list = await maybe_future(profile_list(self))
+        return self._get_initialized_profile_list(self._sorted_dict_values(profile_list or []))
+
+    async def other_profiles_form(self):
+        """KubeSpawner's own form for profile_list, shown in the same form as the catalog."""
+        profile_list = await self.kubespawner_profiles()
+        if not profile_list:
+            return "", False
+        previous = (self.orm_spawner.user_options if self.orm_spawner else None) or {}
+        catalog = self.catalog
+        theirs = previous.get("profile") in {p["slug"] for p in profile_list}
+        mine = bool(catalog and catalog.get(previous.get("profile")))
+        saved = self.user_options
+        self.user_options = previous if theirs else {}
+        try:
+            html = KubeSpawner._render_options_form(self, profile_list)
+        finally:
+            self.user_options = saved
+        return html, not mine
+
+    def options_from_form(self, formdata):
+        slug = (formdata.get("profile") or [""])[0]
+        catalog = self.catalog
+        if self.profile_list and not (catalog and catalog.get(slug)):
+            ours = {k: v for k, v in formdata.items() if k == "profile" or k.startswith("profile-option-")}
+            options = KubeSpawner._options_from_form(self, ours)
+            project = (formdata.get("project") or [""])[0].strip()
+            if project:
+                options["project"] = project
+            return options
+        return super().options_from_form(formdata)
+
+    async def resolve_any(self, options):
+        """(checked request, whether KubeSpawner's profile_list supplies the profile)."""
+        options = dict(options or {})
+        slug = options.get("profile")
+        catalog = self.catalog
+        profile_list = await self.kubespawner_profiles()
+        if catalog and (catalog.get(slug) or not (slug or profile_list)):
+            return self.resolve(options), False
+        if not profile_list:
+            if catalog:
+                return self.resolve(options), False  # refuses the unknown profile, naming the choices
+            # neither a catalog nor a profile_list: KubeSpawner's configuration as it stands
+            unknown = sorted(set(options) - {"project"})
+            if unknown:
+                raise SpawnRefused(f"{unknown[0]}: unknown option (no profiles are configured; expected: project)")
+            entry = {"slug": "default", "display_name": "Default"}
+        else:
+            try:
+                self._validate_user_options_of(options, profile_list)
+                entry = self._get_profile(slug, profile_list)
+            except (ValueError, StopIteration) as e:
+                raise SpawnRefused(f"profile: {e or 'profile_list has no default profile'}") from None
+        project = resolve_project(options, self.projects())
+        if not project.allows_profile(entry["slug"]):
+            raise SpawnRefused(f"profile: {entry['slug']!r} is not available in project {project.name!r}", status=403)
+        profile = Profile(slug=entry["slug"], display_name=entry.get("display_name") or entry["slug"])
+        return WorkspaceRequest(profile=profile, project=project, ide="jupyterlab", image=None, gpus=0), bool(profile_list)
+
+    def _validate_user_options_of(self, options, profile_list):
+        saved = self.user_options
+        self.user_options = options
+        try:
+            self._validate_user_options(profile_list)
+        finally:
+            self.user_options = saved
+
     # ------------------------------------------------------------------ request -> KubeSpawner traits
 
     _request = None
     _workspace_traits = None
+    _from_profile_list = False
 
     @default("apply_user_options")
     def _default_apply_user_options(self):
@@ -193,65 +339,129 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         """Check the request and the quotas (JupyterHub's apply_user_options hook)."""
         await self._start_watching_pods()
         try:
-            request = self.resolve(user_options)
+            request, from_profile_list = await self.resolve_any(user_options)
             self.check_capacity(request)
             # computing the traits here refuses bad project settings before anything starts
             traits = workspace_traits(self.user.name, self.name, request, self.settings)
         except SpawnRefused as e:
             raise refusal(e) from None
-        self._request = request
-        self._workspace_traits = traits
+        self._request, self._workspace_traits, self._from_profile_list = request, traits, from_profile_list
         self._inflight[(self.user.name, self.name)] = (request.project.name, self.pod_name, request.gpus)
 
     _configured = None
 
-    async def load_user_options(self):
-        """KubeSpawner's hook for applying user_options: apply the workspace's traits.
+    def _restore(self, names):
+        """Put back what the config said for ``names`` before this spawn changes them (a spawner
+        object serves every start of its server; KubeSpawner's overrides change dicts in place)."""
+        if self._configured is None:
+            self._configured = {}
+        for name in names:
+            if name not in self._configured:
+                self._configured[name] = copy.deepcopy(getattr(self, name))
+            setattr(self, name, copy.deepcopy(self._configured[name]))
 
-        Lists and mappings are merged with what the admin configured, never replaced
+    async def load_user_options(self):
+        """Apply the request: the workspace's traits, then (for a profile_list profile)
+        KubeSpawner's own kubespawner_override and profile_options, exactly as KubeSpawner does.
+
+        Precedence: what a chosen profile sets > what the admin configured > KubeStudio's
+        defaults. Lists and mappings are merged with the configuration, never replaced
         (kubespawner #550): extra volumes, labels or env of the config keep the user's workspace.
         """
         if self._request is None:
             await self._claim(self.user_options)  # JupyterHub < 5.3 has no apply_user_options
-        traits = self._workspace_traits
-        if self._configured is None:
-            # what the config said, before any spawn changed it; every spawn merges from here
-            self._configured = {name: copy.deepcopy(getattr(self, name)) for name in traits}
+        request, traits = self._request, self._workspace_traits
+        profile_list = await self.kubespawner_profiles() if self._from_profile_list else []
+        overridden = {name for entry in profile_list for name in _override_names(entry)}
+        self._restore(set(traits) | overridden)
+        admin = self.admin_settings
+        yielding = yielding_traits(request)
+        if self._from_profile_list:
+            # the profile_list entry decides the image and the size; the workspace stays ours
+            yielding = yielding | _PROFILE_LIST_DECIDES
         for name, value in traits.items():
-            configured = self._configured[name]
+            if name in yielding and (name in admin or name in _PROFILE_LIST_DECIDES and self._from_profile_list):
+                continue
+            configured = getattr(self, name)
             if isinstance(value, dict) and isinstance(configured, dict):
                 value = {**configured, **value}
             elif isinstance(value, list) and isinstance(configured, list):
                 value = configured + value
             setattr(self, name, value)
+        if self._from_profile_list:
+            try:
+                await super().load_user_options()
+            except ValueError as e:
+                raise refusal(SpawnRefused(f"profile: {e}")) from None
+            self._count_profile_gpus(request)
+
+    def _count_profile_gpus(self, request):
+        """GPUs a profile_list profile asks for (extra_resource_limits): labelled, visible to the
+        container, and counted against the project's quota."""
+        gpus = gpu_count(self.extra_resource_limits)
+        if not gpus:
+            return
+        self.environment = {k: v for k, v in self.environment.items() if k != "NVIDIA_VISIBLE_DEVICES"}
+        self.extra_labels = {**self.extra_labels, "kubestudio.io/gpus": str(gpus)}
+        servers, held = self._usage(request.project.name)
+        try:
+            check_quota(request.project, gpus, servers_in_use=servers, gpus_in_use=held)
+        except SpawnRefused as e:
+            raise refusal(e) from None
+        self._inflight[(self.user.name, self.name)] = (request.project.name, self.pod_name, gpus)
 
     # ------------------------------------------------------------------ start, fail fast
 
     _pull = None
+    _fatal = None
+    # spawners whose start is watched for a reason it cannot succeed: one task for the hub
+    _starting = set()
+    _fatal_checker = None
 
     def start(self):
         self._pull = PullFailure(self.image_pull_grace_seconds)
-        inner = super().start()
+        self._fatal = asyncio.get_running_loop().create_future()
+        inner = asyncio.ensure_future(super().start())
         self._start_future = asyncio.ensure_future(self._watch_start(inner))
         return self._start_future
 
     async def _watch_start(self, inner):
+        WorkspaceSpawner._starting.add(self)
+        checker = WorkspaceSpawner._fatal_checker
+        if checker is None or checker.done():
+            WorkspaceSpawner._fatal_checker = asyncio.ensure_future(WorkspaceSpawner._check_starting())
         try:
-            while True:
-                done, _ = await asyncio.wait([inner], timeout=1)
-                if done:
-                    return inner.result()
-                reason = self._fatal_reason()
-                if reason:
-                    inner.cancel()
-                    try:
-                        await inner
-                    except (asyncio.CancelledError, Exception):
-                        pass
-                    await self.stop(now=True)
-                    raise SpawnFailed(reason, status=409)
+            await asyncio.wait([inner, self._fatal], return_when=asyncio.FIRST_COMPLETED)
+            if inner.done():
+                return inner.result()
+            reason = self._fatal.result()
+            inner.cancel()
+            try:
+                await inner
+            except (asyncio.CancelledError, Exception):
+                pass
+            await self.stop(now=True)
+            raise SpawnFailed(reason, status=409)
         finally:
+            WorkspaceSpawner._starting.discard(self)
             self._inflight.pop((self.user.name, self.name), None)
+
+    @staticmethod
+    async def _check_starting():
+        """Once a second, ask every starting spawner's pod (in the reflector) whether it can
+        still succeed; ends when nothing is starting. One timer for a burst, not one per spawn."""
+        while WorkspaceSpawner._starting:
+            await asyncio.sleep(1)
+            for spawner in list(WorkspaceSpawner._starting):
+                if spawner._fatal is None or spawner._fatal.done():
+                    continue
+                try:
+                    reason = spawner._fatal_reason()
+                except Exception:  # a malformed object must not stop the checks of other spawns
+                    spawner.log.exception("could not check %s's pod", spawner._log_name)
+                    continue
+                if reason:
+                    spawner._fatal.set_result(reason)
 
     def _fatal_reason(self):
         """Why this spawn cannot succeed, from the pod in the reflector (a dict lookup, no scan)."""
@@ -360,16 +570,18 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         return total
 
     async def progress(self):
+        """KubeSpawner's progress, each Kubernetes event's own text kept (admins grep for it)
+        with our plain-words reading after it when that says something more."""
         async for event in super().progress():
-            raw = event.get("raw_event")
+            raw = event.pop("raw_event", None)
             if raw is not None:
-                message = self.describe_event(raw)
+                plain = self.describe_event(raw)
                 profile = self._request.profile if self._request else None
                 if raw.get("reason") == "FailedScheduling" and profile and "Insufficient " + profile.gpu_resource in (raw.get("message") or ""):
                     capacity = await self.gpu_capacity(profile.gpu_resource, profile.gpu_type)
-                    message = self.describe_scheduling(raw["message"], capacity)
-                event = dict(event, message=message)
-                event.pop("raw_event", None)
+                    plain = self.describe_scheduling(raw["message"], capacity)
+                if plain and plain != (raw.get("message") or ""):
+                    event = dict(event, message=f"{event['message']} · {plain}")
             yield event
 
     def clear_state(self):
