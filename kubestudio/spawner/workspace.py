@@ -1,8 +1,10 @@
 """WorkspaceSpawner: KubeStudio workspaces as Kubernetes pods, on top of KubeSpawner.
 
-KubeSpawner does the Kubernetes work (shared reflectors, ``make_pod``, slugs, progress); this
-class turns a checked :class:`~kubestudio.spawner.request.WorkspaceRequest` into KubeSpawner
-trait values with the pure :func:`~kubestudio.spawner.pods.workspace_traits`, counts quotas from
+KubeSpawner does the Kubernetes work (shared reflectors, ``make_pod``, slugs, progress, per-user
+claims) and keeps its contract: an admin's ``profile_list``, overrides and settings work as in
+KubeSpawner (precedence in docs/configuration.md). This class turns a checked
+:class:`~kubestudio.spawner.request.WorkspaceRequest` into KubeSpawner trait values with the pure
+:func:`~kubestudio.spawner.pods.workspace_traits`, counts quotas from
 the pod reflector (no API call), words scheduling and image events plainly, and stops a spawn
 early when it cannot succeed (no node with the GPU type, an image that cannot be pulled) instead
 of waiting out ``start_timeout``.
@@ -82,8 +84,8 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         WORKSPACE_CLAIM,
         config=True,
         help="""Shared (ReadWriteMany) PersistentVolumeClaim holding every user's workspace;
-        each user's pod mounts the subPath <user slug> at /mnt/<username>. KubeStudio never
-        creates per-user claims.""",
+        each user's pod mounts the subPath <user slug> at /mnt/<username>. Per-user claims
+        (z2jh's dynamic storage) are KubeSpawner's storage_pvc_ensure and work beside it.""",
     )
     archives_claim = Unicode(
         ARCHIVES_CLAIM,

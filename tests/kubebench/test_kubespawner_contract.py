@@ -15,7 +15,6 @@ import threading
 import time
 
 import pytest
-import requests
 import yaml
 from kubespawner.slugs import escape_slug, safe_slug
 
