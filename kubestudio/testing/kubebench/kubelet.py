@@ -14,7 +14,10 @@ label ``kubebench.kubestudio.io/mode``):
 - ``responder``: an HTTP server on the pod address and container ports answering 200 (for scale).
 - ``status``: only the phases move.
 
-It also serves the kubelet API the apiserver calls for ``kubectl logs`` (``/containerLogs``).
+In process mode a container's ``readinessProbe`` decides when it is Ready (:mod:`.probes`), it
+reaches Services by name (:mod:`.network`), and ``kubectl exec`` runs commands in its
+environment. The kubelet API the apiserver calls serves ``/containerLogs`` (``kubectl logs``) and
+``/exec`` (:mod:`.execstream`).
 """
 
 import asyncio
@@ -31,7 +34,10 @@ import sys
 from aiohttp import web
 
 from ...processgroup import signal_group
+from . import execstream
 from .client import ApiError, KubeClient
+from .network import ServiceNetwork, isolated_argv
+from .probes import run_readiness
 
 log = logging.getLogger("kubebench.kubelet")
 
@@ -92,6 +98,9 @@ class PodRuntime:
         self.started_at = None
         self.finished = asyncio.Event()
         self.deleting = False
+        self.exec_context = None  # (env, working dir, translate, hosts file) of a running process
+        self.ready = False
+        self.probe = None
 
     @property
     def path(self):
@@ -119,6 +128,7 @@ class SimKubelet:
         self.pods = {}  # uid -> PodRuntime
         self.by_name = {}  # (namespace, name) -> uid, kept after the pod ends for logs
         self.status_lock = asyncio.Semaphore(100)
+        self.network = ServiceNetwork(self._running_pods)
 
     # ------------------------------------------------------------------ nodes
 
@@ -330,6 +340,9 @@ class SimKubelet:
             log.debug("event %s for %s: %s", reason, runtime.name, e)
 
     async def set_status(self, runtime, phase, container_states, ready, message=None, reason=None):
+        if runtime.ready != bool(ready and phase == "Running"):
+            runtime.ready = bool(ready and phase == "Running")
+            self.network.write_hosts_files()  # a headless Service's names follow its ready pods
         containers = runtime.pod["spec"]["containers"]
         stamp = now()
         statuses = []
@@ -395,6 +408,8 @@ class SimKubelet:
                 asyncio.create_task(self._delete_pod(runtime, pod["metadata"].get("deletionGracePeriodSeconds", 30)))
 
     def _forget(self, runtime):
+        self.network.remove_hosts_file(os.path.join(runtime.folder, "hosts"))
+        runtime.ready = False
         if self.pods.pop(runtime.uid, None) is not None:
             self.ips.give_back(runtime.ip)
 
@@ -522,7 +537,8 @@ class SimKubelet:
                 raise ValueError(f"volumeMount {mount['name']} has no volume")
             base = await self._volume_folder(runtime, volume)
             local = _safe_join(base, mount.get("subPath", "")) if mount.get("subPath") else base
-            os.makedirs(local, exist_ok=True)
+            if not os.path.isfile(local):  # a ConfigMap or Secret item mounted as one file stays a file
+                os.makedirs(local, exist_ok=True)
             mapping[mount["mountPath"].rstrip("/") or "/"] = local
         termination_path = container.get("terminationMessagePath") or "/dev/termination-log"
         termination_local = os.path.join(runtime.folder, f"{name}.termination-log")
@@ -547,7 +563,16 @@ class SimKubelet:
         full_env.update({k: translate(v) for k, v in env.items()})
         workdir = translate(container.get("workingDir") or "") or home
         os.makedirs(workdir, exist_ok=True)
-        argv = [translate(a) for a in command]
+        hosts = os.path.join(runtime.folder, "hosts")
+        spec = runtime.pod["spec"]
+        hostname = spec.get("hostname") or runtime.name
+        own_names = [hostname] + ([f"{hostname}.{spec['subdomain']}.{runtime.namespace}.svc.cluster.local"]
+                                  if spec.get("subdomain") else [])
+        self.network.add_hosts_file(hosts, runtime.namespace, runtime.ip, own_names)
+        full_env["HOSTNAME"] = hostname
+        argv = isolated_argv(hosts, [translate(a) for a in command])
+        runtime.exec_context = (full_env, workdir, translate, hosts)
+        probe = container.get("readinessProbe")
 
         restart_policy = runtime.pod["spec"].get("restartPolicy", "Always")
         restarts = 0
@@ -569,8 +594,13 @@ class SimKubelet:
             log_file.close()
             started = now()
             await self.event(runtime, "Started", f"Started container {name}", field_path=field)
-            await self.set_status(runtime, "Running", [({"running": {"startedAt": started}}, restarts)], ready=True)
+            await self.set_status(runtime, "Running", [({"running": {"startedAt": started}}, restarts)], ready=not probe)
+            if probe:
+                runtime.probe = asyncio.create_task(self._probe(runtime, container, probe, started, restarts, field))
             code = await runtime.proc.wait()
+            if runtime.probe:
+                runtime.probe.cancel()
+                runtime.probe = None
             signal_group(runtime.proc.pid)  # nothing the container started outlives it
             if runtime.deleting:
                 return
@@ -595,6 +625,58 @@ class SimKubelet:
                                                                      "message": f"back-off {delay:g}s restarting failed container"}},
                                                         restarts)], ready=False)
             await asyncio.sleep(delay)
+
+    async def _probe(self, runtime, container, probe, started, restarts, field):
+        async def set_ready(ready):
+            await self.set_status(runtime, "Running", [({"running": {"startedAt": started}}, restarts)], ready=ready)
+
+        async def warn(message):
+            await self.event(runtime, "Unhealthy", message, "Warning", field)
+
+        async def run_exec(argv, timeout):
+            proc = await self.start_in_pod(runtime, argv, stdin=False)
+            try:
+                out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+            except asyncio.TimeoutError:
+                signal_group(proc.pid)
+                raise
+            return proc.returncode, (out or b"").decode(errors="replace")
+
+        try:
+            await run_readiness(probe, container, runtime.ip, run_exec, set_ready, warn)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("readiness probe of %s/%s", runtime.namespace, runtime.name)
+
+    async def start_in_pod(self, runtime, argv, stdin):
+        """A process in the pod's environment (env, working dir, mounts, /etc/hosts), as exec runs it."""
+        if runtime.exec_context is None or runtime.proc is None or runtime.proc.returncode is not None:
+            raise ValueError(f"container not found or not running in pod {runtime.namespace}/{runtime.name}")
+        if not argv:
+            raise ValueError("no command given")
+        env, workdir, translate, hosts = runtime.exec_context
+        return await asyncio.create_subprocess_exec(
+            *isolated_argv(hosts, [translate(a) for a in argv]), env=env, cwd=workdir,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+
+    async def container_exec(self, request):
+        namespace, pod = request.match_info["ns"], request.match_info["pod"]
+        runtime = self.pods.get(self.by_name.get((namespace, pod)))
+        if runtime is None:
+            return web.Response(status=404, text=f"pod {namespace}/{pod} is not running on this kubelet")
+
+        async def start(argv, stdin):
+            return await self.start_in_pod(runtime, argv, stdin)
+
+        upgrade = request.headers.get("Upgrade", "").lower()
+        if upgrade == "websocket":
+            return await execstream.serve_websocket(request, start)
+        if upgrade.startswith("spdy/"):
+            from .spdy import serve_spdy
+            return await serve_spdy(request, start)
+        return web.Response(status=400, text="exec needs a WebSocket or SPDY/3.1 upgrade")
 
     # ------------------------------------------------------------------ kubelet API (pods/log)
 
@@ -636,6 +718,7 @@ class SimKubelet:
     async def serve_kubelet_api(self, cert, key):
         app = web.Application()
         app.router.add_get("/containerLogs/{ns}/{pod}/{container}", self.container_logs)
+        app.router.add_route("*", "/exec/{ns}/{pod}/{container}", self.container_exec)
         app.router.add_get("/healthz", lambda r: web.Response(text="ok"))
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert, key)
@@ -652,7 +735,7 @@ class SimKubelet:
         runner = await self.serve_kubelet_api(cert, key)
         await self.register_nodes()
         tasks = [asyncio.create_task(self.heartbeat()), asyncio.create_task(self.watch_pods()),
-                 asyncio.create_task(self.bind_claims())]
+                 asyncio.create_task(self.bind_claims()), asyncio.create_task(self.watch_services())]
         if ready_file:
             with open(ready_file, "w") as f:
                 f.write(str(os.getpid()))
@@ -661,8 +744,18 @@ class SimKubelet:
         finally:
             for runtime in list(self.pods.values()):
                 await self._kill(runtime, grace=1)
+            self.network.close()
             await runner.cleanup()
             await self.client.close()
+
+    async def watch_services(self):
+        async for kind, service in self.client.watch("/api/v1/services"):
+            await self.network.service_changed(kind, service)
+
+    def _running_pods(self):
+        for runtime in list(self.pods.values()):
+            if runtime.ready and not runtime.deleting:
+                yield runtime.pod, runtime.ip, True
 
 
 def _hub_version_header():
