@@ -28,7 +28,7 @@ from ..names import (
     REGISTRY_PREFIX,
 )
 from ..services.secretfile import stored_secret
-from ..services.store import private_file
+from ..services.store import private_file, use_wal_for
 from ..spawner.profiles import CatalogError, load_catalog
 from ..spawner.projects import PUBLIC_PROJECT, ProjectError, parse_project
 from .auth import SharedPasswordLogin
@@ -149,6 +149,17 @@ class KubeStudio(Configurable):
         help="""Leave users' servers running when the hub stops (JupyterHub.cleanup_servers=False) and
         pick them up, with their GPUs, at the next start: for a hub restarted under a service
         manager. Off by default: Ctrl-C on the hub stops everything it started.""",
+    )
+
+    hub_db_wal = Bool(
+        True,
+        config=True,
+        help="""Run the hub's SQLite database (<data_dir>/jupyterhub.sqlite) in WAL mode with
+        synchronous=NORMAL, as the services' stores are: a commit appends to a log instead of
+        syncing the whole file, so a burst of spawns and logins does not queue behind the disk
+        (benchmarks/spawn_k8s.py). A power cut may lose the last commits, never corrupt the file.
+        Turn it off when the data folder is on a network file system (NFS), where SQLite's WAL
+        cannot work.""",
     )
 
     images_service = Bool(
@@ -354,6 +365,8 @@ class KubeStudio(Configurable):
             c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{ports['proxy_api']}"
         c.JupyterHub.db_url = f"sqlite:///{os.path.join(data, 'jupyterhub.sqlite')}"
         private_file(os.path.join(data, "jupyterhub.sqlite"))  # sessions and tokens: the hub's account only
+        if self.hub_db_wal:
+            use_wal_for(os.path.join(data, "jupyterhub.sqlite"))
         c.JupyterHub.cookie_secret_file = os.path.join(data, "jupyterhub_cookie_secret")
         c.ConfigurableHTTPProxy.pid_file = os.path.join(data, "jupyterhub-proxy.pid")
         c.ConfigurableHTTPProxy.command = list(self.proxy_command)

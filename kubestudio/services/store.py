@@ -31,7 +31,7 @@ class Store:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         self.engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", sqlite_pragmas)
         if migrations:
             migrate(self.engine, migrations, version_table, base.metadata)
         else:
@@ -92,8 +92,43 @@ def private_file(path):
             os.chmod(path + suffix, 0o600)
 
 
-def _sqlite_pragmas(dbapi_connection, _record):
+def sqlite_pragmas(dbapi_connection, _record=None):
+    """WAL with synchronous=NORMAL: readers never wait for a writer, and a commit appends to the
+    log instead of syncing the database file (a power cut may lose the last commits, never
+    corrupt the file). A SQLAlchemy ``connect`` listener."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+_WAL_FILES = set()
+
+
+def use_wal_for(path):
+    """Put every SQLite connection this process opens on the database file ``path`` in WAL mode
+    (:func:`sqlite_pragmas`), whoever makes the engine: for a database whose engine is not ours,
+    such as JupyterHub's own. Safe to call more than once."""
+    import sqlite3
+
+    from sqlalchemy.engine import Engine
+
+    target = os.path.realpath(path)
+    if target in _WAL_FILES:
+        return
+    _WAL_FILES.add(target)
+    if len(_WAL_FILES) > 1:
+        return  # the listener is there already and reads the set
+
+    def on_connect(dbapi_connection, record):
+        if not isinstance(dbapi_connection, sqlite3.Connection):
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            files = {os.path.realpath(row[2]) for row in cursor.execute("PRAGMA database_list") if row[2]}
+        finally:
+            cursor.close()
+        if files & _WAL_FILES:
+            sqlite_pragmas(dbapi_connection, record)
+
+    event.listen(Engine, "connect", on_connect)

@@ -23,6 +23,7 @@ from traitlets import Bool, Dict, Float, List, Unicode, default
 from ..kube import PullFailure
 from ..names import ARCHIVES_CLAIM, WORKSPACE_CLAIM
 from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
+from .podindex import OwnedPodReflector, PodsByOwner, owner_of
 from .pods import PodSettings, gpu_count, workspace_traits, yielding_traits
 from .profiles import IDE_LABELS, ImageChoice, Profile, load_catalog_cached
 from .request import SpawnRefused, WorkspaceRequest, check_quota, resolve_project
@@ -177,15 +178,16 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
 
     def _usage(self, project_name):
         """(servers, gpus) this user holds in the project, from the pod reflector and in-flight spawns."""
-        slug = user_slug(self.user.name)
+        owner = (user_slug(self.user.name), project_name)
         servers = gpus = 0
         seen = set()
         reflector = self.pod_reflector
-        for key, pod in (reflector.pods.items() if reflector else []):
+        pods = reflector.pods if reflector else {}
+        # our reflector indexes pods by owner; another one (a KubeSpawner started it) is scanned
+        mine = pods.owned.get(owner, {}) if isinstance(pods, PodsByOwner) else {
+            key: pod for key, pod in pods.items() if owner_of(pod) == owner}
+        for pod in list(mine.values()):
             labels = pod["metadata"].get("labels") or {}
-            annotations = pod["metadata"].get("annotations") or {}
-            if labels.get("kubestudio.io/user") != slug or annotations.get("kubestudio.io/project") != project_name:
-                continue
             if pod["metadata"]["name"] == self.pod_name or pod["metadata"].get("deletionTimestamp"):
                 continue
             if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
@@ -198,6 +200,16 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
                 servers += 1
                 gpus += count
         return servers, gpus
+
+    async def _start_watching_pods(self, replace=False):
+        # KubeSpawner's own call with our reflector class (pods indexed by owner for quotas)
+        return await self._start_reflector(
+            kind="pods",
+            reflector_class=OwnedPodReflector,
+            labels={"component": self.component_label},
+            omit_namespace=self.enable_user_namespaces,
+            replace=replace,
+        )
 
     def check_capacity(self, request):
         servers, gpus = self._usage(request.project.name)
@@ -376,13 +388,13 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         profile_list = await self.kubespawner_profiles() if self._from_profile_list else []
         overridden = {name for entry in profile_list for name in _override_names(entry)}
         self._restore(set(traits) | overridden)
-        admin = self.admin_settings
-        yielding = yielding_traits(request)
+        # what the admin set wins over our defaults; a profile_list entry decides the image and
+        # the size (the workspace stays ours)
+        keep = yielding_traits(request) & self.admin_settings
         if self._from_profile_list:
-            # the profile_list entry decides the image and the size; the workspace stays ours
-            yielding = yielding | _PROFILE_LIST_DECIDES
+            keep |= _PROFILE_LIST_DECIDES
         for name, value in traits.items():
-            if name in yielding and (name in admin or name in _PROFILE_LIST_DECIDES and self._from_profile_list):
+            if name in keep:
                 continue
             configured = getattr(self, name)
             if isinstance(value, dict) and isinstance(configured, dict):
@@ -405,9 +417,8 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
             return
         self.environment = {k: v for k, v in self.environment.items() if k != "NVIDIA_VISIBLE_DEVICES"}
         self.extra_labels = {**self.extra_labels, "kubestudio.io/gpus": str(gpus)}
-        servers, held = self._usage(request.project.name)
         try:
-            check_quota(request.project, gpus, servers_in_use=servers, gpus_in_use=held)
+            self.check_capacity(dataclasses.replace(request, gpus=gpus))
         except SpawnRefused as e:
             raise refusal(e) from None
         self._inflight[(self.user.name, self.name)] = (request.project.name, self.pod_name, gpus)

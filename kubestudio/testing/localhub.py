@@ -279,6 +279,15 @@ class LocalHub:
         return session
 
 
+def browser_login(page, hub, username):
+    """Log ``username`` in through the hub's login form in a Playwright page (any hub with
+    ``url`` and the shared ``password``)."""
+    page.goto(f"{hub.url}/hub/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", hub.password)
+    page.click("#login_submit")
+
+
 def _environ(pid):
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:

@@ -3,14 +3,13 @@
 
 import pytest
 
+from kubestudio.testing.localhub import browser_login
+
 pytestmark = pytest.mark.browser
 
 
 def test_login_pick_profile_and_see_jupyterlab(hub, page, tmp_path):
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("input[name=username]", "browser-user")
-    page.fill("input[name=password]", hub.password)
-    page.click("#login_submit")
+    browser_login(page, hub, "browser-user")
     page.wait_for_url("**/hub/spawn**")
 
     # the form: GPU profile is there; VS Code-only profile disabled unless code-server exists
@@ -39,10 +38,7 @@ def test_vs_code_profile_opens_vs_code(hub, page, tmp_path):
 
     if not code_server_available():
         pytest.skip("code-server is not installed (scripts/install-code-server.sh)")
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("input[name=username]", "coder")
-    page.fill("input[name=password]", hub.password)
-    page.click("#login_submit")
+    browser_login(page, hub, "coder")
     page.wait_for_url("**/hub/spawn**")
     page.click("label.ks-profile[data-slug=vscode]")
     page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")

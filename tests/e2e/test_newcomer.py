@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from kubestudio.testing import processes
+from kubestudio.testing.localhub import browser_login
 from kubestudio.testing.newcomer import ScriptRun, fresh_checkout, machine_env, run_in_terminal
 from kubestudio.testing.ports import free_port
 
@@ -56,10 +57,7 @@ def newcomer_hub(tmp_path):
 def test_newcomer_path(newcomer_hub, page, tmp_path):
     hub = newcomer_hub
     page.set_default_timeout(90_000)
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("input[name=username]", "newbie")
-    page.fill("input[name=password]", hub.password)
-    page.click("#login_submit")
+    browser_login(page, hub, "newbie")
     page.wait_for_url("**/hub/spawn**")
     page.screenshot(path=str(tmp_path / "newcomer-spawn-form.png"), full_page=True)
     # the default profile, JupyterLab

@@ -2,6 +2,7 @@ import os
 
 import pytest
 from jupyterhub import orm
+from sqlalchemy import text
 from traitlets.config import Config
 
 from kubestudio.hub import configure
@@ -72,3 +73,36 @@ def test_ensure_member_on_real_jupyterhub_orm():
     assert ensure_member(db, user) is True
     assert ensure_member(db, user) is False
     assert [g.name for g in user.groups] == ["public"]
+
+
+def journal_mode(session):
+    return session.execute(text("PRAGMA journal_mode")).scalar()
+
+
+def test_hub_database_runs_in_wal_mode(tmp_path, monkeypatch):
+    """JupyterHub's own engine (orm.new_session_factory, as the hub makes it) opens the hub's
+    database in WAL mode; another SQLite file in the same process keeps its own journal."""
+    monkeypatch.setenv("KUBESTUDIO_PASSWORD", "s3cret")
+    c = Config()
+    configure(c, data_dir=str(tmp_path / "data"))
+    hub_db = orm.new_session_factory(c.JupyterHub.db_url)()
+    other = orm.new_session_factory(f"sqlite:///{tmp_path / 'other.sqlite'}")()
+    try:
+        assert journal_mode(hub_db) == "wal"
+        assert hub_db.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+        assert journal_mode(other) == "delete"
+    finally:
+        hub_db.close()
+        other.close()
+    assert oct(os.stat(tmp_path / "data" / "jupyterhub.sqlite").st_mode & 0o777) == "0o600"
+
+
+def test_hub_database_wal_can_be_turned_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBESTUDIO_PASSWORD", "s3cret")
+    c = Config()
+    configure(c, data_dir=str(tmp_path / "nfs"), hub_db_wal=False)
+    hub_db = orm.new_session_factory(c.JupyterHub.db_url)()
+    try:
+        assert journal_mode(hub_db) == "delete"
+    finally:
+        hub_db.close()

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from kubestudio.testing.imageshub import package_installed, start_images_hub
+from kubestudio.testing.localhub import browser_login
 
 pytestmark = pytest.mark.e2e
 
@@ -83,10 +84,7 @@ def test_images_page_steps_servers_delete_and_start(based, page, tmp_path):
     started as a server; base images are listed with their state."""
     client = based.client("paula")
     wait_base_ready(client)
-    page.goto(f"{based.hub.url}/hub/login")
-    page.fill("input[name=username]", "paula")
-    page.fill("input[name=password]", based.hub.password)
-    page.click("#login_submit")
+    browser_login(page, based.hub, "paula")
     page.wait_for_url("**/hub/**")
     page.goto(based.url)
     page.wait_for_selector("text=Build an image")

@@ -6,6 +6,7 @@ import time
 
 import pytest
 import requests
+from kubestudio.testing.localhub import browser_login
 
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -13,10 +14,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 def test_build_from_the_page(images, page, tmp_path):
     images.hub.create_user("painter")
-    page.goto(f"{images.hub.url}/hub/login")
-    page.fill("input[name=username]", "painter")
-    page.fill("input[name=password]", images.hub.password)
-    page.click("#login_submit")
+    browser_login(page, images.hub, "painter")
     page.wait_for_url("**/hub/**")
     # the hub's header links to the service
     page.goto(f"{images.hub.url}/hub/home")
@@ -59,10 +57,7 @@ def test_build_from_the_page(images, page, tmp_path):
 def test_a_very_long_username_keeps_the_header_in_one_line(images, page, tmp_path):
     name = "l" * 300
     images.hub.create_user(name)
-    page.goto(f"{images.hub.url}/hub/login")
-    page.fill("input[name=username]", name)
-    page.fill("input[name=password]", images.hub.password)
-    page.click("#login_submit")
+    browser_login(page, images.hub, name)
     page.wait_for_url("**/hub/**")
     page.goto(images.url)
     page.wait_for_selector("text=Build an image")

@@ -20,7 +20,7 @@ from kubespawner.slugs import escape_slug, safe_slug
 
 from kubestudio.spawner.quantities import format_bytes
 from kubestudio.testing.imageshub import ensure_claims
-from kubestudio.testing.localhub import LocalHub
+from kubestudio.testing.localhub import LocalHub, browser_login
 
 from .test_workspace_spawner import CATALOG, pod
 
@@ -291,10 +291,7 @@ def test_legacy_claim_name_is_kept_after_an_upgrade(bench, tmp_path):
 
 def test_form_is_kubespawners_with_the_project(z2jh, page, tmp_path):
     z2jh.create_user("formy")
-    page.goto(f"{z2jh.url}/hub/login")
-    page.fill("input[name=username]", "formy")
-    page.fill("input[name=password]", z2jh.password)
-    page.click("#login_submit")
+    browser_login(page, z2jh, "formy")
     page.wait_for_url("**/hub/spawn**")
     # KubeSpawner's own cards, the shipped catalog hidden, KubeStudio's project chooser
     assert page.locator("#kubespawner-profiles-list input[name=profile]").count() == 4
