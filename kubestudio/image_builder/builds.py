@@ -40,7 +40,7 @@ from .models import (
     iso,
     utcnow,
 )
-from .queue import BuildQueue
+from ..services.queue import FairQueue
 from .registry import RegistryError, split_reference
 
 LOG_FLUSH_SECONDS = 2.0
@@ -116,7 +116,7 @@ class BuildManager:
         self.default_base = default_base  # base of `environment` and image-less from_server builds
         # repositories of the base images this service makes: every user may build on them
         self.made_here = {base_from_config(entry).repository for entry in config.base_images}
-        self.queue = BuildQueue(config.max_concurrent_builds, config.max_builds_per_user)
+        self.queue = FairQueue(config.max_concurrent_builds, config.max_builds_per_user)
         self.live = {}
         self._secrets = []
         self._flusher = None

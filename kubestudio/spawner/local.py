@@ -25,7 +25,7 @@ from traitlets import Integer, List, Unicode, default
 
 from ..processgroup import signal_group
 from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
-from .gpus import Allocation, ServerLedger, detect_gpus, gpus_from_config
+from .gpus import SERVER, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
 from .request import SpawnRefused
 from .storage import ensure_user_folders, user_folders, user_slug
 
@@ -63,7 +63,8 @@ def singleuser_command():
     return [beside] if os.access(beside, os.X_OK) else ["jupyterhub-singleuser"]
 
 
-# one ledger per data dir in this hub process: every spawner of the hub shares it
+# one ledger per data dir in this hub process: every spawner of the hub shares it (and, through
+# its file, the jobs service)
 _ledgers = {}
 
 
@@ -140,7 +141,11 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
                 self.log.info(
                     "GPU workstation mode: %s", ", ".join(f"{g.id} ({g.name or 'GPU'})" for g in machine_gpus)
                 )
-            _ledgers[key] = ServerLedger(machine_gpus)
+            ledger = GpuLedger(machine_gpus, path=ledger_path(key))
+            # servers that ended while the hub was down let their GPUs go; load_state restores
+            # the ones still running, the jobs service its jobs
+            ledger.forget(SERVER)
+            _ledgers[key] = ledger
         return _ledgers[key]
 
     @property

@@ -58,6 +58,11 @@ def check_quota(project, gpu_count, servers_in_use, gpus_in_use):
             f"per user and you have {servers_in_use}; stop one first",
             status=403,
         )
+    check_gpu_quota(project, gpu_count, gpus_in_use)
+
+
+def check_gpu_quota(project, gpu_count, gpus_in_use):
+    """Refuse GPUs over the project's per-user limit (servers and jobs count together)."""
     if project.max_gpus is not None and gpus_in_use + gpu_count > project.max_gpus:
         raise SpawnRefused(
             f"gpus: project {project.name!r} allows {_plural(project.max_gpus, 'GPU')} per user; "

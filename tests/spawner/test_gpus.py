@@ -1,6 +1,6 @@
 import pytest
 
-from kubestudio.spawner.gpus import Allocation, Gpu, ServerLedger, gpus_from_config, parse_nvidia_smi_list
+from kubestudio.spawner.gpus import Allocation, Gpu, GpuLedger, gpus_from_config, parse_nvidia_smi_list
 from kubestudio.spawner.projects import Project
 from kubestudio.spawner.request import SpawnRefused
 
@@ -34,7 +34,7 @@ def test_gpus_from_config():
 
 
 def ledger(n=4, name=""):
-    return ServerLedger([Gpu(str(i), name) for i in range(n)])
+    return GpuLedger([Gpu(str(i), name) for i in range(n)])
 
 
 def test_never_the_same_gpu_twice():
@@ -65,7 +65,7 @@ def test_dry_run_takes_nothing():
 
 
 def test_gpu_type_matching():
-    book = ServerLedger([Gpu("0", "Tesla V100"), Gpu("1", "NVIDIA A100")])
+    book = GpuLedger([Gpu("0", "Tesla V100"), Gpu("1", "NVIDIA A100")])
     assert book.reserve("a", "", PUBLIC, 1, gpu_type="A100").gpus == ("1",)
     with pytest.raises(SpawnRefused, match="not enough free GPUs of type A100: 1 asked, 0 free of 1"):
         book.reserve("b", "", PUBLIC, 1, gpu_type="A100")
@@ -75,7 +75,7 @@ def test_gpu_type_matching():
 
 def test_no_gpus_machine():
     with pytest.raises(SpawnRefused, match="this machine has no GPU"):
-        ServerLedger([]).reserve("a", "", PUBLIC, 1)
+        GpuLedger([]).reserve("a", "", PUBLIC, 1)
 
 
 def test_same_server_twice_refused():
@@ -107,3 +107,37 @@ def test_restore_after_restart_blocks_those_gpus():
     assert book.reserve("bob", "", PUBLIC, 1).gpus == ("0",)
     with pytest.raises(SpawnRefused):
         book.reserve("carol", "", PUBLIC, 1)
+
+
+def test_file_ledger_is_shared_by_the_hub_and_the_jobs_service(tmp_path):
+    """Two ledgers on one file (the hub's spawners, the jobs service): a GPU is never given to a
+    server and a job at once, the project's GPU quota counts both, servers' limit only servers."""
+    from kubestudio.spawner.gpus import JOB, SERVER, ledger_path
+
+    gpus = [Gpu("0", "A100"), Gpu("1", "A100"), Gpu("2", "A100")]
+    hub = GpuLedger(gpus, path=ledger_path(str(tmp_path)))
+    jobs = GpuLedger(gpus, path=ledger_path(str(tmp_path)))
+    vision = Project(name="vision", max_gpus=2, max_servers=1)
+
+    server = hub.reserve("alice", "", vision, 1)
+    job = jobs.reserve("alice", "job1", vision, 1, kind=JOB)
+    assert set(server.gpus) | set(job.gpus) == {"0", "1"} and server.gpus != job.gpus
+    assert hub.usage("alice", "vision") == (1, 2)  # jobs are not servers, their GPUs count
+    with pytest.raises(SpawnRefused, match="allows 2 GPUs per user; you hold 2"):
+        jobs.reserve("alice", "job2", vision, 1, kind=JOB)
+    bob = jobs.reserve("bob", "job3", vision, 1, kind=JOB)
+    assert bob.gpus == ("2",)
+    with pytest.raises(SpawnRefused, match="not enough free GPUs"):
+        hub.reserve("carol", "", PUBLIC, 1)
+    with pytest.raises(SpawnRefused, match="job job1 is already running"):
+        jobs.reserve("alice", "job1", vision, 0, kind=JOB)
+
+    # the jobs service restarts: its jobs go, the hub's server stays; a restored job comes back
+    restarted = GpuLedger(gpus, path=ledger_path(str(tmp_path)))
+    restarted.forget(JOB)
+    assert {a.kind for a in hub.allocations().values()} == {SERVER}
+    restarted.restore(job)
+    assert hub.held_gpu_ids() == set(server.gpus) | set(job.gpus)
+    assert jobs.release("alice", "job1", kind=JOB) == job
+    assert hub.free_gpus() == [g for g in gpus if g.id not in server.gpus]
+    assert oct((tmp_path / "gpu-ledger.json").stat().st_mode & 0o777) == "0o600"

@@ -1,10 +1,10 @@
 """The build queue: limits and per-user fairness."""
 
-from kubestudio.image_builder.queue import BuildQueue
+from kubestudio.services.queue import FairQueue
 
 
 def test_fair_round_robin_and_limits():
-    q = BuildQueue(max_running=2, max_per_user=1)
+    q = FairQueue(max_running=2, max_per_user=1)
     for i in range(4):
         q.add(f"a{i}", "alice")
     q.add("b0", "bob")
@@ -25,7 +25,7 @@ def test_fair_round_robin_and_limits():
 
 
 def test_per_user_limit_lets_others_pass():
-    q = BuildQueue(max_running=3, max_per_user=1)
+    q = FairQueue(max_running=3, max_per_user=1)
     q.add("a0", "alice")
     q.add("a1", "alice")
     q.add("b0", "bob")
