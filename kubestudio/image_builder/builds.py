@@ -24,7 +24,8 @@ from . import spec as specs
 from .backends.base import BuildFailed, BuildJob, StepCounter
 from .bases import base_from_config
 from .context import open_context, scan_context
-from .logs import LiveLog, stored_lines
+from .logs import chunk_of, live_log, stored_lines
+from .logs import load as load_log
 from .logs import forget as forget_log
 from .models import (
     ACTIVE,
@@ -147,7 +148,7 @@ class BuildManager:
             unfinished = db.query(Build).filter(Build.status.in_(ACTIVE)).order_by(Build.created).all()
         for record in unfinished:
             with self.store.session() as db:
-                log = LiveLog.load(db, record.id, self.config.max_log_bytes)
+                log = load_log(db, record.id, self.config.max_log_bytes)
             live = self.live[record.id] = LiveBuild(record.id, log)
             if record.status == QUEUED:
                 self.queue.add(record.id, record.owner)
@@ -329,7 +330,7 @@ class BuildManager:
         if request.kind != "context":
             plan.context_dir, plan.dockerfile = self._write_dockerfile(build_id, plan.text), "Dockerfile"
         generated = request.kind != "context" or plan.snapshot is not None
-        live = LiveBuild(build_id, LiveLog(self.config.max_log_bytes))
+        live = LiveBuild(build_id, live_log(self.config.max_log_bytes))
         live.job = BuildJob(id=build_id, owner=plan.owner, owner_slug=plan.slug, image=plan.image,
                             dockerfile=plan.dockerfile, context_dir=plan.context_dir,
                             context_subpath=plan.context_subpath, dockerfile_text=plan.text, generated=generated,
@@ -514,7 +515,7 @@ class BuildManager:
                 raise BuildFailed(self.backend_error)
             if recovering:
                 if getattr(self.backend, "replays_log", False):
-                    live.log = LiveLog(self.config.max_log_bytes)  # the backend streams the whole log again
+                    live.log = live_log(self.config.max_log_bytes)  # the backend streams the whole log again
                     live.steps.step = 0
                     with self.store.session() as db:
                         db.get(Build, build_id).step = 0
@@ -597,7 +598,7 @@ class BuildManager:
                 record.step = record.steps
             if live is not None:
                 live.log.close()
-                live.log.save(db, build_id)
+                live.log.save(db, chunk_of(build_id))
         if live is not None:
             live.wake_followers()
 
@@ -615,7 +616,7 @@ class BuildManager:
             live.dirty = False
             with self.store.session() as db:
                 if db.query(Build.status).filter(Build.id == live.id).scalar() in ACTIVE:
-                    live.log.save(db, live.id)
+                    live.log.save(db, chunk_of(live.id))
 
     async def _flush_loop(self):
         while True:

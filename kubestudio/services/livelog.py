@@ -1,0 +1,113 @@
+"""Logs of work a service runs (builds, jobs): capped, kept in pieces, read a piece at a time.
+
+A log is a list of lines grouped into chunks of about 64 KiB. While the work runs, the chunks
+live in memory (:class:`LiveLog`) and only new ones are written to the store; followers keep a
+position (chunk, line) and are handed the lines after it, so ten followers of one log share one
+copy of it. A finished log is read back one chunk at a time (:func:`stored_chunks`), never whole.
+
+A log is capped (the service's ``max_log_bytes``): past the cap, lines are counted but not kept,
+except the last :data:`TAIL_LINES`, which are added at the end with a note saying how many were
+left out, so the error that ended a chatty run is still there.
+
+Each service has its own chunk table: a key column naming the build or job, ``seq``, ``lines``
+and ``text``.
+"""
+
+from collections import deque
+
+from sqlalchemy import select
+
+from ..spawner.quantities import human_bytes
+
+CHUNK_CHARS = 64 * 1024
+TAIL_LINES = 100
+
+
+class LiveLog:
+    def __init__(self, limit, sealed=None, limit_name="max_log_bytes", what="run"):
+        self.limit = limit
+        self.limit_name = limit_name  # the trait that sets the cap, named in the cut note
+        self.what = what  # "build", "job": what goes on after the cut
+        self.sealed = list(sealed or [])  # [(text, line count)]: full chunks
+        self.open = []  # lines of the chunk being filled
+        self._open_chars = 0
+        self.chars = sum(len(text) + 1 for text, _ in self.sealed)
+        self.saved = len(self.sealed)  # chunks already in the store
+        self.open_saved = True  # the open chunk's lines are all in the store
+        self.cut = False
+        self.dropped = 0
+        self._tail = deque(maxlen=TAIL_LINES)
+
+    def append(self, line, keep=False):
+        """Add a line; past the cap it only counts (``keep``: the service's own lines always stay)."""
+        size = len(line) + 1
+        if not keep and (self.cut or self.chars + size > self.limit):
+            if not self.cut:
+                self.cut = True
+                self._add(f"--- the log reached its limit of {human_bytes(self.limit)} here "
+                          f"({self.limit_name}); the {self.what} goes on, its last lines follow at the end ---")
+            self.dropped += 1
+            self._tail.append(line)
+            return
+        self._add(line)
+
+    def close(self):
+        """At the end of the build: the last lines past the cap, after a note on what was left out."""
+        if self.dropped:
+            kept = len(self._tail)
+            self._add(f"--- {self.dropped - kept} lines were left out; the last {kept}: ---")
+            for line in self._tail:
+                self._add(line)
+            self._tail.clear()
+            self.dropped = 0
+
+    def _add(self, line):
+        self.open.append(line)
+        self.open_saved = False
+        self._open_chars += len(line) + 1
+        self.chars += len(line) + 1
+        if self._open_chars >= CHUNK_CHARS:
+            self.sealed.append(("\n".join(self.open), len(self.open)))
+            self.open, self._open_chars = [], 0
+
+    def read(self, position):
+        """(lines after ``position``, the new position); a position starts at (0, 0)."""
+        chunk, line = position
+        if chunk < len(self.sealed):
+            text, count = self.sealed[chunk]
+            return (text.split("\n")[line:] if line < count else []), (chunk + 1, 0)
+        lines = self.open[line:]
+        return lines, (chunk, line + len(lines))
+
+    def save(self, db, chunk):
+        """Write what the store lacks: new full chunks and the open one. ``chunk(seq, lines, text)``
+        makes a row of the service's chunk table."""
+        for seq in range(self.saved, len(self.sealed)):
+            text, count = self.sealed[seq]
+            db.merge(chunk(seq, count, text))
+        self.saved = len(self.sealed)
+        if not self.open_saved:
+            db.merge(chunk(len(self.sealed), len(self.open), "\n".join(self.open)))
+            self.open_saved = True
+
+
+def stored_chunks(store, model, key, owner_id, first=0, batch=8):
+    """Yield the stored log of ``owner_id`` (``model.<key>``) as lists of lines, one chunk at a time
+    from chunk ``first`` (``batch`` chunks, at most ~512 KiB, read per query)."""
+    column = getattr(model, key)
+    seq = first
+    while True:
+        with store.session() as db:
+            rows = db.execute(select(model.text, model.lines).where(column == owner_id, model.seq >= seq)
+                              .order_by(model.seq).limit(batch)).all()
+        for text, count in rows:
+            yield text.split("\n") if count else []
+        if len(rows) < batch:
+            return
+        seq += batch
+
+
+def load_chunks(db, model, key, owner_id):
+    """The stored chunks of ``owner_id`` as LiveLog's ``sealed`` list."""
+    rows = db.query(model).filter(getattr(model, key) == owner_id).order_by(model.seq).all()
+    return [(r.text, r.lines) for r in rows]
