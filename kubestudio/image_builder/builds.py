@@ -41,35 +41,21 @@ from .models import (
     iso,
     utcnow,
 )
+from ..services.livelog import LiveRun, follow_lines
 from ..services.queue import FairQueue
 from .registry import RegistryError, split_reference
 
 LOG_FLUSH_SECONDS = 2.0
 
 
-class LiveBuild:
-    """A build in flight: its log and the followers waiting for more."""
+class LiveBuild(LiveRun):
+    """A build in flight: its log, the followers waiting for more, and the backend's job."""
 
     def __init__(self, build_id, log):
-        self.id = build_id
-        self.log = log
-        self.changed = asyncio.Condition()
-        self.task = None
+        super().__init__(build_id, log)
         self.job = None
         self.cancel_reason = None
-        self.dirty = False
         self.steps = None  # a StepCounter, once the build runs
-        self._wakeup = None
-
-    async def notify(self):
-        self._wakeup = None  # lines from now on schedule another wakeup
-        async with self.changed:
-            self.changed.notify_all()
-
-    def wake_followers(self):
-        """Wake followers once for however many lines arrived meanwhile (not once per line)."""
-        if self._wakeup is None:
-            self._wakeup = asyncio.ensure_future(self.notify())
 
 
 @dataclass
@@ -444,33 +430,8 @@ class BuildManager:
             yield "lines", lines
         yield "done", self.get(build_id)
 
-    async def follow_lines(self, build_id, wait):
-        position = (0, 0)
-        while True:
-            live = self.live.get(build_id)
-            if live is None:
-                # finished (or never live): the stored log, one chunk at a time, from where we are
-                chunk, line = position
-                for seq, lines in enumerate(stored_lines(self.store, build_id, first=chunk), chunk):
-                    rest = lines[line:] if seq == chunk else lines
-                    if rest:
-                        yield rest
-                    await asyncio.sleep(0)  # let other requests in between chunks
-                return
-            lines, after = live.log.read(position)
-            if lines or after != position:
-                position = after
-                if lines:
-                    yield lines
-                continue
-            if not wait:
-                return
-            async with live.changed:
-                if self.live.get(build_id) is live and not live.log.read(position)[0]:
-                    try:
-                        await asyncio.wait_for(live.changed.wait(), 5)
-                    except asyncio.TimeoutError:
-                        pass
+    def follow_lines(self, build_id, wait):
+        return follow_lines(self.live, build_id, lambda first: stored_lines(self.store, build_id, first=first), wait)
 
     # ------------------------------------------------------------------ running
 

@@ -13,6 +13,7 @@ Each service has its own chunk table: a key column naming the build or job, ``se
 and ``text``.
 """
 
+import asyncio
 from collections import deque
 
 from sqlalchemy import select
@@ -111,3 +112,57 @@ def load_chunks(db, model, key, owner_id):
     """The stored chunks of ``owner_id`` as LiveLog's ``sealed`` list."""
     rows = db.query(model).filter(getattr(model, key) == owner_id).order_by(model.seq).all()
     return [(r.text, r.lines) for r in rows]
+
+
+class LiveRun:
+    """Work in flight (a build, a job): its log and the followers waiting for more."""
+
+    def __init__(self, run_id, log):
+        self.id = run_id
+        self.log = log
+        self.changed = asyncio.Condition()
+        self.task = None
+        self.dirty = False  # lines the store lacks
+        self._wakeup = None
+
+    async def notify(self):
+        self._wakeup = None  # lines from now on schedule another wakeup
+        async with self.changed:
+            self.changed.notify_all()
+
+    def wake_followers(self):
+        """Wake followers once for however many lines arrived meanwhile (not once per line)."""
+        if self._wakeup is None:
+            self._wakeup = asyncio.ensure_future(self.notify())
+
+
+async def follow_lines(live_runs, run_id, stored, wait):
+    """Yield the log of ``run_id`` as lists of lines: the live log while ``live_runs`` holds it
+    (then, with ``wait``, what comes until the run ends), else the stored log from where the
+    follower is (``stored(first_chunk)`` yields the stored chunks' lines from that chunk on)."""
+    position = (0, 0)
+    while True:
+        live = live_runs.get(run_id)
+        if live is None:
+            # finished (or never live): the stored log, one chunk at a time, from where we are
+            chunk, line = position
+            for seq, lines in enumerate(stored(chunk), chunk):
+                rest = lines[line:] if seq == chunk else lines
+                if rest:
+                    yield rest
+                await asyncio.sleep(0)  # let other requests in between chunks
+            return
+        lines, after = live.log.read(position)
+        if lines or after != position:
+            position = after
+            if lines:
+                yield lines
+            continue
+        if not wait:
+            return
+        async with live.changed:
+            if live_runs.get(run_id) is live and not live.log.read(position)[0]:
+                try:
+                    await asyncio.wait_for(live.changed.wait(), 5)
+                except asyncio.TimeoutError:
+                    pass
