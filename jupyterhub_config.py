@@ -3,7 +3,7 @@
 # Log in at http://127.0.0.1:8000 with any username and the password printed at start
 # (or the one in $KUBESTUDIO_PASSWORD). Data lives in ./data (ignored by git).
 # A second hub on the same machine needs only its own KUBESTUDIO_DATA_DIR and KUBESTUDIO_BIND_URL:
-# its internal ports (hub, proxy API, image service, registry) are chosen free and remembered
+# its internal ports (hub, proxy API, image and jobs services, registry) are chosen free and remembered
 # in <data dir>/ports.json, unless set with the KUBESTUDIO_*_PORT variables below.
 import os
 
@@ -24,5 +24,6 @@ configure(
     hub_port=port("KUBESTUDIO_HUB_PORT"),
     proxy_api_port=port("KUBESTUDIO_PROXY_API_PORT"),
     images_port=port("KUBESTUDIO_IMAGES_PORT"),
+    jobs_port=port("KUBESTUDIO_JOBS_PORT"),
     local_registry_port=port("KUBESTUDIO_REGISTRY_PORT"),
 )

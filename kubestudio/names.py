@@ -3,14 +3,19 @@ the registry prefix. A part that needs one imports it from here; nothing here im
 
 # our managed hub services, and the hub's own client of them
 IMAGES_SERVICE = "images"
+JOBS_SERVICE = "jobs"
 HUB_CLIENT_SERVICE = "kubestudio-hub"  # the hub reads users' images for the spawn form with its token
 
 # JupyterHub custom scopes of the image service
 IMAGES_BUILD_SCOPE = "custom:kubestudio:images:build"  # build, see and cancel your own builds and images
 IMAGES_ADMIN_SCOPE = "custom:kubestudio:images:admin"  # everyone's builds, push to any repository
 
+# JupyterHub custom scopes of the jobs service
+JOBS_RUN_SCOPE = "custom:kubestudio:jobs:run"  # submit, see, follow and cancel your own jobs
+JOBS_ADMIN_SCOPE = "custom:kubestudio:jobs:admin"  # everyone's jobs
+
 # internal ports a hub uses when they are free (else it chooses free ones and remembers them)
-CONVENTIONAL_PORTS = {"hub": 8081, "proxy_api": 8001, "images": 10101, "registry": 5000}
+CONVENTIONAL_PORTS = {"hub": 8081, "proxy_api": 8001, "images": 10101, "jobs": 10102, "registry": 5000}
 
 # the shared workspace and archives claims of the Kubernetes spawner (and of build pods)
 WORKSPACE_CLAIM = "kubestudio-workspace"

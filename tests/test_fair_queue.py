@@ -32,3 +32,13 @@ def test_per_user_limit_lets_others_pass():
     assert q.next_ready() == ["a0", "b0"]
     assert q.positions() == {"a1": 1}
     assert q.remove("a1") and not q.remove("a1")
+
+
+def test_an_item_held_back_keeps_its_place():
+    q = FairQueue(max_running=2, max_per_user=2)
+    for item, owner in (("a1", "alice"), ("b1", "bob"), ("a2", "alice")):
+        q.add(item, owner)
+    assert q.next_ready(can_start=lambda item: item != "a1") == ["b1", "a2"]
+    assert q.position("a1") == 1
+    q.remove("b1")
+    assert q.next_ready() == ["a1"]

@@ -4,16 +4,24 @@
     kubestudio images list [--builds]
     kubestudio images logs ID [--follow]
     kubestudio images cancel ID
+    kubestudio jobs submit SCRIPT [--name N] [--nodes 2] [--procs-per-node 4] [--gpus "1(A100)"]
+                                  [--framework pytorch] [--package P]... [--detach] [-- ARGS...]
+    kubestudio jobs list
+    kubestudio jobs logs NAME [--follow]
+    kubestudio jobs cancel NAME
+    kubestudio jobs rerun NAME [--name N] [-- ARGS...]
 """
 
 import argparse
 import os
+import re
 import sys
 
+from ..jobs.client import JobsClient
 from .client import ImagesClient, ServiceError
 
 
-def workspace_relative(path):
+def workspace_relative(path, what="the build context"):
     """A path as the service wants it: relative to the user's workspace (/mnt/<user>)."""
     workspace = os.environ.get("KUBESTUDIO_WORKSPACE")
     absolute = os.path.abspath(path)
@@ -22,7 +30,7 @@ def workspace_relative(path):
         real = os.path.realpath(absolute)
         if real == workspace or real.startswith(workspace + os.sep):
             return os.path.relpath(real, workspace)
-        raise ServiceError(0, f"{path} is not inside your workspace {workspace}: the build context must be there")
+        raise ServiceError(0, f"{path} is not inside your workspace {workspace}: {what} must be there")
     if not os.path.isabs(path):
         return path  # taken as relative to the workspace already
     raise ServiceError(0, f"{path}: give the folder relative to your workspace (KUBESTUDIO_WORKSPACE is not set)")
@@ -65,7 +73,16 @@ def main(argv=None, out=sys.stdout):
     logs.add_argument("--follow", "-f", action="store_true", help="keep following until the build ends")
     cancel = images.add_parser("cancel", help="cancel a queued or running build")
     cancel.add_argument("id")
+    add_jobs_commands(sub)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    passed = []
+    if "--" in argv:  # what follows -- goes to the job's script untouched
+        argv, passed = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     args = parser.parse_args(argv)
+    if args.service == "jobs":
+        return jobs_main(args, passed, out)
+    if passed:
+        parser.error("arguments after -- are for jobs only")
 
     try:
         client = ImagesClient()
@@ -101,6 +118,120 @@ def main(argv=None, out=sys.stdout):
         print(f"kubestudio: {e}{status}", file=sys.stderr)
         return 2
     return 1
+
+
+def add_jobs_commands(sub):
+    jobs = sub.add_parser("jobs", help="run training jobs and follow them").add_subparsers(dest="command", required=True)
+    submit = jobs.add_parser("submit", help="run a Python script of your workspace as a job (its arguments after --)")
+    submit.add_argument("script")
+    submit.add_argument("--name", help="job name (default: the script's name and a number)")
+    submit.add_argument("--nodes", type=int, default=1)
+    submit.add_argument("--procs-per-node", type=int, default=1)
+    submit.add_argument("--gpus", help="GPUs per node: a count or N(TYPE), e.g. 1(A100)")
+    submit.add_argument("--cpu", help="CPUs per node, e.g. 4 or 500m")
+    submit.add_argument("--memory", help="memory per node, e.g. 16Gi")
+    submit.add_argument("--framework", default="auto", help="auto, python, pytorch, tensorflow, mpi or trainjob")
+    submit.add_argument("--runtime", help="TrainJob runtime (kubestudio jobs runtimes)")
+    submit.add_argument("--project", help="project (default: public)")
+    submit.add_argument("--package", action="append", default=[], help="pip requirement installed first (repeat)")
+    submit.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    submit.add_argument("--max-runtime", help="time limit, e.g. 2h")
+    submit.add_argument("--retries", type=int, default=0)
+    submit.add_argument("--detach", action="store_true", help="return once submitted instead of following the log")
+    jobs.add_parser("list", help="your jobs")
+    logs = jobs.add_parser("logs", help="a job's log (every rank)")
+    logs.add_argument("name")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep following until the job ends")
+    cancel = jobs.add_parser("cancel", help="stop a queued or running job")
+    cancel.add_argument("name")
+    rerun = jobs.add_parser("rerun", help="run a copy of a job (new arguments after --)")
+    rerun.add_argument("name")
+    rerun.add_argument("--name", dest="new_name", help="name of the copy (default: NAME-r2, ...)")
+    rerun.add_argument("--detach", action="store_true")
+    jobs.add_parser("runtimes", help="training runtimes a TrainJob may use")
+
+
+def _print_job(job, out):
+    where = f" (#{job['queue_position']} in the queue)" if job.get("queue_position") else ""
+    print(f"job {job['name']} ({job['id']}): {job['status']}{where}", file=out)
+    if job.get("message"):
+        print(f"  {job['message']}", file=out)
+
+
+def _follow_job(client, job, out):
+    for line in client.logs(job["id"], follow=True):
+        print(line, file=out, flush=True)
+    final = client.get(job["id"])
+    _print_job(final, out)
+    return 0 if final["status"] == "succeeded" else 1
+
+
+def jobs_main(args, passed, out):
+    try:
+        client = JobsClient()
+        if args.command == "submit":
+            script = workspace_relative(args.script, "the script")
+            spec = {"script": script, "nodes": args.nodes, "procs_per_node": args.procs_per_node,
+                    "framework": args.framework, "retries": args.retries}
+            spec["name"] = args.name or _job_name(client, script)
+            if passed:
+                spec["args"] = passed
+            resources = {k: v for k, v in (("gpu", args.gpus), ("cpu", args.cpu), ("memory", args.memory)) if v}
+            if resources:
+                spec["resources"] = resources
+            for key, value in (("runtime", args.runtime), ("project", args.project), ("max_runtime", args.max_runtime)):
+                if value:
+                    spec[key] = value
+            if args.package:
+                spec["packages"] = args.package
+            if args.env:
+                bad = [e for e in args.env if "=" not in e]
+                if bad:
+                    raise ServiceError(0, f"--env {bad[0]}: write NAME=VALUE")
+                spec["env"] = dict(e.split("=", 1) for e in args.env)
+            job = client.create(spec)
+            _print_job(job, out)
+            return 0 if args.detach else _follow_job(client, job, out)
+        if args.command == "list":
+            for job in client.list():
+                ranks = f"{job['spec'].get('nodes', 1)}x{job['spec'].get('procs_per_node', 1)}"
+                print(f"{job['name']:<30} {job['status']:<10} {ranks:<6} {job['created']}  {job['message']}", file=out)
+            return 0
+        if args.command == "logs":
+            if args.follow:
+                return _follow_job(client, client.get(args.name), out)
+            print(client.logs(args.name), end="", file=out)
+            return 0
+        if args.command == "cancel":
+            _print_job(client.delete(args.name), out)
+            return 0
+        if args.command == "rerun":
+            changes = {"args": passed} if passed else {}
+            if args.new_name:
+                changes["name"] = args.new_name
+            job = client.rerun(args.name, **changes)
+            _print_job(job, out)
+            return 0 if args.detach else _follow_job(client, job, out)
+        if args.command == "runtimes":
+            for runtime in client.runtimes():
+                print(f"{runtime['name']:<24} {runtime.get('framework', '')}  {runtime.get('description', '')}", file=out)
+            return 0
+    except ServiceError as e:
+        status = f" (HTTP {e.status})" if e.status else ""
+        print(f"kubestudio: {e}{status}", file=sys.stderr)
+        return 2
+    return 1
+
+
+def _job_name(client, script):
+    """The script's name, made a valid job name, with a number no job of yours has yet."""
+    stem = re.sub(r"[^a-z0-9-]+", "-", os.path.splitext(os.path.basename(script))[0].lower()).strip("-") or "job"
+    stem = ("j-" + stem if not stem[0].isalpha() else stem)[:32].rstrip("-")
+    taken = {job["name"] for job in client.list()}
+    n = 1
+    while f"{stem}-{n}" in taken:
+        n += 1
+    return f"{stem}-{n}"
 
 
 if __name__ == "__main__":

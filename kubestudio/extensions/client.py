@@ -26,7 +26,16 @@ class ServiceError(Exception):
         self.status = status
 
 
-class ImagesClient:
+class ServiceClient:
+    """A KubeStudio hub service from Python: finds the service through the hub, sends the
+    server's (or your) token, turns error answers into :class:`ServiceError` with the service's
+    message, and reads Server-Sent Events. Each service's client names its service and the
+    variable that may give its address directly."""
+
+    service = None  # the hub service's name, e.g. "images"
+    url_variable = None  # e.g. KUBESTUDIO_IMAGES_URL
+    label = "service"  # in messages: "the image service"
+
     def __init__(self, url=None, token=None, hub_api_url=None, timeout=30):
         self.token = token or os.environ.get("JUPYTERHUB_API_TOKEN", "")
         self.hub_api_url = (hub_api_url or os.environ.get("JUPYTERHUB_API_URL", "")).rstrip("/")
@@ -34,29 +43,29 @@ class ImagesClient:
         self.http = requests.Session()
         if self.token:
             self.http.headers["Authorization"] = f"token {self.token}"
-        self.url = (url or os.environ.get("KUBESTUDIO_IMAGES_URL") or self._discover()).rstrip("/") + "/"
+        self.url = (url or os.environ.get(self.url_variable) or self._discover()).rstrip("/") + "/"
 
     def _discover(self):
         if not self.hub_api_url or not self.token:
-            raise ServiceError(0, "cannot find the image service: set JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN "
-                                  "(set inside every server) or KUBESTUDIO_IMAGES_URL")
+            raise ServiceError(0, f"cannot find {self.label}: set JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN "
+                                  f"(set inside every server) or {self.url_variable}")
         try:
-            response = self.http.get(f"{self.hub_api_url}/services/images", timeout=self.timeout)
+            response = self.http.get(f"{self.hub_api_url}/services/{self.service}", timeout=self.timeout)
         except requests.RequestException as e:
             raise ServiceError(0, f"the hub is not reachable at {self.hub_api_url}: {e}") from None
         if response.status_code != 200:
-            raise ServiceError(response.status_code, f"the hub does not show the image service to this token "
+            raise ServiceError(response.status_code, f"the hub does not show {self.label} to this token "
                                                      f"(HTTP {response.status_code}); is it enabled?")
         model = response.json()
         if not model.get("url"):
-            raise ServiceError(0, "the image service has no URL in the hub's service list")
-        return model["url"].rstrip("/") + model.get("prefix", "/services/images/")
+            raise ServiceError(0, f"{self.label} has no URL in the hub's service list")
+        return model["url"].rstrip("/") + model.get("prefix", f"/services/{self.service}/")
 
     def _call(self, method, path, **kwargs):
         try:
             response = self.http.request(method, self.url + path, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
         except requests.RequestException as e:
-            raise ServiceError(0, f"the image service is not reachable at {self.url}: {e}") from None
+            raise ServiceError(0, f"{self.label} is not reachable at {self.url}: {e}") from None
         if response.status_code >= 400:
             try:
                 message = response.json().get("message") or response.reason
@@ -64,6 +73,26 @@ class ImagesClient:
                 message = response.text[:500] or response.reason
             raise ServiceError(response.status_code, message)
         return response
+
+    def _events(self, path):
+        """Yield the events of a Server-Sent Events answer as dicts."""
+        response = self._call("GET", path, headers={"Accept": "text/event-stream"}, stream=True,
+                              timeout=(self.timeout, None))
+        data = []
+        for raw in response.iter_lines(decode_unicode=True):
+            if raw is None:
+                continue
+            if raw.startswith("data:"):
+                data.append(raw[5:].lstrip())
+            elif raw == "" and data:
+                yield json.loads("\n".join(data))
+                data = []
+
+
+class ImagesClient(ServiceClient):
+    service = "images"
+    url_variable = "KUBESTUDIO_IMAGES_URL"
+    label = "the image service"
 
     def build(self, **request):
         """Start a build (fields as in POST api/builds: context, dockerfile_text, environment,
@@ -93,20 +122,10 @@ class ImagesClient:
 
     def follow(self, build_id):
         """Yield log lines as they come (the whole log first), then the final record as a dict."""
-        response = self._call("GET", f"api/builds/{build_id}/logs", headers={"Accept": "text/event-stream"},
-                              stream=True, timeout=(self.timeout, None))
-        data = []
-        for raw in response.iter_lines(decode_unicode=True):
-            if raw is None:
-                continue
-            if raw.startswith("data:"):
-                data.append(raw[5:].lstrip())
-            elif raw == "" and data:
-                event = json.loads("\n".join(data))
-                data = []
-                if event.get("type") == "log":
-                    yield event["line"]
-                elif event.get("type") == "result":
-                    event.pop("type")
-                    yield event
-                    return
+        for event in self._events(f"api/builds/{build_id}/logs"):
+            if event.get("type") == "log":
+                yield event["line"]
+            elif event.get("type") == "result":
+                event.pop("type")
+                yield event
+                return

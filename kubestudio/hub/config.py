@@ -24,6 +24,7 @@ from traitlets.config import Configurable
 from ..names import (
     HUB_CLIENT_SERVICE,
     IMAGES_SERVICE,
+    JOBS_SERVICE,
     LOCAL_PYTHON_BASE,
     REGISTRY_PREFIX,
 )
@@ -169,6 +170,28 @@ class KubeStudio(Configurable):
         Dockerfile, a package list or a running server; its settings are c.ImageBuilder.*).""",
     )
 
+    jobs_service = Bool(
+        True,
+        config=True,
+        help="""Run the jobs service at /services/jobs/ (training jobs from the notebook: local processes
+        on the embedded default, Job/PyTorchJob/TFJob/MPIJob/TrainJob on Kubernetes; its settings are
+        c.JobService.*).""",
+    )
+
+    jobs_url = Unicode(
+        "",
+        config=True,
+        help="""Where the hub starts the jobs service and the proxy reaches it. Empty:
+        http://127.0.0.1:<jobs_port>.""",
+    )
+
+    jobs_port = Integer(
+        0,
+        config=True,
+        help=f"""Loopback port of the jobs service ($KUBESTUDIO_JOBS_PORT), unless `jobs_url` is set.
+        0: {CONVENTIONAL['jobs']} when free at the first start, else a free port, remembered.""",
+    )
+
     images_url = Unicode(
         "",
         config=True,
@@ -217,17 +240,19 @@ class KubeStudio(Configurable):
     _ports = None
 
     def ports(self, c=None, choose=True):
-        """{hub, proxy_api, images, registry}: the set ports, else the ones chosen and remembered."""
+        """{hub, proxy_api, images, jobs, registry}: the set ports, else the ones chosen and remembered."""
         if self._ports is None:
-            configured = {"hub": self.hub_port, "proxy_api": self.proxy_api_port,
-                          "images": self.images_port, "registry": self.local_registry_port}
+            configured = {"hub": self.hub_port, "proxy_api": self.proxy_api_port, "images": self.images_port,
+                          "jobs": self.jobs_port, "registry": self.local_registry_port}
             if c is not None and "hub_port" in c.JupyterHub:
                 configured["hub"] = c.JupyterHub.hub_port
             self._ports = resolve_ports(os.path.abspath(self.data_dir), configured, choose=choose)
         return self._ports
 
-    def service_url(self):
-        return self.images_url or f"http://127.0.0.1:{self.ports()['images']}"
+    def service_url(self, name=IMAGES_SERVICE):
+        """Where the hub starts service ``name`` (images, jobs) and the proxy reaches it."""
+        configured = {IMAGES_SERVICE: self.images_url, JOBS_SERVICE: self.jobs_url}.get(name)
+        return configured or f"http://127.0.0.1:{self.ports()[name]}"
 
     # --------------------------------------------------------------------------------
 
@@ -237,6 +262,7 @@ class KubeStudio(Configurable):
     def declared_services(self):
         """The hub services that run, as their packages declare them."""
         names = ["kubestudio.image_builder.service:IMAGES"] if self.images_service else []
+        names += ["kubestudio.jobs.service:JOBS"] if self.jobs_service else []
         declared = []
         for name in names:
             module, _, attribute = name.partition(":")
@@ -257,13 +283,13 @@ class KubeStudio(Configurable):
             service.defaults(self, c, data)
             scopes.update({scope: {"description": text} for scope, text in service.scopes.items()})
             roles += service.roles(self.admin_users)
-            entries.append(service.hub_entry(c, data, self.service_url(), env))
+            entries.append(service.hub_entry(c, data, self.service_url(service.name), env))
         c.JupyterHub.custom_scopes = {**c.JupyterHub.get("custom_scopes", {}), **scopes}
-        c.JupyterHub.load_roles = list(c.JupyterHub.get("load_roles", [])) + roles
+        c.JupyterHub.load_roles = merge_roles(list(c.JupyterHub.get("load_roles", [])) + roles)
         ours = {e["name"] for e in entries} | {HUB_CLIENT_SERVICE}
         services = [{"name": HUB_CLIENT_SERVICE, "api_token": hub_token}]
         services += [s for s in c.JupyterHub.get("services", []) if s.get("name") not in ours]
-        if not self.registry:
+        if not self.registry and self.images_service:
             registry_config = self.local_registry_config(data)
             if registry_config:
                 services.append({"name": "registry",
@@ -271,10 +297,15 @@ class KubeStudio(Configurable):
                                              "docker-registry", "serve", registry_config],
                                  "cwd": data, "display": False})
         c.JupyterHub.services = services + entries
+        if self.images_service:
+            self.built_images_config(c, hub_token)
+
+    def built_images_config(self, c, hub_token):
+        """What the spawners need to offer users the images they built."""
         if self.spawner == "local" and "server_image" not in c.LocalWorkspaceSpawner:
             c.LocalWorkspaceSpawner.server_image = f"{c.ImageBuilder.registry_host}/{LOCAL_PYTHON_BASE}"
         prefix = c.ImageBuilder.get("registry_prefix", REGISTRY_PREFIX)
-        images_api = self.service_url().rstrip("/") + f"/services/{IMAGES_SERVICE}/api/images"
+        images_api = self.service_url(IMAGES_SERVICE).rstrip("/") + f"/services/{IMAGES_SERVICE}/api/images"
         for spawner in ("WorkspaceSpawner", "LocalWorkspaceSpawner"):
             if "user_images_prefix" not in c[spawner]:
                 c[spawner].user_images_prefix = "/".join(
@@ -388,7 +419,7 @@ class KubeStudio(Configurable):
         else:
             raise KubeStudioConfigError(f"KubeStudio.spawner: must be 'local' or 'kubernetes', not {self.spawner!r}")
 
-        if self.images_service:
+        if self.images_service or self.jobs_service:
             self.services_config(c, data)
 
         dummy = self.authenticator_class == "dummy"
@@ -411,6 +442,24 @@ class KubeStudio(Configurable):
                 "[KubeStudio] configurable-http-proxy was not found: run `npm install` in the repository",
                 file=sys.stderr,
             )
+
+
+def merge_roles(roles):
+    """One role per name: services that each grant the built-in ``user`` and ``server`` roles
+    their scopes share those roles (JupyterHub keeps a single definition per name)."""
+    merged = {}
+    for role in roles:
+        name = role["name"]
+        if name not in merged:
+            merged[name] = {**role, **{k: list(v) for k, v in role.items() if isinstance(v, list)}}
+            continue
+        into = merged[name]
+        for key, value in role.items():
+            if isinstance(value, list):
+                into[key] = into.get(key, []) + [v for v in value if v not in into.get(key, [])]
+            else:
+                into.setdefault(key, value)
+    return list(merged.values())
 
 
 def configure(c, **settings):

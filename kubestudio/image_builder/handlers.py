@@ -16,14 +16,14 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from ..names import IMAGES_ADMIN_SCOPE as ADMIN_SCOPE
 from ..names import IMAGES_BUILD_SCOPE as BUILD_SCOPE
 from ..services.events import EventStream, wants_event_stream
-from ..services.web import PageHandler, ServiceHandler, http_error
+from ..services.web import SERVICE_TEMPLATES, PageHandler, ServiceHandler, http_error
 from .backends.base import StepCounter
 from .spec import RequestError
 
 LOG_BATCH_LINES = 200
 LOG_EVENT = 'data: {"type": "log", "line": %s}\n\n'  # what EventStream.event makes of a log line, faster
-TEMPLATES = Environment(loader=FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
-                        autoescape=select_autoescape())
+TEMPLATES = Environment(loader=FileSystemLoader([os.path.join(os.path.dirname(__file__), "templates"),
+                                                 SERVICE_TEMPLATES]), autoescape=select_autoescape())
 
 
 class ImagesHandler(ServiceHandler):

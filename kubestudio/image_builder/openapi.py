@@ -4,27 +4,21 @@ Written from the handlers and the request grammar in :mod:`.spec`; ``tests/image
 schemathesis against it on a live service and checks that no request, however odd, gets a 5xx.
 """
 
+from ..services.openapi import document, errors, ok, text_or_events
 from .spec import KINDS, MAX_DOCKERFILE
 
-ERROR = {"$ref": "#/components/schemas/Error"}
 BUILD = {"$ref": "#/components/schemas/Build"}
 BUILD_ID = {"name": "build_id", "in": "path", "required": True,
             "schema": {"type": "string", "pattern": "^[0-9a-f]{1,32}$"}, "description": "A build id."}
 USER_FILTER = {"name": "user", "in": "query", "required": False, "schema": {"type": "string"},
                "description": "Admins: whose builds (a user name, or * for everyone's). Default: your own."}
+WORDS = {"r403": "Not allowed (the message names the scope or the Dockerfile line).",
+         "r404": "No such build or image (or it is someone else's).",
+         "r413": "Too large (body, Dockerfile or build context).", "r502": "The registry or a server failed."}
 
 
 def _errors(*codes):
-    reasons = {400: "A field is wrong; the message names it.", 401: "Not logged in.",
-               403: "Not allowed (the message names the scope or the Dockerfile line).",
-               404: "No such build or image (or it is someone else's).", 409: "Conflicts with the current state.",
-               413: "Too large (body, Dockerfile or build context).", 502: "The registry or a server failed."}
-    return {str(code): {"description": reasons[code], "content": {"application/json": {"schema": ERROR}}}
-            for code in codes}
-
-
-def _ok(schema, description="OK"):
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+    return errors(*codes, **WORDS)
 
 
 def openapi(prefix):
@@ -69,60 +63,40 @@ def openapi(prefix):
             "joined": {"type": "boolean", "description": "An identical build was already in flight: this is it."},
         },
     }
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": "KubeStudio image service", "version": "1",
-                 "description": "Build container images from a workspace folder, a Dockerfile, a package list or "
-                                "a running server; follow their logs; list and delete your images."},
-        "servers": [{"url": prefix.rstrip("/")}],
-        "security": [{"token": []}],
-        "components": {
-            "securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "Authorization",
-                                          "description": "'token <JupyterHub API token>'"}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["status", "message"],
-                          "properties": {"status": {"type": "integer"}, "message": {"type": "string"}}},
-                "BuildRequest": request,
-                "Build": build,
-            },
-        },
-        "paths": {
+    paths = {
             "/api/builds": {
                 "get": {"summary": "Your builds, newest first", "parameters": [USER_FILTER],
-                        "responses": {"200": _ok({"type": "object", "properties": {"builds": {"type": "array", "items": BUILD}}}),
+                        "responses": {"200": ok({"type": "object", "properties": {"builds": {"type": "array", "items": BUILD}}}),
                                       **_errors(401, 403)}},
                 "post": {"summary": "Build an image (or answer that it exists, or join the identical build)",
                          "requestBody": {"required": True, "content": {"application/json": {
                              "schema": {"$ref": "#/components/schemas/BuildRequest"}}}},
-                         "responses": {"202": _ok(BUILD, "Queued"), "200": _ok(BUILD, "Exists or joined"),
+                         "responses": {"202": ok(BUILD, "Queued"), "200": ok(BUILD, "Exists or joined"),
                                        **_errors(400, 401, 403, 404, 409, 413, 502)}},
             },
             "/api/builds/{build_id}": {
                 "parameters": [BUILD_ID],
-                "get": {"summary": "One build", "responses": {"200": _ok(BUILD), **_errors(401, 403, 404)}},
-                "delete": {"summary": "Cancel a build", "responses": {"200": _ok(BUILD), **_errors(401, 403, 404, 409)}},
+                "get": {"summary": "One build", "responses": {"200": ok(BUILD), **_errors(401, 403, 404)}},
+                "delete": {"summary": "Cancel a build", "responses": {"200": ok(BUILD), **_errors(401, 403, 404, 409)}},
             },
             "/api/builds/{build_id}/logs": {
                 "parameters": [BUILD_ID],
                 "get": {"summary": "The build's log: plain text, or Server-Sent Events with Accept: text/event-stream",
-                        "responses": {"200": {"description": "The log", "content": {
-                            "text/plain": {"schema": {"type": "string"}},
-                            "text/event-stream": {"schema": {"type": "string"}}}}, **_errors(401, 403, 404)}},
+                        "responses": {"200": text_or_events("The log"), **_errors(401, 403, 404)}},
             },
             "/api/images": {
                 "get": {"summary": "Your images (the newest build of each tag)", "parameters": [USER_FILTER],
-                        "responses": {"200": _ok({"type": "object"}), **_errors(401, 403)}},
+                        "responses": {"200": ok({"type": "object"}), **_errors(401, 403)}},
                 "delete": {"summary": "Delete one of your images from the registry",
                            "parameters": [{"name": "image", "in": "query", "required": True, "schema": {"type": "string"}}],
-                           "responses": {"200": _ok({"type": "object"}), **_errors(400, 401, 403, 404, 502)}},
+                           "responses": {"200": ok({"type": "object"}), **_errors(400, 401, 403, 404, 502)}},
             },
             "/api/bases": {"get": {"summary": "Base images the service makes itself",
-                                   "responses": {"200": _ok({"type": "object"}), **_errors(401, 403)}}},
+                                   "responses": {"200": ok({"type": "object"}), **_errors(401, 403)}}},
             "/api/servers": {"get": {"summary": "Your servers and what a from_server build of each would add",
-                                     "responses": {"200": _ok({"type": "object"}), **_errors(401, 403, 502)}}},
-            "/api/health": {"get": {"summary": "Liveness", "security": [],
-                                    "responses": {"200": _ok({"type": "object"})}}},
-            "/api/openapi.json": {"get": {"summary": "This document", "security": [],
-                                          "responses": {"200": _ok({"type": "object"})}}},
-        },
+                                     "responses": {"200": ok({"type": "object"}), **_errors(401, 403, 502)}}},
     }
+    return document("KubeStudio image service",
+                    "Build container images from a workspace folder, a Dockerfile, a package list or a running "
+                    "server; follow their logs; list and delete your images.",
+                    prefix, {"BuildRequest": request, "Build": build}, paths)

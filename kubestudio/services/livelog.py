@@ -165,4 +165,5 @@ async def follow_lines(live_runs, run_id, stored, wait):
                 try:
                     await asyncio.wait_for(live.changed.wait(), 5)
                 except asyncio.TimeoutError:
-                    pass
+                    continue
+        yield []  # woken without new lines: the run changed otherwise (its status), look again

@@ -53,13 +53,21 @@ class FairQueue:
     def positions(self):
         return {item_id: i + 1 for i, item_id in enumerate(self.order())}
 
-    def next_ready(self):
-        """Move items that may start now from waiting to running; return their ids."""
-        started = []
+    def next_ready(self, can_start=None):
+        """Move items that may start now from waiting to running; return their ids.
+
+        ``can_start(item_id)`` may hold an item back (it waits for GPUs) without losing its place;
+        it is asked only of an item the limits would start, and may take what the item needs.
+        """
+        started, held = [], set()
         while len(self.running) < self.max_running:
-            candidate = next((i for i in self.order() if self._running_for(self.waiting[i]) < self.max_per_user), None)
+            candidate = next((i for i in self.order() if i not in held
+                              and self._running_for(self.waiting[i]) < self.max_per_user), None)
             if candidate is None:
                 break
+            if can_start is not None and not can_start(candidate):
+                held.add(candidate)
+                continue
             owner = self.running[candidate] = self.waiting.pop(candidate)
             self._served += 1
             self.last_served[owner] = self._served

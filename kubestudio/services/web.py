@@ -32,6 +32,10 @@ from ..names import CONVENTIONAL_PORTS
 from .secretfile import stored_secret
 
 
+# templates every service page shares (service.css: the look of the services' pages)
+SERVICE_TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+
+
 def http_error(status, message):
     """An HTTPError answered as ``{"status": status, "message": message}``. ``message`` is text, never
     a format string: user input with a ``%`` in it stays as it is."""

@@ -1,0 +1,10 @@
+"""Jobs: training (and later serving) from the notebook.
+
+The SDK is what notebooks import (:class:`JobsClient`, :class:`JobSpec`); the service itself
+(``python -m kubestudio.jobs``) lives in :mod:`.app`, imported only when it runs.
+"""
+
+from .client import JobFailed, JobsClient
+from .spec import JobSpec, Resources, SpecError
+
+__all__ = ["JobFailed", "JobsClient", "JobSpec", "Resources", "SpecError"]

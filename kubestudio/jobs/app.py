@@ -1,0 +1,116 @@
+"""The jobs service: a JupyterHub managed service at ``/services/jobs/``.
+
+Started by the hub (``python -m kubestudio.jobs --config <data_dir>/jobs-service.json``). Its
+settings are traits of :class:`JobService` and of its backend (:class:`LocalJobBackend` on the
+embedded default); admins set them as ``c.JobService.*`` in ``jupyterhub_config.py`` and the
+hub's ``configure(c)`` hands them to the service in that file (:mod:`kubestudio.jobs.service`
+declares what the service reads).
+"""
+
+import os
+
+from jupyterhub.utils import url_path_join
+from tornado import web
+from traitlets import Bool, Integer, Type, Unicode, default
+
+from ..names import JOBS_SERVICE as SERVICE_NAME
+from ..services.app import ServiceApp
+from ..services.events import BulkTurns
+from ..services.hubapi import HubAPI
+from ..services.store import Store
+from ..services.web import HealthHandler, OpenAPIHandler, oauth_routes, oauth_settings, service_prefix
+from . import handlers
+from .backends.base import JobBackend
+from .backends.local import LocalJobBackend
+from .manager import JobManager
+from .models import MIGRATIONS, VERSION_TABLE, Base
+from .openapi import openapi
+
+
+class JobService(ServiceApp):
+    name = "kubestudio-jobs"
+    description = "KubeStudio jobs service"
+
+    backend_class = Type(
+        LocalJobBackend,
+        klass=JobBackend,
+        config=True,
+        help="""What runs jobs: kubestudio.jobs.backends.local.LocalJobBackend (the embedded default:
+        local processes in the user's workspace).""",
+    )
+    max_running_jobs = Integer(4, config=True, help="Jobs that may run at once, for all users together; more wait in the queue.")
+    max_running_jobs_per_user = Integer(2, config=True, help="Jobs one user may have running at once; more wait in the queue.")
+    max_nodes = Integer(16, config=True, help="Largest `nodes` a job may ask for.")
+    max_procs_per_node = Integer(16, config=True, help="Largest `procs_per_node` a job may ask for.")
+    max_runtime_limit = Integer(
+        7 * 86400, config=True, help="Largest `max_runtime` a job may ask for, in seconds (jobs without one are not limited).")
+    max_retries = Integer(10, config=True, help="Largest `retries` a job may ask for.")
+    max_log_bytes = Integer(
+        10 * 1024 * 1024,
+        config=True,
+        help="""Largest log kept per job (characters, every rank together). Past it, lines are left
+        out, except the last 100, which close the log after a note saying how many were left out;
+        the job goes on.""",
+    )
+    stop_jobs_on_exit = Bool(
+        True,
+        config=True,
+        help="""Stop running jobs when the service stops (Ctrl-C on the hub leaves nothing running).
+        Off: jobs run on and the next start of the service follows them again. configure() turns it
+        off with KubeStudio.keep_servers_running.""",
+    )
+    keepalive_seconds = Integer(15, config=True, help="Seconds between keepalive comments on log event streams.")
+    db_url = Unicode(config=True, help="SQLAlchemy URL of the job store. Defaults to SQLite in the service's working folder.")
+
+    @default("db_url")
+    def _default_db_url(self):
+        return f"sqlite:///{os.path.abspath('kubestudio-jobs.sqlite')}"
+
+    cookie_secret_file = Unicode(
+        config=True,
+        help="""File with the secret that signs the service's login cookie (made once, mode 0600).
+        Defaults to ./jobs_cookie_secret in the service's working folder.""",
+    )
+
+    @default("cookie_secret_file")
+    def _default_cookie_secret_file(self):
+        return os.path.abspath("jobs_cookie_secret")
+
+    aliases = {"config": "ServiceApp.config_file", "db-url": "JobService.db_url"}
+
+    def make_app(self):
+        prefix = service_prefix(SERVICE_NAME)
+        self.store = Store(self.db_url, Base, migrations=MIGRATIONS, version_table=VERSION_TABLE)
+        self.backend = self.backend_class(parent=self, log=self.log)
+        hub = HubAPI(os.environ.get("JUPYTERHUB_API_URL", ""), os.environ.get("JUPYTERHUB_API_TOKEN", ""))
+        self.manager = JobManager(self, self.store, self.backend, hub, self.log)
+        api = url_path_join(prefix, "api")
+        job = url_path_join(api, "jobs", r"([0-9a-f]{1,32})")
+        routes = oauth_routes(prefix) + [
+            (prefix, handlers.IndexHandler),
+            (url_path_join(api, "jobs"), handlers.JobsHandler),
+            (job, handlers.JobHandler),
+            (url_path_join(job, "logs"), handlers.JobLogsHandler),
+            (url_path_join(job, "events"), handlers.JobEventsHandler),
+            (url_path_join(job, "rerun"), handlers.RerunHandler),
+            (url_path_join(api, "runtimes"), handlers.RuntimesHandler),
+            (url_path_join(api, "health"), HealthHandler),
+            (url_path_join(api, "openapi.json"), OpenAPIHandler),
+        ]
+        settings = oauth_settings(SERVICE_NAME, prefix, cookie_secret_file=self.cookie_secret_file,
+                                  manager=self.manager, keepalive_seconds=self.keepalive_seconds,
+                                  bulk_turns=BulkTurns(), openapi=openapi)
+        return web.Application(routes, **settings)
+
+    async def started(self):
+        await self.manager.start()
+        self.log.info("jobs service: backend %s", self.backend.name)
+
+    async def stopping(self):
+        await self.manager.stop(self.stop_jobs_on_exit)
+
+
+def main(argv=None):
+    app = JobService()
+    app.initialize(argv)
+    app.start()

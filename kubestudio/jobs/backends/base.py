@@ -1,0 +1,76 @@
+"""What a jobs backend does, whichever runs the ranks (local processes, Kubernetes objects).
+
+The :class:`~kubestudio.jobs.manager.JobManager` owns the record, the queue, retries, the time
+limit and the log; a backend only launches one attempt of a job, says how it ended, and cleans
+up. Backends are swappable (``JobService.backend_class``) and share the settings on this base.
+"""
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from traitlets.config import LoggingConfigurable
+
+from ..spec import JobSpec
+
+
+@dataclass
+class Outcome:
+    """How an attempt ended: ``succeeded`` or ``failed``, in plain words, with each replica's exit."""
+
+    status: str
+    message: str = ""
+    exits: dict = field(default_factory=dict)  # replica -> {"code": int, "reason": str}
+
+
+@dataclass
+class JobRun:
+    """One attempt of a job, as a backend sees it."""
+
+    id: str
+    owner: str
+    slug: str  # the owner's safe slug: folders and Kubernetes names
+    spec: JobSpec
+    replicas: list  # replica name of each rank, in rank order
+    project: object  # kubestudio.spawner.projects.Project
+    image: str = ""
+    attempt: int = 0
+    refs: dict = field(default_factory=dict)  # what the backend made (persisted by the manager)
+    on_line: Callable = None  # on_line(replica, text): a line of a rank's output
+    on_refs: Callable = None  # on_refs(refs): save what was made, so a restart can find it
+    on_status: Callable = None  # on_status(status, message): running, or why it waits
+
+
+class JobBackend(LoggingConfigurable):
+    name = "base"
+
+    async def start(self):
+        """Before the first job (watches, discovery)."""
+
+    async def stop(self):
+        """When the service stops."""
+
+    async def runtimes(self):
+        """Training runtimes a TrainJob may name: [{"name", "framework", "scope"}]."""
+        return []
+
+    async def check(self, run):
+        """Refuse what this backend can never run (SpecError naming the field); nothing is made."""
+
+    def reserve(self, run):
+        """Take what the attempt holds while it runs (GPUs); raise SpawnRefused when it must wait."""
+
+    def release(self, run):
+        """Give back what :meth:`reserve` took."""
+
+    async def run(self, run):
+        """Launch the attempt and wait for its end; an :class:`Outcome`."""
+        raise NotImplementedError
+
+    async def resume(self, run):
+        """After a restart: follow an attempt launched before (``run.refs``) to its end; an
+        :class:`Outcome` (failed with the reason when it cannot be followed)."""
+        raise NotImplementedError
+
+    async def cancel(self, run):
+        """Stop the attempt and remove everything it made; idempotent."""
+        raise NotImplementedError

@@ -1,0 +1,415 @@
+"""Jobs as local processes (the embedded default): ``nodes x procs_per_node`` ranks in the user's
+workspace, with the environment the Kubeflow operators give their pods, GPUs from the ledger the
+local servers use, logs and exit status in files.
+
+Each rank runs under :mod:`kubestudio.jobs.rank`, which leads the rank's process group and writes
+how the rank ended to a file: a service that restarted while the job ran finds its ranks again
+(PID and process start time, so a reused PID is never taken for a rank) and reads their exit
+status. Cancelling a job signals every rank's group: nothing it started outlives it.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+
+from traitlets import Float, List, Unicode, default
+
+from ...processgroup import signal_group
+from ...spawner.gpus import JOB, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
+from ...spawner.storage import ensure_user_folders, user_folders
+from ..spec import SpecError
+from .base import JobBackend, Outcome
+
+MAX_LINE = 64 * 1024  # a longer line is handed on in pieces, never fatal
+READ_BYTES = 256 * 1024
+LOCAL_RUNTIME = "torch-distributed"
+
+
+@dataclass
+class Rank:
+    replica: str
+    log_path: str
+    exit_path: str
+    pid: int = None
+    started: int = None  # the process's start time (clock ticks since boot), against PID reuse
+    proc: object = None  # the asyncio process, when this service started it
+    offset: int = 0
+    partial: bytes = b""
+    result: dict = None
+
+    def alive(self):
+        if self.proc is not None:
+            return self.proc.returncode is None
+        return process_start_time(self.pid) == self.started
+
+    def ended(self):
+        """The rank's exit ({"code", "reason"}) once it ended, else None."""
+        if self.result is None and os.path.exists(self.exit_path):
+            try:
+                with open(self.exit_path, encoding="utf-8") as f:
+                    self.result = json.load(f)
+            except (OSError, ValueError):
+                return None  # being written
+        if self.result is None and not self.alive():
+            self.result = {"code": -1, "reason": "the rank ended without an exit status (killed with its wrapper)"}
+        return self.result
+
+
+def process_start_time(pid):
+    """Start time of process ``pid`` (clock ticks since boot), None if there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return None
+    if fields[0] == "Z":  # a zombie has ended
+        return None
+    return int(fields[19])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_env(spec, replicas, rank, port, gpus_per_node):
+    """The environment of rank ``rank``: what torchrun, the Training Operator, Trainer, TFJob and
+    MPI give a process, for ranks that all run on this machine."""
+    nodes, per_node = spec.nodes, spec.procs_per_node
+    node, local = divmod(rank, per_node)
+    env = {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "WORLD_SIZE": str(spec.ranks),
+        "RANK": str(rank),
+        "LOCAL_RANK": str(local),
+        "LOCAL_WORLD_SIZE": str(per_node),
+        "NODE_RANK": str(node),
+        "PET_NNODES": str(nodes),
+        "PET_NPROC_PER_NODE": str(per_node),
+        "PET_NODE_RANK": str(node),
+        "PET_MASTER_ADDR": "127.0.0.1",
+        "PET_MASTER_PORT": str(port),
+        "OMPI_COMM_WORLD_RANK": str(rank),
+        "OMPI_COMM_WORLD_SIZE": str(spec.ranks),
+        "OMPI_COMM_WORLD_LOCAL_RANK": str(local),
+        "PMI_RANK": str(rank),
+        "PMI_SIZE": str(spec.ranks),
+        "KUBESTUDIO_REPLICA": replicas[rank],
+        # an empty value hides every GPU from a rank that has none
+        "CUDA_VISIBLE_DEVICES": ",".join(gpus_per_node[node]) if gpus_per_node else "",
+    }
+    if spec.kind == "tensorflow":
+        cluster = {"chief": [f"127.0.0.1:{port}"]}
+        workers = [f"127.0.0.1:{port + 1 + i}" for i in range(spec.ranks - 1)]
+        if workers:
+            cluster["worker"] = workers
+        task = {"type": "chief", "index": 0} if rank == 0 else {"type": "worker", "index": rank - 1}
+        env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": task})
+    return env
+
+
+class LocalJobBackend(JobBackend):
+    name = "local"
+    # the ranks run the hub's own Python environment, as local servers do
+    runs_image = False
+
+    data_dir = Unicode(
+        config=True,
+        help="""The hub's data folder: users' workspaces (<data_dir>/users/<slug>/mnt) and the GPU
+        ledger the local servers share. configure() sets it; defaults to ./data.""",
+    )
+
+    @default("data_dir")
+    def _default_data_dir(self):
+        return os.path.abspath("data")
+
+    work_dir = Unicode(
+        config=True,
+        help="""Folder for running jobs' files: one log and one exit file per rank, and the virtual
+        environment of a job with `packages`. A job's folder is removed once its log is stored.
+        Defaults to <data_dir>/jobs.""",
+    )
+
+    @default("work_dir")
+    def _default_work_dir(self):
+        return os.path.join(self.data_dir, "jobs")
+
+    python = Unicode(
+        sys.executable,
+        config=True,
+        help="""Python that runs a job's `script` (and makes the virtual environment of `packages`):
+        the hub's own environment, the one local servers run.""",
+    )
+    gpus = List(
+        None,
+        allow_none=True,
+        config=True,
+        help="""GPUs of this machine, as LocalWorkspaceSpawner.gpus (configure() copies it): ids as they
+        go into CUDA_VISIBLE_DEVICES, optionally with a name, e.g. ["0:A100"]. None runs
+        `gpu_detect_command`.""",
+    )
+    gpu_detect_command = List(["nvidia-smi", "-L"], config=True, help="Command that lists the GPUs when `gpus` is None.")
+    env_keep = List(
+        ["PATH", "LANG", "LC_ALL", "TZ", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+         "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
+         "PIP_TRUSTED_HOST"],
+        config=True,
+        help="""Variables of the service's environment that ranks get too (the network and locale
+        settings pip and Python need). Nothing else is passed on: never the service's token.""",
+    )
+    poll_seconds = Float(0.1, config=True, help="How often running ranks' log and exit files are read.")
+
+    _ledger = None
+
+    @property
+    def ledger(self):
+        if self._ledger is None:
+            machine = detect_gpus(self.gpu_detect_command) if self.gpus is None else gpus_from_config(self.gpus)
+            self._ledger = GpuLedger(machine, path=ledger_path(self.data_dir))
+        return self._ledger
+
+    async def start(self):
+        os.makedirs(self.work_dir, mode=0o700, exist_ok=True)
+
+    def restore_gpus(self, runs):
+        """After a restart: the GPUs of jobs still running, and nothing else of ours, are held."""
+        self.ledger.forget(JOB, keep={self.ledger.key(r.owner, r.id, JOB) for r in runs if r.refs.get("gpus")})
+        for run in runs:
+            if run.refs.get("gpus"):
+                self.ledger.restore(Allocation(user=run.owner, server=run.id, project=run.project.name,
+                                               gpus=tuple(run.refs["gpus"]), kind=JOB))
+
+    # ------------------------------------------------------------------ checks
+
+    async def runtimes(self):
+        # a TrainJob runs here as its torch-distributed runtime would run it: torchrun's environment
+        return [{"name": LOCAL_RUNTIME, "framework": "torch", "scope": "local",
+                 "description": "ranks as local processes with the PET_* environment of Trainer's torch runtime"}]
+
+    def folders(self, owner):
+        return user_folders(self.data_dir, owner)
+
+    def _inside(self, root, relative, where, want_dir):
+        """The real path of ``relative`` under ``root``, refused if it leaves it or is missing."""
+        real_root = os.path.realpath(root)
+        path = os.path.realpath(os.path.join(real_root, relative))
+        if path != real_root and not path.startswith(real_root + os.sep):
+            raise SpecError(f"{where}: {relative!r} leads outside your workspace")
+        if want_dir and not os.path.isdir(path):
+            raise SpecError(f"{where}: no folder {relative!r} in your workspace")
+        if not want_dir and not os.path.isfile(path):
+            raise SpecError(f"{where}: no file {relative!r} in your workspace")
+        return path
+
+    async def check(self, run):
+        spec = run.spec
+        if spec.kind == "trainjob" and spec.runtime != LOCAL_RUNTIME:
+            raise SpecError(f"runtime: this machine runs TrainJobs with the {LOCAL_RUNTIME!r} runtime, "
+                            f"not {spec.runtime!r}", 409)
+        folders = self.folders(run.owner)
+        ensure_user_folders(folders)
+        cwd = self._inside(folders.workspace, spec.working_dir, "working_dir", want_dir=True)
+        if spec.script:
+            # a script is named relative to the workspace (as the notebook's file browser shows it)
+            self._inside(folders.workspace, spec.script, "script", want_dir=False)
+        gpu = spec.resources.gpu
+        if gpu.count:
+            missing = self.ledger.missing_reason(gpu.type)
+            if missing:
+                raise SpecError(f"resources.gpu: {missing}", 409)
+            matching = [g for g in self.ledger.gpus if g.matches(gpu.type)]
+            if gpu.count * spec.nodes > len(matching):
+                raise SpecError(f"resources.gpu: {gpu.count * spec.nodes} GPUs asked ({gpu.count} per node x "
+                                f"{spec.nodes} nodes), this machine has {len(matching)}", 409)
+        return cwd
+
+    # ------------------------------------------------------------------ GPUs
+
+    def reserve(self, run):
+        gpu = run.spec.resources.gpu
+        total = gpu.count * run.spec.nodes
+        allocation = self.ledger.reserve(run.owner, run.id, run.project, total, gpu.type, kind=JOB)
+        run.refs["gpus"] = list(allocation.gpus)
+
+    def release(self, run):
+        self.ledger.release(run.owner, run.id, kind=JOB)
+
+    # ------------------------------------------------------------------ running
+
+    def _dir(self, run):
+        return os.path.join(self.work_dir, run.id)
+
+    def _ranks(self, run):
+        folder = os.path.join(self._dir(run), f"attempt-{run.attempt}")
+        return [Rank(replica=name, log_path=os.path.join(folder, f"rank-{i}.log"),
+                     exit_path=os.path.join(folder, f"rank-{i}.exit"))
+                for i, name in enumerate(run.replicas)]
+
+    async def run(self, run):
+        spec = run.spec
+        cwd = await self.check(run)
+        ranks = self._ranks(run)
+        os.makedirs(os.path.dirname(ranks[0].log_path), mode=0o700, exist_ok=True)
+        python = await self._packages(run)
+        if isinstance(python, Outcome):
+            return python
+        folders = self.folders(run.owner)
+        base = {k: os.environ[k] for k in self.env_keep if k in os.environ}
+        bin_dir = os.path.dirname(python)
+        base["PATH"] = os.pathsep.join([bin_dir] + [d for d in base.get("PATH", os.defpath).split(os.pathsep)
+                                                      if d and d != bin_dir])
+        base.update({
+            "HOME": folders.home,
+            "PYTHONUNBUFFERED": "1",  # lines reach the log as they are printed
+            "KUBESTUDIO_USER": run.owner,
+            "KUBESTUDIO_USER_SLUG": run.slug,
+            "KUBESTUDIO_WORKSPACE": folders.workspace,
+            "KUBESTUDIO_ARCHIVES": folders.archives,
+            "KUBESTUDIO_PROJECT": run.project.name,
+            "KUBESTUDIO_JOB": spec.name,
+            "KUBESTUDIO_JOB_ID": run.id,
+        })
+        base.update(spec.env)
+        port = free_port()
+        held = list(run.refs.get("gpus") or [])
+        per_node = spec.resources.gpu.count
+        gpus_per_node = [held[n * per_node:(n + 1) * per_node] for n in range(spec.nodes)] if per_node else None
+        argv = spec.argv(python)
+        try:
+            for i, rank in enumerate(ranks):
+                env = {**base, **rank_env(spec, run.replicas, i, port, gpus_per_node)}
+                rank.proc = await asyncio.create_subprocess_exec(
+                    self.python, "-m", "kubestudio.jobs.rank", rank.log_path, rank.exit_path, "--", *argv,
+                    cwd=cwd, env=env,
+                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+                rank.pid, rank.started = rank.proc.pid, process_start_time(rank.proc.pid)
+                run.refs["pids"] = {r.replica: [r.pid, r.started] for r in ranks if r.pid}
+            run.refs.update(port=port)
+            if run.on_refs:
+                run.on_refs(dict(run.refs))
+            if run.on_status:
+                run.on_status("running", f"{len(ranks)} {'rank' if len(ranks) == 1 else 'ranks'} running on this machine")
+        except BaseException:
+            # a rank that started before the failure (or the cancel) must not run on alone
+            self._kill(ranks)
+            raise
+        # from here the ranks run on their own: a cancelled wait (the service stopping) leaves them
+        # running for the next start to resume; the manager calls cancel() to stop them
+        return await self._follow(run, ranks)
+
+    async def resume(self, run):
+        ranks = self._ranks(run)
+        pids = run.refs.get("pids") or {}
+        for rank in ranks:
+            rank.pid, rank.started = (pids.get(rank.replica) or [None, None])
+        if not pids or not os.path.exists(os.path.dirname(ranks[0].log_path)):
+            return Outcome("failed", "the job's ranks were lost while the jobs service was down (no record of them)")
+        return await self._follow(run, ranks)
+
+    async def cancel(self, run):
+        ranks = self._ranks(run)
+        pids = run.refs.get("pids") or {}
+        for rank in ranks:
+            rank.pid, rank.started = (pids.get(rank.replica) or [None, None])
+        self._kill(ranks)
+
+    def forget(self, run):
+        shutil.rmtree(self._dir(run), ignore_errors=True)
+
+    def _kill(self, ranks):
+        for rank in ranks:
+            if rank.pid and (rank.proc is not None and rank.proc.returncode is None
+                             or rank.proc is None and process_start_time(rank.pid) == rank.started):
+                signal_group(rank.pid, signal.SIGKILL)
+
+    async def _follow(self, run, ranks):
+        """Read every rank's log as it grows; when a rank fails the others are stopped (as the
+        operators do); the outcome once all have ended."""
+        failed = None
+        while True:
+            self._read_logs(run, ranks)
+            for rank in ranks:
+                result = rank.ended()
+                if result and result["code"] != 0 and failed is None:
+                    failed = rank
+                    self._kill([r for r in ranks if r is not rank])
+            if all(r.ended() for r in ranks):
+                break
+            await asyncio.sleep(self.poll_seconds)
+        self._read_logs(run, ranks, final=True)
+        exits = {r.replica: r.result for r in ranks}
+        if failed is None:
+            return Outcome("succeeded", "", exits)
+        return Outcome("failed", f"{failed.replica} failed: {failed.result['reason']}", exits)
+
+    def _read_logs(self, run, ranks, final=False):
+        for rank in ranks:
+            try:
+                with open(rank.log_path, "rb") as f:
+                    f.seek(rank.offset)
+                    data = f.read(READ_BYTES)
+                    while data:
+                        rank.offset += len(data)
+                        self._lines(run, rank, data)
+                        data = f.read(READ_BYTES) if final or len(data) == READ_BYTES else b""
+            except FileNotFoundError:
+                continue
+            if final and rank.partial:
+                self._emit(run, rank, rank.partial)
+                rank.partial = b""
+
+    def _lines(self, run, rank, data):
+        data = rank.partial + data
+        *lines, rank.partial = data.split(b"\n")
+        for line in lines:
+            self._emit(run, rank, line)
+        while len(rank.partial) > MAX_LINE:
+            self._emit(run, rank, rank.partial[:MAX_LINE])
+            rank.partial = rank.partial[MAX_LINE:]
+
+    @staticmethod
+    def _emit(run, rank, raw):
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        for start in range(0, max(len(text), 1), MAX_LINE):
+            run.on_line(rank.replica, text[start:start + MAX_LINE])
+
+    async def _packages(self, run):
+        """The Python of the job: with `packages`, a virtual environment (on top of the hub's own
+        packages) where pip installed them; the install's output goes to the log as [setup]."""
+        if not run.spec.packages:
+            return self.python
+        venv = os.path.join(self._dir(run), "venv")
+        steps = [[self.python, "-m", "venv", "--system-site-packages", venv],
+                 [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check",
+                  "--no-input", *run.spec.packages]]
+        env = {k: os.environ[k] for k in self.env_keep if k in os.environ}
+        for argv in steps:
+            if os.path.exists(os.path.join(venv, "bin", "python")) and argv[1:3] == ["-m", "venv"]:
+                continue
+            run.on_line("setup", "$ " + " ".join(argv[2:] if argv[1:3] == ["-m", "pip"] else argv[1:]))
+            proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                        stderr=asyncio.subprocess.STDOUT, env=env,
+                                                        stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+            try:
+                while True:
+                    line = await proc.stdout.readline()
+                    if not line:
+                        break
+                    run.on_line("setup", line.decode("utf-8", errors="replace").rstrip()[:MAX_LINE])
+                code = await proc.wait()
+            except asyncio.CancelledError:
+                signal_group(proc.pid)
+                raise
+            if code != 0:
+                return Outcome("failed", f"packages: installing {' '.join(run.spec.packages)} failed "
+                                         f"(pip exit code {code}); see the log's [setup] lines")
+        return os.path.join(venv, "bin", "python")
+

@@ -1,0 +1,136 @@
+"""The jobs service from Python, with the Kubeflow SDKs' verbs.
+
+Inside a server it needs nothing (the server's own token and the hub's address are in its
+environment); elsewhere set ``JUPYTERHUB_API_URL`` and ``JUPYTERHUB_API_TOKEN``, or
+``KUBESTUDIO_JOBS_URL``.
+
+    from kubestudio.jobs import JobsClient
+    jobs = JobsClient()
+    jobs.create(name="mnist", script="projects/mnist/train.py", args=["--lr", "0.1"], nodes=2,
+                resources={"gpu": "1(A100)"})
+    for line in jobs.logs("mnist", follow=True):
+        print(line)
+    jobs.wait("mnist")
+
+    def train(lr):
+        import torch.distributed as dist
+        ...
+    jobs.train(func=train, func_args={"lr": 0.1}, nodes=2, resources_per_node={"gpu": 1})
+"""
+
+import inspect
+import json
+import textwrap
+import time
+
+from ..extensions.client import ServiceClient, ServiceError
+from .spec import JobSpec
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+class JobFailed(ServiceError):
+    """:meth:`JobsClient.wait` saw the job end otherwise than asked; ``job`` is its record."""
+
+    def __init__(self, job):
+        super().__init__(0, f"job {job['name']} {job['status']}: {job.get('message') or 'no reason given'}")
+        self.job = job
+
+
+class JobsClient(ServiceClient):
+    service = "jobs"
+    url_variable = "KUBESTUDIO_JOBS_URL"
+    label = "the jobs service"
+
+    def create(self, spec=None, **fields):
+        """Submit a job: a :class:`~kubestudio.jobs.spec.JobSpec`, a dict, or the spec's fields as
+        keywords (name, script or command, args, nodes, procs_per_node, resources, env, packages,
+        framework, runtime, max_runtime, retries, project, image, working_dir). The record."""
+        body = spec.to_json() if isinstance(spec, JobSpec) else dict(spec or {})
+        body.update(fields)
+        return self._call("POST", "api/jobs", json=body).json()
+
+    def train(self, func, func_args=None, name=None, nodes=1, procs_per_node=1, resources_per_node=None,
+              packages=None, framework="auto", **fields):
+        """Run the Python function ``func`` (shipped as its source, as the Kubeflow SDK does) on
+        every rank, called with ``func_args`` as keywords. It must import what it uses inside."""
+        source = textwrap.dedent(inspect.getsource(func))
+        call = f"{func.__name__}(**json.loads({json.dumps(json.dumps(func_args or {}))}))"
+        command = ["python", "-c", f"import json\n{source}\n{call}\n"]
+        body = {"name": name or func.__name__.replace("_", "-").lower()[:40], "command": command, "nodes": nodes,
+                "procs_per_node": procs_per_node, "framework": framework, **fields}
+        if resources_per_node:
+            body["resources"] = resources_per_node
+        if packages:
+            body["packages"] = list(packages)
+        return self.create(body)
+
+    def list(self, user=None):
+        params = {"user": user} if user else {}
+        return self._call("GET", "api/jobs", params=params).json()["jobs"]
+
+    def get(self, job):
+        """A job's record, by name or id."""
+        return self._call("GET", f"api/jobs/{self._id(job)}").json()
+
+    def delete(self, job, forget=False):
+        """Cancel a job (nothing happens to a finished one); ``forget`` also removes its record."""
+        params = {"forget": "1"} if forget else {}
+        return self._call("DELETE", f"api/jobs/{self._id(job)}", params=params).json()
+
+    cancel = delete
+
+    def rerun(self, job, **changes):
+        """Submit a copy of the job with ``changes`` (args, name, env, ...); the new record."""
+        return self._call("POST", f"api/jobs/{self._id(job)}/rerun", json=changes).json()
+
+    def runtimes(self):
+        return self._call("GET", "api/runtimes").json()["runtimes"]
+
+    def events(self, job):
+        return self._call("GET", f"api/jobs/{self._id(job)}/events").json()["events"]
+
+    def logs(self, job, follow=False):
+        """Every rank's log (``[worker-1] ...``). Without ``follow``: the text so far. With it: a
+        generator of lines until the job ends, with a ``--- status: why`` line whenever its status
+        changes (while it waits, it says why)."""
+        job_id = self._id(job)
+        if not follow:
+            return self._call("GET", f"api/jobs/{job_id}/logs").text
+        return self._follow(job_id)
+
+    def _follow(self, job_id):
+        for event in self._events(f"api/jobs/{job_id}/logs"):
+            if event.get("type") == "log":
+                yield event["line"]
+            elif event.get("type") == "status":
+                yield f"--- {event['status']}" + (f": {event['message']}" if event.get("message") else "")
+            elif event.get("type") == "result":
+                yield f"--- {event['status']}" + (f": {event['message']}" if event.get("message") else "")
+                return
+
+    def wait(self, job, status="succeeded", timeout=600, interval=1.0):
+        """Wait until the job reaches ``status`` (a name or a tuple of them); its record. A job that
+        ends otherwise raises :class:`JobFailed`; TimeoutError after ``timeout`` seconds."""
+        wanted = (status,) if isinstance(status, str) else tuple(status)
+        job_id = self._id(job)
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.get(job_id)
+            if record["status"] in wanted:
+                return record
+            if record["status"] in FINAL:
+                raise JobFailed(record)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {record['name']} is still {record['status']} after {timeout} s"
+                                   + (f" ({record['message']})" if record.get("message") else ""))
+            time.sleep(interval)
+
+    def _id(self, job):
+        """A job's id from its name (your jobs' names are unique), its id, or its record."""
+        if isinstance(job, dict):
+            return job["id"]
+        for record in self.list():
+            if job in (record["name"], record["id"]):
+                return record["id"]
+        raise ServiceError(404, f"no job named {job!r}")

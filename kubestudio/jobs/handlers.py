@@ -1,0 +1,181 @@
+"""HTTP handlers of the jobs service: the JSON API under ``api/`` and the page at the root.
+
+Who may do what (JupyterHub scopes; the service also needs ``access:services!service=jobs``):
+
+- ``custom:kubestudio:jobs:run``: submit, and see, follow and cancel your own jobs;
+- ``custom:kubestudio:jobs:admin``: see and cancel everyone's.
+
+Another user's job answers 404, so job ids reveal nothing.
+"""
+
+import json
+import os
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from ..names import JOBS_ADMIN_SCOPE as ADMIN_SCOPE
+from ..names import JOBS_RUN_SCOPE as RUN_SCOPE
+from ..services.events import EventStream, wants_event_stream
+from ..services.web import SERVICE_TEMPLATES, PageHandler, ServiceHandler, http_error
+from .models import DONE
+from .spec import SpecError
+
+LOG_BATCH_LINES = 200
+LOG_EVENT = 'data: {"type": "log", "line": %s}\n\n'  # what EventStream.event makes of a log line, faster
+TEMPLATES = Environment(loader=FileSystemLoader([os.path.join(os.path.dirname(__file__), "templates"),
+                                                 SERVICE_TEMPLATES]), autoescape=select_autoescape())
+RERUN_FIELDS = ("name", "args", "command", "env", "nodes", "procs_per_node", "resources", "max_runtime", "retries",
+                "packages", "project")
+
+
+class JobsBaseHandler(ServiceHandler):
+    @property
+    def manager(self):
+        return self.settings["manager"]
+
+    @property
+    def is_admin(self):
+        return self.has_scope(ADMIN_SCOPE)
+
+    def require_runner(self):
+        if not self.is_admin:
+            self.require_scope(RUN_SCOPE, self.identity["name"], what="use jobs")
+
+    def owner_filter(self):
+        """Whose jobs a listing shows: your own; admins: ?user=NAME, or everyone's with ?user=*."""
+        wanted = self.get_argument("user", None)
+        if wanted is None or wanted == self.identity["name"]:
+            return self.identity["name"] if self.identity["kind"] == "user" or not self.is_admin else None
+        if not self.is_admin:
+            raise http_error(403, f"only admins may list another user's jobs (needs scope {ADMIN_SCOPE})")
+        return None if wanted == "*" else wanted
+
+    def job_for_caller(self, job_id):
+        """The job's owner, checked: 404 if it does not exist or is someone else's (admins: any)."""
+        owner = self.manager.owner_of(job_id)
+        if owner is None or (owner != self.identity["name"] and not self.is_admin):
+            raise http_error(404, f"no job {job_id}")
+        return owner
+
+
+class JobsHandler(JobsBaseHandler):
+    async def get(self):
+        self.require_runner()
+        self.write_json({"jobs": self.manager.list(owner=self.owner_filter())})
+
+    async def post(self):
+        self.require_runner()
+        body = self.json_body()
+        try:
+            job = await self.manager.submit(self.identity, body, self.is_admin)
+        except SpecError as e:
+            raise http_error(e.status, str(e)) from None
+        self.set_header("Location", f"{self.settings['service_prefix']}api/jobs/{job['id']}")
+        self.write_json(job, 201)
+
+
+class JobHandler(JobsBaseHandler):
+    async def get(self, job_id):
+        self.require_runner()
+        self.job_for_caller(job_id)
+        self.write_json(self.manager.get(job_id))
+
+    async def delete(self, job_id):
+        """Cancel a queued or running job (idempotent); ``?forget=1`` also removes a finished
+        job's record and log (its name is free again)."""
+        self.require_runner()
+        self.job_for_caller(job_id)
+        job = await self.manager.cancel(job_id, self.identity["name"])
+        if self.get_argument("forget", "") in ("1", "true", "yes"):
+            if job["status"] not in DONE:
+                raise http_error(409, f"job {job_id} is {job['status']}: cancel it before forgetting it")
+            self.manager.delete_record(job_id)
+            job = {**job, "forgotten": True}
+        self.write_json(job)
+
+
+class RerunHandler(JobsBaseHandler):
+    async def post(self, job_id):
+        """A copy of the job with the fields of the body changed (args, name, env, ...)."""
+        self.require_runner()
+        self.job_for_caller(job_id)
+        body = self.json_body() if self.request.body else {}
+        unknown = sorted(set(body) - set(RERUN_FIELDS))
+        if unknown:
+            raise http_error(400, f"{unknown[0]}: cannot be changed on a rerun (allowed: {', '.join(RERUN_FIELDS)})")
+        try:
+            job = await self.manager.rerun(self.identity, job_id, body)
+        except SpecError as e:
+            raise http_error(e.status, str(e)) from None
+        self.set_header("Location", f"{self.settings['service_prefix']}api/jobs/{job['id']}")
+        self.write_json(job, 201)
+
+
+class JobEventsHandler(JobsBaseHandler):
+    async def get(self, job_id):
+        """What happened to the job, in plain words (status changes, and why it waits)."""
+        self.require_runner()
+        self.job_for_caller(job_id)
+        job = self.manager.get(job_id)
+        self.write_json({"events": job["history"], "message": job["message"]})
+
+
+class RuntimesHandler(JobsBaseHandler):
+    async def get(self):
+        """Training runtimes a TrainJob may name (framework trainjob)."""
+        self.require_runner()
+        self.write_json({"runtimes": await self.manager.backend.runtimes()})
+
+
+class JobLogsHandler(JobsBaseHandler):
+    async def get(self, job_id):
+        self.require_runner()
+        self.job_for_caller(job_id)
+        if not wants_event_stream(self):
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            async for text in self.manager.log_text(job_id):
+                await self.settings["bulk_turns"].write(self._write_and_flush, text)
+            self.finish()
+            return
+        with EventStream(self, keepalive=self.settings["keepalive_seconds"]) as stream:
+            await stream.comment("replaying the log from the start")
+            last = None
+            job = self.manager.get(job_id)
+            if job["status"] not in DONE:  # where it stands before any line (queued: why it waits)
+                last = (job["status"], job["message"])
+                await stream.send({"type": "status", "status": job["status"], "message": job["message"]})
+            async for kind, value in self.manager.follow(job_id):
+                if stream.closed:
+                    return
+                if kind == "lines":
+                    for start in range(0, len(value), LOG_BATCH_LINES):
+                        text = "".join(LOG_EVENT % json.dumps(line) for line in value[start:start + LOG_BATCH_LINES])
+                        await self.settings["bulk_turns"].write(stream.write, text)
+                        if stream.closed:
+                            return
+                    # a change of status (or of why it waits) between lines; the end is the result
+                    job = self.manager.get(job_id)
+                    if job["status"] not in DONE and (job["status"], job["message"]) != last:
+                        last = (job["status"], job["message"])
+                        await stream.send({"type": "status", "status": job["status"], "message": job["message"]})
+                else:
+                    await stream.send({"type": "result", **value})
+        self.finish()
+
+    async def _write_and_flush(self, text):
+        self.write(text)
+        await self.flush()
+
+
+class IndexHandler(PageHandler, JobsBaseHandler):
+    async def get(self):
+        self.require_runner()
+        page = TEMPLATES.get_template("index.html").render(
+            user=self.identity["name"],
+            is_admin=self.is_admin,
+            prefix=self.settings["service_prefix"],
+            hub_prefix=os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/",
+            xsrf=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes) else self.xsrf_token,
+        )
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(page)

@@ -1,0 +1,112 @@
+"""The jobs service's API described as OpenAPI 3.0 (served at ``api/openapi.json``).
+
+Written from the handlers and the job spec in :mod:`.spec`; the tests run schemathesis against it
+on a live service and check that no request, however odd, gets a 5xx.
+"""
+
+from ..services.openapi import document, errors, ok, text_or_events
+from .spec import FRAMEWORKS, NAME_MAX
+
+JOB = {"$ref": "#/components/schemas/Job"}
+JOB_ID = {"name": "job_id", "in": "path", "required": True,
+          "schema": {"type": "string", "pattern": "^[0-9a-f]{1,32}$"}, "description": "A job id."}
+USER_FILTER = {"name": "user", "in": "query", "required": False, "schema": {"type": "string"},
+               "description": "Admins: whose jobs (a user name, or * for everyone's). Default: your own."}
+WORDS = {"r404": "No such job (or it is someone else's).",
+         "r409": "The machine or cluster cannot run it (no such GPU, runtime or operator), or a name clash."}
+
+
+def _errors(*codes):
+    return errors(*codes, **WORDS)
+
+
+def openapi(prefix):
+    """The OpenAPI document; ``prefix`` is the service's URL prefix (``/services/jobs/``)."""
+    strings = {"type": "array", "items": {"type": "string"}}
+    gpu = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "description": "cube-studio's N(TYPE), e.g. 1(A100)"},
+                     {"type": "object", "additionalProperties": False, "properties": {
+                         "count": {"type": "integer", "minimum": 0}, "type": {"type": "string"},
+                         "resource": {"type": "string", "description": "e.g. nvidia.com/mig-1g.10gb"}}}]}
+    seconds = {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "description": "e.g. 30m, 2h, 1d"}]}
+    spec = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
+        "description": "Exactly one of command or script.",
+        "properties": {
+            "name": {"type": "string", "maxLength": NAME_MAX, "pattern": "^[a-z]([-a-z0-9]*[a-z0-9])?$"},
+            "project": {"type": "string", "description": "Default: public."},
+            "image": {"type": "string", "description": "Default: your server's image (Kubernetes)."},
+            "command": {"oneOf": [strings, {"type": "string"}], "description": "The program and its arguments."},
+            "script": {"type": "string", "description": "A Python file, relative to your workspace."},
+            "args": {"oneOf": [strings, {"type": "string"}], "description": "The script's arguments."},
+            "working_dir": {"type": "string", "description": "Relative to your workspace (default: its root)."},
+            "nodes": {"type": "integer", "minimum": 1},
+            "procs_per_node": {"type": "integer", "minimum": 1},
+            "resources": {"type": "object", "additionalProperties": False, "description": "Per node.", "properties": {
+                "cpu": {"oneOf": [{"type": "number"}, {"type": "string"}]}, "memory": {"type": "string"}, "gpu": gpu}},
+            "env": {"type": "object", "additionalProperties": {"type": "string"}},
+            "packages": {"oneOf": [strings, {"type": "string"}], "description": "pip requirements installed first."},
+            "framework": {"type": "string", "enum": list(FRAMEWORKS)},
+            "runtime": {"type": "string", "description": "framework trainjob: a runtime of GET api/runtimes."},
+            "max_runtime": seconds,
+            "retries": {"type": "integer", "minimum": 0},
+            "ttl_after_finished": seconds,
+        },
+    }
+    job = {
+        "type": "object",
+        "required": ["id", "name", "owner", "status"],
+        "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "owner": {"type": "string"},
+            "project": {"type": "string"}, "kind": {"type": "string"}, "image": {"type": "string", "nullable": True},
+            "backend": {"type": "string"},
+            "status": {"type": "string", "enum": ["queued", "starting", "running", "restarting", "succeeded", "failed",
+                                                  "cancelled"]},
+            "message": {"type": "string"}, "spec": {"type": "object"}, "history": {"type": "array"},
+            "refs": {"type": "object"}, "attempt": {"type": "integer"}, "exit": {"type": "object"},
+            "created": {"type": "string"}, "started": {"type": "string", "nullable": True},
+            "finished": {"type": "string", "nullable": True}, "queue_position": {"type": "integer", "nullable": True},
+        },
+    }
+    rerun = {"type": "object", "description": "Fields of the spec to change in the copy (args, name, env, ...)."}
+    paths = {
+        "/api/jobs": {
+            "get": {"summary": "Your jobs, newest first", "parameters": [USER_FILTER],
+                    "responses": {"200": ok({"type": "object", "properties": {"jobs": {"type": "array", "items": JOB}}}),
+                                  **_errors(401, 403)}},
+            "post": {"summary": "Submit a job", "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/JobSpec"}}}},
+                "responses": {"201": ok(JOB, "Queued"), **_errors(400, 401, 403, 409, 413)}},
+        },
+        "/api/jobs/{job_id}": {
+            "parameters": [JOB_ID],
+            "get": {"summary": "One job", "responses": {"200": ok(JOB), **_errors(401, 403, 404)}},
+            "delete": {"summary": "Cancel a job (idempotent); ?forget=1 also removes a finished job's record",
+                       "parameters": [{"name": "forget", "in": "query", "required": False, "schema": {"type": "string"}}],
+                       "responses": {"200": ok(JOB), **_errors(401, 403, 404, 409)}},
+        },
+        "/api/jobs/{job_id}/logs": {
+            "parameters": [JOB_ID],
+            "get": {"summary": "Every rank's log ([replica] in front of each line): plain text, or Server-Sent "
+                               "Events with Accept: text/event-stream",
+                    "responses": {"200": text_or_events("The log"), **_errors(401, 403, 404)}},
+        },
+        "/api/jobs/{job_id}/events": {
+            "parameters": [JOB_ID],
+            "get": {"summary": "What happened to the job, in plain words",
+                    "responses": {"200": ok({"type": "object"}), **_errors(401, 403, 404)}},
+        },
+        "/api/jobs/{job_id}/rerun": {
+            "parameters": [JOB_ID],
+            "post": {"summary": "Submit a copy of the job with some fields changed",
+                     "requestBody": {"required": False, "content": {"application/json": {"schema": rerun}}},
+                     "responses": {"201": ok(JOB, "Queued"), **_errors(400, 401, 403, 404, 409, 413)}},
+        },
+        "/api/runtimes": {"get": {"summary": "Training runtimes a TrainJob may name",
+                                  "responses": {"200": ok({"type": "object"}), **_errors(401, 403)}}},
+    }
+    return document("KubeStudio jobs service",
+                    "Submit training jobs (one process, or distributed: PyTorch, TensorFlow, MPI, TrainJob), follow "
+                    "every rank's log, cancel and rerun them.",
+                    prefix, {"JobSpec": spec, "Job": job}, paths)

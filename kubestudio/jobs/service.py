@@ -1,0 +1,55 @@
+"""The jobs service as the hub sees it: name, scopes, roles, config sections and defaults.
+
+Light on purpose: the hub imports this module only (never the service's app or handlers).
+"""
+
+import os
+
+from ..names import JOBS_ADMIN_SCOPE, JOBS_RUN_SCOPE, JOBS_SERVICE
+from ..services.declare import ServiceDeclaration
+
+
+def roles(admin_users):
+    access = f"access:services!service={JOBS_SERVICE}"
+    find = f"read:services!service={JOBS_SERVICE}"  # the SDK finds the service's address through the hub
+    return [
+        {"name": "user", "scopes": ["self", access, find, JOBS_RUN_SCOPE]},
+        # a notebook server's own token submits and follows its owner's jobs (SDK and CLI)
+        {"name": "server", "scopes": ["users:activity!user", "access:servers!server", access, find, JOBS_RUN_SCOPE]},
+        {"name": "kubestudio-jobs-admin", "scopes": [JOBS_ADMIN_SCOPE, access], "users": list(admin_users)},
+        # the service reads users' groups (projects and their quotas) and servers (their image)
+        {"name": "kubestudio-jobs-service", "scopes": ["read:users", "read:servers", "read:groups"],
+         "services": [JOBS_SERVICE]},
+    ]
+
+
+def defaults(studio, c, data):
+    """Fill in the jobs service's settings where c.JobService etc. do not set them."""
+
+    def setdefault(section, key, value):
+        if key not in c[section]:
+            c[section][key] = value
+
+    setdefault("JobService", "db_url", f"sqlite:///{os.path.join(data, 'jobs.sqlite')}")
+    setdefault("JobService", "cookie_secret_file", os.path.join(data, "jobs_cookie_secret"))
+    # Ctrl-C on the hub stops what it started, unless servers are kept running across restarts
+    setdefault("JobService", "stop_jobs_on_exit", not studio.keep_servers_running)
+    if studio.spawner == "local":
+        setdefault("LocalJobBackend", "data_dir", data)
+        for trait in ("gpus", "gpu_detect_command"):  # the same GPUs as the local servers
+            if trait in c.LocalWorkspaceSpawner:
+                setdefault("LocalJobBackend", trait, c.LocalWorkspaceSpawner[trait])
+
+
+JOBS = ServiceDeclaration(
+    name=JOBS_SERVICE,
+    module="kubestudio.jobs",
+    config_sections=("JobService", "LocalJobBackend", "ServiceApp"),
+    scopes={
+        JOBS_RUN_SCOPE: "Submit training jobs, and see, follow and cancel your own.",
+        JOBS_ADMIN_SCOPE: "See and cancel every user's jobs.",
+    },
+    roles=roles,
+    defaults=defaults,
+    oauth_scopes=[JOBS_RUN_SCOPE, JOBS_ADMIN_SCOPE],
+)
