@@ -36,9 +36,6 @@ def defaults(studio, c, data):
     setdefault("JobService", "stop_jobs_on_exit", not studio.keep_servers_running)
     if studio.spawner == "local":
         setdefault("LocalJobBackend", "data_dir", data)
-        for trait in ("gpus", "gpu_detect_command"):  # the same GPUs as the local servers
-            if trait in c.LocalWorkspaceSpawner:
-                setdefault("LocalJobBackend", trait, c.LocalWorkspaceSpawner[trait])
 
 
 JOBS = ServiceDeclaration(
@@ -52,4 +49,7 @@ JOBS = ServiceDeclaration(
     roles=roles,
     defaults=defaults,
     oauth_scopes=[JOBS_RUN_SCOPE, JOBS_ADMIN_SCOPE],
+    # the same GPUs as the local servers, also when jupyterhub_config.py sets them after configure()
+    shared=(("LocalWorkspaceSpawner", "gpus", "LocalJobBackend"),
+            ("LocalWorkspaceSpawner", "gpu_detect_command", "LocalJobBackend")),
 )

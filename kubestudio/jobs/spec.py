@@ -89,11 +89,12 @@ class JobSpec:
             return self.framework
         return "pytorch" if self.ranks > 1 else "python"
 
-    def argv(self, python="python"):
-        """The command each rank runs."""
+    def argv(self, python="python", script_path=None):
+        """The command each rank runs; ``script_path``: where the script is for the ranks (the
+        workspace as they see it + ``script``), since they start in ``working_dir``."""
         if self.command:
             return list(self.command)
-        return [python, self.script, *self.args]
+        return [python, script_path or self.script, *self.args]
 
     def to_json(self):
         data = dataclasses.asdict(self)

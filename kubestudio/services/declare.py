@@ -31,6 +31,9 @@ class ServiceDeclaration:
     roles: Callable = None  # roles(admin_users) -> [JupyterHub role]
     defaults: Callable = None  # defaults(studio, c, data_dir): fill in the service's sections of c
     oauth_scopes: list = field(default_factory=list)  # what a login to the service's pages may grant
+    # settings of another part the service must agree with: (from section, trait, to section),
+    # copied each time the file is written unless the service's own section sets the trait
+    shared: tuple = ()
 
     def config_path(self, data_dir):
         return os.path.join(data_dir, f"{self.name}-service.json")
@@ -38,10 +41,13 @@ class ServiceDeclaration:
     def write_config(self, c, data_dir):
         """The service's sections of ``c`` as a JSON config file (mode 0600); its path."""
         sections = {}
+        for source, trait, target in self.shared:
+            if trait in c[source] and trait not in c[target]:
+                sections.setdefault(target, {})[trait] = _jsonable(c[source][trait], f"c.{source}.{trait}")
         for section in self.config_sections:
             values = {key: _jsonable(value, f"c.{section}.{key}") for key, value in c[section].items()}
             if values:
-                sections[section] = values
+                sections[section] = {**sections.get(section, {}), **values}
         path = self.config_path(data_dir)
         tmp = f"{path}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

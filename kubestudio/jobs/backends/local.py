@@ -281,7 +281,8 @@ class LocalJobBackend(JobBackend):
         held = list(run.refs.get("gpus") or [])
         per_node = spec.resources.gpu.count
         gpus_per_node = [held[n * per_node:(n + 1) * per_node] for n in range(spec.nodes)] if per_node else None
-        argv = spec.argv(python)
+        script = self._inside(folders.workspace, spec.script, "script", want_dir=False) if spec.script else None
+        argv = spec.argv(python, script)
         try:
             for i, rank in enumerate(ranks):
                 env = {**base, **rank_env(spec, run.replicas, i, port, gpus_per_node)}
