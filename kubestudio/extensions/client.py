@@ -69,8 +69,9 @@ class ServiceClient:
         if response.status_code >= 400:
             try:
                 message = response.json().get("message") or response.reason
-            except ValueError:
-                message = response.text[:500] or response.reason
+            except ValueError:  # not the service's answer: the proxy's or the hub's page
+                message = (f"{self.label} answered HTTP {response.status_code} {response.reason}"
+                           + (" (is it running?)" if response.status_code in (502, 503, 504) else ""))
             raise ServiceError(response.status_code, message)
         return response
 

@@ -113,10 +113,17 @@ class JobsClient(ServiceClient):
         """Wait until the job reaches ``status`` (a name or a tuple of them); its record. A job that
         ends otherwise raises :class:`JobFailed`; TimeoutError after ``timeout`` seconds."""
         wanted = (status,) if isinstance(status, str) else tuple(status)
-        job_id = self._id(job)
+        job_id = None
         deadline = time.monotonic() + timeout
         while True:
-            record = self.get(job_id)
+            try:
+                job_id = job_id or self._id(job)
+                record = self.get(job_id)
+            except ServiceError as e:
+                if e.status not in (0, 502, 503, 504) or time.monotonic() > deadline:
+                    raise
+                time.sleep(interval)  # the service is restarting: the job goes on meanwhile
+                continue
             if record["status"] in wanted:
                 return record
             if record["status"] in FINAL:

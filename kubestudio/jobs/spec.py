@@ -174,7 +174,10 @@ def _strings(value, where):
     if value is None:
         return ()
     if isinstance(value, str):
-        value = shlex.split(value)
+        try:
+            value = shlex.split(value)
+        except ValueError as e:  # an unclosed quote, a trailing backslash
+            raise SpecError(f"{where}: cannot be split into words as a shell would: {e}") from None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise SpecError(f"{where}: must be a list of strings")
     return tuple(value)

@@ -178,7 +178,8 @@ class LocalHub:
     def service_pid(self, module):
         """PID of this hub's managed service ``python -m <module>`` (a child of the hub)."""
         for pid, cmdline in self._descendants():
-            if f"-m {module}" in cmdline:
+            args = cmdline.split()
+            if any(a == "-m" and b == module for a, b in zip(args, args[1:])):
                 return pid
         return None
 

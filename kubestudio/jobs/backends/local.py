@@ -335,16 +335,20 @@ class LocalJobBackend(JobBackend):
         """Read every rank's log as it grows; when a rank fails the others are stopped (as the
         operators do); the outcome once all have ended."""
         failed = None
-        while True:
-            self._read_logs(run, ranks)
-            for rank in ranks:
-                result = rank.ended()
-                if result and result["code"] != 0 and failed is None:
-                    failed = rank
-                    self._kill([r for r in ranks if r is not rank])
-            if all(r.ended() for r in ranks):
-                break
-            await asyncio.sleep(self.poll_seconds)
+        try:
+            while True:
+                self._read_logs(run, ranks)
+                for rank in ranks:
+                    result = rank.ended()
+                    if result and result["code"] != 0 and failed is None:
+                        failed = rank
+                        self._kill([r for r in ranks if r is not rank])
+                if all(r.ended() for r in ranks):
+                    break
+                await asyncio.sleep(self.poll_seconds)
+        except asyncio.CancelledError:
+            self._read_logs(run, ranks, final=True)  # what the ranks wrote up to a cancel stays in the log
+            raise
         self._read_logs(run, ranks, final=True)
         exits = {r.replica: r.result for r in ranks}
         if failed is None:

@@ -1,0 +1,230 @@
+"""The jobs service as users meet it: who may call what, the notebook side (the server's own token
+and the `kubestudio jobs` CLI), GPUs shared with servers, restarts, and the OpenAPI fuzz."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from xml.etree import ElementTree
+
+import pytest
+import requests
+
+from kubestudio.jobs.backends.local import process_start_time
+from kubestudio.testing.localhub import _environ
+
+from .conftest import start_jobs_hub
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def setup(jobs):
+    """alice's finished job and her running server's environment."""
+    alice = jobs.client("alice")
+    jobs.write("alice", "hi.py", "print('hi from alice')\n")
+    job = alice.create(name="hi", script="hi.py")
+    alice.wait("hi", timeout=60)
+    jobs.token("bob")
+    jobs.token("admin")
+    r = jobs.hub.spawn("alice")
+    assert r.status_code in (201, 202), r.text
+    env = jobs.hub.server_env("alice")
+    assert env and env.get("JUPYTERHUB_API_TOKEN")
+    yield job["id"], env
+    jobs.hub.stop_server("alice")
+
+
+def callers(jobs, env):
+    limited = jobs.hub.api("POST", "/users/alice/tokens", json={"scopes": ["read:users:name!user=alice"]}).json()["token"]
+    return {"owner": jobs.token("alice"), "server": env["JUPYTERHUB_API_TOKEN"], "other": jobs.token("bob"),
+            "admin": jobs.token("admin"), "limited": limited, "anonymous": None}
+
+
+# (method, path, body, expected per caller); {id} is alice's finished job
+MATRIX = [
+    ("GET", "api/jobs", None, {"owner": 200, "server": 200, "other": 200, "admin": 200, "limited": 403, "anonymous": 401}),
+    ("GET", "api/jobs?user=alice", None, {"owner": 200, "server": 200, "other": 403, "admin": 200, "limited": 403, "anonymous": 401}),
+    ("GET", "api/jobs/{id}", None, {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401}),
+    ("GET", "api/jobs/{id}/logs", None, {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401}),
+    ("GET", "api/jobs/{id}/events", None, {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401}),
+    ("DELETE", "api/jobs/{id}", None, {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401}),
+    ("POST", "api/jobs/{id}/rerun", {"bogus": 1}, {"owner": 400, "server": 400, "other": 404, "admin": 400, "limited": 403, "anonymous": 401}),
+    ("GET", "api/jobs/000000000000", None, {"owner": 404, "server": 404, "other": 404, "admin": 404, "limited": 403, "anonymous": 401}),
+    ("POST", "api/jobs", {}, {"owner": 400, "server": 400, "other": 400, "admin": 400, "limited": 403, "anonymous": 401}),
+    ("GET", "api/runtimes", None, {"owner": 200, "server": 200, "other": 200, "admin": 200, "limited": 403, "anonymous": 401}),
+]
+
+
+def test_authorization_matrix(jobs, setup):
+    job_id, env = setup
+    tokens = callers(jobs, env)
+    for method, path, body, expected in MATRIX:
+        for who, token in tokens.items():
+            headers = {"Authorization": f"token {token}"} if token else {}
+            r = requests.request(method, jobs.url + path.format(id=job_id), headers=headers, json=body)
+            assert r.status_code == expected[who], (method, path, who, r.text)
+            if r.status_code >= 400:
+                assert r.json()["status"] == r.status_code and r.json()["message"], (method, path, who, r.text)
+    get = lambda who, path: requests.get(jobs.url + path, headers={"Authorization": f"token {tokens[who]}"}).json()  # noqa: E731
+    assert [j["id"] for j in get("owner", "api/jobs")["jobs"]] == [job_id]
+    assert [j["id"] for j in get("server", "api/jobs")["jobs"]] == [job_id]
+    assert get("other", "api/jobs") == {"jobs": []}
+    assert job_id in [j["id"] for j in get("admin", "api/jobs?user=*")["jobs"]]
+    assert get("owner", f"api/jobs/{job_id}")["status"] == "succeeded"  # DELETE of a finished job changed nothing
+
+
+def test_page_needs_login(jobs):
+    r = requests.get(jobs.url, allow_redirects=False)
+    assert r.status_code == 302 and "/hub/api/oauth2/authorize" in r.headers["Location"]
+
+
+def test_sdk_and_cli_inside_a_server(jobs, setup):
+    """The SDK and `kubestudio jobs` with nothing but the server's own environment."""
+    _, env = setup
+    workspace = env["KUBESTUDIO_WORKSPACE"]
+    with open(os.path.join(workspace, "train.py"), "w") as f:
+        f.write("import os, sys\nprint('rank', os.environ['RANK'], 'args', *sys.argv[1:])\n")
+    sdk = subprocess.run([sys.executable, "-c", "from kubestudio.jobs import JobsClient\n"
+                          "c = JobsClient()\nj = c.create(name='from-sdk', script='train.py')\n"
+                          "print(c.wait(j['id'])['status'])"],
+                         env=env, cwd=workspace, capture_output=True, text=True, timeout=120)
+    assert sdk.returncode == 0 and sdk.stdout.strip() == "succeeded", sdk.stdout + sdk.stderr
+    cli = os.path.join(os.path.dirname(sys.executable), "kubestudio")
+    run = lambda *args: subprocess.run([cli, *args], env=env, cwd=workspace, capture_output=True, text=True, timeout=120)  # noqa: E731
+    done = run("jobs", "submit", "train.py", "--nodes", "2", "--", "--lr", "0.1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[master-0] rank 0 args --lr 0.1" in done.stdout and "[worker-0] rank 1 args --lr 0.1" in done.stdout
+    name = re.search(r"job (train-\d+) ", done.stdout).group(1)
+    assert ": succeeded" in done.stdout.splitlines()[-1]
+    listed = run("jobs", "list")
+    assert name in listed.stdout and "from-sdk" in listed.stdout
+    assert "[master-0] rank 0" in run("jobs", "logs", name).stdout
+    again = run("jobs", "rerun", name, "--", "--lr", "0.2")
+    assert again.returncode == 0 and "[worker-0] rank 1 args --lr 0.2" in again.stdout, again.stdout + again.stderr
+    assert run("jobs", "cancel", name).returncode == 0
+    outside = run("jobs", "submit", "/etc/hostname")
+    assert outside.returncode == 2 and "is not inside your workspace" in outside.stderr
+    gpus = run("jobs", "submit", "train.py", "--gpus", "1(H100)", "--detach")
+    assert gpus.returncode == 2 and "resources.gpu: this machine has no GPU of type H100 (HTTP 409)" in gpus.stderr
+
+
+def test_a_gpu_is_never_given_to_a_server_and_a_job_at_once(jobs):
+    """The ledger the local servers use: a job waits while servers hold the GPUs, says why, and
+    starts with the one a stopped server freed; the server never sees the job's GPU."""
+    hub = jobs.hub
+    jobs.token("gus")
+    first = hub.spawn("gus", "one", options={"profile": "gpu", "gpus": "1"})
+    assert first.status_code in (201, 202), first.text
+    server_gpus = hub.server_env("gus", "one")["CUDA_VISIBLE_DEVICES"]
+    client = jobs.client("gus")
+    jobs.write("gus", "gpu.py", "import os\nprint('gpus', os.environ['CUDA_VISIBLE_DEVICES'])\n")
+    client.create(name="two-gpus", script="gpu.py", resources={"gpu": 2})
+    deadline = time.monotonic() + 30
+    while "not enough free GPUs" not in client.get("two-gpus")["message"]:
+        assert time.monotonic() < deadline, client.get("two-gpus")
+        time.sleep(0.3)
+    waiting = client.get("two-gpus")
+    assert waiting["status"] == "queued" and waiting["message"].startswith("waiting: gpus: not enough free GPUs: 2 asked, 1 free")
+    one = client.create(name="one-gpu", script="gpu.py", resources={"gpu": "1(A100)"})
+    # two-gpus keeps its place while it waits; one-gpu fits in the free GPU meanwhile (backfill)
+    hub.stop_server("gus", "one")
+    client.wait("two-gpus", timeout=60)
+    assert "[rank-0] gpus 0,1" in client.logs("two-gpus").splitlines()
+    client.wait(one["id"], timeout=60)
+    # while a job holds a GPU, a server asking for both cannot start
+    jobs.write("gus", "hold.py", "import time\nprint('holding', flush=True)\ntime.sleep(60)\n")
+    client.create(name="hold", script="hold.py", resources={"gpu": 1})
+    client.wait("hold", status="running", timeout=60)
+    refused = hub.spawn("gus", "two", options={"profile": "gpu", "gpus": "2"}, wait=False)
+    assert refused.status_code == 409 and "not enough free GPUs: 2 asked, 1 free" in refused.json()["message"]
+    third = hub.spawn("gus", "three", options={"profile": "gpu", "gpus": "1"})
+    assert third.status_code in (201, 202), third.text
+    held = client.get("hold")["refs"]["gpus"]
+    assert server_gpus and hub.server_env("gus", "three")["CUDA_VISIBLE_DEVICES"] not in held
+    client.delete("hold")
+    hub.stop_server("gus", "three")
+
+
+def test_restart_resumes_running_jobs_and_loses_nothing(tmp_path):
+    """The service is killed (-9) while a job runs: the ranks run on, the next start follows them
+    to their end with the whole log; a job that ended meanwhile is read from its exit files."""
+    restarting = start_jobs_hub(tmp_path / "hub", settings={"keep_servers_running": True})
+    hub = restarting.hub
+    try:
+        client = restarting.client("rex")
+        restarting.write("rex", "slow.py", "import time, sys\nprint('before', flush=True)\n"
+                         "time.sleep(float(sys.argv[1]))\nprint('after', flush=True)\n")
+        client.create(name="slow", script="slow.py", args=["6"], nodes=2)
+        client.create(name="quick", script="slow.py", args=["0.5"])  # waits behind slow (one job per user)
+        client.wait("slow", status="running", timeout=60)
+        ranks = [p for p, _ in client.get("slow")["refs"]["pids"].values()]
+        os.kill(hub.service_pid("kubestudio.jobs"), signal.SIGKILL)
+        time.sleep(1)
+        assert all(process_start_time(p) for p in ranks), "the ranks must outlive the service"
+        # JupyterHub does not restart a managed service that died: the hub restarts with it
+        hub.stop(stop_servers=False)
+        hub.start()
+        done = client.wait("slow", timeout=60)
+        log = client.logs("slow").splitlines()
+        assert "[master-0] before" in log and "[master-0] after" in log and "[worker-0] after" in log
+        assert [e["status"] for e in done["history"]][-1] == "succeeded"
+        assert client.wait("quick", timeout=60)["status"] == "succeeded"
+    finally:
+        hub.stop()
+
+
+def test_hub_stop_stops_running_jobs(tmp_path):
+    """Ctrl-C on the hub (keep_servers_running off, the default): nothing of a job is left running,
+    and the record says why it ended."""
+    stopping = start_jobs_hub(tmp_path / "hub")
+    hub = stopping.hub
+    client = stopping.client("sid")
+    stopping.write("sid", "sleep.py", "import time\nprint('zzz', flush=True)\ntime.sleep(120)\n")
+    client.create(name="sleepy", script="sleep.py", nodes=2)
+    client.wait("sleepy", status="running", timeout=60)
+    ranks = [p for p, _ in client.get("sleepy")["refs"]["pids"].values()]
+    deadline = time.monotonic() + 30
+    while "[master-0] zzz" not in client.logs("sleepy"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    hub.stop()
+    assert all(process_start_time(p) is None for p in ranks)
+    hub.start()
+    try:
+        job = stopping.client("sid").get("sleepy")
+        assert job["status"] == "cancelled" and job["message"] == "stopped with the hub"
+        assert "[master-0] zzz" in stopping.client("sid").logs("sleepy")
+    finally:
+        hub.stop()
+
+
+def test_openapi_document_and_schemathesis_finds_no_server_error(jobs, tmp_path):
+    doc = requests.get(f"{jobs.url}api/openapi.json", timeout=10).json()
+    assert doc["servers"] == [{"url": "/services/jobs"}]
+    assert set(doc["paths"]) == {"/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/logs",
+                                 "/api/jobs/{job_id}/events", "/api/jobs/{job_id}/rerun", "/api/runtimes",
+                                 "/api/health", "/api/openapi.json"}
+    jobs.write("fuzzer", "t.py", "print('fuzz')\n")
+    pid = jobs.hub.service_pid("kubestudio.jobs")
+    direct = _environ(pid)["JUPYTERHUB_SERVICE_URL"].rstrip("/") + "/services/jobs"
+    st = shutil.which("st", path=os.path.dirname(sys.executable)) or "st"
+    command = [st, "run", f"{jobs.url}api/openapi.json", "--url", direct,
+               "-H", f"Authorization: token {jobs.token('fuzzer')}",
+               "--checks", "not_a_server_error", "--max-examples", "40", "--seed", "1",
+               "--workers", "1", "--request-timeout", "30", "--suppress-health-check", "all",
+               "--report", "junit", "--report-dir", str(tmp_path)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                         env={**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"})
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    suite = ElementTree.parse(next(tmp_path.glob("junit-*.xml"))).getroot().find("testsuite")
+    tested = {case.get("name") for case in suite.iter("testcase")}
+    assert {"POST /api/jobs", "GET /api/jobs/{job_id}/logs", "DELETE /api/jobs/{job_id}"} <= tested
+    assert suite.get("failures") == "0" and suite.get("errors") == "0"
+    # whatever the fuzzer submitted has ended or is cancelled: nothing of it keeps running
+    fuzzer = jobs.client("fuzzer")
+    for job in fuzzer.list():
+        fuzzer.delete(job["id"])
