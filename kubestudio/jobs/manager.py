@@ -289,7 +289,7 @@ class JobManager:
             while True:
                 if not resuming:
                     self._set_status(job_id, STARTING if run.attempt == 0 else RESTARTING,
-                                     "starting" if run.attempt == 0 else f"attempt {run.attempt + 1} of {spec.retries + 1}")
+                                     "launching" if run.attempt == 0 else f"attempt {run.attempt + 1} of {spec.retries + 1}")
                 try:
                     work = self.backend.resume(run) if resuming else self.backend.run(run)
                     left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
