@@ -8,10 +8,14 @@ from kubestudio.spawner.workspace import WorkspaceSpawner
 from kubestudio.image_builder.app import ImageBuilder
 from kubestudio.image_builder.backends.buildah import BuildahBackend
 from kubestudio.image_builder.backends.kaniko import KanikoBackend
+from kubestudio.jobs.app import JobService
+from kubestudio.jobs.backends.local import LocalJobBackend
 
 NOTES = {("LocalWorkspaceSpawner", "gpus"): "`None` (detect)", ("WorkspaceSpawner", "user_images_prefix"): "(set by configure() from the registry)",
          ("LocalWorkspaceSpawner", "user_images_prefix"): "(set by configure() from the registry)",
-         ("LocalWorkspaceSpawner", "server_image"): "(set by configure(): the offline base)"}
+         ("LocalWorkspaceSpawner", "server_image"): "(set by configure(): the offline base)",
+         ("LocalJobBackend", "gpus"): "`None` (detect; configure() copies LocalWorkspaceSpawner.gpus)",
+         ("LocalJobBackend", "python"): "(the hub's own Python)"}
 
 def section(cls):
     out = [f"### `{cls.__name__}`", ""]
@@ -37,21 +41,27 @@ doc = open("docs/configuration.md").read()
 start = doc.index("### `KubeStudio`")
 end = doc.index("WorkspaceSpawner also sets")
 doc = doc[:start] + "\n".join(section(c) for c in (KubeStudio, LocalWorkspaceSpawner, WorkspaceSpawner)) + "\n" + doc[end:]
-images = "\n".join(section(c) for c in (ImageBuilder, BuildahBackend, KanikoBackend))
-marker_start = "<!-- image-service-options -->"
-marker_end = "<!-- /image-service-options -->"
-block = f"""{marker_start}
-### Image service (`c.ImageBuilder`, `c.BuildahBackend`, `c.KanikoBackend`)
 
-The image service reads the same `jupyterhub_config.py` as the hub; `configure(c)` fills in the
-defaults of the embedded hub (registry, store, workspace folders, buildah storage under
-`data_dir`) wherever these options are not set.
 
-{images}{marker_end}
-"""
-if marker_start in doc:
-    doc = doc[:doc.index(marker_start)] + block + doc[doc.index(marker_end) + len(marker_end) + 1:]
-else:
-    at = doc.index("## Profile catalog")
-    doc = doc[:at] + block + "\n" + doc[at:]
+def service_block(key, title, classes, intro):
+    """A marked block of the reference for one service's options (replaced on each run)."""
+    global doc
+    start, end = f"<!-- {key}-options -->", f"<!-- /{key}-options -->"
+    options = "\n".join(section(c) for c in classes)
+    block = f"{start}\n### {title}\n\n{intro}\n\n{options}{end}\n"
+    if start in doc:
+        doc = doc[:doc.index(start)] + block + doc[doc.index(end) + len(end) + 1:]
+    else:
+        at = doc.index("## Profile catalog")
+        doc = doc[:at] + block + "\n" + doc[at:]
+
+
+SERVICE_INTRO = """Set them in `jupyterhub_config.py` as for the hub; the service never runs that file:
+`configure(c)` fills in the embedded hub's defaults where an option is not set and hands the
+service its sections in a config file of its own (`<data_dir>/{name}-service.json`, written again
+when the hub starts the service, so settings made after `configure()` count)."""
+service_block("image-service", "Image service (`c.ImageBuilder`, `c.BuildahBackend`, `c.KanikoBackend`)",
+              (ImageBuilder, BuildahBackend, KanikoBackend), SERVICE_INTRO.format(name="images"))
+service_block("jobs-service", "Jobs service (`c.JobService`, `c.LocalJobBackend`)", (JobService, LocalJobBackend),
+              SERVICE_INTRO.format(name="jobs"))
 open("docs/configuration.md", "w").write(doc)

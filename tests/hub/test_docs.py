@@ -4,6 +4,8 @@ import os
 
 from kubestudio.hub.config import KubeStudio
 from kubestudio.image_builder.app import ImageBuilder
+from kubestudio.jobs.app import JobService
+from kubestudio.jobs.backends.local import LocalJobBackend
 from kubestudio.image_builder.backends.buildah import BuildahBackend
 from kubestudio.image_builder.backends.kaniko import KanikoBackend
 from kubestudio.spawner.local import LocalWorkspaceSpawner
@@ -15,7 +17,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_every_option_is_documented_with_help():
     with open(os.path.join(REPO, "docs", "configuration.md")) as f:
         reference = f.read()
-    for cls in (KubeStudio, LocalWorkspaceSpawner, WorkspaceSpawner, ImageBuilder, BuildahBackend, KanikoBackend):
+    for cls in (KubeStudio, LocalWorkspaceSpawner, WorkspaceSpawner, ImageBuilder, BuildahBackend, KanikoBackend, JobService,
+                LocalJobBackend):
         for name, trait in cls.class_traits(config=True).items():
             if cls is not KubeStudio and not any(
                 name in k.__dict__ for k in cls.__mro__ if k.__module__.startswith("kubestudio")

@@ -61,3 +61,41 @@ def test_a_service_never_runs_the_hubs_config_file(tmp_path):
                          env={**os.environ, "KUBESTUDIO_CONFIG_FILE": str(tmp_path / "jupyterhub_config.py")})
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == c.ImageBuilder.registry_host
+
+
+def test_the_jobs_service_is_declared_beside_the_images_service(tmp_path, monkeypatch):
+    """Each service its own port and config file; both grant the built-in user and server roles
+    their scopes (one role per name); the jobs service gets the local servers' GPUs, also when
+    they are set after configure()."""
+    from kubestudio.jobs.app import JobService
+    from kubestudio.names import JOBS_ADMIN_SCOPE, JOBS_RUN_SCOPE
+
+    monkeypatch.setenv("KUBESTUDIO_PASSWORD", "s3cret")
+    c = Config()
+    configure(c, data_dir=str(tmp_path / "data"), images_url="http://127.0.0.1:10201", jobs_url="http://127.0.0.1:10202")
+    entries = {s["name"]: s for s in c.JupyterHub.services if "command" in s and s["name"] in ("images", "jobs")}
+    assert entries["images"]["url"] == "http://127.0.0.1:10201" and entries["jobs"]["url"] == "http://127.0.0.1:10202"
+    path = str(tmp_path / "data" / "jobs-service.json")
+    assert entries["jobs"]["command"] == [sys.executable, "-m", "kubestudio.jobs", "--config", path]
+    roles = {}
+    for role in c.JupyterHub.load_roles:
+        assert role["name"] not in roles, f"role {role['name']} defined twice"
+        roles[role["name"]] = role
+    assert {IMAGES_BUILD_SCOPE, JOBS_RUN_SCOPE} <= set(roles["user"]["scopes"])
+    assert {IMAGES_BUILD_SCOPE, JOBS_RUN_SCOPE} <= set(roles["server"]["scopes"])
+    assert roles["kubestudio-jobs-admin"]["scopes"] == [JOBS_ADMIN_SCOPE, "access:services!service=jobs"]
+    assert {JOBS_RUN_SCOPE, JOBS_ADMIN_SCOPE} <= set(c.JupyterHub.custom_scopes)
+
+    c.LocalWorkspaceSpawner.gpus = ["0:A100"]  # after configure(), as an admin's jupyterhub_config.py may
+    assert entries["jobs"]["environment"][CONFIG_ENV](None) == path
+    written = json.loads(open(path).read())
+    assert written["LocalJobBackend"]["gpus"] == ["0:A100"]
+    assert written["LocalJobBackend"]["data_dir"] == str(tmp_path / "data")
+    assert written["JobService"]["stop_jobs_on_exit"] is True
+    app = JobService()
+    app.initialize(["--config", path])
+    assert app.db_url.endswith("jobs.sqlite") and app.stop_jobs_on_exit is True
+
+    off = Config()
+    configure(off, data_dir=str(tmp_path / "off"), jobs_service=False)
+    assert "jobs" not in {s["name"] for s in off.JupyterHub.services}
