@@ -80,7 +80,7 @@ class ServiceClient:
         response = self._call("GET", path, headers={"Accept": "text/event-stream"}, stream=True,
                               timeout=(self.timeout, None))
         data = []
-        for raw in response.iter_lines(decode_unicode=True):
+        for raw in response.iter_lines(chunk_size=None, decode_unicode=True):  # as data arrives
             if raw is None:
                 continue
             if raw.startswith("data:"):

@@ -101,8 +101,8 @@ class JobsClient(ServiceClient):
 
     def _follow(self, job_id):
         for event in self._events(f"api/jobs/{job_id}/logs"):
-            if event.get("type") == "log":
-                yield event["line"]
+            if event.get("type") == "lines":
+                yield from event["lines"]
             elif event.get("type") == "status":
                 yield f"--- {event['status']}" + (f": {event['message']}" if event.get("message") else "")
             elif event.get("type") == "result":

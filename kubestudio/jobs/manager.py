@@ -245,7 +245,7 @@ class JobManager:
         return JobRun(id=record.id, owner=record.owner, slug=user_slug(record.owner), spec=spec,
                       replicas=replica_names(spec), project=project, image=record.image or "",
                       attempt=record.attempt, refs=dict(record.refs or {}),
-                      on_line=lambda replica, text, job_id=record.id: self._line(job_id, replica, text),
+                      on_lines=lambda replica, lines, job_id=record.id: self._lines(job_id, replica, lines),
                       on_refs=lambda refs, job_id=record.id: self._save_refs(job_id, refs),
                       on_status=lambda status, message, job_id=record.id: self._set_status(job_id, status, message))
 
@@ -304,7 +304,7 @@ class JobManager:
                 resuming = False
                 if outcome.status == SUCCEEDED or run.attempt >= spec.retries:
                     break
-                self._line(job_id, "kubestudio", f"attempt {run.attempt + 1} failed: {outcome.message}; retrying")
+                self._lines(job_id, "kubestudio", [f"attempt {run.attempt + 1} failed: {outcome.message}; retrying"])
                 run.attempt += 1
                 with self.store.session() as db:
                     db.get(Job, job_id).attempt = run.attempt
@@ -346,11 +346,12 @@ class JobManager:
 
     # ------------------------------------------------------------------ records
 
-    def _line(self, job_id, replica, text):
+    def _lines(self, job_id, replica, lines):
         live = self.live.get(job_id)
-        if live is None:
+        if live is None or not lines:
             return
-        live.log.append(f"[{replica}] {text}", keep=replica == "kubestudio")
+        prefix = f"[{replica}] "
+        live.log.extend([prefix + text for text in lines], keep=replica == "kubestudio")
         live.dirty = True
         live.wake_followers()
 

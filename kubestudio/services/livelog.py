@@ -52,6 +52,33 @@ class LiveLog:
             return
         self._add(line)
 
+    def extend(self, lines, keep=False):
+        """Add many lines at once (the same as appending each, faster while under the cap)."""
+        if keep or self.cut:
+            for line in lines:
+                self.append(line, keep=keep)
+            return
+        size = sum(map(len, lines)) + len(lines)
+        if self.chars + size > self.limit:
+            for line in lines:
+                self.append(line)
+            return
+        while lines:
+            # fill the open chunk up to CHUNK_CHARS, seal it, go on with the rest
+            room, take = CHUNK_CHARS - self._open_chars, 0
+            used = 0
+            while take < len(lines) and used < room:
+                used += len(lines[take]) + 1
+                take += 1
+            self.open.extend(lines[:take])
+            self._open_chars += used
+            self.chars += used
+            self.open_saved = False
+            lines = lines[take:]
+            if self._open_chars >= CHUNK_CHARS:
+                self.sealed.append(("\n".join(self.open), len(self.open)))
+                self.open, self._open_chars = [], 0
+
     def close(self):
         """At the end of the build: the last lines past the cap, after a note on what was left out."""
         if self.dropped:

@@ -35,7 +35,7 @@ class JobRun:
     image: str = ""
     attempt: int = 0
     refs: dict = field(default_factory=dict)  # what the backend made (persisted by the manager)
-    on_line: Callable = None  # on_line(replica, text): a line of a rank's output
+    on_lines: Callable = None  # on_lines(replica, [text, ...]): lines of a rank's output
     on_refs: Callable = None  # on_refs(refs): save what was made, so a restart can find it
     on_status: Callable = None  # on_status(status, message): running, or why it waits
 

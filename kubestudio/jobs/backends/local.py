@@ -2,10 +2,11 @@
 workspace, with the environment the Kubeflow operators give their pods, GPUs from the ledger the
 local servers use, logs and exit status in files.
 
-Each rank runs under :mod:`kubestudio.jobs.rank`, which leads the rank's process group and writes
-how the rank ended to a file: a service that restarted while the job ran finds its ranks again
-(PID and process start time, so a reused PID is never taken for a rank) and reads their exit
-status. Cancelling a job signals every rank's group: nothing it started outlives it.
+Each rank runs under a one-line ``sh`` that leads the rank's process group, sends its output
+straight to the rank's log file and writes its exit status to a file when it ends: a service
+that restarted while the job ran finds its ranks again (PID and process start time, so a reused
+PID is never taken for a rank) and reads their exit status. Cancelling a job signals every
+rank's group: nothing it started outlives it.
 """
 
 import asyncio
@@ -15,6 +16,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass
 
 from traitlets import Float, List, Unicode, default
@@ -27,6 +29,7 @@ from .base import JobBackend, Outcome
 
 MAX_LINE = 64 * 1024  # a longer line is handed on in pieces, never fatal
 READ_BYTES = 256 * 1024
+BRISK_SECONDS = 0.01
 LOCAL_RUNTIME = "torch-distributed"
 
 
@@ -52,12 +55,33 @@ class Rank:
         if self.result is None and os.path.exists(self.exit_path):
             try:
                 with open(self.exit_path, encoding="utf-8") as f:
-                    self.result = json.load(f)
-            except (OSError, ValueError):
-                return None  # being written
+                    text = f.read().strip()
+            except OSError:
+                text = ""
+            if text.isdigit():  # else being written
+                self.result = exit_of(int(text))
         if self.result is None and not self.alive():
-            self.result = {"code": -1, "reason": "the rank ended without an exit status (killed with its wrapper)"}
+            if self.proc is not None and self.proc.returncode is not None and self.proc.returncode < 0:
+                self.result = exit_of(128 - self.proc.returncode)  # the wrapper itself was killed
+            else:
+                self.result = {"code": -1, "reason": "the rank ended without an exit status (killed with its wrapper)"}
         return self.result
+
+
+def exit_of(code):
+    """{"code", "reason"} from a shell's exit status (128 + N: killed by signal N)."""
+    if code > 128 and code - 128 in signal.Signals._value2member_map_:
+        name = signal.Signals(code - 128).name
+        why = " (out of memory?)" if code - 128 == signal.SIGKILL else ""
+        return {"code": code, "reason": f"killed by {name}{why}"}
+    if code == 127:
+        return {"code": code, "reason": "exit code 127 (command not found)"}
+    return {"code": code, "reason": "Completed" if code == 0 else f"exit code {code}"}
+
+
+# the rank's wrapper: runs the command (its output already goes to the log), then writes its exit
+# status where a restarted service finds it; dash starts in a millisecond
+RANK_SHELL = '"$@"; code=$?; echo $code > "$0.tmp" && mv "$0.tmp" "$0"; exit $code'
 
 
 def process_start_time(pid):
@@ -164,7 +188,12 @@ class LocalJobBackend(JobBackend):
         help="""Variables of the service's environment that ranks get too (the network and locale
         settings pip and Python need). Nothing else is passed on: never the service's token.""",
     )
-    poll_seconds = Float(0.1, config=True, help="How often running ranks' log and exit files are read.")
+    poll_seconds = Float(
+        0.1,
+        config=True,
+        help="""How often the log and exit files of running ranks are read while they are quiet (every
+        10 ms while lines come, and in a job's first seconds).""",
+    )
 
     _ledger = None
 
@@ -235,11 +264,15 @@ class LocalJobBackend(JobBackend):
     def reserve(self, run):
         gpu = run.spec.resources.gpu
         total = gpu.count * run.spec.nodes
+        if not total:  # a job without GPUs holds nothing the ledger counts
+            run.refs["gpus"] = []
+            return
         allocation = self.ledger.reserve(run.owner, run.id, run.project, total, gpu.type, kind=JOB)
         run.refs["gpus"] = list(allocation.gpus)
 
     def release(self, run):
-        self.ledger.release(run.owner, run.id, kind=JOB)
+        if run.refs.get("gpus"):
+            self.ledger.release(run.owner, run.id, kind=JOB)
 
     # ------------------------------------------------------------------ running
 
@@ -286,11 +319,11 @@ class LocalJobBackend(JobBackend):
         try:
             for i, rank in enumerate(ranks):
                 env = {**base, **rank_env(spec, run.replicas, i, port, gpus_per_node)}
-                rank.proc = await asyncio.create_subprocess_exec(
-                    self.python, "-m", "kubestudio.jobs.rank", rank.log_path, rank.exit_path, "--", *argv,
-                    cwd=cwd, env=env,
-                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+                with open(rank.log_path, "ab") as log:
+                    rank.proc = await asyncio.create_subprocess_exec(
+                        "/bin/sh", "-c", RANK_SHELL, rank.exit_path, *argv, cwd=cwd, env=env,
+                        stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
+                        start_new_session=True)
                 rank.pid, rank.started = rank.proc.pid, process_start_time(rank.proc.pid)
                 run.refs["pids"] = {r.replica: [r.pid, r.started] for r in ranks if r.pid}
             run.refs.update(port=port)
@@ -335,9 +368,12 @@ class LocalJobBackend(JobBackend):
         """Read every rank's log as it grows; when a rank fails the others are stopped (as the
         operators do); the outcome once all have ended."""
         failed = None
+        # look often while lines come (and just after the start), then settle to poll_seconds
+        brisk_until = time.monotonic() + 2
         try:
             while True:
-                self._read_logs(run, ranks)
+                if self._read_logs(run, ranks):
+                    brisk_until = time.monotonic() + 1
                 for rank in ranks:
                     result = rank.ended()
                     if result and result["code"] != 0 and failed is None:
@@ -345,7 +381,7 @@ class LocalJobBackend(JobBackend):
                         self._kill([r for r in ranks if r is not rank])
                 if all(r.ended() for r in ranks):
                     break
-                await asyncio.sleep(self.poll_seconds)
+                await asyncio.sleep(BRISK_SECONDS if time.monotonic() < brisk_until else self.poll_seconds)
         except asyncio.CancelledError:
             self._read_logs(run, ranks, final=True)  # what the ranks wrote up to a cancel stays in the log
             raise
@@ -356,12 +392,15 @@ class LocalJobBackend(JobBackend):
         return Outcome("failed", f"{failed.replica} failed: {failed.result['reason']}", exits)
 
     def _read_logs(self, run, ranks, final=False):
+        """Hand on what the ranks wrote since the last look; whether there was anything."""
+        got = False
         for rank in ranks:
             try:
                 with open(rank.log_path, "rb") as f:
                     f.seek(rank.offset)
                     data = f.read(READ_BYTES)
                     while data:
+                        got = True
                         rank.offset += len(data)
                         self._lines(run, rank, data)
                         data = f.read(READ_BYTES) if final or len(data) == READ_BYTES else b""
@@ -370,21 +409,23 @@ class LocalJobBackend(JobBackend):
             if final and rank.partial:
                 self._emit(run, rank, rank.partial)
                 rank.partial = b""
+        return got
 
     def _lines(self, run, rank, data):
         data = rank.partial + data
-        *lines, rank.partial = data.split(b"\n")
-        for line in lines:
-            self._emit(run, rank, line)
+        cut = data.rfind(b"\n") + 1
+        whole, rank.partial = data[:cut], data[cut:]
+        if whole:
+            # one decode and one hand-over for a whole read (a flood of lines is thousands per read)
+            lines = whole.decode("utf-8", errors="replace").split("\n")[:-1]
+            run.on_lines(rank.replica, [piece for line in lines for piece in _pieces(line.rstrip("\r"))])
         while len(rank.partial) > MAX_LINE:
             self._emit(run, rank, rank.partial[:MAX_LINE])
             rank.partial = rank.partial[MAX_LINE:]
 
     @staticmethod
     def _emit(run, rank, raw):
-        text = raw.decode("utf-8", errors="replace").rstrip("\r")
-        for start in range(0, max(len(text), 1), MAX_LINE):
-            run.on_line(rank.replica, text[start:start + MAX_LINE])
+        run.on_lines(rank.replica, _pieces(raw.decode("utf-8", errors="replace").rstrip("\r")))
 
     async def _packages(self, run):
         """The Python of the job: with `packages`, a virtual environment (on top of the hub's own
@@ -399,7 +440,7 @@ class LocalJobBackend(JobBackend):
         for argv in steps:
             if os.path.exists(os.path.join(venv, "bin", "python")) and argv[1:3] == ["-m", "venv"]:
                 continue
-            run.on_line("setup", "$ " + " ".join(argv[2:] if argv[1:3] == ["-m", "pip"] else argv[1:]))
+            run.on_lines("setup", ["$ " + " ".join(argv[2:] if argv[1:3] == ["-m", "pip"] else argv[1:])])
             proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                         stderr=asyncio.subprocess.STDOUT, env=env,
                                                         stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
@@ -408,7 +449,7 @@ class LocalJobBackend(JobBackend):
                     line = await proc.stdout.readline()
                     if not line:
                         break
-                    run.on_line("setup", line.decode("utf-8", errors="replace").rstrip()[:MAX_LINE])
+                    run.on_lines("setup", [line.decode("utf-8", errors="replace").rstrip()[:MAX_LINE]])
                 code = await proc.wait()
             except asyncio.CancelledError:
                 signal_group(proc.pid)
@@ -418,3 +459,9 @@ class LocalJobBackend(JobBackend):
                                          f"(pip exit code {code}); see the log's [setup] lines")
         return os.path.join(venv, "bin", "python")
 
+
+def _pieces(text):
+    """A line as it goes to the log: longer than MAX_LINE, in pieces (never fatal)."""
+    if len(text) <= MAX_LINE:
+        return [text]
+    return [text[start:start + MAX_LINE] for start in range(0, len(text), MAX_LINE)]
