@@ -157,7 +157,7 @@ def test_gpus_never_shared_and_freed_on_stop(hub):
         r = hub.spawn("gwen", "", {"profile": "gpu", "gpus": 1})
         assert r.status_code == 409
         assert r.json()["message"] == (
-            "gpus: not enough free GPUs: 1 asked, 0 free of 2; stop a server or ask for fewer GPUs"
+            "gpus: not enough free GPUs: 1 asked, 0 free of 2; stop a server or a job, or ask for fewer GPUs"
         )
         assert hub.server_model("gwen") is None
         gina_gpu = hub.server_env("gina")["CUDA_VISIBLE_DEVICES"]

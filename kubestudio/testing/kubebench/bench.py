@@ -120,7 +120,7 @@ def run_kubectl(kubectl, kubeconfig, *args, check=True, timeout=60, **kwargs):
 
 class Bench:
     def __init__(self, root, nodes=None, mode="process", missing_images=(), crds=True, fault_proxy=True,
-                 events=True, cache_dir=None, path_prepend=()):
+                 events=True, cache_dir=None, path_prepend=(), operators=True):
         self.root = os.path.abspath(root)
         self.nodes = load_nodes(nodes)
         self.mode = mode
@@ -129,10 +129,12 @@ class Bench:
         self.with_fault_proxy = fault_proxy
         self.events = events
         self.path_prepend = list(path_prepend)
+        self.with_operators = operators
         self.control_plane = ControlPlane(os.path.join(self.root, "control-plane"),
                                           os.path.join(cache_dir or default_cache_dir(), "bin"))
         self.kubectl_bin = os.path.join(self.control_plane.bin_dir, "kubectl")
         self.kubelet_proc = None
+        self.operators_proc = None
         self.proxy_proc = None
         self.proxy_url = None
         self.proxy_kubeconfig = None
@@ -164,6 +166,10 @@ class Bench:
                 if not self.crds_missing:
                     self.crd_report = self.apply_crds()
             self._start_kubelet()
+            if self.install_crds and not self.crds_missing and self.with_operators:
+                # the simulated Training Operator and Trainer act on the custom resources
+                self.operators_proc, _ = self._python_component("operators", "kubestudio.testing.kubebench.operators",
+                                                                {"server": self.server, "token": self.token})
             if self.with_fault_proxy:
                 self._start_fault_proxy()
             self.wait_nodes_ready(timeout)
@@ -212,7 +218,7 @@ class Bench:
         self.proxy_kubeconfig = write_kubeconfig(os.path.join(self.root, "kubeconfig-proxy.yaml"), self.proxy_url, self.token)
 
     def stop(self):
-        for proc in (self.proxy_proc, self.kubelet_proc):
+        for proc in (self.proxy_proc, self.operators_proc, self.kubelet_proc):
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
                 try:
@@ -220,7 +226,7 @@ class Bench:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
-        self.proxy_proc = self.kubelet_proc = None
+        self.proxy_proc = self.operators_proc = self.kubelet_proc = None
         self.control_plane.stop()
 
     def __enter__(self):
@@ -238,7 +244,8 @@ class Bench:
 
     def pids(self):
         pids = dict(self.control_plane.pids())
-        for name, proc in (("kubelet", self.kubelet_proc), ("faultproxy", self.proxy_proc)):
+        for name, proc in (("kubelet", self.kubelet_proc), ("operators", self.operators_proc),
+                           ("faultproxy", self.proxy_proc)):
             if proc is not None and proc.poll() is None:
                 pids[name] = proc.pid
         return pids
