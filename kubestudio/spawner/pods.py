@@ -92,13 +92,12 @@ def _project_volumes(project, settings, taken_paths):
     return volumes, mounts
 
 
-def workspace_traits(username, server_name, request, settings):
-    """KubeSpawner trait values for one workspace request. Raises SpawnRefused on bad settings."""
-    profile, project = request.profile, request.project
+def workspace_storage(username, project, settings, shm=None):
+    """(volumes, volume mounts) of a pod of ``username`` in ``project``: the shared claims with the
+    user's subPath at /mnt/<user> and /archives/<user>, shared memory, the project's mounts. Servers
+    and jobs mount the same, so a script that runs in the notebook runs unchanged as a job."""
     slug = user_slug(username)
     workspace, archives = workspace_paths(username, settings)
-
-    # storage: the shared claims with the user's subPath, the profile's shm, the project's mounts
     volumes = [
         {"name": "workspace", "persistentVolumeClaim": {"claimName": settings.workspace_claim}},
         {"name": "archives", "persistentVolumeClaim": {"claimName": settings.archives_claim}},
@@ -108,12 +107,30 @@ def workspace_traits(username, server_name, request, settings):
         {"name": "archives", "mountPath": archives, "subPath": slug},
     ]
     project_volumes, project_mounts = _project_volumes(project, settings, {workspace, archives})
-    project_paths = {m["mountPath"] for m in project_mounts}
-    if profile.shm and "/dev/shm" not in project_paths:
-        volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": str(profile.shm)}})
+    if shm and "/dev/shm" not in {m["mountPath"] for m in project_mounts}:
+        volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": str(shm)}})
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})
-    volumes += project_volumes
-    mounts += project_mounts
+    return volumes + project_volumes, mounts + project_mounts
+
+
+def gpu_placement(count, gpu_type, resource, settings):
+    """({resource: count} limits, required node-affinity terms) for ``count`` GPUs of ``gpu_type``."""
+    if not count:
+        return {}, []
+    affinity = []
+    if gpu_type:
+        values = list(settings.gpu_types.get(gpu_type) or [gpu_type])
+        affinity.append({"matchExpressions": [{"key": settings.gpu_type_label, "operator": "In", "values": values}]})
+    return {resource: str(count)}, affinity
+
+
+def workspace_traits(username, server_name, request, settings):
+    """KubeSpawner trait values for one workspace request. Raises SpawnRefused on bad settings."""
+    profile, project = request.profile, request.project
+    slug = user_slug(username)
+    workspace, archives = workspace_paths(username, settings)
+
+    volumes, mounts = workspace_storage(username, project, settings, shm=profile.shm)
 
     # GPUs: the profile's resource, its type as required node affinity; none visible otherwise
     env = {
@@ -130,14 +147,8 @@ def workspace_traits(username, server_name, request, settings):
         "K8S_POD_IP": _downward("status.podIP"),
         "K8S_HOST_IP": _downward("status.hostIP"),
     }
-    extra_limits = {}
-    affinity = []
-    if request.gpus:
-        extra_limits[profile.gpu_resource] = str(request.gpus)
-        if profile.gpu_type:
-            values = list(settings.gpu_types.get(profile.gpu_type) or [profile.gpu_type])
-            affinity.append({"matchExpressions": [{"key": settings.gpu_type_label, "operator": "In", "values": values}]})
-    else:
+    extra_limits, affinity = gpu_placement(request.gpus, profile.gpu_type, profile.gpu_resource, settings)
+    if not request.gpus:
         # the NVIDIA runtime would otherwise expose every GPU of the node to this pod
         env["NVIDIA_VISIBLE_DEVICES"] = "none"
     if request.ide == "vscode":

@@ -1,0 +1,168 @@
+"""Pure builders for jobs on Kubernetes: (job run, settings) -> the object to create.
+
+``framework`` and ``nodes`` pick the kind: one process -> ``batch/v1 Job``; ``pytorch`` ->
+``PyTorchJob`` (Master + Workers, ``nprocPerNode``); ``tensorflow`` -> ``TFJob`` (Chief +
+Workers); ``mpi`` -> ``MPIJob`` (Launcher + Workers, ``slotsPerWorker``); ``trainjob`` ->
+``TrainJob`` (``runtimeRef``). Every pod gets what a workspace pod gets (the user's workspace and
+archives subPaths at /mnt/<user> and /archives/<user>, the project's node selector, tolerations,
+mounts and GPU-type affinity, our labels), no service-account token, and runs as the workspace's
+user. One attempt is one object: the manager retries by creating the next, so the operators run
+each with ``backoffLimit: 0``. Nothing here talks to a cluster.
+"""
+
+import shlex
+
+from kubespawner.slugs import safe_slug
+
+from ..names import LABEL_COMPONENT, LABEL_PROJECT, LABEL_USER, MANAGED_BY
+from ..spawner.pods import gpu_placement, workspace_paths, workspace_storage
+
+TRAINING = "kubeflow.org/v1"
+TRAINER = "trainer.kubeflow.org/v1alpha1"
+# kind -> (apiVersion, plural, the operator it needs)
+KINDS = {
+    "Job": ("batch/v1", "jobs", None),
+    "PyTorchJob": (TRAINING, "pytorchjobs", "the Kubeflow Training Operator"),
+    "TFJob": (TRAINING, "tfjobs", "the Kubeflow Training Operator"),
+    "MPIJob": (TRAINING, "mpijobs", "the Kubeflow Training Operator"),
+    "TrainJob": (TRAINER, "trainjobs", "Kubeflow Trainer"),
+}
+FRAMEWORK_KIND = {"python": "Job", "pytorch": "PyTorchJob", "tensorflow": "TFJob", "mpi": "MPIJob", "trainjob": "TrainJob"}
+PYTORCH_PORT = 23456
+LABEL_JOB_ID = "kubestudio.io/job-id"
+
+
+def kind_of(spec):
+    return FRAMEWORK_KIND[spec.kind]
+
+
+def object_name(run):
+    """``<name>-<id6>`` (``-a<N>`` for retries): unique, and short enough for ``-worker-NN``."""
+    suffix = f"-a{run.attempt}" if run.attempt else ""
+    return f"{run.spec.name}-{run.id[:6]}{suffix}"
+
+
+def labels(run):
+    return {**MANAGED_BY, LABEL_COMPONENT: "train", LABEL_USER: run.slug,
+            LABEL_PROJECT: safe_slug(run.project.name, max_length=63), LABEL_JOB_ID: run.id}
+
+
+def command(run, settings):
+    """What the main container runs: the script from the workspace (through torchrun for several
+    processes per node), after pip installs the job's packages."""
+    spec = run.spec
+    workspace, _ = workspace_paths(run.owner, settings)
+    script = f"{workspace}/{spec.script}" if spec.script else None
+    argv = spec.argv("python", script)
+    if script and spec.procs_per_node > 1 and spec.kind in ("pytorch", "trainjob"):
+        argv = ["torchrun", "--nnodes=$(PET_NNODES)", "--nproc_per_node=$(PET_NPROC_PER_NODE)",
+                "--node_rank=$(PET_NODE_RANK)", "--master_addr=$(PET_MASTER_ADDR)",
+                "--master_port=$(PET_MASTER_PORT)", script, *spec.args]
+    if spec.kind == "mpi":
+        argv = ["mpirun", "--hostfile", "/etc/mpi/hostfile", "-np", str(spec.ranks), *argv]
+    if spec.packages:
+        install = "python -m pip install --no-input --disable-pip-version-check --user " + shlex.join(spec.packages)
+        return ["sh", "-c", f'{install} && exec "$@"', "--", *argv]
+    return argv
+
+
+def container(run, settings, image, name, argv, ports=None):
+    spec = run.spec
+    workspace, archives = workspace_paths(run.owner, settings)
+    _, mounts = workspace_storage(run.owner, run.project, settings)
+    limits, _ = gpu_placement(spec.resources.gpu.count, spec.resources.gpu.type, spec.resources.gpu.resource, settings)
+    requests = {}
+    for key in ("cpu", "memory"):
+        value = getattr(spec.resources, key)
+        if value:
+            requests[key] = limits[key] = value
+    env = {**spec.env, "KUBESTUDIO_USER": run.owner, "KUBESTUDIO_USER_SLUG": run.slug,
+           "KUBESTUDIO_PROJECT": run.project.name, "KUBESTUDIO_WORKSPACE": workspace, "KUBESTUDIO_ARCHIVES": archives,
+           "KUBESTUDIO_JOB": spec.name, "KUBESTUDIO_JOB_ID": run.id, "PYTHONUNBUFFERED": "1"}
+    if not spec.resources.gpu.count:
+        env["NVIDIA_VISIBLE_DEVICES"] = "none"  # the NVIDIA runtime would show the node's GPUs
+    body = {"name": name, "image": image, "command": argv, "workingDir": f"{workspace}/{spec.working_dir}".rstrip("/"),
+            "env": [{"name": k, "value": v} for k, v in env.items()], "volumeMounts": mounts,
+            "resources": {k: v for k, v in (("requests", requests), ("limits", limits)) if v},
+            "securityContext": {"runAsUser": settings.uid, "runAsGroup": settings.gid,
+                                "allowPrivilegeEscalation": False}}
+    if ports:
+        body["ports"] = ports
+    return body
+
+
+def pod_template(run, settings, main_container):
+    project = run.project
+    volumes, _ = workspace_storage(run.owner, project, settings)
+    _, affinity = gpu_placement(run.spec.resources.gpu.count, run.spec.resources.gpu.type,
+                                run.spec.resources.gpu.resource, settings)
+    spec = {"containers": [main_container], "volumes": volumes, "restartPolicy": "Never",
+            "automountServiceAccountToken": False, "enableServiceLinks": False,
+            "securityContext": {"fsGroup": settings.fs_gid}}
+    if project.node_selector:
+        spec["nodeSelector"] = dict(project.node_selector)
+    if project.tolerations:
+        spec["tolerations"] = [dict(t) for t in project.tolerations]
+    if affinity:
+        spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": affinity}}}
+    return {"metadata": {"labels": labels(run), "annotations": {"kubestudio.io/username": run.owner}}, "spec": spec}
+
+
+def _replica(template, replicas):
+    return {"replicas": replicas, "restartPolicy": "Never", "template": template}
+
+
+def job_manifest(run, settings, image):
+    """The object that runs one attempt of ``run`` (a dict ready for the API)."""
+    spec = run.spec
+    kind = kind_of(spec)
+    api_version, _, _ = KINDS[kind]
+    name = object_name(run)
+    metadata = {"name": name, "namespace": settings.namespace, "labels": labels(run),
+                "annotations": {"kubestudio.io/username": run.owner, "kubestudio.io/job-name": spec.name}}
+    argv = command(run, settings)
+    run_policy = {"cleanPodPolicy": "None", "backoffLimit": 0}
+    if spec.max_runtime:
+        run_policy["activeDeadlineSeconds"] = spec.max_runtime
+    if spec.ttl_after_finished is not None:
+        run_policy["ttlSecondsAfterFinished"] = spec.ttl_after_finished
+
+    if kind == "Job":
+        body = {"completions": 1, "parallelism": 1, "backoffLimit": 0,
+                "template": pod_template(run, settings, container(run, settings, image, "job", argv))}
+        for key, value in (("activeDeadlineSeconds", spec.max_runtime), ("ttlSecondsAfterFinished", spec.ttl_after_finished)):
+            if value is not None:
+                body[key] = value
+    elif kind == "PyTorchJob":
+        ports = [{"name": "pytorchjob-port", "containerPort": PYTORCH_PORT}]
+        template = pod_template(run, settings, container(run, settings, image, "pytorch", argv, ports))
+        replicas = {"Master": _replica(template, 1)}
+        if spec.nodes > 1:
+            replicas["Worker"] = _replica(template, spec.nodes - 1)
+        body = {"runPolicy": run_policy, "nprocPerNode": str(spec.procs_per_node), "pytorchReplicaSpecs": replicas}
+    elif kind == "TFJob":
+        ports = [{"name": "tfjob-port", "containerPort": 2222}]
+        template = pod_template(run, settings, container(run, settings, image, "tensorflow", argv, ports))
+        replicas = {"Chief": _replica(template, 1)}
+        if spec.nodes > 1:
+            replicas["Worker"] = _replica(template, spec.nodes - 1)
+        body = {"runPolicy": run_policy, "tfReplicaSpecs": replicas}
+    elif kind == "MPIJob":
+        launcher = pod_template(run, settings, container(run, settings, image, "mpi", argv))
+        # the launcher starts the ranks on the workers; the workers only wait for it
+        worker = pod_template(run, settings, container(run, settings, image, "mpi", ["sleep", "infinity"]))
+        body = {"runPolicy": run_policy, "slotsPerWorker": spec.procs_per_node,
+                "mpiReplicaSpecs": {"Launcher": _replica(launcher, 1), "Worker": _replica(worker, spec.nodes)}}
+    else:  # TrainJob: the runtime's pod template, the trainer's image, command and resources
+        main = container(run, settings, image, "node", argv)
+        trainer = {"image": image, "command": argv, "numNodes": spec.nodes, "env": main["env"]}
+        if spec.procs_per_node > 1:
+            trainer["numProcPerNode"] = spec.procs_per_node
+        if main["resources"]:
+            trainer["resourcesPerNode"] = main["resources"]
+        body = {"runtimeRef": {"name": spec.runtime, "kind": "ClusterTrainingRuntime",
+                               "apiGroup": "trainer.kubeflow.org"}, "trainer": trainer}
+        if spec.max_runtime:
+            body["activeDeadlineSeconds"] = spec.max_runtime
+    return {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": body}
