@@ -110,9 +110,9 @@ def test_two_hubs_side_by_side(tmp_path):
     from kubestudio.testing.localhub import LocalHub
 
     first = LocalHub(tmp_path / "one", settings={"hub_port": 0, "proxy_api_port": 0, "local_registry_port": 0,
-                                                 "images_url": ""})
+                                                 "images_url": "", "jobs_url": ""})
     second = LocalHub(tmp_path / "two", settings={"hub_port": 0, "proxy_api_port": 0, "local_registry_port": 0,
-                                                  "images_url": ""})
+                                                  "images_url": "", "jobs_url": ""})
     with first, second:
         ports = [first.ports(), second.ports()]
         assert set(ports[0].values()).isdisjoint(ports[1].values()), ports
@@ -120,7 +120,8 @@ def test_two_hubs_side_by_side(tmp_path):
             hub.create_user("alice")
             assert hub.spawn("alice").status_code in (201, 202)
             assert hub.server_env("alice")["KUBESTUDIO_WORKSPACE"].startswith(hub.data_dir)
-            r = requests.get(f"{hub.url}/services/images/api/health", timeout=10)
-            assert r.json() == {"status": "ok"}
+            for service in ("images", "jobs"):
+                r = requests.get(f"{hub.url}/services/{service}/api/health", timeout=10)
+                assert r.json() == {"status": "ok"}
         # each hub's registry is its own
         assert first.ports()["registry"] != second.ports()["registry"]
