@@ -41,11 +41,10 @@ from .models import (
     iso,
     utcnow,
 )
-from ..services.livelog import LiveRun, follow_lines
+from ..services.livelog import LiveRun, follow_lines, save_live_logs, save_periodically
 from ..services.queue import FairQueue
 from .registry import RegistryError, split_reference
 
-LOG_FLUSH_SECONDS = 2.0
 
 
 class LiveBuild(LiveRun):
@@ -120,7 +119,7 @@ class BuildManager:
             self.backend_error = f"the {self.backend.name} backend is not available: {type(e).__name__}: {e}"
             self.log.error("%s", self.backend_error)
         await self.recover()
-        self._flusher = asyncio.ensure_future(self._flush_loop())
+        self._flusher = asyncio.ensure_future(save_periodically(self.flush_logs, self.log, "build"))
 
     async def stop(self):
         if self._flusher:
@@ -571,22 +570,7 @@ class BuildManager:
             return None
 
     def flush_logs(self):
-        for live in list(self.live.values()):
-            if not live.dirty:
-                continue
-            live.dirty = False
-            with self.store.session() as db:
-                if db.query(Build.status).filter(Build.id == live.id).scalar() in ACTIVE:
-                    live.log.save(db, chunk_of(live.id))
-
-    async def _flush_loop(self):
-        while True:
-            await asyncio.sleep(LOG_FLUSH_SECONDS)
-            try:
-                self.flush_logs()
-            except Exception:
-                self.log.exception("could not save build logs")
-
+        save_live_logs(self.store, self.live, Build, chunk_of, ACTIVE)
 
 def _remove(folder):
     if folder:

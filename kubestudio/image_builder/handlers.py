@@ -16,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from ..names import IMAGES_ADMIN_SCOPE as ADMIN_SCOPE
 from ..names import IMAGES_BUILD_SCOPE as BUILD_SCOPE
 from ..services.events import EventStream, wants_event_stream
-from ..services.web import SERVICE_TEMPLATES, PageHandler, ServiceHandler, http_error
+from ..services.web import SERVICE_TEMPLATES, OwnedHandler, PageHandler, http_error
 from .backends.base import StepCounter
 from .spec import RequestError
 
@@ -26,44 +26,21 @@ TEMPLATES = Environment(loader=FileSystemLoader([os.path.join(os.path.dirname(__
                                                  SERVICE_TEMPLATES]), autoescape=select_autoescape())
 
 
-class ImagesHandler(ServiceHandler):
-    @property
-    def manager(self):
-        return self.settings["manager"]
-
-    @property
-    def is_admin(self):
-        return self.has_scope(ADMIN_SCOPE)
-
-    def require_builder(self):
-        if not self.is_admin:
-            self.require_scope(BUILD_SCOPE, self.identity["name"], what="use image builds")
-
-    def owner_filter(self):
-        """Whose builds a listing shows: your own; admins: ?user=NAME, or everyone's with ?user=*."""
-        wanted = self.get_argument("user", None)
-        if wanted is None or wanted == self.identity["name"]:
-            return self.identity["name"] if self.identity["kind"] == "user" or not self.is_admin else None
-        if not self.is_admin:
-            raise http_error(403, f"only admins may list another user's builds (needs scope {ADMIN_SCOPE})")
-        return None if wanted == "*" else wanted
-
-    def build_for_caller(self, build_id):
-        """The build's owner, checked: 404 if it does not exist or is someone else's (admins: any)."""
-        owner = self.manager.owner_of(build_id)
-        if owner is None or (owner != self.identity["name"] and not self.is_admin):
-            raise http_error(404, f"no build {build_id}")
-        return owner
+class ImagesHandler(OwnedHandler):
+    use_scope = BUILD_SCOPE
+    admin_scope = ADMIN_SCOPE
+    noun = "build"
+    what = "use image builds"
 
 
 class BuildsHandler(ImagesHandler):
     async def get(self):
-        self.require_builder()
+        self.require_access()
         builds = self.manager.list(owner=self.owner_filter())
         self.write_json({"builds": builds})
 
     async def post(self):
-        self.require_builder()
+        self.require_access()
         body = self.json_body()
         try:
             status, build = await self.manager.submit(self.identity, body, self.is_admin)
@@ -76,13 +53,13 @@ class BuildsHandler(ImagesHandler):
 
 class BuildHandler(ImagesHandler):
     async def get(self, build_id):
-        self.require_builder()
-        self.build_for_caller(build_id)
+        self.require_access()
+        self.owner_checked(build_id)
         self.write_json(self.manager.get(build_id))
 
     async def delete(self, build_id):
-        self.require_builder()
-        self.build_for_caller(build_id)
+        self.require_access()
+        self.owner_checked(build_id)
         try:
             build = await self.manager.cancel(build_id, self.identity["name"])
         except RequestError as e:
@@ -92,8 +69,8 @@ class BuildHandler(ImagesHandler):
 
 class BuildLogsHandler(ImagesHandler):
     async def get(self, build_id):
-        self.require_builder()
-        self.build_for_caller(build_id)
+        self.require_access()
+        self.owner_checked(build_id)
         if not wants_event_stream(self):
             # a piece at a time: a 10 MB log never sits whole in memory, nor holds other requests
             self.set_header("Content-Type", "text/plain; charset=utf-8")
@@ -132,12 +109,12 @@ class BuildLogsHandler(ImagesHandler):
 
 class ImageListHandler(ImagesHandler):
     async def get(self):
-        self.require_builder()
+        self.require_access()
         self.write_json({"images": self.manager.images(owner=self.owner_filter())})
 
     async def delete(self):
         """``DELETE api/images?image=<reference>``: delete one of your images (admins: anyone's)."""
-        self.require_builder()
+        self.require_access()
         image = self.get_argument("image", "")
         if not image:
             raise http_error(400, "image: give the image reference to delete (?image=...)")
@@ -152,7 +129,7 @@ class BaseListHandler(ImagesHandler):
     """Base images this service makes itself (embedded default), with their state."""
 
     async def get(self):
-        self.require_builder()
+        self.require_access()
         self.write_json({"bases": self.settings["bases"].status(), "default": self.manager.default_base})
 
 
@@ -160,7 +137,7 @@ class ServerListHandler(ImagesHandler):
     """The caller's servers and what a *Running server* build of each would add (for the page)."""
 
     async def get(self):
-        self.require_builder()
+        self.require_access()
         try:
             servers = await self.settings["capture"].servers(self.identity["name"])
         except RequestError as e:
@@ -170,7 +147,7 @@ class ServerListHandler(ImagesHandler):
 
 class IndexHandler(PageHandler, ImagesHandler):
     async def get(self):
-        self.require_builder()
+        self.require_access()
         page = TEMPLATES.get_template("index.html").render(
             user=self.identity["name"],
             is_admin=self.is_admin,

@@ -1,10 +1,12 @@
 """Build records in the SQL store: owner, spec, status, times, digest and the full log."""
 
 import os
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ..services.store import iso, utcnow  # noqa: F401 (the models' times; others import them from here)
 
 # Alembic migrations of these tables: a change to a model needs a new revision there
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
@@ -14,18 +16,6 @@ DELETED = "deleted"  # built, then its image was deleted from the registry
 ACTIVE = (QUEUED, RUNNING)
 PRIVATE_EXTRA = ("job",)
 DONE = (SUCCEEDED, FAILED, CANCELLED, EXISTS, DELETED)
-
-
-def utcnow():
-    return datetime.now(timezone.utc)
-
-
-def iso(when):
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.isoformat().replace("+00:00", "Z")
 
 
 class Base(DeclarativeBase):

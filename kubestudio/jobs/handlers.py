@@ -16,7 +16,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from ..names import JOBS_ADMIN_SCOPE as ADMIN_SCOPE
 from ..names import JOBS_RUN_SCOPE as RUN_SCOPE
 from ..services.events import EventStream, wants_event_stream
-from ..services.web import SERVICE_TEMPLATES, PageHandler, ServiceHandler, http_error
+from ..services.web import SERVICE_TEMPLATES, OwnedHandler, PageHandler, http_error
 from .models import DONE
 from .spec import SpecError
 
@@ -28,43 +28,20 @@ RERUN_FIELDS = ("name", "args", "command", "env", "nodes", "procs_per_node", "re
                 "packages", "project")
 
 
-class JobsBaseHandler(ServiceHandler):
-    @property
-    def manager(self):
-        return self.settings["manager"]
-
-    @property
-    def is_admin(self):
-        return self.has_scope(ADMIN_SCOPE)
-
-    def require_runner(self):
-        if not self.is_admin:
-            self.require_scope(RUN_SCOPE, self.identity["name"], what="use jobs")
-
-    def owner_filter(self):
-        """Whose jobs a listing shows: your own; admins: ?user=NAME, or everyone's with ?user=*."""
-        wanted = self.get_argument("user", None)
-        if wanted is None or wanted == self.identity["name"]:
-            return self.identity["name"] if self.identity["kind"] == "user" or not self.is_admin else None
-        if not self.is_admin:
-            raise http_error(403, f"only admins may list another user's jobs (needs scope {ADMIN_SCOPE})")
-        return None if wanted == "*" else wanted
-
-    def job_for_caller(self, job_id):
-        """The job's owner, checked: 404 if it does not exist or is someone else's (admins: any)."""
-        owner = self.manager.owner_of(job_id)
-        if owner is None or (owner != self.identity["name"] and not self.is_admin):
-            raise http_error(404, f"no job {job_id}")
-        return owner
+class JobsBaseHandler(OwnedHandler):
+    use_scope = RUN_SCOPE
+    admin_scope = ADMIN_SCOPE
+    noun = "job"
+    what = "use jobs"
 
 
 class JobsHandler(JobsBaseHandler):
     async def get(self):
-        self.require_runner()
+        self.require_access()
         self.write_json({"jobs": self.manager.list(owner=self.owner_filter())})
 
     async def post(self):
-        self.require_runner()
+        self.require_access()
         body = self.json_body()
         try:
             job = await self.manager.submit(self.identity, body, self.is_admin)
@@ -76,15 +53,15 @@ class JobsHandler(JobsBaseHandler):
 
 class JobHandler(JobsBaseHandler):
     async def get(self, job_id):
-        self.require_runner()
-        self.job_for_caller(job_id)
+        self.require_access()
+        self.owner_checked(job_id)
         self.write_json(self.manager.get(job_id))
 
     async def delete(self, job_id):
         """Cancel a queued or running job (idempotent); ``?forget=1`` also removes a finished
         job's record and log (its name is free again)."""
-        self.require_runner()
-        self.job_for_caller(job_id)
+        self.require_access()
+        self.owner_checked(job_id)
         job = await self.manager.cancel(job_id, self.identity["name"])
         if self.get_argument("forget", "") in ("1", "true", "yes"):
             if job["status"] not in DONE:
@@ -97,8 +74,8 @@ class JobHandler(JobsBaseHandler):
 class RerunHandler(JobsBaseHandler):
     async def post(self, job_id):
         """A copy of the job with the fields of the body changed (args, name, env, ...)."""
-        self.require_runner()
-        self.job_for_caller(job_id)
+        self.require_access()
+        self.owner_checked(job_id)
         body = self.json_body() if self.request.body else {}
         unknown = sorted(set(body) - set(RERUN_FIELDS))
         if unknown:
@@ -114,8 +91,8 @@ class RerunHandler(JobsBaseHandler):
 class JobEventsHandler(JobsBaseHandler):
     async def get(self, job_id):
         """What happened to the job, in plain words (status changes, and why it waits)."""
-        self.require_runner()
-        self.job_for_caller(job_id)
+        self.require_access()
+        self.owner_checked(job_id)
         job = self.manager.get(job_id)
         self.write_json({"events": job["history"], "message": job["message"]})
 
@@ -123,14 +100,14 @@ class JobEventsHandler(JobsBaseHandler):
 class RuntimesHandler(JobsBaseHandler):
     async def get(self):
         """Training runtimes a TrainJob may name (framework trainjob)."""
-        self.require_runner()
+        self.require_access()
         self.write_json({"runtimes": await self.manager.backend.runtimes()})
 
 
 class JobLogsHandler(JobsBaseHandler):
     async def get(self, job_id):
-        self.require_runner()
-        self.job_for_caller(job_id)
+        self.require_access()
+        self.owner_checked(job_id)
         if not wants_event_stream(self):
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             async for text in self.manager.log_text(job_id):
@@ -170,7 +147,7 @@ class JobLogsHandler(JobsBaseHandler):
 
 class IndexHandler(PageHandler, JobsBaseHandler):
     async def get(self):
-        self.require_runner()
+        self.require_access()
         page = TEMPLATES.get_template("index.html").render(
             user=self.identity["name"],
             is_admin=self.is_admin,

@@ -13,7 +13,7 @@ import time
 import uuid
 from datetime import timezone
 
-from ..services.livelog import LiveLog, LiveRun, follow_lines, stored_chunks
+from ..services.livelog import LiveLog, LiveRun, follow_lines, save_live_logs, save_periodically, stored_chunks
 from ..services.queue import FairQueue
 from ..spawner.projects import Project
 from ..spawner.request import SpawnRefused, resolve_project
@@ -35,7 +35,6 @@ from .models import (
 )
 from .spec import SpecError, parse_spec, replica_names, spec_from_json
 
-LOG_FLUSH_SECONDS = 2.0
 RETRY_WAITING_SECONDS = 3.0  # GPUs freed by a server's stop are noticed within this time
 LIMIT_NAME = "JobService.max_log_bytes"
 
@@ -72,7 +71,8 @@ class JobManager:
     async def start(self):
         await self.backend.start()
         await self.recover()
-        self._tasks = [asyncio.ensure_future(self._flush_loop()), asyncio.ensure_future(self._retry_loop())]
+        self._tasks = [asyncio.ensure_future(save_periodically(self.flush_logs, self.log, "job")),
+                       asyncio.ensure_future(self._retry_loop())]
 
     async def stop(self, stop_jobs):
         """Stop following jobs; with ``stop_jobs`` their ranks are stopped too (the hub stops with
@@ -375,21 +375,7 @@ class JobManager:
             live.wake_followers()
 
     def flush_logs(self):
-        for live in list(self.live.values()):
-            if not live.dirty:
-                continue
-            live.dirty = False
-            with self.store.session() as db:
-                if db.query(Job.status).filter(Job.id == live.id).scalar() in ACTIVE:
-                    live.log.save(db, _chunk_of(live.id))
-
-    async def _flush_loop(self):
-        while True:
-            await asyncio.sleep(LOG_FLUSH_SECONDS)
-            try:
-                self.flush_logs()
-            except Exception:
-                self.log.exception("could not save job logs")
+        save_live_logs(self.store, self.live, Job, _chunk_of, ACTIVE)
 
     async def _retry_loop(self):
         """Jobs waiting for GPUs: servers free them without telling this service."""

@@ -2,10 +2,12 @@
 it (Kubernetes names or local PIDs), times, and the final log (kept after the pods are gone)."""
 
 import os
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ..services.store import iso, utcnow  # noqa: F401 (the models' times; others import them from here)
 
 # Alembic migrations of these tables: a change to a model needs a new revision there
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
@@ -15,18 +17,6 @@ QUEUED, STARTING, RUNNING, RESTARTING = "queued", "starting", "running", "restar
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 ACTIVE = (QUEUED, STARTING, RUNNING, RESTARTING)
 DONE = (SUCCEEDED, FAILED, CANCELLED)
-
-
-def utcnow():
-    return datetime.now(timezone.utc)
-
-
-def iso(when):
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.isoformat().replace("+00:00", "Z")
 
 
 class Base(DeclarativeBase):

@@ -194,3 +194,27 @@ async def follow_lines(live_runs, run_id, stored, wait):
                 except asyncio.TimeoutError:
                     continue
         yield []  # woken without new lines: the run changed otherwise (its status), look again
+
+
+FLUSH_SECONDS = 2.0
+
+
+def save_live_logs(store, live_runs, model, chunk_of, active):
+    """Write what the store lacks of every live log whose run is still ``active`` (its status)."""
+    for live in list(live_runs.values()):
+        if not live.dirty:
+            continue
+        live.dirty = False
+        with store.session() as db:
+            if db.query(model.status).filter(model.id == live.id).scalar() in active:
+                live.log.save(db, chunk_of(live.id))
+
+
+async def save_periodically(save, log, what, seconds=FLUSH_SECONDS):
+    """``save()`` every ``seconds`` until cancelled: a restart loses at most that much of a log."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            save()
+        except Exception:
+            log.exception("could not save %s logs", what)

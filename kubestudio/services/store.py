@@ -11,12 +11,27 @@ page reads never wait for a build that is writing its log.
 
 import os
 from contextlib import contextmanager
+from datetime import datetime, timezone
 
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.orm import sessionmaker
+
+
+def utcnow():
+    """Now, timezone-aware (the store's DateTime(timezone=True) columns)."""
+    return datetime.now(timezone.utc)
+
+
+def iso(when):
+    """A stored time as the API shows it: ISO 8601 in UTC with a Z (SQLite hands back naive times)."""
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.isoformat().replace("+00:00", "Z")
 
 
 class Store:

@@ -128,6 +128,48 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
 
 
 
+class OwnedHandler(ServiceHandler):
+    """An API handler of a service whose resources belong to users (builds, jobs).
+
+    A subclass names the scope that lets a user use the service (``use_scope``, for their own
+    resources), the admin scope (everyone's), and its noun in messages. Another user's resource
+    answers 404, so ids reveal nothing.
+    """
+
+    use_scope = None
+    admin_scope = None
+    noun = "resource"  # "build", "job"
+    what = "use this service"  # "use image builds", in a 403
+
+    @property
+    def manager(self):
+        return self.settings["manager"]
+
+    @property
+    def is_admin(self):
+        return self.has_scope(self.admin_scope)
+
+    def require_access(self):
+        if not self.is_admin:
+            self.require_scope(self.use_scope, self.identity["name"], what=self.what)
+
+    def owner_filter(self):
+        """Whose resources a listing shows: your own; admins: ?user=NAME, or everyone's with ?user=*."""
+        wanted = self.get_argument("user", None)
+        if wanted is None or wanted == self.identity["name"]:
+            return self.identity["name"] if self.identity["kind"] == "user" or not self.is_admin else None
+        if not self.is_admin:
+            raise http_error(403, f"only admins may list another user's {self.noun}s (needs scope {self.admin_scope})")
+        return None if wanted == "*" else wanted
+
+    def owner_checked(self, resource_id):
+        """The resource's owner, checked: 404 if it does not exist or is someone else's (admins: any)."""
+        owner = self.manager.owner_of(resource_id)
+        if owner is None or (owner != self.identity["name"] and not self.is_admin):
+            raise http_error(404, f"no {self.noun} {resource_id}")
+        return owner
+
+
 def check_json_value(value, max_depth, path=""):
     """Why a decoded JSON value is refused (``"field.path: reason"``), or None."""
     if isinstance(value, str):

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from kubestudio.image_builder.builds import LOG_FLUSH_SECONDS
+from kubestudio.services.livelog import FLUSH_SECONDS as LOG_FLUSH_SECONDS
 from kubestudio.testing.imageshub import follow_to_end
 from kubestudio.testing.registry import skopeo_inspect
 

@@ -120,3 +120,19 @@ class KubeClient:
 
 class _Relist(Exception):
     pass
+
+
+def run_component(coroutine):
+    """Run a bench component (kubelet, operators) until SIGTERM or SIGINT cancels it."""
+    import signal
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(coroutine)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        loop.close()

@@ -35,7 +35,7 @@ from aiohttp import web
 
 from ...processgroup import signal_group
 from . import execstream
-from .client import ApiError, KubeClient
+from .client import ApiError, KubeClient, run_component
 from .network import ServiceNetwork, isolated_argv
 from .probes import run_readiness
 
@@ -800,16 +800,7 @@ def main(config_file):
         missing_images=config.get("missing_images", ()), kubelet_port=config["kubelet_port"],
         events=config.get("events", True), path_prepend=config.get("path_prepend", ()),
     )
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(kubelet.run(config["cert"], config["key"], config.get("ready_file")))
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        loop.run_until_complete(task)
-    except asyncio.CancelledError:
-        pass
-    finally:
-        loop.close()
+    run_component(kubelet.run(config["cert"], config["key"], config.get("ready_file")))
 
 
 if __name__ == "__main__":

@@ -27,11 +27,10 @@ Checked against the upstream Python SDK (``kubeflow-training``'s TrainingClient)
 import asyncio
 import json
 import logging
-import signal
 import sys
 from datetime import datetime, timezone
 
-from .client import ApiError, KubeClient
+from .client import ApiError, KubeClient, run_component
 
 log = logging.getLogger("kubebench.operators")
 
@@ -560,16 +559,7 @@ def main(config_file):
     logging.basicConfig(level=config.get("log_level", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     operators = Operators(KubeClient(config["server"], config["token"]))
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(operators.run(config.get("ready_file")))
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
-    try:
-        loop.run_until_complete(task)
-    except asyncio.CancelledError:
-        pass
-    finally:
-        loop.close()
+    run_component(operators.run(config.get("ready_file")))
 
 
 if __name__ == "__main__":
