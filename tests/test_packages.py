@@ -18,12 +18,16 @@ ALLOWED = {
     "imageref": set(),
     "dockerauth": set(),
     "processgroup": set(),
+    "quantities": set(),
+    "slugs": set(),
     "kube": {"names"},
-    "services": {"names"},
-    "spawner": {"names", "imageref", "kube", "services", "processgroup"},
-    "image_builder": {"names", "imageref", "dockerauth", "kube", "services", "processgroup", "spawner"},
-    "extensions": {"names", "services"},
-    "hub": {"names", "services", "spawner", "image_builder.service", "processgroup"},
+    "services": {"names", "quantities"},
+    "spawner": {"names", "imageref", "kube", "services", "processgroup", "quantities", "slugs"},
+    "image_builder": {"names", "imageref", "dockerauth", "kube", "services", "processgroup", "spawner", "quantities",
+                      "slugs"},
+    "jobs": {"names", "imageref", "kube", "services", "processgroup", "spawner", "quantities", "slugs"},
+    "extensions": {"names", "services", "jobs.client", "jobs.spec"},  # the jobs SDK is the CLI's too
+    "hub": {"names", "services", "spawner", "image_builder.service", "jobs.service", "processgroup"},
 }
 
 
@@ -87,7 +91,20 @@ def test_packages_import_one_way_only():
 @pytest.mark.parametrize("module", ["kubestudio.names", "kubestudio.imageref", "kubestudio.kube",
                                     "kubestudio.services.web", "kubestudio.services.store",
                                     "kubestudio.services.declare", "kubestudio.image_builder.service",
-                                    "kubestudio.image_builder.app", "kubestudio.spawner", "kubestudio.hub"])
+                                    "kubestudio.image_builder.app", "kubestudio.spawner", "kubestudio.hub",
+                                    "kubestudio.jobs", "kubestudio.jobs.service", "kubestudio.jobs.app",
+                                    "kubestudio.services.client", "kubestudio.quantities", "kubestudio.slugs"])
 def test_each_package_imports_alone(module):
     run = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_services_start_without_kubespawner_or_the_kubernetes_client():
+    """A hub service's start pays for what it uses: the image and jobs services on the embedded
+    default never import KubeSpawner or the Kubernetes client (seconds at every start), nor does
+    a notebook importing the jobs SDK."""
+    check = ("import sys, kubestudio.image_builder.app, kubestudio.jobs.app, kubestudio.jobs; "
+             "heavy = sorted(m for m in ('kubespawner', 'kubernetes_asyncio', 'kubernetes') if m in sys.modules); "
+             "assert not heavy, heavy")
+    run = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]

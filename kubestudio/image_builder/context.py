@@ -20,7 +20,7 @@ import posixpath
 import re
 import stat
 
-from ..spawner.quantities import human_bytes
+from ..quantities import human_bytes
 from .spec import MAX_DOCKERFILE, RequestError
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -23,7 +23,7 @@ import json
 import textwrap
 import time
 
-from ..extensions.client import ServiceClient, ServiceError
+from ..services.client import ServiceClient, ServiceError
 from .spec import JobSpec
 
 FINAL = ("succeeded", "failed", "cancelled")

@@ -15,7 +15,7 @@ from datetime import timezone
 
 from ..services.livelog import LiveLog, LiveRun, follow_lines, save_live_logs, save_periodically, stored_chunks
 from ..services.queue import FairQueue
-from ..spawner.projects import Project
+from ..spawner.projects import Project, hub_projects
 from ..spawner.request import SpawnRefused, resolve_project
 from ..spawner.storage import user_slug
 from .backends.base import JobRun, Outcome
@@ -119,7 +119,7 @@ class JobManager:
         self._schedule()
 
     async def _project_of(self, record):
-        projects = await self.hub.projects({"groups": [record.project]})
+        projects = await hub_projects(self.hub, {"groups": [record.project]})
         return resolve_project({"project": record.project}, projects)
 
     # ------------------------------------------------------------------ requests
@@ -129,7 +129,7 @@ class JobManager:
         spec = parse_spec(body, self.limits())
         owner = identity["name"]
         try:
-            project = resolve_project({"project": spec.project}, await self.hub.projects(identity))
+            project = resolve_project({"project": spec.project}, await hub_projects(self.hub, identity))
         except SpawnRefused as e:
             raise SpecError(str(e), e.status) from None
         gpu = spec.resources.gpu
@@ -256,8 +256,10 @@ class JobManager:
             run = self._run_of(record, self._projects[job_id])
         try:
             self.backend.reserve(run)
-        except SpawnRefused as e:
-            message = f"waiting: {e}"
+        except Exception as e:  # a quota or free GPUs: wait; anything else is said the same way
+            if not isinstance(e, SpawnRefused):
+                self.log.exception("job %s: could not take its GPUs", job_id)
+            message = f"waiting: {e}" if isinstance(e, SpawnRefused) else "waiting: the GPU ledger could not be read"
             if record.message != message:
                 self._set_status(job_id, QUEUED, message, history=False)
             return False

@@ -12,7 +12,7 @@ each with ``backoffLimit: 0``. Nothing here talks to a cluster.
 
 import shlex
 
-from kubespawner.slugs import safe_slug
+from ..slugs import safe_slug
 
 from ..names import LABEL_COMPONENT, LABEL_PROJECT, LABEL_USER, MANAGED_BY
 from ..spawner.pods import gpu_placement, workspace_paths, workspace_storage

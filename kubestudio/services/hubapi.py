@@ -1,8 +1,6 @@
-"""What a service asks the hub: a user's projects (JupyterHub groups and their properties).
-
-The service's own token needs ``read:groups`` (its role says so). Group properties are cached
-for ``cache_seconds``: a project's quota changed by an admin applies within that time.
-"""
+"""What a service asks the hub's REST API with its own token: any path, and groups' properties
+(the service's role needs ``read:groups``), cached for ``cache_seconds``: a project's quota
+changed by an admin applies within that time."""
 
 import json
 import time
@@ -10,7 +8,6 @@ from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from ..spawner.projects import PUBLIC_PROJECT, ProjectError, parse_project
 
 
 class HubError(Exception):
@@ -46,17 +43,3 @@ class HubAPI:
         properties = None if group is None else group.get("properties") or {}
         self._groups[name] = (time.monotonic(), properties)
         return properties
-
-    async def projects(self, identity):
-        """``{name: Project or ProjectError}`` of the caller's groups (``public`` always)."""
-        names = set(identity.get("groups") or []) | {PUBLIC_PROJECT}
-        projects = {}
-        for name in sorted(names):
-            properties = await self.group_properties(name)
-            if properties is None and name != PUBLIC_PROJECT:
-                continue
-            try:
-                projects[name] = parse_project(name, properties or {})
-            except ProjectError as e:
-                projects[name] = e
-        return projects

@@ -18,7 +18,7 @@ from collections import deque
 
 from sqlalchemy import select
 
-from ..spawner.quantities import human_bytes
+from ..quantities import human_bytes
 
 CHUNK_CHARS = 64 * 1024
 TAIL_LINES = 100

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .quantities import format_bytes, parse_bytes, parse_cpu
+from ..quantities import format_bytes, parse_bytes, parse_cpu
 
 IDES = ("jupyterlab", "vscode")
 IDE_LABELS = {"jupyterlab": "JupyterLab", "vscode": "VS Code"}

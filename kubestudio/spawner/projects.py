@@ -20,7 +20,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
-from .quantities import parse_bytes
+from ..quantities import parse_bytes
 
 PUBLIC_PROJECT = "public"
 VOLUME_KINDS = ("pvc", "hostpath", "memory", "configmap", "secret")
@@ -312,3 +312,18 @@ def user_projects(groups):
     projects.setdefault(PUBLIC_PROJECT, Project(name=PUBLIC_PROJECT, display_name="Public"))
     # public first, then the rest by name
     return dict(sorted(projects.items(), key=lambda kv: (kv[0] != PUBLIC_PROJECT, kv[0])))
+
+
+async def hub_projects(hub, identity):
+    """``{name: Project or ProjectError}`` of a caller's groups, as a hub service sees them through
+    the hub's API (``hub``: :class:`~kubestudio.services.hubapi.HubAPI`); ``public`` always."""
+    projects = {}
+    for name in sorted(set(identity.get("groups") or []) | {PUBLIC_PROJECT}):
+        properties = await hub.group_properties(name)
+        if properties is None and name != PUBLIC_PROJECT:
+            continue
+        try:
+            projects[name] = parse_project(name, properties or {})
+        except ProjectError as e:
+            projects[name] = e
+    return projects

@@ -7,7 +7,7 @@ hashed), so no part of a path ever comes from raw input and one name always maps
 import os
 from dataclasses import dataclass
 
-from kubespawner.slugs import safe_slug
+from ..slugs import safe_slug
 
 ARCHIVES_LINK = "archives"
 

@@ -9,7 +9,7 @@ import requests
 
 from kubestudio.jobs import JobFailed
 from kubestudio.jobs.backends.local import process_start_time
-from kubestudio.extensions.client import ServiceError
+from kubestudio.services.client import ServiceError
 
 ALL_REDUCE = '''
 import json, os

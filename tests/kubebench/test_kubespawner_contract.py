@@ -18,7 +18,7 @@ import pytest
 import yaml
 from kubespawner.slugs import escape_slug, safe_slug
 
-from kubestudio.spawner.quantities import format_bytes
+from kubestudio.quantities import format_bytes
 from kubestudio.testing.imageshub import ensure_claims
 from kubestudio.testing.localhub import LocalHub, browser_login
 

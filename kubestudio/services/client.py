@@ -1,0 +1,83 @@
+"""The client side of every KubeStudio hub service (the SDKs and the ``kubestudio`` CLI).
+
+:class:`ServiceClient` finds a service through the hub, sends the server's (or your) token, turns
+error answers into :class:`ServiceError` with the service's message, and reads Server-Sent Events.
+Light on purpose (only ``requests``): notebooks import it.
+"""
+
+import json
+import os
+
+import requests
+
+
+class ServiceError(Exception):
+    """The service answered an error; ``status`` is the HTTP status, the message says why."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+class ServiceClient:
+    """A KubeStudio hub service from Python: finds the service through the hub, sends the
+    server's (or your) token, turns error answers into :class:`ServiceError` with the service's
+    message, and reads Server-Sent Events. Each service's client names its service and the
+    variable that may give its address directly."""
+
+    service = None  # the hub service's name, e.g. "images"
+    url_variable = None  # e.g. KUBESTUDIO_IMAGES_URL
+    label = "service"  # in messages: "the image service"
+
+    def __init__(self, url=None, token=None, hub_api_url=None, timeout=30):
+        self.token = token or os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        self.hub_api_url = (hub_api_url or os.environ.get("JUPYTERHUB_API_URL", "")).rstrip("/")
+        self.timeout = timeout
+        self.http = requests.Session()
+        if self.token:
+            self.http.headers["Authorization"] = f"token {self.token}"
+        self.url = (url or os.environ.get(self.url_variable) or self._discover()).rstrip("/") + "/"
+
+    def _discover(self):
+        if not self.hub_api_url or not self.token:
+            raise ServiceError(0, f"cannot find {self.label}: set JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN "
+                                  f"(set inside every server) or {self.url_variable}")
+        try:
+            response = self.http.get(f"{self.hub_api_url}/services/{self.service}", timeout=self.timeout)
+        except requests.RequestException as e:
+            raise ServiceError(0, f"the hub is not reachable at {self.hub_api_url}: {e}") from None
+        if response.status_code != 200:
+            raise ServiceError(response.status_code, f"the hub does not show {self.label} to this token "
+                                                     f"(HTTP {response.status_code}); is it enabled?")
+        model = response.json()
+        if not model.get("url"):
+            raise ServiceError(0, f"{self.label} has no URL in the hub's service list")
+        return model["url"].rstrip("/") + model.get("prefix", f"/services/{self.service}/")
+
+    def _call(self, method, path, **kwargs):
+        try:
+            response = self.http.request(method, self.url + path, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
+        except requests.RequestException as e:
+            raise ServiceError(0, f"{self.label} is not reachable at {self.url}: {e}") from None
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("message") or response.reason
+            except ValueError:  # not the service's answer: the proxy's or the hub's page
+                message = (f"{self.label} answered HTTP {response.status_code} {response.reason}"
+                           + (" (is it running?)" if response.status_code in (502, 503, 504) else ""))
+            raise ServiceError(response.status_code, message)
+        return response
+
+    def _events(self, path):
+        """Yield the events of a Server-Sent Events answer as dicts."""
+        response = self._call("GET", path, headers={"Accept": "text/event-stream"}, stream=True,
+                              timeout=(self.timeout, None))
+        data = []
+        for raw in response.iter_lines(chunk_size=None, decode_unicode=True):  # as data arrives
+            if raw is None:
+                continue
+            if raw.startswith("data:"):
+                data.append(raw[5:].lstrip())
+            elif raw == "" and data:
+                yield json.loads("\n".join(data))
+                data = []
