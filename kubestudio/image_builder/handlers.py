@@ -72,11 +72,7 @@ class BuildLogsHandler(ImagesHandler):
         self.require_access()
         self.owner_checked(build_id)
         if not wants_event_stream(self):
-            # a piece at a time: a 10 MB log never sits whole in memory, nor holds other requests
-            self.set_header("Content-Type", "text/plain; charset=utf-8")
-            async for text in self.manager.log_text(build_id):
-                await self.settings["bulk_turns"].write(self._write_and_flush, text)
-            self.finish()
+            await self.send_log_text(self.manager.log_text(build_id))
             return
         with EventStream(self, keepalive=self.settings["keepalive_seconds"]) as stream:
             await stream.comment("replaying the log from the start")
@@ -100,11 +96,6 @@ class BuildLogsHandler(ImagesHandler):
                 else:
                     await stream.send({"type": "result", **value})
         self.finish()
-
-
-    async def _write_and_flush(self, text):
-        self.write(text)
-        await self.flush()
 
 
 class ImageListHandler(ImagesHandler):

@@ -109,10 +109,7 @@ class JobLogsHandler(JobsBaseHandler):
         self.require_access()
         self.owner_checked(job_id)
         if not wants_event_stream(self):
-            self.set_header("Content-Type", "text/plain; charset=utf-8")
-            async for text in self.manager.log_text(job_id):
-                await self.settings["bulk_turns"].write(self._write_and_flush, text)
-            self.finish()
+            await self.send_log_text(self.manager.log_text(job_id))
             return
         with EventStream(self, keepalive=self.settings["keepalive_seconds"]) as stream:
             await stream.comment("replaying the log from the start")
@@ -139,10 +136,6 @@ class JobLogsHandler(JobsBaseHandler):
                 else:
                     await stream.send({"type": "result", **value})
         self.finish()
-
-    async def _write_and_flush(self, text):
-        self.write(text)
-        await self.flush()
 
 
 class IndexHandler(PageHandler, JobsBaseHandler):

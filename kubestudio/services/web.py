@@ -162,6 +162,19 @@ class OwnedHandler(ServiceHandler):
             raise http_error(403, f"only admins may list another user's {self.noun}s (needs scope {self.admin_scope})")
         return None if wanted == "*" else wanted
 
+    async def send_log_text(self, pieces):
+        """A log as plain text, a piece at a time (``pieces``: an async iterator of text), each
+        written in a turn of the application's ``bulk_turns``: a 10 MB log never sits whole in
+        memory, nor holds up other requests."""
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        async for text in pieces:
+            await self.settings["bulk_turns"].write(self._write_and_flush, text)
+        self.finish()
+
+    async def _write_and_flush(self, text):
+        self.write(text)
+        await self.flush()
+
     def owner_checked(self, resource_id):
         """The resource's owner, checked: 404 if it does not exist or is someone else's (admins: any)."""
         owner = self.manager.owner_of(resource_id)
