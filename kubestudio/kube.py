@@ -3,14 +3,18 @@
 - :func:`load_client`: an API client from the in-cluster service account, else a kubeconfig;
 - :func:`owned_labels` / :func:`selector`: our labels on everything we create, and the selector
   that finds it again;
+- :func:`served`: API discovery, which of the kinds a service may create this cluster serves;
 - :class:`Reflector`: one shared watch per kind (list once, then watch, re-list on ``410 Gone``)
   keeping the latest object of each name, so following a pod to its end costs no request: waiters
-  are woken by the watch's events, never by polling the API;
-- :func:`stream_log`: a container's log, followed to its end, as lines;
+  are woken by the watch's events, never by polling the API. Core kinds come as the client's
+  models, custom resources as dicts (:func:`meta` reads the metadata of both);
+- :func:`stream_log`: a container's log, followed to its end, as chunks; :class:`PodLogs`: the
+  logs of many pods at once (each followed from when it runs, again after a restart);
+- :func:`waiting_reason` / :func:`pod_events`: why a pod is not running yet, for people;
 - :class:`PullFailure`: when a container that cannot pull its image has waited long enough;
 - :func:`clean_owned`: delete what we own that is older than an age, from a reflector's cache.
 
-The services' backends (kaniko builds; jobs, TensorBoards and servings later) use these rather
+The services' backends (kaniko builds, jobs; TensorBoards and servings later) use these rather
 than talking to the API themselves.
 """
 
@@ -48,6 +52,48 @@ def selector(labels):
     return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
 
 
+def meta(obj):
+    """(name, resourceVersion, creation time as epoch seconds or None) of a model or a dict."""
+    if isinstance(obj, dict):
+        m = obj.get("metadata") or {}
+        created = m.get("creationTimestamp")
+        when = None
+        if created:
+            from datetime import datetime
+
+            when = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+        return m.get("name"), m.get("resourceVersion"), when
+    m = obj.metadata
+    return m.name, m.resource_version, m.creation_timestamp.timestamp() if m.creation_timestamp else None
+
+
+async def served(api_client, kinds):
+    """Which of ``kinds`` ({kind: (apiVersion, plural)}) the cluster serves: API discovery, one
+    request per group version (a group the cluster lacks answers 404)."""
+    from kubernetes_asyncio import client
+    from kubernetes_asyncio.client.rest import ApiException
+
+    custom = client.CustomObjectsApi(api_client)
+    by_version = {}
+    for kind, (api_version, plural) in kinds.items():
+        by_version.setdefault(api_version, []).append((kind, plural))
+    found = set()
+    for api_version, wanted in by_version.items():
+        if "/" not in api_version:  # the core group (v1) is always there
+            found.update(kind for kind, _ in wanted)
+            continue
+        group, version = api_version.split("/")
+        try:
+            resources = await custom.get_api_resources(group, version)
+        except ApiException as e:
+            if e.status in (404, 503):  # the group is not there (or its server is away)
+                continue
+            raise
+        plurals = {r.name for r in resources.resources or []}
+        found.update(kind for kind, plural in wanted if plural in plurals)
+    return found
+
+
 def api_message(error):
     """The message of an ApiException, for people."""
     try:
@@ -60,12 +106,17 @@ class Reflector:
     """The objects of one kind, namespace and label selector, kept current by one watch.
 
     ``list_method`` is a namespaced list call of ``kubernetes_asyncio`` (e.g.
-    ``CoreV1Api(...).list_namespaced_pod``). Start it once; read :attr:`objects` or
-    :meth:`get`, or :meth:`wait_for` a condition on one object.
+    ``CoreV1Api(...).list_namespaced_pod``), called with ``list_args`` (default: the namespace);
+    :meth:`custom` makes one for a custom resource. Start it once; read :attr:`objects` or
+    :meth:`get`, or :meth:`wait_for` a condition on one object. ``on_change(name, object or
+    None)`` is called for every change the watch brings.
     """
 
-    def __init__(self, list_method, namespace, label_selector, log, resync_seconds=300, retry_seconds=1.0):
+    def __init__(self, list_method, namespace, label_selector, log, resync_seconds=300, retry_seconds=1.0,
+                 list_args=None, on_change=None):
         self.list_method = list_method
+        self.list_args = tuple(list_args) if list_args is not None else (namespace,)
+        self.on_change = on_change
         self.namespace = namespace
         self.label_selector = label_selector
         self.log = log
@@ -75,6 +126,13 @@ class Reflector:
         self.resource_version = None
         self._changed = asyncio.Condition()
         self._task = None
+
+    @classmethod
+    def custom(cls, custom_api, api_version, plural, namespace, label_selector, log, **kwargs):
+        """A reflector of a custom resource (objects are dicts) through ``CustomObjectsApi``."""
+        group, version = api_version.split("/")
+        return cls(custom_api.list_namespaced_custom_object, namespace, label_selector, log,
+                   list_args=(group, version, namespace, plural), **kwargs)
 
     async def start(self):
         await self._list()
@@ -109,9 +167,18 @@ class Reflector:
             self._changed.notify_all()
 
     async def _list(self):
-        result = await self.list_method(self.namespace, label_selector=self.label_selector)
-        self.objects = {item.metadata.name: item for item in result.items}
-        self.resource_version = result.metadata.resource_version
+        result = await self.list_method(*self.list_args, label_selector=self.label_selector)
+        if isinstance(result, dict):
+            items, version = result.get("items") or [], (result.get("metadata") or {}).get("resourceVersion")
+        else:
+            items, version = result.items, result.metadata.resource_version
+        before = self.objects
+        self.objects = {meta(item)[0]: item for item in items}
+        self.resource_version = version
+        if self.on_change is not None:
+            for name in set(before) | set(self.objects):
+                if before.get(name) is not self.objects.get(name):
+                    self.on_change(name, self.objects.get(name))
         await self._notify()
 
     async def _run(self):
@@ -120,19 +187,22 @@ class Reflector:
 
         while True:
             try:
-                stream = watch.Watch().stream(self.list_method, self.namespace, label_selector=self.label_selector,
+                stream = watch.Watch().stream(self.list_method, *self.list_args, label_selector=self.label_selector,
                                               resource_version=self.resource_version,
                                               timeout_seconds=self.resync_seconds)
                 async for event in stream:
                     kind, obj = event["type"], event["object"]
                     if kind == "ERROR":
                         raise ApiException(status=getattr(obj, "code", None) or obj.get("code", 500))
-                    name = obj.metadata.name
-                    self.resource_version = obj.metadata.resource_version
+                    if kind == "BOOKMARK":
+                        continue
+                    name, self.resource_version, _ = meta(obj)
                     if kind == "DELETED":
                         self.objects.pop(name, None)
                     else:
                         self.objects[name] = obj
+                    if self.on_change is not None:
+                        self.on_change(name, self.objects.get(name))
                     await self._notify()
             except asyncio.CancelledError:
                 raise
@@ -151,9 +221,14 @@ class Reflector:
                     await asyncio.sleep(self.retry_seconds)
 
 
-async def stream_log(core, name, namespace, on_chunk):
-    """Follow the log of pod ``name`` to its end, handing each chunk of bytes to ``on_chunk``."""
-    response = await core.read_namespaced_pod_log(name, namespace, follow=True, _preload_content=False)
+async def stream_log(core, name, namespace, on_chunk, container=None, previous=False):
+    """Follow the log of pod ``name`` to its end, handing each chunk of bytes to ``on_chunk``
+    (``previous``: the log of the container's run before its last restart, as it is)."""
+    kwargs = {"container": container} if container else {}
+    if previous:
+        kwargs["previous"] = True
+    response = await core.read_namespaced_pod_log(name, namespace, follow=not previous, _preload_content=False,
+                                                  **kwargs)
     try:
         async for chunk in response.content.iter_any():
             on_chunk(chunk)
@@ -161,10 +236,102 @@ async def stream_log(core, name, namespace, on_chunk):
         response.release()
 
 
+class PodLogs:
+    """The logs of many pods at once, as lines: each pod's main container is followed from when it
+    runs to its end, and again after each restart (the run before it is read with ``previous``
+    when the follower missed its end). Feed it every pod the watch shows (:meth:`update`); lines
+    reach ``on_lines(pod name, [line, ...])``.
+    """
+
+    def __init__(self, core, namespace, on_lines, log, splitter):
+        self.core = core
+        self.namespace = namespace
+        self.on_lines = on_lines
+        self.log = log
+        self.splitter = splitter  # () -> a LineSplitter
+        self.followed = {}  # pod name -> (restart count, task)
+
+    def update(self, pod):
+        if pod is None or pod.status is None or not pod.status.container_statuses:
+            return
+        status = pod.status.container_statuses[0]
+        restarts = status.restart_count or 0  # the run in progress (or about to start) counts its restarts
+        state = status.state
+        has_run = state is not None and bool(state.running or state.terminated)
+        name = pod.metadata.name
+        seen = self.followed.get(name, (-1, None))[0]  # the last run whose log was (or is being) read
+        if has_run and seen < restarts:
+            # a new run; the one before it is read first when it was missed
+            self._start(name, restarts, previous=seen < restarts - 1 and restarts > 0, current=True)
+        elif not has_run and restarts > 0 and seen < restarts - 1:
+            # between two runs (back-off) and the run that just ended was never read
+            self._start(name, restarts - 1, previous=True, current=False)
+
+    def _start(self, name, run, previous, current):
+        earlier = self.followed.get(name, (None, None))[1]
+        if earlier is not None and not earlier.done():
+            earlier.cancel()
+        self.followed[name] = (run, asyncio.ensure_future(self._follow(name, previous, current)))
+
+    async def _follow(self, name, previous, current):
+        from kubernetes_asyncio.client.rest import ApiException
+
+        for use_previous in [flag for flag, wanted in ((True, previous), (False, current)) if wanted]:
+            lines = self.splitter()
+
+            def on_chunk(chunk, lines=lines):
+                out = lines.feed(chunk)
+                if out:
+                    self.on_lines(name, out)
+
+            try:
+                await stream_log(self.core, name, self.namespace, on_chunk, previous=use_previous)
+            except asyncio.CancelledError:
+                raise
+            except ApiException as e:
+                if e.status not in (400, 404):  # 400: the container is not running (yet or any more)
+                    self.log.warning("log of pod %s/%s: %s %s", self.namespace, name, e.status, api_message(e))
+            except Exception as e:  # the connection dropped: what was read is kept
+                self.log.warning("log of pod %s/%s ended early: %s", self.namespace, name, e)
+            rest = lines.close()
+            if rest:
+                self.on_lines(name, rest)
+
+    async def wait(self, timeout=None):
+        """Until every followed log has been read to its end."""
+        tasks = [task for _, task in self.followed.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    async def stop(self):
+        for _, task in self.followed.values():
+            task.cancel()
+        await asyncio.gather(*[task for _, task in self.followed.values()], return_exceptions=True)
+        self.followed.clear()
+
+
 def container_state(pod, index=0):
     """The state of a pod's container (a V1ContainerState), or None before it has one."""
     statuses = (pod.status.container_statuses if pod is not None and pod.status else None) or []
     return statuses[index].state if len(statuses) > index else None
+
+
+def waiting_reason(pod):
+    """Why a scheduled pod's container is not running (``ImagePullBackOff: ...``), or ""."""
+    state = container_state(pod)
+    waiting = getattr(state, "waiting", None)
+    if waiting is None or not waiting.reason or waiting.reason == "ContainerCreating":
+        return ""
+    return f"{waiting.reason}: {waiting.message}" if waiting.message else waiting.reason
+
+
+async def pod_events(core, namespace, name, types=("Warning",)):
+    """The messages of a pod's Events of ``types`` (FailedScheduling, Failed pull, ...), oldest
+    first: one list request, for a pod that stays Pending."""
+    result = await core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    events = [e for e in result.items if not types or e.type in types]
+    events.sort(key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp)
+    return [f"{e.reason}: {e.message}" for e in events]
 
 
 def pending_reason(pod):
@@ -205,8 +372,8 @@ async def clean_owned(reflector, delete, max_age_seconds, keep=()):
     now = time.time()
     removed = []
     for name, obj in list(reflector.objects.items()):
-        created = obj.metadata.creation_timestamp
-        if name not in keep and created is not None and now - created.timestamp() > max_age_seconds:
+        _, _, created = meta(obj)
+        if name not in keep and created is not None and now - created > max_age_seconds:
             await delete(name)
             removed.append(name)
     return removed

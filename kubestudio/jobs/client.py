@@ -20,6 +20,7 @@ environment); elsewhere set ``JUPYTERHUB_API_URL`` and ``JUPYTERHUB_API_TOKEN``,
 
 import inspect
 import json
+import os
 import textwrap
 import time
 
@@ -48,6 +49,8 @@ class JobsClient(ServiceClient):
         framework, runtime, max_runtime, retries, project, image, working_dir). The record."""
         body = spec.to_json() if isinstance(spec, JobSpec) else dict(spec or {})
         body.update(fields)
+        if not body.get("image") and os.environ.get("KUBESTUDIO_IMAGE"):
+            body["image"] = os.environ["KUBESTUDIO_IMAGE"]  # inside a server: the job runs in the server's image
         return self._call("POST", "api/jobs", json=body).json()
 
     def train(self, func, func_args=None, name=None, nodes=1, procs_per_node=1, resources_per_node=None,

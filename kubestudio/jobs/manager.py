@@ -146,7 +146,7 @@ class JobManager:
         run = JobRun(id=job_id, owner=owner, slug=user_slug(owner), spec=spec, replicas=replica_names(spec),
                      project=project)
         await self.backend.check(run)
-        image = spec.image or ""  # Kubernetes: the caller's server's image when none is given
+        image = self.backend.image_of(run)
         with self.store.session() as db:
             record = Job(id=job_id, owner=owner, name=spec.name, project=project.name, spec=spec.to_json(),
                          kind=spec.kind, image=image, backend=self.backend.name, status=QUEUED, message="",

@@ -14,7 +14,7 @@ import shlex
 
 from ..slugs import safe_slug
 
-from ..names import LABEL_COMPONENT, LABEL_PROJECT, LABEL_USER, MANAGED_BY
+from ..names import LABEL_ATTEMPT, LABEL_COMPONENT, LABEL_JOB_ID, LABEL_PROJECT, LABEL_USER, MANAGED_BY
 from ..spawner.pods import gpu_placement, workspace_paths, workspace_storage
 
 TRAINING = "kubeflow.org/v1"
@@ -29,7 +29,7 @@ KINDS = {
 }
 FRAMEWORK_KIND = {"python": "Job", "pytorch": "PyTorchJob", "tensorflow": "TFJob", "mpi": "MPIJob", "trainjob": "TrainJob"}
 PYTORCH_PORT = 23456
-LABEL_JOB_ID = "kubestudio.io/job-id"
+PATCH_MANAGER = "kubestudio.io/jobs"
 
 
 def kind_of(spec):
@@ -44,7 +44,8 @@ def object_name(run):
 
 def labels(run):
     return {**MANAGED_BY, LABEL_COMPONENT: "train", LABEL_USER: run.slug,
-            LABEL_PROJECT: safe_slug(run.project.name, max_length=63), LABEL_JOB_ID: run.id}
+            LABEL_PROJECT: safe_slug(run.project.name, max_length=63), LABEL_JOB_ID: run.id,
+            LABEL_ATTEMPT: str(run.attempt)}
 
 
 def command(run, settings):
@@ -109,6 +110,20 @@ def pod_template(run, settings, main_container):
     return {"metadata": {"labels": labels(run), "annotations": {"kubestudio.io/username": run.owner}}, "spec": spec}
 
 
+def trainjob_patch(run, settings, main, replicated_job="node"):
+    """What every pod gets, for the runtime's ``node`` pods: Trainer v2 takes it as a runtime patch
+    (the TrainJob itself names only image, command, env and resources)."""
+    template = pod_template(run, settings, main)
+    pod = template["spec"]
+    patch_pod = {key: pod[key] for key in ("volumes", "nodeSelector", "tolerations", "affinity", "securityContext")
+                 if key in pod}
+    patch_pod["containers"] = [{"name": main["name"], "volumeMounts": main["volumeMounts"],
+                                "securityContext": main["securityContext"]}]
+    return {"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [
+        {"name": replicated_job, "template": {"spec": {"template": {"metadata": template["metadata"],
+                                                                   "spec": patch_pod}}}}]}}}}
+
+
 def _replica(template, replicas):
     return {"replicas": replicas, "restartPolicy": "Never", "template": template}
 
@@ -162,7 +177,8 @@ def job_manifest(run, settings, image):
         if main["resources"]:
             trainer["resourcesPerNode"] = main["resources"]
         body = {"runtimeRef": {"name": spec.runtime, "kind": "ClusterTrainingRuntime",
-                               "apiGroup": "trainer.kubeflow.org"}, "trainer": trainer}
+                               "apiGroup": "trainer.kubeflow.org"}, "trainer": trainer,
+                "runtimePatches": [trainjob_patch(run, settings, main)]}
         if spec.max_runtime:
             body["activeDeadlineSeconds"] = spec.max_runtime
     return {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": body}

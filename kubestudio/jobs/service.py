@@ -36,12 +36,14 @@ def defaults(studio, c, data):
     setdefault("JobService", "stop_jobs_on_exit", not studio.keep_servers_running)
     if studio.spawner == "local":
         setdefault("LocalJobBackend", "data_dir", data)
+    else:
+        setdefault("JobService", "backend_class", "kubestudio.jobs.backends.kubernetes.KubernetesJobBackend")
 
 
 JOBS = ServiceDeclaration(
     name=JOBS_SERVICE,
     module="kubestudio.jobs",
-    config_sections=("JobService", "LocalJobBackend", "ServiceApp"),
+    config_sections=("JobService", "LocalJobBackend", "KubernetesJobBackend", "ServiceApp"),
     scopes={
         JOBS_RUN_SCOPE: "Submit training jobs, and see, follow and cancel your own.",
         JOBS_ADMIN_SCOPE: "See and cancel every user's jobs.",
@@ -50,6 +52,12 @@ JOBS = ServiceDeclaration(
     defaults=defaults,
     oauth_scopes=[JOBS_RUN_SCOPE, JOBS_ADMIN_SCOPE],
     # the same GPUs as the local servers, also when jupyterhub_config.py sets them after configure()
+    # on Kubernetes the jobs' pods mount and run as the servers' pods do (KubeSpawner's
+    # namespace first, WorkspaceSpawner's settings win)
     shared=(("LocalWorkspaceSpawner", "gpus", "LocalJobBackend"),
-            ("LocalWorkspaceSpawner", "gpu_detect_command", "LocalJobBackend")),
+            ("LocalWorkspaceSpawner", "gpu_detect_command", "LocalJobBackend"),
+            ("KubeSpawner", "namespace", "KubernetesJobBackend"),
+            *(("WorkspaceSpawner", trait, "KubernetesJobBackend")
+              for trait in ("namespace", "workspace_claim", "archives_claim", "workspace_root", "archives_root",
+                            "gpu_type_label", "gpu_types", "uid", "gid", "fs_gid"))),
 )

@@ -14,6 +14,7 @@ and ``text``.
 """
 
 import asyncio
+import codecs
 from collections import deque
 
 from sqlalchemy import select
@@ -22,6 +23,40 @@ from ..quantities import human_bytes
 
 CHUNK_CHARS = 64 * 1024
 TAIL_LINES = 100
+
+
+class LineSplitter:
+    """Bytes of a process's output -> log lines, however it is chunked.
+
+    A line longer than ``max_line`` characters is cut into pieces of that size (a process that
+    prints a megabyte without a newline must not fail the run or hold the log back), and a
+    UTF-8 character split across two chunks is decoded whole.
+    """
+
+    def __init__(self, max_line=16 * 1024):
+        self.max_line = max_line
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+
+    def feed(self, data):
+        text = self._pending + self._decoder.decode(data)
+        *lines, self._pending = text.split("\n")
+        out = [piece for line in lines for piece in self._cut(line.rstrip("\r"))]
+        while len(self._pending) > self.max_line:
+            out.append(self._pending[:self.max_line])
+            self._pending = self._pending[self.max_line:]
+        return out
+
+    def close(self):
+        text = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        return self._cut(text.rstrip("\r")) if text else []
+
+    def _cut(self, line):
+        if len(line) <= self.max_line:
+            return [line]
+        return [line[i:i + self.max_line] for i in range(0, len(line), self.max_line)]
+
 
 
 class LiveLog:

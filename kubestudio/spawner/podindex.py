@@ -5,9 +5,7 @@ pods in a project instead of scanning every pod the hub watches (a burst of N sp
 from kubespawner.spawner import PodReflector
 from traitlets import observe
 
-from ..names import LABEL_USER
-
-PROJECT_ANNOTATION = "kubestudio.io/project"
+from ..names import LABEL_USER, PROJECT_ANNOTATION
 
 
 def owner_of(pod):

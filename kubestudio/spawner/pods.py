@@ -154,6 +154,8 @@ def workspace_traits(username, server_name, request, settings):
     if request.ide == "vscode":
         env["CODE_WORKINGDIR"] = workspace
 
+    if request.image:
+        env["KUBESTUDIO_IMAGE"] = request.image.image  # jobs submitted from the server run in its image
     labels = {
         **MANAGED_BY,
         "kubestudio.io/component": "notebook",

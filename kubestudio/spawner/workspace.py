@@ -21,7 +21,7 @@ from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
 from ..kube import PullFailure
-from ..names import ARCHIVES_CLAIM, WORKSPACE_CLAIM
+from ..names import ARCHIVES_CLAIM, LABEL_GPUS, WORKSPACE_CLAIM
 from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
 from .podindex import OwnedPodReflector, PodsByOwner, owner_of
 from .pods import PodSettings, gpu_count, workspace_traits, yielding_traits
@@ -194,7 +194,7 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
                 continue
             seen.add(pod["metadata"]["name"])
             servers += 1
-            gpus += int(labels.get("kubestudio.io/gpus", "0") or 0)
+            gpus += int(labels.get(LABEL_GPUS, "0") or 0)
         for (user, server), (project, pod_name, count) in self._inflight.items():
             if user == self.user.name and server != self.name and project == project_name and pod_name not in seen:
                 servers += 1
@@ -416,7 +416,7 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         if not gpus:
             return
         self.environment = {k: v for k, v in self.environment.items() if k != "NVIDIA_VISIBLE_DEVICES"}
-        self.extra_labels = {**self.extra_labels, "kubestudio.io/gpus": str(gpus)}
+        self.extra_labels = {**self.extra_labels, LABEL_GPUS: str(gpus)}
         try:
             self.check_capacity(dataclasses.replace(request, gpus=gpus))
         except SpawnRefused as e:

@@ -1,9 +1,10 @@
 """The interface every build backend implements (like BinderHub's build executors)."""
 
-import codecs
 from dataclasses import dataclass, field
 
 from traitlets.config import LoggingConfigurable
+
+from ...services.livelog import LineSplitter  # noqa: F401 (the backends import it from here)
 
 
 class BuildFailed(Exception):
@@ -30,39 +31,6 @@ class BuildJob:
     def set_ref(self, ref):
         if self.report_ref is not None:
             self.report_ref(ref)
-
-
-class LineSplitter:
-    """Bytes of a builder's output -> log lines, however it is chunked.
-
-    A line longer than ``max_line`` characters is cut into pieces of that size (a builder that
-    prints a megabyte without a newline must not fail the build or hold the log back), and a
-    UTF-8 character split across two chunks is decoded whole.
-    """
-
-    def __init__(self, max_line=16 * 1024):
-        self.max_line = max_line
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
-
-    def feed(self, data):
-        text = self._pending + self._decoder.decode(data)
-        *lines, self._pending = text.split("\n")
-        out = [piece for line in lines for piece in self._cut(line.rstrip("\r"))]
-        while len(self._pending) > self.max_line:
-            out.append(self._pending[:self.max_line])
-            self._pending = self._pending[self.max_line:]
-        return out
-
-    def close(self):
-        text = self._pending + self._decoder.decode(b"", final=True)
-        self._pending = ""
-        return self._cut(text.rstrip("\r")) if text else []
-
-    def _cut(self, line):
-        if len(line) <= self.max_line:
-            return [line]
-        return [line[i:i + self.max_line] for i in range(0, len(line), self.max_line)]
 
 
 class StepCounter:

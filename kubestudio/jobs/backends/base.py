@@ -53,6 +53,10 @@ class JobBackend(LoggingConfigurable):
         """Training runtimes a TrainJob may name: [{"name", "framework", "scope"}]."""
         return []
 
+    def image_of(self, run):
+        """The image the job runs in, for its record ("" where the backend runs no images)."""
+        return run.spec.image or ""
+
     async def check(self, run):
         """Refuse what this backend can never run (SpecError naming the field); nothing is made."""
 

@@ -14,7 +14,9 @@ label ``kubebench.kubestudio.io/mode``):
 - ``responder``: an HTTP server on the pod address and container ports answering 200 (for scale).
 - ``status``: only the phases move.
 
-In process mode a container's ``readinessProbe`` decides when it is Ready (:mod:`.probes`), it
+In process mode a container's memory limit is kept as the kernel's cgroup would keep it: a
+process group whose resident memory passes the limit is killed (exit 137, reason ``OOMKilled``).
+A container's ``readinessProbe`` decides when it is Ready (:mod:`.probes`), it
 reaches Services by name (:mod:`.network`), and ``kubectl exec`` runs commands in its
 environment. The kubelet API the apiserver calls serves ``/containerLogs`` (``kubectl logs``) and
 ``/exec`` (:mod:`.execstream`).
@@ -34,6 +36,7 @@ import sys
 from aiohttp import web
 
 from ...processgroup import signal_group
+from ...quantities import parse_bytes
 from . import execstream
 from .client import ApiError, KubeClient, run_component
 from .network import ServiceNetwork, isolated_argv
@@ -82,6 +85,22 @@ class PodIPs:
         self._free.append(ip)
 
 
+def group_rss(pgid):
+    """Resident bytes of the processes in process group ``pgid``."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ..., rss is the 22nd
+                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 class PodRuntime:
     """What the kubelet knows about one pod it runs."""
 
@@ -101,6 +120,7 @@ class PodRuntime:
         self.exec_context = None  # (env, working dir, translate, hosts file) of a running process
         self.ready = False
         self.probe = None
+        self.oom_killed = False
 
     @property
     def path(self):
@@ -593,11 +613,16 @@ class SimKubelet:
                 return
             log_file.close()
             started = now()
+            runtime.oom_killed = False
+            memory_limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+            guard = asyncio.create_task(self._memory_guard(runtime, parse_bytes(memory_limit))) if memory_limit else None
             await self.event(runtime, "Started", f"Started container {name}", field_path=field)
             await self.set_status(runtime, "Running", [({"running": {"startedAt": started}}, restarts)], ready=not probe)
             if probe:
                 runtime.probe = asyncio.create_task(self._probe(runtime, container, probe, started, restarts, field))
             code = await runtime.proc.wait()
+            if guard is not None:
+                guard.cancel()
             if runtime.probe:
                 runtime.probe.cancel()
                 runtime.probe = None
@@ -609,7 +634,12 @@ class SimKubelet:
             if not message and code and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
                 with open(runtime.log_file(name), errors="replace") as f:
                     message = "".join(f.readlines()[-80:])[-4096:]
-            terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+            if runtime.oom_killed:
+                code = 137
+                await self.event(runtime, "OOMKilling", f"Memory cgroup out of memory: killed container {name} "
+                                                        f"(limit {memory_limit})", "Warning", field)
+            terminated = {"exitCode": code, "reason": "OOMKilled" if runtime.oom_killed else
+                          "Completed" if code == 0 else "Error",
                           "startedAt": started, "finishedAt": now(), "containerID": f"kubebench://{runtime.uid}-0"}
             if message:
                 terminated["message"] = message
@@ -625,6 +655,17 @@ class SimKubelet:
                                                                      "message": f"back-off {delay:g}s restarting failed container"}},
                                                         restarts)], ready=False)
             await asyncio.sleep(delay)
+
+    async def _memory_guard(self, runtime, limit, interval=0.05):
+        """The cgroup's memory limit: the container's processes (its process group) together may
+        hold ``limit`` bytes resident; past it they are all killed."""
+        pgid = runtime.proc.pid
+        while runtime.proc.returncode is None:
+            if group_rss(pgid) > limit:
+                runtime.oom_killed = True
+                signal_group(pgid, signal.SIGKILL)
+                return
+            await asyncio.sleep(interval)
 
     async def _probe(self, runtime, container, probe, started, restarts, field):
         async def set_ready(ready):

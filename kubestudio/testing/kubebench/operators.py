@@ -19,7 +19,9 @@ through the real scheduler, Job controller, garbage collector and the simulated 
   replicated jobs become batch/v1 Jobs with JobSet's labels (one per node: Kubernetes 1.20 has no
   Indexed Jobs; each pod gets the completion index and the hostname JobSet would give it), a
   headless Service ``<trainjob>`` for the pods' names, the trainer's image, command, args, env and
-  resources, and torch's ``PET_*`` environment; conditions Complete or Failed follow the Jobs.
+  resources, the ``runtimePatches`` (merged into the replicated jobs' pod templates by their merge
+  keys, as a strategic merge does), and torch's ``PET_*`` environment; conditions Complete or
+  Failed follow the Jobs.
 
 Checked against the upstream Python SDK (``kubeflow-training``'s TrainingClient) in the tests.
 """
@@ -513,6 +515,11 @@ class Operators:
         template = json.loads(json.dumps(rjob["template"]))
         job_spec = template.get("spec") or {}
         pod_template = job_spec.get("template") or {}
+        for patch in (trainjob.get("spec") or {}).get("runtimePatches") or []:
+            for patched in (((patch.get("trainingRuntimeSpec") or {}).get("template") or {}).get("spec") or {}).get(
+                    "replicatedJobs") or []:
+                if patched.get("name") == rjob["name"]:
+                    apply_pod_patch(pod_template, ((patched.get("template") or {}).get("spec") or {}).get("template") or {})
         pod_spec = pod_template.get("spec") or {}
         labels = {JOBSET_NAME: meta["name"], REPLICATED_JOB: rjob["name"], JOB_INDEX: "0", TRAINJOB_NAME: meta["name"]}
         index_annotation = "batch.kubernetes.io/job-completion-index"
@@ -551,6 +558,33 @@ class Operators:
         except ApiError as e:
             if e.status != 409:
                 raise
+
+
+MERGE_KEYS = {"containers": "name", "initContainers": "name", "volumes": "name", "env": "name",
+              "volumeMounts": "mountPath", "imagePullSecrets": "name"}
+
+
+def _merge(target, patch):
+    """A strategic merge of ``patch`` into ``target``: maps merged, lists with a merge key merged
+    item by item, other lists and values replaced."""
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        elif isinstance(value, list) and key in MERGE_KEYS and isinstance(target.get(key), list):
+            merge_key = MERGE_KEYS[key]
+            for item in value:
+                existing = next((t for t in target[key] if t.get(merge_key) == item.get(merge_key)), None)
+                if existing is None:
+                    target[key].append(json.loads(json.dumps(item)))
+                else:
+                    _merge(existing, item)
+        else:
+            target[key] = json.loads(json.dumps(value))
+
+
+def apply_pod_patch(pod_template, patch):
+    """A TrainJob's runtime patch of one replicated job's pod template (metadata and spec)."""
+    _merge(pod_template, patch)
 
 
 def main(config_file):

@@ -1,0 +1,300 @@
+"""The jobs service's Kubernetes backend on the bench, end to end through a real hub and the
+service: every kind (a plain Job, PyTorchJob, TFJob, TrainJob, MPIJob) runs with the user's
+workspace, logs per rank, failures with their exit code or OOMKilled, why a job waits, cancel
+leaving nothing behind, a kind the cluster lacks refused with 409, injected API faults and a
+service restart mid-job."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+import requests
+import yaml
+
+from kubestudio.jobs import JobFailed, JobsClient
+from kubestudio.spawner.storage import user_slug
+from kubestudio.testing.imageshub import ensure_claims
+from kubestudio.testing.kubebench.bench import default_crds_dir
+from kubestudio.testing.localhub import LocalHub
+
+from .conftest import MISSING_IMAGE
+
+pytestmark = pytest.mark.e2e
+
+NS = "default"
+PATHS = ["/api/v1/namespaces/default/pods", "/api/v1/namespaces/default/services",
+         "/api/v1/namespaces/default/configmaps", "/apis/batch/v1/namespaces/default/jobs",
+         *(f"/apis/kubeflow.org/v1/namespaces/default/{p}" for p in ("pytorchjobs", "tfjobs", "mpijobs")),
+         "/apis/trainer.kubeflow.org/v1alpha1/namespaces/default/trainjobs"]
+
+RANKS = """import json, os, sys
+rank = os.environ.get("RANK") or os.environ.get("PET_NODE_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK") or "0"
+os.makedirs("ranks", exist_ok=True)
+keys = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "PET_NNODES", "PET_NODE_RANK", "TF_CONFIG", "KUBESTUDIO_JOB")
+with open(f"ranks/{os.environ['KUBESTUDIO_JOB']}-{rank}.json", "w") as f:
+    json.dump({k: os.environ[k] for k in keys if k in os.environ}, f)
+print("rank", rank, "wrote its file", *sys.argv[1:])
+"""
+
+
+class K8sJobsHub:
+    def __init__(self, hub, bench):
+        self.hub = hub
+        self.bench = bench
+        self.url = f"{hub.url}/services/jobs/"
+        self._tokens = {}
+
+    def client(self, user):
+        if user not in self._tokens:
+            self.hub.create_user(user)
+            self._tokens[user] = self.hub.user_token(user)
+        return JobsClient(url=self.url, token=self._tokens[user])
+
+    def workspace(self, user):
+        path = self.bench.volume_folder(NS, "kubestudio-workspace", user_slug(user))
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def write(self, user, name, text):
+        with open(os.path.join(self.workspace(user), name), "w") as f:
+            f.write(text)
+
+    def ranks(self, user, job):
+        folder = os.path.join(self.workspace(user), "ranks")
+        return {name.removeprefix(f"{job}-").removesuffix(".json"): json.load(open(os.path.join(folder, name)))
+                for name in sorted(os.listdir(folder)) if name.startswith(f"{job}-")}
+
+    def leftovers(self, record):
+        """What a job left in the cluster: its object and anything named after it (pods, Services,
+        the Jobs of a TrainJob)."""
+        name = record["refs"].get("name") if record.get("refs") else None
+        found = []
+        for path in PATHS:
+            r = self.bench.api("GET", path)
+            if r.status_code != 200:
+                continue
+            for item in r.json()["items"]:
+                item_name = item["metadata"]["name"]
+                labels = item["metadata"].get("labels") or {}
+                if labels.get("kubestudio.io/job-id") == record["id"] or (
+                        name and (item_name == name or item_name.startswith(name + "-"))):
+                    found.append(f"{path.rsplit('/', 1)[1]}/{item_name}")
+        return found
+
+    def wait_gone(self, record, timeout=60):
+        deadline = time.monotonic() + timeout
+        while self.leftovers(record):
+            assert time.monotonic() < deadline, self.leftovers(record)
+            time.sleep(0.5)
+
+
+def ensure_runtime(bench):
+    with open(os.path.join(default_crds_dir(), "runtimes", "torch_distributed.yaml")) as f:
+        runtime = yaml.safe_load(f)
+    r = bench.api("POST", "/apis/trainer.kubeflow.org/v1alpha1/clustertrainingruntimes", json=runtime)
+    assert r.status_code in (201, 409), r.text
+
+
+def start_k8s_jobs_hub(root, bench, keep=False):
+    ensure_claims(bench)
+    ensure_runtime(bench)
+    extra = f"""
+c.JobService.backend_class = "kubestudio.jobs.backends.kubernetes.KubernetesJobBackend"
+c.JobService.max_running_jobs_per_user = 3
+c.KubernetesJobBackend.kubeconfig = {bench.proxy_kubeconfig!r}
+c.KubernetesJobBackend.uid = {os.getuid()}
+c.KubernetesJobBackend.gid = {os.getgid()}
+c.KubernetesJobBackend.default_image = "kubestudio/notebook:1"
+c.KubernetesJobBackend.image_pull_grace_seconds = 2
+c.KubernetesJobBackend.pending_events_seconds = 2
+c.KubernetesJobBackend.discovery_seconds = 1
+"""
+    settings = {"images_service": False, "keep_servers_running": keep,
+                "projects": {"vision": {"users": ["vic"], "max_gpus": 1}}}
+    return K8sJobsHub(LocalHub(root, settings=settings, extra_config=extra).start(), bench)
+
+
+@pytest.fixture(scope="module")
+def k8s(bench, crds, tmp_path_factory):
+    jobs_hub = start_k8s_jobs_hub(tmp_path_factory.mktemp("k8s-jobs-hub"), bench)
+    try:
+        yield jobs_hub
+    finally:
+        jobs_hub.hub.stop()
+
+
+def faults(bench, rules=(), drop_watch_after_s=None):
+    r = requests.put(bench.proxy_url + "/_kubebench/faults", verify=False, timeout=10,
+                     json={"rules": list(rules), "drop_watch_after_s": drop_watch_after_s})
+    assert r.status_code == 200, r.text
+
+
+def test_a_two_node_pytorchjob_runs_in_the_users_workspace(k8s):
+    client = k8s.client("kate")
+    k8s.write("kate", "ranks.py", RANKS)
+    job = client.create(name="ddp", script="ranks.py", args=["--lr", "0.1"], nodes=2, framework="pytorch")
+    assert job["backend"] == "kubernetes" and job["image"] == "kubestudio/notebook:1"
+    done = client.wait("ddp", timeout=120)
+    assert done["status"] == "succeeded", done
+    name = done["refs"]["name"]
+    assert done["refs"]["kind"] == "PyTorchJob" and name.startswith("ddp-")
+    seen = k8s.ranks("kate", "ddp")
+    assert {r: (e["RANK"], e["WORLD_SIZE"], e["MASTER_ADDR"]) for r, e in seen.items()} == {
+        "0": ("0", "2", f"{name}-master-0"), "1": ("1", "2", f"{name}-master-0")}
+    log = client.logs("ddp").splitlines()
+    assert "[master-0] rank 0 wrote its file --lr 0.1" in log and "[worker-0] rank 1 wrote its file --lr 0.1" in log
+    assert done["exit"] == {"master-0": {"code": 0, "reason": "Completed"}, "worker-0": {"code": 0, "reason": "Completed"}}
+    # the record keeps the log; the cluster keeps nothing
+    k8s.wait_gone(done)
+
+
+@pytest.mark.parametrize("framework,nodes,kind,replicas", [
+    ("python", 1, "Job", ["rank-0"]),
+    ("tensorflow", 2, "TFJob", ["chief-0", "worker-0"]),
+    ("trainjob", 2, "TrainJob", ["node-0", "node-1"]),
+])
+def test_every_kind_runs_its_ranks(k8s, framework, nodes, kind, replicas):
+    client = k8s.client("kate")
+    k8s.write("kate", "ranks.py", RANKS)
+    name = f"kind-{framework}"
+    body = {"name": name, "script": "ranks.py", "nodes": nodes, "framework": framework}
+    if framework == "trainjob":
+        body["runtime"] = "torch-distributed"
+    client.create(body)
+    done = client.wait(name, timeout=120)
+    assert done["status"] == "succeeded" and done["refs"]["kind"] == kind, done
+    log = client.logs(name)
+    for replica in replicas:
+        assert f"[{replica}] rank " in log, log
+    seen = k8s.ranks("kate", name)
+    assert len(seen) == nodes, seen
+    if kind == "TFJob":
+        config = json.loads(seen["0"]["TF_CONFIG"])
+        assert set(config["cluster"]) == {"chief", "worker"}
+    if kind == "TrainJob":
+        assert sorted(e["PET_NODE_RANK"] for e in seen.values()) == ["0", "1"]
+        assert all(e["PET_NNODES"] == "2" for e in seen.values())
+    k8s.wait_gone(done)
+
+
+def test_exit_code_and_oom_are_reported(k8s):
+    client = k8s.client("olga")
+    k8s.write("olga", "fail.py", "import sys\nprint('giving up', flush=True)\nsys.exit(3)\n")
+    k8s.write("olga", "hog.py", "import time\nblocks = []\nfor _ in range(60):\n"
+                                "    blocks.append(bytearray(16 * 1024 * 1024))\n    time.sleep(0.02)\nprint('survived')\n")
+    client.create(name="fails", script="fail.py", nodes=2, framework="pytorch")
+    client.create(name="hog", script="hog.py", resources={"memory": "200Mi"})
+    with pytest.raises(JobFailed) as failed:
+        client.wait("fails", timeout=120)
+    record = failed.value.job
+    assert "exited with code 3" in record["message"], record
+    assert "[master-0] giving up" in client.logs("fails")
+    with pytest.raises(JobFailed) as oom:
+        client.wait("hog", timeout=120)
+    assert "ran out of memory (OOMKilled, exit code 137; limit 200Mi per node)" in oom.value.job["message"]
+    assert oom.value.job["exit"]["rank-0"] == {"code": 137, "reason": "OOMKilled"}
+
+
+def test_a_waiting_job_says_why_and_cancel_leaves_nothing(k8s):
+    client = k8s.client("walt")
+    k8s.write("walt", "sleep.py", "import time\nprint('up', flush=True)\ntime.sleep(300)\n")
+    # more CPU than any node has: the scheduler says so, and the job's message with it
+    client.create(name="huge", script="sleep.py", resources={"cpu": "64"})
+    deadline = time.monotonic() + 60
+    while "Insufficient cpu" not in (client.get("huge")["message"] or ""):
+        assert time.monotonic() < deadline, client.get("huge")
+        time.sleep(0.5)
+    assert client.get("huge")["status"] == "starting"
+    client.delete("huge")
+    assert client.get("huge")["status"] == "cancelled"
+    k8s.wait_gone(client.get("huge"))
+    # a running two-node job: cancel removes the PyTorchJob, its pods and Services
+    client.create(name="long", script="sleep.py", nodes=2, framework="pytorch")
+    client.wait("long", status="running", timeout=120)
+    deadline = time.monotonic() + 30
+    while "[worker-0] up" not in client.logs("long"):
+        assert time.monotonic() < deadline, client.logs("long")
+        time.sleep(0.3)
+    assert len(k8s.leftovers(client.get("long"))) >= 5  # the PyTorchJob, 2 pods, 2 Services
+    cancelled = client.delete("long")
+    assert cancelled["status"] == "cancelled" and cancelled["message"] == "cancelled by walt"
+    k8s.wait_gone(client.get("long"))
+
+
+def test_an_image_that_cannot_be_pulled_fails_with_the_reason(k8s):
+    client = k8s.client("ivan")
+    k8s.write("ivan", "ranks.py", RANKS)
+    client.create(name="noimage", script="ranks.py", image=MISSING_IMAGE)
+    with pytest.raises(JobFailed) as failed:
+        client.wait("noimage", timeout=60)
+    assert "the image cannot be pulled" in failed.value.job["message"]
+    assert "ImagePullBackOff" in failed.value.job["message"] or "ErrImagePull" in failed.value.job["message"]
+    k8s.wait_gone(failed.value.job)
+
+
+def test_a_kind_the_cluster_lacks_is_refused_with_409(k8s, bench):
+    client = k8s.client("kate")
+    k8s.write("kate", "ranks.py", RANKS)
+    crd = bench.api("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/tfjobs.kubeflow.org").json()
+    crd = {k: crd[k] for k in ("apiVersion", "kind", "spec")} | {"metadata": {"name": crd["metadata"]["name"]}}
+    assert bench.api("DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/tfjobs.kubeflow.org").ok
+    try:
+        deadline = time.monotonic() + 30
+        while bench.api("GET", "/apis/kubeflow.org/v1/namespaces/default/tfjobs").status_code != 404:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        time.sleep(1.2)  # the service looks again after discovery_seconds
+        r = requests.post(k8s.url + "api/jobs", headers={"Authorization": f"token {client.token}"},
+                          json={"name": "tf-missing", "script": "ranks.py", "nodes": 2, "framework": "tensorflow"})
+        assert r.status_code == 409, r.text
+        assert r.json()["message"] == ("framework: a TFJob needs the Kubeflow Training Operator, which this cluster "
+                                       "does not have (no tfjobs in kubeflow.org/v1)")
+        assert not [j for j in client.list() if j["name"] == "tf-missing"]
+    finally:
+        r = bench.api("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
+        assert r.status_code in (201, 409), r.text
+        deadline = time.monotonic() + 30
+        while bench.api("GET", "/apis/kubeflow.org/v1/namespaces/default/tfjobs").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+
+
+def test_api_faults_end_in_success_with_nothing_orphaned(k8s, bench):
+    """20% of creates answered 500 and every watch dropped after 2 s: the jobs still succeed."""
+    client = k8s.client("fay")
+    k8s.write("fay", "ranks.py", RANKS)
+    faults(bench, [{"verb": "create", "resource": "*", "rate": 0.2, "error": 500}], drop_watch_after_s=2)
+    try:
+        names = [f"faulty-{i}" for i in range(6)]
+        for name in names:
+            client.create(name=name, script="ranks.py", nodes=2, framework="pytorch")
+        records = [client.wait(name, timeout=180) for name in names]
+    finally:
+        faults(bench)
+    assert [r["status"] for r in records] == ["succeeded"] * len(names), [(r["name"], r["message"]) for r in records]
+    for record in records:
+        k8s.wait_gone(record)
+
+
+def test_a_service_restart_mid_job_loses_nothing(bench, crds, tmp_path):
+    restarting = start_k8s_jobs_hub(tmp_path / "hub", bench, keep=True)
+    hub = restarting.hub
+    try:
+        client = restarting.client("rex")
+        restarting.write("rex", "slow.py", "import os, time\nprint('before', os.environ['RANK'], flush=True)\n"
+                                           "time.sleep(5)\nprint('after', os.environ['RANK'], flush=True)\n")
+        client.create(name="slow", script="slow.py", nodes=2, framework="pytorch")
+        client.wait("slow", status="running", timeout=120)
+        os.kill(hub.service_pid("kubestudio.jobs"), signal.SIGKILL)
+        # JupyterHub does not restart a managed service that died: the hub restarts with it
+        hub.stop(stop_servers=False)
+        hub.start()
+        done = client.wait("slow", timeout=120)
+        log = client.logs("slow").splitlines()
+        assert {"[master-0] before 0", "[master-0] after 0", "[worker-0] before 1", "[worker-0] after 1"} <= set(log)
+        assert done["status"] == "succeeded"
+        restarting.wait_gone(done)
+    finally:
+        hub.stop()
