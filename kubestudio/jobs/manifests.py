@@ -61,9 +61,13 @@ def command(run, settings):
                 "--master_port=$(PET_MASTER_PORT)", script, *spec.args]
     if spec.kind == "mpi":
         argv = ["mpirun", "--hostfile", "/etc/mpi/hostfile", "-np", str(spec.ranks), *argv]
+    steps = []
+    if spec.kind == "trainjob":  # a TrainJob's trainer has no workingDir: the command goes there itself
+        steps.append("cd " + shlex.quote(f"{workspace}/{spec.working_dir}".rstrip("/")))
     if spec.packages:
-        install = "python -m pip install --no-input --disable-pip-version-check --user " + shlex.join(spec.packages)
-        return ["sh", "-c", f'{install} && exec "$@"', "--", *argv]
+        steps.append("python -m pip install --no-input --disable-pip-version-check --user " + shlex.join(spec.packages))
+    if steps:
+        return ["sh", "-c", " && ".join(steps) + ' && exec "$@"', "--", *argv]
     return argv
 
 

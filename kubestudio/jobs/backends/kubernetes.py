@@ -259,6 +259,8 @@ class KubernetesJobBackend(JobBackend):
         """Which kinds the cluster serves; one watch per kind served, started once."""
         self.served = await kube.served(self._api_client, self.kinds)
         self._discovered = time.monotonic()
+        for kind in sorted(set(self.objects) - self.served):  # an operator was removed: its watch goes
+            await self.objects.pop(kind).stop()
         for kind in sorted(self.served):
             if kind in self.objects:
                 continue
@@ -319,8 +321,8 @@ class KubernetesJobBackend(JobBackend):
         from ..manifests import KINDS, kind_of
 
         kind = kind_of(run.spec)
-        if kind not in self.served and time.monotonic() - self._discovered > self.discovery_seconds:
-            await self._discover()  # the operator may have been installed since
+        if time.monotonic() - self._discovered > self.discovery_seconds:
+            await self._discover()  # an operator may have been installed or removed since
         if kind not in self.served:
             _, plural, operator = KINDS[kind]
             raise SpecError(f"framework: a {kind} needs {operator}, which this cluster does not have "
