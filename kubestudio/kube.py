@@ -30,16 +30,23 @@ IMAGE_PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "Er
 RETRIED_PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff")
 
 
-async def load_client(kubeconfig=""):
+async def load_client(kubeconfig="", connections=None):
     """A ``kubernetes_asyncio`` ApiClient: in-cluster config when running in a pod, else
-    ``kubeconfig`` (empty: $KUBECONFIG or ~/.kube/config). Close it when done."""
+    ``kubeconfig`` (empty: $KUBECONFIG or ~/.kube/config). Close it when done.
+
+    ``connections``: the most requests it has open at once (the client's default is 100). A
+    followed log or a watch holds one for as long as it runs, so a client that follows many logs
+    needs more, or a pool of its own, lest its other requests wait behind them."""
     from kubernetes_asyncio import client, config
 
     try:
         config.load_incluster_config()
     except config.ConfigException:
         await config.load_kube_config(config_file=kubeconfig or None)
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    if connections:
+        configuration.connection_pool_maxsize = connections
+    return client.ApiClient(configuration)
 
 
 def owned_labels(component, **extra):

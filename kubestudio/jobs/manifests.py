@@ -169,6 +169,9 @@ def job_manifest(run, settings, image):
         body = {"runPolicy": run_policy, "tfReplicaSpecs": replicas}
     elif kind == "MPIJob":
         launcher = pod_template(run, settings, container(run, settings, image, "mpi", argv))
+        # the launcher starts the ranks with `kubectl exec` as the operator's launcher service
+        # account (allowed only pods/exec on this job's workers): it keeps that token
+        del launcher["spec"]["automountServiceAccountToken"]
         # the launcher starts the ranks on the workers; the workers only wait for it
         worker = pod_template(run, settings, container(run, settings, image, "mpi", ["sleep", "infinity"]))
         body = {"runPolicy": run_policy, "slotsPerWorker": spec.procs_per_node,

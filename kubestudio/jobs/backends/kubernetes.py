@@ -79,7 +79,7 @@ class Follower:
         self.name = name
         self.pods = {}  # pod name -> pod
         self.replicas = {}  # pod name -> replica
-        self.logs = kube.PodLogs(backend.core, backend.namespace, self._on_lines, backend.log, LineSplitter)
+        self.logs = kube.PodLogs(backend.log_core, backend.namespace, self._on_lines, backend.log, LineSplitter)
         self.pending_since = {}
         self.events_read = set()
         self.told = None
@@ -209,6 +209,13 @@ class KubernetesJobBackend(JobBackend):
         60, config=True, help="A kind refused as missing is looked up again (API discovery) after this many seconds."
     )
     logs_grace_seconds = Integer(10, config=True, help="Seconds to finish reading the pods' logs after a job ends.")
+    max_log_streams = Integer(
+        2000,
+        config=True,
+        help="""Pod logs followed at once (one connection each, apart from the connections that create,
+        delete and watch, so a thousand running pods never hold those up). Pods past it are read
+        when a stream frees up.""",
+    )
 
     def settings(self):
         from ...spawner.pods import PodSettings
@@ -226,7 +233,9 @@ class KubernetesJobBackend(JobBackend):
         from ..manifests import KINDS
 
         self._api_client = await kube.load_client(self.kubeconfig)
+        self._log_client = await kube.load_client(self.kubeconfig, connections=self.max_log_streams)
         self.core = client.CoreV1Api(self._api_client)
+        self.log_core = client.CoreV1Api(self._log_client)
         self.batch = client.BatchV1Api(self._api_client)
         self.custom = client.CustomObjectsApi(self._api_client)
         self.kinds = {kind: (api_version, plural) for kind, (api_version, plural, _) in KINDS.items()}
@@ -252,8 +261,9 @@ class KubernetesJobBackend(JobBackend):
         for reflector in [self.__dict__.get("pods"), self.__dict__.get("all_pods"), *self.__dict__.get("objects", {}).values()]:
             if reflector is not None:
                 await reflector.stop()
-        if getattr(self, "_api_client", None):
-            await self._api_client.close()
+        for api_client in (self.__dict__.get("_api_client"), self.__dict__.get("_log_client")):
+            if api_client is not None:
+                await api_client.close()
 
     async def _discover(self):
         """Which kinds the cluster serves; one watch per kind served, started once."""
