@@ -178,6 +178,9 @@ c.KubernetesJobBackend.default_image = "kubestudio/notebook:1"
             list(pool.map(lambda i: sessions[i % users].delete(url + f"api/jobs/{ids[i]}"), range(len(ids))))
         cancel_s = time.perf_counter() - cancel_started
         cancel_counts = requests.get(counters, verify=False, timeout=10).json()
+        hub.stop()
+        hub = None
+        anchor = direct_burst(bench, count)
     finally:
         if hub is not None:
             hub.stop()
@@ -198,7 +201,67 @@ c.KubernetesJobBackend.default_image = "kubestudio/notebook:1"
         "submit_running_p50_s": round(latencies[len(latencies) // 2], 2) if latencies else None,
         "submit_running_p99_s": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2) if latencies else None,
         "burst_failures": len(refused) + len(failed) + (len(ids) - len(running) - len(failed)),
+        **anchor,
+        "submit_running_p99_ratio": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+                                          / anchor["direct_submit_running_p99_s"], 2) if latencies else None,
     }
+
+
+def direct_burst(bench, count):
+    """The anchor: the same number of batch Jobs created straight through the API (no service),
+    create -> pod Running seen by one watch."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    headers = {"Authorization": f"Bearer {bench.token}"}
+    running = {}
+    stop = threading.Event()
+
+    def watch():
+        url = bench.server + "/api/v1/namespaces/default/pods?watch=1&labelSelector=anchor%3D1"
+        with requests.get(url, headers=headers, verify=False, stream=True, timeout=(10, 900)) as r:
+            for line in r.iter_lines():
+                if stop.is_set():
+                    return
+                pod = json.loads(line)["object"]
+                name = (pod["metadata"].get("labels") or {}).get("job-name")
+                if (pod.get("status") or {}).get("phase") == "Running" and name not in running:
+                    running[name] = time.perf_counter()
+                    if len(running) >= count:
+                        return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    time.sleep(1)
+    created = {}
+
+    def create(i):
+        name = f"direct-{i}"
+        body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": {"anchor": "1"}},
+                "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": {"anchor": "1"}}, "spec": {
+                    "restartPolicy": "Never", "automountServiceAccountToken": False,
+                    "containers": [{"name": "job", "image": "kubestudio/notebook:1", "command": ["python", "train.py"]}]}}}}
+        created[name] = time.perf_counter()
+        r = requests.post(bench.server + "/apis/batch/v1/namespaces/default/jobs", json=body, headers=headers,
+                          verify=False, timeout=60)
+        return r.status_code
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(32) as pool:
+        statuses = list(pool.map(create, range(count)))
+    deadline = time.monotonic() + 600
+    while len(running) < count and time.monotonic() < deadline:
+        time.sleep(0.5)
+    all_running = time.perf_counter() - started
+    stop.set()
+    latencies = sorted(running[name] - created[name] for name in running)
+    requests.delete(bench.server + "/apis/batch/v1/namespaces/default/jobs?labelSelector=anchor%3D1",
+                    headers=headers, verify=False, timeout=60,
+                    json={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
+    return {"direct_all_running_s": round(all_running, 2),
+            "direct_submit_running_p50_s": round(latencies[len(latencies) // 2], 2),
+            "direct_submit_running_p99_s": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2),
+            "direct_failures": sum(1 for s in statuses if s != 201) + count - len(running)}
 
 
 def main():

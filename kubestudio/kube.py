@@ -194,9 +194,12 @@ class Reflector:
 
         while True:
             try:
+                # the server ends the watch after resync_seconds; a connection that went silent
+                # (a proxy or load balancer lost it) is given up a little later
                 stream = watch.Watch().stream(self.list_method, *self.list_args, label_selector=self.label_selector,
                                               resource_version=self.resource_version,
-                                              timeout_seconds=self.resync_seconds)
+                                              timeout_seconds=self.resync_seconds,
+                                              _request_timeout=self.resync_seconds + 30)
                 async for event in stream:
                     kind, obj = event["type"], event["object"]
                     if kind == "ERROR":

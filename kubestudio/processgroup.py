@@ -12,3 +12,25 @@ def signal_group(pgid, sig=signal.SIGKILL):
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def rss_by_group():
+    """Resident bytes of every process group on the machine, ``{pgid: bytes}`` (one pass over
+    /proc): what a memory limit on a group of processes is measured against."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    groups = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        # after the command's name: state, ppid, pgrp (index 2), ..., rss in pages (index 21)
+        try:
+            pgid, rss = int(fields[2]), int(fields[21])
+        except (IndexError, ValueError):
+            continue
+        groups[pgid] = groups.get(pgid, 0) + rss * page
+    return groups

@@ -133,6 +133,24 @@ def test_a_failing_rank_fails_the_job_and_stops_the_others(jobs):
     assert all(process_start_time(pid) is None for pid in pids)
 
 
+def test_memory_per_node_is_a_limit_as_on_kubernetes(jobs):
+    """A node's ranks (and what they start) together past resources.memory are killed: OOMKilled."""
+    client = jobs.client("hugo")
+    jobs.write("hugo", "hog.py", "import subprocess, sys, time\nblocks = []\nprint('growing', flush=True)\n"
+               "for _ in range(100):\n    blocks.append(bytearray(8 * 1024 * 1024))\n    time.sleep(0.02)\n"
+               "print('survived', flush=True)\n")
+    jobs.write("hugo", "small.py", "blocks = [bytearray(8 * 1024 * 1024) for _ in range(4)]\nprint('fits')\n")
+    client.create(name="hog", script="hog.py", resources={"memory": "200Mi"})
+    with pytest.raises(JobFailed) as e:
+        client.wait("hog", timeout=60)
+    job = e.value.job
+    assert job["message"] == "rank-0 failed: OOMKilled (memory limit 200Mi per node)", job
+    assert job["exit"]["rank-0"]["code"] == 137
+    assert "[rank-0] survived" not in lines_of(client, "hog")
+    assert client.create(name="small", script="small.py", resources={"memory": "200Mi"})
+    assert client.wait("small", timeout=60)["status"] == "succeeded"
+
+
 def test_cancel_stops_every_process_the_job_started(jobs):
     client = jobs.client("cal")
     jobs.write("cal", "spawn.py", "import subprocess, time, os\n"

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from traitlets import Float, List, Unicode, default
 
-from ...processgroup import signal_group
+from ...processgroup import rss_by_group, signal_group
+from ...quantities import parse_bytes
 from ...spawner.gpus import JOB, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
 from ...spawner.storage import ensure_user_folders, user_folders
 from ..spec import SpecError
@@ -30,6 +31,7 @@ from .base import JobBackend, Outcome
 MAX_LINE = 64 * 1024  # a longer line is handed on in pieces, never fatal
 READ_BYTES = 256 * 1024
 BRISK_SECONDS = 0.01
+MEMORY_CHECK_SECONDS = 0.25
 LOCAL_RUNTIME = "torch-distributed"
 
 
@@ -358,6 +360,18 @@ class LocalJobBackend(JobBackend):
     def forget(self, run):
         shutil.rmtree(self._dir(run), ignore_errors=True)
 
+    def _keep_memory_limit(self, ranks, per_node, limit, memory):
+        """``resources.memory`` is per node, as a pod's limit is: a node's ranks together may hold
+        that much resident memory; past it they are killed, as the kernel's cgroup would (exit 137,
+        OOMKilled)."""
+        usage = rss_by_group()
+        for first in range(0, len(ranks), per_node):
+            node = [r for r in ranks[first:first + per_node] if r.pid and r.result is None]
+            if node and sum(usage.get(r.pid, 0) for r in node) > limit:
+                for rank in node:
+                    rank.result = {"code": 137, "reason": f"OOMKilled (memory limit {memory} per node)"}
+                self._kill(node)
+
     def _kill(self, ranks):
         for rank in ranks:
             if rank.pid and (rank.proc is not None and rank.proc.returncode is None
@@ -370,10 +384,16 @@ class LocalJobBackend(JobBackend):
         failed = None
         # look often while lines come (and just after the start), then settle to poll_seconds
         brisk_until = time.monotonic() + 2
+        memory = run.spec.resources.memory
+        limit = parse_bytes(memory) if memory else None
+        checked = 0.0
         try:
             while True:
                 if self._read_logs(run, ranks):
                     brisk_until = time.monotonic() + 1
+                if limit and time.monotonic() - checked >= MEMORY_CHECK_SECONDS:
+                    checked = time.monotonic()
+                    self._keep_memory_limit(ranks, run.spec.procs_per_node, limit, memory)
                 for rank in ranks:
                     result = rank.ended()
                     if result and result["code"] != 0 and failed is None:

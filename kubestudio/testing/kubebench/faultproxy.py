@@ -144,7 +144,9 @@ class FaultProxy:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=500),
+        # no limit on connections to the apiserver: a client following a thousand logs holds a
+        # thousand, and its next request must not wait in the proxy (the apiserver has none)
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=0),
                                               auto_decompress=False)
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_route("*", "/_kubebench/{what}", self.control)

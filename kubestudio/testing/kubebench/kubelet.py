@@ -35,7 +35,7 @@ import sys
 
 from aiohttp import web
 
-from ...processgroup import signal_group
+from ...processgroup import rss_by_group, signal_group
 from ...quantities import parse_bytes
 from . import execstream
 from .client import ApiError, KubeClient, run_component
@@ -83,22 +83,6 @@ class PodIPs:
 
     def give_back(self, ip):
         self._free.append(ip)
-
-
-def group_rss(pgid):
-    """Resident bytes of the processes in process group ``pgid``."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ..., rss is the 22nd
-                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
 
 
 class PodRuntime:
@@ -661,7 +645,7 @@ class SimKubelet:
         hold ``limit`` bytes resident; past it they are all killed."""
         pgid = runtime.proc.pid
         while runtime.proc.returncode is None:
-            if group_rss(pgid) > limit:
+            if rss_by_group().get(pgid, 0) > limit:
                 runtime.oom_killed = True
                 signal_group(pgid, signal.SIGKILL)
                 return
