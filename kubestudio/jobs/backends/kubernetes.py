@@ -15,6 +15,7 @@ list what is there and each running job is followed again from its record.
 """
 
 import asyncio
+import contextlib
 import time
 
 from traitlets import Dict, Integer, Unicode
@@ -34,6 +35,7 @@ ENDS = {"Job": ("Complete", "Failed"), "PyTorchJob": ("Succeeded", "Failed"), "T
 REPLICA_TYPE = "training.kubeflow.org/replica-type"
 REPLICA_INDEX = "training.kubeflow.org/replica-index"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+FOLLOW_RECHECK_SECONDS = 2.0
 CREATE_TRIES = 5  # a create answered 5xx or 429 is tried again this often (with back-off)
 
 
@@ -51,9 +53,21 @@ def replica_of(kind, pod):
     return f"{replica_type}-{labels.get(REPLICA_INDEX, '0')}"
 
 
+def _labels(obj):
+    """The labels of a model (a batch Job) or a dict (a custom resource)."""
+    if isinstance(obj, dict):
+        return (obj.get("metadata") or {}).get("labels") or {}
+    return obj.metadata.labels or {}
+
+
 def _condition(obj, kind):
-    status = (obj.to_dict() if hasattr(obj, "to_dict") else obj).get("status") or {}
-    for condition in status.get("conditions") or []:
+    """The condition ``kind`` when it is True, as {"type", "status", "reason", "message"}; else None."""
+    if isinstance(obj, dict):
+        conditions = (obj.get("status") or {}).get("conditions") or []
+    else:
+        conditions = [{"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
+                      for c in (obj.status.conditions if obj.status else None) or []]
+    for condition in conditions:
         if condition.get("type") == kind and condition.get("status") == "True":
             return condition
     return None
@@ -245,20 +259,17 @@ class KubernetesJobBackend(JobBackend):
         self.objects = {}
         self.served = set()
         self._discovered = 0.0
-        selector = kube.selector(kube.owned_labels(COMPONENT))
-        self.pods = kube.Reflector(self.core.list_namespaced_pod, self.namespace, selector, self.log,
+        # every pod of ours: the jobs' pods for their followers, and servers' too for the GPUs a
+        # user holds in a project
+        self.pods = kube.Reflector(self.core.list_namespaced_pod, self.namespace, kube.selector(MANAGED_BY), self.log,
                                    on_change=self._pod_changed)
-        # every pod of ours (servers too): the GPUs a user holds in a project
-        self.all_pods = kube.Reflector(self.core.list_namespaced_pod, self.namespace, kube.selector(MANAGED_BY),
-                                       self.log)
         await self.pods.start()
-        await self.all_pods.start()
         await self._discover()
 
     async def stop(self):
         for follower in list(self.followers.values()):
             await follower.logs.stop()
-        for reflector in [self.__dict__.get("pods"), self.__dict__.get("all_pods"), *self.__dict__.get("objects", {}).values()]:
+        for reflector in [self.__dict__.get("pods"), *self.__dict__.get("objects", {}).values()]:
             if reflector is not None:
                 await reflector.stop()
         for api_client in (self.__dict__.get("_api_client"), self.__dict__.get("_log_client")):
@@ -276,12 +287,27 @@ class KubernetesJobBackend(JobBackend):
                 continue
             api_version, plural = self.kinds[kind]
             selector = kube.selector(kube.owned_labels(COMPONENT))
+            # each change goes to the follower of its job: no waiter looks at every change
+            changed = self._object_changed
             if kind == "Job":
-                reflector = kube.Reflector(self.batch.list_namespaced_job, self.namespace, selector, self.log)
+                reflector = kube.Reflector(self.batch.list_namespaced_job, self.namespace, selector, self.log,
+                                           on_change=changed)
             else:
-                reflector = kube.Reflector.custom(self.custom, api_version, plural, self.namespace, selector, self.log)
+                reflector = kube.Reflector.custom(self.custom, api_version, plural, self.namespace, selector, self.log,
+                                                  on_change=changed)
             await reflector.start()
             self.objects[kind] = reflector
+
+    def _object_changed(self, name, obj):
+        if obj is None:
+            for follower in self.followers.values():
+                if follower.name == name:
+                    follower.changed.set()
+            return
+        labels = _labels(obj)
+        follower = self.followers.get((labels.get(LABEL_JOB_ID), labels.get(LABEL_ATTEMPT)))
+        if follower is not None:
+            follower.changed.set()
 
     def _pod_changed(self, name, pod):
         labels = (pod.metadata.labels or {}) if pod is not None else {}
@@ -351,7 +377,7 @@ class KubernetesJobBackend(JobBackend):
     def _gpus_held(self, slug, project, but=None):
         held = 0
         seen = set()
-        for pod in list(self.all_pods.objects.values()):
+        for pod in list(self.pods.objects.values()):
             labels = pod.metadata.labels or {}
             if labels.get(LABEL_USER) != slug or pod.metadata.deletion_timestamp:
                 continue
@@ -441,8 +467,7 @@ class KubernetesJobBackend(JobBackend):
         obj = self.objects[kind].get(name)
         if obj is None:
             return True  # not seen by the watch yet: only this service makes objects of this name
-        labels = (obj.get("metadata") if isinstance(obj, dict) else obj.metadata.to_dict()).get("labels") or {}
-        return labels.get(LABEL_JOB_ID) == run.id
+        return _labels(obj).get(LABEL_JOB_ID) == run.id
 
     async def _create(self, kind, api_version, plural, manifest):
         if kind == "Job":
@@ -484,14 +509,10 @@ class KubernetesJobBackend(JobBackend):
                 await self._delete(kind, name)
                 return Outcome("failed", follower.problem)
             follower.changed.clear()
-            waits = [asyncio.ensure_future(follower.changed.wait()),
-                     asyncio.ensure_future(reflector.wait_for(name, lambda o, before=obj: o is not before))]
-            try:
-                await asyncio.wait(waits, timeout=2.0, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in waits:
-                    task.cancel()
-                await asyncio.gather(*waits, return_exceptions=True)
+            # woken by a change of the object or its pods; the timeout is for what depends on time
+            # (how long an image has failed to pull, when to read a Pending pod's Events)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(follower.changed.wait(), FOLLOW_RECHECK_SECONDS)
         # the pods' last states and logs reach us just after the object's condition
         deadline = time.monotonic() + self.logs_grace_seconds
         while time.monotonic() < deadline and any(_exit_of(p) is None and p.status and p.status.phase == "Running"
