@@ -60,7 +60,8 @@ def command(run, settings):
                 "--node_rank=$(PET_NODE_RANK)", "--master_addr=$(PET_MASTER_ADDR)",
                 "--master_port=$(PET_MASTER_PORT)", script, *spec.args]
     if spec.kind == "mpi":
-        argv = ["mpirun", "--hostfile", "/etc/mpi/hostfile", "-np", str(spec.ranks), *argv]
+        # the operator names the hosts in $OMPI_MCA_orte_default_hostfile
+        argv = ["mpirun", "-np", str(spec.ranks), *argv]
     steps = []
     if spec.kind == "trainjob":  # a TrainJob's trainer has no workingDir: the command goes there itself
         steps.append("cd " + shlex.quote(f"{workspace}/{spec.working_dir}".rstrip("/")))

@@ -35,7 +35,8 @@ if "TF_CONFIG" in os.environ:  # TensorFlow's ranks: the chief, then the workers
     task = json.loads(os.environ["TF_CONFIG"])["task"]
     rank = str(0 if task["type"] == "chief" else task["index"] + 1)
 os.makedirs("ranks", exist_ok=True)
-keys = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "PET_NNODES", "PET_NODE_RANK", "TF_CONFIG", "KUBESTUDIO_JOB")
+keys = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "PET_NNODES", "PET_NODE_RANK", "TF_CONFIG", "KUBESTUDIO_JOB",
+        "OMPI_COMM_WORLD_SIZE", "HOSTNAME")
 with open(f"ranks/{os.environ['KUBESTUDIO_JOB']}-{rank}.json", "w") as f:
     json.dump({k: os.environ[k] for k in keys if k in os.environ}, f)
 print("rank", rank, "wrote its file", *sys.argv[1:])
@@ -181,6 +182,28 @@ def test_every_kind_runs_its_ranks(k8s, framework, nodes, kind, replicas):
     if kind == "TrainJob":
         assert sorted(e["PET_NODE_RANK"] for e in seen.values()) == ["0", "1"]
         assert all(e["PET_NNODES"] == "2" for e in seen.values())
+    k8s.wait_gone(done)
+
+
+def test_an_mpijob_starts_its_ranks_in_the_workers(k8s, bench):
+    """The launcher's mpirun (the bench's stand-in: kubectl exec into the workers, as the MPI
+    Operator's launcher does) finds the workers in the operator's hostfile."""
+    client = k8s.client("kate")
+    k8s.write("kate", "ranks.py", RANKS)
+    kubeconfig = os.path.join(k8s.workspace("kate"), ".kubeconfig")
+    with open(bench.kubeconfig) as src, open(kubeconfig, "w") as dst:
+        dst.write(src.read())
+    env = {"KUBECONFIG": "/mnt/kate/.kubeconfig", "KUBEBENCH_KUBECTL": bench.kubectl_bin}
+    client.create(name="hvd", script="ranks.py", nodes=2, procs_per_node=2, framework="mpi", env=env)
+    done = client.wait("hvd", timeout=120)
+    assert done["status"] == "succeeded" and done["refs"]["kind"] == "MPIJob", done
+    seen = k8s.ranks("kate", "hvd")
+    name = done["refs"]["name"]
+    assert {r: (e["OMPI_COMM_WORLD_SIZE"], e["HOSTNAME"]) for r, e in seen.items()} == {
+        "0": ("4", f"{name}-worker-0"), "1": ("4", f"{name}-worker-0"),
+        "2": ("4", f"{name}-worker-1"), "3": ("4", f"{name}-worker-1")}
+    log = client.logs("hvd")
+    assert all(f"[launcher] rank {r} wrote its file" in log for r in range(4)), log
     k8s.wait_gone(done)
 
 
