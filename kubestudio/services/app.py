@@ -55,4 +55,28 @@ class ServiceApp(Application):
         await self.stopping()
 
     def start(self):
-        asyncio.run(self.serve())
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self.serve())
+            self._cancel_leftovers(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    def _cancel_leftovers(self, loop, grace_seconds=5.0):
+        """Cancel what still runs after stopping (open connections, streams) and wait for it a
+        little: a task that will not end must not keep the service alive after the hub asked it to
+        stop (asyncio.run would wait for it forever); it is named in the log."""
+        tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in tasks:
+            task.cancel()
+        if not tasks:
+            return
+        _, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=grace_seconds))
+        for task in pending:
+            frames = task.get_stack(limit=3)
+            where = " <- ".join(f"{f.f_code.co_name} ({f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno})"
+                                for f in frames)
+            self.log.warning("%s: a task did not stop when cancelled: %s", self.name, where or task)
