@@ -20,6 +20,7 @@ than talking to the API themselves.
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 
@@ -109,6 +110,21 @@ def api_message(error):
         return str(getattr(error, "reason", error))
 
 
+@functools.lru_cache(maxsize=None)
+def _raw_watch_class():
+    """Made on first use: importing the client is left to the backends that talk to a cluster."""
+    from kubernetes_asyncio import watch
+
+    class RawWatch(watch.Watch):
+        """A watch whose objects stay the API's JSON: decoding a pod into the client's models (its
+        timestamps parsed one by one) is most of a busy watch's CPU."""
+
+        def get_return_type(self, func):
+            return None
+
+    return RawWatch
+
+
 class Reflector:
     """The objects of one kind, namespace and label selector, kept current by one watch.
 
@@ -120,7 +136,8 @@ class Reflector:
     """
 
     def __init__(self, list_method, namespace, label_selector, log, resync_seconds=300, retry_seconds=1.0,
-                 list_args=None, on_change=None):
+                 list_args=None, on_change=None, raw=False):
+        self.raw = raw  # objects as the API's JSON (dicts), never turned into the client's models
         self.list_method = list_method
         self.list_args = tuple(list_args) if list_args is not None else (namespace,)
         self.on_change = on_change
@@ -139,7 +156,7 @@ class Reflector:
         """A reflector of a custom resource (objects are dicts) through ``CustomObjectsApi``."""
         group, version = api_version.split("/")
         return cls(custom_api.list_namespaced_custom_object, namespace, label_selector, log,
-                   list_args=(group, version, namespace, plural), **kwargs)
+                   list_args=(group, version, namespace, plural), raw=True, **kwargs)
 
     async def start(self):
         await self._list()
@@ -174,7 +191,15 @@ class Reflector:
             self._changed.notify_all()
 
     async def _list(self):
-        result = await self.list_method(*self.list_args, label_selector=self.label_selector)
+        if self.raw:
+            response = await self.list_method(*self.list_args, label_selector=self.label_selector,
+                                              _preload_content=False)
+            try:
+                result = json.loads(await response.read())
+            finally:
+                response.release()
+        else:
+            result = await self.list_method(*self.list_args, label_selector=self.label_selector)
         if isinstance(result, dict):
             items, version = result.get("items") or [], (result.get("metadata") or {}).get("resourceVersion")
         else:
@@ -196,10 +221,10 @@ class Reflector:
             try:
                 # the server ends the watch after resync_seconds; a connection that went silent
                 # (a proxy or load balancer lost it) is given up a little later
-                stream = watch.Watch().stream(self.list_method, *self.list_args, label_selector=self.label_selector,
-                                              resource_version=self.resource_version,
-                                              timeout_seconds=self.resync_seconds,
-                                              _request_timeout=self.resync_seconds + 30)
+                stream = (_raw_watch_class()() if self.raw else watch.Watch()).stream(
+                    self.list_method, *self.list_args, label_selector=self.label_selector,
+                    resource_version=self.resource_version, timeout_seconds=self.resync_seconds,
+                    _request_timeout=self.resync_seconds + 30)
                 async for event in stream:
                     kind, obj = event["type"], event["object"]
                     if kind == "ERROR":
@@ -262,13 +287,15 @@ class PodLogs:
         self.followed = {}  # pod name -> (restart count, task)
 
     def update(self, pod):
-        if pod is None or pod.status is None or not pod.status.container_statuses:
+        """``pod``: a pod as the API's JSON (a dict)."""
+        statuses = ((pod or {}).get("status") or {}).get("containerStatuses")
+        if not statuses:
             return
-        status = pod.status.container_statuses[0]
-        restarts = status.restart_count or 0  # the run in progress (or about to start) counts its restarts
-        state = status.state
-        has_run = state is not None and bool(state.running or state.terminated)
-        name = pod.metadata.name
+        status = statuses[0]
+        restarts = status.get("restartCount") or 0  # the run in progress (or about to start) counts its restarts
+        state = status.get("state") or {}
+        has_run = bool(state.get("running") or state.get("terminated"))
+        name = pod["metadata"]["name"]
         seen = self.followed.get(name, (-1, None))[0]  # the last run whose log was (or is being) read
         if has_run and seen < restarts:
             # a new run; the one before it is read first when it was missed
@@ -321,7 +348,11 @@ class PodLogs:
 
 
 def container_state(pod, index=0):
-    """The state of a pod's container (a V1ContainerState), or None before it has one."""
+    """The state of a pod's container (a V1ContainerState, or a dict for a pod as JSON), or None
+    before it has one."""
+    if isinstance(pod, dict):
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        return statuses[index].get("state") if len(statuses) > index else None
     statuses = (pod.status.container_statuses if pod is not None and pod.status else None) or []
     return statuses[index].state if len(statuses) > index else None
 
@@ -329,10 +360,14 @@ def container_state(pod, index=0):
 def waiting_reason(pod):
     """Why a scheduled pod's container is not running (``ImagePullBackOff: ...``), or ""."""
     state = container_state(pod)
-    waiting = getattr(state, "waiting", None)
-    if waiting is None or not waiting.reason or waiting.reason == "ContainerCreating":
+    waiting = (state or {}).get("waiting") if isinstance(pod, dict) else getattr(state, "waiting", None)
+    if isinstance(waiting, dict):
+        reason, message = waiting.get("reason"), waiting.get("message")
+    else:
+        reason, message = (waiting.reason, waiting.message) if waiting is not None else (None, None)
+    if not reason or reason == "ContainerCreating":
         return ""
-    return f"{waiting.reason}: {waiting.message}" if waiting.message else waiting.reason
+    return f"{reason}: {message}" if message else reason
 
 
 async def pod_events(core, namespace, name, types=("Warning",)):
@@ -346,9 +381,15 @@ async def pod_events(core, namespace, name, types=("Warning",)):
 
 def pending_reason(pod):
     """Why a pod is not scheduled yet (the scheduler's message), as ": <message>", or ""."""
-    for condition in (pod.status.conditions if pod is not None and pod.status else None) or []:
-        if condition.type == "PodScheduled" and condition.status != "True" and condition.message:
-            return f": {condition.message}"
+    if isinstance(pod, dict):
+        conditions = [(c.get("type"), c.get("status"), c.get("message"))
+                      for c in (pod.get("status") or {}).get("conditions") or []]
+    else:
+        conditions = [(c.type, c.status, c.message)
+                      for c in (pod.status.conditions if pod is not None and pod.status else None) or []]
+    for kind, status, message in conditions:
+        if kind == "PodScheduled" and status != "True" and message:
+            return f": {message}"
     return ""
 
 

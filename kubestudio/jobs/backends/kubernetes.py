@@ -42,11 +42,11 @@ CREATE_TRIES = 5  # a create answered 5xx or 429 is tried again this often (with
 def replica_of(kind, pod):
     """The replica a pod runs, as the log prefix: ``master-0``, ``worker-1``, ``launcher``,
     ``node-1``, ``rank-0``."""
-    labels = pod.metadata.labels or {}
+    labels = _labels(pod)
     if kind == "Job":
         return "rank-0"
     if kind == "TrainJob":
-        return f"node-{(pod.metadata.annotations or {}).get(COMPLETION_INDEX, '0')}"
+        return f"node-{(pod['metadata'].get('annotations') or {}).get(COMPLETION_INDEX, '0')}"
     replica_type = labels.get(REPLICA_TYPE, "pod")
     if replica_type == "launcher":
         return "launcher"
@@ -54,20 +54,13 @@ def replica_of(kind, pod):
 
 
 def _labels(obj):
-    """The labels of a model (a batch Job) or a dict (a custom resource)."""
-    if isinstance(obj, dict):
-        return (obj.get("metadata") or {}).get("labels") or {}
-    return obj.metadata.labels or {}
+    """The labels of an object (as the API's JSON: every watch here keeps them so)."""
+    return (obj.get("metadata") or {}).get("labels") or {}
 
 
 def _condition(obj, kind):
     """The condition ``kind`` when it is True, as {"type", "status", "reason", "message"}; else None."""
-    if isinstance(obj, dict):
-        conditions = (obj.get("status") or {}).get("conditions") or []
-    else:
-        conditions = [{"type": c.type, "status": c.status, "reason": c.reason, "message": c.message}
-                      for c in (obj.status.conditions if obj.status else None) or []]
-    for condition in conditions:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
         if condition.get("type") == kind and condition.get("status") == "True":
             return condition
     return None
@@ -75,11 +68,14 @@ def _condition(obj, kind):
 
 def _exit_of(pod):
     """{"code", "reason"} of a pod's ended main container, or None while it runs."""
-    state = kube.container_state(pod)
-    terminated = getattr(state, "terminated", None)
+    terminated = (kube.container_state(pod) or {}).get("terminated")
     if terminated is None:
         return None
-    return {"code": terminated.exit_code, "reason": terminated.reason or ""}
+    return {"code": terminated.get("exitCode"), "reason": terminated.get("reason") or ""}
+
+
+def _phase(pod):
+    return (pod.get("status") or {}).get("phase") or "Pending"
 
 
 class Follower:
@@ -120,7 +116,7 @@ class Follower:
         reasons = []
         running = 0
         for name, pod in sorted(self.pods.items()):
-            phase = pod.status.phase if pod.status else "Pending"
+            phase = _phase(pod)
             replica = self.replicas[name]
             if phase == "Running":
                 running += 1
@@ -130,9 +126,9 @@ class Follower:
                 continue
             self.pending_since.setdefault(name, time.monotonic())
             reason = kube.pending_reason(pod).removeprefix(": ") or kube.waiting_reason(pod)
-            waiting_state = getattr(kube.container_state(pod), "waiting", None)
-            if waiting_state is not None and waiting_state.reason:
-                reasons.append(waiting_state.reason)
+            waiting_state = (kube.container_state(pod) or {}).get("waiting") or {}
+            if waiting_state.get("reason"):
+                reasons.append(waiting_state["reason"])
             if not reason and name in self.events_read:
                 reason = self.backend.events.get(name, "")
             if not reason and time.monotonic() - self.pending_since[name] > self.backend.pending_events_seconds \
@@ -262,7 +258,7 @@ class KubernetesJobBackend(JobBackend):
         # every pod of ours: the jobs' pods for their followers, and servers' too for the GPUs a
         # user holds in a project
         self.pods = kube.Reflector(self.core.list_namespaced_pod, self.namespace, kube.selector(MANAGED_BY), self.log,
-                                   on_change=self._pod_changed)
+                                   on_change=self._pod_changed, raw=True)
         await self.pods.start()
         await self._discover()
 
@@ -291,7 +287,7 @@ class KubernetesJobBackend(JobBackend):
             changed = self._object_changed
             if kind == "Job":
                 reflector = kube.Reflector(self.batch.list_namespaced_job, self.namespace, selector, self.log,
-                                           on_change=changed)
+                                           on_change=changed, raw=True)
             else:
                 reflector = kube.Reflector.custom(self.custom, api_version, plural, self.namespace, selector, self.log,
                                                   on_change=changed)
@@ -310,15 +306,14 @@ class KubernetesJobBackend(JobBackend):
             follower.changed.set()
 
     def _pod_changed(self, name, pod):
-        labels = (pod.metadata.labels or {}) if pod is not None else {}
         if pod is None:
             for follower in self.followers.values():
                 if name in follower.pods:
                     follower.pod_changed(name, None)
             self.events.pop(name, None)
             return
-        key = (labels.get(LABEL_JOB_ID), labels.get(LABEL_ATTEMPT))
-        follower = self.followers.get(key)
+        labels = _labels(pod)
+        follower = self.followers.get((labels.get(LABEL_JOB_ID), labels.get(LABEL_ATTEMPT)))
         if follower is not None:
             follower.pod_changed(name, pod)
 
@@ -378,12 +373,12 @@ class KubernetesJobBackend(JobBackend):
         held = 0
         seen = set()
         for pod in list(self.pods.objects.values()):
-            labels = pod.metadata.labels or {}
-            if labels.get(LABEL_USER) != slug or pod.metadata.deletion_timestamp:
+            labels = _labels(pod)
+            if labels.get(LABEL_USER) != slug or pod["metadata"].get("deletionTimestamp"):
                 continue
-            if (pod.status.phase if pod.status else None) in ("Succeeded", "Failed"):
+            if _phase(pod) in ("Succeeded", "Failed"):
                 continue
-            pod_project = (pod.metadata.annotations or {}).get(PROJECT_ANNOTATION)
+            pod_project = (pod["metadata"].get("annotations") or {}).get(PROJECT_ANNOTATION)
             if pod_project != project:
                 continue
             job = labels.get(LABEL_JOB_ID)
@@ -480,7 +475,7 @@ class KubernetesJobBackend(JobBackend):
         follower = Follower(self, run, kind, name)
         self.followers[(run.id, str(run.attempt))] = follower
         for pod_name, pod in list(self.pods.objects.items()):  # pods already there (a resumed job)
-            labels = pod.metadata.labels or {}
+            labels = _labels(pod)
             if labels.get(LABEL_JOB_ID) == run.id and labels.get(LABEL_ATTEMPT) == str(run.attempt):
                 follower.pod_changed(pod_name, pod)
         return follower
@@ -515,7 +510,7 @@ class KubernetesJobBackend(JobBackend):
                 await asyncio.wait_for(follower.changed.wait(), FOLLOW_RECHECK_SECONDS)
         # the pods' last states and logs reach us just after the object's condition
         deadline = time.monotonic() + self.logs_grace_seconds
-        while time.monotonic() < deadline and any(_exit_of(p) is None and p.status and p.status.phase == "Running"
+        while time.monotonic() < deadline and any(_exit_of(p) is None and _phase(p) == "Running"
                                                   for p in follower.pods.values()):
             follower.changed.clear()
             try:
