@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kubestudio.image_builder.backends.buildah import BuildahBackend  # noqa: E402
 from kubestudio.image_builder.bases import BasePreparer, base_from_config  # noqa: E402
-from kubestudio.image_builder.registry import RegistryClient  # noqa: E402
+from kubestudio.registry import RegistryClient  # noqa: E402
 from kubestudio.testing.registry import LocalRegistry  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

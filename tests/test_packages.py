@@ -20,12 +20,13 @@ ALLOWED = {
     "processgroup": set(),
     "quantities": set(),
     "slugs": set(),
+    "registry": {"dockerauth"},
     "kube": {"names"},
     "services": {"names", "quantities"},
     "spawner": {"names", "imageref", "kube", "services", "processgroup", "quantities", "slugs"},
-    "image_builder": {"names", "imageref", "dockerauth", "kube", "services", "processgroup", "spawner", "quantities",
-                      "slugs"},
-    "jobs": {"names", "imageref", "kube", "services", "processgroup", "spawner", "quantities", "slugs"},
+    "image_builder": {"names", "imageref", "dockerauth", "registry", "kube", "services", "processgroup", "spawner",
+                      "quantities", "slugs"},
+    "jobs": {"names", "imageref", "registry", "kube", "services", "processgroup", "spawner", "quantities", "slugs"},
     "extensions": {"names", "services", "jobs.client", "jobs.spec"},  # the jobs SDK is the CLI's too
     "hub": {"names", "services", "spawner", "image_builder.service", "jobs.service", "processgroup"},
 }

@@ -36,7 +36,7 @@ from .builds import BuildManager
 from .capture import ServerCapture
 from .models import MIGRATIONS, Base
 from .openapi import openapi
-from .registry import RegistryClient
+from ..registry import RegistryClient
 
 
 class ImageBuilder(ServiceApp):

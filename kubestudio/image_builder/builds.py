@@ -43,7 +43,7 @@ from .models import (
 )
 from ..services.livelog import LiveRun, follow_lines, save_live_logs, save_periodically
 from ..services.queue import FairQueue
-from .registry import RegistryError, split_reference
+from ..registry import RegistryError, split_reference
 
 
 

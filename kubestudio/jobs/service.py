@@ -57,6 +57,8 @@ JOBS = ServiceDeclaration(
     shared=(("LocalWorkspaceSpawner", "gpus", "LocalJobBackend"),
             ("LocalWorkspaceSpawner", "gpu_detect_command", "LocalJobBackend"),
             ("KubeSpawner", "namespace", "KubernetesJobBackend"),
+            *(("ImageBuilder", trait, "KubernetesJobBackend")
+              for trait in ("registry_host", "registry_insecure", "registry_auth_file")),
             *(("WorkspaceSpawner", trait, "KubernetesJobBackend")
               for trait in ("namespace", "workspace_claim", "archives_claim", "workspace_root", "archives_root",
                             "gpu_type_label", "gpu_types", "uid", "gid", "fs_gid"))),

@@ -12,7 +12,7 @@ from kubestudio.image_builder.app import ImageBuilder
 from kubestudio.image_builder.backends.base import BuildBackend, BuildOutcome
 from kubestudio.image_builder.builds import BuildManager
 from kubestudio.image_builder.models import Base
-from kubestudio.image_builder.registry import RegistryClient
+from kubestudio.registry import RegistryClient
 from kubestudio.image_builder.spec import RequestError
 from kubestudio.testing.ports import free_port
 

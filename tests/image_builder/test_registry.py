@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kubestudio.image_builder.registry import RegistryClient, RegistryError
+from kubestudio.registry import RegistryClient, RegistryError
 from kubestudio.testing.ports import free_port
 
 from ..conftest import REGISTRY_PASSWORD, REGISTRY_USER

@@ -101,10 +101,15 @@ def ensure_runtime(bench):
     assert r.status_code in (201, 409), r.text
 
 
-def start_k8s_jobs_hub(root, bench, keep=False):
+def start_k8s_jobs_hub(root, bench, keep=False, registry=None):
     ensure_claims(bench)
     ensure_runtime(bench)
-    extra = f"""
+    extra = "" if registry is None else f"""
+c.KubernetesJobBackend.registry_host = {registry.host!r}
+c.KubernetesJobBackend.registry_insecure = True
+c.KubernetesJobBackend.registry_auth_file = {registry.auth!r}
+"""
+    extra += f"""
 c.JobService.backend_class = "kubestudio.jobs.backends.kubernetes.KubernetesJobBackend"
 c.JobService.max_running_jobs_per_user = 3
 c.KubernetesJobBackend.kubeconfig = {bench.proxy_kubeconfig!r}
@@ -121,10 +126,10 @@ c.KubernetesJobBackend.discovery_seconds = 1
 
 
 @pytest.fixture(scope="module")
-def k8s(bench, tmp_path_factory):
+def k8s(bench, registry, tmp_path_factory):
     if bench.crds_missing:
         pytest.skip(bench.crds_missing)
-    jobs_hub = start_k8s_jobs_hub(tmp_path_factory.mktemp("k8s-jobs-hub"), bench)
+    jobs_hub = start_k8s_jobs_hub(tmp_path_factory.mktemp("k8s-jobs-hub"), bench, registry=registry)
     try:
         yield jobs_hub
     finally:
@@ -260,6 +265,20 @@ def test_an_image_that_cannot_be_pulled_fails_with_the_reason(k8s):
     assert "the image cannot be pulled" in failed.value.job["message"]
     assert "ImagePullBackOff" in failed.value.job["message"] or "ErrImagePull" in failed.value.job["message"]
     k8s.wait_gone(failed.value.job)
+
+
+def test_an_image_our_registry_lacks_is_refused_at_submit(k8s, registry):
+    client = k8s.client("ivan")
+    k8s.write("ivan", "ranks.py", RANKS)
+    missing = f"{registry.host}/kubestudio/ivan/missing:1"
+    r = requests.post(k8s.url + "api/jobs", headers={"Authorization": f"token {client.token}"},
+                      json={"name": "typo", "script": "ranks.py", "image": missing})
+    assert r.status_code == 400, r.text
+    assert r.json()["message"] == (f"image: the registry {registry.host} has no image {missing} (build it first, "
+                                   "or name one it has)")
+    assert not [j for j in client.list() if j["name"] == "typo"]
+    client.create(name="built", script="ranks.py", image=registry.base)  # one it has
+    assert client.wait("built", timeout=120)["image"] == registry.base
 
 
 def test_a_kind_the_cluster_lacks_is_refused_with_409(k8s, bench):

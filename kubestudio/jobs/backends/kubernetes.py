@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 
-from traitlets import Dict, Integer, Unicode
+from traitlets import Bool, Dict, Integer, Unicode
 
 from ... import kube
 from ...names import ARCHIVES_CLAIM, LABEL_ATTEMPT, LABEL_GPUS, LABEL_JOB_ID, LABEL_USER, MANAGED_BY, \
@@ -209,6 +209,14 @@ class KubernetesJobBackend(JobBackend):
         help="""Image of a job that names none and is not submitted from a server (which sends its
         own image, KUBESTUDIO_IMAGE). Empty: such a job is refused with a message naming `image`.""",
     )
+    registry_host = Unicode(
+        "",
+        config=True,
+        help="""The registry of built images (as ImageBuilder.registry_host). A job naming an image
+        there that the registry does not have is refused at submit (400, naming `image`).""",
+    )
+    registry_insecure = Bool(False, config=True, help="Talk to registry_host over plain HTTP (as ImageBuilder).")
+    registry_auth_file = Unicode("", config=True, help="Docker config.json with credentials for registry_host (as ImageBuilder).")
     image_pull_grace_seconds = Integer(
         120, config=True, help="Seconds an image may keep failing to pull before the attempt fails with the reason."
     )
@@ -363,9 +371,33 @@ class KubernetesJobBackend(JobBackend):
             if run.spec.runtime not in names:
                 raise SpecError(f"runtime: this cluster has no ClusterTrainingRuntime {run.spec.runtime!r} "
                                 f"(it has: {', '.join(sorted(names)) or 'none'})", 409)
-        if not self.image_of(run):
+        image = self.image_of(run)
+        if not image:
             raise SpecError("image: name the job's image (no server image was sent and the service has no "
                             "default: KubernetesJobBackend.default_image)")
+        await self._check_image(image)
+
+    async def _check_image(self, image):
+        """An image of our registry must be there (a typo, or a build that has not finished);
+        other registries are left to the pull, whose failure the job reports."""
+        from ... import imageref
+        from ...registry import RegistryClient, RegistryError
+
+        parsed = imageref.parse(image)
+        if parsed is None:
+            raise SpecError(f"image: {image!r} is not a valid image reference")
+        if not self.registry_host or imageref.registry_of(image) != self.registry_host:
+            return
+        repository = parsed["name"].split("/", 1)[1]
+        client = RegistryClient(self.registry_host, self.registry_auth_file, insecure=self.registry_insecure)
+        try:
+            found = await client.manifest(repository, parsed["digest"] or parsed["tag"] or "latest")
+        except RegistryError as e:  # the registry is away: the pull will say whether the image is there
+            self.log.warning("could not check image %s: %s", image, e)
+            return
+        if found is None:
+            raise SpecError(f"image: the registry {self.registry_host} has no image {image} (build it first, "
+                            "or name one it has)")
 
     # ------------------------------------------------------------------ GPUs
 
