@@ -18,6 +18,11 @@ class EventStream:
         handler.set_header("Content-Type", "text/event-stream")
         handler.set_header("Cache-Control", "no-cache")
         handler.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
+        # each event goes out when written: with Nagle's algorithm a small write waits for the
+        # peer's (delayed) acknowledgement of the one before, milliseconds per event
+        stream = getattr(handler.request.connection, "stream", None)
+        if stream is not None and hasattr(stream, "set_nodelay"):
+            stream.set_nodelay(True)
         self._task = None
 
     async def send(self, data, event=None):

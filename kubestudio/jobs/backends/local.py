@@ -30,7 +30,7 @@ from .base import JobBackend, Outcome
 
 MAX_LINE = 64 * 1024  # a longer line is handed on in pieces, never fatal
 READ_BYTES = 256 * 1024
-BRISK_SECONDS = 0.01
+BRISK_SECONDS = 0.002  # a read of an open log at its end is a few microseconds
 MEMORY_CHECK_SECONDS = 0.25
 LOCAL_RUNTIME = "torch-distributed"
 
@@ -45,6 +45,7 @@ class Rank:
     proc: object = None  # the asyncio process, when this service started it
     offset: int = 0
     partial: bytes = b""
+    log: object = None  # the log file, open while the rank is followed
     result: dict = None
 
     def alive(self):
@@ -402,10 +403,15 @@ class LocalJobBackend(JobBackend):
                 if all(r.ended() for r in ranks):
                     break
                 await asyncio.sleep(BRISK_SECONDS if time.monotonic() < brisk_until else self.poll_seconds)
+            self._read_logs(run, ranks, final=True)
         except asyncio.CancelledError:
             self._read_logs(run, ranks, final=True)  # what the ranks wrote up to a cancel stays in the log
             raise
-        self._read_logs(run, ranks, final=True)
+        finally:
+            for rank in ranks:
+                if rank.log is not None:
+                    rank.log.close()
+                    rank.log = None
         exits = {r.replica: r.result for r in ranks}
         if failed is None:
             return Outcome("succeeded", "", exits)
@@ -415,17 +421,18 @@ class LocalJobBackend(JobBackend):
         """Hand on what the ranks wrote since the last look; whether there was anything."""
         got = False
         for rank in ranks:
-            try:
-                with open(rank.log_path, "rb") as f:
-                    f.seek(rank.offset)
-                    data = f.read(READ_BYTES)
-                    while data:
-                        got = True
-                        rank.offset += len(data)
-                        self._lines(run, rank, data)
-                        data = f.read(READ_BYTES) if final or len(data) == READ_BYTES else b""
-            except FileNotFoundError:
-                continue
+            if rank.log is None:
+                try:
+                    rank.log = open(rank.log_path, "rb")
+                except FileNotFoundError:
+                    continue
+                rank.log.seek(rank.offset)
+            data = rank.log.read(READ_BYTES)
+            while data:
+                got = True
+                rank.offset += len(data)
+                self._lines(run, rank, data)
+                data = rank.log.read(READ_BYTES) if final or len(data) == READ_BYTES else b""
             if final and rank.partial:
                 self._emit(run, rank, rank.partial)
                 rank.partial = b""
