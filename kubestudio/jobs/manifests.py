@@ -14,7 +14,16 @@ import shlex
 
 from ..slugs import safe_slug
 
-from ..names import LABEL_ATTEMPT, LABEL_COMPONENT, LABEL_JOB_ID, LABEL_PROJECT, LABEL_USER, MANAGED_BY
+from ..names import (
+    LABEL_ATTEMPT,
+    LABEL_COMPONENT,
+    LABEL_GPUS,
+    LABEL_JOB_ID,
+    LABEL_PROJECT,
+    LABEL_USER,
+    MANAGED_BY,
+    PROJECT_ANNOTATION,
+)
 from ..spawner.pods import gpu_placement, workspace_paths, workspace_storage
 
 TRAINING = "kubeflow.org/v1"
@@ -112,7 +121,10 @@ def pod_template(run, settings, main_container):
     if affinity:
         spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": affinity}}}
-    return {"metadata": {"labels": labels(run), "annotations": {"kubestudio.io/username": run.owner}}, "spec": spec}
+    # the GPUs and project on every pod, as on workspace pods: a project's GPU quota counts both
+    pod_labels = {**labels(run), LABEL_GPUS: str(run.spec.resources.gpu.count)}
+    annotations = {"kubestudio.io/username": run.owner, PROJECT_ANNOTATION: run.project.name}
+    return {"metadata": {"labels": pod_labels, "annotations": annotations}, "spec": spec}
 
 
 def trainjob_patch(run, settings, main, replicated_job="node"):

@@ -74,6 +74,12 @@ class OwnedPodReflector(PodReflector):
     """KubeSpawner's PodReflector whose pods are a :class:`PodsByOwner` (a full re-list replaces
     the dict; the new one is indexed once)."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # every pod KubeStudio made for a user (servers, training jobs, builds), whatever labels the
+        # spawner passes: KubeSpawner writes its own managed-by over ours, so the user label it is
+        self.label_selector = LABEL_USER
+
     @observe("resources")
     def _index_pods(self, change):
         if not isinstance(change.new, PodsByOwner):

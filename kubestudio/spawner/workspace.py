@@ -193,7 +193,9 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
             if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 continue
             seen.add(pod["metadata"]["name"])
-            servers += 1
+            if labels.get("component") == self.component_label:
+                servers += 1
+            # a training job's pods hold GPUs of the same quota (the jobs service's pods)
             gpus += int(labels.get(LABEL_GPUS, "0") or 0)
         for (user, server), (project, pod_name, count) in self._inflight.items():
             if user == self.user.name and server != self.name and project == project_name and pod_name not in seen:
@@ -202,7 +204,9 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         return servers, gpus
 
     async def _start_watching_pods(self, replace=False):
-        # KubeSpawner's own call with our reflector class (pods indexed by owner for quotas)
+        # KubeSpawner's own call with our reflector class (pods indexed by owner for quotas), which
+        # watches every pod KubeStudio made for a user: servers, and the training jobs' pods whose
+        # GPUs count in the same quota
         return await self._start_reflector(
             kind="pods",
             reflector_class=OwnedPodReflector,

@@ -13,9 +13,10 @@ import pytest
 import requests
 import yaml
 
-from kubestudio.jobs import JobFailed, JobsClient
+from kubestudio.jobs import JobFailed
 from kubestudio.spawner.storage import user_slug
 from kubestudio.testing.imageshub import ensure_claims
+from kubestudio.testing.jobshub import JobsHub
 from kubestudio.testing.kubebench.bench import default_crds_dir
 from kubestudio.testing.localhub import LocalHub
 
@@ -43,27 +44,17 @@ print("rank", rank, "wrote its file", *sys.argv[1:])
 """
 
 
-class K8sJobsHub:
-    def __init__(self, hub, bench):
-        self.hub = hub
-        self.bench = bench
-        self.url = f"{hub.url}/services/jobs/"
-        self._tokens = {}
+class K8sJobsHub(JobsHub):
+    """A hub whose jobs run on the bench: the users' workspaces are the bench's claim."""
 
-    def client(self, user):
-        if user not in self._tokens:
-            self.hub.create_user(user)
-            self._tokens[user] = self.hub.user_token(user)
-        return JobsClient(url=self.url, token=self._tokens[user])
+    def __init__(self, hub, bench):
+        super().__init__(hub)
+        self.bench = bench
 
     def workspace(self, user):
         path = self.bench.volume_folder(NS, "kubestudio-workspace", user_slug(user))
         os.makedirs(path, exist_ok=True)
         return path
-
-    def write(self, user, name, text):
-        with open(os.path.join(self.workspace(user), name), "w") as f:
-            f.write(text)
 
     def ranks(self, user, job):
         folder = os.path.join(self.workspace(user), "ranks")

@@ -155,6 +155,39 @@ def test_gpu_quota_refused_before_create(bench, hub):
         hub.stop_server("vic", "gpu1")
 
 
+def test_a_training_jobs_gpus_count_when_a_server_starts(bench, hub):
+    """The project's max_gpus counts servers and jobs together: a job pod of vic's holding the
+    project's one GPU (made by the jobs service's builder) stops vic's GPU server."""
+    from kubestudio.jobs.backends.base import JobRun
+    from kubestudio.jobs.manifests import job_manifest
+    from kubestudio.jobs.spec import parse_spec, replica_names
+    from kubestudio.spawner.pods import PodSettings
+    from kubestudio.spawner.projects import parse_project
+
+    hub.create_user("vic")
+    spec = parse_spec({"name": "holds-gpu", "command": ["sleep", "120"], "resources": {"gpu": "1(A100)"},
+                       "project": "vision"})
+    run = JobRun(id="00000000a100", owner="vic", slug="vic", spec=spec, replicas=replica_names(spec),
+                 project=parse_project("vision", PROJECTS["vision"]))
+    job = job_manifest(run, PodSettings(gpu_types={"A100": ["NVIDIA-A100-SXM4-80GB"]}), "kubestudio/train:1")
+    r = bench.api("POST", "/apis/batch/v1/namespaces/default/jobs", json=job)
+    assert r.status_code == 201, r.text
+    try:
+        deadline = time.monotonic() + 60
+        while not bench.api("GET", "/api/v1/namespaces/default/pods?labelSelector=kubestudio.io/job-id%3D00000000a100"
+                            ).json()["items"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        time.sleep(1)  # the hub's pod watch sees it
+        r = hub.spawn("vic", "gpu3", {"profile": "a100", "project": "vision"})
+        assert r.status_code == 403, r.text
+        assert r.json()["message"] == "gpus: project 'vision' allows 1 GPU per user; you hold 1 and asked for 1"
+        assert pod(bench, "jupyter-vic--gpu3") is None
+    finally:
+        bench.api("DELETE", f"/apis/batch/v1/namespaces/default/jobs/{job['metadata']['name']}",
+                  json={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"})
+
+
 def spawn_failure(hub, user, options):
     """The failure message of a spawn, whether it fails within the API call or after it."""
     r = hub.spawn(user, "", options, wait=False)

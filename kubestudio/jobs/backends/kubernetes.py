@@ -21,8 +21,16 @@ import time
 from traitlets import Bool, Dict, Integer, Unicode
 
 from ... import kube
-from ...names import ARCHIVES_CLAIM, LABEL_ATTEMPT, LABEL_GPUS, LABEL_JOB_ID, LABEL_USER, MANAGED_BY, \
-    PROJECT_ANNOTATION, WORKSPACE_CLAIM
+from ...names import (
+    ARCHIVES_CLAIM,
+    LABEL_ATTEMPT,
+    LABEL_GPUS,
+    LABEL_JOB_ID,
+    LABEL_USER,
+    MANAGED_BY,
+    PROJECT_ANNOTATION,
+    WORKSPACE_CLAIM,
+)
 from ...services.livelog import LineSplitter
 from ...spawner.request import check_gpu_quota
 from ..spec import SpecError
@@ -445,7 +453,6 @@ class KubernetesJobBackend(JobBackend):
         name = object_name(run)
         run.image = self.image_of(run)
         manifest = job_manifest(run, self.settings(), run.image)
-        self._mark_pods(manifest, run)
         api_version, plural, _ = KINDS[kind]
         follower = self._follower(run, kind, name)
         try:
@@ -468,27 +475,6 @@ class KubernetesJobBackend(JobBackend):
             return await self._follow(follower)
         finally:
             await self._done(follower)
-
-    def _mark_pods(self, manifest, run):
-        """Every pod of the attempt says its GPUs and project, as workspace pods do (quotas)."""
-        gpus = str(run.spec.resources.gpu.count)
-
-        def mark(template):
-            template["metadata"]["labels"][LABEL_GPUS] = gpus
-            template["metadata"]["annotations"][PROJECT_ANNOTATION] = run.project.name
-
-        spec = manifest["spec"]
-        if manifest["kind"] == "Job":
-            mark(spec["template"])
-        elif manifest["kind"] == "TrainJob":
-            for patch in spec["runtimePatches"]:
-                for rjob in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
-                    mark(rjob["template"]["spec"]["template"])
-        else:
-            for key, replicas in spec.items():
-                if key.endswith("ReplicaSpecs"):
-                    for replica in replicas.values():
-                        mark(replica["template"])
 
     def _ours(self, kind, name, run):
         obj = self.objects[kind].get(name)
