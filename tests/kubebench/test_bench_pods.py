@@ -142,7 +142,7 @@ def sleeper(bench):
     container = manifest["spec"]["containers"][0]
     container["env"] = [{"name": "GREETING", "value": "hello from the pod"}]
     container["workingDir"] = "/work"
-    container["volumeMounts"] = [{"name": "work", "mountPath": "/work"}]
+    container["volumeMounts"] = [{"name": "work", "mountPath": "/scratch"}]
     create(bench, "/api/v1/namespaces/default/pods", manifest)
     wait_for(lambda: running(bench, name), what="running")
     yield name
@@ -186,3 +186,62 @@ def test_exec_with_kubectl(bench, sleeper):
     assert result.returncode == 4
     typed = bench.kubectl("exec", "-i", sleeper, "--", "cat", input="from stdin\n")
     assert typed.stdout == "from stdin\n" and typed.returncode == 0
+
+
+RESTARTING = textwrap.dedent("""
+    import os, sys
+    count = os.path.join(os.environ["WORK"], "runs")
+    n = int(open(count).read()) if os.path.exists(count) else 0
+    open(count, "w").write(str(n + 1))
+    print("run", n, flush=True)
+    sys.exit(1 if n < 2 else 0)
+""")
+
+
+def test_logs_of_a_restarting_container_run_by_run(bench):
+    """kube.PodLogs follows every run of a container that fails twice and is restarted
+    (restartPolicy OnFailure); one that joins after the end reads the run before the last with
+    `previous` (as the real kubelet keeps it) and the last run."""
+    import asyncio
+    import logging
+
+    from kubestudio import kube
+    from kubestudio.services.livelog import LineSplitter
+
+    name = f"restarts-{uuid.uuid4().hex[:6]}"
+    manifest = pod_manifest(name, [sys.executable, "-c", RESTARTING], volumes=[{"name": "work", "emptyDir": {}}],
+                            restartPolicy="OnFailure")
+    container = manifest["spec"]["containers"][0]
+    container["volumeMounts"] = [{"name": "work", "mountPath": "/scratch"}]
+    container["env"] = [{"name": "WORK", "value": "/scratch"}]
+
+    async def follow():
+        from kubernetes_asyncio import client
+
+        api = await kube.load_client(bench.kubeconfig)
+        core = client.CoreV1Api(api)
+        seen, late = [], []
+        logs = kube.PodLogs(core, "default", lambda pod, lines: seen.extend(lines), logging.getLogger("test"),
+                            LineSplitter)
+        pods = kube.Reflector(core.list_namespaced_pod, "default", f"test={name}", logging.getLogger("test"),
+                              on_change=lambda _, pod: logs.update(pod), raw=True)
+        await pods.start()
+        try:
+            await core.create_namespaced_pod("default", manifest)
+            await pods.wait_for(name, lambda p: p is not None and p["status"].get("phase") == "Succeeded", timeout=60)
+            await logs.wait(timeout=10)
+            joined = kube.PodLogs(core, "default", lambda pod, lines: late.extend(lines), logging.getLogger("test"),
+                                  LineSplitter)
+            joined.update(pods.get(name))
+            await joined.wait(timeout=10)
+            return seen, late, pods.get(name)["status"]["containerStatuses"][0]["restartCount"]
+        finally:
+            await logs.stop()
+            await pods.stop()
+            await core.delete_namespaced_pod(name, "default", grace_period_seconds=0)
+            await api.close()
+
+    seen, late, restarts = asyncio.run(follow())
+    assert restarts == 2
+    assert seen == ["run 0", "run 1", "run 2"]
+    assert late == ["run 1", "run 2"]

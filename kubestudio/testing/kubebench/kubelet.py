@@ -105,6 +105,7 @@ class PodRuntime:
         self.ready = False
         self.probe = None
         self.oom_killed = False
+        self.runs = 0  # container runs started (restarts + 1)
 
     @property
     def path(self):
@@ -581,7 +582,12 @@ class SimKubelet:
         restart_policy = runtime.pod["spec"].get("restartPolicy", "Always")
         restarts = 0
         while True:
-            log_file = open(runtime.log_file(name), "ab")
+            current = runtime.log_file(name)
+            if restarts and os.path.exists(current):
+                # the run before is what `kubectl logs --previous` reads (the kubelet keeps one)
+                os.replace(current, current + ".previous")
+            runtime.runs += 1
+            log_file = open(current, "ab")
             await self.event(runtime, "Created", f"Created container {name}", field_path=field)
             try:
                 runtime.proc = await asyncio.create_subprocess_exec(
@@ -709,36 +715,50 @@ class SimKubelet:
         namespace, pod, container = request.match_info["ns"], request.match_info["pod"], request.match_info["container"]
         uid = self.by_name.get((namespace, pod))
         path = os.path.join(self.root, "pods", uid, f"{container}.log") if uid else None
+        if request.query.get("previous") in ("true", "1"):
+            # the container's run before its last restart, as it ended
+            if not path or not os.path.exists(path + ".previous"):
+                return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 400,
+                                          "message": f'previous terminated container "{container}" in pod "{pod}" '
+                                                     "not found", "reason": "BadRequest"}, status=400)
+            path += ".previous"
+            with open(path, "rb") as f:
+                return web.Response(body=f.read(), content_type="text/plain")
         if not path or not os.path.exists(path):
             return web.Response(status=404, text=f"no logs for {namespace}/{pod}/{container}")
         tail = request.query.get("tailLines")
         follow = request.query.get("follow") in ("true", "1")
-        with open(path, "rb") as f:
-            data = f.read()
-        if tail is not None:
-            lines = data.splitlines(keepends=True)
-            data = b"".join(lines[-int(tail):]) if int(tail) > 0 else b""
-        limit = request.query.get("limitBytes")
-        if limit:
-            data = data[: int(limit)]
-        if not follow:
-            return web.Response(body=data, content_type="text/plain")
-        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
-        await response.prepare(request)
-        await response.write(data)
-        position = os.path.getsize(path)
-        while True:
+        log = open(path, "rb")  # followed as this handle: a restart starts a new file, this one ends
+        try:
+            data = log.read()
+            if tail is not None:
+                lines = data.splitlines(keepends=True)
+                data = b"".join(lines[-int(tail):]) if int(tail) > 0 else b""
+            limit = request.query.get("limitBytes")
+            if limit:
+                data = data[: int(limit)]
+            if not follow:
+                return web.Response(body=data, content_type="text/plain")
+            response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+            await response.prepare(request)
+            await response.write(data)
             runtime = self.pods.get(uid)
-            with open(path, "rb") as f:
-                f.seek(position)
-                chunk = f.read()
-            if chunk:
-                position += len(chunk)
-                await response.write(chunk)
-            elif runtime is None or (runtime.task and runtime.task.done() and (runtime.proc is None or runtime.proc.returncode is not None)):
-                break
-            await asyncio.sleep(0.2)
-        return response
+            run = runtime.runs if runtime else None
+            while True:
+                chunk = log.read()
+                if chunk:
+                    await response.write(chunk)
+                    continue
+                runtime = self.pods.get(uid)
+                if runtime is None or runtime.runs != run or runtime.proc is None or runtime.proc.returncode is not None:
+                    chunk = log.read()  # what the run wrote just before it ended
+                    if chunk:
+                        await response.write(chunk)
+                    break
+                await asyncio.sleep(0.2)
+            return response
+        finally:
+            log.close()
 
     async def serve_kubelet_api(self, cert, key):
         app = web.Application()
