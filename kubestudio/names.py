@@ -5,6 +5,7 @@ the registry prefix. A part that needs one imports it from here; nothing here im
 IMAGES_SERVICE = "images"
 JOBS_SERVICE = "jobs"
 HUB_CLIENT_SERVICE = "kubestudio-hub"  # the hub reads users' images for the spawn form with its token
+IDLE_CULLER_SERVICE = "idle-culler"  # jupyterhub-idle-culler, when KubeStudio.cull_idle_servers is on
 
 # JupyterHub custom scopes of the image service
 IMAGES_BUILD_SCOPE = "custom:kubestudio:images:build"  # build, see and cancel your own builds and images

@@ -9,6 +9,7 @@ from kubestudio.image_builder.app import ImageBuilder
 from kubestudio.image_builder.backends.buildah import BuildahBackend
 from kubestudio.image_builder.backends.kaniko import KanikoBackend
 from kubestudio.jobs.app import JobService
+from kubestudio.jobs.backends.kubernetes import KubernetesJobBackend
 from kubestudio.jobs.backends.local import LocalJobBackend
 
 NOTES = {("LocalWorkspaceSpawner", "gpus"): "`None` (detect)", ("WorkspaceSpawner", "user_images_prefix"): "(set by configure() from the registry)",
@@ -62,6 +63,6 @@ service its sections in a config file of its own (`<data_dir>/{name}-service.jso
 when the hub starts the service, so settings made after `configure()` count)."""
 service_block("image-service", "Image service (`c.ImageBuilder`, `c.BuildahBackend`, `c.KanikoBackend`)",
               (ImageBuilder, BuildahBackend, KanikoBackend), SERVICE_INTRO.format(name="images"))
-service_block("jobs-service", "Jobs service (`c.JobService`, `c.LocalJobBackend`)", (JobService, LocalJobBackend),
-              SERVICE_INTRO.format(name="jobs"))
+service_block("jobs-service", "Jobs service (`c.JobService`, `c.LocalJobBackend`, `c.KubernetesJobBackend`)",
+              (JobService, LocalJobBackend, KubernetesJobBackend), SERVICE_INTRO.format(name="jobs"))
 open("docs/configuration.md", "w").write(doc)

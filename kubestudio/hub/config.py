@@ -23,6 +23,7 @@ from traitlets.config import Configurable
 
 from ..names import (
     HUB_CLIENT_SERVICE,
+    IDLE_CULLER_SERVICE,
     IMAGES_SERVICE,
     JOBS_SERVICE,
     LOCAL_PYTHON_BASE,
@@ -163,6 +164,19 @@ class KubeStudio(Configurable):
         cannot work.""",
     )
 
+    cull_idle_servers = Bool(
+        False,
+        config=True,
+        help="""Stop servers idle for `cull_timeout` seconds with jupyterhub-idle-culler, run as the hub's
+        managed service `idle-culler` (JupyterHub's own culler, as z2jh runs it). Off on the embedded
+        default (a workstation's servers stay up); the Helm chart turns it on.""",
+    )
+    cull_timeout = Integer(3600, config=True, help="Seconds without activity after which a server is stopped.")
+    cull_every = Integer(300, config=True, help="Seconds between two looks for idle servers (at most cull_timeout).")
+    cull_max_age = Integer(0, config=True, help="Stop servers older than this many seconds even when active; 0: never.")
+    cull_users = Bool(False, config=True, help="Also delete users who have been idle (temporary users only).")
+    cull_concurrency = Integer(10, config=True, help="Most hub API requests the culler has in flight at once.")
+
     images_service = Bool(
         True,
         config=True,
@@ -300,6 +314,29 @@ class KubeStudio(Configurable):
         if self.images_service:
             self.built_images_config(c, hub_token)
 
+    def idle_culler_config(self, c, data):
+        """jupyterhub-idle-culler as a managed service, with exactly the scopes it needs."""
+        for name in ("cull_timeout", "cull_every", "cull_concurrency"):
+            if getattr(self, name) < 1:
+                raise KubeStudioConfigError(f"KubeStudio.{name}: must be at least 1, not {getattr(self, name)}")
+        if self.cull_max_age < 0:
+            raise KubeStudioConfigError(f"KubeStudio.cull_max_age: must be 0 (never) or more, not {self.cull_max_age}")
+        command = [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={self.cull_timeout}",
+                   f"--cull-every={min(self.cull_every, self.cull_timeout)}",
+                   f"--concurrency={self.cull_concurrency}"]
+        if self.cull_max_age:
+            command.append(f"--max-age={self.cull_max_age}")
+        if self.cull_users:
+            command.append("--cull-users=true")
+        scopes = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+        if self.cull_users:
+            scopes.append("admin:users")
+        c.JupyterHub.load_roles = merge_roles(list(c.JupyterHub.get("load_roles", [])) + [
+            {"name": IDLE_CULLER_SERVICE, "scopes": scopes, "services": [IDLE_CULLER_SERVICE]}])
+        services = [s for s in c.JupyterHub.get("services", []) if s.get("name") != IDLE_CULLER_SERVICE]
+        c.JupyterHub.services = services + [{"name": IDLE_CULLER_SERVICE, "command": command, "cwd": data,
+                                             "display": False}]
+
     def built_images_config(self, c, hub_token):
         """What the spawners need to offer users the images they built."""
         if self.spawner == "local" and "server_image" not in c.LocalWorkspaceSpawner:
@@ -421,6 +458,8 @@ class KubeStudio(Configurable):
 
         if self.images_service or self.jobs_service:
             self.services_config(c, data)
+        if self.cull_idle_servers:
+            self.idle_culler_config(c, data)
 
         dummy = self.authenticator_class == "dummy"
         # the shared-password login names a bad username instead of blaming the password

@@ -440,3 +440,29 @@ def test_servers_run_the_hubs_singleuser_whatever_the_hubs_path(tmp_path):
         local.stop_server("pia")
     finally:
         local.stop()
+
+
+def test_idle_culler_stops_an_idle_server_and_spares_a_busy_one(tmp_path):
+    """jupyterhub-idle-culler, run by the hub from configure(), stops a server nobody uses after
+    cull_timeout; a server whose user keeps working stays."""
+    settings = {"images_service": False, "jobs_service": False, "cull_idle_servers": True, "cull_timeout": 6,
+                "cull_every": 1}
+    extra = "c.JupyterHub.last_activity_interval = 1\n"  # the proxy's activity reaches the hub at once
+    hub = LocalHub(tmp_path / "hub", settings=settings, extra_config=extra).start()
+    try:
+        for user in ("idle", "busy"):
+            hub.create_user(user)
+            hub.spawn(user)
+        token = hub.user_token("busy")
+        deadline = time.monotonic() + 40
+        while hub.server_model("idle") is not None:
+            assert time.monotonic() < deadline, hub.log_tail()
+            # busy works in JupyterLab meanwhile: its requests pass the proxy
+            assert token_get(hub, token, "/user/busy/api/status").status_code == 200
+            time.sleep(0.5)
+        assert hub.server_model("busy") is not None and hub.server_model("busy")["ready"]
+        with open(hub.log_file) as f:
+            log = f.read()
+        assert "Culling server idle" in log and "Culling server busy" not in log
+    finally:
+        hub.stop()
