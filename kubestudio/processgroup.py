@@ -34,3 +34,15 @@ def rss_by_group():
             continue
         groups[pgid] = groups.get(pgid, 0) + rss * page
     return groups
+
+
+def process_start_time(pid):
+    """Start time of process ``pid`` (clock ticks since boot), None if there is none."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return None
+    if fields[0] == "Z":  # a zombie has ended
+        return None
+    return int(fields[19])

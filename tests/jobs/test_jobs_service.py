@@ -13,7 +13,7 @@ from xml.etree import ElementTree
 import pytest
 import requests
 
-from kubestudio.jobs.backends.local import process_start_time
+from kubestudio.processgroup import process_start_time
 from kubestudio.testing.localhub import _environ
 
 from .conftest import start_jobs_hub

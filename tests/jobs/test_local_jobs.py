@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from kubestudio.jobs import JobFailed
-from kubestudio.jobs.backends.local import process_start_time
+from kubestudio.processgroup import process_start_time
 from kubestudio.services.client import ServiceError
 
 ALL_REDUCE = '''

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from traitlets import Float, List, Unicode, default
 
-from ...processgroup import rss_by_group, signal_group
+from ...processgroup import process_start_time, rss_by_group, signal_group
 from ...quantities import parse_bytes
 from ...spawner.gpus import JOB, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
 from ...spawner.storage import ensure_user_folders, user_folders
@@ -85,18 +85,6 @@ def exit_of(code):
 # the rank's wrapper: runs the command (its output already goes to the log), then writes its exit
 # status where a restarted service finds it; dash starts in a millisecond
 RANK_SHELL = '"$@"; code=$?; echo $code > "$0.tmp" && mv "$0.tmp" "$0"; exit $code'
-
-
-def process_start_time(pid):
-    """Start time of process ``pid`` (clock ticks since boot), None if there is none."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError, TypeError):
-        return None
-    if fields[0] == "Z":  # a zombie has ended
-        return None
-    return int(fields[19])
 
 
 def free_port():

@@ -1,0 +1,140 @@
+"""TensorBoard as a local process (the embedded default): one supervised ``tensorboard`` per board
+on a loopback port it picks itself (``--port 0``; the address is read from its first line), with
+the flags the Kubernetes pod gets (``--path_prefix`` = the board's public prefix,
+``--reload_interval``; never ``--bind_all``). It leads a process group of its own, so stopping a
+board stops everything it started; its PID and process start time are recorded, so a restarted
+service finds a board still running (a reused PID is never taken for it) or knows it is gone.
+"""
+
+import asyncio
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from traitlets import Float, Integer, List, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from ...processgroup import process_start_time, signal_group
+
+LISTENING = re.compile(rb"TensorBoard [^ ]+ at (http://[^ ]+?)/? \(Press CTRL\+C to quit\)")
+STDERR_TAIL = 4000
+
+
+class BoardFailed(Exception):
+    """TensorBoard did not start or stopped; the message has the reason (its stderr's end)."""
+
+
+@dataclass
+class Running:
+    """Where a board's TensorBoard runs (kept in the board's record to find it again)."""
+
+    pid: int
+    started: int  # process start time, against PID reuse
+    url: str  # http://127.0.0.1:<port><prefix>
+
+    def to_json(self):
+        return {"pid": self.pid, "started": self.started, "url": self.url}
+
+    @classmethod
+    def from_json(cls, data):
+        return cls(**data) if data and data.get("pid") else None
+
+
+class LocalBoardBackend(LoggingConfigurable):
+    name = "local"
+
+    tensorboard_command = List(
+        Unicode(),
+        config=True,
+        help="TensorBoard's command. Empty: this Python's `-m tensorboard.main` (the `tensorboard` package).",
+    )
+
+    @default("tensorboard_command")
+    def _default_command(self):
+        return [sys.executable, "-m", "tensorboard.main"]
+
+    reload_interval = Integer(30, config=True, help="TensorBoard's --reload_interval: seconds between looks for new events.")
+    start_timeout = Float(60, config=True, help="Seconds TensorBoard may take to answer before the board fails.")
+    work_dir = Unicode(config=True, help="Where boards' link trees and TensorBoard's stderr are kept.")
+
+    @default("work_dir")
+    def _default_work_dir(self):
+        return os.path.abspath("tensorboards")
+
+    def folder(self, board_id):
+        return os.path.join(self.work_dir, board_id)
+
+    def stderr_path(self, board_id):
+        return os.path.join(self.folder(board_id), "tensorboard.log")
+
+    def stderr(self, board_id):
+        """What TensorBoard wrote to stderr (its own log), the last part."""
+        try:
+            with open(self.stderr_path(board_id), "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(f.tell() - STDERR_TAIL, 0))
+                return f.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    async def start(self, board_id, tree, prefix):
+        """Start TensorBoard on ``tree`` (the board's link tree) under ``prefix``; a :class:`Running`
+        once it answers, else :class:`BoardFailed`."""
+        os.makedirs(self.folder(board_id), mode=0o700, exist_ok=True)
+        argv = [*self.tensorboard_command, "--logdir", tree, "--host", "127.0.0.1", "--port", "0",
+                "--path_prefix", prefix.rstrip("/"), "--reload_interval", str(self.reload_interval)]
+        with open(self.stderr_path(board_id), "wb") as err:
+            proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                        stdout=asyncio.subprocess.DEVNULL, stderr=err,
+                                                        start_new_session=True)
+        running = None
+        try:
+            deadline = time.monotonic() + self.start_timeout
+            while running is None:
+                if proc.returncode is not None:
+                    raise BoardFailed(f"TensorBoard exited with code {proc.returncode}: {self._tail(board_id)}")
+                with open(self.stderr_path(board_id), "rb") as f:
+                    match = LISTENING.search(f.read())
+                if match:
+                    running = Running(pid=proc.pid, started=process_start_time(proc.pid),
+                                      url=match.group(1).decode().rstrip("/"))
+                elif time.monotonic() > deadline:
+                    raise BoardFailed(f"TensorBoard did not start in {self.start_timeout:g} s: {self._tail(board_id)}")
+                else:
+                    await asyncio.sleep(0.1)
+            await self._wait_answers(running, proc, board_id, deadline)
+        except BaseException:
+            signal_group(proc.pid)
+            raise
+        asyncio.ensure_future(proc.wait())  # reaped when it ends; alive() reads /proc
+        return running
+
+    async def _wait_answers(self, running, proc, board_id, deadline):
+        client = AsyncHTTPClient()
+        while True:
+            try:
+                await client.fetch(running.url + "/data/runs", request_timeout=5)
+                return
+            except (HTTPClientError, OSError):
+                pass
+            if proc.returncode is not None:
+                raise BoardFailed(f"TensorBoard exited with code {proc.returncode}: {self._tail(board_id)}")
+            if time.monotonic() > deadline:
+                raise BoardFailed(f"TensorBoard did not answer in {self.start_timeout:g} s: {self._tail(board_id)}")
+            await asyncio.sleep(0.1)
+
+    def _tail(self, board_id, lines=5):
+        text = self.stderr(board_id).strip().splitlines()
+        return " | ".join(text[-lines:]) or "no output"
+
+    def alive(self, running):
+        """Whether the TensorBoard recorded in ``running`` still runs (after a restart too)."""
+        return running is not None and process_start_time(running.pid) == running.started
+
+    def stop(self, running):
+        """Stop a board's TensorBoard and what it started; idempotent."""
+        if self.alive(running):
+            signal_group(running.pid)
