@@ -25,5 +25,6 @@ configure(
     proxy_api_port=port("KUBESTUDIO_PROXY_API_PORT"),
     images_port=port("KUBESTUDIO_IMAGES_PORT"),
     jobs_port=port("KUBESTUDIO_JOBS_PORT"),
+    tensorboards_port=port("KUBESTUDIO_TENSORBOARDS_PORT"),
     local_registry_port=port("KUBESTUDIO_REGISTRY_PORT"),
 )

@@ -4,6 +4,7 @@ the registry prefix. A part that needs one imports it from here; nothing here im
 # our managed hub services, and the hub's own client of them
 IMAGES_SERVICE = "images"
 JOBS_SERVICE = "jobs"
+TENSORBOARDS_SERVICE = "tensorboards"
 HUB_CLIENT_SERVICE = "kubestudio-hub"  # the hub reads users' images for the spawn form with its token
 IDLE_CULLER_SERVICE = "idle-culler"  # jupyterhub-idle-culler, when KubeStudio.cull_idle_servers is on
 
@@ -15,8 +16,13 @@ IMAGES_ADMIN_SCOPE = "custom:kubestudio:images:admin"  # everyone's builds, push
 JOBS_RUN_SCOPE = "custom:kubestudio:jobs:run"  # submit, see, follow and cancel your own jobs
 JOBS_ADMIN_SCOPE = "custom:kubestudio:jobs:admin"  # everyone's jobs
 
+# JupyterHub custom scopes of the TensorBoard service
+TENSORBOARDS_USE_SCOPE = "custom:kubestudio:tensorboards:use"  # open, see and stop your own boards
+TENSORBOARDS_ADMIN_SCOPE = "custom:kubestudio:tensorboards:admin"  # everyone's boards
+
 # internal ports a hub uses when they are free (else it chooses free ones and remembers them)
-CONVENTIONAL_PORTS = {"hub": 8081, "proxy_api": 8001, "images": 10101, "jobs": 10102, "registry": 5000}
+CONVENTIONAL_PORTS = {"hub": 8081, "proxy_api": 8001, "images": 10101, "jobs": 10102, "tensorboards": 10103,
+                      "registry": 5000}
 
 # the shared workspace and archives claims of the Kubernetes spawner (and of build pods)
 WORKSPACE_CLAIM = "kubestudio-workspace"

@@ -26,6 +26,7 @@ from ..names import (
     IDLE_CULLER_SERVICE,
     IMAGES_SERVICE,
     JOBS_SERVICE,
+    TENSORBOARDS_SERVICE,
     LOCAL_PYTHON_BASE,
     REGISTRY_PREFIX,
 )
@@ -206,6 +207,27 @@ class KubeStudio(Configurable):
         0: {CONVENTIONAL['jobs']} when free at the first start, else a free port, remembered.""",
     )
 
+    tensorboards_service = Bool(
+        True,
+        config=True,
+        help="""Run the TensorBoard service at /services/tensorboards/ (a board on any log folder of a
+        user's workspace or archives, behind the hub's login, stopped when idle; its settings are
+        c.TensorBoardService.*).""",
+    )
+    tensorboards_url = Unicode(
+        "",
+        config=True,
+        help="""Where the hub starts the TensorBoard service and the proxy reaches it. Empty:
+        http://127.0.0.1:<tensorboards_port>.""",
+    )
+    tensorboards_port = Integer(
+        0,
+        config=True,
+        help=f"""Loopback port of the TensorBoard service ($KUBESTUDIO_TENSORBOARDS_PORT), unless
+        `tensorboards_url` is set. 0: {CONVENTIONAL['tensorboards']} when free at the first start,
+        else a free port, remembered.""",
+    )
+
     images_url = Unicode(
         "",
         config=True,
@@ -257,7 +279,8 @@ class KubeStudio(Configurable):
         """{hub, proxy_api, images, jobs, registry}: the set ports, else the ones chosen and remembered."""
         if self._ports is None:
             configured = {"hub": self.hub_port, "proxy_api": self.proxy_api_port, "images": self.images_port,
-                          "jobs": self.jobs_port, "registry": self.local_registry_port}
+                          "jobs": self.jobs_port, "tensorboards": self.tensorboards_port,
+                          "registry": self.local_registry_port}
             if c is not None and "hub_port" in c.JupyterHub:
                 configured["hub"] = c.JupyterHub.hub_port
             self._ports = resolve_ports(os.path.abspath(self.data_dir), configured, choose=choose)
@@ -265,7 +288,8 @@ class KubeStudio(Configurable):
 
     def service_url(self, name=IMAGES_SERVICE):
         """Where the hub starts service ``name`` (images, jobs) and the proxy reaches it."""
-        configured = {IMAGES_SERVICE: self.images_url, JOBS_SERVICE: self.jobs_url}.get(name)
+        configured = {IMAGES_SERVICE: self.images_url, JOBS_SERVICE: self.jobs_url,
+                      TENSORBOARDS_SERVICE: self.tensorboards_url}.get(name)
         return configured or f"http://127.0.0.1:{self.ports()[name]}"
 
     # --------------------------------------------------------------------------------
@@ -277,6 +301,7 @@ class KubeStudio(Configurable):
         """The hub services that run, as their packages declare them."""
         names = ["kubestudio.image_builder.service:IMAGES"] if self.images_service else []
         names += ["kubestudio.jobs.service:JOBS"] if self.jobs_service else []
+        names += ["kubestudio.tensorboards.service:TENSORBOARDS"] if self.tensorboards_service else []
         declared = []
         for name in names:
             module, _, attribute = name.partition(":")
@@ -456,7 +481,7 @@ class KubeStudio(Configurable):
         else:
             raise KubeStudioConfigError(f"KubeStudio.spawner: must be 'local' or 'kubernetes', not {self.spawner!r}")
 
-        if self.images_service or self.jobs_service:
+        if self.images_service or self.jobs_service or self.tensorboards_service:
             self.services_config(c, data)
         if self.cull_idle_servers:
             self.idle_culler_config(c, data)

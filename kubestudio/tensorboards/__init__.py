@@ -1,3 +1,9 @@
-"""TensorBoards on users' log folders (issue 14, in progress): the folders a board shows and the
-local backend that runs TensorBoard for it. The service (API, proxy, culling, page, SDK) builds
-on these."""
+"""TensorBoards on users' log folders, behind the hub's login.
+
+The SDK is what notebooks import (:class:`TensorBoardsClient`); the service itself
+(``python -m kubestudio.tensorboards``) lives in :mod:`.app`, imported only when it runs.
+"""
+
+from .client import TensorBoardsClient
+
+__all__ = ["TensorBoardsClient"]

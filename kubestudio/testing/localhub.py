@@ -45,6 +45,7 @@ class LocalHub:
         self.proxy_api_port = free_port()
         self.images_url = f"http://127.0.0.1:{free_port()}"
         self.jobs_url = f"http://127.0.0.1:{free_port()}"
+        self.tensorboards_url = f"http://127.0.0.1:{free_port()}"
         self.local_registry_port = free_port()
         self.token = secrets.token_hex(16)
         self.config_file = os.path.join(self.root, "jupyterhub_config.py")
@@ -58,7 +59,7 @@ class LocalHub:
 
     def write_config(self):
         settings = {"data_dir": self.data_dir, "bind_url": self.url, "images_url": self.images_url,
-                    "jobs_url": self.jobs_url,
+                    "jobs_url": self.jobs_url, "tensorboards_url": self.tensorboards_url,
                     "local_registry_port": self.local_registry_port, "hub_port": self.hub_port,
                     "proxy_api_port": self.proxy_api_port, **self.settings}
         config = textwrap.dedent(

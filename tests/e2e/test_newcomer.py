@@ -110,9 +110,9 @@ def test_two_hubs_side_by_side(tmp_path):
     from kubestudio.testing.localhub import LocalHub
 
     first = LocalHub(tmp_path / "one", settings={"hub_port": 0, "proxy_api_port": 0, "local_registry_port": 0,
-                                                 "images_url": "", "jobs_url": ""})
+                                                 "images_url": "", "jobs_url": "", "tensorboards_url": ""})
     second = LocalHub(tmp_path / "two", settings={"hub_port": 0, "proxy_api_port": 0, "local_registry_port": 0,
-                                                  "images_url": "", "jobs_url": ""})
+                                                  "images_url": "", "jobs_url": "", "tensorboards_url": ""})
     with first, second:
         ports = [first.ports(), second.ports()]
         assert set(ports[0].values()).isdisjoint(ports[1].values()), ports

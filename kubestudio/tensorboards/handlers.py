@@ -1,0 +1,215 @@
+"""HTTP handlers of the TensorBoard service: the JSON API under ``api/``, the page at the root,
+and the boards themselves under ``b/<id>/``, proxied to their TensorBoard.
+
+Who may do what (JupyterHub scopes; the service also needs ``access:services!service=tensorboards``):
+``custom:kubestudio:tensorboards:use`` opens, lists and stops your own boards; the admin scope
+sees and stops everyone's. A board's pages are the owner's alone (their browser, or a token of
+theirs): another user's board answers 404, so ids reveal nothing.
+
+TensorBoard's frontend reads its data with ``fetch``; since JupyterHub 4.1 a cookie-authenticated
+request that is not a page load must carry an XSRF token, which TensorBoard does not send. The
+proxy accepts such a request without one only when it comes from a page of the same board
+(``Sec-Fetch-Site: same-origin`` and a ``Referer`` under the board's own prefix): a page under
+another user's server, though on the same origin, never reads a board with its visitor's cookie.
+"""
+
+import os
+from urllib.parse import urlparse
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from tornado import httpclient
+from tornado.escape import xhtml_escape
+
+from ..names import TENSORBOARDS_ADMIN_SCOPE as ADMIN_SCOPE
+from ..names import TENSORBOARDS_USE_SCOPE as USE_SCOPE
+from ..services.web import SERVICE_TEMPLATES, OwnedHandler, PageHandler, http_error
+from .logdirs import LogdirError
+from .models import FAILED
+
+TEMPLATES = Environment(loader=FileSystemLoader([os.path.join(os.path.dirname(__file__), "templates"),
+                                                 SERVICE_TEMPLATES]), autoescape=select_autoescape())
+# never passed on: the connection's own headers, and the hub's credentials
+HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+               "transfer-encoding", "upgrade", "host", "content-length"}
+DROPPED_REQUEST_HEADERS = HOP_HEADERS | {"cookie", "authorization", "x-xsrftoken", "x-csrftoken"}
+DROPPED_RESPONSE_HEADERS = HOP_HEADERS | {"set-cookie"}
+STARTING_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="1"><title>Starting TensorBoard</title>
+<style>body {{ font-family: system-ui, sans-serif; margin: 3rem; color: #222; }} .muted {{ color: #666; }}</style></head>
+<body><main><h1>Starting TensorBoard</h1><p>{name}</p><p class="muted">{message} This page reloads itself.</p>
+</main></body></html>"""
+
+
+class BoardsBaseHandler(OwnedHandler):
+    use_scope = USE_SCOPE
+    admin_scope = ADMIN_SCOPE
+    noun = "board"
+    what = "use TensorBoards"
+
+
+class BoardsHandler(BoardsBaseHandler):
+    async def get(self):
+        self.require_access()
+        self.write_json({"boards": self.manager.list(self.owner_filter())})
+
+    async def post(self):
+        self.require_access()
+        if self.identity["kind"] != "user":
+            raise http_error(403, "boards belong to users: open one with a user's token")
+        try:
+            board, created = await self.manager.open(self.identity["name"], self.json_body())
+        except LogdirError as e:
+            raise http_error(e.status, str(e)) from None
+        self.write_json(board, 201 if created else 200)
+
+
+class BoardHandler(BoardsBaseHandler):
+    async def get(self, board_id):
+        self.require_access()
+        self.owner_checked(board_id)
+        self.write_json(self.manager.get(board_id))
+
+    async def delete(self, board_id):
+        self.require_access()
+        self.owner_checked(board_id)
+        await self.manager.delete(board_id, self.identity["name"])
+        self.set_status(204)
+        self.finish()
+
+
+class BoardLogsHandler(BoardsBaseHandler):
+    async def get(self, board_id):
+        self.require_access()
+        self.owner_checked(board_id)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(self.manager.logs(board_id))
+
+
+class IndexHandler(PageHandler, BoardsBaseHandler):
+    async def get(self):
+        self.require_access()
+        page = TEMPLATES.get_template("index.html").render(
+            user=self.identity["name"], is_admin=self.is_admin, prefix=self.settings["service_prefix"],
+            hub_prefix=os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/",
+            xsrf=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes) else self.xsrf_token)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(page)
+
+
+class ProxyHandler(BoardsBaseHandler):
+    """A board's TensorBoard, streamed through: bodies as they come (gzip untouched), redirects kept
+    inside the board's prefix, and none of the hub's cookies or tokens passed on."""
+
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")
+
+    async def prepare(self):
+        # a browser opening the board's URL logs in first (an API caller gets the 401)
+        navigating = self.request.method == "GET" and self.request.headers.get("Sec-Fetch-Mode", "navigate") == "navigate"
+        if navigating and "Authorization" not in self.request.headers:
+            model = await self.hub_auth.get_user(self, sync=False)
+            if not model:
+                self.redirect(self.get_login_url())
+                return
+        await super().prepare()
+
+    def check_xsrf_cookie(self):
+        if self._from_this_board():
+            return
+        super().check_xsrf_cookie()
+
+    def _from_this_board(self):
+        board_id = self.path_args[0] if self.path_args else None
+        if not board_id or self.request.headers.get("Sec-Fetch-Site", "same-origin") != "same-origin":
+            return False
+        referer = urlparse(self.request.headers.get("Referer", ""))
+        if referer.netloc and referer.netloc != self.request.host:
+            return False
+        return referer.path.startswith(self.manager.board_prefix(board_id))
+
+    async def _proxy(self, board_id, path):
+        self.require_access()
+        owner = self.manager.owner_of(board_id)
+        if owner is None or owner != self.identity["name"]:  # a board is its owner's alone
+            raise http_error(404, f"no board {board_id}")
+        self.manager.touch(board_id)
+        target = self.manager.target(board_id)
+        if target is None:
+            board = self.manager.get(board_id)
+            if self.request.method == "GET" and board["status"] != FAILED:
+                self.set_header("Content-Type", "text/html; charset=utf-8")
+                self.set_header("Retry-After", "1")
+                self.finish(STARTING_PAGE.format(prefix=self.settings["service_prefix"],
+                                                 name=xhtml_escape(board["name"]), message=xhtml_escape(board["message"])))
+                return
+            self.set_header("Retry-After", "1")
+            raise http_error(503 if board["status"] != FAILED else 502, f"board {board_id} is {board['status']}: "
+                                                                       f"{board['message']}")
+        url = target + "/" + path + (("?" + self.request.query) if self.request.query else "")
+        headers = {k: v for k, v in self.request.headers.get_all() if k.lower() not in DROPPED_REQUEST_HEADERS}
+        headers["X-Forwarded-Proto"] = self.request.protocol
+        headers["X-Forwarded-Host"] = self.request.host
+        body = self.request.body if self.request.method in ("POST", "PUT") else None
+        started = []
+
+        def on_header(line):
+            line = line.rstrip("\r\n")
+            if line.startswith("HTTP/"):
+                started.append(int(line.split(" ", 2)[1]))
+                self.clear_header("Cache-Control")
+                self.clear_header("Content-Type")
+                return
+            if ":" not in line:
+                return
+            key, value = (part.strip() for part in line.split(":", 1))
+            if key.lower() in DROPPED_RESPONSE_HEADERS:
+                return
+            if key.lower() == "location":
+                value = self._inside_prefix(value, board_id)
+            self.add_header(key, value)
+
+        def on_chunk(chunk):
+            if started and self._status_code != started[0]:
+                self.set_status(started[0])
+            self.write(chunk)
+            self.flush()
+
+        request = httpclient.HTTPRequest(url, method=self.request.method, headers=headers, body=body,
+                                         follow_redirects=False, decompress_response=False,
+                                         header_callback=on_header, streaming_callback=on_chunk,
+                                         allow_nonstandard_methods=True, request_timeout=300)
+        try:
+            response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+        except OSError as e:
+            raise http_error(502, f"board {board_id}: TensorBoard did not answer ({e})") from None
+        if response.code == 599:
+            raise http_error(502, f"board {board_id}: TensorBoard did not answer ({response.error})")
+        self.set_status(response.code)
+        self.finish()
+
+    def _inside_prefix(self, location, board_id):
+        parsed = urlparse(location)
+        path = parsed.path if parsed.netloc in ("", ) or parsed.hostname in ("127.0.0.1", "localhost") else None
+        if path is None or not path.startswith(self.manager.board_prefix(board_id).rstrip("/")):
+            return self.manager.board_prefix(board_id)
+        return path + (f"?{parsed.query}" if parsed.query else "")
+
+    async def get(self, board_id, path):
+        await self._proxy(board_id, path)
+
+    async def head(self, board_id, path):
+        await self._proxy(board_id, path)
+
+    async def post(self, board_id, path):
+        await self._proxy(board_id, path)
+
+    async def put(self, board_id, path):
+        await self._proxy(board_id, path)
+
+    async def delete(self, board_id, path):
+        await self._proxy(board_id, path)
+
+    async def options(self, board_id, path):
+        await self._proxy(board_id, path)
+
+    def set_default_headers(self):
+        pass  # TensorBoard's own caching headers stand

@@ -1,0 +1,48 @@
+"""The TensorBoard service as the hub sees it: name, scopes, roles, config sections and defaults.
+
+Light on purpose: the hub imports this module only (never the service's app or handlers).
+"""
+
+import os
+
+from ..names import TENSORBOARDS_ADMIN_SCOPE, TENSORBOARDS_SERVICE, TENSORBOARDS_USE_SCOPE
+from ..services.declare import ServiceDeclaration
+
+
+def roles(admin_users):
+    access = f"access:services!service={TENSORBOARDS_SERVICE}"
+    find = f"read:services!service={TENSORBOARDS_SERVICE}"  # the SDK finds the service through the hub
+    return [
+        {"name": "user", "scopes": ["self", access, find, TENSORBOARDS_USE_SCOPE]},
+        # a server's own token opens its owner's boards (the SDK, the CLI, the %tensorboard URL)
+        {"name": "server", "scopes": ["users:activity!user", "access:servers!server", access, find,
+                                      TENSORBOARDS_USE_SCOPE]},
+        {"name": "kubestudio-tensorboards-admin", "scopes": [TENSORBOARDS_ADMIN_SCOPE, access],
+         "users": list(admin_users)},
+    ]
+
+
+def defaults(studio, c, data):
+    def setdefault(section, key, value):
+        if key not in c[section]:
+            c[section][key] = value
+
+    setdefault("TensorBoardService", "db_url", f"sqlite:///{os.path.join(data, 'tensorboards.sqlite')}")
+    setdefault("TensorBoardService", "cookie_secret_file", os.path.join(data, "tensorboards_cookie_secret"))
+    setdefault("TensorBoardService", "data_dir", data)
+    setdefault("TensorBoardService", "stop_boards_on_exit", not studio.keep_servers_running)
+    setdefault("LocalBoardBackend", "work_dir", os.path.join(data, "tensorboards"))
+
+
+TENSORBOARDS = ServiceDeclaration(
+    name=TENSORBOARDS_SERVICE,
+    module="kubestudio.tensorboards",
+    config_sections=("TensorBoardService", "LocalBoardBackend", "ServiceApp"),
+    scopes={
+        TENSORBOARDS_USE_SCOPE: "Open TensorBoards on your own log folders, and see and stop them.",
+        TENSORBOARDS_ADMIN_SCOPE: "See and stop every user's TensorBoards.",
+    },
+    roles=roles,
+    defaults=defaults,
+    oauth_scopes=[TENSORBOARDS_USE_SCOPE, TENSORBOARDS_ADMIN_SCOPE],
+)

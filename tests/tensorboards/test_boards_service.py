@@ -1,0 +1,136 @@
+"""The TensorBoard service through a real hub: open a board on real event files, read its runs
+and a scalar series through the hub's proxy, the same request gives the same board, who may see
+what, the starting page, and idle culling with a transparent restart."""
+
+import os
+import time
+
+import pytest
+import requests
+
+from kubestudio.spawner.storage import ensure_user_folders, user_folders
+from kubestudio.tensorboards import TensorBoardsClient
+from kubestudio.testing.localhub import LocalHub
+
+from .events import write_scalars
+
+CONFIG = """
+c.TensorBoardService.max_boards_per_user = 3
+c.TensorBoardService.idle_timeout = 4
+c.TensorBoardService.cull_every = 1
+"""
+
+
+class BoardsHub:
+    def __init__(self, hub):
+        self.hub = hub
+        self.url = f"{hub.url}/services/tensorboards/"
+        self.tokens = {}
+
+    def token(self, user):
+        if user not in self.tokens:
+            self.hub.create_user(user)
+            self.tokens[user] = self.hub.user_token(user)
+        return self.tokens[user]
+
+    def client(self, user):
+        return TensorBoardsClient(url=self.url, token=self.token(user))
+
+    def workspace(self, user):
+        folders = user_folders(self.hub.data_dir, user)
+        ensure_user_folders(folders)
+        return folders.workspace
+
+    def get(self, path, user=None, **kwargs):
+        headers = {"Authorization": f"token {self.token(user)}"} if user else {}
+        return requests.get(self.hub.url + path, headers=headers, timeout=30, allow_redirects=False, **kwargs)
+
+    def wait_running(self, board, user, timeout=60):
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.get(board["url"] + "data/runs", user)
+            if r.status_code == 200:
+                return r.json()
+            assert time.monotonic() < deadline, (r.status_code, r.text[:300])
+            time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def boards(tmp_path_factory):
+    hub = LocalHub(tmp_path_factory.mktemp("tb-hub"), settings={"images_service": False, "jobs_service": False},
+                   extra_config=CONFIG).start()
+    try:
+        yield BoardsHub(hub)
+    finally:
+        hub.stop()
+
+
+def test_a_board_shows_the_runs_and_scalars_written(boards):
+    workspace = boards.workspace("tess")
+    write_scalars(os.path.join(workspace, "runs", "exp1"), values=(1.0, 0.5, 0.25))
+    write_scalars(os.path.join(workspace, "runs", "exp2"), values=(2.0, 1.5))
+    client = boards.client("tess")
+    board = client.open_board(["runs/exp1", "runs/exp2"], name="mnist")
+    assert board["url"] == f"/services/tensorboards/b/{board['id']}/" and board["name"] == "mnist"
+    assert sorted(boards.wait_running(board, "tess")) == ["runs_exp1", "runs_exp2"]
+    series = boards.get(board["url"] + "data/plugin/scalars/scalars", "tess",
+                        params={"run": "runs_exp2", "tag": "loss"}).json()
+    assert [(step, value) for _, step, value in series] == [(0, 2.0), (1, 1.5)]
+    page = boards.get(board["url"], "tess")
+    assert page.status_code == 200 and "<tf-tensorboard" in page.text or "tensorboard" in page.text.lower()
+    # the same folders, named otherwise, are the same board
+    again = client.open_board([f"{workspace}/runs/exp2", "runs/exp1"])
+    assert again["id"] == board["id"] and again["status"] == "running"
+    assert client.get(board["id"])["logdirs"] == ["runs/exp1", "runs/exp2"]
+    assert "TensorBoard" in client.logs(board["id"])
+
+
+def test_bad_folders_and_too_many_boards(boards):
+    workspace = boards.workspace("bert")
+    client = boards.client("bert")
+    for logdir, status, message in [
+        ("nope", 404, "logdirs[0]: no folder 'nope' in your workspace"),
+        ("../x", 400, "logdirs[0]: '../x' leads outside your workspace"),
+        ("/etc", 400, "is outside your workspace"),
+    ]:
+        r = requests.post(boards.url + "api/boards", json={"logdirs": [logdir]},
+                          headers={"Authorization": f"token {boards.token('bert')}"}, timeout=30)
+        assert r.status_code == status and message in r.json()["message"], r.text
+    for i in range(3):
+        os.makedirs(os.path.join(workspace, f"run{i}"), exist_ok=True)
+        client.open_board(f"run{i}")
+    os.makedirs(os.path.join(workspace, "run3"), exist_ok=True)
+    r = requests.post(boards.url + "api/boards", json={"logdirs": ["run3"]},
+                      headers={"Authorization": f"token {boards.token('bert')}"}, timeout=30)
+    assert r.status_code == 409 and "you have 3 boards open" in r.json()["message"]
+    for record in client.list():
+        client.stop(record["id"])
+    assert client.list() == []
+
+
+def test_only_the_owner_reaches_a_board(boards):
+    write_scalars(os.path.join(boards.workspace("olga"), "runs", "a"))
+    board = boards.client("olga").open_board("runs/a")
+    boards.wait_running(board, "olga")
+    assert boards.get(board["url"] + "data/runs", "mallory").status_code == 404
+    assert boards.get(f"/services/tensorboards/api/boards/{board['id']}", "mallory").status_code == 404
+    assert boards.get(board["url"] + "data/runs").status_code in (401, 302)  # anonymous
+    navigated = boards.get(board["url"], headers={"Sec-Fetch-Mode": "navigate"})
+    assert navigated.status_code == 302 and "/hub/" in navigated.headers["Location"]  # to the login
+    boards.client("olga").stop(board["id"])
+
+
+def test_an_idle_board_stops_and_its_url_starts_it_again(boards):
+    write_scalars(os.path.join(boards.workspace("ivy"), "runs", "b"))
+    client = boards.client("ivy")
+    board = client.open_board("runs/b")
+    boards.wait_running(board, "ivy")
+    deadline = time.monotonic() + 30
+    while client.get(board["id"])["status"] != "stopped":
+        assert time.monotonic() < deadline, client.get(board["id"])
+        time.sleep(0.5)
+    assert "without use" in client.get(board["id"])["message"]
+    starting = boards.get(board["url"], "ivy")
+    assert starting.status_code == 200 and "Starting TensorBoard" in starting.text
+    assert sorted(boards.wait_running(board, "ivy")) == ["runs_b"]
+    assert client.get(board["id"])["status"] == "running"
