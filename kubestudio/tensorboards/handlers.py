@@ -135,7 +135,9 @@ class ProxyHandler(BoardsBaseHandler):
         target = self.manager.target(board_id)
         if target is None:
             board = self.manager.get(board_id)
-            if self.request.method == "GET" and board["status"] != FAILED:
+            page = self.request.headers.get("Sec-Fetch-Mode") == "navigate" or \
+                "text/html" in self.request.headers.get("Accept", "")
+            if self.request.method == "GET" and page and board["status"] != FAILED:
                 self.set_header("Content-Type", "text/html; charset=utf-8")
                 self.set_header("Retry-After", "1")
                 self.finish(STARTING_PAGE.format(prefix=self.settings["service_prefix"],

@@ -41,8 +41,8 @@ class BoardsHub:
         ensure_user_folders(folders)
         return folders.workspace
 
-    def get(self, path, user=None, **kwargs):
-        headers = {"Authorization": f"token {self.token(user)}"} if user else {}
+    def get(self, path, user=None, headers=None, **kwargs):
+        headers = {**({"Authorization": f"token {self.token(user)}"} if user else {}), **(headers or {})}
         return requests.get(self.hub.url + path, headers=headers, timeout=30, allow_redirects=False, **kwargs)
 
     def wait_running(self, board, user, timeout=60):
@@ -130,7 +130,7 @@ def test_an_idle_board_stops_and_its_url_starts_it_again(boards):
         assert time.monotonic() < deadline, client.get(board["id"])
         time.sleep(0.5)
     assert "without use" in client.get(board["id"])["message"]
-    starting = boards.get(board["url"], "ivy")
+    starting = boards.get(board["url"], "ivy", headers={"Accept": "text/html"})
     assert starting.status_code == 200 and "Starting TensorBoard" in starting.text
     assert sorted(boards.wait_running(board, "ivy")) == ["runs_b"]
     assert client.get(board["id"])["status"] == "running"
