@@ -27,8 +27,10 @@ ALLOWED = {
     "image_builder": {"names", "imageref", "dockerauth", "registry", "kube", "services", "processgroup", "spawner",
                       "quantities", "slugs"},
     "jobs": {"names", "imageref", "registry", "kube", "services", "processgroup", "spawner", "quantities", "slugs"},
-    "extensions": {"names", "services", "jobs.client", "jobs.spec"},  # the jobs SDK is the CLI's too
-    "hub": {"names", "services", "spawner", "image_builder.service", "jobs.service", "processgroup"},
+    "tensorboards": {"names", "services", "spawner", "processgroup", "quantities", "slugs"},
+    "extensions": {"names", "services", "jobs.client", "jobs.spec", "tensorboards.client"},  # the SDKs are the CLI's too
+    "hub": {"names", "services", "spawner", "image_builder.service", "jobs.service", "tensorboards.service",
+            "processgroup"},
 }
 
 
@@ -94,6 +96,8 @@ def test_packages_import_one_way_only():
                                     "kubestudio.services.declare", "kubestudio.image_builder.service",
                                     "kubestudio.image_builder.app", "kubestudio.spawner", "kubestudio.hub",
                                     "kubestudio.jobs", "kubestudio.jobs.service", "kubestudio.jobs.app",
+                                    "kubestudio.tensorboards", "kubestudio.tensorboards.service",
+                                    "kubestudio.tensorboards.app",
                                     "kubestudio.services.client", "kubestudio.quantities", "kubestudio.slugs"])
 def test_each_package_imports_alone(module):
     run = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)

@@ -10,6 +10,9 @@
     kubestudio jobs logs NAME [--follow]
     kubestudio jobs cancel NAME
     kubestudio jobs rerun NAME [--name N] [-- ARGS...]
+    kubestudio tensorboard open FOLDER [FOLDER...] [--name N]   (prints the board's URL)
+    kubestudio tensorboard list
+    kubestudio tensorboard stop NAME|ID
 """
 
 import argparse
@@ -18,6 +21,7 @@ import re
 import sys
 
 from ..jobs.client import JobsClient
+from ..tensorboards.client import TensorBoardsClient
 from .client import ImagesClient, ServiceError
 
 
@@ -74,6 +78,7 @@ def main(argv=None, out=sys.stdout):
     cancel = images.add_parser("cancel", help="cancel a queued or running build")
     cancel.add_argument("id")
     add_jobs_commands(sub)
+    add_tensorboard_commands(sub)
     argv = sys.argv[1:] if argv is None else list(argv)
     passed = []
     if "--" in argv:  # what follows -- goes to the job's script untouched
@@ -81,6 +86,8 @@ def main(argv=None, out=sys.stdout):
     args = parser.parse_args(argv)
     if args.service == "jobs":
         return jobs_main(args, passed, out)
+    if args.service == "tensorboard":
+        return tensorboard_main(args, out)
     if passed:
         parser.error("arguments after -- are for jobs only")
 
@@ -215,6 +222,48 @@ def jobs_main(args, passed, out):
         if args.command == "runtimes":
             for runtime in client.runtimes():
                 print(f"{runtime['name']:<24} {runtime.get('framework', '')}  {runtime.get('description', '')}", file=out)
+            return 0
+    except ServiceError as e:
+        status = f" (HTTP {e.status})" if e.status else ""
+        print(f"kubestudio: {e}{status}", file=sys.stderr)
+        return 2
+    return 1
+
+
+def add_tensorboard_commands(sub):
+    boards = sub.add_parser("tensorboard", help="TensorBoard on your log folders, through the hub").add_subparsers(
+        dest="command", required=True)
+    opening = boards.add_parser("open", help="open a board on FOLDER(s) (several: compared in one board); prints its URL")
+    opening.add_argument("folders", nargs="+")
+    opening.add_argument("--name", help="the board's name (default: its folders)")
+    boards.add_parser("list", help="your boards")
+    stop = boards.add_parser("stop", help="stop a board (by name or id)")
+    stop.add_argument("board")
+
+
+def _log_folder(path):
+    """A folder as the service wants it: relative to the workspace, or an archives path as it is."""
+    archives = os.environ.get("KUBESTUDIO_ARCHIVES")
+    if archives:
+        real, root = os.path.realpath(os.path.abspath(path)), os.path.realpath(archives)
+        if real == root or real.startswith(root + os.sep):
+            return real
+    return workspace_relative(path, "a log folder")
+
+
+def tensorboard_main(args, out):
+    try:
+        client = TensorBoardsClient()
+        if args.command == "open":
+            print(client.open([_log_folder(f) for f in args.folders], name=args.name), file=out)
+            return 0
+        if args.command == "list":
+            for board in client.list():
+                print(f"{board['name']:<30} {board['status']:<9} {client.public_url(board)}  "
+                      f"{', '.join(board['logdirs'])}", file=out)
+            return 0
+        if args.command == "stop":
+            client.stop(args.board)
             return 0
     except ServiceError as e:
         status = f" (HTTP {e.status})" if e.status else ""

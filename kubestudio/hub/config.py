@@ -477,6 +477,8 @@ class KubeStudio(Configurable):
         elif self.spawner == "local":
             c.JupyterHub.spawner_class = LocalWorkspaceSpawner
             c.LocalWorkspaceSpawner.data_dir = data
+            if "hub_public_url" not in c.LocalWorkspaceSpawner:
+                c.LocalWorkspaceSpawner.hub_public_url = self.bind_url
             c.LocalWorkspaceSpawner.profiles_file = os.path.abspath(self.profiles_file)
         else:
             raise KubeStudioConfigError(f"KubeStudio.spawner: must be 'local' or 'kubernetes', not {self.spawner!r}")

@@ -114,6 +114,26 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
         custom images.""",
     )
 
+    hub_public_url = Unicode(
+        "",
+        config=True,
+        help="""The hub's address as users' browsers reach it, given to servers as KUBESTUDIO_PUBLIC_URL
+        so the `kubestudio` CLI prints links that work (a TensorBoard's URL, never localhost).
+        configure() sets the embedded default's bind_url; the Helm chart its public address.""",
+    )
+
+    def notebook_links_env(self):
+        """Addresses a server's tools print or embed: the hub's public URL, and the URL template
+        TensorBoard's %tensorboard magic shows boards at (through the server's own proxy, where
+        the server's login guards them)."""
+        env = {}
+        if self.hub_public_url:
+            env["KUBESTUDIO_PUBLIC_URL"] = self.hub_public_url
+        server = getattr(self, "server", None)
+        if server is not None:
+            env["TENSORBOARD_PROXY_URL"] = server.base_url.rstrip("/") + "/proxy/%PORT%/"
+        return env
+
     def custom_image_prefix(self):
         """Where this user's own images live, for profiles with custom_images; None: not offered."""
         if not self.user_images_prefix:

@@ -336,9 +336,10 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         if self.server_image:
             # what the server really runs, as an image: the base of its from_server builds
             env["KUBESTUDIO_IMAGE"] = self.server_image
-            if self._request.ide == "vscode":
-                env["CODE_WORKINGDIR"] = folders.workspace
-                env["CODE_EXECUTABLE"] = self.vscode_executable() or "code-server"
+        if self._request is not None and self._request.ide == "vscode":
+            env["CODE_WORKINGDIR"] = folders.workspace
+            env["CODE_EXECUTABLE"] = self.vscode_executable() or "code-server"
+        env.update(self.notebook_links_env())
         if self._allocation is not None:
             # an empty value hides every GPU from a server that asked for none
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self._allocation.gpus)

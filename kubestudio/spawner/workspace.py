@@ -150,6 +150,11 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
     def _default_start_timeout(self):
         return 300
 
+    def get_env(self):
+        env = super().get_env()
+        env.update(self.notebook_links_env())
+        return env
+
     @property
     def settings(self):
         return PodSettings(

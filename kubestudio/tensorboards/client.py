@@ -18,8 +18,8 @@ class TensorBoardsClient(ServiceClient):
 
     def public_url(self, board):
         """The board's address for a browser: through the hub's public URL when the server knows
-        it ($JUPYTERHUB_PUBLIC_URL), else its path on the hub."""
-        base = os.environ.get("JUPYTERHUB_PUBLIC_URL") or os.environ.get("KUBESTUDIO_PUBLIC_URL")
+        it ($KUBESTUDIO_PUBLIC_URL), else its path on the hub."""
+        base = os.environ.get("KUBESTUDIO_PUBLIC_URL")
         return urljoin(base, board["url"]) if base else board["url"]
 
     def open_board(self, logdirs, name=None):

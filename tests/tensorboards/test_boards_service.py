@@ -134,3 +134,42 @@ def test_an_idle_board_stops_and_its_url_starts_it_again(boards):
     assert starting.status_code == 200 and "Starting TensorBoard" in starting.text
     assert sorted(boards.wait_running(board, "ivy")) == ["runs_b"]
     assert client.get(board["id"])["status"] == "running"
+
+
+def test_sdk_cli_and_the_tensorboard_magic_inside_a_server(boards):
+    """With nothing but a server's environment: the CLI prints the board's URL through the hub
+    (never localhost:6006), the SDK opens the same board, and %tensorboard's proxy URL is the
+    server's own."""
+    import subprocess
+    import sys
+
+    boards.token("sam")  # the user exists
+    r = boards.hub.spawn("sam")
+    assert r.status_code in (201, 202), r.text
+    try:
+        env = boards.hub.server_env("sam")
+        assert env["TENSORBOARD_PROXY_URL"] == "/user/sam/proxy/%PORT%/"
+        assert env["KUBESTUDIO_PUBLIC_URL"] == boards.hub.url
+        workspace = env["KUBESTUDIO_WORKSPACE"]
+        write_scalars(os.path.join(workspace, "runs", "cli"))
+        cli = os.path.join(os.path.dirname(sys.executable), "kubestudio")
+        run = lambda *args: subprocess.run([cli, *args], env=env, cwd=workspace, capture_output=True,  # noqa: E731
+                                           text=True, timeout=120)
+        opened = run("tensorboard", "open", "runs/cli")
+        assert opened.returncode == 0, opened.stdout + opened.stderr
+        url = opened.stdout.strip()
+        assert url.startswith(f"{boards.hub.url}/services/tensorboards/b/") and url.endswith("/"), url
+        board_id = url.rstrip("/").rsplit("/", 1)[1]
+        assert sorted(boards.wait_running({"url": url[len(boards.hub.url):]}, "sam")) == ["runs_cli"]
+        sdk = subprocess.run([sys.executable, "-c", "from kubestudio.tensorboards import TensorBoardsClient\n"
+                              "print(TensorBoardsClient().open('runs/cli'))"],
+                             env=env, cwd=workspace, capture_output=True, text=True, timeout=120)
+        assert sdk.stdout.strip() == url, sdk.stdout + sdk.stderr
+        listed = run("tensorboard", "list")
+        assert "runs/cli" in listed.stdout and url in listed.stdout
+        missing = run("tensorboard", "open", "runs/none")
+        assert missing.returncode == 2 and "no folder 'runs/none' in your workspace (HTTP 404)" in missing.stderr
+        assert run("tensorboard", "stop", board_id).returncode == 0
+        assert boards.client("sam").list() == []
+    finally:
+        boards.hub.stop_server("sam")
