@@ -15,11 +15,12 @@ from traitlets import Bool, Integer, Type, Unicode, default
 from ..names import TENSORBOARDS_SERVICE as SERVICE_NAME
 from ..services.app import ServiceApp
 from ..services.store import Store
-from ..services.web import HealthHandler, oauth_routes, oauth_settings, service_prefix
+from ..services.web import HealthHandler, OpenAPIHandler, oauth_routes, oauth_settings, service_prefix
 from . import handlers
 from .backends.local import LocalBoardBackend
 from .manager import BoardManager
 from .models import MIGRATIONS, VERSION_TABLE, Base
+from .openapi import openapi
 
 
 class TensorBoardService(ServiceApp):
@@ -71,10 +72,11 @@ class TensorBoardService(ServiceApp):
             (board, handlers.BoardHandler),
             (url_path_join(board, "logs"), handlers.BoardLogsHandler),
             (url_path_join(api, "health"), HealthHandler),
+            (url_path_join(api, "openapi.json"), OpenAPIHandler),
             (url_path_join(prefix, "b", r"([0-9a-f]{1,32})") + r"/?(.*)", handlers.ProxyHandler),
         ]
         settings = oauth_settings(SERVICE_NAME, prefix, cookie_secret_file=self.cookie_secret_file,
-                                  manager=self.manager)
+                                  manager=self.manager, openapi=openapi)
         return web.Application(routes, **settings)
 
     async def started(self):

@@ -104,7 +104,8 @@ class ProxyHandler(BoardsBaseHandler):
 
     async def prepare(self):
         # a browser opening the board's URL logs in first (an API caller gets the 401)
-        navigating = self.request.method == "GET" and self.request.headers.get("Sec-Fetch-Mode", "navigate") == "navigate"
+        navigating = self.request.method == "GET" and (self.request.headers.get("Sec-Fetch-Mode") == "navigate" or
+                                                       "text/html" in self.request.headers.get("Accept", ""))
         if navigating and "Authorization" not in self.request.headers:
             model = await self.hub_auth.get_user(self, sync=False)
             if not model:

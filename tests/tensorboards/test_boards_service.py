@@ -173,3 +173,61 @@ def test_sdk_cli_and_the_tensorboard_magic_inside_a_server(boards):
         assert boards.client("sam").list() == []
     finally:
         boards.hub.stop_server("sam")
+
+
+def test_authorization_matrix(boards):
+    """owner, another user, admin, anonymous, a token the owner granted (and one without the
+    service's scope) on the API and on the proxied board."""
+    write_scalars(os.path.join(boards.workspace("mona"), "runs", "m"))
+    board = boards.client("mona").open_board("runs/m")
+    boards.wait_running(board, "mona")
+    hub = boards.hub
+    granted = hub.api("POST", "/users/mona/tokens", json={"scopes": [
+        "access:services!service=tensorboards", "custom:kubestudio:tensorboards:use!user=mona"]}).json()["token"]
+    limited = hub.api("POST", "/users/mona/tokens", json={"scopes": ["read:users:name!user=mona"]}).json()["token"]
+    callers = {"owner": boards.token("mona"), "other": boards.token("nick"), "admin": boards.token("admin"),
+               "granted": granted, "limited": limited, "anonymous": None}
+    api = f"/services/tensorboards/api/boards/{board['id']}"
+    data = board["url"] + "data/runs"
+    expected = {  # (the board's record, its TensorBoard)
+        "owner": (200, 200), "granted": (200, 200), "other": (404, 404), "admin": (200, 404),
+        "limited": (403, 403), "anonymous": (401, 401),
+    }
+    seen = {}
+    for who, token in callers.items():
+        headers = {"Authorization": f"token {token}"} if token else {}
+        seen[who] = (requests.get(hub.url + api, headers=headers, timeout=30, allow_redirects=False).status_code,
+                     requests.get(hub.url + data, headers=headers, timeout=30, allow_redirects=False).status_code)
+    assert seen == expected
+    boards.client("mona").stop(board["id"])
+
+
+def test_openapi_document_and_schemathesis_finds_no_server_error(boards, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from xml.etree import ElementTree
+
+    from kubestudio.testing.localhub import _environ
+
+    doc = requests.get(f"{boards.url}api/openapi.json", timeout=10).json()
+    assert set(doc["paths"]) == {"/api/boards", "/api/boards/{board_id}", "/api/boards/{board_id}/logs",
+                                 "/api/health", "/api/openapi.json"}
+    os.makedirs(os.path.join(boards.workspace("fuzzer"), "runs"), exist_ok=True)
+    pid = boards.hub.service_pid("kubestudio.tensorboards")
+    direct = _environ(pid)["JUPYTERHUB_SERVICE_URL"].rstrip("/") + "/services/tensorboards"
+    st = shutil.which("st", path=os.path.dirname(sys.executable)) or "st"
+    command = [st, "run", f"{boards.url}api/openapi.json", "--url", direct,
+               "-H", f"Authorization: token {boards.token('fuzzer')}",
+               "--checks", "not_a_server_error", "--max-examples", "40", "--seed", "1",
+               "--workers", "1", "--request-timeout", "30", "--suppress-health-check", "all",
+               "--report", "junit", "--report-dir", str(tmp_path)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                         env={**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"})
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    suite = ElementTree.parse(next(tmp_path.glob("junit-*.xml"))).getroot().find("testsuite")
+    assert {case.get("name") for case in suite.iter("testcase")} >= {"POST /api/boards", "DELETE /api/boards/{board_id}"}
+    assert suite.get("failures") == "0" and suite.get("errors") == "0"
+    fuzzer = boards.client("fuzzer")
+    for board in fuzzer.list():
+        fuzzer.stop(board["id"])
