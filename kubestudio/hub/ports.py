@@ -1,8 +1,8 @@
 """The embedded default's internal ports, so two hubs can run side by side on one machine.
 
-Besides its public URL, a hub on one machine listens on five loopback ports: the hub itself
+Besides its public URL, a hub on one machine listens on six loopback ports: the hub itself
 (JupyterHub's 8081), the proxy's REST API (8001), the image service (10101), the jobs service
-(10102) and the local registry (5000). Each can be set; one left at 0 is chosen at the first start (the conventional
+(10102), the TensorBoard service (10103) and the local registry (5000). Each can be set; one left at 0 is chosen at the first start (the conventional
 port when it is free, else any free one) and remembered in ``<data_dir>/ports.json``, so a
 second hub with a data folder of its own never collides with the first, and a restart keeps
 the same ports (images are named after the registry's address, so its port must not move).
