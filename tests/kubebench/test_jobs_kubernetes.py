@@ -241,7 +241,10 @@ def test_a_waiting_job_says_why_and_cancel_leaves_nothing(k8s):
     while "[worker-0] up" not in client.logs("long"):
         assert time.monotonic() < deadline, client.logs("long")
         time.sleep(0.3)
-    assert len(k8s.leftovers(client.get("long"))) >= 5  # the PyTorchJob, 2 pods, 2 Services
+    deadline = time.monotonic() + 30
+    while len(k8s.leftovers(client.get("long"))) < 5:  # the PyTorchJob, 2 pods, 2 Services
+        assert time.monotonic() < deadline, k8s.leftovers(client.get("long"))
+        time.sleep(0.3)
     cancelled = client.delete("long")
     assert cancelled["status"] == "cancelled" and cancelled["message"] == "cancelled by walt"
     k8s.wait_gone(client.get("long"))
