@@ -85,6 +85,7 @@ class TensorBoardService(ServiceApp):
 
     async def stopping(self):
         await self.manager.stop(self.stop_boards_on_exit)
+        await handlers.close_upstream()
 
 
 def main(argv=None):

@@ -16,8 +16,8 @@ another user's server, though on the same origin, never reads a board with its v
 import os
 from urllib.parse import urlparse
 
+import aiohttp
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from tornado import httpclient
 from tornado.escape import xhtml_escape
 
 from ..names import TENSORBOARDS_ADMIN_SCOPE as ADMIN_SCOPE
@@ -38,6 +38,24 @@ STARTING_PAGE = """<!doctype html>
 <style>body {{ font-family: system-ui, sans-serif; margin: 3rem; color: #222; }} .muted {{ color: #666; }}</style></head>
 <body><main><h1>Starting TensorBoard</h1><p>{name}</p><p class="muted">{message} This page reloads itself.</p>
 </main></body></html>"""
+
+
+_SESSION = None
+
+
+def upstream_session():
+    """One connection pool to the boards' TensorBoards (kept alive between requests); bodies as
+    they are, gzip included."""
+    global _SESSION
+    if _SESSION is None or _SESSION.closed:
+        _SESSION = aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_read=300),
+                                         connector=aiohttp.TCPConnector(limit=100))
+    return _SESSION
+
+
+async def close_upstream():
+    if _SESSION is not None:
+        await _SESSION.close()
 
 
 class BoardsBaseHandler(OwnedHandler):
@@ -152,41 +170,25 @@ class ProxyHandler(BoardsBaseHandler):
         headers["X-Forwarded-Proto"] = self.request.protocol
         headers["X-Forwarded-Host"] = self.request.host
         body = self.request.body if self.request.method in ("POST", "PUT") else None
-        started = []
-
-        def on_header(line):
-            line = line.rstrip("\r\n")
-            if line.startswith("HTTP/"):
-                started.append(int(line.split(" ", 2)[1]))
+        try:
+            async with upstream_session().request(self.request.method, url, headers=headers, data=body,
+                                                  allow_redirects=False) as response:
+                self.set_status(response.status, response.reason)
                 self.clear_header("Cache-Control")
                 self.clear_header("Content-Type")
-                return
-            if ":" not in line:
-                return
-            key, value = (part.strip() for part in line.split(":", 1))
-            if key.lower() in DROPPED_RESPONSE_HEADERS:
-                return
-            if key.lower() == "location":
-                value = self._inside_prefix(value, board_id)
-            self.add_header(key, value)
-
-        def on_chunk(chunk):
-            if started and self._status_code != started[0]:
-                self.set_status(started[0])
-            self.write(chunk)
-            self.flush()
-
-        request = httpclient.HTTPRequest(url, method=self.request.method, headers=headers, body=body,
-                                         follow_redirects=False, decompress_response=False,
-                                         header_callback=on_header, streaming_callback=on_chunk,
-                                         allow_nonstandard_methods=True, request_timeout=300)
-        try:
-            response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
-        except OSError as e:
+                for key, value in response.headers.items():
+                    if key.lower() in DROPPED_RESPONSE_HEADERS:
+                        continue
+                    if key.lower() == "location":
+                        value = self._inside_prefix(value, board_id)
+                    self.add_header(key, value)
+                async for chunk in response.content.iter_any():  # as it comes: never the whole body
+                    self.write(chunk)
+                    await self.flush()
+        except aiohttp.ClientError as e:
+            if self._headers_written:
+                raise
             raise http_error(502, f"board {board_id}: TensorBoard did not answer ({e})") from None
-        if response.code == 599:
-            raise http_error(502, f"board {board_id}: TensorBoard did not answer ({response.error})")
-        self.set_status(response.code)
         self.finish()
 
     def _inside_prefix(self, location, board_id):

@@ -31,6 +31,7 @@ class BoardManager:
         self.prefix = service_prefix(service_name)
         self.log = log
         self.tasks = {}  # board id -> its start task
+        self.running = {}  # board id -> (owner, Running): what the proxy reads on each request, no store query
         self.activity = {}  # board id -> wall time of its last proxied request (flushed to the store)
         self._loops = []
 
@@ -135,19 +136,29 @@ class BoardManager:
             board.status, board.message, board.refs = status, message, refs
             if status == RUNNING:
                 board.started = board.last_activity = utcnow()
+                self.running[board_id] = (owner, Running.from_json(refs))
         self.log.info("board %s of %s: %s%s", board_id, owner, status, f" ({message})" if message else "")
 
     def target(self, board_id):
-        """Where the board's TensorBoard answers (``http://127.0.0.1:port/<prefix>``), or None."""
+        """Where the board's TensorBoard answers (``http://127.0.0.1:port/<prefix>``), or None
+        (then it is started, or says why not)."""
+        known = self.running.get(board_id)
+        if known is not None and self.backend.alive(known[1]):
+            return known[1].url
+        self.running.pop(board_id, None)
         if self.ensure_running(board_id) != RUNNING:
             return None
         with self.store.session() as db:
-            return Running.from_json(db.get(Board, board_id).refs).url
+            board = db.get(Board, board_id)
+            running = Running.from_json(board.refs)
+            self.running[board_id] = (board.owner, running)
+            return running.url
 
     def touch(self, board_id):
         self.activity[board_id] = time.time()
 
     async def stop_board(self, board_id, message):
+        self.running.pop(board_id, None)
         with self.store.session() as db:
             board = db.get(Board, board_id)
             task = self.tasks.pop(board_id, None)
@@ -167,6 +178,9 @@ class BoardManager:
     # ------------------------------------------------------------------ reading
 
     def owner_of(self, board_id):
+        known = self.running.get(board_id)
+        if known is not None:
+            return known[0]
         with self.store.session() as db:
             return db.query(Board.owner).filter(Board.id == board_id).scalar()
 

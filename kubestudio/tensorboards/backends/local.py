@@ -21,6 +21,7 @@ from ...processgroup import process_start_time, signal_group
 
 LISTENING = re.compile(rb"TensorBoard [^ ]+ at (http://[^ ]+?)/? \(Press CTRL\+C to quit\)")
 STDERR_TAIL = 4000
+POLL_SECONDS = 0.02  # while TensorBoard starts (well under a second): look often, it is all the user waits for
 
 
 class BoardFailed(Exception):
@@ -104,7 +105,7 @@ class LocalBoardBackend(LoggingConfigurable):
                 elif time.monotonic() > deadline:
                     raise BoardFailed(f"TensorBoard did not start in {self.start_timeout:g} s: {self._tail(board_id)}")
                 else:
-                    await asyncio.sleep(0.1)
+                    await asyncio.sleep(POLL_SECONDS)
             await self._wait_answers(running, proc, board_id, deadline)
         except BaseException:
             signal_group(proc.pid)
@@ -124,7 +125,7 @@ class LocalBoardBackend(LoggingConfigurable):
                 raise BoardFailed(f"TensorBoard exited with code {proc.returncode}: {self._tail(board_id)}")
             if time.monotonic() > deadline:
                 raise BoardFailed(f"TensorBoard did not answer in {self.start_timeout:g} s: {self._tail(board_id)}")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(POLL_SECONDS)
 
     def _tail(self, board_id, lines=5):
         text = self.stderr(board_id).strip().splitlines()
