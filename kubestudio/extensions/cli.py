@@ -84,46 +84,47 @@ def main(argv=None, out=sys.stdout):
     if "--" in argv:  # what follows -- goes to the job's script untouched
         argv, passed = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     args = parser.parse_args(argv)
-    if args.service == "jobs":
-        return jobs_main(args, passed, out)
-    if args.service == "tensorboard":
-        return tensorboard_main(args, out)
-    if passed:
+    if passed and args.service != "jobs":
         parser.error("arguments after -- are for jobs only")
-
+    commands = {"images": lambda: images_main(args, out), "jobs": lambda: jobs_main(args, passed, out),
+                "tensorboard": lambda: tensorboard_main(args, out)}
     try:
-        client = ImagesClient()
-        if args.command == "build":
-            request = {"context": workspace_relative(args.path)}
-            for key in ("name", "tag", "dockerfile"):
-                if getattr(args, key):
-                    request[key] = getattr(args, key)
-            result = client.build(**request)
-            _print_build(result, out)
-            if args.no_follow or result["status"] not in ("queued", "running"):
-                return 0 if result["status"] in ("queued", "running", "succeeded", "exists") else 1
-            return _follow(client, result["id"], out)
-        if args.command == "list":
-            if args.builds:
-                for b in client.builds():
-                    print(f"{b['id']}  {b['status']:<10} {b['created']}  {b['image']}", file=out)
-            else:
-                for i in client.images():
-                    size = f"{i['size'] / 2**20:.1f} MiB" if i.get("size") else ""  # as the images page shows it
-                    print(f"{i['image']}  {size}  {i.get('digest') or ''}", file=out)
-            return 0
-        if args.command == "logs":
-            if args.follow:
-                return _follow(client, args.id, out)
-            print(client.log(args.id), end="", file=out)
-            return 0
-        if args.command == "cancel":
-            _print_build(client.cancel(args.id), out)
-            return 0
-    except ServiceError as e:
+        return commands[args.service]()
+    except ServiceError as e:  # the service's own words, and the HTTP status
         status = f" (HTTP {e.status})" if e.status else ""
         print(f"kubestudio: {e}{status}", file=sys.stderr)
         return 2
+
+
+def images_main(args, out):
+    client = ImagesClient()
+    if args.command == "build":
+        request = {"context": workspace_relative(args.path)}
+        for key in ("name", "tag", "dockerfile"):
+            if getattr(args, key):
+                request[key] = getattr(args, key)
+        result = client.build(**request)
+        _print_build(result, out)
+        if args.no_follow or result["status"] not in ("queued", "running"):
+            return 0 if result["status"] in ("queued", "running", "succeeded", "exists") else 1
+        return _follow(client, result["id"], out)
+    if args.command == "list":
+        if args.builds:
+            for b in client.builds():
+                print(f"{b['id']}  {b['status']:<10} {b['created']}  {b['image']}", file=out)
+        else:
+            for i in client.images():
+                size = f"{i['size'] / 2**20:.1f} MiB" if i.get("size") else ""  # as the images page shows it
+                print(f"{i['image']}  {size}  {i.get('digest') or ''}", file=out)
+        return 0
+    if args.command == "logs":
+        if args.follow:
+            return _follow(client, args.id, out)
+        print(client.log(args.id), end="", file=out)
+        return 0
+    if args.command == "cancel":
+        _print_build(client.cancel(args.id), out)
+        return 0
     return 1
 
 
@@ -174,59 +175,54 @@ def _follow_job(client, job, out):
 
 
 def jobs_main(args, passed, out):
-    try:
-        client = JobsClient()
-        if args.command == "submit":
-            script = workspace_relative(args.script, "the script")
-            spec = {"script": script, "nodes": args.nodes, "procs_per_node": args.procs_per_node,
-                    "framework": args.framework, "retries": args.retries}
-            spec["name"] = args.name or _job_name(client, script)
-            if passed:
-                spec["args"] = passed
-            resources = {k: v for k, v in (("gpu", args.gpus), ("cpu", args.cpu), ("memory", args.memory)) if v}
-            if resources:
-                spec["resources"] = resources
-            for key, value in (("runtime", args.runtime), ("project", args.project), ("max_runtime", args.max_runtime)):
-                if value:
-                    spec[key] = value
-            if args.package:
-                spec["packages"] = args.package
-            if args.env:
-                bad = [e for e in args.env if "=" not in e]
-                if bad:
-                    raise ServiceError(0, f"--env {bad[0]}: write NAME=VALUE")
-                spec["env"] = dict(e.split("=", 1) for e in args.env)
-            job = client.create(spec)
-            _print_job(job, out)
-            return 0 if args.detach else _follow_job(client, job, out)
-        if args.command == "list":
-            for job in client.list():
-                ranks = f"{job['spec'].get('nodes', 1)}x{job['spec'].get('procs_per_node', 1)}"
-                print(f"{job['name']:<30} {job['status']:<10} {ranks:<6} {job['created']}  {job['message']}", file=out)
-            return 0
-        if args.command == "logs":
-            if args.follow:
-                return _follow_job(client, client.get(args.name), out)
-            print(client.logs(args.name), end="", file=out)
-            return 0
-        if args.command == "cancel":
-            _print_job(client.delete(args.name), out)
-            return 0
-        if args.command == "rerun":
-            changes = {"args": passed} if passed else {}
-            if args.new_name:
-                changes["name"] = args.new_name
-            job = client.rerun(args.name, **changes)
-            _print_job(job, out)
-            return 0 if args.detach else _follow_job(client, job, out)
-        if args.command == "runtimes":
-            for runtime in client.runtimes():
-                print(f"{runtime['name']:<24} {runtime.get('framework', '')}  {runtime.get('description', '')}", file=out)
-            return 0
-    except ServiceError as e:
-        status = f" (HTTP {e.status})" if e.status else ""
-        print(f"kubestudio: {e}{status}", file=sys.stderr)
-        return 2
+    client = JobsClient()
+    if args.command == "submit":
+        script = workspace_relative(args.script, "the script")
+        spec = {"script": script, "nodes": args.nodes, "procs_per_node": args.procs_per_node,
+                "framework": args.framework, "retries": args.retries}
+        spec["name"] = args.name or _job_name(client, script)
+        if passed:
+            spec["args"] = passed
+        resources = {k: v for k, v in (("gpu", args.gpus), ("cpu", args.cpu), ("memory", args.memory)) if v}
+        if resources:
+            spec["resources"] = resources
+        for key, value in (("runtime", args.runtime), ("project", args.project), ("max_runtime", args.max_runtime)):
+            if value:
+                spec[key] = value
+        if args.package:
+            spec["packages"] = args.package
+        if args.env:
+            bad = [e for e in args.env if "=" not in e]
+            if bad:
+                raise ServiceError(0, f"--env {bad[0]}: write NAME=VALUE")
+            spec["env"] = dict(e.split("=", 1) for e in args.env)
+        job = client.create(spec)
+        _print_job(job, out)
+        return 0 if args.detach else _follow_job(client, job, out)
+    if args.command == "list":
+        for job in client.list():
+            ranks = f"{job['spec'].get('nodes', 1)}x{job['spec'].get('procs_per_node', 1)}"
+            print(f"{job['name']:<30} {job['status']:<10} {ranks:<6} {job['created']}  {job['message']}", file=out)
+        return 0
+    if args.command == "logs":
+        if args.follow:
+            return _follow_job(client, client.get(args.name), out)
+        print(client.logs(args.name), end="", file=out)
+        return 0
+    if args.command == "cancel":
+        _print_job(client.delete(args.name), out)
+        return 0
+    if args.command == "rerun":
+        changes = {"args": passed} if passed else {}
+        if args.new_name:
+            changes["name"] = args.new_name
+        job = client.rerun(args.name, **changes)
+        _print_job(job, out)
+        return 0 if args.detach else _follow_job(client, job, out)
+    if args.command == "runtimes":
+        for runtime in client.runtimes():
+            print(f"{runtime['name']:<24} {runtime.get('framework', '')}  {runtime.get('description', '')}", file=out)
+        return 0
     return 1
 
 
@@ -252,23 +248,18 @@ def _log_folder(path):
 
 
 def tensorboard_main(args, out):
-    try:
-        client = TensorBoardsClient()
-        if args.command == "open":
-            print(client.open([_log_folder(f) for f in args.folders], name=args.name), file=out)
-            return 0
-        if args.command == "list":
-            for board in client.list():
-                print(f"{board['name']:<30} {board['status']:<9} {client.public_url(board)}  "
-                      f"{', '.join(board['logdirs'])}", file=out)
-            return 0
-        if args.command == "stop":
-            client.stop(args.board)
-            return 0
-    except ServiceError as e:
-        status = f" (HTTP {e.status})" if e.status else ""
-        print(f"kubestudio: {e}{status}", file=sys.stderr)
-        return 2
+    client = TensorBoardsClient()
+    if args.command == "open":
+        print(client.open([_log_folder(f) for f in args.folders], name=args.name), file=out)
+        return 0
+    if args.command == "list":
+        for board in client.list():
+            print(f"{board['name']:<30} {board['status']:<9} {client.public_url(board)}  "
+                  f"{', '.join(board['logdirs'])}", file=out)
+        return 0
+    if args.command == "stop":
+        client.stop(args.board)
+        return 0
     return 1
 
 

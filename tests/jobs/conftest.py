@@ -1,6 +1,6 @@
 import pytest
 
-from kubestudio.testing.jobshub import JobsHub
+from kubestudio.testing.servicehub import JobsHub
 from kubestudio.testing.localhub import LocalHub
 
 GPUS = ["0:NVIDIA A100", "1:NVIDIA A100"]

@@ -1,17 +1,22 @@
-"""A real hub with its jobs service, and helpers to act as its users (tests and benchmarks)."""
+"""A real hub with one of its services, and helpers to act as its users (tests and benchmarks)."""
 
 import os
 
 from ..jobs import JobsClient
 from ..spawner.storage import ensure_user_folders, user_folders
+from ..tensorboards import TensorBoardsClient
 
 
-class JobsHub:
-    """A real hub (embedded default) with its jobs service, and helpers to act as its users."""
+class ServiceHub:
+    """A real hub (embedded default), one of its services (``service``, its SDK ``client_class``)
+    and its users: each made on first use, with a token of their own."""
+
+    service = None
+    client_class = None
 
     def __init__(self, hub):
         self.hub = hub
-        self.url = f"{hub.url}/services/jobs/"
+        self.url = f"{hub.url}/services/{self.service}/"
         self._tokens = {}
 
     def token(self, user):
@@ -21,10 +26,10 @@ class JobsHub:
         return self._tokens[user]
 
     def client(self, user):
-        return JobsClient(url=self.url, token=self.token(user))
+        return self.client_class(url=self.url, token=self.token(user))
 
     def workspace(self, user):
-        """The user's workspace as this hub's jobs see it (on the machine: the hub's data folder)."""
+        """The user's workspace as the service sees it (on the machine: in the hub's data folder)."""
         folders = user_folders(self.hub.data_dir, user)
         ensure_user_folders(folders)
         return folders.workspace
@@ -35,3 +40,13 @@ class JobsHub:
         with open(full, "w", encoding="utf-8") as f:
             f.write(text)
         return full
+
+
+class JobsHub(ServiceHub):
+    service = "jobs"
+    client_class = JobsClient
+
+
+class BoardsHub(ServiceHub):
+    service = "tensorboards"
+    client_class = TensorBoardsClient
