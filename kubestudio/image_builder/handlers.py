@@ -9,21 +9,18 @@ Another user's build answers 404, so build ids reveal nothing.
 """
 
 import json
-import os
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..names import IMAGES_ADMIN_SCOPE as ADMIN_SCOPE
 from ..names import IMAGES_BUILD_SCOPE as BUILD_SCOPE
 from ..services.events import EventStream, wants_event_stream
-from ..services.web import SERVICE_TEMPLATES, OwnedHandler, PageHandler, http_error
+from ..services.web import OwnedHandler, PageHandler, http_error, page_templates
 from .backends.base import StepCounter
 from .spec import RequestError
 
 LOG_BATCH_LINES = 200
 LOG_EVENT = 'data: {"type": "log", "line": %s}\n\n'  # what EventStream.event makes of a log line, faster
-TEMPLATES = Environment(loader=FileSystemLoader([os.path.join(os.path.dirname(__file__), "templates"),
-                                                 SERVICE_TEMPLATES]), autoescape=select_autoescape())
+TEMPLATES = page_templates(__file__)
 
 
 class ImagesHandler(OwnedHandler):
@@ -138,16 +135,9 @@ class ServerListHandler(ImagesHandler):
 
 class IndexHandler(PageHandler, ImagesHandler):
     async def get(self):
-        self.require_access()
-        page = TEMPLATES.get_template("index.html").render(
-            user=self.identity["name"],
-            is_admin=self.is_admin,
-            prefix=self.settings["service_prefix"],
-            hub_prefix=os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/",
-            xsrf=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes) else self.xsrf_token,
+        self.render_page(
+            TEMPLATES,
             registry=self.settings["registry_display"],
             default_base=self.manager.default_base or "",
             workspace=self.settings["workspace_label"](self.identity["name"]),
         )
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(page)

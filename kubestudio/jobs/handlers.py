@@ -9,21 +9,18 @@ Another user's job answers 404, so job ids reveal nothing.
 """
 
 import json
-import os
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ..names import JOBS_ADMIN_SCOPE as ADMIN_SCOPE
 from ..names import JOBS_RUN_SCOPE as RUN_SCOPE
 from ..services.events import EventStream, wants_event_stream
-from ..services.web import SERVICE_TEMPLATES, OwnedHandler, PageHandler, http_error
+from ..services.web import OwnedHandler, PageHandler, http_error, page_templates
 from .models import DONE
 from .spec import SpecError
 
 LOG_BATCH_LINES = 500
 LINES_EVENT = 'data: {"type": "lines", "lines": %s}\n\n'  # what EventStream.event makes of a batch, faster
-TEMPLATES = Environment(loader=FileSystemLoader([os.path.join(os.path.dirname(__file__), "templates"),
-                                                 SERVICE_TEMPLATES]), autoescape=select_autoescape())
+TEMPLATES = page_templates(__file__)
 RERUN_FIELDS = ("name", "args", "command", "env", "nodes", "procs_per_node", "resources", "max_runtime", "retries",
                 "packages", "project")
 
@@ -140,13 +137,4 @@ class JobLogsHandler(JobsBaseHandler):
 
 class IndexHandler(PageHandler, JobsBaseHandler):
     async def get(self):
-        self.require_access()
-        page = TEMPLATES.get_template("index.html").render(
-            user=self.identity["name"],
-            is_admin=self.is_admin,
-            prefix=self.settings["service_prefix"],
-            hub_prefix=os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/",
-            xsrf=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes) else self.xsrf_token,
-        )
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(page)
+        self.render_page(TEMPLATES)

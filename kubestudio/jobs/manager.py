@@ -11,10 +11,10 @@ the job ends. After a restart, running jobs are resumed from what the backend re
 import asyncio
 import time
 import uuid
-from datetime import timezone
 
 from ..services.livelog import LiveLog, LiveRun, follow_lines, save_live_logs, save_periodically, stored_chunks
 from ..services.queue import FairQueue
+from ..services.store import aware
 from ..spawner.projects import Project, hub_projects
 from ..spawner.request import SpawnRefused, resolve_project
 from ..spawner.storage import user_slug
@@ -284,7 +284,7 @@ class JobManager:
                 record.started = started = utcnow()
         deadline = None
         if spec.max_runtime:
-            deadline = time.monotonic() + spec.max_runtime - (utcnow() - _aware(started)).total_seconds()
+            deadline = time.monotonic() + spec.max_runtime - (utcnow() - aware(started)).total_seconds()
         clock = time.monotonic()
         outcome = None
         try:
@@ -392,8 +392,3 @@ class JobManager:
 
 def _entry(status, message):
     return {"status": status, "message": message, "at": iso(utcnow())}
-
-
-def _aware(when):
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-

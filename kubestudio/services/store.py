@@ -25,13 +25,18 @@ def utcnow():
     return datetime.now(timezone.utc)
 
 
+def aware(when):
+    """A stored time as a timezone-aware UTC time (SQLite hands back naive times); None stays None."""
+    if when is None or when.tzinfo is not None:
+        return when
+    return when.replace(tzinfo=timezone.utc)
+
+
 def iso(when):
-    """A stored time as the API shows it: ISO 8601 in UTC with a Z (SQLite hands back naive times)."""
+    """A stored time as the API shows it: ISO 8601 in UTC with a Z."""
     if when is None:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.isoformat().replace("+00:00", "Z")
+    return aware(when).isoformat().replace("+00:00", "Z")
 
 
 class Store:

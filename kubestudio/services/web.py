@@ -36,6 +36,15 @@ from .secretfile import stored_secret
 SERVICE_TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 
 
+def page_templates(package_file):
+    """The templates of a service's page: its package's ``templates`` folder, then the ones every
+    service shares (``service.css``, ``service.js``); HTML escaped."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    return Environment(loader=FileSystemLoader([os.path.join(os.path.dirname(os.path.abspath(package_file)), "templates"),
+                                                SERVICE_TEMPLATES]), autoescape=select_autoescape())
+
+
 def http_error(status, message):
     """An HTTPError answered as ``{"status": status, "message": message}``. ``message`` is text, never
     a format string: user input with a ``%`` in it stays as it is."""
@@ -174,6 +183,18 @@ class OwnedHandler(ServiceHandler):
     async def _write_and_flush(self, text):
         self.write(text)
         await self.flush()
+
+    def render_page(self, templates, **context):
+        """The service's page (``index.html`` of ``templates``) for the caller, with what every
+        page has: who they are, the service and hub prefixes, the XSRF token for its API calls."""
+        self.require_access()
+        xsrf = self.xsrf_token
+        page = templates.get_template("index.html").render(
+            user=self.identity["name"], is_admin=self.is_admin, prefix=self.settings["service_prefix"],
+            hub_prefix=os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/",
+            xsrf=xsrf.decode() if isinstance(xsrf, bytes) else xsrf, **context)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(page)
 
     def owner_checked(self, resource_id):
         """The resource's owner, checked: 404 if it does not exist or is someone else's (admins: any)."""

@@ -13,21 +13,18 @@ proxy accepts such a request without one only when it comes from a page of the s
 another user's server, though on the same origin, never reads a board with its visitor's cookie.
 """
 
-import os
 from urllib.parse import urlparse
 
 import aiohttp
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from tornado.escape import xhtml_escape
 
 from ..names import TENSORBOARDS_ADMIN_SCOPE as ADMIN_SCOPE
 from ..names import TENSORBOARDS_USE_SCOPE as USE_SCOPE
-from ..services.web import SERVICE_TEMPLATES, OwnedHandler, PageHandler, http_error
+from ..services.web import OwnedHandler, PageHandler, http_error, page_templates
 from .logdirs import LogdirError
 from .models import FAILED
 
-TEMPLATES = Environment(loader=FileSystemLoader([os.path.join(os.path.dirname(__file__), "templates"),
-                                                 SERVICE_TEMPLATES]), autoescape=select_autoescape())
+TEMPLATES = page_templates(__file__)
 # never passed on: the connection's own headers, and the hub's credentials
 HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                "transfer-encoding", "upgrade", "host", "content-length"}
@@ -105,13 +102,7 @@ class BoardLogsHandler(BoardsBaseHandler):
 
 class IndexHandler(PageHandler, BoardsBaseHandler):
     async def get(self):
-        self.require_access()
-        page = TEMPLATES.get_template("index.html").render(
-            user=self.identity["name"], is_admin=self.is_admin, prefix=self.settings["service_prefix"],
-            hub_prefix=os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/",
-            xsrf=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes) else self.xsrf_token)
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(page)
+        self.render_page(TEMPLATES)
 
 
 class ProxyHandler(BoardsBaseHandler):

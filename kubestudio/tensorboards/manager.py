@@ -13,6 +13,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
+from ..services.store import aware
 from ..services.web import service_prefix
 from ..spawner.storage import ensure_user_folders, user_folders
 from .backends.local import BoardFailed, Running
@@ -217,7 +218,7 @@ class BoardManager:
         now = utcnow()
         stopped = []
         with self.store.session() as db:
-            running = [(b.id, _aware(b.last_activity), _aware(b.started)) for b in
+            running = [(b.id, aware(b.last_activity), aware(b.started)) for b in
                        db.query(Board).filter(Board.status == RUNNING).all()]
         for board_id, last, started in running:
             idle = (now - last).total_seconds() if last else 0
@@ -240,9 +241,3 @@ class BoardManager:
                 await self.cull()
             except Exception:
                 self.log.exception("board culling failed")
-
-
-def _aware(when):
-    if when is None:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
