@@ -102,6 +102,23 @@ async def served(api_client, kinds):
     return found
 
 
+TRANSIENT = (429, 500, 502, 503, 504)  # answers a request may get otherwise when tried again
+
+
+async def retrying(call, tries=5, first_wait=0.2):
+    """``await call()``, tried again (with a doubling wait) while the API answers 429 or 5xx; the
+    last error is raised, as is any other at once."""
+    from kubernetes_asyncio.client.rest import ApiException
+
+    for attempt in range(tries):
+        try:
+            return await call()
+        except ApiException as e:
+            if e.status not in TRANSIENT or attempt == tries - 1:
+                raise
+            await asyncio.sleep(first_wait * 2 ** attempt)
+
+
 def api_message(error):
     """The message of an ApiException, for people."""
     try:

@@ -44,7 +44,7 @@ REPLICA_TYPE = "training.kubeflow.org/replica-type"
 REPLICA_INDEX = "training.kubeflow.org/replica-index"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 FOLLOW_RECHECK_SECONDS = 2.0
-CREATE_TRIES = 5  # a create answered 5xx or 429 is tried again this often (with back-off)
+CREATE_TRIES = 5  # a create or delete answered 5xx or 429 is tried this often (kube.retrying)
 
 
 def replica_of(kind, pod):
@@ -456,16 +456,11 @@ class KubernetesJobBackend(JobBackend):
         api_version, plural, _ = KINDS[kind]
         follower = self._follower(run, kind, name)
         try:
-            for attempt in range(CREATE_TRIES):
-                try:
-                    await self._create(kind, api_version, plural, manifest)
-                    break
-                except ApiException as e:
-                    if e.status == 409 and self._ours(kind, name, run):
-                        break  # an earlier try was made although its answer was lost
-                    if e.status in (429, 500, 502, 503, 504) and attempt < CREATE_TRIES - 1:
-                        await asyncio.sleep(0.2 * 2 ** attempt)
-                        continue
+            try:
+                await kube.retrying(lambda: self._create(kind, api_version, plural, manifest), CREATE_TRIES)
+            except ApiException as e:
+                # a 409 of our own object: an earlier try was made although its answer was lost
+                if e.status != 409 or not self._ours(kind, name, run):
                     return Outcome("failed", f"Kubernetes refused the {kind}: {e.status} {kube.api_message(e)}")
             run.refs.update({"kind": kind, "name": name, "namespace": self.namespace, "image": run.image})
             if run.on_refs:
@@ -574,21 +569,17 @@ class KubernetesJobBackend(JobBackend):
 
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Foreground"}
         api_version, plural = self.kinds[kind]
-        for attempt in range(CREATE_TRIES):
-            try:
-                if kind == "Job":
-                    await self.batch.delete_namespaced_job(name, self.namespace, body=body)
-                else:
-                    group, version = api_version.split("/")
-                    await self.custom.delete_namespaced_custom_object(group, version, self.namespace, plural, name,
-                                                                      body=body)
-                return
-            except ApiException as e:
-                if e.status == 404:
-                    return
-                if e.status in (429, 500, 502, 503, 504) and attempt < CREATE_TRIES - 1:
-                    await asyncio.sleep(0.2 * 2 ** attempt)
-                    continue
+        group, version = api_version.split("/")
+
+        async def delete():
+            if kind == "Job":
+                await self.batch.delete_namespaced_job(name, self.namespace, body=body)
+            else:
+                await self.custom.delete_namespaced_custom_object(group, version, self.namespace, plural, name, body=body)
+
+        try:
+            await kube.retrying(delete, CREATE_TRIES)
+        except ApiException as e:
+            if e.status != 404:
                 self.log.warning("could not delete %s %s/%s: %s %s", kind, self.namespace, name, e.status,
                                  kube.api_message(e))
-                return
