@@ -46,6 +46,9 @@ log = logging.getLogger("kubebench.kubelet")
 
 MODE_LABEL = "kubebench.kubestudio.io/mode"
 MODES = ("process", "responder", "status")
+# seconds between a container's Started event and its Running status: a real kubelet reports the
+# status on its next relist, and a test of start progress needs the events seen before "ready"
+STATUS_DELAY_LABEL = "kubebench.kubestudio.io/status-delay"
 KUBELET_VERSION = "v1.20.2-kubebench"
 
 
@@ -454,6 +457,13 @@ class SimKubelet:
         mode = (pod["metadata"].get("labels") or {}).get(MODE_LABEL, self.mode)
         return mode if mode in MODES else self.mode
 
+    @staticmethod
+    def status_delay(pod):
+        try:
+            return max(0.0, min(float((pod["metadata"].get("labels") or {}).get(STATUS_DELAY_LABEL, 0)), 30.0))
+        except ValueError:
+            return 0.0
+
     async def _run_pod(self, runtime):
         try:
             if self.start_delay:
@@ -474,6 +484,7 @@ class SimKubelet:
                     await self._start_responder(runtime)
                 await self.event(runtime, "Created", f"Created container {container['name']}")
                 await self.event(runtime, "Started", f"Started container {container['name']}")
+                await asyncio.sleep(self.status_delay(runtime.pod))
                 await self.set_status(runtime, "Running", [({"running": {"startedAt": now()}}, 0)], ready=True)
         except asyncio.CancelledError:
             raise
