@@ -41,6 +41,7 @@ LABEL_USER = "kubestudio.io/user"
 LABEL_PROJECT = "kubestudio.io/project"
 LABEL_BUILD_ID = "kubestudio.io/build-id"
 LABEL_JOB_ID = "kubestudio.io/job-id"
+LABEL_BOARD_ID = "kubestudio.io/board-id"
 LABEL_ATTEMPT = "kubestudio.io/attempt"  # a job's try: the manager retries by making the next object
 LABEL_GPUS = "kubestudio.io/gpus"  # GPUs a pod holds (servers and jobs: the project's quota counts both)
 PROJECT_ANNOTATION = "kubestudio.io/project"

@@ -12,6 +12,7 @@ from kubestudio.jobs.app import JobService
 from kubestudio.jobs.backends.kubernetes import KubernetesJobBackend
 from kubestudio.jobs.backends.local import LocalJobBackend
 from kubestudio.tensorboards.app import TensorBoardService
+from kubestudio.tensorboards.backends.kubernetes import KubernetesBoardBackend
 from kubestudio.tensorboards.backends.local import LocalBoardBackend
 
 NOTES = {("LocalWorkspaceSpawner", "gpus"): "`None` (detect)", ("WorkspaceSpawner", "user_images_prefix"): "(set by configure() from the registry)",
@@ -67,6 +68,7 @@ service_block("image-service", "Image service (`c.ImageBuilder`, `c.BuildahBacke
               (ImageBuilder, BuildahBackend, KanikoBackend), SERVICE_INTRO.format(name="images"))
 service_block("jobs-service", "Jobs service (`c.JobService`, `c.LocalJobBackend`, `c.KubernetesJobBackend`)",
               (JobService, LocalJobBackend, KubernetesJobBackend), SERVICE_INTRO.format(name="jobs"))
-service_block("tensorboards-service", "TensorBoard service (`c.TensorBoardService`, `c.LocalBoardBackend`)",
-              (TensorBoardService, LocalBoardBackend), SERVICE_INTRO.format(name="tensorboards"))
+service_block("tensorboards-service",
+              "TensorBoard service (`c.TensorBoardService`, `c.LocalBoardBackend`, `c.KubernetesBoardBackend`)",
+              (TensorBoardService, LocalBoardBackend, KubernetesBoardBackend), SERVICE_INTRO.format(name="tensorboards"))
 open("docs/configuration.md", "w").write(doc)

@@ -10,7 +10,8 @@
     kubestudio jobs logs NAME [--follow]
     kubestudio jobs cancel NAME
     kubestudio jobs rerun NAME [--name N] [-- ARGS...]
-    kubestudio tensorboard open FOLDER [FOLDER...] [--name N]   (prints the board's URL)
+    kubestudio tensorboard open FOLDER [FOLDER...] [--name N] [--project P] [--image I] [--cpu C] [--memory M]
+                                                               (prints the board's URL)
     kubestudio tensorboard list
     kubestudio tensorboard stop NAME|ID
 """
@@ -232,6 +233,10 @@ def add_tensorboard_commands(sub):
     opening = boards.add_parser("open", help="open a board on FOLDER(s) (several: compared in one board); prints its URL")
     opening.add_argument("folders", nargs="+")
     opening.add_argument("--name", help="the board's name (default: its folders)")
+    opening.add_argument("--project", help="Kubernetes: the project whose nodes run the board (default: public)")
+    opening.add_argument("--image", help="Kubernetes: TensorBoard's image, one the administrator allows")
+    opening.add_argument("--cpu", help="Kubernetes: CPU for the board, e.g. 1 or 500m")
+    opening.add_argument("--memory", help="Kubernetes: memory for the board, e.g. 4Gi")
     boards.add_parser("list", help="your boards")
     stop = boards.add_parser("stop", help="stop a board (by name or id)")
     stop.add_argument("board")
@@ -250,7 +255,9 @@ def _log_folder(path):
 def tensorboard_main(args, out):
     client = TensorBoardsClient()
     if args.command == "open":
-        print(client.open([_log_folder(f) for f in args.folders], name=args.name), file=out)
+        resources = {key: value for key, value in (("cpu", args.cpu), ("memory", args.memory)) if value}
+        print(client.open([_log_folder(f) for f in args.folders], name=args.name, project=args.project,
+                          image=args.image, resources=resources or None), file=out)
         return 0
     if args.command == "list":
         for board in client.list():

@@ -14,9 +14,11 @@ from traitlets import Bool, Integer, Type, Unicode, default
 
 from ..names import TENSORBOARDS_SERVICE as SERVICE_NAME
 from ..services.app import ServiceApp
+from ..services.hubapi import HubAPI
 from ..services.store import Store
 from ..services.web import HealthHandler, OpenAPIHandler, oauth_routes, oauth_settings, service_prefix
 from . import handlers
+from .backends.base import BoardBackend
 from .backends.local import LocalBoardBackend
 from .manager import BoardManager
 from .models import MIGRATIONS, VERSION_TABLE, Base
@@ -29,8 +31,11 @@ class TensorBoardService(ServiceApp):
 
     backend_class = Type(
         LocalBoardBackend,
+        klass=BoardBackend,
         config=True,
-        help="What runs boards: kubestudio.tensorboards.backends.local.LocalBoardBackend (a local process).",
+        help="""What runs boards: kubestudio.tensorboards.backends.local.LocalBoardBackend (a local
+        process, the embedded default) or kubestudio.tensorboards.backends.kubernetes.KubernetesBoardBackend
+        (a pod + Service per board; configure() picks it with spawner="kubernetes").""",
     )
     data_dir = Unicode(config=True, help="The hub's data folder: where users' workspaces and archives are.")
 
@@ -63,7 +68,8 @@ class TensorBoardService(ServiceApp):
         prefix = service_prefix(SERVICE_NAME)
         self.store = Store(self.db_url, Base, migrations=MIGRATIONS, version_table=VERSION_TABLE)
         self.backend = self.backend_class(parent=self, log=self.log)
-        self.manager = BoardManager(self, self.store, self.backend, SERVICE_NAME, self.log)
+        hub = HubAPI(os.environ.get("JUPYTERHUB_API_URL", ""), os.environ.get("JUPYTERHUB_API_TOKEN", ""))
+        self.manager = BoardManager(self, self.store, self.backend, SERVICE_NAME, self.log, hub=hub)
         api = url_path_join(prefix, "api")
         board = url_path_join(api, "boards", r"([0-9a-f]{1,32})")
         routes = oauth_routes(prefix) + [

@@ -22,17 +22,21 @@ class TensorBoardsClient(ServiceClient):
         base = os.environ.get("KUBESTUDIO_PUBLIC_URL")
         return urljoin(base, board["url"]) if base else board["url"]
 
-    def open_board(self, logdirs, name=None):
+    def open_board(self, logdirs, name=None, project=None, image=None, resources=None):
         """The board on ``logdirs`` (a folder or a list, relative to your workspace): the same one
-        when it is open already, started again when stopped. Its record."""
+        when it is open already, started again when stopped. Its record.
+
+        On Kubernetes a board may also name its ``project`` (whose nodes run it), an ``image``
+        the administrator allows, and ``resources`` (``{"cpu": 1, "memory": "4Gi"}``)."""
         body = {"logdirs": [logdirs] if isinstance(logdirs, str) else list(logdirs)}
-        if name:
-            body["name"] = name
+        for key, value in (("name", name), ("project", project), ("image", image), ("resources", resources)):
+            if value:
+                body[key] = value
         return self._call("POST", "api/boards", json=body).json()
 
-    def open(self, logdirs, name=None):
+    def open(self, logdirs, name=None, **options):
         """The URL of the board on ``logdirs`` (see :meth:`open_board`)."""
-        return self.public_url(self.open_board(logdirs, name))
+        return self.public_url(self.open_board(logdirs, name, **options))
 
     def list(self, user=None):
         return self._call("GET", "api/boards", params={"user": user} if user else {}).json()["boards"]

@@ -72,7 +72,7 @@ class BoardsHandler(BoardsBaseHandler):
         if self.identity["kind"] != "user":
             raise http_error(403, "boards belong to users: open one with a user's token")
         try:
-            board, created = await self.manager.open(self.identity["name"], self.json_body())
+            board, created = await self.manager.open(self.identity, self.json_body())
         except LogdirError as e:
             raise http_error(e.status, str(e)) from None
         self.write_json(board, 201 if created else 200)
@@ -97,7 +97,7 @@ class BoardLogsHandler(BoardsBaseHandler):
         self.require_access()
         self.owner_checked(board_id)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(self.manager.logs(board_id))
+        self.finish(await self.manager.logs(board_id))
 
 
 class IndexHandler(PageHandler, BoardsBaseHandler):

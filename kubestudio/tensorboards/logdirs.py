@@ -23,17 +23,21 @@ class LogdirError(ValueError):
         self.status = status
 
 
-def _inside(root, path):
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(path)
+def _inside(root, path, lexical=False):
+    where = os.path.normpath if lexical else os.path.realpath
+    real_root = where(root)
+    real = where(path)
     return real if real == real_root or real.startswith(real_root + os.sep) else None
 
 
-def resolve(logdirs, folders, mounts):
+def resolve(logdirs, folders, mounts, lexical=False):
     """``[(link name, real folder)]`` for the requested folders.
 
-    ``folders``: the user's :class:`~kubestudio.spawner.storage.UserFolders` (where the files are on
-    this machine); ``mounts``: (workspace path, archives path) as the user's server shows them.
+    ``folders``: where the user's workspace and archives are for whatever runs TensorBoard (their
+    ``workspace`` and ``archives`` attributes: folders on this machine for a local process, the
+    mount paths for a pod); ``mounts``: (workspace path, archives path) as the user's server shows
+    them. ``lexical``: the folders are not on this machine, so paths are checked by their text
+    (no ``..`` out of the workspace) and not for existence.
     """
     if isinstance(logdirs, str):
         logdirs = [logdirs]
@@ -57,10 +61,10 @@ def resolve(logdirs, folders, mounts):
                               f"({archives_mount})")
         else:
             root, relative, where = folders.workspace, text, "workspace"
-        real = _inside(root, os.path.join(root, relative))
+        real = _inside(root, os.path.join(root, relative), lexical)
         if real is None:
             raise LogdirError(f"{field}: {text!r} leads outside your {where}")
-        if not os.path.isdir(real):
+        if not lexical and not os.path.isdir(real):
             raise LogdirError(f"{field}: no folder {relative or '.'!r} in your {where}", 404)
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", relative.strip("/")) or where
         if where == "archives":

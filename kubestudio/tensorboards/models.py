@@ -29,12 +29,15 @@ class Board(Base):
     logdirs: Mapped[list] = mapped_column(JSON)  # as asked: ["runs/exp1", ...]
     status: Mapped[str] = mapped_column(String(16), index=True)
     message: Mapped[str] = mapped_column(Text, default="")
-    refs: Mapped[dict] = mapped_column(JSON, default=dict)  # where TensorBoard runs (pid, url)
+    # what was asked beside the folders (project, image, resources); part of the key
+    options: Mapped[dict] = mapped_column(JSON, default=dict)
+    refs: Mapped[dict] = mapped_column(JSON, default=dict)  # where TensorBoard runs (pid or pod, url)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
     last_activity: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     def to_json(self, url):
         return {"id": self.id, "name": self.name, "owner": self.owner, "logdirs": self.logdirs,
+                "options": dict(self.options or {}),
                 "status": self.status, "message": self.message, "url": url, "created": iso(self.created),
                 "started": iso(self.started), "last_activity": iso(self.last_activity)}

@@ -23,6 +23,13 @@ def openapi(prefix):
                         "description": "Folders relative to your workspace, or /mnt/<user>/... and /archives/<user>/... "
                                        "paths; several are compared in one board."},
             "name": {"type": "string", "maxLength": 64},
+            "project": {"type": "string", "description": "The project whose nodes run the board (Kubernetes; "
+                                                         "default public). You must be a member."},
+            "image": {"type": "string", "description": "TensorBoard's image (Kubernetes; one the admin allows)."},
+            "resources": {"type": "object", "additionalProperties": False,
+                          "properties": {"cpu": {"oneOf": [{"type": "number"}, {"type": "string"}]},
+                                         "memory": {"oneOf": [{"type": "integer"}, {"type": "string"}]}},
+                          "description": "CPU and memory of the board's pod (Kubernetes; within the admin's limits)."},
         },
     }
     board = {
@@ -31,6 +38,7 @@ def openapi(prefix):
         "properties": {
             "id": {"type": "string"}, "name": {"type": "string"}, "owner": {"type": "string"},
             "logdirs": {"type": "array", "items": {"type": "string"}},
+            "options": {"type": "object", "description": "What was asked beside the folders (project, image, resources)."},
             "status": {"type": "string", "enum": ["starting", "running", "stopped", "failed"]},
             "message": {"type": "string"}, "url": {"type": "string", "description": "The board, through the hub."},
             "created": {"type": "string"}, "started": {"type": "string", "nullable": True},

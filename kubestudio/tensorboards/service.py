@@ -19,6 +19,8 @@ def roles(admin_users):
                                       TENSORBOARDS_USE_SCOPE]},
         {"name": "kubestudio-tensorboards-admin", "scopes": [TENSORBOARDS_ADMIN_SCOPE, access],
          "users": list(admin_users)},
+        # the service reads projects (groups): a board's pod is scheduled in its project
+        {"name": "kubestudio-tensorboards-service", "scopes": ["read:groups"], "services": [TENSORBOARDS_SERVICE]},
     ]
 
 
@@ -31,13 +33,17 @@ def defaults(studio, c, data):
     setdefault("TensorBoardService", "cookie_secret_file", os.path.join(data, "tensorboards_cookie_secret"))
     setdefault("TensorBoardService", "data_dir", data)
     setdefault("TensorBoardService", "stop_boards_on_exit", not studio.keep_servers_running)
-    setdefault("LocalBoardBackend", "work_dir", os.path.join(data, "tensorboards"))
+    if studio.spawner == "local":
+        setdefault("LocalBoardBackend", "work_dir", os.path.join(data, "tensorboards"))
+    else:
+        setdefault("TensorBoardService", "backend_class",
+                   "kubestudio.tensorboards.backends.kubernetes.KubernetesBoardBackend")
 
 
 TENSORBOARDS = ServiceDeclaration(
     name=TENSORBOARDS_SERVICE,
     module="kubestudio.tensorboards",
-    config_sections=("TensorBoardService", "LocalBoardBackend", "ServiceApp"),
+    config_sections=("TensorBoardService", "LocalBoardBackend", "KubernetesBoardBackend", "ServiceApp"),
     scopes={
         TENSORBOARDS_USE_SCOPE: "Open TensorBoards on your own log folders, and see and stop them.",
         TENSORBOARDS_ADMIN_SCOPE: "See and stop every user's TensorBoards.",
@@ -45,4 +51,12 @@ TENSORBOARDS = ServiceDeclaration(
     roles=roles,
     defaults=defaults,
     oauth_scopes=[TENSORBOARDS_USE_SCOPE, TENSORBOARDS_ADMIN_SCOPE],
+    # on Kubernetes the boards' pods mount and run as the servers' pods do (KubeSpawner's
+    # namespace first, WorkspaceSpawner's settings win), in the servers' image unless an admin
+    # names one (it has tensorboard)
+    shared=(("KubeSpawner", "namespace", "KubernetesBoardBackend"),
+            ("KubeSpawner", "image", "KubernetesBoardBackend"),
+            *(("WorkspaceSpawner", trait, "KubernetesBoardBackend")
+              for trait in ("namespace", "workspace_claim", "archives_claim", "workspace_root", "archives_root",
+                            "uid", "gid", "fs_gid"))),
 )

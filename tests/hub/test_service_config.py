@@ -99,3 +99,34 @@ def test_the_jobs_service_is_declared_beside_the_images_service(tmp_path, monkey
     off = Config()
     configure(off, data_dir=str(tmp_path / "off"), jobs_service=False)
     assert "jobs" not in {s["name"] for s in off.JupyterHub.services}
+
+
+def test_on_kubernetes_boards_run_as_pods_like_the_servers(tmp_path, monkeypatch):
+    """spawner="kubernetes" picks the pod backend; the boards' pods get the servers' namespace,
+    claims, user and image, also when jupyterhub_config.py sets them after configure()."""
+    from kubestudio.tensorboards.app import TensorBoardService
+    from kubestudio.tensorboards.backends.kubernetes import KubernetesBoardBackend
+
+    monkeypatch.setenv("KUBESTUDIO_PASSWORD", "s3cret")
+    c = Config()
+    configure(c, data_dir=str(tmp_path / "data"), spawner="kubernetes", images_service=False, jobs_service=False,
+              tensorboards_url="http://127.0.0.1:10203")
+    c.KubeSpawner.image = "registry.example.org/singleuser:1"
+    c.WorkspaceSpawner.namespace = "ml"
+    c.WorkspaceSpawner.uid = 1234
+    entry = next(s for s in c.JupyterHub.services if s["name"] == "tensorboards")
+    path = entry["environment"][CONFIG_ENV](None)
+    written = json.loads(open(path).read())
+    assert written["TensorBoardService"]["backend_class"] == (
+        "kubestudio.tensorboards.backends.kubernetes.KubernetesBoardBackend")
+    assert "LocalBoardBackend" not in written
+    assert {k: written["KubernetesBoardBackend"][k] for k in ("image", "namespace", "uid")} == {
+        "image": "registry.example.org/singleuser:1", "namespace": "ml", "uid": 1234}
+    app = TensorBoardService()
+    app.initialize(["--config", path])
+    assert app.backend_class is KubernetesBoardBackend
+    backend = app.backend_class(parent=app)
+    assert (backend.image, backend.namespace, backend.uid) == ("registry.example.org/singleuser:1", "ml", 1234)
+    roles = {role["name"]: role for role in c.JupyterHub.load_roles}
+    assert roles["kubestudio-tensorboards-service"] == {
+        "name": "kubestudio-tensorboards-service", "scopes": ["read:groups"], "services": ["tensorboards"]}

@@ -61,11 +61,11 @@ def test_tensorboard_serves_the_runs_and_scalars_written(folders, tmp_path):
         write_scalars(os.path.join(folders.workspace, "runs", run), values=(1.0, 0.5) if run == "exp1" else (3.0,))
     found = resolve(["runs/exp1", "runs/exp2"], folders, MOUNTS)
     backend = LocalBoardBackend(work_dir=str(tmp_path / "boards"))
-    tree = link_tree(os.path.join(backend.folder("b1"), "logdir"), found)
     prefix = "/services/tensorboards/b/b1/"
 
     async def go():
-        running = await backend.start("b1", tree, prefix)
+        running = await backend.start("b1", "alice", found, prefix)
+        assert sorted(os.listdir(os.path.join(backend.folder("b1"), "logdir"))) == ["runs_exp1", "runs_exp2"]
         try:
             assert running.url.startswith("http://127.0.0.1:") and running.url.endswith("/services/tensorboards/b/b1")
             assert backend.alive(running)
@@ -75,7 +75,7 @@ def test_tensorboard_serves_the_runs_and_scalars_written(folders, tmp_path):
             again = Running.from_json(json.loads(json.dumps(running.to_json())))  # as a restart reads it
             assert backend.alive(again)
         finally:
-            backend.stop(running)
+            await backend.stop("b1", running)
         return running, runs, scalars
 
     running, runs, scalars = asyncio.run(go())
@@ -90,4 +90,4 @@ def test_a_tensorboard_that_cannot_start_fails_with_its_stderr(tmp_path):
     backend = LocalBoardBackend(work_dir=str(tmp_path / "boards"),
                                 tensorboard_command=["python3", "-c", "import sys; sys.exit('no such plugin: demo')"])
     with pytest.raises(BoardFailed, match=r"TensorBoard exited with code 1: no such plugin: demo"):
-        asyncio.run(backend.start("b2", str(tmp_path), "/services/tensorboards/b/b2/"))
+        asyncio.run(backend.start("b2", "alice", [], "/services/tensorboards/b/b2/"))

@@ -15,17 +15,17 @@ from dataclasses import dataclass
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float, Integer, List, Unicode, default
-from traitlets.config import LoggingConfigurable
 
 from ...processgroup import process_start_time, signal_group
+from ...spawner.storage import ensure_user_folders, user_folders
+from ..logdirs import LogdirError, link_tree, resolve
+from .base import BoardBackend, BoardFailed
+
+__all__ = ["BoardFailed", "LocalBoardBackend", "Running"]
 
 LISTENING = re.compile(rb"TensorBoard [^ ]+ at (http://[^ ]+?)/? \(Press CTRL\+C to quit\)")
 STDERR_TAIL = 4000
 POLL_SECONDS = 0.02  # while TensorBoard starts (well under a second): look often, it is all the user waits for
-
-
-class BoardFailed(Exception):
-    """TensorBoard did not start or stopped; the message has the reason (its stderr's end)."""
 
 
 @dataclass
@@ -44,7 +44,9 @@ class Running:
         return cls(**data) if data and data.get("pid") else None
 
 
-class LocalBoardBackend(LoggingConfigurable):
+class LocalBoardBackend(BoardBackend):
+    """Boards as local processes on this machine (the embedded default)."""
+
     name = "local"
 
     tensorboard_command = List(
@@ -65,6 +67,21 @@ class LocalBoardBackend(LoggingConfigurable):
     def _default_work_dir(self):
         return os.path.abspath("tensorboards")
 
+    def resolve(self, owner, logdirs):
+        """The folders of ``owner``'s request as ``[(run name, folder on this machine)]``."""
+        folders = user_folders(self.parent.data_dir, owner)
+        ensure_user_folders(folders)
+        return resolve(logdirs, folders, (folders.workspace, folders.archives))
+
+    def check_options(self, options):
+        for field in ("image", "resources"):
+            if field in options:
+                raise LogdirError(f"{field}: boards on this machine run the hub's own TensorBoard; an image and "
+                                  "resources per board are for the Kubernetes backend")
+
+    def from_refs(self, refs):
+        return Running.from_json(refs)
+
     def folder(self, board_id):
         return os.path.join(self.work_dir, board_id)
 
@@ -81,10 +98,11 @@ class LocalBoardBackend(LoggingConfigurable):
         except FileNotFoundError:
             return ""
 
-    async def start(self, board_id, tree, prefix):
-        """Start TensorBoard on ``tree`` (the board's link tree) under ``prefix``; a :class:`Running`
-        once it answers, else :class:`BoardFailed`."""
+    async def start(self, board_id, owner, resolved, prefix, options=None, project=None, progress=None):
+        """Start TensorBoard on the ``resolved`` folders (through the board's link tree) under
+        ``prefix``; a :class:`Running` once it answers, else :class:`BoardFailed`."""
         os.makedirs(self.folder(board_id), mode=0o700, exist_ok=True)
+        tree = link_tree(os.path.join(self.folder(board_id), "logdir"), resolved)
         argv = [*self.tensorboard_command, "--logdir", tree, "--host", "127.0.0.1", "--port", "0",
                 "--path_prefix", prefix.rstrip("/"), "--reload_interval", str(self.reload_interval)]
         with open(self.stderr_path(board_id), "wb") as err:
@@ -135,7 +153,13 @@ class LocalBoardBackend(LoggingConfigurable):
         """Whether the TensorBoard recorded in ``running`` still runs (after a restart too)."""
         return running is not None and process_start_time(running.pid) == running.started
 
-    def stop(self, running):
+    def why_stopped(self, board_id, running):
+        return self.stderr(board_id)[-500:].strip() or "no output"
+
+    async def stop(self, board_id, running):
         """Stop a board's TensorBoard and what it started; idempotent."""
         if self.alive(running):
             signal_group(running.pid)
+
+    async def logs(self, board_id, running):
+        return self.stderr(board_id)

@@ -560,11 +560,14 @@ class SimKubelet:
         termination_local = os.path.join(runtime.folder, f"{name}.termination-log")
         open(termination_local, "w").close()
         mapping[termination_path] = termination_local
-        ordered = sorted(mapping.items(), key=lambda kv: -len(kv[0]))
+        # one pass over all mount paths, longest first (/mnt/a/b wins over /mnt/a): a local folder
+        # put in by one mount (the bench lives under /tmp) is never translated again by another
+        # (a pod mounting /tmp)
+        ordered = sorted(mapping, key=len, reverse=True)
+        mount_paths = re.compile(r"(?<![\w./-])(" + "|".join(re.escape(m) for m in ordered) + r")(?=/|$|[\s\"',:;])")
 
         def translate(value):
-            for mount_path, local in ordered:
-                value = re.sub(r"(?<![\w./-])" + re.escape(mount_path) + r"(?=/|$|[\s\"',:;])", local, value)
+            value = mount_paths.sub(lambda match: mapping[match.group(1)], value)
             return value.replace("0.0.0.0", runtime.ip)
 
         env = await self._env(runtime, container)
