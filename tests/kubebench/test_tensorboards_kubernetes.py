@@ -7,6 +7,7 @@ service restart finds the running board again."""
 
 import os
 import signal
+import subprocess
 import time
 
 import kubernetes_validate
@@ -149,6 +150,13 @@ def test_a_board_is_a_pod_and_service_running_tensorboard_on_the_workspace(k8s):
                                            "kubestudio.io/component": "tensorboard"}
     assert service["spec"]["ports"][0]["port"] == 6006
     assert "TensorBoard" in client.logs(board["id"])  # the pod's own log
+    # the workspace is there to read, and cannot be written to (the mount is read-only)
+    kubectl = [k8s.bench.kubectl_bin, "--kubeconfig", k8s.bench.kubeconfig, "exec", f"tensorboard-{board['id']}", "--"]
+    read = subprocess.run([*kubectl, "ls", "/mnt/tina/runs"], capture_output=True, text=True, timeout=60)
+    assert read.returncode == 0 and read.stdout.split() == ["exp1", "exp2"], read
+    write = subprocess.run([*kubectl, "touch", "/mnt/tina/runs/scribble"], capture_output=True, text=True, timeout=60)
+    assert write.returncode != 0 and "Read-only file system" in write.stderr, write
+    assert not os.path.exists(os.path.join(k8s.workspace("tina"), "runs", "scribble"))
 
     client.stop(board["id"])
     assert not [b for b in client.list() if b["id"] == board["id"]]

@@ -9,7 +9,8 @@ label ``kubebench.kubestudio.io/mode``):
   loopback address (127.1.x.y); ``0.0.0.0`` in its args and env means that address. Volume mount
   paths are mapped to local folders under the bench root and the mount paths in args, env and
   workingDir are rewritten to them (a PVC + subPath is a folder; the same subPath from two pods
-  is the same folder). Exit code and termination message land in the container status; stdout
+  is the same folder; a ``readOnly`` mount is bind-mounted read-only in the container's mount
+  namespace, so even root cannot write there). Exit code and termination message land in the container status; stdout
   and stderr are kept for ``pods/log``.
 - ``responder``: an HTTP server on the pod address and container ports answering 200 (for scale).
 - ``status``: only the phases move.
@@ -104,7 +105,7 @@ class PodRuntime:
         self.started_at = None
         self.finished = asyncio.Event()
         self.deleting = False
-        self.exec_context = None  # (env, working dir, translate, hosts file) of a running process
+        self.exec_context = None  # (env, working dir, translate, hosts file, read-only folders) of a running process
         self.ready = False
         self.probe = None
         self.oom_killed = False
@@ -547,6 +548,7 @@ class SimKubelet:
         # mount paths -> local folders, longest first so /mnt/a/b wins over /mnt/a
         volumes = {v["name"]: v for v in runtime.pod["spec"].get("volumes") or []}
         mapping = {}
+        read_only = []
         for mount in container.get("volumeMounts") or []:
             volume = volumes.get(mount["name"])
             if volume is None:
@@ -556,6 +558,8 @@ class SimKubelet:
             if not os.path.isfile(local):  # a ConfigMap or Secret item mounted as one file stays a file
                 os.makedirs(local, exist_ok=True)
             mapping[mount["mountPath"].rstrip("/") or "/"] = local
+            if mount.get("readOnly") and os.path.isdir(local):
+                read_only.append(local)
         termination_path = container.get("terminationMessagePath") or "/dev/termination-log"
         termination_local = os.path.join(runtime.folder, f"{name}.termination-log")
         open(termination_local, "w").close()
@@ -589,8 +593,8 @@ class SimKubelet:
                                   if spec.get("subdomain") else [])
         self.network.add_hosts_file(hosts, runtime.namespace, runtime.ip, own_names)
         full_env["HOSTNAME"] = hostname
-        argv = isolated_argv(hosts, [translate(a) for a in command])
-        runtime.exec_context = (full_env, workdir, translate, hosts)
+        argv = isolated_argv(hosts, [translate(a) for a in command], read_only)
+        runtime.exec_context = (full_env, workdir, translate, hosts, read_only)
         probe = container.get("readinessProbe")
 
         restart_policy = runtime.pod["spec"].get("restartPolicy", "Always")
@@ -700,9 +704,9 @@ class SimKubelet:
             raise ValueError(f"container not found or not running in pod {runtime.namespace}/{runtime.name}")
         if not argv:
             raise ValueError("no command given")
-        env, workdir, translate, hosts = runtime.exec_context
+        env, workdir, translate, hosts, read_only = runtime.exec_context
         return await asyncio.create_subprocess_exec(
-            *isolated_argv(hosts, [translate(a) for a in argv]), env=env, cwd=workdir,
+            *isolated_argv(hosts, [translate(a) for a in argv], read_only), env=env, cwd=workdir,
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
 

@@ -21,6 +21,7 @@ import ipaddress
 import itertools
 import logging
 import os
+import shlex
 
 log = logging.getLogger("kubebench.network")
 
@@ -199,9 +200,14 @@ def _target_port(pod, port_spec):
     return None
 
 
-def isolated_argv(hosts_file, argv):
-    """``argv`` run in a private mount namespace whose /etc/hosts is ``hosts_file``."""
+def isolated_argv(hosts_file, argv, read_only=()):
+    """``argv`` run in a private mount namespace whose /etc/hosts is ``hosts_file``, and where the
+    folders ``read_only`` (a pod's ``readOnly`` volume mounts) cannot be written to, by root either."""
     if os.geteuid() != 0:
         return argv  # without root there is no mount namespace: names resolve as on the machine
-    script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+    steps = ['mount --bind "$0" /etc/hosts']
+    for folder in read_only:
+        quoted = shlex.quote(folder)
+        steps.append(f"mount --bind {quoted} {quoted} && mount -o remount,bind,ro {quoted}")
+    script = " && ".join(steps) + ' && exec "$@"'
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, hosts_file, *argv]
