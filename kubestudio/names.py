@@ -15,6 +15,7 @@ IMAGES_ADMIN_SCOPE = "custom:kubestudio:images:admin"  # everyone's builds, push
 # JupyterHub custom scopes of the jobs service
 JOBS_RUN_SCOPE = "custom:kubestudio:jobs:run"  # submit, see, follow and cancel your own jobs
 JOBS_ADMIN_SCOPE = "custom:kubestudio:jobs:admin"  # everyone's jobs
+SERVE_PREDICT_SCOPE = "custom:kubestudio:serve:predict"  # call a serving (filtered: !user=<owner>)
 
 # JupyterHub custom scopes of the TensorBoard service
 TENSORBOARDS_USE_SCOPE = "custom:kubestudio:tensorboards:use"  # open, see and stop your own boards

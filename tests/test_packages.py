@@ -27,7 +27,7 @@ ALLOWED = {
     "image_builder": {"names", "imageref", "dockerauth", "registry", "kube", "services", "processgroup", "spawner",
                       "quantities", "slugs"},
     "jobs": {"names", "imageref", "registry", "kube", "services", "processgroup", "spawner", "quantities", "slugs"},
-    "tensorboards": {"names", "services", "spawner", "processgroup", "quantities", "slugs"},
+    "tensorboards": {"names", "kube", "services", "spawner", "processgroup", "quantities", "slugs"},
     "extensions": {"names", "services", "jobs.client", "jobs.spec", "tensorboards.client"},  # the SDKs are the CLI's too
     "hub": {"names", "services", "spawner", "image_builder.service", "jobs.service", "tensorboards.service",
             "processgroup"},

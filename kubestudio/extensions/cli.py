@@ -14,9 +14,13 @@
                                                                (prints the board's URL)
     kubestudio tensorboard list
     kubestudio tensorboard stop NAME|ID
+    kubestudio serve MODEL_PATH [--name N] [--class C] [--format F] [--gpus G] [--package P]... [--no-wait]
+    kubestudio serve --list | --delete NAME | --logs NAME
+    kubestudio predict NAME '{"instances": [[...]]}'   (or the JSON on stdin; --v2 for the V2 protocol)
 """
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -80,6 +84,7 @@ def main(argv=None, out=sys.stdout):
     cancel.add_argument("id")
     add_jobs_commands(sub)
     add_tensorboard_commands(sub)
+    add_serving_commands(sub)
     argv = sys.argv[1:] if argv is None else list(argv)
     passed = []
     if "--" in argv:  # what follows -- goes to the job's script untouched
@@ -88,7 +93,8 @@ def main(argv=None, out=sys.stdout):
     if passed and args.service != "jobs":
         parser.error("arguments after -- are for jobs only")
     commands = {"images": lambda: images_main(args, out), "jobs": lambda: jobs_main(args, passed, out),
-                "tensorboard": lambda: tensorboard_main(args, out)}
+                "tensorboard": lambda: tensorboard_main(args, out), "serve": lambda: serve_main(args, out),
+                "predict": lambda: predict_main(args, out)}
     try:
         return commands[args.service]()
     except ServiceError as e:  # the service's own words, and the HTTP status
@@ -242,21 +248,82 @@ def add_tensorboard_commands(sub):
     stop.add_argument("board")
 
 
-def _log_folder(path):
-    """A folder as the service wants it: relative to the workspace, or an archives path as it is."""
+def add_serving_commands(sub):
+    serve = sub.add_parser("serve", help="serve a model of your workspace (a file or folder); prints its URL")
+    serve.add_argument("model", nargs="?", help="the model file or folder (models/iris)")
+    serve.add_argument("--name", help="its name in URLs (default: the folder's name)")
+    serve.add_argument("--class", dest="model_class", help="a model class: MyModel (in MyModel.py) or module:Class")
+    serve.add_argument("--format", choices=("auto", "sklearn", "pytorch", "custom"), default=None)
+    serve.add_argument("--gpus", help='GPUs: a count, or cube-studio\'s "1(A100)"')
+    serve.add_argument("--package", action="append", default=[], help="a package to pip-install first (repeatable)")
+    serve.add_argument("--no-wait", action="store_true", help="return at once instead of waiting until it is ready")
+    serve.add_argument("--list", action="store_true", help="your servings")
+    serve.add_argument("--delete", metavar="NAME", help="stop serving NAME")
+    serve.add_argument("--logs", metavar="NAME", help="the model runtime's output")
+    predict = sub.add_parser("predict", help="predictions of a serving for a JSON request")
+    predict.add_argument("name")
+    predict.add_argument("request", nargs="?", help='{"instances": [[...]]} (default: read from stdin)')
+    predict.add_argument("--owner", help="another user's serving you may call")
+    predict.add_argument("--v2", action="store_true", help="the V2 (Open Inference) protocol: the body is its JSON")
+
+
+def serve_main(args, out):
+    client = JobsClient()
+    if args.list:
+        for serving in client.servings():
+            state = "ready" if serving["ready"] else serving["status"]
+            print(f"{serving['name']:<24} {state:<10} v{serving['generation']:<3} {serving['requests']:>8} requests  "
+                  f"{client.public_url(serving['url'])}", file=out)
+        return 0
+    if args.delete:
+        client.delete_serving(args.delete)
+        return 0
+    if args.logs:
+        print(client.serving_logs(args.logs), end="", file=out)
+        return 0
+    if not args.model:
+        raise ServiceError(0, "name the model file or folder to serve (kubestudio serve models/iris)")
+    fields = {"packages": args.package} if args.package else {}
+    if args.model_class:
+        fields["model_class"] = args.model_class
+    if args.format:
+        fields["format"] = args.format
+    if args.gpus:
+        fields["resources"] = {"gpu": args.gpus}
+    record = client.serve(model=_user_path(args.model, "a model"), name=args.name, **fields)
+    if not args.no_wait:
+        record = client.wait_ready(record["name"])
+    print(client.public_url(record["url"]), file=out)
+    return 0
+
+
+def predict_main(args, out):
+    client = JobsClient()
+    text = args.request if args.request is not None else sys.stdin.read()
+    try:
+        body = json.loads(text)
+    except ValueError as e:
+        raise ServiceError(0, f"the request is not JSON: {e}") from None
+    path = client.predict_url(args.name, args.owner, args.v2)
+    print(json.dumps(client._call("POST", path, json=body).json()), file=out)
+    return 0
+
+
+def _user_path(path, what="a log folder"):
+    """A path as the services want it: relative to the workspace, or an archives path as it is."""
     archives = os.environ.get("KUBESTUDIO_ARCHIVES")
     if archives:
         real, root = os.path.realpath(os.path.abspath(path)), os.path.realpath(archives)
         if real == root or real.startswith(root + os.sep):
             return real
-    return workspace_relative(path, "a log folder")
+    return workspace_relative(path, what)
 
 
 def tensorboard_main(args, out):
     client = TensorBoardsClient()
     if args.command == "open":
         resources = {key: value for key, value in (("cpu", args.cpu), ("memory", args.memory)) if value}
-        print(client.open([_log_folder(f) for f in args.folders], name=args.name, project=args.project,
+        print(client.open([_user_path(f) for f in args.folders], name=args.name, project=args.project,
                           image=args.image, resources=resources or None), file=out)
         return 0
     if args.command == "list":

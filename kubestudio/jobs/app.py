@@ -19,12 +19,15 @@ from ..services.events import BulkTurns
 from ..services.hubapi import HubAPI
 from ..services.store import Store
 from ..services.web import HealthHandler, OpenAPIHandler, oauth_routes, oauth_settings, service_prefix
-from . import handlers
+from ..services.proxy import close_upstream
+from . import handlers, serving_handlers
 from .backends.base import JobBackend
 from .backends.local import LocalJobBackend
+from .backends.local_serving import LocalServingBackend
 from .manager import JobManager
 from .models import MIGRATIONS, VERSION_TABLE, Base
 from .openapi import openapi
+from .servings import ServingManager
 
 
 class JobService(ServiceApp):
@@ -59,6 +62,12 @@ class JobService(ServiceApp):
         Off: jobs run on and the next start of the service follows them again. configure() turns it
         off with KubeStudio.keep_servers_running.""",
     )
+    max_serving_replicas = Integer(
+        4, config=True, help="Largest `replicas` a serving may ask for (Kubernetes; a local serving runs one).")
+    max_predict_bytes = Integer(
+        16 * 1024 * 1024, config=True, help="Largest request body sent to a serving (413 past it).")
+    max_serving_log_bytes = Integer(
+        64 * 1024, config=True, help="How much of a serving runtime's log `logs` returns (its end).")
     keepalive_seconds = Integer(15, config=True, help="Seconds between keepalive comments on log event streams.")
     db_url = Unicode(config=True, help="SQLAlchemy URL of the job store. Defaults to SQLite in the service's working folder.")
 
@@ -84,8 +93,13 @@ class JobService(ServiceApp):
         self.backend = self.backend_class(parent=self, log=self.log)
         hub = HubAPI(os.environ.get("JUPYTERHUB_API_URL", ""), os.environ.get("JUPYTERHUB_API_TOKEN", ""))
         self.manager = JobManager(self, self.store, self.backend, hub, self.log)
+        self.servings = None
+        if isinstance(self.backend, LocalJobBackend):
+            backend = LocalServingBackend(self.backend, parent=self, log=self.log)
+            self.servings = ServingManager(self, self.store, backend, hub, self.log, prefix)
         api = url_path_join(prefix, "api")
         job = url_path_join(api, "jobs", r"([0-9a-f]{1,32})")
+        serving = url_path_join(api, "servings", r"([0-9a-f]{1,32})")
         routes = oauth_routes(prefix) + [
             (prefix, handlers.IndexHandler),
             (url_path_join(api, "jobs"), handlers.JobsHandler),
@@ -94,20 +108,30 @@ class JobService(ServiceApp):
             (url_path_join(job, "events"), handlers.JobEventsHandler),
             (url_path_join(job, "rerun"), handlers.RerunHandler),
             (url_path_join(api, "runtimes"), handlers.RuntimesHandler),
+            (url_path_join(api, "servings"), serving_handlers.ServingsHandler),
+            (serving, serving_handlers.ServingHandler),
+            (url_path_join(serving, "logs"), serving_handlers.ServingLogsHandler),
+            (url_path_join(prefix, "serve", r"([^/]+)", r"([a-z][-a-z0-9]*)") + r"/(.*)", serving_handlers.PredictHandler),
             (url_path_join(api, "health"), HealthHandler),
             (url_path_join(api, "openapi.json"), OpenAPIHandler),
         ]
         settings = oauth_settings(SERVICE_NAME, prefix, cookie_secret_file=self.cookie_secret_file,
                                   manager=self.manager, keepalive_seconds=self.keepalive_seconds,
-                                  bulk_turns=BulkTurns(), openapi=openapi)
+                                  bulk_turns=BulkTurns(), openapi=openapi, servings=self.servings,
+                                  max_predict_bytes=self.max_predict_bytes)
         return web.Application(routes, **settings)
 
     async def started(self):
         await self.manager.start()
+        if self.servings is not None:  # after the jobs: their GPUs are restored first
+            await self.servings.start()
         self.log.info("jobs service: backend %s", self.backend.name)
 
     async def stopping(self):
+        if self.servings is not None:
+            await self.servings.stop(self.stop_jobs_on_exit)
         await self.manager.stop(self.stop_jobs_on_exit)
+        await close_upstream()
 
 
 def main(argv=None):

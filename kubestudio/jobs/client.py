@@ -136,6 +136,96 @@ class JobsClient(ServiceClient):
                                    + (f" ({record['message']})" if record.get("message") else ""))
             time.sleep(interval)
 
+    # ------------------------------------------------------------------ servings
+
+    @property
+    def _owners(self):  # serving name -> owner, for the URLs (outside a server, where no JUPYTERHUB_USER says it)
+        return self.__dict__.setdefault("_serving_owners", {})
+
+    def serve(self, model=None, name=None, spec=None, **fields):
+        """Serve a model from your workspace: ``model`` a file or folder (``models/iris``), ``name``
+        its name in URLs (default: the folder's), and the spec's other fields as keywords
+        (``format``, ``model_class`` for ``class``, ``resources``, ``replicas``, ``env``,
+        ``packages``, ``project``, ``image``). The record; :meth:`wait_ready` waits for it."""
+        body = dict(spec or {})
+        if model is not None:
+            body["model"] = model
+        if "model_class" in fields:
+            fields["class"] = fields.pop("model_class")
+        body.update(fields)
+        if name or "name" not in body:
+            stem = os.path.splitext(os.path.basename(str(body.get("model", "")).rstrip("/")))[0]
+            body["name"] = name or "".join(c if c.isalnum() else "-" for c in stem.lower()).strip("-")[:40] or "model"
+        if not body.get("image") and os.environ.get("KUBESTUDIO_IMAGE"):
+            body["image"] = os.environ["KUBESTUDIO_IMAGE"]
+        return self._call("POST", "api/servings", json=body).json()
+
+    def update_serving(self, name, **fields):
+        """A new version of a serving (e.g. ``model="models/iris-v2"``): the old one answers until
+        the new one is ready. The record (its ``generation`` is one more)."""
+        record = self.serving(name)
+        body = {**record["spec"], **({"class": fields.pop("model_class")} if "model_class" in fields else {}), **fields}
+        body = {k: v for k, v in body.items() if v is not None}
+        return self._call("PUT", f"api/servings/{record['id']}", json=body).json()
+
+    def servings(self, user=None):
+        params = {"user": user} if user else {}
+        return self._call("GET", "api/servings", params=params).json()["servings"]
+
+    def serving(self, name):
+        """A serving's record, by name or id."""
+        if isinstance(name, dict):
+            name = name["id"]
+        for record in self.servings():
+            if name in (record["name"], record["id"]):
+                return self._call("GET", f"api/servings/{record['id']}").json()
+        raise ServiceError(404, f"no serving named {name!r}")
+
+    def serving_logs(self, name):
+        return self._call("GET", f"api/servings/{self.serving(name)['id']}/logs").text
+
+    def delete_serving(self, name):
+        self._call("DELETE", f"api/servings/{self.serving(name)['id']}")
+
+    def wait_ready(self, name, timeout=300, interval=0.2):
+        """Wait until the serving answers with its latest version (never an older one); its record.
+        A model that cannot load raises :class:`ServiceError` with the reason."""
+        deadline = time.monotonic() + timeout
+        record = self.serving(name)
+        while True:
+            if record["ready"]:
+                return record
+            if record["status"] == "failed":
+                raise ServiceError(409, f"serving {record['name']} failed: {record['message']}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"serving {record['name']} is still {record['status']} after {timeout} s"
+                                   + (f" ({record['message']})" if record.get("message") else ""))
+            time.sleep(interval)
+            record = self._call("GET", f"api/servings/{record['id']}").json()
+
+    def predict(self, name, instances, owner=None, v2=False):
+        """Predictions of a serving for ``instances`` (a list of rows). ``v2``: through the Open
+        Inference Protocol (one FP64/INT64 tensor) instead of KServe's V1; ``owner``: another user's
+        serving you may call."""
+        url = self.predict_url(name, owner, v2)
+        if not v2:
+            return self._call("POST", url, json={"instances": instances}).json()["predictions"]
+        import numpy as np
+
+        array = np.asarray(instances)
+        datatype = "INT64" if array.dtype.kind in "iu" else "FP64" if array.dtype.kind == "f" else "BYTES"
+        body = {"inputs": [{"name": "input-0", "shape": list(array.shape), "datatype": datatype,
+                            "data": array.flatten().tolist()}]}
+        output = self._call("POST", url, json=body).json()["outputs"][0]
+        return np.asarray(output["data"]).reshape(output["shape"]).tolist()
+
+    def predict_url(self, name, owner=None, v2=False):
+        """The path (under the service) a serving's predictions are asked at."""
+        owner = owner or os.environ.get("JUPYTERHUB_USER") or self._owners.get(name)
+        if not owner:
+            owner = self._owners[name] = self.serving(name)["owner"]
+        return f"serve/{owner}/{name}/v2/models/{name}/infer" if v2 else f"serve/{owner}/{name}/v1/models/{name}:predict"
+
     def _id(self, job):
         """A job's id from its name (your jobs' names are unique), its id, or its record."""
         if isinstance(job, dict):

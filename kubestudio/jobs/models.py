@@ -4,7 +4,7 @@ it (Kubernetes names or local PIDs), times, and the final log (kept after the po
 import os
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..services.store import iso, utcnow  # noqa: F401 (the models' times; others import them from here)
@@ -77,3 +77,54 @@ class JobLogChunk(Base):
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     lines: Mapped[int] = mapped_column(Integer, default=0)
     text: Mapped[str] = mapped_column(Text, default="")
+
+
+# a serving's states: starting (first start, or a new version), ready, restarting (it crashed and
+# waits out its back-off), failed (it cannot start: the message says why), stopped
+SERVING_STARTING, SERVING_READY, SERVING_RESTARTING = "starting", "ready", "restarting"
+SERVING_FAILED, SERVING_STOPPED = "failed", "stopped"
+
+
+class Serving(Base):
+    """A model served from a user's workspace: its spec, where it runs, and how it is doing."""
+
+    __tablename__ = "servings"
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_servings_owner_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(255))
+    spec: Mapped[dict] = mapped_column(JSON)
+    format: Mapped[str] = mapped_column(String(16))  # what the model was found to be: sklearn, pytorch, custom
+    backend: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    generation: Mapped[int] = mapped_column(Integer, default=1)  # each update of the spec: +1
+    ready_generation: Mapped[int] = mapped_column(Integer, default=0)  # the generation that answers now
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    refs: Mapped[dict] = mapped_column(JSON, default=dict)  # local: pid, start time, port, GPUs
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    def to_json(self, url):
+        return {
+            "id": self.id,
+            "name": self.name,
+            "owner": self.owner,
+            "project": self.project,
+            "format": self.format,
+            "backend": self.backend,
+            "status": self.status,
+            "ready": self.status == SERVING_READY and self.ready_generation == self.generation,
+            "message": self.message,
+            "spec": self.spec,
+            "generation": self.generation,
+            "ready_generation": self.ready_generation,
+            "restarts": self.restarts,
+            "requests": self.requests,
+            "url": url,
+            "created": iso(self.created),
+            "updated": iso(self.updated),
+        }

@@ -5,6 +5,7 @@ on a live service and check that no request, however odd, gets a 5xx.
 """
 
 from ..services.openapi import document, errors, ok, text_or_events
+from .servespec import FORMATS as SERVE_FORMATS
 from .spec import FRAMEWORKS, NAME_MAX
 
 JOB = {"$ref": "#/components/schemas/Job"}
@@ -69,6 +70,41 @@ def openapi(prefix):
             "finished": {"type": "string", "nullable": True}, "queue_position": {"type": "integer", "nullable": True},
         },
     }
+    serve_spec = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "model"],
+        "properties": {
+            "name": {"type": "string", "maxLength": NAME_MAX, "pattern": "^[a-z]([-a-z0-9]*[a-z0-9])?$"},
+            "model": {"type": "string", "description": "A model file or folder of your workspace or archives."},
+            "format": {"type": "string", "enum": list(SERVE_FORMATS)},
+            "class": {"type": "string", "description": "A custom model's class: MyModel (in MyModel.py) or module:Class."},
+            "project": {"type": "string"}, "image": {"type": "string"},
+            "resources": spec["properties"]["resources"],
+            "replicas": {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "object", "additionalProperties": False,
+                                                                     "properties": {"min": {"type": "integer"},
+                                                                                    "max": {"type": "integer"}}}]},
+            "env": {"type": "object", "additionalProperties": {"type": "string"}},
+            "packages": {"oneOf": [strings, {"type": "string"}]},
+        },
+    }
+    serving = {
+        "type": "object",
+        "required": ["id", "name", "owner", "status", "ready", "url"],
+        "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "owner": {"type": "string"},
+            "project": {"type": "string"}, "format": {"type": "string"}, "backend": {"type": "string"},
+            "status": {"type": "string", "enum": ["starting", "ready", "restarting", "failed", "stopped"]},
+            "ready": {"type": "boolean", "description": "Answering with its latest version."},
+            "message": {"type": "string"}, "spec": {"type": "object"}, "generation": {"type": "integer"},
+            "ready_generation": {"type": "integer"}, "restarts": {"type": "integer"}, "requests": {"type": "integer"},
+            "url": {"type": "string", "description": "Where it answers through the hub (KServe's V1 and V2 paths below)."},
+            "created": {"type": "string"}, "updated": {"type": "string"},
+        },
+    }
+    serving_ref = {"$ref": "#/components/schemas/Serving"}
+    serving_id = {"name": "serving_id", "in": "path", "required": True,
+                  "schema": {"type": "string", "pattern": "^[0-9a-f]{1,32}$"}, "description": "A serving id."}
     rerun = {"type": "object", "description": "Fields of the spec to change in the copy (args, name, env, ...)."}
     paths = {
         "/api/jobs": {
@@ -105,8 +141,33 @@ def openapi(prefix):
         },
         "/api/runtimes": {"get": {"summary": "Training runtimes a TrainJob may name",
                                   "responses": {"200": ok({"type": "object"}), **_errors(401, 403)}}},
+        "/api/servings": {
+            "get": {"summary": "Your servings", "parameters": [USER_FILTER],
+                    "responses": {"200": ok({"type": "object", "properties": {
+                        "servings": {"type": "array", "items": serving_ref}}}), **_errors(401, 403, 409)}},
+            "post": {"summary": "Serve a model", "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/ServeSpec"}}}},
+                "responses": {"201": ok(serving_ref, "Starting"), **_errors(400, 401, 403, 404, 409, 413)}},
+        },
+        "/api/servings/{serving_id}": {
+            "parameters": [serving_id],
+            "get": {"summary": "One serving", "responses": {"200": ok(serving_ref), **_errors(401, 403, 404, 409)}},
+            "put": {"summary": "A new version (the whole spec again); the old one answers until it is ready",
+                    "requestBody": {"required": True, "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/ServeSpec"}}}},
+                    "responses": {"200": ok(serving_ref), **_errors(400, 401, 403, 404, 409, 413)}},
+            "delete": {"summary": "Stop serving and forget it",
+                       "responses": {"204": {"description": "Deleted"}, **_errors(401, 403, 404, 409)}},
+        },
+        "/api/servings/{serving_id}/logs": {
+            "parameters": [serving_id],
+            "get": {"summary": "The model runtime's output, the last part",
+                    "responses": {"200": {"description": "The log", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                  **_errors(401, 403, 404, 409)}},
+        },
     }
     return document("KubeStudio jobs service",
                     "Submit training jobs (one process, or distributed: PyTorch, TensorFlow, MPI, TrainJob), follow "
-                    "every rank's log, cancel and rerun them.",
-                    prefix, {"JobSpec": spec, "Job": job}, paths)
+                    "every rank's log, cancel and rerun them; serve models (KServe's V1 and V2 protocols at "
+                    "serve/<user>/<name>/).",
+                    prefix, {"JobSpec": spec, "Job": job, "ServeSpec": serve_spec, "Serving": serving}, paths)

@@ -5,17 +5,20 @@ Light on purpose: the hub imports this module only (never the service's app or h
 
 import os
 
-from ..names import JOBS_ADMIN_SCOPE, JOBS_RUN_SCOPE, JOBS_SERVICE
+from ..names import JOBS_ADMIN_SCOPE, JOBS_RUN_SCOPE, JOBS_SERVICE, SERVE_PREDICT_SCOPE
 from ..services.declare import ServiceDeclaration
 
 
 def roles(admin_users):
     access = f"access:services!service={JOBS_SERVICE}"
     find = f"read:services!service={JOBS_SERVICE}"  # the SDK finds the service's address through the hub
+    # a user calls their own servings, and may grant a token of theirs just that
+    predict = f"{SERVE_PREDICT_SCOPE}!user"
     return [
-        {"name": "user", "scopes": ["self", access, find, JOBS_RUN_SCOPE]},
+        {"name": "user", "scopes": ["self", access, find, JOBS_RUN_SCOPE, predict]},
         # a notebook server's own token submits and follows its owner's jobs (SDK and CLI)
-        {"name": "server", "scopes": ["users:activity!user", "access:servers!server", access, find, JOBS_RUN_SCOPE]},
+        {"name": "server", "scopes": ["users:activity!user", "access:servers!server", access, find, JOBS_RUN_SCOPE,
+                                     predict]},
         {"name": "kubestudio-jobs-admin", "scopes": [JOBS_ADMIN_SCOPE, access], "users": list(admin_users)},
         # the service reads users' groups (projects and their quotas) and servers (their image)
         {"name": "kubestudio-jobs-service", "scopes": ["read:users", "read:servers", "read:groups"],
@@ -43,14 +46,15 @@ def defaults(studio, c, data):
 JOBS = ServiceDeclaration(
     name=JOBS_SERVICE,
     module="kubestudio.jobs",
-    config_sections=("JobService", "LocalJobBackend", "KubernetesJobBackend", "ServiceApp"),
+    config_sections=("JobService", "LocalJobBackend", "KubernetesJobBackend", "LocalServingBackend", "ServiceApp"),
     scopes={
         JOBS_RUN_SCOPE: "Submit training jobs, and see, follow and cancel your own.",
         JOBS_ADMIN_SCOPE: "See and cancel every user's jobs.",
+        SERVE_PREDICT_SCOPE: "Call models served from the notebook (filtered: !user=<owner> for one user's).",
     },
     roles=roles,
     defaults=defaults,
-    oauth_scopes=[JOBS_RUN_SCOPE, JOBS_ADMIN_SCOPE],
+    oauth_scopes=[JOBS_RUN_SCOPE, JOBS_ADMIN_SCOPE, SERVE_PREDICT_SCOPE],
     # the same GPUs as the local servers, also when jupyterhub_config.py sets them after configure()
     # on Kubernetes the jobs' pods mount and run as the servers' pods do (KubeSpawner's
     # namespace first, WorkspaceSpawner's settings win)

@@ -7,6 +7,7 @@ Light on purpose (only ``requests``): notebooks import it.
 
 import json
 import os
+from urllib.parse import urljoin
 
 import requests
 
@@ -37,6 +38,13 @@ class ServiceClient:
         if self.token:
             self.http.headers["Authorization"] = f"token {self.token}"
         self.url = (url or os.environ.get(self.url_variable) or self._discover()).rstrip("/") + "/"
+
+    def public_url(self, record):
+        """A path on the hub (or a record's ``url``) as a browser's address: through the hub's
+        public URL when the server knows it ($KUBESTUDIO_PUBLIC_URL), else the path itself."""
+        path = record["url"] if isinstance(record, dict) else record
+        base = os.environ.get("KUBESTUDIO_PUBLIC_URL")
+        return urljoin(base, path) if base else path
 
     def _discover(self):
         if not self.hub_api_url or not self.token:

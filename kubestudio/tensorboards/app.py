@@ -15,6 +15,7 @@ from traitlets import Bool, Integer, Type, Unicode, default
 from ..names import TENSORBOARDS_SERVICE as SERVICE_NAME
 from ..services.app import ServiceApp
 from ..services.hubapi import HubAPI
+from ..services.proxy import close_upstream
 from ..services.store import Store
 from ..services.web import HealthHandler, OpenAPIHandler, oauth_routes, oauth_settings, service_prefix
 from . import handlers
@@ -91,7 +92,7 @@ class TensorBoardService(ServiceApp):
 
     async def stopping(self):
         await self.manager.stop(self.stop_boards_on_exit)
-        await handlers.close_upstream()
+        await close_upstream()
 
 
 def main(argv=None):

@@ -5,9 +5,6 @@
     TensorBoardsClient().open(["runs/exp1", "runs/exp2"])  # two runs compared in one board
 """
 
-import os
-from urllib.parse import urljoin
-
 from ..services.client import ServiceClient
 
 
@@ -15,12 +12,6 @@ class TensorBoardsClient(ServiceClient):
     service = "tensorboards"
     url_variable = "KUBESTUDIO_TENSORBOARDS_URL"
     label = "the TensorBoard service"
-
-    def public_url(self, board):
-        """The board's address for a browser: through the hub's public URL when the server knows
-        it ($KUBESTUDIO_PUBLIC_URL), else its path on the hub."""
-        base = os.environ.get("KUBESTUDIO_PUBLIC_URL")
-        return urljoin(base, board["url"]) if base else board["url"]
 
     def open_board(self, logdirs, name=None, project=None, image=None, resources=None):
         """The board on ``logdirs`` (a folder or a list, relative to your workspace): the same one

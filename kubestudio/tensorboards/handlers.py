@@ -15,44 +15,21 @@ another user's server, though on the same origin, never reads a board with its v
 
 from urllib.parse import urlparse
 
-import aiohttp
 from tornado.escape import xhtml_escape
 
 from ..names import TENSORBOARDS_ADMIN_SCOPE as ADMIN_SCOPE
 from ..names import TENSORBOARDS_USE_SCOPE as USE_SCOPE
+from ..services.proxy import forward
 from ..services.web import OwnedHandler, PageHandler, http_error, page_templates
 from .logdirs import LogdirError
 from .models import FAILED
 
 TEMPLATES = page_templates(__file__)
-# never passed on: the connection's own headers, and the hub's credentials
-HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-               "transfer-encoding", "upgrade", "host", "content-length"}
-DROPPED_REQUEST_HEADERS = HOP_HEADERS | {"cookie", "authorization", "x-xsrftoken", "x-csrftoken"}
-DROPPED_RESPONSE_HEADERS = HOP_HEADERS | {"set-cookie"}
 STARTING_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><meta http-equiv="refresh" content="1"><title>Starting TensorBoard</title>
 <style>body {{ font-family: system-ui, sans-serif; margin: 3rem; color: #222; }} .muted {{ color: #666; }}</style></head>
 <body><main><h1>Starting TensorBoard</h1><p>{name}</p><p class="muted">{message} This page reloads itself.</p>
 </main></body></html>"""
-
-
-_SESSION = None
-
-
-def upstream_session():
-    """One connection pool to the boards' TensorBoards (kept alive between requests); bodies as
-    they are, gzip included."""
-    global _SESSION
-    if _SESSION is None or _SESSION.closed:
-        _SESSION = aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_read=300),
-                                         connector=aiohttp.TCPConnector(limit=100))
-    return _SESSION
-
-
-async def close_upstream():
-    if _SESSION is not None:
-        await _SESSION.close()
 
 
 class BoardsBaseHandler(OwnedHandler):
@@ -157,30 +134,8 @@ class ProxyHandler(BoardsBaseHandler):
             raise http_error(503 if board["status"] != FAILED else 502, f"board {board_id} is {board['status']}: "
                                                                        f"{board['message']}")
         url = target + "/" + path + (("?" + self.request.query) if self.request.query else "")
-        headers = {k: v for k, v in self.request.headers.get_all() if k.lower() not in DROPPED_REQUEST_HEADERS}
-        headers["X-Forwarded-Proto"] = self.request.protocol
-        headers["X-Forwarded-Host"] = self.request.host
-        body = self.request.body if self.request.method in ("POST", "PUT") else None
-        try:
-            async with upstream_session().request(self.request.method, url, headers=headers, data=body,
-                                                  allow_redirects=False) as response:
-                self.set_status(response.status, response.reason)
-                self.clear_header("Cache-Control")
-                self.clear_header("Content-Type")
-                for key, value in response.headers.items():
-                    if key.lower() in DROPPED_RESPONSE_HEADERS:
-                        continue
-                    if key.lower() == "location":
-                        value = self._inside_prefix(value, board_id)
-                    self.add_header(key, value)
-                async for chunk in response.content.iter_any():  # as it comes: never the whole body
-                    self.write(chunk)
-                    await self.flush()
-        except aiohttp.ClientError as e:
-            if self._headers_written:
-                raise
-            raise http_error(502, f"board {board_id}: TensorBoard did not answer ({e})") from None
-        self.finish()
+        await forward(self, url, f"board {board_id}: TensorBoard",
+                      location=lambda value: self._inside_prefix(value, board_id))
 
     def _inside_prefix(self, location, board_id):
         parsed = urlparse(location)

@@ -1,6 +1,7 @@
 """The jobs service as users meet it: who may call what, the notebook side (the server's own token
 and the `kubestudio jobs` CLI), GPUs shared with servers, restarts, and the OpenAPI fuzz."""
 
+import json
 import os
 import re
 import signal
@@ -111,6 +112,41 @@ def test_sdk_and_cli_inside_a_server(jobs, setup):
     assert gpus.returncode == 2 and "resources.gpu: this machine has no GPU of type H100 (HTTP 409)" in gpus.stderr
 
 
+def test_serve_and_predict_from_a_servers_terminal(jobs, setup):
+    """`kubestudio serve` and `kubestudio predict` with nothing but the server's own environment."""
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    _, env = setup
+    workspace = env["KUBESTUDIO_WORKSPACE"]
+    X, y = load_iris(return_X_y=True)
+    model = DecisionTreeClassifier(random_state=0).fit(X, y)
+    os.makedirs(os.path.join(workspace, "models", "tree"), exist_ok=True)
+    joblib.dump(model, os.path.join(workspace, "models", "tree", "model.joblib"))
+    cli = os.path.join(os.path.dirname(sys.executable), "kubestudio")
+    run = lambda *args, stdin=None: subprocess.run([cli, *args], env=env, cwd=workspace, capture_output=True,  # noqa: E731
+                                                   text=True, timeout=180, input=stdin)
+    served = run("serve", "models/tree")
+    assert served.returncode == 0, served.stdout + served.stderr
+    assert served.stdout.strip().endswith("/services/jobs/serve/alice/tree/")
+    rows = X[[0, 60, 120]].tolist()
+    predicted = run("predict", "tree", json.dumps({"instances": rows}))
+    assert predicted.returncode == 0, predicted.stderr
+    assert json.loads(predicted.stdout) == {"predictions": model.predict(rows).tolist()}
+    v2 = {"inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP64", "data": sum(rows, [])}]}
+    predicted = run("predict", "tree", "--v2", stdin=json.dumps(v2))
+    assert json.loads(predicted.stdout)["outputs"][0]["data"] == model.predict(rows).tolist()
+    listed = run("serve", "--list")
+    assert re.match(r"tree\s+ready\s+v1\s+2 requests", listed.stdout), listed.stdout
+    bad = run("predict", "tree", "{nope")
+    assert bad.returncode == 2 and "the request is not JSON" in bad.stderr
+    missing = run("serve", "models/none")
+    assert missing.returncode == 2 and "model: no file or folder 'models/none' in your workspace (HTTP 404)" in missing.stderr
+    assert run("serve", "--delete", "tree").returncode == 0
+    assert "tree" not in run("serve", "--list").stdout
+
+
 def test_a_gpu_is_never_given_to_a_server_and_a_job_at_once(jobs):
     """The ledger the local servers use: a job waits while servers hold the GPUs, says why, and
     starts with the one a stopped server freed; the server never sees the job's GPU."""
@@ -206,12 +242,14 @@ def test_openapi_document_and_schemathesis_finds_no_server_error(jobs, tmp_path)
     assert doc["servers"] == [{"url": "/services/jobs"}]
     assert set(doc["paths"]) == {"/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/logs",
                                  "/api/jobs/{job_id}/events", "/api/jobs/{job_id}/rerun", "/api/runtimes",
+                                 "/api/servings", "/api/servings/{serving_id}", "/api/servings/{serving_id}/logs",
                                  "/api/health", "/api/openapi.json"}
     jobs.write("fuzzer", "t.py", "print('fuzz')\n")
     pid = jobs.hub.service_pid("kubestudio.jobs")
     direct = _environ(pid)["JUPYTERHUB_SERVICE_URL"].rstrip("/") + "/services/jobs"
     tested, _ = schemathesis(f"{jobs.url}api/openapi.json", direct, jobs.token("fuzzer"), tmp_path)
-    assert {"POST /api/jobs", "GET /api/jobs/{job_id}/logs", "DELETE /api/jobs/{job_id}"} <= tested
+    assert {"POST /api/jobs", "GET /api/jobs/{job_id}/logs", "DELETE /api/jobs/{job_id}", "POST /api/servings",
+            "PUT /api/servings/{serving_id}"} <= tested
     # whatever the fuzzer submitted has ended or is cancelled: nothing of it keeps running
     fuzzer = jobs.client("fuzzer")
     for job in fuzzer.list():

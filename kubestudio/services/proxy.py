@@ -1,0 +1,59 @@
+"""Streaming a request through to a backend the service runs (a board's TensorBoard, a served
+model), for a tornado handler: bodies as they come (gzip untouched), one kept-alive connection
+pool, and neither the connection's own headers nor the hub's cookies and tokens passed on."""
+
+import aiohttp
+
+from .web import http_error
+
+# never passed on: the connection's own headers, and the hub's credentials
+HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+               "transfer-encoding", "upgrade", "host", "content-length"}
+DROPPED_REQUEST_HEADERS = HOP_HEADERS | {"cookie", "authorization", "x-xsrftoken", "x-csrftoken"}
+DROPPED_RESPONSE_HEADERS = HOP_HEADERS | {"set-cookie"}
+
+_SESSION = None
+
+
+def upstream_session():
+    """One connection pool to the backends (kept alive between requests); bodies as they are."""
+    global _SESSION
+    if _SESSION is None or _SESSION.closed:
+        _SESSION = aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_read=300),
+                                         connector=aiohttp.TCPConnector(limit=100))
+    return _SESSION
+
+
+async def close_upstream():
+    if _SESSION is not None:
+        await _SESSION.close()
+
+
+async def forward(handler, url, what, location=None):
+    """Send ``handler``'s request to ``url`` and stream the answer back. ``what`` names the backend
+    in a 502 (``board 1a2b: TensorBoard``); ``location(value)`` rewrites a redirect's target."""
+    request = handler.request
+    headers = {k: v for k, v in request.headers.get_all() if k.lower() not in DROPPED_REQUEST_HEADERS}
+    headers["X-Forwarded-Proto"] = request.protocol
+    headers["X-Forwarded-Host"] = request.host
+    body = request.body if request.method in ("POST", "PUT", "PATCH") else None
+    try:
+        async with upstream_session().request(request.method, url, headers=headers, data=body,
+                                              allow_redirects=False) as response:
+            handler.set_status(response.status, response.reason)
+            handler.clear_header("Cache-Control")
+            handler.clear_header("Content-Type")
+            for key, value in response.headers.items():
+                if key.lower() in DROPPED_RESPONSE_HEADERS:
+                    continue
+                if key.lower() == "location" and location is not None:
+                    value = location(value)
+                handler.add_header(key, value)
+            async for chunk in response.content.iter_any():  # as it comes: never the whole body
+                handler.write(chunk)
+                await handler.flush()
+    except aiohttp.ClientError as e:
+        if handler._headers_written:
+            raise
+        raise http_error(502, f"{what} did not answer ({e})") from None
+    handler.finish()
