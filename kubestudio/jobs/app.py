@@ -96,7 +96,7 @@ class JobService(ServiceApp):
         self.servings = None
         if isinstance(self.backend, LocalJobBackend):
             backend = LocalServingBackend(self.backend, parent=self, log=self.log)
-            self.servings = ServingManager(self, self.store, backend, hub, self.log, prefix)
+            self.servings = ServingManager(self, self.store, backend, hub, self.log, prefix, jobs=self.manager)
         api = url_path_join(prefix, "api")
         job = url_path_join(api, "jobs", r"([0-9a-f]{1,32})")
         serving = url_path_join(api, "servings", r"([0-9a-f]{1,32})")

@@ -146,10 +146,13 @@ class JobsClient(ServiceClient):
         """Serve a model from your workspace: ``model`` a file or folder (``models/iris``), ``name``
         its name in URLs (default: the folder's), and the spec's other fields as keywords
         (``format``, ``model_class`` for ``class``, ``resources``, ``replicas``, ``env``,
-        ``packages``, ``project``, ``image``). The record; :meth:`wait_ready` waits for it."""
+        ``packages``, ``project``, ``image``), or ``from_job="resnet-a", path="output"``: the output
+        folder of a job that succeeded. The record; :meth:`wait_ready` waits for it."""
         body = dict(spec or {})
         if model is not None:
             body["model"] = model
+        if fields.get("from_job") and not name and "name" not in body:
+            name = fields["from_job"]
         if "model_class" in fields:
             fields["class"] = fields.pop("model_class")
         body.update(fields)

@@ -73,8 +73,11 @@ def openapi(prefix):
     serve_spec = {
         "type": "object",
         "additionalProperties": False,
-        "required": ["name", "model"],
+        "required": ["name"],
+        "description": "The model: model, or from_job (+ path).",
         "properties": {
+            "from_job": {"type": "string", "description": "Serve the output of one of your jobs that succeeded."},
+            "path": {"type": "string", "description": "With from_job: the folder, under the job's working directory."},
             "name": {"type": "string", "maxLength": NAME_MAX, "pattern": "^[a-z]([-a-z0-9]*[a-z0-9])?$"},
             "model": {"type": "string", "description": "A model file or folder of your workspace or archives."},
             "format": {"type": "string", "enum": list(SERVE_FORMATS)},

@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 
 SKLEARN_FILES = ("model.joblib", "model.pkl", "model.pickle")
 PYTORCH_FILES = ("model.pt", "model.pth")
@@ -212,7 +213,8 @@ def install_requirements(path, packages_dir, packages=()):
         partial = target + ".partial"
         argv = [sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check", "--target", partial]
         argv += (["-r", requirements] if has_file else []) + list(packages)
-        result = subprocess.run(argv, stdout=sys.stderr, stderr=sys.stderr)
+        # paths in requirements.txt are the model folder's (./my-package)
+        result = subprocess.run(argv, stdout=sys.stderr, stderr=sys.stderr, cwd=folder)
         if result.returncode != 0:
             raise ModelError(f"packages: pip install of {what} failed (exit code {result.returncode})")
         os.replace(partial, target)
@@ -309,6 +311,8 @@ def main(argv=None):
         return LOAD_FAILED
     from kserve import ModelServer
 
+    # KServe's own use of FastAPI warns on each first answer: noise in the user's log
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     # kserve reads its own flags from sys.argv: give it none of ours
     sys.argv = sys.argv[:1]
     _listen_on(args.host)

@@ -39,8 +39,9 @@ STOPPED_WITH_HUB = "stopped with the hub"
 
 
 class ServingManager:
-    def __init__(self, config, store, backend, hub, log, prefix):
+    def __init__(self, config, store, backend, hub, log, prefix, jobs=None):
         self.config = config
+        self.jobs = jobs  # the JobManager: a finished job's output folder may be served by naming the job
         self.store = store
         self.backend = backend
         self.hub = hub
@@ -100,6 +101,7 @@ class ServingManager:
     async def create(self, identity, body):
         """Serve a model; its record (201). 409 when the name is taken."""
         owner = identity["name"]
+        body = self._from_job(owner, body)
         spec = parse_serve_spec(body, {"max_replicas": self.config.max_serving_replicas})
         if (owner, spec.name) in self.by_name:
             raise SpecError(f"name: you already serve {spec.name!r} (update it with PUT api/servings/{spec.name}, "
@@ -121,6 +123,30 @@ class ServingManager:
         self.by_name[(owner, spec.name)] = serving_id
         self._supervise(serving_id)
         return self.get(serving_id)
+
+    def _from_job(self, owner, body):
+        """``from_job`` + ``path``: the model is the folder ``path`` under the job's working
+        directory (where its script wrote its output), once the job has succeeded."""
+        if "from_job" not in body:
+            if "path" in body:
+                raise SpecError("path: only with from_job (the folder of the job's output)")
+            return body
+        body = dict(body)
+        job_name, path = body.pop("from_job"), body.pop("path", "")
+        if "model" in body:
+            raise SpecError("model: give either model or from_job, not both")
+        if not isinstance(job_name, str) or not isinstance(path, str):
+            raise SpecError("from_job: the name of one of your jobs, and path: a folder of its output")
+        jobs = [j for j in (self.jobs.list(owner) if self.jobs else []) if job_name in (j["name"], j["id"])]
+        if not jobs:
+            raise SpecError(f"from_job: you have no job {job_name!r}", 404)
+        job = jobs[0]  # the newest of that name
+        if job["status"] != "succeeded":
+            raise SpecError(f"from_job: job {job_name!r} is {job['status']}; serve its output once it has succeeded", 409)
+        working_dir = (job["spec"].get("working_dir") or "").strip("/")
+        body["model"] = "/".join(part for part in (working_dir, path.strip("/")) if part) or "."
+        body.setdefault("name", job["name"])
+        return body
 
     def _reserve(self, serving_id, owner, project, spec):
         try:

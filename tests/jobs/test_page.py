@@ -69,3 +69,49 @@ def test_submit_follow_cancel_and_rerun_from_the_page(jobs, page, tmp_path):
     log_has(page, "[worker-0] rank 1 step 1")
     page.wait_for_function("document.getElementById('d-name').textContent === 'steps-r2'")
     assert jobs.client("paige").get("steps-r2")["spec"]["args"] == ["2"]
+
+
+def test_serve_and_try_a_model_from_the_page(jobs, page, tmp_path):
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    jobs.token("tryst")
+    X, y = load_iris(return_X_y=True)
+    model = LogisticRegression(max_iter=500).fit(X, y)
+    folder = os.path.join(jobs.workspace("tryst"), "models", "iris")
+    os.makedirs(folder, exist_ok=True)
+    joblib.dump(model, os.path.join(folder, "model.joblib"))
+    browser_login(page, jobs.hub, "tryst")
+    page.wait_for_url("**/hub/**")
+    page.goto(jobs.url)
+    page.wait_for_selector("text=Serve a model")
+    # a refusal next to the form, naming the field
+    page.fill("#s-model", "models/nothing")
+    page.click("#serve-form button[type=submit]")
+    page.wait_for_function("document.getElementById('serve-error').textContent.includes("
+                           "\"model: no file or folder 'models/nothing' in your workspace\")")
+    page.fill("#s-model", "models/iris")
+    page.click("#serve-form button[type=submit]")
+    page.wait_for_selector("#servings tr >> text=iris")
+    page.wait_for_selector("#servings td.status:has-text('ready')", timeout=120000)
+    page.click("#servings button:has-text('Try it')")
+    page.fill("#try-body", '{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}')
+    page.click("#try-send")
+    page.wait_for_function("document.getElementById('try-result').textContent.startsWith('200')", timeout=30000)
+    answer = page.inner_text("#try-result")
+    expected = model.predict([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]).tolist()
+    assert '"predictions"' in answer and all(str(v) in answer for v in expected), answer
+    # bad input: the model's own words, shown as they came
+    page.fill("#try-body", '{"instances": [[1.0]]}')
+    page.click("#try-send")
+    page.wait_for_function("document.getElementById('try-result').textContent.startsWith('400')", timeout=30000)
+    assert "expecting 4 features" in page.inner_text("#try-result")
+    page.wait_for_function("[...document.querySelectorAll('#servings td')].some(td => td.textContent === '2')",
+                           timeout=15000)  # the request count
+    page.click("#servings button:has-text('Logs')")
+    page.wait_for_function("document.getElementById('log').textContent.includes('starting version 1')")
+    page.screenshot(path=os.path.join(tmp_path, "servings-page.png"), full_page=True)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#servings button:has-text('Delete')")
+    page.wait_for_selector("#no-servings:not([hidden])")

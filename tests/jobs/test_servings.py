@@ -165,6 +165,70 @@ def test_seldon_and_sugar_easy_classes_are_served_unchanged(serving_hub):
     assert client.predict("seldon", ROWS[:1]) == expected[:1]
 
 
+TORCH_MODEL = """import torch
+
+
+class Doubler(torch.nn.Module):
+    def forward(self, x):
+        return x * 2 + 1
+"""
+
+HELPER_PACKAGE = {
+    "setup.py": "from setuptools import setup\nsetup(name='kshelper', version='1.0', py_modules=['kshelper'])\n",
+    "kshelper.py": "def scale(rows):\n    return [[v * 100 for v in row] for row in rows]\n",
+}
+
+NEEDS_HELPER = """import kshelper
+
+
+class Scaled:
+    def predict(self, query):
+        return kshelper.scale(query)
+"""
+
+
+def ledger_servers(hub):
+    with open(os.path.join(hub.hub.data_dir, "gpu-ledger.json")) as f:
+        return json.dumps(json.load(f))
+
+
+def test_pytorch_models_requirements_and_gpus(serving_hub):
+    """A TorchScript model; a class whose requirements.txt names a package (installed for the
+    serving alone); a GPU from the ledger the servers share, in the runtime's CUDA_VISIBLE_DEVICES."""
+    import importlib.util
+
+    import torch
+
+    client = serving_hub.client("tess")
+    workspace = serving_hub.workspace("tess")
+    os.makedirs(os.path.join(workspace, "models", "doubler"), exist_ok=True)
+    namespace = {}
+    exec(TORCH_MODEL, namespace)
+    torch.jit.trace(namespace["Doubler"](), torch.ones(1, 2)).save(os.path.join(workspace, "models", "doubler", "model.pt"))
+    record = client.serve(model="models/doubler", resources={"gpu": 1})
+    assert record["format"] == "pytorch"
+    client.wait_ready("doubler", timeout=120)
+    assert client.predict("doubler", [[1.0, 2.0], [3.0, 4.0]]) == [[3.0, 5.0], [7.0, 9.0]]
+    [pid] = runtime_pids(serving_hub, record["id"])
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        environ = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+    assert environ[b"CUDA_VISIBLE_DEVICES"] in (b"0", b"1")
+    assert record["id"] in ledger_servers(serving_hub)
+
+    for name, text in HELPER_PACKAGE.items():
+        serving_hub.write("tess", f"models/scaled/kshelper-src/{name}", text)
+    serving_hub.write("tess", "models/scaled/scaled.py", NEEDS_HELPER)
+    serving_hub.write("tess", "models/scaled/requirements.txt", "./kshelper-src\n")
+    client.serve(model="models/scaled", model_class="scaled:Scaled")
+    client.wait_ready("scaled", timeout=180)
+    assert client.predict("scaled", [[1, 2]]) == [[100, 200]]
+    assert "installing requirements.txt" in client.serving_logs("scaled")
+    assert importlib.util.find_spec("kshelper") is None  # never into the hub's environment
+    client.delete_serving("doubler")
+    client.delete_serving("scaled")
+    assert record["id"] not in ledger_servers(serving_hub)  # its GPU is free again
+
+
 def test_bad_specs_are_refused_before_anything_starts(serving_hub):
     client = serving_hub.client("bea")
     workspace = serving_hub.workspace("bea")
@@ -323,3 +387,41 @@ def test_a_service_restart_loses_no_serving(tmp_path):
     finally:
         client.delete_serving("iris")  # the hub keeps servings running when it stops: stop it here
         hub.stop()
+
+
+TRAIN_SCRIPT = """import os
+import joblib
+from sklearn.datasets import load_iris
+from sklearn.tree import DecisionTreeClassifier
+
+X, y = load_iris(return_X_y=True)
+os.makedirs("output", exist_ok=True)
+joblib.dump(DecisionTreeClassifier(random_state=0).fit(X, y), "output/model.joblib")
+print("saved")
+"""
+
+
+def test_a_finished_jobs_output_is_served_by_naming_the_job(serving_hub):
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    client = serving_hub.client("finn")
+    serving_hub.write("finn", "exp/train.py", TRAIN_SCRIPT)
+    client.create(name="trainer", script="exp/train.py", working_dir="exp")
+    r = call(serving_hub, "finn", "api/servings", {"from_job": "trainer", "path": "output"})
+    assert r.status_code in (201, 409), r.text  # 409 while the job still runs
+    if r.status_code == 409:
+        assert r.json()["message"].startswith("from_job: job 'trainer' is ")
+    client.wait("trainer", timeout=120)
+    if r.status_code == 409:
+        record = client.serve(from_job="trainer", path="output")
+    else:
+        record = r.json()
+    assert record["name"] == "trainer" and record["spec"]["model"] == "exp/output"
+    client.wait_ready("trainer", timeout=120)
+    X, y = load_iris(return_X_y=True)
+    expected = DecisionTreeClassifier(random_state=0).fit(X, y).predict(X[:5]).tolist()
+    assert client.predict("trainer", X[:5].tolist()) == expected
+    missing = call(serving_hub, "finn", "api/servings", {"from_job": "nope", "name": "x"})
+    assert (missing.status_code, missing.json()["message"]) == (404, "from_job: you have no job 'nope'")
+    client.delete_serving("trainer")

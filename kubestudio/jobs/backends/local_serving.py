@@ -186,7 +186,8 @@ class LocalServingBackend(LoggingConfigurable):
             log.flush()
             proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL, stdout=log,
                                                         stderr=asyncio.subprocess.STDOUT, env=env,
-                                                        cwd=os.path.dirname(path), start_new_session=True)
+                                                        cwd=path if os.path.isdir(path) else os.path.dirname(path),
+                                                        start_new_session=True)
         runtime = LocalRuntime(proc.pid, process_start_time(proc.pid), port, generation)
         asyncio.ensure_future(proc.wait())  # reaped when it ends; alive() reads /proc
         try:

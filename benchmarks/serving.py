@@ -1,0 +1,177 @@
+"""Servings against the model runtime called directly, in one run, on the same sklearn model.
+
+1. latency: V1 predictions of one row through the hub (proxy, jobs service) against the same
+   request to the runtime's loopback address (``direct_p50_ms``, ``hub_p50_ms``,
+   ``added_p50_ms``, goal <= 5 ms; p99 both ways);
+2. throughput: 16 concurrent clients for a few seconds each way (``hub_rps_ratio``, goal >= 0.7);
+3. ready: serve -> ready through the service against starting the runtime by hand until it
+   answers (``ready_ratio``, goal <= 1.5).
+
+Usage: python benchmarks/serving.py [-n 3] [--requests 300] [--seconds 5]
+Writes benchmarks/results/serving.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import requests
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from kubestudio.spawner.storage import ensure_user_folders, user_folders  # noqa: E402
+from kubestudio.testing.localhub import LocalHub  # noqa: E402
+from kubestudio.testing.ports import free_port  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROW = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
+
+
+def train(folder):
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True)
+    os.makedirs(folder, exist_ok=True)
+    joblib.dump(LogisticRegression(max_iter=500).fit(X, y), os.path.join(folder, "model.joblib"))
+
+
+def until_ready(url, session=None, timeout=120):
+    session = session or requests
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if session.post(url, json=ROW, timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.02)
+    raise TimeoutError(url)
+
+
+def by_hand(model, name):
+    """Start the runtime on ``model``; seconds until it predicts; the process."""
+    port = free_port()
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "kubestudio.jobs.serve", "--model", model, "--name", name,
+                             "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    until_ready(f"http://127.0.0.1:{port}/v1/models/{name}:predict")
+    return time.perf_counter() - started, proc
+
+
+def load(url, headers, clients, seconds):
+    """Requests per second of ``clients`` threads, each with its own kept-alive connection."""
+    counts, stop = [0] * clients, threading.Event()
+
+    def worker(i):
+        session = requests.Session()
+        session.headers.update(headers)
+        while not stop.is_set():
+            if session.post(url, json=ROW, timeout=30).status_code == 200:
+                counts[i] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=3, help="rounds of the ready comparison")
+    parser.add_argument("--requests", type=int, default=300, help="latency requests per side")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds of load per side")
+    args = parser.parse_args()
+    root = tempfile.mkdtemp(prefix="serving-bench-")
+    hub = LocalHub(root, settings={"images_service": False, "tensorboards_service": False}).start()
+    try:
+        hub.create_user("bench")
+        headers = {"Authorization": f"token {hub.user_token('bench')}"}
+        session = requests.Session()
+        session.headers.update(headers)
+        api = f"{hub.url}/services/jobs/api/servings"
+        folders = user_folders(hub.data_dir, "bench")
+        ensure_user_folders(folders)
+        train(os.path.join(folders.workspace, "models", "iris"))
+        # 3. ready, interleaved: by hand, then through the service (a new serving each round)
+        hand, service = [], []
+        for i in range(args.n):
+            elapsed, proc = by_hand(os.path.join(folders.workspace, "models", "iris"), "iris")
+            hand.append(elapsed)
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            started = time.perf_counter()
+            record = session.post(api, json={"name": f"r{i}", "model": "models/iris"}).json()
+            until_ready(f"{hub.url}{record['url']}v1/models/r{i}:predict", session)
+            service.append(time.perf_counter() - started)
+            session.delete(f"{api}/{record['id']}")
+        # 1 and 2: one serving, through the hub and straight to its runtime
+        record = session.post(api, json={"name": "iris", "model": "models/iris"}).json()
+        through_url = f"{hub.url}{record['url']}v1/models/iris:predict"
+        until_ready(through_url, session)
+        with sqlite3.connect(os.path.join(hub.data_dir, "jobs.sqlite")) as db:
+            (refs,) = db.execute("select refs from servings where id = ?", (record["id"],)).fetchone()
+        direct_url = f"http://127.0.0.1:{json.loads(refs)['runtime']['port']}/v1/models/iris:predict"
+        plain = requests.Session()
+        for _ in range(20):
+            plain.post(direct_url, json=ROW)
+            session.post(through_url, json=ROW)
+        through, straight = [], []
+        for _ in range(args.requests):  # interleaved
+            t = time.perf_counter()
+            assert session.post(through_url, json=ROW).status_code == 200
+            through.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            assert plain.post(direct_url, json=ROW).status_code == 200
+            straight.append(time.perf_counter() - t)
+        direct_rps = load(direct_url, {}, args.clients, args.seconds)
+        hub_rps = load(through_url, headers, args.clients, args.seconds)
+    finally:
+        hub.stop()
+
+    def pct(values, q):
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    metrics = {
+        "direct_p50_ms": round(pct(straight, 0.5), 2),
+        "hub_p50_ms": round(pct(through, 0.5), 2),
+        "added_p50_ms": round(pct(through, 0.5) - pct(straight, 0.5), 2),
+        "direct_p99_ms": round(pct(straight, 0.99), 2),
+        "hub_p99_ms": round(pct(through, 0.99), 2),
+        "direct_rps": round(direct_rps, 1),
+        "hub_rps": round(hub_rps, 1),
+        "hub_rps_ratio": round(hub_rps / direct_rps, 2),
+        "ready_by_hand_s": round(statistics.median(hand), 2),
+        "ready_service_s": round(statistics.median(service), 2),
+        "ready_ratio": round(statistics.median(service) / statistics.median(hand), 2),
+    }
+    print(f"\n{'':24}{'value':>10}")
+    for key, value in metrics.items():
+        print(f"{key:<24}{value!s:>10}")
+    print("\nadded_p50_ms goal <= 5; hub_rps_ratio goal >= 0.7; ready_ratio goal <= 1.5")
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "serving.json"), "w") as f:
+        json.dump({"benchmark": "serving", "metrics": metrics,
+                   "environment": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                                   "clients": args.clients, "backend": "local (embedded default)"}}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
