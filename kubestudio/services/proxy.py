@@ -12,6 +12,8 @@ HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriz
 DROPPED_REQUEST_HEADERS = HOP_HEADERS | {"cookie", "authorization", "x-xsrftoken", "x-csrftoken"}
 DROPPED_RESPONSE_HEADERS = HOP_HEADERS | {"set-cookie"}
 
+WHOLE_BODY_BYTES = 256 * 1024  # answers up to this size are sent in one piece, larger ones as they come
+
 _SESSION = None
 
 
@@ -49,9 +51,14 @@ async def forward(handler, url, what, location=None):
                 if key.lower() == "location" and location is not None:
                     value = location(value)
                 handler.add_header(key, value)
-            async for chunk in response.content.iter_any():  # as it comes: never the whole body
-                handler.write(chunk)
-                await handler.flush()
+            length = response.headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) <= WHOLE_BODY_BYTES:
+                # a small answer (a prediction, a JSON list) in one write with the headers
+                handler.write(await response.read())
+            else:
+                async for chunk in response.content.iter_any():  # as it comes: never the whole body
+                    handler.write(chunk)
+                    await handler.flush()
     except aiohttp.ClientError as e:
         if handler._headers_written:
             raise
