@@ -23,10 +23,22 @@ through the real scheduler, Job controller, garbage collector and the simulated 
   keys, as a strategic merge does), and torch's ``PET_*`` environment; conditions Complete or
   Failed follow the Jobs.
 
-Checked against the upstream Python SDK (``kubeflow-training``'s TrainingClient) in the tests.
+- **InferenceService** (``serving.kserve.io/v1beta1``, KServe's ``RawDeployment`` mode, custom
+  ``predictor.containers``): a Deployment and a Service ``<isvc>-predictor`` labelled
+  ``serving.kserve.io/inferenceservice``, ``component: predictor`` and ``app:
+  isvc.<isvc>-predictor``, owned by the InferenceService; the predictor's pod settings, replicas
+  ``minReplicas``; a new spec rolls the Deployment. Status: ``url`` and ``address.url`` (the
+  Service's cluster name), conditions ``PredictorReady``, ``IngressReady`` and ``Ready`` (the
+  Deployment's rollout of this generation complete and available), ``observedGeneration``.
+  Serverless mode (Knative) and model formats with ServingRuntimes are not simulated: such an
+  InferenceService stays not Ready with that reason.
+
+Checked against the upstream Python SDKs (``kubeflow-training``'s TrainingClient, ``kserve``'s
+KServeClient) in the tests.
 """
 
 import asyncio
+import hashlib
 import json
 import logging
 import sys
@@ -47,6 +59,13 @@ JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
 REPLICATED_JOB = "jobset.sigs.k8s.io/replicatedjob-name"
 JOB_INDEX = "jobset.sigs.k8s.io/job-index"
 TRAINJOB_NAME = "trainer.kubeflow.org/trainjob-name"
+KSERVE = "serving.kserve.io/v1beta1"
+ISVC_LABEL = "serving.kserve.io/inferenceservice"
+SPEC_HASH = "kubebench.kubestudio.io/predictor-spec"
+# predictor fields that are KServe's own, not the pod's
+PREDICTOR_FIELDS = {"minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "scaleMetricType",
+                    "containerConcurrency", "timeout", "canaryTrafficPercent", "logger", "batcher", "model",
+                    "containers", "autoScaling", "deploymentStrategy", "workerSpec"}
 
 
 class Kind:
@@ -93,6 +112,23 @@ def set_condition(status, kind, reason, message):
     status["conditions"] = conditions
 
 
+def _knative_condition(status, kind, ok, reason, message):
+    """Set a Knative-style condition (as KServe writes them); its time changes only when it does."""
+    conditions = status.setdefault("conditions", [])
+    wanted = {"type": kind, "status": "True" if ok else "False"}
+    if reason:
+        wanted["reason"] = reason
+    if message:
+        wanted["message"] = message
+    for i, c in enumerate(conditions):
+        if c.get("type") == kind:
+            if {k: v for k, v in c.items() if k != "lastTransitionTime"} == wanted:
+                return
+            conditions[i] = {**wanted, "lastTransitionTime": now()}
+            return
+    conditions.append({**wanted, "lastTransitionTime": now()})
+
+
 def owner_reference(obj):
     return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
             "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
@@ -119,13 +155,15 @@ class Operators:
         self._dirty = set()
         self._wake = asyncio.Event()
         self._recreated = {}  # (kind, ns, name) -> pods recreated (ExitCode restarts)
+        self.deployments = {}  # (namespace, name) -> Deployment made for an InferenceService
 
     # ------------------------------------------------------------------ watching
 
     async def run(self, ready_file=None):
         watches = [self._watch(f"/apis/{TRAINING}/{k.plural}", k.kind) for k in KINDS.values()]
         watches += [self._watch(f"/apis/{TRAINER}/trainjobs", "TrainJob"),
-                    self._watch_pods(), self._watch_batch_jobs()]
+                    self._watch_pods(), self._watch_batch_jobs(),
+                    self._watch(f"/apis/{KSERVE}/inferenceservices", "InferenceService"), self._watch_deployments()]
         tasks = [asyncio.ensure_future(w) for w in watches]
         tasks.append(asyncio.ensure_future(self._reconcile_loop()))
         tasks.append(asyncio.ensure_future(self._tick()))
@@ -175,6 +213,16 @@ class Operators:
                 self.jobs[key] = job
             self._mark(("TrainJob", meta["namespace"], meta["labels"][TRAINJOB_NAME]))
 
+    async def _watch_deployments(self):
+        async for event, deployment in self.client.watch("/apis/apps/v1/deployments", labelSelector=ISVC_LABEL):
+            meta = deployment["metadata"]
+            key = (meta["namespace"], meta["name"])
+            if event == "DELETED":
+                self.deployments.pop(key, None)
+            else:
+                self.deployments[key] = deployment
+            self._mark(("InferenceService", meta["namespace"], meta["labels"][ISVC_LABEL]))
+
     async def _tick(self):
         """Deadlines and TTLs depend on time, not only on events."""
         while True:
@@ -196,6 +244,8 @@ class Operators:
                 try:
                     if key[0] == "TrainJob":
                         await self.reconcile_trainjob(obj)
+                    elif key[0] == "InferenceService":
+                        await self.reconcile_isvc(obj)
                     else:
                         await self.reconcile_training(KINDS[key[0]], obj)
                 except ApiError as e:
@@ -433,6 +483,89 @@ class Operators:
         except ApiError as e:
             if e.status != 409:
                 raise
+
+    # ------------------------------------------------------------------ KServe (RawDeployment)
+
+    async def reconcile_isvc(self, isvc):
+        meta = isvc["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        path = f"/apis/{KSERVE}/namespaces/{namespace}/inferenceservices/{name}"
+        predictor = (isvc.get("spec") or {}).get("predictor") or {}
+        mode = (meta.get("annotations") or {}).get("serving.kserve.io/deploymentMode", "Serverless")
+        problem = None
+        if mode != "RawDeployment":
+            problem = ("ServerlessModeNotSimulated", "the bench simulates KServe's RawDeployment mode only "
+                                                     "(Serverless needs Knative)")
+        elif not predictor.get("containers"):
+            problem = ("ModelFormatNotSimulated", "the bench simulates custom predictor containers only "
+                                                  "(no ServingRuntimes)")
+        status = json.loads(json.dumps(isvc.get("status") or {}))  # a copy: compared with what is there
+        if problem:
+            for kind in ("PredictorReady", "Ready"):
+                _knative_condition(status, kind, False, *problem)
+            status["observedGeneration"] = meta.get("generation", 1)
+            if status != (isvc.get("status") or {}):
+                await self._write_status(path, status)
+            return
+        app = f"isvc.{name}-predictor"
+        labels = {**(meta.get("labels") or {}), ISVC_LABEL: name, "component": "predictor", "app": app}
+        containers = [dict(c) for c in predictor["containers"]]
+        containers[0].setdefault("name", "kserve-container")
+        pod_spec = {k: v for k, v in predictor.items() if k not in PREDICTOR_FIELDS}
+        pod_spec["containers"] = containers
+        template = {"metadata": {"labels": labels, "annotations": dict(meta.get("annotations") or {})},
+                    "spec": pod_spec}
+        digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+        replicas = predictor.get("minReplicas", 1) or 1
+        deployment_name = f"{name}-predictor"
+        deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
+                      "metadata": {"name": deployment_name, "namespace": namespace, "labels": labels,
+                                   "annotations": {SPEC_HASH: digest}, "ownerReferences": [owner_reference(isvc)]},
+                      "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}}, "template": template,
+                               "strategy": {"type": "RollingUpdate",
+                                            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}}}
+        deployments = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+        current = self.deployments.get((namespace, deployment_name))
+        if current is None:
+            try:
+                current = await self.client.create(deployments, deployment)
+            except ApiError as e:
+                if e.status != 409:
+                    raise
+                current = await self.client.get(f"{deployments}/{deployment_name}")
+        if (current["metadata"].get("annotations") or {}).get(SPEC_HASH) != digest or \
+                current["spec"].get("replicas") != replicas:
+            deployment["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            current = await self.client.request("PUT", f"{deployments}/{deployment_name}", deployment)
+        port = next((p.get("containerPort") for p in containers[0].get("ports") or []), 8080)
+        service = {"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": deployment_name, "namespace": namespace, "labels": labels,
+                                "ownerReferences": [owner_reference(isvc)]},
+                   "spec": {"selector": {"app": app}, "ports": [{"name": "http", "port": 80, "targetPort": port}]}}
+        try:
+            await self.client.create(f"/api/v1/namespaces/{namespace}/services", service)
+        except ApiError as e:
+            if e.status != 409:
+                raise
+        known = self.deployments.get((namespace, deployment_name)) or current
+        dstatus = known.get("status") or {}
+        rolled = (dstatus.get("observedGeneration", 0) >= known["metadata"].get("generation", 1)
+                  and (known["metadata"].get("annotations") or {}).get(SPEC_HASH) == digest
+                  and dstatus.get("updatedReplicas", 0) >= replicas
+                  and dstatus.get("availableReplicas", 0) >= replicas
+                  and dstatus.get("replicas", 0) == dstatus.get("updatedReplicas", 0))
+        url = f"http://{deployment_name}.{namespace}.svc.cluster.local"
+        status["url"] = url
+        status["address"] = {"url": url}
+        status["components"] = {"predictor": {"url": url}}
+        waiting = (f"the predictor's Deployment has {dstatus.get('updatedReplicas', 0)} of {replicas} replicas of "
+                   f"this version, {dstatus.get('availableReplicas', 0)} available")
+        for kind in ("PredictorReady", "IngressReady", "Ready"):
+            ready = rolled or kind == "IngressReady"
+            _knative_condition(status, kind, ready, "" if ready else "RolloutInProgress", "" if ready else waiting)
+        status["observedGeneration"] = meta.get("generation", 1)
+        if status != (isvc.get("status") or {}):
+            await self._write_status(path, status)
 
     # ------------------------------------------------------------------ Trainer v2
 
