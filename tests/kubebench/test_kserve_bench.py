@@ -35,7 +35,8 @@ def inference_service(name, model_path):
 
     container = client.V1Container(
         name="kserve-container", image="kubestudio/notebook:1",
-        command=["python", "-m", "kubestudio.jobs.serve", "--model", model_path, "--name", name, "--port", "8080"],
+        command=["python", "-m", "kubestudio.jobs.serve", "--model", model_path, "--name", name,
+                 "--host", "0.0.0.0", "--port", "8080"],
         ports=[client.V1ContainerPort(container_port=8080, protocol="TCP")],
         readiness_probe=client.V1Probe(http_get=client.V1HTTPGetAction(path=f"/v1/models/{name}", port=8080),
                                        period_seconds=1),
@@ -115,3 +116,74 @@ def test_kserve_sdk_creates_and_waits_for_an_inference_service_on_the_bench(benc
     while bench.api("GET", f"/apis/apps/v1/namespaces/{NS}/deployments/iris-kit-predictor").status_code != 404:
         assert time.monotonic() < deadline  # owned by the InferenceService: collected with it
         time.sleep(0.5)
+
+
+SELDON = """import os
+import joblib
+
+
+class IrisModel:
+    def load(self):
+        self.model = joblib.load(os.path.join(os.path.dirname(__file__), "model.joblib"))
+
+    def predict(self, X, features_names):
+        return self.model.predict(X)
+"""
+
+
+def wait_ready(bench, name, generation=1, timeout=120):
+    deadline = time.monotonic() + timeout
+    while True:
+        isvc = bench.api("GET", f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices/{name}").json()
+        status = isvc.get("status") or {}
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or []) and \
+                status.get("observedGeneration", 0) >= generation:
+            return isvc
+        assert time.monotonic() < deadline, status
+        time.sleep(0.3)
+
+
+def test_the_services_inference_services_run_on_the_bench(bench, crds):
+    """What the jobs service's builder makes runs: a plain model from the claim (storageUri
+    pvc://, mounted read-only at /mnt/models) and a Seldon-style class from the workspace."""
+    from kubestudio.jobs.servespec import parse_serve_spec
+    from kubestudio.jobs.serving_manifests import inference_service
+    from kubestudio.spawner.pods import PodSettings
+    from kubestudio.spawner.projects import Project
+
+    ensure_claims(bench)
+    workspace = bench.volume_folder(NS, "kubestudio-workspace", "kai")
+    model, X = train(os.path.join(workspace, "models", "plain"), depth=3)
+    train(os.path.join(workspace, "models", "seldon"), depth=3)
+    with open(os.path.join(workspace, "models", "seldon", "IrisModel.py"), "w") as f:
+        f.write(SELDON)
+    rows = X[[0, 60, 120]].tolist()
+    settings = PodSettings(namespace=NS)
+    made = []
+    try:
+        for name, body, path, fmt in (
+                ("plain", {"name": "plain", "model": "models/plain"}, "/mnt/kai/models/plain", "sklearn"),
+                ("seldon", {"name": "seldon", "model": "models/seldon", "class": "IrisModel"},
+                 "/mnt/kai/models/seldon", "custom")):
+            spec = parse_serve_spec(body)
+            isvc = inference_service("abcdef012345", "kai", spec, path, fmt, "kubestudio/notebook:1", settings,
+                                     Project(name="public"), 1)
+            r = bench.api("POST", f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices", json=isvc)
+            assert r.status_code == 201, r.text
+            made.append(isvc["metadata"]["name"])
+            ready = wait_ready(bench, isvc["metadata"]["name"])
+            check_against_crd(ready)
+            pods = bench.api("GET", f"/api/v1/namespaces/{NS}/pods", params={
+                "labelSelector": f"serving.kserve.io/inferenceservice={isvc['metadata']['name']}"}).json()["items"]
+            pod = next(p for p in pods if not p["metadata"].get("deletionTimestamp"))
+            r = requests.post(f"http://{pod['status']['podIP']}:8080/v1/models/{name}:predict",
+                              json={"instances": rows}, timeout=10)
+            assert r.json()["predictions"] == model.predict(rows).tolist(), r.text
+            mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+            if fmt == "sklearn":
+                assert mounts["/mnt/models"]["readOnly"] and mounts["/mnt/models"]["subPath"] == "kai/models/plain"
+            else:
+                assert mounts["/mnt/kai"]["readOnly"]
+    finally:
+        for name in made:
+            bench.api("DELETE", f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices/{name}")

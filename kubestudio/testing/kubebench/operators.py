@@ -27,7 +27,8 @@ through the real scheduler, Job controller, garbage collector and the simulated 
   ``predictor.containers``): a Deployment and a Service ``<isvc>-predictor`` labelled
   ``serving.kserve.io/inferenceservice``, ``component: predictor`` and ``app:
   isvc.<isvc>-predictor``, owned by the InferenceService; the predictor's pod settings, replicas
-  ``minReplicas``; a new spec rolls the Deployment. Status: ``url`` and ``address.url`` (the
+  ``minReplicas``; a ``pvc://<claim>/<path>`` storage URI (``STORAGE_URI`` of the container)
+  mounted read-only at ``/mnt/models``; a new spec rolls the Deployment. Status: ``url`` and ``address.url`` (the
   Service's cluster name), conditions ``PredictorReady``, ``IngressReady`` and ``Ready`` (the
   Deployment's rollout of this generation complete and available), ``observedGeneration``.
   Serverless mode (Knative) and model formats with ServingRuntimes are not simulated: such an
@@ -513,6 +514,17 @@ class Operators:
         containers[0].setdefault("name", "kserve-container")
         pod_spec = {k: v for k, v in predictor.items() if k not in PREDICTOR_FIELDS}
         pod_spec["containers"] = containers
+        # storageUri pvc://<claim>/<path> on a custom container (its STORAGE_URI): KServe mounts that
+        # folder of the claim read-only at /mnt/models, with no storage initializer
+        uri = next((e.get("value", "") for e in containers[0].get("env") or [] if e.get("name") == "STORAGE_URI"), "")
+        if uri.startswith("pvc://"):
+            claim, _, sub_path = uri[len("pvc://"):].partition("/")
+            pod_spec["volumes"] = [*(pod_spec.get("volumes") or []),
+                                   {"name": "kserve-pvc-source",
+                                    "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}]
+            containers[0]["volumeMounts"] = [*(containers[0].get("volumeMounts") or []),
+                                             {"name": "kserve-pvc-source", "mountPath": "/mnt/models",
+                                              "subPath": sub_path, "readOnly": True}]
         template = {"metadata": {"labels": labels, "annotations": dict(meta.get("annotations") or {})},
                     "spec": pod_spec}
         digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
