@@ -24,7 +24,7 @@ from ..names import (
     MANAGED_BY,
     PROJECT_ANNOTATION,
 )
-from ..spawner.pods import gpu_placement, workspace_paths, workspace_storage
+from ..spawner.pods import gpu_placement, project_scheduling, workspace_paths, workspace_storage
 
 TRAINING = "kubeflow.org/v1"
 TRAINER = "trainer.kubeflow.org/v1alpha1"
@@ -114,13 +114,7 @@ def pod_template(run, settings, main_container):
     spec = {"containers": [main_container], "volumes": volumes, "restartPolicy": "Never",
             "automountServiceAccountToken": False, "enableServiceLinks": False,
             "securityContext": {"fsGroup": settings.fs_gid}}
-    if project.node_selector:
-        spec["nodeSelector"] = dict(project.node_selector)
-    if project.tolerations:
-        spec["tolerations"] = [dict(t) for t in project.tolerations]
-    if affinity:
-        spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": affinity}}}
+    spec.update(project_scheduling(project, affinity))
     # the GPUs and project on every pod, as on workspace pods: a project's GPU quota counts both
     pod_labels = {**labels(run), LABEL_GPUS: str(run.spec.resources.gpu.count)}
     annotations = {"kubestudio.io/username": run.owner, PROJECT_ANNOTATION: run.project.name}

@@ -8,12 +8,11 @@ from dataclasses import asdict, dataclass, field
 
 from .. import imageref
 from .spec import (
-    NAME_MAX,
-    NAME_RE,
     Resources,
     SpecError,
     _int,
     _string,
+    checked_name,
     parse_env,
     parse_packages,
     parse_resources,
@@ -64,15 +63,7 @@ def parse_serve_spec(body, limits=None):
 
     ``limits``: ``{"max_replicas"}`` of the service."""
     limits = limits or {}
-    if not isinstance(body, dict):
-        raise SpecError("the serve spec must be a JSON object")
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        raise SpecError(f"{unknown[0]}: unknown field (expected one of: {', '.join(FIELDS)})")
-    name = _string(body.get("name"), "name", required=True)
-    if len(name) > NAME_MAX or not NAME_RE.match(name):
-        raise SpecError(f"name: lower-case letters, digits and '-', starting with a letter, at most {NAME_MAX} "
-                        f"characters, not {name!r}")
+    name = checked_name(body, FIELDS, "serve")
     model = _string(body.get("model"), "model", required=True).strip()
     if not model:
         raise SpecError("model: required (a model file or folder in your workspace or archives)")

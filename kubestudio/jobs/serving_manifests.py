@@ -22,7 +22,7 @@ from ..names import (
     PROJECT_ANNOTATION,
 )
 from ..slugs import safe_slug
-from ..spawner.pods import gpu_placement, workspace_paths
+from ..spawner.pods import gpu_placement, project_scheduling, workspace_paths
 from ..spawner.storage import user_slug
 
 KSERVE = "serving.kserve.io/v1beta1"
@@ -114,13 +114,7 @@ def pod_settings(owner, spec, project, settings, storage_uri=None):
         ]
     pod = {"volumes": volumes, "automountServiceAccountToken": False, "enableServiceLinks": False,
            "securityContext": {"fsGroup": settings.fs_gid}}
-    if project.node_selector:
-        pod["nodeSelector"] = dict(project.node_selector)
-    if project.tolerations:
-        pod["tolerations"] = [dict(t) for t in project.tolerations]
-    if affinity:
-        pod["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": affinity}}}
+    pod.update(project_scheduling(project, affinity))
     return pod
 
 

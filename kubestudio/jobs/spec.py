@@ -264,21 +264,28 @@ def parse_packages(value):
     return packages
 
 
+def checked_name(body, fields, what):
+    """The ``name`` of a spec ``body`` (a JSON object with only ``fields``), checked: a valid
+    Kubernetes name part; SpecError naming the field otherwise."""
+    if not isinstance(body, dict):
+        raise SpecError(f"the {what} spec must be a JSON object")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise SpecError(f"{unknown[0]}: unknown field (expected one of: {', '.join(fields)})")
+    name = _string(body.get("name"), "name", required=True)
+    if len(name) > NAME_MAX or not NAME_RE.match(name):
+        raise SpecError(f"name: lower-case letters, digits and '-', starting with a letter, at most {NAME_MAX} "
+                        f"characters, not {name!r}")
+    return name
+
+
 def parse_spec(body, limits=None):
     """A :class:`JobSpec` from a JSON object, or :class:`SpecError` naming the first bad field.
 
     ``limits``: ``{"max_nodes", "max_procs_per_node", "max_runtime", "max_retries"}`` of the service.
     """
     limits = limits or {}
-    if not isinstance(body, dict):
-        raise SpecError("the job spec must be a JSON object")
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        raise SpecError(f"{unknown[0]}: unknown field (expected one of: {', '.join(FIELDS)})")
-    name = _string(body.get("name"), "name", required=True)
-    if len(name) > NAME_MAX or not NAME_RE.match(name):
-        raise SpecError(f"name: lower-case letters, digits and '-', starting with a letter, at most {NAME_MAX} "
-                        f"characters, not {name!r}")
+    name = checked_name(body, FIELDS, "job")
     command = _strings(body.get("command"), "command")
     script = _string(body.get("script"), "script")
     args = _strings(body.get("args"), "args")

@@ -124,6 +124,21 @@ def gpu_placement(count, gpu_type, resource, settings):
     return {resource: str(count)}, affinity
 
 
+def project_scheduling(project, affinity=()):
+    """The pod spec fields that place a pod of ``project`` (its node selector and tolerations) and
+    of its GPUs (required node-affinity terms, from :func:`gpu_placement`): for jobs', boards' and
+    servings' pods, which KubeSpawner does not build."""
+    fields = {}
+    if project.node_selector:
+        fields["nodeSelector"] = dict(project.node_selector)
+    if project.tolerations:
+        fields["tolerations"] = [dict(t) for t in project.tolerations]
+    if affinity:
+        fields["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": list(affinity)}}}
+    return fields
+
+
 def workspace_traits(username, server_name, request, settings):
     """KubeSpawner trait values for one workspace request. Raises SpawnRefused on bad settings."""
     profile, project = request.profile, request.project

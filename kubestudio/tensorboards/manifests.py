@@ -22,7 +22,7 @@ from ..names import (
     PROJECT_ANNOTATION,
 )
 from ..slugs import safe_slug
-from ..spawner.pods import workspace_paths
+from ..spawner.pods import project_scheduling, workspace_paths
 from ..spawner.storage import user_slug
 
 COMPONENT = "tensorboard"
@@ -93,10 +93,7 @@ def board_pod(board_id, owner, resolved, prefix, settings, project, image, resou
     spec = {"containers": [container], "volumes": volumes, "restartPolicy": "Always",
             "automountServiceAccountToken": False, "enableServiceLinks": False,
             "terminationGracePeriodSeconds": 5, "securityContext": {"fsGroup": settings.fs_gid}}
-    if project.node_selector:
-        spec["nodeSelector"] = dict(project.node_selector)
-    if project.tolerations:
-        spec["tolerations"] = [dict(t) for t in project.tolerations]
+    spec.update(project_scheduling(project))
     metadata = {"name": object_name(board_id), "namespace": settings.namespace,
                 "labels": labels(board_id, owner, project.name),
                 "annotations": {"kubestudio.io/username": owner, PROJECT_ANNOTATION: project.name}}
