@@ -11,6 +11,7 @@ from kubestudio.image_builder.backends.kaniko import KanikoBackend
 from kubestudio.jobs.app import JobService
 from kubestudio.jobs.backends.kubernetes import KubernetesJobBackend
 from kubestudio.jobs.backends.local import LocalJobBackend
+from kubestudio.jobs.backends.kubernetes_serving import KubernetesServingBackend
 from kubestudio.jobs.backends.local_serving import LocalServingBackend
 from kubestudio.tensorboards.app import TensorBoardService
 from kubestudio.tensorboards.backends.kubernetes import KubernetesBoardBackend
@@ -68,8 +69,10 @@ when the hub starts the service, so settings made after `configure()` count)."""
 service_block("image-service", "Image service (`c.ImageBuilder`, `c.BuildahBackend`, `c.KanikoBackend`)",
               (ImageBuilder, BuildahBackend, KanikoBackend), SERVICE_INTRO.format(name="images"))
 service_block("jobs-service",
-              "Jobs service (`c.JobService`, `c.LocalJobBackend`, `c.KubernetesJobBackend`, `c.LocalServingBackend`)",
-              (JobService, LocalJobBackend, KubernetesJobBackend, LocalServingBackend), SERVICE_INTRO.format(name="jobs"))
+              "Jobs service (`c.JobService`, `c.LocalJobBackend`, `c.KubernetesJobBackend`, `c.LocalServingBackend`, "
+              "`c.KubernetesServingBackend`)",
+              (JobService, LocalJobBackend, KubernetesJobBackend, LocalServingBackend, KubernetesServingBackend),
+              SERVICE_INTRO.format(name="jobs"))
 service_block("tensorboards-service",
               "TensorBoard service (`c.TensorBoardService`, `c.LocalBoardBackend`, `c.KubernetesBoardBackend`)",
               (TensorBoardService, LocalBoardBackend, KubernetesBoardBackend), SERVICE_INTRO.format(name="tensorboards"))

@@ -96,6 +96,13 @@ class JobService(ServiceApp):
         self.servings = None
         if isinstance(self.backend, LocalJobBackend):
             backend = LocalServingBackend(self.backend, parent=self, log=self.log)
+        elif self.backend.name == "kubernetes":
+            from .backends.kubernetes_serving import KubernetesServingBackend
+
+            backend = KubernetesServingBackend(self.backend, parent=self, log=self.log)
+        else:
+            backend = None
+        if backend is not None:
             self.servings = ServingManager(self, self.store, backend, hub, self.log, prefix, jobs=self.manager)
         api = url_path_join(prefix, "api")
         job = url_path_join(api, "jobs", r"([0-9a-f]{1,32})")

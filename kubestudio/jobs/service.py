@@ -46,7 +46,8 @@ def defaults(studio, c, data):
 JOBS = ServiceDeclaration(
     name=JOBS_SERVICE,
     module="kubestudio.jobs",
-    config_sections=("JobService", "LocalJobBackend", "KubernetesJobBackend", "LocalServingBackend", "ServiceApp"),
+    config_sections=("JobService", "LocalJobBackend", "KubernetesJobBackend", "LocalServingBackend",
+                     "KubernetesServingBackend", "ServiceApp"),
     scopes={
         JOBS_RUN_SCOPE: "Submit training jobs, and see, follow and cancel your own.",
         JOBS_ADMIN_SCOPE: "See and cancel every user's jobs.",

@@ -73,7 +73,7 @@ class ServingLogsHandler(ServingsBaseHandler):
         self.require_access()
         self.owner_checked(serving_id)
         self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(self.manager.logs(serving_id))
+        self.finish(await self.manager.logs(serving_id))
 
 
 class PredictHandler(ServingsBaseHandler):

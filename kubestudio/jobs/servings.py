@@ -11,6 +11,7 @@ After a service restart, a runtime still running is adopted; one that is gone st
 """
 
 import asyncio
+import inspect
 import time
 import uuid
 
@@ -49,7 +50,8 @@ class ServingManager:
         self.prefix = prefix  # the service's public prefix: servings answer under <prefix>serve/<user>/<name>/
         self.tasks = {}  # serving id -> its supervisor
         self.wake = {}  # serving id -> Event set when its spec changed
-        self.targets = {}  # serving id -> the runtime's URL: what the proxy reads, no store query
+        self.runtimes = {}  # serving id -> its runtime, whose url the proxy reads (no store query)
+        self._projects = {}  # serving id -> its Project (where its pods are scheduled)
         self.by_name = {}  # (owner, name) -> serving id
         self.counts = {}  # serving id -> requests not yet stored
         self._flusher = None
@@ -61,6 +63,9 @@ class ServingManager:
 
     async def start(self):
         """Adopt the runtimes still running; start again those that stopped meanwhile."""
+        connect = getattr(self.backend, "connect", None)
+        if connect is not None:
+            await connect()
         with self.store.session() as db:
             records = [(s.id, s.owner, s.name, s.project, s.status, s.message, dict(s.refs or {}))
                        for s in db.query(Serving).all()]
@@ -69,6 +74,7 @@ class ServingManager:
             if status == SERVING_FAILED or (status == SERVING_STOPPED and message != STOPPED_WITH_HUB):
                 continue
             self.backend.restore(serving_id, owner, project, refs.get("gpus") or [])
+            self._projects[serving_id] = await self._project_named(serving_id, project)
             runtime = self.backend.from_refs(refs.get("runtime"))
             adopted = runtime if self.backend.alive(runtime) else None
             self._supervise(serving_id, adopted)
@@ -80,7 +86,11 @@ class ServingManager:
                 task.cancel()
         await asyncio.gather(*[t for t in [self._flusher, *self.tasks.values()] if t], return_exceptions=True)
         self.flush_counts()
-        if not stop_servings:
+        close = getattr(self.backend, "close", None)
+        # servings on a cluster are the cluster's to keep: the service finds them again
+        if not stop_servings or getattr(self.backend, "outlives_the_service", False):
+            if close is not None:
+                await close()
             return
         with self.store.session() as db:
             running = [(s.id, dict(s.refs or {})) for s in db.query(Serving).filter(
@@ -89,8 +99,24 @@ class ServingManager:
             for key in ("runtime", "next"):
                 await self.backend.stop(self.backend.from_refs(refs.get(key)))
             self._set(serving_id, status=SERVING_STOPPED, message=STOPPED_WITH_HUB)
+        if close is not None:
+            await close()
 
     # ------------------------------------------------------------------ requests
+
+    async def _project_named(self, serving_id, name):
+        """A serving's project after a restart (its owner was a member when it was made)."""
+        from ..spawner.projects import Project
+
+        try:
+            return resolve_project({"project": name}, await hub_projects(self.hub, {"groups": [name]}))
+        except Exception as e:  # the hub is not up yet, or the project is gone: its name only
+            self.log.warning("serving %s: project %s not readable (%s)", serving_id, name, e)
+            return Project(name=name)
+
+    async def _checked(self, owner, spec):
+        found = self.backend.check(owner, spec)
+        return await found if inspect.isawaitable(found) else found
 
     async def _project(self, identity, spec):
         try:
@@ -107,8 +133,9 @@ class ServingManager:
             raise SpecError(f"name: you already serve {spec.name!r} (update it with PUT api/servings/{spec.name}, "
                             "or delete it first)", 409)
         project = await self._project(identity, spec)
-        path, model_format = self.backend.check(owner, spec)
+        path, model_format = await self._checked(owner, spec)
         serving_id = uuid.uuid4().hex[:12]
+        self._projects[serving_id] = project
         gpus = self._reserve(serving_id, owner, project, spec)
         try:
             with self.store.session() as db:
@@ -162,7 +189,7 @@ class ServingManager:
         body = {**body, "name": record["name"]}
         spec = parse_serve_spec(body, {"max_replicas": self.config.max_serving_replicas})
         project = await self._project(identity, spec)
-        path, model_format = self.backend.check(record["owner"], spec)
+        path, model_format = await self._checked(record["owner"], spec)
         old = serve_spec_from_json(record["spec"])
         if old.resources.gpu != spec.resources.gpu or project.name != record["project"]:
             raise SpecError("resources.gpu: a new version keeps the GPUs and project of the serving; delete it "
@@ -188,7 +215,8 @@ class ServingManager:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         self.wake.pop(serving_id, None)
-        self.targets.pop(serving_id, None)
+        self.runtimes.pop(serving_id, None)
+        self._projects.pop(serving_id, None)
         self.counts.pop(serving_id, None)
         with self.store.session() as db:
             serving = db.get(Serving, serving_id)
@@ -235,7 +263,8 @@ class ServingManager:
     async def _launch(self, serving_id, key):
         """Start the current generation's runtime (recorded under ``key`` while it starts)."""
         owner, spec, path, model_format, gpus, generation, _ = self._load(serving_id)
-        runtime = await self.backend.launch(serving_id, owner, spec, path, model_format, gpus, generation)
+        runtime = await self.backend.launch(serving_id, owner, spec, path, model_format, gpus, generation,
+                                            project=self._projects.get(serving_id))
         self._save_runtime(serving_id, key, runtime)
         return runtime
 
@@ -278,12 +307,12 @@ class ServingManager:
 
     def _ready(self, serving_id, runtime):
         self._save_runtime(serving_id, "runtime", runtime)
-        self.targets[serving_id] = runtime.url
+        self.runtimes[serving_id] = runtime
         self._set(serving_id, status=SERVING_READY, message="", ready_generation=runtime.generation)
         self.log.info("serving %s ready (version %d) at %s", serving_id, runtime.generation, runtime.url)
 
     def _crashed(self, serving_id, message):
-        self.targets.pop(serving_id, None)
+        self.runtimes.pop(serving_id, None)
         with self.store.session() as db:
             serving = db.get(Serving, serving_id)
             serving.status, serving.message = SERVING_RESTARTING, message
@@ -335,8 +364,9 @@ class ServingManager:
             return None
         self._save_runtime(serving_id, "next", None)
         self._ready(serving_id, new)  # requests go to the new version from here
-        await asyncio.sleep(0.2)  # requests already on their way to the old one finish
-        await self.backend.stop(old)
+        if not getattr(self.backend, "rolls_itself", False):  # the cluster's rollout retires the old pods
+            await asyncio.sleep(0.2)  # requests already on their way to the old one finish
+            await self.backend.stop(old)
         return new
 
     # ------------------------------------------------------------------ reading
@@ -349,7 +379,8 @@ class ServingManager:
             return db.query(Serving.owner).filter(Serving.id == serving_id).scalar()
 
     def target(self, serving_id):
-        return self.targets.get(serving_id)
+        runtime = self.runtimes.get(serving_id)
+        return runtime.url if runtime is not None else None
 
     def counted(self, serving_id):
         self.counts[serving_id] = self.counts.get(serving_id, 0) + 1
@@ -373,8 +404,8 @@ class ServingManager:
             record["requests"] += self.counts.get(record["id"], 0)
         return records
 
-    def logs(self, serving_id):
-        return self.backend.log_tail(serving_id, size=self.config.max_serving_log_bytes)
+    async def logs(self, serving_id):
+        return await self.backend.logs(serving_id, size=self.config.max_serving_log_bytes)
 
     def flush_counts(self):
         counts, self.counts = self.counts, {}

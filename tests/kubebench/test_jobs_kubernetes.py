@@ -92,14 +92,14 @@ def ensure_runtime(bench):
     assert r.status_code in (201, 409), r.text
 
 
-def start_k8s_jobs_hub(root, bench, keep=False, registry=None):
+def start_k8s_jobs_hub(root, bench, keep=False, registry=None, extra_config=""):
     ensure_claims(bench)
     ensure_runtime(bench)
-    extra = "" if registry is None else f"""
+    extra = extra_config + ("" if registry is None else f"""
 c.KubernetesJobBackend.registry_host = {registry.host!r}
 c.KubernetesJobBackend.registry_insecure = True
 c.KubernetesJobBackend.registry_auth_file = {registry.auth!r}
-"""
+""")
     extra += f"""
 c.JobService.backend_class = "kubestudio.jobs.backends.kubernetes.KubernetesJobBackend"
 c.JobService.max_running_jobs_per_user = 3

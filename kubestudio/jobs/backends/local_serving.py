@@ -158,11 +158,14 @@ class LocalServingBackend(LoggingConfigurable):
         except FileNotFoundError:
             return ""
 
+    async def logs(self, serving_id, size=LOG_TAIL):
+        return self.log_tail(serving_id, size)
+
     def last_lines(self, serving_id, count=3):
         lines = [line for line in self.log_tail(serving_id).splitlines() if line.strip()]
         return " | ".join(lines[-count:]) or "no output"
 
-    async def launch(self, serving_id, owner, spec, path, model_format, gpus, generation):
+    async def launch(self, serving_id, owner, spec, path, model_format, gpus, generation, project=None):
         """Start the runtime for ``spec`` (generation ``generation``); a :class:`LocalRuntime` once
         it answers ready, else :class:`ServingFailed` with the end of its log."""
         folder = os.path.join(self.work_dir, serving_id)
