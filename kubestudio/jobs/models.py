@@ -125,6 +125,8 @@ class Serving(Base):
             "restarts": self.restarts,
             "requests": self.requests,
             "url": url,
+            # where other services reach it without the hub (the cluster's Service; locally the loopback port)
+            "cluster_url": ((self.refs or {}).get("runtime") or {}).get("cluster_url"),
             "created": iso(self.created),
             "updated": iso(self.updated),
         }

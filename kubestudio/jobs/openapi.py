@@ -102,6 +102,8 @@ def openapi(prefix):
             "message": {"type": "string"}, "spec": {"type": "object"}, "generation": {"type": "integer"},
             "ready_generation": {"type": "integer"}, "restarts": {"type": "integer"}, "requests": {"type": "integer"},
             "url": {"type": "string", "description": "Where it answers through the hub (KServe's V1 and V2 paths below)."},
+            "cluster_url": {"type": "string", "nullable": True,
+                            "description": "Where other services reach it without the hub (Kubernetes: its Service)."},
             "created": {"type": "string"}, "updated": {"type": "string"},
         },
     }

@@ -127,6 +127,7 @@ def test_an_sklearn_model_answers_v1_and_v2_like_the_model_itself(serving_hub):
     assert record["url"] == "/services/jobs/serve/sam/iris/"
     ready = client.wait_ready("iris", timeout=120)
     assert ready["ready"] and ready["generation"] == ready["ready_generation"] == 1
+    assert ready["cluster_url"].startswith("http://127.0.0.1:")
     expected = model.predict(ROWS).tolist()
     assert client.predict("iris", ROWS) == expected
     assert client.predict("iris", ROWS, v2=True) == expected

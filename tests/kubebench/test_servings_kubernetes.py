@@ -37,6 +37,15 @@ def objects_of(bench, serving_id):
     return found
 
 
+def made_name(bench, serving_id, use_kserve):
+    """The name of the Service other services call the serving at."""
+    r = bench.api("GET", f"/api/v1/namespaces/{NS}/services",
+                  params={"labelSelector": f"kubestudio.io/serving-id={serving_id}"}).json()["items"]
+    names = [s["metadata"]["name"] for s in r]
+    assert len(names) == 1, names
+    return names[0]
+
+
 def until_predicts(client, name, rows, expected, timeout=60):
     deadline = time.monotonic() + timeout
     while True:
@@ -60,6 +69,8 @@ def test_a_model_is_served_on_the_cluster_through_the_hub(bench, crds, tmp_path,
         assert record["backend"] == "kubernetes"
         ready = client.wait_ready("iris", timeout=180)
         assert ready["ready_generation"] == 1
+        service = (f"{made_name(bench, record['id'], use_kserve)}")
+        assert ready["cluster_url"] == f"http://{service}.{NS}.svc.cluster.local"
         made = objects_of(bench, record["id"])
         kind = "inferenceservices" if use_kserve == "always" else "deployments"
         assert any(m.startswith(kind + "/") for m in made), made

@@ -42,8 +42,15 @@ class PodsRuntime:
     def url(self):
         return self.backend.pick(self.serving_id)
 
+    @property
+    def cluster_url(self):
+        """Where other services in the cluster call it: the Service's name."""
+        service = f"{self.name}-predictor" if self.kind == "InferenceService" else self.name
+        return f"http://{service}.{self.backend.jobs.namespace}.svc.cluster.local"  # port 80 either way
+
     def to_json(self):
-        return {"kind": self.kind, "name": self.name, "generation": self.generation, "serving_id": self.serving_id}
+        return {"kind": self.kind, "name": self.name, "generation": self.generation, "serving_id": self.serving_id,
+                "cluster_url": self.cluster_url}
 
 
 def _ready(pod):

@@ -48,7 +48,8 @@ class LocalRuntime:
         return f"http://127.0.0.1:{self.port}"
 
     def to_json(self):
-        return {"pid": self.pid, "started": self.started, "port": self.port, "generation": self.generation}
+        return {"pid": self.pid, "started": self.started, "port": self.port, "generation": self.generation,
+                "cluster_url": self.url}
 
     @classmethod
     def from_json(cls, data):
