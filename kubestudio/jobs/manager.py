@@ -16,7 +16,7 @@ from ..services.livelog import LiveLog, LiveRun, follow_lines, save_live_logs, s
 from ..services.queue import FairQueue
 from ..services.store import aware
 from ..spawner.projects import Project, hub_projects
-from ..spawner.request import SpawnRefused, resolve_project
+from ..spawner.request import SpawnRefused, hub_project, resolve_project
 from ..spawner.storage import user_slug
 from .backends.base import JobRun, Outcome
 from .models import (
@@ -119,8 +119,7 @@ class JobManager:
         self._schedule()
 
     async def _project_of(self, record):
-        projects = await hub_projects(self.hub, {"groups": [record.project]})
-        return resolve_project({"project": record.project}, projects)
+        return await hub_project(self.hub, record.project)
 
     # ------------------------------------------------------------------ requests
 

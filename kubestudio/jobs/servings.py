@@ -17,8 +17,8 @@ import uuid
 
 from sqlalchemy.exc import IntegrityError
 
-from ..spawner.projects import hub_projects
-from ..spawner.request import SpawnRefused, resolve_project
+from ..spawner.projects import Project, hub_projects
+from ..spawner.request import SpawnRefused, hub_project, resolve_project
 from .backends.local_serving import ServingFailed
 from .models import (
     SERVING_FAILED,
@@ -106,10 +106,8 @@ class ServingManager:
 
     async def _project_named(self, serving_id, name):
         """A serving's project after a restart (its owner was a member when it was made)."""
-        from ..spawner.projects import Project
-
         try:
-            return resolve_project({"project": name}, await hub_projects(self.hub, {"groups": [name]}))
+            return await hub_project(self.hub, name)
         except Exception as e:  # the hub is not up yet, or the project is gone: its name only
             self.log.warning("serving %s: project %s not readable (%s)", serving_id, name, e)
             return Project(name=name)
@@ -271,6 +269,8 @@ class ServingManager:
     async def _run(self, serving_id, runtime=None):
         backoff = FIRST_BACKOFF
         try:
+            if runtime is not None:  # adopted after a restart
+                self._ready(serving_id, runtime)
             while True:
                 if runtime is None:
                     try:
@@ -287,11 +287,9 @@ class ServingManager:
                         backoff = min(backoff * 2, MAX_BACKOFF)
                         continue
                     self._ready(serving_id, runtime)
-                else:
-                    self._ready(serving_id, runtime)
                 up_since = time.monotonic()
                 runtime = await self._follow(serving_id, runtime)
-                if runtime is not None:  # rolled to a new version
+                if runtime is not None:  # rolled to a new version (_roll made it the one answering)
                     continue
                 if time.monotonic() - up_since > STABLE_SECONDS:
                     backoff = FIRST_BACKOFF

@@ -15,6 +15,7 @@ and ``text``.
 
 import asyncio
 import codecs
+import os
 from collections import deque
 
 from sqlalchemy import select
@@ -23,6 +24,17 @@ from ..quantities import human_bytes
 
 CHUNK_CHARS = 64 * 1024
 TAIL_LINES = 100
+
+
+def read_tail(path, size):
+    """The last ``size`` bytes of a log file as text ("" when there is none yet)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(f.tell() - size, 0))
+            return f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 class LineSplitter:

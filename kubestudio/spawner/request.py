@@ -101,6 +101,14 @@ def resolve_project(options, projects):
     return project
 
 
+async def hub_project(hub, name):
+    """Project ``name`` as a hub service reads it (``hub``: a HubAPI), for something made in it
+    before (a job, board or serving whose owner was a member then): SpawnRefused if it is gone."""
+    from .projects import hub_projects
+
+    return resolve_project({"project": name}, await hub_projects(hub, {"groups": [name]}))
+
+
 def resolve_request(options, catalog, projects, profile_unavailable=None, ide_unavailable=None,
                     custom_image_prefix=None):
     """Check ``options`` against the catalog and the user's projects.

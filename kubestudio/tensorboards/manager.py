@@ -17,7 +17,7 @@ from ..quantities import format_bytes, parse_bytes, parse_cpu
 from ..services.store import aware
 from ..services.web import service_prefix
 from ..spawner.projects import Project, hub_projects
-from ..spawner.request import SpawnRefused, resolve_project
+from ..spawner.request import SpawnRefused, hub_project, resolve_project
 from .backends.base import BoardFailed
 from .logdirs import LogdirError, board_key
 from .models import FAILED, RUNNING, STARTING, STOPPED, Board, utcnow
@@ -137,7 +137,7 @@ class BoardManager:
             return None
         name = options.get("project") or "public"
         try:
-            return resolve_project({"project": name}, await hub_projects(self.hub, {"groups": [name]}))
+            return await hub_project(self.hub, name)
         except Exception as e:  # the hub is away, or the project is gone: its pod gets no project settings
             self.log.warning("board %s: project %s not readable (%s)", board_id, name, e)
             return Project(name=name)

@@ -8,7 +8,6 @@ serving, a line marking each start.
 
 import asyncio
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -18,10 +17,12 @@ from traitlets import Float, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ...processgroup import process_start_time, signal_group
+from ...services.livelog import read_tail
 from ...spawner.gpus import JOB, Allocation
 from ...spawner.storage import ensure_user_folders
 from ..serve import LOAD_FAILED, ModelError, detect_format
 from ..spec import SpecError
+from .local import free_port
 
 LOG_TAIL = 8000
 POLL_SECONDS = 0.05
@@ -54,12 +55,6 @@ class LocalRuntime:
     @classmethod
     def from_json(cls, data):
         return cls(data["pid"], data["started"], data["port"], data["generation"]) if data and data.get("pid") else None
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalServingBackend(LoggingConfigurable):
@@ -151,13 +146,7 @@ class LocalServingBackend(LoggingConfigurable):
         return os.path.join(self.work_dir, serving_id, "runtime.log")
 
     def log_tail(self, serving_id, size=LOG_TAIL):
-        try:
-            with open(self.log_path(serving_id), "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(f.tell() - size, 0))
-                return f.read().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_tail(self.log_path(serving_id), size)
 
     async def logs(self, serving_id, size=LOG_TAIL):
         return self.log_tail(serving_id, size)
@@ -172,7 +161,7 @@ class LocalServingBackend(LoggingConfigurable):
         folder = os.path.join(self.work_dir, serving_id)
         os.makedirs(folder, mode=0o700, exist_ok=True)
         folders = self.jobs.folders(owner)
-        port = _free_port()
+        port = free_port()
         argv = [self.python, "-m", "kubestudio.jobs.serve", "--model", path, "--name", spec.name,
                 "--format", model_format, "--host", "127.0.0.1", "--port", str(port),
                 "--packages-dir", os.path.join(folder, "packages")]

@@ -17,6 +17,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float, Integer, List, Unicode, default
 
 from ...processgroup import process_start_time, signal_group
+from ...services.livelog import read_tail
 from ...spawner.storage import ensure_user_folders, user_folders
 from ..logdirs import LogdirError, link_tree, resolve
 from .base import BoardBackend, BoardFailed
@@ -90,13 +91,7 @@ class LocalBoardBackend(BoardBackend):
 
     def stderr(self, board_id):
         """What TensorBoard wrote to stderr (its own log), the last part."""
-        try:
-            with open(self.stderr_path(board_id), "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(f.tell() - STDERR_TAIL, 0))
-                return f.read().decode("utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_tail(self.stderr_path(board_id), STDERR_TAIL)
 
     async def start(self, board_id, owner, resolved, prefix, options=None, project=None, progress=None):
         """Start TensorBoard on the ``resolved`` folders (through the board's link tree) under
