@@ -6,7 +6,6 @@ would set), so WorkspaceSpawner reuses KubeSpawner's own ``make_pod``. :func:`po
 runs that same ``make_pod`` directly, for tests and dry runs. Nothing here talks to a cluster.
 """
 
-import re
 from dataclasses import dataclass, field
 
 from kubespawner.objects import make_pod
@@ -14,9 +13,8 @@ from kubespawner.slugs import safe_slug
 
 from ..names import ARCHIVES_CLAIM, MANAGED_BY, WORKSPACE_CLAIM
 from .request import SpawnRefused
-from .storage import user_slug
+from .storage import mount_name, user_slug
 
-_SAFE_PATH_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -38,13 +36,6 @@ class PodSettings:
     service_account: str = None
     jupyterlab_url: str = "/lab"
     vscode_url: str = "/vscode/"
-
-
-def mount_name(username):
-    """The folder name under /mnt and /archives: the username when it is a safe path part."""
-    if _SAFE_PATH_PART.match(username) and username not in (".", ".."):
-        return username
-    return user_slug(username)
 
 
 def workspace_paths(username, settings):

@@ -5,16 +5,25 @@ hashed), so no part of a path ever comes from raw input and one name always maps
 """
 
 import os
+import re
 from dataclasses import dataclass
 
 from ..slugs import safe_slug
 
 ARCHIVES_LINK = "archives"
+_SAFE_PATH_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$")
 
 
 def user_slug(username):
     """KubeSpawner's safe slug: ``alice`` stays ``alice``, ``a.b@x`` becomes ``a-b-x---<hash>``."""
     return safe_slug(username)
+
+
+def mount_name(username):
+    """The folder name under /mnt and /archives: the username when it is a safe path part."""
+    if _SAFE_PATH_PART.match(username) and username not in (".", ".."):
+        return username
+    return user_slug(username)
 
 
 @dataclass(frozen=True)

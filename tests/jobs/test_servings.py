@@ -8,6 +8,8 @@ manage what; a service restart loses no serving."""
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -426,3 +428,26 @@ def test_a_finished_jobs_output_is_served_by_naming_the_job(serving_hub):
     missing = call(serving_hub, "finn", "api/servings", {"from_job": "nope", "name": "x"})
     assert (missing.status_code, missing.json()["message"]) == (404, "from_job: you have no job 'nope'")
     client.delete_serving("trainer")
+
+
+def test_checking_a_local_serving_loads_no_kubernetes_client(tmp_path):
+    """The service checks a spec on its event loop: a first serve once imported the Kubernetes
+    client there (1.3 s during which no request of anyone was answered)."""
+    code = f"""
+import os, sys
+from kubestudio.jobs.backends.local import LocalJobBackend
+from kubestudio.jobs.backends.local_serving import LocalServingBackend
+from kubestudio.jobs.servespec import parse_serve_spec
+jobs = LocalJobBackend(data_dir={str(tmp_path)!r})
+servings = LocalServingBackend(jobs)
+model = os.path.join(jobs.folders("alice").workspace, "models", "iris")
+os.makedirs(model)
+open(os.path.join(model, "model.joblib"), "wb").close()
+print(servings.check("alice", parse_serve_spec({{"name": "iris", "model": "/mnt/alice/models/iris"}}, {{}})))
+print(sorted(m for m in ("kubespawner", "kubernetes", "kubernetes_asyncio", "sklearn") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    checked, loaded = out.stdout.splitlines()
+    assert checked.endswith("'sklearn')") and "models/iris" in checked
+    assert loaded == "[]"

@@ -8,6 +8,7 @@ serving, a line marking each start.
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from traitlets.config import LoggingConfigurable
 from ...processgroup import process_start_time, signal_group
 from ...services.livelog import read_tail
 from ...spawner.gpus import JOB, Allocation
-from ...spawner.storage import ensure_user_folders
+from ...spawner.storage import ensure_user_folders, mount_name
 from ..serve import LOAD_FAILED, ModelError, detect_format
 from ..spec import SpecError
 from .local import free_port
@@ -78,8 +79,6 @@ class LocalServingBackend(LoggingConfigurable):
         """The model's real path (a file or folder inside the user's workspace or archives), or
         SpecError. Named relative to the workspace, by its path on this machine, or as a server on
         Kubernetes shows it (/mnt/<user>/..., /archives/<user>/...)."""
-        from ...spawner.pods import mount_name
-
         folders = self.jobs.folders(owner)
         ensure_user_folders(folders)
         text = model.strip()
@@ -218,8 +217,6 @@ class LocalServingBackend(LoggingConfigurable):
         """Stop a runtime and what it started (SIGTERM, then SIGKILL after ``grace``); idempotent."""
         if not self.alive(runtime):
             return
-        import signal
-
         signal_group(runtime.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while self.alive(runtime) and time.monotonic() < deadline:
