@@ -28,6 +28,7 @@ from ..spawner.storage import user_slug
 KSERVE = "serving.kserve.io/v1beta1"
 COMPONENT = "serve"
 LABEL_SERVING_ID = "kubestudio.io/serving-id"
+LABEL_GENERATION = "kubestudio.io/serving-generation"  # the version a pod serves
 PORT = 8080
 KSERVE_MODEL_DIR = "/mnt/models"  # where KServe mounts a storageUri
 PVC_FORMATS = ("sklearn", "pytorch")
@@ -118,13 +119,13 @@ def pod_settings(owner, spec, project, settings, storage_uri=None):
     return pod
 
 
-def _metadata(serving_id, owner, spec, project, settings, generation, gpus=False):
+def _metadata(serving_id, owner, spec, project, settings, generation, isvc=False):
     name = object_name(owner, spec.name)
     meta = {"name": name, "namespace": settings.namespace, "labels": labels(serving_id, owner, project.name),
-            "annotations": {"kubestudio.io/username": owner, PROJECT_ANNOTATION: project.name,
-                            "kubestudio.io/serving-generation": str(generation)}}
-    if gpus:
+            "annotations": {"kubestudio.io/username": owner, PROJECT_ANNOTATION: project.name}}
+    if isvc:  # KServe gives an InferenceService's labels to its predictor's pods
         meta["labels"][LABEL_GPUS] = str(spec.resources.gpu.count)
+        meta["labels"][LABEL_GENERATION] = str(generation)
     return meta
 
 
@@ -134,16 +135,19 @@ def inference_service(serving_id, owner, spec, model_path, model_format, image, 
     container = runtime_container(owner, spec, path, model_format, image, settings, storage_uri)
     predictor = {"minReplicas": spec.min_replicas, "maxReplicas": spec.max_replicas, "containers": [container],
                  **pod_settings(owner, spec, project, settings, storage_uri)}
-    metadata = _metadata(serving_id, owner, spec, project, settings, generation, gpus=True)
+    metadata = _metadata(serving_id, owner, spec, project, settings, generation, isvc=True)
     metadata["annotations"]["serving.kserve.io/deploymentMode"] = "RawDeployment"
     return {"apiVersion": KSERVE, "kind": "InferenceService", "metadata": metadata, "spec": {"predictor": predictor}}
 
 
-def deployment_objects(serving_id, owner, spec, model_path, model_format, image, settings, project, generation):
-    """Without KServe: [Deployment, Service] (+ HorizontalPodAutoscaler when min < max)."""
+def deployment_objects(serving_id, owner, spec, model_path, model_format, image, settings, project, generation,
+                       autoscaling="autoscaling/v2"):
+    """Without KServe: [Deployment, Service] (+ HorizontalPodAutoscaler when min < max, in the
+    ``autoscaling`` API version the cluster serves: v2, or v2beta2 before Kubernetes 1.23, whose
+    fields used here are the same)."""
     container = runtime_container(owner, spec, model_path, model_format, image, settings)
     metadata = _metadata(serving_id, owner, spec, project, settings, generation)
-    pod_labels = {**metadata["labels"], LABEL_GPUS: str(spec.resources.gpu.count)}
+    pod_labels = {**metadata["labels"], LABEL_GPUS: str(spec.resources.gpu.count), LABEL_GENERATION: str(generation)}
     pod_annotations = {"kubestudio.io/username": owner, PROJECT_ANNOTATION: project.name}
     name = metadata["name"]
     selector = {LABEL_SERVING_ID: serving_id, LABEL_COMPONENT: COMPONENT}
@@ -161,7 +165,7 @@ def deployment_objects(serving_id, owner, spec, model_path, model_format, image,
     objects = [deployment, service]
     if spec.max_replicas > spec.min_replicas:
         objects.append({
-            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "apiVersion": autoscaling, "kind": "HorizontalPodAutoscaler",
             "metadata": {k: v for k, v in metadata.items() if k != "annotations"},
             "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
                      "minReplicas": spec.min_replicas, "maxReplicas": spec.max_replicas,

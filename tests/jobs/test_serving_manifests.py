@@ -54,6 +54,7 @@ def test_a_plain_model_is_kserves_to_mount_from_the_claim():
     assert container["securityContext"]["runAsNonRoot"] and container["securityContext"]["runAsUser"] == 1000
     assert isvc["metadata"]["labels"]["kubestudio.io/component"] == "serve"
     assert isvc["metadata"]["labels"]["kubestudio.io/project"] == "vision"
+    assert isvc["metadata"]["labels"]["kubestudio.io/serving-generation"] == "1"  # KServe gives it to the pods
 
 
 def test_a_model_class_reads_the_workspace_read_only_and_a_gpu_type_places_it():
@@ -72,7 +73,7 @@ def test_a_model_class_reads_the_workspace_read_only_and_a_gpu_type_places_it():
     assert predictor["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["NVIDIA-A100-SXM4-80GB"]
     assert isvc["metadata"]["labels"]["kubestudio.io/gpus"] == "1"
-    assert isvc["metadata"]["annotations"]["kubestudio.io/serving-generation"] == "3"
+    assert isvc["metadata"]["labels"]["kubestudio.io/serving-generation"] == "3"
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["MODE"] == "fast" and "NVIDIA_VISIBLE_DEVICES" not in env
 
@@ -91,11 +92,19 @@ def test_without_kserve_a_deployment_service_and_autoscaler(version):
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
     pod = deployment["spec"]["template"]
     assert pod["metadata"]["labels"]["kubestudio.io/serving-id"] == "0123456789ab"
+    # the version a pod serves: requests go to the newest version's pods during a rollout
+    assert pod["metadata"]["labels"]["kubestudio.io/serving-generation"] == "1"
+    assert "kubestudio.io/serving-generation" not in deployment["spec"]["selector"]["matchLabels"]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert hpa["spec"]["minReplicas"] == 2 and hpa["spec"]["maxReplicas"] == 5
     container = pod["spec"]["containers"][0]
     assert container["command"][container["command"].index("--model") + 1] == "/mnt/alice/models/iris"
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp", "/mnt/alice", "/archives/alice"}
+    # a cluster before 1.23 serves autoscaling/v2beta2 only: the same fields, valid there too
+    old = deployment_objects("0123456789ab", "alice", spec, "/mnt/alice/models/iris", "sklearn", "img:1",
+                             SETTINGS, VISION, 1, autoscaling="autoscaling/v2beta2")[2]
+    assert old["apiVersion"] == "autoscaling/v2beta2" and old["spec"] == hpa["spec"]
+    kubernetes_validate.validate(old, "1.25.0", strict=True)
     one = parse_serve_spec({"name": "iris", "model": "models/iris"})
     assert [o["kind"] for o in deployment_objects("0123456789ab", "alice", one, "/mnt/alice/models/iris",
                                                   "sklearn", "img:1", SETTINGS, VISION, 1)] == ["Deployment", "Service"]

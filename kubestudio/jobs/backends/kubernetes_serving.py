@@ -20,7 +20,7 @@ from traitlets.config import LoggingConfigurable
 
 from ... import kube
 from ...spawner.request import SpawnRefused, check_gpu_quota
-from ..serving_manifests import KSERVE, LABEL_SERVING_ID, PORT, deployment_objects, inference_service
+from ..serving_manifests import KSERVE, LABEL_GENERATION, LABEL_SERVING_ID, PORT, deployment_objects, inference_service
 from ..spec import SpecError
 from .local_serving import ServingFailed
 
@@ -40,7 +40,7 @@ class PodsRuntime:
 
     @property
     def url(self):
-        return self.backend.pick(self.serving_id)
+        return self.backend.pick(self.serving_id, self.generation)
 
     @property
     def cluster_url(self):
@@ -51,6 +51,10 @@ class PodsRuntime:
     def to_json(self):
         return {"kind": self.kind, "name": self.name, "generation": self.generation, "serving_id": self.serving_id,
                 "cluster_url": self.cluster_url}
+
+
+def _generation(pod):
+    return (pod["metadata"].get("labels") or {}).get(LABEL_GENERATION)
 
 
 def _ready(pod):
@@ -75,6 +79,7 @@ class KubernetesServingBackend(LoggingConfigurable):
         self._turns = {}  # serving id -> which ready pod answers next
         self._logs = {}  # serving id -> the newest pod's log, as last read
         self.deployments = None
+        self._autoscaling = None  # the HorizontalPodAutoscaler API version the cluster serves
 
     async def connect(self):
         """One watch of the servings' Deployments (KServe's predictor Deployments carry the
@@ -102,6 +107,13 @@ class KubernetesServingBackend(LoggingConfigurable):
             raise SpecError("kserve: this cluster has no KServe (no inferenceservices in serving.kserve.io/v1beta1), "
                             "and KubernetesServingBackend.use_kserve is 'always'", 409)
         return found and self.use_kserve != "never"
+
+    async def _autoscaling_version(self):
+        """``autoscaling/v2`` (Kubernetes 1.23+), else ``autoscaling/v2beta2``: found once."""
+        if self._autoscaling is None:
+            served = await kube.served(self.jobs._api_client, {"v2": ("autoscaling/v2", "horizontalpodautoscalers")})
+            self._autoscaling = "autoscaling/v2" if "v2" in served else "autoscaling/v2beta2"
+        return self._autoscaling
 
     async def check(self, owner, spec):
         """(the model's path in the pod, format): paths are checked by their text (the files are
@@ -160,25 +172,28 @@ class KubernetesServingBackend(LoggingConfigurable):
                                          generation)]
         else:
             objects = deployment_objects(serving_id, owner, spec, path, model_format, image, settings, project,
-                                         generation)
+                                         generation, autoscaling=await self._autoscaling_version())
         applied = [await self._apply(obj) for obj in objects]
         kind, name = objects[0]["kind"], objects[0]["metadata"]["name"]
-        await self._wait_ready(serving_id, kind, name, applied[0]["metadata"]["generation"])
+        await self._wait_ready(serving_id, kind, name, applied[0]["metadata"]["generation"], generation)
         return PodsRuntime(self, serving_id, kind, name, generation)
 
     def _api(self, kind):
+        """(create, read, replace, delete) of a kind in the servings' namespace."""
         from kubernetes_asyncio import client
 
         api = self.jobs._api_client
-        group, version = KSERVE.split("/")
         ns = self.jobs.namespace
-        if kind == "InferenceService":
+        if kind in ("InferenceService", "HorizontalPodAutoscaler"):
+            # the HPA's version depends on the cluster (the typed client knows v2 only)
+            api_version, plural = (KSERVE, "inferenceservices") if kind == "InferenceService" else \
+                (self._autoscaling or "autoscaling/v2", "horizontalpodautoscalers")
+            group, version = api_version.split("/")
             custom = client.CustomObjectsApi(api)
-            return (lambda body: custom.create_namespaced_custom_object(group, version, ns, "inferenceservices", body),
-                    lambda name: custom.get_namespaced_custom_object(group, version, ns, "inferenceservices", name),
-                    lambda name, body: custom.replace_namespaced_custom_object(group, version, ns, "inferenceservices",
-                                                                                name, body),
-                    lambda name: custom.delete_namespaced_custom_object(group, version, ns, "inferenceservices", name,
+            return (lambda body: custom.create_namespaced_custom_object(group, version, ns, plural, body),
+                    lambda name: custom.get_namespaced_custom_object(group, version, ns, plural, name),
+                    lambda name, body: custom.replace_namespaced_custom_object(group, version, ns, plural, name, body),
+                    lambda name: custom.delete_namespaced_custom_object(group, version, ns, plural, name,
                                                                         propagation_policy="Foreground"))
         if kind == "Deployment":
             apps = client.AppsV1Api(api)
@@ -192,12 +207,7 @@ class KubernetesServingBackend(LoggingConfigurable):
                     lambda name: core.read_namespaced_service(name, ns),
                     None,  # a Service of a serving never changes
                     lambda name: core.delete_namespaced_service(name, ns))
-        autoscaling = client.AutoscalingV2Api(api)
-        return (lambda body: autoscaling.create_namespaced_horizontal_pod_autoscaler(ns, body),
-                lambda name: autoscaling.read_namespaced_horizontal_pod_autoscaler(name, ns),
-                lambda name, body: autoscaling.replace_namespaced_horizontal_pod_autoscaler(
-                    name, ns, body),
-                lambda name: autoscaling.delete_namespaced_horizontal_pod_autoscaler(name, ns))
+        raise ValueError(f"no API for {kind}")
 
     async def _json(self, result):
         """An API answer as the API's JSON (custom objects come so; core kinds as the client's models)."""
@@ -231,7 +241,9 @@ class KubernetesServingBackend(LoggingConfigurable):
                 if (p["metadata"].get("labels") or {}).get(LABEL_SERVING_ID) == serving_id
                 and not p["metadata"].get("deletionTimestamp")]
 
-    async def _wait_ready(self, serving_id, kind, name, object_generation):
+    async def _wait_ready(self, serving_id, kind, name, object_generation, generation):
+        """Until the object's rollout of ``object_generation`` is done and a pod of the serving's
+        ``generation`` is ready (a ready pod of the old version is not enough)."""
         _, read, _, _ = self._api(kind)
         deadline = time.monotonic() + self.start_timeout
         pull = kube.PullFailure(self.image_pull_grace_seconds)
@@ -242,10 +254,11 @@ class KubernetesServingBackend(LoggingConfigurable):
                 done = status.get("observedGeneration", 0) >= object_generation and any(
                     c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
             else:
-                wanted = obj["spec"].get("replicas", 1)
-                done = (status.get("observedGeneration", 0) >= object_generation
-                        and status.get("updatedReplicas", 0) >= wanted and status.get("availableReplicas", 0) >= wanted)
-            if done and any(_ready(p) for p in self._pods(serving_id)):
+                wanted = obj["spec"].get("replicas", 1)  # kubectl rollout status's test: only new pods, all available
+                updated = status.get("updatedReplicas", 0)
+                done = (status.get("observedGeneration", 0) >= object_generation and updated >= wanted
+                        and status.get("replicas", 0) <= updated and status.get("availableReplicas", 0) >= updated)
+            if done and any(_ready(p) and _generation(p) == str(generation) for p in self._pods(serving_id)):
                 return
             for pod in self._pods(serving_id):
                 reason = kube.waiting_reason(pod)
@@ -267,10 +280,13 @@ class KubernetesServingBackend(LoggingConfigurable):
         message = (last.get("message") or "").strip().splitlines()
         return f": exit code {last.get('exitCode')}" + (f": {message[-1]}" if message else "")
 
-    def pick(self, serving_id):
-        """A ready pod of the serving, each in turn (None while none is ready)."""
-        ready = sorted(p["status"]["podIP"] for p in self._pods(serving_id)
-                       if _ready(p) and (p.get("status") or {}).get("podIP"))
+    def pick(self, serving_id, generation=None):
+        """A ready pod of the serving, each in turn (None while none is ready). Pods of
+        ``generation`` first: once a new version is ready, the old one's pods, which the rollout
+        removes a little later, get no more requests."""
+        pods = [p for p in self._pods(serving_id) if _ready(p) and (p.get("status") or {}).get("podIP")]
+        current = [p for p in pods if _generation(p) == str(generation)]
+        ready = sorted(p["status"]["podIP"] for p in current or pods)
         if not ready:
             return None
         turn = self._turns.setdefault(serving_id, itertools.count())
@@ -299,6 +315,8 @@ class KubernetesServingBackend(LoggingConfigurable):
             return
         kinds = ["InferenceService"] if runtime.kind == "InferenceService" else \
             ["HorizontalPodAutoscaler", "Service", "Deployment"]
+        if runtime.kind != "InferenceService":
+            await self._autoscaling_version()
         for kind in kinds:
             delete = self._api(kind)[3]
             try:
