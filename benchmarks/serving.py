@@ -4,7 +4,9 @@
    request to the runtime's loopback address (``direct_p50_ms``, ``hub_p50_ms``,
    ``added_p50_ms``, goal <= 5 ms; p99 both ways);
 2. throughput: 16 concurrent clients, a few seconds each way in alternating rounds (the median
-   round's ``hub_rps_ratio``, goal >= 0.7);
+   round's ``hub_rps_ratio``, goal >= 0.7), and each process's CPU time per request both ways,
+   with the ceilings they put on the ratio (this machine's cores shared by client, proxy,
+   service and runtime; or the runtime's own core when there are cores to spare);
 3. ready: serve -> ready through the service against starting the runtime by hand until it
    answers (``ready_ratio``, goal <= 1.5).
 
@@ -90,9 +92,36 @@ def load(url, headers, clients, seconds):
 
             started = time.perf_counter()
             await asyncio.gather(*[caller() for _ in range(clients)])
-            return done[0] / (time.perf_counter() - started)
+            return done[0], time.perf_counter() - started
 
     return asyncio.run(run())
+
+
+def cpu_seconds(pid):
+    """CPU time (user + system) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU milliseconds per request of each process named, summed over the rounds measured."""
+
+    def __init__(self, pids):
+        self.pids = pids
+        self.used = dict.fromkeys(pids, 0.0)
+        self.requests = 0
+
+    def measure(self, run):
+        before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        done, seconds = run()
+        for name, pid in self.pids.items():
+            self.used[name] += cpu_seconds(pid) - before[name]
+        self.requests += done
+        return done / seconds
+
+    def per_request_ms(self):
+        return {name: round(used * 1000 / max(self.requests, 1), 3) for name, used in self.used.items()}
 
 
 def main():
@@ -147,10 +176,17 @@ def main():
             straight.append(time.perf_counter() - t)
         # alternating rounds: the machine's other load drifts; each round's ratio is from
         # neighbouring seconds, and the median round is reported
+        # and where the CPU goes: each process's CPU time per request, both ways
+        runtime_pid = json.loads(refs)["runtime"]["pid"]
+        with open(os.path.join(hub.data_dir, "jupyterhub-proxy.pid")) as f:
+            proxy_pid = int(f.read().strip())
+        direct_meter = CpuMeter({"runtime": runtime_pid, "client": os.getpid()})
+        hub_meter = CpuMeter({"runtime": runtime_pid, "jobs_service": hub.service_pid("kubestudio.jobs"),
+                              "proxy": proxy_pid, "client": os.getpid()})
         direct_rounds, hub_rounds = [], []
         for _ in range(args.load_rounds):
-            direct_rounds.append(load(direct_url, {}, args.clients, args.seconds))
-            hub_rounds.append(load(through_url, headers, args.clients, args.seconds))
+            direct_rounds.append(direct_meter.measure(lambda: load(direct_url, {}, args.clients, args.seconds)))
+            hub_rounds.append(hub_meter.measure(lambda: load(through_url, headers, args.clients, args.seconds)))
         ratios = [h / d for h, d in zip(hub_rounds, direct_rounds)]
     finally:
         hub.stop()
@@ -170,6 +206,14 @@ def main():
         "hub_rps_ratio": round(statistics.median(ratios), 2),
         "hub_rps_ratio_min": round(min(ratios), 2),
         "hub_rps_ratio_max": round(max(ratios), 2),
+        **{f"direct_cpu_ms_per_request_{k}": v for k, v in direct_meter.per_request_ms().items()},
+        **{f"hub_cpu_ms_per_request_{k}": v for k, v in hub_meter.per_request_ms().items()},
+        # the ratio's ceilings from the CPU costs: all processes sharing this machine's cores, and
+        # (with cores to spare, as on a cluster) the runtime's single core alone
+        "hub_rps_ratio_ceiling_this_machine": round(
+            min(1.0, os.cpu_count() * 1000 / sum(hub_meter.per_request_ms().values()) / statistics.median(direct_rounds)), 2),
+        "hub_rps_ratio_ceiling_spare_cores": round(
+            direct_meter.per_request_ms()["runtime"] / hub_meter.per_request_ms()["runtime"], 2),
         "ready_by_hand_s": round(statistics.median(hand), 2),
         "ready_service_s": round(statistics.median(service), 2),
         "ready_ratio": round(statistics.median(service) / statistics.median(hand), 2),

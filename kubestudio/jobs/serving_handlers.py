@@ -80,6 +80,7 @@ class PredictHandler(ServingsBaseHandler):
     """A serving's runtime, through the hub: ``serve/<user>/<name>/v1/models/<name>:predict`` etc."""
 
     SUPPORTED_METHODS = ("GET", "POST")
+    quiet_success = True  # the serving counts its requests; the runtime logs each one
 
     def check_xsrf_cookie(self):
         # the page's *try it* box sends the XSRF token; a token caller needs none

@@ -13,6 +13,7 @@ Services build a tornado ``Application`` from these, :func:`oauth_routes` and :f
 """
 
 import json
+import logging
 import os
 import re
 import secrets
@@ -235,11 +236,18 @@ def _bad_string(text, where):
 
 
 def log_request(handler):
-    """tornado's access log line, with credentials sent in the query string masked."""
+    """tornado's access log line, with credentials sent in the query string masked. A handler
+    with ``quiet_success`` (the data plane: predictions, a board's pages) logs its answers below
+    400 at DEBUG: one line per prediction would bury the service's own log."""
     status = handler.get_status()
-    log = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
-    log("%d %s %s (%s) %.2fms", status, handler.request.method, masked_uri(handler.request.uri),
-        handler.request.remote_ip, 1000.0 * handler.request.request_time())
+    if status < 400:
+        level = logging.DEBUG if getattr(handler, "quiet_success", False) else logging.INFO
+    else:
+        level = logging.WARNING if status < 500 else logging.ERROR
+    if access_log.isEnabledFor(level):
+        access_log.log(level, "%d %s %s (%s) %.2fms", status, handler.request.method,
+                       masked_uri(handler.request.uri), handler.request.remote_ip,
+                       1000.0 * handler.request.request_time())
 
 
 def masked_uri(uri):

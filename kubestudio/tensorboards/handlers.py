@@ -87,6 +87,7 @@ class ProxyHandler(BoardsBaseHandler):
     inside the board's prefix, and none of the hub's cookies or tokens passed on."""
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS")
+    quiet_success = True  # a board's page asks for dozens of files and polls its data
 
     async def prepare(self):
         # a browser opening the board's URL logs in first (an API caller gets the 401)
