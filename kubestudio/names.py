@@ -25,6 +25,9 @@ TENSORBOARDS_ADMIN_SCOPE = "custom:kubestudio:tensorboards:admin"  # everyone's 
 CONVENTIONAL_PORTS = {"hub": 8081, "proxy_api": 8001, "images": 10101, "jobs": 10102, "tensorboards": 10103,
                       "registry": 5000}
 
+# the address the services listen on when their URL's host is a name they cannot bind
+SERVICE_BIND_HOST_ENV = "KUBESTUDIO_SERVICE_BIND_HOST"
+
 # the shared workspace and archives claims of the Kubernetes spawner (and of build pods)
 WORKSPACE_CLAIM = "kubestudio-workspace"
 ARCHIVES_CLAIM = "kubestudio-archives"

@@ -29,6 +29,7 @@ from ..names import (
     TENSORBOARDS_SERVICE,
     LOCAL_PYTHON_BASE,
     REGISTRY_PREFIX,
+    SERVICE_BIND_HOST_ENV,
 )
 from ..services.secretfile import stored_secret
 from ..services.store import private_file, use_wal_for
@@ -228,6 +229,14 @@ class KubeStudio(Configurable):
         else a free port, remembered.""",
     )
 
+    services_bind_host = Unicode(
+        "",
+        config=True,
+        help="""The address the services listen on when it is not the host of their URL: "0.0.0.0"
+        when their URLs name a Kubernetes Service (the Helm chart's http://<hub service>:<port>),
+        which a process cannot bind. Empty: the URL's host.""",
+    )
+
     images_url = Unicode(
         "",
         config=True,
@@ -314,6 +323,8 @@ class KubeStudio(Configurable):
         # the spawn form lists a user's built images: the hub reads them with a token of its own
         hub_token, _ = stored_secret(os.path.join(data, "images-hub-token"), lambda: secrets.token_hex(32))
         env = {"PATH": os.environ.get("PATH", "")}
+        if self.services_bind_host:
+            env[SERVICE_BIND_HOST_ENV] = self.services_bind_host
         for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
             if name in os.environ:  # a Kubernetes backend talks to the same cluster as the hub
                 env[name] = os.environ[name]

@@ -29,7 +29,7 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.log import access_log
 
-from ..names import CONVENTIONAL_PORTS
+from ..names import CONVENTIONAL_PORTS, SERVICE_BIND_HOST_ENV
 from .secretfile import stored_secret
 
 
@@ -309,10 +309,11 @@ def service_prefix(name):
 
 def service_url_parts(default=None):
     """(host, port) the managed service must listen on (``JUPYTERHUB_SERVICE_URL``; run by hand
-    without it: ``default``, else 127.0.0.1 on the image service's conventional port)."""
+    without it: ``default``, else 127.0.0.1 on the image service's conventional port). The host
+    is ``$KUBESTUDIO_SERVICE_BIND_HOST`` when set (KubeStudio.services_bind_host)."""
     default = default or f"http://127.0.0.1:{CONVENTIONAL_PORTS['images']}"
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", default))
-    return url.hostname or "127.0.0.1", url.port or 80
+    return os.environ.get(SERVICE_BIND_HOST_ENV) or url.hostname or "127.0.0.1", url.port or 80
 
 
 def oauth_routes(prefix):
