@@ -56,7 +56,7 @@ if values["authenticatorClass"] != "dummy":
 configure(
     c,  # noqa: F821
     spawner="kubernetes",
-    data_dir="/srv/jupyterhub",
+    data_dir=os.environ.get("KUBESTUDIO_DATA_DIR", "/srv/jupyterhub"),  # the hub's PVC
     bind_url="http://:8000",
     keep_servers_running=True,  # servers are pods: they outlive a hub restart or upgrade
     admin_users=values["adminUsers"],
