@@ -14,32 +14,9 @@ helm = pytest.importorskip("helm_python")
 CHART = os.path.join(os.path.dirname(__file__), "..", "..", "helm", "kubestudio")
 VERSIONS = ["1.25.0", "1.26.0", "1.27.0", "1.28.0", "1.29.0", "1.30.0"]
 
-FULL = {
-    "fullnameOverride": "studio",
-    "imagePullSecrets": ["pull-secret"],
-    "hub": {"adminUsers": ["ada"], "authenticatorClass": "github",
-            "config": {"GitHubOAuthenticator": {"client_id": "id", "client_secret": "secret",
-                                                "oauth_callback_url": "https://studio.example.org/hub/oauth_callback"}},
-            "extraConfig": {"10-banner": "c.JupyterHub.template_vars = {'banner': 'hi'}\n"},
-            "extraEnv": {"TZ": "UTC"}, "db": {"type": "url", "url": "postgresql://hub:pw@db/hub"},
-            "nodeSelector": {"role": "core"}, "tolerations": [{"key": "core", "operator": "Exists"}],
-            "labels": {"team": "ml"}},
-    "proxy": {"service": {"type": "NodePort", "nodePort": 30080}, "secretToken": "a" * 64,
-              "nodeSelector": {"role": "core"}},
-    "kubestudio": {
-        "profiles": [{"slug": "gpu", "display_name": "GPU", "images": [{"image": "ghcr.io/x/torch:1"}],
-                      "gpu": {"count": [1, 2], "resource": "nvidia.com/gpu"}, "cpu": {"guarantee": 2, "limit": 4}},
-                     {"slug": "mig", "gpu": {"count": 1, "resource": "nvidia.com/mig-1g.10gb"}},
-                     {"slug": "a100", "gpu": "1(A100)"}],
-        "projects": {"vision": {"users": ["ann"], "node_selector": {"gpu": "a100"}, "max_gpus": 4}},
-        "gpuTypeLabel": "nvidia.com/gpu.product", "gpuTypes": {"A100": "NVIDIA-A100-SXM4-80GB"}},
-    "storage": {"archives": {"existingClaim": "team-archives"}, "workspace": {"storageClassName": "nfs"}},
-    "registry": {"host": "registry.example.org:5000", "username": "builder", "password": "pw"},
-    "operators": {"kubeflowTraining": True, "kubeflowTrainer": True, "kserve": True},
-    "cull": {"timeout": 7200, "maxAge": 86400},
-    "ingress": {"enabled": True, "ingressClassName": "nginx", "hosts": ["studio.example.org"],
-                "tls": [{"hosts": ["studio.example.org"], "secretName": "studio-tls"}]},
-}
+# every feature on: an example of each value, kept beside the chart
+with open(os.path.join(CHART, "ci", "full-values.yaml"), encoding="utf-8") as f:
+    FULL = yaml.safe_load(f)
 
 
 def render(values, name="ks", namespace="studio"):

@@ -5,7 +5,6 @@ ServiceAccount may do what the hub and its services need and nothing else (`kube
 upgrade keeps the generated secrets and the claims; uninstall keeps the claims."""
 
 import base64
-import os
 import time
 
 import pytest
