@@ -102,6 +102,27 @@ async def served(api_client, kinds):
     return found
 
 
+async def forbidden(api_client, namespace, kinds, verbs=("watch", "create")):
+    """Which of ``kinds`` ({kind: (apiVersion, plural)}) our own account may not ``verbs`` in
+    ``namespace`` (SelfSubjectAccessReview, one per kind and verb): a kind the cluster serves but
+    RBAC does not grant us is as good as missing, and is said so instead of a watch failing on."""
+    from kubernetes_asyncio import client
+
+    authorization = client.AuthorizationV1Api(api_client)
+    refused = set()
+    for kind, (api_version, plural) in kinds.items():
+        group = api_version.split("/")[0] if "/" in api_version else ""
+        for verb in verbs:
+            review = await authorization.create_self_subject_access_review({
+                "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": {"namespace": namespace, "group": group, "resource": plural,
+                                                "verb": verb}}})
+            if not review.status.allowed:
+                refused.add(kind)
+                break
+    return refused
+
+
 TRANSIENT = (429, 500, 502, 503, 504)  # answers a request may get otherwise when tried again
 
 

@@ -36,6 +36,38 @@ def rss_by_group():
     return groups
 
 
+def descendants(pid):
+    """Every process below ``pid`` (children, theirs, ...), as ``{pid: start time}``: also those
+    that left its process group (a daemon in a session of its own). One pass over /proc."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            parents.setdefault(int(fields[1]), []).append((int(entry), int(fields[19])))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = {}, [pid]
+    while todo:
+        for child, started in parents.get(todo.pop(), []):
+            if child not in found:
+                found[child] = started
+                todo.append(child)
+    return found
+
+
+def kill_known(processes, sig=signal.SIGKILL):
+    """Send ``sig`` to each of ``{pid: start time}`` that is still that same process."""
+    for pid, started in processes.items():
+        if process_start_time(pid) == started:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
 def process_start_time(pid):
     """Start time of process ``pid`` (clock ticks since boot), None if there is none."""
     try:

@@ -2,12 +2,18 @@
 real control plane: the objects are made and the Deployments become available; the hub's
 ServiceAccount may do what the hub and its services need and nothing else (`kubectl auth can-i`);
 `kubectl apply --dry-run=server` accepts every object of the chart with every feature on; an
-upgrade keeps the generated secrets and the claims; uninstall keeps the claims."""
+upgrade keeps the generated secrets and the claims; uninstall keeps the claims; and, with the
+hub's and the proxy's pods really running, a user logs in through proxy-public and gets a
+workspace pod."""
 
 import base64
+import glob
+import os
+import re
 import time
 
 import pytest
+import requests
 import yaml
 
 from kubestudio.testing.kubebench.kubelet import MODE_LABEL
@@ -125,5 +131,62 @@ def test_every_object_with_every_feature_passes_a_server_side_dry_run(bench, tmp
         assert len(made) == len(objects) and all("(server dry run)" in line for line in made), r.stdout
         # nothing was made
         assert bench.api("GET", f"/apis/apps/v1/namespaces/{ns}/deployments").json()["items"] == []
+    finally:
+        drop_namespace(bench, ns)
+
+
+def service_address(bench, ns, name):
+    """The bench's address of a Service (its ClusterIP stand-in), as its pods' /etc/hosts say."""
+    for path in glob.glob(os.path.join(bench.root, "**", "hosts"), recursive=True):
+        with open(path) as f:
+            match = re.search(rf"^(\S+)\s.*\s{re.escape(name)}\.{re.escape(ns)}\.svc\.cluster\.local$", f.read(), re.M)
+        if match:
+            return match.group(1)
+    raise AssertionError(f"no address for Service {ns}/{name}")
+
+
+def test_a_user_logs_in_through_proxy_public_and_gets_a_workspace_pod(bench):
+    """The hub's and the proxy's pods run for real (the bench's process mode): the hub reaches
+    the API server as its ServiceAccount (a bound token, as a kubelet gives it), the proxy at
+    its Service, and spawns the user's pod, which the proxy then routes to."""
+    ns = namespace(bench, "helm-e2e")
+    values = {"hub": {"password": "pw-for-the-test",
+                      # the bench runs every pod's processes as root
+                      "config": {"WorkspaceSpawner": {"args": ["--ServerApp.allow_root=True"]}}},
+              "kubestudio": {"profiles": [{"slug": "cpu", "cpu": {"guarantee": 0.1, "limit": 1},
+                                           "memory": {"guarantee": "256M", "limit": "2G"}}]},
+              "cull": {"enabled": False}}
+    try:
+        with helm.Config(namespace=ns, kubeconfig_path=bench.kubeconfig) as cfg:
+            cfg.install(CHART, "ks", values, timeout=120)
+            wait_available(bench, ns, ["ks-kubestudio-hub", "ks-kubestudio-proxy"], timeout=120)
+            url = f"http://{service_address(bench, ns, 'ks-kubestudio-proxy-public')}:80"
+            session = requests.Session()
+            assert session.get(f"{url}/hub/login", timeout=10).status_code == 200
+            r = session.post(f"{url}/hub/login?next=", timeout=10,
+                             data={"username": "ann", "password": "pw-for-the-test", "_xsrf": session.cookies.get("_xsrf", path="/hub/")})
+            assert r.status_code == 200 and r.url.endswith("/hub/spawn"), r.url
+            r = session.post(f"{url}/hub/spawn/ann", data={"profile": "cpu", "_xsrf": session.cookies.get("_xsrf", path="/hub/")},
+                             timeout=60)
+            assert r.status_code == 200, r.text[-500:]
+            deadline = time.monotonic() + 120
+            while True:
+                lab = session.get(f"{url}/user/ann/lab", timeout=30)  # through the proxy, the server's OAuth
+                if lab.status_code == 200 and "jupyterlab" in lab.text.lower():
+                    break
+                assert time.monotonic() < deadline, (lab.status_code, lab.url)
+                time.sleep(1)
+            pod = bench.api("GET", f"/api/v1/namespaces/{ns}/pods/jupyter-ann").json()
+            mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+            assert mounts["/mnt/ann"]["subPath"] == "ann" and pod["spec"]["automountServiceAccountToken"] is False
+            # the hub made it as its own ServiceAccount: the Role is what allowed it
+            hub_pod = [p for p in bench.api("GET", f"/api/v1/namespaces/{ns}/pods").json()["items"]
+                       if p["metadata"]["name"].startswith("ks-kubestudio-hub-")][0]
+            log = bench.pod_log(ns, hub_pod["metadata"]["name"])
+            assert "Forbidden" not in log, log[-3000:]
+            r = session.delete(f"{url}/hub/api/users/ann/server", headers={"X-XSRFToken": session.cookies.get("_xsrf", path="/hub/")},
+                               timeout=30)
+            assert r.status_code in (202, 204), r.text
+            cfg.uninstall("ks")
     finally:
         drop_namespace(bench, ns)

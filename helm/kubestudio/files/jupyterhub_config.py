@@ -22,7 +22,7 @@ c.ConfigurableHTTPProxy.should_start = False  # noqa: F821 (JupyterHub provides 
 c.ConfigurableHTTPProxy.api_url = f"http://{values['proxyApiService']}:8001"
 c.ConfigurableHTTPProxy.auth_token = os.environ["CONFIGPROXY_AUTH_TOKEN"]
 # servers and the proxy reach the hub at its Service
-c.JupyterHub.hub_bind_url = "http://:8081"
+c.JupyterHub.hub_bind_url = os.environ.get("KUBESTUDIO_HUB_BIND_URL", "http://0.0.0.0:8081")
 c.JupyterHub.hub_connect_url = f"http://{hub}:8081"
 # the cookie secret comes from the chart's Secret ($JPY_COOKIE_SECRET), kept across upgrades
 
@@ -44,7 +44,7 @@ if registry.get("host"):
     c.ImageBuilder.registry_host = registry["host"]
     c.ImageBuilder.registry_insecure = bool(registry.get("insecure"))
     if values["registryAuth"]:
-        c.ImageBuilder.registry_auth_file = "/usr/local/etc/kubestudio/registry/.dockerconfigjson"
+        c.ImageBuilder.registry_auth_file = os.path.join(HERE, "registry", ".dockerconfigjson")
 
 profiles = os.path.join(HERE, "profiles.yaml")
 settings = {}
@@ -69,7 +69,7 @@ configure(
     images_url=f"http://{hub}:{services['images']['port']}",
     jobs_url=f"http://{hub}:{services['jobs']['port']}",
     tensorboards_url=f"http://{hub}:{services['tensorboards']['port']}",
-    services_bind_host="0.0.0.0",
+    services_bind_host=os.environ.get("KUBESTUDIO_SERVICE_BIND_HOST", "0.0.0.0"),
     cull_idle_servers=cull["enabled"],
     cull_timeout=cull["timeout"],
     cull_every=cull["every"],

@@ -270,6 +270,7 @@ class KubernetesJobBackend(JobBackend):
         self.events = {}  # pod name -> its latest Warning event
         self.objects = {}
         self.served = set()
+        self.forbidden = set()  # kinds the cluster serves that our account may not use
         self._discovered = 0.0
         # every pod of ours: the jobs' pods for their followers, and servers' too for the GPUs a
         # user holds in a project
@@ -290,7 +291,11 @@ class KubernetesJobBackend(JobBackend):
 
     async def _discover(self):
         """Which kinds the cluster serves; one watch per kind served, started once."""
-        self.served = await kube.served(self._api_client, self.kinds)
+        served = await kube.served(self._api_client, self.kinds)
+        # served, but not granted to our account (the Helm chart's operators.* values): no watch
+        self.forbidden = await kube.forbidden(self._api_client, self.namespace,
+                                              {k: self.kinds[k] for k in served if k != "Job"})
+        self.served = served - self.forbidden
         self._discovered = time.monotonic()
         for kind in sorted(set(self.objects) - self.served):  # an operator was removed: its watch goes
             await self.objects.pop(kind).stop()
@@ -370,6 +375,10 @@ class KubernetesJobBackend(JobBackend):
         kind = kind_of(run.spec)
         if time.monotonic() - self._discovered > self.discovery_seconds:
             await self._discover()  # an operator may have been installed or removed since
+        if kind in self.forbidden:
+            api_version, plural, _ = KINDS[kind]
+            raise SpecError(f"framework: this cluster has {plural} ({api_version}), but the jobs service's account "
+                            f"may not create and watch them (the Helm chart grants it with operators.*)", 409)
         if kind not in self.served:
             _, plural, operator = KINDS[kind]
             raise SpecError(f"framework: a {kind} needs {operator}, which this cluster does not have "

@@ -101,8 +101,14 @@ class KubernetesServingBackend(LoggingConfigurable):
     # ------------------------------------------------------------------ checking
 
     async def _kserve(self):
-        served = await kube.served(self.jobs._api_client, {"InferenceService": (KSERVE, "inferenceservices")})
+        kinds = {"InferenceService": (KSERVE, "inferenceservices")}
+        served = await kube.served(self.jobs._api_client, kinds)
         found = "InferenceService" in served
+        if found and await kube.forbidden(self.jobs._api_client, self.jobs.namespace, kinds):
+            found = False  # KServe is there, but not granted to our account: Deployments then
+            if self.use_kserve == "always":
+                raise SpecError("kserve: this cluster has KServe, but the jobs service's account may not create and "
+                                "watch inferenceservices (the Helm chart grants it with operators.kserve)", 409)
         if self.use_kserve == "always" and not found:
             raise SpecError("kserve: this cluster has no KServe (no inferenceservices in serving.kserve.io/v1beta1), "
                             "and KubernetesServingBackend.use_kserve is 'always'", 409)

@@ -36,16 +36,18 @@ import sys
 
 from aiohttp import web
 
-from ...processgroup import rss_by_group, signal_group
+from ...processgroup import descendants, kill_known, process_start_time, rss_by_group, signal_group
 from ...quantities import parse_bytes
 from . import execstream
 from .client import ApiError, KubeClient, run_component
+from .controlplane import write_kubeconfig
 from .network import ServiceNetwork, isolated_argv
 from .probes import run_readiness
 
 log = logging.getLogger("kubebench.kubelet")
 
 MODE_LABEL = "kubebench.kubestudio.io/mode"
+SERVICE_ACCOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 MODES = ("process", "responder", "status")
 # seconds between a container's Started event and its Running status: a real kubelet reports the
 # status on its next relist, and a test of start progress needs the events seen before "ready"
@@ -110,6 +112,7 @@ class PodRuntime:
         self.probe = None
         self.oom_killed = False
         self.runs = 0  # container runs started (restarts + 1)
+        self.tree = {}  # {pid: start time} of what the container started, as last seen
 
     @property
     def path(self):
@@ -125,6 +128,7 @@ class SimKubelet:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.client = KubeClient(server, token, limit=200)
+        self.server = server
         self.root = os.path.abspath(root)
         self.nodes = {n["name"]: n for n in nodes}
         self.mode = mode
@@ -445,14 +449,18 @@ class SimKubelet:
         runtime.servers = []
         proc = runtime.proc
         if proc is not None and proc.returncode is None:
+            runtime.tree.update(descendants(proc.pid))
             signal_group(proc.pid, signal.SIGTERM)
+            kill_known(runtime.tree, signal.SIGTERM)
             try:
                 await asyncio.wait_for(proc.wait(), timeout=max(grace or 0, 0.1))
             except asyncio.TimeoutError:
                 signal_group(proc.pid)
                 await proc.wait()
-            # a container ends with its main process: nothing it started outlives it
+            # a container ends with its main process: nothing it started outlives it, also not
+            # what left its process group (a cgroup holds them all on a real node)
             signal_group(proc.pid)
+            kill_known(runtime.tree)
 
     def pod_mode(self, pod):
         mode = (pod["metadata"].get("labels") or {}).get(MODE_LABEL, self.mode)
@@ -538,6 +546,40 @@ class SimKubelet:
         for port in ports:
             runtime.servers.append(await asyncio.start_server(answer, runtime.ip, port))
 
+    async def _service_account(self, runtime):
+        """The pod's service-account token, as a kubelet projects it, in a folder of the pod: a
+        bound token from the TokenRequest API (``token``, ``namespace``) and a ``kubeconfig``
+        using it. A process cannot read /var/run/secrets/..., and in-cluster clients need
+        KUBERNETES_SERVICE_HOST to reach this API server, so the process gets $KUBECONFIG
+        instead (clients fall back to it); paths under the mount point are translated. None when
+        the pod or its account says automountServiceAccountToken: false, or the account is
+        missing."""
+        spec, meta = runtime.pod["spec"], runtime.pod["metadata"]
+        account = spec.get("serviceAccountName") or "default"
+        if spec.get("automountServiceAccountToken") is False:
+            return None
+        try:
+            sa = await self.client.get(f"/api/v1/namespaces/{runtime.namespace}/serviceaccounts/{account}")
+            if sa.get("automountServiceAccountToken") is False and spec.get("automountServiceAccountToken") is None:
+                return None
+            answer = await self.client.create(
+                f"/api/v1/namespaces/{runtime.namespace}/serviceaccounts/{account}/token",
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                 "spec": {"expirationSeconds": 24 * 3600,
+                          "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}}})
+        except ApiError as e:
+            log.warning("pod %s/%s: no token for service account %s: %s", runtime.namespace, runtime.name, account, e)
+            return None
+        folder = _safe_join(runtime.folder, "serviceaccount")
+        os.makedirs(folder, exist_ok=True)
+        token = answer["status"]["token"]
+        with open(os.path.join(folder, "token"), "w") as f:
+            f.write(token)
+        with open(os.path.join(folder, "namespace"), "w") as f:
+            f.write(runtime.namespace)
+        write_kubeconfig(os.path.join(folder, "kubeconfig"), self.server, token, namespace=runtime.namespace)
+        return folder
+
     async def _run_process(self, runtime):
         container = runtime.pod["spec"]["containers"][0]
         name = container["name"]
@@ -560,6 +602,9 @@ class SimKubelet:
             mapping[mount["mountPath"].rstrip("/") or "/"] = local
             if mount.get("readOnly") and os.path.isdir(local):
                 read_only.append(local)
+        account = await self._service_account(runtime)
+        if account:
+            mapping[SERVICE_ACCOUNT_PATH] = account
         termination_path = container.get("terminationMessagePath") or "/dev/termination-log"
         termination_local = os.path.join(runtime.folder, f"{name}.termination-log")
         open(termination_local, "w").close()
@@ -583,6 +628,8 @@ class SimKubelet:
         os.makedirs(home, exist_ok=True)
         full_env = {**base_env, "HOME": home, "HOSTNAME": runtime.name, "KUBEBENCH_POD_IP": runtime.ip,
                     "KUBEBENCH_MOUNTS": json.dumps(mapping)}
+        if account:  # the process reaches the API server as the pod's service account
+            full_env["KUBECONFIG"] = os.path.join(account, "kubeconfig")
         full_env.update({k: translate(v) for k, v in env.items()})
         workdir = translate(container.get("workingDir") or "") or home
         os.makedirs(workdir, exist_ok=True)
@@ -628,13 +675,16 @@ class SimKubelet:
             await self.set_status(runtime, "Running", [({"running": {"startedAt": started}}, restarts)], ready=not probe)
             if probe:
                 runtime.probe = asyncio.create_task(self._probe(runtime, container, probe, started, restarts, field))
+            tracker = asyncio.create_task(self._track_tree(runtime))
             code = await runtime.proc.wait()
+            tracker.cancel()
             if guard is not None:
                 guard.cancel()
             if runtime.probe:
                 runtime.probe.cancel()
                 runtime.probe = None
             signal_group(runtime.proc.pid)  # nothing the container started outlives it
+            kill_known(runtime.tree)  # also not what left its process group (a hub's services)
             if runtime.deleting:
                 return
             with open(termination_local, errors="replace") as f:
@@ -663,6 +713,18 @@ class SimKubelet:
                                                                      "message": f"back-off {delay:g}s restarting failed container"}},
                                                         restarts)], ready=False)
             await asyncio.sleep(delay)
+
+    async def _track_tree(self, runtime, interval=0.5):
+        """What the container starts, kept up to date: a process that leaves the container's
+        process group (its own session) and outlives its parent is still the container's."""
+        try:
+            while runtime.proc.returncode is None:
+                runtime.tree = {pid: started for pid, started in runtime.tree.items()
+                                if process_start_time(pid) == started}
+                runtime.tree.update(descendants(runtime.proc.pid))
+                await asyncio.sleep(interval)
+        except asyncio.CancelledError:
+            pass
 
     async def _memory_guard(self, runtime, limit, interval=0.05):
         """The cgroup's memory limit: the container's processes (its process group) together may
