@@ -45,6 +45,7 @@ for name in "${names[@]}"; do
     -f "images/$name/Dockerfile" -t "localhost/kubestudio/$name:$TAG" .
   log "kubestudio/$name:$TAG built in $(( $(date +%s) - started )) s"
 done
-buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' | grep 'kubestudio/' | tee /dev/stderr \
-  | python3 -c 'import json,sys; print(json.dumps({l.split()[0]: " ".join(l.split()[1:]) for l in sys.stdin}, indent=2))' \
+sizes=$(buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' | grep 'kubestudio/')
+printf '%s\n' "$sizes" >&2
+printf '%s\n' "$sizes" | python3 -c 'import json,sys; print(json.dumps({l.split()[0]: " ".join(l.split()[1:]) for l in sys.stdin if l.strip()}, indent=2))' \
   > images/sizes.json

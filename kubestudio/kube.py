@@ -113,10 +113,10 @@ async def forbidden(api_client, namespace, kinds, verbs=("watch", "create")):
     for kind, (api_version, plural) in kinds.items():
         group = api_version.split("/")[0] if "/" in api_version else ""
         for verb in verbs:
-            review = await authorization.create_self_subject_access_review({
-                "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                "spec": {"resourceAttributes": {"namespace": namespace, "group": group, "resource": plural,
-                                                "verb": verb}}})
+            body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                    "spec": {"resourceAttributes": {"namespace": namespace, "group": group, "resource": plural,
+                                                    "verb": verb}}}
+            review = await retrying(lambda body=body: authorization.create_self_subject_access_review(body))
             if not review.status.allowed:
                 refused.add(kind)
                 break

@@ -164,6 +164,7 @@ def hub_config(tmp_path, values, monkeypatch):
     monkeypatch.setenv("KUBESTUDIO_PASSWORD", "pw-from-the-secret")
     monkeypatch.setenv("KUBESTUDIO_DB_URL", "postgresql://hub:pw@db/hub")
     monkeypatch.setenv("PATH", os.environ["PATH"])  # configure() prepends tool folders
+    monkeypatch.setenv("POD_IP", "10.1.2.3")
     loader = PyFileConfigLoader("jupyterhub_config.py", path=str(folder))
     return loader.load_config()
 
@@ -177,9 +178,9 @@ def test_the_hub_config_runs_on_the_default_values(tmp_path, monkeypatch):
     assert c.KubeSpawner.image == "ghcr.io/kubestudio/singleuser:0.1.0"
     assert c.DummyAuthenticator.password == "pw-from-the-secret"
     services = {s["name"]: s for s in c.JupyterHub.services}
-    assert services["jobs"]["url"] == "http://ks-kubestudio-hub:10102"
+    assert services["jobs"]["url"] == "http://10.1.2.3:10102"  # the hub pod's own address
     assert services["jobs"]["environment"]["KUBESTUDIO_SERVICE_BIND_HOST"] == "0.0.0.0"
-    assert services["tensorboards"]["url"] == "http://ks-kubestudio-hub:10103"
+    assert services["tensorboards"]["url"] == "http://10.1.2.3:10103"
     assert "images" not in services  # no registry: no builds
     assert "registry" not in services  # the embedded default's local registry never runs here
     assert "--timeout=3600" in services["idle-culler"]["command"]

@@ -184,6 +184,20 @@ def test_a_user_logs_in_through_proxy_public_and_gets_a_workspace_pod(bench):
                        if p["metadata"]["name"].startswith("ks-kubestudio-hub-")][0]
             log = bench.pod_log(ns, hub_pod["metadata"]["name"])
             assert "Forbidden" not in log, log[-3000:]
+            # the jobs service answers through proxy-public; a kind the chart did not grant
+            # (operators.kubeflowTraining is off) is refused with the reason, though the CRD is there
+            deadline = time.monotonic() + 60
+            while session.get(f"{url}/services/jobs/api/health", timeout=10).status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+            xsrf = {"X-XSRFToken": session.cookies.get("_xsrf", path="/hub/")}
+            r = session.post(f"{url}/hub/api/users/ann/tokens", json={"note": "helm e2e"}, headers=xsrf, timeout=10)
+            assert r.status_code == 201, r.text
+            token = {"Authorization": f"token {r.json()['token']}"}
+            r = requests.post(f"{url}/services/jobs/api/jobs", headers=token, timeout=30,
+                              json={"name": "ddp", "command": ["python", "-c", "pass"], "nodes": 2, "framework": "pytorch"})
+            assert r.status_code == 409, r.text
+            assert "may not create and watch them" in r.json()["message"], r.text
             r = session.delete(f"{url}/hub/api/users/ann/server", headers={"X-XSRFToken": session.cookies.get("_xsrf", path="/hub/")},
                                timeout=30)
             assert r.status_code in (202, 204), r.text

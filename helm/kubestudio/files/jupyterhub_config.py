@@ -46,6 +46,7 @@ if registry.get("host"):
     if values["registryAuth"]:
         c.ImageBuilder.registry_auth_file = os.path.join(HERE, "registry", ".dockerconfigjson")
 
+service_host = os.environ.get("POD_IP") or hub
 profiles = os.path.join(HERE, "profiles.yaml")
 settings = {}
 if os.path.exists(profiles):
@@ -65,10 +66,12 @@ configure(
     images_service=bool(services["images"]["enabled"] and registry.get("host")),
     jobs_service=services["jobs"]["enabled"],
     tensorboards_service=services["tensorboards"]["enabled"],
-    # the proxy's pod reaches the services at the hub's Service; they listen on every address
-    images_url=f"http://{hub}:{services['images']['port']}",
-    jobs_url=f"http://{hub}:{services['jobs']['port']}",
-    tensorboards_url=f"http://{hub}:{services['tensorboards']['port']}",
+    # the proxy reaches the services at the hub pod's own address (the hub's Service sends to
+    # ready hubs only, and the hub checks its services before it is ready); they listen on
+    # every address of the pod
+    images_url=f"http://{service_host}:{services['images']['port']}",
+    jobs_url=f"http://{service_host}:{services['jobs']['port']}",
+    tensorboards_url=f"http://{service_host}:{services['tensorboards']['port']}",
     services_bind_host=os.environ.get("KUBESTUDIO_SERVICE_BIND_HOST", "0.0.0.0"),
     cull_idle_servers=cull["enabled"],
     cull_timeout=cull["timeout"],
