@@ -14,20 +14,25 @@ def signal_group(pgid, sig=signal.SIGKILL):
     return True
 
 
-def rss_by_group():
-    """Resident bytes of every process group on the machine, ``{pgid: bytes}`` (one pass over
-    /proc): what a memory limit on a group of processes is measured against."""
-    page = os.sysconf("SC_PAGE_SIZE")
-    groups = {}
+def _stats():
+    """(pid, the fields of /proc/<pid>/stat after the command's name) of every process: state,
+    ppid, pgrp (index 2), ..., start time (index 19), rss in pages (index 21)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
+                yield int(entry), f.read().rsplit(b")", 1)[1].split()
         except OSError:
             continue
-        # after the command's name: state, ppid, pgrp (index 2), ..., rss in pages (index 21)
+
+
+def rss_by_group():
+    """Resident bytes of every process group on the machine, ``{pgid: bytes}`` (one pass over
+    /proc): what a memory limit on a group of processes is measured against."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    groups = {}
+    for _pid, fields in _stats():
         try:
             pgid, rss = int(fields[2]), int(fields[21])
         except (IndexError, ValueError):
@@ -40,14 +45,10 @@ def descendants(pid):
     """Every process below ``pid`` (children, theirs, ...), as ``{pid: start time}``: also those
     that left its process group (a daemon in a session of its own). One pass over /proc."""
     parents = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for child, fields in _stats():
         try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            parents.setdefault(int(fields[1]), []).append((int(entry), int(fields[19])))
-        except (OSError, IndexError, ValueError):
+            parents.setdefault(int(fields[1]), []).append((child, int(fields[19])))
+        except (IndexError, ValueError):
             continue
     found, todo = {}, [pid]
     while todo:
