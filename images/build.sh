@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${1:-all}"
 TAG="${KUBESTUDIO_IMAGE_TAG:-$(python3 -c 'import re;print(re.search(r"__version__ = \"(.+)\"", open("kubestudio/__init__.py").read())[1])')}"
-export STORAGE_DRIVER="${STORAGE_DRIVER:-vfs}" BUILDAH_ISOLATION="${BUILDAH_ISOLATION:-chroot}"
+export BUILDAH_ISOLATION="${BUILDAH_ISOLATION:-chroot}"  # storage: the machine's containers default (or $STORAGE_DRIVER)
 BASE=localhost/kubestudio/base:bookworm
 log() { printf '[images] %s\n' "$*" >&2; }
 
