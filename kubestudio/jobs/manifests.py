@@ -81,16 +81,22 @@ def command(run, settings):
     return argv
 
 
+def container_resources(resources, settings):
+    """A container's ``resources`` from a spec's: cpu and memory requested and capped alike, the
+    GPUs as the extended resource the node offers (empty parts left out)."""
+    limits, _ = gpu_placement(resources.gpu.count, resources.gpu.type, resources.gpu.resource, settings)
+    requests = {}
+    for key in ("cpu", "memory"):
+        value = getattr(resources, key)
+        if value:
+            requests[key] = limits[key] = value
+    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+
+
 def container(run, settings, image, name, argv, ports=None):
     spec = run.spec
     workspace, archives = workspace_paths(run.owner, settings)
     _, mounts = workspace_storage(run.owner, run.project, settings)
-    limits, _ = gpu_placement(spec.resources.gpu.count, spec.resources.gpu.type, spec.resources.gpu.resource, settings)
-    requests = {}
-    for key in ("cpu", "memory"):
-        value = getattr(spec.resources, key)
-        if value:
-            requests[key] = limits[key] = value
     env = {**spec.env, "KUBESTUDIO_USER": run.owner, "KUBESTUDIO_USER_SLUG": run.slug,
            "KUBESTUDIO_PROJECT": run.project.name, "KUBESTUDIO_WORKSPACE": workspace, "KUBESTUDIO_ARCHIVES": archives,
            "KUBESTUDIO_JOB": spec.name, "KUBESTUDIO_JOB_ID": run.id, "PYTHONUNBUFFERED": "1"}
@@ -98,7 +104,7 @@ def container(run, settings, image, name, argv, ports=None):
         env["NVIDIA_VISIBLE_DEVICES"] = "none"  # the NVIDIA runtime would show the node's GPUs
     body = {"name": name, "image": image, "command": argv, "workingDir": f"{workspace}/{spec.working_dir}".rstrip("/"),
             "env": [{"name": k, "value": v} for k, v in env.items()], "volumeMounts": mounts,
-            "resources": {k: v for k, v in (("requests", requests), ("limits", limits)) if v},
+            "resources": container_resources(spec.resources, settings),
             "securityContext": {"runAsUser": settings.uid, "runAsGroup": settings.gid,
                                 "allowPrivilegeEscalation": False}}
     if ports:

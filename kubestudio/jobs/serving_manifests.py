@@ -24,6 +24,7 @@ from ..names import (
 from ..slugs import safe_slug
 from ..spawner.pods import gpu_placement, project_scheduling, workspace_paths
 from ..spawner.storage import user_slug
+from .manifests import container_resources
 
 KSERVE = "serving.kserve.io/v1beta1"
 COMPONENT = "serve"
@@ -61,12 +62,6 @@ def model_location(owner, model_path, model_format, settings, kserve):
 def runtime_container(owner, spec, model_path, model_format, image, settings, storage_uri=None):
     """The model runtime's container (KServe's custom-container contract: ``kserve-container``)."""
     workspace, archives = workspace_paths(owner, settings)
-    limits, _ = gpu_placement(spec.resources.gpu.count, spec.resources.gpu.type, spec.resources.gpu.resource, settings)
-    requests = {}
-    for key in ("cpu", "memory"):
-        value = getattr(spec.resources, key)
-        if value:
-            requests[key] = limits[key] = value
     argv = ["python", "-m", "kubestudio.jobs.serve", "--model", model_path, "--name", spec.name,
             "--format", model_format, "--host", "0.0.0.0", "--port", str(PORT),
             "--packages-dir", "/tmp/kubestudio-packages"]
@@ -98,7 +93,7 @@ def runtime_container(owner, spec, model_path, model_format, image, settings, st
                             "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    resources = {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+    resources = container_resources(spec.resources, settings)
     if resources:
         container["resources"] = resources
     return container
