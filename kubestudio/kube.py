@@ -395,6 +395,12 @@ def container_state(pod, index=0):
     return statuses[index].state if len(statuses) > index else None
 
 
+def is_ready(obj):
+    """Whether an object's status has the condition ``Ready`` true (a pod, an InferenceService)."""
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (obj.get("status") or {}).get("conditions") or [])
+
+
 def waiting_reason(pod):
     """Why a scheduled pod's container is not running (``ImagePullBackOff: ...``), or ""."""
     state = container_state(pod)

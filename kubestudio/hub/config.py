@@ -233,8 +233,9 @@ class KubeStudio(Configurable):
         "",
         config=True,
         help="""The address the services listen on when it is not the host of their URL: "0.0.0.0"
-        when their URLs name a Kubernetes Service (the Helm chart's http://<hub service>:<port>),
-        which a process cannot bind. Empty: the URL's host.""",
+        in the Helm chart's hub pod (every address of the pod: its IP, which the proxy uses, and
+        localhost), or when a URL names a Kubernetes Service, which a process cannot bind. Empty:
+        the URL's host.""",
     )
 
     images_url = Unicode(

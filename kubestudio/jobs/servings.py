@@ -11,7 +11,6 @@ After a service restart, a runtime still running is adopted; one that is gone st
 """
 
 import asyncio
-import inspect
 import time
 import uuid
 
@@ -63,9 +62,7 @@ class ServingManager:
 
     async def start(self):
         """Adopt the runtimes still running; start again those that stopped meanwhile."""
-        connect = getattr(self.backend, "connect", None)
-        if connect is not None:
-            await connect()
+        await self.backend.connect()
         with self.store.session() as db:
             records = [(s.id, s.owner, s.name, s.project, s.status, s.message, dict(s.refs or {}))
                        for s in db.query(Serving).all()]
@@ -86,12 +83,14 @@ class ServingManager:
                 task.cancel()
         await asyncio.gather(*[t for t in [self._flusher, *self.tasks.values()] if t], return_exceptions=True)
         self.flush_counts()
-        close = getattr(self.backend, "close", None)
-        # servings on a cluster are the cluster's to keep: the service finds them again
-        if not stop_servings or getattr(self.backend, "outlives_the_service", False):
-            if close is not None:
-                await close()
-            return
+        try:
+            # servings on a cluster are the cluster's to keep: the service finds them again
+            if stop_servings and not self.backend.outlives_the_service:
+                await self._stop_all()
+        finally:
+            await self.backend.close()
+
+    async def _stop_all(self):
         with self.store.session() as db:
             running = [(s.id, dict(s.refs or {})) for s in db.query(Serving).filter(
                 Serving.status.in_((SERVING_STARTING, SERVING_READY, SERVING_RESTARTING)))]
@@ -99,8 +98,6 @@ class ServingManager:
             for key in ("runtime", "next"):
                 await self.backend.stop(self.backend.from_refs(refs.get(key)))
             self._set(serving_id, status=SERVING_STOPPED, message=STOPPED_WITH_HUB)
-        if close is not None:
-            await close()
 
     # ------------------------------------------------------------------ requests
 
@@ -111,10 +108,6 @@ class ServingManager:
         except Exception as e:  # the hub is not up yet, or the project is gone: its name only
             self.log.warning("serving %s: project %s not readable (%s)", serving_id, name, e)
             return Project(name=name)
-
-    async def _checked(self, owner, spec):
-        found = self.backend.check(owner, spec)
-        return await found if inspect.isawaitable(found) else found
 
     async def _project(self, identity, spec):
         try:
@@ -131,7 +124,7 @@ class ServingManager:
             raise SpecError(f"name: you already serve {spec.name!r} (update it with PUT api/servings/{spec.name}, "
                             "or delete it first)", 409)
         project = await self._project(identity, spec)
-        path, model_format = await self._checked(owner, spec)
+        path, model_format = await self.backend.check(owner, spec)
         serving_id = uuid.uuid4().hex[:12]
         self._projects[serving_id] = project
         gpus = self._reserve(serving_id, owner, project, spec)
@@ -187,7 +180,7 @@ class ServingManager:
         body = {**body, "name": record["name"]}
         spec = parse_serve_spec(body, {"max_replicas": self.config.max_serving_replicas})
         project = await self._project(identity, spec)
-        path, model_format = await self._checked(record["owner"], spec)
+        path, model_format = await self.backend.check(record["owner"], spec)
         old = serve_spec_from_json(record["spec"])
         if old.resources.gpu != spec.resources.gpu or project.name != record["project"]:
             raise SpecError("resources.gpu: a new version keeps the GPUs and project of the serving; delete it "
@@ -362,7 +355,7 @@ class ServingManager:
             return None
         self._save_runtime(serving_id, "next", None)
         self._ready(serving_id, new)  # requests go to the new version from here
-        if not getattr(self.backend, "rolls_itself", False):  # the cluster's rollout retires the old pods
+        if not self.backend.rolls_itself:  # the cluster's rollout retires the old pods
             await asyncio.sleep(0.2)  # requests already on their way to the old one finish
             await self.backend.stop(old)
         return new

@@ -434,7 +434,7 @@ def test_checking_a_local_serving_loads_no_kubernetes_client(tmp_path):
     """The service checks a spec on its event loop: a first serve once imported the Kubernetes
     client there (1.3 s during which no request of anyone was answered)."""
     code = f"""
-import os, sys
+import asyncio, os, sys
 from kubestudio.jobs.backends.local import LocalJobBackend
 from kubestudio.jobs.backends.local_serving import LocalServingBackend
 from kubestudio.jobs.servespec import parse_serve_spec
@@ -443,7 +443,7 @@ servings = LocalServingBackend(jobs)
 model = os.path.join(jobs.folders("alice").workspace, "models", "iris")
 os.makedirs(model)
 open(os.path.join(model, "model.joblib"), "wb").close()
-print(servings.check("alice", parse_serve_spec({{"name": "iris", "model": "/mnt/alice/models/iris"}}, {{}})))
+print(asyncio.run(servings.check("alice", parse_serve_spec({{"name": "iris", "model": "/mnt/alice/models/iris"}}, {{}}))))
 print(sorted(m for m in ("kubespawner", "kubernetes", "kubernetes_asyncio", "sklearn") if m in sys.modules))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

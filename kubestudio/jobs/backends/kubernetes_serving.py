@@ -5,9 +5,10 @@ serving is an InferenceService (RawDeployment); without it a Deployment + Servic
 ``KubernetesServingBackend.use_kserve`` forces either way (``always`` refuses with 409 where
 KServe is missing). A new version replaces the object's spec: the cluster rolls it (maxUnavailable
 0), and the version counts as ready only once the object's status says that generation is (the
-InferenceService's ``Ready`` and ``observedGeneration``; the Deployment's updated, available
-replicas). The hub reaches a serving at its ready pods' IPs, in turn, as KubeSpawner reaches
-servers; the pods come from the jobs backend's one watch of our pods (no request per call).
+InferenceService's ``Ready`` and ``observedGeneration``; the Deployment's rollout complete, as
+``kubectl rollout status`` judges it) and a pod of that version is ready. The hub reaches a
+serving at its ready pods' IPs, in turn, newest version first, as KubeSpawner reaches servers;
+the pods come from the jobs backend's one watch of our pods (no request per call).
 """
 
 import asyncio
@@ -57,11 +58,6 @@ def _generation(pod):
     return (pod["metadata"].get("labels") or {}).get(LABEL_GENERATION)
 
 
-def _ready(pod):
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
-
-
 class KubernetesServingBackend(LoggingConfigurable):
     name = "kubernetes"
     rolls_itself = True  # a new version is the cluster's rollout of the same object
@@ -101,6 +97,9 @@ class KubernetesServingBackend(LoggingConfigurable):
     # ------------------------------------------------------------------ checking
 
     async def _kserve(self):
+        """Whether this serving is an InferenceService (KServe found and granted to us, or forced)."""
+        if self.use_kserve == "never":
+            return False  # no discovery for a kind never used
         kinds = {"InferenceService": (KSERVE, "inferenceservices")}
         served = await kube.served(self.jobs._api_client, kinds)
         found = "InferenceService" in served
@@ -112,7 +111,7 @@ class KubernetesServingBackend(LoggingConfigurable):
         if self.use_kserve == "always" and not found:
             raise SpecError("kserve: this cluster has no KServe (no inferenceservices in serving.kserve.io/v1beta1), "
                             "and KubernetesServingBackend.use_kserve is 'always'", 409)
-        return found and self.use_kserve != "never"
+        return found
 
     async def _autoscaling_version(self):
         """``autoscaling/v2`` (Kubernetes 1.23+), else ``autoscaling/v2beta2``: found once."""
@@ -257,14 +256,13 @@ class KubernetesServingBackend(LoggingConfigurable):
             obj = await self._json(await read(name))
             status = obj.get("status") or {}
             if kind == "InferenceService":
-                done = status.get("observedGeneration", 0) >= object_generation and any(
-                    c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+                done = status.get("observedGeneration", 0) >= object_generation and kube.is_ready(obj)
             else:
                 wanted = obj["spec"].get("replicas", 1)  # kubectl rollout status's test: only new pods, all available
                 updated = status.get("updatedReplicas", 0)
                 done = (status.get("observedGeneration", 0) >= object_generation and updated >= wanted
                         and status.get("replicas", 0) <= updated and status.get("availableReplicas", 0) >= updated)
-            if done and any(_ready(p) and _generation(p) == str(generation) for p in self._pods(serving_id)):
+            if done and any(kube.is_ready(p) and _generation(p) == str(generation) for p in self._pods(serving_id)):
                 return
             for pod in self._pods(serving_id):
                 reason = kube.waiting_reason(pod)
@@ -290,7 +288,7 @@ class KubernetesServingBackend(LoggingConfigurable):
         """A ready pod of the serving, each in turn (None while none is ready). Pods of
         ``generation`` first: once a new version is ready, the old one's pods, which the rollout
         removes a little later, get no more requests."""
-        pods = [p for p in self._pods(serving_id) if _ready(p) and (p.get("status") or {}).get("podIP")]
+        pods = [p for p in self._pods(serving_id) if kube.is_ready(p) and (p.get("status") or {}).get("podIP")]
         current = [p for p in pods if _generation(p) == str(generation)]
         ready = sorted(p["status"]["podIP"] for p in current or pods)
         if not ready:

@@ -60,6 +60,8 @@ class LocalRuntime:
 
 class LocalServingBackend(LoggingConfigurable):
     name = "local"
+    rolls_itself = False  # a new version is a second runtime beside the first; the manager stops the old one
+    outlives_the_service = False  # the runtimes stop with the service unless the hub keeps servers running
 
     python = Unicode(sys.executable, config=True, help="Python that runs the model runtime (the hub's own environment).")
     start_timeout = Float(120, config=True, help="Seconds a runtime may take to load its model and answer.")
@@ -101,7 +103,13 @@ class LocalServingBackend(LoggingConfigurable):
             raise SpecError(f"model: no file or folder {relative!r} in your {where}", 404)
         return path
 
-    def check(self, owner, spec):
+    async def connect(self):
+        """Nothing to connect to: the runtimes are this machine's processes."""
+
+    async def close(self):
+        pass
+
+    async def check(self, owner, spec):
         """(real model path, format) of a spec, or SpecError naming the field; nothing is started."""
         if spec.max_replicas > 1:
             raise SpecError("replicas: this machine runs one replica of a serving (more are for Kubernetes)")

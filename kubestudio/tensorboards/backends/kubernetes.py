@@ -48,11 +48,6 @@ class PodBoard:
         return cls(data["pod"], data["uid"], data["url"]) if data and data.get("pod") else None
 
 
-def _ready(pod):
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
 def _terminated(pod):
     """The container's last end (``{"exitCode", "reason", "message"}``), or None."""
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
@@ -248,7 +243,7 @@ class KubernetesBoardBackend(BoardBackend):
             pod = self.pods.get(name)
             if pod is not None and pod["metadata"].get("uid") == uid:
                 status = pod.get("status") or {}
-                if _ready(pod) and status.get("podIP"):
+                if kube.is_ready(pod) and status.get("podIP"):
                     ip = status["podIP"]
                     host = f"[{ip}]" if ":" in ip else ip
                     return PodBoard(name, uid, f"http://{host}:{PORT}{prefix.rstrip('/')}")
@@ -278,7 +273,7 @@ class KubernetesBoardBackend(BoardBackend):
             return False
         pod = self.pods.get(running.name)
         return (pod is not None and pod["metadata"].get("uid") == running.uid
-                and not pod["metadata"].get("deletionTimestamp") and _ready(pod))
+                and not pod["metadata"].get("deletionTimestamp") and kube.is_ready(pod))
 
     def why_stopped(self, board_id, running):
         pod = self.pods.get(object_name(board_id))
