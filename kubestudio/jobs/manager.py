@@ -303,6 +303,11 @@ class JobManager:
                     outcome = Outcome(FAILED, str(e))
                     break
                 resuming = False
+                if live.cancel_reason is not None:
+                    # cancel() removed the job's objects: whatever the backend made of their
+                    # going away (a failure, usually) is the cancel, never a retry
+                    outcome = Outcome(CANCELLED, live.cancel_reason)
+                    break
                 if outcome.status == SUCCEEDED or run.attempt >= spec.retries:
                     break
                 self._lines(job_id, "kubestudio", [f"attempt {run.attempt + 1} failed: {outcome.message}; retrying"])

@@ -86,6 +86,14 @@ def _phase(pod):
     return (pod.get("status") or {}).get("phase") or "Pending"
 
 
+def _may_still_exit(pod):
+    """Whether a pod with no exit yet is running or placed on a node (so an exit is coming)."""
+    if _exit_of(pod) is not None:
+        return False
+    phase = _phase(pod)
+    return phase == "Running" or (phase == "Pending" and bool((pod.get("spec") or {}).get("nodeName")))
+
+
 class Follower:
     """One attempt followed to its end: its pods (from the shared pod watch), their logs and what
     the user is told while it waits."""
@@ -530,10 +538,11 @@ class KubernetesJobBackend(JobBackend):
             # (how long an image has failed to pull, when to read a Pending pod's Events)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(follower.changed.wait(), FOLLOW_RECHECK_SECONDS)
-        # the pods' last states and logs reach us just after the object's condition
+        # the pods' last states and logs reach us just after the object's condition (the pod watch
+        # can lag the object's: a worker still seen as Pending may long have run), so wait for the
+        # exit of every pod that is or may be running; an unscheduled one never will
         deadline = time.monotonic() + self.logs_grace_seconds
-        while time.monotonic() < deadline and any(_exit_of(p) is None and _phase(p) == "Running"
-                                                  for p in follower.pods.values()):
+        while time.monotonic() < deadline and any(_may_still_exit(p) for p in follower.pods.values()):
             follower.changed.clear()
             try:
                 await asyncio.wait_for(follower.changed.wait(), deadline - time.monotonic())
