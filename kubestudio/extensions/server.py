@@ -2,7 +2,8 @@
 
 ``GET <server>/api/kubestudio/environment`` answers ``{"image", "baseline", "current"}``:
 the image the server runs (``KUBESTUDIO_IMAGE`` / ``JUPYTER_IMAGE``), the package set when the
-server started (its image plus what the workspace already held) and the package set now.
+server started (its image plus what the workspace already held; on the embedded default, the hub's
+own packages under the user's environment) and the package set now.
 The image service builds image + the difference (``from_server`` builds).
 """
 
@@ -29,8 +30,10 @@ async def _run(*argv):
     return [line for line in out.decode(errors="replace").splitlines() if line and not line.startswith("#")]
 
 
-async def package_set():
-    pip = await _run(sys.executable, "-m", "pip", "list", "--format=freeze", "--disable-pip-version-check")
+async def package_set(path=None):
+    """{"pip": [...], "conda": [...]}; with ``path``, the pip packages of that site-packages only."""
+    where = ["--path", path] if path else []
+    pip = await _run(sys.executable, "-m", "pip", "list", "--format=freeze", "--disable-pip-version-check", *where)
     conda = await _run("conda", "list", "--export") if shutil.which("conda") else []
     return {"pip": pip, "conda": conda}
 
@@ -46,7 +49,9 @@ class EnvironmentHandler(APIHandler):
 
 
 async def _take_baseline():
-    _baseline["packages"] = await package_set()
+    # a server whose user has an environment of their own layered on a base (the embedded default):
+    # the base's packages are the image's, whatever the user installed before this start included
+    _baseline["packages"] = await package_set(os.environ.get("KUBESTUDIO_BASE_SITE_PACKAGES") or None)
 
 
 def _load_jupyter_server_extension(server_app):

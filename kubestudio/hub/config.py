@@ -21,6 +21,7 @@ import yaml
 from traitlets import Bool, Dict, Integer, List, Unicode, default
 from traitlets.config import Configurable
 
+from ..accounts import AccountError, UserAccounts, make_traversable
 from ..names import (
     HUB_CLIENT_SERVICE,
     IDLE_CULLER_SERVICE,
@@ -407,6 +408,34 @@ class KubeStudio(Configurable):
             )
         return path
 
+    def secure_data_dir(self, c, data):
+        """With one OS account per user: users reach their own folder under <data>/users and
+        nothing else of the data folder (no listing, no secrets); the hub's Python and tools are
+        reachable by their accounts."""
+        try:
+            per_user = UserAccounts(config=c).enabled
+        except AccountError as e:
+            raise KubeStudioConfigError(str(e)) from None
+        if not per_user:
+            return
+        # what the hub and its services write from now on is theirs alone unless handed over
+        os.umask(0o077)
+        users = os.path.join(data, "users")
+        os.makedirs(users, mode=0o711, exist_ok=True)
+        for path in (data, users):
+            os.chmod(path, 0o711)  # passable, not listable
+        for name in os.listdir(data):
+            path = os.path.join(data, name)
+            if name != "users" and not os.path.islink(path):
+                os.chmod(path, os.stat(path).st_mode & 0o700)
+        opened = []
+        for path in (data, sys.prefix, sys.base_prefix, os.path.realpath(sys.executable), REPO_ROOT, *self.tool_dirs):
+            if os.path.exists(path):
+                opened += make_traversable(path)
+        if opened:
+            print("[KubeStudio] let the users' accounts pass through (o+x, not listable): " + ", ".join(opened),
+                  file=sys.stderr)
+
     def password(self):
         """The dummy authenticator's password: from the environment, or generated once."""
         from_env = os.environ.get(self.password_env)
@@ -460,6 +489,8 @@ class KubeStudio(Configurable):
         groups = self.load_projects()
 
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+        if self.spawner == "local":
+            self.secure_data_dir(c, data)
         path = os.environ.get("PATH", "").split(os.pathsep)
         os.environ["PATH"] = os.pathsep.join([d for d in self.tool_dirs if d not in path] + path)
 

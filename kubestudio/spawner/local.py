@@ -6,8 +6,10 @@ Each server is a local ``jupyterhub-singleuser`` process rooted at the user's wo
 server gets the GPUs its profile asks for through ``CUDA_VISIBLE_DEVICES``; no GPU is given to
 two running servers, and allocations survive a hub restart (they are part of the spawner state).
 
-All processes run as the hub's own OS user: users are kept apart by the hub's authentication,
-not by file permissions. Use the Kubernetes spawner where users must not share a machine account.
+When the hub runs as root, each user's server runs under the user's own OS account
+(:mod:`kubestudio.accounts`), which owns the user's folders (mode 0700). A hub that is not root
+runs every server as its own account: users are then kept apart by the hub's login only, and the
+spawn page says so.
 """
 
 import asyncio
@@ -23,28 +25,13 @@ from jupyterhub.spawner import LocalProcessSpawner
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Integer, List, Unicode, default
 
+from ..accounts import AccountError, UserAccounts
 from ..processgroup import signal_group
 from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
 from .gpus import SERVER, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
 from .request import SpawnRefused
 from .storage import ensure_user_folders, user_folders, user_slug
-
-CODE_SERVER_DEFAULTS = {
-    # the workspace is the user's own folder: no "do you trust the authors" prompt
-    "security.workspace.trust.enabled": False,
-    "workbench.startupEditor": "none",
-}
-
-
-def write_code_server_defaults(home):
-    """Give code-server sensible user settings once; never overwrite the user's own."""
-    settings_dir = os.path.join(home, ".local", "share", "code-server", "User")
-    path = os.path.join(settings_dir, "settings.json")
-    if not os.path.exists(path):
-        os.makedirs(settings_dir, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(CODE_SERVER_DEFAULTS, f, indent=2)
-
+from .userenv import BASE_SITE_ENV, base_site_packages, ensure_user_env
 
 # The directory of the hub's own Python (its venv's bin): servers run jupyterhub-singleuser and the
 # `kubestudio` CLI from there whatever PATH the hub was started with.
@@ -130,6 +117,10 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
     # ------------------------------------------------------------------ shared state
 
     @property
+    def accounts(self):
+        return UserAccounts(parent=self)
+
+    @property
     def ledger(self):
         key = os.path.abspath(self.data_dir)
         if key not in _ledgers:
@@ -173,8 +164,17 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
 
     def runs_here(self):
         version = ".".join(str(n) for n in sys.version_info[:2])
-        return (f"On this machine every server runs the hub's own Python {version} environment, not the "
+        text = (f"On this machine every server runs the hub's own Python {version} environment, not the "
                 f"image; the image applies when the hub runs on Kubernetes.")
+        try:
+            per_user = self.accounts.enabled
+        except AccountError:
+            per_user = True  # start() says why it cannot
+        if not per_user:
+            text += (" All servers run as one OS account (the hub's): any user of this hub can read the "
+                     "others' files from a terminal. Run the hub as root to give every user an account of "
+                     "their own.")
+        return text
 
     def check_capacity(self, request):
         self.ledger.reserve(
@@ -184,6 +184,10 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
     # ------------------------------------------------------------------ lifecycle
 
     _allocation = None
+    _account = None
+    _configured_popen_kwargs = None
+    _configured_cmd = None
+    _env_bin = None
     _request = None
     _events = ()
 
@@ -222,14 +226,31 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         folders = self.folders
         self._progress(30, "Preparing your workspace")
         ensure_user_folders(folders)
-        if request.ide == "vscode":
-            write_code_server_defaults(folders.home)
+        try:
+            self._account = await self.accounts.account_async(self.user.name, folders.home)
+        except AccountError as e:
+            raise SpawnFailed(str(e)) from None
+        if self._account is not None:
+            self._account.own(folders.root, folders.workspace, folders.archives, folders.home)
+        try:
+            self._env_bin = await asyncio.to_thread(ensure_user_env, folders.home, self._account,
+                                                    code_server_defaults=request.ide == "vscode")
+        except OSError as e:
+            raise SpawnFailed(str(e)) from None
         self.notebook_dir = folders.workspace
         self.default_url = self.vscode_url if request.ide == "vscode" else self.jupyterlab_url
         self.mem_limit = profile.mem_limit
         self.mem_guarantee = profile.mem_guarantee
         self.cpu_limit = profile.cpu_limit
         self.cpu_guarantee = profile.cpu_guarantee
+        if self._configured_popen_kwargs is None:
+            self._configured_popen_kwargs = dict(self.popen_kwargs)
+            self._configured_cmd = list(self.cmd)
+        if self._configured_cmd == singleuser_command():
+            # the hub's jupyterhub-singleuser, run by the user's Python: kernels and pip are theirs
+            self.cmd = [os.path.join(self._env_bin, "python"), "-m", "jupyterhub.singleuser"]
+        self.popen_kwargs = {**self._configured_popen_kwargs,
+                             **(self._account.popen_kwargs() if self._account else {})}
         gpus = f" with GPU {', '.join(allocation.gpus)}" if allocation.gpus else ""
         ide = "VS Code" if request.ide == "vscode" else "JupyterLab"
         self._progress(50, f"Starting {ide} ({profile.display_name}){gpus}")
@@ -283,8 +304,8 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
 
     def get_args(self):
         args = super().get_args()
-        if os.geteuid() == 0:
-            # the embedded default often runs as root in containers and CI
+        if os.geteuid() == 0 and self._account is None:
+            # a root hub whose users share its account (UserAccounts.mode = shared)
             args.append("--ServerApp.allow_root=True")
         args.append("--ServerApp.terminado_settings=" + json.dumps({"shell_command": LOGIN_SHELL}))
         return args
@@ -310,7 +331,7 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         return preexec
 
     def user_env(self, env):
-        env["USER"] = self.user.name
+        env["USER"] = self._account.name if self._account else self.user.name
         env["HOME"] = self.folders.home
         env.setdefault("SHELL", "/bin/bash")
         return env
@@ -322,10 +343,19 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         env["KUBESTUDIO_USER_SLUG"] = user_slug(self.user.name)
         env["KUBESTUDIO_WORKSPACE"] = folders.workspace
         env["KUBESTUDIO_ARCHIVES"] = folders.archives
-        # the server's own tools first: its Python, pip, jupyter and the kubestudio CLI
-        env["KUBESTUDIO_SERVER_PATH"] = HUB_BIN
-        inherited = [d for d in env.get("PATH", os.defpath).split(os.pathsep) if d and d != HUB_BIN]
-        env["PATH"] = os.pathsep.join([HUB_BIN] + inherited)
+        # the server's own tools first: the user's Python and pip, then the hub's jupyter and the
+        # kubestudio CLI
+        tools = [d for d in (self._env_bin, HUB_BIN) if d]
+        env["KUBESTUDIO_SERVER_PATH"] = os.pathsep.join(tools)
+        inherited = [d for d in env.get("PATH", os.defpath).split(os.pathsep) if d and d not in tools]
+        env["PATH"] = os.pathsep.join(tools + inherited)
+        if self._env_bin:
+            env["VIRTUAL_ENV"] = os.path.dirname(self._env_bin)
+            env[BASE_SITE_ENV] = base_site_packages()
+            # the hub's Jupyter extensions, lab extensions and settings (found under sys.prefix,
+            # which is the user's environment now)
+            env["JUPYTER_CONFIG_PATH"] = os.path.join(sys.prefix, "etc", "jupyter")
+            env["JUPYTER_PATH"] = os.path.join(sys.prefix, "share", "jupyter")
         if self._request is not None:
             env["KUBESTUDIO_PROJECT"] = self._request.project.name
             env["KUBESTUDIO_PROFILE"] = self._request.profile.slug

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import requests
 
 from ..processgroup import signal_group
+from .accounts import remove_accounts, test_prefix
 from .ports import free_port
 
 
@@ -48,6 +49,8 @@ class LocalHub:
         self.tensorboards_url = f"http://127.0.0.1:{free_port()}"
         self.local_registry_port = free_port()
         self.token = secrets.token_hex(16)
+        # the OS accounts of this hub's users (when it runs as root), removed when it stops for good
+        self.account_prefix = test_prefix()
         self.config_file = os.path.join(self.root, "jupyterhub_config.py")
         self.log_file = os.path.join(self.root, "hub.log")
         self.proc = None
@@ -71,6 +74,7 @@ class LocalHub:
             c.JupyterHub.services = list(c.JupyterHub.get("services", [])) + [{{"name": "test-admin", "api_token": "{self.token}"}}]
             c.JupyterHub.load_roles = list(c.JupyterHub.get("load_roles", [])) + [{{"name": "admin", "services": ["test-admin"]}}]
             c.JupyterHub.log_level = "DEBUG"
+            c.UserAccounts.prefix = "{self.account_prefix}"
             """
         )
         with open(self.config_file, "w") as f:
@@ -134,6 +138,7 @@ class LocalHub:
         self._log.close()
         if stop_servers:
             self.kill_leftover_servers()
+            remove_accounts(self.account_prefix)
 
     def kill_leftover_servers(self):
         """Kill what this hub started and left behind: its proxy (JupyterHub starts it in a session

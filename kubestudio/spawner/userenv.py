@@ -1,0 +1,101 @@
+"""Each user's own Python environment on the embedded default, layered on the hub's.
+
+A local server runs the hub's Python, but ``pip install`` in it must never reach the hub's own
+environment (or another user's). Each user gets a virtual environment in their home folder whose
+site-packages come first and whose ``.pth`` adds the hub's site-packages after them: everything the
+hub has is importable, what the user installs goes to (and shadows from) their own folder. The
+server, its kernels, its terminals' ``python``/``pip`` and the user's local jobs run from it.
+
+``KUBESTUDIO_BASE_SITE_PACKAGES`` tells the server extension which packages are the base's, so a
+``from_server`` image build captures exactly the user's additions.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+
+BASE_SITE_ENV = "KUBESTUDIO_BASE_SITE_PACKAGES"
+LAYER_PTH = "_kubestudio_base.pth"
+
+PIP_SCRIPT = """#!{python}
+# pip of this environment (the hub's pip, installing here)
+import sys
+from pip._internal.cli.main import main
+sys.exit(main())
+"""
+
+
+CODE_SERVER_DEFAULTS = {
+    # the workspace is the user's own folder: no "do you trust the authors" prompt
+    "security.workspace.trust.enabled": False,
+    "workbench.startupEditor": "none",
+}
+
+
+def write_code_server_defaults(home):
+    """Give code-server sensible user settings once; never overwrite the user's own."""
+    settings_dir = os.path.join(home, ".local", "share", "code-server", "User")
+    path = os.path.join(settings_dir, "settings.json")
+    if not os.path.exists(path):
+        os.makedirs(settings_dir, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(CODE_SERVER_DEFAULTS, f, indent=2)
+
+
+def base_site_packages():
+    """The hub's own site-packages (what a user's environment is layered on)."""
+    return sysconfig.get_paths()["purelib"]
+
+
+def user_env_path(home):
+    version = ".".join(str(n) for n in sys.version_info[:2])
+    return os.path.join(home, ".venvs", f"hub-python{version}")
+
+
+def ensure_user_env(home, account=None, code_server_defaults=False):
+    """Make the user's environment when missing (and, for VS Code, its default settings); its bin
+    folder. It runs as ``account``: nothing is written into a user's folder by root, where a link the
+    user planted could send the write elsewhere."""
+    argv = [sys.executable, "-m", "kubestudio.spawner.userenv", home]
+    if code_server_defaults:
+        argv.append("--code-server-defaults")
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=home,
+                            **(account.popen_kwargs() if account else {}))
+    if result.returncode:
+        raise OSError(f"could not prepare the Python environment in {home}: "
+                      f"{(result.stderr or result.stdout).strip()[-500:]}")
+    return os.path.join(user_env_path(home), "bin")
+
+
+def _prepare(home):
+    path = user_env_path(home)
+    python = os.path.join(path, "bin", "python")
+    if not os.path.exists(python):
+        # no pip of its own: the hub's pip (through the layer) installs here
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", path], check=True)
+    site = os.path.join(path, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
+    files = {os.path.join(site, LAYER_PTH): f"import site; site.addsitedir({base_site_packages()!r})\n"}
+    for script in ("pip", "pip3"):
+        files[os.path.join(path, "bin", script)] = PIP_SCRIPT.format(python=python)
+    for name, text in files.items():
+        if _read(name) != text:
+            with open(name, "w", encoding="utf-8") as f:
+                f.write(text)
+            if not name.endswith(".pth"):
+                os.chmod(name, 0o755)
+
+
+def _read(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+if __name__ == "__main__":
+    _prepare(sys.argv[1])
+    if "--code-server-defaults" in sys.argv[2:]:
+        write_code_server_defaults(sys.argv[1])
