@@ -54,29 +54,38 @@ def user_env_path(home):
     return os.path.join(home, ".venvs", f"hub-python{version}")
 
 
-def ensure_user_env(home, account=None, code_server_defaults=False):
-    """Make the user's environment when missing (and, for VS Code, its default settings); its bin
-    folder. It runs as ``account``: nothing is written into a user's folder by root, where a link the
-    user planted could send the write elsewhere."""
-    argv = [sys.executable, "-m", "kubestudio.spawner.userenv", home]
-    if code_server_defaults:
-        argv.append("--code-server-defaults")
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=home,
+def site_packages(env):
+    return os.path.join(env, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
+
+
+def layered_env(path, over, account=None, code_server_defaults_home=None):
+    """Make the environment ``path`` layered over the site-packages ``over`` (when missing; the
+    layer is rewritten if the hub moved); its bin folder. It runs as ``account``: nothing is written
+    into a user's folder by root, where a link the user planted could send the write elsewhere."""
+    argv = [sys.executable, "-m", "kubestudio.spawner.userenv", path, over]
+    if code_server_defaults_home:
+        argv += ["--code-server-defaults", code_server_defaults_home]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd="/",
                             **(account.popen_kwargs() if account else {}))
     if result.returncode:
-        raise OSError(f"could not prepare the Python environment in {home}: "
+        raise OSError(f"could not prepare the Python environment {path}: "
                       f"{(result.stderr or result.stdout).strip()[-500:]}")
-    return os.path.join(user_env_path(home), "bin")
+    return os.path.join(path, "bin")
 
 
-def _prepare(home):
-    path = user_env_path(home)
+def ensure_user_env(home, account=None, code_server_defaults=False):
+    """The user's own environment over the hub's packages (and, for VS Code, its default settings);
+    its bin folder."""
+    return layered_env(user_env_path(home), base_site_packages(), account,
+                       home if code_server_defaults else None)
+
+
+def _prepare(path, over):
     python = os.path.join(path, "bin", "python")
     if not os.path.exists(python):
         # no pip of its own: the hub's pip (through the layer) installs here
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", path], check=True)
-    site = os.path.join(path, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}", "site-packages")
-    files = {os.path.join(site, LAYER_PTH): f"import site; site.addsitedir({base_site_packages()!r})\n"}
+    files = {os.path.join(site_packages(path), LAYER_PTH): f"import site; site.addsitedir({over!r})\n"}
     for script in ("pip", "pip3"):
         files[os.path.join(path, "bin", script)] = PIP_SCRIPT.format(python=python)
     for name, text in files.items():
@@ -96,6 +105,6 @@ def _read(path):
 
 
 if __name__ == "__main__":
-    _prepare(sys.argv[1])
-    if "--code-server-defaults" in sys.argv[2:]:
-        write_code_server_defaults(sys.argv[1])
+    _prepare(sys.argv[1], sys.argv[2])
+    if sys.argv[3:4] == ["--code-server-defaults"]:
+        write_code_server_defaults(sys.argv[4])

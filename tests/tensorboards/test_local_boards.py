@@ -7,6 +7,7 @@ import os
 
 import pytest
 import requests
+from traitlets.config import Config
 
 from kubestudio.processgroup import process_start_time
 from kubestudio.spawner.storage import ensure_user_folders, user_folders
@@ -16,6 +17,8 @@ from kubestudio.tensorboards.logdirs import LogdirError, board_key, link_tree, r
 from .events import write_scalars
 
 MOUNTS = ("/mnt/alice", "/archives/alice")
+# these tests are about TensorBoard; running it as the owner's account is tests/e2e/test_isolation.py's
+SHARED = Config({"UserAccounts": {"mode": "shared"}})
 
 
 @pytest.fixture
@@ -60,7 +63,7 @@ def test_tensorboard_serves_the_runs_and_scalars_written(folders, tmp_path):
     for run in ("exp1", "exp2"):
         write_scalars(os.path.join(folders.workspace, "runs", run), values=(1.0, 0.5) if run == "exp1" else (3.0,))
     found = resolve(["runs/exp1", "runs/exp2"], folders, MOUNTS)
-    backend = LocalBoardBackend(work_dir=str(tmp_path / "boards"))
+    backend = LocalBoardBackend(work_dir=str(tmp_path / "boards"), data_dir=str(tmp_path / "data"), config=SHARED)
     prefix = "/services/tensorboards/b/b1/"
 
     async def go():
@@ -87,7 +90,7 @@ def test_tensorboard_serves_the_runs_and_scalars_written(folders, tmp_path):
 
 
 def test_a_tensorboard_that_cannot_start_fails_with_its_stderr(tmp_path):
-    backend = LocalBoardBackend(work_dir=str(tmp_path / "boards"),
+    backend = LocalBoardBackend(work_dir=str(tmp_path / "boards"), data_dir=str(tmp_path / "data"), config=SHARED,
                                 tensorboard_command=["python3", "-c", "import sys; sys.exit('no such plugin: demo')"])
     with pytest.raises(BoardFailed, match=r"TensorBoard exited with code 1: no such plugin: demo"):
         asyncio.run(backend.start("b2", "alice", [], "/services/tensorboards/b/b2/"))

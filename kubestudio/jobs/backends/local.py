@@ -2,7 +2,7 @@
 workspace, with the environment the Kubeflow operators give their pods, GPUs from the ledger the
 local servers use, logs and exit status in files.
 
-Each rank runs under a one-line ``sh`` that leads the rank's process group, sends its output
+Each rank runs under a one-line ``bash`` that leads the rank's process group, sends its output
 straight to the rank's log file and writes its exit status to a file when it ends: a service
 that restarted while the job ran finds its ranks again (PID and process start time, so a reused
 PID is never taken for a rank) and reads their exit status. Cancelling a job signals every
@@ -21,10 +21,12 @@ from dataclasses import dataclass
 
 from traitlets import Float, List, Unicode, default
 
+from ...accounts import AccountError, UserAccounts
 from ...processgroup import process_start_time, rss_by_group, signal_group
 from ...quantities import parse_bytes
 from ...spawner.gpus import JOB, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
 from ...spawner.storage import ensure_user_folders, user_folders
+from ...spawner.userenv import ensure_user_env, layered_env, site_packages
 from ..spec import SpecError
 from .base import JobBackend, Outcome
 
@@ -83,8 +85,10 @@ def exit_of(code):
 
 
 # the rank's wrapper: runs the command (its output already goes to the log), then writes its exit
-# status where a restarted service finds it; dash starts in a millisecond
-RANK_SHELL = '"$@"; code=$?; echo $code > "$0.tmp" && mv "$0.tmp" "$0"; exit $code'
+# status to the exit file the service opened for it (descriptor $0: the rank runs as its owner, who
+# can write no file of the service's); a restarted service finds it there. bash, as dash takes only
+# descriptors 0-9
+RANK_SHELL = '"$@"; code=$?; echo $code >&$0; exit $code'
 
 
 def free_port():
@@ -276,12 +280,26 @@ class LocalJobBackend(JobBackend):
                      exit_path=os.path.join(folder, f"rank-{i}.exit"))
                 for i, name in enumerate(run.replicas)]
 
+    async def account_for(self, owner):
+        """The owner's OS account (made on first use, owning their folders), or None when processes
+        run as the service's own account."""
+        folders = self.folders(owner)
+        try:
+            account = await UserAccounts(config=self.config).account_async(owner, folders.home)
+        except AccountError as e:
+            raise SpecError(str(e), 409) from None
+        if account is not None:
+            account.own(folders.root, folders.workspace, folders.archives, folders.home)
+        return account
+
     async def run(self, run):
         spec = run.spec
         cwd = await self.check(run)
         ranks = self._ranks(run)
         os.makedirs(os.path.dirname(ranks[0].log_path), mode=0o700, exist_ok=True)
-        python = await self._packages(run)
+        account = await self.account_for(run.owner)
+        as_owner = account.popen_kwargs() if account else {}
+        python = await self._packages(run, account)
         if isinstance(python, Outcome):
             return python
         folders = self.folders(run.owner)
@@ -310,11 +328,15 @@ class LocalJobBackend(JobBackend):
         try:
             for i, rank in enumerate(ranks):
                 env = {**base, **rank_env(spec, run.replicas, i, port, gpus_per_node)}
-                with open(rank.log_path, "ab") as log:
-                    rank.proc = await asyncio.create_subprocess_exec(
-                        "/bin/sh", "-c", RANK_SHELL, rank.exit_path, *argv, cwd=cwd, env=env,
-                        stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                        start_new_session=True)
+                exit_fd = os.open(rank.exit_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    with open(rank.log_path, "ab") as log:
+                        rank.proc = await asyncio.create_subprocess_exec(
+                            "/bin/bash", "-c", RANK_SHELL, str(exit_fd), *argv, cwd=cwd, env=env,
+                            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
+                            start_new_session=True, pass_fds=(exit_fd,), **as_owner)
+                finally:
+                    os.close(exit_fd)
                 rank.pid, rank.started = rank.proc.pid, process_start_time(rank.proc.pid)
                 run.refs["pids"] = {r.replica: [r.pid, r.started] for r in ranks if r.pid}
             run.refs.update(port=port)
@@ -442,15 +464,37 @@ class LocalJobBackend(JobBackend):
     def _emit(run, rank, raw):
         run.on_lines(rank.replica, _pieces(raw.decode("utf-8", errors="replace").rstrip("\r")))
 
-    async def _packages(self, run):
-        """The Python of the job: with `packages`, a virtual environment (on top of the hub's own
-        packages) where pip installed them; the install's output goes to the log as [setup]."""
+    async def _packages(self, run, account):
+        """The Python of the job: the owner's own environment (the one their servers run, with what
+        they installed), and with `packages` a virtual environment on top of it where pip installed
+        them, made as the owner; the install's output goes to the log as [setup]."""
+        python = self.python
+        if python == sys.executable:
+            home = self.folders(run.owner).home
+            try:
+                python = os.path.join(await asyncio.to_thread(ensure_user_env, home, account), "python")
+            except OSError as e:
+                return Outcome("failed", str(e))
         if not run.spec.packages:
-            return self.python
+            return python
         venv = os.path.join(self._dir(run), "venv")
-        steps = [[self.python, "-m", "venv", "--system-site-packages", venv],
-                 [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check",
+        if account is not None and not os.path.exists(venv):
+            # the run's folder stays the service's; the owner may only pass through it to their venv
+            os.chmod(self._dir(run), 0o711)
+            os.chmod(self.work_dir, 0o711)
+            account.own(venv)
+        steps = [[os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check",
                   "--no-input", *run.spec.packages]]
+        if python == self.python:  # an admin's own Python: a plain environment on top of it
+            steps.insert(0, [python, "-m", "venv", "--system-site-packages", venv])
+        elif not os.path.exists(os.path.join(venv, "bin", "python")):
+            # on top of the owner's environment, which is on top of the hub's
+            run.on_lines("setup", [f"$ python -m venv {venv} (over your environment)"])
+            try:
+                await asyncio.to_thread(layered_env, venv, site_packages(os.path.dirname(os.path.dirname(python))),
+                                        account)
+            except OSError as e:
+                return Outcome("failed", f"packages: {e}")
         env = {k: os.environ[k] for k in self.env_keep if k in os.environ}
         for argv in steps:
             if os.path.exists(os.path.join(venv, "bin", "python")) and argv[1:3] == ["-m", "venv"]:
@@ -458,7 +502,8 @@ class LocalJobBackend(JobBackend):
             run.on_lines("setup", ["$ " + " ".join(argv[2:] if argv[1:3] == ["-m", "pip"] else argv[1:])])
             proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                         stderr=asyncio.subprocess.STDOUT, env=env,
-                                                        stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+                                                        stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+                                                        **(account.popen_kwargs() if account else {}))
             try:
                 while True:
                     line = await proc.stdout.readline()

@@ -168,6 +168,13 @@ class LocalServingBackend(LoggingConfigurable):
         folder = os.path.join(self.work_dir, serving_id)
         os.makedirs(folder, mode=0o700, exist_ok=True)
         folders = self.jobs.folders(owner)
+        account = await self.jobs.account_for(owner)
+        if account is not None:
+            # the runtime runs as the owner: it passes through the service's folders to the packages
+            # it installs; its log stays the service's (written through the descriptor it is given)
+            os.chmod(self.work_dir, 0o711)
+            os.chmod(folder, 0o711)
+            account.own(os.path.join(folder, "packages"))
         port = free_port()
         argv = [self.python, "-m", "kubestudio.jobs.serve", "--model", path, "--name", spec.name,
                 "--format", model_format, "--host", "127.0.0.1", "--port", str(port),
@@ -187,7 +194,8 @@ class LocalServingBackend(LoggingConfigurable):
             proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL, stdout=log,
                                                         stderr=asyncio.subprocess.STDOUT, env=env,
                                                         cwd=path if os.path.isdir(path) else os.path.dirname(path),
-                                                        start_new_session=True)
+                                                        start_new_session=True,
+                                                        **(account.popen_kwargs() if account else {}))
         runtime = LocalRuntime(proc.pid, process_start_time(proc.pid), port, generation)
         asyncio.ensure_future(proc.wait())  # reaped when it ends; alive() reads /proc
         try:

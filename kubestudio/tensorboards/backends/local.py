@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float, Integer, List, Unicode, default
 
+from ...accounts import AccountError, UserAccounts
 from ...processgroup import process_start_time, signal_group
 from ...services.livelog import read_tail
 from ...spawner.storage import ensure_user_folders, user_folders
@@ -63,6 +64,11 @@ class LocalBoardBackend(BoardBackend):
     reload_interval = Integer(30, config=True, help="TensorBoard's --reload_interval: seconds between looks for new events.")
     start_timeout = Float(60, config=True, help="Seconds TensorBoard may take to answer before the board fails.")
     work_dir = Unicode(config=True, help="Where boards' link trees and TensorBoard's stderr are kept.")
+    data_dir = Unicode(config=True, help="The hub's data folder (users' folders); the service's own by default.")
+
+    @default("data_dir")
+    def _default_data_dir(self):
+        return self.parent.data_dir if self.parent is not None else os.path.abspath("data")
 
     @default("work_dir")
     def _default_work_dir(self):
@@ -70,7 +76,7 @@ class LocalBoardBackend(BoardBackend):
 
     def resolve(self, owner, logdirs):
         """The folders of ``owner``'s request as ``[(run name, folder on this machine)]``."""
-        folders = user_folders(self.parent.data_dir, owner)
+        folders = user_folders(self.data_dir, owner)
         ensure_user_folders(folders)
         return resolve(logdirs, folders, (folders.workspace, folders.archives))
 
@@ -98,12 +104,30 @@ class LocalBoardBackend(BoardBackend):
         ``prefix``; a :class:`Running` once it answers, else :class:`BoardFailed`."""
         os.makedirs(self.folder(board_id), mode=0o700, exist_ok=True)
         tree = link_tree(os.path.join(self.folder(board_id), "logdir"), resolved)
+        folders = user_folders(self.data_dir, owner)
+        try:
+            account = await UserAccounts(config=self.config).account_async(owner, folders.home)
+        except AccountError as e:
+            raise BoardFailed(str(e)) from None
+        # never the service's own environment: its hub token must not reach a process of the user's
+        env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
+        env["HOME"] = folders.home
+        if account is not None:
+            account.own(folders.root, folders.workspace, folders.archives, folders.home)
+            # TensorBoard runs as the owner: it passes through the service's folders (not listable)
+            # to the board's link tree, which only the owner's group may read
+            os.chmod(self.work_dir, 0o711)
+            for path in (self.folder(board_id), tree):
+                os.chown(path, 0, account.gid)
+                os.chmod(path, 0o750)
+            env["USER"] = account.name
         argv = [*self.tensorboard_command, "--logdir", tree, "--host", "127.0.0.1", "--port", "0",
                 "--path_prefix", prefix.rstrip("/"), "--reload_interval", str(self.reload_interval)]
         with open(self.stderr_path(board_id), "wb") as err:
             proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                        stdout=asyncio.subprocess.DEVNULL, stderr=err,
-                                                        start_new_session=True)
+                                                        stdout=asyncio.subprocess.DEVNULL, stderr=err, env=env,
+                                                        start_new_session=True,
+                                                        **(account.popen_kwargs() if account else {}))
         running = None
         try:
             deadline = time.monotonic() + self.start_timeout
