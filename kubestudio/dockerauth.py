@@ -70,3 +70,12 @@ def secrets(path):
             except ValueError:
                 pass
     return [s for s in found if len(s) >= 4]
+
+
+def write_auth_file(path, host, user, password):
+    """A Docker config file (mode 0600) holding one registry's credentials."""
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    fd = os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"auths": {host: {"auth": auth}}}, f)
+    os.replace(f"{path}.tmp", path)

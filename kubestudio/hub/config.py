@@ -12,6 +12,7 @@ JupyterHub option (e.g. ``c.JupyterHub.authenticator_class``).
 """
 
 import importlib
+import json
 import os
 import secrets
 import shutil
@@ -32,6 +33,7 @@ from ..names import (
     REGISTRY_PREFIX,
     SERVICE_BIND_HOST_ENV,
 )
+from ..dockerauth import write_auth_file
 from ..services.secretfile import stored_secret
 from ..services.store import private_file, use_wal_for
 from ..spawner.profiles import CatalogError, load_catalog
@@ -42,6 +44,8 @@ from .ports import CONVENTIONAL, resolve_ports
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PASSWORD_FILE = "dummy-password"
+# the local registry's socket and the credentials of its gate (root only)
+REGISTRY_GATE_DIR = "registry-gate"
 
 
 class KubeStudioConfigError(ValueError):
@@ -344,9 +348,13 @@ class KubeStudio(Configurable):
         if not self.registry and self.images_service:
             registry_config = self.local_registry_config(data)
             if registry_config:
+                gate = os.path.join(data, REGISTRY_GATE_DIR)
                 services.append({"name": "registry",
-                                 "command": [sys.executable, "-m", "kubestudio.hub.sigdefault",
-                                             "docker-registry", "serve", registry_config],
+                                 "command": [sys.executable, "-m", "kubestudio.hub.registry_gate",
+                                             "--listen", self.registry_host(),
+                                             "--socket", os.path.join(gate, "registry.sock"),
+                                             "--credentials", os.path.join(gate, "credentials.json"),
+                                             "--", "docker-registry", "serve", registry_config],
                                  "cwd": data, "display": False})
         c.JupyterHub.services = services + entries
         if self.images_service:
@@ -391,12 +399,33 @@ class KubeStudio(Configurable):
             if "images_api_token" not in c[spawner]:
                 c[spawner].images_api_token = hub_token
 
+    def local_registry_auth(self, data, role):
+        """The Docker auth file of the local registry's ``push`` (the image service) or ``pull``
+        (everything else) account; the accounts are made once, with the gate's credentials file."""
+        gate = os.path.join(data, REGISTRY_GATE_DIR)
+        os.makedirs(gate, mode=0o700, exist_ok=True)
+        credentials = {}
+        for name in ("push", "pull"):
+            password, _ = stored_secret(os.path.join(gate, f"{name}-password"), lambda: secrets.token_urlsafe(24))
+            credentials[name] = {"user": f"kubestudio-{name}", "password": password}
+        path = os.path.join(gate, "credentials.json")
+        fd = os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(credentials, f)
+        os.replace(f"{path}.tmp", path)
+        for name, account in credentials.items():
+            write_auth_file(os.path.join(gate, f"{name}-auth.json"), self.registry_host(), account["user"],
+                            account["password"])
+        return os.path.join(gate, f"{role}-auth.json")
+
     def local_registry_config(self, data):
-        """Config of the embedded default's registry (Debian docker-registry), or None without it."""
+        """Config of the embedded default's registry (Debian docker-registry), or None without it.
+        It listens on a Unix socket only root can reach; the gate in front asks for credentials."""
         if not shutil.which("docker-registry"):
             print("[KubeStudio] docker-registry is not installed (apt-get install docker-registry): "
                   "image builds will fail until a registry is configured (KubeStudio.registry)", file=sys.stderr)
             return None
+        os.makedirs(os.path.join(data, "registry"), mode=0o700, exist_ok=True)  # the images: root's only
         path = os.path.join(data, "registry.yml")
         with open(path, "w", encoding="utf-8") as f:
             f.write(
@@ -404,7 +433,7 @@ class KubeStudio(Configurable):
                 "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
                 f"storage:\n  filesystem:\n    rootdirectory: {os.path.join(data, 'registry')}\n"
                 "  delete:\n    enabled: true\n"
-                f"http:\n  addr: 127.0.0.1:{self.ports()['registry']}\n"
+                f"http:\n  net: unix\n  addr: {os.path.join(data, REGISTRY_GATE_DIR, 'registry.sock')}\n"
             )
         return path
 

@@ -42,6 +42,8 @@ def defaults(studio, c, data):
     setdefault("ImageBuilder", "registry_host", studio.registry_host())
     if not studio.registry:
         setdefault("ImageBuilder", "registry_insecure", True)
+        # the local registry's gate lets only this account push
+        setdefault("ImageBuilder", "registry_auth_file", studio.local_registry_auth(data, "push"))
     setdefault("ImageBuilder", "db_url", f"sqlite:///{os.path.join(data, 'images.sqlite')}")
     setdefault("ImageBuilder", "work_dir", os.path.join(data, "build-contexts"))
     setdefault("ImageBuilder", "cookie_secret_file", os.path.join(data, "images_cookie_secret"))

@@ -435,7 +435,10 @@ def test_servers_run_the_hubs_singleuser_whatever_the_hubs_path(tmp_path):
         local.create_user("pia")
         assert local.spawn("pia").status_code in (201, 202)
         env = local.server_env("pia")
-        assert env["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
+        # the user's own environment (over the hub's), then the hub's tools
+        own, hubs = env["PATH"].split(os.pathsep)[:2]
+        assert own == os.path.join(local.data_dir, "users", "pia", "home", ".venvs", "hub-python3.11", "bin")
+        assert hubs == os.path.dirname(sys.executable)
         assert env["KUBESTUDIO_IMAGE"].endswith("/base/python:3.11")
         local.stop_server("pia")
     finally:

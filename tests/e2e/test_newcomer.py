@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from kubestudio.testing import processes
+from kubestudio.testing.accounts import remove_accounts
 from kubestudio.testing.localhub import browser_login
 from kubestudio.testing.newcomer import ScriptRun, fresh_checkout, machine_env, run_in_terminal
 from kubestudio.testing.ports import free_port
@@ -52,6 +53,8 @@ def newcomer_hub(tmp_path):
         hub.kill()
         # what a failed test left of this hub (servers, services, proxy live in sessions of their own)
         processes.kill_all(processes.leftovers(grace=0, within=checkout))
+        # the OS account the hub made for the test's user (the README's hub runs as root here)
+        remove_accounts("ks-newbie")
 
 
 def test_newcomer_path(newcomer_hub, page, tmp_path):
@@ -79,7 +82,9 @@ def test_newcomer_path(newcomer_hub, page, tmp_path):
                           until=r"LOGIN=\d", timeout=60)
     venv_bin = os.path.join(hub.checkout, ".venv", "bin")
     assert f"{venv_bin}/kubestudio" in out, out
-    assert f"{venv_bin}/python" in out, out
+    # python and pip of newbie's own environment, layered on the hub's
+    own_bin = os.path.join(hub.checkout, "data", "users", "newbie", "home", ".venvs", "hub-python3.11", "bin")
+    assert f"{own_bin}/python\r\n{own_bin}/pip\r\n" in out, out
 
     script = ("mkdir -p first && printf 'FROM scratch\\nCOPY hello.txt /hello.txt\\n' > first/Dockerfile && "
               "echo hello > first/hello.txt && kubestudio images build first --name first-image; "

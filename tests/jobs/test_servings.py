@@ -208,6 +208,7 @@ def test_pytorch_models_requirements_and_gpus(serving_hub):
     namespace = {}
     exec(TORCH_MODEL, namespace)
     torch.jit.trace(namespace["Doubler"](), torch.ones(1, 2)).save(os.path.join(workspace, "models", "doubler", "model.pt"))
+    serving_hub.hand_over("tess")
     record = client.serve(model="models/doubler", resources={"gpu": 1})
     assert record["format"] == "pytorch"
     client.wait_ready("doubler", timeout=120)
@@ -236,7 +237,7 @@ def test_bad_specs_are_refused_before_anything_starts(serving_hub):
     client = serving_hub.client("bea")
     workspace = serving_hub.workspace("bea")
     train(os.path.join(workspace, "models", "ok"))
-    serving_hub.write("bea", "notes/readme.txt", "not a model\n")
+    serving_hub.write("bea", "notes/readme.txt", "not a model\n")  # (hands over the model too)
     serving_hub.write("bea", "models/noclass/Thing.py", "class Thing:\n    pass\n")
     cases = [
         ({"name": "x", "model": "../../etc"}, 400, "model: '../../etc' leads outside your workspace"),

@@ -134,6 +134,7 @@ def test_sdk_cli_and_the_tensorboard_magic_inside_a_server(boards):
         assert env["KUBESTUDIO_PUBLIC_URL"] == boards.hub.url
         workspace = env["KUBESTUDIO_WORKSPACE"]
         write_scalars(os.path.join(workspace, "runs", "cli"))
+        boards.hand_over("sam")
         cli = os.path.join(os.path.dirname(sys.executable), "kubestudio")
         run = lambda *args: subprocess.run([cli, *args], env=env, cwd=workspace, capture_output=True,  # noqa: E731
                                            text=True, timeout=120)

@@ -1,0 +1,246 @@
+"""Users on one machine kept apart (the embedded default run as root): each user's server, terminal,
+jobs and TensorBoards run under an OS account of their own; nobody reads another's files or the
+hub's data; only the image service pushes to the local registry; each user's pip packages are
+their own; and all of it holds after the hub restarts with servers running."""
+
+import base64
+import io
+import json
+import os
+import pwd
+import subprocess
+import time
+import zipfile
+
+import pytest
+import requests
+
+from kubestudio.accounts import COMMENT
+from kubestudio.testing.localhub import LocalHub
+from kubestudio.testing.newcomer import run_in_terminal
+from kubestudio.testing.servicehub import BoardsHub, JobsHub
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="accounts of their own need a hub run as root")
+
+DONE = "echo END-$((6*7))"  # the terminal echoes the command; only its output has END-42
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    local = LocalHub(tmp_path_factory.mktemp("isolation"), settings={"keep_servers_running": True})
+    local.start()
+    try:
+        for user in ("alice", "bob"):
+            local.create_user(user)
+            local.spawn(user)
+        yield local
+    finally:
+        local.stop()
+    # the accounts it made went with it
+    assert not [e for e in pwd.getpwall() if e.pw_name.startswith(local.account_prefix)]
+
+
+def terminal(hub, user, command, timeout=90):
+    """What ``command`` printed in a JupyterLab terminal of ``user``'s server."""
+    out = run_in_terminal(f"{hub.url}/user/{user}/", hub.user_token(user), f"{command}; {DONE}", "END-42",
+                          timeout=timeout)
+    return out.split(DONE, 1)[-1]
+
+
+def account(hub, user):
+    return pwd.getpwnam(hub.account_prefix + user)
+
+
+def wheel(name, version="0.1"):
+    """A real (tiny) wheel of a module ``name`` whose VALUE is 42."""
+    buffer = io.BytesIO()
+    dist = f"{name}-{version}.dist-info"
+    files = {f"{name}.py": "VALUE = 42\n",
+             f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{path},,\n" for path in files) + f"{dist}/RECORD,,\n"
+    with zipfile.ZipFile(buffer, "w") as z:
+        for path, text in {**files, f"{dist}/RECORD": record}.items():
+            z.writestr(path, text)
+    return f"{name}-{version}-py3-none-any.whl", buffer.getvalue()
+
+
+def test_each_server_runs_as_its_users_account_which_alone_owns_their_files(hub):
+    for user, other in (("alice", "bob"), ("bob", "alice")):
+        entry = account(hub, user)
+        assert entry.pw_gecos == COMMENT.format(user) and entry.pw_shell == "/usr/sbin/nologin"
+        out = terminal(hub, user, f"id -un; echo only-{user} > mine.txt; cat ../../{other}/mnt/mine.txt; "
+                                  f"ls ../../{other}/mnt; echo HOME=$HOME")
+        assert f"{hub.account_prefix}{user}\r\n" in out, out
+        assert f"../../{other}/mnt/mine.txt: Permission denied" in out, out
+        assert f"'../../{other}/mnt': Permission denied" in out, out
+        assert f"HOME={hub.data_dir}/users/{user}/home" in out, out
+    folders = os.path.join(hub.data_dir, "users", "alice")
+    for name in ("mnt", "archives", "home"):
+        info = os.stat(os.path.join(folders, name))
+        assert (info.st_uid, oct(info.st_mode & 0o777)) == (account(hub, "alice").pw_uid, "0o700")
+    with open(os.path.join(folders, "mnt", "mine.txt")) as f:
+        assert f.read() == "only-alice\n"
+
+
+def test_the_hubs_data_and_secrets_are_root_only(hub):
+    data = hub.data_dir
+    secrets = ["jupyterhub_cookie_secret", "jupyterhub.sqlite", "images-hub-token", "registry-gate/credentials.json",
+               "registry-gate/push-auth.json", "registry-gate/pull-password", "jobs-service.json", "registry.yml"]
+    for path in secrets:
+        assert os.path.exists(os.path.join(data, path)), path
+    out = terminal(hub, "bob", f"ls {data}; " + "; ".join(f"cat {data}/{p}" for p in secrets)
+                   + f"; ls {data}/registry; ls {data}/users")
+    assert f"cannot open directory '{data}': Permission denied" in out, out
+    for path in secrets:
+        assert f"{data}/{path}: Permission denied" in out, out
+    assert f"cannot open directory '{data}/registry': Permission denied" in out, out
+    assert f"cannot open directory '{data}/users': Permission denied" in out, out
+
+
+def test_only_the_image_service_pushes_to_the_local_registry(hub, tmp_path):
+    registry = f"127.0.0.1:{hub.local_registry_port}"
+    # the image service builds and pushes alice's image through the gate with its own account
+    workspace = os.path.join(hub.data_dir, "users", "alice", "mnt")
+    out = terminal(hub, "alice", "mkdir -p ctx && echo alice-data > ctx/hello.txt && "
+                                 "printf 'FROM scratch\\nCOPY hello.txt /hello.txt\\n' > ctx/Dockerfile")
+    assert os.path.exists(os.path.join(workspace, "ctx", "Dockerfile")), out
+    images = requests.Session()
+    images.headers["Authorization"] = f"token {hub.user_token('alice')}"
+    api = f"{hub.url}/services/images/api"
+    build = images.post(f"{api}/builds", json={"name": "hello", "tag": "v1", "context": "ctx"}, timeout=60)
+    assert build.status_code in (200, 201, 202), build.text
+    build_id = build.json()["id"]
+    deadline = time.monotonic() + 240
+    while (status := images.get(f"{api}/builds/{build_id}", timeout=30).json())["status"] not in (
+            "succeeded", "failed", "cancelled", "exists"):
+        assert time.monotonic() < deadline, status
+        time.sleep(1)
+    assert status["status"] == "succeeded", status
+    image = status["image"]
+    repository, tag = image.split("/", 1)[1].rsplit(":", 1)
+    assert image.startswith(registry + "/")
+
+    # nobody else may write: plain HTTP from bob's terminal, with no credentials and with made-up ones
+    upload = f"http://{registry}/v2/{repository}/blobs/uploads/"
+    manifest = f"http://{registry}/v2/{repository}/manifests/{tag}"
+    out = terminal(hub, "bob", f"curl -s -o /dev/null -w 'anon=%{{http_code}}\\n' -X POST {upload}; "
+                               f"curl -s -o /dev/null -w 'guess=%{{http_code}}\\n' -u kubestudio-push:guess -X POST {upload}; "
+                               f"curl -s -o /dev/null -w 'put=%{{http_code}}\\n' -X PUT -d '{{}}' {manifest}; "
+                               f"curl -s -o /dev/null -w 'get=%{{http_code}}\\n' {manifest}")
+    for line in ("anon=401", "guess=401", "put=401", "get=401"):
+        assert line in out, out
+    # skopeo and buildah (run as root here: more than a user could) without the push account
+    pull_auth = os.path.join(hub.data_dir, "registry-gate", "pull-auth.json")
+    storage = ["--root", str(tmp_path / "storage"), "--runroot", str(tmp_path / "run"), "--storage-driver", "vfs"]
+    scratch = subprocess.run(["buildah", *storage, "from", "scratch"], capture_output=True, text=True, check=True)
+    container = scratch.stdout.strip()
+    try:
+        subprocess.run(["buildah", *storage, "commit", container, "bob-image"], capture_output=True, check=True)
+        target = f"docker://{registry}/{repository}:{tag}"
+        for argv in (["buildah", *storage, "push", "--tls-verify=false", "bob-image", target],
+                     ["buildah", *storage, "push", "--tls-verify=false", "--authfile", pull_auth, "bob-image", target],
+                     ["skopeo", "copy", "--dest-tls-verify=false", f"oci-archive:{_oci_archive(storage, tmp_path)}",
+                      target],
+                     ["skopeo", "copy", "--dest-tls-verify=false", "--dest-authfile", pull_auth,
+                      f"oci-archive:{tmp_path / 'bob.tar'}", target]):
+            pushed = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+            assert pushed.returncode != 0, argv
+            assert "unauthorized" in pushed.stderr.lower() or "denied" in pushed.stderr.lower(), pushed.stderr
+    finally:
+        subprocess.run(["buildah", *storage, "rm", container], capture_output=True)
+        subprocess.run(["buildah", *storage, "rmi", "--all", "--force"], capture_output=True)
+    # the pull account reads, the image is still alice's
+    with open(pull_auth) as f:
+        auth = json.load(f)["auths"][registry]["auth"]
+    user, _, password = base64.b64decode(auth).decode().partition(":")
+    got = requests.get(manifest, auth=(user, password), timeout=30,
+                       headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert got.status_code == 200, got.text
+    layer = got.json()["layers"][0]["digest"]
+    blob = requests.get(f"http://{registry}/v2/{repository}/blobs/{layer}", auth=(user, password), timeout=30)
+    assert blob.status_code == 200
+    assert b"alice-data" in subprocess.run(["tar", "-xzO"], input=blob.content, capture_output=True).stdout
+
+
+def _oci_archive(storage, tmp_path):
+    path = tmp_path / "bob.tar"
+    subprocess.run(["buildah", *storage, "push", "bob-image", f"oci-archive:{path}"], capture_output=True, check=True)
+    return path
+
+
+def test_pip_installs_go_to_the_users_own_environment(hub):
+    name, data = wheel("ksdemo_alice")
+    with open(os.path.join(hub.data_dir, "users", "alice", "mnt", name), "wb") as f:
+        f.write(data)
+    out = terminal(hub, "alice", f"pip install --no-index --no-deps {name} 2>&1 | tail -1; "
+                                 "python -c 'import ksdemo_alice; print(\"value\", ksdemo_alice.VALUE, ksdemo_alice.__file__)'")
+    assert "Successfully installed ksdemo-alice-0.1" in out, out
+    assert f"value 42 {hub.data_dir}/users/alice/home/.venvs/" in out, out
+    # never in the hub's environment, never seen by bob
+    import sysconfig
+
+    assert not os.path.exists(os.path.join(sysconfig.get_paths()["purelib"], "ksdemo_alice.py"))
+    out = terminal(hub, "bob", "python -c 'import ksdemo_alice'; pip list 2>/dev/null | grep -c ksdemo")
+    assert "No module named 'ksdemo_alice'" in out and "\r\n0\r\n" in out, out
+    # a from_server build would add exactly what alice installed
+    env = requests.get(f"{hub.url}/user/alice/api/kubestudio/environment",
+                       headers={"Authorization": f"token {hub.user_token('alice')}"}, timeout=60).json()
+    added = sorted(set(env["current"]["pip"]) - set(env["baseline"]["pip"]))
+    assert [a.lower().replace("_", "-") for a in added] == ["ksdemo-alice==0.1"], added
+
+
+def test_a_job_and_a_board_run_as_their_owner(hub):
+    jobs = JobsHub(hub)
+    jobs._tokens["alice"] = hub.user_token("alice")
+    jobs.write("alice", "whoami.py", "import os, pwd\nprint('uid', pwd.getpwuid(os.getuid()).pw_name)\n"
+                                     "open('job-output.txt', 'w').write('written by the job')\n")
+    client = jobs.client("alice")
+    client.create(name="whoami", script="whoami.py")
+    done = client.wait("whoami", timeout=120)
+    assert done["status"] == "succeeded", done
+    assert f"uid {hub.account_prefix}alice" in client.logs("whoami")
+    output = os.path.join(jobs.workspace("alice"), "job-output.txt")
+    assert os.stat(output).st_uid == account(hub, "alice").pw_uid
+
+    boards = BoardsHub(hub)
+    boards._tokens["alice"] = hub.user_token("alice")
+    terminal(hub, "alice", "mkdir -p runs/one")
+    board = boards.client("alice").open_board("runs/one")
+    try:
+        deadline = time.monotonic() + 60
+        while requests.get(hub.url + board["url"] + "data/runs", timeout=30,
+                           headers={"Authorization": f"token {hub.user_token('alice')}"}).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and _is_tensorboard_of(p, board["id"])]
+        assert pids and all(_uid(p) == account(hub, "alice").pw_uid for p in pids)
+    finally:
+        boards.client("alice").stop(board["id"])
+
+
+def _is_tensorboard_of(pid, board_id):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return False
+    return b"tensorboard" in cmdline and board_id.encode() in cmdline
+
+
+def _uid(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("Uid:")).split()[1])
+
+
+def test_after_a_hub_restart_everything_still_holds(hub):
+    pid = hub.server_pid("alice")
+    hub.stop(stop_servers=False)
+    hub.start()
+    assert hub.server_pid("alice") == pid and _uid(str(pid)) == account(hub, "alice").pw_uid
+    out = terminal(hub, "bob", f"id -un; cat ../../alice/mnt/mine.txt; ls {hub.data_dir}")
+    assert f"{hub.account_prefix}bob\r\n" in out and "Permission denied" in out, out
+    hub.stop_server("bob")
+    hub.spawn("bob")
+    out = terminal(hub, "bob", "id -un; python -c 'import ksdemo_alice'")
+    assert f"{hub.account_prefix}bob\r\n" in out and "No module named" in out, out
