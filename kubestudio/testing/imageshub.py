@@ -13,6 +13,7 @@ import requests
 
 from ..extensions.client import ImagesClient
 from ..spawner.storage import user_folders
+from ..spawner.userenv import site_packages, user_env_path
 from .localhub import LocalHub, _environ
 
 
@@ -40,6 +41,11 @@ class ImagesHub:
         path = user_folders(self.hub.data_dir, user).workspace
         os.makedirs(path, exist_ok=True)
         return path
+
+    def user_site(self, user):
+        """The site-packages of the user's own environment, where their local server's pip installs."""
+        folders = user_folders(self.hub.data_dir, user)
+        return site_packages(user_env_path(folders.home))
 
     def write_context(self, user, folder, dockerfile, files=None):
         path = os.path.join(self.workspace(user), folder)
@@ -111,10 +117,11 @@ def start_images_hub(root, registry, extra="", settings=None, env=None, base_ima
 
 
 @contextlib.contextmanager
-def package_installed(name, version):
-    """Make pip see ``name==version`` installed in this environment (a bare dist-info, no code), as
-    if a user had pip-installed it in a running server; removed on exit."""
-    probe = os.path.join(sysconfig.get_paths()["purelib"], f"{name.replace('-', '_')}-{version}.dist-info")
+def package_installed(name, version, site=None):
+    """Make pip see ``name==version`` installed in ``site`` (a bare dist-info, no code; default: this
+    environment), as if a user had pip-installed it in a running server; removed on exit."""
+    site = site or sysconfig.get_paths()["purelib"]
+    probe = os.path.join(site, f"{name.replace('-', '_')}-{version}.dist-info")
     os.makedirs(probe)
     try:
         with open(os.path.join(probe, "METADATA"), "w") as f:

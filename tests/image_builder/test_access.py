@@ -115,7 +115,7 @@ def test_cli_inside_a_server(images, setup):
 
 def test_from_server_builds_image_plus_added_packages(images, setup):
     """The running server's added packages are captured and installed on top of its image."""
-    with package_installed("kubestudio-capture-probe", "1.0"):
+    with package_installed("kubestudio-capture-probe", "1.0", images.user_site("alice")):
         client = images.client("alice")
         build = client.build(from_server=True, base=images.registry.base, name="snapshot")
         # without `base`, the server's own image (the profile's, KUBESTUDIO_IMAGE) is the base

@@ -67,7 +67,7 @@ def test_running_server_build_on_the_embedded_default(based):
     servers = based.session("nina").get(f"{based.url}api/servers").json()["servers"]
     assert servers == [{"name": "", "ready": True, "adds": {"pip": [], "conda": []}, "note": ""}]
     try:
-        with package_installed("nothing", "0.0.3"):
+        with package_installed("nothing", "0.0.3", based.user_site("nina")):
             build = client.build(from_server="", name="my-server")  # "" is the default server
     finally:
         based.hub.stop_server("nina")
