@@ -20,17 +20,19 @@ ALLOWED = {
     "processgroup": set(),
     "quantities": set(),
     "slugs": set(),
+    "accounts": {"slugs"},
     "registry": {"dockerauth"},
     "kube": {"names"},
     "services": {"names", "quantities"},
-    "spawner": {"names", "imageref", "kube", "services", "processgroup", "quantities", "slugs"},
+    "spawner": {"names", "imageref", "kube", "services", "processgroup", "quantities", "slugs", "accounts"},
     "image_builder": {"names", "imageref", "dockerauth", "registry", "kube", "services", "processgroup", "spawner",
                       "quantities", "slugs"},
-    "jobs": {"names", "imageref", "registry", "kube", "services", "processgroup", "spawner", "quantities", "slugs"},
-    "tensorboards": {"names", "kube", "services", "spawner", "processgroup", "quantities", "slugs"},
+    "jobs": {"names", "imageref", "registry", "kube", "services", "processgroup", "spawner", "quantities", "slugs",
+             "accounts"},
+    "tensorboards": {"names", "kube", "services", "spawner", "processgroup", "quantities", "slugs", "accounts"},
     "extensions": {"names", "services", "jobs.client", "jobs.spec", "tensorboards.client"},  # the SDKs are the CLI's too
     "hub": {"names", "services", "spawner", "image_builder.service", "jobs.service", "tensorboards.service",
-            "processgroup"},
+            "processgroup", "accounts", "dockerauth"},
 }
 
 
@@ -98,7 +100,8 @@ def test_packages_import_one_way_only():
                                     "kubestudio.jobs", "kubestudio.jobs.service", "kubestudio.jobs.app",
                                     "kubestudio.tensorboards", "kubestudio.tensorboards.service",
                                     "kubestudio.tensorboards.app",
-                                    "kubestudio.services.client", "kubestudio.quantities", "kubestudio.slugs"])
+                                    "kubestudio.services.client", "kubestudio.quantities", "kubestudio.slugs",
+                                    "kubestudio.accounts", "kubestudio.hub.registry_gate"])
 def test_each_package_imports_alone(module):
     run = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]

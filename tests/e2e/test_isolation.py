@@ -244,3 +244,19 @@ def test_after_a_hub_restart_everything_still_holds(hub):
     hub.spawn("bob")
     out = terminal(hub, "bob", "id -un; python -c 'import ksdemo_alice'")
     assert f"{hub.account_prefix}bob\r\n" in out and "No module named" in out, out
+
+
+def test_a_hub_whose_users_share_its_account_says_so(tmp_path):
+    local = LocalHub(tmp_path, settings={"images_service": False, "jobs_service": False,
+                                         "tensorboards_service": False},
+                     extra_config='c.UserAccounts.mode = "shared"\n')
+    local.start()
+    try:
+        page = local.login("sue").get(f"{local.url}/hub/spawn", timeout=30)
+        assert "All servers run as one OS account" in page.text, page.text[-3000:]
+        local.spawn("sue")
+        out = terminal(local, "sue", "id -un")
+        assert "\rroot\r\nEND-42" in out, out
+        assert not [e for e in pwd.getpwall() if e.pw_name.startswith(local.account_prefix)]
+    finally:
+        local.stop()
