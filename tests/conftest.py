@@ -32,6 +32,16 @@ def nothing_left_running():
         pytest.fail(f"the tests left {len(left)} processes running (now killed):\n{listing}", pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def keep_umask():
+    """configure() called in this process (tests/hub) sets a hub's umask, 077 when users get
+    accounts of their own: files the next tests write for a user must not inherit it."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)
+
+
 @pytest.fixture
 def page(tmp_path):
     if not os.path.exists(CHROMIUM):

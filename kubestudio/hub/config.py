@@ -447,7 +447,8 @@ class KubeStudio(Configurable):
             raise KubeStudioConfigError(str(e)) from None
         if not per_user:
             return
-        # what the hub and its services write from now on is theirs alone unless handed over
+        # what the hub and its services write from now on is theirs alone unless handed over (the
+        # umask of this process: configure() runs in the hub's)
         os.umask(0o077)
         users = os.path.join(data, "users")
         os.makedirs(users, mode=0o711, exist_ok=True)

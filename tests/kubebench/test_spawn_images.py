@@ -24,6 +24,8 @@ def hub_with_images(bench, registry, tmp_path_factory):
     config = "\n".join(line for line in CONFIG.splitlines() if "user_images_prefix" not in line)
     # the form is what is tested here: build with buildah (test_kaniko covers build pods)
     config += '\nc.ImageBuilder.backend_class = "kubestudio.image_builder.backends.buildah.BuildahBackend"\n'
+    # its own image storage, removed with the test's folder (never the machine's shared one)
+    config += f'c.BuildahBackend.storage_root = "{root}/buildah/storage"\nc.BuildahBackend.run_root = "{root}/buildah/run"\n'
 
     images = start_images_hub(root / "hub", registry, extra=config,
                               settings={"spawner": "kubernetes", "profiles_file": catalog, "projects": PROJECTS},
