@@ -62,6 +62,14 @@ class Account:
                 os.chmod(path, 0o700)
 
 
+    def own_inside(self, path, *passable):
+        """Make ``path`` this account's inside folders of the service's that it may only pass
+        through (0711: not listable), e.g. a job's venv in the jobs service's run folder."""
+        for folder in passable:
+            os.chmod(folder, 0o711)
+        self.own(path)
+
+
 def _account(entry):
     groups = tuple(g for g in os.getgrouplist(entry.pw_name, entry.pw_gid) if g != entry.pw_gid)
     return Account(entry.pw_name, entry.pw_uid, entry.pw_gid, groups)
@@ -145,8 +153,14 @@ class UserAccounts(Configurable):
             raise AccountError(f"the OS account {name!r} for {username!r} is root's uid: refusing to use it")
         return _account(entry)
 
-    async def account_async(self, username, home):
-        return await asyncio.to_thread(self.account, username, home)
+    async def account_owning(self, username, folders):
+        """The account of ``username`` (made on first use) owning the user's folders (root,
+        workspace, archives, home of a :class:`~kubestudio.spawner.storage.UserFolders`), or None
+        when accounts are off."""
+        account = await asyncio.to_thread(self.account, username, folders.home)
+        if account is not None:
+            account.own(folders.root, folders.workspace, folders.archives, folders.home)
+        return account
 
     @staticmethod
     def _existing(name, username):

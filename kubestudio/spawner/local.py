@@ -227,11 +227,9 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         self._progress(30, "Preparing your workspace")
         ensure_user_folders(folders)
         try:
-            self._account = await self.accounts.account_async(self.user.name, folders.home)
+            self._account = await self.accounts.account_owning(self.user.name, folders)
         except AccountError as e:
             raise SpawnFailed(str(e)) from None
-        if self._account is not None:
-            self._account.own(folders.root, folders.workspace, folders.archives, folders.home)
         try:
             self._env_bin = await asyncio.to_thread(ensure_user_env, folders.home, self._account,
                                                     code_server_defaults=request.ide == "vscode")

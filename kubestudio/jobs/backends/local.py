@@ -283,14 +283,10 @@ class LocalJobBackend(JobBackend):
     async def account_for(self, owner):
         """The owner's OS account (made on first use, owning their folders), or None when processes
         run as the service's own account."""
-        folders = self.folders(owner)
         try:
-            account = await UserAccounts(config=self.config).account_async(owner, folders.home)
+            return await UserAccounts(config=self.config).account_owning(owner, self.folders(owner))
         except AccountError as e:
             raise SpecError(str(e), 409) from None
-        if account is not None:
-            account.own(folders.root, folders.workspace, folders.archives, folders.home)
-        return account
 
     async def run(self, run):
         spec = run.spec
@@ -480,9 +476,7 @@ class LocalJobBackend(JobBackend):
         venv = os.path.join(self._dir(run), "venv")
         if account is not None and not os.path.exists(venv):
             # the run's folder stays the service's; the owner may only pass through it to their venv
-            os.chmod(self._dir(run), 0o711)
-            os.chmod(self.work_dir, 0o711)
-            account.own(venv)
+            account.own_inside(venv, self.work_dir, self._dir(run))
         steps = [[os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check",
                   "--no-input", *run.spec.packages]]
         if python == self.python:  # an admin's own Python: a plain environment on top of it

@@ -172,9 +172,7 @@ class LocalServingBackend(LoggingConfigurable):
         if account is not None:
             # the runtime runs as the owner: it passes through the service's folders to the packages
             # it installs; its log stays the service's (written through the descriptor it is given)
-            os.chmod(self.work_dir, 0o711)
-            os.chmod(folder, 0o711)
-            account.own(os.path.join(folder, "packages"))
+            account.own_inside(os.path.join(folder, "packages"), self.work_dir, folder)
         port = free_port()
         argv = [self.python, "-m", "kubestudio.jobs.serve", "--model", path, "--name", spec.name,
                 "--format", model_format, "--host", "127.0.0.1", "--port", str(port),

@@ -106,14 +106,13 @@ class LocalBoardBackend(BoardBackend):
         tree = link_tree(os.path.join(self.folder(board_id), "logdir"), resolved)
         folders = user_folders(self.data_dir, owner)
         try:
-            account = await UserAccounts(config=self.config).account_async(owner, folders.home)
+            account = await UserAccounts(config=self.config).account_owning(owner, folders)
         except AccountError as e:
             raise BoardFailed(str(e)) from None
         # never the service's own environment: its hub token must not reach a process of the user's
         env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
         env["HOME"] = folders.home
         if account is not None:
-            account.own(folders.root, folders.workspace, folders.archives, folders.home)
             # TensorBoard runs as the owner: it passes through the service's folders (not listable)
             # to the board's link tree, which only the owner's group may read
             os.chmod(self.work_dir, 0o711)
