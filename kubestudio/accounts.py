@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import os
 import pwd
+import shutil
 import stat
 import subprocess
 import threading
@@ -29,6 +30,7 @@ from .slugs import safe_slug
 # useradd's limit on a name's length; longer ones are cut and made unique with a hash
 MAX_NAME = 32
 COMMENT = "KubeStudio user {}"
+SBIN = ("/usr/sbin", "/sbin")
 _lock = threading.Lock()
 
 
@@ -175,7 +177,7 @@ class UserAccounts(Configurable):
         return entry
 
     def _create(self, name, username, home):
-        argv = [*self.useradd, "--system", "--no-create-home", "--home-dir", home, "--shell", "/usr/sbin/nologin",
+        argv = [root_tool(self.useradd[0]), *self.useradd[1:], "--system", "--no-create-home", "--home-dir", home, "--shell", "/usr/sbin/nologin",
                 "--comment", COMMENT.format(username), "--user-group", name]
         try:
             result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
@@ -186,6 +188,12 @@ class UserAccounts(Configurable):
         if result.returncode not in (0, 9):
             raise AccountError(f"cannot make the OS account {name!r} for {username!r}: "
                                f"{(result.stderr or result.stdout).strip() or f'exit code {result.returncode}'}")
+
+
+def root_tool(name):
+    """``name`` on PATH, else in sbin: root's tools (useradd, userdel) live there, and a hub started
+    with a user's PATH (/usr/bin:/bin) lacks it. The name as is when found nowhere."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), *SBIN])) or name
 
 
 def make_traversable(path):

@@ -8,7 +8,7 @@ import pwd
 import secrets
 import subprocess
 
-from ..accounts import COMMENT
+from ..accounts import COMMENT, root_tool
 
 
 def test_prefix():
@@ -25,7 +25,7 @@ def remove_accounts(prefix):
     """userdel every account made with ``prefix`` (and its group); the names that could not go."""
     left = []
     for name in made_accounts(prefix):
-        result = subprocess.run(["userdel", name], capture_output=True, text=True, timeout=60)
+        result = subprocess.run([root_tool("userdel"), name], capture_output=True, text=True, timeout=60)
         if result.returncode not in (0, 6):  # 6: gone meanwhile
             left.append(f"{name}: {result.stderr.strip()}")
     return left

@@ -18,7 +18,8 @@ import time
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# the narrowest PATH a user may start the README's commands with (env -i PATH=/usr/bin:/bin)
+SYSTEM_PATH = "/usr/bin:/bin"
 
 
 def machine_env(**extra):
