@@ -12,6 +12,7 @@ server, its kernels, its terminals' ``python``/``pip`` and the user's local jobs
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -62,11 +63,13 @@ def layered_env(path, over, account=None, code_server_defaults_home=None):
     """Make the environment ``path`` layered over the site-packages ``over`` (when missing; the
     layer is rewritten if the hub moved); its bin folder. It runs as ``account``: nothing is written
     into a user's folder by root, where a link the user planted could send the write elsewhere."""
+    if is_ready(path, over) and not code_server_defaults_home:
+        return os.path.join(path, "bin")
     argv = [sys.executable, "-m", "kubestudio.spawner.userenv", path, over]
     if code_server_defaults_home:
         argv += ["--code-server-defaults", code_server_defaults_home]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd="/",
-                            **(account.popen_kwargs() if account else {}))
+    result = subprocess.run(account.command(argv) if account else argv, capture_output=True, text=True,
+                            timeout=120, cwd="/")
     if result.returncode:
         raise OSError(f"could not prepare the Python environment {path}: "
                       f"{(result.stderr or result.stdout).strip()[-500:]}")
@@ -80,15 +83,41 @@ def ensure_user_env(home, account=None, code_server_defaults=False):
                        home if code_server_defaults else None)
 
 
+def _layer_files(path, over):
+    """What the environment ``path`` holds beyond a bare venv: its layer and its pip scripts."""
+    python = os.path.join(path, "bin", "python")
+    files = {os.path.join(site_packages(path), LAYER_PTH): f"import site; site.addsitedir({over!r})\n"}
+    for script in ("pip", "pip3"):
+        files[os.path.join(path, "bin", script)] = PIP_SCRIPT.format(python=python)
+    return files
+
+
+def is_ready(path, over):
+    """Whether the environment ``path`` is there with its layer over ``over``, read without following
+    links and without blocking (the folder is the user's: a FIFO or a link there must not stall or
+    mislead the service). Then nothing needs writing, and no process needs starting."""
+    if not os.path.isfile(os.path.join(path, "bin", "python")):
+        return False
+    for name, text in _layer_files(path, over).items():
+        expected = text.encode("utf-8")
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return False
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode) or os.read(fd, len(expected) + 1) != expected:
+                return False
+        finally:
+            os.close(fd)
+    return True
+
+
 def _prepare(path, over):
     python = os.path.join(path, "bin", "python")
     if not os.path.exists(python):
         # no pip of its own: the hub's pip (through the layer) installs here
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", path], check=True)
-    files = {os.path.join(site_packages(path), LAYER_PTH): f"import site; site.addsitedir({over!r})\n"}
-    for script in ("pip", "pip3"):
-        files[os.path.join(path, "bin", script)] = PIP_SCRIPT.format(python=python)
-    for name, text in files.items():
+    for name, text in _layer_files(path, over).items():
         if _read(name) != text:
             with open(name, "w", encoding="utf-8") as f:
                 f.write(text)

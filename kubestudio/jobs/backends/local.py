@@ -294,7 +294,6 @@ class LocalJobBackend(JobBackend):
         ranks = self._ranks(run)
         os.makedirs(os.path.dirname(ranks[0].log_path), mode=0o700, exist_ok=True)
         account = await self.account_for(run.owner)
-        as_owner = account.popen_kwargs() if account else {}
         python = await self._packages(run, account)
         if isinstance(python, Outcome):
             return python
@@ -327,10 +326,11 @@ class LocalJobBackend(JobBackend):
                 exit_fd = os.open(rank.exit_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 try:
                     with open(rank.log_path, "ab") as log:
+                        wrapped = ["/bin/bash", "-c", RANK_SHELL, str(exit_fd), *argv]
                         rank.proc = await asyncio.create_subprocess_exec(
-                            "/bin/bash", "-c", RANK_SHELL, str(exit_fd), *argv, cwd=cwd, env=env,
+                            *(account.command(wrapped) if account else wrapped), cwd=cwd, env=env,
                             stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                            start_new_session=True, pass_fds=(exit_fd,), **as_owner)
+                            start_new_session=True, pass_fds=(exit_fd,))
                 finally:
                     os.close(exit_fd)
                 rank.pid, rank.started = rank.proc.pid, process_start_time(rank.proc.pid)
@@ -494,10 +494,10 @@ class LocalJobBackend(JobBackend):
             if os.path.exists(os.path.join(venv, "bin", "python")) and argv[1:3] == ["-m", "venv"]:
                 continue
             run.on_lines("setup", ["$ " + " ".join(argv[2:] if argv[1:3] == ["-m", "pip"] else argv[1:])])
-            proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+            proc = await asyncio.create_subprocess_exec(*(account.command(argv) if account else argv),
+                                                        stdout=asyncio.subprocess.PIPE,
                                                         stderr=asyncio.subprocess.STDOUT, env=env,
-                                                        stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
-                                                        **(account.popen_kwargs() if account else {}))
+                                                        stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
             try:
                 while True:
                     line = await proc.stdout.readline()

@@ -189,11 +189,11 @@ class LocalServingBackend(LoggingConfigurable):
         with open(self.log_path(serving_id), "ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} starting version {generation}\n".encode())
             log.flush()
-            proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL, stdout=log,
+            proc = await asyncio.create_subprocess_exec(*(account.command(argv) if account else argv),
+                                                        stdin=asyncio.subprocess.DEVNULL, stdout=log,
                                                         stderr=asyncio.subprocess.STDOUT, env=env,
                                                         cwd=path if os.path.isdir(path) else os.path.dirname(path),
-                                                        start_new_session=True,
-                                                        **(account.popen_kwargs() if account else {}))
+                                                        start_new_session=True)
         runtime = LocalRuntime(proc.pid, process_start_time(proc.pid), port, generation)
         asyncio.ensure_future(proc.wait())  # reaped when it ends; alive() reads /proc
         try:

@@ -123,10 +123,10 @@ class LocalBoardBackend(BoardBackend):
         argv = [*self.tensorboard_command, "--logdir", tree, "--host", "127.0.0.1", "--port", "0",
                 "--path_prefix", prefix.rstrip("/"), "--reload_interval", str(self.reload_interval)]
         with open(self.stderr_path(board_id), "wb") as err:
-            proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+            proc = await asyncio.create_subprocess_exec(*(account.command(argv) if account else argv),
+                                                        stdin=asyncio.subprocess.DEVNULL,
                                                         stdout=asyncio.subprocess.DEVNULL, stderr=err, env=env,
-                                                        start_new_session=True,
-                                                        **(account.popen_kwargs() if account else {}))
+                                                        start_new_session=True)
         running = None
         try:
             deadline = time.monotonic() + self.start_timeout
