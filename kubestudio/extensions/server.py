@@ -3,7 +3,8 @@
 ``GET <server>/api/kubestudio/environment`` answers ``{"image", "baseline", "current"}``:
 the image the server runs (``KUBESTUDIO_IMAGE`` / ``JUPYTER_IMAGE``), the package set when the
 server started (its image plus what the workspace already held; on the embedded default, the hub's
-own packages under the user's environment) and the package set now.
+own packages under the user's environment, or the image's without the user's ``~/.local``) and the
+package set now.
 The image service builds image + the difference (``from_server`` builds).
 """
 
@@ -20,20 +21,23 @@ from tornado import web
 _baseline = {}
 
 
-async def _run(*argv):
+async def _run(*argv, env=None):
     try:
         proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.DEVNULL)
+                                                    stderr=asyncio.subprocess.DEVNULL, env=env)
     except OSError:
         return []
     out, _ = await proc.communicate()
     return [line for line in out.decode(errors="replace").splitlines() if line and not line.startswith("#")]
 
 
-async def package_set(path=None):
-    """{"pip": [...], "conda": [...]}; with ``path``, the pip packages of that site-packages only."""
+async def package_set(path=None, user_site=True):
+    """{"pip": [...], "conda": [...]}; with ``path``, the pip packages of that site-packages only;
+    without ``user_site``, those of the user's ``~/.local`` left out."""
     where = ["--path", path] if path else []
-    pip = await _run(sys.executable, "-m", "pip", "list", "--format=freeze", "--disable-pip-version-check", *where)
+    env = None if user_site else {**os.environ, "PYTHONNOUSERSITE": "1"}
+    pip = await _run(sys.executable, "-m", "pip", "list", "--format=freeze", "--disable-pip-version-check", *where,
+                     env=env)
     conda = await _run("conda", "list", "--export") if shutil.which("conda") else []
     return {"pip": pip, "conda": conda}
 
@@ -51,7 +55,9 @@ class EnvironmentHandler(APIHandler):
 async def _take_baseline():
     # a server whose user has an environment of their own layered on a base (the embedded default):
     # the base's packages are the image's, whatever the user installed before this start included
-    _baseline["packages"] = await package_set(os.environ.get("KUBESTUDIO_BASE_SITE_PACKAGES") or None)
+    # a server in an image: the image's packages, without what the user installed in their home
+    _baseline["packages"] = await package_set(os.environ.get("KUBESTUDIO_BASE_SITE_PACKAGES") or None,
+                                              user_site=os.environ.get("KUBESTUDIO_IMAGE_RUN") != "1")
 
 
 def _load_jupyter_server_extension(server_app):

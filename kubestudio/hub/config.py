@@ -387,6 +387,8 @@ class KubeStudio(Configurable):
         """What the spawners need to offer users the images they built."""
         if self.spawner == "local" and "server_image" not in c.LocalWorkspaceSpawner:
             c.LocalWorkspaceSpawner.server_image = f"{c.ImageBuilder.registry_host}/{LOCAL_PYTHON_BASE}"
+        if self.spawner == "local":
+            self.image_runs_config(c)
         prefix = c.ImageBuilder.get("registry_prefix", REGISTRY_PREFIX)
         images_api = self.service_url(IMAGES_SERVICE).rstrip("/") + f"/services/{IMAGES_SERVICE}/api/images"
         for spawner in ("WorkspaceSpawner", "LocalWorkspaceSpawner"):
@@ -398,6 +400,27 @@ class KubeStudio(Configurable):
                 c[spawner].images_api_url = images_api
             if "images_api_token" not in c[spawner]:
                 c[spawner].images_api_token = hub_token
+
+    def image_runs_config(self, c):
+        """Servers in images on the embedded default: the local single-user image the image service
+        makes (when the hub runs as root: buildah's chroot needs it), pulled with the registry's
+        read-only account into a container storage of the hub's own."""
+        registry = c.ImageBuilder.registry_host
+        data = os.path.abspath(self.data_dir)
+        if "local_registry" not in c.LocalWorkspaceSpawner:
+            c.LocalWorkspaceSpawner.local_registry = registry
+        servers = [b for b in c.ImageBuilder.get("base_images", []) if isinstance(b, dict) and b.get("server")]
+        if servers and os.geteuid() == 0 and "local_image" not in c.LocalWorkspaceSpawner:
+            c.LocalWorkspaceSpawner.local_image = f"{registry}/{servers[0]['image']}"
+        if "storage_root" not in c.ImageRunner:
+            c.ImageRunner.storage_root = os.path.join(data, "containers", "storage")
+        if "run_root" not in c.ImageRunner:
+            c.ImageRunner.run_root = os.path.join(data, "containers", "run")
+        if not self.registry:
+            if "tls_verify" not in c.ImageRunner:
+                c.ImageRunner.tls_verify = False
+            if "auth_file" not in c.ImageRunner:
+                c.ImageRunner.auth_file = self.local_registry_auth(data, "pull")
 
     def local_registry_auth(self, data, role):
         """The Docker auth file of the local registry's ``push`` (the image service) or ``pull``

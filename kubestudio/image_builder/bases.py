@@ -13,13 +13,16 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 
 from ..processgroup import signal_group
+from ..serverimage import kubestudio_source, server_dockerfile, server_requirements
 from .backends.base import BuildFailed, BuildJob
 
 PREPARING, READY, FAILED = "preparing", "ready", "failed"
@@ -33,6 +36,9 @@ class BaseImage:
     packages: list
     description: str = ""
     env: dict = field(default_factory=dict)
+    base: str = ""  # a server image: the image (repository:tag, under the registry) it is made from
+    server: bool = False  # KubeStudio's local single-user image (kubestudio.serverimage)
+    python: str = ""  # a server image: the Python version of its base, which the wheels must suit
     status: str = PREPARING
     message: str = ""
     seconds: float | None = None
@@ -50,6 +56,17 @@ def base_from_config(entry):
     if not isinstance(image, str) or ":" not in image:
         raise ValueError(f"ImageBuilder.base_images.image: expected repository:tag, got {image!r}")
     repository, tag = image.rsplit(":", 1)
+    if entry.get("server"):
+        base = entry.get("from")
+        if not isinstance(base, str) or ":" not in base:
+            raise ValueError(f"ImageBuilder.base_images.from of {image}: a server image names the image it is made "
+                             f"from (repository:tag under the registry), got {base!r}")
+        python = entry.get("python")
+        if not isinstance(python, str) or not re.fullmatch(r"3\.\d+(\.\d+)?", python):
+            raise ValueError(f"ImageBuilder.base_images.python of {image}: the Python version of the base (e.g. "
+                             f"'3.11.2'), so the wheels suit it; got {python!r}")
+        return BaseImage(repository=repository, tag=tag, suite="", packages=[], base=base, server=True,
+                         python=python, description=str(entry.get("description", "")))
     packages = entry.get("packages") or []
     if not isinstance(packages, list) or not all(isinstance(p, str) and p and not p.startswith("-") for p in packages):
         raise ValueError(f"ImageBuilder.base_images.packages of {image}: expected a list of Debian package names")
@@ -111,9 +128,10 @@ class BasePreparer:
             except Exception as e:  # the registry may still be starting: try to make it anyway
                 self.log.info("base image %s: registry check failed (%s); preparing it", base.repository, e)
             started = time.monotonic()
-            base.status, base.message = PREPARING, f"being prepared from Debian {base.suite} packages"
-            self.log.info("base image %s/%s:%s: preparing from Debian %s (%s)", self.registry_host, base.repository,
-                          base.tag, base.suite, " ".join(base.packages))
+            base.status, base.message = PREPARING, (
+                f"being prepared from {base.base}: JupyterLab, jupyterhub and KubeStudio" if base.server
+                else f"being prepared from Debian {base.suite} packages")
+            self.log.info("base image %s/%s:%s: %s", self.registry_host, base.repository, base.tag, base.message)
             try:
                 await self._prepare(base)
             except asyncio.CancelledError:
@@ -127,7 +145,6 @@ class BasePreparer:
                 self.log.info("base image %s:%s ready in %.1f s", base.repository, base.tag, base.seconds)
 
     async def _debootstrap(self, base, folder):
-        tail = []
         # Debian's python marks itself externally managed (PEP 668); in an image the user owns,
         # pip must install into it
         argv = [self.mmdebstrap, "--variant=apt", "--include=" + ",".join(base.packages),
@@ -142,19 +159,7 @@ class BasePreparer:
                         '&& chroot "$1" update-ca-certificates')
         argv += [base.suite, os.path.join(folder, "rootfs.tar")]
         # a group of its own: apt, dpkg and tar below it hold the output pipe, and all must stop
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT,
-                                                    stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
-        try:
-            async for raw in proc.stdout:
-                tail = (tail + [raw.decode(errors="replace").rstrip()])[-5:]
-            code = await proc.wait()
-        except asyncio.CancelledError:
-            signal_group(proc.pid)
-            await proc.wait()
-            raise
-        if code != 0:
-            raise BuildFailed(f"mmdebstrap exited with {code}: {' | '.join(tail)}")
+        await self._run(argv, "mmdebstrap")
 
     def cached_rootfs(self, base):
         """Where the root filesystem of ``base`` is kept for the next hub on this machine."""
@@ -167,7 +172,60 @@ class BasePreparer:
         key = hashlib.sha256(json.dumps([base.suite, sorted(base.packages), cas]).encode()).hexdigest()[:16]
         return os.path.join(self.cache_dir, f"rootfs-{base.suite}-{key}.tar")
 
+    async def _run(self, argv, what):
+        """Run a preparation step in a group of its own; BuildFailed with its last lines."""
+        tail = []
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT,
+                                                    stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+        try:
+            async for raw in proc.stdout:
+                tail = (tail + [raw.decode(errors="replace").rstrip()])[-5:]
+            code = await proc.wait()
+        except asyncio.CancelledError:
+            signal_group(proc.pid)
+            await proc.wait()
+            raise
+        if code != 0:
+            raise BuildFailed(f"{what} exited with {code}: {' | '.join(tail)}")
+
+    async def _prepare_server(self, base):
+        """KubeStudio's local single-user image: the hub's pip fetches the wheels (its index, proxy
+        and cache), and the build installs them with no network."""
+        source = kubestudio_source()
+        if source is None:
+            raise BuildFailed("KubeStudio was not installed from its source folder: the local single-user image "
+                              "needs it (run the hub from a checkout, or set ImageBuilder.base_images)")
+        folder = os.path.join(self.work_dir, f"base-{uuid.uuid4().hex[:12]}")
+        wheels = os.path.join(folder, "wheels")
+        os.makedirs(wheels, mode=0o700)
+        try:
+            pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+            await self._run(pip + ["download", "--only-binary=:all:", "--python-version", base.python, "--dest",
+                                   wheels, *server_requirements()], "pip download")
+            await self._run(pip + ["wheel", "--no-deps", "--wheel-dir", wheels, source], "pip wheel (KubeStudio)")
+            dockerfile = server_dockerfile(f"{self.registry_host}/{base.base}")
+            with open(os.path.join(folder, "Dockerfile"), "w", encoding="utf-8") as f:
+                f.write(dockerfile)
+            image = f"{self.registry_host}/{base.repository}:{base.tag}"
+            job = BuildJob(id=f"base{uuid.uuid4().hex[:12]}", owner="kubestudio", owner_slug="kubestudio",
+                           image=image, dockerfile="Dockerfile", context_dir=folder, dockerfile_text=dockerfile,
+                           generated=True, labels={"io.kubestudio.base": "true", "io.kubestudio.server": "true"})
+            await self._build(job)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    async def _build(self, job):
+        """Build and push ``job``; a failure says the build's last lines (there is no build page)."""
+        tail = []
+        try:
+            await self.backend.build(job, lambda line: tail.__setitem__(slice(None), (tail + [line])[-6:]))
+        except BuildFailed as e:
+            raise BuildFailed(f"{e}: {' | '.join(str(line).strip() for line in tail)}") from None
+
     async def _prepare(self, base):
+        if base.server:
+            return await self._prepare_server(base)
         cached = self.cached_rootfs(base)
         have_cached = bool(cached) and os.path.exists(cached)
         if not have_cached and not shutil.which(self.mmdebstrap):
@@ -189,7 +247,7 @@ class BasePreparer:
             job = BuildJob(id=f"base{uuid.uuid4().hex[:12]}", owner="kubestudio", owner_slug="kubestudio",
                            image=image, dockerfile="Dockerfile", context_dir=folder, dockerfile_text=dockerfile,
                            generated=True, labels={"io.kubestudio.base": "true"})
-            await self.backend.build(job, lambda line: None)
+            await self._build(job)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -215,7 +273,8 @@ def _keep(path, cached):
 def default_base(bases, registry_host):
     """The reference of the first configured base image (the default for builds), or None."""
     for base in bases:
-        return f"{registry_host}/{base.repository}:{base.tag}"
+        if not base.server:
+            return f"{registry_host}/{base.repository}:{base.tag}"
     return None
 
 

@@ -13,6 +13,7 @@ from ..names import (
     LOCAL_PYTHON_BASE,
     WORKSPACE_CLAIM,
 )
+from ..serverimage import REPOSITORY, server_image_tag
 from ..services.declare import ServiceDeclaration
 
 
@@ -54,7 +55,10 @@ def defaults(studio, c, data):
         setdefault("ImageBuilder", "base_images", [{
             "image": LOCAL_PYTHON_BASE, "suite": "bookworm",
             "packages": ["python3", "python3-pip", "python3-venv", "ca-certificates"],
-            "description": "Debian 12 with Python 3.11 and pip, made on this machine"}])
+            "description": "Debian 12 with Python 3.11 and pip, made on this machine"}, {
+            # what local servers run: the base with JupyterLab, jupyterhub and KubeStudio
+            "image": f"{REPOSITORY}:{server_image_tag()}", "from": LOCAL_PYTHON_BASE, "server": True, "python": "3.11.2",
+            "description": "KubeStudio's single-user image: the base with JupyterLab and jupyterhub at this hub's versions"}])
         setdefault("ImageBuilder", "workspaces_root", os.path.join(data, "users"))
         setdefault("ImageBuilder", "workspace_pattern", "{root}/{user_slug}/mnt")
         setdefault("BuildahBackend", "storage_root", os.path.join(data, "buildah", "storage"))

@@ -140,6 +140,9 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
             return None
         return self.user_images_prefix.format(user_slug=user_slug(self.user.name))
 
+    # whether a profile's image choice `image: host` (the hub machine's own Python) can run
+    runs_host_image = False
+
     def runs_here(self):
         """Where a server does not run its profile's image: what it runs instead (for the form)."""
         return None
@@ -147,7 +150,7 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
     def resolve(self, options):
         profile_reasons, ide_reasons = self.unavailable()
         return resolve_request(options, self.catalog, self.projects(), profile_reasons, ide_reasons,
-                               custom_image_prefix=self.custom_image_prefix())
+                               custom_image_prefix=self.custom_image_prefix(), host_image=self.runs_host_image)
 
     @default("options_form")
     def _default_options_form(self):

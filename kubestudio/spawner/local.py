@@ -23,14 +23,15 @@ import time
 
 from jupyterhub.spawner import LocalProcessSpawner
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
-from traitlets import Integer, List, Unicode, default
+from traitlets import Bool, Integer, List, Unicode, default
 
 from ..accounts import AccountError, UserAccounts
-from ..processgroup import signal_group
+from ..processgroup import descendants, kill_known, signal_group
 from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
 from .gpus import SERVER, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
-from .request import SpawnRefused
-from .storage import ensure_user_folders, user_folders, user_slug
+from .imagerun import ImageRunError, ImageRunner, write_env_file
+from .request import HOST_IMAGE, SpawnRefused
+from .storage import ensure_user_folders, mount_name, user_folders, user_slug
 from .userenv import BASE_SITE_ENV, base_site_packages, ensure_user_env
 
 # The directory of the hub's own Python (its venv's bin): servers run jupyterhub-singleuser and the
@@ -48,6 +49,13 @@ def singleuser_command():
     """jupyterhub-singleuser of the hub's own environment, else the one on PATH."""
     beside = os.path.join(HUB_BIN, "jupyterhub-singleuser")
     return [beside] if os.access(beside, os.X_OK) else ["jupyterhub-singleuser"]
+
+
+# what a server in an image runs (the image's own jupyterhub-singleuser, on its PATH)
+IMAGE_SINGLEUSER = ["jupyterhub-singleuser"]
+# environment of the hub's that means nothing inside an image
+HOST_ONLY_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "CONDA_ROOT", "CONDA_DEFAULT_ENV", "JUPYTER_CONFIG_PATH",
+                 "JUPYTER_PATH", BASE_SITE_ENV, "SHELL")
 
 
 # one ledger per data dir in this hub process: every spawner of the hub shares it (and, through
@@ -114,11 +122,51 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         help="Seconds to wait for a local server to answer before giving up.",
     )
 
+    local_image = Unicode(
+        "",
+        config=True,
+        help="""The image local servers run unless their profile says `image: host`: KubeStudio's local
+        single-user image (the offline Debian base with JupyterLab, jupyterhub and KubeStudio's
+        server extension), which configure() sets when the hub runs as root and its image service
+        makes that image. A server runs inside the image's root filesystem (buildah, chroot
+        isolation; see ImageRunner) with the user's folders at /mnt/<user> and /archives/<user>.
+        Empty: every server runs on the hub's own Python.""",
+    )
+
+    local_registry = Unicode(
+        "",
+        config=True,
+        help="""Host[:port] of the hub's own registry. A profile image or a user's built image from it
+        runs as it is; an image from elsewhere (e.g. quay.io, for Kubernetes) runs as `local_image`
+        unless `run_remote_images` is set.""",
+    )
+
+    run_remote_images = Bool(
+        False,
+        config=True,
+        help="""Pull a profile's image from its own registry and run it (the machine must reach that
+        registry, and the image must have jupyterhub-singleuser). False: such profiles run
+        `local_image` here, and their image on Kubernetes.""",
+    )
+
+    image_wait_timeout = Integer(
+        900,
+        config=True,
+        help="""Seconds a start waits for `local_image` while the image service is still making it (a
+        few minutes on a new machine).""",
+    )
+
     # ------------------------------------------------------------------ shared state
 
     @property
     def accounts(self):
         return UserAccounts(parent=self)
+
+    runs_host_image = True
+
+    @property
+    def image_runner(self):
+        return ImageRunner(parent=self)
 
     @property
     def ledger(self):
@@ -164,8 +212,14 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
 
     def runs_here(self):
         version = ".".join(str(n) for n in sys.version_info[:2])
-        text = (f"On this machine every server runs the hub's own Python {version} environment, not the "
-                f"image; the image applies when the hub runs on Kubernetes.")
+        if self.local_image:
+            text = (f"On this machine servers run in KubeStudio's single-user image ({self.local_image}: "
+                    f"Debian 12, Python 3.11, JupyterLab), with your files at /mnt and /archives; a profile's "
+                    f"image from another registry applies on Kubernetes. Your own built images run as they are. "
+                    f"VS Code and `image: host` run on the hub's own Python {version}.")
+        else:
+            text = (f"On this machine every server runs the hub's own Python {version} environment, not the "
+                    f"image; the image applies when the hub runs on Kubernetes.")
         try:
             per_user = self.accounts.enabled
         except AccountError:
@@ -190,6 +244,8 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
     _env_bin = None
     _request = None
     _events = ()
+    _image = None  # the image the server runs in; None: the hub's own Python
+    _container = None  # its working container
 
     def _progress(self, percent, message):
         self._events.append({"progress": percent, "message": message})
@@ -217,6 +273,19 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         self._request = request
         self._allocation = allocation
 
+    def image_to_run(self, request):
+        """The image the server of ``request`` runs in, or None for the hub's own Python."""
+        if not self.local_image or request.ide == "vscode":  # code-server is the machine's, not the image's
+            return None
+        choice = request.image
+        if choice is None:
+            return self.local_image
+        if choice.image == HOST_IMAGE:
+            return None
+        if self.run_remote_images or (self.local_registry and choice.image.startswith(self.local_registry + "/")):
+            return choice.image
+        return self.local_image
+
     async def start(self):
         if self._allocation is None:
             # JupyterHub < 5.3 has no apply_user_options hook
@@ -230,28 +299,34 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             self._account = await self.accounts.account_owning(self.user.name, folders)
         except AccountError as e:
             raise SpawnFailed(str(e)) from None
-        try:
-            self._env_bin = await asyncio.to_thread(ensure_user_env, folders.home, self._account,
-                                                    code_server_defaults=request.ide == "vscode")
-        except OSError as e:
-            raise SpawnFailed(str(e)) from None
-        self.notebook_dir = folders.workspace
-        self.default_url = self.vscode_url if request.ide == "vscode" else self.jupyterlab_url
+        self._image = self.image_to_run(request) if self._account else None
+        if self._configured_popen_kwargs is None:
+            self._configured_popen_kwargs = dict(self.popen_kwargs)
+            self._configured_cmd = list(self.cmd)
         self.mem_limit = profile.mem_limit
         self.mem_guarantee = profile.mem_guarantee
         self.cpu_limit = profile.cpu_limit
         self.cpu_guarantee = profile.cpu_guarantee
-        if self._configured_popen_kwargs is None:
-            self._configured_popen_kwargs = dict(self.popen_kwargs)
-            self._configured_cmd = list(self.cmd)
-        if self._configured_cmd == singleuser_command():
-            # the hub's jupyterhub-singleuser, run by the user's Python: kernels and pip are theirs
-            self.cmd = [os.path.join(self._env_bin, "python"), "-m", "jupyterhub.singleuser"]
-        self.popen_kwargs = {**self._configured_popen_kwargs,
-                             **(self._account.popen_kwargs() if self._account else {})}
+        self.default_url = self.vscode_url if request.ide == "vscode" else self.jupyterlab_url
+        if self._image:
+            await self._prepare_image(allocation)
+        else:
+            try:
+                self._env_bin = await asyncio.to_thread(ensure_user_env, folders.home, self._account,
+                                                        code_server_defaults=request.ide == "vscode")
+            except OSError as e:
+                raise SpawnFailed(str(e)) from None
+            self.notebook_dir = folders.workspace
+            self.cmd = list(self._configured_cmd)
+            if self._configured_cmd == singleuser_command():
+                # the hub's jupyterhub-singleuser, run by the user's Python: kernels and pip are theirs
+                self.cmd = [os.path.join(self._env_bin, "python"), "-m", "jupyterhub.singleuser"]
+            self.popen_kwargs = {**self._configured_popen_kwargs,
+                                 **(self._account.popen_kwargs() if self._account else {})}
         gpus = f" with GPU {', '.join(allocation.gpus)}" if allocation.gpus else ""
         ide = "VS Code" if request.ide == "vscode" else "JupyterLab"
-        self._progress(50, f"Starting {ide} ({profile.display_name}){gpus}")
+        where = f" in {self._image}" if self._image else ""
+        self._progress(50, f"Starting {ide} ({profile.display_name}){gpus}{where}")
         try:
             ip, port = await super().start()
         except FileNotFoundError as e:
@@ -261,6 +336,96 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             ) from None
         await self._wait_until_answering(ip, port, ide)
         return ip, port
+
+    # ------------------------------------------------------------------ servers in images
+
+    def _container_name(self):
+        return f"ks-{user_slug(self.user.name)}-{self.name or 'server'}"
+
+    def _env_file(self):
+        folder = os.path.join(self.data_dir, "containers", "env")
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        return os.path.join(folder, f"{self._container_name()}.env")
+
+    async def _prepare_image(self, allocation):
+        """A working container of the server's image (pulled on first use; the local image waited
+        for while the image service makes it), and the command that runs the server in it."""
+        image, runner = self._image, self.image_runner
+        name = self._container_name()
+        waiting = image == self.local_image
+        # JupyterHub gives up on the start after start_timeout: say why before that
+        deadline = time.monotonic() + (min(self.image_wait_timeout, self.start_timeout - 15) if waiting else 0)
+        self._progress(40, f"Preparing image {image}")
+        while True:
+            try:
+                self._container = await runner.working_container(image, name)
+                break
+            except ImageRunError as e:
+                missing = "manifest unknown" in str(e) or "not found" in str(e)
+                if waiting and missing and time.monotonic() >= deadline:
+                    raise SpawnFailed(f"image: KubeStudio's single-user image {image} is not ready: the image service "
+                                      "is still making it, or could not (the images page says which)") from None
+                if not (waiting and missing):
+                    raise SpawnFailed(f"image: {e}") from None
+                self._progress(40, f"Waiting for KubeStudio's single-user image: the image service is still making "
+                                   f"it ({image}; a few minutes on a new machine)")
+                await asyncio.sleep(3)
+        folders, mount = self.folders, mount_name(self.user.name)
+        account = self._account
+        await self._add_account_to_image(runner, mount)
+        self.notebook_dir = f"/mnt/{mount}"
+        mounts = [(folders.workspace, f"/mnt/{mount}", False), (folders.archives, f"/archives/{mount}", False),
+                  (folders.home, f"/home/{mount}", False)]
+        self.cmd = runner.command(self._container, IMAGE_SINGLEUSER, account, mounts, workdir=f"/mnt/{mount}",
+                                  env_file=self._env_file(), gpus=bool(allocation.gpus))
+        # buildah starts as root and runs the server as the account
+        self.popen_kwargs = dict(self._configured_popen_kwargs)
+
+    async def _add_account_to_image(self, runner, mount):
+        """The account's name in the container's /etc/passwd and /etc/group (so `id`, `whoami` and
+        the shell prompt name it). Written by a shell inside the root filesystem, never by the hub
+        through a path of the image: an image's /etc/passwd may be a link out of it."""
+        account = self._account
+        passwd = f"{account.name}:x:{account.uid}:{account.gid}::/home/{mount}:/bin/bash"
+        group = f"{account.name}:x:{account.gid}:"
+        script = ('grep -q "^$2:" /etc/passwd || echo "$0" >> /etc/passwd; '
+                  'grep -q "^$2:" /etc/group || echo "$1" >> /etc/group')
+        proc = await asyncio.create_subprocess_exec(
+            *runner.command(self._container, ["/bin/sh", "-c", script, passwd, group, account.name]),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        if proc.returncode:
+            raise SpawnFailed(f"image {self._image}: cannot run a shell in it ({err.decode(errors='replace').strip()})")
+
+    def _image_env(self, env):
+        """The server's environment inside the image: the user's paths as pods have them."""
+        mount = mount_name(self.user.name)
+        inside = {k: v for k, v in env.items() if k not in HOST_ONLY_ENV}
+        inside.update({
+            "HOME": f"/home/{mount}",
+            "KUBESTUDIO_WORKSPACE": f"/mnt/{mount}",
+            "KUBESTUDIO_ARCHIVES": f"/archives/{mount}",
+            "KUBESTUDIO_IMAGE": self._image,
+            "KUBESTUDIO_IMAGE_RUN": "1",
+            # a user's `pip install` goes to ~/.local (the image's site-packages are root's)
+            "KUBESTUDIO_SERVER_PATH": f"/home/{mount}/.local/bin",
+        })
+        write_env_file(self._env_file(), inside, self._account,
+                       extra=['PATH="$KUBESTUDIO_SERVER_PATH:$PATH"'])
+        # buildah's own environment: nothing of the server's (its token stays in the file)
+        return {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TMPDIR") if k in os.environ}
+
+    async def _stop_in_image(self):
+        """Ask the server inside to stop (buildah kills its process at once when signalled itself),
+        wait for it, then remove the working container."""
+        if self.pid and await self.poll() is None and self._account is not None:
+            inside = {pid: started for pid, started in descendants(self.pid).items()
+                      if _owner(pid) == self._account.uid}
+            kill_known(inside, signal.SIGTERM)
+            for _ in range(50):
+                if await self.poll() is not None:
+                    break
+                await asyncio.sleep(0.1)
 
     async def _wait_until_answering(self, ip, port, ide):
         """Poll the new server every 50 ms until it answers, or fail at once if it exits.
@@ -292,13 +457,19 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         the server leads a process group of its own, and nothing of it outlives it."""
         # only a server that is running now: an old PID may belong to someone else by now
         pgid = self.pid if self.pid and await self.poll() is None else 0
+        if self._container and not now:
+            await self._stop_in_image()
         await super().stop(now=now)
         if pgid and signal_group(pgid, signal.SIGTERM):
             for _ in range(20):
                 await asyncio.sleep(0.1)
                 if not signal_group(pgid, 0):
-                    return
-            signal_group(pgid, signal.SIGKILL)
+                    break
+            else:
+                signal_group(pgid, signal.SIGKILL)
+        if self._container:
+            await self.image_runner.remove(self._container)
+            self._container = None
 
     def get_args(self):
         args = super().get_args()
@@ -371,6 +542,8 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         if self._allocation is not None:
             # an empty value hides every GPU from a server that asked for none
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self._allocation.gpus)
+        if self._image:
+            return self._image_env(env)
         return env
 
     async def move_certs(self, paths):
@@ -386,6 +559,8 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
                 "gpus": list(self._allocation.gpus),
                 "options": self._request.as_options() if self._request else {},
             }
+            if self._container:
+                state["kubestudio"].update(image=self._image, container=self._container)
         return state
 
     def load_state(self, state):
@@ -400,6 +575,12 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             )
             self.ledger.restore(allocation)
             self._allocation = allocation
+            self._image, self._container = saved.get("image"), saved.get("container")
+            if self._container:
+                try:
+                    self._account = self.accounts.account(self.user.name, self.folders.home)
+                except AccountError as e:
+                    self.log.warning("%s: %s", self._log_name, e)
             try:
                 self._request = self.resolve(saved.get("options", {}))
             except SpawnRefused as e:
@@ -412,3 +593,16 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             self.ledger.release(self.user.name, self.name)
         self._allocation = None
         self._request = None
+        self._image = None
+
+
+def _owner(pid):
+    """The real uid of process ``pid``, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

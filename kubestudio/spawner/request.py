@@ -12,6 +12,8 @@ from .profiles import IDE_LABELS, ImageChoice, Profile
 from .projects import PUBLIC_PROJECT, Project, ProjectError
 
 OPTION_KEYS = ("profile", "project", "ide", "image", "gpus")
+# a profile's image choice that runs on the hub machine's own Python (the embedded default only)
+HOST_IMAGE = "host"
 
 
 class SpawnRefused(ValueError):
@@ -110,7 +112,7 @@ async def hub_project(hub, name):
 
 
 def resolve_request(options, catalog, projects, profile_unavailable=None, ide_unavailable=None,
-                    custom_image_prefix=None):
+                    custom_image_prefix=None, host_image=False):
     """Check ``options`` against the catalog and the user's projects.
 
     ``projects`` is ``{name: Project or ProjectError}`` (see
@@ -118,6 +120,7 @@ def resolve_request(options, catalog, projects, profile_unavailable=None, ide_un
     ``ide_unavailable`` map a profile slug or an IDE to the reason it cannot start here.
     ``custom_image_prefix`` is where the user's own images live (e.g.
     ``registry.example.org/kubestudio/alice/``); profiles with ``custom_images`` accept those.
+    ``host_image``: the image choice ``host`` (the hub machine's own Python) can run here.
     """
     options = dict(options or {})
     profile_unavailable = profile_unavailable or {}
@@ -157,6 +160,9 @@ def resolve_request(options, catalog, projects, profile_unavailable=None, ide_un
             known = ", ".join(c.name for c in profile.images) or "none"
             mine = f", or one of your images under {custom_prefix}" if custom_prefix else ""
             raise SpawnRefused(f"image: profile {profile.slug!r} has no image {image_name!r} (choices: {known}{mine})")
+        if image.image == HOST_IMAGE and not host_image:
+            raise SpawnRefused(f"image: {image.name!r} runs on the hub machine's own Python, which only the embedded "
+                               "default (no Kubernetes) has; choose another image", status=409)
     elif options.get("image"):
         raise SpawnRefused(f"image: profile {profile.slug!r} offers no image choice")
 

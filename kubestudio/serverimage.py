@@ -1,0 +1,75 @@
+"""The embedded default's local single-user image: the offline Debian base with JupyterLab,
+jupyterhub and KubeStudio's server extension, at this hub's own versions.
+
+The image service makes it in the background (:mod:`kubestudio.image_builder.bases`) and the local
+spawner runs servers in it (:mod:`kubestudio.spawner.imagerun`). Both name it with
+:func:`server_image_tag`: the KubeStudio version plus a hash of what goes into the image (the
+package versions and KubeStudio's own files), so a hub whose code changed makes a new image instead
+of running servers on a stale extension.
+"""
+
+import functools
+import hashlib
+import importlib.metadata
+import os
+
+import kubestudio
+
+REPOSITORY = "kubestudio/singleuser"
+# what a server needs in the image; pinned to the versions this hub runs
+SERVER_PACKAGES = ("jupyterhub", "jupyterlab", "jupyter_server", "ipykernel", "requests", "pyyaml")
+PACKAGE_ROOT = os.path.dirname(os.path.abspath(kubestudio.__file__))
+SOURCE_ROOT = os.path.dirname(PACKAGE_ROOT)
+
+
+def server_requirements():
+    """``name==version`` of each package a server needs, as installed beside this hub."""
+    pins = []
+    for name in SERVER_PACKAGES:
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def kubestudio_source():
+    """The folder KubeStudio is built from (a checkout: pyproject.toml beside the package), or None
+    when it was installed from a wheel."""
+    return SOURCE_ROOT if os.path.exists(os.path.join(SOURCE_ROOT, "pyproject.toml")) else None
+
+
+@functools.lru_cache(maxsize=1)
+def server_image_tag():
+    digest = hashlib.sha256("\n".join(server_requirements()).encode())
+    roots = [PACKAGE_ROOT] + ([os.path.join(SOURCE_ROOT, "jupyter-config")] if kubestudio_source() else [])
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            for name in sorted(files):
+                if name.endswith((".pyc", ".pyo")):
+                    continue
+                path = os.path.join(folder, name)
+                digest.update(os.path.relpath(path, root).encode())
+                with open(path, "rb") as f:
+                    digest.update(f.read())
+    return f"{kubestudio.__version__}-{digest.hexdigest()[:10]}"
+
+
+def server_image(registry_host):
+    return f"{registry_host}/{REPOSITORY}:{server_image_tag()}"
+
+
+def server_dockerfile(base_reference):
+    """The image's Dockerfile: the packages go into the system Python (not a virtual environment),
+    so a user's own ``pip install`` in a server defaults to their home (``~/.local``)."""
+    # the wheels are the set the hub's pip resolved (and KubeStudio's own, whose other dependencies
+    # are the hub's services', not a server's): installed as they are
+    return (
+        f"FROM {base_reference}\n"
+        "COPY wheels /tmp/kubestudio-wheels\n"
+        "RUN python3 -m pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check "
+        "--root-user-action=ignore /tmp/kubestudio-wheels/*.whl && rm -rf /tmp/kubestudio-wheels\n"
+        "ENV PYTHONUNBUFFERED=1\n"
+        'CMD ["jupyterhub-singleuser"]\n'
+    )

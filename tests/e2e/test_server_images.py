@@ -1,0 +1,212 @@
+"""Servers that really run in their image on the embedded default (the hub run as root): the image
+service makes KubeStudio's local single-user image, servers run inside it (buildah, chroot
+isolation) as their user's account with the user's folders at /mnt/<user> and /archives/<user>; a
+user's built image runs as it is; `image: host` runs on the hub's Python; stopping a server removes
+its working container, and a hub restart keeps servers in images running."""
+
+import os
+import pwd
+import subprocess
+import textwrap
+import time
+
+import pytest
+import requests
+
+from kubestudio.testing.localhub import LocalHub
+from kubestudio.testing.newcomer import run_in_terminal
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="servers in images need a hub run as root (buildah)")
+
+DONE = "echo END-$((6*7))"
+
+CATALOG = textwrap.dedent("""\
+    profiles:
+      - slug: cpu-small
+        display_name: "CPU · small"
+        default: true
+        custom_images: true
+        images:
+          - {name: scipy, display_name: "SciPy (Kubernetes)", image: quay.io/jupyter/scipy-notebook:python-3.12}
+          - {name: host, display_name: "This machine's Python", image: host}
+        cpu: {limit: 2}
+        memory: {limit: 4G}
+    """)
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    root = tmp_path_factory.mktemp("server-images")
+    catalog = root / "profiles.yaml"
+    catalog.write_text(CATALOG)
+    local = LocalHub(root / "hub", settings={"keep_servers_running": True, "profiles_file": str(catalog)},
+                     base_images=True)
+    local.start()
+    try:
+        local.create_user("alice")
+        local.create_user("bob")
+        wait_for_server_image(local)
+        yield local
+    finally:
+        local.stop()
+    # every working container went with its server
+    assert containers(local) == [], containers(local)
+
+
+def images_api(hub, user="alice"):
+    session = requests.Session()
+    session.headers["Authorization"] = f"token {hub.user_token(user)}"
+    return session, f"{hub.url}/services/images/api"
+
+
+def wait_for_server_image(hub, timeout=600):
+    session, api = images_api(hub)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        bases = session.get(f"{api}/bases", timeout=30).json()
+        bases = bases.get("bases", bases) if isinstance(bases, dict) else bases
+        server = [b for b in bases if "/kubestudio/singleuser:" in b["image"]]
+        assert server, bases
+        if server[0]["status"] == "failed":
+            raise AssertionError(f"the local single-user image failed: {server[0]['message']}")
+        if server[0]["status"] == "ready":
+            return server[0]["image"]
+        time.sleep(3)
+    raise TimeoutError(f"the local single-user image is not ready after {timeout} s")
+
+
+def containers(hub):
+    storage = os.path.join(hub.data_dir, "containers")
+    if not os.path.isdir(os.path.join(storage, "storage")):
+        return []
+    out = subprocess.run(["buildah", "--root", os.path.join(storage, "storage"), "--runroot", os.path.join(storage, "run"),
+                          "--storage-driver", "overlay", "containers", "--quiet"], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def terminal(hub, user, command, server="", timeout=90):
+    path = f"/user/{user}/" + (f"{server}/" if server else "")
+    out = run_in_terminal(f"{hub.url}{path}", hub.user_token(user), f"{command}; {DONE}", "END-42", timeout=timeout)
+    return out.split(DONE, 1)[-1]
+
+
+def test_a_server_runs_in_the_local_image_as_its_user_with_their_folders(hub):
+    hub.spawn("alice", timeout=300)
+    model = hub.server_model("alice")
+    image = model["state"]["kubestudio"]["image"]
+    assert "/kubestudio/singleuser:" in image, model
+    out = terminal(hub, "alice", "python3 -c 'import sys, jupyterlab; print(\"PY\", sys.executable, jupyterlab.__file__)'; "
+                                 "grep PRETTY /etc/os-release; id -un; echo HOME=$HOME; pwd; echo W > /mnt/alice/in-image.txt; "
+                                 "ls -d /archives/alice; ls /tmp/*/data 2>&1 | head -1; echo IMG=$KUBESTUDIO_IMAGE")
+    # the image's own Python and JupyterLab, not the hub's environment
+    assert "PY /usr/bin/python3 /usr/local/lib/python3.11/dist-packages/jupyterlab" in out, out
+    assert "Debian GNU/Linux 12" in out, out
+    assert hub.account_prefix + "alice" in out, out
+    assert "HOME=/home/alice" in out and "/mnt/alice" in out and "/archives/alice" in out, out
+    assert f"IMG={image}" in out, out
+    # what it wrote is in alice's workspace on the machine, owned by her account
+    written = os.path.join(hub.data_dir, "users", "alice", "mnt", "in-image.txt")
+    assert open(written).read() == "W\n"
+    assert os.stat(written).st_uid == pwd.getpwnam(hub.account_prefix + "alice").pw_uid
+    # the hub's folders are not in the image's root filesystem at all
+    assert "No such file or directory" in out, out
+    # the server's token is in no command line that `ps` shows every user
+    token = model["state"].get("api_token") or ""
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    assert not token or token.encode() not in f.read()
+            except OSError:
+                pass
+
+
+def test_pip_in_an_image_server_goes_to_the_users_home(hub):
+    hub.spawn("alice", timeout=300)
+    hub.spawn("bob", timeout=300)
+    wheel_dir = os.path.join(hub.data_dir, "users", "alice", "mnt")
+    name = "kst_image_probe"
+    _tiny_wheel(wheel_dir, name)
+    out = terminal(hub, "alice", f"pip install --no-index --no-deps /mnt/alice/{name}-0.1-py3-none-any.whl 2>&1 | tail -1; "
+                                 f"python3 -c 'import {name}; print(\"AT\", {name}.__file__)'")
+    assert f"AT /home/alice/.local/lib/python3.11/site-packages/{name}.py" in out, out
+    out = terminal(hub, "bob", f"python3 -c 'import {name}' 2>&1 | tail -1")
+    assert "ModuleNotFoundError" in out, out
+
+
+def test_a_users_built_image_runs_as_it_is(hub):
+    server_image = wait_for_server_image(hub)
+    session, api = images_api(hub)
+    context = os.path.join(hub.data_dir, "users", "alice", "mnt", "ctx")
+    out = terminal(hub, "alice", "mkdir -p ctx && printf 'FROM %s\\nRUN echo only-in-this-image > /opt/marker.txt\\n' "
+                                 f"{server_image} > ctx/Dockerfile && cat ctx/Dockerfile")
+    assert os.path.exists(os.path.join(context, "Dockerfile")), out
+    build = session.post(f"{api}/builds", json={"name": "marked", "tag": "v1", "context": "ctx"}, timeout=60)
+    assert build.status_code in (200, 201, 202), build.text
+    deadline = time.monotonic() + 300
+    while (status := session.get(f"{api}/builds/{build.json()['id']}", timeout=30).json())["status"] not in (
+            "succeeded", "failed", "cancelled", "exists"):
+        assert time.monotonic() < deadline, status
+        time.sleep(2)
+    assert status["status"] == "succeeded", status
+    r = hub.spawn("alice", server="built", options={"image": status["image"]}, timeout=300)
+    assert r.status_code in (201, 202), r.text
+    assert hub.server_model("alice", "built")["state"]["kubestudio"]["image"] == status["image"]
+    out = terminal(hub, "alice", "cat /opt/marker.txt; id -un", server="built")
+    assert "only-in-this-image" in out and hub.account_prefix + "alice" in out, out
+    before = len(containers(hub))
+    hub.stop_server("alice", "built")
+    deadline = time.monotonic() + 30
+    while len(containers(hub)) >= before:
+        assert time.monotonic() < deadline, containers(hub)
+        time.sleep(0.5)
+
+
+def test_image_host_runs_on_the_hubs_own_python(hub):
+    r = hub.spawn("bob", server="host", options={"image": "host"}, timeout=120)
+    assert r.status_code in (201, 202), r.text
+    assert not hub.server_model("bob", "host")["state"].get("kubestudio", {}).get("image")
+    out = terminal(hub, "bob", "python -c 'import sys; print(\"PY\", sys.prefix)'; pwd", server="host")
+    assert "PY " + os.path.join(hub.data_dir, "users", "bob", "home", ".venvs") in out, out
+    hub.stop_server("bob", "host")
+
+
+def test_servers_in_images_keep_running_across_a_hub_restart(hub):
+    hub.spawn("alice", timeout=300)
+    pid = hub.server_pid("alice")
+    hub.stop(stop_servers=False)
+    hub.start()
+    assert hub.server_pid("alice") == pid
+    out = terminal(hub, "alice", "cat /mnt/alice/in-image.txt; id -un")
+    assert "W" in out and hub.account_prefix + "alice" in out, out
+    # stopping it after the restart still removes its working container
+    hub.stop_server("alice")
+    deadline = time.monotonic() + 30
+    while any(name == "ks-alice-server" for name in _container_names(hub)):
+        assert time.monotonic() < deadline, _container_names(hub)
+        time.sleep(0.5)
+
+
+def _container_names(hub):
+    storage = os.path.join(hub.data_dir, "containers")
+    out = subprocess.run(["buildah", "--root", os.path.join(storage, "storage"), "--runroot", os.path.join(storage, "run"),
+                          "--storage-driver", "overlay", "containers", "--format", "{{.ContainerName}}"],
+                         capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def _tiny_wheel(folder, name):
+    import zipfile
+
+    dist = f"{name}-0.1.dist-info"
+    files = {f"{name}.py": "VALUE = 42\n",
+             f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n",
+             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{dist}/RECORD"] = "".join(f"{path},,\n" for path in files) + f"{dist}/RECORD,,\n"
+    path = os.path.join(folder, f"{name}-0.1-py3-none-any.whl")
+    with zipfile.ZipFile(path, "w") as z:
+        for member, text in files.items():
+            z.writestr(member, text)
+    os.chmod(path, 0o644)
+    owner = os.stat(folder)
+    os.chown(path, owner.st_uid, owner.st_gid)
