@@ -69,7 +69,9 @@ def server_dockerfile(base_reference):
         f"FROM {base_reference}\n"
         "COPY wheels /tmp/kubestudio-wheels\n"
         "RUN python3 -m pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check "
-        "--root-user-action=ignore /tmp/kubestudio-wheels/*.whl && rm -rf /tmp/kubestudio-wheels\n"
+        "--root-user-action=ignore /tmp/kubestudio-wheels/*.whl && rm -rf /tmp/kubestudio-wheels "
+        # `python` is Python 3, as in every Jupyter image
+        "&& ln -sf /usr/bin/python3 /usr/local/bin/python\n"
         "ENV PYTHONUNBUFFERED=1\n"
         'CMD ["jupyterhub-singleuser"]\n'
     )

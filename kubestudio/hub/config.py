@@ -412,10 +412,18 @@ class KubeStudio(Configurable):
         servers = [b for b in c.ImageBuilder.get("base_images", []) if isinstance(b, dict) and b.get("server")]
         if servers and os.geteuid() == 0 and "local_image" not in c.LocalWorkspaceSpawner:
             c.LocalWorkspaceSpawner.local_image = f"{registry}/{servers[0]['image']}"
+            if "start_timeout" not in c.LocalWorkspaceSpawner:
+                # the first start on a new machine waits for the image service to make the image
+                c.LocalWorkspaceSpawner.start_timeout = 600
         if "storage_root" not in c.ImageRunner:
             c.ImageRunner.storage_root = os.path.join(data, "containers", "storage")
         if "run_root" not in c.ImageRunner:
             c.ImageRunner.run_root = os.path.join(data, "containers", "run")
+        # jobs that name an image run in it when servers do
+        if "run_images" not in c.LocalJobBackend:
+            c.LocalJobBackend.run_images = bool(c.LocalWorkspaceSpawner.get("local_image"))
+        if "local_registry" not in c.LocalJobBackend:
+            c.LocalJobBackend.local_registry = registry
         if not self.registry:
             if "tls_verify" not in c.ImageRunner:
                 c.ImageRunner.tls_verify = False

@@ -49,8 +49,9 @@ class JobsClient(ServiceClient):
         framework, runtime, max_runtime, retries, project, image, working_dir). The record."""
         body = spec.to_json() if isinstance(spec, JobSpec) else dict(spec or {})
         body.update(fields)
-        if not body.get("image") and os.environ.get("KUBESTUDIO_IMAGE"):
-            body["image"] = os.environ["KUBESTUDIO_IMAGE"]  # inside a server: the job runs in the server's image
+        image = os.environ.get("KUBESTUDIO_JOB_IMAGE") or os.environ.get("KUBESTUDIO_IMAGE")
+        if not body.get("image") and image:
+            body["image"] = image  # inside a server: the job runs in the server's image (or on its Python)
         return self._call("POST", "api/jobs", json=body).json()
 
     def train(self, func, func_args=None, name=None, nodes=1, procs_per_node=1, resources_per_node=None,

@@ -114,6 +114,22 @@ class ImageRunner(Configurable):
         """Remove the working container ``name`` (its writable layer); nothing when there is none."""
         await self._buildah("rm", name)
 
+    async def add_account(self, container, account, home):
+        """The account's name in the container's /etc/passwd and /etc/group (so `id`, `whoami` and a
+        shell prompt name it). Written by a shell inside the root filesystem, never by the hub
+        through a path of the image: an image's /etc/passwd may be a link out of it."""
+        passwd = f"{account.name}:x:{account.uid}:{account.gid}::{home}:/bin/bash"
+        group = f"{account.name}:x:{account.gid}:"
+        script = ('grep -q "^$2:" /etc/passwd || echo "$0" >> /etc/passwd; '
+                  'grep -q "^$2:" /etc/group || echo "$1" >> /etc/group')
+        proc = await asyncio.create_subprocess_exec(
+            *self.command(container, ["/bin/sh", "-c", script, passwd, group, account.name]),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True)
+        _, err = await proc.communicate()
+        if proc.returncode:
+            raise ImageRunError(f"cannot run a shell in the image ({_last_words(err.decode(errors='replace'))})")
+
     def command(self, container, argv, account=None, mounts=(), workdir=None, env_file=None, gpus=False):
         """The command line that runs ``argv`` in ``container``: as ``account`` (uid:gid; root when
         None), with ``mounts`` ((host path, container path, read_only) triples), in ``workdir``, with
@@ -132,6 +148,23 @@ class ImageRunner(Configurable):
             args += ["--workingdir", workdir]
         args += [container, "--"]
         return args + (ENTRY if env_file else []) + list(argv)
+
+
+def user_mounts(folders, mount):
+    """The bind mounts of a user's process in an image: the workspace at /mnt/<mount>, the archives
+    at /archives/<mount> (and at /mnt/archives, where the workspace's relative ``archives`` link
+    lands), the home folder at /home/<mount>. ``folders`` is a UserFolders."""
+    mounts = [(folders.workspace, f"/mnt/{mount}", False), (folders.archives, f"/archives/{mount}", False),
+              (folders.home, f"/home/{mount}", False)]
+    if mount != "archives":
+        mounts.append((folders.archives, "/mnt/archives", False))
+    return mounts
+
+
+def inside_paths(mount):
+    """The environment naming a user's folders as a process in an image sees them."""
+    return {"HOME": f"/home/{mount}", "KUBESTUDIO_WORKSPACE": f"/mnt/{mount}",
+            "KUBESTUDIO_ARCHIVES": f"/archives/{mount}"}
 
 
 def write_env_file(path, env, account=None, extra=()):

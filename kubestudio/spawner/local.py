@@ -29,7 +29,7 @@ from ..accounts import AccountError, UserAccounts
 from ..processgroup import descendants, kill_known, signal_group
 from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
 from .gpus import SERVER, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
-from .imagerun import ImageRunError, ImageRunner, write_env_file
+from .imagerun import ImageRunError, ImageRunner, inside_paths, user_mounts, write_env_file
 from .request import HOST_IMAGE, SpawnRefused
 from .storage import ensure_user_folders, mount_name, user_folders, user_slug
 from .userenv import BASE_SITE_ENV, base_site_packages, ensure_user_env
@@ -372,39 +372,23 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
                 await asyncio.sleep(3)
         folders, mount = self.folders, mount_name(self.user.name)
         account = self._account
-        await self._add_account_to_image(runner, mount)
+        try:
+            await runner.add_account(self._container, account, f"/home/{mount}")
+        except ImageRunError as e:
+            raise SpawnFailed(f"image {image}: {e}") from None
         self.notebook_dir = f"/mnt/{mount}"
-        mounts = [(folders.workspace, f"/mnt/{mount}", False), (folders.archives, f"/archives/{mount}", False),
-                  (folders.home, f"/home/{mount}", False)]
-        self.cmd = runner.command(self._container, IMAGE_SINGLEUSER, account, mounts, workdir=f"/mnt/{mount}",
+        self.cmd = runner.command(self._container, IMAGE_SINGLEUSER, account, user_mounts(folders, mount),
+                                  workdir=f"/mnt/{mount}",
                                   env_file=self._env_file(), gpus=bool(allocation.gpus))
         # buildah starts as root and runs the server as the account
         self.popen_kwargs = dict(self._configured_popen_kwargs)
-
-    async def _add_account_to_image(self, runner, mount):
-        """The account's name in the container's /etc/passwd and /etc/group (so `id`, `whoami` and
-        the shell prompt name it). Written by a shell inside the root filesystem, never by the hub
-        through a path of the image: an image's /etc/passwd may be a link out of it."""
-        account = self._account
-        passwd = f"{account.name}:x:{account.uid}:{account.gid}::/home/{mount}:/bin/bash"
-        group = f"{account.name}:x:{account.gid}:"
-        script = ('grep -q "^$2:" /etc/passwd || echo "$0" >> /etc/passwd; '
-                  'grep -q "^$2:" /etc/group || echo "$1" >> /etc/group')
-        proc = await asyncio.create_subprocess_exec(
-            *runner.command(self._container, ["/bin/sh", "-c", script, passwd, group, account.name]),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        _, err = await proc.communicate()
-        if proc.returncode:
-            raise SpawnFailed(f"image {self._image}: cannot run a shell in it ({err.decode(errors='replace').strip()})")
 
     def _image_env(self, env):
         """The server's environment inside the image: the user's paths as pods have them."""
         mount = mount_name(self.user.name)
         inside = {k: v for k, v in env.items() if k not in HOST_ONLY_ENV}
+        inside.update(inside_paths(mount))
         inside.update({
-            "HOME": f"/home/{mount}",
-            "KUBESTUDIO_WORKSPACE": f"/mnt/{mount}",
-            "KUBESTUDIO_ARCHIVES": f"/archives/{mount}",
             "KUBESTUDIO_IMAGE": self._image,
             "KUBESTUDIO_IMAGE_RUN": "1",
             # a user's `pip install` goes to ~/.local (the image's site-packages are root's)
@@ -535,6 +519,9 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         if self.server_image:
             # what the server really runs, as an image: the base of its from_server builds
             env["KUBESTUDIO_IMAGE"] = self.server_image
+        if not self._image:
+            # a job submitted from this server runs on the hub's Python too, as the server does
+            env["KUBESTUDIO_JOB_IMAGE"] = HOST_IMAGE
         if self._request is not None and self._request.ide == "vscode":
             env["CODE_WORKINGDIR"] = folders.workspace
             env["CODE_EXECUTABLE"] = self.vscode_executable() or "code-server"

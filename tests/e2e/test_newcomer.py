@@ -65,7 +65,9 @@ def test_newcomer_path(newcomer_hub, page, tmp_path):
     page.screenshot(path=str(tmp_path / "newcomer-spawn-form.png"), full_page=True)
     # the default profile, JupyterLab
     page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
-    page.wait_for_url("**/user/newbie/lab**", timeout=120_000)
+    # on a new machine the first start waits for the image service to make the local single-user
+    # image (the spawn page shows it)
+    page.wait_for_url("**/user/newbie/lab**", timeout=600_000)
     page.wait_for_selector(".jp-DirListing-content", timeout=120_000)
     page.screenshot(path=str(tmp_path / "newcomer-jupyterlab.png"))
 
@@ -76,15 +78,13 @@ def test_newcomer_path(newcomer_hub, page, tmp_path):
     assert r.ok, r.text()
     token = r.json()["token"]
 
-    # a JupyterLab terminal is a login shell: kubestudio, python and pip are the server's
+    # the server runs in KubeStudio's local single-user image; a JupyterLab terminal is a login
+    # shell in it: kubestudio, python and pip are the image's, the workspace is at /mnt/newbie
     server = f"{hub.url}/user/newbie/"
-    out = run_in_terminal(server, token, "command -v kubestudio python pip; shopt -q login_shell; echo LOGIN=$?",
-                          until=r"LOGIN=\d", timeout=60)
-    venv_bin = os.path.join(hub.checkout, ".venv", "bin")
-    assert f"{venv_bin}/kubestudio" in out, out
-    # python and pip of newbie's own environment, layered on the hub's
-    own_bin = os.path.join(hub.checkout, "data", "users", "newbie", "home", ".venvs", "hub-python3.11", "bin")
-    assert f"{own_bin}/python\r\n{own_bin}/pip\r\n" in out, out
+    out = run_in_terminal(server, token, "command -v kubestudio python pip; pwd; echo IMG=$KUBESTUDIO_IMAGE; "
+                                         "shopt -q login_shell; echo LOGIN=$?", until=r"LOGIN=\d", timeout=60)
+    assert "/usr/local/bin/kubestudio\r\n/usr/local/bin/python\r\n/usr/bin/pip\r\n/mnt/newbie" in out, out
+    assert re.search(r"IMG=127\.0\.0\.1:\d+/kubestudio/singleuser:", out), out
 
     script = ("mkdir -p first && printf 'FROM scratch\\nCOPY hello.txt /hello.txt\\n' > first/Dockerfile && "
               "echo hello > first/hello.txt && kubestudio images build first --name first-image; "

@@ -97,13 +97,16 @@ def test_a_server_runs_in_the_local_image_as_its_user_with_their_folders(hub):
     assert "/kubestudio/singleuser:" in image, model
     out = terminal(hub, "alice", "python3 -c 'import sys, jupyterlab; print(\"PY\", sys.executable, jupyterlab.__file__)'; "
                                  "grep PRETTY /etc/os-release; id -un; echo HOME=$HOME; pwd; echo W > /mnt/alice/in-image.txt; "
-                                 "ls -d /archives/alice; ls /tmp/*/data 2>&1 | head -1; echo IMG=$KUBESTUDIO_IMAGE")
+                                 "ls -d /archives/alice; ls /tmp/*/data 2>&1 | head -1; echo IMG=$KUBESTUDIO_IMAGE; "
+                                 "echo A > /archives/alice/note.txt; echo LINK=$(cat /mnt/alice/archives/note.txt)")
     # the image's own Python and JupyterLab, not the hub's environment
     assert "PY /usr/bin/python3 /usr/local/lib/python3.11/dist-packages/jupyterlab" in out, out
     assert "Debian GNU/Linux 12" in out, out
     assert hub.account_prefix + "alice" in out, out
     assert "HOME=/home/alice" in out and "/mnt/alice" in out and "/archives/alice" in out, out
     assert f"IMG={image}" in out, out
+    # the workspace's archives link works in the image as on the machine
+    assert "LINK=A" in out, out
     # what it wrote is in alice's workspace on the machine, owned by her account
     written = os.path.join(hub.data_dir, "users", "alice", "mnt", "in-image.txt")
     assert open(written).read() == "W\n"
@@ -160,6 +163,59 @@ def test_a_users_built_image_runs_as_it_is(hub):
     while len(containers(hub)) >= before:
         assert time.monotonic() < deadline, containers(hub)
         time.sleep(0.5)
+
+
+def jobs_api(hub, user="alice"):
+    session = requests.Session()
+    session.headers["Authorization"] = f"token {hub.user_token(user)}"
+    return session, f"{hub.url}/services/jobs/api/jobs"
+
+
+def run_job(hub, body, user="alice", timeout=300):
+    session, api = jobs_api(hub, user)
+    r = session.post(api, json=body, timeout=60)
+    assert r.status_code == 201, r.text
+    job = r.json()
+    deadline = time.monotonic() + timeout
+    while (job := session.get(f"{api}/{job['id']}", timeout=30).json())["status"] not in (
+            "succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.5)
+    return job, session.get(f"{api}/{job['id']}/logs", timeout=30).text
+
+
+def test_a_job_naming_an_image_runs_in_it_as_its_owner(hub):
+    image = wait_for_server_image(hub)
+    workspace = os.path.join(hub.data_dir, "users", "alice", "mnt")
+    with open(os.path.join(workspace, "ranks.py"), "w") as f:
+        f.write("import os, sys\n"
+                "rank = os.environ['RANK']\n"
+                "open(f'rank-{rank}.txt', 'w').write(os.environ['WORLD_SIZE'])\n"
+                "print('PY', sys.executable, os.getcwd(), os.environ['HOME'], os.environ['KUBESTUDIO_WORKSPACE'])\n")
+    owner = os.stat(workspace)
+    os.chown(os.path.join(workspace, "ranks.py"), owner.st_uid, owner.st_gid)
+    job, log = run_job(hub, {"name": "ranks", "script": "ranks.py", "procs_per_node": 2, "image": image})
+    assert job["status"] == "succeeded", (job, log)
+    assert job["image"] == image
+    assert "PY /usr/bin/python3 /mnt/alice /home/alice /mnt/alice" in log, log
+    for rank in (0, 1):
+        written = os.path.join(workspace, f"rank-{rank}.txt")
+        assert open(written).read() == "2"
+        assert os.stat(written).st_uid == pwd.getpwnam(hub.account_prefix + "alice").pw_uid
+    job, log = run_job(hub, {"name": "fails", "command": ["sh", "-c", "id -un; grep PRETTY /etc/os-release; exit 3"],
+                             "image": image})
+    assert job["status"] == "failed" and "exit code 3" in job["message"], job
+    assert hub.account_prefix + "alice" in log and "Debian GNU/Linux 12" in log, log
+    assert "exit status" not in log, log  # buildah's own words on the exit are not the job's
+    # no working container of a job is left
+    assert not [name for name in _container_names(hub) if name.startswith("ksjob-")], _container_names(hub)
+    # an image from elsewhere, or packages on top of an image, are refused before anything runs
+    session, api = jobs_api(hub)
+    r = session.post(api, json={"name": "remote", "command": ["true"], "image": "quay.io/jupyter/base-notebook:x"})
+    assert r.status_code == 409 and r.json()["message"].startswith("image: quay.io/jupyter/base-notebook:x is not in "
+                                                                    "this hub's registry"), r.text
+    r = session.post(api, json={"name": "pkgs", "command": ["true"], "image": image, "packages": ["nothing"]})
+    assert r.status_code == 409 and r.json()["message"].startswith("packages:"), r.text
 
 
 def test_image_host_runs_on_the_hubs_own_python(hub):

@@ -7,11 +7,16 @@ straight to the rank's log file and writes its exit status to a file when it end
 that restarted while the job ran finds its ranks again (PID and process start time, so a reused
 PID is never taken for a rank) and reads their exit status. Cancelling a job signals every
 rank's group: nothing it started outlives it.
+
+A job that names an image of the hub's registry runs inside it, as local servers do
+(:mod:`kubestudio.spawner.imagerun`): one working container per rank, the user's folders at
+/mnt/<user> and /archives/<user>, removed when the attempt ends.
 """
 
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,13 +24,15 @@ import sys
 import time
 from dataclasses import dataclass
 
-from traitlets import Float, List, Unicode, default
+from traitlets import Bool, Float, List, Unicode, default
 
 from ...accounts import AccountError, UserAccounts
 from ...processgroup import process_start_time, rss_by_group, signal_group
 from ...quantities import parse_bytes
 from ...spawner.gpus import JOB, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
-from ...spawner.storage import ensure_user_folders, user_folders
+from ...spawner.imagerun import ImageRunError, ImageRunner, inside_paths, user_mounts, write_env_file
+from ...spawner.request import HOST_IMAGE
+from ...spawner.storage import ensure_user_folders, mount_name, user_folders
 from ...spawner.userenv import ensure_user_env, layered_env, site_packages
 from ..spec import SpecError
 from .base import JobBackend, Outcome
@@ -35,6 +42,7 @@ READ_BYTES = 256 * 1024
 BRISK_SECONDS = 0.002  # a read of an open log at its end is a few microseconds
 MEMORY_CHECK_SECONDS = 0.25
 LOCAL_RUNTIME = "torch-distributed"
+BUILDAH_EXIT = re.compile(r"^(subprocess exited (with status \d+|on \w+)|Error: exit status \d+)\r?$")
 
 
 @dataclass
@@ -183,6 +191,19 @@ class LocalJobBackend(JobBackend):
         help="""Variables of the service's environment that ranks get too (the network and locale
         settings pip and Python need). Nothing else is passed on: never the service's token.""",
     )
+    run_images = Bool(
+        False,
+        config=True,
+        help="""Run a job that names an image of the hub's registry inside that image (buildah, chroot
+        isolation, as local servers run; ImageRunner's settings), as the owner's account with their
+        folders at /mnt/<user> and /archives/<user>. configure() turns it on when local servers run
+        in images. Off: every job runs on the hub's Python, whatever image it names.""",
+    )
+    local_registry = Unicode(
+        "",
+        config=True,
+        help="Host[:port] of the hub's own registry: the images a job may run in when `run_images` is on.",
+    )
     poll_seconds = Float(
         0.1,
         config=True,
@@ -232,8 +253,27 @@ class LocalJobBackend(JobBackend):
             raise SpecError(f"{where}: no file {relative!r} in your workspace")
         return path
 
+    def job_image(self, spec):
+        """The image the job runs in, None for the hub's own Python; SpecError for an image that
+        cannot run here."""
+        image = spec.image
+        if not self.run_images or not image or image == HOST_IMAGE:
+            return None
+        if not (self.local_registry and image.startswith(self.local_registry + "/")):
+            raise SpecError(f"image: {image} is not in this hub's registry ({self.local_registry or 'none'}): jobs here "
+                            f"run in its images (yours, or KubeStudio's single-user image), or on the hub's Python "
+                            f"with image {HOST_IMAGE!r}", 409)
+        if spec.packages:
+            raise SpecError("packages: a job in an image gets no packages installed on top of it here; build an "
+                            "image with them (kubestudio images build) or run it with image 'host'", 409)
+        return image
+
+    def image_of(self, run):
+        return self.job_image(run.spec) or ""
+
     async def check(self, run):
         spec = run.spec
+        self.job_image(spec)
         if spec.kind == "trainjob" and spec.runtime != LOCAL_RUNTIME:
             raise SpecError(f"runtime: this machine runs TrainJobs with the {LOCAL_RUNTIME!r} runtime, "
                             f"not {spec.runtime!r}", 409)
@@ -294,7 +334,13 @@ class LocalJobBackend(JobBackend):
         ranks = self._ranks(run)
         os.makedirs(os.path.dirname(ranks[0].log_path), mode=0o700, exist_ok=True)
         account = await self.account_for(run.owner)
-        python = await self._packages(run, account)
+        image = self.job_image(spec)
+        if image:
+            if account is None:
+                return Outcome("failed", "image: jobs run in images only with per-user accounts (a hub run as root)")
+            python = "python3"
+        else:
+            python = await self._packages(run, account)
         if isinstance(python, Outcome):
             return python
         folders = self.folders(run.owner)
@@ -319,6 +365,27 @@ class LocalJobBackend(JobBackend):
         per_node = spec.resources.gpu.count
         gpus_per_node = [held[n * per_node:(n + 1) * per_node] for n in range(spec.nodes)] if per_node else None
         script = self._inside(folders.workspace, spec.script, "script", want_dir=False) if spec.script else None
+        mount = mount_name(run.owner)
+        if image:
+            # the same folders as the container sees them
+            inside = f"/mnt/{mount}"
+            script = script and os.path.join(inside, os.path.relpath(script, os.path.realpath(folders.workspace)))
+            workdir = os.path.normpath(os.path.join(inside, os.path.relpath(cwd, os.path.realpath(folders.workspace))))
+            base = {k: v for k, v in base.items() if k != "PATH"}
+            base.update(inside_paths(mount))
+            base["KUBESTUDIO_IMAGE"] = image
+            base.update(spec.env)
+            run.refs["containers"] = [f"ksjob-{run.id}-{run.attempt}-{i}" for i in range(len(ranks))]
+            if run.on_refs:
+                run.on_refs(dict(run.refs))
+            runner = ImageRunner(config=self.config)
+            try:
+                for name in run.refs["containers"]:
+                    await runner.working_container(image, name)
+                    await runner.add_account(name, account, f"/home/{mount}")
+            except ImageRunError as e:
+                await self._remove_containers(run)
+                return Outcome("failed", f"image: {e}")
         argv = spec.argv(python, script)
         try:
             for i, rank in enumerate(ranks):
@@ -326,9 +393,19 @@ class LocalJobBackend(JobBackend):
                 exit_fd = os.open(rank.exit_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 try:
                     with open(rank.log_path, "ab") as log:
-                        wrapped = ["/bin/bash", "-c", RANK_SHELL, str(exit_fd), *argv]
+                        command = argv
+                        if image:
+                            env_file = write_env_file(os.path.join(os.path.dirname(rank.log_path), f"rank-{i}.env"),
+                                                      env, account)
+                            command = runner.command(run.refs["containers"][i], argv, account,
+                                                     user_mounts(folders, mount), workdir=workdir, env_file=env_file,
+                                                     gpus=bool(gpus_per_node))
+                            env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TMPDIR") if k in os.environ}
+                        wrapped = ["/bin/bash", "-c", RANK_SHELL, str(exit_fd), *command]
+                        # in an image, buildah starts as root and runs the rank as the account
+                        as_owner = account is not None and not image
                         rank.proc = await asyncio.create_subprocess_exec(
-                            *(account.command(wrapped) if account else wrapped), cwd=cwd, env=env,
+                            *(account.command(wrapped) if as_owner else wrapped), cwd=cwd, env=env,
                             stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
                             start_new_session=True, pass_fds=(exit_fd,))
                 finally:
@@ -343,10 +420,20 @@ class LocalJobBackend(JobBackend):
         except BaseException:
             # a rank that started before the failure (or the cancel) must not run on alone
             self._kill(ranks)
+            await self._remove_containers(run)
             raise
         # from here the ranks run on their own: a cancelled wait (the service stopping) leaves them
         # running for the next start to resume; the manager calls cancel() to stop them
-        return await self._follow(run, ranks)
+        outcome = await self._follow(run, ranks)
+        await self._remove_containers(run)
+        return outcome
+
+    async def _remove_containers(self, run):
+        """The working containers of the attempt's ranks in an image (their writable layers)."""
+        if run.refs.get("containers"):
+            runner = ImageRunner(config=self.config)
+            for name in run.refs["containers"]:
+                await runner.remove(name)
 
     async def resume(self, run):
         ranks = self._ranks(run)
@@ -354,8 +441,11 @@ class LocalJobBackend(JobBackend):
         for rank in ranks:
             rank.pid, rank.started = (pids.get(rank.replica) or [None, None])
         if not pids or not os.path.exists(os.path.dirname(ranks[0].log_path)):
+            await self._remove_containers(run)
             return Outcome("failed", "the job's ranks were lost while the jobs service was down (no record of them)")
-        return await self._follow(run, ranks)
+        outcome = await self._follow(run, ranks)
+        await self._remove_containers(run)
+        return outcome
 
     async def cancel(self, run):
         ranks = self._ranks(run)
@@ -363,6 +453,7 @@ class LocalJobBackend(JobBackend):
         for rank in ranks:
             rank.pid, rank.started = (pids.get(rank.replica) or [None, None])
         self._kill(ranks)
+        await self._remove_containers(run)
 
     def forget(self, run):
         shutil.rmtree(self._dir(run), ignore_errors=True)
@@ -451,6 +542,9 @@ class LocalJobBackend(JobBackend):
         if whole:
             # one decode and one hand-over for a whole read (a flood of lines is thousands per read)
             lines = whole.decode("utf-8", errors="replace").split("\n")[:-1]
+            if run.refs.get("containers"):
+                # buildah's own words on the rank's exit (the exit status says it already)
+                lines = [line for line in lines if not BUILDAH_EXIT.match(line)]
             run.on_lines(rank.replica, [piece for line in lines for piece in _pieces(line.rstrip("\r"))])
         while len(rank.partial) > MAX_LINE:
             self._emit(run, rank, rank.partial[:MAX_LINE])
