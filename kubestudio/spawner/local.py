@@ -216,7 +216,7 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             text = (f"On this machine servers run in KubeStudio's single-user image ({self.local_image}: "
                     f"Debian 12, Python 3.11, JupyterLab), with your files at /mnt and /archives; a profile's "
                     f"image from another registry applies on Kubernetes. Your own built images run as they are. "
-                    f"VS Code and `image: host` run on the hub's own Python {version}.")
+                    f"VS Code, and images named host, run on the hub's own Python {version}.")
         else:
             text = (f"On this machine every server runs the hub's own Python {version} environment, not the "
                     f"image; the image applies when the hub runs on Kubernetes.")

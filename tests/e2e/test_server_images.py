@@ -31,6 +31,11 @@ CATALOG = textwrap.dedent("""\
           - {name: host, display_name: "This machine's Python", image: host}
         cpu: {limit: 2}
         memory: {limit: 4G}
+      - slug: gpu
+        display_name: "GPU"
+        gpu: {count: 1, type: A100}
+        cpu: {limit: 2}
+        memory: {limit: 4G}
     """)
 
 
@@ -40,7 +45,7 @@ def hub(tmp_path_factory):
     catalog = root / "profiles.yaml"
     catalog.write_text(CATALOG)
     local = LocalHub(root / "hub", settings={"keep_servers_running": True, "profiles_file": str(catalog)},
-                     base_images=True)
+                     base_images=True, extra_config='c.LocalWorkspaceSpawner.gpus = ["0:A100", "1:A100"]\n')
     local.start()
     try:
         local.create_user("alice")
@@ -216,6 +221,27 @@ def test_a_job_naming_an_image_runs_in_it_as_its_owner(hub):
                                                                     "this hub's registry"), r.text
     r = session.post(api, json={"name": "pkgs", "command": ["true"], "image": image, "packages": ["nothing"]})
     assert r.status_code == 409 and r.json()["message"].startswith("packages:"), r.text
+
+
+def test_servers_in_images_get_their_own_gpus_from_the_ledger(hub):
+    for user in ("alice", "bob"):
+        r = hub.spawn(user, server="gpu", options={"profile": "gpu"}, timeout=300)
+        assert r.status_code in (201, 202), r.text
+    seen = {}
+    for user in ("alice", "bob"):
+        assert hub.server_model(user, "gpu")["state"]["kubestudio"]["image"]
+        out = terminal(hub, user, "echo CVD=[$CUDA_VISIBLE_DEVICES]", server="gpu")
+        seen[user] = out.split("CVD=[", 1)[1].split("]", 1)[0]
+    assert sorted(seen.values()) == ["0", "1"], seen
+    # no third: the ledger has no free GPU, and says so
+    r = hub.spawn("alice", server="gpu2", options={"profile": "gpu"}, wait=False)
+    assert r.status_code == 409 and "GPU" in r.json()["message"], r.text
+    for user in ("alice", "bob"):
+        hub.stop_server(user, "gpu")
+    # their GPUs are free again
+    r = hub.spawn("alice", server="gpu2", options={"profile": "gpu"}, timeout=300)
+    assert r.status_code in (201, 202), r.text
+    hub.stop_server("alice", "gpu2")
 
 
 def test_image_host_runs_on_the_hubs_own_python(hub):
