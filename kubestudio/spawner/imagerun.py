@@ -31,6 +31,17 @@ ENV_FILE = "/run/kubestudio-env"
 ENTRY = ['/bin/sh', '-c', 'set -a; . "$0"; set +a; exec "$@"', ENV_FILE]
 
 
+def buildah_command(buildah, storage_driver, storage_root="", run_root=""):
+    """buildah with its storage options: the start of every buildah command of KubeStudio (the
+    image builds' and the servers')."""
+    args = [buildah, "--storage-driver", storage_driver]
+    if storage_root:
+        args += ["--root", storage_root]
+    if run_root:
+        args += ["--runroot", run_root]
+    return args
+
+
 class ImageRunError(Exception):
     """The image cannot be made ready or run; the message says why (buildah's own words)."""
 
@@ -72,12 +83,7 @@ class ImageRunner(Configurable):
     pull_timeout = Integer(600, config=True, help="Seconds a pull of an image may take.")
 
     def global_args(self):
-        args = [self.buildah, "--storage-driver", self.storage_driver]
-        if self.storage_root:
-            args += ["--root", self.storage_root]
-        if self.run_root:
-            args += ["--runroot", self.run_root]
-        return args
+        return buildah_command(self.buildah, self.storage_driver, self.storage_root, self.run_root)
 
     async def _buildah(self, *args, timeout=60):
         proc = await asyncio.create_subprocess_exec(*self.global_args(), *args, stdin=asyncio.subprocess.DEVNULL,

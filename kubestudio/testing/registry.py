@@ -14,6 +14,7 @@ import time
 
 import requests
 
+from ..spawner.imagerun import buildah_command
 from .ports import free_port
 
 BUSYBOX = "/bin/busybox"
@@ -81,8 +82,7 @@ class LocalRegistry:
 
 
 def buildah_args(storage):
-    return ["buildah", "--storage-driver", "vfs", "--root", os.path.join(storage, "storage"),
-            "--runroot", os.path.join(storage, "run")]
+    return buildah_command("buildah", "vfs", os.path.join(storage, "storage"), os.path.join(storage, "run"))
 
 
 def push_busybox_base(registry_host, storage, repository="base/busybox", tag="1", auth_file=None):

@@ -13,6 +13,7 @@ import time
 import pytest
 import requests
 
+from kubestudio.spawner.imagerun import ImageRunner
 from kubestudio.testing.localhub import LocalHub
 from kubestudio.testing.newcomer import run_in_terminal
 
@@ -80,13 +81,16 @@ def wait_for_server_image(hub, timeout=600):
     raise TimeoutError(f"the local single-user image is not ready after {timeout} s")
 
 
-def containers(hub):
+def spawner_buildah(hub):
+    """buildah on the hub's container storage (where servers' working containers are)."""
     storage = os.path.join(hub.data_dir, "containers")
-    if not os.path.isdir(os.path.join(storage, "storage")):
+    return ImageRunner(storage_root=os.path.join(storage, "storage"), run_root=os.path.join(storage, "run")).global_args()
+
+
+def containers(hub):
+    if not os.path.isdir(os.path.join(hub.data_dir, "containers", "storage")):
         return []
-    out = subprocess.run(["buildah", "--root", os.path.join(storage, "storage"), "--runroot", os.path.join(storage, "run"),
-                          "--storage-driver", "overlay", "containers", "--quiet"], capture_output=True, text=True)
-    return out.stdout.split()
+    return subprocess.run([*spawner_buildah(hub), "containers", "--quiet"], capture_output=True, text=True).stdout.split()
 
 
 def terminal(hub, user, command, server="", timeout=90):
@@ -270,11 +274,8 @@ def test_servers_in_images_keep_running_across_a_hub_restart(hub):
 
 
 def _container_names(hub):
-    storage = os.path.join(hub.data_dir, "containers")
-    out = subprocess.run(["buildah", "--root", os.path.join(storage, "storage"), "--runroot", os.path.join(storage, "run"),
-                          "--storage-driver", "overlay", "containers", "--format", "{{.ContainerName}}"],
-                         capture_output=True, text=True)
-    return out.stdout.split()
+    return subprocess.run([*spawner_buildah(hub), "containers", "--format", "{{.ContainerName}}"],
+                          capture_output=True, text=True).stdout.split()
 
 
 def _tiny_wheel(folder, name):

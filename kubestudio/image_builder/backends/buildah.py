@@ -14,6 +14,7 @@ import tempfile
 
 from traitlets import Bool, Integer, List, Unicode
 
+from ...spawner.imagerun import buildah_command
 from .base import BuildBackend, BuildFailed, BuildOutcome, LineSplitter
 from .sandbox import Sandbox, SandboxError, check_host
 
@@ -78,12 +79,7 @@ class BuildahBackend(BuildBackend):
     stop_grace_seconds = Integer(5, config=True, help="Seconds between SIGTERM and SIGKILL when a build is cancelled.")
 
     def _global_args(self):
-        args = [self.buildah, "--storage-driver", self.storage_driver]
-        if self.storage_root:
-            args += ["--root", self.storage_root]
-        if self.run_root:
-            args += ["--runroot", self.run_root]
-        return args
+        return buildah_command(self.buildah, self.storage_driver, self.storage_root, self.run_root)
 
     def _auth_args(self):
         args = [f"--tls-verify={'true' if self.tls_verify else 'false'}"]
