@@ -33,6 +33,21 @@ def roles(admin_users):
     ]
 
 
+def local_base_images(server=True):
+    """The images the embedded default's image service makes itself: a Python base from Debian
+    packages, so the first builds need no internet (its Python is the one local servers run,
+    Debian 12's 3.11), and on it, with ``server``, KubeStudio's local single-user image that servers
+    run in."""
+    bases = [{"image": LOCAL_PYTHON_BASE, "suite": "bookworm",
+              "packages": ["python3", "python3-pip", "python3-venv", "ca-certificates"],
+              "description": "Debian 12 with Python 3.11 and pip, made on this machine"}]
+    if server:
+        bases.append({"image": f"{REPOSITORY}:{server_image_tag()}", "from": LOCAL_PYTHON_BASE, "server": True,
+                      "python": "3.11.2", "description": "KubeStudio's single-user image: the base with JupyterLab "
+                                                        "and jupyterhub at this hub's versions"})
+    return bases
+
+
 def defaults(studio, c, data):
     """Fill in the image service's settings where c.ImageBuilder etc. do not set them."""
 
@@ -50,15 +65,7 @@ def defaults(studio, c, data):
     setdefault("ImageBuilder", "cookie_secret_file", os.path.join(data, "images_cookie_secret"))
     setdefault("ImageBuilder", "proxy_url", studio.bind_url)
     if studio.spawner == "local":
-        # a Python base made from Debian packages, so the first builds need no internet; its
-        # Python is the one local servers run (Debian 12's 3.11)
-        setdefault("ImageBuilder", "base_images", [{
-            "image": LOCAL_PYTHON_BASE, "suite": "bookworm",
-            "packages": ["python3", "python3-pip", "python3-venv", "ca-certificates"],
-            "description": "Debian 12 with Python 3.11 and pip, made on this machine"}, {
-            # what local servers run: the base with JupyterLab, jupyterhub and KubeStudio
-            "image": f"{REPOSITORY}:{server_image_tag()}", "from": LOCAL_PYTHON_BASE, "server": True, "python": "3.11.2",
-            "description": "KubeStudio's single-user image: the base with JupyterLab and jupyterhub at this hub's versions"}])
+        setdefault("ImageBuilder", "base_images", local_base_images())
         setdefault("ImageBuilder", "workspaces_root", os.path.join(data, "users"))
         setdefault("ImageBuilder", "workspace_pattern", "{root}/{user_slug}/mnt")
         setdefault("BuildahBackend", "storage_root", os.path.join(data, "buildah", "storage"))

@@ -38,7 +38,9 @@ class LocalHub:
         self.extra_config = extra_config
         self.password = password
         self.env = dict(env or {})
-        # making the offline Python base takes a minute of CPU: only for the tests that build on it
+        # making the offline Python base takes a minute of CPU, the local single-user image two
+        # more: only for the tests that build on them (True: both; "python": the base alone, so
+        # servers run on the hub's Python)
         self.base_images = base_images
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -69,7 +71,9 @@ class LocalHub:
             f"""
             import json
             from kubestudio.hub import configure
-            {"" if self.base_images else "c.ImageBuilder.base_images = []"}
+            {"" if self.base_images is True else "c.ImageBuilder.base_images = []" if not self.base_images else
+             "from kubestudio.image_builder.service import local_base_images; "
+             "c.ImageBuilder.base_images = local_base_images(server=False)"}
             configure(c, **json.loads({json.dumps(json.dumps(settings))}))
             c.JupyterHub.services = list(c.JupyterHub.get("services", [])) + [{{"name": "test-admin", "api_token": "{self.token}"}}]
             c.JupyterHub.load_roles = list(c.JupyterHub.get("load_roles", [])) + [{{"name": "admin", "services": ["test-admin"]}}]

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.e2e
 def based(tmp_path_factory, registry):
     if not shutil.which("mmdebstrap"):
         pytest.fail("mmdebstrap is not installed: scripts/install.sh installs it")
-    images = start_images_hub(tmp_path_factory.mktemp("bases-hub"), registry, base_images=True)
+    # the Python base alone: these servers run on the hub's Python (servers in the local
+    # single-user image are tests/e2e/test_server_images.py)
+    images = start_images_hub(tmp_path_factory.mktemp("bases-hub"), registry, base_images="python")
     yield images
     images.hub.stop()
 
