@@ -69,6 +69,18 @@ def kill_known(processes, sig=signal.SIGKILL):
                 pass
 
 
+def process_uid(pid):
+    """The real uid of process ``pid``, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def process_start_time(pid):
     """Start time of process ``pid`` (clock ticks since boot), None if there is none."""
     try:

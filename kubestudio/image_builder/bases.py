@@ -10,6 +10,7 @@ An image already in the registry is not made again.
 """
 
 import asyncio
+import collections
 import hashlib
 import json
 import os
@@ -204,22 +205,22 @@ class BasePreparer:
             await self._run(pip + ["download", "--only-binary=:all:", "--python-version", base.python, "--dest",
                                    wheels, *server_requirements()], "pip download")
             await self._run(pip + ["wheel", "--no-deps", "--wheel-dir", wheels, source], "pip wheel (KubeStudio)")
-            dockerfile = server_dockerfile(f"{self.registry_host}/{base.base}")
-            with open(os.path.join(folder, "Dockerfile"), "w", encoding="utf-8") as f:
-                f.write(dockerfile)
-            image = f"{self.registry_host}/{base.repository}:{base.tag}"
-            job = BuildJob(id=f"base{uuid.uuid4().hex[:12]}", owner="kubestudio", owner_slug="kubestudio",
-                           image=image, dockerfile="Dockerfile", context_dir=folder, dockerfile_text=dockerfile,
-                           generated=True, labels={"io.kubestudio.base": "true", "io.kubestudio.server": "true"})
-            await self._build(job)
+            await self._build(base, folder, server_dockerfile(f"{self.registry_host}/{base.base}"),
+                              {"io.kubestudio.base": "true", "io.kubestudio.server": "true"})
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    async def _build(self, job):
-        """Build and push ``job``; a failure says the build's last lines (there is no build page)."""
-        tail = []
+    async def _build(self, base, folder, dockerfile, labels):
+        """Build ``base`` from ``dockerfile`` with the context ``folder`` and push it; a failure says
+        the build's last lines (there is no build page)."""
+        with open(os.path.join(folder, "Dockerfile"), "w", encoding="utf-8") as f:
+            f.write(dockerfile)
+        job = BuildJob(id=f"base{uuid.uuid4().hex[:12]}", owner="kubestudio", owner_slug="kubestudio",
+                       image=f"{self.registry_host}/{base.repository}:{base.tag}", dockerfile="Dockerfile",
+                       context_dir=folder, dockerfile_text=dockerfile, generated=True, labels=labels)
+        tail = collections.deque(maxlen=6)
         try:
-            await self.backend.build(job, lambda line: tail.__setitem__(slice(None), (tail + [line])[-6:]))
+            await self.backend.build(job, tail.append)
         except BuildFailed as e:
             raise BuildFailed(f"{e}: {' | '.join(str(line).strip() for line in tail)}") from None
 
@@ -240,14 +241,7 @@ class BasePreparer:
                 await self._debootstrap(base, folder)
                 if cached:
                     _keep(os.path.join(folder, "rootfs.tar"), cached)
-            dockerfile = rootfs_dockerfile(base)
-            with open(os.path.join(folder, "Dockerfile"), "w", encoding="utf-8") as f:
-                f.write(dockerfile)
-            image = f"{self.registry_host}/{base.repository}:{base.tag}"
-            job = BuildJob(id=f"base{uuid.uuid4().hex[:12]}", owner="kubestudio", owner_slug="kubestudio",
-                           image=image, dockerfile="Dockerfile", context_dir=folder, dockerfile_text=dockerfile,
-                           generated=True, labels={"io.kubestudio.base": "true"})
-            await self._build(job)
+            await self._build(base, folder, rootfs_dockerfile(base), {"io.kubestudio.base": "true"})
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

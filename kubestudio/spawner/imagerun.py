@@ -24,7 +24,11 @@ from traitlets import Bool, Integer, List, Unicode
 from traitlets.config import Configurable
 
 from ..processgroup import signal_group
+from .userenv import BASE_SITE_ENV
 
+# environment of the machine's that means nothing inside an image
+HOST_ONLY_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "CONDA_ROOT", "CONDA_DEFAULT_ENV", "JUPYTER_CONFIG_PATH",
+                 "JUPYTER_PATH", BASE_SITE_ENV, "SHELL")
 # where the environment file is mounted inside the container
 ENV_FILE = "/run/kubestudio-env"
 # sources the environment file (values are shell-quoted), then becomes the process
@@ -86,7 +90,12 @@ class ImageRunner(Configurable):
         return buildah_command(self.buildah, self.storage_driver, self.storage_root, self.run_root)
 
     async def _buildah(self, *args, timeout=60):
-        proc = await asyncio.create_subprocess_exec(*self.global_args(), *args, stdin=asyncio.subprocess.DEVNULL,
+        return await self._run([*self.global_args(), *args], timeout)
+
+    @staticmethod
+    async def _run(argv, timeout=60):
+        """(exit code, stdout, stderr) of ``argv``, killed with its group on a timeout or a cancel."""
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                                                     start_new_session=True)
         try:
@@ -96,10 +105,6 @@ class ImageRunner(Configurable):
             await proc.wait()
             raise
         return proc.returncode, out.decode(errors="replace").strip(), err.decode(errors="replace").strip()
-
-    async def has_image(self, image):
-        code, _, _ = await self._buildah("inspect", "--type", "image", image)
-        return code == 0
 
     async def working_container(self, image, name):
         """A fresh working container ``name`` of ``image`` (pulled when this storage lacks it); one
@@ -128,13 +133,9 @@ class ImageRunner(Configurable):
         group = f"{account.name}:x:{account.gid}:"
         script = ('grep -q "^$2:" /etc/passwd || echo "$0" >> /etc/passwd; '
                   'grep -q "^$2:" /etc/group || echo "$1" >> /etc/group')
-        proc = await asyncio.create_subprocess_exec(
-            *self.command(container, ["/bin/sh", "-c", script, passwd, group, account.name]),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True)
-        _, err = await proc.communicate()
-        if proc.returncode:
-            raise ImageRunError(f"cannot run a shell in the image ({_last_words(err.decode(errors='replace'))})")
+        code, out, err = await self._run(self.command(container, ["/bin/sh", "-c", script, passwd, group, account.name]))
+        if code:
+            raise ImageRunError(f"cannot run a shell in the image ({_last_words(err or out)})")
 
     def command(self, container, argv, account=None, mounts=(), workdir=None, env_file=None, gpus=False):
         """The command line that runs ``argv`` in ``container``: as ``account`` (uid:gid; root when
@@ -167,10 +168,19 @@ def user_mounts(folders, mount):
     return mounts
 
 
-def inside_paths(mount):
-    """The environment naming a user's folders as a process in an image sees them."""
-    return {"HOME": f"/home/{mount}", "KUBESTUDIO_WORKSPACE": f"/mnt/{mount}",
-            "KUBESTUDIO_ARCHIVES": f"/archives/{mount}"}
+def inside_env(env, mount, image):
+    """``env`` (a process's environment on the machine) as the same process in ``image`` gets it:
+    without what names the machine's own tools, with the user's folders as the image sees them."""
+    inside = {k: v for k, v in env.items() if k not in HOST_ONLY_ENV}
+    inside.update({"HOME": f"/home/{mount}", "KUBESTUDIO_WORKSPACE": f"/mnt/{mount}",
+                   "KUBESTUDIO_ARCHIVES": f"/archives/{mount}", "KUBESTUDIO_IMAGE": image,
+                   "KUBESTUDIO_IMAGE_RUN": "1"})
+    return inside
+
+
+def runner_env():
+    """buildah's own environment: nothing of the process's (its token stays in the file)."""
+    return {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TMPDIR") if k in os.environ}
 
 
 def write_env_file(path, env, account=None, extra=()):

@@ -26,10 +26,10 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Bool, Integer, List, Unicode, default
 
 from ..accounts import AccountError, UserAccounts
-from ..processgroup import descendants, kill_known, signal_group
+from ..processgroup import descendants, kill_known, process_uid, signal_group
 from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
 from .gpus import SERVER, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
-from .imagerun import ImageRunError, ImageRunner, inside_paths, user_mounts, write_env_file
+from .imagerun import ImageRunError, ImageRunner, inside_env, runner_env, user_mounts, write_env_file
 from .request import HOST_IMAGE, SpawnRefused
 from .storage import ensure_user_folders, mount_name, user_folders, user_slug
 from .userenv import BASE_SITE_ENV, base_site_packages, ensure_user_env
@@ -53,9 +53,6 @@ def singleuser_command():
 
 # what a server in an image runs (the image's own jupyterhub-singleuser, on its PATH)
 IMAGE_SINGLEUSER = ["jupyterhub-singleuser"]
-# environment of the hub's that means nothing inside an image
-HOST_ONLY_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "CONDA_ROOT", "CONDA_DEFAULT_ENV", "JUPYTER_CONFIG_PATH",
-                 "JUPYTER_PATH", BASE_SITE_ENV, "SHELL")
 
 
 # one ledger per data dir in this hub process: every spawner of the hub shares it (and, through
@@ -386,25 +383,19 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
     def _image_env(self, env):
         """The server's environment inside the image: the user's paths as pods have them."""
         mount = mount_name(self.user.name)
-        inside = {k: v for k, v in env.items() if k not in HOST_ONLY_ENV}
-        inside.update(inside_paths(mount))
-        inside.update({
-            "KUBESTUDIO_IMAGE": self._image,
-            "KUBESTUDIO_IMAGE_RUN": "1",
-            # a user's `pip install` goes to ~/.local (the image's site-packages are root's)
-            "KUBESTUDIO_SERVER_PATH": f"/home/{mount}/.local/bin",
-        })
+        inside = inside_env(env, mount, self._image)
+        # a user's `pip install` goes to ~/.local (the image's site-packages are root's)
+        inside["KUBESTUDIO_SERVER_PATH"] = f"/home/{mount}/.local/bin"
         write_env_file(self._env_file(), inside, self._account,
                        extra=['PATH="$KUBESTUDIO_SERVER_PATH:$PATH"'])
-        # buildah's own environment: nothing of the server's (its token stays in the file)
-        return {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TMPDIR") if k in os.environ}
+        return runner_env()
 
     async def _stop_in_image(self):
-        """Ask the server inside to stop (buildah kills its process at once when signalled itself),
-        wait for it, then remove the working container."""
+        """Ask the server inside to stop (buildah kills its process at once when signalled itself)
+        and wait for it; stop() then removes the working container."""
         if self.pid and await self.poll() is None and self._account is not None:
             inside = {pid: started for pid, started in descendants(self.pid).items()
-                      if _owner(pid) == self._account.uid}
+                      if process_uid(pid) == self._account.uid}
             kill_known(inside, signal.SIGTERM)
             for _ in range(50):
                 if await self.poll() is not None:
@@ -582,14 +573,3 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         self._request = None
         self._image = None
 
-
-def _owner(pid):
-    """The real uid of process ``pid``, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("Uid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None

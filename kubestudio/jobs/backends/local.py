@@ -30,7 +30,7 @@ from ...accounts import AccountError, UserAccounts
 from ...processgroup import process_start_time, rss_by_group, signal_group
 from ...quantities import parse_bytes
 from ...spawner.gpus import JOB, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
-from ...spawner.imagerun import ImageRunError, ImageRunner, inside_paths, user_mounts, write_env_file
+from ...spawner.imagerun import ImageRunError, ImageRunner, inside_env, runner_env, user_mounts, write_env_file
 from ...spawner.request import HOST_IMAGE
 from ...spawner.storage import ensure_user_folders, mount_name, user_folders
 from ...spawner.userenv import ensure_user_env, layered_env, site_packages
@@ -371,10 +371,7 @@ class LocalJobBackend(JobBackend):
             inside = f"/mnt/{mount}"
             script = script and os.path.join(inside, os.path.relpath(script, os.path.realpath(folders.workspace)))
             workdir = os.path.normpath(os.path.join(inside, os.path.relpath(cwd, os.path.realpath(folders.workspace))))
-            base = {k: v for k, v in base.items() if k != "PATH"}
-            base.update(inside_paths(mount))
-            base["KUBESTUDIO_IMAGE"] = image
-            base.update(spec.env)
+            base = {**inside_env(base, mount, image), **spec.env}
             run.refs["containers"] = [f"ksjob-{run.id}-{run.attempt}-{i}" for i in range(len(ranks))]
             if run.on_refs:
                 run.on_refs(dict(run.refs))
@@ -400,7 +397,7 @@ class LocalJobBackend(JobBackend):
                             command = runner.command(run.refs["containers"][i], argv, account,
                                                      user_mounts(folders, mount), workdir=workdir, env_file=env_file,
                                                      gpus=bool(gpus_per_node))
-                            env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TMPDIR") if k in os.environ}
+                            env = runner_env()
                         wrapped = ["/bin/bash", "-c", RANK_SHELL, str(exit_fd), *command]
                         # in an image, buildah starts as root and runs the rank as the account
                         as_owner = account is not None and not image
