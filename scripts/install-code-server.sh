@@ -60,7 +60,8 @@ log "building native modules from source (a few minutes)"
 (cd "$PREFIX" && npm rebuild --loglevel=error)
 # what the build must have produced: a missing one means VS Code starts half-broken
 for module in @vscode/spdlog node-pty kerberos; do
-  find "$VSCODE/node_modules/$module" -name '*.node' -path '*Release*' | grep -q . \
+  # -print -quit rather than `| grep -q .`: grep's early exit would SIGPIPE find under pipefail
+  [ -n "$(find "$VSCODE/node_modules/$module" -name '*.node' -path '*Release*' -print -quit)" ] \
     || { log "native module $module was not built"; exit 1; }
 done
 "$PREFIX/node_modules/.bin/code-server" --version

@@ -70,8 +70,11 @@ log "building kube-apiserver, kube-scheduler, kube-controller-manager (about 5-1
   || { tail -40 "$W/make.log"; exit 1; }
 cp "$K"/_output/local/bin/linux/amd64/kube-{apiserver,scheduler,controller-manager} "$BIN/"
 cp "$W/root/usr/bin/etcd" "$W/root/usr/bin/kubectl" "$BIN/"
-"$BIN/kube-apiserver" --version >&2
-"$BIN/etcd" --version | head -1 >&2
+# versions into variables, never through `| head` (under pipefail, head's early exit SIGPIPEs the
+# writer and fails the whole build after every binary was made)
+apiserver_version=$("$BIN/kube-apiserver" --version)
+etcd_version=$("$BIN/etcd" --version)
+log "${apiserver_version}; ${etcd_version%%$'\n'*}"
 # the sources and Go caches are large; keep only the binaries
 rm -rf "$W"
 echo "$STAMP_TEXT" > "$OUT/stamp"
