@@ -35,8 +35,7 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 if ! command -v rg >/dev/null || [ ! -e /usr/include/krb5.h ]; then
   if [ "$(id -u)" = 0 ]; then
     log "installing Debian ripgrep and libkrb5-dev"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ripgrep libkrb5-dev >/dev/null
+    bash scripts/apt-install.sh ripgrep libkrb5-dev
   else
     log "needs Debian packages ripgrep and libkrb5-dev: sudo apt-get install ripgrep libkrb5-dev"; exit 1
   fi

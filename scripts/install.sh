@@ -45,23 +45,20 @@ if [ $want_test = 1 ]; then
   command -v skopeo >/dev/null || wanted_debs="$wanted_debs skopeo"
   [ -x /bin/busybox ] || wanted_debs="$wanted_debs busybox-static"
 fi
+if [ $want_test = 1 ] && ! command -v chromium >/dev/null; then
+  wanted_debs="$wanted_debs chromium"  # the browser tests
+fi
+# code-server (below) needs ripgrep, and Kerberos headers to build: asked for in the same apt run
+if [ "${KUBESTUDIO_SKIP_CODE_SERVER:-0}" != 1 ] && [ ! -x .tools/code-server/node_modules/.bin/code-server ]; then
+  command -v rg >/dev/null || wanted_debs="$wanted_debs ripgrep"
+  [ -e /usr/include/krb5.h ] || wanted_debs="$wanted_debs libkrb5-dev"
+fi
 if [ -n "$wanted_debs" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    log "installing Debian packages for image builds:$wanted_debs"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $wanted_debs >/dev/null
+    log "installing Debian packages:$wanted_debs"
+    bash scripts/apt-install.sh $wanted_debs
   else
-    log "missing for image builds:$wanted_debs (sudo apt-get install$wanted_debs)"
-  fi
-fi
-
-if [ $want_test = 1 ] && ! command -v chromium >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    log "installing Debian chromium for the browser tests"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
-    log "chromium is missing: sudo apt-get install chromium (browser tests will be skipped)"
+    log "missing for image builds (and the browser tests):$wanted_debs (sudo apt-get install$wanted_debs)"
   fi
 fi
 

@@ -15,6 +15,7 @@ import requests
 from kubestudio.processgroup import process_start_time
 from kubestudio.testing.fuzz import schemathesis
 from kubestudio.testing.localhub import _environ
+from kubestudio.testing.wait import wait_for
 
 from .conftest import start_jobs_hub
 
@@ -197,8 +198,9 @@ def test_restart_resumes_running_jobs_and_loses_nothing(tmp_path):
         client.create(name="quick", script="slow.py", args=["0.5"])  # waits behind slow (one job per user)
         client.wait("slow", status="running", timeout=60)
         ranks = [p for p, _ in client.get("slow")["refs"]["pids"].values()]
-        os.kill(hub.service_pid("kubestudio.jobs"), signal.SIGKILL)
-        time.sleep(1)
+        service = hub.service_pid("kubestudio.jobs")
+        os.kill(service, signal.SIGKILL)
+        wait_for(lambda: process_start_time(service) is None, timeout=20, interval=0.05, what="the killed service gone")
         assert all(process_start_time(p) for p in ranks), "the ranks must outlive the service"
         # JupyterHub does not restart a managed service that died: the hub restarts with it
         hub.stop(stop_servers=False)

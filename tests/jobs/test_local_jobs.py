@@ -10,6 +10,7 @@ import requests
 from kubestudio.jobs import JobFailed
 from kubestudio.processgroup import process_start_time
 from kubestudio.services.client import ServiceError
+from kubestudio.testing.wait import wait_for
 
 ALL_REDUCE = '''
 import json, os
@@ -166,9 +167,9 @@ def test_cancel_stops_every_process_the_job_started(jobs):
     job = client.delete("long")
     assert job["status"] == "cancelled" and job["message"] == "cancelled by cal"
     assert client.delete("long")["status"] == "cancelled"  # idempotent
-    time.sleep(0.5)
     for pid in children + [pid for pid, _ in job["refs"]["pids"].values()]:
-        assert process_start_time(pid) is None, f"process {pid} outlived its cancelled job"
+        wait_for(lambda: process_start_time(pid) is None, timeout=15, interval=0.05,
+                 what=f"process {pid} of the cancelled job gone")
     assert "[master-0] started" in " ".join(lines_of(client, "long"))
 
 

@@ -269,11 +269,15 @@ def test_bad_specs_are_refused_before_anything_starts(serving_hub):
     client.serve(model="models/noclass", name="noclass", model_class="Thing")
     with pytest.raises(ServiceError, match=r"serving noclass failed: .*class: Thing has no predict\(\) method"):
         client.wait_ready("noclass", timeout=60)
-    time.sleep(2)
-    assert client.serving("noclass")["restarts"] == 0
+    # "failed" (not "restarting") is the load-error path, which waits for a new spec instead of
+    # relaunching: no restart was counted, and none is while the next requests are answered
+    failed = client.serving("noclass")
+    assert (failed["status"], failed["restarts"]) == ("failed", 0)
     # the name is taken until it is deleted
     r = call(serving_hub, "bea", "api/servings", {"name": "noclass", "model": "models/ok"})
     assert r.status_code == 409 and r.json()["message"].startswith("name: you already serve 'noclass'")
+    again = client.serving("noclass")
+    assert (again["status"], again["restarts"], again["updated"]) == ("failed", 0, failed["updated"])
     client.delete_serving("noclass")
     assert client.servings() == []
     # a huge request body is refused before it reaches the model

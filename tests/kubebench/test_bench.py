@@ -10,6 +10,8 @@ import time
 import pytest
 import yaml
 
+from kubestudio.testing.wait import wait_for
+
 from .conftest import MISSING_IMAGE
 
 PY = sys.executable
@@ -23,16 +25,6 @@ def pod_manifest(name, command, labels=None, **spec):
         "spec": {"containers": [{"name": "main", "image": "python:3.11", "command": command}],
                  "restartPolicy": "Never", "terminationGracePeriodSeconds": 2, **spec},
     }
-
-
-def wait_for(check, timeout=60, interval=0.2, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"{what} not met in {timeout}s")
 
 
 def get(bench, path):

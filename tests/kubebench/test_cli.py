@@ -5,13 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 
 from kubestudio.testing.kubebench import binaries_present
 from kubestudio.testing.kubebench.bench import adapt_crd_for_1_20, load_nodes
+from kubestudio.testing.wait import wait_for
 
 
 def test_up_writes_kubeconfig_and_tears_down(tmp_path):
@@ -37,9 +37,8 @@ def test_up_writes_kubeconfig_and_tears_down(tmp_path):
         proc.wait(60)
     assert proc.returncode == 0
     # nothing of the bench is left listening
-    time.sleep(0.5)
-    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "root")], capture_output=True, text=True).stdout.split()
-    assert leftover == []
+    wait_for(lambda: not subprocess.run(["pgrep", "-f", str(tmp_path / "root")], capture_output=True).stdout,
+             timeout=15, what="every process of the bench gone")
 
 
 def _kubectl():

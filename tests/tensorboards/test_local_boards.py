@@ -13,6 +13,7 @@ from kubestudio.processgroup import process_start_time
 from kubestudio.spawner.storage import ensure_user_folders, user_folders
 from kubestudio.tensorboards.backends.local import BoardFailed, LocalBoardBackend, Running
 from kubestudio.tensorboards.logdirs import LogdirError, board_key, link_tree, resolve
+from kubestudio.testing.wait import wait_for
 
 from .events import write_scalars
 
@@ -84,8 +85,9 @@ def test_tensorboard_serves_the_runs_and_scalars_written(folders, tmp_path):
     running, runs, scalars = asyncio.run(go())
     assert sorted(runs) == ["runs_exp1", "runs_exp2"]
     assert [(step, value) for _, step, value in scalars] == [(0, 1.0), (1, 0.5)]
-    deadline = asyncio.run(asyncio.sleep(0.5, result=True))
-    assert deadline and not backend.alive(running) and process_start_time(running.pid) is None
+    # stop() kills the group; the board is gone once its process is reaped (not merely signalled)
+    wait_for(lambda: not backend.alive(running) and process_start_time(running.pid) is None, timeout=10,
+             interval=0.05, what="the stopped TensorBoard's process to be gone")
     assert "TensorBoard" in backend.stderr("b1")
 
 
