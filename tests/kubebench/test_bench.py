@@ -93,7 +93,7 @@ def test_process_mode_pod_runs_command_with_env_mounts_and_exit_code(bench):
     assert state["exitCode"] == 3 and state["reason"] == "Error"
     assert state["message"] == "digest: sha256:abc"
     ip = pod["status"]["podIP"]
-    assert ip.startswith("127.1.")
+    assert ip.startswith(bench.pod_net_prefix)
     output = bench.pod_log("default", "proc-1")
     assert f"pod proc-1 ip {ip} node {pod['spec']['nodeName']}" in output
     with open(os.path.join(bench.volume_folder("default", "workspace", "alice"), "hello.txt")) as f:
@@ -317,7 +317,7 @@ def test_responder_and_status_modes(bench):
     r = requests.get(f"http://{ip}:9000/anything", timeout=5)
     assert r.status_code == 200 and r.json() == {"pod": "answer", "namespace": "default"}
     quiet_ip = get(bench, "/api/v1/namespaces/default/pods/quiet")["status"]["podIP"]
-    assert quiet_ip.startswith("127.1.") and quiet_ip != ip
+    assert quiet_ip.startswith(bench.pod_net_prefix) and quiet_ip != ip
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://{quiet_ip}:9000/", timeout=2)
     for name in ("answer", "quiet"):

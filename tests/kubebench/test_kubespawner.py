@@ -40,7 +40,7 @@ def test_stock_kubespawner_spawns_reaches_and_stops(bench, tmp_path):
         assert r.status_code in (201, 202), r.text
         pod = bench.api("GET", "/api/v1/namespaces/default/pods/jupyter-kate").json()
         assert pod["spec"]["nodeName"]  # bound by the real scheduler
-        assert pod["status"]["phase"] == "Running" and pod["status"]["podIP"].startswith("127.1.")
+        assert pod["status"]["phase"] == "Running" and pod["status"]["podIP"].startswith(bench.pod_net_prefix)
         page = requests.get(f"{hub.url}/user/kate/api/status", headers={"Authorization": f"token {token}"})
         assert page.status_code == 200 and "started" in page.json()
         hub.stop_server("kate")

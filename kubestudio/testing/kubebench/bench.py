@@ -8,6 +8,7 @@
 """
 
 import copy
+import fcntl
 import glob
 import json
 import os
@@ -20,19 +21,35 @@ import requests
 import urllib3
 import yaml
 
-from ..ports import free_port
+from ..ports import free_port, shared_folder
 from .controlplane import (
     ControlPlane,
     default_cache_dir,
     self_signed_cert,
     write_kubeconfig,
 )
+from .network import ADDRESS_BLOCKS, address_octets
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 DEFAULT_NODES = os.path.join(HERE, "nodes-default.yaml")
 
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+
+def claim_address_block():
+    """(open lock file, block number) of a loopback address block no other bench on this machine
+    uses (network.address_octets): its lock is held until the file is closed or the process ends."""
+    folder = shared_folder("kubestudio-kubebench-addresses")
+    for block in range(ADDRESS_BLOCKS):
+        lock = open(os.path.join(folder, f"block-{block}.lock"), "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return lock, block
+    raise RuntimeError(f"all {ADDRESS_BLOCKS} loopback address blocks are taken by other benches on this machine")
 
 
 def default_crds_dir():
@@ -140,6 +157,9 @@ class Bench:
         self.proxy_kubeconfig = None
         self.crd_report = {}
         self.crds_missing = None  # why the CRDs were not installed, when they could not be
+        self._address_lock = None
+        self.address_block = None
+        self.pod_net_prefix = None  # "127.1." on the first bench of a machine: pods' addresses start so
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -157,6 +177,8 @@ class Bench:
 
     def start(self, timeout=120):
         os.makedirs(self.root, exist_ok=True)
+        self._address_lock, self.address_block = claim_address_block()
+        self.pod_net_prefix = f"127.{address_octets(self.address_block)[0]}."
         try:
             self.control_plane.start()
             if self.install_crds:
@@ -206,7 +228,7 @@ class Bench:
             "server": self.server, "token": self.token, "root": os.path.join(self.root, "kubelet"),
             "nodes": self.nodes, "mode": self.mode, "missing_images": self.missing_images,
             "kubelet_port": self.kubelet_port, "cert": cert, "key": key, "events": self.events,
-            "path_prepend": self.path_prepend,
+            "path_prepend": self.path_prepend, "address_block": self.address_block,
         })
 
     def _start_fault_proxy(self):
@@ -228,6 +250,9 @@ class Bench:
                     proc.wait()
         self.proxy_proc = self.operators_proc = self.kubelet_proc = None
         self.control_plane.stop()
+        if self._address_lock is not None:  # the kubelet that used the block is gone
+            self._address_lock.close()
+            self._address_lock = None
 
     def __enter__(self):
         return self

@@ -6,7 +6,7 @@ pods the real scheduler binds to its nodes, in one of three modes (per bench, or
 label ``kubebench.kubestudio.io/mode``):
 
 - ``process``: the first container's command and args run as a local process "on" the pod's own
-  loopback address (127.1.x.y); ``0.0.0.0`` in its args and env means that address. Volume mount
+  loopback address (127.1.x.y for the first bench on a machine, see ``network.address_octets``); ``0.0.0.0`` in its args and env means that address. Volume mount
   paths are mapped to local folders under the bench root and the mount paths in args, env and
   workingDir are rewritten to them (a PVC + subPath is a folder; the same subPath from two pods
   is the same folder; a ``readOnly`` mount is bind-mounted read-only in the container's mount
@@ -41,7 +41,7 @@ from ...quantities import parse_bytes
 from . import execstream
 from .client import ApiError, KubeClient, run_component
 from .controlplane import write_kubeconfig
-from .network import ServiceNetwork, isolated_argv
+from .network import ServiceNetwork, address_octets, isolated_argv
 from .probes import run_readiness
 
 log = logging.getLogger("kubebench.kubelet")
@@ -72,9 +72,11 @@ def _safe_join(base, *parts):
 
 
 class PodIPs:
-    """Pod addresses from 127.1.0.0/16: routed to lo on Linux with no setup."""
+    """Pod addresses from the bench's block, 127.1.0.0/16 for the first bench on a machine:
+    routed to lo on Linux with no setup."""
 
-    def __init__(self):
+    def __init__(self, octet=1):
+        self.octet = octet
         self._next = 1
         self._free = []
 
@@ -85,7 +87,7 @@ class PodIPs:
         self._next += 1
         if n >= 254 * 256:
             raise RuntimeError("out of pod IPs")
-        return f"127.1.{n // 254}.{n % 254 + 1}"
+        return f"127.{self.octet}.{n // 254}.{n % 254 + 1}"
 
     def give_back(self, ip):
         self._free.append(ip)
@@ -124,7 +126,7 @@ class PodRuntime:
 
 class SimKubelet:
     def __init__(self, server, token, root, nodes, mode="process", missing_images=(), kubelet_port=0,
-                 events=True, start_delay=0.0, path_prepend=()):
+                 events=True, start_delay=0.0, path_prepend=(), address_block=0):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.client = KubeClient(server, token, limit=200)
@@ -137,11 +139,12 @@ class SimKubelet:
         self.events = events
         self.start_delay = start_delay
         self.path_prepend = list(path_prepend)
-        self.ips = PodIPs()
+        pod_octet, service_octet = address_octets(address_block)
+        self.ips = PodIPs(pod_octet)
         self.pods = {}  # uid -> PodRuntime
         self.by_name = {}  # (namespace, name) -> uid, kept after the pod ends for logs
         self.status_lock = asyncio.Semaphore(100)
-        self.network = ServiceNetwork(self._running_pods)
+        self.network = ServiceNetwork(self._running_pods, service_octet)
 
     # ------------------------------------------------------------------ nodes
 
@@ -924,6 +927,7 @@ def main(config_file):
         config["server"], config["token"], config["root"], config["nodes"], mode=config.get("mode", "process"),
         missing_images=config.get("missing_images", ()), kubelet_port=config["kubelet_port"],
         events=config.get("events", True), path_prepend=config.get("path_prepend", ()),
+        address_block=config.get("address_block", 0),
     )
     run_component(kubelet.run(config["cert"], config["key"], config.get("ready_file")))
 

@@ -1,7 +1,7 @@
 """Service names and addresses for process-mode pods: the bench's stand-in for cluster DNS and
 kube-proxy.
 
-Each Service gets a loopback address of its own (127.2.x.y, like a ClusterIP) and, for every
+Each Service gets a loopback address of its own (127.2.x.y on the first bench, like a ClusterIP) and, for every
 port, a TCP forwarder there to a ready endpoint (``targetPort`` on the pod's 127.1.x.y). The
 endpoints are computed here as the endpoints controller does (the pods the selector matches that
 are Ready; a named ``targetPort`` looked up in each pod's container ports): the real controller
@@ -26,16 +26,27 @@ import shlex
 log = logging.getLogger("kubebench.network")
 
 CLUSTER_DOMAIN = "cluster.local"
-SERVICE_NET = ipaddress.ip_network("127.2.0.0/16")
+ADDRESS_BLOCKS = 63  # 127.1-126.x.y: two /16 per bench
+
+
+def address_octets(block):
+    """(pods, Services) second octets of address block ``block``: the first bench on a machine
+    has pods on 127.1.x.y and Services on 127.2.x.y, the next 127.3 and 127.4, and so on, so
+    benches side by side (test workers, two test runs) never hand out the same address."""
+    if not 0 <= block < ADDRESS_BLOCKS:
+        raise ValueError(f"address block must be 0-{ADDRESS_BLOCKS - 1}, not {block}")
+    return 2 * block + 1, 2 * block + 2
 
 
 class ServiceNetwork:
     """Service addresses, forwarders and the hosts files of the pods that use them."""
 
-    def __init__(self, pods):
-        """``pods()`` yields the pods running now as (pod object, address, ready)."""
+    def __init__(self, pods, octet=2):
+        """``pods()`` yields the pods running now as (pod object, address, ready); Services get
+        addresses from 127.<octet>.0.0/16."""
         self.pods = pods
-        self._free = (str(ip) for ip in itertools.islice(SERVICE_NET.hosts(), 1, None))
+        net = ipaddress.ip_network(f"127.{octet}.0.0/16")
+        self._free = (str(ip) for ip in itertools.islice(net.hosts(), 1, None))
         self.services = {}  # (namespace, name) -> Service object
         self.addresses = {}  # (namespace, name) -> bench ClusterIP
         self.forwarders = {}  # (namespace, name) -> {port: asyncio.Server}
