@@ -1,4 +1,4 @@
-"""Fixtures shared by every test folder."""
+"""Fixtures shared by every test folder, and how the suite is spread over pytest-xdist workers."""
 
 import os
 import shutil
@@ -9,6 +9,46 @@ from kubestudio.testing import processes
 from kubestudio.testing.registry import LocalRegistry, push_busybox_base, tools_missing
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+# Seconds a module took in a measured run (scripts/test.sh on 2 cores); only the order matters.
+# The longest go first, so that the last to finish on a worker is a short one; a module not
+# listed counts one second per test.
+MODULE_SECONDS = {}
+
+
+def _work_unit(item):
+    """What one worker runs as a whole: the ``xdist_group`` of a test marked so, else its module
+    (its tests share the module's hub, registry or bench)."""
+    groups = sorted(str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group"))
+    return "group:" + "_".join(groups) if groups else item.nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Longest work units first (every worker orders the same way); a unit's tests keep their order."""
+    counts = {}
+    for item in items:
+        counts[_work_unit(item)] = counts.get(_work_unit(item), 0) + 1
+    rank = {unit: i for i, unit in enumerate(sorted(counts, key=lambda u: -MODULE_SECONDS.get(u, counts[u])))}
+    items.sort(key=lambda item: rank[_work_unit(item)])
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Each work unit (see ``_work_unit``) goes to one worker, in the order collected."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            module, _, rest = nodeid.partition("::")
+            tail = rest.rsplit("]", 1)[-1]
+            if "@" in tail:  # --dist loadgroup appends "@<groups>" to the ids of grouped tests
+                return "group:" + tail.rsplit("@", 1)[1]
+            return module
+
+    config.option.loadscopereorder = False
+    return WorkUnitScheduling(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
