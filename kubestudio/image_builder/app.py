@@ -160,9 +160,10 @@ class ImageBuilder(ServiceApp):
     )
     base_cache_dir = Unicode(
         config=True,
-        help="""Folder where the root filesystems of `base_images` are kept, so another hub (or this one
-        with a new registry) on the same machine makes its base images in seconds. Empty: no cache.
-        Defaults to ~/.cache/kubestudio/base-rootfs.""",
+        help="""Folder where the root filesystems of `base_images`, and the base images once made (their
+        compressed layers and manifest, under `images/`, the newest two per image), are kept, so another
+        hub (or this one with a new registry) on the same machine gets its base images in seconds: copied
+        into its registry, not made again. Empty: no cache. Defaults to ~/.cache/kubestudio/base-rootfs.""",
     )
 
     @default("base_cache_dir")

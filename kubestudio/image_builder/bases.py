@@ -6,7 +6,8 @@ root filesystem into a tarball, and the service's own build backend turns it int
 (``FROM scratch`` + ``ADD rootfs.tar /``) and pushes it to the registry as ``base/python:3.11``.
 It runs in the background after the service starts (about a minute), never in the hub's start
 path; the images page shows each base as *being prepared*, *ready* or *failed* with the reason.
-An image already in the registry is not made again.
+An image already in the registry is not made again, and one made before on this machine is
+copied from the cache (``imagecache``) instead of being made again.
 """
 
 import asyncio
@@ -24,7 +25,9 @@ from dataclasses import dataclass, field
 
 from ..processgroup import signal_group
 from ..serverimage import kubestudio_source, server_dockerfile, server_requirements
+from ..registry import RegistryError
 from .backends.base import BuildFailed, BuildJob
+from .imagecache import ImageCache
 
 PREPARING, READY, FAILED = "preparing", "ready", "failed"
 
@@ -97,6 +100,7 @@ class BasePreparer:
         self.mmdebstrap = mmdebstrap
         self.cache_dir = cache_dir
         self.extra_ca_dir = extra_ca_dir
+        self.images = ImageCache(os.path.join(cache_dir, "images"), registry) if cache_dir else None
         self.task = None
 
     def extra_cas(self):
@@ -129,6 +133,12 @@ class BasePreparer:
             except Exception as e:  # the registry may still be starting: try to make it anyway
                 self.log.info("base image %s: registry check failed (%s); preparing it", base.repository, e)
             started = time.monotonic()
+            if await self._restore(base):
+                base.status, base.message = READY, "copied from this machine's cache of images made before"
+                base.seconds = round(time.monotonic() - started, 1)
+                self.log.info("base image %s:%s copied from the cache in %.1f s", base.repository, base.tag,
+                              base.seconds)
+                continue
             base.status, base.message = PREPARING, (
                 f"being prepared from {base.base}: JupyterLab, jupyterhub and KubeStudio" if base.server
                 else f"being prepared from Debian {base.suite} packages")
@@ -144,6 +154,44 @@ class BasePreparer:
                 base.status, base.message = READY, "prepared on this machine"
                 base.seconds = round(time.monotonic() - started, 1)
                 self.log.info("base image %s:%s ready in %.1f s", base.repository, base.tag, base.seconds)
+                await self._save(base)
+
+    def content_key(self, base):
+        """What ``base`` is made from: the same key, the same image (cache entries are named by it)."""
+        if base.server:  # the tag holds a hash of the pins and KubeStudio's files
+            return ["server", base.base, base.python, base.tag]
+        cas = []
+        for path in self.extra_cas():
+            with open(path, "rb") as f:
+                cas.append(hashlib.sha256(f.read()).hexdigest())
+        return ["rootfs", base.suite, sorted(base.packages), cas, rootfs_dockerfile(base)]
+
+    async def _restore(self, base):
+        """Push the cached copy of ``base`` into the registry; False when there is none or it fails
+        (then it is made as if there were no cache)."""
+        if self.images is None:
+            return False
+        try:
+            key = self.content_key(base)
+            if not self.images.has(base.repository, base.tag, key):
+                return False
+            return await self.images.restore(base.repository, base.tag, key)
+        except (RegistryError, OSError, ValueError) as e:
+            self.log.warning("base image %s:%s: the cached copy could not be used (%s); making it", base.repository,
+                             base.tag, e)
+            return False
+
+    async def _save(self, base):
+        """Keep a copy of the image just made for the next registry on this machine (best effort)."""
+        if self.images is None:
+            return
+        started = time.monotonic()
+        try:
+            if await self.images.save(base.repository, base.tag, self.content_key(base)):
+                self.log.info("base image %s:%s kept in %s in %.1f s", base.repository, base.tag, self.images.folder,
+                              time.monotonic() - started)
+        except (RegistryError, OSError, ValueError) as e:
+            self.log.warning("base image %s:%s could not be kept in the cache: %s", base.repository, base.tag, e)
 
     async def _debootstrap(self, base, folder):
         # Debian's python marks itself externally managed (PEP 668); in an image the user owns,
@@ -166,11 +214,8 @@ class BasePreparer:
         """Where the root filesystem of ``base`` is kept for the next hub on this machine."""
         if not self.cache_dir:
             return None
-        cas = []
-        for path in self.extra_cas():
-            with open(path, "rb") as f:
-                cas.append(hashlib.sha256(f.read()).hexdigest())
-        key = hashlib.sha256(json.dumps([base.suite, sorted(base.packages), cas]).encode()).hexdigest()[:16]
+        _, suite, packages, cas, _ = self.content_key(base)
+        key = hashlib.sha256(json.dumps([suite, packages, cas]).encode()).hexdigest()[:16]
         return os.path.join(self.cache_dir, f"rootfs-{base.suite}-{key}.tar")
 
     async def _run(self, argv, what):

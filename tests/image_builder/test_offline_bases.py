@@ -139,3 +139,26 @@ def test_images_page_steps_servers_delete_and_start(based, page, tmp_path):
     page.wait_for_function("document.getElementById('images').textContent.includes('No images yet')")
     assert client.images() == []
     assert {b["status"] for b in client.builds() if b["name"] == "two-steps"} == {"deleted"}
+
+
+def test_a_second_hub_copies_the_base_made_before_from_the_cache(based, tmp_path):
+    """Made once per machine: a hub with a registry of its own gets the base copied from the cache
+    (the compressed layers as they are, digest for digest), not made again."""
+    from kubestudio.testing.registry import LocalRegistry
+
+    from ..conftest import REGISTRY_PASSWORD, REGISTRY_USER
+
+    base, _ = wait_base_ready(based.client("nina"))
+    assert base["status"] == "ready"
+    with LocalRegistry(tmp_path / "registry", user=REGISTRY_USER, password=REGISTRY_PASSWORD) as second:
+        second.auth = second.auth_file(str(tmp_path / "auth.json"))
+        images = start_images_hub(tmp_path / "second-hub", second, base_images="python")
+        try:
+            copied, _ = wait_base_ready(images.client("nina"), timeout=120)
+        finally:
+            images.hub.stop()
+        assert copied["status"] == "ready", copied
+        assert copied["message"] == "copied from this machine's cache of images made before", copied
+        assert copied["image"] == f"{second.host}/base/python:3.11"
+        assert copied["seconds"] < 60
+        assert "copied from the cache" in images.hub.log_tail(400)

@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import json
+import os
 
 import pytest
 
@@ -45,3 +46,67 @@ def test_registry_down_or_auth_file_broken(tmp_path):
     broken.write_text("{not json")
     with pytest.raises(RegistryError, match="credentials file .* cannot be read: JSONDecodeError"):
         run(RegistryClient(f"127.0.0.1:{port}", str(broken), insecure=True).exists("a/b", "1"))
+
+
+def test_an_image_kept_in_the_cache_is_pushed_whole_into_another_registry(registry, tmp_path):
+    """The image cache (base images made once per machine): out of one real registry into files,
+    every blob checked, then into a second registry that has nothing, where skopeo reads it back."""
+    from kubestudio.image_builder.imagecache import ImageCache
+    from kubestudio.testing.registry import LocalRegistry, skopeo_inspect
+
+    source = RegistryClient(registry.host, registry.auth, insecure=True)
+    cache = ImageCache(str(tmp_path / "images"), source)
+    key = ["rootfs", "bookworm", ["busybox-static"]]
+    assert not cache.has("base/busybox", "1", key)
+    assert run(cache.restore("base/busybox", "1", key)) is False  # nothing kept yet
+    assert run(cache.save("base/busybox", "1", key)) is True
+    assert cache.has("base/busybox", "1", key) and not cache.has("base/busybox", "1", key + ["other"])
+    entry = cache.entry("base/busybox", "1", key)
+    assert sorted(os.listdir(entry)) == ["blobs", "manifest", "media-type"]
+    blobs = os.listdir(os.path.join(entry, "blobs"))
+    assert len(blobs) >= 2 and not [n for n in os.listdir(tmp_path / "images") if n.endswith(".partial")]
+
+    with LocalRegistry(tmp_path / "second", user=REGISTRY_USER, password=REGISTRY_PASSWORD) as second:
+        auth = second.auth_file(str(tmp_path / "second-auth.json"))
+        target = RegistryClient(second.host, auth, insecure=True)
+        assert run(target.exists("base/busybox", "1")) is None
+        assert run(ImageCache(cache.folder, target).restore("base/busybox", "1", key)) is True
+        # the same image, digest for digest
+        assert run(target.exists("base/busybox", "1")) == run(source.exists("base/busybox", "1"))
+        inspected = skopeo_inspect(f"{second.host}/base/busybox:1", auth_file=auth)
+        assert inspected["Digest"] == run(source.exists("base/busybox", "1"))
+        # pushed again: the blobs are there, nothing is uploaded twice, the tag still resolves
+        assert run(ImageCache(cache.folder, target).restore("base/busybox", "1", key)) is True
+
+
+
+def test_a_blob_that_is_not_what_its_digest_says_is_refused(tmp_path):
+    """A registry (or something in between) that sends other bytes than the digest names."""
+    import hashlib
+    import http.server
+    import threading
+
+    class Tampering(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"not the layer you asked for"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Tampering)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = RegistryClient(f"127.0.0.1:{server.server_port}", "", insecure=True)
+        digest = "sha256:" + hashlib.sha256(b"the real layer").hexdigest()
+        with pytest.raises(RegistryError, match=f"sent a blob for a/b whose digest is not {digest}"):
+            run(client.get_blob("a/b", digest, str(tmp_path / "blob")))
+        with pytest.raises(RegistryError, match="unsupported digest"):
+            run(client.get_blob("a/b", "md5:abc", str(tmp_path / "blob")))
+    finally:
+        server.shutdown()
+        server.server_close()
