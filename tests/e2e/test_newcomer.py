@@ -8,6 +8,7 @@ build``, the built image shows up on the spawn form, and Ctrl-C stops everything
 
 import os
 import re
+import secrets
 
 import pytest
 import requests
@@ -21,6 +22,10 @@ from kubestudio.testing.ports import free_port
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 pytestmark = [pytest.mark.browser, pytest.mark.newcomer]
+
+# The README's hub names its users' OS accounts ks-<user>: a name of this run's own, so another test
+# run's newcomer on the same machine never shares (or removes) this one's account
+NEWBIE = f"newbie{secrets.token_hex(3)}"
 
 
 def readme_commands():
@@ -54,36 +59,36 @@ def newcomer_hub(tmp_path):
         # what a failed test left of this hub (servers, services, proxy live in sessions of their own)
         processes.kill_all(processes.leftovers(grace=0, within=checkout))
         # the OS account the hub made for the test's user (the README's hub runs as root here)
-        remove_accounts("ks-newbie")
+        remove_accounts(f"ks-{NEWBIE}")
 
 
 def test_newcomer_path(newcomer_hub, page, tmp_path):
     hub = newcomer_hub
     page.set_default_timeout(90_000)
-    browser_login(page, hub, "newbie")
+    browser_login(page, hub, NEWBIE)
     page.wait_for_url("**/hub/spawn**")
     page.screenshot(path=str(tmp_path / "newcomer-spawn-form.png"), full_page=True)
     # the default profile, JupyterLab
     page.click("#spawn_form input[type=submit], #spawn_form button[type=submit]")
     # on a new machine the first start waits for the image service to make the local single-user
     # image (the spawn page shows it)
-    page.wait_for_url("**/user/newbie/lab**", timeout=600_000)
+    page.wait_for_url(f"**/user/{NEWBIE}/lab**", timeout=600_000)
     page.wait_for_selector(".jp-DirListing-content", timeout=120_000)
     page.screenshot(path=str(tmp_path / "newcomer-jupyterlab.png"))
 
     # a token for the terminal's websocket, made from the logged-in browser session
     xsrf = next(c["value"] for c in page.context.cookies() if c["name"] == "_xsrf" and c["path"].startswith("/hub"))
-    r = page.request.post(f"{hub.url}/hub/api/users/newbie/tokens", headers={"X-XSRFToken": xsrf},
+    r = page.request.post(f"{hub.url}/hub/api/users/{NEWBIE}/tokens", headers={"X-XSRFToken": xsrf},
                           data={"note": "newcomer test"})
     assert r.ok, r.text()
     token = r.json()["token"]
 
     # the server runs in KubeStudio's local single-user image; a JupyterLab terminal is a login
     # shell in it: kubestudio, python and pip are the image's, the workspace is at /mnt/newbie
-    server = f"{hub.url}/user/newbie/"
+    server = f"{hub.url}/user/{NEWBIE}/"
     out = run_in_terminal(server, token, "command -v kubestudio python pip; pwd; echo IMG=$KUBESTUDIO_IMAGE; "
                                          "shopt -q login_shell; echo LOGIN=$?", until=r"LOGIN=\d", timeout=60)
-    assert "/usr/local/bin/kubestudio\r\n/usr/local/bin/python\r\n/usr/bin/pip\r\n/mnt/newbie" in out, out
+    assert f"/usr/local/bin/kubestudio\r\n/usr/local/bin/python\r\n/usr/bin/pip\r\n/mnt/{NEWBIE}" in out, out
     assert re.search(r"IMG=127\.0\.0\.1:\d+/kubestudio/singleuser:", out), out
 
     script = ("mkdir -p first && printf 'FROM scratch\\nCOPY hello.txt /hello.txt\\n' > first/Dockerfile && "
@@ -91,10 +96,10 @@ def test_newcomer_path(newcomer_hub, page, tmp_path):
               "echo BUILD-EXIT=$?")
     out = run_in_terminal(server, token, script, until=r"BUILD-EXIT=\d+", timeout=300)
     assert "BUILD-EXIT=0" in out, out
-    image = re.search(r"succeeded\s+(\S+/newbie/first-image:\S+)", out).group(1)
+    image = re.search(rf"succeeded\s+(\S+/{NEWBIE}/first-image:\S+)", out).group(1)
 
     # the built image is offered on the spawn form (a second, named server), with what runs here
-    page.goto(f"{hub.url}/hub/spawn/newbie/second")
+    page.goto(f"{hub.url}/hub/spawn/{NEWBIE}/second")
     page.wait_for_selector("#kubestudio-spawn-form")
     assert page.locator(f"select[name=image-cpu-small] option[value='{image}']").count() == 1
     assert "hub's own Python" in page.inner_text("#kubestudio-spawn-form")
