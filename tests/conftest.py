@@ -11,10 +11,40 @@ from kubestudio.testing.registry import LocalRegistry, push_busybox_base, tools_
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-# Seconds a module took in a measured run (scripts/test.sh on 2 cores); only the order matters.
-# The longest go first, so that the last to finish on a worker is a short one; a module not
-# listed counts one second per test.
-MODULE_SECONDS = {}
+# Seconds a module took in a measured run (scripts/test.sh, 2 workers on 2 cores, 2026-12-06; base
+# images built, not yet cached); only the order matters. The longest go first, so that the last to
+# finish on a worker is a short one; a module not listed counts one second per test.
+MODULE_SECONDS = {
+    "tests/e2e/test_local_hub.py": 354,
+    "tests/e2e/test_server_images.py": 354,
+    "tests/e2e/test_newcomer.py": 290,
+    "tests/kubebench/test_kubespawner_contract.py": 251,
+    "tests/kubebench/test_workspace_spawner.py": 236,
+    "tests/kubebench/test_servings_kubernetes.py": 152,
+    "tests/e2e/test_isolation.py": 127,
+    "tests/jobs/test_servings.py": 116,
+    "tests/jobs/test_jobs_service.py": 102,
+    "tests/image_builder/test_offline_bases.py": 87,
+    "tests/kubebench/test_jobs_kubernetes.py": 84,
+    "tests/kubebench/test_kserve_bench.py": 65,
+    "tests/kubebench/test_tensorboards_kubernetes.py": 63,
+    "tests/kubebench/test_kubespawner.py": 59,
+    "tests/e2e/test_browser.py": 53,
+    "tests/kubebench/test_bench.py": 50,
+    "tests/kubebench/test_helm_install.py": 47,
+    "tests/kubebench/test_kaniko.py": 47,
+    "tests/image_builder/test_page.py": 43,
+    "tests/image_builder/test_attacks.py": 38,
+    "tests/image_builder/test_service.py": 37,
+    "tests/tensorboards/test_boards_service.py": 36,
+    "tests/kubebench/test_spawn_images.py": 35,
+    "tests/jobs/test_local_jobs.py": 34,
+    "tests/jobs/test_page.py": 30,
+    "tests/jobs/test_serving_manifests.py": 27,
+    "tests/image_builder/test_openapi.py": 27,
+    "tests/image_builder/test_access.py": 22,
+    "tests/kubebench/test_operators.py": 21,
+}
 
 
 def _work_unit(item):

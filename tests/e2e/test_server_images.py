@@ -213,7 +213,7 @@ def test_a_job_naming_an_image_runs_in_it_as_its_owner(hub):
         assert os.stat(written).st_uid == pwd.getpwnam(hub.account_prefix + "alice").pw_uid
     job, log = run_job(hub, {"name": "fails", "command": ["sh", "-c", "id -un; grep PRETTY /etc/os-release; exit 3"],
                              "image": image})
-    assert job["status"] == "failed" and "exit code 3" in job["message"], job
+    assert job["status"] == "failed" and "exit code 3" in job["message"], (job, log)
     assert hub.account_prefix + "alice" in log and "Debian GNU/Linux 12" in log, log
     assert "exit status" not in log, log  # buildah's own words on the exit are not the job's
     # no working container of a job is left
