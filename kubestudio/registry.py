@@ -32,6 +32,10 @@ class RegistryError(Exception):
     """The registry cannot be used: down, refusing our credentials, or answering nonsense."""
 
 
+class RegistryUnreachable(RegistryError):
+    """Nothing answers at the registry's address (not started yet, or down)."""
+
+
 def load_auth(auth_file, host):
     """(user, password) for ``host`` from a Docker config file, or None."""
     try:
@@ -179,7 +183,7 @@ class RegistryClient:
                 raise RegistryError(f"registry {self.host} refused {who} for {repository} (HTTP {e.code})") from None
             raise RegistryError(f"registry {self.host} answered HTTP {e.code} for {repository}") from None
         except (OSError, TimeoutError) as e:
-            raise RegistryError(f"registry {self.host} is not reachable: {e}") from None
+            raise RegistryUnreachable(f"registry {self.host} is not reachable: {e}") from None
         finally:
             if large:
                 client.close()

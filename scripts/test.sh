@@ -3,7 +3,8 @@
 #
 # The tests run on several workers at once (pytest-xdist; KUBESTUDIO_TEST_WORKERS, default: the
 # machine's cores, at least 2 and at most 4; 0 runs them in this process). A module's tests stay
-# on one worker, since they share its hub, registry or bench. Prints how long each phase took.
+# on one worker, since they share its hub or registry, and all of tests/kubebench on one, since they
+# share the bench (tests/conftest.py). Prints how long each phase took.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,7 +53,7 @@ if [ -z "$workers" ]; then
   [ "$workers" -le 4 ] || workers=4
 fi
 parallel=()
-[ "$workers" = 0 ] || parallel=(-n "$workers" --dist loadgroup)
+[ "$workers" = 0 ] || parallel=(-n "$workers" --dist loadscope)  # tests/conftest.py: the units
 status=0
 .venv/bin/python -m pytest "${parallel[@]}" "$@" || status=$?
 phase_done tests

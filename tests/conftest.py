@@ -47,35 +47,47 @@ MODULE_SECONDS = {
 }
 
 
-def _work_unit(item):
-    """What one worker runs as a whole: the ``xdist_group`` of a test marked so, else its module
-    (its tests share the module's hub, registry or bench)."""
-    groups = sorted(str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group"))
-    return "group:" + "_".join(groups) if groups else item.nodeid.split("::", 1)[0]
+# Folders whose modules run as one unit on one worker: every module of tests/kubebench shares the
+# session's bench, a control plane (etcd, apiserver, scheduler, controllers) that takes most of a
+# minute to start and keeps a core busy, so one per run rather than one per worker.
+SHARED_UNITS = {"tests/kubebench/": "kubebench"}
+
+
+def work_unit(nodeid):
+    """What one worker runs as a whole: a shared folder's modules (SHARED_UNITS), else the test's
+    module (its tests share the module's hub, registry or bench)."""
+    module = nodeid.split("::", 1)[0]
+    for folder, unit in SHARED_UNITS.items():
+        if module.startswith(folder):
+            return unit
+    return module
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items):
-    """Longest work units first (every worker orders the same way); a unit's tests keep their order."""
-    counts = {}
+    """Longest work units first (every worker orders the same way); a unit's tests keep their order.
+    A unit's weight is the sum of its modules'."""
+    tests = {}  # unit -> {module: number of its tests}
     for item in items:
-        counts[_work_unit(item)] = counts.get(_work_unit(item), 0) + 1
-    rank = {unit: i for i, unit in enumerate(sorted(counts, key=lambda u: -MODULE_SECONDS.get(u, counts[u])))}
-    items.sort(key=lambda item: rank[_work_unit(item)])
+        modules = tests.setdefault(work_unit(item.nodeid), {})
+        module = item.nodeid.split("::", 1)[0]
+        modules[module] = modules.get(module, 0) + 1
+
+    def weight(unit):
+        return sum(MODULE_SECONDS.get(module, count) for module, count in tests[unit].items())
+
+    rank = {unit: i for i, unit in enumerate(sorted(tests, key=weight, reverse=True))}
+    items.sort(key=lambda item: rank[work_unit(item.nodeid)])
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """Each work unit (see ``_work_unit``) goes to one worker, in the order collected."""
+    """Each work unit (see ``work_unit``) goes to one worker, in the order collected."""
     from xdist.scheduler import LoadScopeScheduling
 
     class WorkUnitScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid):
-            module, _, rest = nodeid.partition("::")
-            tail = rest.rsplit("]", 1)[-1]
-            if "@" in tail:  # --dist loadgroup appends "@<groups>" to the ids of grouped tests
-                return "group:" + tail.rsplit("@", 1)[1]
-            return module
+            return work_unit(nodeid)
 
     config.option.loadscopereorder = False
     return WorkUnitScheduling(config, log)

@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 
 from ..processgroup import signal_group
 from ..serverimage import kubestudio_source, server_dockerfile, server_requirements
-from ..registry import RegistryError
+from ..registry import RegistryError, RegistryUnreachable
 from .backends.base import BuildFailed, BuildJob
 from .imagecache import ImageCache
 
 PREPARING, READY, FAILED = "preparing", "ready", "failed"
+# the embedded hub starts its registry beside the image service: how long a first look waits for it
+REGISTRY_START_SECONDS = 30
 
 
 @dataclass
@@ -124,10 +126,22 @@ class BasePreparer:
             except (asyncio.CancelledError, Exception):
                 pass
 
+    async def _in_registry(self, base, wait=REGISTRY_START_SECONDS):
+        """Whether the registry has ``base``, asking again while nothing answers at its address (it
+        may be starting beside this service) for up to ``wait`` seconds."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return bool(await self.registry.exists(base.repository, base.tag))
+            except RegistryUnreachable:
+                if time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(0.5)
+
     async def _prepare_all(self):
         for base in self.bases:
             try:
-                if await self.registry.exists(base.repository, base.tag):
+                if await self._in_registry(base):
                     base.status, base.message = READY, "in the registry"
                     continue
             except Exception as e:  # the registry may still be starting: try to make it anyway

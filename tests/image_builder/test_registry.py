@@ -110,3 +110,27 @@ def test_a_blob_that_is_not_what_its_digest_says_is_refused(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_base_images_wait_for_a_registry_that_is_still_starting(tmp_path):
+    """The embedded hub starts its registry beside the image service: the first look for a base
+    image asks again until the registry answers, instead of making an image the cache holds."""
+    import threading
+
+    from kubestudio.image_builder.bases import BasePreparer, base_from_config
+    from kubestudio.registry import RegistryUnreachable
+    from kubestudio.testing.registry import LocalRegistry
+
+    late = LocalRegistry(tmp_path / "late", user=REGISTRY_USER, password=REGISTRY_PASSWORD)
+    auth = late.auth_file(str(tmp_path / "auth.json"))
+    base = base_from_config({"image": "base/python:3.11", "packages": ["python3"]})
+    preparer = BasePreparer([base], late.host, RegistryClient(late.host, auth, insecure=True), None, str(tmp_path), None)
+    with pytest.raises(RegistryUnreachable):
+        run(preparer._in_registry(base, wait=0))  # nothing answers yet
+    starter = threading.Timer(1.0, late.start)
+    starter.start()
+    try:
+        assert run(preparer._in_registry(base, wait=30)) is False  # it answered: the base is not there
+    finally:
+        starter.join()
+        late.stop()
