@@ -8,7 +8,8 @@ import time
 from kubestudio.testing.kubebench.bench import claim_address_block
 from kubestudio.testing.kubebench.kubelet import PodIPs
 from kubestudio.testing.kubebench.network import ServiceNetwork, address_octets
-from kubestudio.testing.ports import free_port, reserve
+from kubestudio.portclaims import claim_in as reserve
+from kubestudio.testing.ports import free_port
 
 
 def test_a_reserved_port_is_not_chosen_again_until_its_claim_is_stale(tmp_path):
@@ -29,7 +30,7 @@ def test_free_ports_differ_and_are_reserved():
 def reserve_taken(port):
     import tempfile
 
-    return os.path.exists(os.path.join(tempfile.gettempdir(), "kubestudio-test-ports", str(port)))
+    return os.path.exists(os.path.join(tempfile.gettempdir(), "kubestudio-port-claims", str(port)))
 
 
 def test_benches_side_by_side_get_address_blocks_of_their_own():

@@ -4,7 +4,8 @@ Besides its public URL, a hub on one machine listens on six loopback ports: the 
 (JupyterHub's 8081), the proxy's REST API (8001), the image service (10101), the jobs service
 (10102), the TensorBoard service (10103) and the local registry (5000). Each can be set; one left at 0 is chosen at the first start (the conventional
 port when it is free, else any free one) and remembered in ``<data_dir>/ports.json``, so a
-second hub with a data folder of its own never collides with the first, and a restart keeps
+second hub with a data folder of its own never collides with the first (also when both start at
+the same moment: a new choice is claimed machine-wide, kubestudio.portclaims), and a restart keeps
 the same ports (images are named after the registry's address, so its port must not move).
 """
 
@@ -13,6 +14,7 @@ import os
 import socket
 
 from ..names import CONVENTIONAL_PORTS
+from ..portclaims import claim
 
 CONVENTIONAL = CONVENTIONAL_PORTS
 PORTS_FILE = "ports.json"
@@ -63,9 +65,13 @@ def resolve_ports(data_dir, configured, choose=True):
             if port and choose and name not in STICKY and not port_is_free(port):
                 port = 0
         if not port and choose:
-            port = conventional if conventional not in taken and port_is_free(conventional) else 0
+            # a new choice is claimed machine-wide: another hub starting at the same moment sees
+            # the port free too, until this hub's listener binds it
+            port = conventional if conventional not in taken and port_is_free(conventional) and claim(conventional) else 0
             while not port or port in taken:
                 port = any_free_port()
+                if not claim(port):
+                    port = 0
         ports[name] = port or conventional
         taken.add(ports[name])
     if choose and ports != saved:

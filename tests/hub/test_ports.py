@@ -52,3 +52,13 @@ def test_configure_wires_every_port(tmp_path, monkeypatch):
     assert c.ImageBuilder.registry_host == "127.0.0.1:15000"
     assert c.LocalWorkspaceSpawner.user_images_prefix == "127.0.0.1:15000/kubestudio/{user_slug}/"
     assert c.LocalWorkspaceSpawner.server_image == "127.0.0.1:15000/base/python:3.11"
+
+
+def test_two_hubs_choosing_at_the_same_moment_never_share_a_port(tmp_path):
+    """Neither has bound anything yet (both start at once): the first's choices are claimed
+    machine-wide, so the second chooses others (kubestudio.portclaims)."""
+    first = resolve_ports(str(tmp_path / "first"), {})
+    second = resolve_ports(str(tmp_path / "second"), {})
+    assert set(first.values()).isdisjoint(second.values()), (first, second)
+    # a hub's own remembered ports stay its own (its claim does not move them)
+    assert resolve_ports(str(tmp_path / "first"), {}) == first

@@ -21,7 +21,8 @@ import requests
 import urllib3
 import yaml
 
-from ..ports import free_port, shared_folder
+from ...portclaims import shared_folder
+from ..ports import free_port
 from .controlplane import (
     ControlPlane,
     default_cache_dir,
