@@ -63,6 +63,41 @@ def work_unit(nodeid):
     return module
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Each test run gets a temporary folder of its own (unless --basetemp names one).
+
+    pytest's default, /tmp/pytest-of-<user>/pytest-N, lies in a folder every pytest session of the
+    user shares, and each new session sets it back to mode 0700: the OS accounts of a running
+    hub's users, which pass through it to their folders (accounts.make_traversable), lose their
+    way in the middle of a test whenever another run (another checkout's CI, a developer's pytest)
+    starts. Made before pytest's own tmp_path plugin reads the option; xdist's workers get
+    subfolders of it from the controller. Removed after a run that passed; kept, and named, after
+    one that failed.
+    """
+    if config.option.basetemp or hasattr(config, "workerinput"):
+        return
+    import tempfile
+
+    config.option.basetemp = tempfile.mkdtemp(prefix="kubestudio-tests-")
+    config._kubestudio_basetemp = config.option.basetemp
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_kubestudio_basetemp", None)
+    if not folder:
+        return
+    if getattr(config, "_kubestudio_failed", True):
+        print(f"\nthe tests' temporary files are kept in {folder}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not hasattr(session.config, "workerinput"):
+        session.config._kubestudio_failed = exitstatus != 0
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items):
     """Longest work units first (every worker orders the same way); a unit's tests keep their order.
