@@ -20,6 +20,7 @@ ALLOWED = {
     "processgroup": set(),
     "quantities": set(),
     "slugs": set(),
+    "portclaims": set(),  # ports chosen, not yet bound, claimed machine-wide (the hub's, the tests')
     "accounts": {"slugs"},
     "serverimage": set(),  # the local single-user image: made by image_builder, run by spawner
     "registry": {"dockerauth"},
@@ -33,7 +34,7 @@ ALLOWED = {
     "tensorboards": {"names", "kube", "services", "spawner", "processgroup", "quantities", "slugs", "accounts"},
     "extensions": {"names", "services", "jobs.client", "jobs.spec", "tensorboards.client"},  # the SDKs are the CLI's too
     "hub": {"names", "services", "spawner", "image_builder.service", "jobs.service", "tensorboards.service",
-            "processgroup", "accounts", "dockerauth"},
+            "processgroup", "accounts", "dockerauth", "portclaims"},
 }
 
 
@@ -102,7 +103,8 @@ def test_packages_import_one_way_only():
                                     "kubestudio.tensorboards", "kubestudio.tensorboards.service",
                                     "kubestudio.tensorboards.app",
                                     "kubestudio.services.client", "kubestudio.quantities", "kubestudio.slugs",
-                                    "kubestudio.accounts", "kubestudio.hub.registry_gate"])
+                                    "kubestudio.accounts", "kubestudio.hub.registry_gate",
+                                    "kubestudio.portclaims"])
 def test_each_package_imports_alone(module):
     run = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
