@@ -13,12 +13,34 @@ from kubestudio.testing.ports import free_port
 
 
 def test_a_reserved_port_is_not_chosen_again_until_its_claim_is_stale(tmp_path):
-    folder = str(tmp_path)
-    assert reserve(folder, 20001) is True
-    assert reserve(folder, 20001) is False  # another process's choice, not yet bound
-    old = time.time() - 3600
-    os.utime(os.path.join(folder, "20001"), (old, old))
-    assert reserve(folder, 20001, seconds=600) is True  # stale: its process bound it or is gone
+    folder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert reserve(folder, 20001) is True
+        assert reserve(folder, 20001) is False  # another process's choice, not yet bound
+        old = time.time() - 3600
+        os.utime(os.path.join(tmp_path, "20001"), (old, old))
+        assert reserve(folder, 20001, seconds=600) is True  # stale: its process bound it or is gone
+    finally:
+        os.close(folder)
+
+
+def test_a_planted_shared_folder_is_not_trusted(tmp_path, monkeypatch):
+    """A user who made the shared folder first (a link elsewhere, or a folder of theirs that others
+    may write without the sticky bit) gets no file made or removed by root through it."""
+    import tempfile
+
+    from kubestudio.portclaims import claim, shared_folder
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "kubestudio-port-claims").symlink_to(target)
+    assert shared_folder("kubestudio-port-claims") is None
+    assert claim(20002) is True and os.listdir(target) == []  # the bind check alone decides
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    os.chmod(loose, 0o777)
+    assert shared_folder("loose") is None
 
 
 def test_free_ports_differ_and_are_reserved():

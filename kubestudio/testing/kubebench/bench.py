@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import requests
@@ -42,8 +43,18 @@ def claim_address_block():
     """(open lock file, block number) of a loopback address block no other bench on this machine
     uses (network.address_octets): its lock is held until the file is closed or the process ends."""
     folder = shared_folder("kubestudio-kubebench-addresses")
+    if folder is None:
+        raise RuntimeError(f"{tempfile.gettempdir()}/kubestudio-kubebench-addresses is not a folder this bench can trust")
+    try:
+        return _claim_block(folder)
+    finally:
+        os.close(folder)
+
+
+def _claim_block(folder):
     for block in range(ADDRESS_BLOCKS):
-        lock = open(os.path.join(folder, f"block-{block}.lock"), "a")
+        fd = os.open(f"block-{block}.lock", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644, dir_fd=folder)
+        lock = os.fdopen(fd, "a")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
