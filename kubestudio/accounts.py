@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from traitlets import CaselessStrEnum, Dict, List, Unicode
 from traitlets.config import Configurable
 
+from .fdpath import chown_tree, open_dir
 from .slugs import safe_slug
 
 # useradd's limit on a name's length; longer ones are cut and made unique with a hash
@@ -61,18 +62,22 @@ class Account:
 
     def own(self, *paths):
         """Make ``paths`` (created when missing) this account's, mode 0700; what they hold is handed
-        over too when they belonged to someone else (files from before accounts were on)."""
+        over too when they belonged to someone else (files from before accounts were on). By
+        descriptor (:mod:`kubestudio.fdpath`): a folder the user replaced with a link is replaced
+        by a fresh folder (the link's target is left alone), never chmod-ed or chown-ed."""
         for path in paths:
-            os.makedirs(path, mode=0o700, exist_ok=True)
-            info = os.lstat(path)
-            if (info.st_uid, info.st_gid) != (self.uid, self.gid):
-                for root, dirs, files in os.walk(path):
-                    for name in dirs + files:
-                        os.lchown(os.path.join(root, name), self.uid, self.gid)
-                os.chown(path, self.uid, self.gid)
-            if stat.S_IMODE(info.st_mode) != 0o700:
-                os.chmod(path, 0o700)
+            fd = open_dir(path)
+            try:
+                self._own_open(fd)
+            finally:
+                os.close(fd)
 
+    def _own_open(self, fd):
+        info = os.fstat(fd)
+        if (info.st_uid, info.st_gid) != (self.uid, self.gid):
+            chown_tree(fd, self.uid, self.gid)
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            os.fchmod(fd, 0o700)
 
     def own_inside(self, path, *passable):
         """Make ``path`` this account's inside folders of the service's that it may only pass

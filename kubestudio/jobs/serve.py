@@ -24,8 +24,10 @@ with that line on stderr (exit code 3), for the record.
 
 import argparse
 import hashlib
+import hmac
 import importlib.util
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -37,6 +39,10 @@ PYTORCH_FILES = ("model.pt", "model.pth")
 FORMATS = ("auto", "sklearn", "pytorch", "custom")
 BAD_INPUT = (ValueError, TypeError, KeyError, IndexError)
 LOAD_FAILED = 3
+# on a shared machine the runtime answers only callers that send its secret (the hub's proxy)
+SECRET_ENV = "KUBESTUDIO_RUNTIME_SECRET"
+SECRET_HEADER = "X-KubeStudio-Runtime-Secret"
+SECRET_HEADER_BYTES = SECRET_HEADER.lower().encode()
 
 
 class ModelError(Exception):
@@ -271,10 +277,31 @@ def _datatype(array):
     return from_np_dtype(array.dtype) or "BYTES"
 
 
-def _listen_on(host):
+class CallerCheck:
+    """ASGI middleware: only a caller that sends the runtime's secret (the jobs service's proxy,
+    which checked the caller with the hub) is answered; anyone else on the machine gets 403."""
+
+    def __init__(self, app, secret):
+        self.app, self.secret = app, secret.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            given = next((v for k, v in scope["headers"] if k == SECRET_HEADER_BYTES), b"")
+            if not hmac.compare_digest(given, self.secret):
+                body = json.dumps({"status": 403, "message": "this model is served through the hub: call it at "
+                                                             "<hub>/services/jobs/serve/<user>/<name>/"}).encode()
+                await send({"type": "http.response.start", "status": 403,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+def _listen_on(host, secret=None):
     """KServe's REST server always listens on 0.0.0.0 (right in a pod); on a shared machine the
-    runtime must listen on loopback only, behind the hub's login. Its uvicorn config is set here
-    before the server binds."""
+    runtime must listen on loopback only, behind the hub's login, and (with ``secret``) answer the
+    hub's proxy alone. Its uvicorn config is set here before the server binds."""
     import kserve.model_server
     from kserve.protocol.rest.server import RESTServer
 
@@ -282,6 +309,11 @@ def _listen_on(host):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.config.host = host
+
+        def _add_middlewares(self, app):
+            super()._add_middlewares(app)
+            if secret:
+                app.add_middleware(CallerCheck, secret=secret)
 
     kserve.model_server.RESTServer = HostRESTServer
 
@@ -298,6 +330,8 @@ def main(argv=None):
     parser.add_argument("--packages-dir", default=os.path.join(tempfile.gettempdir(), "kubestudio-serve-packages"),
                         help="where requirements.txt is installed")
     args = parser.parse_args(argv)
+    # the caller's secret is the runtime's alone: neither the model's code nor pip sees it
+    secret = os.environ.pop(SECRET_ENV, "")
     try:
         install_requirements(args.model, args.packages_dir, args.package)
         adapter = make_adapter(args.model, args.format, args.model_class)
@@ -315,7 +349,7 @@ def main(argv=None):
     warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     # kserve reads its own flags from sys.argv: give it none of ours
     sys.argv = sys.argv[:1]
-    _listen_on(args.host)
+    _listen_on(args.host, secret)
     ModelServer(http_port=args.port, enable_grpc=False, workers=1, enable_latency_logging=False).start([model])
     return 0
 

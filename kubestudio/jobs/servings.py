@@ -373,6 +373,11 @@ class ServingManager:
         runtime = self.runtimes.get(serving_id)
         return runtime.url if runtime is not None else None
 
+    def target_headers(self, serving_id):
+        """What the serving's runtime asks of its caller (a local runtime's secret), for the proxy."""
+        runtime = self.runtimes.get(serving_id)
+        return dict(getattr(runtime, "headers", None) or {})
+
     def counted(self, serving_id):
         self.counts[serving_id] = self.counts.get(serving_id, 0) + 1
 

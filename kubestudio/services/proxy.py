@@ -31,11 +31,16 @@ async def close_upstream():
         await _SESSION.close()
 
 
-async def forward(handler, url, what, location=None):
+async def forward(handler, url, what, location=None, backend_headers=None):
     """Send ``handler``'s request to ``url`` and stream the answer back. ``what`` names the backend
-    in a 502 (``board 1a2b: TensorBoard``); ``location(value)`` rewrites a redirect's target."""
+    in a 502 (``board 1a2b: TensorBoard``); ``location(value)`` rewrites a redirect's target;
+    ``backend_headers``: what the backend asks of its caller (its secret), which replace any the
+    request brought."""
     request = handler.request
-    headers = {k: v for k, v in request.headers.get_all() if k.lower() not in DROPPED_REQUEST_HEADERS}
+    private = {k.lower() for k in backend_headers or ()}
+    headers = {k: v for k, v in request.headers.get_all()
+               if k.lower() not in DROPPED_REQUEST_HEADERS and k.lower() not in private}
+    headers.update(backend_headers or {})
     headers["X-Forwarded-Proto"] = request.protocol
     headers["X-Forwarded-Host"] = request.host
     body = request.body if request.method in ("POST", "PUT", "PATCH") else None

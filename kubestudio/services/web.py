@@ -74,6 +74,10 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
 
     async def prepare(self):
         model = await self.hub_auth.get_user(self, sync=False)
+        if self.hub_auth.get_token(self, in_cookie=False) and not getattr(self, "_token_authenticated", False):
+            # a token that is not valid is refused, never a reason to fall back to the browser's
+            # cookie (HubOAuth would; with it, a check of the XSRF token that trusts any header)
+            raise web.HTTPError(401, "the token sent is not valid (expired or revoked): send a current hub API token")
         if not model:
             raise web.HTTPError(401, "log in to the hub or send 'Authorization: token <hub API token>'")
         model.setdefault("kind", "user")

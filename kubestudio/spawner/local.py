@@ -516,6 +516,10 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         if self._request is not None and self._request.ide == "vscode":
             env["CODE_WORKINGDIR"] = folders.workspace
             env["CODE_EXECUTABLE"] = self.vscode_executable() or "code-server"
+            # code-server has no login of its own here (--auth none): it listens on a Unix socket
+            # (mode 0600, in a 0700 folder of the user's) that the server's proxy alone reaches,
+            # never on a loopback port that every account on the machine can call
+            env["JUPYTER_VSCODE_PROXY_USE_SOCKET"] = "1"
         env.update(self.notebook_links_env())
         if self._allocation is not None:
             # an empty value hides every GPU from a server that asked for none

@@ -8,6 +8,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from ..fdpath import open_child, open_dir, symlink_in
 from ..slugs import safe_slug
 
 ARCHIVES_LINK = "archives"
@@ -52,10 +53,20 @@ def ensure_user_folders(folders):
     """Create the folders (owner-only) and link the archives into the workspace.
 
     The link ``<workspace>/archives -> ../archives`` makes the archives reachable from a
-    JupyterLab rooted at the workspace. A file the user made with that name is left alone.
+    JupyterLab rooted at the workspace. A file the user made with that name is left alone. Made
+    by descriptor (:mod:`kubestudio.fdpath`): a folder the user replaced with a link is replaced by
+    a fresh one, so root never makes anything where such a link leads.
     """
-    for path in (folders.root, folders.workspace, folders.archives, folders.home):
-        os.makedirs(path, mode=0o700, exist_ok=True)
-    link = os.path.join(folders.workspace, ARCHIVES_LINK)
-    if not os.path.lexists(link):
-        os.symlink(os.path.relpath(folders.archives, folders.workspace), link)
+    os.makedirs(os.path.dirname(folders.root), mode=0o711, exist_ok=True)
+    root_fd = open_dir(folders.root)
+    try:
+        opened = {}
+        try:
+            for path in (folders.workspace, folders.archives, folders.home):
+                opened[path] = open_child(root_fd, os.path.basename(path))
+            symlink_in(opened[folders.workspace], ARCHIVES_LINK, os.path.relpath(folders.archives, folders.workspace))
+        finally:
+            for fd in opened.values():
+                os.close(fd)
+    finally:
+        os.close(root_fd)

@@ -68,8 +68,12 @@ def layered_env(path, over, account=None, code_server_defaults_home=None):
     argv = [sys.executable, "-m", "kubestudio.spawner.userenv", path, over]
     if code_server_defaults_home:
         argv += ["--code-server-defaults", code_server_defaults_home]
-    result = subprocess.run(account.command(argv) if account else argv, capture_output=True, text=True,
-                            timeout=120, cwd="/")
+    from ..launch import PRIVILEGED_ENV, prepare  # here: this module also runs as the user's own script
+
+    # a fixed environment: never the hub's or service's own (its API token), which a process of
+    # the user's could read in /proc while this one runs as them
+    with prepare(account, argv, PRIVILEGED_ENV) as launch:
+        result = subprocess.run(launch.argv, capture_output=True, text=True, timeout=120, cwd="/", **launch.kwargs())
     if result.returncode:
         raise OSError(f"could not prepare the Python environment {path}: "
                       f"{(result.stderr or result.stdout).strip()[-500:]}")

@@ -107,7 +107,7 @@ class ProxyHandler(BoardsBaseHandler):
 
     def _from_this_board(self):
         board_id = self.path_args[0] if self.path_args else None
-        if not board_id or self.request.headers.get("Sec-Fetch-Site", "same-origin") != "same-origin":
+        if not board_id or self.request.headers.get("Sec-Fetch-Site") != "same-origin":
             return False
         referer = urlparse(self.request.headers.get("Referer", ""))
         if referer.netloc and referer.netloc != self.request.host:
@@ -136,7 +136,8 @@ class ProxyHandler(BoardsBaseHandler):
                                                                        f"{board['message']}")
         url = target + "/" + path + (("?" + self.request.query) if self.request.query else "")
         await forward(self, url, f"board {board_id}: TensorBoard",
-                      location=lambda value: self._inside_prefix(value, board_id))
+                      location=lambda value: self._inside_prefix(value, board_id),
+                      backend_headers=self.manager.target_headers(board_id))
 
     def _inside_prefix(self, location, board_id):
         parsed = urlparse(location)

@@ -245,6 +245,11 @@ class BoardManager:
             self.running[board_id] = (board.owner, running)
             return running.url
 
+    def target_headers(self, board_id):
+        """What the board's TensorBoard asks of its caller (a local board's secret), for the proxy."""
+        known = self.running.get(board_id)
+        return dict(getattr(known[1], "headers", None) or {}) if known is not None else {}
+
     def touch(self, board_id):
         self.activity[board_id] = time.time()
 

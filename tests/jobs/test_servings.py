@@ -121,6 +121,19 @@ def call(hub, user, path, body=None, token=None, method="POST"):
     return requests.request(method, hub.url + path, json=body, headers=headers, timeout=60)
 
 
+def runtime_port(workspace, name):
+    """The loopback port of the model runtime serving ``name`` from ``workspace`` (its command line)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "kubestudio.jobs.serve" in argv and name in argv and any(a.startswith(workspace) for a in argv):
+            return int(argv[argv.index("--port") + 1])
+    raise AssertionError(f"no runtime of {name} from {workspace}")
+
+
 def test_an_sklearn_model_answers_v1_and_v2_like_the_model_itself(serving_hub):
     client = serving_hub.client("sam")
     model = train(os.path.join(serving_hub.workspace("sam"), "models", "iris"))
@@ -129,7 +142,11 @@ def test_an_sklearn_model_answers_v1_and_v2_like_the_model_itself(serving_hub):
     assert record["url"] == "/services/jobs/serve/sam/iris/"
     ready = client.wait_ready("iris", timeout=120)
     assert ready["ready"] and ready["generation"] == ready["ready_generation"] == 1
-    assert ready["cluster_url"].startswith("http://127.0.0.1:")
+    # the runtime answers the hub's proxy alone: no address to call it by, and its port refuses others
+    assert ready["cluster_url"] is None
+    port = runtime_port(serving_hub.workspace("sam"), "iris")
+    direct = requests.post(f"http://127.0.0.1:{port}/v1/models/iris:predict", json={"instances": ROWS}, timeout=30)
+    assert direct.status_code == 403 and "through the hub" in direct.json()["message"], direct.text
     expected = model.predict(ROWS).tolist()
     assert client.predict("iris", ROWS) == expected
     assert client.predict("iris", ROWS, v2=True) == expected

@@ -12,6 +12,7 @@ from traitlets.config import Config
 from kubestudio.processgroup import process_start_time
 from kubestudio.spawner.storage import ensure_user_folders, user_folders
 from kubestudio.tensorboards.backends.local import BoardFailed, LocalBoardBackend, Running
+from kubestudio.tensorboards.guarded import SECRET_HEADER
 from kubestudio.tensorboards.logdirs import LogdirError, board_key, link_tree, resolve
 from kubestudio.testing.wait import wait_for
 
@@ -73,8 +74,13 @@ def test_tensorboard_serves_the_runs_and_scalars_written(folders, tmp_path):
         try:
             assert running.url.startswith("http://127.0.0.1:") and running.url.endswith("/services/tensorboards/b/b1")
             assert backend.alive(running)
-            runs = requests.get(running.url + "/data/runs", timeout=10).json()
-            scalars = requests.get(running.url + "/data/plugin/scalars/scalars",
+            # TensorBoard answers the service's proxy alone (it sends the board's secret); anyone else: 403
+            refused = requests.get(running.url + "/data/runs", timeout=10)
+            assert refused.status_code == 403 and "TensorBoard service" in refused.json()["message"]
+            wrong = requests.get(running.url + "/data/runs", timeout=10, headers={SECRET_HEADER: "guess"})
+            assert wrong.status_code == 403
+            runs = requests.get(running.url + "/data/runs", timeout=10, headers=running.headers).json()
+            scalars = requests.get(running.url + "/data/plugin/scalars/scalars", headers=running.headers,
                                    params={"run": "runs_exp1", "tag": "loss"}, timeout=10).json()
             again = Running.from_json(json.loads(json.dumps(running.to_json())))  # as a restart reads it
             assert backend.alive(again)

@@ -2,11 +2,14 @@
 workspace, with the environment the Kubeflow operators give their pods, GPUs from the ledger the
 local servers use, logs and exit status in files.
 
-Each rank runs under a one-line ``bash`` that leads the rank's process group, sends its output
-straight to the rank's log file and writes its exit status to a file when it ends: a service
-that restarted while the job ran finds its ranks again (PID and process start time, so a reused
-PID is never taken for a rank) and reads their exit status. Cancelling a job signals every
-rank's group: nothing it started outlives it.
+Each rank is started by :mod:`kubestudio.launch` (the user's environment applied only after the
+switch to their account, the working folder entered by descriptor), leads a process group of its
+own, sends its output straight to the rank's log file and writes its exit status to a file when it
+ends: a service that restarted while the job ran finds its ranks again (PID and process start
+time, so a reused PID is never taken for a rank) and reads their exit status. Where cgroups are
+writable (:mod:`kubestudio.cgroups`) each node's ranks run in a cgroup of their own: its memory
+limit is the kernel's, its processes are limited in number, and when the job ends, fails or is
+cancelled every process in it is killed, also those that left the group with ``setsid``.
 
 A job that names an image of the hub's registry runs inside it, as local servers do
 (:mod:`kubestudio.spawner.imagerun`): one working container per rank, the user's folders at
@@ -27,6 +30,8 @@ from dataclasses import dataclass
 from traitlets import Bool, Float, List, Unicode, default
 
 from ...accounts import AccountError, UserAccounts
+from ...cgroups import Containment
+from ...launch import open_folder_inside, prepare
 from ...processgroup import process_start_time, rss_by_group, signal_group
 from ...quantities import parse_bytes
 from ...spawner.gpus import JOB, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
@@ -90,13 +95,6 @@ def exit_of(code):
     if code == 127:
         return {"code": code, "reason": "exit code 127 (command not found)"}
     return {"code": code, "reason": "Completed" if code == 0 else f"exit code {code}"}
-
-
-# the rank's wrapper: runs the command (its output already goes to the log), then writes its exit
-# status to the exit file the service opened for it (descriptor $0: the rank runs as its owner, who
-# can write no file of the service's); a restarted service finds it there. bash, as dash takes only
-# descriptors 0-9
-RANK_SHELL = '"$@"; code=$?; echo $code >&$0; exit $code'
 
 
 def free_port():
@@ -384,29 +382,45 @@ class LocalJobBackend(JobBackend):
                 await self._remove_containers(run)
                 return Outcome("failed", f"image: {e}")
         argv = spec.argv(python, script)
+        groups = self._groups(run)
+        try:
+            cwd_fd = None if image else open_folder_inside(folders.workspace, cwd, "working_dir")
+        except ValueError as e:
+            return Outcome("failed", str(e))
+        try:
+            for group in groups:
+                group.create()
+        except OSError as e:
+            if cwd_fd is not None:
+                os.close(cwd_fd)
+            return Outcome("failed", f"cannot make the job's cgroup {group.path}: {e} (Containment.mode)")
         try:
             for i, rank in enumerate(ranks):
                 env = {**base, **rank_env(spec, run.replicas, i, port, gpus_per_node)}
-                exit_fd = os.open(rank.exit_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                exit_fd = os.open(rank.exit_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                gate, release = os.pipe()
                 try:
-                    with open(rank.log_path, "ab") as log:
-                        command = argv
-                        if image:
-                            env_file = write_env_file(os.path.join(os.path.dirname(rank.log_path), f"rank-{i}.env"),
-                                                      env, account)
-                            command = runner.command(run.refs["containers"][i], argv, account,
-                                                     user_mounts(folders, mount), workdir=workdir, env_file=env_file,
-                                                     gpus=bool(gpus_per_node))
-                            env = runner_env()
-                        wrapped = ["/bin/bash", "-c", RANK_SHELL, str(exit_fd), *command]
-                        # in an image, buildah starts as root and runs the rank as the account
-                        as_owner = account is not None and not image
+                    command = argv
+                    if image:
+                        env_file = write_env_file(os.path.join(os.path.dirname(rank.log_path), f"rank-{i}.env"),
+                                                  env, account)
+                        command = runner.command(run.refs["containers"][i], argv, account,
+                                                 user_mounts(folders, mount), workdir=workdir, env_file=env_file,
+                                                 gpus=bool(gpus_per_node))
+                        env = runner_env()
+                    # in an image, buildah starts as root and runs the rank as the account itself
+                    with open(rank.log_path, "ab") as log, \
+                            prepare(None if image else account, command, env, cwd_fd=cwd_fd, exit_fd=exit_fd,
+                                    gate_fd=gate if groups else None) as launch:
                         rank.proc = await asyncio.create_subprocess_exec(
-                            *(account.command(wrapped) if as_owner else wrapped), cwd=cwd, env=env,
-                            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                            start_new_session=True, pass_fds=(exit_fd,))
+                            *launch.argv, stdin=asyncio.subprocess.DEVNULL, stdout=log,
+                            stderr=asyncio.subprocess.STDOUT, start_new_session=True, cwd="/", **launch.kwargs())
+                    if groups:
+                        # every process of the rank starts inside its node's cgroup
+                        groups[i // spec.procs_per_node].add(rank.proc.pid)
                 finally:
-                    os.close(exit_fd)
+                    for fd in (exit_fd, gate, release):
+                        os.close(fd)
                 rank.pid, rank.started = rank.proc.pid, process_start_time(rank.proc.pid)
                 run.refs["pids"] = {r.replica: [r.pid, r.started] for r in ranks if r.pid}
             run.refs.update(port=port)
@@ -417,11 +431,16 @@ class LocalJobBackend(JobBackend):
         except BaseException:
             # a rank that started before the failure (or the cancel) must not run on alone
             self._kill(ranks)
+            self._remove_groups(run)
             await self._remove_containers(run)
             raise
+        finally:
+            if cwd_fd is not None:
+                os.close(cwd_fd)
         # from here the ranks run on their own: a cancelled wait (the service stopping) leaves them
         # running for the next start to resume; the manager calls cancel() to stop them
         outcome = await self._follow(run, ranks)
+        self._remove_groups(run)  # what the ranks left running (a daemon, `sleep &`) ends with the job
         await self._remove_containers(run)
         return outcome
 
@@ -441,6 +460,7 @@ class LocalJobBackend(JobBackend):
             await self._remove_containers(run)
             return Outcome("failed", "the job's ranks were lost while the jobs service was down (no record of them)")
         outcome = await self._follow(run, ranks)
+        self._remove_groups(run)
         await self._remove_containers(run)
         return outcome
 
@@ -450,10 +470,39 @@ class LocalJobBackend(JobBackend):
         for rank in ranks:
             rank.pid, rank.started = (pids.get(rank.replica) or [None, None])
         self._kill(ranks)
+        self._remove_groups(run)
         await self._remove_containers(run)
 
     def forget(self, run):
         shutil.rmtree(self._dir(run), ignore_errors=True)
+
+    @property
+    def containment(self):
+        return Containment(config=self.config)
+
+    def _groups(self, run):
+        """The cgroups of the attempt's nodes (none without cgroups), memory limited per node as a pod's
+        is, and the number of processes per rank."""
+        spec = run.spec
+        memory = parse_bytes(spec.resources.memory) if spec.resources.memory else None
+        containment = self.containment
+        try:
+            names = [f"job-{run.id}-{run.attempt}-node-{n}" for n in range(spec.nodes)]
+            return [g for g in (containment.group(name, memory=memory, pids=containment.pids_limit * spec.procs_per_node)
+                                for name in names) if g is not None]
+        except ValueError as e:
+            raise SpecError(str(e), 409) from None
+
+    def _remove_groups(self, run):
+        try:
+            groups = self._groups(run)
+        except SpecError:
+            return
+        for group in groups:
+            try:
+                group.remove()
+            except OSError as e:
+                self.log.warning("cannot remove the cgroup %s: %s", group, e)
 
     def _keep_memory_limit(self, ranks, per_node, limit, memory):
         """``resources.memory`` is per node, as a pod's limit is: a node's ranks together may hold
@@ -480,7 +529,9 @@ class LocalJobBackend(JobBackend):
         # look often while lines come (and just after the start), then settle to poll_seconds
         brisk_until = time.monotonic() + 2
         memory = run.spec.resources.memory
-        limit = parse_bytes(memory) if memory else None
+        groups = self._groups(run)
+        # with cgroups the kernel keeps the limit; without, resident memory is sampled
+        limit = parse_bytes(memory) if memory and not groups else None
         checked = 0.0
         try:
             while True:
@@ -489,8 +540,11 @@ class LocalJobBackend(JobBackend):
                 if limit and time.monotonic() - checked >= MEMORY_CHECK_SECONDS:
                     checked = time.monotonic()
                     self._keep_memory_limit(ranks, run.spec.procs_per_node, limit, memory)
-                for rank in ranks:
+                for i, rank in enumerate(ranks):
                     result = rank.ended()
+                    if result and result["code"] != 0 and groups and "OOMKilled" not in result["reason"] and \
+                            groups[i // run.spec.procs_per_node].oom_kills():
+                        result.update(code=137, reason=f"OOMKilled (memory limit {memory} per node)")
                     if result and result["code"] != 0 and failed is None:
                         failed = rank
                         self._kill([r for r in ranks if r is not rank])
@@ -585,10 +639,11 @@ class LocalJobBackend(JobBackend):
             if os.path.exists(os.path.join(venv, "bin", "python")) and argv[1:3] == ["-m", "venv"]:
                 continue
             run.on_lines("setup", ["$ " + " ".join(argv[2:] if argv[1:3] == ["-m", "pip"] else argv[1:])])
-            proc = await asyncio.create_subprocess_exec(*(account.command(argv) if account else argv),
-                                                        stdout=asyncio.subprocess.PIPE,
-                                                        stderr=asyncio.subprocess.STDOUT, env=env,
-                                                        stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+            with prepare(account, argv, env) as launch:
+                proc = await asyncio.create_subprocess_exec(*launch.argv, stdout=asyncio.subprocess.PIPE,
+                                                            stderr=asyncio.subprocess.STDOUT, cwd="/",
+                                                            stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+                                                            **launch.kwargs())
             try:
                 while True:
                     line = await proc.stdout.readline()

@@ -1,13 +1,20 @@
 """Servings as local processes (the embedded default): the model runtime
 (``python -m kubestudio.jobs.serve``) on a free loopback port, in the hub's Python environment as
 local servers and jobs run, with the user's GPUs from the ledger they share. It leads a process
-group of its own; its PID and process start time are recorded, so a restarted service finds it
-still running (a reused PID is never taken for it). The runtime's output goes to one log per
-serving, a line marking each start.
+group (and, where cgroups are writable, a cgroup with the serving's memory limit) of its own; its
+PID and process start time are recorded, so a restarted service finds it still running (a reused
+PID is never taken for it). The runtime's output goes to one log per serving, a line marking each
+start.
+
+The runtime answers only the jobs service: every request must carry the runtime's own secret (made
+at each start, kept in the serving's record, given to the runtime in its environment after the
+switch to the owner's account), which the service's proxy adds after it checked the caller with
+the hub. Another user's process that finds the port gets 403.
 """
 
 import asyncio
 import os
+import secrets
 import signal
 import sys
 import time
@@ -17,11 +24,14 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from ...cgroups import Containment
+from ...launch import prepare
 from ...processgroup import process_start_time, signal_group
+from ...quantities import parse_bytes
 from ...services.livelog import read_tail
 from ...spawner.gpus import JOB, Allocation
 from ...spawner.storage import ensure_user_folders, mount_name
-from ..serve import LOAD_FAILED, ModelError, detect_format
+from ..serve import LOAD_FAILED, SECRET_ENV, SECRET_HEADER, ModelError, detect_format
 from ..spec import SpecError
 from .local import free_port
 
@@ -44,18 +54,28 @@ class LocalRuntime:
     started: int  # process start time, against PID reuse
     port: int
     generation: int
+    secret: str = ""  # what the runtime asks of every caller (the service's proxy)
+    group: str = ""  # its cgroup, when it has one
 
     @property
     def url(self):
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def headers(self):
+        return {SECRET_HEADER: self.secret} if self.secret else {}
+
     def to_json(self):
+        # no cluster_url: the runtime answers the hub's proxy alone (other callers lack its secret)
         return {"pid": self.pid, "started": self.started, "port": self.port, "generation": self.generation,
-                "cluster_url": self.url}
+                "secret": self.secret, "group": self.group}
 
     @classmethod
     def from_json(cls, data):
-        return cls(data["pid"], data["started"], data["port"], data["generation"]) if data and data.get("pid") else None
+        if not data or not data.get("pid"):
+            return None
+        return cls(data["pid"], data["started"], data["port"], data["generation"], data.get("secret", ""),
+                   data.get("group", ""))
 
 
 class LocalServingBackend(LoggingConfigurable):
@@ -174,6 +194,7 @@ class LocalServingBackend(LoggingConfigurable):
             # it installs; its log stays the service's (written through the descriptor it is given)
             account.own_inside(os.path.join(folder, "packages"), self.work_dir, folder)
         port = free_port()
+        secret = secrets.token_urlsafe(32)
         argv = [self.python, "-m", "kubestudio.jobs.serve", "--model", path, "--name", spec.name,
                 "--format", model_format, "--host", "127.0.0.1", "--port", str(port),
                 "--packages-dir", os.path.join(folder, "packages")]
@@ -186,20 +207,46 @@ class LocalServingBackend(LoggingConfigurable):
                     "KUBESTUDIO_WORKSPACE": folders.workspace, "KUBESTUDIO_ARCHIVES": folders.archives,
                     "KUBESTUDIO_SERVING": spec.name, "CUDA_VISIBLE_DEVICES": ",".join(gpus)})
         env.update(spec.env)
-        with open(self.log_path(serving_id), "ab") as log:
-            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} starting version {generation}\n".encode())
-            log.flush()
-            proc = await asyncio.create_subprocess_exec(*(account.command(argv) if account else argv),
-                                                        stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                                                        stderr=asyncio.subprocess.STDOUT, env=env,
-                                                        cwd=path if os.path.isdir(path) else os.path.dirname(path),
-                                                        start_new_session=True)
-        runtime = LocalRuntime(proc.pid, process_start_time(proc.pid), port, generation)
+        env[SECRET_ENV] = secret
+        memory = parse_bytes(spec.resources.memory) if spec.resources.memory else None
+        try:
+            group = Containment(config=self.config).group(f"serving-{serving_id}-{generation}", memory=memory)
+            if group is not None:
+                group.create()
+        except (ValueError, OSError) as e:
+            raise ServingFailed(f"cannot contain the runtime: {e} (Containment.mode)") from None
+        model_folder = path if os.path.isdir(path) else os.path.dirname(path)
+        gate, release = os.pipe()
+        try:
+            cwd_fd = os.open(model_folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            os.close(gate)
+            os.close(release)
+            raise ServingFailed(f"model: cannot open its folder: {e}") from None
+        try:
+            with open(self.log_path(serving_id), "ab") as log, \
+                    prepare(account, argv, env, cwd_fd=cwd_fd, gate_fd=gate if group else None) as launch:
+                log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} starting version {generation}\n".encode())
+                log.flush()
+                proc = await asyncio.create_subprocess_exec(*launch.argv, stdin=asyncio.subprocess.DEVNULL, stdout=log,
+                                                            stderr=asyncio.subprocess.STDOUT, cwd="/",
+                                                            start_new_session=True, **launch.kwargs())
+            if group is not None:
+                try:
+                    group.add(proc.pid)
+                except OSError:
+                    signal_group(proc.pid)
+                    raise
+        finally:
+            for fd in (gate, release, cwd_fd):
+                os.close(fd)
+        runtime = LocalRuntime(proc.pid, process_start_time(proc.pid), port, generation, secret,
+                               group.path if group is not None else "")
         asyncio.ensure_future(proc.wait())  # reaped when it ends; alive() reads /proc
         try:
             await self._wait_ready(serving_id, runtime, proc, spec.name)
         except BaseException:
-            signal_group(proc.pid)
+            await self.stop(runtime, grace=0)
             raise
         return runtime
 
@@ -211,7 +258,8 @@ class LocalServingBackend(LoggingConfigurable):
                 raise ServingFailed(f"the model runtime exited with code {proc.returncode}: "
                                     f"{self.last_lines(serving_id)}", load_error=proc.returncode == LOAD_FAILED)
             try:
-                response = await client.fetch(f"{runtime.url}/v1/models/{name}", request_timeout=5)
+                response = await client.fetch(f"{runtime.url}/v1/models/{name}", request_timeout=5,
+                                              headers=runtime.headers)
                 if response.code == 200:
                     return
             except (HTTPClientError, OSError):
@@ -228,11 +276,17 @@ class LocalServingBackend(LoggingConfigurable):
         return runtime is not None and process_start_time(runtime.pid) == runtime.started
 
     async def stop(self, runtime, grace=5.0):
-        """Stop a runtime and what it started (SIGTERM, then SIGKILL after ``grace``); idempotent."""
-        if not self.alive(runtime):
+        """Stop a runtime and what it started (SIGTERM, then SIGKILL after ``grace``; then whatever is
+        left in its cgroup, also what left its process group); idempotent."""
+        if runtime is None:
             return
-        signal_group(runtime.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while self.alive(runtime) and time.monotonic() < deadline:
-            await asyncio.sleep(POLL_SECONDS)
-        signal_group(runtime.pid)
+        if self.alive(runtime):
+            signal_group(runtime.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while self.alive(runtime) and time.monotonic() < deadline:
+                await asyncio.sleep(POLL_SECONDS)
+            signal_group(runtime.pid)
+        if runtime.group:
+            group = Containment(config=self.config).group_at(runtime.group)
+            if group is not None:
+                await asyncio.to_thread(group.remove)

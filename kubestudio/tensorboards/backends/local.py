@@ -1,14 +1,17 @@
-"""TensorBoard as a local process (the embedded default): one supervised ``tensorboard`` per board
-on a loopback port it picks itself (``--port 0``; the address is read from its first line), with
+"""TensorBoard as a local process (the embedded default): one supervised TensorBoard per board
+(:mod:`kubestudio.tensorboards.guarded`: it answers only requests carrying the board's secret,
+which the service's proxy adds) on a loopback port it picks itself (``--port 0``; the address is read from its first line), with
 the flags the Kubernetes pod gets (``--path_prefix`` = the board's public prefix,
 ``--reload_interval``; never ``--bind_all``). It leads a process group of its own, so stopping a
-board stops everything it started; its PID and process start time are recorded, so a restarted
+board stops everything it started (where cgroups are writable, a cgroup of its own: also what left
+the group, and the number of its processes limited); its PID and process start time are recorded, so a restarted
 service finds a board still running (a reused PID is never taken for it) or knows it is gone.
 """
 
 import asyncio
 import os
 import re
+import secrets
 import sys
 import time
 from dataclasses import dataclass
@@ -17,9 +20,12 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float, Integer, List, Unicode, default
 
 from ...accounts import AccountError, UserAccounts
+from ...cgroups import Containment
+from ...launch import prepare
 from ...processgroup import process_start_time, signal_group
 from ...services.livelog import read_tail
 from ...spawner.storage import ensure_user_folders, user_folders
+from ..guarded import SECRET_ENV, SECRET_HEADER
 from ..logdirs import LogdirError, link_tree, resolve
 from .base import BoardBackend, BoardFailed
 
@@ -37,9 +43,15 @@ class Running:
     pid: int
     started: int  # process start time, against PID reuse
     url: str  # http://127.0.0.1:<port><prefix>
+    secret: str = ""  # what TensorBoard asks of every caller (the service's proxy)
+    group: str = ""  # its cgroup, when it has one
+
+    @property
+    def headers(self):
+        return {SECRET_HEADER: self.secret} if self.secret else {}
 
     def to_json(self):
-        return {"pid": self.pid, "started": self.started, "url": self.url}
+        return {"pid": self.pid, "started": self.started, "url": self.url, "secret": self.secret, "group": self.group}
 
     @classmethod
     def from_json(cls, data):
@@ -54,12 +66,15 @@ class LocalBoardBackend(BoardBackend):
     tensorboard_command = List(
         Unicode(),
         config=True,
-        help="TensorBoard's command. Empty: this Python's `-m tensorboard.main` (the `tensorboard` package).",
+        help="""TensorBoard's command. Default: this Python's `-m kubestudio.tensorboards.guarded`, the
+        `tensorboard` package's program answering only the service's proxy. Another command gets the
+        board's secret in $KUBESTUDIO_RUNTIME_SECRET and must refuse requests without it in the
+        X-KubeStudio-Runtime-Secret header, or any process on the machine reads the board.""",
     )
 
     @default("tensorboard_command")
     def _default_command(self):
-        return [sys.executable, "-m", "tensorboard.main"]
+        return [sys.executable, "-m", "kubestudio.tensorboards.guarded"]
 
     reload_interval = Integer(30, config=True, help="TensorBoard's --reload_interval: seconds between looks for new events.")
     start_timeout = Float(60, config=True, help="Seconds TensorBoard may take to answer before the board fails.")
@@ -120,13 +135,32 @@ class LocalBoardBackend(BoardBackend):
                 os.chown(path, 0, account.gid)
                 os.chmod(path, 0o750)
             env["USER"] = account.name
+        secret = secrets.token_urlsafe(32)
+        env[SECRET_ENV] = secret
         argv = [*self.tensorboard_command, "--logdir", tree, "--host", "127.0.0.1", "--port", "0",
                 "--path_prefix", prefix.rstrip("/"), "--reload_interval", str(self.reload_interval)]
-        with open(self.stderr_path(board_id), "wb") as err:
-            proc = await asyncio.create_subprocess_exec(*(account.command(argv) if account else argv),
-                                                        stdin=asyncio.subprocess.DEVNULL,
-                                                        stdout=asyncio.subprocess.DEVNULL, stderr=err, env=env,
-                                                        start_new_session=True)
+        try:
+            group = Containment(config=self.config).group(f"board-{board_id}")
+            if group is not None:
+                group.create()
+        except (ValueError, OSError) as e:
+            raise BoardFailed(f"cannot contain TensorBoard: {e} (Containment.mode)") from None
+        gate, release = os.pipe()
+        try:
+            with open(self.stderr_path(board_id), "wb") as err, \
+                    prepare(account, argv, env, gate_fd=gate if group else None) as launch:
+                proc = await asyncio.create_subprocess_exec(*launch.argv, stdin=asyncio.subprocess.DEVNULL,
+                                                            stdout=asyncio.subprocess.DEVNULL, stderr=err, cwd="/",
+                                                            start_new_session=True, **launch.kwargs())
+            if group is not None:
+                try:
+                    group.add(proc.pid)
+                except OSError:
+                    signal_group(proc.pid)
+                    raise
+        finally:
+            os.close(gate)
+            os.close(release)
         running = None
         try:
             deadline = time.monotonic() + self.start_timeout
@@ -137,7 +171,8 @@ class LocalBoardBackend(BoardBackend):
                     match = LISTENING.search(f.read())
                 if match:
                     running = Running(pid=proc.pid, started=process_start_time(proc.pid),
-                                      url=match.group(1).decode().rstrip("/"))
+                                      url=match.group(1).decode().rstrip("/"), secret=secret,
+                                      group=group.path if group is not None else "")
                 elif time.monotonic() > deadline:
                     raise BoardFailed(f"TensorBoard did not start in {self.start_timeout:g} s: {self._tail(board_id)}")
                 else:
@@ -145,6 +180,7 @@ class LocalBoardBackend(BoardBackend):
             await self._wait_answers(running, proc, board_id, deadline)
         except BaseException:
             signal_group(proc.pid)
+            self._remove_group(group.path if group is not None else "")
             raise
         asyncio.ensure_future(proc.wait())  # reaped when it ends; alive() reads /proc
         return running
@@ -153,7 +189,7 @@ class LocalBoardBackend(BoardBackend):
         client = AsyncHTTPClient()
         while True:
             try:
-                await client.fetch(running.url + "/data/runs", request_timeout=5)
+                await client.fetch(running.url + "/data/runs", request_timeout=5, headers=running.headers)
                 return
             except (HTTPClientError, OSError):
                 pass
@@ -175,9 +211,16 @@ class LocalBoardBackend(BoardBackend):
         return self.stderr(board_id)[-500:].strip() or "no output"
 
     async def stop(self, board_id, running):
-        """Stop a board's TensorBoard and what it started; idempotent."""
+        """Stop a board's TensorBoard and what it started (all of its cgroup); idempotent."""
         if self.alive(running):
             signal_group(running.pid)
+        if running is not None:
+            await asyncio.to_thread(self._remove_group, running.group)
+
+    def _remove_group(self, path):
+        group = Containment(config=self.config).group_at(path) if path else None
+        if group is not None:
+            group.remove()
 
     async def logs(self, board_id, running):
         return self.stderr(board_id)

@@ -1,0 +1,226 @@
+"""Containment of a user's processes on the embedded default: one cgroup per job node, serving and
+board, with a memory limit (the kernel kills past it, and says so), a limit on the number of
+processes, and a stop that kills every process inside, also those that left the process group
+(``setsid``, ``nohup ... &``): nothing a user starts outlives its job.
+
+Both kernels' interfaces are handled: cgroup v2 (one hierarchy, ``/sys/fs/cgroup``, what systemd
+machines have) and cgroup v1 (one hierarchy per controller: ``memory``, ``pids``, ``freezer``).
+:func:`detect` says which one this machine lets the service write; where neither (a service not
+run as root, a read-only ``/sys/fs/cgroup``), limits fall back to what a process group allows
+(memory sampled, the group killed) and :data:`FALLBACK_NOTE` says so on the spawn page and in the
+log.
+"""
+
+import errno
+import os
+import signal
+import time
+
+from traitlets import CaselessStrEnum, Integer, Unicode
+from traitlets.config import Configurable
+
+ROOT = "/sys/fs/cgroup"
+V1_CONTROLLERS = ("memory", "pids", "freezer")
+FALLBACK_NOTE = ("no writable cgroups on this machine: memory limits are sampled and a stop kills the process group, "
+                 "so a process that leaves its group (setsid) outlives its job, and the number of processes is not limited")
+
+
+class Containment(Configurable):
+    """How jobs, servings and boards are contained on this machine."""
+
+    mode = CaselessStrEnum(
+        ["auto", "v2", "v1", "off"],
+        "auto",
+        config=True,
+        help="""`auto`: cgroup v2 where /sys/fs/cgroup is the unified hierarchy, else cgroup v1's memory,
+        pids and freezer controllers, else none (limits by process group: see the admin guide). `v2`,
+        `v1`: that one, or a clear error when it is not writable. `off`: never cgroups.""",
+    )
+    root_group = Unicode(
+        "kubestudio",
+        config=True,
+        help="""The cgroup (under each hierarchy's root) that holds ours, one child per job node, serving
+        and board. Two hubs on one machine may share it: the children are named by unique ids.""",
+    )
+    pids_limit = Integer(
+        1024,
+        config=True,
+        help="""Most processes (and threads) one job rank, serving or board may have at once (pids.max);
+        0: no limit. A fork past it fails with EAGAIN in the user's program.""",
+    )
+
+    def kind(self):
+        """"v2", "v1" or None (no cgroups here or mode off); ValueError when a mode set cannot be had."""
+        if self.mode == "off":
+            return None
+        found = detect()
+        if self.mode in ("v1", "v2") and found != self.mode:
+            raise ValueError(f"Containment.mode is {self.mode}, but this machine "
+                             f"{'has no writable cgroups' if found is None else f'has cgroup {found}'}")
+        return found
+
+    def group(self, name, memory=None, pids=None):
+        """The :class:`Group` ``name`` under ``root_group`` (not made yet), or None without cgroups."""
+        kind = self.kind()
+        if kind is None:
+            return None
+        limit = self.pids_limit if pids is None else pids
+        return Group(kind, f"{self.root_group}/{name}", memory=memory, pids=limit or None)
+
+
+    def group_at(self, path):
+        """The :class:`Group` at ``path`` (as :attr:`Group.path` recorded it), or None without cgroups."""
+        try:
+            kind = self.kind()
+        except ValueError:
+            return None
+        return Group(kind, path) if kind else None
+
+
+def detect():
+    """Which cgroups the service may write: "v2", "v1" or None."""
+    if os.geteuid() != 0:
+        return None
+    if os.path.exists(os.path.join(ROOT, "cgroup.controllers")):
+        controllers = _read(os.path.join(ROOT, "cgroup.controllers")).split()
+        if {"memory", "pids"} <= set(controllers) and os.access(ROOT, os.W_OK):
+            return "v2"
+        return None
+    if all(os.access(os.path.join(ROOT, c, "cgroup.procs"), os.W_OK) for c in V1_CONTROLLERS):
+        return "v1"
+    return None
+
+
+def _read(path):
+    with open(path, encoding="ascii") as f:
+        return f.read()
+
+
+def _write(path, text):
+    with open(path, "w", encoding="ascii") as f:
+        f.write(text)
+
+
+class Group:
+    """One cgroup (in each v1 hierarchy, or once in v2): made with :meth:`create`, a process put in
+    with :meth:`add` (its children follow), emptied with :meth:`kill`, removed with :meth:`remove`."""
+
+    def __init__(self, kind, path, memory=None, pids=None):
+        self.kind, self.path, self.memory, self.pids = kind, path.strip("/"), memory, pids
+
+    def __repr__(self):
+        return f"Group({self.kind}:{self.path})"
+
+    def folders(self):
+        if self.kind == "v2":
+            return {None: os.path.join(ROOT, self.path)}
+        return {c: os.path.join(ROOT, c, self.path) for c in V1_CONTROLLERS}
+
+    def create(self):
+        """Make the cgroup (and its parents) with its limits; idempotent."""
+        if self.kind == "v2":
+            self._enable_v2_controllers()
+        for controller, folder in self.folders().items():
+            os.makedirs(folder, exist_ok=True)
+            if controller in ("memory", None) and self.memory:
+                _write(os.path.join(folder, "memory.max" if controller is None else "memory.limit_in_bytes"),
+                       str(int(self.memory)))
+                if controller is None:
+                    _swallow(_write, os.path.join(folder, "memory.swap.max"), "0")
+            if controller in ("pids", None) and self.pids:
+                _write(os.path.join(folder, "pids.max"), str(int(self.pids)))
+        return self
+
+    def _enable_v2_controllers(self):
+        # a v2 child gets a controller only when every parent hands it down (subtree_control)
+        parts = self.path.split("/")[:-1]
+        folder = ROOT
+        for part in [None, *parts]:
+            if part is not None:
+                folder = os.path.join(folder, part)
+                os.makedirs(folder, exist_ok=True)
+            enabled = _read(os.path.join(folder, "cgroup.subtree_control")).split()
+            missing = [c for c in ("memory", "pids") if c not in enabled]
+            if missing:
+                _write(os.path.join(folder, "cgroup.subtree_control"), " ".join(f"+{c}" for c in missing))
+
+    def add(self, pid):
+        """Move process ``pid`` into the cgroup (in every hierarchy)."""
+        for folder in self.folders().values():
+            _write(os.path.join(folder, "cgroup.procs"), str(pid))
+
+    def processes(self):
+        """PIDs in the cgroup now (none when it is gone)."""
+        folder = next(iter(self.folders().values()))
+        try:
+            return [int(p) for p in _read(os.path.join(folder, "cgroup.procs")).split()]
+        except FileNotFoundError:
+            return []
+
+    def oom_kills(self):
+        """How many processes the kernel killed for the memory limit."""
+        if self.kind == "v2":
+            name, key = "memory.events", "oom_kill"
+        else:
+            name, key = "memory.oom_control", "oom_kill"
+        try:
+            text = _read(os.path.join(self.folders()["memory" if self.kind == "v1" else None], name))
+        except FileNotFoundError:
+            return 0
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == key:
+                return int(parts[1])
+        return 0
+
+    def kill(self, timeout=5.0):
+        """Kill every process inside (frozen first, so none forks meanwhile); True once empty."""
+        folders = self.folders()
+        if self.kind == "v2":
+            kill_file = os.path.join(folders[None], "cgroup.kill")
+            if os.path.exists(kill_file):
+                _swallow(_write, kill_file, "1")
+            else:
+                _swallow(_write, os.path.join(folders[None], "cgroup.freeze"), "1")
+        else:
+            _swallow(_write, os.path.join(folders["freezer"], "freezer.state"), "FROZEN")
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self.processes()
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if self.kind == "v1":
+                # killed frozen processes die once thawed
+                _swallow(_write, os.path.join(folders["freezer"], "freezer.state"), "THAWED")
+            elif not os.path.exists(os.path.join(folders[None], "cgroup.kill")):
+                _swallow(_write, os.path.join(folders[None], "cgroup.freeze"), "0")
+            if not pids:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+
+    def remove(self):
+        """Kill what is left and remove the cgroup (the parents stay: other hubs' groups share them)."""
+        self.kill()
+        for folder in self.folders().values():
+            for _ in range(100):
+                try:
+                    os.rmdir(folder)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as e:
+                    if e.errno != errno.EBUSY:
+                        raise
+                    time.sleep(0.01)  # the last processes are still being reaped
+
+
+def _swallow(action, *args):
+    try:
+        action(*args)
+    except OSError:
+        pass
