@@ -46,7 +46,7 @@ def defaults(studio, c, data):
 JOBS = ServiceDeclaration(
     name=JOBS_SERVICE,
     module="kubestudio.jobs",
-    config_sections=("JobService", "UserAccounts", "ImageRunner", "LocalJobBackend", "KubernetesJobBackend", "LocalServingBackend",
+    config_sections=("JobService", "UserAccounts", "Containment", "ImageRunner", "LocalJobBackend", "KubernetesJobBackend", "LocalServingBackend",
                      "KubernetesServingBackend", "ServiceApp"),
     scopes={
         JOBS_RUN_SCOPE: "Submit training jobs, and see, follow and cancel your own.",

@@ -43,7 +43,7 @@ def defaults(studio, c, data):
 TENSORBOARDS = ServiceDeclaration(
     name=TENSORBOARDS_SERVICE,
     module="kubestudio.tensorboards",
-    config_sections=("TensorBoardService", "UserAccounts", "LocalBoardBackend", "KubernetesBoardBackend", "ServiceApp"),
+    config_sections=("TensorBoardService", "UserAccounts", "Containment", "LocalBoardBackend", "KubernetesBoardBackend", "ServiceApp"),
     scopes={
         TENSORBOARDS_USE_SCOPE: "Open TensorBoards on your own log folders, and see and stop them.",
         TENSORBOARDS_ADMIN_SCOPE: "See and stop every user's TensorBoards.",

@@ -87,6 +87,13 @@ def test_vscode_profile_serves_vs_code_through_the_proxy(hub):
         assert page.status_code == 200, page.text[:500]
         assert "vscode-workbench" in page.text or "code-server" in page.text
         assert requests.get(f"{hub.url}/user/val/code/vscode/", allow_redirects=False).status_code in (302, 403)
+        # code-server has no login of its own: it listens on a Unix socket, never on a loopback port
+        assert env["JUPYTER_VSCODE_PROXY_USE_SOCKET"] == "1"
+        code_server = [cmd.split() for _, cmd in hub._descendants() if "--auth none" in cmd]
+        assert code_server, "no code-server running"
+        argv = code_server[0]
+        assert not [a for a in argv if a.startswith("--port")], argv
+        assert argv[argv.index("--socket-mode") + 1] == "0600", argv
     finally:
         hub.stop_server("val", "code")
 
