@@ -254,6 +254,17 @@ paths = [("GET", "/"), ("GET", "/data/runs"), ("GET", "/data/plugin/scalars/scal
          ("GET", "/v1/models/secret"), ("POST", "/v1/models/secret:predict"), ("POST", "/v2/models/secret/infer"),
          ("GET", "/user/victor/api/contents/project/secret.txt?content=1"), ("GET", "/user/victor/files/project/secret.txt"),
          ("GET", "/vscode-remote-resource?path=/etc/hostname")]
+# what `ps` shows of the victim's processes: a board's path prefix (TensorBoard answers under it)
+import os
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        argv = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").split("\0")
+    except OSError:
+        continue
+    if "--path_prefix" in argv:
+        prefix = argv[argv.index("--path_prefix") + 1]
+        paths += [("GET", prefix + "/data/runs"),
+                  ("GET", prefix + "/data/plugin/scalars/scalars?run=runs_secret&tag=loss")]
 for port in sorted(ports):
     for method, path in paths:
         body = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode() if method == "POST" else None
