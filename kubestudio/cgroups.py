@@ -68,6 +68,36 @@ class Containment(Configurable):
         return Group(kind, f"{self.root_group}/{name}", memory=memory, pids=limit or None)
 
 
+    def prune(self, prefix, min_age=60.0):
+        """Remove the empty groups under ``root_group`` named ``prefix``... and older than ``min_age``
+        seconds: left by a service that was killed before it could remove them. A group in use is
+        never empty for longer than its start takes (and rmdir refuses a group with processes)."""
+        try:
+            kind = self.kind()
+        except ValueError:
+            return []
+        if kind is None:
+            return []
+        removed = []
+        top = Group(kind, self.root_group).folders()
+        first = next(iter(top.values()))
+        try:
+            names = [n for n in os.listdir(first) if n.startswith(prefix) and os.path.isdir(os.path.join(first, n))]
+        except FileNotFoundError:
+            return []
+        for name in names:
+            group = Group(kind, f"{self.root_group}/{name}")
+            folder = next(iter(group.folders().values()))
+            try:
+                if time.time() - os.stat(folder).st_mtime < min_age or group.processes():
+                    continue
+                for path in group.folders().values():
+                    os.rmdir(path)
+                removed.append(name)
+            except OSError:
+                continue
+        return removed
+
     def group_at(self, path):
         """The :class:`Group` at ``path`` (as :attr:`Group.path` recorded it), or None without cgroups."""
         try:
@@ -105,16 +135,16 @@ class Group:
     """One cgroup (in each v1 hierarchy, or once in v2): made with :meth:`create`, a process put in
     with :meth:`add` (its children follow), emptied with :meth:`kill`, removed with :meth:`remove`."""
 
-    def __init__(self, kind, path, memory=None, pids=None):
-        self.kind, self.path, self.memory, self.pids = kind, path.strip("/"), memory, pids
+    def __init__(self, kind, path, memory=None, pids=None, root=ROOT):
+        self.kind, self.path, self.memory, self.pids, self.root = kind, path.strip("/"), memory, pids, root
 
     def __repr__(self):
         return f"Group({self.kind}:{self.path})"
 
     def folders(self):
         if self.kind == "v2":
-            return {None: os.path.join(ROOT, self.path)}
-        return {c: os.path.join(ROOT, c, self.path) for c in V1_CONTROLLERS}
+            return {None: os.path.join(self.root, self.path)}
+        return {c: os.path.join(self.root, c, self.path) for c in V1_CONTROLLERS}
 
     def create(self):
         """Make the cgroup (and its parents) with its limits; idempotent."""
@@ -134,7 +164,7 @@ class Group:
     def _enable_v2_controllers(self):
         # a v2 child gets a controller only when every parent hands it down (subtree_control)
         parts = self.path.split("/")[:-1]
-        folder = ROOT
+        folder = self.root
         for part in [None, *parts]:
             if part is not None:
                 folder = os.path.join(folder, part)

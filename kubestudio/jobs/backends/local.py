@@ -220,6 +220,9 @@ class LocalJobBackend(JobBackend):
 
     async def start(self):
         os.makedirs(self.work_dir, mode=0o700, exist_ok=True)
+        # empty cgroups of jobs and servings whose service was killed before it removed them
+        for prefix in ("job-", "serving-"):
+            await asyncio.to_thread(self.containment.prune, prefix)
 
     def restore_gpus(self, runs):
         """After a restart: the GPUs of jobs still running, and nothing else of ours, are held."""

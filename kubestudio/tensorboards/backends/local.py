@@ -89,6 +89,10 @@ class LocalBoardBackend(BoardBackend):
     def _default_work_dir(self):
         return os.path.abspath("tensorboards")
 
+    async def connect(self):
+        """Empty cgroups of boards whose service was killed before it removed them go."""
+        await asyncio.to_thread(Containment(config=self.config).prune, "board-")
+
     def resolve(self, owner, logdirs):
         """The folders of ``owner``'s request as ``[(run name, folder on this machine)]``."""
         folders = user_folders(self.data_dir, owner)
