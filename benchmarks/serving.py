@@ -29,6 +29,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from kubestudio.jobs.serve import SECRET_HEADER  # noqa: E402
 from kubestudio.spawner.storage import ensure_user_folders, user_folders  # noqa: E402
 from kubestudio.testing.localhub import LocalHub  # noqa: E402
 from kubestudio.testing.ports import free_port  # noqa: E402
@@ -161,8 +162,12 @@ def main():
         until_ready(through_url, session)
         with sqlite3.connect(os.path.join(hub.data_dir, "jobs.sqlite")) as db:
             (refs,) = db.execute("select refs from servings where id = ?", (record["id"],)).fetchone()
-        direct_url = f"http://127.0.0.1:{json.loads(refs)['runtime']['port']}/v1/models/iris:predict"
+        runtime = json.loads(refs)["runtime"]
+        direct_url = f"http://127.0.0.1:{runtime['port']}/v1/models/iris:predict"
+        # the runtime answers only callers with its secret (the service's proxy); so does this one
+        direct_headers = {SECRET_HEADER: runtime["secret"]} if runtime.get("secret") else {}
         plain = requests.Session()
+        plain.headers.update(direct_headers)
         for _ in range(20):
             plain.post(direct_url, json=ROW)
             session.post(through_url, json=ROW)
@@ -185,7 +190,7 @@ def main():
                               "proxy": proxy_pid, "client": os.getpid()})
         direct_rounds, hub_rounds = [], []
         for _ in range(args.load_rounds):
-            direct_rounds.append(direct_meter.measure(lambda: load(direct_url, {}, args.clients, args.seconds)))
+            direct_rounds.append(direct_meter.measure(lambda: load(direct_url, direct_headers, args.clients, args.seconds)))
             hub_rounds.append(hub_meter.measure(lambda: load(through_url, headers, args.clients, args.seconds)))
         ratios = [h / d for h, d in zip(hub_rounds, direct_rounds)]
     finally:

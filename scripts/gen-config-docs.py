@@ -4,6 +4,7 @@ import sys
 sys.path.insert(0, ".")
 from kubestudio.hub.config import KubeStudio
 from kubestudio.accounts import UserAccounts
+from kubestudio.cgroups import Containment
 from kubestudio.spawner.imagerun import ImageRunner
 from kubestudio.spawner.local import LocalWorkspaceSpawner
 from kubestudio.spawner.workspace import WorkspaceSpawner
@@ -48,7 +49,7 @@ def section(cls):
 doc = open("docs/configuration.md").read()
 start = doc.index("### `KubeStudio`")
 end = doc.index("WorkspaceSpawner also sets")
-doc = doc[:start] + "\n".join(section(c) for c in (KubeStudio, LocalWorkspaceSpawner, ImageRunner, UserAccounts, WorkspaceSpawner)) + "\n" + doc[end:]
+doc = doc[:start] + "\n".join(section(c) for c in (KubeStudio, LocalWorkspaceSpawner, ImageRunner, UserAccounts, Containment, WorkspaceSpawner)) + "\n" + doc[end:]
 
 
 def service_block(key, title, classes, intro):

@@ -26,6 +26,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Bool, Integer, List, Unicode, default
 
 from ..accounts import AccountError, UserAccounts
+from ..cgroups import Containment
 from ..processgroup import descendants, kill_known, process_uid, signal_group
 from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
 from .gpus import SERVER, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
@@ -225,6 +226,14 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             text += (" All servers run as one OS account (the hub's): any user of this hub can read the "
                      "others' files from a terminal. Run the hub as root to give every user an account of "
                      "their own.")
+        try:
+            contained = Containment(config=self.config).kind()
+        except ValueError:
+            contained = None
+        if contained is None:
+            text += (" Jobs, servings and boards here have no cgroups: their memory is sampled, a stop kills "
+                     "their process group (a process that left it with setsid outlives its job), and the "
+                     "number of their processes is not limited.")
         return text
 
     def check_capacity(self, request):

@@ -249,11 +249,13 @@ def test_after_a_hub_restart_everything_still_holds(hub):
 def test_a_hub_whose_users_share_its_account_says_so(tmp_path):
     local = LocalHub(tmp_path, settings={"images_service": False, "jobs_service": False,
                                          "tensorboards_service": False},
-                     extra_config='c.UserAccounts.mode = "shared"\n')
+                     extra_config='c.UserAccounts.mode = "shared"\nc.Containment.mode = "off"\n')
     local.start()
     try:
         page = local.login("sue").get(f"{local.url}/hub/spawn", timeout=30)
         assert "All servers run as one OS account" in page.text, page.text[-3000:]
+        # and what is enforced without cgroups
+        assert "Jobs, servings and boards here have no cgroups" in page.text, page.text[-3000:]
         local.spawn("sue")
         out = terminal(local, "sue", "id -un")
         assert "\rroot\r\nEND-42" in out, out

@@ -2,6 +2,7 @@
 
 import os
 
+from kubestudio.cgroups import Containment
 from kubestudio.hub.config import KubeStudio
 from kubestudio.image_builder.app import ImageBuilder
 from kubestudio.jobs.app import JobService
@@ -18,7 +19,7 @@ def test_every_option_is_documented_with_help():
     with open(os.path.join(REPO, "docs", "configuration.md")) as f:
         reference = f.read()
     for cls in (KubeStudio, LocalWorkspaceSpawner, WorkspaceSpawner, ImageBuilder, BuildahBackend, KanikoBackend, JobService,
-                LocalJobBackend):
+                LocalJobBackend, Containment):
         for name, trait in cls.class_traits(config=True).items():
             if cls is not KubeStudio and not any(
                 name in k.__dict__ for k in cls.__mro__ if k.__module__.startswith("kubestudio")
