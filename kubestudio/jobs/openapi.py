@@ -103,7 +103,8 @@ def openapi(prefix):
             "ready_generation": {"type": "integer"}, "restarts": {"type": "integer"}, "requests": {"type": "integer"},
             "url": {"type": "string", "description": "Where it answers through the hub (KServe's V1 and V2 paths below)."},
             "cluster_url": {"type": "string", "nullable": True,
-                            "description": "Where other services reach it without the hub (Kubernetes: its Service)."},
+                            "description": "Where other services reach it without the hub (Kubernetes: its Service); "
+                                           "null on the embedded default, whose runtimes answer the hub alone."},
             "created": {"type": "string"}, "updated": {"type": "string"},
         },
     }
