@@ -22,8 +22,6 @@ Without an account (a hub that is not root) the same steps run without ``setpriv
 import os
 from dataclasses import dataclass, field
 
-from .accounts import SETPRIV
-
 BASH = "/bin/bash"
 # what a process of ours runs with until it is the user's: the system's tools and a plain locale
 PRIVILEGED_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}

@@ -21,17 +21,22 @@ ALLOWED = {
     "quantities": set(),
     "slugs": set(),
     "portclaims": set(),  # ports chosen, not yet bound, claimed machine-wide (the hub's, the tests')
-    "accounts": {"slugs"},
+    "fdpath": set(),  # root's operations in users' folders, by descriptor
+    "accounts": {"slugs", "fdpath"},
+    "cgroups": set(),  # containment of users' processes
+    "launch": set(),  # starting a user's process from root (env after the drop, cwd by descriptor)
     "serverimage": set(),  # the local single-user image: made by image_builder, run by spawner
     "registry": {"dockerauth"},
     "kube": {"names"},
     "services": {"names", "quantities"},
-    "spawner": {"names", "imageref", "kube", "services", "processgroup", "quantities", "slugs", "accounts"},
+    "spawner": {"names", "imageref", "kube", "services", "processgroup", "quantities", "slugs", "accounts", "fdpath",
+                "launch", "cgroups"},
     "image_builder": {"names", "imageref", "dockerauth", "registry", "kube", "services", "processgroup", "spawner",
                       "quantities", "slugs", "serverimage"},
     "jobs": {"names", "imageref", "registry", "kube", "services", "processgroup", "spawner", "quantities", "slugs",
-             "accounts"},
-    "tensorboards": {"names", "kube", "services", "spawner", "processgroup", "quantities", "slugs", "accounts"},
+             "accounts", "launch", "cgroups"},
+    "tensorboards": {"names", "kube", "services", "spawner", "processgroup", "quantities", "slugs", "accounts",
+                     "launch", "cgroups"},
     "extensions": {"names", "services", "jobs.client", "jobs.spec", "tensorboards.client"},  # the SDKs are the CLI's too
     "hub": {"names", "services", "spawner", "image_builder.service", "jobs.service", "tensorboards.service",
             "processgroup", "accounts", "dockerauth", "portclaims"},
@@ -104,7 +109,8 @@ def test_packages_import_one_way_only():
                                     "kubestudio.tensorboards.app",
                                     "kubestudio.services.client", "kubestudio.quantities", "kubestudio.slugs",
                                     "kubestudio.accounts", "kubestudio.hub.registry_gate",
-                                    "kubestudio.portclaims"])
+                                    "kubestudio.portclaims", "kubestudio.launch", "kubestudio.cgroups",
+                                    "kubestudio.fdpath"])
 def test_each_package_imports_alone(module):
     run = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]

@@ -231,6 +231,8 @@ def _train(folder):
 PROBE = r'''
 import json, sys, urllib.request, urllib.error
 victim = int(sys.argv[1])
+# the hub's own ports (root's): its API, the proxy's, the services', the registry gate
+hub_ports = [int(p) for p in sys.argv[2].split(",")] if len(sys.argv) > 2 else []
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -265,8 +267,14 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
         prefix = argv[argv.index("--path_prefix") + 1]
         paths += [("GET", prefix + "/data/runs"),
                   ("GET", prefix + "/data/plugin/scalars/scalars?run=runs_secret&tag=loss")]
-for port in sorted(ports):
-    for method, path in paths:
+hub_paths = [("GET", "/hub/api/users"), ("GET", "/hub/api/users/victor/tokens"), ("GET", "/api/routes"),
+             ("GET", "/services/jobs/api/jobs"), ("GET", "/services/jobs/api/servings"),
+             ("GET", "/services/tensorboards/api/boards"), ("GET", "/services/images/api/images"),
+             ("GET", "/api/jobs"), ("GET", "/api/boards"), ("GET", "/api/images"), ("GET", "/v2/_catalog"),
+             ("GET", "/services/jobs/serve/victor/secret/v1/models/secret"),
+             ("POST", "/services/jobs/serve/victor/secret/v1/models/secret:predict")]
+for port in sorted(set(ports) | set(hub_ports)):
+    for method, path in (paths if port in ports else []) + (hub_paths if port in hub_ports else []):
         body = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}).encode() if method == "POST" else None
         request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
                                          headers={"Content-Type": "application/json"})
@@ -277,7 +285,7 @@ for port in sorted(ports):
             results[f"{port} {method} {path}"] = [e.code, ""]
         except Exception as e:
             results[f"{port} {method} {path}"] = [0, type(e).__name__]
-print("PROBE " + json.dumps({"ports": sorted(ports), "results": results}))
+print("PROBE " + json.dumps({"ports": sorted(ports), "hub_ports": hub_ports, "results": results}))
 '''
 
 
@@ -309,6 +317,7 @@ def _probe_results(text):
 
 def _assert_refused(found, hub):
     assert found["ports"], "victor has no listening port: the probe proves nothing"
+    assert len(found["hub_ports"]) >= 4, found["hub_ports"]
     answered = {k: v for k, v in found["results"].items() if 200 <= v[0] < 300}
     assert not answered, answered
     assert not any("secret" in v[1] and "victor" in v[1] for v in found["results"].values())
@@ -317,14 +326,17 @@ def _assert_refused(found, hub):
 def test_no_loopback_port_of_another_user_answers_a_job_or_a_terminal(hub, jobs, victor_backends):
     victor = uid(hub, "victor")
     jobs.write("mallory", "probe.py", PROBE)
-    done, log = run_job(jobs, "mallory", name="probe", script="probe.py", args=[str(victor)])
+    from urllib.parse import urlparse
+
+    hub_ports = ",".join(str(p) for p in sorted({*hub.ports().values(), urlparse(hub.url).port}))
+    done, log = run_job(jobs, "mallory", name="probe", script="probe.py", args=[str(victor), hub_ports])
     assert done["status"] == "succeeded", (done, log)
     from_job = _probe_results(log)
     _assert_refused(from_job, hub)
     # victor's serving and board are among the ports found, and refuse (403)
     statuses = {v[0] for k, v in from_job["results"].items() if "predict" in k or "/data/runs" in k}
     assert 403 in statuses, from_job
-    out = terminal(hub, "mallory", f"python probe.py {victor}")
+    out = terminal(hub, "mallory", f"python probe.py {victor} {hub_ports}")
     _assert_refused(_probe_results(out), hub)
     # through the hub, victor still reaches both; mallory gets 404
     victor_token = {"Authorization": f"token {hub.user_token('victor')}"}
