@@ -199,6 +199,13 @@ def test_no_loader_or_interpreter_variable_in_a_jobs_or_servings_env_runs_as_roo
     assert any(m.startswith("preload ") for m in marks) and any(m.startswith("python ") for m in marks), marks
     assert any(m.startswith("BASH_ENV ") for m in marks), marks
     assert all(f"uid={mallory} euid={mallory}" in m for m in marks), marks
+    # the same job submitted from her terminal, with the notebook's CLI
+    flags = " ".join(f"--env {name}={value!r}" for name, value in env.items())
+    out = terminal(hub, "mallory", f"kubestudio jobs submit use_them.py --name env-terminal {flags}", timeout=180)
+    assert "succeeded" in out, out
+    marks, before = read_marks(evidence), len(marks)
+    assert any(m.startswith("preload ") for m in marks[before:]), marks[before:]
+    assert all(f"uid={mallory} euid={mallory}" in m for m in marks), marks
 
     # a serving with the same env: its runtime and its start
     model = os.path.join(jobs.workspace("mallory"), "models", "m")
