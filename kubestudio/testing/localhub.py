@@ -8,6 +8,7 @@ processes reached through the real proxy.
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -21,6 +22,11 @@ import requests
 from ..processgroup import signal_group
 from .accounts import remove_accounts, test_prefix
 from .ports import free_port
+
+
+# a managed service's command line (never a serving's runtime, kubestudio.jobs.serve, which may
+# outlive the hub by design)
+MANAGED_SERVICE = re.compile(r" -m (jupyterhub_idle_culler|kubestudio\.(jobs|tensorboards|image_builder|hub\.registry_gate))( |$)")
 
 
 def _bin(name):
@@ -131,6 +137,9 @@ class LocalHub:
                 self.stop_all_servers()
             except requests.RequestException:
                 pass
+        # the hub's managed services (the idle culler, KubeStudio's services) run in sessions of
+        # their own: one the hub failed to stop in time must not outlive it
+        services = [pid for pid, cmd in self._descendants() if MANAGED_SERVICE.search(cmd)]
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -140,6 +149,14 @@ class LocalHub:
                 self.proc.wait()
         self.proc = None
         self._log.close()
+        from .processes import ours
+
+        alive = ours()
+        for pid in services if alive is None else [p for p in services if p in alive]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if stop_servers:
             self.kill_leftover_servers()
             remove_accounts(self.account_prefix)
