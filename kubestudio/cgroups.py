@@ -4,7 +4,7 @@ processes, and a stop that kills every process inside, also those that left the 
 (``setsid``, ``nohup ... &``): nothing a user starts outlives its job.
 
 Both kernels' interfaces are handled: cgroup v2 (one hierarchy, ``/sys/fs/cgroup``, what systemd
-machines have) and cgroup v1 (one hierarchy per controller: ``memory``, ``pids``, ``freezer``).
+machines have) and cgroup v1 (one hierarchy per controller: ``pids`` and ``memory``).
 :func:`detect` says which one this machine lets the service write; where neither (a service not
 run as root, a read-only ``/sys/fs/cgroup``), limits fall back to what a process group allows
 (memory sampled, the group killed) and :data:`FALLBACK_NOTE` says so on the spawn page and in the
@@ -20,7 +20,7 @@ from traitlets import CaselessStrEnum, Integer, Unicode
 from traitlets.config import Configurable
 
 ROOT = "/sys/fs/cgroup"
-V1_CONTROLLERS = ("memory", "pids", "freezer")
+V1_CONTROLLERS = ("pids", "memory")
 FALLBACK_NOTE = ("no writable cgroups on this machine: memory limits are sampled and a stop kills the process group, "
                  "so a process that leaves its group (setsid) outlives its job, and the number of processes is not limited")
 
@@ -32,8 +32,8 @@ class Containment(Configurable):
         ["auto", "v2", "v1", "off"],
         "auto",
         config=True,
-        help="""`auto`: cgroup v2 where /sys/fs/cgroup is the unified hierarchy, else cgroup v1's memory,
-        pids and freezer controllers, else none (limits by process group: see the admin guide). `v2`,
+        help="""`auto`: cgroup v2 where /sys/fs/cgroup is the unified hierarchy, else cgroup v1's pids and
+        memory controllers, else none (limits by process group: see the admin guide). `v2`,
         `v1`: that one, or a clear error when it is not writable. `off`: never cgroups.""",
     )
     root_group = Unicode(
@@ -79,20 +79,19 @@ class Containment(Configurable):
         if kind is None:
             return []
         removed = []
-        top = Group(kind, self.root_group).folders()
-        first = next(iter(top.values()))
+        first = Group(kind, self.root_group)._members_folder()
         try:
             names = [n for n in os.listdir(first) if n.startswith(prefix) and os.path.isdir(os.path.join(first, n))]
         except FileNotFoundError:
             return []
         for name in names:
             group = Group(kind, f"{self.root_group}/{name}")
-            folder = next(iter(group.folders().values()))
             try:
-                if time.time() - os.stat(folder).st_mtime < min_age or group.processes():
+                if time.time() - os.stat(group._members_folder()).st_mtime < min_age or group.processes():
                     continue
-                for path in group.folders().values():
-                    os.rmdir(path)
+                for path in group.folders(every=True).values():
+                    if os.path.isdir(path):
+                        os.rmdir(path)
                 removed.append(name)
             except OSError:
                 continue
@@ -132,19 +131,29 @@ def _write(path, text):
 
 
 class Group:
-    """One cgroup (in each v1 hierarchy, or once in v2): made with :meth:`create`, a process put in
-    with :meth:`add` (its children follow), emptied with :meth:`kill`, removed with :meth:`remove`."""
+    """One cgroup (in the v1 hierarchies it needs, or once in v2): made with :meth:`create`, a
+    process put in with :meth:`add` (its children follow), emptied with :meth:`kill`, removed with
+    :meth:`remove`.
+
+    On v1 a process is moved into as few hierarchies as the limits need (``pids`` always: it lists
+    the members and limits their number; ``memory`` only with a memory limit): each move waits for
+    the kernel's cgroup lock, a few milliseconds on a busy machine, and it is on a rank's way to
+    its first line. v1's kill needs no freezer: every member is killed until none is left (a fork
+    in between is caught by the next round, and ``pids.max`` bounds them).
+    """
 
     def __init__(self, kind, path, memory=None, pids=None, root=ROOT):
         self.kind, self.path, self.memory, self.pids, self.root = kind, path.strip("/"), memory, pids, root
+        self.controllers = ("pids", "memory") if memory else ("pids",)
 
     def __repr__(self):
         return f"Group({self.kind}:{self.path})"
 
-    def folders(self):
+    def folders(self, every=False):
+        """{controller: folder} (v2: {None: folder}); ``every``: in each v1 hierarchy it may be in."""
         if self.kind == "v2":
             return {None: os.path.join(self.root, self.path)}
-        return {c: os.path.join(self.root, c, self.path) for c in V1_CONTROLLERS}
+        return {c: os.path.join(self.root, c, self.path) for c in (V1_CONTROLLERS if every else self.controllers)}
 
     def create(self):
         """Make the cgroup (and its parents) with its limits; idempotent."""
@@ -175,45 +184,48 @@ class Group:
                 _write(os.path.join(folder, "cgroup.subtree_control"), " ".join(f"+{c}" for c in missing))
 
     def add(self, pid):
-        """Move process ``pid`` into the cgroup (in every hierarchy)."""
+        """Move process ``pid`` into the cgroup (in every hierarchy it needs)."""
         for folder in self.folders().values():
             _write(os.path.join(folder, "cgroup.procs"), str(pid))
 
+    def _members_folder(self):
+        return os.path.join(self.root, self.path) if self.kind == "v2" else os.path.join(self.root, "pids", self.path)
+
     def processes(self):
         """PIDs in the cgroup now (none when it is gone)."""
-        folder = next(iter(self.folders().values()))
         try:
-            return [int(p) for p in _read(os.path.join(folder, "cgroup.procs")).split()]
+            return [int(p) for p in _read(os.path.join(self._members_folder(), "cgroup.procs")).split()]
         except FileNotFoundError:
             return []
 
     def oom_kills(self):
         """How many processes the kernel killed for the memory limit."""
         if self.kind == "v2":
-            name, key = "memory.events", "oom_kill"
+            path = os.path.join(self.root, self.path, "memory.events")
         else:
-            name, key = "memory.oom_control", "oom_kill"
+            path = os.path.join(self.root, "memory", self.path, "memory.oom_control")
         try:
-            text = _read(os.path.join(self.folders()["memory" if self.kind == "v1" else None], name))
+            text = _read(path)
         except FileNotFoundError:
             return 0
         for line in text.splitlines():
             parts = line.split()
-            if len(parts) == 2 and parts[0] == key:
+            if len(parts) == 2 and parts[0] == "oom_kill":
                 return int(parts[1])
         return 0
 
     def kill(self, timeout=5.0):
-        """Kill every process inside (frozen first, so none forks meanwhile); True once empty."""
-        folders = self.folders()
+        """Kill every process inside (v2: all at once with cgroup.kill, else frozen first); True once
+        empty."""
+        folder = os.path.join(self.root, self.path)
+        kill_file = os.path.join(folder, "cgroup.kill")
+        frozen = False
         if self.kind == "v2":
-            kill_file = os.path.join(folders[None], "cgroup.kill")
             if os.path.exists(kill_file):
                 _swallow(_write, kill_file, "1")
             else:
-                _swallow(_write, os.path.join(folders[None], "cgroup.freeze"), "1")
-        else:
-            _swallow(_write, os.path.join(folders["freezer"], "freezer.state"), "FROZEN")
+                frozen = True
+                _swallow(_write, os.path.join(folder, "cgroup.freeze"), "1")
         deadline = time.monotonic() + timeout
         while True:
             pids = self.processes()
@@ -222,11 +234,8 @@ class Group:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            if self.kind == "v1":
-                # killed frozen processes die once thawed
-                _swallow(_write, os.path.join(folders["freezer"], "freezer.state"), "THAWED")
-            elif not os.path.exists(os.path.join(folders[None], "cgroup.kill")):
-                _swallow(_write, os.path.join(folders[None], "cgroup.freeze"), "0")
+            if frozen:
+                _swallow(_write, os.path.join(folder, "cgroup.freeze"), "0")  # killed frozen processes die once thawed
             if not pids:
                 return True
             if time.monotonic() > deadline:
@@ -236,7 +245,7 @@ class Group:
     def remove(self):
         """Kill what is left and remove the cgroup (the parents stay: other hubs' groups share them)."""
         self.kill()
-        for folder in self.folders().values():
+        for folder in self.folders(every=True).values():
             for _ in range(100):
                 try:
                     os.rmdir(folder)

@@ -53,7 +53,7 @@ def test_a_group_holds_a_process_and_everything_it_starts_and_kills_them_all():
         assert int(limited.stdout) < 16, limited
     finally:
         group.remove()
-    assert all(not os.path.exists(folder) for folder in group.folders().values())
+    assert all(not os.path.exists(folder) for folder in group.folders(every=True).values())
 
 
 @real

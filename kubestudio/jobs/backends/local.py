@@ -420,7 +420,8 @@ class LocalJobBackend(JobBackend):
                             stderr=asyncio.subprocess.STDOUT, start_new_session=True, cwd="/", **launch.kwargs())
                     if groups:
                         # every process of the rank starts inside its node's cgroup
-                        groups[i // spec.procs_per_node].add(rank.proc.pid)
+                        # (off the event loop: a move waits for the kernel's cgroup lock)
+                        await asyncio.to_thread(groups[i // spec.procs_per_node].add, rank.proc.pid)
                 finally:
                     for fd in (exit_fd, gate, release):
                         os.close(fd)

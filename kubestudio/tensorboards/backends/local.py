@@ -158,7 +158,7 @@ class LocalBoardBackend(BoardBackend):
                                                             start_new_session=True, **launch.kwargs())
             if group is not None:
                 try:
-                    group.add(proc.pid)
+                    await asyncio.to_thread(group.add, proc.pid)
                 except OSError:
                     signal_group(proc.pid)
                     raise
