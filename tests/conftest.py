@@ -21,6 +21,7 @@ MODULE_SECONDS = {
     "tests/kubebench/test_kubespawner_contract.py": 251,
     "tests/kubebench/test_workspace_spawner.py": 236,
     "tests/kubebench/test_servings_kubernetes.py": 152,
+    "tests/e2e/test_attacks_local.py": 140,
     "tests/e2e/test_isolation.py": 127,
     "tests/jobs/test_servings.py": 116,
     "tests/jobs/test_jobs_service.py": 102,
