@@ -149,10 +149,17 @@ class LocalHub:
                 self.proc.wait()
         self.proc = None
         self._log.close()
+        # a service may still be stopping what it runs (boards, jobs): it gets the time to finish
         from .processes import ours
 
-        alive = ours()
-        for pid in services if alive is None else [p for p in services if p in alive]:
+        deadline = time.monotonic() + 30
+        while True:
+            alive = ours()
+            left = [p for p in services if (alive is None or p in alive) and os.path.exists(f"/proc/{p}")]
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for pid in left:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
