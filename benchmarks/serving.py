@@ -29,7 +29,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from kubestudio.jobs.serve import SECRET_HEADER  # noqa: E402
+from kubestudio.names import RUNTIME_SECRET_HEADER  # noqa: E402
 from kubestudio.spawner.storage import ensure_user_folders, user_folders  # noqa: E402
 from kubestudio.testing.localhub import LocalHub  # noqa: E402
 from kubestudio.testing.ports import free_port  # noqa: E402
@@ -165,7 +165,7 @@ def main():
         runtime = json.loads(refs)["runtime"]
         direct_url = f"http://127.0.0.1:{runtime['port']}/v1/models/iris:predict"
         # the runtime answers only callers with its secret (the service's proxy); so does this one
-        direct_headers = {SECRET_HEADER: runtime["secret"]} if runtime.get("secret") else {}
+        direct_headers = {RUNTIME_SECRET_HEADER: runtime["secret"]} if runtime.get("secret") else {}
         plain = requests.Session()
         plain.headers.update(direct_headers)
         for _ in range(20):

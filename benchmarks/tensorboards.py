@@ -29,7 +29,7 @@ import requests
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kubestudio.processgroup import rss_by_group  # noqa: E402
-from kubestudio.tensorboards.guarded import SECRET_HEADER  # noqa: E402
+from kubestudio.names import RUNTIME_SECRET_HEADER  # noqa: E402
 from kubestudio.spawner.storage import ensure_user_folders, user_folders  # noqa: E402
 from kubestudio.testing.localhub import LocalHub  # noqa: E402
 from kubestudio.testing.ports import free_port  # noqa: E402
@@ -112,7 +112,7 @@ def main():
         plain = requests.Session()
         # the board's TensorBoard answers only callers with its secret (the service's proxy); so does this one
         if json.loads(refs).get("secret"):
-            plain.headers[SECRET_HEADER] = json.loads(refs)["secret"]
+            plain.headers[RUNTIME_SECRET_HEADER] = json.loads(refs)["secret"]
         for _ in range(10):  # TensorBoard's first answers load the data
             plain.get(f"{direct}/data/plugin/scalars/scalars", params=params)
         for _ in range(args.requests):  # interleaved

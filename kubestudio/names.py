@@ -25,6 +25,11 @@ TENSORBOARDS_ADMIN_SCOPE = "custom:kubestudio:tensorboards:admin"  # everyone's 
 CONVENTIONAL_PORTS = {"hub": 8081, "proxy_api": 8001, "images": 10101, "jobs": 10102, "tensorboards": 10103,
                       "registry": 5000}
 
+# a local backend (a serving's model runtime, a board's TensorBoard) answers only callers that send
+# its secret, given to it in its environment; the service's proxy sends it after the hub's check
+RUNTIME_SECRET_ENV = "KUBESTUDIO_RUNTIME_SECRET"
+RUNTIME_SECRET_HEADER = "X-KubeStudio-Runtime-Secret"
+
 # the address the services listen on when their URL's host is a name they cannot bind
 SERVICE_BIND_HOST_ENV = "KUBESTUDIO_SERVICE_BIND_HOST"
 

@@ -34,15 +34,15 @@ import sys
 import tempfile
 import warnings
 
+from ..names import RUNTIME_SECRET_ENV, RUNTIME_SECRET_HEADER
+
 SKLEARN_FILES = ("model.joblib", "model.pkl", "model.pickle")
 PYTORCH_FILES = ("model.pt", "model.pth")
 FORMATS = ("auto", "sklearn", "pytorch", "custom")
 BAD_INPUT = (ValueError, TypeError, KeyError, IndexError)
 LOAD_FAILED = 3
 # on a shared machine the runtime answers only callers that send its secret (the hub's proxy)
-SECRET_ENV = "KUBESTUDIO_RUNTIME_SECRET"
-SECRET_HEADER = "X-KubeStudio-Runtime-Secret"
-SECRET_HEADER_BYTES = SECRET_HEADER.lower().encode()
+SECRET_HEADER_BYTES = RUNTIME_SECRET_HEADER.lower().encode()
 
 
 class ModelError(Exception):
@@ -331,7 +331,7 @@ def main(argv=None):
                         help="where requirements.txt is installed")
     args = parser.parse_args(argv)
     # the caller's secret is the runtime's alone: neither the model's code nor pip sees it
-    secret = os.environ.pop(SECRET_ENV, "")
+    secret = os.environ.pop(RUNTIME_SECRET_ENV, "")
     try:
         install_requirements(args.model, args.packages_dir, args.package)
         adapter = make_adapter(args.model, args.format, args.model_class)

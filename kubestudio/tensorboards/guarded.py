@@ -13,9 +13,9 @@ import json
 import os
 import sys
 
-SECRET_ENV = "KUBESTUDIO_RUNTIME_SECRET"
-SECRET_HEADER = "X-KubeStudio-Runtime-Secret"
-_WSGI_KEY = "HTTP_" + SECRET_HEADER.upper().replace("-", "_")
+from ..names import RUNTIME_SECRET_ENV, RUNTIME_SECRET_HEADER
+
+_WSGI_KEY = "HTTP_" + RUNTIME_SECRET_HEADER.upper().replace("-", "_")
 
 
 def guard(app, secret):
@@ -38,9 +38,9 @@ def main(argv=None):
     from tensorboard import default, main_lib, program
     from tensorboard.plugins import base_plugin
 
-    secret = os.environ.pop(SECRET_ENV, "")
+    secret = os.environ.pop(RUNTIME_SECRET_ENV, "")
     if not secret:
-        print(f"{SECRET_ENV} is not set: this TensorBoard would answer anyone on the machine", file=sys.stderr)
+        print(f"{RUNTIME_SECRET_ENV} is not set: this TensorBoard would answer anyone on the machine", file=sys.stderr)
         return 2
 
     class GuardedServer(program.WerkzeugServer):

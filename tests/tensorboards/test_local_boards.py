@@ -9,10 +9,10 @@ import pytest
 import requests
 from traitlets.config import Config
 
+from kubestudio.names import RUNTIME_SECRET_HEADER
 from kubestudio.processgroup import process_start_time
 from kubestudio.spawner.storage import ensure_user_folders, user_folders
 from kubestudio.tensorboards.backends.local import BoardFailed, LocalBoardBackend, Running
-from kubestudio.tensorboards.guarded import SECRET_HEADER
 from kubestudio.tensorboards.logdirs import LogdirError, board_key, link_tree, resolve
 from kubestudio.testing.wait import wait_for
 
@@ -77,7 +77,7 @@ def test_tensorboard_serves_the_runs_and_scalars_written(folders, tmp_path):
             # TensorBoard answers the service's proxy alone (it sends the board's secret); anyone else: 403
             refused = requests.get(running.url + "/data/runs", timeout=10)
             assert refused.status_code == 403 and "TensorBoard service" in refused.json()["message"]
-            wrong = requests.get(running.url + "/data/runs", timeout=10, headers={SECRET_HEADER: "guess"})
+            wrong = requests.get(running.url + "/data/runs", timeout=10, headers={RUNTIME_SECRET_HEADER: "guess"})
             assert wrong.status_code == 403
             runs = requests.get(running.url + "/data/runs", timeout=10, headers=running.headers).json()
             scalars = requests.get(running.url + "/data/plugin/scalars/scalars", headers=running.headers,
