@@ -97,6 +97,13 @@ class Containment(Configurable):
                 continue
         return removed
 
+    def remove_at(self, path):
+        """Kill what is left in the group at ``path`` (as :attr:`Group.path` recorded it) and remove
+        it; nothing without cgroups or without a path."""
+        group = self.group_at(path) if path else None
+        if group is not None:
+            group.remove()
+
     def group_at(self, path):
         """The :class:`Group` at ``path`` (as :attr:`Group.path` recorded it), or None without cgroups."""
         try:

@@ -19,8 +19,11 @@ environment) does the rest as the user:
 Without an account (a hub that is not root) the same steps run without ``setpriv``.
 """
 
+import asyncio
 import os
 from dataclasses import dataclass, field
+
+from .processgroup import signal_group
 
 BASH = "/bin/bash"
 # what a process of ours runs with until it is the user's: the system's tools and a plain locale
@@ -91,6 +94,31 @@ def prepare(account, argv, env, cwd_fd=None, exit_fd=None, gate_fd=None):
     if account is not None:
         loader = account.command(loader)
     return Launch(argv=loader, env=dict(PRIVILEGED_ENV), pass_fds=(fd, *given), _owned=[fd])
+
+
+async def start_process(account, argv, env, group=None, cwd_fd=None, exit_fd=None, **popen):
+    """Start ``argv`` as ``account`` (:func:`prepare`) in a session of its own, its cwd ``/`` until
+    the loader enters ``cwd_fd``; with ``group`` (a made :class:`~kubestudio.cgroups.Group`) it is
+    put there before anything of the user's runs (the loader waits at its gate until then).
+    ``popen``: stdout, stderr and the like for ``asyncio.create_subprocess_exec``. The process; on
+    a failure to place it, it is killed and the error raised."""
+    gate, release = os.pipe() if group is not None else (None, None)
+    try:
+        with prepare(account, argv, env, cwd_fd=cwd_fd, exit_fd=exit_fd, gate_fd=gate) as launch:
+            proc = await asyncio.create_subprocess_exec(*launch.argv, stdin=asyncio.subprocess.DEVNULL, cwd="/",
+                                                        start_new_session=True, **launch.kwargs(), **popen)
+        if group is not None:
+            try:
+                # off the event loop: a move waits for the kernel's cgroup lock
+                await asyncio.to_thread(group.add, proc.pid)
+            except BaseException:
+                signal_group(proc.pid)
+                raise
+    finally:
+        for fd in (gate, release):
+            if fd is not None:
+                os.close(fd)  # closing ``release`` is the go
+    return proc
 
 
 def open_folder_inside(root, path, where):

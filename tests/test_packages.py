@@ -24,7 +24,7 @@ ALLOWED = {
     "fdpath": set(),  # root's operations in users' folders, by descriptor
     "accounts": {"slugs", "fdpath"},
     "cgroups": set(),  # containment of users' processes
-    "launch": set(),  # starting a user's process from root (env after the drop, cwd by descriptor)
+    "launch": {"processgroup"},  # starting a user's process from root (env after the drop, cwd by descriptor)
     "serverimage": set(),  # the local single-user image: made by image_builder, run by spawner
     "registry": {"dockerauth"},
     "kube": {"names"},

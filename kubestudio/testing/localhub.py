@@ -150,20 +150,16 @@ class LocalHub:
         self.proc = None
         self._log.close()
         # a service may still be stopping what it runs (boards, jobs): it gets the time to finish
-        from .processes import ours
+        from . import processes
 
         deadline = time.monotonic() + 30
         while True:
-            alive = ours()
+            alive = processes.ours()
             left = [p for p in services if (alive is None or p in alive) and os.path.exists(f"/proc/{p}")]
             if not left or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        processes.kill_all((pid, None) for pid in left)
         if stop_servers:
             self.kill_leftover_servers()
             remove_accounts(self.account_prefix)

@@ -31,7 +31,7 @@ from traitlets import Bool, Float, List, Unicode, default
 
 from ...accounts import AccountError, UserAccounts
 from ...cgroups import Containment
-from ...launch import open_folder_inside, prepare
+from ...launch import open_folder_inside, start_process
 from ...processgroup import process_start_time, rss_by_group, signal_group
 from ...quantities import parse_bytes
 from ...spawner.gpus import JOB, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
@@ -401,7 +401,6 @@ class LocalJobBackend(JobBackend):
             for i, rank in enumerate(ranks):
                 env = {**base, **rank_env(spec, run.replicas, i, port, gpus_per_node)}
                 exit_fd = os.open(rank.exit_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-                gate, release = os.pipe()
                 try:
                     command = argv
                     if image:
@@ -411,20 +410,15 @@ class LocalJobBackend(JobBackend):
                                                  user_mounts(folders, mount), workdir=workdir, env_file=env_file,
                                                  gpus=bool(gpus_per_node))
                         env = runner_env()
-                    # in an image, buildah starts as root and runs the rank as the account itself
-                    with open(rank.log_path, "ab") as log, \
-                            prepare(None if image else account, command, env, cwd_fd=cwd_fd, exit_fd=exit_fd,
-                                    gate_fd=gate if groups else None) as launch:
-                        rank.proc = await asyncio.create_subprocess_exec(
-                            *launch.argv, stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                            stderr=asyncio.subprocess.STDOUT, start_new_session=True, cwd="/", **launch.kwargs())
-                    if groups:
-                        # every process of the rank starts inside its node's cgroup
-                        # (off the event loop: a move waits for the kernel's cgroup lock)
-                        await asyncio.to_thread(groups[i // spec.procs_per_node].add, rank.proc.pid)
+                    # in an image, buildah starts as root and runs the rank as the account itself; every
+                    # process of the rank starts inside its node's cgroup
+                    with open(rank.log_path, "ab") as log:
+                        rank.proc = await start_process(None if image else account, command, env,
+                                                group=groups[i // spec.procs_per_node] if groups else None,
+                                                cwd_fd=cwd_fd, exit_fd=exit_fd, stdout=log,
+                                                stderr=asyncio.subprocess.STDOUT)
                 finally:
-                    for fd in (exit_fd, gate, release):
-                        os.close(fd)
+                    os.close(exit_fd)
                 rank.pid, rank.started = rank.proc.pid, process_start_time(rank.proc.pid)
                 run.refs["pids"] = {r.replica: [r.pid, r.started] for r in ranks if r.pid}
             run.refs.update(port=port)
@@ -643,11 +637,8 @@ class LocalJobBackend(JobBackend):
             if os.path.exists(os.path.join(venv, "bin", "python")) and argv[1:3] == ["-m", "venv"]:
                 continue
             run.on_lines("setup", ["$ " + " ".join(argv[2:] if argv[1:3] == ["-m", "pip"] else argv[1:])])
-            with prepare(account, argv, env) as launch:
-                proc = await asyncio.create_subprocess_exec(*launch.argv, stdout=asyncio.subprocess.PIPE,
-                                                            stderr=asyncio.subprocess.STDOUT, cwd="/",
-                                                            stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
-                                                            **launch.kwargs())
+            proc = await start_process(account, argv, env, stdout=asyncio.subprocess.PIPE,
+                                       stderr=asyncio.subprocess.STDOUT)
             try:
                 while True:
                     line = await proc.stdout.readline()

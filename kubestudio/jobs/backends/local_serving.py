@@ -25,13 +25,14 @@ from traitlets import Float, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ...cgroups import Containment
-from ...launch import prepare
+from ...launch import start_process
+from ...names import RUNTIME_SECRET_ENV, RUNTIME_SECRET_HEADER
 from ...processgroup import process_start_time, signal_group
 from ...quantities import parse_bytes
 from ...services.livelog import read_tail
 from ...spawner.gpus import JOB, Allocation
 from ...spawner.storage import ensure_user_folders, mount_name
-from ..serve import LOAD_FAILED, SECRET_ENV, SECRET_HEADER, ModelError, detect_format
+from ..serve import LOAD_FAILED, ModelError, detect_format
 from ..spec import SpecError
 from .local import free_port
 
@@ -63,7 +64,7 @@ class LocalRuntime:
 
     @property
     def headers(self):
-        return {SECRET_HEADER: self.secret} if self.secret else {}
+        return {RUNTIME_SECRET_HEADER: self.secret} if self.secret else {}
 
     def to_json(self):
         # no cluster_url: the runtime answers the hub's proxy alone (other callers lack its secret)
@@ -207,7 +208,7 @@ class LocalServingBackend(LoggingConfigurable):
                     "KUBESTUDIO_WORKSPACE": folders.workspace, "KUBESTUDIO_ARCHIVES": folders.archives,
                     "KUBESTUDIO_SERVING": spec.name, "CUDA_VISIBLE_DEVICES": ",".join(gpus)})
         env.update(spec.env)
-        env[SECRET_ENV] = secret
+        env[RUNTIME_SECRET_ENV] = secret
         memory = parse_bytes(spec.resources.memory) if spec.resources.memory else None
         try:
             group = Containment(config=self.config).group(f"serving-{serving_id}-{generation}", memory=memory)
@@ -216,30 +217,18 @@ class LocalServingBackend(LoggingConfigurable):
         except (ValueError, OSError) as e:
             raise ServingFailed(f"cannot contain the runtime: {e} (Containment.mode)") from None
         model_folder = path if os.path.isdir(path) else os.path.dirname(path)
-        gate, release = os.pipe()
         try:
             cwd_fd = os.open(model_folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:
-            os.close(gate)
-            os.close(release)
             raise ServingFailed(f"model: cannot open its folder: {e}") from None
         try:
-            with open(self.log_path(serving_id), "ab") as log, \
-                    prepare(account, argv, env, cwd_fd=cwd_fd, gate_fd=gate if group else None) as launch:
+            with open(self.log_path(serving_id), "ab") as log:
                 log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} starting version {generation}\n".encode())
                 log.flush()
-                proc = await asyncio.create_subprocess_exec(*launch.argv, stdin=asyncio.subprocess.DEVNULL, stdout=log,
-                                                            stderr=asyncio.subprocess.STDOUT, cwd="/",
-                                                            start_new_session=True, **launch.kwargs())
-            if group is not None:
-                try:
-                    await asyncio.to_thread(group.add, proc.pid)
-                except OSError:
-                    signal_group(proc.pid)
-                    raise
+                proc = await start_process(account, argv, env, group=group, cwd_fd=cwd_fd, stdout=log,
+                                   stderr=asyncio.subprocess.STDOUT)
         finally:
-            for fd in (gate, release, cwd_fd):
-                os.close(fd)
+            os.close(cwd_fd)
         runtime = LocalRuntime(proc.pid, process_start_time(proc.pid), port, generation, secret,
                                group.path if group is not None else "")
         asyncio.ensure_future(proc.wait())  # reaped when it ends; alive() reads /proc
@@ -286,7 +275,4 @@ class LocalServingBackend(LoggingConfigurable):
             while self.alive(runtime) and time.monotonic() < deadline:
                 await asyncio.sleep(POLL_SECONDS)
             signal_group(runtime.pid)
-        if runtime.group:
-            group = Containment(config=self.config).group_at(runtime.group)
-            if group is not None:
-                await asyncio.to_thread(group.remove)
+        await asyncio.to_thread(Containment(config=self.config).remove_at, runtime.group)

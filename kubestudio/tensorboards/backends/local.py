@@ -21,11 +21,11 @@ from traitlets import Float, Integer, List, Unicode, default
 
 from ...accounts import AccountError, UserAccounts
 from ...cgroups import Containment
-from ...launch import prepare
+from ...launch import start_process
+from ...names import RUNTIME_SECRET_ENV, RUNTIME_SECRET_HEADER
 from ...processgroup import process_start_time, signal_group
 from ...services.livelog import read_tail
 from ...spawner.storage import ensure_user_folders, user_folders
-from ..guarded import SECRET_ENV, SECRET_HEADER
 from ..logdirs import LogdirError, link_tree, resolve
 from .base import BoardBackend, BoardFailed
 
@@ -48,7 +48,7 @@ class Running:
 
     @property
     def headers(self):
-        return {SECRET_HEADER: self.secret} if self.secret else {}
+        return {RUNTIME_SECRET_HEADER: self.secret} if self.secret else {}
 
     def to_json(self):
         return {"pid": self.pid, "started": self.started, "url": self.url, "secret": self.secret, "group": self.group}
@@ -140,7 +140,7 @@ class LocalBoardBackend(BoardBackend):
                 os.chmod(path, 0o750)
             env["USER"] = account.name
         secret = secrets.token_urlsafe(32)
-        env[SECRET_ENV] = secret
+        env[RUNTIME_SECRET_ENV] = secret
         argv = [*self.tensorboard_command, "--logdir", tree, "--host", "127.0.0.1", "--port", "0",
                 "--path_prefix", prefix.rstrip("/"), "--reload_interval", str(self.reload_interval)]
         try:
@@ -149,22 +149,8 @@ class LocalBoardBackend(BoardBackend):
                 group.create()
         except (ValueError, OSError) as e:
             raise BoardFailed(f"cannot contain TensorBoard: {e} (Containment.mode)") from None
-        gate, release = os.pipe()
-        try:
-            with open(self.stderr_path(board_id), "wb") as err, \
-                    prepare(account, argv, env, gate_fd=gate if group else None) as launch:
-                proc = await asyncio.create_subprocess_exec(*launch.argv, stdin=asyncio.subprocess.DEVNULL,
-                                                            stdout=asyncio.subprocess.DEVNULL, stderr=err, cwd="/",
-                                                            start_new_session=True, **launch.kwargs())
-            if group is not None:
-                try:
-                    await asyncio.to_thread(group.add, proc.pid)
-                except OSError:
-                    signal_group(proc.pid)
-                    raise
-        finally:
-            os.close(gate)
-            os.close(release)
+        with open(self.stderr_path(board_id), "wb") as err:
+            proc = await start_process(account, argv, env, group=group, stdout=asyncio.subprocess.DEVNULL, stderr=err)
         running = None
         try:
             deadline = time.monotonic() + self.start_timeout
@@ -184,7 +170,7 @@ class LocalBoardBackend(BoardBackend):
             await self._wait_answers(running, proc, board_id, deadline)
         except BaseException:
             signal_group(proc.pid)
-            self._remove_group(group.path if group is not None else "")
+            Containment(config=self.config).remove_at(group.path if group is not None else "")
             raise
         asyncio.ensure_future(proc.wait())  # reaped when it ends; alive() reads /proc
         return running
@@ -219,12 +205,7 @@ class LocalBoardBackend(BoardBackend):
         if self.alive(running):
             signal_group(running.pid)
         if running is not None:
-            await asyncio.to_thread(self._remove_group, running.group)
-
-    def _remove_group(self, path):
-        group = Containment(config=self.config).group_at(path) if path else None
-        if group is not None:
-            group.remove()
+            await asyncio.to_thread(Containment(config=self.config).remove_at, running.group)
 
     async def logs(self, board_id, running):
         return self.stderr(board_id)
