@@ -27,6 +27,7 @@ from traitlets import Bool, Integer, List, Unicode, default
 
 from ..accounts import AccountError, UserAccounts
 from ..cgroups import Containment
+from ..fdpath import open_child
 from ..processgroup import descendants, kill_known, process_uid, signal_group
 from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
 from .gpus import SERVER, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
@@ -252,6 +253,7 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
     _events = ()
     _image = None  # the image the server runs in; None: the hub's own Python
     _container = None  # its working container
+    _tmp = None  # the private TMPDIR of a server on the hub's Python
 
     def _progress(self, percent, message):
         self._events.append({"progress": percent, "message": message})
@@ -322,6 +324,7 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
                                                         code_server_defaults=request.ide == "vscode")
             except OSError as e:
                 raise SpawnFailed(str(e)) from None
+            self._tmp = await asyncio.to_thread(self._make_private_tmp)
             self.notebook_dir = folders.workspace
             self.cmd = list(self._configured_cmd)
             if self._configured_cmd == singleuser_command():
@@ -347,6 +350,33 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
 
     def _container_name(self):
         return f"ks-{user_slug(self.user.name)}-{self.name or 'server'}"
+
+    def _private_tmp(self):
+        return os.path.join(self.data_dir, "runtime", self._container_name())
+
+    def _make_private_tmp(self):
+        """The server's own TMPDIR, 0700 and the user's, gone when the server stops: as a pod's /tmp
+        is its own. A shared /tmp shows every account the names of the others' files, and keeps
+        whatever a server leaves there (jupyter-server-proxy's socket folders) for good."""
+        runtime = os.path.join(self.data_dir, "runtime")
+        os.makedirs(runtime, mode=0o711, exist_ok=True)
+        path = self._private_tmp()
+        parent = os.open(runtime, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = open_child(parent, os.path.basename(path), 0o700)  # runtime/ is root's: no swap
+        finally:
+            os.close(parent)
+        try:
+            if self._account is not None:
+                os.fchown(fd, self._account.uid, self._account.gid)
+            os.fchmod(fd, 0o700)
+        finally:
+            os.close(fd)
+        return path
+
+    def _remove_private_tmp(self):
+        # rmtree works by descriptor and never follows a link the user left inside
+        shutil.rmtree(self._private_tmp(), ignore_errors=True)
 
     def _env_file(self):
         folder = os.path.join(self.data_dir, "containers", "env")
@@ -454,6 +484,9 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         if self._container:
             await self.image_runner.remove(self._container)
             self._container = None
+        elif not self._image:
+            await asyncio.to_thread(self._remove_private_tmp)
+            self._tmp = None
 
     def get_args(self):
         args = super().get_args()
@@ -530,6 +563,8 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             # never on a loopback port that every account on the machine can call
             env["JUPYTER_VSCODE_PROXY_USE_SOCKET"] = "1"
         env.update(self.notebook_links_env())
+        if self._tmp:
+            env["TMPDIR"] = self._tmp
         if self._allocation is not None:
             # an empty value hides every GPU from a server that asked for none
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self._allocation.gpus)

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -94,8 +95,17 @@ def test_vscode_profile_serves_vs_code_through_the_proxy(hub):
         argv = code_server[0]
         assert not [a for a in argv if a.startswith("--port")], argv
         assert argv[argv.index("--socket-mode") + 1] == "0600", argv
+        # in the server's own TMPDIR (the user's, 0700), not in the machine's /tmp, where
+        # jupyter-server-proxy's socket folders were left behind after every stop
+        tmp = env["TMPDIR"]
+        assert tmp == os.path.join(hub.data_dir, "runtime", "ks-val-code"), tmp
+        assert argv[argv.index("--socket") + 1].startswith(tmp + "/"), argv
+        info = os.stat(tmp)
+        assert stat.S_IMODE(info.st_mode) == 0o700
+        assert info.st_uid == os.stat(workspace(hub, "val")).st_uid
     finally:
         hub.stop_server("val", "code")
+    assert not os.path.exists(tmp), "the server's TMPDIR outlived it"
 
 
 def test_vscode_profile_disabled_without_code_server(tmp_path):
