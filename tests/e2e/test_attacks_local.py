@@ -427,6 +427,55 @@ def test_every_rank_starts_in_the_folder_checked_even_if_rank_0_swaps_it(hub, jo
     victor_still_works(hub, jobs, victor_files)
 
 
+# mallory's terminal swaps the folder back and forth, as fast as it can, while her jobs start
+RACE = r'''
+import os, sys, threading, time
+from kubestudio.jobs.client import JobsClient
+from kubestudio.services.client import ServiceError
+ws = os.environ["KUBESTUDIO_WORKSPACE"]
+wd, real = os.path.join(ws, "wd2"), os.path.join(ws, "wd2.real")
+os.makedirs(wd, exist_ok=True)
+open(os.path.join(wd, "mine.txt"), "w").write("mallory's")
+open(os.path.join(ws, "look.py"), "w").write(
+    "import os\nprint('rank', os.environ['RANK'], 'sees', sorted(os.listdir('.')), flush=True)\n")
+stop = threading.Event()
+def swap():
+    while not stop.is_set():
+        os.rename(wd, real); os.symlink(sys.argv[1], wd); time.sleep(0.002)
+        os.unlink(wd); os.rename(real, wd); time.sleep(0.002)
+swapper = threading.Thread(target=swap)
+swapper.start()
+client, started = JobsClient(), 0
+try:
+    for i in range(40):
+        try:
+            job = client.create(name=f"race-{i}", script="look.py", working_dir="wd2", procs_per_node=6)
+        except ServiceError as e:
+            print("REFUSED", e)
+            continue
+        done = client.wait(job["id"], status=("succeeded", "failed", "cancelled"), timeout=120)
+        print("JOB", done["status"], done["message"], client.logs(job["id"]).replace("\n", " | "))
+        started += done["status"] == "succeeded"
+        if started == 3:
+            break
+finally:
+    stop.set()
+    swapper.join()
+'''
+
+
+def test_a_terminal_swapping_the_folder_while_jobs_start_never_gets_a_rank_into_victors(hub, jobs, victor_files):
+    victor_project = os.path.join(jobs.workspace("victor"), "project")
+    jobs.write("mallory", "race.py", RACE)
+    out = terminal(hub, "mallory", f"python race.py {victor_project}", timeout=300)
+    assert "secret.txt" not in out, out
+    ran = re.findall(r"JOB succeeded .*", out)
+    assert len(ran) == 3, out  # the race was run: jobs did start while the folder moved
+    for line in ran:
+        assert line.count("'mine.txt'") == 6, line
+    victor_still_works(hub, jobs, victor_files)
+
+
 # ---------------------------------------------------------------------- 5. limits
 
 
@@ -466,6 +515,27 @@ def test_what_a_job_starts_ends_with_it_whatever_the_end(hub, jobs):
         assert done["status"] == {"succeeded": "succeeded", "cancelled": "cancelled", "max_runtime": "failed"}[end], done
         wait_for(lambda: not _processes_with(marker), timeout=10, interval=0.1,
                  what=f"what the job started to end with it ({end})")
+
+
+ESCAPE = """import os, subprocess, sys, time
+mark = "ks-esc" "ape-" + sys.argv[1]
+child = subprocess.Popen(["bash", "-c", f"exec -a {mark}-a sleep 119"], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print("started escapee", child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@needs_cgroups
+def test_a_job_from_the_terminal_is_held_to_its_limits_too(hub, jobs):
+    jobs.write("mallory", "escape.py", ESCAPE)
+    tag = f"terminal-{time.monotonic_ns()}"
+    out = terminal(hub, "mallory", f"kubestudio jobs submit escape.py --name escape-terminal --max-runtime 4s "
+                                   f"--memory 200Mi -- {tag}", timeout=180)
+    assert "stopped after max_runtime" in out, out
+    escapee = int(re.search(r"started escapee (\d+)", out).group(1))
+    wait_for(lambda: not _processes_with(f"ks-escape-{tag}") and not os.path.exists(f"/proc/{escapee}"),
+             timeout=10, interval=0.1, what="the setsid child of a job submitted from the terminal to end with it")
 
 
 @needs_cgroups
