@@ -72,10 +72,19 @@ def secrets(path):
     return [s for s in found if len(s) >= 4]
 
 
+def entry(user, password):
+    """An ``auths`` entry logging in as ``user``."""
+    return {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def write_auths(path, auths):
+    """A Docker config file (mode 0600) holding ``auths`` (``{registry: entry}``)."""
+    fd = os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"auths": auths}, f)
+    os.replace(f"{path}.tmp", path)
+
+
 def write_auth_file(path, host, user, password):
     """A Docker config file (mode 0600) holding one registry's credentials."""
-    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-    fd = os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"auths": {host: {"auth": auth}}}, f)
-    os.replace(f"{path}.tmp", path)
+    write_auths(path, {host: entry(user, password)})

@@ -354,6 +354,7 @@ class KubeStudio(Configurable):
                                              "--listen", self.registry_host(),
                                              "--socket", os.path.join(gate, "registry.sock"),
                                              "--credentials", os.path.join(gate, "credentials.json"),
+                                             "--grants", self.local_registry_grants(data),
                                              "--", "docker-registry", "serve", registry_config],
                                  "cwd": data, "display": False})
         c.JupyterHub.services = services + entries
@@ -448,6 +449,12 @@ class KubeStudio(Configurable):
             write_auth_file(os.path.join(gate, f"{name}-auth.json"), self.registry_host(), account["user"],
                             account["password"])
         return os.path.join(gate, f"{role}-auth.json")
+
+    def local_registry_grants(self, data):
+        """The gate's grants folder: each build's own account, written by the image service."""
+        grants = os.path.join(data, REGISTRY_GATE_DIR, "grants")
+        os.makedirs(grants, mode=0o700, exist_ok=True)
+        return grants
 
     def local_registry_config(self, data):
         """Config of the embedded default's registry (Debian docker-registry), or None without it.

@@ -8,24 +8,35 @@ on a request only when its Basic credentials allow it:
 
 - the push account: any request;
 - the pull account: ``GET`` and ``HEAD`` only (manifests, blobs, tags, the catalog), else 403;
+- a build's own account (``build-<id>``, a **grant** the image service writes into the grants
+  folder before the build and removes after it): ``GET``/``HEAD`` of the repositories that build's
+  user may read (their own, the shared bases, their projects'), pushes to the build's own
+  repository only, never the catalog or a delete. What a Dockerfile says (``FROM``, ``COPY
+  --from``, ``RUN --mount=from=``, in whatever spelling buildah accepts) is decided here, by the
+  repository each request names, not by a parse of the Dockerfile;
 - no or wrong credentials: 401 with a ``Basic`` challenge, which docker, buildah, skopeo and
   podman answer with the credentials of their auth file.
 
 Each request goes to the registry on a connection of its own (``Connection: close``), so every
 request on a kept-alive client connection is checked; bodies (layers) are streamed both ways.
 
-``python -m kubestudio.hub.registry_gate --listen HOST:PORT --socket PATH --credentials FILE --
-docker-registry serve CONFIG`` runs the registry as its child and stops it when it stops.
+``python -m kubestudio.hub.registry_gate --listen HOST:PORT --socket PATH --credentials FILE
+[--grants DIR] -- docker-registry serve CONFIG`` runs the registry as its child and stops it when it stops.
 """
 
 import argparse
 import asyncio
 import base64
+import fnmatch
+import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import sys
+import time
+from urllib.parse import parse_qs
 
 READ_ONLY = ("GET", "HEAD")
 MAX_HEAD = 64 * 1024
@@ -41,8 +52,22 @@ def load_credentials(path):
     return {role: (data[role]["user"], data[role]["password"]) for role in ("push", "pull")}
 
 
-def role_of(authorization, credentials):
-    """Which account a request's Authorization header logs in as ("push", "pull"), or None."""
+# a repository name as distribution's own routes accept it: no "%", no "..", nothing to decode
+COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+NAME = rf"{COMPONENT}(?:/{COMPONENT})*"
+ROUTES = [  # (pattern of the path, what it is)
+    (re.compile(r"^/v2/?$"), "ping"),
+    (re.compile(rf"^/v2/({NAME})/manifests/([A-Za-z0-9_.:+-]+)$"), "manifests"),
+    (re.compile(rf"^/v2/({NAME})/blobs/([A-Za-z0-9_.:+=-]+)$"), "blobs"),
+    (re.compile(rf"^/v2/({NAME})/blobs/uploads/([A-Za-z0-9_=-]*)$"), "uploads"),
+    (re.compile(rf"^/v2/({NAME})/tags/list$"), "tags"),
+]
+BUILD_USER = re.compile(r"^build-[a-z0-9]{1,40}$")
+MAX_REFUSALS = 64 * 1024  # bytes of a build's refusals kept
+
+
+def _basic(authorization):
+    """(user, password) of a Basic Authorization header, or None."""
     scheme, _, value = (authorization or "").partition(" ")
     if scheme.lower() != "basic":
         return None
@@ -50,6 +75,117 @@ def role_of(authorization, credentials):
         user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
     except (ValueError, UnicodeDecodeError):
         return None
+    return user, password
+
+
+def _digest(password):
+    return hashlib.sha256(password.encode("utf-8")).hexdigest()
+
+
+def write_grant(folder, user, password, read, push, ttl):
+    """Let ``user``:``password`` pull the repositories matching ``read`` and push those matching
+    ``push`` (shell patterns, as ``fnmatch``) for ``ttl`` seconds: a file of the grants folder the
+    gate reads at each request (only the password's hash is kept)."""
+    if not BUILD_USER.match(user):
+        raise ValueError(f"a grant's user must match {BUILD_USER.pattern}, not {user!r}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    path = os.path.join(folder, f"{user}.json")
+    fd = os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"password_sha256": _digest(password), "read": sorted(set(read)), "push": sorted(set(push)),
+                   "expires": time.time() + ttl}, f)
+    os.replace(f"{path}.tmp", path)
+
+
+def remove_grant(folder, user):
+    for suffix in (".json", ".refused"):
+        try:
+            os.unlink(os.path.join(folder, f"{user}{suffix}"))
+        except FileNotFoundError:
+            pass
+
+
+def note_refusal(folder, user, line):
+    """Keep what the gate refused a build (buildah does not always say why a pull failed): the
+    service reads it when the build fails (:func:`refusals`)."""
+    path = os.path.join(folder, f"{user}.refused")
+    try:
+        if os.path.getsize(path) > MAX_REFUSALS:
+            return
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write(line.replace("\n", " ")[:1000] + "\n")
+
+
+def refusals(folder, user):
+    """What the gate refused the build ``user``, first first."""
+    try:
+        with open(os.path.join(folder, f"{user}.refused"), encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def load_grant(folder, user, password):
+    """The grant of ``user`` if ``password`` is its own and it has not expired, else None."""
+    if not folder or not BUILD_USER.match(user):
+        return None
+    try:
+        with open(os.path.join(folder, f"{user}.json"), encoding="utf-8") as f:
+            grant = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not hmac.compare_digest(_digest(password), str(grant.get("password_sha256", ""))):
+        return None
+    if not isinstance(grant.get("expires"), (int, float)) or grant["expires"] < time.time():
+        return None
+    return grant
+
+
+def _matches(name, patterns):
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def grant_allows(grant, method, target):
+    """None when a build's grant allows ``method`` on ``target`` (the request line's path and
+    query), else why not."""
+    path, _, query = target.partition("?")
+    for pattern, kind in ROUTES:
+        match = pattern.match(path)
+        if match:
+            break
+    else:
+        return f"{path[:200]} is not a registry request a build makes"
+    if kind == "ping":
+        return None
+    name = match.group(1)
+    read, push = grant.get("read", []), grant.get("push", [])
+    if method in READ_ONLY:
+        if kind == "uploads":
+            return "reading an upload is not a build's"
+        if _matches(name, read) or _matches(name, push):
+            return None
+        return f"this build may not read {name}: it is not one of its user's images, a shared base, or an image of their projects"
+    if method == "DELETE":
+        return "a build deletes nothing"
+    if kind not in ("uploads", "manifests") or method not in ("POST", "PUT", "PATCH"):
+        return f"{method} of {kind} is not a build's"
+    if not _matches(name, push):
+        return f"this build may push only to its own repository, not to {name}"
+    source = parse_qs(query).get("from")
+    if source and not (_matches(source[0], read) or _matches(source[0], push)):
+        return f"this build may not read {source[0]}"
+    return None
+
+
+def role_of(authorization, credentials):
+    """Which account a request's Authorization header logs in as ("push", "pull"), or None."""
+    basic = _basic(authorization)
+    if basic is None:
+        return None
+    user, password = basic
     for role, (known_user, known_password) in credentials.items():
         # every comparison is made, so the time taken says nothing about which part was wrong
         user_ok = hmac.compare_digest(user.encode(), known_user.encode())
@@ -71,9 +207,27 @@ def refusal(status, message):
 
 
 class Gate:
-    def __init__(self, socket_path, credentials):
+    def __init__(self, socket_path, credentials, grants=""):
         self.socket_path = socket_path
         self.credentials = credentials
+        self.grants = grants
+
+    def decide(self, method, target, authorization):
+        """(status, message) refusing the request, or None to pass it on."""
+        role = role_of(authorization, self.credentials)
+        if role == "push":
+            return None
+        if role == "pull":
+            return None if method in READ_ONLY else (403, "these credentials may only pull")
+        basic = _basic(authorization)
+        grant = load_grant(self.grants, *basic) if basic else None
+        if grant is None:
+            return 401, "this registry needs the hub's credentials"
+        reason = grant_allows(grant, method, target)
+        if reason is None:
+            return None
+        note_refusal(self.grants, basic[0], reason)
+        return 403, reason
 
     async def handle(self, reader, writer):
         try:
@@ -89,18 +243,15 @@ class Gate:
         except asyncio.IncompleteReadError:
             return  # the client closed without a request
         lines = head.decode("latin-1").split("\r\n")[:-2]
-        method = lines[0].split(" ", 1)[0].upper()
+        method, _, rest = lines[0].partition(" ")
         headers = [line.split(":", 1) for line in lines[1:] if ":" in line]
         authorization = next((v.strip() for k, v in headers if k.strip().lower() == "authorization"), "")
-        role = role_of(authorization, self.credentials)
-        if role is None:
-            status, message = 401, "this registry needs the hub's credentials"
-        elif role == "pull" and method not in READ_ONLY:
-            status, message = 403, "these credentials may only pull"
-        else:
+        refused = self.decide(method.upper(), rest.rsplit(" ", 1)[0], authorization)
+        if refused is None:
             # one request per connection (Connection: close): the next one is checked again
             await self._forward(lines[0], headers, reader, writer)
             return
+        status, message = refused
         writer.write(refusal(status, message))
         await writer.drain()  # the request's body, if any, is never read: the connection ends here
 
@@ -125,10 +276,10 @@ async def _pipe(reader, writer):
         await writer.drain()
 
 
-async def serve(listen, socket_path, credentials, registry_argv):
+async def serve(listen, socket_path, credentials, registry_argv, grants=""):
     host, _, port = listen.rpartition(":")
     registry = await asyncio.create_subprocess_exec(*registry_argv, stdin=asyncio.subprocess.DEVNULL)
-    gate = Gate(socket_path, credentials)
+    gate = Gate(socket_path, credentials, grants)
     server = await asyncio.start_server(gate.handle, host, int(port), limit=MAX_HEAD)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -152,6 +303,7 @@ def main(argv=None):
     parser.add_argument("--listen", required=True, help="HOST:PORT the gate listens on")
     parser.add_argument("--socket", required=True, help="the registry's Unix socket")
     parser.add_argument("--credentials", required=True, help="JSON file: {push: {user, password}, pull: {...}}")
+    parser.add_argument("--grants", default="", help="folder of the builds' grants (written by the image service)")
     parser.add_argument("registry", nargs=argparse.REMAINDER, help="-- the registry's command")
     args = parser.parse_args(argv)
     registry = args.registry[1:] if args.registry[:1] == ["--"] else args.registry
@@ -159,7 +311,7 @@ def main(argv=None):
         parser.error("give the registry's command after --")
     if os.path.exists(args.socket):
         os.unlink(args.socket)  # left by a registry that was killed
-    sys.exit(asyncio.run(serve(args.listen, args.socket, load_credentials(args.credentials), registry)))
+    sys.exit(asyncio.run(serve(args.listen, args.socket, load_credentials(args.credentials), registry, args.grants)))
 
 
 if __name__ == "__main__":

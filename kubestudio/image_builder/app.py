@@ -31,6 +31,7 @@ from ..spawner.storage import user_slug
 from . import handlers
 from .backends.base import BuildBackend
 from .backends.buildah import BuildahBackend
+from .backends.sandbox import is_loopback_host
 from .bases import BasePreparer, base_from_config, default_base
 from .builds import BuildManager
 from .capture import ServerCapture
@@ -72,6 +73,15 @@ class ImageBuilder(ServiceApp):
         config=True,
         help="""Docker config.json with the registry credentials, used for the "already built?"
         check and by the builders. Its secrets never appear in logs, records or API answers.""",
+    )
+    registry_grants_dir = Unicode(
+        "",
+        config=True,
+        help="""The registry gate's grants folder (the embedded default sets it): each build then pulls
+        and pushes with an account of its own that the gate allows to read only what the build's
+        user may read and to push only the build's repository, whatever the Dockerfile says. Empty:
+        builds use `registry_auth_file`, and only the Dockerfile check keeps users' images apart
+        (give the registry per-user credentials of its own then).""",
     )
     registry_aliases = List(
         Unicode(),
@@ -210,6 +220,10 @@ class ImageBuilder(ServiceApp):
         if isinstance(backend, BuildahBackend):
             if not backend.auth_file:
                 backend.auth_file = self.registry_auth_file
+            if not backend.loopback_registries:
+                # reached from the build sandbox's network through a forward of their own
+                backend.loopback_registries = [h for h in [self.registry_host, *self.registry_aliases]
+                                               if is_loopback_host(h.rpartition(":")[0] or h)]
             if self.registry_insecure:
                 backend.tls_verify = False
         elif self.registry_insecure and hasattr(backend, "insecure_registry"):

@@ -276,7 +276,8 @@ class BasePreparer:
             f.write(dockerfile)
         job = BuildJob(id=f"base{uuid.uuid4().hex[:12]}", owner="kubestudio", owner_slug="kubestudio",
                        image=f"{self.registry_host}/{base.repository}:{base.tag}", dockerfile="Dockerfile",
-                       context_dir=folder, dockerfile_text=dockerfile, generated=True, labels=labels)
+                       context_dir=folder, dockerfile_text=dockerfile, generated=True, labels=labels,
+                       service_build=True)
         tail = collections.deque(maxlen=6)
         try:
             await self.backend.build(job, tail.append)

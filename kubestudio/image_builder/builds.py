@@ -7,7 +7,9 @@ writes everything to the store, so a record reported done is never lost.
 """
 
 import asyncio
+import contextlib
 import fnmatch
+import glob
 import logging
 import os
 import re
@@ -24,6 +26,7 @@ from . import spec as specs
 from .backends.base import BuildFailed, BuildJob, StepCounter
 from .bases import base_from_config
 from .context import open_context, scan_context
+from .grants import BuildGrant
 from .logs import chunk_of, live_log, stored_lines
 from .logs import load as load_log
 from .logs import forget as forget_log
@@ -191,13 +194,34 @@ class BuildManager:
             plan.extra["captured"] = diff
             plan.text = f"FROM {base}\n" if not any(diff.values()) else specs.environment_dockerfile(request.environment)
 
-    def check_bases(self, instructions, dockerfile_name, slug, identity, is_admin):
-        """403 naming the line when the Dockerfile pulls an image of ours the caller may not read.
+    def registry_hosts(self):
+        """Every name of our registry: its host, its aliases, and 127.0.0.1/localhost for a loopback one."""
+        ours = [self.config.registry_host, *self.config.registry_aliases]
+        host, _, port = self.config.registry_host.rpartition(":")
+        if host in ("127.0.0.1", "localhost") and port.isdigit():
+            ours += [f"127.0.0.1:{port}", f"localhost:{port}"]
+        return list(dict.fromkeys(ours))
 
-        Allowed: any image of another registry (public), the repositories every user may build on
-        (``base_repositories``, e.g. ``base/*``), the caller's own namespace, and the namespaces of
-        the projects they belong to. The builder pulls with credentials that can read everything,
-        so this check is what keeps one user's private image from another.
+    def readable(self, slug, identity, is_admin):
+        """Patterns (fnmatch) of the repositories of our registry a build of this caller may pull:
+        their own namespace, the shared bases (``base_repositories``), the images this service makes,
+        and the namespaces of their projects; an admin's, all."""
+        if is_admin:
+            return ["*"]
+        prefix = self.config.registry_prefix.strip("/")
+        patterns = ["/".join(p for p in (prefix, slug) if p) + "/*", *self.config.base_repositories,
+                    *sorted(glob.escape(name) for name in self.made_here)]
+        if self.config.allow_project_namespaces:
+            projects = "/".join(p for p in (prefix, "projects") if p)
+            patterns += [f"{projects}/{glob.escape(group)}/*" for group in sorted(identity.get("groups", []))]
+        return patterns
+
+    def check_bases(self, instructions, dockerfile_name, slug, identity, is_admin):
+        """403 naming the line when the Dockerfile plainly pulls an image of ours the caller may not
+        read: an early, clear answer, not a security boundary. This parse is ours, not buildah's (a
+        spelling buildah reads differently escapes it); what a build really pulls is decided by the
+        registry gate, with the build's own account (:mod:`.grants`), from the same
+        :meth:`readable` patterns.
         """
         if is_admin:
             return
@@ -205,25 +229,14 @@ class BuildManager:
             references = df.image_references(instructions, dockerfile_name)
         except df.DockerfileError as e:
             raise specs.RequestError(str(e)) from None
-        ours = {self.config.registry_host, *self.config.registry_aliases}
-        host, _, port = self.config.registry_host.rpartition(":")
-        if host in ("127.0.0.1", "localhost") and port.isdigit():
-            ours |= {f"127.0.0.1:{port}", f"localhost:{port}"}
-        prefix = self.config.registry_prefix.strip("/")
-        own = "/".join(p for p in (prefix, slug) if p) + "/"
-        projects = "/".join(p for p in (prefix, "projects") if p) + "/"
-        groups = set(identity.get("groups", []))
+        ours = set(self.registry_hosts())
+        readable = self.readable(slug, identity, is_admin)
         for number, reference in references:
             if imageref.registry_of(reference) not in ours:
                 continue  # another registry's image (or Docker Hub's): public as far as we can tell
             path = re.split(r"[:@]", reference.split("/", 1)[1], maxsplit=1)[0]
-            if path.startswith(own) or path in self.made_here or \
-                    any(fnmatch.fnmatchcase(path, p) for p in self.config.base_repositories):
+            if any(fnmatch.fnmatchcase(path, p) for p in readable):
                 continue
-            if path.startswith(projects) and self.config.allow_project_namespaces:
-                project = path[len(projects):].split("/", 1)[0]
-                if project in groups:
-                    continue
             raise specs.RequestError(
                 f"{dockerfile_name}: line {number}: you may not build from {reference}: it is not one of your "
                 "images, a shared base, or an image of one of your projects", 403)
@@ -319,10 +332,11 @@ class BuildManager:
         live.job = BuildJob(id=build_id, owner=plan.owner, owner_slug=plan.slug, image=plan.image,
                             dockerfile=plan.dockerfile, context_dir=plan.context_dir,
                             context_subpath=plan.context_subpath, dockerfile_text=plan.text, generated=generated,
-                            labels=labels, project=request.project or "")
+                            labels=labels, project=request.project or "",
+                            readable=self.readable(plan.slug, plan.identity, plan.is_admin))
         # enough to find the job again after a restart (queued builds are queued again)
         record.extra = {**record.extra, "job": {"dockerfile": plan.dockerfile, "context_subpath": plan.context_subpath,
-                                                "project": request.project or "",
+                                                "project": request.project or "", "readable": live.job.readable,
                                                 "build_dir": plan.context_dir if generated else None}}
         self._save_new(record)
         self.live[build_id] = live
@@ -485,7 +499,17 @@ class BuildManager:
             else:
                 self.log.info("build %s started (%s, %s)", build_id, live.job.image, self.backend.name)
                 self._emit(live, f"Building {live.job.image} with {self.backend.name}", keep=True)
-                outcome = await asyncio.wait_for(self.backend.build(live.job, emit), self.config.build_timeout)
+                grant = self._grant(live.job)
+                with grant as auth_file:
+                    live.job.auth_file = auth_file
+                    try:
+                        outcome = await asyncio.wait_for(self.backend.build(live.job, emit), self.config.build_timeout)
+                    except BuildFailed as e:
+                        refused = grant.refusals() if isinstance(grant, BuildGrant) else []
+                        if refused:
+                            emit(f"The registry refused this build: {refused[0]}")
+                            raise BuildFailed(f"the registry refused this build: {refused[0]}") from None
+                        raise e
             status, digest = SUCCEEDED, outcome.digest
             message = f"built and pushed in {time.monotonic() - started:.1f} s"
         except BuildFailed as e:
@@ -538,7 +562,16 @@ class BuildManager:
         return BuildJob(id=record["id"], owner=record["owner"], owner_slug=slug, image=record["image"],
                         dockerfile=saved.get("dockerfile", "Dockerfile"), context_dir=context_dir,
                         context_subpath=subpath, dockerfile_text=record.get("dockerfile_text", ""),
-                        generated=generated, labels=record.get("labels") or {}, project=saved.get("project", ""))
+                        generated=generated, labels=record.get("labels") or {}, project=saved.get("project", ""),
+                        readable=saved.get("readable") or [])
+
+    def _grant(self, job):
+        """The build's own registry account (grants on the embedded default's gate), or nothing."""
+        if not self.config.registry_grants_dir:
+            return contextlib.nullcontext("")
+        _, repository, _ = split_reference(job.image)
+        return BuildGrant(self.config.registry_grants_dir, job.id, job.readable, repository, self.registry_hosts(),
+                          self.config.work_dir, self.config.registry_auth_file, ttl=self.config.build_timeout + 600)
 
     def _set_ref(self, build_id, ref):
         with self.store.session() as db:

@@ -60,6 +60,7 @@ def defaults(studio, c, data):
         setdefault("ImageBuilder", "registry_insecure", True)
         # the local registry's gate lets only this account push
         setdefault("ImageBuilder", "registry_auth_file", studio.local_registry_auth(data, "push"))
+        setdefault("ImageBuilder", "registry_grants_dir", studio.local_registry_grants(data))
     setdefault("ImageBuilder", "db_url", f"sqlite:///{os.path.join(data, 'images.sqlite')}")
     setdefault("ImageBuilder", "work_dir", os.path.join(data, "build-contexts"))
     setdefault("ImageBuilder", "cookie_secret_file", os.path.join(data, "images_cookie_secret"))

@@ -9,6 +9,7 @@ import json
 import os
 import pwd
 import subprocess
+import tarfile
 import time
 import zipfile
 
@@ -167,6 +168,105 @@ def _oci_archive(storage, tmp_path):
     path = tmp_path / "bob.tar"
     subprocess.run(["buildah", *storage, "push", "bob-image", f"oci-archive:{path}"], capture_output=True, check=True)
     return path
+
+
+def build(hub, user, timeout=240, **body):
+    """Ask the image service for a build of ``user``'s and wait for its end: (record, log), or the
+    4xx answer ({"status": 400 or 403, "message"}) and "" when the service's early check refuses it."""
+    s = requests.Session()
+    s.headers["Authorization"] = f"token {hub.user_token(user)}"
+    api = f"{hub.url}/services/images/api"
+    r = s.post(f"{api}/builds", json=body, timeout=60)
+    if r.status_code in (400, 403):
+        return r.json(), ""
+    assert r.status_code in (200, 201, 202), r.text
+    build_id = r.json()["id"]
+    deadline = time.monotonic() + timeout
+    while (record := s.get(f"{api}/builds/{build_id}", timeout=30).json())["status"] not in (
+            "succeeded", "failed", "cancelled", "exists"):
+        assert time.monotonic() < deadline, record
+        time.sleep(0.5)
+    return record, s.get(f"{api}/builds/{build_id}/logs", timeout=30).text
+
+
+def image_holds(hub, image, text):
+    """Whether any layer of ``image`` (read with the hub's pull account) holds ``text``."""
+    with open(os.path.join(hub.data_dir, "registry-gate", "pull-auth.json")) as f:
+        auth = next(iter(json.load(f)["auths"].values()))["auth"]
+    user, _, password = base64.b64decode(auth).decode().partition(":")
+    host, path = image.split("/", 1)
+    repository, tag = path.rsplit(":", 1)
+    manifest = requests.get(f"http://{host}/v2/{repository}/manifests/{tag}", auth=(user, password), timeout=30,
+                            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).json()
+    for layer in manifest["layers"]:
+        blob = requests.get(f"http://{host}/v2/{repository}/blobs/{layer['digest']}", auth=(user, password), timeout=60)
+        with tarfile.open(fileobj=io.BytesIO(blob.content), mode="r:*") as tar:
+            for member in tar.getmembers():
+                if member.isfile() and text.encode() in tar.extractfile(member).read():
+                    return True
+    return False
+
+
+def test_no_spelling_of_a_dockerfile_reads_another_users_image(hub):
+    """Issue 27: what a build pulls is decided by the registry gate with the build's own account,
+    not by the service's parse of the Dockerfile; and each user's builds keep their own storage."""
+    secret = f"bob-secret-{os.getpid()}-{time.monotonic_ns()}"
+    terminal(hub, "bob", f"mkdir -p private && echo {secret} > private/secret.txt && "
+                         "printf 'FROM scratch\\nCOPY secret.txt /secret.txt\\n' > private/Dockerfile")
+    record, _ = build(hub, "bob", name="private", tag="v1", context="private")
+    assert record["status"] == "succeeded", record
+    image = record["image"]
+    assert image_holds(hub, image, secret)  # what the attempts below must never reach
+    host, path = image.split("/", 1)
+    port = host.rsplit(":", 1)[1]
+    refused = "may not read kubestudio/bob/private"
+    attempts = {  # name: (Dockerfile, whether the build reaches our registry for bob's image)
+        **{f"a continuation ended by U+{ord(space):04X}": (
+            f"FROM scratch\nLABEL a=b \\{space}\nCOPY --from={image} /secret.txt /s\n", True)
+           for space in ("\u00a0", "\u2003", "\u3000")},
+        "a heredoc buildah 1.28 does not know": (
+            f"FROM scratch\nLABEL a=b <<EOT\nCOPY --from={image} /secret.txt /s\nEOT\n", True),
+        # buildah 1.28 fails this one in its own parse, before any pull
+        "an escape directive": (f"# escape=`\nFROM scratch\nLABEL a=b `\nCOPY --from={image} /secret.txt /s\n", False),
+        "a short name": (f"FROM {path}\n", False),
+        "docker.io's name": (f"FROM docker.io/{path}\n", False),
+        "localhost": (f"FROM localhost:{port}/{path}\n", True),
+        "a digest": (f"FROM {host}/{path.split(':')[0]}@{record['digest']}\n", True),
+        "--platform": (f"FROM --platform=linux/amd64 {image}\n", True),
+    }
+    for name, (text, reaches_registry) in attempts.items():
+        record, log = build(hub, "alice", name="stolen", dockerfile_text=text, timeout=180)
+        assert secret not in json.dumps(record) + log, name
+        if record["status"] in (400, 403):  # refused at once by the service's own check, saying why
+            assert record["status"] == 400 or "bob" in record["message"], (name, record)
+            continue
+        assert record["status"] == "failed", (name, record, log[-2000:])
+        if reaches_registry:
+            assert refused in record["message"], (name, record["message"], log[-2000:])
+    # ONBUILD: a parent of alice's own, whose trigger runs in the build on top of it
+    parent, _ = build(hub, "alice", name="parent", tag="v1",
+                      dockerfile_text=f"FROM scratch\nLABEL parent=yes\nONBUILD COPY --from={image} /secret.txt /s\n")
+    if parent["status"] in (400, 403):
+        assert "bob" in parent["message"], parent  # the early check saw it
+    else:
+        assert parent["status"] == "succeeded", parent
+        child, log = build(hub, "alice", name="child", dockerfile_text=f"FROM {parent['image']}\n")
+        assert secret not in log, log
+        if child["status"] == "succeeded":  # buildah keeps no ONBUILD in an OCI image: nothing ran
+            assert not image_holds(hub, child["image"], secret), child
+        else:
+            assert refused in child["message"], (child, log[-2000:])
+    # bob still builds on his own image, alice on her own
+    record, log = build(hub, "bob", name="mine", dockerfile_text=f"FROM scratch\nCOPY --from={image} /secret.txt /s\n")
+    assert record["status"] == "succeeded", (record, log[-2000:])
+    own, _ = build(hub, "alice", name="own", tag="v1", dockerfile_text="FROM scratch\nLABEL mine=yes\n")
+    assert own["status"] == "succeeded", own
+    again, log = build(hub, "alice", name="own2", dockerfile_text=f"FROM {own['image']}\nLABEL again=yes\n")
+    assert again["status"] == "succeeded", (again, log[-2000:])
+    # each user's builds have a storage of their own; the grants went with their builds
+    storage = os.path.join(hub.data_dir, "buildah", "storage", "users")
+    assert sorted(os.listdir(storage)) == ["alice", "bob"]
+    assert os.listdir(os.path.join(hub.data_dir, "registry-gate", "grants")) == []
 
 
 def test_pip_installs_go_to_the_users_own_environment(hub):

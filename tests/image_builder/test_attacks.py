@@ -1,6 +1,7 @@
 """The image service under attack (issue 10): each test replays one attack on a real hub, proxy,
 registry and buildah, and fails if the attack works."""
 
+import http.server
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import time
 import pytest
 import requests
 
+from kubestudio.image_builder.backends.sandbox import host_addresses
 from kubestudio.testing.imageshub import follow_to_end, log_flood, percentile
 from kubestudio.testing.wait import wait_for
 
@@ -112,6 +114,50 @@ RUN echo | /bin/busybox nc -w 10 {outside_ip} 443 && echo outbound=ok || echo ou
     assert images.hub.proc.poll() is None
     assert images.hub.service_pid("kubestudio.image_builder") == service_pid
     assert requests.get(f"{images.url}api/health", timeout=5).json() == {"status": "ok"}
+
+
+class _Secret(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"the machine's own secret\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_add_url_is_fetched_in_the_sandbox_network_never_the_hosts(images):
+    """Issue 27: buildah fetches an ADD <url> itself, outside any RUN container: it runs in the
+    build sandbox's network, where the host's loopback (the hub, its services), the machine's own
+    addresses and the private and link-local ranges are out of reach; the internet and the
+    registry are not."""
+    own = host_addresses()
+    servers = [http.server.ThreadingHTTPServer((address, 0), _Secret) for address in ["127.0.0.1", *own]]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        targets = [f"http://127.0.0.1:{images.hub.port}/hub/api",
+                   f"http://127.0.0.1:{images.hub.port}/services/images/api/health",
+                   "http://169.254.169.254/latest/meta-data/",
+                   *[f"http://{s.server_address[0]}:{s.server_address[1]}/secret" for s in servers]]
+        client = images.client("mallory")
+        for url in targets:
+            lines, final = follow_to_end(client, client.build(dockerfile_text=f"FROM {images.registry.base}\nADD {url} /got\n",
+                                                               name="fetch")["id"])
+            log = "\n".join(lines)
+            assert final["status"] == "failed", (url, log)
+            assert "own secret" not in log and '"status": "ok"' not in log and '"version"' not in log, (url, log)
+        # the internet is still there, and the registry (FROM) too
+        lines, final = follow_to_end(client, client.build(
+            dockerfile_text=f"FROM {images.registry.base}\nADD https://pypi.org/simple/six/ /six.html\nRUN grep -c six- /six.html\n",
+            name="fetch")["id"])
+        assert final["status"] == "succeeded", "\n".join(lines)
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
 
 
 def test_private_images_of_others_cannot_be_built_from(images):

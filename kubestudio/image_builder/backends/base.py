@@ -27,6 +27,9 @@ class BuildJob:
     labels: dict = field(default_factory=dict)
     project: str = ""
     report_ref: object = None  # callable(ref): the backend says where the build runs (pid, pod name)
+    readable: list = field(default_factory=list)  # patterns of our repositories the build may pull
+    auth_file: str = ""  # the build's own registry account (grants.BuildGrant); empty: the backend's
+    service_build: bool = False  # the service's own (a base image): its storage, its registry account
 
     def set_ref(self, ref):
         if self.report_ref is not None:

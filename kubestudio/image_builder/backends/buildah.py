@@ -19,6 +19,10 @@ from .base import BuildBackend, BuildFailed, BuildOutcome, LineSplitter
 from .sandbox import Sandbox, SandboxError, check_host
 
 STEP = re.compile(r"^STEP (\d+)/(\d+):")
+# the registry's refusal in buildah's error ("... denied: <why>"): the build's message says it
+REFUSED = re.compile(r"\b(?:denied|unauthorized): (.+?)\s*$")
+DEFAULT_STORAGE_ROOT = "/var/lib/containers/kubestudio"
+DEFAULT_RUN_ROOT = "/run/containers/kubestudio"
 
 
 class BuildahBackend(BuildBackend):
@@ -33,6 +37,15 @@ class BuildahBackend(BuildBackend):
         default (/var/lib/containers/storage for root).""",
     )
     run_root = Unicode("", config=True, help="buildah's run root (--runroot). Empty: buildah's default.")
+    storage_per_user = Bool(
+        True,
+        config=True,
+        help="""Each user's builds keep a storage of their own (<storage_root>/users/<user slug>, the
+        run root likewise): a build finds only the images its own user pulled or built there, so a
+        local image or a short name never gives it another user's (buildah uses a local image
+        without asking the registry). The service's own builds (the base images) keep storage_root.
+        False: one storage for everyone (only where every user is trusted).""",
+    )
     storage_driver = Unicode(
         "vfs", config=True, help="Storage driver: `vfs` (works everywhere) or `overlay` (faster, needs kernel support)."
     )
@@ -54,6 +67,23 @@ class BuildahBackend(BuildBackend):
         this uid on the host. The range [base, base + sandbox_id_count) must not belong to anyone.""",
     )
     sandbox_id_count = Integer(65536, config=True, help="Number of uids and gids mapped into the build sandbox.")
+    sandbox_blocked_networks = List(
+        Unicode(),
+        ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10", "0.0.0.0/8"],
+        config=True,
+        help="""Address ranges a sandboxed build cannot reach, neither from RUN steps nor through
+        buildah's own fetches (`ADD <url>`): by default the private, link-local (a cloud's metadata
+        service) and shared ranges, so a Dockerfile cannot call the machine's neighbours or the
+        cluster. The machine's DNS servers stay reachable. Remove a range to let builds use a
+        package mirror inside it.""",
+    )
+    loopback_registries = List(
+        Unicode(),
+        config=True,
+        help="""host:port of registries on this machine's loopback that builds pull from and push to
+        (ImageBuilder sets its own registry's names): in the sandbox, where buildah runs with no
+        access to the host's loopback, these addresses alone are forwarded to the host.""",
+    )
     runtime = Unicode(
         "runc",
         config=True,
@@ -78,13 +108,18 @@ class BuildahBackend(BuildBackend):
     extra_args = List(Unicode(), config=True, help="More arguments for `buildah bud`, e.g. ['--jobs', '2'].")
     stop_grace_seconds = Integer(5, config=True, help="Seconds between SIGTERM and SIGKILL when a build is cancelled.")
 
-    def _global_args(self):
-        return buildah_command(self.buildah, self.storage_driver, self.storage_root, self.run_root)
+    def _global_args(self, job=None):
+        storage_root, run_root = self.storage_root, self.run_root
+        if self.storage_per_user and job is not None and not job.service_build:
+            storage_root = os.path.join(storage_root or DEFAULT_STORAGE_ROOT, "users", job.owner_slug)
+            run_root = os.path.join(run_root or DEFAULT_RUN_ROOT, "users", job.owner_slug)
+        return buildah_command(self.buildah, self.storage_driver, storage_root, run_root)
 
-    def _auth_args(self):
+    def _auth_args(self, job):
         args = [f"--tls-verify={'true' if self.tls_verify else 'false'}"]
-        if self.auth_file:
-            args += ["--authfile", self.auth_file]
+        auth_file = job.auth_file or self.auth_file  # the build's own account where the gate gives one
+        if auth_file:
+            args += ["--authfile", auth_file]
         return args
 
     async def start(self):
@@ -98,20 +133,34 @@ class BuildahBackend(BuildBackend):
         if not self.sandbox:
             await self._bud(job, emit, ["--isolation", self.isolation])
         else:
+            forwards = [(host, int(port)) for host, _, port in (r.rpartition(":") for r in self.loopback_registries)
+                        if port.isdigit()]
             try:
-                async with Sandbox(self.sandbox_uid_base, self.sandbox_id_count, self.runtime) as box:
-                    await self._bud(job, emit, box.buildah_args(), groups=(box.holder.pid, box.slirp.pid))
+                async with Sandbox(self.sandbox_uid_base, self.sandbox_id_count, self.runtime, forwards=forwards,
+                                   blocked_networks=self.sandbox_blocked_networks) as box:
+                    # buildah itself in the sandbox's network: what it fetches never reaches the host
+                    await self._bud(job, emit, box.buildah_args(), groups=box.pids(), prefix=box.enter_args())
             except SandboxError as e:
                 raise BuildFailed(str(e)) from None
         return await self._push(job, emit)
 
-    async def _bud(self, job, emit, isolation_args, groups=()):
-        bud = self._global_args() + ["bud"] + isolation_args + ["--layers=" + str(self.layers).lower()]
-        bud += self._auth_args() + ["-f", os.path.join(job.context_dir, job.dockerfile), "-t", job.image]
+    async def _bud(self, job, emit, isolation_args, groups=(), prefix=()):
+        bud = list(prefix) + self._global_args(job) + ["bud"] + isolation_args + ["--layers=" + str(self.layers).lower()]
+        bud += self._auth_args(job) + ["-f", os.path.join(job.context_dir, job.dockerfile), "-t", job.image]
         for key, value in sorted(job.labels.items()):
             bud += ["--label", f"{key}={value}"]
         bud += list(self.extra_args) + [job.context_dir]
-        code = await self._run(bud, emit, job, groups)
+        refused = []
+
+        def watch(line):
+            match = REFUSED.search(line)
+            if match:
+                refused.append(match.group(1).rstrip("\"' "))
+            emit(line)
+
+        code = await self._run(bud, watch, job, groups)
+        if code != 0 and refused:
+            raise BuildFailed(f"the registry refused a pull of this build: {refused[-1]}")
         if code != 0:
             raise BuildFailed(f"the build failed (buildah exited with {code}); see the build log")
 
@@ -119,7 +168,7 @@ class BuildahBackend(BuildBackend):
         with tempfile.TemporaryDirectory(prefix="kubestudio-push-") as tmp:
             digest_file = os.path.join(tmp, "digest")
             emit(f"Pushing {job.image}")
-            push = self._global_args() + ["push"] + self._auth_args() + ["--digestfile", digest_file,
+            push = self._global_args(job) + ["push"] + self._auth_args(job) + ["--digestfile", digest_file,
                                                                         job.image, f"docker://{job.image}"]
             code = await self._run(push, emit, job)
             if code != 0:
@@ -170,7 +219,7 @@ class BuildahBackend(BuildBackend):
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as f:
                         command = f.read()
-                    if any(word in command for word in (b"buildah", b"slirp4netns", b"sleep\0infinity")):
+                    if any(word in command for word in (b"buildah", b"slirp4netns", b"sleep\0infinity", b"netfwd")):
                         os.killpg(pid, signal.SIGKILL)
                         emit(f"Stopped what the build left running (process group {pid})")
                 except (OSError, ProcessLookupError):

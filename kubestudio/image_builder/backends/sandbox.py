@@ -15,17 +15,29 @@ sandbox, each build gets
 A user namespace cannot mount a sysfs for a network namespace it does not own, so RUN steps see
 the host's ``/sys`` read-only, as rootless Podman's containers on a shared network do.
 
-The holder of the namespaces is a ``sleep`` in its own process group; :class:`Sandbox` starts it
-and slirp4netns, and stops both when the build ends.
+buildah itself runs in that network namespace too (:meth:`Sandbox.enter_args`): what it fetches
+for the Dockerfile (``ADD <url>``, which it does on its own, outside any RUN container) can reach
+neither the host's loopback nor, by the namespace's routes, the private, link-local and shared
+ranges (``blocked_networks``: a cloud's metadata service, the cluster's pods). The registry it
+needs on the host's loopback is forwarded in, address by address (:mod:`.netfwd`); the machine's
+DNS servers stay reachable.
+
+The holder of the namespaces is a ``sleep`` in its own process group; :class:`Sandbox` starts it,
+slirp4netns and the forwarder, and stops them all when the build ends.
 """
 
 import asyncio
 import ipaddress
+import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 
 from ...processgroup import signal_group
+from .netfwd import serve_unix
 
 
 class SandboxError(Exception):
@@ -49,31 +61,82 @@ def check_host(runtime):
         raise SandboxError(f"the build sandbox needs {', '.join(missing)} (apt-get install {packages})")
 
 
-def loopback_resolver(resolv_conf="/etc/resolv.conf"):
-    """Whether the machine's DNS server is on its loopback (unreachable from the sandbox)."""
+def nameservers(resolv_conf="/etc/resolv.conf"):
+    """The machine's DNS servers (addresses), as resolv.conf lists them."""
     try:
         with open(resolv_conf, encoding="utf-8") as f:
             servers = [line.split()[1] for line in f if line.startswith("nameserver") and len(line.split()) > 1]
     except OSError:
-        return False
+        return []
+    found = []
+    for server in servers:
+        try:
+            found.append(ipaddress.ip_address(server.split("%")[0]))
+        except ValueError:
+            pass
+    return found
+
+
+def loopback_resolver(resolv_conf="/etc/resolv.conf"):
+    """Whether the machine's DNS server is on its loopback (unreachable from the sandbox)."""
+    return any(server.is_loopback for server in nameservers(resolv_conf))
+
+
+def is_loopback_host(host):
+    """Whether a registry's host name or address is this machine's loopback."""
+    if host == "localhost":
+        return True
     try:
-        return any(ipaddress.ip_address(s.split("%")[0]).is_loopback for s in servers)
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def host_addresses():
+    """This machine's own IPv4 addresses but loopback (a service bound to all of them answers
+    there as on the loopback)."""
+    try:
+        out = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True, timeout=10).stdout
+        found = {info["local"] for link in json.loads(out or "[]") for info in link.get("addr_info", [])}
+    except (OSError, ValueError, subprocess.SubprocessError, KeyError):
+        return []
+    return sorted(a for a in found if not ipaddress.ip_address(a).is_loopback)
+
+
+def routes(blocked, servers, own=()):
+    """``ip -batch`` lines of the namespace: each blocked range and each of the machine's own
+    addresses unreachable, save the DNS servers (reached through slirp4netns' gateway, whatever
+    range they are in)."""
+    lines = [f"route add unreachable {net}" for net in blocked]
+    lines += [f"route add unreachable {address}/32" for address in own
+              if ipaddress.ip_address(address) not in servers]
+    for server in servers:
+        if server.version == 4 and not server.is_loopback and \
+                any(server in ipaddress.ip_network(net) for net in blocked):
+            lines.append(f"route add {server}/32 via {Sandbox.SLIRP_GATEWAY}")
+    return lines
 
 
 class Sandbox:
     """Namespaces for one build: ``async with Sandbox(...) as box: box.buildah_args()``."""
 
     SLIRP_DNS = "10.0.2.3"  # slirp4netns' built-in DNS forwarder
+    SLIRP_GATEWAY = "10.0.2.2"
 
-    def __init__(self, uid_base, id_count, runtime="runc", ready_timeout=10.0):
+    def __init__(self, uid_base, id_count, runtime="runc", ready_timeout=10.0, forwards=(), blocked_networks=()):
         self.uid_base = uid_base
         self.id_count = id_count
         self.runtime = runtime
         self.ready_timeout = ready_timeout
+        # (host, port) of the host's loopback reachable inside, one per port: inside, every loopback
+        # name of the registry (127.0.0.1, localhost) is 127.0.0.1
+        self.forwards = sorted({port: (host, port) for host, port in forwards}.values())
+        self.blocked_networks = list(blocked_networks)
         self.holder = None
         self.slirp = None
+        self.forwarder = None
+        self._servers = []
+        self._folder = None
 
     async def __aenter__(self):
         try:
@@ -113,6 +176,61 @@ class Sandbox:
         if ready != b"1":
             err = (await self.slirp.stderr.read()).decode(errors="replace").strip()
             raise SandboxError(f"slirp4netns could not give the build sandbox a network: {err or 'no reason given'}")
+        self._folder = tempfile.mkdtemp(prefix="kubestudio-sandbox-")  # 0700: root's alone
+        if self.blocked_networks:
+            await self._route()
+        if self.forwards:
+            await self._forward()
+
+    def _in_namespace(self):
+        return ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", "--"]
+
+    async def _route(self):
+        own = await asyncio.to_thread(host_addresses)
+        batch = "\n".join(routes(self.blocked_networks, nameservers(), own)) + "\n"
+        proc = await asyncio.create_subprocess_exec(
+            *self._in_namespace(), "ip", "-batch", "-", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await proc.communicate(batch.encode())
+        if proc.returncode != 0:
+            raise SandboxError(f"the build sandbox's routes could not be set: {out.decode(errors='replace').strip()}")
+
+    async def _forward(self):
+        """The registry's loopback addresses inside the namespace (see :mod:`.netfwd`)."""
+        pairs = []
+        for i, (host, port) in enumerate(self.forwards):
+            path = os.path.join(self._folder, f"forward-{i}.sock")
+            self._servers.append(await serve_unix(path, host, port))
+            pairs.append(f"127.0.0.1:{port}={path}")
+        self.forwarder = await asyncio.create_subprocess_exec(
+            *self._in_namespace(), sys.executable, "-m", "kubestudio.image_builder.backends.netfwd", *pairs,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True)
+        try:
+            line = await asyncio.wait_for(self.forwarder.stdout.readline(), self.ready_timeout)
+        except asyncio.TimeoutError:
+            line = b""
+        if line.strip() != b"ready":
+            rest = b"" if self.forwarder.returncode is None else await self.forwarder.stdout.read()
+            raise SandboxError("the build sandbox could not reach the registry: "
+                               f"{(line + rest).decode(errors='replace').strip() or 'the forwarder did not start'}")
+
+    def enter_args(self):
+        """The start of a command that runs in the sandbox's network (buildah itself)."""
+        args = self._in_namespace()
+        if loopback_resolver():
+            # the machine's DNS server listens on its loopback, which the namespace has not: the
+            # command gets a mount namespace of its own where resolv.conf names slirp4netns' server
+            path = os.path.join(self._folder, "resolv.conf")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(f"nameserver {self.SLIRP_DNS}\n")
+            args += ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                     'mount --bind "$0" /etc/resolv.conf && exec "$@"', path]
+        return args
+
+    def pids(self):
+        """The process groups of the sandbox (for the build's record: recover() kills them)."""
+        return [p.pid for p in (self.holder, self.slirp, self.forwarder) if p is not None]
 
     async def _wait_unshared(self, pid):
         own = os.readlink("/proc/self/ns/net")
@@ -139,9 +257,15 @@ class Sandbox:
         return args
 
     async def close(self):
-        for proc in (self.slirp, self.holder):
+        for proc in (self.forwarder, self.slirp, self.holder):
             if proc is None or proc.returncode is not None:
                 continue
             signal_group(proc.pid, signal.SIGKILL)
             await proc.wait()
-        self.slirp = self.holder = None
+        self.forwarder = self.slirp = self.holder = None
+        for server in self._servers:
+            server.close()
+        self._servers = []
+        if self._folder:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None

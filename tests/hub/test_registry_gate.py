@@ -1,0 +1,146 @@
+"""The local registry's gate with a build's grant (issue 27): the real gate in front of the real
+registry (Debian docker-registry), as the hub runs them. What a build may pull or push is decided
+by the repository each request names, whatever the Dockerfile said."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from kubestudio.hub.registry_gate import remove_grant, write_grant
+from kubestudio.testing.ports import free_port
+from kubestudio.testing.wait import wait_for
+
+pytestmark = pytest.mark.skipif(not shutil.which("docker-registry"), reason="needs docker-registry")
+
+PUSH = ("kubestudio-push", "push-secret")
+PULL = ("kubestudio-pull", "pull-secret")
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gate")
+    socket_path, grants = str(root / "registry.sock"), str(root / "grants")
+    (root / "credentials.json").write_text(json.dumps({"push": {"user": PUSH[0], "password": PUSH[1]},
+                                                       "pull": {"user": PULL[0], "password": PULL[1]}}))
+    (root / "registry.yml").write_text(
+        f"version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\nhttp:\n  net: unix\n  addr: {socket_path}\n")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "kubestudio.hub.registry_gate", "--listen", f"127.0.0.1:{port}",
+                             "--socket", socket_path, "--credentials", str(root / "credentials.json"),
+                             "--grants", grants, "--", "docker-registry", "serve", str(root / "registry.yml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(url, auth=PULL), timeout=30, what="the gate and its registry")
+        images = {repo: push_image(url, repo, "v1", f"{repo} data".encode())
+                  for repo in ("kubestudio/jack/private", "kubestudio/ivy/own", "base/python")}
+        yield url, grants, images
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _answers(url, auth):
+    try:
+        return requests.get(f"{url}/v2/", auth=auth, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def push_image(url, repository, tag, content, auth=PUSH):
+    """A one-layer image pushed with ``auth``: its layer's digest."""
+    digests = []
+    for blob in (content, b"{}"):
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        start = requests.post(f"{url}/v2/{repository}/blobs/uploads/", auth=auth, timeout=10)
+        assert start.status_code == 202, start.text
+        location = start.headers["Location"]
+        location = location if location.startswith("http") else url + location
+        done = requests.put(location, params={"digest": digest}, data=blob, auth=auth, timeout=10,
+                            headers={"Content-Type": "application/octet-stream"})
+        assert done.status_code == 201, done.text
+        digests.append((digest, len(blob)))
+    (layer, layer_size), (config, config_size) = digests
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}]}
+    r = requests.put(f"{url}/v2/{repository}/manifests/{tag}", data=json.dumps(manifest), auth=auth, timeout=10,
+                     headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 201, r.text
+    return layer
+
+
+def test_a_builds_grant_reads_only_what_its_user_may_and_pushes_only_its_repository(gate):
+    url, grants, images = gate
+    build = ("build-ivy1", "the-build-password")
+    write_grant(grants, *build, read=["kubestudio/ivy/*", "base/*"], push=["kubestudio/ivy/new"], ttl=60)
+    accept = {"Accept": OCI_MANIFEST}
+
+    def call(method, path, auth=build, **kwargs):
+        return requests.request(method, url + path, auth=auth, timeout=10, **kwargs)
+
+    assert call("GET", "/v2/").status_code == 200
+    for repo in ("kubestudio/ivy/own", "base/python"):
+        assert call("GET", f"/v2/{repo}/manifests/v1", headers=accept).status_code == 200, repo
+        assert call("GET", f"/v2/{repo}/blobs/{images[repo]}").content == f"{repo} data".encode()
+    jack = "kubestudio/jack/private"
+    refusals = [
+        call("GET", f"/v2/{jack}/manifests/v1", headers=accept),
+        call("HEAD", f"/v2/{jack}/manifests/v1", headers=accept),
+        call("GET", f"/v2/{jack}/blobs/{images[jack]}"),
+        call("GET", f"/v2/{jack}/tags/list"),
+        call("GET", "/v2/_catalog"),
+        # spellings the registry would decode or route to jack's repository
+        call("GET", "/v2/kubestudio%2Fjack%2Fprivate/manifests/v1", headers=accept),
+        call("GET", "/v2/kubestudio/ivy/../jack/private/manifests/v1", headers=accept),
+        call("GET", "/v2/kubestudio/ivy/own/../../jack/private/manifests/v1", headers=accept),
+        call("GET", "/v2//kubestudio/jack/private/manifests/v1", headers=accept),
+        # writes anywhere but its own repository, deletes, and a mount of jack's layer into its own
+        call("POST", f"/v2/{jack}/blobs/uploads/"),
+        call("POST", "/v2/kubestudio/ivy/own/blobs/uploads/"),
+        call("POST", "/v2/kubestudio/ivy/new/blobs/uploads/", params={"mount": images[jack], "from": jack}),
+        call("DELETE", f"/v2/kubestudio/ivy/new/manifests/{images[jack]}"),
+        call("PUT", f"/v2/{jack}/manifests/v2", data="{}", headers={"Content-Type": OCI_MANIFEST}),
+    ]
+    for r in refusals:
+        assert r.status_code == 403, (r.request.method, r.request.url, r.status_code, r.text)
+        if r.request.method != "HEAD":
+            assert r.json()["errors"][0]["code"] == "DENIED"
+        assert b"jack data" not in r.content
+    assert "may not read kubestudio/jack/private" in refusals[0].json()["errors"][0]["message"]
+    assert "may push only to its own repository" in refusals[9].json()["errors"][0]["message"]
+    # its own repository: a whole push works, and a layer it may read can be mounted
+    push_image(url, "kubestudio/ivy/new", "v1", b"ivy's new layer", auth=build)
+    mounted = call("POST", "/v2/kubestudio/ivy/new/blobs/uploads/",
+                   params={"mount": images["base/python"], "from": "base/python"})
+    assert mounted.status_code == 201, mounted.text
+    # a wrong password, another build's name, an odd name, an expired or removed grant: 401
+    for auth in (("build-ivy1", "guess"), ("build-ivy2", "the-build-password"), ("build-../grants/x", "x"),
+                 ("kubestudio-push", "the-build-password")):
+        assert call("GET", "/v2/base/python/manifests/v1", auth=auth, headers=accept).status_code == 401, auth
+    write_grant(grants, "build-old", "pw", read=["*"], push=[], ttl=-1)
+    assert call("GET", "/v2/base/python/manifests/v1", auth=("build-old", "pw"), headers=accept).status_code == 401
+    remove_grant(grants, "build-ivy1")
+    assert call("GET", "/v2/base/python/manifests/v1", headers=accept).status_code == 401
+    # the grants hold a hash, never the password
+    write_grant(grants, "build-ivy3", "plain-password", read=[], push=[], ttl=60)
+    assert "plain-password" not in open(os.path.join(grants, "build-ivy3.json")).read()
+    assert oct(os.stat(os.path.join(grants, "build-ivy3.json")).st_mode & 0o777) == "0o600"
+
+
+def test_the_hubs_own_accounts_keep_their_rights(gate):
+    url, _, images = gate
+    jack = "kubestudio/jack/private"
+    assert requests.get(f"{url}/v2/{jack}/blobs/{images[jack]}", auth=PULL, timeout=10).content == b"kubestudio/jack/private data"
+    assert requests.post(f"{url}/v2/{jack}/blobs/uploads/", auth=PULL, timeout=10).status_code == 403
+    assert requests.get(f"{url}/v2/_catalog", auth=PULL, timeout=10).status_code == 200
+    assert requests.get(f"{url}/v2/", timeout=10).status_code == 401
+    push_image(url, "kubestudio/anyone/else", "v1", b"x")  # the push account writes anywhere
