@@ -83,6 +83,15 @@ class ImageBuilder(ServiceApp):
         builds use `registry_auth_file`, and only the Dockerfile check keeps users' images apart
         (give the registry per-user credentials of its own then).""",
     )
+    check_image_references = Bool(
+        True,
+        config=True,
+        help="""Refuse at once (403 naming the line) a Dockerfile that plainly names an image of our
+        registry its user may not read. An early, clear answer, not the boundary: the Dockerfile is
+        parsed by us, not by the builder. Where `registry_grants_dir` is set (the embedded default),
+        what a build pulls is decided by the registry gate whatever the Dockerfile says, and this
+        check may be turned off (e.g. for Dockerfiles whose FROM names an ARG without a default).""",
+    )
     registry_aliases = List(
         Unicode(),
         config=True,

@@ -245,7 +245,8 @@ class BuildManager:
         request = plan.request
         instructions = specs.parse_dockerfile(plan.text, plan.dockerfile_name)
         plan.steps = len(instructions)
-        self.check_bases(instructions, plan.dockerfile_name, plan.slug, plan.identity, plan.is_admin)
+        if self.config.check_image_references:
+            self.check_bases(instructions, plan.dockerfile_name, plan.slug, plan.identity, plan.is_admin)
         plan.spec_json = request.to_json()
         plan.content_hash = specs.content_hash(plan.spec_json, plan.text, plan.context_digest)
         plan.tag = request.tag or plan.content_hash

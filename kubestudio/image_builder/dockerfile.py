@@ -2,7 +2,13 @@
 
 The builders parse it again for real; this catches the common mistakes (a typo in an
 instruction, no FROM, an unterminated continuation) before a build is queued, with the line at
-fault, and gives the number of steps the progress bar counts to.
+fault, and gives the number of steps the progress bar counts to. It reads continuations and
+here-documents as buildah 1.28 (Debian bookworm's) does: a backslash ends a line only before
+spaces and tabs, and here-documents are refused (that buildah runs their lines as instructions).
+
+**This parse is not a security boundary.** It is ours, not the builder's: whatever it misses, what
+a build may pull is decided by the registry gate with the build's own account (image_builder.grants)
+and what buildah may reach by its sandbox. A clear early error is all it is for.
 """
 
 import re
@@ -12,6 +18,26 @@ INSTRUCTIONS = {
     "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
 }
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z]+)\s*=\s*(\S+)\s*$")
+_HEREDOC = re.compile(r"(?<!<)<<-?(?!<)\s*[\"']?([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _check_mounts(args, number, name):
+    """Refuse ``RUN --mount=type=bind`` with ``from=`` or ``rw``: buildah 1.28 follows a link in the
+    mounted stage out to the host's files (CVE-2024-1753). Defence in depth: buildah runs with a
+    root of its own anyway (backends.sandbox.CONFINE)."""
+    for word in args.split():
+        if not word.startswith("--mount="):
+            continue
+        options = dict(o.partition("=")[::2] for o in word[len("--mount="):].split(","))
+        if options.get("type", "bind") != "bind":
+            continue
+        flag = options.get("rw", options.get("readwrite"))
+        writable = flag is not None and flag.lower() != "false"
+        if "from" in options or writable:
+            raise DockerfileError(
+                f"{name}: line {number}: RUN --mount=type=bind with {'from=' if 'from' in options else 'rw'} is "
+                "refused here: this hub's builder (buildah 1.28) can be led out of the build to the host's files "
+                "through it (CVE-2024-1753); COPY --from= the files you need instead")
 
 
 class DockerfileError(ValueError):
@@ -33,12 +59,7 @@ def parse(text, name="Dockerfile"):
             escape = match.group(2)
     steps = []
     pending, start = None, 0
-    heredoc_end = None
     for number, raw in enumerate(lines, 1):
-        if heredoc_end is not None:
-            if raw.strip() == heredoc_end:
-                heredoc_end = None
-            continue
         line = raw.strip()
         if pending is None:
             if not line or line.startswith("#"):
@@ -46,19 +67,16 @@ def parse(text, name="Dockerfile"):
             pending, start = "", number
         elif line.startswith("#"):
             continue  # comments inside a continuation are dropped
-        if line.endswith(escape):
-            pending += line[:-1] + " "
+        # the builder's rule: the escape character, then only spaces or tabs (a no-break space
+        # after it does not continue the line)
+        if raw.rstrip(" \t\r").endswith(escape):
+            pending += raw.rstrip(" \t\r").strip()[:-1] + " "
             continue
         pending += line
         steps.append((start, pending))
-        heredoc = re.search(r"<<-?\s*[\"']?([A-Za-z_][A-Za-z0-9_]*)[\"']?", pending)
-        if heredoc and pending.split(None, 1)[0].upper() in ("RUN", "COPY"):
-            heredoc_end = heredoc.group(1)
         pending = None
     if pending is not None:
         raise DockerfileError(f"{name}: line {start}: the instruction continues past the end of the file")
-    if heredoc_end is not None:
-        raise DockerfileError(f"{name}: here-document {heredoc_end} is never closed")
     parsed = []
     for number, text_ in steps:
         word, _, args = text_.partition(" ")
@@ -69,6 +87,12 @@ def parse(text, name="Dockerfile"):
                                   + (f" (did you mean {hint}?)" if hint else ""))
         if instruction not in ("CMD", "ENTRYPOINT", "RUN", "SHELL") and not args.strip():
             raise DockerfileError(f"{name}: line {number}: {instruction} needs arguments")
+        heredoc = _HEREDOC.search(args)
+        if heredoc and instruction in ("RUN", "COPY", "ADD"):
+            raise DockerfileError(f"{name}: line {number}: here-documents (<<{heredoc.group(1)}) are not supported by "
+                                  "this hub's builder (buildah 1.28): write the file in the build context and COPY it")
+        if instruction == "RUN":
+            _check_mounts(args, number, name)
         parsed.append((number, instruction, args.strip()))
     if not parsed:
         raise DockerfileError(f"{name}: it has no instructions")

@@ -1,6 +1,7 @@
 """The image service under attack (issue 10): each test replays one attack on a real hub, proxy,
 registry and buildah, and fails if the attack works."""
 
+import asyncio
 import http.server
 import json
 import os
@@ -14,6 +15,8 @@ import time
 import pytest
 import requests
 
+from kubestudio.image_builder.backends.base import BuildFailed, BuildJob
+from kubestudio.image_builder.backends.buildah import BuildahBackend
 from kubestudio.image_builder.backends.sandbox import host_addresses
 from kubestudio.testing.imageshub import follow_to_end, log_flood, percentile
 from kubestudio.testing.wait import wait_for
@@ -160,6 +163,55 @@ def test_add_url_is_fetched_in_the_sandbox_network_never_the_hosts(images):
             server.server_close()
 
 
+CVE_2024_1753 = """FROM {base} AS l
+RUN ln -s / /rootdir
+FROM {base}
+RUN --mount=type=bind,from=l,source=/rootdir,target=/h,rw ls /h; cat /h/tmp/{marker}; touch /h/tmp/{marker}-written; echo end
+"""
+
+
+def test_a_bind_mount_that_leaves_the_build_finds_nothing_of_the_hosts(images, registry, tmp_path):
+    """Issue 27, CVE-2024-1753 (unfixed in Debian bookworm's buildah 1.28): a RUN step that bind-mounts
+    a stage's link to / gets buildah's own /. The service refuses the spelling at once; and buildah
+    runs with a root of its own (the sandbox's confinement), so even an unrefused one finds none of the
+    host's folders: run here through the backend itself, as the service runs it, without the parse."""
+    marker = f"ks-cve-{os.getpid()}-{time.monotonic_ns()}"
+    host_file = os.path.join("/tmp", marker)
+    with open(host_file, "w") as f:
+        f.write("the host's own file\n")
+    os.chmod(host_file, 0o644)  # readable by anyone, the build's unprivileged uid too
+    text = CVE_2024_1753.format(base=registry.base, marker=marker)
+    try:
+        r = images.session("mallory").post(f"{images.url}api/builds", json={"dockerfile_text": text, "name": "cve"})
+        assert r.status_code == 400 and "CVE-2024-1753" in r.json()["message"], r.text
+        # the service said at its start what keeps builds from the host
+        assert "is affected by CVE-2024-1753" in images.hub.log_tail(100000) and \
+            "buildah runs confined to a root of its own" in images.hub.log_tail(100000)
+        context = tmp_path / "context"
+        context.mkdir()
+        (context / "Dockerfile").write_text(text)
+        backend = BuildahBackend(storage_root=str(tmp_path / "storage"), run_root=str(tmp_path / "run"),
+                                 auth_file=registry.auth, tls_verify=False, loopback_registries=[registry.host])
+        job = BuildJob(id="cve1", owner="mallory", owner_slug="mallory", image=f"{registry.host}/kubestudio/mallory/cve:1",
+                       dockerfile="Dockerfile", context_dir=str(context), dockerfile_text=text)
+        lines = []
+        try:
+            asyncio.run(backend.build(job, lines.append))
+        except BuildFailed:
+            pass  # whether buildah ends well or not, what matters is what the step saw and wrote
+        log = "\n".join(lines)
+        assert "end" in lines, log  # the step ran, with its mount
+        assert "the host's own file" not in log, log
+        listing = set(log.split())
+        assert "usr" in listing, log  # it listed a root: buildah's own, not the machine's
+        assert not listing & {"work", "root", "home", "srv", "boot"}, log
+        assert not os.path.exists(host_file + "-written")
+    finally:
+        os.unlink(host_file)
+        if os.path.exists(host_file + "-written"):
+            os.unlink(host_file + "-written")
+
+
 def test_private_images_of_others_cannot_be_built_from(images):
     bob = images.client("bob")
     secret = bob.build(dockerfile_text=f"FROM {images.registry.base}\nRUN echo bob-secret > /secret.txt\n",
@@ -174,7 +226,7 @@ def test_private_images_of_others_cannot_be_built_from(images):
         "line 2": f"FROM {images.registry.base} AS one\nFROM {alias}\n",
         "line 3": f"FROM {images.registry.base} AS one\nFROM {images.registry.base}\nCOPY --from={secret_image} /secret.txt /s\n",
         "line 3 ": f"ARG BASE={secret_image}\nFROM {images.registry.base}\nFROM $BASE\n",
-        "line 2 ": f"FROM {images.registry.base}\nRUN --mount=type=bind,from={secret_image},target=/b cat /b/secret.txt\n",
+        "line 2 ": f"FROM {images.registry.base}\nRUN --mount=type=cache,from={secret_image},target=/b cat /b/secret.txt\n",
     }
     for line, text in attempts.items():
         r = s.post(f"{images.url}api/builds", json={"dockerfile_text": text, "name": "stolen"})

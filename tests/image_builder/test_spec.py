@@ -76,13 +76,25 @@ def test_dockerfile_parse():
     assert steps[2] == (5, "RUN", "echo a  && echo b")
 
 
+def test_dockerfile_reads_continuations_and_mounts_as_buildah_does():
+    # a no-break space after the backslash ends the line for buildah, so it does here
+    steps = df.parse("FROM scratch\nLABEL a=b \\\u00a0\nCOPY --from=x/y /a /b\nRUN cat <<< here-string\n"
+                     "RUN --mount=type=cache,target=/c --mount=type=bind,target=/b,rw=false ls\n")
+    assert [s[1] for s in steps] == ["FROM", "LABEL", "COPY", "RUN", "RUN"]
+    assert df.image_references(steps) == [(3, "x/y")]
+
+
 @pytest.mark.parametrize("text,message", [
     ("FORM busybox\n", "line 1: unknown instruction 'FORM' (did you mean FROM?)"),
     ("RUN echo\n", "the first instruction (after ARGs) must be FROM"),
     ("FROM busybox\nRUN echo \\\n", "continues past the end of the file"),
     ("# only a comment\n", "it has no instructions"),
     ("FROM busybox\nCOPY\n", "line 2: COPY needs arguments"),
-    ("FROM busybox\nRUN <<EOF\necho\n", "here-document EOF is never closed"),
+    ("FROM busybox\nRUN <<EOF\necho\nEOF\n", "line 2: here-documents (<<EOF) are not supported"),
+    ("FROM busybox\nCOPY <<-'X' /f\nx\nX\n", "line 2: here-documents (<<X) are not supported"),
+    ("FROM busybox\nRUN --mount=type=bind,from=l,source=/r,target=/h ls\n", "line 2: RUN --mount=type=bind with from="),
+    ("FROM busybox\nRUN --mount=target=/h,rw ls\n", "CVE-2024-1753"),
+    ("FROM busybox\nRUN --mount=type=bind,target=/h,readwrite=true ls\n", "with rw is refused"),
 ])
 def test_dockerfile_errors(text, message):
     with pytest.raises(df.DockerfileError) as e:

@@ -21,8 +21,17 @@ from .sandbox import Sandbox, SandboxError, check_host
 STEP = re.compile(r"^STEP (\d+)/(\d+):")
 # the registry's refusal in buildah's error ("... denied: <why>"): the build's message says it
 REFUSED = re.compile(r"\b(?:denied|unauthorized): (.+?)\s*$")
-DEFAULT_STORAGE_ROOT = "/var/lib/containers/kubestudio"
-DEFAULT_RUN_ROOT = "/run/containers/kubestudio"
+FIXED_CVE_2024_1753 = (1, 35, 1)
+
+
+def buildah_version(text):
+    """(major, minor, patch) of ``buildah --version``'s answer, or None."""
+    match = re.search(r"version (\d+)\.(\d+)\.(\d+)", text)
+    return tuple(int(n) for n in match.groups()) if match else None
+
+
+DEFAULT_STORAGE_ROOT = "/var/lib/containers/storage"  # buildah's own defaults for root
+DEFAULT_RUN_ROOT = "/run/containers/storage"
 
 
 class BuildahBackend(BuildBackend):
@@ -109,10 +118,11 @@ class BuildahBackend(BuildBackend):
     stop_grace_seconds = Integer(5, config=True, help="Seconds between SIGTERM and SIGKILL when a build is cancelled.")
 
     def _global_args(self, job=None):
-        storage_root, run_root = self.storage_root, self.run_root
+        # always named: a confined buildah (the sandbox) sees only the folders it is given
+        storage_root, run_root = self.storage_root or DEFAULT_STORAGE_ROOT, self.run_root or DEFAULT_RUN_ROOT
         if self.storage_per_user and job is not None and not job.service_build:
-            storage_root = os.path.join(storage_root or DEFAULT_STORAGE_ROOT, "users", job.owner_slug)
-            run_root = os.path.join(run_root or DEFAULT_RUN_ROOT, "users", job.owner_slug)
+            storage_root = os.path.join(storage_root, "users", job.owner_slug)
+            run_root = os.path.join(run_root, "users", job.owner_slug)
         return buildah_command(self.buildah, self.storage_driver, storage_root, run_root)
 
     def _auth_args(self, job):
@@ -128,6 +138,28 @@ class BuildahBackend(BuildBackend):
                 check_host(self.runtime)
             except SandboxError as e:
                 raise BuildFailed(str(e)) from None
+        await self._say_mitigations()
+
+    async def _say_mitigations(self):
+        """Log whether this buildah is one CVE-2024-1753 affects, and what keeps builds from the host."""
+        try:
+            proc = await asyncio.create_subprocess_exec(self.buildah, "--version", stdout=asyncio.subprocess.PIPE,
+                                                        stderr=asyncio.subprocess.DEVNULL)
+            out, _ = await proc.communicate()
+        except OSError:
+            return  # not installed: builds fail with that reason
+        version = buildah_version(out.decode(errors="replace"))
+        if version is None or version >= FIXED_CVE_2024_1753:
+            self.log.info("buildah %s: not affected by CVE-2024-1753", ".".join(map(str, version or ())) or "?")
+        elif self.sandbox:
+            self.log.warning("buildah %s is affected by CVE-2024-1753 (a RUN bind mount from a stage can reach "
+                             "buildah's own files); in force: buildah runs confined to a root of its own in the build "
+                             "sandbox, and RUN --mount=type=bind with from= or rw is refused",
+                             ".".join(map(str, version)))
+        else:
+            self.log.error("buildah %s is affected by CVE-2024-1753 and BuildahBackend.sandbox is off: a build can "
+                           "read and write the host's files through a RUN bind mount (only RUN --mount=type=bind "
+                           "with from= or rw is refused); turn the sandbox on", ".".join(map(str, version)))
 
     async def build(self, job, emit):
         if not self.sandbox:
@@ -138,8 +170,15 @@ class BuildahBackend(BuildBackend):
             try:
                 async with Sandbox(self.sandbox_uid_base, self.sandbox_id_count, self.runtime, forwards=forwards,
                                    blocked_networks=self.sandbox_blocked_networks) as box:
-                    # buildah itself in the sandbox's network: what it fetches never reaches the host
-                    await self._bud(job, emit, box.buildah_args(), groups=box.pids(), prefix=box.enter_args())
+                    # buildah itself in the sandbox's network, with a root of its own: what it fetches
+                    # never reaches the host, and what it mounts holds nothing of the host's
+                    storage = self._global_args(job)
+                    writable = [storage[storage.index(flag) + 1] for flag in ("--root", "--runroot") if flag in storage]
+                    for folder in writable:
+                        os.makedirs(folder, mode=0o700, exist_ok=True)
+                    readable = [job.context_dir] + [f for f in (job.auth_file or self.auth_file,) if f]
+                    await self._bud(job, emit, box.buildah_args(), groups=box.pids(),
+                                    prefix=box.enter_args(readable, writable))
             except SandboxError as e:
                 raise BuildFailed(str(e)) from None
         return await self._push(job, emit)

@@ -15,7 +15,8 @@ sandbox, each build gets
 A user namespace cannot mount a sysfs for a network namespace it does not own, so RUN steps see
 the host's ``/sys`` read-only, as rootless Podman's containers on a shared network do.
 
-buildah itself runs in that network namespace too (:meth:`Sandbox.enter_args`): what it fetches
+buildah itself runs in that network namespace too (:meth:`Sandbox.enter_args`), confined to a
+root folder of its own (CVE-2024-1753, see :data:`CONFINE`): what it fetches
 for the Dockerfile (``ADD <url>``, which it does on its own, outside any RUN container) can reach
 neither the host's loopback nor, by the namespace's routes, the private, link-local and shared
 ranges (``blocked_networks``: a cloud's metadata service, the cluster's pods). The registry it
@@ -38,6 +39,13 @@ import tempfile
 
 from ...processgroup import signal_group
 from .netfwd import serve_unix
+
+
+# buildah 1.28 (Debian bookworm's) follows a link in a stage's files when it bind-mounts them into a
+# RUN step (RUN --mount=type=bind,from=...: CVE-2024-1753), which gives the step the host's /: so
+# buildah itself runs with a root of its own, where / holds nothing of the host worth reading or
+# writing (the script's header says what it holds)
+CONFINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "confine.sh")
 
 
 class SandboxError(Exception):
@@ -215,18 +223,27 @@ class Sandbox:
             raise SandboxError("the build sandbox could not reach the registry: "
                                f"{(line + rest).decode(errors='replace').strip() or 'the forwarder did not start'}")
 
-    def enter_args(self):
-        """The start of a command that runs in the sandbox's network (buildah itself)."""
-        args = self._in_namespace()
+    def enter_args(self, readable=(), writable=()):
+        """The start of a command that runs in the sandbox's network (buildah itself), confined to a
+        root of its own (:data:`CONFINE`) holding the system's programs read-only, a private /tmp
+        and /var/tmp, and of the host's folders only ``readable`` (read-only) and ``writable``."""
+        new_root = os.path.join(self._folder, "root")
+        scratch = os.path.join(self._folder, "var-tmp")
+        os.makedirs(new_root, exist_ok=True)
+        os.makedirs(scratch, exist_ok=True)
+        os.chmod(scratch, 0o1777)  # as the host's /var/tmp: RUN steps' mapped root reaches its rootfs there
+        binds = [arg for path in readable for arg in ("--ro", path)]
+        binds += [arg for path in writable for arg in ("--rw", path)]
+        binds += ["--rw-at", f"/var/tmp:{scratch}"]
         if loopback_resolver():
             # the machine's DNS server listens on its loopback, which the namespace has not: the
-            # command gets a mount namespace of its own where resolv.conf names slirp4netns' server
+            # build's resolv.conf names slirp4netns' server
             path = os.path.join(self._folder, "resolv.conf")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(f"nameserver {self.SLIRP_DNS}\n")
-            args += ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-                     'mount --bind "$0" /etc/resolv.conf && exec "$@"', path]
-        return args
+            binds += ["--ro-at", f"/etc/resolv.conf:{path}"]
+        return [*self._in_namespace(), "unshare", "--mount", "--propagation", "private", "--",
+                "bash", CONFINE, new_root, *binds, "--"]
 
     def pids(self):
         """The process groups of the sandbox (for the build's record: recover() kills them)."""
