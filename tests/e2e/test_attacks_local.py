@@ -441,13 +441,13 @@ open(os.path.join(ws, "look.py"), "w").write(
 stop = threading.Event()
 def swap():
     while not stop.is_set():
-        os.rename(wd, real); os.symlink(sys.argv[1], wd); time.sleep(0.002)
-        os.unlink(wd); os.rename(real, wd); time.sleep(0.002)
+        os.rename(wd, real); os.symlink(sys.argv[1], wd); time.sleep(0.005)
+        os.unlink(wd); os.rename(real, wd); time.sleep(0.015)
 swapper = threading.Thread(target=swap)
 swapper.start()
 client, started = JobsClient(), 0
 try:
-    for i in range(40):
+    for i in range(60):
         try:
             job = client.create(name=f"race-{i}", script="look.py", working_dir="wd2", procs_per_node=6)
         except ServiceError as e:
