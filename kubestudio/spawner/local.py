@@ -359,7 +359,8 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         is its own. A shared /tmp shows every account the names of the others' files, and keeps
         whatever a server leaves there (jupyter-server-proxy's socket folders) for good."""
         runtime = os.path.join(self.data_dir, "runtime")
-        os.makedirs(runtime, mode=0o711, exist_ok=True)
+        os.makedirs(runtime, exist_ok=True)
+        os.chmod(runtime, 0o711)  # each user passes through to their own (the hub's umask may be 077)
         path = self._private_tmp()
         parent = os.open(runtime, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
