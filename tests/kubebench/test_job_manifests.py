@@ -80,10 +80,16 @@ def test_the_apiserver_accepts_every_kind(bench, crds):
         assert r.status_code == 201, (kind, r.text)
 
 
-RANKS = """import json, os
+# the master waits for every rank, as a real job's rendezvous does: the job succeeds when the master
+# ends, and a worker still starting on a busy machine would be cleaned up before it wrote its file
+RANKS = """import json, os, time
 with open(f"ranks/{os.environ['RANK']}.json", "w") as f:
     json.dump({k: os.environ[k] for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "KUBESTUDIO_JOB")}, f)
-print("rank", os.environ["RANK"], "wrote its file")
+print("rank", os.environ["RANK"], "wrote its file", flush=True)
+deadline = time.monotonic() + 60
+while os.environ["RANK"] == "0" and time.monotonic() < deadline and \\
+        len(os.listdir("ranks")) < int(os.environ["WORLD_SIZE"]):
+    time.sleep(0.1)
 """
 
 
