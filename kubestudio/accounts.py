@@ -170,11 +170,24 @@ class UserAccounts(Configurable):
             raise AccountError(f"the OS account {name!r} for {username!r} is root's uid: refusing to use it")
         return _account(entry)
 
+    def _known(self, username):
+        """The account of ``username`` when it exists already (a local lookup, no thread on a job's
+        way to its start), else None; :meth:`account` decides everything else."""
+        if not self.enabled or username in self.map:
+            return None
+        try:
+            entry = self._existing(self.os_name(username), username)
+        except AccountError:
+            return None  # account() says it
+        return _account(entry) if entry is not None and entry.pw_uid != 0 else None
+
     async def account_owning(self, username, folders):
         """The account of ``username`` (made on first use) owning the user's folders (root,
         workspace, archives, home of a :class:`~kubestudio.spawner.storage.UserFolders`), or None
         when accounts are off."""
-        account = await asyncio.to_thread(self.account, username, folders.home)
+        account = self._known(username)
+        if account is None:  # accounts off, to be made, or mapped: off the event loop (useradd)
+            account = await asyncio.to_thread(self.account, username, folders.home)
         if account is not None:
             account.own(folders.root, folders.workspace, folders.archives, folders.home)
         return account

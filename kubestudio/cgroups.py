@@ -143,9 +143,9 @@ class Group:
     :meth:`remove`.
 
     On v1 a process is moved into as few hierarchies as the limits need (``pids`` always: it lists
-    the members and limits their number; ``memory`` only with a memory limit): each move waits for
-    the kernel's cgroup lock, a few milliseconds on a busy machine, and it is on a rank's way to
-    its first line. v1's kill needs no freezer: every member is killed until none is left (a fork
+    the members and limits their number; ``memory`` only with a memory limit), and it moves itself
+    (:meth:`join_files`), which is free; a move by pid waits for the kernel's cgroup lock, a few
+    milliseconds on a busy machine, on a rank's way to its first line. v1's kill needs no freezer: every member is killed until none is left (a fork
     in between is caught by the next round, and ``pids.max`` bounds them).
     """
 
@@ -189,6 +189,17 @@ class Group:
             missing = [c for c in ("memory", "pids") if c not in enabled]
             if missing:
                 _write(os.path.join(folder, "cgroup.subtree_control"), " ".join(f"+{c}" for c in missing))
+
+    def join_files(self):
+        """Files a new process writes ``0`` to, to move itself in (v1's ``tasks``), or None (v2).
+
+        A process moving its own (single) thread takes no global lock: the kernel skips the
+        threadgroup lock for the current task, whose wait (one RCU grace period) is what a move of
+        another process by pid costs, 5-15 ms. v2 moves whole processes only (``cgroup.procs``),
+        so there the service moves the process (:meth:`add`)."""
+        if self.kind != "v1":
+            return None
+        return [os.path.join(folder, "tasks") for folder in self.folders().values()]
 
     def add(self, pid):
         """Move process ``pid`` into the cgroup (in every hierarchy it needs)."""

@@ -17,6 +17,12 @@ environment) does the rest as the user:
    restarted service reads it there).
 
 Without an account (a hub that is not root) the same steps run without ``setpriv``.
+
+On cgroup v1 the process joins its cgroup itself, before ``setpriv`` (a ``sh`` of ours, root, the
+fixed environment, writing ``0`` to each hierarchy's ``tasks``): a process moving itself costs
+nothing, where a move by pid waits for the kernel's cgroup lock (5-15 ms, on every rank's way to
+its first line). There is then no gate. On v2 the service moves the process while it waits at the
+gate.
 """
 
 import asyncio
@@ -26,6 +32,7 @@ from dataclasses import dataclass, field
 from .processgroup import signal_group
 
 BASH = "/bin/bash"
+SH = "/bin/sh"
 # what a process of ours runs with until it is the user's: the system's tools and a plain locale
 PRIVILEGED_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}
 NONE = "-"
@@ -41,6 +48,14 @@ exec {e}<&-
 if [ "$d" != - ]; then cd -P "/proc/self/fd/$d" || exit 126; exec {d}<&-; fi
 if [ "$x" = - ]; then exec "$@"; fi
 "$@"; c=$?; echo $c >&"$x"; exit $c"""
+
+
+# $1.. the cgroup files to write 0 to, then --, then the command: run as root with the fixed
+# environment, before setpriv, so nothing of the user's starts outside the cgroup
+JOIN = r"""while [ "$1" != -- ]; do echo 0 > "$1" || { echo "kubestudio: cannot join the cgroup ($1)" >&2; exit 125; }; shift; done
+shift
+exec "$@"
+"""
 
 
 @dataclass
@@ -83,16 +98,19 @@ def env_file(env):
     return fd
 
 
-def prepare(account, argv, env, cwd_fd=None, exit_fd=None, gate_fd=None):
+def prepare(account, argv, env, cwd_fd=None, exit_fd=None, gate_fd=None, join=None):
     """The :class:`Launch` of ``argv`` as ``account`` (None: as the service itself) with the user's
     ``env`` applied only after the switch; ``cwd_fd``, ``exit_fd``, ``gate_fd``: descriptors the
-    caller opened (it closes them), passed on to the child and closed there once used."""
+    caller opened (it closes them), passed on to the child and closed there once used; ``join``:
+    cgroup files the process moves itself in with, first of all (:meth:`Group.join_files`)."""
     fd = env_file(env)
     given = [f for f in (cwd_fd, exit_fd, gate_fd) if f is not None]
     loader = [BASH, "--noprofile", "--norc", "-c", LOADER, "kubestudio-launch", str(fd),
               *(str(f) if f is not None else NONE for f in (cwd_fd, exit_fd, gate_fd)), *argv]
     if account is not None:
         loader = account.command(loader)
+    if join:
+        loader = [SH, "-c", JOIN, "kubestudio-join", *join, "--", *loader]
     return Launch(argv=loader, env=dict(PRIVILEGED_ENV), pass_fds=(fd, *given), _owned=[fd])
 
 
@@ -102,12 +120,13 @@ async def start_process(account, argv, env, group=None, cwd_fd=None, exit_fd=Non
     put there before anything of the user's runs (the loader waits at its gate until then).
     ``popen``: stdout, stderr and the like for ``asyncio.create_subprocess_exec``. The process; on
     a failure to place it, it is killed and the error raised."""
-    gate, release = os.pipe() if group is not None else (None, None)
+    join = group.join_files() if group is not None else None
+    gate, release = os.pipe() if group is not None and not join else (None, None)
     try:
-        with prepare(account, argv, env, cwd_fd=cwd_fd, exit_fd=exit_fd, gate_fd=gate) as launch:
+        with prepare(account, argv, env, cwd_fd=cwd_fd, exit_fd=exit_fd, gate_fd=gate, join=join) as launch:
             proc = await asyncio.create_subprocess_exec(*launch.argv, stdin=asyncio.subprocess.DEVNULL, cwd="/",
                                                         start_new_session=True, **launch.kwargs(), **popen)
-        if group is not None:
+        if group is not None and not join:
             try:
                 # off the event loop: a move waits for the kernel's cgroup lock
                 await asyncio.to_thread(group.add, proc.pid)

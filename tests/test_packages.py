@@ -27,19 +27,20 @@ ALLOWED = {
     "launch": {"processgroup"},  # starting a user's process from root (env after the drop, cwd by descriptor)
     "serverimage": set(),  # the local single-user image: made by image_builder, run by spawner
     "registry": {"dockerauth"},
+    "registry_grants": set(),  # a build's own account at the registry gate: written by image_builder, read by hub
     "kube": {"names"},
     "services": {"names", "quantities"},
     "spawner": {"names", "imageref", "kube", "services", "processgroup", "quantities", "slugs", "accounts", "fdpath",
                 "launch", "cgroups"},
     "image_builder": {"names", "imageref", "dockerauth", "registry", "kube", "services", "processgroup", "spawner",
-                      "quantities", "slugs", "serverimage"},
+                      "quantities", "slugs", "serverimage", "registry_grants"},
     "jobs": {"names", "imageref", "registry", "kube", "services", "processgroup", "spawner", "quantities", "slugs",
              "accounts", "launch", "cgroups"},
     "tensorboards": {"names", "kube", "services", "spawner", "processgroup", "quantities", "slugs", "accounts",
                      "launch", "cgroups"},
     "extensions": {"names", "services", "jobs.client", "jobs.spec", "tensorboards.client"},  # the SDKs are the CLI's too
     "hub": {"names", "services", "spawner", "image_builder.service", "jobs.service", "tensorboards.service",
-            "processgroup", "accounts", "dockerauth", "portclaims"},
+            "processgroup", "accounts", "dockerauth", "portclaims", "registry_grants"},
 }
 
 

@@ -2,7 +2,7 @@
 registry gate, by the repository each request names, never by a parse of the Dockerfile.
 
 Before a build starts, the service writes a grant for it into the gate's grants folder
-(:func:`kubestudio.hub.registry_gate.write_grant`): a fresh ``build-<id>`` account allowed to pull
+(:func:`kubestudio.registry_grants.write_grant`): a fresh ``build-<id>`` account allowed to pull
 what the build's user may read (:meth:`BuildManager.readable`: their own images, the shared bases,
 their projects' images) and to push its own repository only, and a Docker auth file for buildah
 holding that account for every name of our registry (the admin's credentials for other registries
@@ -16,7 +16,7 @@ import os
 import secrets
 
 from .. import dockerauth
-from ..hub.registry_gate import refusals, remove_grant, write_grant
+from ..registry_grants import refusals, remove_grant, write_grant
 
 
 class BuildGrant:

@@ -12,7 +12,7 @@ import sys
 import pytest
 import requests
 
-from kubestudio.hub.registry_gate import remove_grant, write_grant
+from kubestudio.registry_grants import remove_grant, write_grant
 from kubestudio.testing.ports import free_port
 from kubestudio.testing.wait import wait_for
 

@@ -38,7 +38,7 @@ from ...spawner.gpus import JOB, Allocation, GpuLedger, detect_gpus, gpus_from_c
 from ...spawner.imagerun import ImageRunError, ImageRunner, inside_env, runner_env, user_mounts, write_env_file
 from ...spawner.request import HOST_IMAGE
 from ...spawner.storage import ensure_user_folders, mount_name, user_folders
-from ...spawner.userenv import ensure_user_env, layered_env, site_packages
+from ...spawner.userenv import base_site_packages, ensure_user_env, is_ready, layered_env, site_packages, user_env_path
 from ..spec import SpecError
 from .base import JobBackend, Outcome
 
@@ -610,10 +610,14 @@ class LocalJobBackend(JobBackend):
         python = self.python
         if python == sys.executable:
             home = self.folders(run.owner).home
-            try:
-                python = os.path.join(await asyncio.to_thread(ensure_user_env, home, account), "python")
-            except OSError as e:
-                return Outcome("failed", str(e))
+            ready = user_env_path(home)
+            if is_ready(ready, base_site_packages()):  # the usual case: no thread on the start's way
+                python = os.path.join(ready, "bin", "python")
+            else:
+                try:
+                    python = os.path.join(await asyncio.to_thread(ensure_user_env, home, account), "python")
+                except OSError as e:
+                    return Outcome("failed", str(e))
         if not run.spec.packages:
             return python
         venv = os.path.join(self._dir(run), "venv")
