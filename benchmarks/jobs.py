@@ -94,10 +94,14 @@ def through_service(session, url, name, script="one.py"):
 
 def rank_start(account, folders, contained, rounds=30):
     """Median seconds from spawning a rank to its first output: the secure start of
-    :mod:`kubestudio.launch` in a fresh cgroup (``contained``), or the start before it (setpriv
-    handed the user's environment, a bash wrapper writing the exit status)."""
+    :mod:`kubestudio.launch` (``start_process``) in a fresh cgroup (``contained``), or the start
+    before it (setpriv handed the user's environment, a bash wrapper writing the exit status)."""
+    import asyncio
+
     from kubestudio.cgroups import Containment
-    from kubestudio.launch import open_folder_inside, prepare
+    from kubestudio.launch import open_folder_inside, start_process
+
+    loop = asyncio.new_event_loop()
 
     env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": folders.home, "RANK": "0", "PYTHONUNBUFFERED": "1"}
     containment = Containment()
@@ -110,16 +114,17 @@ def rank_start(account, folders, contained, rounds=30):
             group = containment.group(f"bench-rank-{os.getpid()}-{i}")
             if group is not None:
                 group.create()
-            gate, release = os.pipe()
             cwd_fd = open_folder_inside(folders.workspace, folders.workspace, "working_dir")
-            with prepare(account, ["printf", "x"], env, cwd_fd=cwd_fd, exit_fd=exit_w,
-                         gate_fd=gate if group else None) as launch:
-                proc = subprocess.Popen(launch.argv, stdout=out_w, stdin=subprocess.DEVNULL, cwd="/",
-                                        start_new_session=True, **launch.kwargs())
-            if group is not None:
-                group.add(proc.pid)
-            for fd in (gate, release, cwd_fd):
-                os.close(fd)
+
+            async def start(group=group, cwd_fd=cwd_fd):
+                # the product's own start (joining the cgroup as it does), timed from its call
+                begun = time.perf_counter()
+                proc = await start_process(account, ["printf", "x"], env, group=group, cwd_fd=cwd_fd,
+                                           exit_fd=exit_w, stdout=out_w)
+                return begun, proc
+
+            started, proc = loop.run_until_complete(start())
+            os.close(cwd_fd)
         else:
             wrapper = ["/bin/bash", "-c", '"$@"; code=$?; echo $code >&$0; exit $code', str(exit_w), "printf", "x"]
             proc = subprocess.Popen(account.command(wrapper), stdout=out_w, stdin=subprocess.DEVNULL, env=env,
@@ -127,7 +132,10 @@ def rank_start(account, folders, contained, rounds=30):
         os.close(out_w)
         os.read(out_r, 1)
         times.append(time.perf_counter() - started)
-        proc.wait()
+        if contained:
+            loop.run_until_complete(proc.wait())
+        else:
+            proc.wait()
         for fd in (out_r, exit_r, exit_w):
             os.close(fd)
         if contained and group is not None:
@@ -135,6 +143,7 @@ def rank_start(account, folders, contained, rounds=30):
         # ranks start as jobs come, not back to back: a cgroup move right after another one is
         # cheaper (the kernel's cgroup lock is still in its slow mode), which would flatter it
         time.sleep(0.1)
+    loop.close()
     return statistics.median(times)
 
 
