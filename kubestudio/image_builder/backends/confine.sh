@@ -11,6 +11,9 @@ shift
 # pass through: made 0755 whatever the service's umask; the command gets the service's back
 service_umask=$(umask)
 umask 022
+# root's tools (pivot_root) live in sbin, which a hub started with a user's PATH lacks
+service_path=$PATH
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}
 mount -t tmpfs -o mode=0755,nosuid tmpfs "$root"
 
 bind() {  # bind HOST_PATH INSIDE_PATH ro|rw
@@ -76,4 +79,5 @@ cd /
 umount -l /.old-root
 rmdir /.old-root
 umask "$service_umask"
+PATH=$service_path
 exec "$@"

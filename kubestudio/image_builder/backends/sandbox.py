@@ -46,6 +46,7 @@ from .netfwd import serve_unix
 # buildah itself runs with a root of its own, where / holds nothing of the host worth reading or
 # writing (the script's header says what it holds)
 CONFINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "confine.sh")
+SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 
 
 class SandboxError(Exception):
@@ -100,11 +101,17 @@ def is_loopback_host(host):
         return False
 
 
+def system_tool(name):
+    """``name`` on PATH, else in sbin (``ip``, ``pivot_root``: a hub started with a user's PATH,
+    /usr/bin:/bin, lacks sbin). The name as is when found nowhere."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), *SBIN])) or name
+
+
 def host_addresses():
     """This machine's own IPv4 addresses but loopback (a service bound to all of them answers
     there as on the loopback)."""
     try:
-        out = subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run([system_tool("ip"), "-j", "-4", "addr", "show"], capture_output=True, text=True, timeout=10).stdout
         found = {info["local"] for link in json.loads(out or "[]") for info in link.get("addr_info", [])}
     except (OSError, ValueError, subprocess.SubprocessError, KeyError):
         return []
@@ -197,7 +204,7 @@ class Sandbox:
         own = await asyncio.to_thread(host_addresses)
         batch = "\n".join(routes(self.blocked_networks, nameservers(), own)) + "\n"
         proc = await asyncio.create_subprocess_exec(
-            *self._in_namespace(), "ip", "-batch", "-", stdin=asyncio.subprocess.PIPE,
+            *self._in_namespace(), system_tool("ip"), "-batch", "-", stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         out, _ = await proc.communicate(batch.encode())
         if proc.returncode != 0:
