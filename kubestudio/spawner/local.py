@@ -13,6 +13,7 @@ spawn page says so.
 """
 
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -35,6 +36,9 @@ from .imagerun import ImageRunError, ImageRunner, inside_env, runner_env, user_m
 from .request import HOST_IMAGE, SpawnRefused
 from .storage import ensure_user_folders, mount_name, user_folders, user_slug
 from .userenv import BASE_SITE_ENV, base_site_packages, ensure_user_env
+
+# the servers' private TMPDIRs (root's, short: Unix sockets live there)
+RUNTIME_ROOT = "/run/kubestudio"
 
 # The directory of the hub's own Python (its venv's bin): servers run jupyterhub-singleuser and the
 # `kubestudio` CLI from there whatever PATH the hub was started with.
@@ -352,19 +356,28 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         return f"ks-{user_slug(self.user.name)}-{self.name or 'server'}"
 
     def _private_tmp(self):
-        return os.path.join(self.data_dir, "runtime", self._container_name())
+        # short and root's: a Unix socket's path must fit in 108 bytes (jupyter-server-proxy puts
+        # code-server's in TMPDIR), which a folder under data_dir may not
+        key = hashlib.sha256(f"{os.path.abspath(self.data_dir)}\0{self._container_name()}".encode()).hexdigest()
+        return os.path.join(RUNTIME_ROOT, key[:16])
 
     def _make_private_tmp(self):
-        """The server's own TMPDIR, 0700 and the user's, gone when the server stops: as a pod's /tmp
-        is its own. A shared /tmp shows every account the names of the others' files, and keeps
-        whatever a server leaves there (jupyter-server-proxy's socket folders) for good."""
-        runtime = os.path.join(self.data_dir, "runtime")
-        os.makedirs(runtime, exist_ok=True)
-        os.chmod(runtime, 0o711)  # each user passes through to their own (the hub's umask may be 077)
-        path = self._private_tmp()
-        parent = os.open(runtime, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        """The server's own TMPDIR (/run/kubestudio/<key>), 0700 and the user's, gone when the server
+        stops: as a pod's /tmp is its own. A shared /tmp shows every account the names of the others'
+        files, and keeps whatever a server leaves there (jupyter-server-proxy's socket folders) for
+        good. None (the machine's /tmp) for a hub that is not root: /run is root's."""
+        if os.geteuid() != 0:
+            return None
+        os.makedirs(RUNTIME_ROOT, exist_ok=True)
+        parent = os.open(RUNTIME_ROOT, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            fd = open_child(parent, os.path.basename(path), 0o700)  # runtime/ is root's: no swap
+            info = os.fstat(parent)
+            if info.st_uid != 0:
+                self.log.warning("%s is not root's: servers use the machine's /tmp", RUNTIME_ROOT)
+                return None
+            os.fchmod(parent, 0o711)  # each user passes through to their own folder
+            path = self._private_tmp()
+            fd = open_child(parent, os.path.basename(path), 0o700)  # /run/kubestudio is root's: no swap
         finally:
             os.close(parent)
         try:
