@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,27 @@ from .userenv import BASE_SITE_ENV, base_site_packages, ensure_user_env
 
 # the servers' private TMPDIRs (root's, short: Unix sockets live there)
 RUNTIME_ROOT = "/run/kubestudio"
+
+def prune_private_tmps(min_age=60.0):
+    """Remove the private TMPDIRs whose owner's account is gone (a server its hub never stopped,
+    the accounts removed since): nobody can use them any more."""
+    try:
+        names = os.listdir(RUNTIME_ROOT)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(RUNTIME_ROOT, name)
+        try:
+            info = os.lstat(path)
+            pwd.getpwuid(info.st_uid)
+            continue  # its owner still exists
+        except KeyError:
+            if time.time() - info.st_mtime < min_age:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
 
 # The directory of the hub's own Python (its venv's bin): servers run jupyterhub-singleuser and the
 # `kubestudio` CLI from there whatever PATH the hub was started with.
@@ -369,6 +391,7 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         if os.geteuid() != 0:
             return None
         os.makedirs(RUNTIME_ROOT, exist_ok=True)
+        prune_private_tmps()
         parent = os.open(RUNTIME_ROOT, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             info = os.fstat(parent)

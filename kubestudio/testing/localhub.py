@@ -163,6 +163,10 @@ class LocalHub:
         if stop_servers:
             self.kill_leftover_servers()
             remove_accounts(self.account_prefix)
+            # the TMPDIRs of servers the hub left running (keep_servers_running), their owners gone
+            from ..spawner.local import prune_private_tmps
+
+            prune_private_tmps(min_age=0)
 
     def kill_leftover_servers(self):
         """Kill what this hub started and left behind: its proxy (JupyterHub starts it in a session

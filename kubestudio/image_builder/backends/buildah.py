@@ -9,6 +9,7 @@ after a change in the last step reuses every earlier layer.
 import asyncio
 import os
 import re
+import shutil
 import signal
 import tempfile
 
@@ -16,7 +17,7 @@ from traitlets import Bool, Integer, List, Unicode
 
 from ...spawner.imagerun import buildah_command
 from .base import BuildBackend, BuildFailed, BuildOutcome, LineSplitter
-from .sandbox import Sandbox, SandboxError, check_host
+from .sandbox import Sandbox, SandboxError, check_host, is_sandbox_folder
 
 STEP = re.compile(r"^STEP (\d+)/(\d+):")
 # the registry's refusal in buildah's error ("... denied: <why>"): the build's message says it
@@ -178,12 +179,12 @@ class BuildahBackend(BuildBackend):
                         os.makedirs(folder, mode=0o700, exist_ok=True)
                     readable = [job.context_dir] + [f for f in (job.auth_file or self.auth_file,) if f]
                     await self._bud(job, emit, box.buildah_args(), groups=box.pids(),
-                                    prefix=box.enter_args(readable, writable))
+                                    prefix=box.enter_args(readable, writable), folder=box.folder)
             except SandboxError as e:
                 raise BuildFailed(str(e)) from None
         return await self._push(job, emit)
 
-    async def _bud(self, job, emit, isolation_args, groups=(), prefix=()):
+    async def _bud(self, job, emit, isolation_args, groups=(), prefix=(), folder=""):
         bud = list(prefix) + self._global_args(job) + ["bud"] + isolation_args + ["--layers=" + str(self.layers).lower()]
         bud += self._auth_args(job) + ["-f", os.path.join(job.context_dir, job.dockerfile), "-t", job.image]
         for key, value in sorted(job.labels.items()):
@@ -197,7 +198,7 @@ class BuildahBackend(BuildBackend):
                 refused.append(match.group(1).rstrip("\"' "))
             emit(line)
 
-        code = await self._run(bud, watch, job, groups)
+        code = await self._run(bud, watch, job, groups, folder)
         if code != 0 and refused:
             raise BuildFailed(f"the registry refused a pull of this build: {refused[-1]}")
         if code != 0:
@@ -216,7 +217,7 @@ class BuildahBackend(BuildBackend):
                 digest = f.read().strip()
         return BuildOutcome(digest=digest)
 
-    async def _run(self, argv, emit, job, groups=()):
+    async def _run(self, argv, emit, job, groups=(), folder=""):
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
@@ -224,7 +225,10 @@ class BuildahBackend(BuildBackend):
             env={k: v for k, v in os.environ.items() if k != "BUILDAH_ISOLATION"},
         )
         # every process group of the build, so recover() can stop what a crash left behind
-        job.set_ref("pid:" + ",".join(str(pid) for pid in [proc.pid, *groups]))
+        ref = "pid:" + ",".join(str(pid) for pid in [proc.pid, *groups])
+        if folder:
+            ref += f";dir:{folder}"  # the sandbox's own folder, for recover() to remove
+        job.set_ref(ref)
         lines = LineSplitter(self.max_line)
         try:
             while chunk := await proc.stdout.read(1 << 16):
@@ -252,7 +256,9 @@ class BuildahBackend(BuildBackend):
 
     async def recover(self, job, record, emit):
         """A local build cannot be re-attached: stop what is left of it and say why it failed."""
-        ref = record.get("backend_ref", "")
+        ref, _, folder = record.get("backend_ref", "").partition(";dir:")
+        if is_sandbox_folder(folder):
+            shutil.rmtree(folder, ignore_errors=True)
         if ref.startswith("pid:"):
             for pid in (int(p) for p in ref[4:].split(",") if p.isdigit()):
                 try:

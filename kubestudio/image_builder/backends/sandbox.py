@@ -101,6 +101,15 @@ def is_loopback_host(host):
         return False
 
 
+FOLDER_PREFIX = "kubestudio-sandbox-"
+
+
+def is_sandbox_folder(path):
+    """Whether ``path`` names a sandbox's folder (what a build's record may ask to remove)."""
+    return bool(path) and os.path.dirname(path) == tempfile.gettempdir() and \
+        os.path.basename(path).startswith(FOLDER_PREFIX) and not os.path.islink(path)
+
+
 def system_tool(name):
     """``name`` on PATH, else in sbin (``ip``, ``pivot_root``: a hub started with a user's PATH,
     /usr/bin:/bin, lacks sbin). The name as is when found nowhere."""
@@ -191,7 +200,7 @@ class Sandbox:
         if ready != b"1":
             err = (await self.slirp.stderr.read()).decode(errors="replace").strip()
             raise SandboxError(f"slirp4netns could not give the build sandbox a network: {err or 'no reason given'}")
-        self._folder = tempfile.mkdtemp(prefix="kubestudio-sandbox-")  # 0700: root's alone
+        self._folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX)  # 0700: root's alone
         if self.blocked_networks:
             await self._route()
         if self.forwards:
@@ -251,6 +260,10 @@ class Sandbox:
             binds += ["--ro-at", f"/etc/resolv.conf:{path}"]
         return [*self._in_namespace(), "unshare", "--mount", "--propagation", "private", "--",
                 "bash", CONFINE, new_root, *binds, "--"]
+
+    @property
+    def folder(self):
+        return self._folder or ""
 
     def pids(self):
         """The process groups of the sandbox (for the build's record: recover() kills them)."""
