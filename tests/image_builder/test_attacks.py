@@ -2,7 +2,7 @@
 registry and buildah, and fails if the attack works."""
 
 import asyncio
-import http.server
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +18,7 @@ import requests
 from kubestudio.image_builder.backends.base import BuildFailed, BuildJob
 from kubestudio.image_builder.backends.buildah import BuildahBackend
 from kubestudio.image_builder.backends.sandbox import host_addresses
+from kubestudio.testing.httpstub import answering
 from kubestudio.testing.imageshub import follow_to_end, log_flood, percentile
 from kubestudio.testing.wait import wait_for
 
@@ -119,28 +120,14 @@ RUN echo | /bin/busybox nc -w 10 {outside_ip} 443 && echo outbound=ok || echo ou
     assert requests.get(f"{images.url}api/health", timeout=5).json() == {"status": "ok"}
 
 
-class _Secret(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"the machine's own secret\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_add_url_is_fetched_in_the_sandbox_network_never_the_hosts(images):
     """Issue 27: buildah fetches an ADD <url> itself, outside any RUN container: it runs in the
     build sandbox's network, where the host's loopback (the hub, its services), the machine's own
     addresses and the private and link-local ranges are out of reach; the internet and the
     registry are not."""
-    own = host_addresses()
-    servers = [http.server.ThreadingHTTPServer((address, 0), _Secret) for address in ["127.0.0.1", *own]]
-    for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(answering(b"the machine's own secret\n", address))
+                   for address in ["127.0.0.1", *host_addresses()]]
         targets = [f"http://127.0.0.1:{images.hub.port}/hub/api",
                    f"http://127.0.0.1:{images.hub.port}/services/images/api/health",
                    "http://169.254.169.254/latest/meta-data/",
@@ -157,10 +144,6 @@ def test_add_url_is_fetched_in_the_sandbox_network_never_the_hosts(images):
             dockerfile_text=f"FROM {images.registry.base}\nADD https://pypi.org/simple/six/ /six.html\nRUN grep -c six- /six.html\n",
             name="fetch")["id"])
         assert final["status"] == "succeeded", "\n".join(lines)
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
 
 
 CVE_2024_1753 = """FROM {base} AS l

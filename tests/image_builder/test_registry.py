@@ -8,6 +8,7 @@ import os
 import pytest
 
 from kubestudio.registry import RegistryClient, RegistryError
+from kubestudio.testing.httpstub import answering
 from kubestudio.testing.ports import free_port
 
 from ..conftest import REGISTRY_PASSWORD, REGISTRY_USER
@@ -83,33 +84,14 @@ def test_an_image_kept_in_the_cache_is_pushed_whole_into_another_registry(regist
 def test_a_blob_that_is_not_what_its_digest_says_is_refused(tmp_path):
     """A registry (or something in between) that sends other bytes than the digest names."""
     import hashlib
-    import http.server
-    import threading
 
-    class Tampering(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = b"not the layer you asked for"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Tampering)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with answering(b"not the layer you asked for") as server:
         client = RegistryClient(f"127.0.0.1:{server.server_port}", "", insecure=True)
         digest = "sha256:" + hashlib.sha256(b"the real layer").hexdigest()
         with pytest.raises(RegistryError, match=f"sent a blob for a/b whose digest is not {digest}"):
             run(client.get_blob("a/b", digest, str(tmp_path / "blob")))
         with pytest.raises(RegistryError, match="unsupported digest"):
             run(client.get_blob("a/b", "md5:abc", str(tmp_path / "blob")))
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_base_images_wait_for_a_registry_that_is_still_starting(tmp_path):

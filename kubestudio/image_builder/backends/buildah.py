@@ -118,13 +118,17 @@ class BuildahBackend(BuildBackend):
     extra_args = List(Unicode(), config=True, help="More arguments for `buildah bud`, e.g. ['--jobs', '2'].")
     stop_grace_seconds = Integer(5, config=True, help="Seconds between SIGTERM and SIGKILL when a build is cancelled.")
 
-    def _global_args(self, job=None):
+    def _roots(self, job=None):
+        """(storage root, run root) of ``job``'s builds: its user's own, or the service's."""
         # always named: a confined buildah (the sandbox) sees only the folders it is given
         storage_root, run_root = self.storage_root or DEFAULT_STORAGE_ROOT, self.run_root or DEFAULT_RUN_ROOT
         if self.storage_per_user and job is not None and not job.service_build:
             storage_root = os.path.join(storage_root, "users", job.owner_slug)
             run_root = os.path.join(run_root, "users", job.owner_slug)
-        return buildah_command(self.buildah, self.storage_driver, storage_root, run_root)
+        return storage_root, run_root
+
+    def _global_args(self, job=None):
+        return buildah_command(self.buildah, self.storage_driver, *self._roots(job))
 
     def _auth_args(self, job):
         args = [f"--tls-verify={'true' if self.tls_verify else 'false'}"]
@@ -173,8 +177,7 @@ class BuildahBackend(BuildBackend):
                                    blocked_networks=self.sandbox_blocked_networks) as box:
                     # buildah itself in the sandbox's network, with a root of its own: what it fetches
                     # never reaches the host, and what it mounts holds nothing of the host's
-                    storage = self._global_args(job)
-                    writable = [storage[storage.index(flag) + 1] for flag in ("--root", "--runroot") if flag in storage]
+                    writable = self._roots(job)
                     for folder in writable:
                         os.makedirs(folder, mode=0o700, exist_ok=True)
                     readable = [job.context_dir] + [f for f in (job.auth_file or self.auth_file,) if f]

@@ -31,7 +31,7 @@ async def _pipe(reader, writer):
         try:
             writer.write_eof()
         except (OSError, RuntimeError):
-            pass
+            writer.close()
 
 
 async def splice(reader, writer, connect):

@@ -23,6 +23,8 @@ import logging
 import os
 import shlex
 
+from ...image_builder.backends.netfwd import splice
+
 log = logging.getLogger("kubebench.network")
 
 CLUSTER_DOMAIN = "cluster.local"
@@ -168,28 +170,8 @@ class ServiceNetwork:
         if target is None:  # no ready endpoint: refused, as kube-proxy's REJECT rule does
             writer.close()
             return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*target)
-        except OSError:
-            writer.close()
-            return
-
-        async def pipe(src, dst):
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, asyncio.CancelledError):
-                pass
-            finally:
-                try:
-                    dst.write_eof()
-                except (OSError, RuntimeError):
-                    dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        writer.close()
-        up_writer.close()
+        # both ways until both ends are done, as the build sandbox's forwards do
+        await splice(reader, writer, lambda: asyncio.open_connection(*target))
 
     def close(self):
         for servers in self.forwarders.values():
