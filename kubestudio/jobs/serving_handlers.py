@@ -100,7 +100,9 @@ class PredictHandler(ServingsBaseHandler):
                                   + (f": {serving['message']}" if serving["message"] else ""))
         self.manager.counted(serving_id)
         url = f"{target}/{path}" + (f"?{self.request.query}" if self.request.query else "")
-        await forward(self, url, f"serving {owner}/{name}", backend_headers=self.manager.target_headers(serving_id))
+        # a prediction may be sent twice (to a pod that went away in a rollout, then to another)
+        await forward(self, url, f"serving {owner}/{name}", backend_headers=self.manager.target_headers(serving_id),
+                      replayable=True)
 
     async def get(self, owner, name, path):
         await self._call(owner, name, path)

@@ -2,6 +2,8 @@
 model), for a tornado handler: bodies as they come (gzip untouched), one kept-alive connection
 pool, and neither the connection's own headers nor the hub's cookies and tokens passed on."""
 
+import asyncio
+
 import aiohttp
 
 from .web import http_error
@@ -13,6 +15,13 @@ DROPPED_REQUEST_HEADERS = HOP_HEADERS | {"cookie", "authorization", "x-xsrftoken
 DROPPED_RESPONSE_HEADERS = HOP_HEADERS | {"set-cookie"}
 
 WHOLE_BODY_BYTES = 256 * 1024  # answers up to this size are sent in one piece, larger ones as they come
+
+# Sent again when the backend closed the connection before answering: a kept-alive connection the
+# backend had just closed (a pod going away in a rollout, an idle timeout), or an address that
+# no longer listens while the endpoints catch up. Waits between tries, in seconds.
+RESEND_AFTER = (0, 0.2, 0.5)
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+UNANSWERED = (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectorError, aiohttp.ClientOSError)
 
 _SESSION = None
 
@@ -31,11 +40,13 @@ async def close_upstream():
         await _SESSION.close()
 
 
-async def forward(handler, url, what, location=None, backend_headers=None):
+async def forward(handler, url, what, location=None, backend_headers=None, replayable=False):
     """Send ``handler``'s request to ``url`` and stream the answer back. ``what`` names the backend
     in a 502 (``board 1a2b: TensorBoard``); ``location(value)`` rewrites a redirect's target;
     ``backend_headers``: what the backend asks of its caller (its secret), which replace any the
-    request brought."""
+    request brought. A request the backend dropped unanswered is sent again (``RESEND_AFTER``)
+    when its method is safe, or when ``replayable`` says sending it twice does no harm (a
+    prediction)."""
     request = handler.request
     private = {k.lower() for k in backend_headers or ()}
     headers = {k: v for k, v in request.headers.get_all()
@@ -44,28 +55,46 @@ async def forward(handler, url, what, location=None, backend_headers=None):
     headers["X-Forwarded-Proto"] = request.protocol
     headers["X-Forwarded-Host"] = request.host
     body = request.body if request.method in ("POST", "PUT", "PATCH") else None
-    try:
-        async with upstream_session().request(request.method, url, headers=headers, data=body,
-                                              allow_redirects=False) as response:
-            handler.set_status(response.status, response.reason)
-            handler.clear_header("Cache-Control")
-            handler.clear_header("Content-Type")
-            for key, value in response.headers.items():
-                if key.lower() in DROPPED_RESPONSE_HEADERS:
-                    continue
-                if key.lower() == "location" and location is not None:
-                    value = location(value)
-                handler.add_header(key, value)
-            length = response.headers.get("Content-Length")
-            if length is not None and length.isdigit() and int(length) <= WHOLE_BODY_BYTES:
-                # a small answer (a prediction, a JSON list) in one write with the headers
-                handler.write(await response.read())
-            else:
-                async for chunk in response.content.iter_any():  # as it comes: never the whole body
-                    handler.write(chunk)
-                    await handler.flush()
-    except aiohttp.ClientError as e:
-        if handler._headers_written:
-            raise
-        raise http_error(502, f"{what} did not answer ({e})") from None
-    handler.finish()
+    waits = RESEND_AFTER if replayable or request.method in SAFE_METHODS else RESEND_AFTER[:1]
+    for attempt, wait in enumerate(waits):
+        if attempt:
+            await asyncio.sleep(wait)
+            handler.clear()  # whatever the dropped try had set: its status and headers
+        try:
+            await _send(handler, request, url, headers, body, location)
+        except UNANSWERED as e:
+            if handler._headers_written or attempt == len(waits) - 1:
+                failure = e
+                break
+        except aiohttp.ClientError as e:
+            failure = e
+            break
+        else:
+            handler.finish()
+            return
+    if handler._headers_written:
+        raise failure
+    raise http_error(502, f"{what} did not answer ({failure})") from None
+
+
+async def _send(handler, request, url, headers, body, location):
+    """One try: the backend's status, headers and body onto ``handler``."""
+    async with upstream_session().request(request.method, url, headers=headers, data=body,
+                                          allow_redirects=False) as response:
+        handler.set_status(response.status, response.reason)
+        handler.clear_header("Cache-Control")
+        handler.clear_header("Content-Type")
+        for key, value in response.headers.items():
+            if key.lower() in DROPPED_RESPONSE_HEADERS:
+                continue
+            if key.lower() == "location" and location is not None:
+                value = location(value)
+            handler.add_header(key, value)
+        length = response.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) <= WHOLE_BODY_BYTES:
+            # a small answer (a prediction, a JSON list) in one write with the headers
+            handler.write(await response.read())
+        else:
+            async for chunk in response.content.iter_any():  # as it comes: never the whole body
+                handler.write(chunk)
+                await handler.flush()
