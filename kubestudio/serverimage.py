@@ -6,6 +6,11 @@ spawner runs servers in it (:mod:`kubestudio.spawner.imagerun`). Both name it wi
 :func:`server_image_tag`: the KubeStudio version plus a hash of what goes into the image (the
 package versions and KubeStudio's own files), so a hub whose code changed makes a new image instead
 of running servers on a stale extension.
+
+It is made in two steps, so that a change to KubeStudio's code (every upgrade, every commit of a
+developer) remakes only a small top layer: ``kubestudio/singleuser-deps`` is the base with the
+server's packages (JupyterLab, jupyterhub, ...; named by their versions alone, :func:`deps_tag`),
+and the single-user image is that with KubeStudio's own wheel on top.
 """
 
 import functools
@@ -16,6 +21,7 @@ import os
 import kubestudio
 
 REPOSITORY = "kubestudio/singleuser"
+DEPS_REPOSITORY = "kubestudio/singleuser-deps"
 # what a server needs in the image; pinned to the versions this hub runs
 SERVER_PACKAGES = ("jupyterhub", "jupyterlab", "jupyter_server", "ipykernel", "requests", "pyyaml")
 PACKAGE_ROOT = os.path.dirname(os.path.abspath(kubestudio.__file__))
@@ -39,6 +45,12 @@ def kubestudio_source():
     return SOURCE_ROOT if os.path.exists(os.path.join(SOURCE_ROOT, "pyproject.toml")) else None
 
 
+def deps_tag(python):
+    """The tag of the image with the server's packages for ``python``: their versions' hash."""
+    digest = hashlib.sha256("\n".join([python, *server_requirements()]).encode())
+    return f"{python}-{digest.hexdigest()[:10]}"
+
+
 @functools.lru_cache(maxsize=1)
 def server_image_tag():
     digest = hashlib.sha256("\n".join(server_requirements()).encode())
@@ -60,11 +72,10 @@ def server_image(registry_host):
     return f"{registry_host}/{REPOSITORY}:{server_image_tag()}"
 
 
-def server_dockerfile(base_reference):
-    """The image's Dockerfile: the packages go into the system Python (not a virtual environment),
-    so a user's own ``pip install`` in a server defaults to their home (``~/.local``)."""
-    # the wheels are the set the hub's pip resolved (and KubeStudio's own, whose other dependencies
-    # are the hub's services', not a server's): installed as they are
+def deps_dockerfile(base_reference):
+    """The server's packages on ``base_reference``: they go into the system Python (not a virtual
+    environment), so a user's own ``pip install`` in a server defaults to their home (``~/.local``)."""
+    # the wheels are the set the hub's pip resolved: installed as they are
     return (
         f"FROM {base_reference}\n"
         "COPY wheels /tmp/kubestudio-wheels\n"
@@ -72,6 +83,17 @@ def server_dockerfile(base_reference):
         "--root-user-action=ignore /tmp/kubestudio-wheels/*.whl && rm -rf /tmp/kubestudio-wheels "
         # `python` is Python 3, as in every Jupyter image
         "&& ln -sf /usr/bin/python3 /usr/local/bin/python\n"
+    )
+
+
+def server_dockerfile(deps_reference):
+    """The single-user image: KubeStudio's own wheel on the image of :func:`deps_dockerfile` (its
+    other dependencies are the hub's services', not a server's)."""
+    return (
+        f"FROM {deps_reference}\n"
+        "COPY wheels /tmp/kubestudio-wheels\n"
+        "RUN python3 -m pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check "
+        "--root-user-action=ignore /tmp/kubestudio-wheels/*.whl && rm -rf /tmp/kubestudio-wheels\n"
         "ENV PYTHONUNBUFFERED=1\n"
         'CMD ["jupyterhub-singleuser"]\n'
     )

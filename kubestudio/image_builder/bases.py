@@ -12,6 +12,7 @@ copied from the cache (``imagecache``) instead of being made again.
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -24,7 +25,14 @@ import uuid
 from dataclasses import dataclass, field
 
 from ..processgroup import signal_group
-from ..serverimage import kubestudio_source, server_dockerfile, server_requirements
+from ..serverimage import (
+    DEPS_REPOSITORY,
+    deps_dockerfile,
+    deps_tag,
+    kubestudio_source,
+    server_dockerfile,
+    server_requirements,
+)
 from ..registry import RegistryError, RegistryUnreachable
 from .backends.base import BuildFailed, BuildJob
 from .imagecache import ImageCache
@@ -250,22 +258,48 @@ class BasePreparer:
             raise BuildFailed(f"{what} exited with {code}: {' | '.join(tail)}")
 
     async def _prepare_server(self, base):
-        """KubeStudio's local single-user image: the hub's pip fetches the wheels (its index, proxy
-        and cache), and the build installs them with no network."""
+        """KubeStudio's local single-user image, in two steps (``kubestudio.serverimage``): the
+        server's packages on the base (made once per set of versions: in the registry or the cache
+        already, it is not made again), then KubeStudio's own wheel on that. The hub's pip fetches
+        the wheels (its index, proxy and cache), and the builds install them with no network."""
         source = kubestudio_source()
         if source is None:
             raise BuildFailed("KubeStudio was not installed from its source folder: the local single-user image "
                               "needs it (run the hub from a checkout, or set ImageBuilder.base_images)")
+        deps = BaseImage(repository=DEPS_REPOSITORY, tag=deps_tag(base.python), suite="", packages=[],
+                         base=base.base, server=True, python=base.python)
+        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+        if not await self._present(deps):
+            started = time.monotonic()
+            with self._context() as (folder, wheels):
+                await self._run(pip + ["download", "--only-binary=:all:", "--python-version", base.python, "--dest",
+                                       wheels, *server_requirements()], "pip download")
+                await self._build(deps, folder, deps_dockerfile(f"{self.registry_host}/{base.base}"),
+                                  {"io.kubestudio.base": "true"})
+            self.log.info("base image %s:%s ready in %.1f s", deps.repository, deps.tag, time.monotonic() - started)
+            await self._save(deps)
+        with self._context() as (folder, wheels):
+            await self._run(pip + ["wheel", "--no-deps", "--wheel-dir", wheels, source], "pip wheel (KubeStudio)")
+            await self._build(base, folder, server_dockerfile(f"{self.registry_host}/{deps.repository}:{deps.tag}"),
+                              {"io.kubestudio.base": "true", "io.kubestudio.server": "true"})
+
+    async def _present(self, base):
+        """Whether ``base`` is in the registry, or was copied there from the cache just now."""
+        try:
+            if await self._in_registry(base, wait=0):
+                return True
+        except RegistryError as e:
+            self.log.info("base image %s: registry check failed (%s)", base.repository, e)
+        return await self._restore(base)
+
+    @contextlib.contextmanager
+    def _context(self):
+        """A build context folder of the work dir, with a ``wheels`` folder: (folder, wheels); removed after."""
         folder = os.path.join(self.work_dir, f"base-{uuid.uuid4().hex[:12]}")
         wheels = os.path.join(folder, "wheels")
         os.makedirs(wheels, mode=0o700)
         try:
-            pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
-            await self._run(pip + ["download", "--only-binary=:all:", "--python-version", base.python, "--dest",
-                                   wheels, *server_requirements()], "pip download")
-            await self._run(pip + ["wheel", "--no-deps", "--wheel-dir", wheels, source], "pip wheel (KubeStudio)")
-            await self._build(base, folder, server_dockerfile(f"{self.registry_host}/{base.base}"),
-                              {"io.kubestudio.base": "true", "io.kubestudio.server": "true"})
+            yield folder, wheels
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -61,7 +61,9 @@ class ImageCache:
         os.makedirs(os.path.join(partial, "blobs"))
         try:
             for digest in _blob_digests(manifest):
-                await self.registry.get_blob(repository, digest, os.path.join(partial, "blobs", digest.split(":", 1)[1]))
+                path = os.path.join(partial, "blobs", digest.split(":", 1)[1])
+                if not self._link_kept(digest, path):
+                    await self.registry.get_blob(repository, digest, path)
             with open(os.path.join(partial, MEDIA_TYPE), "w") as f:
                 f.write(media_type)
             with open(os.path.join(partial, MANIFEST), "wb") as f:  # last: an entry with it is whole
@@ -89,6 +91,21 @@ class ImageCache:
         await self.registry.put_manifest(repository, tag, media_type, raw)
         os.utime(entry)  # recently used: the last to be pruned
         return True
+
+    def _link_kept(self, digest, path):
+        """Link ``path`` to the copy of blob ``digest`` another entry keeps (the single-user image
+        shares every layer but its top one with the image it is made from); False when none does."""
+        name = digest.split(":", 1)[1]
+        for entry in os.listdir(self.folder):
+            kept = os.path.join(self.folder, entry, "blobs", name)
+            if entry.endswith(".partial") or not os.path.isfile(kept):
+                continue
+            try:
+                os.link(kept, path)
+                return True
+            except OSError:
+                return False
+        return False
 
     def _prune(self, repository, tag, keep):
         """Keep the newest ``keep_per_repository`` entries of ``repository``."""

@@ -31,7 +31,9 @@ def hub(tmp_path_factory):
     # the image service's early Dockerfile check off: every build below goes to buildah, and what it
     # may pull is the registry gate's decision alone (test_no_spelling_...)
     local = LocalHub(tmp_path_factory.mktemp("isolation"), settings={"keep_servers_running": True},
-                     extra_config="c.ImageBuilder.check_image_references = False\n")
+                     extra_config="c.ImageBuilder.check_image_references = False\n"
+                                  # a user's builds side by side (the attempts on another's image)
+                                  "c.ImageBuilder.max_builds_per_user = 4\nc.ImageBuilder.max_concurrent_builds = 4\n")
     local.start()
     try:
         for user in ("alice", "bob"):
@@ -176,14 +178,26 @@ def _oci_archive(storage, tmp_path):
 def build(hub, user, timeout=240, **body):
     """Ask the image service for a build of ``user``'s and wait for its end: (record, log), or the
     4xx answer ({"status": 400 or 403, "message"}) and "" when the service's early check refuses it."""
+    return finished(hub, user, submitted(hub, user, **body), timeout)
+
+
+def submitted(hub, user, **body):
+    """The id of a build of ``user``'s just asked for, or the service's 4xx answer."""
+    r = requests.post(f"{hub.url}/services/images/api/builds", json=body, timeout=60,
+                      headers={"Authorization": f"token {hub.user_token(user)}"})
+    if r.status_code in (400, 403):
+        return r.json()
+    assert r.status_code in (200, 201, 202), r.text
+    return r.json()["id"]
+
+
+def finished(hub, user, build_id, timeout=240):
+    """(record, log) of a build once it ended; a 4xx answer from ``submitted`` as it is, with ""."""
+    if isinstance(build_id, dict):
+        return build_id, ""
     s = requests.Session()
     s.headers["Authorization"] = f"token {hub.user_token(user)}"
     api = f"{hub.url}/services/images/api"
-    r = s.post(f"{api}/builds", json=body, timeout=60)
-    if r.status_code in (400, 403):
-        return r.json(), ""
-    assert r.status_code in (200, 201, 202), r.text
-    build_id = r.json()["id"]
     deadline = time.monotonic() + timeout
     while (record := s.get(f"{api}/builds/{build_id}", timeout=30).json())["status"] not in (
             "succeeded", "failed", "cancelled", "exists"):
@@ -243,8 +257,11 @@ def test_no_spelling_of_a_dockerfile_reads_another_users_image(hub):
         # (scratch has no `true`: whether buildah pulls before it fails is its own business)
         "RUN --mount=type=cache,from=": (f"FROM scratch\nRUN --mount=type=cache,from={image},target=/b true\n", None),
     }
+    # all asked for at once (the hub runs a user's builds side by side): each still fails alone
+    asked = {name: submitted(hub, "alice", name=f"stolen{i}", dockerfile_text=text)
+             for i, (name, (text, _)) in enumerate(attempts.items())}
     for name, (text, says) in attempts.items():
-        record, log = build(hub, "alice", name="stolen", dockerfile_text=text, timeout=180)
+        record, log = finished(hub, "alice", asked[name], timeout=300)
         assert secret not in json.dumps(record) + log, name
         if record["status"] in (400, 403):  # refused at once by the service's parse, saying why
             assert record["status"] == 400 or "bob" in record["message"], (name, record)

@@ -66,6 +66,13 @@ def test_an_image_kept_in_the_cache_is_pushed_whole_into_another_registry(regist
     assert sorted(os.listdir(entry)) == ["blobs", "manifest", "media-type"]
     blobs = os.listdir(os.path.join(entry, "blobs"))
     assert len(blobs) >= 2 and not [n for n in os.listdir(tmp_path / "images") if n.endswith(".partial")]
+    # an image that shares layers with one kept (the single-user image and the image it is made
+    # from) keeps one copy of each: linked, not fetched again
+    assert run(cache.save("base/busybox", "1", key + ["next"])) is True
+    again = cache.entry("base/busybox", "1", key + ["next"])
+    assert sorted(os.listdir(os.path.join(again, "blobs"))) == sorted(blobs)
+    assert all(os.stat(os.path.join(again, "blobs", b)).st_ino == os.stat(os.path.join(entry, "blobs", b)).st_ino
+               for b in blobs)
 
     with LocalRegistry(tmp_path / "second", user=REGISTRY_USER, password=REGISTRY_PASSWORD) as second:
         auth = second.auth_file(str(tmp_path / "second-auth.json"))
