@@ -46,8 +46,9 @@ def kubestudio_source():
 
 
 def deps_tag(python):
-    """The tag of the image with the server's packages for ``python``: their versions' hash."""
-    digest = hashlib.sha256("\n".join([python, *server_requirements()]).encode())
+    """The tag of the image with the server's packages for ``python``: a hash of their versions and
+    of how they are installed."""
+    digest = hashlib.sha256("\n".join([python, *server_requirements(), deps_dockerfile("base")]).encode())
     return f"{python}-{digest.hexdigest()[:10]}"
 
 
@@ -72,18 +73,21 @@ def server_image(registry_host):
     return f"{registry_host}/{REPOSITORY}:{server_image_tag()}"
 
 
+# The wheels are copied in, installed and removed. The image service builds its own images in one
+# commit (no --layers), so the copy never lands in a layer of its own (76 MB of dead weight in
+# every pull otherwise). (Not a RUN --mount=type=bind: the build sandbox's user namespace cannot
+# bind its folders read-only.)
+INSTALL_WHEELS = ("COPY wheels /tmp/kubestudio-wheels\n"
+                  "RUN python3 -m pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check "
+                  "--root-user-action=ignore /tmp/kubestudio-wheels/*.whl && rm -rf /tmp/kubestudio-wheels")
+
+
 def deps_dockerfile(base_reference):
     """The server's packages on ``base_reference``: they go into the system Python (not a virtual
-    environment), so a user's own ``pip install`` in a server defaults to their home (``~/.local``)."""
-    # the wheels are the set the hub's pip resolved: installed as they are
-    return (
-        f"FROM {base_reference}\n"
-        "COPY wheels /tmp/kubestudio-wheels\n"
-        "RUN python3 -m pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check "
-        "--root-user-action=ignore /tmp/kubestudio-wheels/*.whl && rm -rf /tmp/kubestudio-wheels "
-        # `python` is Python 3, as in every Jupyter image
-        "&& ln -sf /usr/bin/python3 /usr/local/bin/python\n"
-    )
+    environment), so a user's own ``pip install`` in a server defaults to their home (``~/.local``).
+    The wheels are the set the hub's pip resolved: installed as they are."""
+    # `python` is Python 3, as in every Jupyter image
+    return f"FROM {base_reference}\n{INSTALL_WHEELS} && ln -sf /usr/bin/python3 /usr/local/bin/python\n"
 
 
 def server_dockerfile(deps_reference):
@@ -91,9 +95,7 @@ def server_dockerfile(deps_reference):
     other dependencies are the hub's services', not a server's)."""
     return (
         f"FROM {deps_reference}\n"
-        "COPY wheels /tmp/kubestudio-wheels\n"
-        "RUN python3 -m pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check "
-        "--root-user-action=ignore /tmp/kubestudio-wheels/*.whl && rm -rf /tmp/kubestudio-wheels\n"
+        f"{INSTALL_WHEELS}\n"
         "ENV PYTHONUNBUFFERED=1\n"
         'CMD ["jupyterhub-singleuser"]\n'
     )

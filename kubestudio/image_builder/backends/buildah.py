@@ -188,7 +188,10 @@ class BuildahBackend(BuildBackend):
         return await self._push(job, emit)
 
     async def _bud(self, job, emit, isolation_args, groups=(), prefix=(), folder=""):
-        bud = list(prefix) + self._global_args(job) + ["bud"] + isolation_args + ["--layers=" + str(self.layers).lower()]
+        # the service's own images are made once, not edited step by step: one commit at the end
+        # rather than one per step (with vfs, each commit is a copy of the whole tree)
+        layers = self.layers and not job.service_build
+        bud = list(prefix) + self._global_args(job) + ["bud"] + isolation_args + ["--layers=" + str(layers).lower()]
         bud += self._auth_args(job) + ["-f", os.path.join(job.context_dir, job.dockerfile), "-t", job.image]
         for key, value in sorted(job.labels.items()):
             bud += ["--label", f"{key}={value}"]
