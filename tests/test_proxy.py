@@ -35,8 +35,8 @@ class Backend:
                 if self.requests in self.drop:
                     return
                 body = f"ok {self.requests}".encode()
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s"
-                             % (len(body), body))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Sun, 06 Dec 2026 10:00:00 GMT\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -74,6 +74,10 @@ async def through_proxy(backend, calls, replayable):
                 async with client.request(method, f"http://127.0.0.1:{port}/x",
                                           data=b"{}" if method == "POST" else None) as response:
                     answers.append((response.status, await response.text()))
+                    dates = response.headers.getall("Date", [])
+                    assert len(dates) == 1, dates  # the backend's date, not tornado's beside it
+                    if response.status == 200:
+                        assert dates == ["Sun, 06 Dec 2026 10:00:00 GMT"]
     finally:
         server.stop()
         backend.server.close()

@@ -22,7 +22,6 @@
 import argparse
 import json
 import os
-import re
 import sys
 
 from ..jobs.client import JobsClient
@@ -89,7 +88,14 @@ def main(argv=None, out=sys.stdout):
     passed = []
     if "--" in argv:  # what follows -- goes to the job's script untouched
         argv, passed = argv[:argv.index("--")], argv[argv.index("--") + 1:]
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse fills an optional positional before the options that follow it:
+        # `predict NAME --v2 '{...}'` leaves the request over; it is the request all the same
+        if getattr(args, "service", None) == "predict" and args.request is None and len(extra) == 1:
+            args.request = extra[0]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if passed and args.service != "jobs":
         parser.error("arguments after -- are for jobs only")
     commands = {"images": lambda: images_main(args, out), "jobs": lambda: jobs_main(args, passed, out),
@@ -187,7 +193,7 @@ def jobs_main(args, passed, out):
         script = workspace_relative(args.script, "the script")
         spec = {"script": script, "nodes": args.nodes, "procs_per_node": args.procs_per_node,
                 "framework": args.framework, "retries": args.retries}
-        spec["name"] = args.name or _job_name(client, script)
+        spec["name"] = args.name or client.free_name(os.path.splitext(os.path.basename(script))[0])
         if passed:
             spec["args"] = passed
         resources = {k: v for k, v in (("gpu", args.gpus), ("cpu", args.cpu), ("memory", args.memory)) if v}
@@ -335,17 +341,6 @@ def tensorboard_main(args, out):
         client.stop(args.board)
         return 0
     return 1
-
-
-def _job_name(client, script):
-    """The script's name, made a valid job name, with a number no job of yours has yet."""
-    stem = re.sub(r"[^a-z0-9-]+", "-", os.path.splitext(os.path.basename(script))[0].lower()).strip("-") or "job"
-    stem = ("j-" + stem if not stem[0].isalpha() else stem)[:32].rstrip("-")
-    taken = {job["name"] for job in client.list()}
-    n = 1
-    while f"{stem}-{n}" in taken:
-        n += 1
-    return f"{stem}-{n}"
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ class JobService(ServiceApp):
         if backend is not None:
             self.servings = ServingManager(self, self.store, backend, hub, self.log, prefix, jobs=self.manager)
         api = url_path_join(prefix, "api")
-        job = url_path_join(api, "jobs", r"([0-9a-f]{1,32})")
+        job = url_path_join(api, "jobs", r"([a-z0-9][-a-z0-9]{0,62})")  # an id, or one of your jobs' names
         serving = url_path_join(api, "servings", r"([0-9a-f]{1,32})")
         routes = oauth_routes(prefix) + [
             (prefix, handlers.IndexHandler),

@@ -21,6 +21,7 @@ environment); elsewhere set ``JUPYTERHUB_API_URL`` and ``JUPYTERHUB_API_TOKEN``,
 import inspect
 import json
 import os
+import re
 import textwrap
 import time
 
@@ -61,13 +62,28 @@ class JobsClient(ServiceClient):
         source = textwrap.dedent(inspect.getsource(func))
         call = f"{func.__name__}(**json.loads({json.dumps(json.dumps(func_args or {}))}))"
         command = ["python", "-c", f"import json\n{source}\n{call}\n"]
-        body = {"name": name or func.__name__.replace("_", "-").lower()[:40], "command": command, "nodes": nodes,
+        if not name:
+            # a notebook cell runs again and again: each run is a job of its own, and says its name
+            name = self.free_name(func.__name__)
+            print(f"job {name}: {func.__name__} on {nodes} x {procs_per_node} ranks", flush=True)
+        body = {"name": name, "command": command, "nodes": nodes,
                 "procs_per_node": procs_per_node, "framework": framework, **fields}
         if resources_per_node:
             body["resources"] = resources_per_node
         if packages:
             body["packages"] = list(packages)
         return self.create(body)
+
+    def free_name(self, stem):
+        """``stem`` (a script's or function's name) made a valid job name, with a number none of
+        your jobs has yet: ``train-1``, ``train-2``..."""
+        stem = re.sub(r"[^a-z0-9-]+", "-", stem.lower()).strip("-") or "job"
+        stem = ("j-" + stem if not stem[0].isalpha() else stem)[:32].rstrip("-")
+        taken = {job["name"] for job in self.list()}
+        n = 1
+        while f"{stem}-{n}" in taken:
+            n += 1
+        return f"{stem}-{n}"
 
     def list(self, user=None):
         params = {"user": user} if user else {}

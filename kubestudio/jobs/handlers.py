@@ -31,6 +31,14 @@ class JobsBaseHandler(OwnedHandler):
     noun = "job"
     what = "use jobs"
 
+    def checked_job(self, ref):
+        """The id of the job ``ref`` names: its id, or the name of one of the caller's jobs (as the
+        CLI and the SDK take them); 404 if there is none the caller may see."""
+        if self.manager.owner_of(ref) is None:
+            ref = self.manager.id_by_name(self.identity["name"], ref) or ref
+        self.owner_checked(ref)
+        return ref
+
 
 class JobsHandler(JobsBaseHandler):
     async def get(self):
@@ -51,14 +59,14 @@ class JobsHandler(JobsBaseHandler):
 class JobHandler(JobsBaseHandler):
     async def get(self, job_id):
         self.require_access()
-        self.owner_checked(job_id)
+        job_id = self.checked_job(job_id)
         self.write_json(self.manager.get(job_id))
 
     async def delete(self, job_id):
         """Cancel a queued or running job (idempotent); ``?forget=1`` also removes a finished
         job's record and log (its name is free again)."""
         self.require_access()
-        self.owner_checked(job_id)
+        job_id = self.checked_job(job_id)
         job = await self.manager.cancel(job_id, self.identity["name"])
         if self.get_argument("forget", "") in ("1", "true", "yes"):
             if job["status"] not in DONE:
@@ -72,7 +80,7 @@ class RerunHandler(JobsBaseHandler):
     async def post(self, job_id):
         """A copy of the job with the fields of the body changed (args, name, env, ...)."""
         self.require_access()
-        self.owner_checked(job_id)
+        job_id = self.checked_job(job_id)
         body = self.json_body() if self.request.body else {}
         unknown = sorted(set(body) - set(RERUN_FIELDS))
         if unknown:
@@ -89,7 +97,7 @@ class JobEventsHandler(JobsBaseHandler):
     async def get(self, job_id):
         """What happened to the job, in plain words (status changes, and why it waits)."""
         self.require_access()
-        self.owner_checked(job_id)
+        job_id = self.checked_job(job_id)
         job = self.manager.get(job_id)
         self.write_json({"events": job["history"], "message": job["message"]})
 
@@ -104,7 +112,7 @@ class RuntimesHandler(JobsBaseHandler):
 class JobLogsHandler(JobsBaseHandler):
     async def get(self, job_id):
         self.require_access()
-        self.owner_checked(job_id)
+        job_id = self.checked_job(job_id)
         if not wants_event_stream(self):
             await self.send_log_text(self.manager.log_text(job_id))
             return

@@ -203,6 +203,11 @@ class JobManager:
 
     # ------------------------------------------------------------------ reading
 
+    def id_by_name(self, owner, name):
+        """The id of ``owner``'s job named ``name`` (names are unique per user), or None."""
+        with self.store.session() as db:
+            return db.query(Job.id).filter(Job.owner == owner, Job.name == name).scalar()
+
     def owner_of(self, job_id):
         with self.store.session() as db:
             return db.query(Job.owner).filter(Job.id == job_id).scalar()

@@ -10,7 +10,8 @@ from .spec import FRAMEWORKS, NAME_MAX
 
 JOB = {"$ref": "#/components/schemas/Job"}
 JOB_ID = {"name": "job_id", "in": "path", "required": True,
-          "schema": {"type": "string", "pattern": "^[0-9a-f]{1,32}$"}, "description": "A job id."}
+          "schema": {"type": "string", "pattern": "^[a-z0-9][-a-z0-9]{0,62}$"},
+          "description": "A job id, or the name of one of your jobs."}
 USER_FILTER = {"name": "user", "in": "query", "required": False, "schema": {"type": "string"},
                "description": "Admins: whose jobs (a user name, or * for everyone's). Default: your own."}
 WORDS = {"r404": "No such job (or it is someone else's).",

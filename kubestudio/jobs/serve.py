@@ -100,6 +100,10 @@ class Adapter:
     def predict(self, inputs, names):
         raise NotImplementedError
 
+    def signature(self):
+        """(inputs, outputs) of the V2 model metadata, as far as the model says: [] for unknown."""
+        return [], []
+
     def destroy(self):
         pass
 
@@ -114,6 +118,19 @@ class SklearnAdapter(Adapter):
 
     def predict(self, inputs, names):
         return self.model.predict(inputs)
+
+    def signature(self):
+        import numpy as np
+
+        features = getattr(self.model, "n_features_in_", None)
+        inputs = [{"name": "input-0", "datatype": "FP64", "shape": [-1, int(features)]}] if features else []
+        classes = getattr(self.model, "classes_", None)
+        if classes is not None:  # a classifier answers one of its labels per row
+            outputs = [{"name": "output-0", "datatype": _datatype(np.asarray(classes)), "shape": [-1]}]
+        else:
+            targets = int(getattr(self.model, "n_outputs_", 1) or 1)
+            outputs = [{"name": "output-0", "datatype": "FP64", "shape": [-1] if targets == 1 else [-1, targets]}]
+        return inputs, outputs
 
 
 class TorchAdapter(Adapter):
@@ -167,6 +184,16 @@ class ClassAdapter(Adapter):
             # Sugar-easy's load(path) takes the model folder; Seldon's load() nothing
             load(folder) if _positional_count(load) >= 1 else load()
         self.seldon = _positional_count(self.model.predict) >= 2
+
+    def signature(self):
+        """What the class declares, KServe's way (``get_input_types()``/``get_output_types()``) or
+        as lists (``input_types``/``output_types``)."""
+        declared = []
+        for kind in ("input", "output"):
+            getter = getattr(self.model, f"get_{kind}_types", None)
+            value = getter() if callable(getter) else getattr(self.model, f"{kind}_types", [])
+            declared.append(value if isinstance(value, list) else [])
+        return tuple(declared)
 
     def predict(self, inputs, names):
         if self.seldon:
@@ -265,6 +292,12 @@ def served_model(name, adapter):
             output.set_data_from_numpy(array, binary_data=False)
             return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=[output])
 
+        def get_input_types(self):
+            return adapter.signature()[0]
+
+        def get_output_types(self):
+            return adapter.signature()[1]
+
         def stop(self):
             adapter.destroy()
 
@@ -275,6 +308,30 @@ def _datatype(array):
     from kserve.utils.utils import from_np_dtype
 
     return from_np_dtype(array.dtype) or "BYTES"
+
+
+# a body sent as one of these (curl -d's default, or none at all) is JSON all the same, as KServe's
+# and the Open Inference Protocol's own clients send it; binary tensors and CloudEvents say so
+JSON_BY_DEFAULT = {b"", b"application/x-www-form-urlencoded", b"text/plain"}
+BINARY_HEADERS = (b"inference-header-content-length", b"ce-specversion")
+
+
+class JsonByDefault:
+    """ASGI middleware: a request body that does not say it is something else is read as JSON."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT"):
+            headers = [(k, v) for k, v in scope["headers"]]
+            names = {k for k, _ in headers}
+            declared = next((v for k, v in headers if k == b"content-type"), b"")
+            if (declared.split(b";")[0].strip().lower() in JSON_BY_DEFAULT
+                    and not any(h in names for h in BINARY_HEADERS)):
+                headers = [(k, v) for k, v in headers if k != b"content-type"] + [(b"content-type", b"application/json")]
+                scope = dict(scope, headers=headers)
+        await self.app(scope, receive, send)
 
 
 class CallerCheck:
@@ -312,6 +369,7 @@ def _listen_on(host, secret=None):
 
         def _add_middlewares(self, app):
             super()._add_middlewares(app)
+            app.add_middleware(JsonByDefault)
             if secret:
                 app.add_middleware(CallerCheck, secret=secret)
 

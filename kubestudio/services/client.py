@@ -68,13 +68,27 @@ class ServiceClient:
         except requests.RequestException as e:
             raise ServiceError(0, f"{self.label} is not reachable at {self.url}: {e}") from None
         if response.status_code >= 400:
-            try:
-                message = response.json().get("message") or response.reason
-            except ValueError:  # not the service's answer: the proxy's or the hub's page
-                message = (f"{self.label} answered HTTP {response.status_code} {response.reason}"
-                           + (" (is it running?)" if response.status_code in (502, 503, 504) else ""))
-            raise ServiceError(response.status_code, message)
+            raise ServiceError(response.status_code, self._error_message(response))
         return response
+
+    def _error_message(self, response):
+        """What an error answer says: the service's ``message``; a backend's own words passed
+        through it (a model server's ``{"error": ...}``, ``{"detail": ...}``, or plain text); else
+        the status, never less than the server sent."""
+        try:
+            body = response.json()
+        except ValueError:  # not JSON: plain text from a backend, or the proxy's or the hub's page
+            text = response.text.strip()
+            if text and len(text) <= 2000 and "<html" not in text[:200].lower():
+                return text
+            return (f"{self.label} answered HTTP {response.status_code} {response.reason}"
+                    + (" (is it running?)" if response.status_code in (502, 503, 504) else ""))
+        if isinstance(body, dict):
+            for key in ("message", "error", "detail"):
+                said = body.get(key)
+                if said:
+                    return said if isinstance(said, str) else json.dumps(said)
+        return f"{response.reason} (HTTP {response.status_code}): {json.dumps(body)[:2000]}"
 
     def _events(self, path):
         """Yield the events of a Server-Sent Events answer as dicts."""

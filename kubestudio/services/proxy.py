@@ -13,6 +13,8 @@ HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriz
                "transfer-encoding", "upgrade", "host", "content-length"}
 DROPPED_REQUEST_HEADERS = HOP_HEADERS | {"cookie", "authorization", "x-xsrftoken", "x-csrftoken"}
 DROPPED_RESPONSE_HEADERS = HOP_HEADERS | {"set-cookie"}
+# headers tornado sets on every answer: the backend's replace them rather than come twice
+ONCE_HEADERS = {"date", "server"}
 
 WHOLE_BODY_BYTES = 256 * 1024  # answers up to this size are sent in one piece, larger ones as they come
 
@@ -89,7 +91,10 @@ async def _send(handler, request, url, headers, body, location):
                 continue
             if key.lower() == "location" and location is not None:
                 value = location(value)
-            handler.add_header(key, value)
+            if key.lower() in ONCE_HEADERS:
+                handler.set_header(key, value)  # the backend's, in place of tornado's own
+            else:
+                handler.add_header(key, value)
         length = response.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) <= WHOLE_BODY_BYTES:
             # a small answer (a prediction, a JSON list) in one write with the headers

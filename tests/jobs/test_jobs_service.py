@@ -54,6 +54,9 @@ MATRIX = [
     ("GET", "api/jobs/{id}/events", None, {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401}),
     ("DELETE", "api/jobs/{id}", None, {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401}),
     ("POST", "api/jobs/{id}/rerun", {"bogus": 1}, {"owner": 400, "server": 400, "other": 404, "admin": 400, "limited": 403, "anonymous": 401}),
+    # by name, as the CLI and the SDK take jobs: the caller's own job of that name
+    ("GET", "api/jobs/hi/logs", None, {"owner": 200, "server": 200, "other": 404, "admin": 404, "limited": 403, "anonymous": 401}),
+    ("GET", "api/jobs/hi", None, {"owner": 200, "server": 200, "other": 404, "admin": 404, "limited": 403, "anonymous": 401}),
     ("GET", "api/jobs/000000000000", None, {"owner": 404, "server": 404, "other": 404, "admin": 404, "limited": 403, "anonymous": 401}),
     ("POST", "api/jobs", {}, {"owner": 400, "server": 400, "other": 400, "admin": 400, "limited": 403, "anonymous": 401}),
     ("GET", "api/runtimes", None, {"owner": 200, "server": 200, "other": 200, "admin": 200, "limited": 403, "anonymous": 401}),
@@ -138,6 +141,14 @@ def test_serve_and_predict_from_a_servers_terminal(jobs, setup):
     v2 = {"inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP64", "data": sum(rows, [])}]}
     predicted = run("predict", "tree", "--v2", stdin=json.dumps(v2))
     assert json.loads(predicted.stdout)["outputs"][0]["data"] == model.predict(rows).tolist()
+    # the flag after the name, the request after the flag: the same call
+    predicted = run("predict", "tree", "--v2", json.dumps(v2))
+    assert predicted.returncode == 0, predicted.stderr
+    assert json.loads(predicted.stdout)["outputs"][0]["data"] == model.predict(rows).tolist()
+    # what the model server said reaches the terminal, not just "Bad Request"
+    wrong = run("predict", "tree", json.dumps({"instances": [[5.1]]}))
+    assert wrong.returncode == 2 and "expecting 4 features" in wrong.stderr and "(HTTP 400)" in wrong.stderr, \
+        wrong.stderr
     listed = run("serve", "--list")
     assert re.match(r"tree\s+ready\s+v1\s+2 requests", listed.stdout), listed.stdout
     bad = run("predict", "tree", "{nope")

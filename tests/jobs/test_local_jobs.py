@@ -222,10 +222,18 @@ def test_sdk_train_ships_a_function(jobs):
         for _ in range(times):
             print(f"hello {who} from rank {os.environ['RANK']}")
 
-    client.train(func=greet, func_args={"who": "kubeflow", "times": 2}, nodes=2, framework="pytorch")
-    client.wait("greet", timeout=60)
-    log = lines_of(client, "greet")
+    first = client.train(func=greet, func_args={"who": "kubeflow", "times": 2}, nodes=2, framework="pytorch")
+    assert first["name"] == "greet-1"
+    client.wait("greet-1", timeout=60)
+    log = lines_of(client, "greet-1")
     assert log.count("[master-0] hello kubeflow from rank 0") == 2 and "[worker-0] hello kubeflow from rank 1" in log
+    # the same cell run again: a job of its own, named so, never "you already have a job named ..."
+    again = client.train(func=greet, func_args={"who": "again", "times": 1})
+    assert again["name"] == "greet-2"
+    assert client.wait("greet-2", timeout=60)["status"] == "succeeded"
+    # a name given is the name used
+    assert client.train(func=greet, func_args={"who": "x", "times": 1}, name="mine")["name"] == "mine"
+    client.wait("mine", timeout=60)
 
 
 def test_rerun_copies_the_job_with_new_args(jobs):
