@@ -425,6 +425,9 @@ class KubeStudio(Configurable):
             c.LocalJobBackend.run_images = bool(c.LocalWorkspaceSpawner.get("local_image"))
         if "local_registry" not in c.LocalJobBackend:
             c.LocalJobBackend.local_registry = registry
+        # a job that names no image runs where the user's servers run: the same from every door
+        if "default_image" not in c.LocalJobBackend and c.LocalWorkspaceSpawner.get("local_image"):
+            c.LocalJobBackend.default_image = c.LocalWorkspaceSpawner.local_image
         if not self.registry:
             if "tls_verify" not in c.ImageRunner:
                 c.ImageRunner.tls_verify = False

@@ -252,6 +252,7 @@ class ImageBuilder(ServiceApp):
                                   extra_ca_dir=self.base_extra_ca_dir)
         self.manager = BuildManager(self, self.store, self.backend, registry, self.log, capture=capture.capture,
                                     default_base=default_base(bases, self.registry_host))
+        self.manager.wait_for_bases = self.bases.wait_for
         api = url_path_join(prefix, "api")
         routes = oauth_routes(prefix) + [
             (prefix, handlers.IndexHandler),

@@ -134,6 +134,20 @@ class BasePreparer:
             except (asyncio.CancelledError, Exception):
                 pass
 
+    async def wait_for(self, dockerfile, emit, poll=1.0):
+        """Wait while a base image that ``dockerfile`` names is still being prepared (a user's first
+        build on a new machine may start before it is); BuildFailed when it could not be."""
+        for base in self.bases:
+            reference = f"{self.registry_host}/{base.repository}:{base.tag}"
+            if reference not in dockerfile:
+                continue
+            if base.status == PREPARING:
+                emit(f"Waiting for the base image {reference}, which this service is making: {base.message}")
+            while base.status == PREPARING:
+                await asyncio.sleep(poll)
+            if base.status == FAILED:
+                raise BuildFailed(f"the base image {reference} could not be prepared: {base.message}")
+
     async def _in_registry(self, base, wait=REGISTRY_START_SECONDS):
         """Whether the registry has ``base``, asking again while nothing answers at its address (it
         may be starting beside this service) for up to ``wait`` seconds."""
@@ -359,10 +373,10 @@ def _keep(path, cached):
 
 
 def default_base(bases, registry_host):
-    """The reference of the first configured base image (the default for builds), or None."""
-    for base in bases:
-        if not base.server:
-            return f"{registry_host}/{base.repository}:{base.tag}"
+    """The default base of builds: the local single-user image where the service makes one (an
+    image built on it starts a server as it is), else the first configured base image; or None."""
+    for base in sorted(bases, key=lambda b: not b.server):
+        return f"{registry_host}/{base.repository}:{base.tag}"
     return None
 
 

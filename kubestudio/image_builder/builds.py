@@ -103,6 +103,7 @@ class BuildManager:
         self.log = log
         self.capture = capture  # async (owner, server, base, fallback) -> (base image, {"pip": [...], ...})
         self.default_base = default_base  # base of `environment` and image-less from_server builds
+        self.wait_for_bases = None  # async (dockerfile, emit): waits while a base it names is being made
         # repositories of the base images this service makes: every user may build on them
         self.made_here = {base_from_config(entry).repository for entry in config.base_images}
         self.queue = FairQueue(config.max_concurrent_builds, config.max_builds_per_user)
@@ -500,6 +501,8 @@ class BuildManager:
             else:
                 self.log.info("build %s started (%s, %s)", build_id, live.job.image, self.backend.name)
                 self._emit(live, f"Building {live.job.image} with {self.backend.name}", keep=True)
+                if self.wait_for_bases is not None:
+                    await self.wait_for_bases(record_json["dockerfile_text"] or "", emit)
                 grant = self._grant(live.job)
                 with grant as auth_file:
                     live.job.auth_file = auth_file

@@ -25,6 +25,7 @@ from ..names import (
     PROJECT_ANNOTATION,
 )
 from ..spawner.pods import gpu_placement, project_scheduling, workspace_paths, workspace_storage
+from .packagelayer import install_script, layer_folder
 
 TRAINING = "kubeflow.org/v1"
 TRAINER = "trainer.kubeflow.org/v1alpha1"
@@ -74,8 +75,9 @@ def command(run, settings):
     steps = []
     if spec.kind == "trainjob":  # a TrainJob's trainer has no workingDir: the command goes there itself
         steps.append("cd " + shlex.quote(f"{workspace}/{spec.working_dir}".rstrip("/")))
-    if spec.packages:
-        steps.append("python -m pip install --no-input --disable-pip-version-check --user " + shlex.join(spec.packages))
+    if spec.packages:  # on the image's Python, kept in the workspace for the next job (packagelayer)
+        steps.append(install_script(layer_folder(workspace, run.image or spec.image, spec.packages), spec.packages,
+                                    python="python"))
     if steps:
         return ["sh", "-c", " && ".join(steps) + ' && exec "$@"', "--", *argv]
     return argv

@@ -17,6 +17,7 @@ can read, never on a command line that ``ps`` shows every user.
 import asyncio
 import glob
 import os
+import re
 import shlex
 import signal
 
@@ -47,7 +48,12 @@ def buildah_command(buildah, storage_driver, storage_root="", run_root=""):
 
 
 class ImageRunError(Exception):
-    """The image cannot be made ready or run; the message says why (buildah's own words)."""
+    """The image cannot be made ready or run; the message says why (buildah's own words).
+    ``missing``: a command the image lacks."""
+
+    def __init__(self, message, missing=None):
+        super().__init__(message)
+        self.missing = missing
 
 
 class ImageRunner(Configurable):
@@ -125,15 +131,21 @@ class ImageRunner(Configurable):
         """Remove the working container ``name`` (its writable layer); nothing when there is none."""
         await self._buildah("rm", name)
 
-    async def add_account(self, container, account, home):
+    async def add_account(self, container, account, home, needs=()):
         """The account's name in the container's /etc/passwd and /etc/group (so `id`, `whoami` and a
         shell prompt name it). Written by a shell inside the root filesystem, never by the hub
-        through a path of the image: an image's /etc/passwd may be a link out of it."""
+        through a path of the image: an image's /etc/passwd may be a link out of it. ``needs``:
+        commands the image must have on its PATH (ImageRunError names the first one missing)."""
         passwd = f"{account.name}:x:{account.uid}:{account.gid}::{home}:/bin/bash"
         group = f"{account.name}:x:{account.gid}:"
         script = ('grep -q "^$2:" /etc/passwd || echo "$0" >> /etc/passwd; '
-                  'grep -q "^$2:" /etc/group || echo "$1" >> /etc/group')
-        code, out, err = await self._run(self.command(container, ["/bin/sh", "-c", script, passwd, group, account.name]))
+                  'grep -q "^$2:" /etc/group || echo "$1" >> /etc/group; shift 3; '
+                  'for c in "$@"; do command -v "$c" >/dev/null || { echo "MISSING $c"; exit 3; }; done')
+        code, out, err = await self._run(self.command(container, ["/bin/sh", "-c", script, passwd, group, account.name,
+                                                                  *needs]))
+        missing = re.search(r"^MISSING (\S+)$", out, re.M)
+        if code == 3 and missing:
+            raise ImageRunError(f"the image has no {missing.group(1)}", missing=missing.group(1))
         if code:
             raise ImageRunError(f"cannot run a shell in the image ({_last_words(err or out)})")
 

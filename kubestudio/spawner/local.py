@@ -446,8 +446,12 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         folders, mount = self.folders, mount_name(self.user.name)
         account = self._account
         try:
-            await runner.add_account(self._container, account, f"/home/{mount}")
+            await runner.add_account(self._container, account, f"/home/{mount}", needs=IMAGE_SINGLEUSER[:1])
         except ImageRunError as e:
+            if e.missing:  # an image built on a plain Python base: it has no Jupyter server to start
+                raise SpawnFailed(f"image {image} cannot start a server: it has no {e.missing}. Build it FROM "
+                                  f"KubeStudio's single-user image ({self.local_image or 'kubestudio/singleuser'}, "
+                                  "the images page's default base), or add jupyterhub and jupyterlab to it") from None
             raise SpawnFailed(f"image {image}: {e}") from None
         self.notebook_dir = f"/mnt/{mount}"
         self.cmd = runner.command(self._container, IMAGE_SINGLEUSER, account, user_mounts(folders, mount),

@@ -11,13 +11,13 @@ import pwd
 import subprocess
 import tarfile
 import time
-import zipfile
 
 import pytest
 import requests
 
 from kubestudio.accounts import COMMENT
 from kubestudio.testing.localhub import LocalHub
+from kubestudio.testing.wheels import tiny_wheel
 from kubestudio.testing.newcomer import run_in_terminal
 from kubestudio.testing.servicehub import BoardsHub, JobsHub
 
@@ -55,20 +55,6 @@ def terminal(hub, user, command, timeout=90):
 
 def account(hub, user):
     return pwd.getpwnam(hub.account_prefix + user)
-
-
-def wheel(name, version="0.1"):
-    """A real (tiny) wheel of a module ``name`` whose VALUE is 42."""
-    buffer = io.BytesIO()
-    dist = f"{name}-{version}.dist-info"
-    files = {f"{name}.py": "VALUE = 42\n",
-             f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
-    record = "".join(f"{path},,\n" for path in files) + f"{dist}/RECORD,,\n"
-    with zipfile.ZipFile(buffer, "w") as z:
-        for path, text in {**files, f"{dist}/RECORD": record}.items():
-            z.writestr(path, text)
-    return f"{name}-{version}-py3-none-any.whl", buffer.getvalue()
 
 
 def test_each_server_runs_as_its_users_account_which_alone_owns_their_files(hub):
@@ -296,7 +282,7 @@ def test_no_spelling_of_a_dockerfile_reads_another_users_image(hub):
 
 
 def test_pip_installs_go_to_the_users_own_environment(hub):
-    name, data = wheel("ksdemo_alice")
+    name, data = tiny_wheel("ksdemo_alice")
     with open(os.path.join(hub.data_dir, "users", "alice", "mnt", name), "wb") as f:
         f.write(data)
     out = terminal(hub, "alice", f"pip install --no-index --no-deps {name} 2>&1 | tail -1; "

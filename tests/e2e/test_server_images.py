@@ -17,6 +17,7 @@ import requests
 from kubestudio.spawner.imagerun import ImageRunner
 from kubestudio.testing.localhub import LocalHub
 from kubestudio.testing.newcomer import run_in_terminal
+from kubestudio.testing.wheels import tiny_wheel
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="servers in images need a hub run as root (buildah)")
 
@@ -150,6 +151,8 @@ def test_pip_in_an_image_server_goes_to_the_users_home(hub):
 def test_a_users_built_image_runs_as_it_is(hub):
     server_image = wait_for_server_image(hub)
     session, api = images_api(hub)
+    # builds start from the single-user image unless told otherwise: what they make starts a server
+    assert session.get(f"{api}/bases", timeout=30).json()["default"] == server_image
     context = os.path.join(hub.data_dir, "users", "alice", "mnt", "ctx")
     out = terminal(hub, "alice", "mkdir -p ctx && printf 'FROM %s\\nRUN echo only-in-this-image > /opt/marker.txt\\n' "
                                  f"{server_image} > ctx/Dockerfile && cat ctx/Dockerfile")
@@ -173,6 +176,13 @@ def test_a_users_built_image_runs_as_it_is(hub):
     while len(containers(hub)) >= before:
         assert time.monotonic() < deadline, containers(hub)
         time.sleep(0.5)
+    # an image with no Jupyter server in it (the plain Python base a Dockerfile may start from): the
+    # start fails at once, saying why and what to do, not "see the hub log"
+    plain = server_image.split("/", 1)[0] + "/base/python:3.11"
+    r = hub.spawn("alice", server="plain", options={"image": plain}, timeout=300)
+    assert r.status_code == 500, r.text
+    assert f"image {plain} cannot start a server: it has no jupyterhub-singleuser. Build it FROM " \
+           f"KubeStudio's single-user image ({server_image}" in r.json()["message"], r.text
 
 
 def jobs_api(hub, user="alice"):
@@ -219,13 +229,28 @@ def test_a_job_naming_an_image_runs_in_it_as_its_owner(hub):
     assert "exit status" not in log, log  # buildah's own words on the exit are not the job's
     # no working container of a job is left
     assert not [name for name in _container_names(hub) if name.startswith("ksjob-")], _container_names(hub)
-    # an image from elsewhere, or packages on top of an image, are refused before anything runs
+    # an image from elsewhere is refused before anything runs
     session, api = jobs_api(hub)
     r = session.post(api, json={"name": "remote", "command": ["true"], "image": "quay.io/jupyter/base-notebook:x"})
     assert r.status_code == 409 and r.json()["message"].startswith("image: quay.io/jupyter/base-notebook:x is not in "
                                                                     "this hub's registry"), r.text
-    r = session.post(api, json={"name": "pkgs", "command": ["true"], "image": image, "packages": ["nothing"]})
-    assert r.status_code == 409 and r.json()["message"].startswith("packages:"), r.text
+    # packages on top of the image: installed as alice into her home, once per image and list
+    name, data = tiny_wheel("ksdemo_job")
+    with open(os.path.join(workspace, name), "wb") as f:
+        f.write(data)
+    os.chown(os.path.join(workspace, name), owner.st_uid, owner.st_gid)
+    body = {"name": "pkgs", "image": image, "packages": [f"ksdemo_job @ file:///mnt/alice/{name}"],
+            "command": ["python3", "-c", "import ksdemo_job; print('VALUE', ksdemo_job.VALUE, ksdemo_job.__file__)"]}
+    job, log = run_job(hub, body)
+    assert job["status"] == "succeeded", (job, log)
+    assert "VALUE 42 /home/alice/.kubestudio/job-packages/" in log and "Successfully installed" in log, log
+    job, log = run_job(hub, {**body, "name": "pkgs-again"})
+    assert job["status"] == "succeeded" and "VALUE 42" in log and "Successfully installed" not in log, (job, log)
+    # a job that names no image (as the jobs page sends it) runs where the servers run: the same
+    # image and paths as from the terminal
+    job, log = run_job(hub, {"name": "no-image", "command": ["sh", "-c", "echo AT $(pwd) $HOME; command -v python"]})
+    assert job["status"] == "succeeded" and job["image"] == image, (job, log)
+    assert "AT /mnt/alice /home/alice" in log and "/usr/local/bin/python" in log, log
 
 
 def test_servers_in_images_get_their_own_gpus_from_the_ledger(hub):

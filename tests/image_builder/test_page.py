@@ -34,6 +34,9 @@ def test_build_from_the_page(images, page, tmp_path):
     log = page.inner_text("#log")
     assert "second-line" in log and "third-step" in log
     assert page.eval_on_selector("#progress", "p => p.value === p.max && p.max > 1")
+    # the build's own link starts a server named after it, in this image (not the bare spawn page)
+    start = page.get_attribute("#current-start", "href")
+    assert "/hub/spawn/painter/from-the-page?image=" in start and page.is_visible("#current-start"), start
     page.wait_for_function("document.getElementById('images').textContent.includes('from-the-page')", timeout=15000)
     page.screenshot(path=os.path.join(tmp_path, "images-page.png"), full_page=True)
 

@@ -37,6 +37,7 @@ from ...quantities import parse_bytes
 from ...spawner.gpus import JOB, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
 from ...spawner.imagerun import ImageRunError, ImageRunner, inside_env, runner_env, user_mounts, write_env_file
 from ...spawner.request import HOST_IMAGE
+from ..packagelayer import install_script, layer_folder
 from ...spawner.storage import ensure_user_folders, mount_name, user_folders
 from ...spawner.userenv import base_site_packages, ensure_user_env, is_ready, layered_env, site_packages, user_env_path
 from ..spec import SpecError
@@ -202,6 +203,14 @@ class LocalJobBackend(JobBackend):
         config=True,
         help="Host[:port] of the hub's own registry: the images a job may run in when `run_images` is on.",
     )
+    default_image = Unicode(
+        "",
+        config=True,
+        help="""Image of a job that names none (one submitted from the jobs page, or from outside a
+        server) when `run_images` is on: the one the user's servers run unless they choose another,
+        so a job behaves the same from the page, the terminal and the notebook. configure() sets
+        KubeStudio's local single-user image. Empty: such a job runs on the hub's Python.""",
+    )
     poll_seconds = Float(
         0.1,
         config=True,
@@ -257,16 +266,13 @@ class LocalJobBackend(JobBackend):
     def job_image(self, spec):
         """The image the job runs in, None for the hub's own Python; SpecError for an image that
         cannot run here."""
-        image = spec.image
+        image = spec.image or self.default_image
         if not self.run_images or not image or image == HOST_IMAGE:
             return None
         if not (self.local_registry and image.startswith(self.local_registry + "/")):
             raise SpecError(f"image: {image} is not in this hub's registry ({self.local_registry or 'none'}): jobs here "
                             f"run in its images (yours, or KubeStudio's single-user image), or on the hub's Python "
                             f"with image {HOST_IMAGE!r}", 409)
-        if spec.packages:
-            raise SpecError("packages: a job in an image gets no packages installed on top of it here; build an "
-                            "image with them (kubestudio images build) or run it with image 'host'", 409)
         return image
 
     def image_of(self, run):
@@ -384,6 +390,13 @@ class LocalJobBackend(JobBackend):
             except ImageRunError as e:
                 await self._remove_containers(run)
                 return Outcome("failed", f"image: {e}")
+            if spec.packages:
+                folder = layer_folder(f"/home/{mount}", image, spec.packages)
+                outcome = await self._packages_in_image(run, runner, account, folders, mount, workdir, base, folder)
+                if outcome is not None:
+                    await self._remove_containers(run)
+                    return outcome
+                base["PYTHONPATH"] = folder + (f":{base['PYTHONPATH']}" if base.get("PYTHONPATH") else "")
         argv = spec.argv(python, script)
         groups = self._groups(run)
         try:
@@ -641,22 +654,40 @@ class LocalJobBackend(JobBackend):
             if os.path.exists(os.path.join(venv, "bin", "python")) and argv[1:3] == ["-m", "venv"]:
                 continue
             run.on_lines("setup", ["$ " + " ".join(argv[2:] if argv[1:3] == ["-m", "pip"] else argv[1:])])
-            proc = await start_process(account, argv, env, stdout=asyncio.subprocess.PIPE,
-                                       stderr=asyncio.subprocess.STDOUT)
-            try:
-                while True:
-                    line = await proc.stdout.readline()
-                    if not line:
-                        break
-                    run.on_lines("setup", [line.decode("utf-8", errors="replace").rstrip()[:MAX_LINE]])
-                code = await proc.wait()
-            except asyncio.CancelledError:
-                signal_group(proc.pid)
-                raise
+            code = await self._setup_step(run, account, argv, env)
             if code != 0:
                 return Outcome("failed", f"packages: installing {' '.join(run.spec.packages)} failed "
                                          f"(pip exit code {code}); see the log's [setup] lines")
         return os.path.join(venv, "bin", "python")
+
+    async def _packages_in_image(self, run, runner, account, folders, mount, workdir, env, folder):
+        """The job's packages on its image's Python (``packagelayer``): pip, as the owner in the
+        first rank's working container, into ``folder`` of their home unless a job did before. None
+        when done, else the failed Outcome."""
+        packages = run.spec.packages
+        run.on_lines("setup", [f"$ pip install --target {folder} {' '.join(packages)} (unless done before)"])
+        env_file = write_env_file(os.path.join(self._dir(run), "setup.env"), env, account)
+        argv = runner.command(run.refs["containers"][0], ["sh", "-c", install_script(folder, packages)], account,
+                              user_mounts(folders, mount), workdir=workdir, env_file=env_file)
+        code = await self._setup_step(run, None, argv, runner_env())
+        if code != 0:
+            return Outcome("failed", f"packages: installing {' '.join(packages)} failed (exit code {code}); "
+                                     "see the log's [setup] lines")
+        return None
+
+    async def _setup_step(self, run, account, argv, env):
+        """Run a step before the ranks (as ``account``), its output to the log as [setup]; its exit code."""
+        proc = await start_process(account, argv, env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        try:
+            while True:
+                line = await proc.stdout.readline()
+                if not line:
+                    break
+                run.on_lines("setup", [line.decode("utf-8", errors="replace").rstrip()[:MAX_LINE]])
+            return await proc.wait()
+        except asyncio.CancelledError:
+            signal_group(proc.pid)
+            raise
 
 
 def _pieces(text):
