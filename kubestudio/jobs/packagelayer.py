@@ -27,9 +27,10 @@ def install_script(folder, packages, python="python3"):
         f"d={shlex.quote(folder)}; "
         'if [ ! -d "$d" ]; then '
         't="$d.${HOSTNAME:-local}.$$"; mkdir -p "${d%/*}" && '
-        f"{python} -m pip install --no-input --disable-pip-version-check --no-warn-script-location "
-        f'--target "$t" {shlex.join(packages)} && '
-        '{ mv -T "$t" "$d" 2>/dev/null || rm -rf "$t"; }; '
+        f"if {python} -m pip install --no-input --disable-pip-version-check --no-warn-script-location "
+        f'--target "$t" {shlex.join(packages)}; '
+        'then mv -T "$t" "$d" 2>/dev/null || rm -rf "$t"; '
+        'else rm -rf "$t"; false; fi; '
         "fi && "
         'export PYTHONPATH="$d${PYTHONPATH:+:$PYTHONPATH}"'
     )
