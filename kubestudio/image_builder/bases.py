@@ -32,6 +32,7 @@ from ..serverimage import (
     kubestudio_source,
     server_dockerfile,
     server_requirements,
+    server_wheel,
 )
 from ..registry import RegistryError, RegistryUnreachable
 from .backends.base import BuildFailed, BuildJob
@@ -294,6 +295,8 @@ class BasePreparer:
             await self._save(deps)
         with self._context() as (folder, wheels):
             await self._run(pip + ["wheel", "--no-deps", "--wheel-dir", wheels, source], "pip wheel (KubeStudio)")
+            for name in os.listdir(wheels):
+                server_wheel(os.path.join(wheels, name))
             await self._build(base, folder, server_dockerfile(f"{self.registry_host}/{deps.repository}:{deps.tag}"),
                               {"io.kubestudio.base": "true", "io.kubestudio.server": "true"})
 

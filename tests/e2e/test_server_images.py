@@ -141,9 +141,13 @@ def test_pip_in_an_image_server_goes_to_the_users_home(hub):
     wheel_dir = os.path.join(hub.data_dir, "users", "alice", "mnt")
     name = "kst_image_probe"
     _tiny_wheel(wheel_dir, name)
-    out = terminal(hub, "alice", f"pip install --no-index --no-deps /mnt/alice/{name}-0.1-py3-none-any.whl 2>&1 | tail -1; "
-                                 f"python3 -c 'import {name}; print(\"AT\", {name}.__file__)'")
+    out = terminal(hub, "alice", f"pip install --no-index --no-deps /mnt/alice/{name}-0.1-py3-none-any.whl 2>&1; "
+                                 f"python3 -c 'import {name}; print(\"AT\", {name}.__file__)'; "
+                                 "tensorboard --version && echo TB-OK")
     assert f"AT /home/alice/.local/lib/python3.11/site-packages/{name}.py" in out, out
+    # the hub's own dependencies do not leak into the image: no pip warning about them
+    assert "Successfully installed" in out and "requires" not in out, out
+    assert "TB-OK" in out, out  # %tensorboard and `tensorboard` work in the image, as the user guide says
     out = terminal(hub, "bob", f"python3 -c 'import {name}' 2>&1 | tail -1")
     assert "ModuleNotFoundError" in out, out
 
@@ -308,17 +312,11 @@ def _container_names(hub):
 
 
 def _tiny_wheel(folder, name):
-    import zipfile
-
-    dist = f"{name}-0.1.dist-info"
-    files = {f"{name}.py": "VALUE = 42\n",
-             f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n",
-             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
-    files[f"{dist}/RECORD"] = "".join(f"{path},,\n" for path in files) + f"{dist}/RECORD,,\n"
-    path = os.path.join(folder, f"{name}-0.1-py3-none-any.whl")
-    with zipfile.ZipFile(path, "w") as z:
-        for member, text in files.items():
-            z.writestr(member, text)
+    """A tiny wheel of ``name`` in ``folder``, owned as the folder is (the user's)."""
+    file, data = tiny_wheel(name)
+    path = os.path.join(folder, file)
+    with open(path, "wb") as f:
+        f.write(data)
     os.chmod(path, 0o644)
     owner = os.stat(folder)
     os.chown(path, owner.st_uid, owner.st_gid)
