@@ -147,6 +147,8 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
         """Where a server does not run its profile's image: what it runs instead (for the form)."""
         return None
 
+    image_here = None  # image -> what a server of it runs on this machine (None: the image itself)
+
     def resolve(self, options):
         profile_reasons, ide_reasons = self.unavailable()
         return resolve_request(options, self.catalog, self.projects(), profile_reasons, ide_reasons,
@@ -178,6 +180,7 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
             own_images_note=images_note,
             own_images_prefix=self.custom_image_prefix(),
             runs_here=self.runs_here(),
+            image_here=self.image_here,
             other_profiles_html=other_html,
             preselect=not other_selected,
         )

@@ -16,14 +16,24 @@ _env = jinja2.Environment(
 )
 
 
+def _image_label(choice, runs_here, image_here):
+    """A profile's image choice as the form names it: what a server of it runs on this machine."""
+    if image_here is not None:
+        here = image_here(choice.image)
+        return f"{choice.display_name} · here: {here}" if here else choice.display_name
+    return choice.display_name + (" (on Kubernetes)" if runs_here else "")
+
+
 def render_spawn_form(catalog, projects, profile_unavailable=None, ide_unavailable=None, previous=None,
                       own_images=(), own_images_note=None, own_images_prefix=None, runs_here=None,
-                      other_profiles_html="", preselect=True):
+                      other_profiles_html="", preselect=True, image_here=None):
     """Render the form; ``previous`` (last ``user_options``) preselects the user's last choice.
 
     ``own_images`` (references the user built) are offered by profiles with ``custom_images``.
     ``runs_here``: where the spawner cannot run images (the embedded default), what a server really
-    runs; the image choices are then labelled as applying elsewhere instead of promised.
+    runs; the image choices are then labelled as applying elsewhere instead of promised, or, with
+    ``image_here(image)`` (what a server of that image really runs here, None: the image itself),
+    each with what it runs here.
     ``catalog`` may be None (no catalog); ``other_profiles_html`` (KubeSpawner's own profile_list
     form, already rendered) is shown above the catalog's cards in the same radio group, and
     ``preselect=False`` leaves the preselected profile to it.
@@ -98,7 +108,7 @@ def render_spawn_form(catalog, projects, profile_unavailable=None, ide_unavailab
                     for i in profile.ides
                 ],
                 "images": [
-                    {"name": c.name, "display_name": c.display_name + (" (on Kubernetes)" if runs_here else ""),
+                    {"name": c.name, "display_name": _image_label(c, runs_here, image_here),
                      "image": c.image, "selected": c.name == wanted_image}
                     for c in profile.images
                 ],

@@ -307,6 +307,18 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         self._request = request
         self._allocation = allocation
 
+    def image_here(self, image):
+        """What a server of the profile's ``image`` runs on this machine (the spawn form's label);
+        None when it runs that image itself."""
+        version = ".".join(str(n) for n in sys.version_info[:2])
+        if image == HOST_IMAGE:
+            return None
+        if not self.local_image:
+            return f"the hub's Python {version}"
+        if self.run_remote_images or (self.local_registry and image.startswith(self.local_registry + "/")):
+            return None
+        return "KubeStudio's single-user image (Python 3.11, JupyterLab)"
+
     def image_to_run(self, request):
         """The image the server of ``request`` runs in, or None for the hub's own Python."""
         if not self.local_image or request.ide == "vscode":  # code-server is the machine's, not the image's

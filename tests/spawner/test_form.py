@@ -96,3 +96,8 @@ def test_form_says_what_runs_where_images_are_not_used():
     assert "ks-runs-here" not in card(honest, "gpu")
     plain = render_spawn_form(CATALOG, projects)
     assert "(on Kubernetes)" not in plain and "ks-runs-here" not in plain
+    # where the spawner says what each image runs here, the label says that, not a promise
+    labelled = render_spawn_form(CATALOG, projects, runs_here="servers run in the local image",
+                                 image_here=lambda image: "KubeStudio's single-user image (Python 3.11, JupyterLab)")
+    assert "here: KubeStudio&#39;s single-user image (Python 3.11, JupyterLab)" in card(labelled, "gpu")
+    assert "(on Kubernetes)" not in labelled
