@@ -428,6 +428,8 @@ class KubeStudio(Configurable):
         # a job that names no image runs where the user's servers run: the same from every door
         if "default_image" not in c.LocalJobBackend and c.LocalWorkspaceSpawner.get("local_image"):
             c.LocalJobBackend.default_image = c.LocalWorkspaceSpawner.local_image
+        if "servers_see_workspace_at" not in c.ImageBuilder and c.LocalWorkspaceSpawner.get("local_image"):
+            c.ImageBuilder.servers_see_workspace_at = "/mnt/{user}"  # the images page names it as servers see it
         if not self.registry:
             if "tls_verify" not in c.ImageRunner:
                 c.ImageRunner.tls_verify = False

@@ -27,7 +27,7 @@ from ..services.web import (
     oauth_settings,
     service_prefix,
 )
-from ..spawner.storage import user_slug
+from ..spawner.storage import mount_name, user_slug
 from . import handlers
 from .backends.base import BuildBackend
 from .backends.buildah import BuildahBackend
@@ -217,9 +217,19 @@ class ImageBuilder(ServiceApp):
     def workspace_of(self, slug):
         return self.workspace_pattern.format(root=self.workspaces_root, user_slug=slug)
 
+    servers_see_workspace_at = Unicode(
+        "",
+        config=True,
+        help="""Where servers see a user's workspace, e.g. /mnt/{user}: the images page names it so
+        (users never see the hub's own folders). configure() sets it when local servers run in
+        images. Empty: /mnt/{user} on Kubernetes, the folder itself for local builds (servers on the
+        hub's Python see it there).""",
+    )
+
     def workspace_label(self, user):
-        """The user's workspace as the page names it: where it really is for local builds, else
-        /mnt/<user> as a server sees it."""
+        """The user's workspace as the page names it: as their servers see it."""
+        if self.servers_see_workspace_at:
+            return self.servers_see_workspace_at.format(user=mount_name(user))
         if self.backend.snapshot_context:
             return self.workspace_of(user_slug(user))
         return f"/mnt/{user}"

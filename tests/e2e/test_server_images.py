@@ -157,6 +157,10 @@ def test_a_users_built_image_runs_as_it_is(hub):
     session, api = images_api(hub)
     # builds start from the single-user image unless told otherwise: what they make starts a server
     assert session.get(f"{api}/bases", timeout=30).json()["default"] == server_image
+    # the images page names the workspace as servers see it, never the hub's own folders
+    page = hub.login("alice").get(f"{hub.url}/services/images/", timeout=60)
+    assert page.status_code == 200 and '<code id="workspace">/mnt/alice</code>' in page.text, page.text[:2000]
+    assert hub.data_dir not in page.text
     context = os.path.join(hub.data_dir, "users", "alice", "mnt", "ctx")
     out = terminal(hub, "alice", "mkdir -p ctx && printf 'FROM %s\\nRUN echo only-in-this-image > /opt/marker.txt\\n' "
                                  f"{server_image} > ctx/Dockerfile && cat ctx/Dockerfile")
