@@ -33,6 +33,12 @@ def defaults(studio, c, data):
     setdefault("TensorBoardService", "cookie_secret_file", os.path.join(data, "tensorboards_cookie_secret"))
     setdefault("TensorBoardService", "data_dir", data)
     setdefault("TensorBoardService", "stop_boards_on_exit", not studio.keep_servers_running)
+    # TensorBoard's page asks for its fonts at the root (/font-roboto/...): the hub serves them
+    from .fonts import FONT_ROUTE, FontHandler
+
+    handlers = list(c.JupyterHub.get("extra_handlers", []))
+    if not any(pattern == FONT_ROUTE for pattern, *_ in handlers):
+        c.JupyterHub.extra_handlers = handlers + [(FONT_ROUTE, FontHandler)]
     if studio.spawner == "local":
         setdefault("LocalBoardBackend", "work_dir", os.path.join(data, "tensorboards"))
     else:

@@ -3,6 +3,7 @@ and a scalar series through the hub's proxy, the same request gives the same boa
 what, the starting page, and idle culling with a transparent restart."""
 
 import os
+import re
 import time
 
 import pytest
@@ -60,6 +61,12 @@ def test_a_board_shows_the_runs_and_scalars_written(boards):
     assert [(step, value) for _, step, value in series] == [(0, 2.0), (1, 1.5)]
     page = boards.get(board["url"], "tess")
     assert page.status_code == 200 and "<tf-tensorboard" in page.text or "tensorboard" in page.text.lower()
+    # the fonts the page asks for at the root (url(/font-roboto/...)) are there, not a 404
+    fonts = sorted(set(re.findall(r"url\((/font-roboto/[A-Za-z0-9_-]+\.woff2)\)", page.text)))
+    assert fonts, page.text[:500]
+    font = requests.get(boards.hub.url + fonts[0], timeout=30)
+    assert font.status_code == 200 and font.headers["Content-Type"] == "font/woff2" and len(font.content) > 100
+    assert requests.get(boards.hub.url + "/font-roboto/nothing.woff2", timeout=30).status_code == 404
     # the same folders, named otherwise, are the same board
     again = client.open_board([f"{workspace}/runs/exp2", "runs/exp1"])
     assert again["id"] == board["id"] and again["status"] == "running"
