@@ -66,15 +66,19 @@ def test_the_environment_file_is_the_accounts_alone_and_sh_reads_it_back_exactly
     assert not (tmp_path / "elsewhere").exists()
 
 
+SERVERS_IMAGE = "127.0.0.1:5000/kubestudio/singleuser:1"
+
+
 @pytest.mark.parametrize("image, packages, expected", [
-    (None, [], None),
+    (None, [], SERVERS_IMAGE),  # none named (the jobs page): where servers run
     ("host", [], None),
     ("127.0.0.1:5000/kubestudio/alice/mine:v1", [], "127.0.0.1:5000/kubestudio/alice/mine:v1"),
     ("quay.io/jupyter/base-notebook:x", [], "image: quay.io/jupyter/base-notebook:x is not in this hub's registry"),
-    ("127.0.0.1:5000/kubestudio/alice/mine:v1", ["numpy"], "packages: a job in an image"),
+    # packages go on top of any image (jobs.packagelayer)
+    ("127.0.0.1:5000/kubestudio/alice/mine:v1", ["numpy"], "127.0.0.1:5000/kubestudio/alice/mine:v1"),
 ])
 def test_which_image_a_local_job_runs_in(image, packages, expected):
-    backend = LocalJobBackend(run_images=True, local_registry="127.0.0.1:5000")
+    backend = LocalJobBackend(run_images=True, local_registry="127.0.0.1:5000", default_image=SERVERS_IMAGE)
     body = {"name": "j", "command": ["true"], "packages": packages, **({"image": image} if image else {})}
     spec = parse_spec(body, {})
     if expected is None or not expected.startswith(("image:", "packages:")):
