@@ -81,8 +81,9 @@ async def forward(handler, url, what, location=None, backend_headers=None, repla
 
 async def _send(handler, request, url, headers, body, location):
     """One try: the backend's status, headers and body onto ``handler``."""
-    async with upstream_session().request(request.method, url, headers=headers, data=body,
-                                          allow_redirects=False) as response:
+    # a body the caller sent with no Content-Type goes on with none (aiohttp would add octet-stream)
+    async with upstream_session().request(request.method, url, headers=headers, data=body, allow_redirects=False,
+                                          skip_auto_headers=("Content-Type",)) as response:
         handler.set_status(response.status, response.reason)
         handler.clear_header("Cache-Control")
         handler.clear_header("Content-Type")

@@ -139,7 +139,7 @@ class ImageRunner(Configurable):
         passwd = f"{account.name}:x:{account.uid}:{account.gid}::{home}:/bin/bash"
         group = f"{account.name}:x:{account.gid}:"
         script = ('grep -q "^$2:" /etc/passwd || echo "$0" >> /etc/passwd; '
-                  'grep -q "^$2:" /etc/group || echo "$1" >> /etc/group; shift 3; '
+                  'grep -q "^$2:" /etc/group || echo "$1" >> /etc/group; shift 2; '
                   'for c in "$@"; do command -v "$c" >/dev/null || { echo "MISSING $c"; exit 3; }; done')
         code, out, err = await self._run(self.command(container, ["/bin/sh", "-c", script, passwd, group, account.name,
                                                                   *needs]))

@@ -354,6 +354,17 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         self.cpu_limit = profile.cpu_limit
         self.cpu_guarantee = profile.cpu_guarantee
         self.default_url = self.vscode_url if request.ide == "vscode" else self.jupyterlab_url
+        try:
+            return await self._start(request, allocation, profile, folders)
+        except BaseException:
+            # JupyterHub calls stop() after a failed start only while a process runs: a working
+            # container made before the failure is removed here, or it outlives the hub
+            if self._container and (self.proc is None or self.proc.poll() is not None):
+                await self.image_runner.remove(self._container)
+                self._container = None
+            raise
+
+    async def _start(self, request, allocation, profile, folders):
         if self._image:
             await self._prepare_image(allocation)
         else:

@@ -282,6 +282,19 @@ class LocalHub:
             time.sleep(0.1)
         raise TimeoutError(f"server {user}/{server} not ready in {timeout}s:\n{self.log_tail()}")
 
+    def progress_events(self, user, server="", timeout=120):
+        """The events of a starting server's progress stream (what its spawn page shows), up to
+        the one that says it is ready or failed."""
+        path = f"{self.server_path(user, server)}/progress"
+        events = []
+        with self.api("GET", path, stream=True, timeout=timeout) as stream:
+            for line in stream.iter_lines(decode_unicode=True):
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                    if events[-1].get("failed") or events[-1].get("ready"):
+                        break
+        return events
+
     def stop_server(self, user, server="", timeout=60):
         r = self.api("DELETE", self.server_path(user, server))
         if r.status_code not in (202, 204, 400, 404):

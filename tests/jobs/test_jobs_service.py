@@ -141,6 +141,8 @@ def test_serve_and_predict_from_a_servers_terminal(jobs, setup):
     v2 = {"inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP64", "data": sum(rows, [])}]}
     predicted = run("predict", "tree", "--v2", stdin=json.dumps(v2))
     assert json.loads(predicted.stdout)["outputs"][0]["data"] == model.predict(rows).tolist()
+    listed = run("serve", "--list")
+    assert re.match(r"tree\s+ready\s+v1\s+2 requests", listed.stdout), listed.stdout
     # the flag after the name, the request after the flag: the same call
     predicted = run("predict", "tree", "--v2", json.dumps(v2))
     assert predicted.returncode == 0, predicted.stderr
@@ -149,8 +151,6 @@ def test_serve_and_predict_from_a_servers_terminal(jobs, setup):
     wrong = run("predict", "tree", json.dumps({"instances": [[5.1]]}))
     assert wrong.returncode == 2 and "expecting 4 features" in wrong.stderr and "(HTTP 400)" in wrong.stderr, \
         wrong.stderr
-    listed = run("serve", "--list")
-    assert re.match(r"tree\s+ready\s+v1\s+2 requests", listed.stdout), listed.stdout
     bad = run("predict", "tree", "{nope")
     assert bad.returncode == 2 and "the request is not JSON" in bad.stderr
     missing = run("serve", "models/none")

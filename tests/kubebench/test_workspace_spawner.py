@@ -71,18 +71,6 @@ def with_token(token):
     return {"Authorization": f"token {token}"}
 
 
-def failure_event(hub, user, server=""):
-    path = f"/users/{user}/servers/{server}/progress" if server else f"/users/{user}/server/progress"
-    events = []
-    with hub.api("GET", path, stream=True, timeout=120) as stream:
-        for line in stream.iter_lines(decode_unicode=True):
-            if line.startswith("data:"):
-                events.append(json.loads(line[5:]))
-                if events[-1].get("failed") or events[-1].get("ready"):
-                    break
-    return events
-
-
 def test_jupyter_workspace_pod_files_and_named_servers(bench, hub):
     for user in ("alice", "bob"):
         hub.create_user(user)
@@ -195,7 +183,7 @@ def spawn_failure(hub, user, options):
         assert r.status_code == 409, r.text
         return r.json()["message"], []
     assert r.status_code in (201, 202), r.text
-    events = failure_event(hub, user)
+    events = hub.progress_events(user)
     assert events[-1].get("failed"), events
     return events[-1]["message"], events
 
