@@ -62,6 +62,8 @@ JOBS = ServiceDeclaration(
     shared=(("LocalWorkspaceSpawner", "gpus", "LocalJobBackend"),
             ("LocalWorkspaceSpawner", "gpu_detect_command", "LocalJobBackend"),
             ("KubeSpawner", "namespace", "KubernetesJobBackend"),
+            # a job that names no image (from the jobs page) runs in the servers' image
+            ("KubeSpawner", "image", "KubernetesJobBackend", "default_image"),
             *(("ImageBuilder", trait, "KubernetesJobBackend")
               for trait in ("registry_host", "registry_insecure", "registry_auth_file")),
             *(("WorkspaceSpawner", trait, "KubernetesJobBackend")

@@ -41,9 +41,10 @@ class ServiceDeclaration:
     def write_config(self, c, data_dir):
         """The service's sections of ``c`` as a JSON config file (mode 0600); its path."""
         sections = {}
-        for source, trait, target in self.shared:
-            if trait in c[source] and trait not in c[target]:
-                sections.setdefault(target, {})[trait] = _jsonable(c[source][trait], f"c.{source}.{trait}")
+        for source, trait, target, *renamed in self.shared:
+            name = renamed[0] if renamed else trait  # (source, trait, target[, the target's trait])
+            if trait in c[source] and name not in c[target]:
+                sections.setdefault(target, {})[name] = _jsonable(c[source][trait], f"c.{source}.{trait}")
         for section in self.config_sections:
             values = {key: _jsonable(value, f"c.{section}.{key}") for key, value in c[section].items()}
             if values:

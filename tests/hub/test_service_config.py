@@ -95,6 +95,10 @@ def test_the_jobs_service_is_declared_beside_the_images_service(tmp_path, monkey
     app = JobService()
     app.initialize(["--config", path])
     assert app.db_url.endswith("jobs.sqlite") and app.stop_jobs_on_exit is True
+    # on Kubernetes, a job that names no image (the jobs page's) runs in the servers' image
+    c.KubeSpawner.image = "registry.example/kubestudio/singleuser:1"
+    entries["jobs"]["environment"][CONFIG_ENV](None)
+    assert json.loads(open(path).read())["KubernetesJobBackend"]["default_image"] == c.KubeSpawner.image
 
     off = Config()
     configure(off, data_dir=str(tmp_path / "off"), jobs_service=False)

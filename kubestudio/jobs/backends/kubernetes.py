@@ -223,7 +223,9 @@ class KubernetesJobBackend(JobBackend):
         "",
         config=True,
         help="""Image of a job that names none and is not submitted from a server (which sends its
-        own image, KUBESTUDIO_IMAGE). Empty: such a job is refused with a message naming `image`.""",
+        own image, KUBESTUDIO_IMAGE), e.g. one from the jobs page: configure() uses KubeSpawner.image,
+        the image servers run unless a profile says otherwise. Empty: such a job is refused with a
+        message naming `image`.""",
     )
     registry_host = Unicode(
         "",
