@@ -152,6 +152,19 @@ def test_pip_in_an_image_server_goes_to_the_users_home(hub):
     assert "ModuleNotFoundError" in out, out
 
 
+def built(session, api, body, timeout=300):
+    """The record of a build asked for with ``body``, once it succeeded."""
+    build = session.post(f"{api}/builds", json=body, timeout=60)
+    assert build.status_code in (200, 201, 202), build.text
+    deadline = time.monotonic() + timeout
+    while (status := session.get(f"{api}/builds/{build.json()['id']}", timeout=30).json())["status"] not in (
+            "succeeded", "failed", "cancelled", "exists"):
+        assert time.monotonic() < deadline, status
+        time.sleep(1)
+    assert status["status"] == "succeeded", status
+    return status
+
+
 def test_a_users_built_image_runs_as_it_is(hub):
     server_image = wait_for_server_image(hub)
     session, api = images_api(hub)
@@ -165,14 +178,7 @@ def test_a_users_built_image_runs_as_it_is(hub):
     out = terminal(hub, "alice", "mkdir -p ctx && printf 'FROM %s\\nRUN echo only-in-this-image > /opt/marker.txt\\n' "
                                  f"{server_image} > ctx/Dockerfile && cat ctx/Dockerfile")
     assert os.path.exists(os.path.join(context, "Dockerfile")), out
-    build = session.post(f"{api}/builds", json={"name": "marked", "tag": "v1", "context": "ctx"}, timeout=60)
-    assert build.status_code in (200, 201, 202), build.text
-    deadline = time.monotonic() + 300
-    while (status := session.get(f"{api}/builds/{build.json()['id']}", timeout=30).json())["status"] not in (
-            "succeeded", "failed", "cancelled", "exists"):
-        assert time.monotonic() < deadline, status
-        time.sleep(2)
-    assert status["status"] == "succeeded", status
+    status = built(session, api, {"name": "marked", "tag": "v1", "context": "ctx"})
     r = hub.spawn("alice", server="built", options={"image": status["image"]}, timeout=300)
     assert r.status_code in (201, 202), r.text
     assert hub.server_model("alice", "built")["state"]["kubestudio"]["image"] == status["image"]
@@ -187,15 +193,7 @@ def test_a_users_built_image_runs_as_it_is(hub):
     # an image with no Jupyter server in it (the plain Python base a Dockerfile may start from): the
     # start fails at once, saying why and what to do, not "see the hub log"
     base = server_image.split("/", 1)[0] + "/base/python:3.11"
-    build = session.post(f"{api}/builds", json={"name": "plain", "tag": "v1",
-                                                "dockerfile_text": f"FROM {base}\nLABEL plain=yes\n"}, timeout=60)
-    assert build.status_code in (200, 201, 202), build.text
-    deadline = time.monotonic() + 300
-    while (status := session.get(f"{api}/builds/{build.json()['id']}", timeout=30).json())["status"] not in (
-            "succeeded", "failed", "cancelled", "exists"):
-        assert time.monotonic() < deadline, status
-        time.sleep(1)
-    assert status["status"] == "succeeded", status
+    status = built(session, api, {"name": "plain", "tag": "v1", "dockerfile_text": f"FROM {base}\nLABEL plain=yes\n"})
     plain = status["image"]
     r = hub.spawn("alice", server="plain", options={"image": plain}, wait=False)
     if r.status_code == 500:  # failed within the hub's own wait
