@@ -7,6 +7,7 @@ import os
 
 from ..names import JOBS_ADMIN_SCOPE, JOBS_RUN_SCOPE, JOBS_SERVICE, SERVE_PREDICT_SCOPE
 from ..services.declare import ServiceDeclaration
+from ..spawner.serverimage import default_server_image
 
 
 def roles(admin_users):
@@ -62,11 +63,11 @@ JOBS = ServiceDeclaration(
     shared=(("LocalWorkspaceSpawner", "gpus", "LocalJobBackend"),
             ("LocalWorkspaceSpawner", "gpu_detect_command", "LocalJobBackend"),
             ("KubeSpawner", "namespace", "KubernetesJobBackend"),
-            # a job that names no image (from the jobs page) runs in the servers' image
-            ("KubeSpawner", "image", "KubernetesJobBackend", "default_image"),
             *(("ImageBuilder", trait, "KubernetesJobBackend")
               for trait in ("registry_host", "registry_insecure", "registry_auth_file")),
             *(("WorkspaceSpawner", trait, "KubernetesJobBackend")
               for trait in ("namespace", "workspace_claim", "archives_claim", "workspace_root", "archives_root",
                             "gpu_type_label", "gpu_types", "uid", "gid", "fs_gid"))),
+    # a job that names no image (from the jobs page) runs in the image a server gets by default
+    derived=(("KubernetesJobBackend", "default_image", default_server_image),),
 )

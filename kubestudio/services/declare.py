@@ -34,6 +34,9 @@ class ServiceDeclaration:
     # settings of another part the service must agree with: (from section, trait, to section),
     # copied each time the file is written unless the service's own section sets the trait
     shared: tuple = ()
+    # settings worked out from the hub's whole configuration: (to section, trait, function(c) ->
+    # value, or None for nothing), each time the file is written unless the section sets the trait
+    derived: tuple = ()
 
     def config_path(self, data_dir):
         return os.path.join(data_dir, f"{self.name}-service.json")
@@ -45,6 +48,10 @@ class ServiceDeclaration:
             name = renamed[0] if renamed else trait  # (source, trait, target[, the target's trait])
             if trait in c[source] and name not in c[target]:
                 sections.setdefault(target, {})[name] = _jsonable(c[source][trait], f"c.{source}.{trait}")
+        for target, name, derive in self.derived:
+            value = None if name in c[target] else derive(c)
+            if value is not None:
+                sections.setdefault(target, {})[name] = _jsonable(value, f"c.{target}.{name}")
         for section in self.config_sections:
             values = {key: _jsonable(value, f"c.{section}.{key}") for key, value in c[section].items()}
             if values:

@@ -20,6 +20,7 @@ as ``<file>: <path>: <reason>`` (e.g. ``profiles/default.yaml: profiles[2].gpu.c
 integer >= 0``).
 """
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -141,6 +142,20 @@ class Catalog:
             if profile.default:
                 return profile
         return self.profiles[0]
+
+
+def yielded_to(catalog, image=None, sizes=None):
+    """The shipped example ``catalog`` as an admin's KubeSpawner settings change it: ``image``
+    replaces every profile's images, ``sizes`` (Profile field -> value) their sizes."""
+    if not (image or sizes):
+        return catalog
+    profiles = []
+    for profile in catalog.profiles:
+        changes = dict(sizes or {})
+        if image:
+            changes["images"] = (ImageChoice(name="configured", display_name=image, image=image),)
+        profiles.append(dataclasses.replace(profile, **changes))
+    return type(catalog)(profiles=profiles, source=catalog.source)
 
 
 class _Checker:

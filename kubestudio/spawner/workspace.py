@@ -25,7 +25,7 @@ from ..names import ARCHIVES_CLAIM, LABEL_GPUS, WORKSPACE_CLAIM
 from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
 from .podindex import OwnedPodReflector, PodsByOwner, owner_of
 from .pods import PodSettings, gpu_count, workspace_traits, yielding_traits
-from .profiles import IDE_LABELS, ImageChoice, Profile, load_catalog_cached
+from .profiles import IDE_LABELS, Profile, load_catalog_cached, yielded_to
 from .request import SpawnRefused, WorkspaceRequest, check_quota, resolve_project
 from .storage import user_slug
 
@@ -266,13 +266,7 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
             return catalog
         key = (id(catalog), image, tuple(sorted(sizes.items())))
         if key not in self._shipped_cache:
-            profiles = []
-            for profile in catalog.profiles:
-                changes = dict(sizes)
-                if image:
-                    changes["images"] = (ImageChoice(name="configured", display_name=image, image=image),)
-                profiles.append(dataclasses.replace(profile, **changes))
-            self._shipped_cache[key] = type(catalog)(profiles=profiles, source=catalog.source)
+            self._shipped_cache[key] = yielded_to(catalog, image, sizes)
         return self._shipped_cache[key]
 
     async def kubespawner_profiles(self):

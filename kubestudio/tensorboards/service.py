@@ -7,6 +7,7 @@ import os
 
 from ..names import TENSORBOARDS_ADMIN_SCOPE, TENSORBOARDS_SERVICE, TENSORBOARDS_USE_SCOPE
 from ..services.declare import ServiceDeclaration
+from ..spawner.serverimage import default_server_image
 
 
 def roles(admin_users):
@@ -61,8 +62,8 @@ TENSORBOARDS = ServiceDeclaration(
     # namespace first, WorkspaceSpawner's settings win), in the servers' image unless an admin
     # names one (it has tensorboard)
     shared=(("KubeSpawner", "namespace", "KubernetesBoardBackend"),
-            ("KubeSpawner", "image", "KubernetesBoardBackend"),
             *(("WorkspaceSpawner", trait, "KubernetesBoardBackend")
               for trait in ("namespace", "workspace_claim", "archives_claim", "workspace_root", "archives_root",
                             "uid", "gid", "fs_gid"))),
+    derived=(("KubernetesBoardBackend", "image", default_server_image),),
 )

@@ -9,6 +9,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from kubestudio.services.declare import CONFIG_ENV
+
 helm = pytest.importorskip("helm_python")
 
 CHART = os.path.join(os.path.dirname(__file__), "..", "..", "helm", "kubestudio")
@@ -169,6 +171,12 @@ def hub_config(tmp_path, values, monkeypatch):
     return loader.load_config()
 
 
+def service_config(entry):
+    """What the hub writes for a service when it starts it."""
+    with open(entry["environment"][CONFIG_ENV](None), encoding="utf-8") as f:
+        return json.load(f)
+
+
 def test_the_hub_config_runs_on_the_default_values(tmp_path, monkeypatch):
     c = hub_config(tmp_path, {}, monkeypatch)
     assert c.ConfigurableHTTPProxy.should_start is False
@@ -184,6 +192,9 @@ def test_the_hub_config_runs_on_the_default_values(tmp_path, monkeypatch):
     assert "images" not in services  # no registry: no builds
     assert "registry" not in services  # the embedded default's local registry never runs here
     assert "--timeout=3600" in services["idle-culler"]["command"]
+    # no catalog of the admin's: the page's jobs and the boards run in the servers' image
+    assert service_config(services["jobs"])["KubernetesJobBackend"]["default_image"] == c.KubeSpawner.image
+    assert service_config(services["tensorboards"])["KubernetesBoardBackend"]["image"] == c.KubeSpawner.image
 
 
 def test_the_hub_config_runs_with_every_feature_on(tmp_path, monkeypatch):
@@ -197,6 +208,8 @@ def test_the_hub_config_runs_with_every_feature_on(tmp_path, monkeypatch):
     assert c.ImageBuilder.registry_host == "registry.example.org:5000"
     assert c.ImageBuilder.registry_auth_file.endswith("/registry/.dockerconfigjson")
     assert c.KubeSpawner.image_pull_secrets == ["pull-secret"]
-    services = {s["name"] for s in c.JupyterHub.services}
-    assert {"images", "jobs", "tensorboards"} <= services
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    assert {"images", "jobs", "tensorboards"} <= set(services)
+    # the default profile's first image, as a server started with an empty form gets
+    assert service_config(services["jobs"])["KubernetesJobBackend"]["default_image"] == "ghcr.io/x/torch:1"
     assert {g for g in c.JupyterHub.load_groups} >= {"vision"}

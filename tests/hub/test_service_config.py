@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from traitlets.config import Config
 
 from kubestudio.hub import configure
@@ -95,10 +97,10 @@ def test_the_jobs_service_is_declared_beside_the_images_service(tmp_path, monkey
     app = JobService()
     app.initialize(["--config", path])
     assert app.db_url.endswith("jobs.sqlite") and app.stop_jobs_on_exit is True
-    # on Kubernetes, a job that names no image (the jobs page's) runs in the servers' image
+    # the embedded default's jobs take their image from LocalJobBackend: nothing is worked out for pods
     c.KubeSpawner.image = "registry.example/kubestudio/singleuser:1"
     entries["jobs"]["environment"][CONFIG_ENV](None)
-    assert json.loads(open(path).read())["KubernetesJobBackend"]["default_image"] == c.KubeSpawner.image
+    assert "default_image" not in json.loads(open(path).read()).get("KubernetesJobBackend", {})
 
     off = Config()
     configure(off, data_dir=str(tmp_path / "off"), jobs_service=False)
@@ -134,3 +136,69 @@ def test_on_kubernetes_boards_run_as_pods_like_the_servers(tmp_path, monkeypatch
     roles = {role["name"]: role for role in c.JupyterHub.load_roles}
     assert roles["kubestudio-tensorboards-service"] == {
         "name": "kubestudio-tensorboards-service", "scopes": ["read:groups"], "services": ["tensorboards"]}
+
+
+SERVER_IMAGE_CATALOG = """\
+profiles:
+  - slug: small
+    display_name: Small
+    images:
+      - {name: base, display_name: Base, image: registry.example.org/small:1}
+  - slug: torch
+    display_name: Torch
+    default: true
+    images:
+      - {name: torch, display_name: Torch, image: registry.example.org/torch:2}
+      - {name: other, display_name: Other, image: registry.example.org/other:3}
+  - slug: plain
+    display_name: Plain
+"""
+
+
+@pytest.mark.parametrize("case", ["shipped", "shipped+image", "catalog", "catalog+image", "no-images",
+                                  "profile_list", "profile_list-no-override", "callable", "jobs-own"])
+def test_on_kubernetes_a_job_or_board_from_the_page_runs_in_the_image_a_server_gets(tmp_path, monkeypatch, case):
+    """The jobs and boards services get the image a server starts with when its user picks nothing,
+    as WorkspaceSpawner decides it, also for settings made after configure()."""
+    from kubespawner import KubeSpawner
+
+    from kubestudio.hub.config import KubeStudio
+    from kubestudio.spawner.profiles import load_catalog
+
+    monkeypatch.setenv("KUBESTUDIO_PASSWORD", "s3cret")
+    catalog = tmp_path / "profiles.yaml"
+    catalog.write_text(SERVER_IMAGE_CATALOG if case != "no-images" else
+                       "profiles:\n  - {slug: plain, display_name: Plain}\n")
+    c = Config()
+    settings = {} if case.startswith("shipped") else {"profiles_file": str(catalog)}
+    configure(c, data_dir=str(tmp_path / "data"), spawner="kubernetes", images_service=False,
+              jobs_url="http://127.0.0.1:10202", tensorboards_url="http://127.0.0.1:10203", **settings)
+    shipped = load_catalog(KubeStudio().profiles_file).default.images[0].image
+    expected = {
+        "shipped": shipped,
+        "shipped+image": "registry.example.org/admin:1",  # the shipped catalog yields to the admin's image
+        "catalog": "registry.example.org/torch:2",  # the default profile's first image
+        "catalog+image": "registry.example.org/torch:2",  # an admin's own catalog decides
+        "no-images": "registry.example.org/admin:1",
+        "profile_list": "registry.example.org/listed:2",
+        "profile_list-no-override": "registry.example.org/admin:1",
+        "callable": "registry.example.org/admin:1",
+        "jobs-own": "registry.example.org/jobs:9",
+    }[case]
+    if case.endswith("+image") or case in ("no-images", "profile_list-no-override", "callable", "jobs-own"):
+        c.WorkspaceSpawner.image = "registry.example.org/admin:1"
+    if case.startswith("profile_list"):
+        override = {"kubespawner_override": {"image": "registry.example.org/listed:2"}}
+        c.KubeSpawner.profile_list = [{"display_name": "One", "slug": "one"},
+                                      {"display_name": "Two", "slug": "two", "default": True,
+                                       **(override if case == "profile_list" else {})}]
+    if case == "callable":
+        c.KubeSpawner.profile_list = lambda spawner: []
+    if case == "jobs-own":
+        c.KubernetesJobBackend.default_image = c.KubernetesBoardBackend.image = "registry.example.org/jobs:9"
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    jobs = json.loads(open(services["jobs"]["environment"][CONFIG_ENV](None)).read())
+    boards = json.loads(open(services["tensorboards"]["environment"][CONFIG_ENV](None)).read())
+    assert jobs["KubernetesJobBackend"]["default_image"] == expected
+    assert boards["KubernetesBoardBackend"]["image"] == expected
+    assert KubeSpawner.class_traits()["image"].default_value not in (expected, shipped)

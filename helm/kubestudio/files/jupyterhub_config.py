@@ -38,7 +38,6 @@ if studio.get("gpuTypeLabel"):
     c.WorkspaceSpawner.gpu_type_label = studio["gpuTypeLabel"]
 if studio.get("gpuTypes"):
     c.WorkspaceSpawner.gpu_types = studio["gpuTypes"]
-c.KubernetesJobBackend.default_image = c.KubeSpawner.image
 
 if registry.get("host"):
     c.ImageBuilder.registry_host = registry["host"]

@@ -223,9 +223,10 @@ class KubernetesJobBackend(JobBackend):
         "",
         config=True,
         help="""Image of a job that names none and is not submitted from a server (which sends its
-        own image, KUBESTUDIO_IMAGE), e.g. one from the jobs page: configure() uses KubeSpawner.image,
-        the image servers run unless a profile says otherwise. Empty: such a job is refused with a
-        message naming `image`.""",
+        own image, KUBESTUDIO_IMAGE), e.g. one from the jobs page. Unset: the image a server gets
+        when its user picks nothing (a profile_list's default entry, else the catalog's default
+        profile's first image, else KubeSpawner.image), worked out by the hub when it starts the
+        service. Empty: such a job is refused with a message naming `image`.""",
     )
     registry_host = Unicode(
         "",

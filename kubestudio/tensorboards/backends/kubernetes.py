@@ -73,7 +73,9 @@ class KubernetesBoardBackend(BoardBackend):
         "",
         config=True,
         help="""Image of the boards' pods: any image with `sh` and `tensorboard` on its PATH, e.g. the
-        single-user image (configure() uses KubeSpawner.image when this is empty).""",
+        single-user image. Unset: the image a server gets when its user picks nothing (a
+        profile_list's default entry, else the catalog's default profile's first image, else
+        KubeSpawner.image), worked out by the hub when it starts the service.""",
     )
     allowed_images = List(
         Unicode(),
