@@ -283,6 +283,7 @@ def serve_main(args, out):
         return 0
     if args.delete:
         client.delete_serving(args.delete)
+        print(f"serving {args.delete}: deleted", file=out)  # as cancel and stop say what they did
         return 0
     if args.logs:
         print(client.serving_logs(args.logs), end="", file=out)
@@ -339,6 +340,7 @@ def tensorboard_main(args, out):
         return 0
     if args.command == "stop":
         client.stop(args.board)
+        print(f"board {args.board}: stopped", file=out)
         return 0
     return 1
 

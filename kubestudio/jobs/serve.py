@@ -324,11 +324,11 @@ class JsonByDefault:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT"):
-            headers = [(k, v) for k, v in scope["headers"]]
-            names = {k for k, _ in headers}
+            headers = scope["headers"]
             declared = next((v for k, v in headers if k == b"content-type"), b"")
             if (declared.split(b";")[0].strip().lower() in JSON_BY_DEFAULT
-                    and not any(h in names for h in BINARY_HEADERS)):
+                    and not any(k in BINARY_HEADERS for k, _ in headers)):
+                # a new header list only when it changes: the scope's own is left as the server made it
                 headers = [(k, v) for k, v in headers if k != b"content-type"] + [(b"content-type", b"application/json")]
                 scope = dict(scope, headers=headers)
         await self.app(scope, receive, send)

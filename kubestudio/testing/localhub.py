@@ -282,6 +282,21 @@ class LocalHub:
             time.sleep(0.1)
         raise TimeoutError(f"server {user}/{server} not ready in {timeout}s:\n{self.log_tail()}")
 
+    def wait_for_server_image(self, timeout=600):
+        """The local single-user image's reference once the image service has made it (base_images=True)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            bases = self.http.get(f"{self.url}/services/images/api/bases", timeout=30).json()
+            bases = bases.get("bases", bases) if isinstance(bases, dict) else bases
+            server = [b for b in bases if "/kubestudio/singleuser:" in b["image"]]
+            assert server, f"the image service makes no single-user image: {bases}"
+            if server[0]["status"] == "failed":
+                raise AssertionError(f"the local single-user image failed: {server[0]['message']}")
+            if server[0]["status"] == "ready":
+                return server[0]["image"]
+            time.sleep(3)
+        raise TimeoutError(f"the local single-user image is not ready after {timeout} s")
+
     def progress_events(self, user, server="", timeout=120):
         """The events of a starting server's progress stream (what its spawn page shows), up to
         the one that says it is ready or failed."""

@@ -6,17 +6,11 @@ not (a venv on PATH, ``../shared``, a port, a variable) is where the README's bu
 one prepares nothing but the public port, which must be free on a shared machine.
 """
 
-import asyncio
-import concurrent.futures
-import json
 import os
 import re
 import shutil
 import subprocess
 import time
-
-from tornado.httpclient import HTTPRequest
-from tornado.websocket import websocket_connect
 
 # the narrowest PATH a user may start the README's commands with (env -i PATH=/usr/bin:/bin)
 SYSTEM_PATH = "/usr/bin:/bin"
@@ -95,44 +89,3 @@ class ScriptRun:
             self.proc.wait()
         if not self._log.closed:
             self._log.close()
-
-
-async def _terminal_session(ws_url, token, command, until, timeout):
-    request = HTTPRequest(ws_url, headers={"Authorization": f"token {token}"})
-    conn = await websocket_connect(request)
-    seen = []
-    try:
-        conn.write_message(json.dumps(["stdin", command + "\r"]))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                message = await asyncio.wait_for(conn.read_message(), timeout=max(0.1, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                break
-            if message is None:
-                break
-            kind, *payload = json.loads(message)
-            if kind == "stdout":
-                seen.append(payload[0])
-                if re.search(until, "".join(seen)):
-                    return "".join(seen)
-        raise TimeoutError(f"terminal never printed {until!r}; it printed:\n{''.join(seen)[-6000:]}")
-    finally:
-        conn.close()
-
-
-def run_in_terminal(server_url, token, command, until, timeout=300):
-    """Open a JupyterLab terminal (the terminals REST API + its websocket, a login shell as Lab
-    opens it), type ``command`` and return what it printed up to the regex ``until``."""
-    import requests
-
-    r = requests.post(f"{server_url}api/terminals", headers={"Authorization": f"token {token}"}, timeout=30)
-    r.raise_for_status()
-    name = r.json()["name"]
-    ws_url = server_url.replace("http", "ws", 1) + f"terminals/websocket/{name}"
-    try:
-        # a thread of its own: the caller may be inside an event loop (playwright's sync API is)
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, _terminal_session(ws_url, token, command, until, timeout)).result()
-    finally:
-        requests.delete(f"{server_url}api/terminals/{name}", headers={"Authorization": f"token {token}"}, timeout=30)

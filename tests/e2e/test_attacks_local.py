@@ -20,7 +20,7 @@ import requests
 from kubestudio.accounts import make_traversable
 from kubestudio.cgroups import detect
 from kubestudio.testing.localhub import LocalHub
-from kubestudio.testing.newcomer import run_in_terminal
+from kubestudio.testing.doors import run_in_terminal
 from kubestudio.testing.servicehub import BoardsHub, JobsHub
 from kubestudio.testing.wait import wait_for
 

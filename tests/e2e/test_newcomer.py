@@ -16,7 +16,8 @@ import requests
 from kubestudio.testing import processes
 from kubestudio.testing.accounts import remove_accounts
 from kubestudio.testing.localhub import browser_login
-from kubestudio.testing.newcomer import ScriptRun, fresh_checkout, machine_env, run_in_terminal
+from kubestudio.testing.doors import run_in_terminal
+from kubestudio.testing.newcomer import ScriptRun, fresh_checkout, machine_env
 from kubestudio.testing.ports import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -16,7 +16,7 @@ import requests
 
 from kubestudio.spawner.imagerun import ImageRunner
 from kubestudio.testing.localhub import LocalHub
-from kubestudio.testing.newcomer import run_in_terminal
+from kubestudio.testing.doors import run_in_terminal
 from kubestudio.testing.wheels import tiny_wheel
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="servers in images need a hub run as root (buildah)")
@@ -53,7 +53,7 @@ def hub(tmp_path_factory):
     try:
         local.create_user("alice")
         local.create_user("bob")
-        wait_for_server_image(local)
+        local.wait_for_server_image()
         yield local
     finally:
         local.stop()
@@ -65,22 +65,6 @@ def images_api(hub, user="alice"):
     session = requests.Session()
     session.headers["Authorization"] = f"token {hub.user_token(user)}"
     return session, f"{hub.url}/services/images/api"
-
-
-def wait_for_server_image(hub, timeout=600):
-    session, api = images_api(hub)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        bases = session.get(f"{api}/bases", timeout=30).json()
-        bases = bases.get("bases", bases) if isinstance(bases, dict) else bases
-        server = [b for b in bases if "/kubestudio/singleuser:" in b["image"]]
-        assert server, bases
-        if server[0]["status"] == "failed":
-            raise AssertionError(f"the local single-user image failed: {server[0]['message']}")
-        if server[0]["status"] == "ready":
-            return server[0]["image"]
-        time.sleep(3)
-    raise TimeoutError(f"the local single-user image is not ready after {timeout} s")
 
 
 def spawner_buildah(hub):
@@ -166,7 +150,7 @@ def built(session, api, body, timeout=300):
 
 
 def test_a_users_built_image_runs_as_it_is(hub):
-    server_image = wait_for_server_image(hub)
+    server_image = hub.wait_for_server_image()
     session, api = images_api(hub)
     # builds start from the single-user image unless told otherwise: what they make starts a server
     assert session.get(f"{api}/bases", timeout=30).json()["default"] == server_image
@@ -225,7 +209,7 @@ def run_job(hub, body, user="alice", timeout=300):
 
 
 def test_a_job_naming_an_image_runs_in_it_as_its_owner(hub):
-    image = wait_for_server_image(hub)
+    image = hub.wait_for_server_image()
     workspace = os.path.join(hub.data_dir, "users", "alice", "mnt")
     with open(os.path.join(workspace, "ranks.py"), "w") as f:
         f.write("import os, sys\n"
