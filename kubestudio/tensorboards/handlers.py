@@ -9,8 +9,10 @@ theirs): another user's board answers 404, so ids reveal nothing.
 TensorBoard's frontend reads its data with ``fetch``; since JupyterHub 4.1 a cookie-authenticated
 request that is not a page load must carry an XSRF token, which TensorBoard does not send. The
 proxy accepts such a request without one only when it comes from a page of the same board
-(``Sec-Fetch-Site: same-origin`` and a ``Referer`` under the board's own prefix): a page under
-another user's server, though on the same origin, never reads a board with its visitor's cookie.
+(``Sec-Fetch-Site: same-origin`` and a ``Referer`` under the board's own prefix). It keeps a
+plain cross-path request out, not a same-origin page: one that frames the board or rewrites its
+own URL (``history.pushState``) reads it as its visitor, as it could any page of the hub's origin
+(JupyterHub's own limit without ``subdomain_host``; the admin guide says so).
 """
 
 from urllib.parse import urlparse
