@@ -129,9 +129,9 @@ def small_change_round(root, n=3):
     hub.start()
     try:
         images = ImagesHub(hub, registry=None)
-        base = hub.wait_for_server_image(timeout=900)
-        registry_host = base.split("/", 1)[0]
         client = images.client("bench")
+        base = hub.wait_for_server_image("bench", timeout=900)
+        registry_host = base.split("/", 1)[0]
         folder = os.path.join(images.workspace("bench"), "small")
         direct_folder = os.path.join(root, "small-direct")
         for path in (folder, direct_folder):

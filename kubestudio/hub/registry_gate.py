@@ -39,6 +39,7 @@ from urllib.parse import parse_qs
 from ..registry_grants import load_grant, note_refusal
 
 READ_ONLY = ("GET", "HEAD")
+TLS_HANDSHAKE = b"\x16"  # the first byte of a TLS record carrying a ClientHello
 MAX_HEAD = 64 * 1024
 CHUNK = 256 * 1024
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "authorization", "te",
@@ -171,7 +172,13 @@ class Gate:
 
     async def _serve(self, reader, writer):
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
+            first = await reader.readexactly(1)
+            if first == TLS_HANDSHAKE:
+                # a client trying TLS first (containers/image does, for a registry it may reach
+                # over plain HTTP): closed at once, so it falls back to HTTP now rather than after
+                # its 10 s handshake timeout, on every pull and push
+                return
+            head = first + await reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError:
             return  # the client closed without a request
         lines = head.decode("latin-1").split("\r\n")[:-2]

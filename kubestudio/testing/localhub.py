@@ -282,11 +282,13 @@ class LocalHub:
             time.sleep(0.1)
         raise TimeoutError(f"server {user}/{server} not ready in {timeout}s:\n{self.log_tail()}")
 
-    def wait_for_server_image(self, timeout=600):
-        """The local single-user image's reference once the image service has made it (base_images=True)."""
+    def wait_for_server_image(self, user, timeout=600):
+        """The local single-user image's reference once the image service has made it (base_images=True),
+        asked as ``user`` (any user may list the bases)."""
+        headers = {"Authorization": f"token {self.user_token(user)}"}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            bases = self.http.get(f"{self.url}/services/images/api/bases", timeout=30).json()
+            bases = requests.get(f"{self.url}/services/images/api/bases", headers=headers, timeout=30).json()
             bases = bases.get("bases", bases) if isinstance(bases, dict) else bases
             server = [b for b in bases if "/kubestudio/singleuser:" in b["image"]]
             assert server, f"the image service makes no single-user image: {bases}"

@@ -53,7 +53,7 @@ def hub(tmp_path_factory):
     try:
         local.create_user("alice")
         local.create_user("bob")
-        local.wait_for_server_image()
+        local.wait_for_server_image("alice")
         yield local
     finally:
         local.stop()
@@ -150,7 +150,7 @@ def built(session, api, body, timeout=300):
 
 
 def test_a_users_built_image_runs_as_it_is(hub):
-    server_image = hub.wait_for_server_image()
+    server_image = hub.wait_for_server_image("alice")
     session, api = images_api(hub)
     # builds start from the single-user image unless told otherwise: what they make starts a server
     assert session.get(f"{api}/bases", timeout=30).json()["default"] == server_image
@@ -209,7 +209,7 @@ def run_job(hub, body, user="alice", timeout=300):
 
 
 def test_a_job_naming_an_image_runs_in_it_as_its_owner(hub):
-    image = hub.wait_for_server_image()
+    image = hub.wait_for_server_image("alice")
     workspace = os.path.join(hub.data_dir, "users", "alice", "mnt")
     with open(os.path.join(workspace, "ranks.py"), "w") as f:
         f.write("import os, sys\n"

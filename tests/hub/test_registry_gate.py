@@ -144,3 +144,31 @@ def test_the_hubs_own_accounts_keep_their_rights(gate):
     assert requests.get(f"{url}/v2/_catalog", auth=PULL, timeout=10).status_code == 200
     assert requests.get(f"{url}/v2/", timeout=10).status_code == 401
     push_image(url, "kubestudio/anyone/else", "v1", b"x")  # the push account writes anywhere
+
+
+def test_a_client_trying_tls_first_is_turned_away_at_once(gate):
+    """containers/image (buildah, skopeo) tries TLS first on a registry it may reach over plain
+    HTTP; the gate closes such a connection at once, so the client falls back now, not after its
+    10 s handshake timeout, on every pull and push."""
+    import socket
+    import ssl
+    import time
+
+    url, _, _ = gate
+    host, port = url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            context.wrap_socket(raw, server_hostname=host)
+    assert time.monotonic() - started < 2
+    # the plain-HTTP request after it is answered as before
+    assert _answers(url, auth=PULL)
+    if shutil.which("skopeo"):
+        creds = f"{PULL[0]}:{PULL[1]}"
+        started = time.monotonic()
+        run = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--creds", creds,
+                              f"docker://{host}:{port}/base/python:v1"], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        assert time.monotonic() - started < 5, "skopeo waited for a TLS handshake the gate never finishes"

@@ -32,6 +32,7 @@ def buildah_version(text):
 
 
 DEFAULT_STORAGE_ROOT = "/var/lib/containers/storage"  # buildah's own defaults for root
+BLOB_INFO_CACHE = "/var/lib/containers/cache"  # where containers/image keeps it for root
 DEFAULT_RUN_ROOT = "/run/containers/storage"
 
 
@@ -127,6 +128,16 @@ class BuildahBackend(BuildBackend):
             run_root = os.path.join(run_root, "users", job.owner_slug)
         return storage_root, run_root
 
+    def _blob_info_cache(self, job):
+        """The folder of containers/image's blob-info cache for ``job``'s builds, kept per user
+        beside their storage: what was pulled from where and which compressed blob holds which
+        layer. With it a push mounts the base's layers from the repository they came from and skips
+        the layers the registry already has, instead of compressing and sending every layer again."""
+        base = self.storage_root or DEFAULT_STORAGE_ROOT
+        if self.storage_per_user and job is not None and not job.service_build:
+            return os.path.join(base, "blob-info", "users", job.owner_slug)
+        return os.path.join(base, "blob-info", "service")
+
     def _global_args(self, job=None):
         return buildah_command(self.buildah, self.storage_driver, *self._roots(job))
 
@@ -180,12 +191,20 @@ class BuildahBackend(BuildBackend):
                     writable = self._roots(job)
                     for folder in writable:
                         os.makedirs(folder, mode=0o700, exist_ok=True)
-                    readable = [job.context_dir] + [f for f in (job.auth_file or self.auth_file,) if f]
-                    await self._bud(job, emit, box.buildah_args(), groups=box.pids(),
-                                    prefix=box.enter_args(readable, writable), folder=box.folder)
+                    cache = self._blob_info_cache(job)
+                    os.makedirs(cache, mode=0o700, exist_ok=True)
+                    auth = [f for f in (job.auth_file or self.auth_file,) if f]
+                    at_cache = [(BLOB_INFO_CACHE, cache)]
+                    await self._bud(job, emit, box.buildah_args(), groups=box.pids(), folder=box.folder,
+                                    prefix=box.enter_args([job.context_dir] + auth, writable, writable_at=at_cache))
+                    # the push too, in the sandbox's network and with the same cache as the pull
+                    with tempfile.TemporaryDirectory(prefix="kubestudio-push-") as tmp:
+                        return await self._push(job, emit, tmp, groups=box.pids(), folder=box.folder,
+                                                prefix=box.enter_args(auth, [*writable, tmp], writable_at=at_cache))
             except SandboxError as e:
                 raise BuildFailed(str(e)) from None
-        return await self._push(job, emit)
+        with tempfile.TemporaryDirectory(prefix="kubestudio-push-") as tmp:
+            return await self._push(job, emit, tmp)
 
     async def _bud(self, job, emit, isolation_args, groups=(), prefix=(), folder=""):
         # the service's own images are made once, not edited step by step: one commit at the end
@@ -210,18 +229,16 @@ class BuildahBackend(BuildBackend):
         if code != 0:
             raise BuildFailed(f"the build failed (buildah exited with {code}); see the build log")
 
-    async def _push(self, job, emit):
-        with tempfile.TemporaryDirectory(prefix="kubestudio-push-") as tmp:
-            digest_file = os.path.join(tmp, "digest")
-            emit(f"Pushing {job.image}")
-            push = self._global_args(job) + ["push"] + self._auth_args(job) + ["--digestfile", digest_file,
-                                                                        job.image, f"docker://{job.image}"]
-            code = await self._run(push, emit, job)
-            if code != 0:
-                raise BuildFailed(f"the push to the registry failed (buildah exited with {code}); see the build log")
-            with open(digest_file) as f:
-                digest = f.read().strip()
-        return BuildOutcome(digest=digest)
+    async def _push(self, job, emit, tmp, groups=(), prefix=(), folder=""):
+        digest_file = os.path.join(tmp, "digest")
+        emit(f"Pushing {job.image}")
+        push = list(prefix) + self._global_args(job) + ["push"] + self._auth_args(job) + [
+            "--digestfile", digest_file, job.image, f"docker://{job.image}"]
+        code = await self._run(push, emit, job, groups, folder)
+        if code != 0:
+            raise BuildFailed(f"the push to the registry failed (buildah exited with {code}); see the build log")
+        with open(digest_file) as f:
+            return BuildOutcome(digest=f.read().strip())
 
     async def _run(self, argv, emit, job, groups=(), folder=""):
         proc = await asyncio.create_subprocess_exec(

@@ -239,10 +239,11 @@ class Sandbox:
             raise SandboxError("the build sandbox could not reach the registry: "
                                f"{(line + rest).decode(errors='replace').strip() or 'the forwarder did not start'}")
 
-    def enter_args(self, readable=(), writable=()):
+    def enter_args(self, readable=(), writable=(), writable_at=()):
         """The start of a command that runs in the sandbox's network (buildah itself), confined to a
         root of its own (:data:`CONFINE`) holding the system's programs read-only, a private /tmp
-        and /var/tmp, and of the host's folders only ``readable`` (read-only) and ``writable``."""
+        and /var/tmp, and of the host's folders only ``readable`` (read-only), ``writable``, and
+        ``writable_at`` ((path inside, host folder) pairs)."""
         new_root = os.path.join(self._folder, "root")
         scratch = os.path.join(self._folder, "var-tmp")
         os.makedirs(new_root, exist_ok=True)
@@ -251,6 +252,7 @@ class Sandbox:
         binds = [arg for path in readable for arg in ("--ro", path)]
         binds += [arg for path in writable for arg in ("--rw", path)]
         binds += ["--rw-at", f"/var/tmp:{scratch}"]
+        binds += [arg for inside, host in writable_at for arg in ("--rw-at", f"{inside}:{host}")]
         if loopback_resolver():
             # the machine's DNS server listens on its loopback, which the namespace has not: the
             # build's resolv.conf names slirp4netns' server
