@@ -23,6 +23,7 @@ MODULE_SECONDS = {
     "tests/kubebench/test_servings_kubernetes.py": 152,
     "tests/e2e/test_attacks_local.py": 60,
     "tests/e2e/test_isolation.py": 260,
+    "tests/e2e/test_user_guide.py": 160,
     "tests/jobs/test_servings.py": 116,
     "tests/jobs/test_jobs_service.py": 102,
     "tests/image_builder/test_offline_bases.py": 137,
