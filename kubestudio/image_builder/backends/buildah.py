@@ -83,10 +83,11 @@ class BuildahBackend(BuildBackend):
         ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10", "0.0.0.0/8"],
         config=True,
         help="""Address ranges a sandboxed build cannot reach, neither from RUN steps nor through
-        buildah's own fetches (`ADD <url>`): by default the private, link-local (a cloud's metadata
-        service) and shared ranges, so a Dockerfile cannot call the machine's neighbours or the
-        cluster. The machine's DNS servers stay reachable. Remove a range to let builds use a
-        package mirror inside it.""",
+        buildah's own fetches (`ADD <url>`, its pulls and its push): by default the private,
+        link-local (a cloud's metadata service) and shared ranges, so a Dockerfile cannot call the
+        machine's neighbours or the cluster. The machine's DNS servers stay reachable. Remove a
+        range to let builds use a package mirror or a registry inside it (loopback registries are
+        `loopback_registries`).""",
     )
     loopback_registries = List(
         Unicode(),
