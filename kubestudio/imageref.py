@@ -58,3 +58,13 @@ def registry_of(reference):
     if rest and ("." in first or ":" in first or first == "localhost"):
         return first
     return None
+
+
+def registry_names(host, aliases=()):
+    """Every name of one registry: ``host``, its ``aliases``, and both 127.0.0.1 and localhost
+    for a loopback one (a Dockerfile may spell any of them)."""
+    names = [host, *aliases]
+    name, _, port = host.rpartition(":")
+    if name in ("127.0.0.1", "localhost") and port.isdigit():
+        names += [f"127.0.0.1:{port}", f"localhost:{port}"]
+    return list(dict.fromkeys(names))

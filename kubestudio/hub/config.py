@@ -280,6 +280,27 @@ class KubeStudio(Configurable):
         127.0.0.1:5000 with its data in <data_dir>/registry (the embedded default).""",
     )
 
+    registry_gate_port = Integer(
+        0,
+        config=True,
+        help="""With an external `registry` and kaniko builds (the Helm chart sets it): the port the
+        registry gate listens on, at `services_bind_host`, in front of that registry. Each build pod
+        then pulls and pushes through the gate with an account of its own, which may read only what
+        the build's user may read (their images, the shared bases, their projects') and push only
+        the build's repository and that user's layer cache, whatever the Dockerfile says; the gate
+        logs in to the registry with ImageBuilder.registry_auth_file, which build pods never see.
+        The registry must accept Basic credentials and refuse anonymous reads. 0: no gate (build
+        pods get ImageBuilder.registry_auth_file itself, and only the Dockerfile check keeps users'
+        images apart).""",
+    )
+
+    registry_gate_host = Unicode(
+        "",
+        config=True,
+        help="""host:port at which build pods reach the registry gate (the chart: the hub's Service
+        and `registry.gate.port`). Empty: 127.0.0.1:<registry_gate_port>.""",
+    )
+
     local_registry_port = Integer(
         0,
         config=True,
@@ -311,6 +332,13 @@ class KubeStudio(Configurable):
 
     def registry_host(self):
         return self.registry or f"127.0.0.1:{self.ports()['registry']}"
+
+    def registry_gate(self):
+        """host:port of the gate in front of an external registry, as build pods reach it; empty
+        without one (the embedded default's gate is the registry's own address)."""
+        if not (self.registry and self.images_service and self.registry_gate_port):
+            return ""
+        return self.registry_gate_host or f"127.0.0.1:{self.registry_gate_port}"
 
     def declared_services(self):
         """The hub services that run, as their packages declare them."""
@@ -357,6 +385,8 @@ class KubeStudio(Configurable):
                                              "--grants", self.local_registry_grants(data),
                                              "--", "docker-registry", "serve", registry_config],
                                  "cwd": data, "display": False})
+        if self.registry_gate():
+            services.append(self.registry_gate_service(c, data))
         c.JupyterHub.services = services + entries
         if self.images_service:
             self.built_images_config(c, hub_token)
@@ -454,6 +484,17 @@ class KubeStudio(Configurable):
             write_auth_file(os.path.join(gate, f"{name}-auth.json"), self.registry_host(), account["user"],
                             account["password"])
         return os.path.join(gate, f"{role}-auth.json")
+
+    def registry_gate_service(self, c, data):
+        """The managed service of the gate in front of an external registry (Kubernetes): builds'
+        grants only, the registry's credentials from ImageBuilder.registry_auth_file."""
+        scheme = "http" if c.ImageBuilder.get("registry_insecure") else "https"
+        command = [sys.executable, "-m", "kubestudio.hub.registry_gate",
+                   "--listen", f"{self.services_bind_host or '127.0.0.1'}:{self.registry_gate_port}",
+                   "--upstream", f"{scheme}://{self.registry}", "--grants", self.local_registry_grants(data)]
+        if c.ImageBuilder.get("registry_auth_file"):
+            command += ["--upstream-auth", c.ImageBuilder.registry_auth_file]
+        return {"name": "registry", "command": command, "cwd": data, "display": False}
 
     def local_registry_grants(self, data):
         """The gate's grants folder: each build's own account, written by the image service."""

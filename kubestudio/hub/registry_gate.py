@@ -22,6 +22,15 @@ request on a kept-alive client connection is checked; bodies (layers) are stream
 
 ``python -m kubestudio.hub.registry_gate --listen HOST:PORT --socket PATH --credentials FILE
 [--grants DIR] -- docker-registry serve CONFIG`` runs the registry as its child and stops it when it stops.
+
+On Kubernetes the registry is the admin's (the chart's ``registry.host``) and the gate stands in
+front of it for kaniko's build pods only: ``--upstream http(s)://HOST[:PORT] [--upstream-auth
+FILE] --grants DIR`` (no child, no push or pull account: builds' grants alone). Each request
+passed on gets the upstream's own credentials (Basic, from a Docker config file) in place of the
+build's, its ``Host`` is the upstream's, and an absolute ``Location`` the upstream answers with
+(an upload's next URL) is made relative, so the client comes back through the gate. The
+upstream must accept Basic credentials (docker-registry with htpasswd, Harbor, Nexus, GitLab's
+registry do; a token-only registry needs a robot account that does).
 """
 
 import argparse
@@ -33,9 +42,11 @@ import json
 import os
 import re
 import signal
+import ssl
 import sys
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
+from .. import dockerauth
 from ..registry_grants import load_grant, note_refusal
 
 READ_ONLY = ("GET", "HEAD")
@@ -129,9 +140,9 @@ def role_of(authorization, credentials):
 
 
 def refusal(status, message):
-    code = "UNAUTHORIZED" if status == 401 else "DENIED"
+    code = {401: "UNAUTHORIZED", 403: "DENIED"}.get(status, "UNAVAILABLE")
     body = json.dumps({"errors": [{"code": code, "message": message, "detail": None}]}).encode()
-    reason = "Unauthorized" if status == 401 else "Forbidden"
+    reason = {401: "Unauthorized", 403: "Forbidden"}.get(status, "Bad Gateway")
     head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json; charset=utf-8",
             f"Content-Length: {len(body)}", "Docker-Distribution-API-Version: registry/2.0", "Connection: close"]
     if status == 401:
@@ -139,9 +150,62 @@ def refusal(status, message):
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
-class Gate:
-    def __init__(self, socket_path, credentials, grants=""):
+class Upstream:
+    """Where the gate passes requests on: the registry's Unix socket (the embedded default), or an
+    ``http(s)://host[:port]`` registry with credentials of its own (Kubernetes)."""
+
+    def __init__(self, socket_path="", url="", auth=None):
         self.socket_path = socket_path
+        self.auth = auth
+        self.host = self.tls = None
+        if url:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+                raise ValueError(f"--upstream: give http(s)://HOST[:PORT], not {url!r}")
+            self.host = parts.netloc
+            self.address = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+            self.tls = ssl.create_default_context() if parts.scheme == "https" else None
+            self.origins = {f"{parts.scheme}://{parts.netloc}", f"{parts.scheme}://{parts.hostname}"}
+
+    async def connect(self):
+        if self.socket_path:
+            return await asyncio.open_unix_connection(self.socket_path, limit=MAX_HEAD)
+        return await asyncio.open_connection(*self.address, ssl=self.tls, limit=MAX_HEAD,
+                                             server_hostname=self.address[0] if self.tls else None)
+
+    def request_headers(self, headers):
+        """The client's headers as the upstream gets them: no hop-by-hop ones, no client
+        credentials; over TCP the upstream's Host and its own credentials."""
+        kept = [f"{k}:{v}" for k, v in headers if k.strip().lower() not in HOP_BY_HOP]
+        if self.host is None:
+            return kept
+        kept = [h for h in kept if h.split(":", 1)[0].strip().lower() != "host"] + [f"Host: {self.host}"]
+        if self.auth:
+            token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
+            kept.append(f"Authorization: Basic {token}")
+        return kept
+
+    def response_head(self, head):
+        """The upstream's answer head as the client gets it: an absolute Location on the upstream
+        made relative (the next request comes through the gate), never its challenge for the
+        gate's own credentials."""
+        if self.host is None:
+            return head
+        lines = head.decode("latin-1").split("\r\n")
+        for i, line in enumerate(lines[1:], 1):
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "location":
+                value = value.strip()
+                for origin in self.origins:
+                    if value.startswith(origin + "/"):
+                        value = value[len(origin):]
+                lines[i] = f"Location: {value}"
+        return "\r\n".join(lines).encode("latin-1")
+
+
+class Gate:
+    def __init__(self, upstream, credentials, grants=""):
+        self.upstream = upstream if isinstance(upstream, Upstream) else Upstream(socket_path=upstream)
         self.credentials = credentials
         self.grants = grants
 
@@ -195,11 +259,21 @@ class Gate:
         await writer.drain()  # the request's body, if any, is never read: the connection ends here
 
     async def _forward(self, request_line, headers, reader, writer):
-        upstream_reader, upstream_writer = await asyncio.open_unix_connection(self.socket_path, limit=MAX_HEAD)
-        kept = [f"{k}:{v}" for k, v in headers if k.strip().lower() not in HOP_BY_HOP]
+        try:
+            upstream_reader, upstream_writer = await self.upstream.connect()
+        except OSError as e:
+            writer.write(refusal(502, f"the registry behind the gate cannot be reached: {type(e).__name__}"))
+            await writer.drain()
+            return
+        kept = self.upstream.request_headers(headers)
         upstream_writer.write(("\r\n".join([request_line, *kept, "Connection: close"]) + "\r\n\r\n").encode("latin-1"))
         to_registry = asyncio.ensure_future(_pipe(reader, upstream_writer))
         try:
+            try:
+                head = await upstream_reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(self.upstream.response_head(head))
             await _pipe(upstream_reader, writer)  # the registry closes after its answer
         finally:
             to_registry.cancel()
@@ -215,18 +289,26 @@ async def _pipe(reader, writer):
         await writer.drain()
 
 
-async def serve(listen, socket_path, credentials, registry_argv, grants=""):
+async def serve(listen, upstream, credentials, registry_argv, grants=""):
+    """Gate requests on ``listen`` until SIGINT/SIGTERM or, with ``registry_argv``, until that
+    child (the registry) ends."""
     host, _, port = listen.rpartition(":")
-    registry = await asyncio.create_subprocess_exec(*registry_argv, stdin=asyncio.subprocess.DEVNULL)
-    gate = Gate(socket_path, credentials, grants)
+    registry = None
+    if registry_argv:
+        registry = await asyncio.create_subprocess_exec(*registry_argv, stdin=asyncio.subprocess.DEVNULL)
+    gate = Gate(upstream, credentials, grants)
     server = await asyncio.start_server(gate.handle, host, int(port), limit=MAX_HEAD)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    ended = asyncio.ensure_future(registry.wait())
-    await asyncio.wait([ended, asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    waits = [asyncio.ensure_future(stop.wait())]
+    if registry is not None:
+        waits.append(asyncio.ensure_future(registry.wait()))
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     server.close()
+    if registry is None:
+        return 0
     if registry.returncode is None:
         registry.terminate()
         try:
@@ -240,17 +322,34 @@ async def serve(listen, socket_path, credentials, registry_argv, grants=""):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m kubestudio.hub.registry_gate", description=__doc__.split("\n")[0])
     parser.add_argument("--listen", required=True, help="HOST:PORT the gate listens on")
-    parser.add_argument("--socket", required=True, help="the registry's Unix socket")
-    parser.add_argument("--credentials", required=True, help="JSON file: {push: {user, password}, pull: {...}}")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--socket", help="the registry's Unix socket (the registry runs as the gate's child)")
+    where.add_argument("--upstream", help="http(s)://HOST[:PORT] of a registry that runs elsewhere")
+    parser.add_argument("--upstream-auth", default="", help="Docker config file with the upstream's credentials")
+    parser.add_argument("--credentials", default="", help="JSON file: {push: {user, password}, pull: {...}}")
     parser.add_argument("--grants", default="", help="folder of the builds' grants (written by the image service)")
-    parser.add_argument("registry", nargs=argparse.REMAINDER, help="-- the registry's command")
+    parser.add_argument("registry", nargs=argparse.REMAINDER, help="-- the registry's command (with --socket)")
     args = parser.parse_args(argv)
     registry = args.registry[1:] if args.registry[:1] == ["--"] else args.registry
-    if not registry:
-        parser.error("give the registry's command after --")
-    if os.path.exists(args.socket):
-        os.unlink(args.socket)  # left by a registry that was killed
-    sys.exit(asyncio.run(serve(args.listen, args.socket, load_credentials(args.credentials), registry, args.grants)))
+    credentials = load_credentials(args.credentials) if args.credentials else {}
+    if args.socket:
+        if not registry:
+            parser.error("give the registry's command after --")
+        if os.path.exists(args.socket):
+            os.unlink(args.socket)  # left by a registry that was killed
+        upstream = Upstream(socket_path=args.socket)
+    else:
+        if registry:
+            parser.error("--upstream takes no registry command: that registry runs elsewhere")
+        try:
+            upstream = Upstream(url=args.upstream)
+            auth = dockerauth.credentials(args.upstream_auth, upstream.host) if args.upstream_auth else None
+        except (ValueError, dockerauth.AuthFileError) as e:
+            parser.error(str(e))
+        if args.upstream_auth and auth is None:
+            parser.error(f"--upstream-auth: {args.upstream_auth} has no credentials for {upstream.host}")
+        upstream.auth = auth
+    sys.exit(asyncio.run(serve(args.listen, upstream, credentials, registry, args.grants)))
 
 
 if __name__ == "__main__":

@@ -197,11 +197,7 @@ class BuildManager:
 
     def registry_hosts(self):
         """Every name of our registry: its host, its aliases, and 127.0.0.1/localhost for a loopback one."""
-        ours = [self.config.registry_host, *self.config.registry_aliases]
-        host, _, port = self.config.registry_host.rpartition(":")
-        if host in ("127.0.0.1", "localhost") and port.isdigit():
-            ours += [f"127.0.0.1:{port}", f"localhost:{port}"]
-        return list(dict.fromkeys(ours))
+        return imageref.registry_names(self.config.registry_host, self.config.registry_aliases)
 
     def readable(self, slug, identity, is_admin):
         """Patterns (fnmatch) of the repositories of our registry a build of this caller may pull:
@@ -496,8 +492,12 @@ class BuildManager:
                     with self.store.session() as db:
                         db.get(Build, build_id).step = 0
                         forget_log(db, build_id)
-                outcome = await asyncio.wait_for(self.backend.recover(live.job, record_json, emit),
-                                                 self.config.build_timeout)
+                try:
+                    outcome = await asyncio.wait_for(self.backend.recover(live.job, record_json, emit),
+                                                     self.config.build_timeout)
+                finally:
+                    # the grant written before the restart served the pod until now
+                    self._grant(live.job).__exit__(None, None, None)
             else:
                 self.log.info("build %s started (%s, %s)", build_id, live.job.image, self.backend.name)
                 self._emit(live, f"Building {live.job.image} with {self.backend.name}", keep=True)
@@ -574,8 +574,10 @@ class BuildManager:
         if not self.config.registry_grants_dir:
             return contextlib.nullcontext("")
         _, repository, _ = split_reference(job.image)
-        return BuildGrant(self.config.registry_grants_dir, job.id, job.readable, repository, self.registry_hosts(),
-                          self.config.work_dir, self.config.registry_auth_file, ttl=self.config.build_timeout + 600)
+        extra = self.backend.repositories(job)  # e.g. kaniko's layer cache, its user's own
+        return BuildGrant(self.config.registry_grants_dir, job.id, [*job.readable, *extra], [repository, *extra],
+                          self.registry_hosts(), self.config.work_dir, self.config.registry_auth_file,
+                          ttl=self.config.build_timeout + 600)
 
     def _set_ref(self, build_id, ref):
         with self.store.session() as db:

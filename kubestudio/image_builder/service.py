@@ -61,6 +61,14 @@ def defaults(studio, c, data):
         # the local registry's gate lets only this account push
         setdefault("ImageBuilder", "registry_auth_file", studio.local_registry_auth(data, "push"))
         setdefault("ImageBuilder", "registry_grants_dir", studio.local_registry_grants(data))
+    elif studio.registry_gate():
+        # build pods pull and push through the gate, each with the account of its grant; the gate's
+        # address is one more name of the registry (a Dockerfile may spell it)
+        gate = studio.registry_gate()
+        setdefault("ImageBuilder", "registry_grants_dir", studio.local_registry_grants(data))
+        aliases = list(c.ImageBuilder.get("registry_aliases", []))
+        c.ImageBuilder.registry_aliases = aliases + ([gate] if gate not in aliases else [])
+        setdefault("KanikoBackend", "registry_gate", gate)
     setdefault("ImageBuilder", "db_url", f"sqlite:///{os.path.join(data, 'images.sqlite')}")
     setdefault("ImageBuilder", "work_dir", os.path.join(data, "build-contexts"))
     setdefault("ImageBuilder", "cookie_secret_file", os.path.join(data, "images_cookie_secret"))

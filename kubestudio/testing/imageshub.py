@@ -15,6 +15,7 @@ from ..extensions.client import ImagesClient
 from ..spawner.storage import user_folders
 from ..spawner.userenv import site_packages, user_env_path
 from .localhub import LocalHub, _environ
+from .ports import free_port
 
 
 class ImagesHub:
@@ -91,9 +92,11 @@ def follow_to_end(client, build_id):
 
 def start_images_hub(root, registry, extra="", settings=None, env=None, base_images=False):
     """Start a LocalHub whose image service pushes to ``registry`` (a LocalRegistry with auth)."""
-    base = textwrap.dedent(f"""
+    registry_config = textwrap.dedent(f"""
         c.ImageBuilder.registry_insecure = True
         c.ImageBuilder.registry_auth_file = {registry.auth!r}
+        """)
+    base = textwrap.dedent("""
         c.ImageBuilder.max_context_bytes = 64 * 1024
         c.ImageBuilder.max_concurrent_builds = 2
         c.ImageBuilder.max_builds_per_user = 1
@@ -101,7 +104,7 @@ def start_images_hub(root, registry, extra="", settings=None, env=None, base_ima
         c.ImageBuilder.keepalive_seconds = 1
         """)
     hub = LocalHub(root, settings={"registry": registry.host, **(settings or {})}, env=env,
-                   extra_config=base + textwrap.dedent(extra), base_images=base_images)
+                   extra_config=base + textwrap.dedent(extra), base_images=base_images, pre_config=registry_config)
     hub.start()
     images = ImagesHub(hub, registry)
     deadline = time.monotonic() + 30
@@ -208,23 +211,25 @@ def registry_secret(bench, registry, name="kubestudio-registry"):
     assert r.status_code in (201, 409), r.text
 
 
-def start_kaniko_images_hub(root, bench, registry, kubeconfig=None):
+def start_kaniko_images_hub(root, bench, registry, kubeconfig=None, gate=False, extra=""):
     """An images hub whose builds run as kaniko pods on the bench (``kubeconfig``: e.g. the bench's
-    counting proxy)."""
+    counting proxy); with ``gate``, as the Helm chart runs it: the registry gate in front of
+    ``registry``, each build pod with its own account."""
     from ..spawner.storage import user_slug
 
     ensure_claims(bench)
     registry_secret(bench, registry)
     workspaces = bench.volume_folder("default", "kubestudio-workspace")
     os.makedirs(workspaces, exist_ok=True)
-    images = start_images_hub(root, registry, extra=f"""
+    settings = {"registry_gate_port": free_port()} if gate else {}
+    images = start_images_hub(root, registry, settings=settings, extra=f"""
         c.ImageBuilder.backend_class = "kubestudio.image_builder.backends.kaniko.KanikoBackend"
         c.ImageBuilder.workspaces_root = {workspaces!r}
         c.ImageBuilder.workspace_pattern = "{{root}}/{{user_slug}}"
         c.KanikoBackend.kubeconfig = {(kubeconfig or bench.kubeconfig)!r}
         c.KanikoBackend.executor_command = ["kaniko-executor"]
         c.KanikoBackend.resources = {{"requests": {{"cpu": "100m", "memory": "128Mi"}}}}
-        """)
+        """ + textwrap.dedent(extra))
 
     def workspace(user):
         path = os.path.join(workspaces, user_slug(user))

@@ -37,11 +37,14 @@ def _bin(name):
 
 class LocalHub:
     def __init__(self, root, settings=None, extra_config="", password="test-password", env=None,
-                 base_images=False):
+                 base_images=False, pre_config=""):
         self.root = str(root)
         self.data_dir = os.path.join(self.root, "data")
         self.settings = dict(settings or {})
         self.extra_config = extra_config
+        # config set before configure(), as the Helm chart's file sets the registry's (configure()
+        # reads it, e.g. for the registry gate's command)
+        self.pre_config = pre_config
         self.password = password
         self.env = dict(env or {})
         # making the offline Python base takes a minute of CPU, the local single-user image two
@@ -88,7 +91,7 @@ class LocalHub:
             """
         )
         with open(self.config_file, "w") as f:
-            f.write(config + "\n" + textwrap.dedent(self.extra_config))
+            f.write(textwrap.dedent(self.pre_config) + "\n" + config + "\n" + textwrap.dedent(self.extra_config))
 
     def start(self, timeout=60):
         os.makedirs(self.root, exist_ok=True)

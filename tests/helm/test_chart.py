@@ -103,6 +103,14 @@ def test_every_feature_on():
     assert "postgresql://" not in json.dumps(config) and "pw" not in config["values.json"]  # secrets stay in Secrets
     assert yaml.safe_load(config["profiles.yaml"])["profiles"][0]["slug"] == "gpu"
     assert kinds["Service"]["studio-proxy-public"]["spec"]["ports"][0]["nodePort"] == 30080
+    # the registry gate: a port of the hub pod and its Service, open to build pods only
+    assert {"name": "registry-gate", "containerPort": 10104, "protocol": "TCP"} in hub["spec"]["containers"][0]["ports"]
+    assert {"name": "registry-gate", "port": 10104, "targetPort": 10104, "protocol": "TCP"} in \
+        kinds["Service"]["studio-hub"]["spec"]["ports"]
+    rules = kinds["NetworkPolicy"]["studio-hub"]["spec"]["ingress"]
+    gate_rule = next(r for r in rules if {"port": 10104, "protocol": "TCP"} in r["ports"])
+    assert gate_rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "kubestudio",
+                                                                   "kubestudio.io/component": "build"}}}]
 
 
 BAD_VALUES = [
@@ -213,3 +221,24 @@ def test_the_hub_config_runs_with_every_feature_on(tmp_path, monkeypatch):
     # the default profile's first image, as a server started with an empty form gets
     assert service_config(services["jobs"])["KubernetesJobBackend"]["default_image"] == "ghcr.io/x/torch:1"
     assert {g for g in c.JupyterHub.load_groups} >= {"vision"}
+    # the registry gate in front of the admin's registry, for kaniko's build pods
+    gate = services["registry"]["command"]
+    assert gate[gate.index("--listen") + 1] == "0.0.0.0:10104"
+    assert gate[gate.index("--upstream") + 1] == "https://registry.example.org:5000"
+    assert gate[gate.index("--upstream-auth") + 1] == c.ImageBuilder.registry_auth_file
+    images = service_config(services["images"])
+    assert images["KanikoBackend"]["registry_gate"] == "studio-hub:10104"
+    assert "studio-hub:10104" in images["ImageBuilder"]["registry_aliases"]
+    assert images["ImageBuilder"]["registry_grants_dir"] == gate[gate.index("--grants") + 1]
+
+
+def test_the_gate_can_be_turned_off(tmp_path, monkeypatch):
+    values = {**FULL, "registry": {**FULL["registry"], "gate": {"enabled": False}}}
+    c = hub_config(tmp_path, values, monkeypatch)
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    assert "registry" not in services
+    assert "registry_gate" not in service_config(services["images"]).get("KanikoBackend", {})
+    objects, _ = render(values)
+    kinds = by_kind(objects)
+    ports = {p["name"] for p in kinds["Service"]["studio-hub"]["spec"]["ports"]}
+    assert "registry-gate" not in ports

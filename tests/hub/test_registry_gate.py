@@ -172,3 +172,79 @@ def test_a_client_trying_tls_first_is_turned_away_at_once(gate):
                               f"docker://{host}:{port}/base/python:v1"], capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stderr
         assert time.monotonic() - started < 5, "skopeo waited for a TLS handshake the gate never finishes"
+
+
+@pytest.fixture(scope="module")
+def upstream_gate(tmp_path_factory):
+    """The gate as the chart runs it: in front of a registry of its own (TCP, htpasswd), with the
+    upstream's credentials in a Docker config file and builds' grants only."""
+    from kubestudio.testing.registry import LocalRegistry
+
+    root = tmp_path_factory.mktemp("upstream-gate")
+    registry = LocalRegistry(root / "registry", user="admin-push", password="upstream-secret").start()
+    upstream_auth = registry.auth_file(str(root / "upstream.json"))
+    grants, port = str(root / "grants"), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "kubestudio.hub.registry_gate", "--listen", f"127.0.0.1:{port}",
+                             "--upstream", f"http://{registry.host}", "--upstream-auth", upstream_auth,
+                             "--grants", grants], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _status(url) == 401, timeout=30, what="the gate")
+        upstream = f"http://{registry.host}"
+        admin = (registry.user, registry.password)
+        images = {repo: push_image(upstream, repo, "v1", f"{repo} data".encode(), auth=admin)
+                  for repo in ("kubestudio/jack/private", "base/python")}
+        yield url, grants, images, upstream, admin
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        registry.stop()
+
+
+def _status(url):
+    try:
+        return requests.get(f"{url}/v2/", timeout=2).status_code
+    except requests.ConnectionError:
+        return None
+
+
+def test_in_front_of_another_registry_a_build_reads_and_pushes_only_what_its_grant_says(upstream_gate):
+    """Kubernetes: kaniko's build pods reach the admin's registry only through the gate, with the
+    build's own account; the gate logs in to the registry with the admin's credentials, which the
+    build never sees."""
+    url, grants, images, upstream, admin = upstream_gate
+    build = ("build-kim1", "kims-build-password")
+    write_grant(grants, *build, read=["kubestudio/kim/*", "base/*"], push=["kubestudio/kim/demo"], ttl=60)
+    accept = {"Accept": OCI_MANIFEST}
+    base = "base/python"
+    assert requests.get(f"{url}/v2/{base}/blobs/{images[base]}", auth=build, timeout=10).content == b"base/python data"
+    jack = "kubestudio/jack/private"
+    for r in (requests.get(f"{url}/v2/{jack}/manifests/v1", auth=build, headers=accept, timeout=10),
+              requests.get(f"{url}/v2/{jack}/blobs/{images[jack]}", auth=build, timeout=10),
+              requests.post(f"{url}/v2/kubestudio/jack/private/blobs/uploads/", auth=build, timeout=10)):
+        assert r.status_code == 403, (r.request.url, r.text)
+        assert b"jack data" not in r.content
+    # the admin's credentials are the upstream's, not the gate's: nobody logs in to the gate with them
+    assert requests.get(f"{url}/v2/{base}/manifests/v1", auth=admin, headers=accept, timeout=10).status_code == 401
+    assert requests.get(f"{url}/v2/", timeout=10).status_code == 401
+    # an upload's next URL leads back through the gate, and the image lands in the registry
+    start = requests.post(f"{url}/v2/kubestudio/kim/demo/blobs/uploads/", auth=build, timeout=10)
+    assert start.status_code == 202, start.text
+    assert start.headers["Location"].startswith("/v2/kubestudio/kim/demo/blobs/uploads/"), start.headers["Location"]
+    layer = push_image(url, "kubestudio/kim/demo", "v1", b"kim's layer", auth=build)
+    landed = requests.get(f"{upstream}/v2/kubestudio/kim/demo/blobs/{layer}", auth=admin, timeout=10)
+    assert landed.content == b"kim's layer"
+    assert "kims-build-password" not in open(os.path.join(grants, "build-kim1.json")).read()
+
+
+def test_the_gate_says_which_upstream_credentials_are_missing(tmp_path):
+    auth = tmp_path / "auth.json"
+    auth.write_text(json.dumps({"auths": {"other.example:5000": {"auth": "dTpw"}}}))
+    done = subprocess.run([sys.executable, "-m", "kubestudio.hub.registry_gate", "--listen", "127.0.0.1:1",
+                           "--upstream", "http://registry.example:5000", "--upstream-auth", str(auth)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "has no credentials for registry.example:5000" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "kubestudio.hub.registry_gate", "--listen", "127.0.0.1:1",
+                           "--upstream", "ftp://registry.example/x"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "give http(s)://HOST[:PORT]" in done.stderr

@@ -1,9 +1,13 @@
 """The kaniko backend on the Kubernetes bench: a pod per build, logs from pods/log, the digest
-from the termination message, re-attach after a service restart, the cleaner."""
+from the termination message, re-attach after a service restart, the cleaner; as the Helm chart
+runs it, behind the registry gate: each build pod pulls and pushes with an account of its own."""
 
 import asyncio
+import base64
+import json
 import os
 import signal
+import subprocess
 import time
 
 import kubernetes_validate
@@ -16,6 +20,7 @@ from kubestudio.image_builder.backends.kaniko import (
     build_pod_name,
     kaniko_pod,
 )
+from kubestudio.spawner.storage import user_slug
 from kubestudio.testing.imageshub import follow_to_end, start_kaniko_images_hub
 from kubestudio.testing.registry import skopeo_inspect
 
@@ -50,7 +55,9 @@ def test_pod_manifest_is_valid_and_minimal(bench):
         args = container["args"]
         assert "--digest-file=/dev/termination-log" in args and "--snapshot-mode=redo" in args
         assert "--compressed-caching=false" in args and "--cache=true" in args
-        assert "--cache-repo=registry.local:5000/kubestudio/cache" in args
+        # each user's own layer cache: no build reads or poisons another user's layers
+        assert "--cache-repo=registry.local:5000/kubestudio/cache/alice-smith-example-org---1a2b3c4d" in args
+        assert f"--destination={job().image}" in args and not any("registry-map" in a for a in args)
         assert pod["metadata"]["labels"]["kubestudio.io/component"] == "build"
         assert pod["metadata"]["annotations"]["kubestudio.io/username"] == "Alice.Smith@example.org"
         auth = next(m for m in container["volumeMounts"] if m["name"] == "registry-auth")
@@ -68,9 +75,29 @@ def test_pod_manifest_is_valid_and_minimal(bench):
             assert not any(v.get("persistentVolumeClaim") for v in spec["volumes"])
 
 
+def test_behind_the_gate_a_pod_gets_its_builds_own_account_and_reads_every_name_through_it(bench):
+    settings = dict(SETTINGS, registry_gate="kubestudio-hub:10104",
+                    registry_hosts=["registry.local:5000", "registry.kube-system.svc:5000", "kubestudio-hub:10104"])
+    pod = kaniko_pod(job(), settings)
+    kubernetes_validate.validate(pod, "1.30", strict=True)
+    assert bench.api("POST", "/api/v1/namespaces/default/pods?dryRun=All", json=pod).status_code == 201
+    args = pod["spec"]["containers"][0]["args"]
+    assert "--destination=kubestudio-hub:10104/kubestudio/alice/demo:abc" in args
+    assert "--registry-map=registry.local:5000=kubestudio-hub:10104" in args
+    assert "--registry-map=registry.kube-system.svc:5000=kubestudio-hub:10104" in args
+    assert "--skip-default-registry-fallback" in args and "--insecure-registry=kubestudio-hub:10104" in args
+    assert "--cache-repo=kubestudio-hub:10104/kubestudio/cache/alice-smith-example-org---1a2b3c4d" in args
+    auth = next(v for v in pod["spec"]["volumes"] if v["name"] == "registry-auth")
+    assert auth["secret"]["secretName"] == build_pod_name(job().id)  # the build's own, not the admin's
+    assert KanikoBackend().repositories(job()) == []  # no registry: no cache of ours to grant
+
+
 @pytest.fixture(scope="module")
 def kaniko_images(bench, registry, tmp_path_factory):
-    images = start_kaniko_images_hub(tmp_path_factory.mktemp("kaniko-hub"), bench, registry)
+    # as the chart runs it: the gate in front of the registry; the early Dockerfile check off, so
+    # what a build may pull is the gate's decision alone
+    images = start_kaniko_images_hub(tmp_path_factory.mktemp("kaniko-hub"), bench, registry, gate=True,
+                                     extra="c.ImageBuilder.check_image_references = False\n")
     yield images
     images.hub.stop()
 
@@ -97,6 +124,50 @@ def test_build_in_a_pod_from_the_workspace(kaniko_images, bench, registry):
     assert seen["Digest"] == final["digest"]  # the digest came from the pod's termination message
     assert seen["Labels"]["kubestudio.io/build-id"] == build["id"]
     assert build_pod_name(build["id"]) not in build_pods(bench)  # deleted once the result was stored
+    # its registry account went with it
+    assert bench.api("GET", f"/api/v1/namespaces/default/secrets/{build_pod_name(build['id'])}").status_code == 404
+
+
+def test_a_build_pod_reads_another_users_image_under_no_name(kaniko_images, bench, registry):
+    """Issue 27 on Kubernetes: whatever the Dockerfile says, a build pod pulls with its build's
+    account, through the gate, which refuses another user's private image; the pod never holds
+    the registry's own credentials."""
+    images = kaniko_images
+    gate = f"127.0.0.1:{images.hub.settings['registry_gate_port']}"
+    jack = f"kubestudio/{user_slug('jack')}/private"
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false",
+                    "--authfile", registry.auth, f"docker://{registry.base}", f"docker://{registry.host}/{jack}:v1"],
+                   check=True, timeout=120)
+    client = images.client("kim")
+    seen_secret = {}
+    for spelling in (f"{registry.host}/{jack}:v1", f"{gate}/{jack}:v1"):
+        build = client.build(dockerfile_text=f"FROM {spelling}\nRUN echo jack-base-ran\n", name="steal")
+        name = build_pod_name(build["id"])
+        deadline = time.monotonic() + 60
+        while not seen_secret.get(spelling) and time.monotonic() < deadline:
+            r = bench.api("GET", f"/api/v1/namespaces/default/secrets/{name}")
+            if r.status_code == 200:
+                seen_secret[spelling] = json.loads(base64.b64decode(r.json()["data"][".dockerconfigjson"]))
+            time.sleep(0.1)
+        final = images.wait("kim", build["id"])
+        log = client.log(build["id"])
+        assert final["status"] == "failed", log
+        assert "the registry refused this build" in final["message"] and "may not read " + jack in final["message"]
+        assert "jack-base-ran" not in log.replace("RUN echo jack-base-ran", "")
+        with pytest.raises(subprocess.CalledProcessError):
+            skopeo_inspect(final["image"], auth_file=registry.auth)
+    # the pod's credentials: the build's account, for the gate's address only
+    for config in seen_secret.values():
+        assert set(config["auths"]) == {gate}
+        user = base64.b64decode(config["auths"][gate]["auth"]).decode().split(":")[0]
+        assert user.startswith("build-")
+    assert seen_secret, "no build secret was seen while the builds ran"
+    # kim's own build through the same gate lands in the registry, as the servers pull it
+    ok = client.build(dockerfile_text=f"FROM {registry.base}\nRUN echo kims-own\n", name="own")
+    final = images.wait("kim", ok["id"])
+    assert final["status"] == "succeeded", client.log(ok["id"])
+    assert final["image"].startswith(registry.host + "/")
+    assert skopeo_inspect(final["image"], auth_file=registry.auth)["Digest"] == final["digest"]
 
 
 def test_text_build_and_failure_reason(kaniko_images, bench):

@@ -52,6 +52,10 @@ if os.path.exists(profiles):
     settings["profiles_file"] = profiles
 if values["authenticatorClass"] != "dummy":
     settings["authenticator_class"] = values["authenticatorClass"]
+gate = registry.get("gate") or {}
+if registry.get("host") and services["images"]["enabled"] and gate.get("enabled"):
+    # build pods reach the gate at the hub's Service; it listens on every address of the pod
+    settings.update(registry_gate_port=gate["port"], registry_gate_host=f"{hub}:{gate['port']}")
 
 configure(
     c,  # noqa: F821

@@ -37,6 +37,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "kubestudio.secret" -}}{{ include "kubestudio.fullname" . }}-secret{{- end -}}
 {{- define "kubestudio.workspaceClaim" -}}{{ .Values.storage.workspace.existingClaim | default "kubestudio-workspace" }}{{- end -}}
 {{- define "kubestudio.archivesClaim" -}}{{ .Values.storage.archives.existingClaim | default "kubestudio-archives" }}{{- end -}}
+{{/* "true" when the registry gate runs (a registry, image builds, the gate on), else empty */}}
+{{- define "kubestudio.registryGate" -}}
+{{- if and .Values.registry.host .Values.services.images.enabled .Values.registry.gate.enabled -}}true{{- end -}}
+{{- end -}}
 {{- define "kubestudio.registrySecret" -}}{{ .Values.registry.existingSecret | default (printf "%s-registry" (include "kubestudio.fullname" .)) }}{{- end -}}
 
 {{/* A secret value generated once: the one already in the release's Secret, else the given one, else random. */}}

@@ -89,6 +89,11 @@ class BuildBackend(LoggingConfigurable):
         raise BuildFailed with the reason it cannot be finished."""
         raise BuildFailed("interrupted: the image service restarted while this build was running")
 
+    def repositories(self, job):
+        """Repositories of our registry (paths) the build pushes to and reads besides its image's
+        own, e.g. a layer cache: its grant at the registry gate allows them."""
+        return []
+
     def step_of(self, line):
         """(step, total or None) when a log line announces a Dockerfile step (1-based), else None."""
         return None

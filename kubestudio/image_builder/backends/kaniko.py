@@ -4,7 +4,11 @@ container's termination message.
 The pod mounts only the owner's folder of the workspace claim (subPath = user slug), read-only,
 and builds ``--context=dir:///workspace/<folder>``; a Dockerfile sent in the request travels in a
 ConfigMap instead. Registry credentials come from a Secret mounted at ``/kaniko/.docker``; the pod
-has no service-account token and no hub token. After the result is stored the pod (and its
+has no service-account token and no hub token. With the registry gate (``registry_gate``, the
+chart's default) that Secret is the build's own: its grant's account, for the gate's address only,
+made for the build and deleted with its pod; the pod pushes to the gate, reads every name of our
+registry through it (``--registry-map``, no fallback) and keeps its layer cache in its user's own
+cache repository, so what it may pull is decided by the gate, whatever the Dockerfile says. After the result is stored the pod (and its
 ConfigMap) is deleted; a cleaner removes build pods older than ``pod_max_age_seconds`` that no
 build follows, and a restarted service re-attaches to pods still running.
 
@@ -14,12 +18,14 @@ cleaner, so a build costs two creates, one log stream and two deletes, and no re
 """
 
 import asyncio
+import base64
 import contextlib
+import json
 import re
 
 from traitlets import Bool, Dict, Integer, List, Unicode
 
-from ... import kube
+from ... import imageref, kube
 from ...names import LABEL_BUILD_ID, LABEL_PROJECT, LABEL_USER, WORKSPACE_CLAIM
 from .base import BuildBackend, BuildFailed, BuildOutcome, LineSplitter
 
@@ -37,15 +43,34 @@ def build_pod_name(build_id):
     return f"kubestudio-build-{build_id}"
 
 
+def cache_repository(job, settings):
+    """The build's layer cache (host/path): its user's own, so no build reads or poisons the
+    layers of another user's builds."""
+    return f"{settings['cache_repo']}/{job.owner_slug}" if settings["cache_repo"] else ""
+
+
+def through_gate(reference, gate):
+    """``reference`` (host/path[:tag]) with the gate's address for its host."""
+    return f"{gate}/{reference.split('/', 1)[1]}"
+
+
 def kaniko_pod(job, settings):
     """The build pod for ``job`` (a pure function of the job and the backend's settings)."""
     slug = job.owner_slug
     labels = {**kube.owned_labels(COMPONENT, **{LABEL_USER: slug, LABEL_PROJECT: job.project or "public",
                                                 LABEL_BUILD_ID: job.id}), **settings["extra_labels"]}
-    args = [f"--destination={job.image}", "--digest-file=/dev/termination-log",
+    gate = settings["registry_gate"]
+    destination = through_gate(job.image, gate) if gate else job.image
+    args = [f"--destination={destination}", "--digest-file=/dev/termination-log",
             f"--snapshot-mode={settings['snapshot_mode']}",
             f"--compressed-caching={'true' if settings['compressed_caching'] else 'false'}"]
-    volumes = [{"name": "registry-auth", "secret": {"secretName": settings["registry_secret"],
+    if gate:
+        # every name of our registry is read through the gate, never straight (no fallback): the
+        # pod's credentials are the build's account, which only the gate knows
+        args += [f"--registry-map={host}={gate}" for host in settings["registry_hosts"] if host != gate]
+        args += ["--skip-default-registry-fallback", f"--insecure-registry={gate}"]
+    secret = build_pod_name(job.id) if gate else settings["registry_secret"]
+    volumes = [{"name": "registry-auth", "secret": {"secretName": secret,
                                                     "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}}]
     mounts = [{"name": "registry-auth", "mountPath": "/kaniko/.docker", "readOnly": True}]
     # the Dockerfile always comes from the ConfigMap: the text the service checked (its FROM lines
@@ -60,8 +85,9 @@ def kaniko_pod(job, settings):
         mounts.append({"name": "workspace", "mountPath": CONTEXT_MOUNT, "subPath": slug, "readOnly": True})
         context = CONTEXT_MOUNT + ("/" + job.context_subpath if job.context_subpath not in (None, "", ".") else "")
     args += [f"--context=dir://{context}", f"--dockerfile={GENERATED_MOUNT}/{DOCKERFILE_KEY}"]
-    if settings["cache"]:
-        args += ["--cache=true", f"--cache-repo={settings['cache_repo']}"]
+    if settings["cache"] and settings["cache_repo"]:
+        cache = cache_repository(job, settings)
+        args += ["--cache=true", f"--cache-repo={through_gate(cache, gate) if gate else cache}"]
     if settings["insecure_registry"]:
         args += ["--insecure", "--skip-tls-verify", "--insecure-pull", "--skip-tls-verify-pull"]
     for key, value in sorted(job.labels.items()):
@@ -126,7 +152,21 @@ class KanikoBackend(BuildBackend):
         help="Secret of type kubernetes.io/dockerconfigjson with the push credentials, mounted at /kaniko/.docker.",
     )
     cache = Bool(True, config=True, help="Use kaniko's layer cache (--cache=true) in `cache_repo`.")
-    cache_repo = Unicode("", config=True, help="Repository for cached layers. Empty: <registry>/<prefix>/cache.")
+    cache_repo = Unicode(
+        "",
+        config=True,
+        help="""Where kaniko keeps cached layers: each user's builds use <cache_repo>/<user slug>, so
+        no build reads or overwrites the layers of another user's. Empty: <registry>/<prefix>/cache.""",
+    )
+    registry_gate = Unicode(
+        "",
+        config=True,
+        help="""host:port of the registry gate in front of the registry, as build pods reach it
+        (set from KubeStudio.registry_gate_host). Each build pod then gets a Secret of its own
+        with its grant's account for the gate only (not `registry_secret`), pushes to the gate and
+        reads every name of the registry through it (kaniko's --registry-map, with
+        --skip-default-registry-fallback). Empty: pods mount `registry_secret`.""",
+    )
     snapshot_mode = Unicode("redo", config=True, help="kaniko --snapshot-mode (full, redo or time).")
     compressed_caching = Bool(False, config=True, help="kaniko --compressed-caching (false saves memory on big images).")
     insecure_registry = Bool(False, config=True, help="Push and pull over plain HTTP (set from ImageBuilder.registry_insecure).")
@@ -154,15 +194,26 @@ class KanikoBackend(BuildBackend):
 
     def settings(self):
         cache_repo = self.cache_repo
-        if not cache_repo and self.parent is not None:
-            cache_repo = "/".join(p for p in (self.parent.registry_host, self.parent.registry_prefix, "cache") if p)
+        hosts = []
+        if self.parent is not None:
+            if not cache_repo:
+                cache_repo = "/".join(p for p in (self.parent.registry_host, self.parent.registry_prefix, "cache") if p)
+            hosts = imageref.registry_names(self.parent.registry_host, self.parent.registry_aliases)
         return {
+            "registry_gate": self.registry_gate, "registry_hosts": hosts,
             "namespace": self.namespace, "executor_image": self.executor_image, "executor_command": self.executor_command,
             "workspace_claim": self.workspace_claim, "registry_secret": self.registry_secret, "cache": self.cache,
             "cache_repo": cache_repo, "snapshot_mode": self.snapshot_mode, "compressed_caching": self.compressed_caching,
             "insecure_registry": self.insecure_registry, "extra_args": self.extra_args, "extra_labels": self.extra_labels,
             "resources": self.resources, "node_selector": self.node_selector, "tolerations": self.tolerations,
         }
+
+    def repositories(self, job):
+        """Besides the image's own, what a build pushes to and reads (its grant says so): its
+        user's layer cache."""
+        if not (self.cache and self.settings()["cache_repo"]):
+            return []
+        return [cache_repository(job, self.settings()).split("/", 1)[1]]
 
     # ------------------------------------------------------------------ client
 
@@ -196,6 +247,8 @@ class KanikoBackend(BuildBackend):
                          "metadata": {"name": name, "labels": kube.owned_labels(COMPONENT, **{LABEL_BUILD_ID: job.id})},
                          "data": {DOCKERFILE_KEY: job.dockerfile_text}}
             await self.core.create_namespaced_config_map(self.namespace, configmap)
+            if self.registry_gate:
+                await self._create_build_secret(name, job)
             try:
                 await self.core.create_namespaced_pod(self.namespace, kaniko_pod(job, self.settings()))
             except ApiException as e:
@@ -211,6 +264,23 @@ class KanikoBackend(BuildBackend):
         async with self._tracked(name):
             emit(f"Re-attached to build pod {self.namespace}/{name} after a restart of the image service")
             return await self._follow(name, emit)
+
+    async def _create_build_secret(self, name, job):
+        """The pod's registry credentials: the build's own account (its grant at the gate)."""
+        if not job.auth_file:
+            raise BuildFailed("the registry gate is on (KanikoBackend.registry_gate) but this build has no account "
+                              "of its own: set ImageBuilder.registry_grants_dir (KubeStudio.registry_gate_port does)")
+        with open(job.auth_file, "rb") as f:
+            config = json.loads(f.read())
+        # the gate's address only: the registry's own names are mapped to it, other registries
+        # keep the admin's credentials
+        ours = set(self.settings()["registry_hosts"]) - {self.registry_gate}
+        config["auths"] = {k: v for k, v in config.get("auths", {}).items()
+                           if k.removeprefix("https://").removeprefix("http://") not in ours}
+        secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                  "metadata": {"name": name, "labels": kube.owned_labels(COMPONENT, **{LABEL_BUILD_ID: job.id})},
+                  "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}}
+        await self.core.create_namespaced_secret(self.namespace, secret)
 
     @contextlib.asynccontextmanager
     async def _tracked(self, name):
@@ -275,7 +345,10 @@ class KanikoBackend(BuildBackend):
     async def _delete(self, name):
         from kubernetes_asyncio.client.rest import ApiException
 
-        for call in (self.core.delete_namespaced_pod, self.core.delete_namespaced_config_map):
+        calls = [self.core.delete_namespaced_pod, self.core.delete_namespaced_config_map]
+        if self.registry_gate:
+            calls.append(self.core.delete_namespaced_secret)
+        for call in calls:
             try:
                 await call(name, self.namespace, grace_period_seconds=0)
             except ApiException as e:
