@@ -179,8 +179,8 @@ def _print_job(job, out):
         print(f"  {job['message']}", file=out)
 
 
-def _follow_job(client, job, out):
-    for line in client.logs(job["id"], follow=True):
+def _follow_job(client, job, out, lines=None):
+    for line in lines if lines is not None else client.logs(job["id"], follow=True):
         print(line, file=out, flush=True)
     final = client.get(job["id"])
     _print_job(final, out)
@@ -209,9 +209,12 @@ def jobs_main(args, passed, out):
             if bad:
                 raise ServiceError(0, f"--env {bad[0]}: write NAME=VALUE")
             spec["env"] = dict(e.split("=", 1) for e in args.env)
-        job = client.create(spec)
+        if args.detach:
+            _print_job(client.create(spec), out)
+            return 0
+        job, lines = client.create(spec, follow=True)  # submitted and followed in one request
         _print_job(job, out)
-        return 0 if args.detach else _follow_job(client, job, out)
+        return _follow_job(client, job, out, lines)
     if args.command == "list":
         for job in client.list():
             ranks = f"{job['spec'].get('nodes', 1)}x{job['spec'].get('procs_per_node', 1)}"

@@ -44,16 +44,22 @@ class JobsClient(ServiceClient):
     url_variable = "KUBESTUDIO_JOBS_URL"
     label = "the jobs service"
 
-    def create(self, spec=None, **fields):
+    def create(self, spec=None, follow=False, **fields):
         """Submit a job: a :class:`~kubestudio.jobs.spec.JobSpec`, a dict, or the spec's fields as
         keywords (name, script or command, args, nodes, procs_per_node, resources, env, packages,
-        framework, runtime, max_runtime, retries, project, image, working_dir). The record."""
+        framework, runtime, max_runtime, retries, project, image, working_dir). The record; with
+        ``follow``, ``(record, lines)``: the job submitted and its log followed in one request,
+        ``lines`` as :meth:`logs` with ``follow`` gives them."""
         body = spec.to_json() if isinstance(spec, JobSpec) else dict(spec or {})
         body.update(fields)
         image = os.environ.get("KUBESTUDIO_JOB_IMAGE") or os.environ.get("KUBESTUDIO_IMAGE")
         if not body.get("image") and image:
             body["image"] = image  # inside a server: the job runs in the server's image (or on its Python)
-        return self._call("POST", "api/jobs", json=body).json()
+        if not follow:
+            return self._call("POST", "api/jobs", json=body).json()
+        events = self._events("api/jobs", method="POST", json=body)
+        first = next(events)
+        return first["job"], self._lines(events)
 
     def train(self, func, func_args=None, name=None, nodes=1, procs_per_node=1, resources_per_node=None,
               packages=None, framework="auto", **fields):
@@ -120,7 +126,11 @@ class JobsClient(ServiceClient):
         return self._follow(job_id)
 
     def _follow(self, job_id):
-        for event in self._events(f"api/jobs/{job_id}/logs"):
+        return self._lines(self._events(f"api/jobs/{job_id}/logs"))
+
+    @staticmethod
+    def _lines(events):
+        for event in events:
             if event.get("type") == "lines":
                 yield from event["lines"]
             elif event.get("type") == "status":

@@ -31,6 +31,38 @@ class JobsBaseHandler(OwnedHandler):
     noun = "job"
     what = "use jobs"
 
+    async def follow_log(self, job_id, first=None):
+        """The job's log as Server-Sent Events, from its start until its result: batches of lines,
+        its status whenever it changes (and why it waits), then the result; ``first`` before all."""
+        with EventStream(self, keepalive=self.settings["keepalive_seconds"]) as stream:
+            if first is not None:
+                await stream.send(first)
+            else:
+                await stream.comment("replaying the log from the start")
+            last = None
+            job = self.manager.get(job_id)
+            if job["status"] not in DONE:  # where it stands before any line (queued: why it waits)
+                last = (job["status"], job["message"])
+                await stream.send({"type": "status", "status": job["status"], "message": job["message"]})
+            async for kind, value in self.manager.follow(job_id):
+                if stream.closed:
+                    return
+                if kind == "lines":
+                    # one event per batch of lines: a 50 MB log is a few thousand events, not half a million
+                    for start in range(0, len(value), LOG_BATCH_LINES):
+                        text = LINES_EVENT % json.dumps(value[start:start + LOG_BATCH_LINES])
+                        await self.settings["bulk_turns"].write(stream.write, text)
+                        if stream.closed:
+                            return
+                    # a change of status (or of why it waits) between lines; the end is the result
+                    job = self.manager.get(job_id)
+                    if job["status"] not in DONE and (job["status"], job["message"]) != last:
+                        last = (job["status"], job["message"])
+                        await stream.send({"type": "status", "status": job["status"], "message": job["message"]})
+                else:
+                    await stream.send({"type": "result", **value})
+        self.finish()
+
     def checked_job(self, ref):
         """The id of the job ``ref`` names: its id, or the name of one of the caller's jobs (as the
         CLI and the SDK take them); 404 if there is none the caller may see."""
@@ -46,6 +78,10 @@ class JobsHandler(JobsBaseHandler):
         self.write_json({"jobs": self.manager.list(owner=self.owner_filter())})
 
     async def post(self):
+        """Submit a job: its record (201). Asked with ``Accept: text/event-stream``, the answer is
+        the job's log followed from its start instead, its first event the record
+        (``{"type": "job", "job": {...}}``): what ``kubestudio jobs submit`` shows, one round trip
+        sooner than a submit and then a follow."""
         self.require_access()
         body = self.json_body()
         try:
@@ -53,7 +89,11 @@ class JobsHandler(JobsBaseHandler):
         except SpecError as e:
             raise http_error(e.status, str(e)) from None
         self.set_header("Location", f"{self.settings['service_prefix']}api/jobs/{job['id']}")
-        self.write_json(job, 201)
+        if not wants_event_stream(self):
+            self.write_json(job, 201)
+            return
+        self.set_status(201)
+        await self.follow_log(job["id"], first={"type": "job", "job": job})
 
 
 class JobHandler(JobsBaseHandler):
@@ -116,31 +156,7 @@ class JobLogsHandler(JobsBaseHandler):
         if not wants_event_stream(self):
             await self.send_log_text(self.manager.log_text(job_id))
             return
-        with EventStream(self, keepalive=self.settings["keepalive_seconds"]) as stream:
-            await stream.comment("replaying the log from the start")
-            last = None
-            job = self.manager.get(job_id)
-            if job["status"] not in DONE:  # where it stands before any line (queued: why it waits)
-                last = (job["status"], job["message"])
-                await stream.send({"type": "status", "status": job["status"], "message": job["message"]})
-            async for kind, value in self.manager.follow(job_id):
-                if stream.closed:
-                    return
-                if kind == "lines":
-                    # one event per batch of lines: a 50 MB log is a few thousand events, not half a million
-                    for start in range(0, len(value), LOG_BATCH_LINES):
-                        text = LINES_EVENT % json.dumps(value[start:start + LOG_BATCH_LINES])
-                        await self.settings["bulk_turns"].write(stream.write, text)
-                        if stream.closed:
-                            return
-                    # a change of status (or of why it waits) between lines; the end is the result
-                    job = self.manager.get(job_id)
-                    if job["status"] not in DONE and (job["status"], job["message"]) != last:
-                        last = (job["status"], job["message"])
-                        await stream.send({"type": "status", "status": job["status"], "message": job["message"]})
-                else:
-                    await stream.send({"type": "result", **value})
-        self.finish()
+        await self.follow_log(job_id)
 
 
 class IndexHandler(PageHandler, JobsBaseHandler):

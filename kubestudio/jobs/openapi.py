@@ -118,9 +118,15 @@ def openapi(prefix):
             "get": {"summary": "Your jobs, newest first", "parameters": [USER_FILTER],
                     "responses": {"200": ok({"type": "object", "properties": {"jobs": {"type": "array", "items": JOB}}}),
                                   **_errors(401, 403)}},
-            "post": {"summary": "Submit a job", "requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/JobSpec"}}}},
-                "responses": {"201": ok(JOB, "Queued"), **_errors(400, 401, 403, 409, 413)}},
+            "post": {"summary": "Submit a job: its record; with Accept: text/event-stream, its log followed from "
+                                "the start as Server-Sent Events instead, the first event the record "
+                                "({\"type\": \"job\", \"job\": ...})",
+                     "requestBody": {"required": True, "content": {"application/json": {
+                         "schema": {"$ref": "#/components/schemas/JobSpec"}}}},
+                     "responses": {"201": {**ok(JOB, "Queued"), "content": {
+                         **ok(JOB, "Queued")["content"],
+                         "text/event-stream": {"schema": {"type": "string"}}}},
+                         **_errors(400, 401, 403, 409, 413)}},
         },
         "/api/jobs/{job_id}": {
             "parameters": [JOB_ID],

@@ -90,10 +90,10 @@ class ServiceClient:
                     return said if isinstance(said, str) else json.dumps(said)
         return f"{response.reason} (HTTP {response.status_code}): {json.dumps(body)[:2000]}"
 
-    def _events(self, path):
+    def _events(self, path, method="GET", **kwargs):
         """Yield the events of a Server-Sent Events answer as dicts."""
-        response = self._call("GET", path, headers={"Accept": "text/event-stream"}, stream=True,
-                              timeout=(self.timeout, None))
+        response = self._call(method, path, headers={"Accept": "text/event-stream"}, stream=True,
+                              timeout=(self.timeout, None), **kwargs)
         data = []
         for raw in response.iter_lines(chunk_size=None, decode_unicode=True):  # as data arrives
             if raw is None:

@@ -81,6 +81,30 @@ def test_authorization_matrix(jobs, setup):
     assert get("owner", f"api/jobs/{job_id}")["status"] == "succeeded"  # DELETE of a finished job changed nothing
 
 
+def test_submit_and_follow_in_one_request(jobs):
+    """What `kubestudio jobs submit` does: POST api/jobs asking for Server-Sent Events answers 201
+    with the record first, then the job's log from its start, then the result; a bad spec is still
+    a JSON 400 naming the field, before any stream."""
+    carol = jobs.client("carol")
+    jobs.write("carol", "two.py", "print('first line')\nprint('second line')\n")
+    job, lines = carol.create(name="followed", script="two.py", follow=True)
+    assert job["name"] == "followed" and job["status"] in ("queued", "starting", "running")
+    lines = list(lines)
+    assert "[rank-0] first line" in lines and "[rank-0] second line" in lines, lines
+    assert lines.index("[rank-0] first line") < lines.index("[rank-0] second line")
+    assert lines[-1] == "--- succeeded" or lines[-1].startswith("--- succeeded:"), lines
+    r = requests.post(jobs.url + "api/jobs", json={"name": "followed-2", "script": "two.py"},
+                      headers={"Authorization": f"token {jobs.token('carol')}", "Accept": "text/event-stream"},
+                      stream=True)
+    assert r.status_code == 201 and r.headers["Content-Type"].startswith("text/event-stream")
+    assert r.headers["Location"].endswith("api/jobs/" + json.loads(next(
+        line for line in r.iter_lines(decode_unicode=True) if line.startswith("data:"))[5:])["job"]["id"])
+    r.close()
+    bad = requests.post(jobs.url + "api/jobs", json={"name": "x", "script": "two.py", "nodes": 0},
+                        headers={"Authorization": f"token {jobs.token('carol')}", "Accept": "text/event-stream"})
+    assert bad.status_code == 400 and "nodes" in bad.json()["message"], bad.text
+
+
 def test_page_needs_login(jobs):
     r = requests.get(jobs.url, allow_redirects=False)
     assert r.status_code == 302 and "/hub/api/oauth2/authorize" in r.headers["Location"]
