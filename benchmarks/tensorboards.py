@@ -28,8 +28,8 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from kubestudio.processgroup import rss_by_group  # noqa: E402
 from kubestudio.names import RUNTIME_SECRET_HEADER  # noqa: E402
+from kubestudio.processgroup import rss_by_group  # noqa: E402
 from kubestudio.spawner.storage import ensure_user_folders, user_folders  # noqa: E402
 from kubestudio.testing.localhub import LocalHub  # noqa: E402
 from kubestudio.testing.ports import free_port  # noqa: E402

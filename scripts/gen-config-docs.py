@@ -1,21 +1,22 @@
 #!/usr/bin/env python3
 """Regenerate the option lists of docs/configuration.md from the traits (run from the repository root)."""
 import sys
+
 sys.path.insert(0, ".")
-from kubestudio.hub.config import KubeStudio
 from kubestudio.accounts import UserAccounts
 from kubestudio.cgroups import Containment
-from kubestudio.spawner.imagerun import ImageRunner
-from kubestudio.spawner.local import LocalWorkspaceSpawner
-from kubestudio.spawner.workspace import WorkspaceSpawner
+from kubestudio.hub.config import KubeStudio
 from kubestudio.image_builder.app import ImageBuilder
 from kubestudio.image_builder.backends.buildah import BuildahBackend
 from kubestudio.image_builder.backends.kaniko import KanikoBackend
 from kubestudio.jobs.app import JobService
 from kubestudio.jobs.backends.kubernetes import KubernetesJobBackend
-from kubestudio.jobs.backends.local import LocalJobBackend
 from kubestudio.jobs.backends.kubernetes_serving import KubernetesServingBackend
+from kubestudio.jobs.backends.local import LocalJobBackend
 from kubestudio.jobs.backends.local_serving import LocalServingBackend
+from kubestudio.spawner.imagerun import ImageRunner
+from kubestudio.spawner.local import LocalWorkspaceSpawner
+from kubestudio.spawner.workspace import WorkspaceSpawner
 from kubestudio.tensorboards.app import TensorBoardService
 from kubestudio.tensorboards.backends.kubernetes import KubernetesBoardBackend
 from kubestudio.tensorboards.backends.local import LocalBoardBackend

@@ -5,10 +5,10 @@ bench gets loopback addresses of its own."""
 import os
 import time
 
+from kubestudio.portclaims import claim_in as reserve
 from kubestudio.testing.kubebench.bench import claim_address_block
 from kubestudio.testing.kubebench.kubelet import PodIPs
 from kubestudio.testing.kubebench.network import ServiceNetwork, address_octets
-from kubestudio.portclaims import claim_in as reserve
 from kubestudio.testing.ports import free_port
 
 

@@ -23,17 +23,17 @@ from traitlets import Bool, Dict, Integer, List, Unicode, default
 from traitlets.config import Configurable
 
 from ..accounts import AccountError, UserAccounts, make_traversable
+from ..dockerauth import write_auth_file
 from ..names import (
     HUB_CLIENT_SERVICE,
     IDLE_CULLER_SERVICE,
     IMAGES_SERVICE,
     JOBS_SERVICE,
-    TENSORBOARDS_SERVICE,
     LOCAL_PYTHON_BASE,
     REGISTRY_PREFIX,
     SERVICE_BIND_HOST_ENV,
+    TENSORBOARDS_SERVICE,
 )
-from ..dockerauth import write_auth_file
 from ..services.secretfile import stored_secret
 from ..services.store import private_file, use_wal_for
 from ..spawner.profiles import CatalogError, load_catalog

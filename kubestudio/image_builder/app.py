@@ -17,6 +17,7 @@ from traitlets import Bool, Integer, List, Type, Unicode, default
 from .. import dockerauth
 from ..names import IMAGES_SERVICE as SERVICE_NAME
 from ..names import REGISTRY_PREFIX
+from ..registry import RegistryClient
 from ..services.app import ServiceApp
 from ..services.events import BulkTurns
 from ..services.store import Store
@@ -37,7 +38,6 @@ from .builds import BuildManager
 from .capture import ServerCapture
 from .models import MIGRATIONS, Base
 from .openapi import openapi
-from ..registry import RegistryClient
 
 
 class ImageBuilder(ServiceApp):

@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from ..processgroup import signal_group
+from ..registry import RegistryError, RegistryUnreachable
 from ..serverimage import (
     DEPS_REPOSITORY,
     deps_dockerfile,
@@ -34,7 +35,6 @@ from ..serverimage import (
     server_requirements,
     server_wheel,
 )
-from ..registry import RegistryError, RegistryUnreachable
 from .backends.base import BuildFailed, BuildJob
 from .imagecache import ImageCache
 

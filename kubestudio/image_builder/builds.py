@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 
 from .. import imageref
 from ..names import LABEL_BUILD_ID, LABEL_USER
+from ..registry import RegistryError, split_reference
+from ..services.livelog import LiveRun, follow_lines, save_live_logs, save_periodically
+from ..services.queue import FairQueue
 from ..spawner.storage import user_slug
 from . import dockerfile as df
 from . import spec as specs
@@ -28,8 +31,8 @@ from .bases import base_from_config
 from .context import open_context, scan_context
 from .grants import BuildGrant
 from .logs import chunk_of, live_log, stored_lines
-from .logs import load as load_log
 from .logs import forget as forget_log
+from .logs import load as load_log
 from .models import (
     ACTIVE,
     CANCELLED,
@@ -44,10 +47,6 @@ from .models import (
     iso,
     utcnow,
 )
-from ..services.livelog import LiveRun, follow_lines, save_live_logs, save_periodically
-from ..services.queue import FairQueue
-from ..registry import RegistryError, split_reference
-
 
 
 class LiveBuild(LiveRun):

@@ -10,7 +10,6 @@ Another user's build answers 404, so build ids reveal nothing.
 
 import json
 
-
 from ..names import IMAGES_ADMIN_SCOPE as ADMIN_SCOPE
 from ..names import IMAGES_BUILD_SCOPE as BUILD_SCOPE
 from ..services.events import EventStream, wants_event_stream

@@ -17,9 +17,9 @@ from ..names import JOBS_SERVICE as SERVICE_NAME
 from ..services.app import ServiceApp
 from ..services.events import BulkTurns
 from ..services.hubapi import HubAPI
+from ..services.proxy import close_upstream
 from ..services.store import Store
 from ..services.web import HealthHandler, OpenAPIHandler, oauth_routes, oauth_settings, service_prefix
-from ..services.proxy import close_upstream
 from . import handlers, serving_handlers
 from .backends.base import JobBackend
 from .backends.local import LocalJobBackend

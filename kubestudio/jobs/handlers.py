@@ -10,7 +10,6 @@ Another user's job answers 404, so job ids reveal nothing.
 
 import json
 
-
 from ..names import JOBS_ADMIN_SCOPE as ADMIN_SCOPE
 from ..names import JOBS_RUN_SCOPE as RUN_SCOPE
 from ..services.events import EventStream, wants_event_stream

@@ -12,8 +12,6 @@ each with ``backoffLimit: 0``. Nothing here talks to a cluster.
 
 import shlex
 
-from ..slugs import safe_slug
-
 from ..names import (
     LABEL_ATTEMPT,
     LABEL_COMPONENT,
@@ -24,6 +22,7 @@ from ..names import (
     MANAGED_BY,
     PROJECT_ANNOTATION,
 )
+from ..slugs import safe_slug
 from ..spawner.pods import gpu_placement, project_scheduling, workspace_paths, workspace_storage
 from .packagelayer import install_script, layer_folder
 

@@ -9,7 +9,6 @@ from urllib.parse import quote
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 
-
 class HubError(Exception):
     pass
 

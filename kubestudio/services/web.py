@@ -32,7 +32,6 @@ from tornado.log import access_log
 from ..names import CONVENTIONAL_PORTS, SERVICE_BIND_HOST_ENV
 from .secretfile import stored_secret
 
-
 # templates every service page shares (service.css: the look of the services' pages)
 SERVICE_TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 

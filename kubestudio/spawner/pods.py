@@ -16,7 +16,6 @@ from .request import SpawnRefused
 from .storage import mount_name, user_slug
 
 
-
 @dataclass(frozen=True)
 class PodSettings:
     """Admin settings that shape every workspace pod (WorkspaceSpawner traits)."""

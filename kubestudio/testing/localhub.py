@@ -23,7 +23,6 @@ from ..processgroup import signal_group
 from .accounts import remove_accounts, test_prefix
 from .ports import free_port
 
-
 # a managed service's command line (never a serving's runtime, kubestudio.jobs.serve, which may
 # outlive the hub by design)
 MANAGED_SERVICE = re.compile(r" -m (jupyterhub_idle_culler|kubestudio\.(jobs|tensorboards|image_builder|hub\.registry_gate))( |$)")

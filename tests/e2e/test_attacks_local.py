@@ -19,8 +19,8 @@ import requests
 
 from kubestudio.accounts import make_traversable
 from kubestudio.cgroups import detect
-from kubestudio.testing.localhub import LocalHub
 from kubestudio.testing.doors import run_in_terminal
+from kubestudio.testing.localhub import LocalHub
 from kubestudio.testing.servicehub import BoardsHub, JobsHub
 from kubestudio.testing.wait import wait_for
 

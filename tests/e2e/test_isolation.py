@@ -16,10 +16,10 @@ import pytest
 import requests
 
 from kubestudio.accounts import COMMENT
-from kubestudio.testing.localhub import LocalHub
-from kubestudio.testing.wheels import tiny_wheel
 from kubestudio.testing.doors import run_in_terminal
+from kubestudio.testing.localhub import LocalHub
 from kubestudio.testing.servicehub import BoardsHub, JobsHub
+from kubestudio.testing.wheels import tiny_wheel
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="accounts of their own need a hub run as root")
 

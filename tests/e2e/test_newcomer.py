@@ -15,8 +15,8 @@ import requests
 
 from kubestudio.testing import processes
 from kubestudio.testing.accounts import remove_accounts
-from kubestudio.testing.localhub import browser_login
 from kubestudio.testing.doors import run_in_terminal
+from kubestudio.testing.localhub import browser_login
 from kubestudio.testing.newcomer import ScriptRun, fresh_checkout, machine_env
 from kubestudio.testing.ports import free_port
 

@@ -5,8 +5,8 @@ user's built image runs as it is; `image: host` runs on the hub's Python; stoppi
 its working container, and a hub restart keeps servers in images running."""
 
 import os
-import re
 import pwd
+import re
 import subprocess
 import textwrap
 import time
@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from kubestudio.spawner.imagerun import ImageRunner
-from kubestudio.testing.localhub import LocalHub
 from kubestudio.testing.doors import run_in_terminal
+from kubestudio.testing.localhub import LocalHub
 from kubestudio.testing.wheels import tiny_wheel
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="servers in images need a hub run as root (buildah)")

@@ -5,10 +5,10 @@ import os
 from kubestudio.cgroups import Containment
 from kubestudio.hub.config import KubeStudio
 from kubestudio.image_builder.app import ImageBuilder
-from kubestudio.jobs.app import JobService
-from kubestudio.jobs.backends.local import LocalJobBackend
 from kubestudio.image_builder.backends.buildah import BuildahBackend
 from kubestudio.image_builder.backends.kaniko import KanikoBackend
+from kubestudio.jobs.app import JobService
+from kubestudio.jobs.backends.local import LocalJobBackend
 from kubestudio.spawner.local import LocalWorkspaceSpawner
 from kubestudio.spawner.workspace import WorkspaceSpawner
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from traitlets.config import Config
 
 from kubestudio.hub import configure

@@ -9,7 +9,6 @@ import requests
 
 from kubestudio.testing.imageshub import package_installed
 
-
 pytestmark = pytest.mark.e2e
 
 

@@ -112,7 +112,7 @@ RUN echo | /bin/busybox nc -w 10 {outside_ip} 443 && echo outbound=ok || echo ou
     uid_map = next(line.split() for line in lines if line.split()[:1] == ["0"] and len(line.split()) == 3)
     assert uid_map[1] != "0", log  # root in the build is an unprivileged uid on the host
     assert "kill-hub=1" in lines and "kill-service=1" in lines, log
-    assert "fetch-hub=1" in lines and '"status": "ok"' not in log and not any(l.startswith("HTTP/") for l in lines), log
+    assert "fetch-hub=1" in lines and '"status": "ok"' not in log and not any(line.startswith("HTTP/") for line in lines), log
     assert "outbound=ok" in lines, log
     # the hub and the service are alive and answering
     assert images.hub.proc.poll() is None

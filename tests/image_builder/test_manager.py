@@ -5,15 +5,15 @@ import asyncio
 import logging
 
 import pytest
-from kubestudio.services.store import Store
 from traitlets import Float
 
 from kubestudio.image_builder.app import ImageBuilder
 from kubestudio.image_builder.backends.base import BuildBackend, BuildOutcome
 from kubestudio.image_builder.builds import BuildManager
 from kubestudio.image_builder.models import Base
-from kubestudio.registry import RegistryClient
 from kubestudio.image_builder.spec import RequestError
+from kubestudio.registry import RegistryClient
+from kubestudio.services.store import Store
 from kubestudio.testing.ports import free_port
 
 DIGEST = "sha256:" + "0" * 64

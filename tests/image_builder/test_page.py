@@ -6,8 +6,8 @@ import time
 
 import pytest
 import requests
-from kubestudio.testing.localhub import browser_login
 
+from kubestudio.testing.localhub import browser_login
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 

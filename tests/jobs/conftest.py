@@ -1,7 +1,7 @@
 import pytest
 
-from kubestudio.testing.servicehub import JobsHub
 from kubestudio.testing.localhub import LocalHub
+from kubestudio.testing.servicehub import JobsHub
 
 GPUS = ["0:NVIDIA A100", "1:NVIDIA A100"]
 JOBS_HUB_CONFIG = f"""

@@ -3,7 +3,6 @@ import os
 import pytest
 
 import kubestudio.testing
-
 from kubestudio.testing.kubebench import Bench, binaries_present
 
 MISSING_IMAGE = "registry.invalid/kubestudio/missing:1"

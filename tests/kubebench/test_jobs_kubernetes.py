@@ -16,9 +16,9 @@ import yaml
 from kubestudio.jobs import JobFailed
 from kubestudio.spawner.storage import user_slug
 from kubestudio.testing.imageshub import ensure_claims
-from kubestudio.testing.servicehub import JobsHub
 from kubestudio.testing.kubebench.bench import default_crds_dir
 from kubestudio.testing.localhub import LocalHub
+from kubestudio.testing.servicehub import JobsHub
 
 from .conftest import MISSING_IMAGE
 

@@ -9,8 +9,8 @@ spawns through a real hub and proxy on the bench and reads the pod the apiserver
 
 import json
 import os
-import sqlite3
 import re
+import sqlite3
 import threading
 import time
 

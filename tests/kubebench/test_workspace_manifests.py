@@ -1,8 +1,7 @@
 """Every workspace pod of the default catalog is accepted by the real apiserver (server-side dry run)."""
 
-from tests.spawner.test_pods import SETTINGS, combinations, request_for
-
 from kubestudio.spawner.pods import pod_manifest
+from tests.spawner.test_pods import SETTINGS, combinations, request_for
 
 
 def test_every_combination_passes_apiserver_validation(bench):

@@ -4,8 +4,8 @@ import os
 import pytest
 import yaml
 
-from kubestudio.spawner.profiles import CatalogError, load_catalog, load_catalog_cached, parse_catalog
 from kubestudio.quantities import format_bytes, parse_bytes, parse_cpu
+from kubestudio.spawner.profiles import CatalogError, load_catalog, load_catalog_cached, parse_catalog
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_CATALOG = os.path.join(REPO, "profiles", "default.yaml")

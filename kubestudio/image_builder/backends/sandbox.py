@@ -40,7 +40,6 @@ import tempfile
 from ...processgroup import signal_group
 from .netfwd import serve_unix
 
-
 # buildah 1.28 (Debian bookworm's) follows a link in a stage's files when it bind-mounts them into a
 # RUN step (RUN --mount=type=bind,from=...: CVE-2024-1753), which gives the step the host's /: so
 # buildah itself runs with a root of its own, where / holds nothing of the host worth reading or

@@ -37,9 +37,9 @@ from ...quantities import parse_bytes
 from ...spawner.gpus import JOB, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
 from ...spawner.imagerun import ImageRunError, ImageRunner, inside_env, runner_env, user_mounts, write_env_file
 from ...spawner.request import HOST_IMAGE
-from ..packagelayer import install_script, layer_folder
 from ...spawner.storage import ensure_user_folders, mount_name, user_folders
 from ...spawner.userenv import base_site_packages, ensure_user_env, is_ready, layered_env, site_packages, user_env_path
+from ..packagelayer import install_script, layer_folder
 from ..spec import SpecError
 from .base import JobBackend, Outcome
 

@@ -904,8 +904,9 @@ def _qos(pod):
     limits = [c.get("resources", {}).get("limits") or {} for c in containers]
     if not any(requests) and not any(limits):
         return "BestEffort"
-    if all(l.get("cpu") and l.get("memory") and (not r or (r.get("cpu") == l.get("cpu") and r.get("memory") == l.get("memory")))
-           for r, l in zip(requests, limits)):
+    if all(limit.get("cpu") and limit.get("memory")
+           and (not r or (r.get("cpu") == limit.get("cpu") and r.get("memory") == limit.get("memory")))
+           for r, limit in zip(requests, limits)):
         return "Guaranteed"
     return "Burstable"
 
