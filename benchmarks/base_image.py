@@ -27,19 +27,34 @@ from kubestudio.registry import RegistryClient  # noqa: E402
 from kubestudio.testing.registry import LocalRegistry  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BASE = {"image": "base/python:3.11", "suite": "bookworm",
-        "packages": ["python3", "python3-pip", "python3-venv", "ca-certificates"]}
+BASE = {
+    "image": "base/python:3.11",
+    "suite": "bookworm",
+    "packages": ["python3", "python3-pip", "python3-venv", "ca-certificates"],
+}
 
 
 def prepare(root, registry, cache_dir, tag):
-    backend = BuildahBackend(storage_root=os.path.join(root, f"storage-{tag}"), run_root=os.path.join(root, f"run-{tag}"),
-                             tls_verify=False, auth_file=registry.auth)
+    backend = BuildahBackend(
+        storage_root=os.path.join(root, f"storage-{tag}"),
+        run_root=os.path.join(root, f"run-{tag}"),
+        tls_verify=False,
+        auth_file=registry.auth,
+    )
     base = base_from_config({**BASE, "image": f"base/python:{tag}"})
     client = RegistryClient(registry.host, registry.auth, insecure=True)
     work = os.path.join(root, f"work-{tag}")
     os.makedirs(work)
-    preparer = BasePreparer([base], registry.host, client, backend, work, logging.getLogger("bench"),
-                            cache_dir=cache_dir, extra_ca_dir="/usr/local/share/ca-certificates")
+    preparer = BasePreparer(
+        [base],
+        registry.host,
+        client,
+        backend,
+        work,
+        logging.getLogger("bench"),
+        cache_dir=cache_dir,
+        extra_ca_dir="/usr/local/share/ca-certificates",
+    )
 
     async def run():
         started = time.perf_counter()
@@ -60,27 +75,51 @@ def main():
     cache = os.path.join(root, "cache")
     try:
         started = time.perf_counter()
-        subprocess.run(["mmdebstrap", "--variant=apt", "--include=" + ",".join(BASE["packages"]),
-                        "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
-                        "--dpkgopt=path-exclude=/usr/share/locale/*", "bookworm", os.path.join(root, "direct.tar")],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                "mmdebstrap",
+                "--variant=apt",
+                "--include=" + ",".join(BASE["packages"]),
+                "--dpkgopt=path-exclude=/usr/share/doc/*",
+                "--dpkgopt=path-exclude=/usr/share/man/*",
+                "--dpkgopt=path-exclude=/usr/share/locale/*",
+                "bookworm",
+                os.path.join(root, "direct.tar"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         direct = time.perf_counter() - started
         cold = prepare(root, registry, cache, "cold")
         cached = prepare(root, registry, cache, "cached")
     finally:
         registry.stop()
         subprocess.run(["rm", "-rf", root])
-    metrics = {"prepare_cold_s": round(cold, 2), "prepare_cached_s": round(cached, 2),
-               "mmdebstrap_direct_s": round(direct, 2), "cold_over_direct": round(cold / direct, 2),
-               "cached_over_cold": round(cached / cold, 3)}
+    metrics = {
+        "prepare_cold_s": round(cold, 2),
+        "prepare_cached_s": round(cached, 2),
+        "mmdebstrap_direct_s": round(direct, 2),
+        "cold_over_direct": round(cold / direct, 2),
+        "cached_over_cold": round(cached / cold, 3),
+    }
     print(f"{'what':<24}{'seconds':>10}")
     for name, value in metrics.items():
         print(f"{name:<24}{value:>10}")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "base_image.json"), "w") as f:
-        json.dump({"benchmark": "base_image", "metrics": metrics,
-                   "environment": {"python": platform.python_version(), "machine": platform.machine(),
-                                   "cpus": os.cpu_count()}}, f, indent=2)
+        json.dump(
+            {
+                "benchmark": "base_image",
+                "metrics": metrics,
+                "environment": {
+                    "python": platform.python_version(),
+                    "machine": platform.machine(),
+                    "cpus": os.cpu_count(),
+                },
+            },
+            f,
+            indent=2,
+        )
 
 
 if __name__ == "__main__":

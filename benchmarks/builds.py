@@ -69,16 +69,35 @@ def direct_build(registry, folder, storage, tag, repository="direct/bench"):
     image = f"{registry.host}/{repository}:{tag}"
     b = buildah_args(storage)
     started = time.perf_counter()
-    subprocess.run(b + ["bud", "--isolation", "chroot", "--layers=true", "--tls-verify=false", "--authfile",
-                        registry.auth, "-t", image, folder], check=True, capture_output=True)
-    subprocess.run(b + ["push", "--tls-verify=false", "--authfile", registry.auth, image, f"docker://{image}"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        b
+        + [
+            "bud",
+            "--isolation",
+            "chroot",
+            "--layers=true",
+            "--tls-verify=false",
+            "--authfile",
+            registry.auth,
+            "-t",
+            image,
+            folder,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        b + ["push", "--tls-verify=false", "--authfile", registry.auth, image, f"docker://{image}"],
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - started
 
 
 def flood_round(images, client, registry, followers=10):
-    text = (f"FROM {registry.base}\n"
-            f"RUN /bin/busybox yes {'x' * 79} | /bin/busybox head -c 50000000; echo end-of-output\n")
+    text = (
+        f"FROM {registry.base}\nRUN /bin/busybox yes {'x' * 79} | /bin/busybox head -c 50000000; echo end-of-output\n"
+    )
     rss_idle = service_rss_mb(images.hub.service_pid("kubestudio.image_builder"))
     build = client.build(dockerfile_text=text, name="flood")
     started = time.perf_counter()
@@ -127,8 +146,9 @@ def small_change_round(root, n=3):
     from kubestudio.testing.imageshub import ImagesHub
     from kubestudio.testing.localhub import LocalHub
 
-    hub = LocalHub(os.path.join(root, "small-change-hub"), base_images=True,
-                   extra_config="c.ImageBuilder.build_timeout = 900\n")
+    hub = LocalHub(
+        os.path.join(root, "small-change-hub"), base_images=True, extra_config="c.ImageBuilder.build_timeout = 900\n"
+    )
     hub.start()
     try:
         images = ImagesHub(hub, registry=None)
@@ -155,8 +175,9 @@ def small_change_round(root, n=3):
             return seconds
 
         # the hub's own registry, through its gate, with the image service's push account
-        hubs_registry = types.SimpleNamespace(host=registry_host,
-                                              auth=os.path.join(hub.data_dir, "registry-gate", "push-auth.json"))
+        hubs_registry = types.SimpleNamespace(
+            host=registry_host, auth=os.path.join(hub.data_dir, "registry-gate", "push-auth.json")
+        )
         storage = os.path.join(root, "small-direct-storage")
 
         def by_hand(version):
@@ -203,8 +224,9 @@ def kaniko_round(root, registry, n=3):
     result = {}
     try:
         for gate in (False, True):
-            images = start_kaniko_images_hub(os.path.join(root, f"kaniko-hub-{gate}"), bench, registry,
-                                             kubeconfig=bench.proxy_kubeconfig, gate=gate)
+            images = start_kaniko_images_hub(
+                os.path.join(root, f"kaniko-hub-{gate}"), bench, registry, kubeconfig=bench.proxy_kubeconfig, gate=gate
+            )
             try:
                 client = images.client("bench")
                 time.sleep(3)  # let the service's start-up requests (client, watches) settle
@@ -226,14 +248,17 @@ def kaniko_round(root, registry, n=3):
                 images.hub.stop()
             verbs = sorted({k for counts in per_build for k in counts})
             key = "kaniko_gate" if gate else "kaniko"
-            result.update({
-                f"{key}_build_s": round(statistics.median(seconds), 2),
-                f"{key}_requests_per_build": {k: round(statistics.mean(c.get(k, 0) for c in per_build), 2)
-                                              for k in verbs},
-                f"{key}_requests_per_build_total": round(statistics.mean(sum(c.values()) for c in per_build), 2),
-                f"{key}_idle_requests_10s": sum(idle.values()),
-                f"{key}_idle_requests": idle,
-            })
+            result.update(
+                {
+                    f"{key}_build_s": round(statistics.median(seconds), 2),
+                    f"{key}_requests_per_build": {
+                        k: round(statistics.mean(c.get(k, 0) for c in per_build), 2) for k in verbs
+                    },
+                    f"{key}_requests_per_build_total": round(statistics.mean(sum(c.values()) for c in per_build), 2),
+                    f"{key}_idle_requests_10s": sum(idle.values()),
+                    f"{key}_idle_requests": idle,
+                }
+            )
     finally:
         bench.stop()
     result["kaniko_gate_build_ratio"] = round(result["kaniko_gate_build_s"] / result["kaniko_build_s"], 2)
@@ -245,10 +270,15 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=3, help="rounds")
     parser.add_argument("--no-kaniko", action="store_true", help="skip the kaniko round on the test bench")
-    parser.add_argument("--only-kaniko", action="store_true", help="only the kaniko round (merged into results/builds.json)")
+    parser.add_argument(
+        "--only-kaniko", action="store_true", help="only the kaniko round (merged into results/builds.json)"
+    )
     parser.add_argument("--no-small-change", action="store_true", help="skip the small-change rebuild round")
-    parser.add_argument("--only-small-change", action="store_true",
-                        help="only the small-change rebuild on top of the single-user image (merged into results/builds.json)")
+    parser.add_argument(
+        "--only-small-change",
+        action="store_true",
+        help="only the small-change rebuild on top of the single-user image (merged into results/builds.json)",
+    )
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="kubestudio-bench-builds-")
     if args.only_small_change:
@@ -269,21 +299,32 @@ def main():
             shutil.rmtree(root, ignore_errors=True)
         save({**previous_metrics(), **metrics})
         return
-    images = start_images_hub(os.path.join(root, "hub"), registry,
-                              extra="c.ImageBuilder.max_context_bytes = 1 << 20\n"
-                                    "c.ImageBuilder.max_log_bytes = 64 << 20  # the flood's log is really 50 MB\n")
+    images = start_images_hub(
+        os.path.join(root, "hub"),
+        registry,
+        extra="c.ImageBuilder.max_context_bytes = 1 << 20\n"
+        "c.ImageBuilder.max_log_bytes = 64 << 20  # the flood's log is really 50 MB\n",
+    )
     client = images.client("bench")
     rows = {"cold": [], "last_step_rebuild": [], "identical": [], "direct": []}
     identical_runs = []
     try:
         for i in range(args.n):
             nonce = uuid.uuid4().hex
-            folder = images.write_context("bench", f"app{i}", DOCKERFILE.replace("{nonce}", nonce).replace("{last}", "one"),
-                                          {"app.txt": "application\n"})
+            folder = images.write_context(
+                "bench",
+                f"app{i}",
+                DOCKERFILE.replace("{nonce}", nonce).replace("{last}", "one"),
+                {"app.txt": "application\n"},
+            )
             cold, _, build = build_and_wait(images, client, {"context": folder, "name": "bench"})
             assert build["status"] == "succeeded", client.log(build["id"])
-            images.write_context("bench", folder, DOCKERFILE.replace("{nonce}", nonce).replace("{last}", "two"),
-                                 {"app.txt": "application\n"})
+            images.write_context(
+                "bench",
+                folder,
+                DOCKERFILE.replace("{nonce}", nonce).replace("{last}", "two"),
+                {"app.txt": "application\n"},
+            )
             rebuild, _, build = build_and_wait(images, client, {"context": folder, "name": "bench"})
             assert build["status"] == "succeeded", client.log(build["id"])
             runs_before = sum(b["builder_run"] for b in client.builds())
@@ -294,14 +335,24 @@ def main():
             direct_folder = os.path.join(root, f"direct{i}")
             os.makedirs(direct_folder)
             with open(os.path.join(direct_folder, "Dockerfile"), "w") as f:
-                f.write(DOCKERFILE.replace("{nonce}", uuid.uuid4().hex).replace("{last}", "one").format(base=registry.base))
+                f.write(
+                    DOCKERFILE.replace("{nonce}", uuid.uuid4().hex).replace("{last}", "one").format(base=registry.base)
+                )
             with open(os.path.join(direct_folder, "app.txt"), "w") as f:
                 f.write("application\n")
             direct = direct_build(registry, direct_folder, os.path.join(root, f"direct-storage{i}"), f"r{i}")
-            for key, value in (("cold", cold), ("last_step_rebuild", rebuild), ("identical", identical), ("direct", direct)):
+            for key, value in (
+                ("cold", cold),
+                ("last_step_rebuild", rebuild),
+                ("identical", identical),
+                ("direct", direct),
+            ):
                 rows[key].append(value)
-            print(f"round {i + 1}: cold {cold:.2f} s, last-step rebuild {rebuild:.2f} s, identical {identical * 1000:.0f} ms, "
-                  f"direct buildah {direct:.2f} s", flush=True)
+            print(
+                f"round {i + 1}: cold {cold:.2f} s, last-step rebuild {rebuild:.2f} s, identical {identical * 1000:.0f} ms, "
+                f"direct buildah {direct:.2f} s",
+                flush=True,
+            )
         flood = flood_round(images, client, registry)
         images.hub.stop()
         if not args.no_kaniko:
@@ -314,17 +365,19 @@ def main():
         shutil.rmtree(root, ignore_errors=True)
 
     med = {k: statistics.median(v) for k, v in rows.items()}
-    save({
-        "cold_s": round(med["cold"], 3),
-        "last_step_rebuild_s": round(med["last_step_rebuild"], 3),
-        "identical_s": round(med["identical"], 4),
-        "identical_builder_runs": max(identical_runs),
-        "rebuild_ratio": round(med["last_step_rebuild"] / med["cold"], 3),
-        "direct_buildah_cold_s": round(med["direct"], 3),
-        "cold_vs_direct_ratio": round(med["cold"] / med["direct"], 3),
-        "rounds": args.n,
-        **flood,
-    })
+    save(
+        {
+            "cold_s": round(med["cold"], 3),
+            "last_step_rebuild_s": round(med["last_step_rebuild"], 3),
+            "identical_s": round(med["identical"], 4),
+            "identical_builder_runs": max(identical_runs),
+            "rebuild_ratio": round(med["last_step_rebuild"] / med["cold"], 3),
+            "direct_buildah_cold_s": round(med["direct"], 3),
+            "cold_vs_direct_ratio": round(med["cold"] / med["direct"], 3),
+            "rounds": args.n,
+            **flood,
+        }
+    )
 
 
 def previous_metrics():
@@ -342,25 +395,44 @@ def save(metrics):
         print(f"{key:<28}{value!s:>10}")
     goals = []
     if "identical_s" in metrics:
-        goals += [f"identical < 1 s with 0 builder runs: {metrics['identical_s'] < 1 and metrics['identical_builder_runs'] == 0}",
-                  f"last-step rebuild <= 30% of cold: {metrics['rebuild_ratio'] <= 0.3}"]
+        goals += [
+            f"identical < 1 s with 0 builder runs: {metrics['identical_s'] < 1 and metrics['identical_builder_runs'] == 0}",
+            f"last-step rebuild <= 30% of cold: {metrics['rebuild_ratio'] <= 0.3}",
+        ]
     if "flood_p99_ms" in metrics:
-        goals += [f"flood p99 < 100 ms: {metrics['flood_p99_ms'] < 100}", f"flood RSS < 300 MB: {metrics['flood_rss_mb'] < 300}"]
+        goals += [
+            f"flood p99 < 100 ms: {metrics['flood_p99_ms'] < 100}",
+            f"flood RSS < 300 MB: {metrics['flood_rss_mb'] < 300}",
+        ]
     if "kaniko_requests_per_build" in metrics:
-        goals.append("kaniko: only create/delete pod and ConfigMap and one log stream per build: "
-                     f"{set(metrics['kaniko_requests_per_build']) <= KANIKO_EXPECTED}")
+        goals.append(
+            "kaniko: only create/delete pod and ConfigMap and one log stream per build: "
+            f"{set(metrics['kaniko_requests_per_build']) <= KANIKO_EXPECTED}"
+        )
     if "kaniko_gate_requests_per_build" in metrics:
-        goals.append("kaniko behind the gate: the same and the build's Secret made and deleted: "
-                     f"{set(metrics['kaniko_gate_requests_per_build']) <= KANIKO_EXPECTED | KANIKO_GATE_EXTRA}")
+        goals.append(
+            "kaniko behind the gate: the same and the build's Secret made and deleted: "
+            f"{set(metrics['kaniko_gate_requests_per_build']) <= KANIKO_EXPECTED | KANIKO_GATE_EXTRA}"
+        )
     if "small_change_rebuild_s" in metrics:
-        goals.append(f"small-change rebuild < 15 s: {metrics['small_change_rebuild_s'] < 15}; "
-                     f"<= 1.2 x buildah by hand: {metrics['small_change_rebuild_ratio'] <= 1.2}")
+        goals.append(
+            f"small-change rebuild < 15 s: {metrics['small_change_rebuild_s'] < 15}; "
+            f"<= 1.2 x buildah by hand: {metrics['small_change_rebuild_ratio'] <= 1.2}"
+        )
     print("\ngoals: " + "; ".join(goals))
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    result = {"benchmark": "builds", "metrics": metrics,
-              "environment": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                              "buildah": subprocess.run(["buildah", "--version"], capture_output=True, text=True).stdout.strip(),
-                              "storage_driver": "vfs", "isolation": "sandbox (oci, runc, user + network namespaces)"}}
+    result = {
+        "benchmark": "builds",
+        "metrics": metrics,
+        "environment": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "buildah": subprocess.run(["buildah", "--version"], capture_output=True, text=True).stdout.strip(),
+            "storage_driver": "vfs",
+            "isolation": "sandbox (oci, runc, user + network namespaces)",
+        },
+    }
     with open(os.path.join(HERE, "results", "builds.json"), "w") as f:
         json.dump(result, f, indent=2)
 

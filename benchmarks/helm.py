@@ -49,11 +49,23 @@ def anchor_chart(folder):
     with open(os.path.join(folder, "values.yaml"), "w") as f:
         f.write("{}\n")
     with open(os.path.join(folder, "templates", "deployment.yaml"), "w") as f:
-        f.write(yaml.safe_dump({
-            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "anchor"},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "anchor"}},
-                     "template": {"metadata": {"labels": {"app": "anchor", **STATUS}},
-                                  "spec": {"containers": [{"name": "c", "image": "anchor:1"}]}}}}))
+        f.write(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": "anchor"},
+                    "spec": {
+                        "replicas": 1,
+                        "selector": {"matchLabels": {"app": "anchor"}},
+                        "template": {
+                            "metadata": {"labels": {"app": "anchor", **STATUS}},
+                            "spec": {"containers": [{"name": "c", "image": "anchor:1"}]},
+                        },
+                    },
+                }
+            )
+        )
     return folder
 
 
@@ -64,14 +76,17 @@ def render_ms(chart_path, values, rounds):
         with helm.Chart.load(chart_path) as chart:
             out = chart.render(values, name="bench", namespace="studio")
         times.append((time.perf_counter() - started) * 1000)
-        count = sum(1 for path, text in out.items() if not path.endswith("NOTES.txt")
-                    for obj in yaml.safe_load_all(text) if obj)
+        count = sum(
+            1 for path, text in out.items() if not path.endswith("NOTES.txt") for obj in yaml.safe_load_all(text) if obj
+        )
     return statistics.median(times), count
 
 
 def available(bench, ns, names):
     items = bench.api("GET", f"/apis/apps/v1/namespaces/{ns}/deployments").json()["items"]
-    return set(names) <= {d["metadata"]["name"] for d in items if (d.get("status") or {}).get("availableReplicas", 0) >= 1}
+    return set(names) <= {
+        d["metadata"]["name"] for d in items if (d.get("status") or {}).get("availableReplicas", 0) >= 1
+    }
 
 
 def install_ready_s(bench, chart_path, values, deployments, ns):
@@ -108,10 +123,20 @@ def main():
     try:
         for i in range(args.installs):  # interleaved
             bare.append(install_ready_s(bench, anchor, {}, ["anchor"], f"anchor-{i}"))
-            ours.append(install_ready_s(bench, CHART, {"hub": {"labels": STATUS}, "proxy": {"labels": STATUS}},
-                                        deployments, f"studio-{i}"))
-            real.append(install_ready_s(bench, CHART, {"hub": {"labels": PROCESS}, "proxy": {"labels": PROCESS},
-                                                       "cull": {"enabled": False}}, deployments, f"real-{i}"))
+            ours.append(
+                install_ready_s(
+                    bench, CHART, {"hub": {"labels": STATUS}, "proxy": {"labels": STATUS}}, deployments, f"studio-{i}"
+                )
+            )
+            real.append(
+                install_ready_s(
+                    bench,
+                    CHART,
+                    {"hub": {"labels": PROCESS}, "proxy": {"labels": PROCESS}, "cull": {"enabled": False}},
+                    deployments,
+                    f"real-{i}",
+                )
+            )
     finally:
         bench.stop()
     metrics = {
@@ -132,10 +157,20 @@ def main():
         print(f"{key:<26}{value!s:>10}")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "helm.json"), "w") as f:
-        json.dump({"benchmark": "helm", "metrics": metrics,
-                   "environment": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                                   "helm": helm.helm_sdk_version(), "cluster": "kubebench 1.20"}},
-                  f, indent=2)
+        json.dump(
+            {
+                "benchmark": "helm",
+                "metrics": metrics,
+                "environment": {
+                    "python": platform.python_version(),
+                    "cpus": os.cpu_count(),
+                    "helm": helm.helm_sdk_version(),
+                    "cluster": "kubebench 1.20",
+                },
+            },
+            f,
+            indent=2,
+        )
 
 
 if __name__ == "__main__":

@@ -72,8 +72,9 @@ def by_hand(script, cwd, home):
     env.update(HOME=home, PYTHONUNBUFFERED="1")
     started = time.perf_counter()
     # stderr too, as a job's log has it: the first line is whichever comes first
-    proc = subprocess.Popen([sys.executable, script], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, script], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     proc.stdout.readline()
     elapsed = time.perf_counter() - started
     proc.wait()
@@ -84,8 +85,9 @@ def through_service(session, url, name, script="one.py"):
     """Submitted and followed in one request, as the SDK's ``create(follow=True)`` and
     ``kubestudio jobs submit`` do."""
     started = time.perf_counter()
-    with session.post(url + "api/jobs", json={"name": name, "script": script},
-                      headers={"Accept": "text/event-stream"}, stream=True) as r:
+    with session.post(
+        url + "api/jobs", json={"name": name, "script": script}, headers={"Accept": "text/event-stream"}, stream=True
+    ) as r:
         for event in events(r):
             if event.get("type") == "job":
                 job = event["job"]
@@ -124,16 +126,24 @@ def rank_start(account, folders, contained, rounds=30):
             async def start(group=group, cwd_fd=cwd_fd):
                 # the product's own start (joining the cgroup as it does), timed from its call
                 begun = time.perf_counter()
-                proc = await start_process(account, ["printf", "x"], env, group=group, cwd_fd=cwd_fd,
-                                           exit_fd=exit_w, stdout=out_w)
+                proc = await start_process(
+                    account, ["printf", "x"], env, group=group, cwd_fd=cwd_fd, exit_fd=exit_w, stdout=out_w
+                )
                 return begun, proc
 
             started, proc = loop.run_until_complete(start())
             os.close(cwd_fd)
         else:
             wrapper = ["/bin/bash", "-c", '"$@"; code=$?; echo $code >&$0; exit $code', str(exit_w), "printf", "x"]
-            proc = subprocess.Popen(account.command(wrapper), stdout=out_w, stdin=subprocess.DEVNULL, env=env,
-                                    cwd=folders.workspace, start_new_session=True, pass_fds=(exit_w,))
+            proc = subprocess.Popen(
+                account.command(wrapper),
+                stdout=out_w,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=folders.workspace,
+                start_new_session=True,
+                pass_fds=(exit_w,),
+            )
         os.close(out_w)
         os.read(out_r, 1)
         times.append(time.perf_counter() - started)
@@ -181,7 +191,9 @@ def kubernetes_burst(root, count, users=10):
     from kubestudio.testing.imageshub import ensure_claims
     from kubestudio.testing.kubebench import Bench
 
-    nodes = [{"name": "node", "count": max(count // 200 + 1, 3), "capacity": {"cpu": 64, "memory": "512Gi", "pods": 250}}]
+    nodes = [
+        {"name": "node", "count": max(count // 200 + 1, 3), "capacity": {"cpu": 64, "memory": "512Gi", "pods": 250}}
+    ]
     bench = Bench(os.path.join(root, "bench"), nodes=nodes, mode="status", events=True).start()
     hub = None
     try:
@@ -280,11 +292,16 @@ c.KubernetesJobBackend.default_image = "kubestudio/notebook:1"
         "cancel_all_s": round(cancel_s, 2),
         "cpu_s_per_job": round(cpu / max(len(ids), 1), 4),
         "submit_running_p50_s": round(latencies[len(latencies) // 2], 2) if latencies else None,
-        "submit_running_p99_s": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2) if latencies else None,
+        "submit_running_p99_s": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2)
+        if latencies
+        else None,
         "burst_failures": len(refused) + len(failed) + (len(ids) - len(running) - len(failed)),
         **anchor,
-        "submit_running_p99_ratio": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-                                          / anchor["direct_submit_running_p99_s"], 2) if latencies else None,
+        "submit_running_p99_ratio": round(
+            latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] / anchor["direct_submit_running_p99_s"], 2
+        )
+        if latencies
+        else None,
     }
 
 
@@ -318,13 +335,32 @@ def direct_burst(bench, count):
 
     def create(i):
         name = f"direct-{i}"
-        body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": {"anchor": "1"}},
-                "spec": {"backoffLimit": 0, "template": {"metadata": {"labels": {"anchor": "1"}}, "spec": {
-                    "restartPolicy": "Never", "automountServiceAccountToken": False,
-                    "containers": [{"name": "job", "image": "kubestudio/notebook:1", "command": ["python", "train.py"]}]}}}}
+        body = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "labels": {"anchor": "1"}},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "metadata": {"labels": {"anchor": "1"}},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "automountServiceAccountToken": False,
+                        "containers": [
+                            {"name": "job", "image": "kubestudio/notebook:1", "command": ["python", "train.py"]}
+                        ],
+                    },
+                },
+            },
+        }
         created[name] = time.perf_counter()
-        r = requests.post(bench.server + "/apis/batch/v1/namespaces/default/jobs", json=body, headers=headers,
-                          verify=False, timeout=60)
+        r = requests.post(
+            bench.server + "/apis/batch/v1/namespaces/default/jobs",
+            json=body,
+            headers=headers,
+            verify=False,
+            timeout=60,
+        )
         return r.status_code
 
     started = time.perf_counter()
@@ -337,13 +373,20 @@ def direct_burst(bench, count):
     all_running = time.perf_counter() - started
     stop.set()
     latencies = sorted(running[name] - created[name] for name in running)
-    requests.delete(bench.server + "/apis/batch/v1/namespaces/default/jobs?labelSelector=anchor%3D1",
-                    headers=headers, verify=False, timeout=60,
-                    json={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
-    return {"direct_create_s": round(create_s, 2), "direct_all_running_s": round(all_running, 2),
-            "direct_submit_running_p50_s": round(latencies[len(latencies) // 2], 2),
-            "direct_submit_running_p99_s": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2),
-            "direct_failures": sum(1 for s in statuses if s != 201) + count - len(running)}
+    requests.delete(
+        bench.server + "/apis/batch/v1/namespaces/default/jobs?labelSelector=anchor%3D1",
+        headers=headers,
+        verify=False,
+        timeout=60,
+        json={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+    )
+    return {
+        "direct_create_s": round(create_s, 2),
+        "direct_all_running_s": round(all_running, 2),
+        "direct_submit_running_p50_s": round(latencies[len(latencies) // 2], 2),
+        "direct_submit_running_p99_s": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2),
+        "direct_failures": sum(1 for s in statuses if s != 201) + count - len(running),
+    }
 
 
 def main():
@@ -357,7 +400,9 @@ def main():
     if args.only_k8s:
         report(kubernetes_burst(root, args.k8s_jobs), merge=True)
         return
-    extra = f"c.JobService.max_log_bytes = {(args.log_mb + 10) * 1024 * 1024}\nc.JobService.max_running_jobs_per_user = 4\n"
+    extra = (
+        f"c.JobService.max_log_bytes = {(args.log_mb + 10) * 1024 * 1024}\nc.JobService.max_running_jobs_per_user = 4\n"
+    )
     hub = LocalHub(root, settings={"images_service": False}, extra_config=extra).start()
     try:
         hub.create_user("bench")
@@ -374,8 +419,11 @@ def main():
         for i in range(args.n):  # interleaved, so a slower moment of the machine hits both
             hand.append(by_hand("one.py", folders.workspace, folders.home))
             service.append(through_service(session, url, f"one-{i}"))
-        print(f"one-line script, first line: by hand {statistics.median(hand) * 1000:.1f} ms, "
-              f"through the service {statistics.median(service) * 1000:.1f} ms", file=sys.stderr)
+        print(
+            f"one-line script, first line: by hand {statistics.median(hand) * 1000:.1f} ms, "
+            f"through the service {statistics.median(service) * 1000:.1f} ms",
+            file=sys.stderr,
+        )
         with open(os.path.join(folders.workspace, "sixteen.py"), "w") as f:
             f.write(SIXTEEN)
         sixteen = [sixteen_ranks(session, url, f"sixteen-{i}") for i in range(3)]
@@ -385,8 +433,10 @@ def main():
 
             account = UserAccounts(prefix=hub.account_prefix).account("bench", folders.home)
             rank_start(account, folders, True, rounds=3)  # the page cache
-            rank_starts = {"secure": rank_start(account, folders, True, args.n * 2),
-                           "before": rank_start(account, folders, False, args.n * 2)}
+            rank_starts = {
+                "secure": rank_start(account, folders, True, args.n * 2),
+                "before": rank_start(account, folders, False, args.n * 2),
+            }
         torch_hand, torch_service = [], []
         if importlib.util.find_spec("torch") is None:  # not imported here: this process stays small
             print("torch is not installed: no torch-import comparison", file=sys.stderr)
@@ -422,27 +472,41 @@ def main():
     metrics = {}
     if args.k8s_jobs:
         metrics.update(kubernetes_burst(root, args.k8s_jobs))
-    metrics.update({
-        "first_line_by_hand_ms": round(statistics.median(hand) * 1000, 1),
-        "first_line_service_ms": round(statistics.median(service) * 1000, 1),
-        "local_added_ms": round((statistics.median(service) - statistics.median(hand)) * 1000, 1),
-        "local_overhead_ratio": round(statistics.median(service) / statistics.median(hand), 2),
-        "overhead_rounds": args.n,
-        "ranks16_started_s": round(statistics.median(sixteen), 3),
-        **({"rank_start_ms": round(rank_starts["secure"] * 1000, 2),
-            "rank_start_before_ms": round(rank_starts["before"] * 1000, 2),
-            "rank_start_overhead_ms": round((rank_starts["secure"] - rank_starts["before"]) * 1000, 2)}
-           if rank_starts else {}),
-        **({"first_line_torch_by_hand_ms": round(statistics.median(torch_hand) * 1000, 1),
-            "first_line_torch_service_ms": round(statistics.median(torch_service) * 1000, 1),
-            "local_overhead_ratio_torch_import": round(statistics.median(torch_service) / statistics.median(torch_hand), 2)}
-           if torch_hand else {}),
-        "log_mb": round(received / 2**20, 1),
-        "log_lines": lines,
-        "log_follow_s": round(elapsed, 2),
-        "log_mb_per_s": round(received / 2**20 / elapsed, 1),
-        "log_service_cpu_s": round(cpu, 2),
-    })
+    metrics.update(
+        {
+            "first_line_by_hand_ms": round(statistics.median(hand) * 1000, 1),
+            "first_line_service_ms": round(statistics.median(service) * 1000, 1),
+            "local_added_ms": round((statistics.median(service) - statistics.median(hand)) * 1000, 1),
+            "local_overhead_ratio": round(statistics.median(service) / statistics.median(hand), 2),
+            "overhead_rounds": args.n,
+            "ranks16_started_s": round(statistics.median(sixteen), 3),
+            **(
+                {
+                    "rank_start_ms": round(rank_starts["secure"] * 1000, 2),
+                    "rank_start_before_ms": round(rank_starts["before"] * 1000, 2),
+                    "rank_start_overhead_ms": round((rank_starts["secure"] - rank_starts["before"]) * 1000, 2),
+                }
+                if rank_starts
+                else {}
+            ),
+            **(
+                {
+                    "first_line_torch_by_hand_ms": round(statistics.median(torch_hand) * 1000, 1),
+                    "first_line_torch_service_ms": round(statistics.median(torch_service) * 1000, 1),
+                    "local_overhead_ratio_torch_import": round(
+                        statistics.median(torch_service) / statistics.median(torch_hand), 2
+                    ),
+                }
+                if torch_hand
+                else {}
+            ),
+            "log_mb": round(received / 2**20, 1),
+            "log_lines": lines,
+            "log_follow_s": round(elapsed, 2),
+            "log_mb_per_s": round(received / 2**20 / elapsed, 1),
+            "log_service_cpu_s": round(cpu, 2),
+        }
+    )
     report(metrics)
 
 
@@ -454,13 +518,25 @@ def report(metrics, merge=False):
     print(f"\n{'':40}{'value':>12}")
     for key, value in metrics.items():
         print(f"{key:<40}{json.dumps(value) if isinstance(value, dict) else value!s:>12}")
-    print("\nlocal_added_ms goal <= 10; rank_start_overhead_ms goal <= 10; ranks16_started_s goal < 1; log_mb_per_s goal >= 20; requests_per_job: the creates, "
-          "one log stream per pod and the deletes, no polling; burst_failures goal 0")
+    print(
+        "\nlocal_added_ms goal <= 10; rank_start_overhead_ms goal <= 10; ranks16_started_s goal < 1; log_mb_per_s goal >= 20; requests_per_job: the creates, "
+        "one log stream per pod and the deletes, no polling; burst_failures goal 0"
+    )
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(path, "w") as f:
-        json.dump({"benchmark": "jobs", "metrics": metrics,
-                   "environment": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                                   "backends": "local (embedded default); kubernetes (bench, status mode)"}}, f, indent=2)
+        json.dump(
+            {
+                "benchmark": "jobs",
+                "metrics": metrics,
+                "environment": {
+                    "python": platform.python_version(),
+                    "cpus": os.cpu_count(),
+                    "backends": "local (embedded default); kubernetes (bench, status mode)",
+                },
+            },
+            f,
+            indent=2,
+        )
 
 
 if __name__ == "__main__":

@@ -80,11 +80,20 @@ def apiserver_requests(bench):
 
 def pod(i):
     return {
-        "apiVersion": "v1", "kind": "Pod",
+        "apiVersion": "v1",
+        "kind": "Pod",
         "metadata": {"name": f"load-{i:05d}", "labels": {"app": "load", "kubebench.kubestudio.io/mode": "responder"}},
-        "spec": {"containers": [{"name": "main", "image": "kubebench/responder:1", "ports": [{"containerPort": 8888}],
-                                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}],
-                 "terminationGracePeriodSeconds": 0},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "kubebench/responder:1",
+                    "ports": [{"containerPort": 8888}],
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                }
+            ],
+            "terminationGracePeriodSeconds": 0,
+        },
     }
 
 
@@ -95,14 +104,19 @@ async def run_load(bench, n, concurrency):
     base = bench.proxy_url  # through the counting proxy
     headers = {"Authorization": f"Bearer {bench.token}"}
     results = {}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=concurrency), headers=headers) as s:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=context, limit=concurrency), headers=headers
+    ) as s:
         running = set()
         all_running = asyncio.Event()
 
         async def watch_running():
             params = {"watch": "1", "labelSelector": "app=load"}
-            async with s.get(f"{base}/api/v1/namespaces/default/pods", params=params,
-                             timeout=aiohttp.ClientTimeout(total=None, sock_read=None)) as r:
+            async with s.get(
+                f"{base}/api/v1/namespaces/default/pods",
+                params=params,
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+            ) as r:
                 async for line in r.content:
                     event = json.loads(line)
                     obj = event["object"]
@@ -160,8 +174,11 @@ async def run_load(bench, n, concurrency):
         t = time.perf_counter()
         seen = 0
         params = {"watch": "1", "labelSelector": "app=load", "resourceVersion": "0"}
-        async with s.get(f"{base}/api/v1/namespaces/default/pods", params=params,
-                         timeout=aiohttp.ClientTimeout(total=None, sock_read=30)) as r:
+        async with s.get(
+            f"{base}/api/v1/namespaces/default/pods",
+            params=params,
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=30),
+        ) as r:
             async for line in r.content:
                 if json.loads(line)["type"] == "ADDED":
                     seen += 1
@@ -177,7 +194,9 @@ def main():
     parser.add_argument("--pods", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=20)
     args = parser.parse_args()
-    nodes = [{"name": "load", "count": max(args.pods // 200 + 1, 2), "capacity": {"cpu": 64, "memory": "256Gi", "pods": 250}}]
+    nodes = [
+        {"name": "load", "count": max(args.pods // 200 + 1, 2), "capacity": {"cpu": 64, "memory": "256Gi", "pods": 250}}
+    ]
     root = tempfile.mkdtemp(prefix="kubebench-load-")
     bench = Bench(root, nodes=nodes, mode="responder", crds=False)
     t = time.perf_counter()
@@ -218,9 +237,14 @@ def main():
     result = {
         "benchmark": "kubebench_load",
         "metrics": metrics,
-        "environment": {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
-                        "kubernetes": "1.20.2 (Debian source)", "peak_rss_by_component_mb": {k: round(v, 1) for k, v in sampler.by_component.items()},
-                        "requests_by_verb_resource": counts},
+        "environment": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "kubernetes": "1.20.2 (Debian source)",
+            "peak_rss_by_component_mb": {k: round(v, 1) for k, v in sampler.by_component.items()},
+            "requests_by_verb_resource": counts,
+        },
     }
     print(f"{'metric':<28}{'value':>12}")
     for key, value in metrics.items():

@@ -132,8 +132,11 @@ c.SimpleLocalProcessSpawner.home_dir_template = "{root}/stock-homes/{{username}}
 c.Spawner.args = ["--ServerApp.allow_root=True"] if __import__("os").geteuid() == 0 else []
 """,
     )
-    imaged = LocalHub(os.path.join(root, "image"), extra_config="c.LocalWorkspaceSpawner.gpus = []\n",
-                      base_images=True) if with_image else None
+    imaged = (
+        LocalHub(os.path.join(root, "image"), extra_config="c.LocalWorkspaceSpawner.gpus = []\n", base_images=True)
+        if with_image
+        else None
+    )
     times = {"kubestudio": [], "bare": [], "stock": [], "image": []}
     image_made_s = first_image_spawn = None
     try:
@@ -186,12 +189,14 @@ c.Spawner.args = ["--ServerApp.allow_root=True"] if __import__("os").geteuid() =
         "spawn_ready_s_max": round(max(times["kubestudio"]), 3),
     }
     if imaged:
-        metrics.update({
-            "image_spawn_ready_s_median": round(median["image"], 3),
-            "image_spawn_ratio": round(median["image"] / median["bare"], 3),
-            "image_first_spawn_s": round(first_image_spawn, 3),
-            "local_image_made_s": image_made_s,
-        })
+        metrics.update(
+            {
+                "image_spawn_ready_s_median": round(median["image"], 3),
+                "image_spawn_ratio": round(median["image"] / median["bare"], 3),
+                "image_first_spawn_s": round(first_image_spawn, 3),
+                "local_image_made_s": image_made_s,
+            }
+        )
     result = {
         "benchmark": "local_spawn",
         "metrics": metrics,
@@ -213,12 +218,18 @@ c.Spawner.args = ["--ServerApp.allow_root=True"] if __import__("os").geteuid() =
         if key not in median:
             continue
         print(f"{label:<38}{median[key]:>10.3f}{min(times[key]):>8.3f}{max(times[key]):>8.3f}")
-    print(f"\nratio vs bare: {metrics['ratio']:.3f} (goal <= 1.2); ratio vs stock spawner: {metrics['ratio_vs_stock']:.3f}")
-    print(f"a user's first spawn (its OS account: {metrics['per_user_accounts']}, its own Python environment): "
-          f"{first_spawn:.3f} s")
+    print(
+        f"\nratio vs bare: {metrics['ratio']:.3f} (goal <= 1.2); ratio vs stock spawner: {metrics['ratio_vs_stock']:.3f}"
+    )
+    print(
+        f"a user's first spawn (its OS account: {metrics['per_user_accounts']}, its own Python environment): "
+        f"{first_spawn:.3f} s"
+    )
     if imaged:
-        print(f"in the local image: ratio vs bare {metrics['image_spawn_ratio']:.3f} (goal <= 1.5); the image made "
-              f"in {image_made_s} s by the image service; the first start (pulls it) {first_image_spawn:.3f} s")
+        print(
+            f"in the local image: ratio vs bare {metrics['image_spawn_ratio']:.3f} (goal <= 1.5); the image made "
+            f"in {image_made_s} s by the image service; the first start (pulls it) {first_image_spawn:.3f} s"
+        )
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "local_spawn.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -65,9 +65,24 @@ def by_hand(model, name):
     """Start the runtime on ``model``; seconds until it predicts; the process."""
     port = free_port()
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "kubestudio.jobs.serve", "--model", model, "--name", name,
-                             "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kubestudio.jobs.serve",
+            "--model",
+            model,
+            "--name",
+            name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     until_ready(f"http://127.0.0.1:{port}/v1/models/{name}:predict")
     return time.perf_counter() - started, proc
 
@@ -84,6 +99,7 @@ def load(url, headers, clients, seconds):
         deadline = time.monotonic() + seconds
         connector = aiohttp.TCPConnector(limit=clients)
         async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
             async def caller():
                 while time.monotonic() < deadline:
                     async with session.post(url, json=ROW) as response:
@@ -186,11 +202,19 @@ def main():
         with open(os.path.join(hub.data_dir, "jupyterhub-proxy.pid")) as f:
             proxy_pid = int(f.read().strip())
         direct_meter = CpuMeter({"runtime": runtime_pid, "client": os.getpid()})
-        hub_meter = CpuMeter({"runtime": runtime_pid, "jobs_service": hub.service_pid("kubestudio.jobs"),
-                              "proxy": proxy_pid, "client": os.getpid()})
+        hub_meter = CpuMeter(
+            {
+                "runtime": runtime_pid,
+                "jobs_service": hub.service_pid("kubestudio.jobs"),
+                "proxy": proxy_pid,
+                "client": os.getpid(),
+            }
+        )
         direct_rounds, hub_rounds = [], []
         for _ in range(args.load_rounds):
-            direct_rounds.append(direct_meter.measure(lambda: load(direct_url, direct_headers, args.clients, args.seconds)))
+            direct_rounds.append(
+                direct_meter.measure(lambda: load(direct_url, direct_headers, args.clients, args.seconds))
+            )
             hub_rounds.append(hub_meter.measure(lambda: load(through_url, headers, args.clients, args.seconds)))
         ratios = [h / d for h, d in zip(hub_rounds, direct_rounds)]
     finally:
@@ -216,9 +240,14 @@ def main():
         # the ratio's ceilings from the CPU costs: all processes sharing this machine's cores, and
         # (with cores to spare, as on a cluster) the runtime's single core alone
         "hub_rps_ratio_ceiling_this_machine": round(
-            min(1.0, os.cpu_count() * 1000 / sum(hub_meter.per_request_ms().values()) / statistics.median(direct_rounds)), 2),
+            min(
+                1.0, os.cpu_count() * 1000 / sum(hub_meter.per_request_ms().values()) / statistics.median(direct_rounds)
+            ),
+            2,
+        ),
         "hub_rps_ratio_ceiling_spare_cores": round(
-            direct_meter.per_request_ms()["runtime"] / hub_meter.per_request_ms()["runtime"], 2),
+            direct_meter.per_request_ms()["runtime"] / hub_meter.per_request_ms()["runtime"], 2
+        ),
         "ready_by_hand_s": round(statistics.median(hand), 2),
         "ready_service_s": round(statistics.median(service), 2),
         "ready_ratio": round(statistics.median(service) / statistics.median(hand), 2),
@@ -229,9 +258,20 @@ def main():
     print("\nadded_p50_ms goal <= 5; hub_rps_ratio goal >= 0.7; ready_ratio goal <= 1.5")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "serving.json"), "w") as f:
-        json.dump({"benchmark": "serving", "metrics": metrics,
-                   "environment": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                                   "clients": args.clients, "backend": "local (embedded default)"}}, f, indent=2)
+        json.dump(
+            {
+                "benchmark": "serving",
+                "metrics": metrics,
+                "environment": {
+                    "python": platform.python_version(),
+                    "cpus": os.cpu_count(),
+                    "clients": args.clients,
+                    "backend": "local (embedded default)",
+                },
+            },
+            f,
+            indent=2,
+        )
 
 
 if __name__ == "__main__":

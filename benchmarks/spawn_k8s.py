@@ -51,8 +51,17 @@ SPAWNERS = {
     "stock": 'c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"\n',
     "kubestudio": "",  # configure(spawner="kubernetes") picks WorkspaceSpawner
 }
-CATALOG = {"profiles": [{"slug": "cpu", "default": True, "images": ["kubestudio/notebook:1"],
-                         "cpu": {"guarantee": "10m"}, "memory": {"guarantee": "16M"}}]}
+CATALOG = {
+    "profiles": [
+        {
+            "slug": "cpu",
+            "default": True,
+            "images": ["kubestudio/notebook:1"],
+            "cpu": {"guarantee": "10m"},
+            "memory": {"guarantee": "16M"},
+        }
+    ]
+}
 
 
 def cpu_seconds(pid):
@@ -67,9 +76,16 @@ def namespace_for(bench, kind):
     name = f"bench-{kind}"
     bench.api("POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
     for claim in ("kubestudio-workspace", "kubestudio-archives"):
-        bench.api("POST", f"/api/v1/namespaces/{name}/persistentvolumeclaims", json={
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
-            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}}})
+        bench.api(
+            "POST",
+            f"/api/v1/namespaces/{name}/persistentvolumeclaims",
+            json={
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": claim},
+                "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}},
+            },
+        )
     return name
 
 
@@ -80,8 +96,12 @@ def hub_for(kind, bench, root):
     with open(catalog, "w") as f:
         yaml.safe_dump(CATALOG, f)
     settings = {"spawner": "kubernetes", "profiles_file": catalog}
-    return LocalHub(root, settings=settings, extra_config=COMMON + SPAWNERS[kind] + f'c.KubeSpawner.namespace = "{namespace}"\n',
-                    env={"KUBECONFIG": bench.proxy_kubeconfig})
+    return LocalHub(
+        root,
+        settings=settings,
+        extra_config=COMMON + SPAWNERS[kind] + f'c.KubeSpawner.namespace = "{namespace}"\n',
+        env={"KUBECONFIG": bench.proxy_kubeconfig},
+    )
 
 
 def warm_up(hub):
@@ -112,16 +132,24 @@ def sequential(hub, bench, n, prefix="seq"):
             by_verb[key] = round(value / n, 2)
     # watches are long-lived streams opened once per reflector, not per spawn
     per_spawn = sum(v for k, v in by_verb.items() if not k.startswith("watch "))
-    return {"requests_per_spawn": round(per_spawn, 2), "requests_by_verb": by_verb,
-            "cpu_s_per_spawn": round(cpu / n, 4), "spawn_and_stop_s": round(elapsed / n, 3)}
+    return {
+        "requests_per_spawn": round(per_spawn, 2),
+        "requests_by_verb": by_verb,
+        "cpu_s_per_spawn": round(cpu / n, 4),
+        "spawn_and_stop_s": round(elapsed / n, 3),
+    }
 
 
 def active_users(hub):
     """Every user with an active server (the users API pages by 200)."""
     models, offset = {}, 0
     while True:
-        r = hub.api("GET", f"/users?state=active&limit=200&offset={offset}", timeout=120,
-                    headers={"Accept": "application/jupyterhub-pagination+json"})
+        r = hub.api(
+            "GET",
+            f"/users?state=active&limit=200&offset={offset}",
+            timeout=120,
+            headers={"Accept": "application/jupyterhub-pagination+json"},
+        )
         page = r.json()
         for user in page["items"]:
             models[user["name"]] = user
@@ -185,10 +213,14 @@ def burst(hub, n):
     with ThreadPoolExecutor(32) as pool:
         list(pool.map(lambda u: hub.api("DELETE", hub.server_path(u), timeout=120), users))
     ordered = sorted(latencies)
-    return {"spawns": n, "total_s": round(total, 2), "failures": failures,
-            "p50_ms": round(statistics.median(ordered), 1),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
-            "polls": len(ordered)}
+    return {
+        "spawns": n,
+        "total_s": round(total, 2),
+        "failures": failures,
+        "p50_ms": round(statistics.median(ordered), 1),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1),
+        "polls": len(ordered),
+    }
 
 
 def interleaved(root, nodes, n, rounds):
@@ -230,9 +262,18 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds for the CPU comparison")
     args = parser.parse_args()
     bursts = args.burst or [200]
-    nodes = [{"name": "node", "count": max(max(bursts) // 100 + 1, 3), "capacity": {"cpu": 64, "memory": "512Gi", "pods": 250}}]
+    nodes = [
+        {
+            "name": "node",
+            "count": max(max(bursts) // 100 + 1, 3),
+            "capacity": {"cpu": 64, "memory": "512Gi", "pods": 250},
+        }
+    ]
     root = tempfile.mkdtemp(prefix="spawn-k8s-")
-    print(f"interleaved CPU rounds: {args.rounds} x {max(1, args.sequential // args.rounds)} spawns each...", file=sys.stderr)
+    print(
+        f"interleaved CPU rounds: {args.rounds} x {max(1, args.sequential // args.rounds)} spawns each...",
+        file=sys.stderr,
+    )
     cpu, ratios = interleaved(root, nodes, args.sequential, args.rounds)
     results = {}
     for kind in ("stock", "kubestudio"):
@@ -274,9 +315,11 @@ def main():
         "stock_burst_p99_ms": stock[biggest]["p99_ms"],
     }
     print(f"\n{'':34}{'stock KubeSpawner':>20}{'WorkspaceSpawner':>20}")
-    rows = [("API requests per spawn (no watches)", "requests_per_spawn", "sequential"),
-            ("hub CPU s per spawn", "cpu_s_per_spawn", "sequential"),
-            ("spawn + stop s", "spawn_and_stop_s", "sequential")]
+    rows = [
+        ("API requests per spawn (no watches)", "requests_per_spawn", "sequential"),
+        ("hub CPU s per spawn", "cpu_s_per_spawn", "sequential"),
+        ("spawn + stop s", "spawn_and_stop_s", "sequential"),
+    ]
     for label, key, group in rows:
         print(f"{label:<34}{stock[group][key]:>20}{ours[group][key]:>20}")
     for size in bursts:
@@ -285,13 +328,26 @@ def main():
     print("\nrequests by verb per spawn:")
     for kind in ("stock", "kubestudio"):
         print(f"  {kind}: {results[kind]['sequential']['requests_by_verb']}")
-    print(f"\ncpu ratio (ours/stock), median of {len(ratios)} interleaved rounds: {metrics['cpu_ratio']} "
-          f"(spread {metrics['cpu_ratio_min']}-{metrics['cpu_ratio_max']}; goal <= 1.1)")
+    print(
+        f"\ncpu ratio (ours/stock), median of {len(ratios)} interleaved rounds: {metrics['cpu_ratio']} "
+        f"(spread {metrics['cpu_ratio_min']}-{metrics['cpu_ratio_max']}; goal <= 1.1)"
+    )
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "spawn_k8s.json"), "w") as f:
-        json.dump({"benchmark": "spawn_k8s", "metrics": metrics,
-                   "environment": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                                   "kubernetes": "1.20.2 bench, responder mode", "details": results}}, f, indent=2)
+        json.dump(
+            {
+                "benchmark": "spawn_k8s",
+                "metrics": metrics,
+                "environment": {
+                    "python": platform.python_version(),
+                    "cpus": os.cpu_count(),
+                    "kubernetes": "1.20.2 bench, responder mode",
+                    "details": results,
+                },
+            },
+            f,
+            indent=2,
+        )
 
 
 if __name__ == "__main__":

@@ -63,9 +63,24 @@ def by_hand(logdir):
     """Start tensorboard on ``logdir``; seconds until its runs list answers; the process."""
     port = free_port()
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", "127.0.0.1",
-                             "--port", str(port), "--reload_interval", "30"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            logdir,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--reload_interval",
+            "30",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     until_answers(lambda: requests.get(f"http://127.0.0.1:{port}/data/runs", timeout=5))
     return time.perf_counter() - started, proc, port
 
@@ -135,8 +150,10 @@ def main():
         groups = rss_by_group()
         # each board's TensorBoard leads a process group; its PID is in the service's store
         with sqlite3.connect(os.path.join(hub.data_dir, "tensorboards.sqlite")) as db:
-            board_pids = [json.loads(refs).get("pid") for (refs,) in
-                          db.execute("select refs from boards where status = 'running'")]
+            board_pids = [
+                json.loads(refs).get("pid")
+                for (refs,) in db.execute("select refs from boards where status = 'running'")
+            ]
         rss = [groups[pid] for pid in board_pids if pid in groups]
     finally:
         hub.stop()
@@ -159,9 +176,19 @@ def main():
     print("\nlaunch_ratio goal <= 1.2; proxy_added_p50_ms goal < 5")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "tensorboards.json"), "w") as f:
-        json.dump({"benchmark": "tensorboards", "metrics": metrics,
-                   "environment": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                                   "backend": "local (embedded default)"}}, f, indent=2)
+        json.dump(
+            {
+                "benchmark": "tensorboards",
+                "metrics": metrics,
+                "environment": {
+                    "python": platform.python_version(),
+                    "cpus": os.cpu_count(),
+                    "backend": "local (embedded default)",
+                },
+            },
+            f,
+            indent=2,
+        )
 
 
 if __name__ == "__main__":

@@ -133,8 +133,10 @@ class UserAccounts(Configurable):
             return False
         if os.geteuid() != 0:
             if self.mode == "per-user":
-                raise AccountError("UserAccounts.mode is per-user, but the hub does not run as root: it cannot "
-                                   "run processes as other accounts (run it as root, or set mode to auto or shared)")
+                raise AccountError(
+                    "UserAccounts.mode is per-user, but the hub does not run as root: it cannot "
+                    "run processes as other accounts (run it as root, or set mode to auto or shared)"
+                )
             return False
         return True
 
@@ -143,7 +145,7 @@ class UserAccounts(Configurable):
         name = self.prefix + safe_slug(username).lower()
         if len(name) > MAX_NAME:
             digest = hashlib.sha256(username.encode()).hexdigest()[:8]
-            name = f"{name[:MAX_NAME - 9].rstrip('-')}-{digest}"
+            name = f"{name[: MAX_NAME - 9].rstrip('-')}-{digest}"
         return name
 
     def account(self, username, home):
@@ -156,8 +158,10 @@ class UserAccounts(Configurable):
             try:
                 return _account(pwd.getpwnam(name))
             except KeyError:
-                raise AccountError(f"UserAccounts.map: {username!r} is mapped to the OS account {name!r}, "
-                                   "which does not exist on this machine") from None
+                raise AccountError(
+                    f"UserAccounts.map: {username!r} is mapped to the OS account {name!r}, "
+                    "which does not exist on this machine"
+                ) from None
         name = self.os_name(username)
         with _lock:
             entry = self._existing(name, username)
@@ -199,23 +203,40 @@ class UserAccounts(Configurable):
         except KeyError:
             return None
         if entry.pw_gecos != COMMENT.format(username):
-            raise AccountError(f"the OS account {name!r} exists but was not made by KubeStudio for {username!r} "
-                               f"(its comment is {entry.pw_gecos!r}): map the user to it with UserAccounts.map, "
-                               "or give UserAccounts.prefix another value")
+            raise AccountError(
+                f"the OS account {name!r} exists but was not made by KubeStudio for {username!r} "
+                f"(its comment is {entry.pw_gecos!r}): map the user to it with UserAccounts.map, "
+                "or give UserAccounts.prefix another value"
+            )
         return entry
 
     def _create(self, name, username, home):
-        argv = [root_tool(self.useradd[0]), *self.useradd[1:], "--system", "--no-create-home", "--home-dir", home, "--shell", "/usr/sbin/nologin",
-                "--comment", COMMENT.format(username), "--user-group", name]
+        argv = [
+            root_tool(self.useradd[0]),
+            *self.useradd[1:],
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            home,
+            "--shell",
+            "/usr/sbin/nologin",
+            "--comment",
+            COMMENT.format(username),
+            "--user-group",
+            name,
+        ]
         try:
             result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         except FileNotFoundError:
-            raise AccountError(f"cannot make the OS account {name!r}: {argv[0]} is not installed "
-                               "(Debian: apt-get install passwd)") from None
+            raise AccountError(
+                f"cannot make the OS account {name!r}: {argv[0]} is not installed (Debian: apt-get install passwd)"
+            ) from None
         # 9: made meanwhile by another process of the hub (a service starting the user's first job)
         if result.returncode not in (0, 9):
-            raise AccountError(f"cannot make the OS account {name!r} for {username!r}: "
-                               f"{(result.stderr or result.stdout).strip() or f'exit code {result.returncode}'}")
+            raise AccountError(
+                f"cannot make the OS account {name!r} for {username!r}: "
+                f"{(result.stderr or result.stdout).strip() or f'exit code {result.returncode}'}"
+            )
 
 
 def root_tool(name):

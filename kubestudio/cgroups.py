@@ -21,8 +21,10 @@ from traitlets.config import Configurable
 
 ROOT = "/sys/fs/cgroup"
 V1_CONTROLLERS = ("pids", "memory")
-FALLBACK_NOTE = ("no writable cgroups on this machine: memory limits are sampled and a stop kills the process group, "
-                 "so a process that leaves its group (setsid) outlives its job, and the number of processes is not limited")
+FALLBACK_NOTE = (
+    "no writable cgroups on this machine: memory limits are sampled and a stop kills the process group, "
+    "so a process that leaves its group (setsid) outlives its job, and the number of processes is not limited"
+)
 
 
 class Containment(Configurable):
@@ -50,13 +52,15 @@ class Containment(Configurable):
     )
 
     def kind(self):
-        """"v2", "v1" or None (no cgroups here or mode off); ValueError when a mode set cannot be had."""
+        """ "v2", "v1" or None (no cgroups here or mode off); ValueError when a mode set cannot be had."""
         if self.mode == "off":
             return None
         found = detect()
         if self.mode in ("v1", "v2") and found != self.mode:
-            raise ValueError(f"Containment.mode is {self.mode}, but this machine "
-                             f"{'has no writable cgroups' if found is None else f'has cgroup {found}'}")
+            raise ValueError(
+                f"Containment.mode is {self.mode}, but this machine "
+                f"{'has no writable cgroups' if found is None else f'has cgroup {found}'}"
+            )
         return found
 
     def group(self, name, memory=None, pids=None):
@@ -66,7 +70,6 @@ class Containment(Configurable):
             return None
         limit = self.pids_limit if pids is None else pids
         return Group(kind, f"{self.root_group}/{name}", memory=memory, pids=limit or None)
-
 
     def prune(self, prefix, min_age=60.0):
         """Remove the empty groups under ``root_group`` named ``prefix``... and older than ``min_age``
@@ -169,8 +172,10 @@ class Group:
         for controller, folder in self.folders().items():
             os.makedirs(folder, exist_ok=True)
             if controller in ("memory", None) and self.memory:
-                _write(os.path.join(folder, "memory.max" if controller is None else "memory.limit_in_bytes"),
-                       str(int(self.memory)))
+                _write(
+                    os.path.join(folder, "memory.max" if controller is None else "memory.limit_in_bytes"),
+                    str(int(self.memory)),
+                )
                 if controller is None:
                     _swallow(_write, os.path.join(folder, "memory.swap.max"), "0")
             if controller in ("pids", None) and self.pids:

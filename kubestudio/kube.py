@@ -113,9 +113,13 @@ async def forbidden(api_client, namespace, kinds, verbs=("watch", "create")):
     for kind, (api_version, plural) in kinds.items():
         group = api_version.split("/")[0] if "/" in api_version else ""
         for verb in verbs:
-            body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                    "spec": {"resourceAttributes": {"namespace": namespace, "group": group, "resource": plural,
-                                                    "verb": verb}}}
+            body = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {
+                    "resourceAttributes": {"namespace": namespace, "group": group, "resource": plural, "verb": verb}
+                },
+            }
             review = await retrying(lambda body=body: authorization.create_self_subject_access_review(body))
             if not review.status.allowed:
                 refused.add(kind)
@@ -137,7 +141,7 @@ async def retrying(call, tries=5, first_wait=0.2):
         except ApiException as e:
             if e.status not in TRANSIENT or attempt == tries - 1:
                 raise
-            await asyncio.sleep(first_wait * 2 ** attempt)
+            await asyncio.sleep(first_wait * 2**attempt)
 
 
 def api_message(error):
@@ -173,8 +177,18 @@ class Reflector:
     None)`` is called for every change the watch brings.
     """
 
-    def __init__(self, list_method, namespace, label_selector, log, resync_seconds=300, retry_seconds=1.0,
-                 list_args=None, on_change=None, raw=False):
+    def __init__(
+        self,
+        list_method,
+        namespace,
+        label_selector,
+        log,
+        resync_seconds=300,
+        retry_seconds=1.0,
+        list_args=None,
+        on_change=None,
+        raw=False,
+    ):
         self.raw = raw  # objects as the API's JSON (dicts), never turned into the client's models
         self.list_method = list_method
         self.list_args = tuple(list_args) if list_args is not None else (namespace,)
@@ -193,8 +207,15 @@ class Reflector:
     def custom(cls, custom_api, api_version, plural, namespace, label_selector, log, **kwargs):
         """A reflector of a custom resource (objects are dicts) through ``CustomObjectsApi``."""
         group, version = api_version.split("/")
-        return cls(custom_api.list_namespaced_custom_object, namespace, label_selector, log,
-                   list_args=(group, version, namespace, plural), raw=True, **kwargs)
+        return cls(
+            custom_api.list_namespaced_custom_object,
+            namespace,
+            label_selector,
+            log,
+            list_args=(group, version, namespace, plural),
+            raw=True,
+            **kwargs,
+        )
 
     async def start(self):
         await self._list()
@@ -230,8 +251,9 @@ class Reflector:
 
     async def _list(self):
         if self.raw:
-            response = await self.list_method(*self.list_args, label_selector=self.label_selector,
-                                              _preload_content=False)
+            response = await self.list_method(
+                *self.list_args, label_selector=self.label_selector, _preload_content=False
+            )
             try:
                 result = json.loads(await response.read())
             finally:
@@ -260,9 +282,13 @@ class Reflector:
                 # the server ends the watch after resync_seconds; a connection that went silent
                 # (a proxy or load balancer lost it) is given up a little later
                 stream = (_raw_watch_class()() if self.raw else watch.Watch()).stream(
-                    self.list_method, *self.list_args, label_selector=self.label_selector,
-                    resource_version=self.resource_version, timeout_seconds=self.resync_seconds,
-                    _request_timeout=self.resync_seconds + 30)
+                    self.list_method,
+                    *self.list_args,
+                    label_selector=self.label_selector,
+                    resource_version=self.resource_version,
+                    timeout_seconds=self.resync_seconds,
+                    _request_timeout=self.resync_seconds + 30,
+                )
                 async for event in stream:
                     kind, obj = event["type"], event["object"]
                     if kind == "ERROR":
@@ -282,8 +308,13 @@ class Reflector:
             except Exception as e:  # a dropped watch, 410 Gone, the API away: list again, then watch
                 gone = isinstance(e, ApiException) and e.status == 410
                 if not gone:
-                    self.log.warning("watch of %s in %s failed (%s: %s); listing again", self.label_selector,
-                                     self.namespace, type(e).__name__, e)
+                    self.log.warning(
+                        "watch of %s in %s failed (%s: %s); listing again",
+                        self.label_selector,
+                        self.namespace,
+                        type(e).__name__,
+                        e,
+                    )
                     await asyncio.sleep(self.retry_seconds)
                 try:
                     await self._list()
@@ -300,8 +331,9 @@ async def stream_log(core, name, namespace, on_chunk, container=None, previous=F
     kwargs = {"container": container} if container else {}
     if previous:
         kwargs["previous"] = True
-    response = await core.read_namespaced_pod_log(name, namespace, follow=not previous, _preload_content=False,
-                                                  **kwargs)
+    response = await core.read_namespaced_pod_log(
+        name, namespace, follow=not previous, _preload_content=False, **kwargs
+    )
     try:
         async for chunk in response.content.iter_any():
             on_chunk(chunk)
@@ -397,8 +429,10 @@ def container_state(pod, index=0):
 
 def is_ready(obj):
     """Whether an object's status has the condition ``Ready`` true (a pod, an InferenceService)."""
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (obj.get("status") or {}).get("conditions") or [])
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (obj.get("status") or {}).get("conditions") or []
+    )
 
 
 def waiting_reason(pod):
@@ -426,11 +460,15 @@ async def pod_events(core, namespace, name, types=("Warning",)):
 def pending_reason(pod):
     """Why a pod is not scheduled yet (the scheduler's message), as ": <message>", or ""."""
     if isinstance(pod, dict):
-        conditions = [(c.get("type"), c.get("status"), c.get("message"))
-                      for c in (pod.get("status") or {}).get("conditions") or []]
+        conditions = [
+            (c.get("type"), c.get("status"), c.get("message"))
+            for c in (pod.get("status") or {}).get("conditions") or []
+        ]
     else:
-        conditions = [(c.type, c.status, c.message)
-                      for c in (pod.status.conditions if pod is not None and pod.status else None) or []]
+        conditions = [
+            (c.type, c.status, c.message)
+            for c in (pod.status.conditions if pod is not None and pod.status else None) or []
+        ]
     for kind, status, message in conditions:
         if kind == "PodScheduled" and status != "True" and message:
             return f": {message}"

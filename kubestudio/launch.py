@@ -93,7 +93,7 @@ def env_file(env):
     data = b"".join(f"{name}={value}".encode("utf-8", "surrogateescape") + b"\0" for name, value in env.items())
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
 
@@ -105,8 +105,17 @@ def prepare(account, argv, env, cwd_fd=None, exit_fd=None, gate_fd=None, join=No
     cgroup files the process moves itself in with, first of all (:meth:`Group.join_files`)."""
     fd = env_file(env)
     given = [f for f in (cwd_fd, exit_fd, gate_fd) if f is not None]
-    loader = [BASH, "--noprofile", "--norc", "-c", LOADER, "kubestudio-launch", str(fd),
-              *(str(f) if f is not None else NONE for f in (cwd_fd, exit_fd, gate_fd)), *argv]
+    loader = [
+        BASH,
+        "--noprofile",
+        "--norc",
+        "-c",
+        LOADER,
+        "kubestudio-launch",
+        str(fd),
+        *(str(f) if f is not None else NONE for f in (cwd_fd, exit_fd, gate_fd)),
+        *argv,
+    ]
     if account is not None:
         loader = account.command(loader)
     if join:
@@ -124,8 +133,14 @@ async def start_process(account, argv, env, group=None, cwd_fd=None, exit_fd=Non
     gate, release = os.pipe() if group is not None and not join else (None, None)
     try:
         with prepare(account, argv, env, cwd_fd=cwd_fd, exit_fd=exit_fd, gate_fd=gate, join=join) as launch:
-            proc = await asyncio.create_subprocess_exec(*launch.argv, stdin=asyncio.subprocess.DEVNULL, cwd="/",
-                                                        start_new_session=True, **launch.kwargs(), **popen)
+            proc = await asyncio.create_subprocess_exec(
+                *launch.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                cwd="/",
+                start_new_session=True,
+                **launch.kwargs(),
+                **popen,
+            )
         if group is not None and not join:
             try:
                 # off the event loop: a move waits for the kernel's cgroup lock

@@ -22,8 +22,14 @@ TENSORBOARDS_USE_SCOPE = "custom:kubestudio:tensorboards:use"  # open, see and s
 TENSORBOARDS_ADMIN_SCOPE = "custom:kubestudio:tensorboards:admin"  # everyone's boards
 
 # internal ports a hub uses when they are free (else it chooses free ones and remembers them)
-CONVENTIONAL_PORTS = {"hub": 8081, "proxy_api": 8001, "images": 10101, "jobs": 10102, "tensorboards": 10103,
-                      "registry": 5000}
+CONVENTIONAL_PORTS = {
+    "hub": 8081,
+    "proxy_api": 8001,
+    "images": 10101,
+    "jobs": 10102,
+    "tensorboards": 10103,
+    "registry": 5000,
+}
 
 # a local backend (a serving's model runtime, a board's TensorBoard) answers only callers that send
 # its secret, given to it in its environment; the service's proxy sends it after the hub's check

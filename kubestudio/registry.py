@@ -17,12 +17,14 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from . import dockerauth
 
-MANIFEST_TYPES = ", ".join([
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-])
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
 
 
 BLOB_LIMIT = 64 * 1024**3  # what one layer may weigh when copied to or from a file
@@ -112,12 +114,20 @@ class RegistryClient:
             raise RegistryError(f"registry {self.host}: unsupported digest {digest!r}")
         hasher = hashlib.sha256()
         with open(path, "wb") as f:
+
             def write(chunk):
                 hasher.update(chunk)
                 f.write(chunk)
 
-            found = await self._fetch(f"{self.base}/{repository}/blobs/{digest}", "GET", repository, headers={},
-                                      streaming_callback=write, request_timeout=timeout, large=True)
+            found = await self._fetch(
+                f"{self.base}/{repository}/blobs/{digest}",
+                "GET",
+                repository,
+                headers={},
+                streaming_callback=write,
+                request_timeout=timeout,
+                large=True,
+            )
         if found is None:
             raise RegistryError(f"registry {self.host} has no blob {digest} for {repository}")
         if hasher.hexdigest() != expected:
@@ -130,8 +140,9 @@ class RegistryClient:
         """Upload the file ``path`` as blob ``digest`` (one monolithic upload), unless it is there."""
         if await self.has_blob(repository, digest):
             return
-        started = await self._fetch(f"{self.base}/{repository}/blobs/uploads/", "POST", repository, headers={},
-                                    body=b"")
+        started = await self._fetch(
+            f"{self.base}/{repository}/blobs/uploads/", "POST", repository, headers={}, body=b""
+        )
         location = started.headers.get("Location") if started is not None else None
         if not location:
             raise RegistryError(f"registry {self.host} gave no upload location for {repository}")
@@ -144,16 +155,39 @@ class RegistryClient:
                 while chunk := f.read(1 << 20):
                     await write(chunk)
 
-        await self._fetch(url, "PUT", repository, body_producer=produce, request_timeout=timeout, large=True,
-                          headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+        await self._fetch(
+            url,
+            "PUT",
+            repository,
+            body_producer=produce,
+            request_timeout=timeout,
+            large=True,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+        )
 
     async def put_manifest(self, repository, tag, media_type, raw):
         """Tag ``raw`` (a manifest's exact bytes, its blobs already there) as repository:tag."""
-        await self._fetch(f"{self.base}/{repository}/manifests/{tag}", "PUT", repository,
-                          headers={"Content-Type": media_type}, body=raw)
+        await self._fetch(
+            f"{self.base}/{repository}/manifests/{tag}",
+            "PUT",
+            repository,
+            headers={"Content-Type": media_type},
+            body=raw,
+        )
 
-    async def _fetch(self, url, method, repository, headers, retry_auth=True, body=None, body_producer=None,
-                     streaming_callback=None, request_timeout=None, large=False):
+    async def _fetch(
+        self,
+        url,
+        method,
+        repository,
+        headers,
+        retry_auth=True,
+        body=None,
+        body_producer=None,
+        streaming_callback=None,
+        request_timeout=None,
+        large=False,
+    ):
         headers = dict(headers)
         token = self._tokens.get(repository)
         auth = load_auth(self.auth_file, self.host)
@@ -161,9 +195,17 @@ class RegistryClient:
             headers["Authorization"] = f"Bearer {token}"
         elif auth:
             headers["Authorization"] = _basic(auth)
-        request = HTTPRequest(url, method=method, headers=headers, connect_timeout=self.timeout,
-                              request_timeout=request_timeout or self.timeout, validate_cert=True, body=body,
-                              body_producer=body_producer, streaming_callback=streaming_callback)
+        request = HTTPRequest(
+            url,
+            method=method,
+            headers=headers,
+            connect_timeout=self.timeout,
+            request_timeout=request_timeout or self.timeout,
+            validate_cert=True,
+            body=body,
+            body_producer=body_producer,
+            streaming_callback=streaming_callback,
+        )
         # a layer may pass the shared client's 100 MB body limit (streamed, never held in memory)
         client = AsyncHTTPClient(force_instance=True, max_body_size=BLOB_LIMIT) if large else AsyncHTTPClient()
         try:
@@ -175,9 +217,17 @@ class RegistryClient:
                 challenge = e.response.headers.get("WWW-Authenticate", "")
                 if challenge.lower().startswith("bearer") and body_producer is None:
                     self._tokens[repository] = await self._bearer_token(challenge, auth)
-                    return await self._fetch(url, method, repository, headers, retry_auth=False, body=body,
-                                             streaming_callback=streaming_callback, request_timeout=request_timeout,
-                                             large=large)
+                    return await self._fetch(
+                        url,
+                        method,
+                        repository,
+                        headers,
+                        retry_auth=False,
+                        body=body,
+                        streaming_callback=streaming_callback,
+                        request_timeout=request_timeout,
+                        large=large,
+                    )
             if e.code in (401, 403):
                 who = "the configured credentials" if auth else "anonymous access (no credentials are configured)"
                 raise RegistryError(f"registry {self.host} refused {who} for {repository} (HTTP {e.code})") from None
@@ -198,10 +248,11 @@ class RegistryClient:
         if auth:
             headers["Authorization"] = _basic(auth)
         try:
-            response = await AsyncHTTPClient().fetch(f"{realm}?{query}", headers=headers,
-                                                     request_timeout=self.timeout)
+            response = await AsyncHTTPClient().fetch(f"{realm}?{query}", headers=headers, request_timeout=self.timeout)
         except HTTPClientError as e:
-            raise RegistryError(f"registry {self.host}: its token service refused the credentials (HTTP {e.code})") from None
+            raise RegistryError(
+                f"registry {self.host}: its token service refused the credentials (HTTP {e.code})"
+            ) from None
         except OSError as e:
             raise RegistryError(f"registry {self.host}: its token service is not reachable: {e}") from None
         data = json.loads(response.body)

@@ -32,8 +32,15 @@ def write_grant(folder, user, password, read, push, ttl):
     path = os.path.join(folder, f"{user}.json")
     fd = os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"password_sha256": _digest(password), "read": sorted(set(read)), "push": sorted(set(push)),
-                   "expires": time.time() + ttl}, f)
+        json.dump(
+            {
+                "password_sha256": _digest(password),
+                "read": sorted(set(read)),
+                "push": sorted(set(push)),
+                "expires": time.time() + ttl,
+            },
+            f,
+        )
     os.replace(f"{path}.tmp", path)
 
 

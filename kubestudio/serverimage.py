@@ -55,20 +55,32 @@ def server_wheel(path):
     with zipfile.ZipFile(path) as source:
         entries = [(info, source.read(info.filename)) for info in source.infolist()]
     metadata_name = next(info.filename for info, _ in entries if info.filename.endswith(".dist-info/METADATA"))
-    record_name = metadata_name[:-len("METADATA")] + "RECORD"
+    record_name = metadata_name[: -len("METADATA")] + "RECORD"
     by_name = {info.filename: data for info, data in entries}
     lines = by_name[metadata_name].decode().split("\n")
-    metadata = "\n".join(line for line in lines if not line.startswith("Requires-Dist:")
-                         or _normalized(re.split(r"[\s;<>=!~\[(]", line.split(":", 1)[1].strip(), maxsplit=1)[0]) in kept)
+    metadata = "\n".join(
+        line
+        for line in lines
+        if not line.startswith("Requires-Dist:")
+        or _normalized(re.split(r"[\s;<>=!~\[(]", line.split(":", 1)[1].strip(), maxsplit=1)[0]) in kept
+    )
     metadata = metadata.encode()
     digest = base64.urlsafe_b64encode(hashlib.sha256(metadata).digest()).rstrip(b"=").decode()
-    record = "\n".join(f"{metadata_name},sha256={digest},{len(metadata)}" if line.startswith(metadata_name + ",")
-                       else line for line in by_name[record_name].decode().split("\n"))
+    record = "\n".join(
+        f"{metadata_name},sha256={digest},{len(metadata)}" if line.startswith(metadata_name + ",") else line
+        for line in by_name[record_name].decode().split("\n")
+    )
     partial = path + ".partial"
     with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as target:
         for info, data in entries:
-            target.writestr(info, metadata if info.filename == metadata_name
-                            else record.encode() if info.filename == record_name else data)
+            target.writestr(
+                info,
+                metadata
+                if info.filename == metadata_name
+                else record.encode()
+                if info.filename == record_name
+                else data,
+            )
     os.replace(partial, path)
 
 
@@ -110,9 +122,11 @@ def server_image(registry_host):
 # commit (no --layers), so the copy never lands in a layer of its own (76 MB of dead weight in
 # every pull otherwise). (Not a RUN --mount=type=bind: the build sandbox's user namespace cannot
 # bind its folders read-only.)
-INSTALL_WHEELS = ("COPY wheels /tmp/kubestudio-wheels\n"
-                  "RUN python3 -m pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check "
-                  "--root-user-action=ignore /tmp/kubestudio-wheels/*.whl && rm -rf /tmp/kubestudio-wheels")
+INSTALL_WHEELS = (
+    "COPY wheels /tmp/kubestudio-wheels\n"
+    "RUN python3 -m pip install --no-index --no-deps --no-cache-dir --disable-pip-version-check "
+    "--root-user-action=ignore /tmp/kubestudio-wheels/*.whl && rm -rf /tmp/kubestudio-wheels"
+)
 
 
 def deps_dockerfile(base_reference):
@@ -126,9 +140,4 @@ def deps_dockerfile(base_reference):
 def server_dockerfile(deps_reference):
     """The single-user image: KubeStudio's own wheel on the image of :func:`deps_dockerfile` (its
     other dependencies are the hub's services', not a server's)."""
-    return (
-        f"FROM {deps_reference}\n"
-        f"{INSTALL_WHEELS}\n"
-        "ENV PYTHONUNBUFFERED=1\n"
-        'CMD ["jupyterhub-singleuser"]\n'
-    )
+    return f'FROM {deps_reference}\n{INSTALL_WHEELS}\nENV PYTHONUNBUFFERED=1\nCMD ["jupyterhub-singleuser"]\n'

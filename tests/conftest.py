@@ -185,7 +185,9 @@ REGISTRY_PASSWORD = "s3cret-registry-pass"
 def build_tools():
     missing = tools_missing()
     if missing:
-        pytest.fail(f"the build tests need Debian packages {', '.join(missing)}: run scripts/test.sh (it installs them)")
+        pytest.fail(
+            f"the build tests need Debian packages {', '.join(missing)}: run scripts/test.sh (it installs them)"
+        )
 
 
 @pytest.fixture(scope="module")

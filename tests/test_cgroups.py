@@ -30,9 +30,18 @@ def test_a_group_holds_a_process_and_everything_it_starts_and_kills_them_all():
     try:
         gate, release = os.pipe()
         # waits for the go (as kubestudio.launch does), then leaves its process group and session
-        proc = subprocess.Popen(["/bin/bash", "-c", f'read -u {gate} _; setsid -f sleep 300; '
-                                 'python3 -c "x = bytearray(256 * 2**20)"; echo "exit $?"; sleep 300'],
-                                pass_fds=(gate,), stdout=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                "/bin/bash",
+                "-c",
+                f"read -u {gate} _; setsid -f sleep 300; "
+                'python3 -c "x = bytearray(256 * 2**20)"; echo "exit $?"; sleep 300',
+            ],
+            pass_fds=(gate,),
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         os.close(gate)
         group.add(proc.pid)
         os.close(release)
@@ -46,10 +55,18 @@ def test_a_group_holds_a_process_and_everything_it_starts_and_kills_them_all():
         proc.wait(timeout=10)
         wait_for(lambda: not any(_alive(p) for p in members), timeout=5, what="every member to be gone")
         # the number of processes is the kernel's too
-        limited = subprocess.run([sys.executable, "-c", "import subprocess\nps = []\ntry:\n    for _ in range(40):\n"
-                                  "        ps.append(subprocess.Popen(['sleep', '30']))\nexcept OSError:\n    pass\n"
-                                  "print(len(ps))\nfor p in ps: p.kill()\n"],
-                                 capture_output=True, text=True, preexec_fn=lambda: group.add(os.getpid()))
+        limited = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import subprocess\nps = []\ntry:\n    for _ in range(40):\n"
+                "        ps.append(subprocess.Popen(['sleep', '30']))\nexcept OSError:\n    pass\n"
+                "print(len(ps))\nfor p in ps: p.kill()\n",
+            ],
+            capture_output=True,
+            text=True,
+            preexec_fn=lambda: group.add(os.getpid()),
+        )
         assert int(limited.stdout) < 16, limited
     finally:
         group.remove()

@@ -19,7 +19,7 @@ def test_extend_equals_append_one_by_one():
         position = 0
         while position < len(lines):
             step = rng.randint(1, 300)
-            many.extend(lines[position:position + step])
+            many.extend(lines[position : position + step])
             position += step
         one.close()
         many.close()

@@ -30,17 +30,79 @@ ALLOWED = {
     "registry_grants": set(),  # a build's own account at the registry gate: written by image_builder, read by hub
     "kube": {"names"},
     "services": {"names", "quantities"},
-    "spawner": {"names", "imageref", "kube", "services", "processgroup", "quantities", "slugs", "accounts", "fdpath",
-                "launch", "cgroups"},
-    "image_builder": {"names", "imageref", "dockerauth", "registry", "kube", "services", "processgroup", "spawner",
-                      "quantities", "slugs", "serverimage", "registry_grants"},
-    "jobs": {"names", "imageref", "registry", "kube", "services", "processgroup", "spawner", "quantities", "slugs",
-             "accounts", "launch", "cgroups"},
-    "tensorboards": {"names", "kube", "services", "spawner", "processgroup", "quantities", "slugs", "accounts",
-                     "launch", "cgroups"},
-    "extensions": {"names", "services", "jobs.client", "jobs.spec", "tensorboards.client"},  # the SDKs are the CLI's too
-    "hub": {"names", "services", "spawner", "image_builder.service", "jobs.service", "tensorboards.service",
-            "processgroup", "accounts", "dockerauth", "portclaims", "registry_grants"},
+    "spawner": {
+        "names",
+        "imageref",
+        "kube",
+        "services",
+        "processgroup",
+        "quantities",
+        "slugs",
+        "accounts",
+        "fdpath",
+        "launch",
+        "cgroups",
+    },
+    "image_builder": {
+        "names",
+        "imageref",
+        "dockerauth",
+        "registry",
+        "kube",
+        "services",
+        "processgroup",
+        "spawner",
+        "quantities",
+        "slugs",
+        "serverimage",
+        "registry_grants",
+    },
+    "jobs": {
+        "names",
+        "imageref",
+        "registry",
+        "kube",
+        "services",
+        "processgroup",
+        "spawner",
+        "quantities",
+        "slugs",
+        "accounts",
+        "launch",
+        "cgroups",
+    },
+    "tensorboards": {
+        "names",
+        "kube",
+        "services",
+        "spawner",
+        "processgroup",
+        "quantities",
+        "slugs",
+        "accounts",
+        "launch",
+        "cgroups",
+    },
+    "extensions": {
+        "names",
+        "services",
+        "jobs.client",
+        "jobs.spec",
+        "tensorboards.client",
+    },  # the SDKs are the CLI's too
+    "hub": {
+        "names",
+        "services",
+        "spawner",
+        "image_builder.service",
+        "jobs.service",
+        "tensorboards.service",
+        "processgroup",
+        "accounts",
+        "dockerauth",
+        "portclaims",
+        "registry_grants",
+    },
 }
 
 
@@ -101,17 +163,36 @@ def test_packages_import_one_way_only():
     assert not errors, "\n".join(errors)
 
 
-@pytest.mark.parametrize("module", ["kubestudio.names", "kubestudio.imageref", "kubestudio.kube",
-                                    "kubestudio.services.web", "kubestudio.services.store",
-                                    "kubestudio.services.declare", "kubestudio.image_builder.service",
-                                    "kubestudio.image_builder.app", "kubestudio.spawner", "kubestudio.hub",
-                                    "kubestudio.jobs", "kubestudio.jobs.service", "kubestudio.jobs.app",
-                                    "kubestudio.tensorboards", "kubestudio.tensorboards.service",
-                                    "kubestudio.tensorboards.app",
-                                    "kubestudio.services.client", "kubestudio.quantities", "kubestudio.slugs",
-                                    "kubestudio.accounts", "kubestudio.hub.registry_gate",
-                                    "kubestudio.portclaims", "kubestudio.launch", "kubestudio.cgroups",
-                                    "kubestudio.fdpath"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "kubestudio.names",
+        "kubestudio.imageref",
+        "kubestudio.kube",
+        "kubestudio.services.web",
+        "kubestudio.services.store",
+        "kubestudio.services.declare",
+        "kubestudio.image_builder.service",
+        "kubestudio.image_builder.app",
+        "kubestudio.spawner",
+        "kubestudio.hub",
+        "kubestudio.jobs",
+        "kubestudio.jobs.service",
+        "kubestudio.jobs.app",
+        "kubestudio.tensorboards",
+        "kubestudio.tensorboards.service",
+        "kubestudio.tensorboards.app",
+        "kubestudio.services.client",
+        "kubestudio.quantities",
+        "kubestudio.slugs",
+        "kubestudio.accounts",
+        "kubestudio.hub.registry_gate",
+        "kubestudio.portclaims",
+        "kubestudio.launch",
+        "kubestudio.cgroups",
+        "kubestudio.fdpath",
+    ],
+)
 def test_each_package_imports_alone(module):
     run = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -121,8 +202,10 @@ def test_services_start_without_kubespawner_or_the_kubernetes_client():
     """A hub service's start pays for what it uses: the image and jobs services on the embedded
     default never import KubeSpawner or the Kubernetes client (seconds at every start), nor does
     a notebook importing the jobs SDK."""
-    check = ("import sys, kubestudio.image_builder.app, kubestudio.jobs.app, kubestudio.jobs; "
-             "heavy = sorted(m for m in ('kubespawner', 'kubernetes_asyncio', 'kubernetes') if m in sys.modules); "
-             "assert not heavy, heavy")
+    check = (
+        "import sys, kubestudio.image_builder.app, kubestudio.jobs.app, kubestudio.jobs; "
+        "heavy = sorted(m for m in ('kubespawner', 'kubernetes_asyncio', 'kubernetes') if m in sys.modules); "
+        "assert not heavy, heavy"
+    )
     run = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]

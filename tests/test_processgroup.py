@@ -18,8 +18,7 @@ time.sleep(60)
 
 
 def test_a_child_in_its_own_session_is_found_and_stopped():
-    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True,
-                              start_new_session=True)
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         child = int(parent.stdout.readline())
         assert os.getpgid(child) != os.getpgid(parent.pid)  # out of the parent's group

@@ -28,15 +28,23 @@ class Backend:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
                 await reader.readexactly(length)
                 self.requests += 1
                 if self.requests in self.drop:
                     return
                 body = f"ok {self.requests}".encode()
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Sun, 06 Dec 2026 10:00:00 GMT\r\n"
-                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Sun, 06 Dec 2026 10:00:00 GMT\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -71,8 +79,9 @@ async def through_proxy(backend, calls, replayable):
     try:
         async with aiohttp.ClientSession() as client:
             for method in calls:
-                async with client.request(method, f"http://127.0.0.1:{port}/x",
-                                          data=b"{}" if method == "POST" else None) as response:
+                async with client.request(
+                    method, f"http://127.0.0.1:{port}/x", data=b"{}" if method == "POST" else None
+                ) as response:
                     answers.append((response.status, await response.text()))
                     dates = response.headers.getall("Date", [])
                     assert len(dates) == 1, dates  # the backend's date, not tornado's beside it

@@ -1,22 +1,22 @@
 """The ``kubestudio`` command: hub services from a terminal (inside a server it needs no setup).
 
-    kubestudio images build PATH --name N [--tag T] [--dockerfile F] [--no-follow]
-    kubestudio images list [--builds]
-    kubestudio images logs ID [--follow]
-    kubestudio images cancel ID
-    kubestudio jobs submit SCRIPT [--name N] [--nodes 2] [--procs-per-node 4] [--gpus "1(A100)"]
-                                  [--framework pytorch] [--package P]... [--detach] [-- ARGS...]
-    kubestudio jobs list
-    kubestudio jobs logs NAME [--follow]
-    kubestudio jobs cancel NAME
-    kubestudio jobs rerun NAME [--name N] [-- ARGS...]
-    kubestudio tensorboard open FOLDER [FOLDER...] [--name N] [--project P] [--image I] [--cpu C] [--memory M]
-                                                               (prints the board's URL)
-    kubestudio tensorboard list
-    kubestudio tensorboard stop NAME|ID
-    kubestudio serve MODEL_PATH [--name N] [--class C] [--format F] [--gpus G] [--package P]... [--no-wait]
-    kubestudio serve --list | --delete NAME | --logs NAME
-    kubestudio predict NAME '{"instances": [[...]]}'   (or the JSON on stdin; --v2 for the V2 protocol)
+kubestudio images build PATH --name N [--tag T] [--dockerfile F] [--no-follow]
+kubestudio images list [--builds]
+kubestudio images logs ID [--follow]
+kubestudio images cancel ID
+kubestudio jobs submit SCRIPT [--name N] [--nodes 2] [--procs-per-node 4] [--gpus "1(A100)"]
+                              [--framework pytorch] [--package P]... [--detach] [-- ARGS...]
+kubestudio jobs list
+kubestudio jobs logs NAME [--follow]
+kubestudio jobs cancel NAME
+kubestudio jobs rerun NAME [--name N] [-- ARGS...]
+kubestudio tensorboard open FOLDER [FOLDER...] [--name N] [--project P] [--image I] [--cpu C] [--memory M]
+                                                           (prints the board's URL)
+kubestudio tensorboard list
+kubestudio tensorboard stop NAME|ID
+kubestudio serve MODEL_PATH [--name N] [--class C] [--format F] [--gpus G] [--package P]... [--no-wait]
+kubestudio serve --list | --delete NAME | --logs NAME
+kubestudio predict NAME '{"instances": [[...]]}'   (or the JSON on stdin; --v2 for the V2 protocol)
 """
 
 import argparse
@@ -87,7 +87,7 @@ def main(argv=None, out=sys.stdout):
     argv = sys.argv[1:] if argv is None else list(argv)
     passed = []
     if "--" in argv:  # what follows -- goes to the job's script untouched
-        argv, passed = argv[:argv.index("--")], argv[argv.index("--") + 1:]
+        argv, passed = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     args, extra = parser.parse_known_args(argv)
     if extra:
         # argparse fills an optional positional before the options that follow it:
@@ -98,9 +98,13 @@ def main(argv=None, out=sys.stdout):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if passed and args.service != "jobs":
         parser.error("arguments after -- are for jobs only")
-    commands = {"images": lambda: images_main(args, out), "jobs": lambda: jobs_main(args, passed, out),
-                "tensorboard": lambda: tensorboard_main(args, out), "serve": lambda: serve_main(args, out),
-                "predict": lambda: predict_main(args, out)}
+    commands = {
+        "images": lambda: images_main(args, out),
+        "jobs": lambda: jobs_main(args, passed, out),
+        "tensorboard": lambda: tensorboard_main(args, out),
+        "serve": lambda: serve_main(args, out),
+        "predict": lambda: predict_main(args, out),
+    }
     try:
         return commands[args.service]()
     except ServiceError as e:  # the service's own words, and the HTTP status
@@ -142,7 +146,9 @@ def images_main(args, out):
 
 
 def add_jobs_commands(sub):
-    jobs = sub.add_parser("jobs", help="run training jobs and follow them").add_subparsers(dest="command", required=True)
+    jobs = sub.add_parser("jobs", help="run training jobs and follow them").add_subparsers(
+        dest="command", required=True
+    )
     submit = jobs.add_parser("submit", help="run a Python script of your workspace as a job (its arguments after --)")
     submit.add_argument("script")
     submit.add_argument("--name", help="job name (default: the script's name and a number)")
@@ -191,8 +197,13 @@ def jobs_main(args, passed, out):
     client = JobsClient()
     if args.command == "submit":
         script = workspace_relative(args.script, "the script")
-        spec = {"script": script, "nodes": args.nodes, "procs_per_node": args.procs_per_node,
-                "framework": args.framework, "retries": args.retries}
+        spec = {
+            "script": script,
+            "nodes": args.nodes,
+            "procs_per_node": args.procs_per_node,
+            "framework": args.framework,
+            "retries": args.retries,
+        }
         spec["name"] = args.name or client.free_name(os.path.splitext(os.path.basename(script))[0])
         if passed:
             spec["args"] = passed
@@ -244,8 +255,11 @@ def jobs_main(args, passed, out):
 
 def add_tensorboard_commands(sub):
     boards = sub.add_parser("tensorboard", help="TensorBoard on your log folders, through the hub").add_subparsers(
-        dest="command", required=True)
-    opening = boards.add_parser("open", help="open a board on FOLDER(s) (several: compared in one board); prints its URL")
+        dest="command", required=True
+    )
+    opening = boards.add_parser(
+        "open", help="open a board on FOLDER(s) (several: compared in one board); prints its URL"
+    )
     opening.add_argument("folders", nargs="+")
     opening.add_argument("--name", help="the board's name (default: its folders)")
     opening.add_argument("--project", help="Kubernetes: the project whose nodes run the board (default: public)")
@@ -281,8 +295,11 @@ def serve_main(args, out):
     if args.list:
         for serving in client.servings():
             state = "ready" if serving["ready"] else serving["status"]
-            print(f"{serving['name']:<24} {state:<10} v{serving['generation']:<3} {serving['requests']:>8} requests  "
-                  f"{client.public_url(serving['url'])}", file=out)
+            print(
+                f"{serving['name']:<24} {state:<10} v{serving['generation']:<3} {serving['requests']:>8} requests  "
+                f"{client.public_url(serving['url'])}",
+                file=out,
+            )
         return 0
     if args.delete:
         client.delete_serving(args.delete)
@@ -333,13 +350,23 @@ def tensorboard_main(args, out):
     client = TensorBoardsClient()
     if args.command == "open":
         resources = {key: value for key, value in (("cpu", args.cpu), ("memory", args.memory)) if value}
-        print(client.open([_user_path(f) for f in args.folders], name=args.name, project=args.project,
-                          image=args.image, resources=resources or None), file=out)
+        print(
+            client.open(
+                [_user_path(f) for f in args.folders],
+                name=args.name,
+                project=args.project,
+                image=args.image,
+                resources=resources or None,
+            ),
+            file=out,
+        )
         return 0
     if args.command == "list":
         for board in client.list():
-            print(f"{board['name']:<30} {board['status']:<9} {client.public_url(board)}  "
-                  f"{', '.join(board['logdirs'])}", file=out)
+            print(
+                f"{board['name']:<30} {board['status']:<9} {client.public_url(board)}  {', '.join(board['logdirs'])}",
+                file=out,
+            )
         return 0
     if args.command == "stop":
         client.stop(args.board)

@@ -23,8 +23,9 @@ _baseline = {}
 
 async def _run(*argv, env=None):
     try:
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.DEVNULL, env=env)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=env
+        )
     except OSError:
         return []
     out, _ = await proc.communicate()
@@ -36,8 +37,9 @@ async def package_set(path=None, user_site=True):
     without ``user_site``, those of the user's ``~/.local`` left out."""
     where = ["--path", path] if path else []
     env = None if user_site else {**os.environ, "PYTHONNOUSERSITE": "1"}
-    pip = await _run(sys.executable, "-m", "pip", "list", "--format=freeze", "--disable-pip-version-check", *where,
-                     env=env)
+    pip = await _run(
+        sys.executable, "-m", "pip", "list", "--format=freeze", "--disable-pip-version-check", *where, env=env
+    )
     conda = await _run("conda", "list", "--export") if shutil.which("conda") else []
     return {"pip": pip, "conda": conda}
 
@@ -56,8 +58,9 @@ async def _take_baseline():
     # a server whose user has an environment of their own layered on a base (the embedded default):
     # the base's packages are the image's, whatever the user installed before this start included
     # a server in an image: the image's packages, without what the user installed in their home
-    _baseline["packages"] = await package_set(os.environ.get("KUBESTUDIO_BASE_SITE_PACKAGES") or None,
-                                              user_site=os.environ.get("KUBESTUDIO_IMAGE_RUN") != "1")
+    _baseline["packages"] = await package_set(
+        os.environ.get("KUBESTUDIO_BASE_SITE_PACKAGES") or None, user_site=os.environ.get("KUBESTUDIO_IMAGE_RUN") != "1"
+    )
 
 
 def _load_jupyter_server_extension(server_app):

@@ -210,7 +210,7 @@ class KubeStudio(Configurable):
         0,
         config=True,
         help=f"""Loopback port of the jobs service ($KUBESTUDIO_JOBS_PORT), unless `jobs_url` is set.
-        0: {CONVENTIONAL['jobs']} when free at the first start, else a free port, remembered.""",
+        0: {CONVENTIONAL["jobs"]} when free at the first start, else a free port, remembered.""",
     )
 
     tensorboards_service = Bool(
@@ -230,7 +230,7 @@ class KubeStudio(Configurable):
         0,
         config=True,
         help=f"""Loopback port of the TensorBoard service ($KUBESTUDIO_TENSORBOARDS_PORT), unless
-        `tensorboards_url` is set. 0: {CONVENTIONAL['tensorboards']} when free at the first start,
+        `tensorboards_url` is set. 0: {CONVENTIONAL["tensorboards"]} when free at the first start,
         else a free port, remembered.""",
     )
 
@@ -254,7 +254,7 @@ class KubeStudio(Configurable):
         0,
         config=True,
         help=f"""Loopback port of the hub itself (JupyterHub.hub_port; $KUBESTUDIO_HUB_PORT in the
-        embedded default). 0: {CONVENTIONAL['hub']} when free at the first start, else a free port,
+        embedded default). 0: {CONVENTIONAL["hub"]} when free at the first start, else a free port,
         remembered in <data_dir>/ports.json. A JupyterHub.hub_port set before configure() wins.""",
     )
 
@@ -262,14 +262,14 @@ class KubeStudio(Configurable):
         0,
         config=True,
         help=f"""Loopback port of configurable-http-proxy's REST API ($KUBESTUDIO_PROXY_API_PORT).
-        0: {CONVENTIONAL['proxy_api']} when free at the first start, else a free port, remembered.""",
+        0: {CONVENTIONAL["proxy_api"]} when free at the first start, else a free port, remembered.""",
     )
 
     images_port = Integer(
         0,
         config=True,
         help=f"""Loopback port of the image service ($KUBESTUDIO_IMAGES_PORT), unless `images_url`
-        is set. 0: {CONVENTIONAL['images']} when free at the first start, else a free port, remembered.""",
+        is set. 0: {CONVENTIONAL["images"]} when free at the first start, else a free port, remembered.""",
     )
 
     registry = Unicode(
@@ -305,7 +305,7 @@ class KubeStudio(Configurable):
         0,
         config=True,
         help=f"""Port of the local registry the embedded default runs when `registry` is empty
-        ($KUBESTUDIO_REGISTRY_PORT). 0: {CONVENTIONAL['registry']} when free at the first start,
+        ($KUBESTUDIO_REGISTRY_PORT). 0: {CONVENTIONAL["registry"]} when free at the first start,
         else a free port, remembered (built images are named after it, so it never moves by itself).""",
     )
 
@@ -314,9 +314,14 @@ class KubeStudio(Configurable):
     def ports(self, c=None, choose=True):
         """{hub, proxy_api, images, jobs, registry}: the set ports, else the ones chosen and remembered."""
         if self._ports is None:
-            configured = {"hub": self.hub_port, "proxy_api": self.proxy_api_port, "images": self.images_port,
-                          "jobs": self.jobs_port, "tensorboards": self.tensorboards_port,
-                          "registry": self.local_registry_port}
+            configured = {
+                "hub": self.hub_port,
+                "proxy_api": self.proxy_api_port,
+                "images": self.images_port,
+                "jobs": self.jobs_port,
+                "tensorboards": self.tensorboards_port,
+                "registry": self.local_registry_port,
+            }
             if c is not None and "hub_port" in c.JupyterHub:
                 configured["hub"] = c.JupyterHub.hub_port
             self._ports = resolve_ports(os.path.abspath(self.data_dir), configured, choose=choose)
@@ -324,8 +329,11 @@ class KubeStudio(Configurable):
 
     def service_url(self, name=IMAGES_SERVICE):
         """Where the hub starts service ``name`` (images, jobs) and the proxy reaches it."""
-        configured = {IMAGES_SERVICE: self.images_url, JOBS_SERVICE: self.jobs_url,
-                      TENSORBOARDS_SERVICE: self.tensorboards_url}.get(name)
+        configured = {
+            IMAGES_SERVICE: self.images_url,
+            JOBS_SERVICE: self.jobs_url,
+            TENSORBOARDS_SERVICE: self.tensorboards_url,
+        }.get(name)
         return configured or f"http://127.0.0.1:{self.ports()[name]}"
 
     # --------------------------------------------------------------------------------
@@ -377,14 +385,30 @@ class KubeStudio(Configurable):
             registry_config = self.local_registry_config(data)
             if registry_config:
                 gate = os.path.join(data, REGISTRY_GATE_DIR)
-                services.append({"name": "registry",
-                                 "command": [sys.executable, "-m", "kubestudio.hub.registry_gate",
-                                             "--listen", self.registry_host(),
-                                             "--socket", os.path.join(gate, "registry.sock"),
-                                             "--credentials", os.path.join(gate, "credentials.json"),
-                                             "--grants", self.local_registry_grants(data),
-                                             "--", "docker-registry", "serve", registry_config],
-                                 "cwd": data, "display": False})
+                services.append(
+                    {
+                        "name": "registry",
+                        "command": [
+                            sys.executable,
+                            "-m",
+                            "kubestudio.hub.registry_gate",
+                            "--listen",
+                            self.registry_host(),
+                            "--socket",
+                            os.path.join(gate, "registry.sock"),
+                            "--credentials",
+                            os.path.join(gate, "credentials.json"),
+                            "--grants",
+                            self.local_registry_grants(data),
+                            "--",
+                            "docker-registry",
+                            "serve",
+                            registry_config,
+                        ],
+                        "cwd": data,
+                        "display": False,
+                    }
+                )
         if self.registry_gate():
             services.append(self.registry_gate_service(c, data))
         c.JupyterHub.services = services + entries
@@ -398,9 +422,14 @@ class KubeStudio(Configurable):
                 raise KubeStudioConfigError(f"KubeStudio.{name}: must be at least 1, not {getattr(self, name)}")
         if self.cull_max_age < 0:
             raise KubeStudioConfigError(f"KubeStudio.cull_max_age: must be 0 (never) or more, not {self.cull_max_age}")
-        command = [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={self.cull_timeout}",
-                   f"--cull-every={min(self.cull_every, self.cull_timeout)}",
-                   f"--concurrency={self.cull_concurrency}"]
+        command = [
+            sys.executable,
+            "-m",
+            "jupyterhub_idle_culler",
+            f"--timeout={self.cull_timeout}",
+            f"--cull-every={min(self.cull_every, self.cull_timeout)}",
+            f"--concurrency={self.cull_concurrency}",
+        ]
         if self.cull_max_age:
             command.append(f"--max-age={self.cull_max_age}")
         if self.cull_users:
@@ -408,11 +437,14 @@ class KubeStudio(Configurable):
         scopes = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
         if self.cull_users:
             scopes.append("admin:users")
-        c.JupyterHub.load_roles = merge_roles(list(c.JupyterHub.get("load_roles", [])) + [
-            {"name": IDLE_CULLER_SERVICE, "scopes": scopes, "services": [IDLE_CULLER_SERVICE]}])
+        c.JupyterHub.load_roles = merge_roles(
+            list(c.JupyterHub.get("load_roles", []))
+            + [{"name": IDLE_CULLER_SERVICE, "scopes": scopes, "services": [IDLE_CULLER_SERVICE]}]
+        )
         services = [s for s in c.JupyterHub.get("services", []) if s.get("name") != IDLE_CULLER_SERVICE]
-        c.JupyterHub.services = services + [{"name": IDLE_CULLER_SERVICE, "command": command, "cwd": data,
-                                             "display": False}]
+        c.JupyterHub.services = services + [
+            {"name": IDLE_CULLER_SERVICE, "command": command, "cwd": data, "display": False}
+        ]
 
     def built_images_config(self, c, hub_token):
         """What the spawners need to offer users the images they built."""
@@ -424,8 +456,9 @@ class KubeStudio(Configurable):
         images_api = self.service_url(IMAGES_SERVICE).rstrip("/") + f"/services/{IMAGES_SERVICE}/api/images"
         for spawner in ("WorkspaceSpawner", "LocalWorkspaceSpawner"):
             if "user_images_prefix" not in c[spawner]:
-                c[spawner].user_images_prefix = "/".join(
-                    p for p in (c.ImageBuilder.registry_host, prefix, "{user_slug}") if p) + "/"
+                c[spawner].user_images_prefix = (
+                    "/".join(p for p in (c.ImageBuilder.registry_host, prefix, "{user_slug}") if p) + "/"
+                )
             # both spawn forms list the user's built images, read from the service with the hub's token
             if "images_api_url" not in c[spawner]:
                 c[spawner].images_api_url = images_api
@@ -481,17 +514,26 @@ class KubeStudio(Configurable):
             json.dump(credentials, f)
         os.replace(f"{path}.tmp", path)
         for name, account in credentials.items():
-            write_auth_file(os.path.join(gate, f"{name}-auth.json"), self.registry_host(), account["user"],
-                            account["password"])
+            write_auth_file(
+                os.path.join(gate, f"{name}-auth.json"), self.registry_host(), account["user"], account["password"]
+            )
         return os.path.join(gate, f"{role}-auth.json")
 
     def registry_gate_service(self, c, data):
         """The managed service of the gate in front of an external registry (Kubernetes): builds'
         grants only, the registry's credentials from ImageBuilder.registry_auth_file."""
         scheme = "http" if c.ImageBuilder.get("registry_insecure") else "https"
-        command = [sys.executable, "-m", "kubestudio.hub.registry_gate",
-                   "--listen", f"{self.services_bind_host or '127.0.0.1'}:{self.registry_gate_port}",
-                   "--upstream", f"{scheme}://{self.registry}", "--grants", self.local_registry_grants(data)]
+        command = [
+            sys.executable,
+            "-m",
+            "kubestudio.hub.registry_gate",
+            "--listen",
+            f"{self.services_bind_host or '127.0.0.1'}:{self.registry_gate_port}",
+            "--upstream",
+            f"{scheme}://{self.registry}",
+            "--grants",
+            self.local_registry_grants(data),
+        ]
         if c.ImageBuilder.get("registry_auth_file"):
             command += ["--upstream-auth", c.ImageBuilder.registry_auth_file]
         return {"name": "registry", "command": command, "cwd": data, "display": False}
@@ -506,8 +548,11 @@ class KubeStudio(Configurable):
         """Config of the embedded default's registry (Debian docker-registry), or None without it.
         It listens on a Unix socket only root can reach; the gate in front asks for credentials."""
         if not shutil.which("docker-registry"):
-            print("[KubeStudio] docker-registry is not installed (apt-get install docker-registry): "
-                  "image builds will fail until a registry is configured (KubeStudio.registry)", file=sys.stderr)
+            print(
+                "[KubeStudio] docker-registry is not installed (apt-get install docker-registry): "
+                "image builds will fail until a registry is configured (KubeStudio.registry)",
+                file=sys.stderr,
+            )
             return None
         os.makedirs(os.path.join(data, "registry"), mode=0o700, exist_ok=True)  # the images: root's only
         path = os.path.join(data, "registry.yml")
@@ -547,8 +592,10 @@ class KubeStudio(Configurable):
             if os.path.exists(path):
                 opened += make_traversable(path)
         if opened:
-            print("[KubeStudio] let the users' accounts pass through (o+x, not listable): " + ", ".join(opened),
-                  file=sys.stderr)
+            print(
+                "[KubeStudio] let the users' accounts pass through (o+x, not listable): " + ", ".join(opened),
+                file=sys.stderr,
+            )
 
     def password(self):
         """The dummy authenticator's password: from the environment, or generated once."""
@@ -630,7 +677,8 @@ class KubeStudio(Configurable):
             c.WorkspaceSpawner.profiles_file = os.path.abspath(self.profiles_file)
             # the shipped example catalog yields to a z2jh admin's own profile_list and settings
             c.WorkspaceSpawner.shipped_catalog = os.path.abspath(self.profiles_file) == os.path.abspath(
-                self._default_profiles_file())
+                self._default_profiles_file()
+            )
         elif self.spawner == "local":
             c.JupyterHub.spawner_class = LocalWorkspaceSpawner
             c.LocalWorkspaceSpawner.data_dir = data

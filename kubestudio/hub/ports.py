@@ -67,7 +67,9 @@ def resolve_ports(data_dir, configured, choose=True):
         if not port and choose:
             # a new choice is claimed machine-wide: another hub starting at the same moment sees
             # the port free too, until this hub's listener binds it
-            port = conventional if conventional not in taken and port_is_free(conventional) and claim(conventional) else 0
+            port = (
+                conventional if conventional not in taken and port_is_free(conventional) and claim(conventional) else 0
+            )
             while not port or port in taken:
                 port = any_free_port()
                 if not claim(port):

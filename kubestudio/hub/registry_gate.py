@@ -53,8 +53,16 @@ READ_ONLY = ("GET", "HEAD")
 TLS_HANDSHAKE = b"\x16"  # the first byte of a TLS record carrying a ClientHello
 MAX_HEAD = 64 * 1024
 CHUNK = 256 * 1024
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "authorization", "te",
-              "trailer", "upgrade"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "authorization",
+    "te",
+    "trailer",
+    "upgrade",
+}
 
 
 def load_credentials(path):
@@ -143,8 +151,13 @@ def refusal(status, message):
     code = {401: "UNAUTHORIZED", 403: "DENIED"}.get(status, "UNAVAILABLE")
     body = json.dumps({"errors": [{"code": code, "message": message, "detail": None}]}).encode()
     reason = {401: "Unauthorized", 403: "Forbidden"}.get(status, "Bad Gateway")
-    head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json; charset=utf-8",
-            f"Content-Length: {len(body)}", "Docker-Distribution-API-Version: registry/2.0", "Connection: close"]
+    head = [
+        f"HTTP/1.1 {status} {reason}",
+        "Content-Type: application/json; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        "Docker-Distribution-API-Version: registry/2.0",
+        "Connection: close",
+    ]
     if status == 401:
         head.append('WWW-Authenticate: Basic realm="KubeStudio registry"')
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
@@ -170,8 +183,9 @@ class Upstream:
     async def connect(self):
         if self.socket_path:
             return await asyncio.open_unix_connection(self.socket_path, limit=MAX_HEAD)
-        return await asyncio.open_connection(*self.address, ssl=self.tls, limit=MAX_HEAD,
-                                             server_hostname=self.address[0] if self.tls else None)
+        return await asyncio.open_connection(
+            *self.address, ssl=self.tls, limit=MAX_HEAD, server_hostname=self.address[0] if self.tls else None
+        )
 
     def request_headers(self, headers):
         """The client's headers as the upstream gets them: no hop-by-hop ones, no client
@@ -198,7 +212,7 @@ class Upstream:
                 value = value.strip()
                 for origin in self.origins:
                     if value.startswith(origin + "/"):
-                        value = value[len(origin):]
+                        value = value[len(origin) :]
                 lines[i] = f"Location: {value}"
         return "\r\n".join(lines).encode("latin-1")
 

@@ -109,7 +109,9 @@ class ImageBuilder(ServiceApp):
         are under base/ by default.""",
     )
     max_concurrent_builds = Integer(2, config=True, help="Builds that may run at once, for all users together.")
-    max_builds_per_user = Integer(1, config=True, help="Builds one user may have running at once; more wait in the queue.")
+    max_builds_per_user = Integer(
+        1, config=True, help="Builds one user may have running at once; more wait in the queue."
+    )
     build_timeout = Integer(3600, config=True, help="Seconds a build may run before it is stopped and marked failed.")
     max_log_bytes = Integer(
         10 * 1024 * 1024,
@@ -241,8 +243,11 @@ class ImageBuilder(ServiceApp):
                 backend.auth_file = self.registry_auth_file
             if not backend.loopback_registries:
                 # reached from the build sandbox's network through a forward of their own
-                backend.loopback_registries = [h for h in [self.registry_host, *self.registry_aliases]
-                                               if is_loopback_host(h.rpartition(":")[0] or h)]
+                backend.loopback_registries = [
+                    h
+                    for h in [self.registry_host, *self.registry_aliases]
+                    if is_loopback_host(h.rpartition(":")[0] or h)
+                ]
             if self.registry_insecure:
                 backend.tls_verify = False
         elif self.registry_insecure and hasattr(backend, "insecure_registry"):
@@ -254,14 +259,29 @@ class ImageBuilder(ServiceApp):
         self.store = Store(self.db_url, Base, migrations=MIGRATIONS, version_table="kubestudio_images_version")
         registry = RegistryClient(self.registry_host, self.registry_auth_file, insecure=self.registry_insecure)
         self.backend = self.make_backend()
-        capture = ServerCapture(self.proxy_url, os.environ.get("JUPYTERHUB_API_URL", ""),
-                                os.environ.get("JUPYTERHUB_API_TOKEN", ""))
+        capture = ServerCapture(
+            self.proxy_url, os.environ.get("JUPYTERHUB_API_URL", ""), os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        )
         bases = [base_from_config(entry) for entry in self.base_images]
-        self.bases = BasePreparer(bases if self.backend.snapshot_context else [], self.registry_host, registry,
-                                  self.backend, self.work_dir, self.log, cache_dir=self.base_cache_dir,
-                                  extra_ca_dir=self.base_extra_ca_dir)
-        self.manager = BuildManager(self, self.store, self.backend, registry, self.log, capture=capture.capture,
-                                    default_base=default_base(bases, self.registry_host))
+        self.bases = BasePreparer(
+            bases if self.backend.snapshot_context else [],
+            self.registry_host,
+            registry,
+            self.backend,
+            self.work_dir,
+            self.log,
+            cache_dir=self.base_cache_dir,
+            extra_ca_dir=self.base_extra_ca_dir,
+        )
+        self.manager = BuildManager(
+            self,
+            self.store,
+            self.backend,
+            registry,
+            self.log,
+            capture=capture.capture,
+            default_base=default_base(bases, self.registry_host),
+        )
         self.manager.wait_for_bases = self.bases.wait_for
         api = url_path_join(prefix, "api")
         routes = oauth_routes(prefix) + [
@@ -275,13 +295,21 @@ class ImageBuilder(ServiceApp):
             (url_path_join(api, "health"), HealthHandler),
             (url_path_join(api, "openapi.json"), OpenAPIHandler),
         ]
-        settings = oauth_settings(SERVICE_NAME, prefix, cookie_secret_file=self.cookie_secret_file,
-                                  manager=self.manager, bases=self.bases,
-                                  workspace_label=self.workspace_label, capture=capture,
-                                  keepalive_seconds=self.keepalive_seconds, bulk_turns=BulkTurns(), openapi=openapi,
-                                  registry_display=f"{self.registry_host}/{self.registry_prefix}".rstrip("/"),
-                                  static_path=os.path.join(os.path.dirname(__file__), "static"),
-                                  static_url_prefix=url_path_join(prefix, "static/"))
+        settings = oauth_settings(
+            SERVICE_NAME,
+            prefix,
+            cookie_secret_file=self.cookie_secret_file,
+            manager=self.manager,
+            bases=self.bases,
+            workspace_label=self.workspace_label,
+            capture=capture,
+            keepalive_seconds=self.keepalive_seconds,
+            bulk_turns=BulkTurns(),
+            openapi=openapi,
+            registry_display=f"{self.registry_host}/{self.registry_prefix}".rstrip("/"),
+            static_path=os.path.join(os.path.dirname(__file__), "static"),
+            static_url_prefix=url_path_join(prefix, "static/"),
+        )
         return web.Application(routes, **settings)
 
     async def started(self):

@@ -59,8 +59,13 @@ class BaseImage:
     seconds: float | None = None
 
     def as_dict(self, registry_host):
-        return {"image": f"{registry_host}/{self.repository}:{self.tag}", "description": self.description,
-                "status": self.status, "message": self.message, "seconds": self.seconds}
+        return {
+            "image": f"{registry_host}/{self.repository}:{self.tag}",
+            "description": self.description,
+            "status": self.status,
+            "message": self.message,
+            "seconds": self.seconds,
+        }
 
 
 def base_from_config(entry):
@@ -74,19 +79,37 @@ def base_from_config(entry):
     if entry.get("server"):
         base = entry.get("from")
         if not isinstance(base, str) or ":" not in base:
-            raise ValueError(f"ImageBuilder.base_images.from of {image}: a server image names the image it is made "
-                             f"from (repository:tag under the registry), got {base!r}")
+            raise ValueError(
+                f"ImageBuilder.base_images.from of {image}: a server image names the image it is made "
+                f"from (repository:tag under the registry), got {base!r}"
+            )
         python = entry.get("python")
         if not isinstance(python, str) or not re.fullmatch(r"3\.\d+(\.\d+)?", python):
-            raise ValueError(f"ImageBuilder.base_images.python of {image}: the Python version of the base (e.g. "
-                             f"'3.11.2'), so the wheels suit it; got {python!r}")
-        return BaseImage(repository=repository, tag=tag, suite="", packages=[], base=base, server=True,
-                         python=python, description=str(entry.get("description", "")))
+            raise ValueError(
+                f"ImageBuilder.base_images.python of {image}: the Python version of the base (e.g. "
+                f"'3.11.2'), so the wheels suit it; got {python!r}"
+            )
+        return BaseImage(
+            repository=repository,
+            tag=tag,
+            suite="",
+            packages=[],
+            base=base,
+            server=True,
+            python=python,
+            description=str(entry.get("description", "")),
+        )
     packages = entry.get("packages") or []
     if not isinstance(packages, list) or not all(isinstance(p, str) and p and not p.startswith("-") for p in packages):
         raise ValueError(f"ImageBuilder.base_images.packages of {image}: expected a list of Debian package names")
-    return BaseImage(repository=repository, tag=tag, suite=str(entry.get("suite", "bookworm")), packages=packages,
-                     description=str(entry.get("description", "")), env=dict(entry.get("env") or {}))
+    return BaseImage(
+        repository=repository,
+        tag=tag,
+        suite=str(entry.get("suite", "bookworm")),
+        packages=packages,
+        description=str(entry.get("description", "")),
+        env=dict(entry.get("env") or {}),
+    )
 
 
 def rootfs_dockerfile(base):
@@ -100,8 +123,18 @@ def rootfs_dockerfile(base):
 class BasePreparer:
     """Make the configured base images that the registry lacks, one at a time, in the background."""
 
-    def __init__(self, bases, registry_host, registry, backend, work_dir, log, mmdebstrap="mmdebstrap",
-                 cache_dir=None, extra_ca_dir=None):
+    def __init__(
+        self,
+        bases,
+        registry_host,
+        registry,
+        backend,
+        work_dir,
+        log,
+        mmdebstrap="mmdebstrap",
+        cache_dir=None,
+        extra_ca_dir=None,
+    ):
         self.bases = list(bases)
         self.registry_host = registry_host
         self.registry = registry
@@ -173,12 +206,18 @@ class BasePreparer:
             if await self._restore(base):
                 base.status, base.message = READY, "copied from this machine's cache of images made before"
                 base.seconds = round(time.monotonic() - started, 1)
-                self.log.info("base image %s:%s copied from the cache in %.1f s", base.repository, base.tag,
-                              base.seconds)
+                self.log.info(
+                    "base image %s:%s copied from the cache in %.1f s", base.repository, base.tag, base.seconds
+                )
                 continue
-            base.status, base.message = PREPARING, (
-                f"being prepared from {base.base}: JupyterLab, jupyterhub and KubeStudio" if base.server
-                else f"being prepared from Debian {base.suite} packages")
+            base.status, base.message = (
+                PREPARING,
+                (
+                    f"being prepared from {base.base}: JupyterLab, jupyterhub and KubeStudio"
+                    if base.server
+                    else f"being prepared from Debian {base.suite} packages"
+                ),
+            )
             self.log.info("base image %s/%s:%s: %s", self.registry_host, base.repository, base.tag, base.message)
             try:
                 await self._prepare(base)
@@ -214,8 +253,9 @@ class BasePreparer:
                 return False
             return await self.images.restore(base.repository, base.tag, key)
         except (RegistryError, OSError, ValueError) as e:
-            self.log.warning("base image %s:%s: the cached copy could not be used (%s); making it", base.repository,
-                             base.tag, e)
+            self.log.warning(
+                "base image %s:%s: the cached copy could not be used (%s); making it", base.repository, base.tag, e
+            )
             return False
 
     async def _save(self, base):
@@ -225,24 +265,36 @@ class BasePreparer:
         started = time.monotonic()
         try:
             if await self.images.save(base.repository, base.tag, self.content_key(base)):
-                self.log.info("base image %s:%s kept in %s in %.1f s", base.repository, base.tag, self.images.folder,
-                              time.monotonic() - started)
+                self.log.info(
+                    "base image %s:%s kept in %s in %.1f s",
+                    base.repository,
+                    base.tag,
+                    self.images.folder,
+                    time.monotonic() - started,
+                )
         except (RegistryError, OSError, ValueError) as e:
             self.log.warning("base image %s:%s could not be kept in the cache: %s", base.repository, base.tag, e)
 
     async def _debootstrap(self, base, folder):
         # Debian's python marks itself externally managed (PEP 668); in an image the user owns,
         # pip must install into it
-        argv = [self.mmdebstrap, "--variant=apt", "--include=" + ",".join(base.packages),
-                "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
-                "--dpkgopt=path-exclude=/usr/share/locale/*",
-                "--customize-hook=rm -f \"$1\"/usr/lib/python3*/EXTERNALLY-MANAGED"]
+        argv = [
+            self.mmdebstrap,
+            "--variant=apt",
+            "--include=" + ",".join(base.packages),
+            "--dpkgopt=path-exclude=/usr/share/doc/*",
+            "--dpkgopt=path-exclude=/usr/share/man/*",
+            "--dpkgopt=path-exclude=/usr/share/locale/*",
+            '--customize-hook=rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED',
+        ]
         cas = self.extra_cas()
         if cas:
             # pip and apt in the image reach the internet through the same proxy as this machine
             copies = " && ".join(f'cp {shlex.quote(ca)} "$1"/usr/local/share/ca-certificates/' for ca in cas)
-            argv.append(f'--customize-hook=mkdir -p "$1"/usr/local/share/ca-certificates && {copies} '
-                        '&& chroot "$1" update-ca-certificates')
+            argv.append(
+                f'--customize-hook=mkdir -p "$1"/usr/local/share/ca-certificates && {copies} '
+                '&& chroot "$1" update-ca-certificates'
+            )
         argv += [base.suite, os.path.join(folder, "rootfs.tar")]
         # a group of its own: apt, dpkg and tar below it hold the output pipe, and all must stop
         await self._run(argv, "mmdebstrap")
@@ -258,9 +310,13 @@ class BasePreparer:
     async def _run(self, argv, what):
         """Run a preparation step in a group of its own; BuildFailed with its last lines."""
         tail = []
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT,
-                                                    stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             async for raw in proc.stdout:
                 tail = (tail + [raw.decode(errors="replace").rstrip()])[-5:]
@@ -279,26 +335,51 @@ class BasePreparer:
         the wheels (its index, proxy and cache), and the builds install them with no network."""
         source = kubestudio_source()
         if source is None:
-            raise BuildFailed("KubeStudio was not installed from its source folder: the local single-user image "
-                              "needs it (run the hub from a checkout, or set ImageBuilder.base_images)")
-        deps = BaseImage(repository=DEPS_REPOSITORY, tag=deps_tag(base.python), suite="", packages=[],
-                         base=base.base, server=True, python=base.python)
+            raise BuildFailed(
+                "KubeStudio was not installed from its source folder: the local single-user image "
+                "needs it (run the hub from a checkout, or set ImageBuilder.base_images)"
+            )
+        deps = BaseImage(
+            repository=DEPS_REPOSITORY,
+            tag=deps_tag(base.python),
+            suite="",
+            packages=[],
+            base=base.base,
+            server=True,
+            python=base.python,
+        )
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
         if not await self._present(deps):
             started = time.monotonic()
             with self._context() as (folder, wheels):
-                await self._run(pip + ["download", "--only-binary=:all:", "--python-version", base.python, "--dest",
-                                       wheels, *server_requirements()], "pip download")
-                await self._build(deps, folder, deps_dockerfile(f"{self.registry_host}/{base.base}"),
-                                  {"io.kubestudio.base": "true"})
+                await self._run(
+                    pip
+                    + [
+                        "download",
+                        "--only-binary=:all:",
+                        "--python-version",
+                        base.python,
+                        "--dest",
+                        wheels,
+                        *server_requirements(),
+                    ],
+                    "pip download",
+                )
+                await self._build(
+                    deps, folder, deps_dockerfile(f"{self.registry_host}/{base.base}"), {"io.kubestudio.base": "true"}
+                )
             self.log.info("base image %s:%s ready in %.1f s", deps.repository, deps.tag, time.monotonic() - started)
             await self._save(deps)
         with self._context() as (folder, wheels):
             await self._run(pip + ["wheel", "--no-deps", "--wheel-dir", wheels, source], "pip wheel (KubeStudio)")
             for name in os.listdir(wheels):
                 server_wheel(os.path.join(wheels, name))
-            await self._build(base, folder, server_dockerfile(f"{self.registry_host}/{deps.repository}:{deps.tag}"),
-                              {"io.kubestudio.base": "true", "io.kubestudio.server": "true"})
+            await self._build(
+                base,
+                folder,
+                server_dockerfile(f"{self.registry_host}/{deps.repository}:{deps.tag}"),
+                {"io.kubestudio.base": "true", "io.kubestudio.server": "true"},
+            )
 
     async def _present(self, base):
         """Whether ``base`` is in the registry, or was copied there from the cache just now."""
@@ -325,10 +406,18 @@ class BasePreparer:
         the build's last lines (there is no build page)."""
         with open(os.path.join(folder, "Dockerfile"), "w", encoding="utf-8") as f:
             f.write(dockerfile)
-        job = BuildJob(id=f"base{uuid.uuid4().hex[:12]}", owner="kubestudio", owner_slug="kubestudio",
-                       image=f"{self.registry_host}/{base.repository}:{base.tag}", dockerfile="Dockerfile",
-                       context_dir=folder, dockerfile_text=dockerfile, generated=True, labels=labels,
-                       service_build=True)
+        job = BuildJob(
+            id=f"base{uuid.uuid4().hex[:12]}",
+            owner="kubestudio",
+            owner_slug="kubestudio",
+            image=f"{self.registry_host}/{base.repository}:{base.tag}",
+            dockerfile="Dockerfile",
+            context_dir=folder,
+            dockerfile_text=dockerfile,
+            generated=True,
+            labels=labels,
+            service_build=True,
+        )
         tail = collections.deque(maxlen=6)
         try:
             await self.backend.build(job, tail.append)
@@ -341,8 +430,10 @@ class BasePreparer:
         cached = self.cached_rootfs(base)
         have_cached = bool(cached) and os.path.exists(cached)
         if not have_cached and not shutil.which(self.mmdebstrap):
-            raise BuildFailed(f"{self.mmdebstrap} is not installed (apt-get install mmdebstrap); "
-                              "builds need a base image from a registry instead")
+            raise BuildFailed(
+                f"{self.mmdebstrap} is not installed (apt-get install mmdebstrap); "
+                "builds need a base image from a registry instead"
+            )
         folder = os.path.join(self.work_dir, f"base-{uuid.uuid4().hex[:12]}")
         os.makedirs(folder, mode=0o700)
         try:

@@ -176,7 +176,8 @@ class BuildManager:
                 if getattr(self.backend, "snapshot_context", False):
                     plan.snapshot = os.path.join(self.config.work_dir, f"context-{uuid.uuid4().hex}")
                 plan.context_digest, size, files = await loop.run_in_executor(
-                    None, scan_context, opened, self.config.max_context_bytes, plan.snapshot)
+                    None, scan_context, opened, self.config.max_context_bytes, plan.snapshot
+                )
             finally:
                 opened.close()
             plan.context_subpath, plan.dockerfile, plan.text = opened.subpath, opened.dockerfile, opened.dockerfile_text
@@ -192,7 +193,9 @@ class BuildManager:
             base, diff = await self.capture(plan.owner, request.from_server, request.base, fallback=self.default_base)
             request.environment = {"base": base, **{k: v for k, v in diff.items() if v}}
             plan.extra["captured"] = diff
-            plan.text = f"FROM {base}\n" if not any(diff.values()) else specs.environment_dockerfile(request.environment)
+            plan.text = (
+                f"FROM {base}\n" if not any(diff.values()) else specs.environment_dockerfile(request.environment)
+            )
 
     def registry_hosts(self):
         """Every name of our registry: its host, its aliases, and 127.0.0.1/localhost for a loopback one."""
@@ -205,8 +208,11 @@ class BuildManager:
         if is_admin:
             return ["*"]
         prefix = self.config.registry_prefix.strip("/")
-        patterns = ["/".join(p for p in (prefix, slug) if p) + "/*", *self.config.base_repositories,
-                    *sorted(glob.escape(name) for name in self.made_here)]
+        patterns = [
+            "/".join(p for p in (prefix, slug) if p) + "/*",
+            *self.config.base_repositories,
+            *sorted(glob.escape(name) for name in self.made_here),
+        ]
         if self.config.allow_project_namespaces:
             projects = "/".join(p for p in (prefix, "projects") if p)
             patterns += [f"{projects}/{glob.escape(group)}/*" for group in sorted(identity.get("groups", []))]
@@ -235,7 +241,9 @@ class BuildManager:
                 continue
             raise specs.RequestError(
                 f"{dockerfile_name}: line {number}: you may not build from {reference}: it is not one of your "
-                "images, a shared base, or an image of one of your projects", 403)
+                "images, a shared base, or an image of one of your projects",
+                403,
+            )
 
     async def _submit_checked(self, plan):
         request = plan.request
@@ -258,8 +266,9 @@ class BuildManager:
         claim = self._claims.get(plan.image)
         if claim is not None:
             if claim[0] != plan.content_hash:
-                raise specs.RequestError(f"tag: {plan.image} is being built from different content; "
-                                         "wait for it or choose another tag", 409)
+                raise specs.RequestError(
+                    f"tag: {plan.image} is being built from different content; wait for it or choose another tag", 409
+                )
             build_id = await asyncio.shield(claim[1])
             if build_id is None:
                 raise specs.RequestError("an identical request failed a moment ago; send it again", 409)
@@ -288,8 +297,11 @@ class BuildManager:
                 if same.content_hash == plan.content_hash:
                     self.log.info("build %s: %s joined it (%s)", same.id, plan.owner, plan.image)
                     return 200, {**same.to_json(self.queue.position(same.id)), "joined": True}
-                raise specs.RequestError(f"tag: {plan.image} is being built from different content by build "
-                                         f"{same.id}; wait for it or choose another tag", 409)
+                raise specs.RequestError(
+                    f"tag: {plan.image} is being built from different content by build "
+                    f"{same.id}; wait for it or choose another tag",
+                    409,
+                )
 
         build_id = uuid.uuid4().hex[:12]
         labels = {  # ours last: a request can never set them (spec.py refuses it, too)
@@ -299,10 +311,23 @@ class BuildManager:
             LABEL_USER: plan.slug,
             "kubestudio.io/content-hash": plan.content_hash,
         }
-        record = Build(id=build_id, created=utcnow(), owner=plan.owner, kind=request.kind, spec=plan.spec_json,
-                       name=request.name, tag=plan.tag, image=plan.image, content_hash=plan.content_hash,
-                       status=QUEUED, message="", backend=self.backend.name, steps=plan.steps, dockerfile=plan.text,
-                       extra={**plan.extra, "labels": labels})
+        record = Build(
+            id=build_id,
+            created=utcnow(),
+            owner=plan.owner,
+            kind=request.kind,
+            spec=plan.spec_json,
+            name=request.name,
+            tag=plan.tag,
+            image=plan.image,
+            content_hash=plan.content_hash,
+            status=QUEUED,
+            message="",
+            backend=self.backend.name,
+            steps=plan.steps,
+            dockerfile=plan.text,
+            extra={**plan.extra, "labels": labels},
+        )
 
         # no needless builds: the content-hash tag is already in the registry
         if request.tag is None:
@@ -326,20 +351,37 @@ class BuildManager:
             plan.context_dir, plan.dockerfile = self._write_dockerfile(build_id, plan.text), "Dockerfile"
         generated = request.kind != "context" or plan.snapshot is not None
         live = LiveBuild(build_id, live_log(self.config.max_log_bytes))
-        live.job = BuildJob(id=build_id, owner=plan.owner, owner_slug=plan.slug, image=plan.image,
-                            dockerfile=plan.dockerfile, context_dir=plan.context_dir,
-                            context_subpath=plan.context_subpath, dockerfile_text=plan.text, generated=generated,
-                            labels=labels, project=request.project or "",
-                            readable=self.readable(plan.slug, plan.identity, plan.is_admin))
+        live.job = BuildJob(
+            id=build_id,
+            owner=plan.owner,
+            owner_slug=plan.slug,
+            image=plan.image,
+            dockerfile=plan.dockerfile,
+            context_dir=plan.context_dir,
+            context_subpath=plan.context_subpath,
+            dockerfile_text=plan.text,
+            generated=generated,
+            labels=labels,
+            project=request.project or "",
+            readable=self.readable(plan.slug, plan.identity, plan.is_admin),
+        )
         # enough to find the job again after a restart (queued builds are queued again)
-        record.extra = {**record.extra, "job": {"dockerfile": plan.dockerfile, "context_subpath": plan.context_subpath,
-                                                "project": request.project or "", "readable": live.job.readable,
-                                                "build_dir": plan.context_dir if generated else None}}
+        record.extra = {
+            **record.extra,
+            "job": {
+                "dockerfile": plan.dockerfile,
+                "context_subpath": plan.context_subpath,
+                "project": request.project or "",
+                "readable": live.job.readable,
+                "build_dir": plan.context_dir if generated else None,
+            },
+        }
         self._save_new(record)
         self.live[build_id] = live
         self.queue.add(build_id, plan.owner)
-        self.log.info("build %s submitted by %s: %s (%s, %d steps)", build_id, plan.owner, plan.image,
-                      request.kind, plan.steps)
+        self.log.info(
+            "build %s submitted by %s: %s (%s, %d steps)", build_id, plan.owner, plan.image, request.kind, plan.steps
+        )
         self._schedule()
         with self.store.session() as db:
             record = db.get(Build, build_id)
@@ -402,9 +444,19 @@ class BuildManager:
                     continue
                 seen.add(r.image)
                 repository, _, tag = r.image.rpartition(":")
-                images.append({"image": r.image, "repository": repository, "name": r.name, "tag": tag,
-                               "digest": r.digest or None, "size": r.size, "build_id": r.id, "owner": r.owner,
-                               "built": iso(r.finished)})
+                images.append(
+                    {
+                        "image": r.image,
+                        "repository": repository,
+                        "name": r.name,
+                        "tag": tag,
+                        "digest": r.digest or None,
+                        "size": r.size,
+                        "build_id": r.id,
+                        "owner": r.owner,
+                        "built": iso(r.finished),
+                    }
+                )
             return images
 
     async def delete_image(self, image, owner=None):
@@ -492,8 +544,9 @@ class BuildManager:
                         db.get(Build, build_id).step = 0
                         forget_log(db, build_id)
                 try:
-                    outcome = await asyncio.wait_for(self.backend.recover(live.job, record_json, emit),
-                                                     self.config.build_timeout)
+                    outcome = await asyncio.wait_for(
+                        self.backend.recover(live.job, record_json, emit), self.config.build_timeout
+                    )
                 finally:
                     # the grant written before the restart served the pod until now
                     self._grant(live.job).__exit__(None, None, None)
@@ -532,8 +585,14 @@ class BuildManager:
         live.log.close()
         if status != SUCCEEDED:
             self._emit(live, f"Build {status}: {message}", keep=True)
-        self.log.log(logging.INFO if status in (SUCCEEDED, CANCELLED) else logging.WARNING,
-                     "build %s %s after %.1f s: %s", build_id, status, time.monotonic() - started, message)
+        self.log.log(
+            logging.INFO if status in (SUCCEEDED, CANCELLED) else logging.WARNING,
+            "build %s %s after %.1f s: %s",
+            build_id,
+            status,
+            time.monotonic() - started,
+            message,
+        )
         self._finish(build_id, status, message, digest=digest, size=size)
         if live.job is not None and live.job.generated:
             _remove(live.job.context_dir)
@@ -560,13 +619,23 @@ class BuildManager:
         elif not build_dir:
             context_dir, generated = os.path.join(self.config.workspace_of(slug), subpath or ""), False
         else:
-            raise BuildFailed("the snapshot of the build context is gone (the service's work_dir was emptied); "
-                              "start the build again")
-        return BuildJob(id=record["id"], owner=record["owner"], owner_slug=slug, image=record["image"],
-                        dockerfile=saved.get("dockerfile", "Dockerfile"), context_dir=context_dir,
-                        context_subpath=subpath, dockerfile_text=record.get("dockerfile_text", ""),
-                        generated=generated, labels=record.get("labels") or {}, project=saved.get("project", ""),
-                        readable=saved.get("readable") or [])
+            raise BuildFailed(
+                "the snapshot of the build context is gone (the service's work_dir was emptied); start the build again"
+            )
+        return BuildJob(
+            id=record["id"],
+            owner=record["owner"],
+            owner_slug=slug,
+            image=record["image"],
+            dockerfile=saved.get("dockerfile", "Dockerfile"),
+            context_dir=context_dir,
+            context_subpath=subpath,
+            dockerfile_text=record.get("dockerfile_text", ""),
+            generated=generated,
+            labels=record.get("labels") or {},
+            project=saved.get("project", ""),
+            readable=saved.get("readable") or [],
+        )
 
     def _grant(self, job):
         """The build's own registry account (grants on the embedded default's gate), or nothing."""
@@ -574,9 +643,16 @@ class BuildManager:
             return contextlib.nullcontext("")
         _, repository, _ = split_reference(job.image)
         extra = self.backend.repositories(job)  # e.g. kaniko's layer cache, its user's own
-        return BuildGrant(self.config.registry_grants_dir, job.id, [*job.readable, *extra], [repository, *extra],
-                          self.registry_hosts(), self.config.work_dir, self.config.registry_auth_file,
-                          ttl=self.config.build_timeout + 600)
+        return BuildGrant(
+            self.config.registry_grants_dir,
+            job.id,
+            [*job.readable, *extra],
+            [repository, *extra],
+            self.registry_hosts(),
+            self.config.work_dir,
+            self.config.registry_auth_file,
+            ttl=self.config.build_timeout + 600,
+        )
 
     def _set_ref(self, build_id, ref):
         with self.store.session() as db:
@@ -609,6 +685,7 @@ class BuildManager:
 
     def flush_logs(self):
         save_live_logs(self.store, self.live, Build, chunk_of, ACTIVE)
+
 
 def _remove(folder):
     if folder:

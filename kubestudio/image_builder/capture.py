@@ -30,8 +30,9 @@ class ServerCapture:
 
     async def _get(self, url, what):
         try:
-            response = await AsyncHTTPClient().fetch(url, headers={"Authorization": f"token {self.token}"},
-                                                     request_timeout=self.timeout)
+            response = await AsyncHTTPClient().fetch(
+                url, headers={"Authorization": f"token {self.token}"}, request_timeout=self.timeout
+            )
         except HTTPClientError as e:
             if e.code == 404:
                 return None
@@ -56,8 +57,10 @@ class ServerCapture:
     @staticmethod
     def _added(found):
         """{"pip": [...], "conda": [...]}: what the server has added since it started."""
-        return {manager: package_diff(found.get("baseline", {}).get(manager, []), found.get("current", {}).get(manager, []))
-                for manager in ("pip", "conda")}
+        return {
+            manager: package_diff(found.get("baseline", {}).get(manager, []), found.get("current", {}).get(manager, []))
+            for manager in ("pip", "conda")
+        }
 
     async def capture(self, owner, server_name, base=None, fallback=None):
         """(base image, {"pip": [...], "conda": [...]}) of owner's server ``server_name``."""
@@ -69,13 +72,18 @@ class ServerCapture:
             raise RequestError(f"from_server: {label} is not running (running: {running})", 409)
         found = await self._environment(server, label)
         if found is None:
-            raise RequestError(f"from_server: {label} does not have the KubeStudio server extension "
-                               "(pip install kubestudio in its image)", 409)
+            raise RequestError(
+                f"from_server: {label} does not have the KubeStudio server extension "
+                "(pip install kubestudio in its image)",
+                409,
+            )
         # a server that runs no image (the embedded default) gets the service's default base
         image = base or found.get("image") or fallback
         if not image:
-            raise RequestError(f"from_server: {label} runs without a container image; give `base`, "
-                               "the image to add its packages to", 400)
+            raise RequestError(
+                f"from_server: {label} runs without a container image; give `base`, the image to add its packages to",
+                400,
+            )
         return check_reference(image, "base"), self._added(found)
 
     async def servers(self, owner):

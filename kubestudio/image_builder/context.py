@@ -348,8 +348,11 @@ class _Scan:
     def _count(self, size):
         self.total += size
         if self.total > self.max_bytes:
-            raise RequestError(f"context: larger than the limit of {human_bytes(self.max_bytes)} "
-                               f"(leave data out of the build folder, or list it in .dockerignore)", 413)
+            raise RequestError(
+                f"context: larger than the limit of {human_bytes(self.max_bytes)} "
+                f"(leave data out of the build folder, or list it in .dockerignore)",
+                413,
+            )
 
     def _target(self, rel):
         path = os.path.join(self.snapshot, rel)

@@ -14,8 +14,24 @@ and what buildah may reach by its sandbox. A clear early error is all it is for.
 import re
 
 INSTRUCTIONS = {
-    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
-    "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
 }
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z]+)\s*=\s*(\S+)\s*$")
 _HEREDOC = re.compile(r"(?<!<)<<-?(?!<)\s*[\"']?([A-Za-z_][A-Za-z0-9_]*)")
@@ -28,7 +44,7 @@ def _check_mounts(args, number, name):
     for word in args.split():
         if not word.startswith("--mount="):
             continue
-        options = dict(o.partition("=")[::2] for o in word[len("--mount="):].split(","))
+        options = dict(o.partition("=")[::2] for o in word[len("--mount=") :].split(","))
         if options.get("type", "bind") != "bind":
             continue
         flag = options.get("rw", options.get("readwrite"))
@@ -37,7 +53,8 @@ def _check_mounts(args, number, name):
             raise DockerfileError(
                 f"{name}: line {number}: RUN --mount=type=bind with {'from=' if 'from' in options else 'rw'} is "
                 "refused here: this hub's builder (buildah 1.28) can be led out of the build to the host's files "
-                "through it (CVE-2024-1753); COPY --from= the files you need instead")
+                "through it (CVE-2024-1753); COPY --from= the files you need instead"
+            )
 
 
 class DockerfileError(ValueError):
@@ -83,14 +100,17 @@ def parse(text, name="Dockerfile"):
         instruction = word.upper()
         if instruction not in INSTRUCTIONS:
             hint = _closest(instruction)
-            raise DockerfileError(f"{name}: line {number}: unknown instruction {word!r}"
-                                  + (f" (did you mean {hint}?)" if hint else ""))
+            raise DockerfileError(
+                f"{name}: line {number}: unknown instruction {word!r}" + (f" (did you mean {hint}?)" if hint else "")
+            )
         if instruction not in ("CMD", "ENTRYPOINT", "RUN", "SHELL") and not args.strip():
             raise DockerfileError(f"{name}: line {number}: {instruction} needs arguments")
         heredoc = _HEREDOC.search(args)
         if heredoc and instruction in ("RUN", "COPY", "ADD"):
-            raise DockerfileError(f"{name}: line {number}: here-documents (<<{heredoc.group(1)}) are not supported by "
-                                  "this hub's builder (buildah 1.28): write the file in the build context and COPY it")
+            raise DockerfileError(
+                f"{name}: line {number}: here-documents (<<{heredoc.group(1)}) are not supported by "
+                "this hub's builder (buildah 1.28): write the file in the build context and COPY it"
+            )
         if instruction == "RUN":
             _check_mounts(args, number, name)
         parsed.append((number, instruction, args.strip()))
@@ -133,9 +153,12 @@ def image_references(instructions, name="Dockerfile"):
             if op in ("+", ":+"):
                 return word if value else ""
             if value is None:
-                raise DockerfileError(f"{name}: line {number}: ${var} has no default value, so the image it "
-                                      "names cannot be checked; give the ARG a default")
+                raise DockerfileError(
+                    f"{name}: line {number}: ${var} has no default value, so the image it "
+                    "names cannot be checked; give the ARG a default"
+                )
             return value
+
         return _VARIABLE.sub(substitute, value)
 
     def add(number, reference):
@@ -160,11 +183,11 @@ def image_references(instructions, name="Dockerfile"):
         elif instruction in ("COPY", "ADD"):
             for word in words:
                 if word.startswith("--from="):
-                    add(number, word[len("--from="):])
+                    add(number, word[len("--from=") :])
         elif instruction == "RUN":
             for word in words:
                 if word.startswith("--mount="):
-                    for option in word[len("--mount="):].split(","):
+                    for option in word[len("--mount=") :].split(","):
                         key, _, value = option.partition("=")
                         if key == "from":
                             add(number, value)

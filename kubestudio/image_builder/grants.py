@@ -22,8 +22,7 @@ from ..registry_grants import refusals, remove_grant, write_grant
 class BuildGrant:
     """``with BuildGrant(...) as auth_file:`` the build's Docker auth file, its grant in force."""
 
-    def __init__(self, grants_dir, build_id, readable, push_repositories, hosts, work_dir, base_auth_file="",
-                 ttl=3600):
+    def __init__(self, grants_dir, build_id, readable, push_repositories, hosts, work_dir, base_auth_file="", ttl=3600):
         self.grants_dir = grants_dir
         self.user = f"build-{build_id}"
         self.readable = list(readable)
@@ -42,7 +41,9 @@ class BuildGrant:
             ours = {key for host in self.hosts for key in (host, f"https://{host}", f"http://{host}")}
             auths = {k: v for k, v in dockerauth.read_auths(self.base_auth_file).items() if k not in ours}
         auths.update({host: dockerauth.entry(self.user, password) for host in self.hosts})
-        os.makedirs(os.path.dirname(self.auth_file), mode=0o700, exist_ok=True)  # kaniko's service snapshots nothing there
+        os.makedirs(
+            os.path.dirname(self.auth_file), mode=0o700, exist_ok=True
+        )  # kaniko's service snapshots nothing there
         dockerauth.write_auths(self.auth_file, auths)
         return self.auth_file
 

@@ -81,11 +81,12 @@ class BuildLogsHandler(ImagesHandler):
                     # else, so ten followers of a huge log never hold up another user's request
                     for start in range(0, len(value), LOG_BATCH_LINES):
                         parts = []
-                        for line in value[start:start + LOG_BATCH_LINES]:
+                        for line in value[start : start + LOG_BATCH_LINES]:
                             parts.append(LOG_EVENT % json.dumps(line))
                             if steps.feed(line):
-                                parts.append(stream.event({"type": "progress", "step": steps.step,
-                                                           "steps": steps.total or None}))
+                                parts.append(
+                                    stream.event({"type": "progress", "step": steps.step, "steps": steps.total or None})
+                                )
                         await self.settings["bulk_turns"].write(stream.write, "".join(parts))
                         if stream.closed:
                             return

@@ -21,8 +21,10 @@ import uuid
 
 MANIFEST = "manifest"
 MEDIA_TYPE = "media-type"
-SINGLE_IMAGE_TYPES = ("application/vnd.oci.image.manifest.v1+json",
-                      "application/vnd.docker.distribution.manifest.v2+json")
+SINGLE_IMAGE_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
 
 
 class ImageCache:
@@ -115,7 +117,7 @@ class ImageCache:
             path = os.path.join(self.folder, name)
             if name.startswith(prefix) and not name.endswith(".partial") and os.path.isdir(path):
                 entries.append((os.path.getmtime(path), path))
-        for _, path in sorted(entries, reverse=True)[self.keep_per_repository:]:
+        for _, path in sorted(entries, reverse=True)[self.keep_per_repository :]:
             if path != keep:
                 shutil.rmtree(path, ignore_errors=True)
 

@@ -11,7 +11,14 @@ from ..services.store import iso, utcnow  # noqa: F401 (the models' times; other
 # Alembic migrations of these tables: a change to a model needs a new revision there
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, EXISTS = "queued", "running", "succeeded", "failed", "cancelled", "exists"
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, EXISTS = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "exists",
+)
 DELETED = "deleted"  # built, then its image was deleted from the registry
 ACTIVE = (QUEUED, RUNNING)
 PRIVATE_EXTRA = ("job",)

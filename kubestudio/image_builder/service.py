@@ -23,11 +23,17 @@ def roles(admin_users):
     return [
         {"name": "user", "scopes": ["self", access, find, IMAGES_BUILD_SCOPE]},
         # a notebook server's own token may call the service for its owner (the `kubestudio` CLI)
-        {"name": "server", "scopes": ["users:activity!user", "access:servers!server", access, find, IMAGES_BUILD_SCOPE]},
+        {
+            "name": "server",
+            "scopes": ["users:activity!user", "access:servers!server", access, find, IMAGES_BUILD_SCOPE],
+        },
         {"name": "kubestudio-images-admin", "scopes": [IMAGES_ADMIN_SCOPE, access], "users": list(admin_users)},
         # the service reads users' servers and groups, and asks a server for its packages (from_server)
-        {"name": "kubestudio-images-service", "scopes": ["read:users", "read:servers", "read:groups", "access:servers"],
-         "services": [IMAGES_SERVICE]},
+        {
+            "name": "kubestudio-images-service",
+            "scopes": ["read:users", "read:servers", "read:groups", "access:servers"],
+            "services": [IMAGES_SERVICE],
+        },
         # the hub lists a user's built images on the spawn form
         {"name": "kubestudio-hub-images", "scopes": [IMAGES_ADMIN_SCOPE, access], "services": [HUB_CLIENT_SERVICE]},
     ]
@@ -38,13 +44,25 @@ def local_base_images(server=True):
     packages, so the first builds need no internet (its Python is the one local servers run,
     Debian 12's 3.11), and on it, with ``server``, KubeStudio's local single-user image that servers
     run in."""
-    bases = [{"image": LOCAL_PYTHON_BASE, "suite": "bookworm",
-              "packages": ["python3", "python3-pip", "python3-venv", "ca-certificates"],
-              "description": "Debian 12 with Python 3.11 and pip, made on this machine"}]
+    bases = [
+        {
+            "image": LOCAL_PYTHON_BASE,
+            "suite": "bookworm",
+            "packages": ["python3", "python3-pip", "python3-venv", "ca-certificates"],
+            "description": "Debian 12 with Python 3.11 and pip, made on this machine",
+        }
+    ]
     if server:
-        bases.append({"image": f"{REPOSITORY}:{server_image_tag()}", "from": LOCAL_PYTHON_BASE, "server": True,
-                      "python": "3.11.2", "description": "KubeStudio's single-user image: the base with JupyterLab "
-                                                        "and jupyterhub at this hub's versions"})
+        bases.append(
+            {
+                "image": f"{REPOSITORY}:{server_image_tag()}",
+                "from": LOCAL_PYTHON_BASE,
+                "server": True,
+                "python": "3.11.2",
+                "description": "KubeStudio's single-user image: the base with JupyterLab "
+                "and jupyterhub at this hub's versions",
+            }
+        )
     return bases
 
 

@@ -59,8 +59,10 @@ def parse_request(body, default_base=None):
     """The request body -> BuildRequest, or RequestError naming the field."""
     unknown = sorted(set(body) - FIELDS)
     if unknown:
-        raise RequestError(f"{unknown[0]}: unknown field (expected one of: {', '.join(KINDS)}; "
-                           "and optionally name, tag, dockerfile, project, labels)")
+        raise RequestError(
+            f"{unknown[0]}: unknown field (expected one of: {', '.join(KINDS)}; "
+            "and optionally name, tag, dockerfile, project, labels)"
+        )
     # from_server names a server; "" (like true) is the default server, so it counts as given
     kinds = [k for k in KINDS if body.get(k) not in (None, "") or (k == "from_server" and body.get(k) == "")]
     if len(kinds) != 1:
@@ -95,14 +97,18 @@ def parse_request(body, default_base=None):
     if name in (None, ""):
         name = _default_name(default_name)
     if not isinstance(name, str) or not NAME_COMPONENT.match(name) or len(name) > 128:
-        raise RequestError(f"name: {name!r} is not a valid image name (lowercase letters, digits and "
-                           "'.', '_', '-' between them, at most 128 characters)")
+        raise RequestError(
+            f"name: {name!r} is not a valid image name (lowercase letters, digits and "
+            "'.', '_', '-' between them, at most 128 characters)"
+        )
     request.name = name
     tag = body.get("tag")
     if tag not in (None, ""):
         if not isinstance(tag, str) or not TAG.match(tag):
-            raise RequestError(f"tag: {tag!r} is not a valid tag (letters, digits, '_', '.', '-'; "
-                               "at most 128; not starting with '.' or '-')")
+            raise RequestError(
+                f"tag: {tag!r} is not a valid tag (letters, digits, '_', '.', '-'; "
+                "at most 128; not starting with '.' or '-')"
+            )
         request.tag = tag
     if body.get("project") not in (None, ""):
         project = _string(body, "project")
@@ -115,13 +121,16 @@ def parse_request(body, default_base=None):
             raise RequestError(f"repository: {repository!r} is not a valid repository path")
         request.repository = repository
     labels = body.get("labels") or {}
-    if not isinstance(labels, dict) or not all(isinstance(v, str) and isinstance(k, str) and LABEL_KEY.match(k)
-                                               for k, v in labels.items()):
+    if not isinstance(labels, dict) or not all(
+        isinstance(v, str) and isinstance(k, str) and LABEL_KEY.match(k) for k, v in labels.items()
+    ):
         raise RequestError("labels: must map label keys (lowercase, dots, dashes) to strings")
     for key, value in labels.items():
         if key.startswith(RESERVED_LABEL_PREFIXES):
-            raise RequestError(f"labels.{key}: reserved: the image service sets the labels under "
-                               f"{', '.join(RESERVED_LABEL_PREFIXES)} itself")
+            raise RequestError(
+                f"labels.{key}: reserved: the image service sets the labels under "
+                f"{', '.join(RESERVED_LABEL_PREFIXES)} itself"
+            )
         if len(value) > 4096 or any(ord(c) < 32 and c not in "\t" for c in value):
             raise RequestError(f"labels.{key}: must be one line of printable text, at most 4096 characters")
     request.labels = dict(labels)
@@ -158,8 +167,10 @@ def environment_dockerfile(env, labels=None):
     if env.get("apt"):
         packages = " ".join(shlex.quote(p) for p in env["apt"])
         lines.append("USER root")
-        lines.append("RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
-                     f"--no-install-recommends {packages} && rm -rf /var/lib/apt/lists/*")
+        lines.append(
+            "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+            f"--no-install-recommends {packages} && rm -rf /var/lib/apt/lists/*"
+        )
     if env.get("conda"):
         packages = " ".join(shlex.quote(p) for p in env["conda"])
         lines.append(f"RUN conda install -y {packages} && conda clean -afy")
@@ -171,8 +182,9 @@ def environment_dockerfile(env, labels=None):
 
 def check_reference(reference, field_name):
     if not imageref.is_valid(reference):
-        raise RequestError(f"{field_name}: {reference!r} is not a valid image reference (e.g. "
-                           "registry.example.org/team/python:3.11)")
+        raise RequestError(
+            f"{field_name}: {reference!r} is not a valid image reference (e.g. registry.example.org/team/python:3.11)"
+        )
     return reference
 
 

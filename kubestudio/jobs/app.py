@@ -41,12 +41,19 @@ class JobService(ServiceApp):
         help="""What runs jobs: kubestudio.jobs.backends.local.LocalJobBackend (the embedded default:
         local processes in the user's workspace).""",
     )
-    max_running_jobs = Integer(4, config=True, help="Jobs that may run at once, for all users together; more wait in the queue.")
-    max_running_jobs_per_user = Integer(2, config=True, help="Jobs one user may have running at once; more wait in the queue.")
+    max_running_jobs = Integer(
+        4, config=True, help="Jobs that may run at once, for all users together; more wait in the queue."
+    )
+    max_running_jobs_per_user = Integer(
+        2, config=True, help="Jobs one user may have running at once; more wait in the queue."
+    )
     max_nodes = Integer(16, config=True, help="Largest `nodes` a job may ask for.")
     max_procs_per_node = Integer(16, config=True, help="Largest `procs_per_node` a job may ask for.")
     max_runtime_limit = Integer(
-        7 * 86400, config=True, help="Largest `max_runtime` a job may ask for, in seconds (jobs without one are not limited).")
+        7 * 86400,
+        config=True,
+        help="Largest `max_runtime` a job may ask for, in seconds (jobs without one are not limited).",
+    )
     max_retries = Integer(10, config=True, help="Largest `retries` a job may ask for.")
     max_log_bytes = Integer(
         10 * 1024 * 1024,
@@ -63,13 +70,18 @@ class JobService(ServiceApp):
         off with KubeStudio.keep_servers_running.""",
     )
     max_serving_replicas = Integer(
-        4, config=True, help="Largest `replicas` a serving may ask for (Kubernetes; a local serving runs one).")
+        4, config=True, help="Largest `replicas` a serving may ask for (Kubernetes; a local serving runs one)."
+    )
     max_predict_bytes = Integer(
-        16 * 1024 * 1024, config=True, help="Largest request body sent to a serving (413 past it).")
+        16 * 1024 * 1024, config=True, help="Largest request body sent to a serving (413 past it)."
+    )
     max_serving_log_bytes = Integer(
-        64 * 1024, config=True, help="How much of a serving runtime's log `logs` returns (its end).")
+        64 * 1024, config=True, help="How much of a serving runtime's log `logs` returns (its end)."
+    )
     keepalive_seconds = Integer(15, config=True, help="Seconds between keepalive comments on log event streams.")
-    db_url = Unicode(config=True, help="SQLAlchemy URL of the job store. Defaults to SQLite in the service's working folder.")
+    db_url = Unicode(
+        config=True, help="SQLAlchemy URL of the job store. Defaults to SQLite in the service's working folder."
+    )
 
     @default("db_url")
     def _default_db_url(self):
@@ -118,14 +130,24 @@ class JobService(ServiceApp):
             (url_path_join(api, "servings"), serving_handlers.ServingsHandler),
             (serving, serving_handlers.ServingHandler),
             (url_path_join(serving, "logs"), serving_handlers.ServingLogsHandler),
-            (url_path_join(prefix, "serve", r"([^/]+)", r"([a-z][-a-z0-9]*)") + r"/(.*)", serving_handlers.PredictHandler),
+            (
+                url_path_join(prefix, "serve", r"([^/]+)", r"([a-z][-a-z0-9]*)") + r"/(.*)",
+                serving_handlers.PredictHandler,
+            ),
             (url_path_join(api, "health"), HealthHandler),
             (url_path_join(api, "openapi.json"), OpenAPIHandler),
         ]
-        settings = oauth_settings(SERVICE_NAME, prefix, cookie_secret_file=self.cookie_secret_file,
-                                  manager=self.manager, keepalive_seconds=self.keepalive_seconds,
-                                  bulk_turns=BulkTurns(), openapi=openapi, servings=self.servings,
-                                  max_predict_bytes=self.max_predict_bytes)
+        settings = oauth_settings(
+            SERVICE_NAME,
+            prefix,
+            cookie_secret_file=self.cookie_secret_file,
+            manager=self.manager,
+            keepalive_seconds=self.keepalive_seconds,
+            bulk_turns=BulkTurns(),
+            openapi=openapi,
+            servings=self.servings,
+            max_predict_bytes=self.max_predict_bytes,
+        )
         return web.Application(routes, **settings)
 
     async def started(self):

@@ -61,8 +61,18 @@ class JobsClient(ServiceClient):
         first = next(events)
         return first["job"], self._lines(events)
 
-    def train(self, func, func_args=None, name=None, nodes=1, procs_per_node=1, resources_per_node=None,
-              packages=None, framework="auto", **fields):
+    def train(
+        self,
+        func,
+        func_args=None,
+        name=None,
+        nodes=1,
+        procs_per_node=1,
+        resources_per_node=None,
+        packages=None,
+        framework="auto",
+        **fields,
+    ):
         """Run the Python function ``func`` (shipped as its source, as the Kubeflow SDK does) on
         every rank, called with ``func_args`` as keywords. It must import what it uses inside."""
         source = textwrap.dedent(inspect.getsource(func))
@@ -72,8 +82,14 @@ class JobsClient(ServiceClient):
             # a notebook cell runs again and again: each run is a job of its own, and says its name
             name = self.free_name(func.__name__)
             print(f"job {name}: {func.__name__} on {nodes} x {procs_per_node} ranks", flush=True)
-        body = {"name": name, "command": command, "nodes": nodes,
-                "procs_per_node": procs_per_node, "framework": framework, **fields}
+        body = {
+            "name": name,
+            "command": command,
+            "nodes": nodes,
+            "procs_per_node": procs_per_node,
+            "framework": framework,
+            **fields,
+        }
         if resources_per_node:
             body["resources"] = resources_per_node
         if packages:
@@ -159,8 +175,10 @@ class JobsClient(ServiceClient):
             if record["status"] in FINAL:
                 raise JobFailed(record)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"job {record['name']} is still {record['status']} after {timeout} s"
-                                   + (f" ({record['message']})" if record.get("message") else ""))
+                raise TimeoutError(
+                    f"job {record['name']} is still {record['status']} after {timeout} s"
+                    + (f" ({record['message']})" if record.get("message") else "")
+                )
             time.sleep(interval)
 
     # ------------------------------------------------------------------ servings
@@ -228,8 +246,10 @@ class JobsClient(ServiceClient):
             if record["status"] == "failed":
                 raise ServiceError(409, f"serving {record['name']} failed: {record['message']}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"serving {record['name']} is still {record['status']} after {timeout} s"
-                                   + (f" ({record['message']})" if record.get("message") else ""))
+                raise TimeoutError(
+                    f"serving {record['name']} is still {record['status']} after {timeout} s"
+                    + (f" ({record['message']})" if record.get("message") else "")
+                )
             time.sleep(interval)
             record = self._call("GET", f"api/servings/{record['id']}").json()
 
@@ -244,8 +264,11 @@ class JobsClient(ServiceClient):
 
         array = np.asarray(instances)
         datatype = "INT64" if array.dtype.kind in "iu" else "FP64" if array.dtype.kind == "f" else "BYTES"
-        body = {"inputs": [{"name": "input-0", "shape": list(array.shape), "datatype": datatype,
-                            "data": array.flatten().tolist()}]}
+        body = {
+            "inputs": [
+                {"name": "input-0", "shape": list(array.shape), "datatype": datatype, "data": array.flatten().tolist()}
+            ]
+        }
         output = self._call("POST", url, json=body).json()["outputs"][0]
         return np.asarray(output["data"]).reshape(output["shape"]).tolist()
 
@@ -254,7 +277,9 @@ class JobsClient(ServiceClient):
         owner = owner or os.environ.get("JUPYTERHUB_USER") or self._owners.get(name)
         if not owner:
             owner = self._owners[name] = self.serving(name)["owner"]
-        return f"serve/{owner}/{name}/v2/models/{name}/infer" if v2 else f"serve/{owner}/{name}/v1/models/{name}:predict"
+        return (
+            f"serve/{owner}/{name}/v2/models/{name}/infer" if v2 else f"serve/{owner}/{name}/v1/models/{name}:predict"
+        )
 
     def _id(self, job):
         """A job's id from its name (your jobs' names are unique), its id, or its record."""

@@ -20,8 +20,19 @@ from .spec import SpecError
 LOG_BATCH_LINES = 500
 LINES_EVENT = 'data: {"type": "lines", "lines": %s}\n\n'  # what EventStream.event makes of a batch, faster
 TEMPLATES = page_templates(__file__)
-RERUN_FIELDS = ("name", "args", "command", "env", "nodes", "procs_per_node", "resources", "max_runtime", "retries",
-                "packages", "project")
+RERUN_FIELDS = (
+    "name",
+    "args",
+    "command",
+    "env",
+    "nodes",
+    "procs_per_node",
+    "resources",
+    "max_runtime",
+    "retries",
+    "packages",
+    "project",
+)
 
 
 class JobsBaseHandler(OwnedHandler):
@@ -49,7 +60,7 @@ class JobsBaseHandler(OwnedHandler):
                 if kind == "lines":
                     # one event per batch of lines: a 50 MB log is a few thousand events, not half a million
                     for start in range(0, len(value), LOG_BATCH_LINES):
-                        text = LINES_EVENT % json.dumps(value[start:start + LOG_BATCH_LINES])
+                        text = LINES_EVENT % json.dumps(value[start : start + LOG_BATCH_LINES])
                         await self.settings["bulk_turns"].write(stream.write, text)
                         if stream.closed:
                             return

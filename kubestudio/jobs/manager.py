@@ -63,16 +63,22 @@ class JobManager:
         self._tasks = []
 
     def limits(self):
-        return {"max_nodes": self.config.max_nodes, "max_procs_per_node": self.config.max_procs_per_node,
-                "max_runtime": self.config.max_runtime_limit, "max_retries": self.config.max_retries}
+        return {
+            "max_nodes": self.config.max_nodes,
+            "max_procs_per_node": self.config.max_procs_per_node,
+            "max_runtime": self.config.max_runtime_limit,
+            "max_retries": self.config.max_retries,
+        }
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self):
         await self.backend.start()
         await self.recover()
-        self._tasks = [asyncio.ensure_future(save_periodically(self.flush_logs, self.log, "job")),
-                       asyncio.ensure_future(self._retry_loop())]
+        self._tasks = [
+            asyncio.ensure_future(save_periodically(self.flush_logs, self.log, "job")),
+            asyncio.ensure_future(self._retry_loop()),
+        ]
 
     async def stop(self, stop_jobs):
         """Stop following jobs; with ``stop_jobs`` their ranks are stopped too (the hub stops with
@@ -134,28 +140,55 @@ class JobManager:
         gpu = spec.resources.gpu
         total_gpus = gpu.count * spec.nodes
         if project.max_gpus is not None and total_gpus > project.max_gpus:
-            raise SpecError(f"resources.gpu: {total_gpus} GPUs asked ({gpu.count} per node x {spec.nodes} nodes); "
-                            f"project {project.name!r} allows {project.max_gpus} per user", 403)
+            raise SpecError(
+                f"resources.gpu: {total_gpus} GPUs asked ({gpu.count} per node x {spec.nodes} nodes); "
+                f"project {project.name!r} allows {project.max_gpus} per user",
+                403,
+            )
         with self.store.session() as db:
             clash = db.query(Job.id).filter(Job.owner == owner, Job.name == spec.name).first()
         if clash:
-            raise SpecError(f"name: you already have a job named {spec.name!r} ({clash[0]}); choose another name "
-                            f"or delete that job", 409)
+            raise SpecError(
+                f"name: you already have a job named {spec.name!r} ({clash[0]}); choose another name "
+                f"or delete that job",
+                409,
+            )
         job_id = uuid.uuid4().hex[:12]
-        run = JobRun(id=job_id, owner=owner, slug=user_slug(owner), spec=spec, replicas=replica_names(spec),
-                     project=project)
+        run = JobRun(
+            id=job_id, owner=owner, slug=user_slug(owner), spec=spec, replicas=replica_names(spec), project=project
+        )
         await self.backend.check(run)
         image = self.backend.image_of(run)
         with self.store.session() as db:
-            record = Job(id=job_id, owner=owner, name=spec.name, project=project.name, spec=spec.to_json(),
-                         kind=spec.kind, image=image, backend=self.backend.name, status=QUEUED, message="",
-                         history=[_entry(QUEUED, "submitted")], refs={}, attempt=0, exit={})
+            record = Job(
+                id=job_id,
+                owner=owner,
+                name=spec.name,
+                project=project.name,
+                spec=spec.to_json(),
+                kind=spec.kind,
+                image=image,
+                backend=self.backend.name,
+                status=QUEUED,
+                message="",
+                history=[_entry(QUEUED, "submitted")],
+                refs={},
+                attempt=0,
+                exit={},
+            )
             db.add(record)
         self._projects[job_id] = project
         self.live[job_id] = LiveJob(job_id, self._new_log())
         self.queue.add(job_id, owner)
-        self.log.info("job %s (%s) of %s submitted: %s, %d x %d ranks", job_id, spec.name, owner, spec.kind,
-                      spec.nodes, spec.procs_per_node)
+        self.log.info(
+            "job %s (%s) of %s submitted: %s, %d x %d ranks",
+            job_id,
+            spec.name,
+            owner,
+            spec.kind,
+            spec.nodes,
+            spec.procs_per_node,
+        )
         self._schedule()
         return self.get(job_id)
 
@@ -226,8 +259,9 @@ class JobManager:
             return [r.to_json(positions.get(r.id)) for r in query.limit(500).all()]
 
     def follow_lines(self, job_id, wait):
-        return follow_lines(self.live, job_id,
-                            lambda first: stored_chunks(self.store, JobLogChunk, "job_id", job_id, first), wait)
+        return follow_lines(
+            self.live, job_id, lambda first: stored_chunks(self.store, JobLogChunk, "job_id", job_id, first), wait
+        )
 
     async def follow(self, job_id):
         """("lines", [...]) for the whole log so far and what comes, then ("done", record)."""
@@ -246,12 +280,20 @@ class JobManager:
 
     def _run_of(self, record, project):
         spec = spec_from_json(record.spec)
-        return JobRun(id=record.id, owner=record.owner, slug=user_slug(record.owner), spec=spec,
-                      replicas=replica_names(spec), project=project, image=record.image or "",
-                      attempt=record.attempt, refs=dict(record.refs or {}),
-                      on_lines=lambda replica, lines, job_id=record.id: self._lines(job_id, replica, lines),
-                      on_refs=lambda refs, job_id=record.id: self._save_refs(job_id, refs),
-                      on_status=lambda status, message, job_id=record.id: self._set_status(job_id, status, message))
+        return JobRun(
+            id=record.id,
+            owner=record.owner,
+            slug=user_slug(record.owner),
+            spec=spec,
+            replicas=replica_names(spec),
+            project=project,
+            image=record.image or "",
+            attempt=record.attempt,
+            refs=dict(record.refs or {}),
+            on_lines=lambda replica, lines, job_id=record.id: self._lines(job_id, replica, lines),
+            on_refs=lambda refs, job_id=record.id: self._save_refs(job_id, refs),
+            on_status=lambda status, message, job_id=record.id: self._set_status(job_id, status, message),
+        )
 
     def _can_start(self, job_id):
         """Take the job's GPUs now, or keep it waiting with the reason in its message."""
@@ -294,8 +336,11 @@ class JobManager:
         try:
             while True:
                 if not resuming:
-                    self._set_status(job_id, STARTING if run.attempt == 0 else RESTARTING,
-                                     "launching" if run.attempt == 0 else f"attempt {run.attempt + 1} of {spec.retries + 1}")
+                    self._set_status(
+                        job_id,
+                        STARTING if run.attempt == 0 else RESTARTING,
+                        "launching" if run.attempt == 0 else f"attempt {run.attempt + 1} of {spec.retries + 1}",
+                    )
                 try:
                     work = self.backend.resume(run) if resuming else self.backend.run(run)
                     left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
@@ -326,10 +371,20 @@ class JobManager:
         except Exception as e:
             self.log.exception("job %s failed in the service", job_id)
             await self.backend.cancel(run)
-            outcome = Outcome(FAILED, f"internal error in the jobs service ({type(e).__name__}); "
-                                      "the administrator can find it in the service log")
-        self.log.info("job %s (%s) of %s %s after %.1f s%s", job_id, spec.name, run.owner, outcome.status,
-                      time.monotonic() - clock, f": {outcome.message}" if outcome.message else "")
+            outcome = Outcome(
+                FAILED,
+                f"internal error in the jobs service ({type(e).__name__}); "
+                "the administrator can find it in the service log",
+            )
+        self.log.info(
+            "job %s (%s) of %s %s after %.1f s%s",
+            job_id,
+            spec.name,
+            run.owner,
+            outcome.status,
+            time.monotonic() - clock,
+            f": {outcome.message}" if outcome.message else "",
+        )
         self._finish(job_id, outcome)
         self._schedule()
 

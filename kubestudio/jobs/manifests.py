@@ -36,7 +36,13 @@ KINDS = {
     "MPIJob": (TRAINING, "mpijobs", "the Kubeflow Training Operator"),
     "TrainJob": (TRAINER, "trainjobs", "Kubeflow Trainer"),
 }
-FRAMEWORK_KIND = {"python": "Job", "pytorch": "PyTorchJob", "tensorflow": "TFJob", "mpi": "MPIJob", "trainjob": "TrainJob"}
+FRAMEWORK_KIND = {
+    "python": "Job",
+    "pytorch": "PyTorchJob",
+    "tensorflow": "TFJob",
+    "mpi": "MPIJob",
+    "trainjob": "TrainJob",
+}
 PYTORCH_PORT = 23456
 PATCH_MANAGER = "kubestudio.io/jobs"
 
@@ -52,9 +58,14 @@ def object_name(run):
 
 
 def labels(run):
-    return {**MANAGED_BY, LABEL_COMPONENT: "train", LABEL_USER: run.slug,
-            LABEL_PROJECT: safe_slug(run.project.name, max_length=63), LABEL_JOB_ID: run.id,
-            LABEL_ATTEMPT: str(run.attempt)}
+    return {
+        **MANAGED_BY,
+        LABEL_COMPONENT: "train",
+        LABEL_USER: run.slug,
+        LABEL_PROJECT: safe_slug(run.project.name, max_length=63),
+        LABEL_JOB_ID: run.id,
+        LABEL_ATTEMPT: str(run.attempt),
+    }
 
 
 def command(run, settings):
@@ -65,9 +76,16 @@ def command(run, settings):
     script = f"{workspace}/{spec.script}" if spec.script else None
     argv = spec.argv("python", script)
     if script and spec.procs_per_node > 1 and spec.kind in ("pytorch", "trainjob"):
-        argv = ["torchrun", "--nnodes=$(PET_NNODES)", "--nproc_per_node=$(PET_NPROC_PER_NODE)",
-                "--node_rank=$(PET_NODE_RANK)", "--master_addr=$(PET_MASTER_ADDR)",
-                "--master_port=$(PET_MASTER_PORT)", script, *spec.args]
+        argv = [
+            "torchrun",
+            "--nnodes=$(PET_NNODES)",
+            "--nproc_per_node=$(PET_NPROC_PER_NODE)",
+            "--node_rank=$(PET_NODE_RANK)",
+            "--master_addr=$(PET_MASTER_ADDR)",
+            "--master_port=$(PET_MASTER_PORT)",
+            script,
+            *spec.args,
+        ]
     if spec.kind == "mpi":
         # the operator names the hosts in $OMPI_MCA_orte_default_hostfile
         argv = ["mpirun", "-np", str(spec.ranks), *argv]
@@ -75,8 +93,11 @@ def command(run, settings):
     if spec.kind == "trainjob":  # a TrainJob's trainer has no workingDir: the command goes there itself
         steps.append("cd " + shlex.quote(f"{workspace}/{spec.working_dir}".rstrip("/")))
     if spec.packages:  # on the image's Python, kept in the workspace for the next job (packagelayer)
-        steps.append(install_script(layer_folder(workspace, run.image or spec.image, spec.packages), spec.packages,
-                                    python="python"))
+        steps.append(
+            install_script(
+                layer_folder(workspace, run.image or spec.image, spec.packages), spec.packages, python="python"
+            )
+        )
     if steps:
         return ["sh", "-c", " && ".join(steps) + ' && exec "$@"', "--", *argv]
     return argv
@@ -98,16 +119,29 @@ def container(run, settings, image, name, argv, ports=None):
     spec = run.spec
     workspace, archives = workspace_paths(run.owner, settings)
     _, mounts = workspace_storage(run.owner, run.project, settings)
-    env = {**spec.env, "KUBESTUDIO_USER": run.owner, "KUBESTUDIO_USER_SLUG": run.slug,
-           "KUBESTUDIO_PROJECT": run.project.name, "KUBESTUDIO_WORKSPACE": workspace, "KUBESTUDIO_ARCHIVES": archives,
-           "KUBESTUDIO_JOB": spec.name, "KUBESTUDIO_JOB_ID": run.id, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **spec.env,
+        "KUBESTUDIO_USER": run.owner,
+        "KUBESTUDIO_USER_SLUG": run.slug,
+        "KUBESTUDIO_PROJECT": run.project.name,
+        "KUBESTUDIO_WORKSPACE": workspace,
+        "KUBESTUDIO_ARCHIVES": archives,
+        "KUBESTUDIO_JOB": spec.name,
+        "KUBESTUDIO_JOB_ID": run.id,
+        "PYTHONUNBUFFERED": "1",
+    }
     if not spec.resources.gpu.count:
         env["NVIDIA_VISIBLE_DEVICES"] = "none"  # the NVIDIA runtime would show the node's GPUs
-    body = {"name": name, "image": image, "command": argv, "workingDir": f"{workspace}/{spec.working_dir}".rstrip("/"),
-            "env": [{"name": k, "value": v} for k, v in env.items()], "volumeMounts": mounts,
-            "resources": container_resources(spec.resources, settings),
-            "securityContext": {"runAsUser": settings.uid, "runAsGroup": settings.gid,
-                                "allowPrivilegeEscalation": False}}
+    body = {
+        "name": name,
+        "image": image,
+        "command": argv,
+        "workingDir": f"{workspace}/{spec.working_dir}".rstrip("/"),
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "volumeMounts": mounts,
+        "resources": container_resources(spec.resources, settings),
+        "securityContext": {"runAsUser": settings.uid, "runAsGroup": settings.gid, "allowPrivilegeEscalation": False},
+    }
     if ports:
         body["ports"] = ports
     return body
@@ -116,11 +150,17 @@ def container(run, settings, image, name, argv, ports=None):
 def pod_template(run, settings, main_container):
     project = run.project
     volumes, _ = workspace_storage(run.owner, project, settings)
-    _, affinity = gpu_placement(run.spec.resources.gpu.count, run.spec.resources.gpu.type,
-                                run.spec.resources.gpu.resource, settings)
-    spec = {"containers": [main_container], "volumes": volumes, "restartPolicy": "Never",
-            "automountServiceAccountToken": False, "enableServiceLinks": False,
-            "securityContext": {"fsGroup": settings.fs_gid}}
+    _, affinity = gpu_placement(
+        run.spec.resources.gpu.count, run.spec.resources.gpu.type, run.spec.resources.gpu.resource, settings
+    )
+    spec = {
+        "containers": [main_container],
+        "volumes": volumes,
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {"fsGroup": settings.fs_gid},
+    }
     spec.update(project_scheduling(project, affinity))
     # the GPUs and project on every pod, as on workspace pods: a project's GPU quota counts both
     pod_labels = {**labels(run), LABEL_GPUS: str(run.spec.resources.gpu.count)}
@@ -133,13 +173,27 @@ def trainjob_patch(run, settings, main, replicated_job="node"):
     (the TrainJob itself names only image, command, env and resources)."""
     template = pod_template(run, settings, main)
     pod = template["spec"]
-    patch_pod = {key: pod[key] for key in ("volumes", "nodeSelector", "tolerations", "affinity", "securityContext")
-                 if key in pod}
-    patch_pod["containers"] = [{"name": main["name"], "volumeMounts": main["volumeMounts"],
-                                "securityContext": main["securityContext"]}]
-    return {"manager": PATCH_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [
-        {"name": replicated_job, "template": {"spec": {"template": {"metadata": template["metadata"],
-                                                                   "spec": patch_pod}}}}]}}}}
+    patch_pod = {
+        key: pod[key] for key in ("volumes", "nodeSelector", "tolerations", "affinity", "securityContext") if key in pod
+    }
+    patch_pod["containers"] = [
+        {"name": main["name"], "volumeMounts": main["volumeMounts"], "securityContext": main["securityContext"]}
+    ]
+    return {
+        "manager": PATCH_MANAGER,
+        "trainingRuntimeSpec": {
+            "template": {
+                "spec": {
+                    "replicatedJobs": [
+                        {
+                            "name": replicated_job,
+                            "template": {"spec": {"template": {"metadata": template["metadata"], "spec": patch_pod}}},
+                        }
+                    ]
+                }
+            }
+        },
+    }
 
 
 def _replica(template, replicas):
@@ -152,8 +206,12 @@ def job_manifest(run, settings, image):
     kind = kind_of(spec)
     api_version, _, _ = KINDS[kind]
     name = object_name(run)
-    metadata = {"name": name, "namespace": settings.namespace, "labels": labels(run),
-                "annotations": {"kubestudio.io/username": run.owner, "kubestudio.io/job-name": spec.name}}
+    metadata = {
+        "name": name,
+        "namespace": settings.namespace,
+        "labels": labels(run),
+        "annotations": {"kubestudio.io/username": run.owner, "kubestudio.io/job-name": spec.name},
+    }
     argv = command(run, settings)
     run_policy = {"cleanPodPolicy": "None", "backoffLimit": 0}
     if spec.max_runtime:
@@ -162,9 +220,16 @@ def job_manifest(run, settings, image):
         run_policy["ttlSecondsAfterFinished"] = spec.ttl_after_finished
 
     if kind == "Job":
-        body = {"completions": 1, "parallelism": 1, "backoffLimit": 0,
-                "template": pod_template(run, settings, container(run, settings, image, "job", argv))}
-        for key, value in (("activeDeadlineSeconds", spec.max_runtime), ("ttlSecondsAfterFinished", spec.ttl_after_finished)):
+        body = {
+            "completions": 1,
+            "parallelism": 1,
+            "backoffLimit": 0,
+            "template": pod_template(run, settings, container(run, settings, image, "job", argv)),
+        }
+        for key, value in (
+            ("activeDeadlineSeconds", spec.max_runtime),
+            ("ttlSecondsAfterFinished", spec.ttl_after_finished),
+        ):
             if value is not None:
                 body[key] = value
     elif kind == "PyTorchJob":
@@ -188,8 +253,11 @@ def job_manifest(run, settings, image):
         del launcher["spec"]["automountServiceAccountToken"]
         # the launcher starts the ranks on the workers; the workers only wait for it
         worker = pod_template(run, settings, container(run, settings, image, "mpi", ["sleep", "infinity"]))
-        body = {"runPolicy": run_policy, "slotsPerWorker": spec.procs_per_node,
-                "mpiReplicaSpecs": {"Launcher": _replica(launcher, 1), "Worker": _replica(worker, spec.nodes)}}
+        body = {
+            "runPolicy": run_policy,
+            "slotsPerWorker": spec.procs_per_node,
+            "mpiReplicaSpecs": {"Launcher": _replica(launcher, 1), "Worker": _replica(worker, spec.nodes)},
+        }
     else:  # TrainJob: the runtime's pod template, the trainer's image, command and resources
         main = container(run, settings, image, "node", argv)
         trainer = {"image": image, "command": argv, "numNodes": spec.nodes, "env": main["env"]}
@@ -197,9 +265,11 @@ def job_manifest(run, settings, image):
             trainer["numProcPerNode"] = spec.procs_per_node
         if main["resources"]:
             trainer["resourcesPerNode"] = main["resources"]
-        body = {"runtimeRef": {"name": spec.runtime, "kind": "ClusterTrainingRuntime",
-                               "apiGroup": "trainer.kubeflow.org"}, "trainer": trainer,
-                "runtimePatches": [trainjob_patch(run, settings, main)]}
+        body = {
+            "runtimeRef": {"name": spec.runtime, "kind": "ClusterTrainingRuntime", "apiGroup": "trainer.kubeflow.org"},
+            "trainer": trainer,
+            "runtimePatches": [trainjob_patch(run, settings, main)],
+        }
         if spec.max_runtime:
             body["activeDeadlineSeconds"] = spec.max_runtime
     return {"apiVersion": api_version, "kind": kind, "metadata": metadata, "spec": body}

@@ -9,13 +9,24 @@ from .servespec import FORMATS as SERVE_FORMATS
 from .spec import FRAMEWORKS, NAME_MAX
 
 JOB = {"$ref": "#/components/schemas/Job"}
-JOB_ID = {"name": "job_id", "in": "path", "required": True,
-          "schema": {"type": "string", "pattern": "^[a-z0-9][-a-z0-9]{0,62}$"},
-          "description": "A job id, or the name of one of your jobs."}
-USER_FILTER = {"name": "user", "in": "query", "required": False, "schema": {"type": "string"},
-               "description": "Admins: whose jobs (a user name, or * for everyone's). Default: your own."}
-WORDS = {"r404": "No such job (or it is someone else's).",
-         "r409": "The machine or cluster cannot run it (no such GPU, runtime or operator), or a name clash."}
+JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[a-z0-9][-a-z0-9]{0,62}$"},
+    "description": "A job id, or the name of one of your jobs.",
+}
+USER_FILTER = {
+    "name": "user",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "Admins: whose jobs (a user name, or * for everyone's). Default: your own.",
+}
+WORDS = {
+    "r404": "No such job (or it is someone else's).",
+    "r409": "The machine or cluster cannot run it (no such GPU, runtime or operator), or a name clash.",
+}
 
 
 def _errors(*codes):
@@ -25,10 +36,21 @@ def _errors(*codes):
 def openapi(prefix):
     """The OpenAPI document; ``prefix`` is the service's URL prefix (``/services/jobs/``)."""
     strings = {"type": "array", "items": {"type": "string"}}
-    gpu = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "description": "cube-studio's N(TYPE), e.g. 1(A100)"},
-                     {"type": "object", "additionalProperties": False, "properties": {
-                         "count": {"type": "integer", "minimum": 0}, "type": {"type": "string"},
-                         "resource": {"type": "string", "description": "e.g. nvidia.com/mig-1g.10gb"}}}]}
+    gpu = {
+        "oneOf": [
+            {"type": "integer", "minimum": 0},
+            {"type": "string", "description": "cube-studio's N(TYPE), e.g. 1(A100)"},
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "count": {"type": "integer", "minimum": 0},
+                    "type": {"type": "string"},
+                    "resource": {"type": "string", "description": "e.g. nvidia.com/mig-1g.10gb"},
+                },
+            },
+        ]
+    }
     seconds = {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "description": "e.g. 30m, 2h, 1d"}]}
     spec = {
         "type": "object",
@@ -45,8 +67,16 @@ def openapi(prefix):
             "working_dir": {"type": "string", "description": "Relative to your workspace (default: its root)."},
             "nodes": {"type": "integer", "minimum": 1},
             "procs_per_node": {"type": "integer", "minimum": 1},
-            "resources": {"type": "object", "additionalProperties": False, "description": "Per node.", "properties": {
-                "cpu": {"oneOf": [{"type": "number"}, {"type": "string"}]}, "memory": {"type": "string"}, "gpu": gpu}},
+            "resources": {
+                "type": "object",
+                "additionalProperties": False,
+                "description": "Per node.",
+                "properties": {
+                    "cpu": {"oneOf": [{"type": "number"}, {"type": "string"}]},
+                    "memory": {"type": "string"},
+                    "gpu": gpu,
+                },
+            },
             "env": {"type": "object", "additionalProperties": {"type": "string"}},
             "packages": {"oneOf": [strings, {"type": "string"}], "description": "pip requirements installed first."},
             "framework": {"type": "string", "enum": list(FRAMEWORKS)},
@@ -60,15 +90,27 @@ def openapi(prefix):
         "type": "object",
         "required": ["id", "name", "owner", "status"],
         "properties": {
-            "id": {"type": "string"}, "name": {"type": "string"}, "owner": {"type": "string"},
-            "project": {"type": "string"}, "kind": {"type": "string"}, "image": {"type": "string", "nullable": True},
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "owner": {"type": "string"},
+            "project": {"type": "string"},
+            "kind": {"type": "string"},
+            "image": {"type": "string", "nullable": True},
             "backend": {"type": "string"},
-            "status": {"type": "string", "enum": ["queued", "starting", "running", "restarting", "succeeded", "failed",
-                                                  "cancelled"]},
-            "message": {"type": "string"}, "spec": {"type": "object"}, "history": {"type": "array"},
-            "refs": {"type": "object"}, "attempt": {"type": "integer"}, "exit": {"type": "object"},
-            "created": {"type": "string"}, "started": {"type": "string", "nullable": True},
-            "finished": {"type": "string", "nullable": True}, "queue_position": {"type": "integer", "nullable": True},
+            "status": {
+                "type": "string",
+                "enum": ["queued", "starting", "running", "restarting", "succeeded", "failed", "cancelled"],
+            },
+            "message": {"type": "string"},
+            "spec": {"type": "object"},
+            "history": {"type": "array"},
+            "refs": {"type": "object"},
+            "attempt": {"type": "integer"},
+            "exit": {"type": "object"},
+            "created": {"type": "string"},
+            "started": {"type": "string", "nullable": True},
+            "finished": {"type": "string", "nullable": True},
+            "queue_position": {"type": "integer", "nullable": True},
         },
     }
     serve_spec = {
@@ -82,12 +124,23 @@ def openapi(prefix):
             "name": {"type": "string", "maxLength": NAME_MAX, "pattern": "^[a-z]([-a-z0-9]*[a-z0-9])?$"},
             "model": {"type": "string", "description": "A model file or folder of your workspace or archives."},
             "format": {"type": "string", "enum": list(SERVE_FORMATS)},
-            "class": {"type": "string", "description": "A custom model's class: MyModel (in MyModel.py) or module:Class."},
-            "project": {"type": "string"}, "image": {"type": "string"},
+            "class": {
+                "type": "string",
+                "description": "A custom model's class: MyModel (in MyModel.py) or module:Class.",
+            },
+            "project": {"type": "string"},
+            "image": {"type": "string"},
             "resources": spec["properties"]["resources"],
-            "replicas": {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "object", "additionalProperties": False,
-                                                                     "properties": {"min": {"type": "integer"},
-                                                                                    "max": {"type": "integer"}}}]},
+            "replicas": {
+                "oneOf": [
+                    {"type": "integer", "minimum": 1},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}},
+                    },
+                ]
+            },
             "env": {"type": "object", "additionalProperties": {"type": "string"}},
             "packages": {"oneOf": [strings, {"type": "string"}]},
         },
@@ -96,91 +149,162 @@ def openapi(prefix):
         "type": "object",
         "required": ["id", "name", "owner", "status", "ready", "url"],
         "properties": {
-            "id": {"type": "string"}, "name": {"type": "string"}, "owner": {"type": "string"},
-            "project": {"type": "string"}, "format": {"type": "string"}, "backend": {"type": "string"},
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "owner": {"type": "string"},
+            "project": {"type": "string"},
+            "format": {"type": "string"},
+            "backend": {"type": "string"},
             "status": {"type": "string", "enum": ["starting", "ready", "restarting", "failed", "stopped"]},
             "ready": {"type": "boolean", "description": "Answering with its latest version."},
-            "message": {"type": "string"}, "spec": {"type": "object"}, "generation": {"type": "integer"},
-            "ready_generation": {"type": "integer"}, "restarts": {"type": "integer"}, "requests": {"type": "integer"},
-            "url": {"type": "string", "description": "Where it answers through the hub (KServe's V1 and V2 paths below)."},
-            "cluster_url": {"type": "string", "nullable": True,
-                            "description": "Where other services reach it without the hub (Kubernetes: its Service); "
-                                           "null on the embedded default, whose runtimes answer the hub alone."},
-            "created": {"type": "string"}, "updated": {"type": "string"},
+            "message": {"type": "string"},
+            "spec": {"type": "object"},
+            "generation": {"type": "integer"},
+            "ready_generation": {"type": "integer"},
+            "restarts": {"type": "integer"},
+            "requests": {"type": "integer"},
+            "url": {
+                "type": "string",
+                "description": "Where it answers through the hub (KServe's V1 and V2 paths below).",
+            },
+            "cluster_url": {
+                "type": "string",
+                "nullable": True,
+                "description": "Where other services reach it without the hub (Kubernetes: its Service); "
+                "null on the embedded default, whose runtimes answer the hub alone.",
+            },
+            "created": {"type": "string"},
+            "updated": {"type": "string"},
         },
     }
     serving_ref = {"$ref": "#/components/schemas/Serving"}
-    serving_id = {"name": "serving_id", "in": "path", "required": True,
-                  "schema": {"type": "string", "pattern": "^[0-9a-f]{1,32}$"}, "description": "A serving id."}
+    serving_id = {
+        "name": "serving_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{1,32}$"},
+        "description": "A serving id.",
+    }
     rerun = {"type": "object", "description": "Fields of the spec to change in the copy (args, name, env, ...)."}
     paths = {
         "/api/jobs": {
-            "get": {"summary": "Your jobs, newest first", "parameters": [USER_FILTER],
-                    "responses": {"200": ok({"type": "object", "properties": {"jobs": {"type": "array", "items": JOB}}}),
-                                  **_errors(401, 403)}},
-            "post": {"summary": "Submit a job: its record; with Accept: text/event-stream, its log followed from "
-                                "the start as Server-Sent Events instead, the first event the record "
-                                "({\"type\": \"job\", \"job\": ...})",
-                     "requestBody": {"required": True, "content": {"application/json": {
-                         "schema": {"$ref": "#/components/schemas/JobSpec"}}}},
-                     "responses": {"201": {**ok(JOB, "Queued"), "content": {
-                         **ok(JOB, "Queued")["content"],
-                         "text/event-stream": {"schema": {"type": "string"}}}},
-                         **_errors(400, 401, 403, 409, 413)}},
+            "get": {
+                "summary": "Your jobs, newest first",
+                "parameters": [USER_FILTER],
+                "responses": {
+                    "200": ok({"type": "object", "properties": {"jobs": {"type": "array", "items": JOB}}}),
+                    **_errors(401, 403),
+                },
+            },
+            "post": {
+                "summary": "Submit a job: its record; with Accept: text/event-stream, its log followed from "
+                "the start as Server-Sent Events instead, the first event the record "
+                '({"type": "job", "job": ...})',
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
+                },
+                "responses": {
+                    "201": {
+                        **ok(JOB, "Queued"),
+                        "content": {
+                            **ok(JOB, "Queued")["content"],
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_errors(400, 401, 403, 409, 413),
+                },
+            },
         },
         "/api/jobs/{job_id}": {
             "parameters": [JOB_ID],
             "get": {"summary": "One job", "responses": {"200": ok(JOB), **_errors(401, 403, 404)}},
-            "delete": {"summary": "Cancel a job (idempotent); ?forget=1 also removes a finished job's record",
-                       "parameters": [{"name": "forget", "in": "query", "required": False, "schema": {"type": "string"}}],
-                       "responses": {"200": ok(JOB), **_errors(401, 403, 404, 409)}},
+            "delete": {
+                "summary": "Cancel a job (idempotent); ?forget=1 also removes a finished job's record",
+                "parameters": [{"name": "forget", "in": "query", "required": False, "schema": {"type": "string"}}],
+                "responses": {"200": ok(JOB), **_errors(401, 403, 404, 409)},
+            },
         },
         "/api/jobs/{job_id}/logs": {
             "parameters": [JOB_ID],
-            "get": {"summary": "Every rank's log ([replica] in front of each line): plain text, or Server-Sent "
-                               "Events with Accept: text/event-stream",
-                    "responses": {"200": text_or_events("The log"), **_errors(401, 403, 404)}},
+            "get": {
+                "summary": "Every rank's log ([replica] in front of each line): plain text, or Server-Sent "
+                "Events with Accept: text/event-stream",
+                "responses": {"200": text_or_events("The log"), **_errors(401, 403, 404)},
+            },
         },
         "/api/jobs/{job_id}/events": {
             "parameters": [JOB_ID],
-            "get": {"summary": "What happened to the job, in plain words",
-                    "responses": {"200": ok({"type": "object"}), **_errors(401, 403, 404)}},
+            "get": {
+                "summary": "What happened to the job, in plain words",
+                "responses": {"200": ok({"type": "object"}), **_errors(401, 403, 404)},
+            },
         },
         "/api/jobs/{job_id}/rerun": {
             "parameters": [JOB_ID],
-            "post": {"summary": "Submit a copy of the job with some fields changed",
-                     "requestBody": {"required": False, "content": {"application/json": {"schema": rerun}}},
-                     "responses": {"201": ok(JOB, "Queued"), **_errors(400, 401, 403, 404, 409, 413)}},
+            "post": {
+                "summary": "Submit a copy of the job with some fields changed",
+                "requestBody": {"required": False, "content": {"application/json": {"schema": rerun}}},
+                "responses": {"201": ok(JOB, "Queued"), **_errors(400, 401, 403, 404, 409, 413)},
+            },
         },
-        "/api/runtimes": {"get": {"summary": "Training runtimes a TrainJob may name",
-                                  "responses": {"200": ok({"type": "object"}), **_errors(401, 403)}}},
+        "/api/runtimes": {
+            "get": {
+                "summary": "Training runtimes a TrainJob may name",
+                "responses": {"200": ok({"type": "object"}), **_errors(401, 403)},
+            }
+        },
         "/api/servings": {
-            "get": {"summary": "Your servings", "parameters": [USER_FILTER],
-                    "responses": {"200": ok({"type": "object", "properties": {
-                        "servings": {"type": "array", "items": serving_ref}}}), **_errors(401, 403, 409)}},
-            "post": {"summary": "Serve a model", "requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/ServeSpec"}}}},
-                "responses": {"201": ok(serving_ref, "Starting"), **_errors(400, 401, 403, 404, 409, 413)}},
+            "get": {
+                "summary": "Your servings",
+                "parameters": [USER_FILTER],
+                "responses": {
+                    "200": ok({"type": "object", "properties": {"servings": {"type": "array", "items": serving_ref}}}),
+                    **_errors(401, 403, 409),
+                },
+            },
+            "post": {
+                "summary": "Serve a model",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ServeSpec"}}},
+                },
+                "responses": {"201": ok(serving_ref, "Starting"), **_errors(400, 401, 403, 404, 409, 413)},
+            },
         },
         "/api/servings/{serving_id}": {
             "parameters": [serving_id],
             "get": {"summary": "One serving", "responses": {"200": ok(serving_ref), **_errors(401, 403, 404, 409)}},
-            "put": {"summary": "A new version (the whole spec again); the old one answers until it is ready",
-                    "requestBody": {"required": True, "content": {"application/json": {
-                        "schema": {"$ref": "#/components/schemas/ServeSpec"}}}},
-                    "responses": {"200": ok(serving_ref), **_errors(400, 401, 403, 404, 409, 413)}},
-            "delete": {"summary": "Stop serving and forget it",
-                       "responses": {"204": {"description": "Deleted"}, **_errors(401, 403, 404, 409)}},
+            "put": {
+                "summary": "A new version (the whole spec again); the old one answers until it is ready",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ServeSpec"}}},
+                },
+                "responses": {"200": ok(serving_ref), **_errors(400, 401, 403, 404, 409, 413)},
+            },
+            "delete": {
+                "summary": "Stop serving and forget it",
+                "responses": {"204": {"description": "Deleted"}, **_errors(401, 403, 404, 409)},
+            },
         },
         "/api/servings/{serving_id}/logs": {
             "parameters": [serving_id],
-            "get": {"summary": "The model runtime's output, the last part",
-                    "responses": {"200": {"description": "The log", "content": {"text/plain": {"schema": {"type": "string"}}}},
-                                  **_errors(401, 403, 404, 409)}},
+            "get": {
+                "summary": "The model runtime's output, the last part",
+                "responses": {
+                    "200": {"description": "The log", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    **_errors(401, 403, 404, 409),
+                },
+            },
         },
     }
-    return document("KubeStudio jobs service",
-                    "Submit training jobs (one process, or distributed: PyTorch, TensorFlow, MPI, TrainJob), follow "
-                    "every rank's log, cancel and rerun them; serve models (KServe's V1 and V2 protocols at "
-                    "serve/<user>/<name>/).",
-                    prefix, {"JobSpec": spec, "Job": job, "ServeSpec": serve_spec, "Serving": serving}, paths)
+    return document(
+        "KubeStudio jobs service",
+        "Submit training jobs (one process, or distributed: PyTorch, TensorFlow, MPI, TrainJob), follow "
+        "every rank's log, cancel and rerun them; serve models (KServe's V1 and V2 protocols at "
+        "serve/<user>/<name>/).",
+        prefix,
+        {"JobSpec": spec, "Job": job, "ServeSpec": serve_spec, "Serving": serving},
+        paths,
+    )

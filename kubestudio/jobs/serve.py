@@ -69,8 +69,9 @@ def detect_format(path, model_class=None):
         return "pytorch"
     if any(n.endswith(".py") for n in names):
         raise ModelError("model: the folder has Python files but no model file; name the class to serve (`class`)")
-    raise ModelError(f"model: no model in {path!r} (expected one of {', '.join(SKLEARN_FILES + PYTORCH_FILES)}, "
-                     "or a model class)")
+    raise ModelError(
+        f"model: no model in {path!r} (expected one of {', '.join(SKLEARN_FILES + PYTORCH_FILES)}, or a model class)"
+    )
 
 
 def _model_file(path, candidates):
@@ -143,8 +144,10 @@ class TorchAdapter(Adapter):
         except RuntimeError:  # not TorchScript: a whole module saved with torch.save
             self.model = torch.load(path, map_location="cpu", weights_only=False)
         if not callable(self.model):
-            raise ModelError(f"model: {os.path.basename(path)} holds a {type(self.model).__name__}, not a model "
-                             "(a state dict needs its class: serve it as `custom` with a class that loads it)")
+            raise ModelError(
+                f"model: {os.path.basename(path)} holds a {type(self.model).__name__}, not a model "
+                "(a state dict needs its class: serve it as `custom` with a class that loads it)"
+            )
         self.model.eval()
 
     def predict(self, inputs, names):
@@ -244,7 +247,16 @@ def install_requirements(path, packages_dir, packages=()):
         what = " and ".join((["requirements.txt"] if has_file else []) + ([" ".join(packages)] if packages else []))
         print(f"installing {what} into {target}", file=sys.stderr, flush=True)
         partial = target + ".partial"
-        argv = [sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check", "--target", partial]
+        argv = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-input",
+            "--disable-pip-version-check",
+            "--target",
+            partial,
+        ]
         argv += (["-r", requirements] if has_file else []) + list(packages)
         # paths in requirements.txt are the model folder's (./my-package)
         result = subprocess.run(argv, stdout=sys.stderr, stderr=sys.stderr, cwd=folder)
@@ -275,7 +287,9 @@ def served_model(name, adapter):
                 names = [i.name for i in payload.inputs]
                 inputs = payload.inputs[0].as_numpy()
             else:
-                if not isinstance(payload, dict) or not isinstance(payload.get("instances", payload.get("inputs")), list):
+                if not isinstance(payload, dict) or not isinstance(
+                    payload.get("instances", payload.get("inputs")), list
+                ):
                     raise InvalidInput('instances: send {"instances": [...]} (a list of rows)')
                 names = payload.get("features_names") or []
                 inputs = np.asarray(payload.get("instances", payload.get("inputs")))
@@ -326,10 +340,13 @@ class JsonByDefault:
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT"):
             headers = scope["headers"]
             declared = next((v for k, v in headers if k == b"content-type"), b"")
-            if (declared.split(b";")[0].strip().lower() in JSON_BY_DEFAULT
-                    and not any(k in BINARY_HEADERS for k, _ in headers)):
+            if declared.split(b";")[0].strip().lower() in JSON_BY_DEFAULT and not any(
+                k in BINARY_HEADERS for k, _ in headers
+            ):
                 # a new header list only when it changes: the scope's own is left as the server made it
-                headers = [(k, v) for k, v in headers if k != b"content-type"] + [(b"content-type", b"application/json")]
+                headers = [(k, v) for k, v in headers if k != b"content-type"] + [
+                    (b"content-type", b"application/json")
+                ]
                 scope = dict(scope, headers=headers)
         await self.app(scope, receive, send)
 
@@ -345,11 +362,23 @@ class CallerCheck:
         if scope["type"] == "http":
             given = next((v for k, v in scope["headers"] if k == SECRET_HEADER_BYTES), b"")
             if not hmac.compare_digest(given, self.secret):
-                body = json.dumps({"status": 403, "message": "this model is served through the hub: call it at "
-                                                             "<hub>/services/jobs/serve/<user>/<name>/"}).encode()
-                await send({"type": "http.response.start", "status": 403,
-                            "headers": [(b"content-type", b"application/json"),
-                                        (b"content-length", str(len(body)).encode())]})
+                body = json.dumps(
+                    {
+                        "status": 403,
+                        "message": "this model is served through the hub: call it at "
+                        "<hub>/services/jobs/serve/<user>/<name>/",
+                    }
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 403,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
@@ -381,12 +410,17 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help="the model file or folder")
     parser.add_argument("--name", required=True, help="the model's name in the URLs")
     parser.add_argument("--format", default="auto", choices=FORMATS)
-    parser.add_argument("--class", dest="model_class", help="a custom model's class: MyModel (in MyModel.py) or module:Class")
+    parser.add_argument(
+        "--class", dest="model_class", help="a custom model's class: MyModel (in MyModel.py) or module:Class"
+    )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (127.0.0.1 on a shared machine)")
     parser.add_argument("--port", type=int, default=8080, help="HTTP port")
     parser.add_argument("--package", action="append", default=[], help="a package to pip-install first (repeatable)")
-    parser.add_argument("--packages-dir", default=os.path.join(tempfile.gettempdir(), "kubestudio-serve-packages"),
-                        help="where requirements.txt is installed")
+    parser.add_argument(
+        "--packages-dir",
+        default=os.path.join(tempfile.gettempdir(), "kubestudio-serve-packages"),
+        help="where requirements.txt is installed",
+    )
     args = parser.parse_args(argv)
     # the caller's secret is the runtime's alone: neither the model's code nor pip sees it
     secret = os.environ.pop(RUNTIME_SECRET_ENV, "")

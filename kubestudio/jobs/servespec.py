@@ -72,8 +72,9 @@ def parse_serve_spec(body, limits=None):
         raise SpecError(f"format: must be one of {', '.join(FORMATS)}, not {model_format!r}")
     model_class = _string(body.get("class"), "class")
     if model_format == "custom" and not model_class:
-        raise SpecError("class: a custom model needs its class: MyModel (defined in MyModel.py beside the model) "
-                        "or module:Class")
+        raise SpecError(
+            "class: a custom model needs its class: MyModel (defined in MyModel.py beside the model) or module:Class"
+        )
     if model_class and model_format not in ("auto", "custom"):
         raise SpecError(f"class: only for custom models, not with format {model_format!r}")
     if model_class and not all(part.isidentifier() for piece in model_class.split(":") for part in piece.split(".")):
@@ -83,10 +84,19 @@ def parse_serve_spec(body, limits=None):
         raise SpecError(f"image: not a valid image reference: {image!r}")
     low, high = parse_replicas(body.get("replicas"), limits.get("max_replicas"))
     resources = parse_resources(body.get("resources"))
-    return ServeSpec(name=name, model=model, project=_string(body.get("project"), "project") or "public",
-                     format="custom" if model_class else model_format, model_class=model_class, image=image,
-                     resources=resources, min_replicas=low, max_replicas=high, env=parse_env(body.get("env")),
-                     packages=parse_packages(body.get("packages")))
+    return ServeSpec(
+        name=name,
+        model=model,
+        project=_string(body.get("project"), "project") or "public",
+        format="custom" if model_class else model_format,
+        model_class=model_class,
+        image=image,
+        resources=resources,
+        min_replicas=low,
+        max_replicas=high,
+        env=parse_env(body.get("env")),
+        packages=parse_packages(body.get("packages")),
+    )
 
 
 def serve_spec_from_json(data):

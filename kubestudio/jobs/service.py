@@ -18,12 +18,17 @@ def roles(admin_users):
     return [
         {"name": "user", "scopes": ["self", access, find, JOBS_RUN_SCOPE, predict]},
         # a notebook server's own token submits and follows its owner's jobs (SDK and CLI)
-        {"name": "server", "scopes": ["users:activity!user", "access:servers!server", access, find, JOBS_RUN_SCOPE,
-                                     predict]},
+        {
+            "name": "server",
+            "scopes": ["users:activity!user", "access:servers!server", access, find, JOBS_RUN_SCOPE, predict],
+        },
         {"name": "kubestudio-jobs-admin", "scopes": [JOBS_ADMIN_SCOPE, access], "users": list(admin_users)},
         # the service reads users' groups (projects and their quotas) and servers (their image)
-        {"name": "kubestudio-jobs-service", "scopes": ["read:users", "read:servers", "read:groups"],
-         "services": [JOBS_SERVICE]},
+        {
+            "name": "kubestudio-jobs-service",
+            "scopes": ["read:users", "read:servers", "read:groups"],
+            "services": [JOBS_SERVICE],
+        },
     ]
 
 
@@ -47,8 +52,17 @@ def defaults(studio, c, data):
 JOBS = ServiceDeclaration(
     name=JOBS_SERVICE,
     module="kubestudio.jobs",
-    config_sections=("JobService", "UserAccounts", "Containment", "ImageRunner", "LocalJobBackend", "KubernetesJobBackend", "LocalServingBackend",
-                     "KubernetesServingBackend", "ServiceApp"),
+    config_sections=(
+        "JobService",
+        "UserAccounts",
+        "Containment",
+        "ImageRunner",
+        "LocalJobBackend",
+        "KubernetesJobBackend",
+        "LocalServingBackend",
+        "KubernetesServingBackend",
+        "ServiceApp",
+    ),
     scopes={
         JOBS_RUN_SCOPE: "Submit training jobs, and see, follow and cancel your own.",
         JOBS_ADMIN_SCOPE: "See and cancel every user's jobs.",
@@ -60,14 +74,30 @@ JOBS = ServiceDeclaration(
     # the same GPUs as the local servers, also when jupyterhub_config.py sets them after configure()
     # on Kubernetes the jobs' pods mount and run as the servers' pods do (KubeSpawner's
     # namespace first, WorkspaceSpawner's settings win)
-    shared=(("LocalWorkspaceSpawner", "gpus", "LocalJobBackend"),
-            ("LocalWorkspaceSpawner", "gpu_detect_command", "LocalJobBackend"),
-            ("KubeSpawner", "namespace", "KubernetesJobBackend"),
-            *(("ImageBuilder", trait, "KubernetesJobBackend")
-              for trait in ("registry_host", "registry_insecure", "registry_auth_file")),
-            *(("WorkspaceSpawner", trait, "KubernetesJobBackend")
-              for trait in ("namespace", "workspace_claim", "archives_claim", "workspace_root", "archives_root",
-                            "gpu_type_label", "gpu_types", "uid", "gid", "fs_gid"))),
+    shared=(
+        ("LocalWorkspaceSpawner", "gpus", "LocalJobBackend"),
+        ("LocalWorkspaceSpawner", "gpu_detect_command", "LocalJobBackend"),
+        ("KubeSpawner", "namespace", "KubernetesJobBackend"),
+        *(
+            ("ImageBuilder", trait, "KubernetesJobBackend")
+            for trait in ("registry_host", "registry_insecure", "registry_auth_file")
+        ),
+        *(
+            ("WorkspaceSpawner", trait, "KubernetesJobBackend")
+            for trait in (
+                "namespace",
+                "workspace_claim",
+                "archives_claim",
+                "workspace_root",
+                "archives_root",
+                "gpu_type_label",
+                "gpu_types",
+                "uid",
+                "gid",
+                "fs_gid",
+            )
+        ),
+    ),
     # a job that names no image (from the jobs page) runs in the image a server gets by default
     derived=(("KubernetesJobBackend", "default_image", default_server_image),),
 )

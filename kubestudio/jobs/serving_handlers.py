@@ -21,8 +21,11 @@ class ServingsBaseHandler(JobsBaseHandler):
     def manager(self):
         servings = self.settings["servings"]
         if servings is None:
-            raise http_error(409, "servings: this hub's jobs service has no serving backend yet for "
-                                  f"{self.settings['manager'].backend.name}; servings run on the embedded default")
+            raise http_error(
+                409,
+                "servings: this hub's jobs service has no serving backend yet for "
+                f"{self.settings['manager'].backend.name}; servings run on the embedded default",
+            )
         return servings
 
 
@@ -84,25 +87,37 @@ class PredictHandler(ServingsBaseHandler):
 
     async def _call(self, owner, name, path):
         serving_id = self.manager.find(owner, name)
-        allowed = self.identity["name"] == owner and self.identity["kind"] == "user" or \
-            self.has_scope(SERVE_PREDICT_SCOPE, owner)
+        allowed = (
+            self.identity["name"] == owner
+            and self.identity["kind"] == "user"
+            or self.has_scope(SERVE_PREDICT_SCOPE, owner)
+        )
         if serving_id is None or not allowed:
             raise http_error(404, f"no serving {owner}/{name}")
         limit = self.settings["max_predict_bytes"]
         if len(self.request.body or b"") > limit:
-            raise http_error(413, f"the request body is larger than {limit // (1024 * 1024)} MiB "
-                                  "(JobService.max_predict_bytes)")
+            raise http_error(
+                413, f"the request body is larger than {limit // (1024 * 1024)} MiB (JobService.max_predict_bytes)"
+            )
         target = self.manager.target(serving_id)
         if target is None:
             serving = self.manager.get(serving_id)
             self.set_header("Retry-After", "1")
-            raise http_error(503, f"serving {owner}/{name} is {serving['status']}"
-                                  + (f": {serving['message']}" if serving["message"] else ""))
+            raise http_error(
+                503,
+                f"serving {owner}/{name} is {serving['status']}"
+                + (f": {serving['message']}" if serving["message"] else ""),
+            )
         self.manager.counted(serving_id)
         url = f"{target}/{path}" + (f"?{self.request.query}" if self.request.query else "")
         # a prediction may be sent twice (to a pod that went away in a rollout, then to another)
-        await forward(self, url, f"serving {owner}/{name}", backend_headers=self.manager.target_headers(serving_id),
-                      replayable=True)
+        await forward(
+            self,
+            url,
+            f"serving {owner}/{name}",
+            backend_headers=self.manager.target_headers(serving_id),
+            replayable=True,
+        )
 
     async def get(self, owner, name, path):
         await self._call(owner, name, path)
@@ -112,4 +127,3 @@ class PredictHandler(ServingsBaseHandler):
 
     def set_default_headers(self):
         pass
-

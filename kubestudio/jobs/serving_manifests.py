@@ -42,8 +42,13 @@ def object_name(owner, name):
 
 
 def labels(serving_id, owner, project_name):
-    return {**MANAGED_BY, LABEL_COMPONENT: COMPONENT, LABEL_USER: user_slug(owner),
-            LABEL_PROJECT: safe_slug(project_name, max_length=63), LABEL_SERVING_ID: serving_id}
+    return {
+        **MANAGED_BY,
+        LABEL_COMPONENT: COMPONENT,
+        LABEL_USER: user_slug(owner),
+        LABEL_PROJECT: safe_slug(project_name, max_length=63),
+        LABEL_SERVING_ID: serving_id,
+    }
 
 
 def model_location(owner, model_path, model_format, settings, kserve):
@@ -53,7 +58,7 @@ def model_location(owner, model_path, model_format, settings, kserve):
     if kserve and model_format in PVC_FORMATS:
         for mount, claim in ((workspace, settings.workspace_claim), (archives, settings.archives_claim)):
             if model_path == mount or model_path.startswith(mount + "/"):
-                relative = model_path[len(mount):].strip("/")
+                relative = model_path[len(mount) :].strip("/")
                 uri = f"pvc://{claim}/{user_slug(owner)}" + (f"/{relative}" if relative else "")
                 return KSERVE_MODEL_DIR, uri
     return model_path, None
@@ -62,35 +67,68 @@ def model_location(owner, model_path, model_format, settings, kserve):
 def runtime_container(owner, spec, model_path, model_format, image, settings, storage_uri=None):
     """The model runtime's container (KServe's custom-container contract: ``kserve-container``)."""
     workspace, archives = workspace_paths(owner, settings)
-    argv = ["python", "-m", "kubestudio.jobs.serve", "--model", model_path, "--name", spec.name,
-            "--format", model_format, "--host", "0.0.0.0", "--port", str(PORT),
-            "--packages-dir", "/tmp/kubestudio-packages"]
+    argv = [
+        "python",
+        "-m",
+        "kubestudio.jobs.serve",
+        "--model",
+        model_path,
+        "--name",
+        spec.name,
+        "--format",
+        model_format,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(PORT),
+        "--packages-dir",
+        "/tmp/kubestudio-packages",
+    ]
     if spec.model_class:
         argv += ["--class", spec.model_class]
     for package in spec.packages:
         argv += ["--package", package]
-    env = {**spec.env, "KUBESTUDIO_USER": owner, "KUBESTUDIO_SERVING": spec.name, "HOME": "/tmp",
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **spec.env,
+        "KUBESTUDIO_USER": owner,
+        "KUBESTUDIO_SERVING": spec.name,
+        "HOME": "/tmp",
+        "PYTHONUNBUFFERED": "1",
+    }
     if not spec.resources.gpu.count:
         env["NVIDIA_VISIBLE_DEVICES"] = "none"  # the NVIDIA runtime would show the node's GPUs
     if storage_uri:
         env["STORAGE_URI"] = storage_uri  # KServe's storage initializer contract for custom containers
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
     if not storage_uri:
-        mounts += [{"name": "workspace", "mountPath": workspace, "subPath": user_slug(owner), "readOnly": True},
-                   {"name": "archives", "mountPath": archives, "subPath": user_slug(owner), "readOnly": True}]
+        mounts += [
+            {"name": "workspace", "mountPath": workspace, "subPath": user_slug(owner), "readOnly": True},
+            {"name": "archives", "mountPath": archives, "subPath": user_slug(owner), "readOnly": True},
+        ]
     probe = {"httpGet": {"path": f"/v1/models/{spec.name}", "port": PORT}, "periodSeconds": 2, "timeoutSeconds": 5}
     container = {
-        "name": "kserve-container", "image": image, "command": argv,
+        "name": "kserve-container",
+        "image": image,
+        "command": argv,
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "env": [{"name": k, "value": v} for k, v in env.items()], "volumeMounts": mounts,
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "volumeMounts": mounts,
         "readinessProbe": {**probe, "failureThreshold": 3},
         # a model may take minutes to load: the liveness probe waits for it (startupProbe)
         "startupProbe": {**probe, "failureThreshold": 300},
-        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": PORT}, "periodSeconds": 10,
-                          "timeoutSeconds": 5, "failureThreshold": 3},
-        "securityContext": {"runAsUser": settings.uid, "runAsGroup": settings.gid, "runAsNonRoot": True,
-                            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": PORT},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "runAsUser": settings.uid,
+            "runAsGroup": settings.gid,
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     resources = container_resources(spec.resources, settings)
@@ -101,23 +139,33 @@ def runtime_container(owner, spec, model_path, model_format, image, settings, st
 
 def pod_settings(owner, spec, project, settings, storage_uri=None):
     """The pod spec's fields besides its containers: volumes, scheduling, security."""
-    _, affinity = gpu_placement(spec.resources.gpu.count, spec.resources.gpu.type, spec.resources.gpu.resource, settings)
+    _, affinity = gpu_placement(
+        spec.resources.gpu.count, spec.resources.gpu.type, spec.resources.gpu.resource, settings
+    )
     volumes = [{"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}}]
     if not storage_uri:
         volumes += [
             {"name": "workspace", "persistentVolumeClaim": {"claimName": settings.workspace_claim, "readOnly": True}},
             {"name": "archives", "persistentVolumeClaim": {"claimName": settings.archives_claim, "readOnly": True}},
         ]
-    pod = {"volumes": volumes, "automountServiceAccountToken": False, "enableServiceLinks": False,
-           "securityContext": {"fsGroup": settings.fs_gid}}
+    pod = {
+        "volumes": volumes,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {"fsGroup": settings.fs_gid},
+    }
     pod.update(project_scheduling(project, affinity))
     return pod
 
 
 def _metadata(serving_id, owner, spec, project, settings, generation, isvc=False):
     name = object_name(owner, spec.name)
-    meta = {"name": name, "namespace": settings.namespace, "labels": labels(serving_id, owner, project.name),
-            "annotations": {"kubestudio.io/username": owner, PROJECT_ANNOTATION: project.name}}
+    meta = {
+        "name": name,
+        "namespace": settings.namespace,
+        "labels": labels(serving_id, owner, project.name),
+        "annotations": {"kubestudio.io/username": owner, PROJECT_ANNOTATION: project.name},
+    }
     if isvc:  # KServe gives an InferenceService's labels to its predictor's pods
         meta["labels"][LABEL_GPUS] = str(spec.resources.gpu.count)
         meta["labels"][LABEL_GENERATION] = str(generation)
@@ -128,15 +176,29 @@ def inference_service(serving_id, owner, spec, model_path, model_format, image, 
     """The InferenceService of a serving (KServe, RawDeployment)."""
     path, storage_uri = model_location(owner, model_path, model_format, settings, kserve=True)
     container = runtime_container(owner, spec, path, model_format, image, settings, storage_uri)
-    predictor = {"minReplicas": spec.min_replicas, "maxReplicas": spec.max_replicas, "containers": [container],
-                 **pod_settings(owner, spec, project, settings, storage_uri)}
+    predictor = {
+        "minReplicas": spec.min_replicas,
+        "maxReplicas": spec.max_replicas,
+        "containers": [container],
+        **pod_settings(owner, spec, project, settings, storage_uri),
+    }
     metadata = _metadata(serving_id, owner, spec, project, settings, generation, isvc=True)
     metadata["annotations"]["serving.kserve.io/deploymentMode"] = "RawDeployment"
     return {"apiVersion": KSERVE, "kind": "InferenceService", "metadata": metadata, "spec": {"predictor": predictor}}
 
 
-def deployment_objects(serving_id, owner, spec, model_path, model_format, image, settings, project, generation,
-                       autoscaling="autoscaling/v2"):
+def deployment_objects(
+    serving_id,
+    owner,
+    spec,
+    model_path,
+    model_format,
+    image,
+    settings,
+    project,
+    generation,
+    autoscaling="autoscaling/v2",
+):
     """Without KServe: [Deployment, Service] (+ HorizontalPodAutoscaler when min < max, in the
     ``autoscaling`` API version the cluster serves: v2, or v2beta2 before Kubernetes 1.23, whose
     fields used here are the same)."""
@@ -147,23 +209,44 @@ def deployment_objects(serving_id, owner, spec, model_path, model_format, image,
     name = metadata["name"]
     selector = {LABEL_SERVING_ID: serving_id, LABEL_COMPONENT: COMPONENT}
     deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata,
-        "spec": {"replicas": spec.min_replicas, "selector": {"matchLabels": selector},
-                 # a new version answers before the old one goes: never fewer ready replicas
-                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-                 "template": {"metadata": {"labels": pod_labels, "annotations": pod_annotations},
-                              "spec": {"containers": [container],
-                                       **pod_settings(owner, spec, project, settings)}}}}
-    service = {"apiVersion": "v1", "kind": "Service",
-               "metadata": {k: v for k, v in metadata.items() if k != "annotations"},
-               "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": spec.min_replicas,
+            "selector": {"matchLabels": selector},
+            # a new version answers before the old one goes: never fewer ready replicas
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+                "spec": {"containers": [container], **pod_settings(owner, spec, project, settings)},
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {k: v for k, v in metadata.items() if k != "annotations"},
+        "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }
     objects = [deployment, service]
     if spec.max_replicas > spec.min_replicas:
-        objects.append({
-            "apiVersion": autoscaling, "kind": "HorizontalPodAutoscaler",
-            "metadata": {k: v for k, v in metadata.items() if k != "annotations"},
-            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                     "minReplicas": spec.min_replicas, "maxReplicas": spec.max_replicas,
-                     "metrics": [{"type": "Resource", "resource": {
-                         "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]}})
+        objects.append(
+            {
+                "apiVersion": autoscaling,
+                "kind": "HorizontalPodAutoscaler",
+                "metadata": {k: v for k, v in metadata.items() if k != "annotations"},
+                "spec": {
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                    "minReplicas": spec.min_replicas,
+                    "maxReplicas": spec.max_replicas,
+                    "metrics": [
+                        {
+                            "type": "Resource",
+                            "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}},
+                        }
+                    ],
+                },
+            }
+        )
     return objects

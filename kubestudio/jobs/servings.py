@@ -64,8 +64,10 @@ class ServingManager:
         """Adopt the runtimes still running; start again those that stopped meanwhile."""
         await self.backend.connect()
         with self.store.session() as db:
-            records = [(s.id, s.owner, s.name, s.project, s.status, s.message, dict(s.refs or {}))
-                       for s in db.query(Serving).all()]
+            records = [
+                (s.id, s.owner, s.name, s.project, s.status, s.message, dict(s.refs or {}))
+                for s in db.query(Serving).all()
+            ]
         for serving_id, owner, name, project, status, message, refs in records:
             self.by_name[(owner, name)] = serving_id
             if status == SERVING_FAILED or (status == SERVING_STOPPED and message != STOPPED_WITH_HUB):
@@ -92,8 +94,12 @@ class ServingManager:
 
     async def _stop_all(self):
         with self.store.session() as db:
-            running = [(s.id, dict(s.refs or {})) for s in db.query(Serving).filter(
-                Serving.status.in_((SERVING_STARTING, SERVING_READY, SERVING_RESTARTING)))]
+            running = [
+                (s.id, dict(s.refs or {}))
+                for s in db.query(Serving).filter(
+                    Serving.status.in_((SERVING_STARTING, SERVING_READY, SERVING_RESTARTING))
+                )
+            ]
         for serving_id, refs in running:
             for key in ("runtime", "next"):
                 await self.backend.stop(self.backend.from_refs(refs.get(key)))
@@ -121,8 +127,11 @@ class ServingManager:
         body = self._from_job(owner, body)
         spec = parse_serve_spec(body, {"max_replicas": self.config.max_serving_replicas})
         if (owner, spec.name) in self.by_name:
-            raise SpecError(f"name: you already serve {spec.name!r} (update it with PUT api/servings/{spec.name}, "
-                            "or delete it first)", 409)
+            raise SpecError(
+                f"name: you already serve {spec.name!r} (update it with PUT api/servings/{spec.name}, "
+                "or delete it first)",
+                409,
+            )
         project = await self._project(identity, spec)
         path, model_format = await self.backend.check(owner, spec)
         serving_id = uuid.uuid4().hex[:12]
@@ -130,11 +139,24 @@ class ServingManager:
         gpus = self._reserve(serving_id, owner, project, spec)
         try:
             with self.store.session() as db:
-                db.add(Serving(id=serving_id, owner=owner, name=spec.name, project=project.name,
-                               spec=spec.to_json(), format=model_format, backend=self.backend.name,
-                               status=SERVING_STARTING, message="starting the model runtime", generation=1,
-                               ready_generation=0, restarts=0, requests=0,
-                               refs={"gpus": gpus, "path": path}))
+                db.add(
+                    Serving(
+                        id=serving_id,
+                        owner=owner,
+                        name=spec.name,
+                        project=project.name,
+                        spec=spec.to_json(),
+                        format=model_format,
+                        backend=self.backend.name,
+                        status=SERVING_STARTING,
+                        message="starting the model runtime",
+                        generation=1,
+                        ready_generation=0,
+                        restarts=0,
+                        requests=0,
+                        refs={"gpus": gpus, "path": path},
+                    )
+                )
         except IntegrityError:
             self.backend.release(serving_id, owner)
             raise SpecError(f"name: you already serve {spec.name!r}", 409) from None
@@ -160,7 +182,9 @@ class ServingManager:
             raise SpecError(f"from_job: you have no job {job_name!r}", 404)
         job = jobs[0]  # the newest of that name
         if job["status"] != "succeeded":
-            raise SpecError(f"from_job: job {job_name!r} is {job['status']}; serve its output once it has succeeded", 409)
+            raise SpecError(
+                f"from_job: job {job_name!r} is {job['status']}; serve its output once it has succeeded", 409
+            )
         working_dir = (job["spec"].get("working_dir") or "").strip("/")
         body["model"] = "/".join(part for part in (working_dir, path.strip("/")) if part) or "."
         body.setdefault("name", job["name"])
@@ -183,8 +207,11 @@ class ServingManager:
         path, model_format = await self.backend.check(record["owner"], spec)
         old = serve_spec_from_json(record["spec"])
         if old.resources.gpu != spec.resources.gpu or project.name != record["project"]:
-            raise SpecError("resources.gpu: a new version keeps the GPUs and project of the serving; delete it "
-                            "and serve again to change them", 409)
+            raise SpecError(
+                "resources.gpu: a new version keeps the GPUs and project of the serving; delete it "
+                "and serve again to change them",
+                409,
+            )
         with self.store.session() as db:
             serving = db.get(Serving, serving_id)
             serving.spec, serving.format = spec.to_json(), model_format
@@ -238,8 +265,15 @@ class ServingManager:
     def _load(self, serving_id):
         with self.store.session() as db:
             s = db.get(Serving, serving_id)
-            return (s.owner, serve_spec_from_json(s.spec), s.refs.get("path"), s.format, list(s.refs.get("gpus") or []),
-                    s.generation, s.ready_generation)
+            return (
+                s.owner,
+                serve_spec_from_json(s.spec),
+                s.refs.get("path"),
+                s.format,
+                list(s.refs.get("gpus") or []),
+                s.generation,
+                s.ready_generation,
+            )
 
     def _save_runtime(self, serving_id, key, runtime):
         with self.store.session() as db:
@@ -254,8 +288,9 @@ class ServingManager:
     async def _launch(self, serving_id, key):
         """Start the current generation's runtime (recorded under ``key`` while it starts)."""
         owner, spec, path, model_format, gpus, generation, _ = self._load(serving_id)
-        runtime = await self.backend.launch(serving_id, owner, spec, path, model_format, gpus, generation,
-                                            project=self._projects.get(serving_id))
+        runtime = await self.backend.launch(
+            serving_id, owner, spec, path, model_format, gpus, generation, project=self._projects.get(serving_id)
+        )
         self._save_runtime(serving_id, key, runtime)
         return runtime
 
@@ -293,8 +328,11 @@ class ServingManager:
             raise
         except Exception:
             self.log.exception("serving %s: supervisor failed", serving_id)
-            self._set(serving_id, status=SERVING_FAILED, message="internal error in the jobs service; the "
-                                                                 "administrator can find it in the service log")
+            self._set(
+                serving_id,
+                status=SERVING_FAILED,
+                message="internal error in the jobs service; the administrator can find it in the service log",
+            )
 
     def _ready(self, serving_id, runtime):
         self._save_runtime(serving_id, "runtime", runtime)
@@ -350,8 +388,11 @@ class ServingManager:
             new = await self._launch(serving_id, "next")
         except ServingFailed as e:
             self._save_runtime(serving_id, "next", None)
-            self._set(serving_id, status=SERVING_READY,
-                      message=f"version {generation} did not start, version {old.generation} still serves: {e}")
+            self._set(
+                serving_id,
+                status=SERVING_READY,
+                message=f"version {generation} did not start, version {old.generation} still serves: {e}",
+            )
             return None
         self._save_runtime(serving_id, "next", None)
         self._ready(serving_id, new)  # requests go to the new version from here

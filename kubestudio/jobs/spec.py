@@ -13,16 +13,44 @@ from dataclasses import dataclass, field
 from .. import imageref
 
 FRAMEWORKS = ("auto", "python", "pytorch", "tensorflow", "mpi", "trainjob")
-FIELDS = ("name", "project", "image", "command", "script", "args", "working_dir", "nodes", "procs_per_node",
-          "resources", "env", "packages", "framework", "runtime", "max_runtime", "retries", "ttl_after_finished")
+FIELDS = (
+    "name",
+    "project",
+    "image",
+    "command",
+    "script",
+    "args",
+    "working_dir",
+    "nodes",
+    "procs_per_node",
+    "resources",
+    "env",
+    "packages",
+    "framework",
+    "runtime",
+    "max_runtime",
+    "retries",
+    "ttl_after_finished",
+)
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 NAME_MAX = 40  # room for "-<id>-worker-NN" in a 63-character Kubernetes name
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # what the backends set for the ranks; a user's env must not change them
-RESERVED_ENV = frozenset({
-    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "TF_CONFIG",
-    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "JUPYTERHUB_API_TOKEN",
-})
+RESERVED_ENV = frozenset(
+    {
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "NODE_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "TF_CONFIG",
+        "CUDA_VISIBLE_DEVICES",
+        "NVIDIA_VISIBLE_DEVICES",
+        "JUPYTERHUB_API_TOKEN",
+    }
+)
 RESERVED_ENV_PREFIXES = ("PET_", "KUBESTUDIO_", "OMPI_", "PMI_")
 _CUBE_GPU = re.compile(r"^\s*(\d+)\s*(?:\(\s*([A-Za-z0-9][-A-Za-z0-9_. ]*?)\s*\))?\s*$")
 _RESOURCE_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
@@ -213,8 +241,10 @@ def parse_gpus(value, where="resources.gpu"):
     gpu_type = _string(value.get("type"), f"{where}.type")
     resource = _string(value.get("resource"), f"{where}.resource") or "nvidia.com/gpu"
     if not _RESOURCE_RE.match(resource):
-        raise SpecError(f"{where}.resource: must be an extended resource like nvidia.com/gpu or "
-                        f"nvidia.com/mig-1g.10gb, not {resource!r}")
+        raise SpecError(
+            f"{where}.resource: must be an extended resource like nvidia.com/gpu or "
+            f"nvidia.com/mig-1g.10gb, not {resource!r}"
+        )
     return Gpus(count=count, type=gpu_type, resource=resource)
 
 
@@ -260,7 +290,9 @@ def parse_packages(value):
     packages = _strings(value, "packages") if not isinstance(value, str) else tuple(value.split())
     for i, requirement in enumerate(packages):
         if requirement.startswith("-") or not _PACKAGE_RE.match(requirement):
-            raise SpecError(f"packages[{i}]: must be a pip requirement like numpy==2.1 (no options), not {requirement!r}")
+            raise SpecError(
+                f"packages[{i}]: must be a pip requirement like numpy==2.1 (no options), not {requirement!r}"
+            )
     return packages
 
 
@@ -274,8 +306,10 @@ def checked_name(body, fields, what):
         raise SpecError(f"{unknown[0]}: unknown field (expected one of: {', '.join(fields)})")
     name = _string(body.get("name"), "name", required=True)
     if len(name) > NAME_MAX or not NAME_RE.match(name):
-        raise SpecError(f"name: lower-case letters, digits and '-', starting with a letter, at most {NAME_MAX} "
-                        f"characters, not {name!r}")
+        raise SpecError(
+            f"name: lower-case letters, digits and '-', starting with a letter, at most {NAME_MAX} "
+            f"characters, not {name!r}"
+        )
     return name
 
 
@@ -290,9 +324,12 @@ def parse_spec(body, limits=None):
     script = _string(body.get("script"), "script")
     args = _strings(body.get("args"), "args")
     if bool(command) == bool(script):
-        raise SpecError("command: give either command (the program and its arguments) or script (a Python file "
-                        "in your workspace), not both" if command else
-                        "command: give either command or script (a Python file in your workspace)")
+        raise SpecError(
+            "command: give either command (the program and its arguments) or script (a Python file "
+            "in your workspace), not both"
+            if command
+            else "command: give either command or script (a Python file in your workspace)"
+        )
     if command and args:
         raise SpecError("args: only with script; put a command's arguments in command")
     if script is not None:
@@ -308,8 +345,7 @@ def parse_spec(body, limits=None):
     if runtime and framework != "trainjob":
         raise SpecError("runtime: only with framework trainjob")
     nodes = _int(body.get("nodes", 1), "nodes", minimum=1, maximum=limits.get("max_nodes"))
-    procs = _int(body.get("procs_per_node", 1), "procs_per_node", minimum=1,
-                 maximum=limits.get("max_procs_per_node"))
+    procs = _int(body.get("procs_per_node", 1), "procs_per_node", minimum=1, maximum=limits.get("max_procs_per_node"))
     if framework == "python" and nodes * procs > 1:
         raise SpecError("framework: python runs one process; use pytorch, tensorflow or mpi for several")
     image = _string(body.get("image"), "image")

@@ -77,6 +77,7 @@ class ServiceApp(Application):
         _, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=grace_seconds))
         for task in pending:
             frames = task.get_stack(limit=3)
-            where = " <- ".join(f"{f.f_code.co_name} ({f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno})"
-                                for f in frames)
+            where = " <- ".join(
+                f"{f.f_code.co_name} ({f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno})" for f in frames
+            )
             self.log.warning("%s: a task did not stop when cancelled: %s", self.name, where or task)

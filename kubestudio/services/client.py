@@ -48,15 +48,20 @@ class ServiceClient:
 
     def _discover(self):
         if not self.hub_api_url or not self.token:
-            raise ServiceError(0, f"cannot find {self.label}: set JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN "
-                                  f"(set inside every server) or {self.url_variable}")
+            raise ServiceError(
+                0,
+                f"cannot find {self.label}: set JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN "
+                f"(set inside every server) or {self.url_variable}",
+            )
         try:
             response = self.http.get(f"{self.hub_api_url}/services/{self.service}", timeout=self.timeout)
         except requests.RequestException as e:
             raise ServiceError(0, f"the hub is not reachable at {self.hub_api_url}: {e}") from None
         if response.status_code != 200:
-            raise ServiceError(response.status_code, f"the hub does not show {self.label} to this token "
-                                                     f"(HTTP {response.status_code}); is it enabled?")
+            raise ServiceError(
+                response.status_code,
+                f"the hub does not show {self.label} to this token (HTTP {response.status_code}); is it enabled?",
+            )
         model = response.json()
         if not model.get("url"):
             raise ServiceError(0, f"{self.label} has no URL in the hub's service list")
@@ -81,8 +86,9 @@ class ServiceClient:
             text = response.text.strip()
             if text and len(text) <= 2000 and "<html" not in text[:200].lower():
                 return text
-            return (f"{self.label} answered HTTP {response.status_code} {response.reason}"
-                    + (" (is it running?)" if response.status_code in (502, 503, 504) else ""))
+            return f"{self.label} answered HTTP {response.status_code} {response.reason}" + (
+                " (is it running?)" if response.status_code in (502, 503, 504) else ""
+            )
         if isinstance(body, dict):
             for key in ("message", "error", "detail"):
                 said = body.get(key)
@@ -92,8 +98,9 @@ class ServiceClient:
 
     def _events(self, path, method="GET", **kwargs):
         """Yield the events of a Server-Sent Events answer as dicts."""
-        response = self._call(method, path, headers={"Accept": "text/event-stream"}, stream=True,
-                              timeout=(self.timeout, None), **kwargs)
+        response = self._call(
+            method, path, headers={"Accept": "text/event-stream"}, stream=True, timeout=(self.timeout, None), **kwargs
+        )
         data = []
         for raw in response.iter_lines(chunk_size=None, decode_unicode=True):  # as data arrives
             if raw is None:

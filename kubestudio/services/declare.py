@@ -88,6 +88,8 @@ def _jsonable(value, where):
     try:
         json.dumps(value)
     except TypeError:
-        raise TypeError(f"{where}: {value!r} cannot be handed to the service (use plain values: "
-                        "strings, numbers, lists, dicts, or an import string for a class)") from None
+        raise TypeError(
+            f"{where}: {value!r} cannot be handed to the service (use plain values: "
+            "strings, numbers, lists, dicts, or an import string for a class)"
+        ) from None
     return value

@@ -24,8 +24,9 @@ class HubAPI:
     async def get(self, path):
         """The hub API's JSON answer for ``path``; None for 404."""
         try:
-            response = await AsyncHTTPClient().fetch(f"{self.api_url}{path}", request_timeout=self.timeout,
-                                                     headers={"Authorization": f"token {self.token}"})
+            response = await AsyncHTTPClient().fetch(
+                f"{self.api_url}{path}", request_timeout=self.timeout, headers={"Authorization": f"token {self.token}"}
+            )
         except HTTPClientError as e:
             if e.code == 404:
                 return None

@@ -55,8 +55,8 @@ class LineSplitter:
         *lines, self._pending = text.split("\n")
         out = [piece for line in lines for piece in self._cut(line.rstrip("\r"))]
         while len(self._pending) > self.max_line:
-            out.append(self._pending[:self.max_line])
-            self._pending = self._pending[self.max_line:]
+            out.append(self._pending[: self.max_line])
+            self._pending = self._pending[self.max_line :]
         return out
 
     def close(self):
@@ -67,8 +67,7 @@ class LineSplitter:
     def _cut(self, line):
         if len(line) <= self.max_line:
             return [line]
-        return [line[i:i + self.max_line] for i in range(0, len(line), self.max_line)]
-
+        return [line[i : i + self.max_line] for i in range(0, len(line), self.max_line)]
 
 
 class LiveLog:
@@ -92,8 +91,10 @@ class LiveLog:
         if not keep and (self.cut or self.chars + size > self.limit):
             if not self.cut:
                 self.cut = True
-                self._add(f"--- the log reached its limit of {human_bytes(self.limit)} here "
-                          f"({self.limit_name}); the {self.what} goes on, its last lines follow at the end ---")
+                self._add(
+                    f"--- the log reached its limit of {human_bytes(self.limit)} here "
+                    f"({self.limit_name}); the {self.what} goes on, its last lines follow at the end ---"
+                )
             self.dropped += 1
             self._tail.append(line)
             return
@@ -173,8 +174,12 @@ def stored_chunks(store, model, key, owner_id, first=0, batch=8):
     seq = first
     while True:
         with store.session() as db:
-            rows = db.execute(select(model.text, model.lines).where(column == owner_id, model.seq >= seq)
-                              .order_by(model.seq).limit(batch)).all()
+            rows = db.execute(
+                select(model.text, model.lines)
+                .where(column == owner_id, model.seq >= seq)
+                .order_by(model.seq)
+                .limit(batch)
+            ).all()
         for text, count in rows:
             yield text.split("\n") if count else []
         if len(rows) < batch:

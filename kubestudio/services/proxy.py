@@ -9,8 +9,18 @@ import aiohttp
 from .web import http_error
 
 # never passed on: the connection's own headers, and the hub's credentials
-HOP_HEADERS = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-               "transfer-encoding", "upgrade", "host", "content-length"}
+HOP_HEADERS = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
 DROPPED_REQUEST_HEADERS = HOP_HEADERS | {"cookie", "authorization", "x-xsrftoken", "x-csrftoken"}
 DROPPED_RESPONSE_HEADERS = HOP_HEADERS | {"set-cookie"}
 # headers tornado sets on every answer: the backend's replace them rather than come twice
@@ -32,8 +42,11 @@ def upstream_session():
     """One connection pool to the backends (kept alive between requests); bodies as they are."""
     global _SESSION
     if _SESSION is None or _SESSION.closed:
-        _SESSION = aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_read=300),
-                                         connector=aiohttp.TCPConnector(limit=100))
+        _SESSION = aiohttp.ClientSession(
+            auto_decompress=False,
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=300),
+            connector=aiohttp.TCPConnector(limit=100),
+        )
     return _SESSION
 
 
@@ -51,8 +64,11 @@ async def forward(handler, url, what, location=None, backend_headers=None, repla
     prediction)."""
     request = handler.request
     private = {k.lower() for k in backend_headers or ()}
-    headers = {k: v for k, v in request.headers.get_all()
-               if k.lower() not in DROPPED_REQUEST_HEADERS and k.lower() not in private}
+    headers = {
+        k: v
+        for k, v in request.headers.get_all()
+        if k.lower() not in DROPPED_REQUEST_HEADERS and k.lower() not in private
+    }
     headers.update(backend_headers or {})
     headers["X-Forwarded-Proto"] = request.protocol
     headers["X-Forwarded-Host"] = request.host
@@ -82,8 +98,9 @@ async def forward(handler, url, what, location=None, backend_headers=None, repla
 async def _send(handler, request, url, headers, body, location):
     """One try: the backend's status, headers and body onto ``handler``."""
     # a body the caller sent with no Content-Type goes on with none (aiohttp would add octet-stream)
-    async with upstream_session().request(request.method, url, headers=headers, data=body, allow_redirects=False,
-                                          skip_auto_headers=("Content-Type",)) as response:
+    async with upstream_session().request(
+        request.method, url, headers=headers, data=body, allow_redirects=False, skip_auto_headers=("Content-Type",)
+    ) as response:
         handler.set_status(response.status, response.reason)
         handler.clear_header("Cache-Control")
         handler.clear_header("Content-Type")

@@ -8,7 +8,6 @@ items running come first, then the one served longest ago. An item starts when f
 pure bookkeeping; the service starts what :meth:`FairQueue.next_ready` hands out.
 """
 
-
 from collections import OrderedDict
 
 
@@ -61,8 +60,10 @@ class FairQueue:
         """
         started, held = [], set()
         while len(self.running) < self.max_running:
-            candidate = next((i for i in self.order() if i not in held
-                              and self._running_for(self.waiting[i]) < self.max_per_user), None)
+            candidate = next(
+                (i for i in self.order() if i not in held and self._running_for(self.waiting[i]) < self.max_per_user),
+                None,
+            )
             if candidate is None:
                 break
             if can_start is not None and not can_start(candidate):

@@ -41,8 +41,12 @@ def page_templates(package_file):
     service shares (``service.css``, ``service.js``); HTML escaped."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    return Environment(loader=FileSystemLoader([os.path.join(os.path.dirname(os.path.abspath(package_file)), "templates"),
-                                                SERVICE_TEMPLATES]), autoescape=select_autoescape())
+    return Environment(
+        loader=FileSystemLoader(
+            [os.path.join(os.path.dirname(os.path.abspath(package_file)), "templates"), SERVICE_TEMPLATES]
+        ),
+        autoescape=select_autoescape(),
+    )
 
 
 def http_error(status, message):
@@ -91,7 +95,9 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
 
     def require_scope(self, scope, owner=None, what="do this"):
         if not self.has_scope(scope, owner):
-            raise web.HTTPError(403, f"{self.identity['kind']} {self.identity['name']} may not {what} (needs scope {scope})")
+            raise web.HTTPError(
+                403, f"{self.identity['kind']} {self.identity['name']} may not {what} (needs scope {scope})"
+            )
 
     max_body_bytes = 1024 * 1024  # a JSON request of ours is a few KiB; a Dockerfile at most 256 KiB
     max_json_depth = 16
@@ -112,7 +118,9 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise web.HTTPError(400, f"the request body is not valid JSON: {e}") from None
         except RecursionError:
-            raise web.HTTPError(400, f"the request body is nested more than {self.max_json_depth} levels deep") from None
+            raise web.HTTPError(
+                400, f"the request body is nested more than {self.max_json_depth} levels deep"
+            ) from None
         if not isinstance(body, dict):
             raise web.HTTPError(400, "the request body must be a JSON object")
         problem = check_json_value(body, self.max_json_depth)
@@ -138,7 +146,6 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
     def write_error(self, status_code, **kwargs):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"status": status_code, "message": self.error_message(**kwargs)}))
-
 
 
 class OwnedHandler(ServiceHandler):
@@ -194,9 +201,13 @@ class OwnedHandler(ServiceHandler):
         self.require_access()
         xsrf = self.xsrf_token
         page = templates.get_template("index.html").render(
-            user=self.identity["name"], is_admin=self.is_admin, prefix=self.settings["service_prefix"],
+            user=self.identity["name"],
+            is_admin=self.is_admin,
+            prefix=self.settings["service_prefix"],
             hub_prefix=os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/",
-            xsrf=xsrf.decode() if isinstance(xsrf, bytes) else xsrf, **context)
+            xsrf=xsrf.decode() if isinstance(xsrf, bytes) else xsrf,
+            **context,
+        )
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.finish(page)
 
@@ -248,9 +259,15 @@ def log_request(handler):
     else:
         level = logging.WARNING if status < 500 else logging.ERROR
     if access_log.isEnabledFor(level):
-        access_log.log(level, "%d %s %s (%s) %.2fms", status, handler.request.method,
-                       masked_uri(handler.request.uri), handler.request.remote_ip,
-                       1000.0 * handler.request.request_time())
+        access_log.log(
+            level,
+            "%d %s %s (%s) %.2fms",
+            status,
+            handler.request.method,
+            masked_uri(handler.request.uri),
+            handler.request.remote_ip,
+            1000.0 * handler.request.request_time(),
+        )
 
 
 def masked_uri(uri):
@@ -273,8 +290,10 @@ class PageHandler(ServiceHandler):
 
     def write_error(self, status_code, **kwargs):
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(f"<!doctype html><title>{status_code}</title><h1>{status_code}</h1>"
-                    f"<p>{web.escape.xhtml_escape(self.error_message(**kwargs))}</p>")
+        self.finish(
+            f"<!doctype html><title>{status_code}</title><h1>{status_code}</h1>"
+            f"<p>{web.escape.xhtml_escape(self.error_message(**kwargs))}</p>"
+        )
 
 
 class NotFoundHandler(web.RequestHandler):
@@ -286,7 +305,9 @@ class NotFoundHandler(web.RequestHandler):
     def write_error(self, status_code, **kwargs):
         self.set_header("Content-Type", "application/json")
         error = kwargs.get("exc_info", (None, None))[1]
-        message = error.log_message % error.args if isinstance(error, web.HTTPError) and error.log_message else self._reason
+        message = (
+            error.log_message % error.args if isinstance(error, web.HTTPError) and error.log_message else self._reason
+        )
         self.finish(json.dumps({"status": status_code, "message": message}))
 
 
@@ -334,11 +355,13 @@ def oauth_settings(name, prefix, cookie_secret_file=None, **extra):
     return {
         "service_name": name,
         "service_prefix": prefix,
-        "cookie_secret": (stored_secret(cookie_secret_file, lambda: secrets.token_hex(32))[0]
-                          if cookie_secret_file else os.urandom(32)),
+        "cookie_secret": (
+            stored_secret(cookie_secret_file, lambda: secrets.token_hex(32))[0]
+            if cookie_secret_file
+            else os.urandom(32)
+        ),
         "xsrf_cookies": False,  # HubOAuth checks xsrf for cookie-authenticated requests itself
         "log_function": log_request,  # never a ?token=... in the log
         "default_handler_class": NotFoundHandler,
         **extra,
     }
-

@@ -48,9 +48,7 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
         against the hub's working directory. The file is re-read when it changes.""",
     )
 
-    jupyterlab_url = Unicode(
-        "/lab", config=True, help="URL a JupyterLab server opens on (relative to the server)."
-    )
+    jupyterlab_url = Unicode("/lab", config=True, help="URL a JupyterLab server opens on (relative to the server).")
 
     vscode_url = Unicode(
         "/vscode/",
@@ -83,7 +81,8 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
         url = f"{self.images_api_url}?user={quote(self.user.name, safe='')}"
         try:
             response = await AsyncHTTPClient().fetch(
-                url, headers={"Authorization": f"token {self.images_api_token}"}, request_timeout=3)
+                url, headers={"Authorization": f"token {self.images_api_token}"}, request_timeout=3
+            )
             images = json.loads(response.body)["images"]
         except Exception as e:  # the form must render even when the service is down
             self.log.warning("could not list %s's images from %s: %s", self.user.name, self.images_api_url, e)
@@ -151,8 +150,15 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
 
     def resolve(self, options):
         profile_reasons, ide_reasons = self.unavailable()
-        return resolve_request(options, self.catalog, self.projects(), profile_reasons, ide_reasons,
-                               custom_image_prefix=self.custom_image_prefix(), host_image=self.runs_host_image)
+        return resolve_request(
+            options,
+            self.catalog,
+            self.projects(),
+            profile_reasons,
+            ide_reasons,
+            custom_image_prefix=self.custom_image_prefix(),
+            host_image=self.runs_host_image,
+        )
 
     @default("options_form")
     def _default_options_form(self):

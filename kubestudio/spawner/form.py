@@ -24,9 +24,20 @@ def _image_label(choice, runs_here, image_here):
     return choice.display_name + (" (on Kubernetes)" if runs_here else "")
 
 
-def render_spawn_form(catalog, projects, profile_unavailable=None, ide_unavailable=None, previous=None,
-                      own_images=(), own_images_note=None, own_images_prefix=None, runs_here=None,
-                      other_profiles_html="", preselect=True, image_here=None):
+def render_spawn_form(
+    catalog,
+    projects,
+    profile_unavailable=None,
+    ide_unavailable=None,
+    previous=None,
+    own_images=(),
+    own_images_note=None,
+    own_images_prefix=None,
+    runs_here=None,
+    other_profiles_html="",
+    preselect=True,
+    image_here=None,
+):
     """Render the form; ``previous`` (last ``user_options``) preselects the user's last choice.
 
     ``own_images`` (references the user built) are offered by profiles with ``custom_images``.
@@ -108,13 +119,22 @@ def render_spawn_form(catalog, projects, profile_unavailable=None, ide_unavailab
                     for i in profile.ides
                 ],
                 "images": [
-                    {"name": c.name, "display_name": _image_label(c, runs_here, image_here),
-                     "image": c.image, "selected": c.name == wanted_image}
+                    {
+                        "name": c.name,
+                        "display_name": _image_label(c, runs_here, image_here),
+                        "image": c.image,
+                        "selected": c.name == wanted_image,
+                    }
                     for c in profile.images
                 ],
                 "own_images": [
-                    {"image": ref, "label": ref[len(own_images_prefix):] if own_images_prefix and ref.startswith(own_images_prefix) else ref,
-                     "selected": ref == wanted_image}
+                    {
+                        "image": ref,
+                        "label": ref[len(own_images_prefix) :]
+                        if own_images_prefix and ref.startswith(own_images_prefix)
+                        else ref,
+                        "selected": ref == wanted_image,
+                    }
                     for ref in mine_offered
                 ],
                 "own_images_note": own_images_note if profile.custom_images else None,
@@ -122,5 +142,9 @@ def render_spawn_form(catalog, projects, profile_unavailable=None, ide_unavailab
                 "selected_gpus": selected_gpus,
             }
         )
-    return _env.get_template("spawn_form.html").render(projects=project_rows, profiles=profile_rows, runs_here=runs_here,
-                                                            other_profiles_html=markupsafe.Markup(other_profiles_html))
+    return _env.get_template("spawn_form.html").render(
+        projects=project_rows,
+        profiles=profile_rows,
+        runs_here=runs_here,
+        other_profiles_html=markupsafe.Markup(other_profiles_html),
+    )

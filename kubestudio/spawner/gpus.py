@@ -48,9 +48,7 @@ def parse_nvidia_smi_list(text):
 def detect_gpus(command=("nvidia-smi", "-L"), timeout=20):
     """The GPUs ``nvidia-smi -L`` lists; none when it is missing or fails."""
     try:
-        out = subprocess.run(
-            list(command), capture_output=True, text=True, timeout=timeout, check=True
-        ).stdout
+        out = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout, check=True).stdout
     except FileNotFoundError:
         log.info("No GPUs: %s is not installed", command[0])
         return []

@@ -28,12 +28,21 @@ from ..processgroup import signal_group
 from .userenv import BASE_SITE_ENV
 
 # environment of the machine's that means nothing inside an image
-HOST_ONLY_ENV = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "CONDA_ROOT", "CONDA_DEFAULT_ENV", "JUPYTER_CONFIG_PATH",
-                 "JUPYTER_PATH", BASE_SITE_ENV, "SHELL")
+HOST_ONLY_ENV = (
+    "PATH",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "CONDA_ROOT",
+    "CONDA_DEFAULT_ENV",
+    "JUPYTER_CONFIG_PATH",
+    "JUPYTER_PATH",
+    BASE_SITE_ENV,
+    "SHELL",
+)
 # where the environment file is mounted inside the container
 ENV_FILE = "/run/kubestudio-env"
 # sources the environment file (values are shell-quoted), then becomes the process
-ENTRY = ['/bin/sh', '-c', 'set -a; . "$0"; set +a; exec "$@"', ENV_FILE]
+ENTRY = ["/bin/sh", "-c", 'set -a; . "$0"; set +a; exec "$@"', ENV_FILE]
 
 
 def buildah_command(buildah, storage_driver, storage_root="", run_root=""):
@@ -79,12 +88,19 @@ class ImageRunner(Configurable):
         help="""Docker config.json with credentials to pull images (the local registry's read-only
         account on the embedded default).""",
     )
-    tls_verify = Bool(True, config=True, help="Verify the registry's TLS certificate (false for a plain-http registry).")
+    tls_verify = Bool(
+        True, config=True, help="Verify the registry's TLS certificate (false for a plain-http registry)."
+    )
     gpu_files = List(
         Unicode(),
-        ["/usr/bin/nvidia-smi", "/usr/lib/x86_64-linux-gnu/libcuda.so*", "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so*",
-         "/usr/lib/x86_64-linux-gnu/libnvidia-ptxjitcompiler.so*", "/usr/lib/aarch64-linux-gnu/libcuda.so*",
-         "/usr/lib/aarch64-linux-gnu/libnvidia-ml.so*"],
+        [
+            "/usr/bin/nvidia-smi",
+            "/usr/lib/x86_64-linux-gnu/libcuda.so*",
+            "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so*",
+            "/usr/lib/x86_64-linux-gnu/libnvidia-ptxjitcompiler.so*",
+            "/usr/lib/aarch64-linux-gnu/libcuda.so*",
+            "/usr/lib/aarch64-linux-gnu/libnvidia-ml.so*",
+        ],
         config=True,
         help="""Host files (globs) mounted read-only at the same path into a process that was given
         GPUs: the NVIDIA driver's user-space libraries and nvidia-smi, which an image cannot carry
@@ -101,9 +117,13 @@ class ImageRunner(Configurable):
     @staticmethod
     async def _run(argv, timeout=60):
         """(exit code, stdout, stderr) of ``argv``, killed with its group on a timeout or a cancel."""
-        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                                                    start_new_session=True)
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError):
@@ -138,11 +158,14 @@ class ImageRunner(Configurable):
         commands the image must have on its PATH (ImageRunError names the first one missing)."""
         passwd = f"{account.name}:x:{account.uid}:{account.gid}::{home}:/bin/bash"
         group = f"{account.name}:x:{account.gid}:"
-        script = ('grep -q "^$2:" /etc/passwd || echo "$0" >> /etc/passwd; '
-                  'grep -q "^$2:" /etc/group || echo "$1" >> /etc/group; shift 2; '
-                  'for c in "$@"; do command -v "$c" >/dev/null || { echo "MISSING $c"; exit 3; }; done')
-        code, out, err = await self._run(self.command(container, ["/bin/sh", "-c", script, passwd, group, account.name,
-                                                                  *needs]))
+        script = (
+            'grep -q "^$2:" /etc/passwd || echo "$0" >> /etc/passwd; '
+            'grep -q "^$2:" /etc/group || echo "$1" >> /etc/group; shift 2; '
+            'for c in "$@"; do command -v "$c" >/dev/null || { echo "MISSING $c"; exit 3; }; done'
+        )
+        code, out, err = await self._run(
+            self.command(container, ["/bin/sh", "-c", script, passwd, group, account.name, *needs])
+        )
         missing = re.search(r"^MISSING (\S+)$", out, re.M)
         if code == 3 and missing:
             raise ImageRunError(f"the image has no {missing.group(1)}", missing=missing.group(1))
@@ -173,8 +196,11 @@ def user_mounts(folders, mount):
     """The bind mounts of a user's process in an image: the workspace at /mnt/<mount>, the archives
     at /archives/<mount> (and at /mnt/archives, where the workspace's relative ``archives`` link
     lands), the home folder at /home/<mount>. ``folders`` is a UserFolders."""
-    mounts = [(folders.workspace, f"/mnt/{mount}", False), (folders.archives, f"/archives/{mount}", False),
-              (folders.home, f"/home/{mount}", False)]
+    mounts = [
+        (folders.workspace, f"/mnt/{mount}", False),
+        (folders.archives, f"/archives/{mount}", False),
+        (folders.home, f"/home/{mount}", False),
+    ]
     if mount != "archives":
         mounts.append((folders.archives, "/mnt/archives", False))
     return mounts
@@ -184,9 +210,15 @@ def inside_env(env, mount, image):
     """``env`` (a process's environment on the machine) as the same process in ``image`` gets it:
     without what names the machine's own tools, with the user's folders as the image sees them."""
     inside = {k: v for k, v in env.items() if k not in HOST_ONLY_ENV}
-    inside.update({"HOME": f"/home/{mount}", "KUBESTUDIO_WORKSPACE": f"/mnt/{mount}",
-                   "KUBESTUDIO_ARCHIVES": f"/archives/{mount}", "KUBESTUDIO_IMAGE": image,
-                   "KUBESTUDIO_IMAGE_RUN": "1"})
+    inside.update(
+        {
+            "HOME": f"/home/{mount}",
+            "KUBESTUDIO_WORKSPACE": f"/mnt/{mount}",
+            "KUBESTUDIO_ARCHIVES": f"/archives/{mount}",
+            "KUBESTUDIO_IMAGE": image,
+            "KUBESTUDIO_IMAGE_RUN": "1",
+        }
+    )
     return inside
 
 

@@ -41,6 +41,7 @@ from .userenv import BASE_SITE_ENV, base_site_packages, ensure_user_env
 # the servers' private TMPDIRs (root's, short: Unix sockets live there)
 RUNTIME_ROOT = "/run/kubestudio"
 
+
 def prune_private_tmps(min_age=60.0):
     """Remove the private TMPDIRs whose owner's account is gone (a server its hub never stopped,
     the accounts removed since): nobody can use them any more."""
@@ -69,8 +70,7 @@ HUB_BIN = os.path.dirname(sys.executable)
 # JupyterLab terminals are login shells, and a login shell's /etc/profile resets PATH: run the
 # login files first, then put the server's own tools back in front and go on as an interactive
 # shell (which reads ~/.bashrc), so `python`, `pip` and `kubestudio` are the server's.
-LOGIN_SHELL = ["/bin/bash", "-l", "-c",
-               'export PATH="$KUBESTUDIO_SERVER_PATH${PATH:+:$PATH}"; exec /bin/bash -i']
+LOGIN_SHELL = ["/bin/bash", "-l", "-c", 'export PATH="$KUBESTUDIO_SERVER_PATH${PATH:+:$PATH}"; exec /bin/bash -i']
 
 
 def singleuser_command():
@@ -238,29 +238,37 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
     def runs_here(self):
         version = ".".join(str(n) for n in sys.version_info[:2])
         if self.local_image:
-            text = (f"On this machine servers run in KubeStudio's single-user image ({self.local_image}: "
-                    f"Debian 12, Python 3.11, JupyterLab), with your files at /mnt and /archives; a profile's "
-                    f"image from another registry applies on Kubernetes. Your own built images run as they are. "
-                    f"VS Code, and images named host, run on the hub's own Python {version}.")
+            text = (
+                f"On this machine servers run in KubeStudio's single-user image ({self.local_image}: "
+                f"Debian 12, Python 3.11, JupyterLab), with your files at /mnt and /archives; a profile's "
+                f"image from another registry applies on Kubernetes. Your own built images run as they are. "
+                f"VS Code, and images named host, run on the hub's own Python {version}."
+            )
         else:
-            text = (f"On this machine every server runs the hub's own Python {version} environment, not the "
-                    f"image; the image applies when the hub runs on Kubernetes.")
+            text = (
+                f"On this machine every server runs the hub's own Python {version} environment, not the "
+                f"image; the image applies when the hub runs on Kubernetes."
+            )
         try:
             per_user = self.accounts.enabled
         except AccountError:
             per_user = True  # start() says why it cannot
         if not per_user:
-            text += (" All servers run as one OS account (the hub's): any user of this hub can read the "
-                     "others' files from a terminal. Run the hub as root to give every user an account of "
-                     "their own.")
+            text += (
+                " All servers run as one OS account (the hub's): any user of this hub can read the "
+                "others' files from a terminal. Run the hub as root to give every user an account of "
+                "their own."
+            )
         try:
             contained = Containment(config=self.config).kind()
         except ValueError:
             contained = None
         if contained is None:
-            text += (" Jobs, servings and boards here have no cgroups: their memory is sampled, a stop kills "
-                     "their process group (a process that left it with setsid outlives its job), and the "
-                     "number of their processes is not limited.")
+            text += (
+                " Jobs, servings and boards here have no cgroups: their memory is sampled, a stop kills "
+                "their process group (a process that left it with setsid outlives its job), and the "
+                "number of their processes is not limited."
+            )
         return text
 
     def check_capacity(self, request):
@@ -369,8 +377,9 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             await self._prepare_image(allocation)
         else:
             try:
-                self._env_bin = await asyncio.to_thread(ensure_user_env, folders.home, self._account,
-                                                        code_server_defaults=request.ide == "vscode")
+                self._env_bin = await asyncio.to_thread(
+                    ensure_user_env, folders.home, self._account, code_server_defaults=request.ide == "vscode"
+                )
             except OSError as e:
                 raise SpawnFailed(str(e)) from None
             self._tmp = await asyncio.to_thread(self._make_private_tmp)
@@ -379,8 +388,10 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             if self._configured_cmd == singleuser_command():
                 # the hub's jupyterhub-singleuser, run by the user's Python: kernels and pip are theirs
                 self.cmd = [os.path.join(self._env_bin, "python"), "-m", "jupyterhub.singleuser"]
-            self.popen_kwargs = {**self._configured_popen_kwargs,
-                                 **(self._account.popen_kwargs() if self._account else {})}
+            self.popen_kwargs = {
+                **self._configured_popen_kwargs,
+                **(self._account.popen_kwargs() if self._account else {}),
+            }
         gpus = f" with GPU {', '.join(allocation.gpus)}" if allocation.gpus else ""
         ide = "VS Code" if request.ide == "vscode" else "JupyterLab"
         where = f" in {self._image}" if self._image else ""
@@ -459,12 +470,17 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             except ImageRunError as e:
                 missing = "manifest unknown" in str(e) or "not found" in str(e)
                 if waiting and missing and time.monotonic() >= deadline:
-                    raise SpawnFailed(f"image: KubeStudio's single-user image {image} is not ready: the image service "
-                                      "is still making it, or could not (the images page says which)") from None
+                    raise SpawnFailed(
+                        f"image: KubeStudio's single-user image {image} is not ready: the image service "
+                        "is still making it, or could not (the images page says which)"
+                    ) from None
                 if not (waiting and missing):
                     raise SpawnFailed(f"image: {e}") from None
-                self._progress(40, f"Waiting for KubeStudio's single-user image: the image service is still making "
-                                   f"it ({image}; a few minutes on a new machine)")
+                self._progress(
+                    40,
+                    f"Waiting for KubeStudio's single-user image: the image service is still making "
+                    f"it ({image}; a few minutes on a new machine)",
+                )
                 await asyncio.sleep(3)
         folders, mount = self.folders, mount_name(self.user.name)
         account = self._account
@@ -472,14 +488,22 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
             await runner.add_account(self._container, account, f"/home/{mount}", needs=IMAGE_SINGLEUSER[:1])
         except ImageRunError as e:
             if e.missing:  # an image built on a plain Python base: it has no Jupyter server to start
-                raise SpawnFailed(f"image {image} cannot start a server: it has no {e.missing}. Build it FROM "
-                                  f"KubeStudio's single-user image ({self.local_image or 'kubestudio/singleuser'}, "
-                                  "the images page's default base), or add jupyterhub and jupyterlab to it") from None
+                raise SpawnFailed(
+                    f"image {image} cannot start a server: it has no {e.missing}. Build it FROM "
+                    f"KubeStudio's single-user image ({self.local_image or 'kubestudio/singleuser'}, "
+                    "the images page's default base), or add jupyterhub and jupyterlab to it"
+                ) from None
             raise SpawnFailed(f"image {image}: {e}") from None
         self.notebook_dir = f"/mnt/{mount}"
-        self.cmd = runner.command(self._container, IMAGE_SINGLEUSER, account, user_mounts(folders, mount),
-                                  workdir=f"/mnt/{mount}",
-                                  env_file=self._env_file(), gpus=bool(allocation.gpus))
+        self.cmd = runner.command(
+            self._container,
+            IMAGE_SINGLEUSER,
+            account,
+            user_mounts(folders, mount),
+            workdir=f"/mnt/{mount}",
+            env_file=self._env_file(),
+            gpus=bool(allocation.gpus),
+        )
         # buildah starts as root and runs the server as the account
         self.popen_kwargs = dict(self._configured_popen_kwargs)
 
@@ -489,16 +513,16 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         inside = inside_env(env, mount, self._image)
         # a user's `pip install` goes to ~/.local (the image's site-packages are root's)
         inside["KUBESTUDIO_SERVER_PATH"] = f"/home/{mount}/.local/bin"
-        write_env_file(self._env_file(), inside, self._account,
-                       extra=['PATH="$KUBESTUDIO_SERVER_PATH:$PATH"'])
+        write_env_file(self._env_file(), inside, self._account, extra=['PATH="$KUBESTUDIO_SERVER_PATH:$PATH"'])
         return runner_env()
 
     async def _stop_in_image(self):
         """Ask the server inside to stop (buildah kills its process at once when signalled itself)
         and wait for it; stop() then removes the working container."""
         if self.pid and await self.poll() is None and self._account is not None:
-            inside = {pid: started for pid, started in descendants(self.pid).items()
-                      if process_uid(pid) == self._account.uid}
+            inside = {
+                pid: started for pid, started in descendants(self.pid).items() if process_uid(pid) == self._account.uid
+            }
             kill_known(inside, signal.SIGTERM)
             for _ in range(50):
                 if await self.poll() is not None:
@@ -518,9 +542,7 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         while time.monotonic() < deadline:
             code = self.proc.poll() if self.proc is not None else None
             if code is not None:
-                raise SpawnFailed(
-                    f"{ide} exited with code {code} while starting; the hub log shows its output"
-                )
+                raise SpawnFailed(f"{ide} exited with code {code} while starting; the hub log shows its output")
             try:
                 await client.fetch(url, request_timeout=2, follow_redirects=False, raise_error=False)
                 return
@@ -528,7 +550,6 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
                 pass  # not listening yet, or too slow to answer
             await asyncio.sleep(0.05)
         # let JupyterHub's own check report the timeout
-
 
     async def stop(self, now=False):
         """Stop the server, then whatever it started (code-server, its extension host, kernels):
@@ -684,4 +705,3 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         self._allocation = None
         self._request = None
         self._image = None
-

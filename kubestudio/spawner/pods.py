@@ -124,8 +124,9 @@ def project_scheduling(project, affinity=()):
     if project.tolerations:
         fields["tolerations"] = [dict(t) for t in project.tolerations]
     if affinity:
-        fields["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": list(affinity)}}}
+        fields["affinity"] = {
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": list(affinity)}}
+        }
     return fields
 
 
@@ -169,8 +170,11 @@ def workspace_traits(username, server_name, request, settings):
         "kubestudio.io/profile": profile.slug,
         "kubestudio.io/gpus": str(request.gpus),
     }
-    annotations = {"kubestudio.io/username": username, "kubestudio.io/server-name": server_name,
-                   "kubestudio.io/project": project.name}
+    annotations = {
+        "kubestudio.io/username": username,
+        "kubestudio.io/server-name": server_name,
+        "kubestudio.io/project": project.name,
+    }
 
     traits = {
         "namespace": namespace_for(project.name, settings),
@@ -205,10 +209,19 @@ def workspace_traits(username, server_name, request, settings):
 
 # Traits whose value above is KubeStudio's safe default, not something the chosen profile asks
 # for: a value the admin set on c.KubeSpawner / c.WorkspaceSpawner keeps winning over them.
-YIELDING_TRAITS = frozenset({
-    "uid", "gid", "fs_gid", "privileged", "allow_privilege_escalation", "service_account",
-    "automount_service_account_token", "working_dir", "notebook_dir",
-})
+YIELDING_TRAITS = frozenset(
+    {
+        "uid",
+        "gid",
+        "fs_gid",
+        "privileged",
+        "allow_privilege_escalation",
+        "service_account",
+        "automount_service_account_token",
+        "working_dir",
+        "notebook_dir",
+    }
+)
 
 
 def yielding_traits(request):

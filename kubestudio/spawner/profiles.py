@@ -124,6 +124,7 @@ class Profile:
         parts.append(" or ".join(IDE_LABELS[i] for i in self.ides))
         return " · ".join(parts)
 
+
 @dataclass
 class Catalog:
     profiles: list
@@ -170,9 +171,7 @@ class _Checker:
     def keys(self, path, value, allowed):
         for key in value:
             if key not in allowed:
-                self.error(
-                    f"{path}.{key}", f"unknown key (expected one of: {', '.join(sorted(allowed))})"
-                )
+                self.error(f"{path}.{key}", f"unknown key (expected one of: {', '.join(sorted(allowed))})")
 
     def string(self, path, value, required=False):
         if value is None:

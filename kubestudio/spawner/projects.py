@@ -157,9 +157,7 @@ def _check_toleration(t, where):
         raise ValueError(f"{where}: operator Exists takes no value")
     effect = t.get("effect")
     if effect and effect not in TOLERATION_EFFECTS:
-        raise ValueError(
-            f"{where}: effect must be one of {', '.join(TOLERATION_EFFECTS)}, not {effect!r}"
-        )
+        raise ValueError(f"{where}: effect must be one of {', '.join(TOLERATION_EFFECTS)}, not {effect!r}")
     seconds = t.get("tolerationSeconds")
     if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)):
         raise ValueError(f"{where}: tolerationSeconds must be an integer")

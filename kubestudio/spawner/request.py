@@ -89,7 +89,7 @@ def _custom_image(reference, prefix):
         return None
     if not imageref.is_valid(reference):  # the grammar admits no ".." path component
         return None
-    return ImageChoice(name=reference, display_name=reference[len(prefix):], image=reference)
+    return ImageChoice(name=reference, display_name=reference[len(prefix) :], image=reference)
 
 
 def resolve_project(options, projects):
@@ -111,8 +111,15 @@ async def hub_project(hub, name):
     return resolve_project({"project": name}, await hub_projects(hub, {"groups": [name]}))
 
 
-def resolve_request(options, catalog, projects, profile_unavailable=None, ide_unavailable=None,
-                    custom_image_prefix=None, host_image=False):
+def resolve_request(
+    options,
+    catalog,
+    projects,
+    profile_unavailable=None,
+    ide_unavailable=None,
+    custom_image_prefix=None,
+    host_image=False,
+):
     """Check ``options`` against the catalog and the user's projects.
 
     ``projects`` is ``{name: Project or ProjectError}`` (see
@@ -137,11 +144,11 @@ def resolve_request(options, catalog, projects, profile_unavailable=None, ide_un
 
     project = resolve_project(options, projects)
     if not (profile.allows_project(project.name) and project.allows_profile(profile.slug)):
-        raise SpawnRefused(
-            f"profile: {profile.slug!r} is not available in project {project.name!r}", status=403
-        )
+        raise SpawnRefused(f"profile: {profile.slug!r} is not available in project {project.name!r}", status=403)
     if profile.slug in profile_unavailable:
-        raise SpawnRefused(f"profile: {profile.slug!r} cannot start here: {profile_unavailable[profile.slug]}", status=409)
+        raise SpawnRefused(
+            f"profile: {profile.slug!r} cannot start here: {profile_unavailable[profile.slug]}", status=409
+        )
 
     ide = options.get("ide") or profile.default_ide
     if ide not in profile.ides:
@@ -161,8 +168,11 @@ def resolve_request(options, catalog, projects, profile_unavailable=None, ide_un
             mine = f", or one of your images under {custom_prefix}" if custom_prefix else ""
             raise SpawnRefused(f"image: profile {profile.slug!r} has no image {image_name!r} (choices: {known}{mine})")
         if image.image == HOST_IMAGE and not host_image:
-            raise SpawnRefused(f"image: {image.name!r} runs on the hub machine's own Python, which only the embedded "
-                               "default (no Kubernetes) has; choose another image", status=409)
+            raise SpawnRefused(
+                f"image: {image.name!r} runs on the hub machine's own Python, which only the embedded "
+                "default (no Kubernetes) has; choose another image",
+                status=409,
+            )
     elif options.get("image"):
         raise SpawnRefused(f"image: profile {profile.slug!r} offers no image choice")
 

@@ -75,16 +75,16 @@ def layered_env(path, over, account=None, code_server_defaults_home=None):
     with prepare(account, argv, PRIVILEGED_ENV) as launch:
         result = subprocess.run(launch.argv, capture_output=True, text=True, timeout=120, cwd="/", **launch.kwargs())
     if result.returncode:
-        raise OSError(f"could not prepare the Python environment {path}: "
-                      f"{(result.stderr or result.stdout).strip()[-500:]}")
+        raise OSError(
+            f"could not prepare the Python environment {path}: {(result.stderr or result.stdout).strip()[-500:]}"
+        )
     return os.path.join(path, "bin")
 
 
 def ensure_user_env(home, account=None, code_server_defaults=False):
     """The user's own environment over the hub's packages (and, for VS Code, its default settings);
     its bin folder."""
-    return layered_env(user_env_path(home), base_site_packages(), account,
-                       home if code_server_defaults else None)
+    return layered_env(user_env_path(home), base_site_packages(), account, home if code_server_defaults else None)
 
 
 def _layer_files(path, over):

@@ -30,12 +30,25 @@ from .request import SpawnRefused, WorkspaceRequest, check_quota, resolve_projec
 from .storage import user_slug
 
 # what a shipped catalog's profile says that an admin's c.KubeSpawner setting replaces
-_SHIPPED_FIELDS = {"cpu_limit": "cpu_limit", "cpu_guarantee": "cpu_guarantee", "mem_limit": "mem_limit",
-                   "mem_guarantee": "mem_guarantee"}
+_SHIPPED_FIELDS = {
+    "cpu_limit": "cpu_limit",
+    "cpu_guarantee": "cpu_guarantee",
+    "mem_limit": "mem_limit",
+    "mem_guarantee": "mem_guarantee",
+}
 
 # what a profile_list entry decides (through its kubespawner_override) instead of KubeStudio
-_PROFILE_LIST_DECIDES = frozenset({"image", "cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee",
-                                   "extra_resource_limits", "extra_resource_guarantees"})
+_PROFILE_LIST_DECIDES = frozenset(
+    {
+        "image",
+        "cpu_limit",
+        "cpu_guarantee",
+        "mem_limit",
+        "mem_guarantee",
+        "extra_resource_limits",
+        "extra_resource_guarantees",
+    }
+)
 
 
 def _override_names(entry):
@@ -49,17 +62,20 @@ def _override_names(entry):
 
 
 # FailedScheduling reasons no waiting can fix (node labels and taints do not change by themselves)
-_PERMANENT = re.compile(r"didn't match (?:node selector|Pod's node affinity|node affinity)|had taints? .* the pod didn't tolerate|had (?:un)?tolerated taint", re.I)
+_PERMANENT = re.compile(
+    r"didn't match (?:node selector|Pod's node affinity|node affinity)|had taints? .* the pod didn't tolerate|had (?:un)?tolerated taint",
+    re.I,
+)
 _MISSING_CLAIM = re.compile(r'persistentvolumeclaim "([^"]+)" not found')
 _NODES = re.compile(r"0/(\d+) nodes are available: (.*)")
 
 
-
-
 def _is_image_error(event):
     message = event.get("message") or ""
-    return "ErrImagePull" in message or "ImagePullBackOff" in message or (
-        event.get("reason") == "Failed" and "pull image" in message
+    return (
+        "ErrImagePull" in message
+        or "ImagePullBackOff" in message
+        or (event.get("reason") == "Failed" and "pull image" in message)
     )
 
 
@@ -130,6 +146,7 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         help="""Seconds an image may keep failing to pull (ErrImagePull / ImagePullBackOff)
         before the spawn is stopped with the reason, instead of waiting out start_timeout.""",
     )
+
     @default("cmd")
     def _default_cmd(self):
         return ["jupyterhub-singleuser"]
@@ -189,8 +206,11 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         reflector = self.pod_reflector
         pods = reflector.pods if reflector else {}
         # our reflector indexes pods by owner; another one (a KubeSpawner started it) is scanned
-        mine = pods.owned.get(owner, {}) if isinstance(pods, PodsByOwner) else {
-            key: pod for key, pod in pods.items() if owner_of(pod) == owner}
+        mine = (
+            pods.owned.get(owner, {})
+            if isinstance(pods, PodsByOwner)
+            else {key: pod for key, pod in pods.items() if owner_of(pod) == owner}
+        )
         for pod in list(mine.values()):
             labels = pod["metadata"].get("labels") or {}
             if pod["metadata"]["name"] == self.pod_name or pod["metadata"].get("deletionTimestamp"):
@@ -332,7 +352,9 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         if not project.allows_profile(entry["slug"]):
             raise SpawnRefused(f"profile: {entry['slug']!r} is not available in project {project.name!r}", status=403)
         profile = Profile(slug=entry["slug"], display_name=entry.get("display_name") or entry["slug"])
-        return WorkspaceRequest(profile=profile, project=project, ide="jupyterlab", image=None, gpus=0), bool(profile_list)
+        return WorkspaceRequest(profile=profile, project=project, ide="jupyterlab", image=None, gpus=0), bool(
+            profile_list
+        )
 
     def _validate_user_options_of(self, options, profile_list):
         saved = self.user_options
@@ -492,18 +514,24 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
                 message = condition.get("message") or ""
                 missing = _MISSING_CLAIM.search(message)
                 if missing:
-                    return (f"The volume claim {missing[1]} does not exist in namespace {self.namespace}; "
-                            f"ask an admin to create it")
+                    return (
+                        f"The volume claim {missing[1]} does not exist in namespace {self.namespace}; "
+                        f"ask an admin to create it"
+                    )
                 if permanently_unschedulable(message):
                     return self.describe_scheduling(message)
         waiting = [(c.get("state") or {}).get("waiting") or {} for c in status.get("containerStatuses") or []]
         reasons = [w.get("reason") for w in waiting]
         if self._pull is not None and self._pull.failed(reasons):
             if self._pull.since is None:  # a name that can never be pulled: failed at once
-                return (f"Image {self.image} cannot be pulled ({', '.join(r for r in reasons if r)}): "
-                        f"check its name and tag")
-            return (f"Image {self.image} could not be pulled for {self.image_pull_grace_seconds:g} s: "
-                    f"check its name and tag, and the registry's credentials")
+                return (
+                    f"Image {self.image} cannot be pulled ({', '.join(r for r in reasons if r)}): "
+                    f"check its name and tag"
+                )
+            return (
+                f"Image {self.image} could not be pulled for {self.image_pull_grace_seconds:g} s: "
+                f"check its name and tag, and the registry's credentials"
+            )
         return None
 
     # ------------------------------------------------------------------ readable progress
@@ -536,15 +564,18 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         gpu_type = profile.gpu_type if profile else None
         if permanently_unschedulable(message):
             if gpu_type and request.gpus:
-                return (f"No node has GPUs of type {gpu_type} ({self.gpu_type_label}) for project {project}; "
-                        f"ask an admin, or pick another profile")
+                return (
+                    f"No node has GPUs of type {gpu_type} ({self.gpu_type_label}) for project {project}; "
+                    f"ask an admin, or pick another profile"
+                )
             return f"No node fits project {project}'s placement rules (node selector, affinity, taints): {message}"
         if profile and "Insufficient " + profile.gpu_resource in message:
             kind = f" of type {gpu_type}" if gpu_type else ""
             in_use = self._gpus_in_use(profile.gpu_resource)
             of = f" of {gpu_capacity}" if gpu_capacity is not None else ""
-            return (f"No free GPU{kind} for project {project} right now; {in_use} in use{of}. "
-                    f"Waiting for one to be freed")
+            return (
+                f"No free GPU{kind} for project {project} right now; {in_use} in use{of}. Waiting for one to be freed"
+            )
         if "Insufficient cpu" in message or "Insufficient memory" in message:
             return f"Not enough free CPU or memory for this profile right now; waiting ({message})"
         return f"Waiting for a node: {message}"
@@ -576,7 +607,7 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
     def _gpus_in_use(self, resource):
         total = 0
         reflector = self.pod_reflector
-        for pod in (reflector.pods.values() if reflector else []):
+        for pod in reflector.pods.values() if reflector else []:
             # only pods a node holds: waiting ones (like this one) hold no GPU yet
             if not pod["spec"].get("nodeName") or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                 continue
@@ -593,7 +624,11 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
             if raw is not None:
                 plain = self.describe_event(raw)
                 profile = self._request.profile if self._request else None
-                if raw.get("reason") == "FailedScheduling" and profile and "Insufficient " + profile.gpu_resource in (raw.get("message") or ""):
+                if (
+                    raw.get("reason") == "FailedScheduling"
+                    and profile
+                    and "Insufficient " + profile.gpu_resource in (raw.get("message") or "")
+                ):
                     capacity = await self.gpu_capacity(profile.gpu_resource, profile.gpu_type)
                     plain = self.describe_scheduling(raw["message"], capacity)
                 if plain and plain != (raw.get("message") or ""):

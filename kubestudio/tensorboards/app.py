@@ -45,13 +45,17 @@ class TensorBoardService(ServiceApp):
         return os.path.abspath(".")
 
     idle_timeout = Integer(
-        3600, config=True, help="Seconds without a request after which a board is stopped (its record kept); 0: never.")
+        3600, config=True, help="Seconds without a request after which a board is stopped (its record kept); 0: never."
+    )
     max_age = Integer(0, config=True, help="Seconds after which a running board is stopped even when used; 0: never.")
     cull_every = Integer(60, config=True, help="Seconds between two looks for idle boards.")
     max_boards_per_user = Integer(5, config=True, help="Boards one user may have open at once (starting or running).")
     stop_boards_on_exit = Bool(
-        True, config=True, help="Stop running boards when the service stops (Ctrl-C on the hub leaves nothing running).")
-    db_url = Unicode(config=True, help="SQLAlchemy URL of the board store. Defaults to SQLite in the service's working folder.")
+        True, config=True, help="Stop running boards when the service stops (Ctrl-C on the hub leaves nothing running)."
+    )
+    db_url = Unicode(
+        config=True, help="SQLAlchemy URL of the board store. Defaults to SQLite in the service's working folder."
+    )
 
     @default("db_url")
     def _default_db_url(self):
@@ -82,8 +86,9 @@ class TensorBoardService(ServiceApp):
             (url_path_join(api, "openapi.json"), OpenAPIHandler),
             (url_path_join(prefix, "b", r"([0-9a-f]{1,32})") + r"/?(.*)", handlers.ProxyHandler),
         ]
-        settings = oauth_settings(SERVICE_NAME, prefix, cookie_secret_file=self.cookie_secret_file,
-                                  manager=self.manager, openapi=openapi)
+        settings = oauth_settings(
+            SERVICE_NAME, prefix, cookie_secret_file=self.cookie_secret_file, manager=self.manager, openapi=openapi
+        )
         return web.Application(routes, **settings)
 
     async def started(self):

@@ -1,8 +1,8 @@
 """The TensorBoard service from Python.
 
-    from kubestudio.tensorboards import TensorBoardsClient
-    url = TensorBoardsClient().open("runs/exp1")         # the board's URL through the hub
-    TensorBoardsClient().open(["runs/exp1", "runs/exp2"])  # two runs compared in one board
+from kubestudio.tensorboards import TensorBoardsClient
+url = TensorBoardsClient().open("runs/exp1")         # the board's URL through the hub
+TensorBoardsClient().open(["runs/exp1", "runs/exp2"])  # two runs compared in one board
 """
 
 from ..services.client import ServiceClient

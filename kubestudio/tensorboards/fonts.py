@@ -24,8 +24,11 @@ def _fonts():
     path = os.path.join(os.path.dirname(tensorboard.__file__), "webfiles.zip")
     try:
         with zipfile.ZipFile(path) as z:
-            return {n.split("/", 1)[1]: z.read(n) for n in z.namelist()
-                    if n.startswith("font-roboto/") and n.endswith(".woff2")}
+            return {
+                n.split("/", 1)[1]: z.read(n)
+                for n in z.namelist()
+                if n.startswith("font-roboto/") and n.endswith(".woff2")
+            }
     except (OSError, zipfile.BadZipFile):
         return {}
 

@@ -25,7 +25,9 @@ def guard(app, secret):
     def guarded(environ, start_response):
         given = environ.get(_WSGI_KEY, "").encode("latin-1", "replace")
         if not hmac.compare_digest(given, expected):
-            body = json.dumps({"status": 403, "message": "this board is served through the hub's TensorBoard service"}).encode()
+            body = json.dumps(
+                {"status": 403, "message": "this board is served through the hub's TensorBoard service"}
+            ).encode()
             start_response("403 Forbidden", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
         return app(environ, start_response)
@@ -50,8 +52,9 @@ def main(argv=None):
     main_lib.global_init()
     board = program.TensorBoard(plugins=default.get_plugins(), server_class=GuardedServer)
     try:
-        absl_app.run(board.main, argv=[sys.argv[0], *(sys.argv[1:] if argv is None else argv)],
-                     flags_parser=board.configure)
+        absl_app.run(
+            board.main, argv=[sys.argv[0], *(sys.argv[1:] if argv is None else argv)], flags_parser=board.configure
+        )
     except base_plugin.FlagsError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 1

@@ -93,8 +93,10 @@ class ProxyHandler(BoardsBaseHandler):
 
     async def prepare(self):
         # a browser opening the board's URL logs in first (an API caller gets the 401)
-        navigating = self.request.method == "GET" and (self.request.headers.get("Sec-Fetch-Mode") == "navigate" or
-                                                       "text/html" in self.request.headers.get("Accept", ""))
+        navigating = self.request.method == "GET" and (
+            self.request.headers.get("Sec-Fetch-Mode") == "navigate"
+            or "text/html" in self.request.headers.get("Accept", "")
+        )
         if navigating and "Authorization" not in self.request.headers:
             model = await self.hub_auth.get_user(self, sync=False)
             if not model:
@@ -125,25 +127,36 @@ class ProxyHandler(BoardsBaseHandler):
         target = self.manager.target(board_id)
         if target is None:
             board = self.manager.get(board_id)
-            page = self.request.headers.get("Sec-Fetch-Mode") == "navigate" or \
-                "text/html" in self.request.headers.get("Accept", "")
+            page = self.request.headers.get("Sec-Fetch-Mode") == "navigate" or "text/html" in self.request.headers.get(
+                "Accept", ""
+            )
             if self.request.method == "GET" and page and board["status"] != FAILED:
                 self.set_header("Content-Type", "text/html; charset=utf-8")
                 self.set_header("Retry-After", "1")
-                self.finish(STARTING_PAGE.format(prefix=self.settings["service_prefix"],
-                                                 name=xhtml_escape(board["name"]), message=xhtml_escape(board["message"])))
+                self.finish(
+                    STARTING_PAGE.format(
+                        prefix=self.settings["service_prefix"],
+                        name=xhtml_escape(board["name"]),
+                        message=xhtml_escape(board["message"]),
+                    )
+                )
                 return
             self.set_header("Retry-After", "1")
-            raise http_error(503 if board["status"] != FAILED else 502, f"board {board_id} is {board['status']}: "
-                                                                       f"{board['message']}")
+            raise http_error(
+                503 if board["status"] != FAILED else 502, f"board {board_id} is {board['status']}: {board['message']}"
+            )
         url = target + "/" + path + (("?" + self.request.query) if self.request.query else "")
-        await forward(self, url, f"board {board_id}: TensorBoard",
-                      location=lambda value: self._inside_prefix(value, board_id),
-                      backend_headers=self.manager.target_headers(board_id))
+        await forward(
+            self,
+            url,
+            f"board {board_id}: TensorBoard",
+            location=lambda value: self._inside_prefix(value, board_id),
+            backend_headers=self.manager.target_headers(board_id),
+        )
 
     def _inside_prefix(self, location, board_id):
         parsed = urlparse(location)
-        path = parsed.path if parsed.netloc in ("", ) or parsed.hostname in ("127.0.0.1", "localhost") else None
+        path = parsed.path if parsed.netloc in ("",) or parsed.hostname in ("127.0.0.1", "localhost") else None
         if path is None or not path.startswith(self.manager.board_prefix(board_id).rstrip("/")):
             return self.manager.board_prefix(board_id)
         return path + (f"?{parsed.query}" if parsed.query else "")

@@ -53,12 +53,13 @@ def resolve(logdirs, folders, mounts, lexical=False):
             raise LogdirError(f"{field}: must be a folder path, not {logdir!r}")
         text = logdir.strip()
         if text == archives_mount or text.startswith(archives_mount + "/"):
-            root, relative, where = folders.archives, text[len(archives_mount):].lstrip("/"), "archives"
+            root, relative, where = folders.archives, text[len(archives_mount) :].lstrip("/"), "archives"
         elif text == workspace_mount or text.startswith(workspace_mount + "/"):
-            root, relative, where = folders.workspace, text[len(workspace_mount):].lstrip("/"), "workspace"
+            root, relative, where = folders.workspace, text[len(workspace_mount) :].lstrip("/"), "workspace"
         elif text.startswith("/"):
-            raise LogdirError(f"{field}: {text!r} is outside your workspace ({workspace_mount}) and archives "
-                              f"({archives_mount})")
+            raise LogdirError(
+                f"{field}: {text!r} is outside your workspace ({workspace_mount}) and archives ({archives_mount})"
+            )
         else:
             root, relative, where = folders.workspace, text, "workspace"
         real = _inside(root, os.path.join(root, relative), lexical)
@@ -79,8 +80,9 @@ def resolve(logdirs, folders, mounts, lexical=False):
 
 def board_key(owner, resolved, options=None):
     """The same user, folders and options give the same key (the same board)."""
-    text = json.dumps({"owner": owner, "logdirs": sorted(real for _, real in resolved), "options": options or {}},
-                      sort_keys=True)
+    text = json.dumps(
+        {"owner": owner, "logdirs": sorted(real for _, real in resolved), "options": options or {}}, sort_keys=True
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

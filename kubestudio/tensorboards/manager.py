@@ -35,6 +35,8 @@ def quantity(key, value):
         return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
     text = format_bytes(parse_bytes(value))
     return text + "i" if text[-1] in "KMGT" else text
+
+
 FLUSH_ACTIVITY_SECONDS = 10.0
 
 
@@ -104,7 +106,7 @@ class BoardManager:
         resources = body.get("resources")
         if resources is not None:
             if not isinstance(resources, dict):
-                raise LogdirError("resources: must be an object like {\"cpu\": 1, \"memory\": \"2Gi\"}")
+                raise LogdirError('resources: must be an object like {"cpu": 1, "memory": "2Gi"}')
             checked = {}
             for key, value in resources.items():
                 parse = RESOURCE_FIELDS.get(key)
@@ -115,8 +117,10 @@ class BoardManager:
                         raise ValueError(value)
                     checked[key] = quantity(key, value)
                 except (TypeError, ValueError, OverflowError):
-                    raise LogdirError(f"resources.{key}: {value!r} is not a positive quantity (e.g. "
-                                      f"{'1 or 500m' if key == 'cpu' else '2Gi'})") from None
+                    raise LogdirError(
+                        f"resources.{key}: {value!r} is not a positive quantity (e.g. "
+                        f"{'1 or 500m' if key == 'cpu' else '2Gi'})"
+                    ) from None
             if checked:
                 options["resources"] = checked
         self.backend.check_options(options)
@@ -162,14 +166,25 @@ class BoardManager:
         with self.store.session() as db:
             board = db.query(Board).filter(Board.owner == owner, Board.key == key).first()
             if board is None:
-                active = db.query(Board).filter(Board.owner == owner,
-                                                Board.status.in_((STARTING, RUNNING))).all()
+                active = db.query(Board).filter(Board.owner == owner, Board.status.in_((STARTING, RUNNING))).all()
                 if len(active) >= self.config.max_boards_per_user:
                     names = ", ".join(f"{b.name} ({b.id})" for b in active)
-                    raise LogdirError(f"logdirs: you have {len(active)} boards open, the most allowed "
-                                      f"(TensorBoardService.max_boards_per_user); stop one of: {names}", 409)
-                board = Board(id=uuid.uuid4().hex[:12], owner=owner, name=name, key=key, logdirs=list(logdirs),
-                              options=options, status=STOPPED, message="", refs={})
+                    raise LogdirError(
+                        f"logdirs: you have {len(active)} boards open, the most allowed "
+                        f"(TensorBoardService.max_boards_per_user); stop one of: {names}",
+                        409,
+                    )
+                board = Board(
+                    id=uuid.uuid4().hex[:12],
+                    owner=owner,
+                    name=name,
+                    key=key,
+                    logdirs=list(logdirs),
+                    options=options,
+                    status=STOPPED,
+                    message="",
+                    refs={},
+                )
                 db.add(board)
                 created = True
             else:
@@ -190,7 +205,8 @@ class BoardManager:
             if board.status in (STOPPED, FAILED) and board_id not in self.tasks:
                 board.status, board.message = STARTING, "starting TensorBoard"
                 self.tasks[board_id] = asyncio.ensure_future(
-                    self._start(board_id, board.owner, list(board.logdirs), dict(board.options or {}), handle))
+                    self._start(board_id, board.owner, list(board.logdirs), dict(board.options or {}), handle)
+                )
             return board.status
 
     async def _start(self, board_id, owner, logdirs, options, previous=None):
@@ -199,9 +215,15 @@ class BoardManager:
             await self.backend.stop(board_id, previous)  # what is left of a run that failed
             resolved = self.backend.resolve(owner, logdirs)
             project = await self._project_of(board_id, owner, options)
-            running = await self.backend.start(board_id, owner, resolved, self.board_prefix(board_id),
-                                               options=options, project=project,
-                                               progress=lambda message: self._progress(board_id, message))
+            running = await self.backend.start(
+                board_id,
+                owner,
+                resolved,
+                self.board_prefix(board_id),
+                options=options,
+                project=project,
+                progress=lambda message: self._progress(board_id, message),
+            )
             status, message, refs = RUNNING, "", running.to_json()
         except (BoardFailed, LogdirError) as e:
             status, message, refs = FAILED, str(e), {}
@@ -317,8 +339,10 @@ class BoardManager:
         now = utcnow()
         stopped = []
         with self.store.session() as db:
-            running = [(b.id, aware(b.last_activity), aware(b.started)) for b in
-                       db.query(Board).filter(Board.status == RUNNING).all()]
+            running = [
+                (b.id, aware(b.last_activity), aware(b.started))
+                for b in db.query(Board).filter(Board.status == RUNNING).all()
+            ]
         for board_id, last, started in running:
             idle = (now - last).total_seconds() if last else 0
             age = (now - started).total_seconds() if started else 0

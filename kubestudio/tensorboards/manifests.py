@@ -36,8 +36,13 @@ def object_name(board_id):
 
 
 def labels(board_id, owner, project_name):
-    return {**MANAGED_BY, LABEL_COMPONENT: COMPONENT, LABEL_USER: user_slug(owner),
-            LABEL_PROJECT: safe_slug(project_name, max_length=63), LABEL_BOARD_ID: board_id}
+    return {
+        **MANAGED_BY,
+        LABEL_COMPONENT: COMPONENT,
+        LABEL_USER: user_slug(owner),
+        LABEL_PROJECT: safe_slug(project_name, max_length=63),
+        LABEL_BOARD_ID: board_id,
+    }
 
 
 def probe_path(prefix):
@@ -49,8 +54,19 @@ def command(resolved, prefix, tensorboard_command, reload_interval):
     steps = [f"mkdir -p {TREE}"]
     for name, path in resolved:
         steps.append(f"ln -sfn {shlex.quote(path)} {TREE}/{shlex.quote(name)}")
-    argv = [*tensorboard_command, "--logdir", TREE, "--host", "0.0.0.0", "--port", str(PORT),
-            "--path_prefix", prefix.rstrip("/"), "--reload_interval", str(reload_interval)]
+    argv = [
+        *tensorboard_command,
+        "--logdir",
+        TREE,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(PORT),
+        "--path_prefix",
+        prefix.rstrip("/"),
+        "--reload_interval",
+        str(reload_interval),
+    ]
     steps.append("exec " + shlex.join(argv))
     return ["sh", "-c", " && ".join(steps)]
 
@@ -79,32 +95,63 @@ def board_pod(board_id, owner, resolved, prefix, settings, project, image, resou
         "image": image,
         "command": command(resolved, prefix, board.tensorboard_command, board.reload_interval),
         "ports": [{"name": "http", "containerPort": PORT}],
-        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "NVIDIA_VISIBLE_DEVICES", "value": "none"},
-                {"name": "KUBESTUDIO_USER", "value": owner}],
+        "env": [
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "NVIDIA_VISIBLE_DEVICES", "value": "none"},
+            {"name": "KUBESTUDIO_USER", "value": owner},
+        ],
         "volumeMounts": mounts,
         "resources": {k: v for k, v in resources.items() if v},
-        "readinessProbe": {"httpGet": {"path": probe_path(prefix), "port": PORT},
-                           "initialDelaySeconds": 1, "periodSeconds": 2, "timeoutSeconds": 5, "failureThreshold": 3},
-        "securityContext": {"runAsUser": settings.uid, "runAsGroup": settings.gid, "runAsNonRoot": True,
-                            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"]}},
+        "readinessProbe": {
+            "httpGet": {"path": probe_path(prefix), "port": PORT},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 2,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "runAsUser": settings.uid,
+            "runAsGroup": settings.gid,
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    spec = {"containers": [container], "volumes": volumes, "restartPolicy": "Always",
-            "automountServiceAccountToken": False, "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": 5, "securityContext": {"fsGroup": settings.fs_gid}}
+    spec = {
+        "containers": [container],
+        "volumes": volumes,
+        "restartPolicy": "Always",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 5,
+        "securityContext": {"fsGroup": settings.fs_gid},
+    }
     spec.update(project_scheduling(project))
-    metadata = {"name": object_name(board_id), "namespace": settings.namespace,
-                "labels": labels(board_id, owner, project.name),
-                "annotations": {"kubestudio.io/username": owner, PROJECT_ANNOTATION: project.name}}
+    metadata = {
+        "name": object_name(board_id),
+        "namespace": settings.namespace,
+        "labels": labels(board_id, owner, project.name),
+        "annotations": {"kubestudio.io/username": owner, PROJECT_ANNOTATION: project.name},
+    }
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
 
 def board_service(board_id, owner, project, settings):
     """A ClusterIP Service in front of the board's pod (``tensorboard-<id>:6006`` in the cluster)."""
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": object_name(board_id), "namespace": settings.namespace,
-                         "labels": labels(board_id, owner, project.name),
-                         "annotations": {"kubestudio.io/username": owner}},
-            "spec": {"type": "ClusterIP", "selector": {LABEL_BOARD_ID: board_id, LABEL_COMPONENT: COMPONENT},
-                     "ports": [{"name": "http", "port": PORT, "targetPort": "http"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": object_name(board_id),
+            "namespace": settings.namespace,
+            "labels": labels(board_id, owner, project.name),
+            "annotations": {"kubestudio.io/username": owner},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {LABEL_BOARD_ID: board_id, LABEL_COMPONENT: COMPONENT},
+            "ports": [{"name": "http", "port": PORT, "targetPort": "http"}],
+        },
+    }

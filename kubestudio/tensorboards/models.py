@@ -37,7 +37,16 @@ class Board(Base):
     last_activity: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     def to_json(self, url):
-        return {"id": self.id, "name": self.name, "owner": self.owner, "logdirs": self.logdirs,
-                "options": dict(self.options or {}),
-                "status": self.status, "message": self.message, "url": url, "created": iso(self.created),
-                "started": iso(self.started), "last_activity": iso(self.last_activity)}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "owner": self.owner,
+            "logdirs": self.logdirs,
+            "options": dict(self.options or {}),
+            "status": self.status,
+            "message": self.message,
+            "url": url,
+            "created": iso(self.created),
+            "started": iso(self.started),
+            "last_activity": iso(self.last_activity),
+        }

@@ -16,10 +16,15 @@ def roles(admin_users):
     return [
         {"name": "user", "scopes": ["self", access, find, TENSORBOARDS_USE_SCOPE]},
         # a server's own token opens its owner's boards (the SDK, the CLI, the %tensorboard URL)
-        {"name": "server", "scopes": ["users:activity!user", "access:servers!server", access, find,
-                                      TENSORBOARDS_USE_SCOPE]},
-        {"name": "kubestudio-tensorboards-admin", "scopes": [TENSORBOARDS_ADMIN_SCOPE, access],
-         "users": list(admin_users)},
+        {
+            "name": "server",
+            "scopes": ["users:activity!user", "access:servers!server", access, find, TENSORBOARDS_USE_SCOPE],
+        },
+        {
+            "name": "kubestudio-tensorboards-admin",
+            "scopes": [TENSORBOARDS_ADMIN_SCOPE, access],
+            "users": list(admin_users),
+        },
         # the service reads projects (groups): a board's pod is scheduled in its project
         {"name": "kubestudio-tensorboards-service", "scopes": ["read:groups"], "services": [TENSORBOARDS_SERVICE]},
     ]
@@ -43,14 +48,22 @@ def defaults(studio, c, data):
     if studio.spawner == "local":
         setdefault("LocalBoardBackend", "work_dir", os.path.join(data, "tensorboards"))
     else:
-        setdefault("TensorBoardService", "backend_class",
-                   "kubestudio.tensorboards.backends.kubernetes.KubernetesBoardBackend")
+        setdefault(
+            "TensorBoardService", "backend_class", "kubestudio.tensorboards.backends.kubernetes.KubernetesBoardBackend"
+        )
 
 
 TENSORBOARDS = ServiceDeclaration(
     name=TENSORBOARDS_SERVICE,
     module="kubestudio.tensorboards",
-    config_sections=("TensorBoardService", "UserAccounts", "Containment", "LocalBoardBackend", "KubernetesBoardBackend", "ServiceApp"),
+    config_sections=(
+        "TensorBoardService",
+        "UserAccounts",
+        "Containment",
+        "LocalBoardBackend",
+        "KubernetesBoardBackend",
+        "ServiceApp",
+    ),
     scopes={
         TENSORBOARDS_USE_SCOPE: "Open TensorBoards on your own log folders, and see and stop them.",
         TENSORBOARDS_ADMIN_SCOPE: "See and stop every user's TensorBoards.",
@@ -61,9 +74,21 @@ TENSORBOARDS = ServiceDeclaration(
     # on Kubernetes the boards' pods mount and run as the servers' pods do (KubeSpawner's
     # namespace first, WorkspaceSpawner's settings win), in the servers' image unless an admin
     # names one (it has tensorboard)
-    shared=(("KubeSpawner", "namespace", "KubernetesBoardBackend"),
-            *(("WorkspaceSpawner", trait, "KubernetesBoardBackend")
-              for trait in ("namespace", "workspace_claim", "archives_claim", "workspace_root", "archives_root",
-                            "uid", "gid", "fs_gid"))),
+    shared=(
+        ("KubeSpawner", "namespace", "KubernetesBoardBackend"),
+        *(
+            ("WorkspaceSpawner", trait, "KubernetesBoardBackend")
+            for trait in (
+                "namespace",
+                "workspace_claim",
+                "archives_claim",
+                "workspace_root",
+                "archives_root",
+                "uid",
+                "gid",
+                "fs_gid",
+            )
+        ),
+    ),
     derived=(("KubernetesBoardBackend", "image", default_server_image),),
 )

@@ -84,11 +84,26 @@ class Kernel:
 
     def _message(self, code):
         return {
-            "header": {"msg_id": uuid.uuid4().hex, "session": self.session, "username": "", "version": "5.3",
-                       "msg_type": "execute_request", "date": datetime.datetime.now(datetime.timezone.utc).isoformat()},
-            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-            "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                        "allow_stdin": False, "stop_on_error": True},
+            "header": {
+                "msg_id": uuid.uuid4().hex,
+                "session": self.session,
+                "username": "",
+                "version": "5.3",
+                "msg_type": "execute_request",
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            },
+            "parent_header": {},
+            "metadata": {},
+            "channel": "shell",
+            "buffers": [],
+            "content": {
+                "code": code,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
         }
 
     async def _execute(self, ws_url, code, timeout):

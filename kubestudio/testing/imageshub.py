@@ -103,8 +103,14 @@ def start_images_hub(root, registry, extra="", settings=None, env=None, base_ima
         c.ImageBuilder.build_timeout = 180
         c.ImageBuilder.keepalive_seconds = 1
         """)
-    hub = LocalHub(root, settings={"registry": registry.host, **(settings or {})}, env=env,
-                   extra_config=base + textwrap.dedent(extra), base_images=base_images, pre_config=registry_config)
+    hub = LocalHub(
+        root,
+        settings={"registry": registry.host, **(settings or {})},
+        env=env,
+        extra_config=base + textwrap.dedent(extra),
+        base_images=base_images,
+        pre_config=registry_config,
+    )
     hub.start()
     images = ImagesHub(hub, registry)
     deadline = time.monotonic() + 30
@@ -156,11 +162,30 @@ def log_flood(images, owner, build_id, followers=10, prober="observer", interval
     probe = images.session(prober)
     url = f"{images.url}api/builds/{build_id}/logs"
     # curl counts what it read itself (-w): no reader thread here competes with the prober for the GIL
-    procs = [subprocess.Popen(["curl", "-sS", "-N", "--max-time", "600", "-H", "Accept: text/event-stream",
-                               "-H", f"Authorization: token {images.tokens[owner]}", "-o", "/dev/null",
-                               "-w", "%{size_download}", url],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-             for _ in range(followers)]
+    procs = [
+        subprocess.Popen(
+            [
+                "curl",
+                "-sS",
+                "-N",
+                "--max-time",
+                "600",
+                "-H",
+                "Accept: text/event-stream",
+                "-H",
+                f"Authorization: token {images.tokens[owner]}",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{size_download}",
+                url,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(followers)
+    ]
     # the same listing straight from the service's own port too: what the service adds, without the proxy
     service_url = _environ(pid)["JUPYTERHUB_SERVICE_URL"].rstrip("/")
     direct_url = f"{service_url}/services/images/api/builds"
@@ -180,8 +205,13 @@ def log_flood(images, owner, build_id, followers=10, prober="observer", interval
                 p.kill()
             p.wait()
     counted = [int(p.stdout.read().strip() or 0) for p in procs]
-    return {"latencies_ms": latencies, "direct_latencies_ms": direct, "rss_mb": rss, "followers_bytes": counted,
-            "duration_s": time.perf_counter() - started}
+    return {
+        "latencies_ms": latencies,
+        "direct_latencies_ms": direct,
+        "rss_mb": rss,
+        "followers_bytes": counted,
+        "duration_s": time.perf_counter() - started,
+    }
 
 
 def percentile(values, q):
@@ -195,8 +225,12 @@ TESTING_BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bin")  #
 def ensure_claims(bench, names=("kubestudio-workspace", "kubestudio-archives")):
     """The shared workspace and archives claims in the bench's default namespace."""
     for name in names:
-        claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
-                 "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}}}
+        claim = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}},
+        }
         r = bench.api("POST", "/api/v1/namespaces/default/persistentvolumeclaims", json=claim)
         assert r.status_code in (201, 409), r.text
 
@@ -205,8 +239,13 @@ def registry_secret(bench, registry, name="kubestudio-registry"):
     """The registry's credentials as a dockerconfigjson Secret (what kaniko pods mount)."""
     with open(registry.auth) as f:
         data = base64.b64encode(f.read().encode()).decode()
-    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-              "metadata": {"name": name}, "data": {".dockerconfigjson": data}}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": name},
+        "data": {".dockerconfigjson": data},
+    }
     r = bench.api("POST", "/api/v1/namespaces/default/secrets", json=secret)
     assert r.status_code in (201, 409), r.text
 
@@ -222,14 +261,20 @@ def start_kaniko_images_hub(root, bench, registry, kubeconfig=None, gate=False, 
     workspaces = bench.volume_folder("default", "kubestudio-workspace")
     os.makedirs(workspaces, exist_ok=True)
     settings = {"registry_gate_port": free_port()} if gate else {}
-    images = start_images_hub(root, registry, settings=settings, extra=f"""
+    images = start_images_hub(
+        root,
+        registry,
+        settings=settings,
+        extra=f"""
         c.ImageBuilder.backend_class = "kubestudio.image_builder.backends.kaniko.KanikoBackend"
         c.ImageBuilder.workspaces_root = {workspaces!r}
         c.ImageBuilder.workspace_pattern = "{{root}}/{{user_slug}}"
         c.KanikoBackend.kubeconfig = {(kubeconfig or bench.kubeconfig)!r}
         c.KanikoBackend.executor_command = ["kaniko-executor"]
         c.KanikoBackend.resources = {{"requests": {{"cpu": "100m", "memory": "128Mi"}}}}
-        """ + textwrap.dedent(extra))
+        """
+        + textwrap.dedent(extra),
+    )
 
     def workspace(user):
         path = os.path.join(workspaces, user_slug(user))

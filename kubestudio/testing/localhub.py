@@ -25,7 +25,9 @@ from .ports import free_port
 
 # a managed service's command line (never a serving's runtime, kubestudio.jobs.serve, which may
 # outlive the hub by design)
-MANAGED_SERVICE = re.compile(r" -m (jupyterhub_idle_culler|kubestudio\.(jobs|tensorboards|image_builder|hub\.registry_gate))( |$)")
+MANAGED_SERVICE = re.compile(
+    r" -m (jupyterhub_idle_culler|kubestudio\.(jobs|tensorboards|image_builder|hub\.registry_gate))( |$)"
+)
 
 
 def _bin(name):
@@ -35,8 +37,9 @@ def _bin(name):
 
 
 class LocalHub:
-    def __init__(self, root, settings=None, extra_config="", password="test-password", env=None,
-                 base_images=False, pre_config=""):
+    def __init__(
+        self, root, settings=None, extra_config="", password="test-password", env=None, base_images=False, pre_config=""
+    ):
         self.root = str(root)
         self.data_dir = os.path.join(self.root, "data")
         self.settings = dict(settings or {})
@@ -71,19 +74,33 @@ class LocalHub:
     # ------------------------------------------------------------------ process
 
     def write_config(self):
-        settings = {"data_dir": self.data_dir, "bind_url": self.url, "images_url": self.images_url,
-                    "jobs_url": self.jobs_url, "tensorboards_url": self.tensorboards_url,
-                    "local_registry_port": self.local_registry_port, "hub_port": self.hub_port,
-                    "proxy_api_port": self.proxy_api_port, **self.settings}
+        settings = {
+            "data_dir": self.data_dir,
+            "bind_url": self.url,
+            "images_url": self.images_url,
+            "jobs_url": self.jobs_url,
+            "tensorboards_url": self.tensorboards_url,
+            "local_registry_port": self.local_registry_port,
+            "hub_port": self.hub_port,
+            "proxy_api_port": self.proxy_api_port,
+            **self.settings,
+        }
         config = textwrap.dedent(
             f"""
             import json
             from kubestudio.hub import configure
-            {"" if self.base_images is True else "c.ImageBuilder.base_images = []" if not self.base_images else
-             "from kubestudio.image_builder.service import local_base_images; "
-             "c.ImageBuilder.base_images = local_base_images(server=False)"}
+            {
+                ""
+                if self.base_images is True
+                else "c.ImageBuilder.base_images = []"
+                if not self.base_images
+                else "from kubestudio.image_builder.service import local_base_images; "
+                "c.ImageBuilder.base_images = local_base_images(server=False)"
+            }
             configure(c, **json.loads({json.dumps(json.dumps(settings))}))
-            c.JupyterHub.services = list(c.JupyterHub.get("services", [])) + [{{"name": "test-admin", "api_token": "{self.token}"}}]
+            c.JupyterHub.services = list(c.JupyterHub.get("services", [])) + [{{"name": "test-admin", "api_token": "{
+                self.token
+            }"}}]
             c.JupyterHub.load_roles = list(c.JupyterHub.get("load_roles", [])) + [{{"name": "admin", "services": ["test-admin"]}}]
             c.JupyterHub.log_level = "DEBUG"
             c.UserAccounts.prefix = "{self.account_prefix}"

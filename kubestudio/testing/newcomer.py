@@ -22,10 +22,16 @@ def machine_env(**extra):
     keep = {}
     for name, value in os.environ.items():
         upper = name.upper()
-        if (name in ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ")
-                or upper.endswith("_PROXY") or "CA_BUNDLE" in upper or upper.startswith("SSL_CERT")
-                or upper in ("NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE")
-                or upper.startswith(("PIP_INDEX", "PIP_EXTRA_INDEX", "PIP_FIND_LINKS", "PIP_TRUSTED", "NPM_CONFIG_REGISTRY"))):
+        if (
+            name in ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ")
+            or upper.endswith("_PROXY")
+            or "CA_BUNDLE" in upper
+            or upper.startswith("SSL_CERT")
+            or upper in ("NODE_EXTRA_CA_CERTS", "CURL_CA_BUNDLE")
+            or upper.startswith(
+                ("PIP_INDEX", "PIP_EXTRA_INDEX", "PIP_FIND_LINKS", "PIP_TRUSTED", "NPM_CONFIG_REGISTRY")
+            )
+        ):
             keep[name] = value
     keep["PATH"] = SYSTEM_PATH
     keep.update(extra)
@@ -34,8 +40,12 @@ def machine_env(**extra):
 
 def fresh_checkout(repo, dest):
     """What a clone of ``repo``'s working tree holds (tracked and new files, nothing ignored)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=repo, check=True, capture_output=True).stdout.split(b"\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
     for raw in listed:
         if not raw:
             continue
@@ -55,8 +65,15 @@ class ScriptRun:
     def __init__(self, argv, cwd, env, log_path):
         self.log_path = log_path
         self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def output(self):
         with open(self.log_path, errors="replace") as f:

@@ -111,7 +111,7 @@ def _stat(pid):
     except OSError:
         return None
     # the command name is in parentheses and may hold spaces: split after the last ')'
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     return int(fields[1]), fields[0]
 
 

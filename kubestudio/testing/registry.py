@@ -18,12 +18,33 @@ from ..spawner.imagerun import buildah_command
 from .ports import free_port
 
 BUSYBOX = "/bin/busybox"
-APPLETS = ("sh", "ls", "cat", "echo", "sleep", "mkdir", "cp", "rm", "touch", "env", "true", "false", "test", "wc", "sed")
+APPLETS = (
+    "sh",
+    "ls",
+    "cat",
+    "echo",
+    "sleep",
+    "mkdir",
+    "cp",
+    "rm",
+    "touch",
+    "env",
+    "true",
+    "false",
+    "test",
+    "wc",
+    "sed",
+)
 
 
 def tools_missing():
     """Names of the Debian tools the build tests need and this machine lacks."""
-    wanted = {"docker-registry": "docker-registry", "buildah": "buildah", "skopeo": "skopeo", "busybox": "busybox-static"}
+    wanted = {
+        "docker-registry": "docker-registry",
+        "buildah": "buildah",
+        "skopeo": "skopeo",
+        "busybox": "busybox-static",
+    }
     return [pkg for cmd, pkg in wanted.items() if not shutil.which(cmd)]
 
 
@@ -48,8 +69,10 @@ class LocalRegistry:
             auth = f"auth:\n  htpasswd:\n    realm: kubestudio-test\n    path: {htpasswd}\n"
         config = os.path.join(self.root, "config.yml")
         with open(config, "w") as f:
-            f.write(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {self.root}/data\n"
-                    f"  delete:\n    enabled: true\nhttp:\n  addr: {self.host}\n{auth}")
+            f.write(
+                f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {self.root}/data\n"
+                f"  delete:\n    enabled: true\nhttp:\n  addr: {self.host}\n{auth}"
+            )
         self._log = open(os.path.join(self.root, "registry.log"), "ab")
         self.proc = subprocess.Popen(["docker-registry", "serve", config], stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -104,7 +127,11 @@ def push_busybox_base(registry_host, storage, repository="base/busybox", tag="1"
         os.chmod(os.path.join(mount, "bin", "pip"), 0o755)
         run("config", "--env", "PATH=/bin", "--cmd", "/bin/sh", container)
         run("commit", container, image)
-        push = ["push", "--tls-verify=false"] + (["--authfile", auth_file] if auth_file else []) + [image, f"docker://{image}"]
+        push = (
+            ["push", "--tls-verify=false"]
+            + (["--authfile", auth_file] if auth_file else [])
+            + [image, f"docker://{image}"]
+        )
         run(*push)
     finally:
         subprocess.run(b + ["rm", container], capture_output=True)
@@ -112,5 +139,9 @@ def push_busybox_base(registry_host, storage, repository="base/busybox", tag="1"
 
 
 def skopeo_inspect(image, auth_file=None):
-    args = ["skopeo", "inspect", "--tls-verify=false"] + (["--authfile", auth_file] if auth_file else []) + [f"docker://{image}"]
+    args = (
+        ["skopeo", "inspect", "--tls-verify=false"]
+        + (["--authfile", auth_file] if auth_file else [])
+        + [f"docker://{image}"]
+    )
     return json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)

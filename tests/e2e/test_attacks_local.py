@@ -63,8 +63,11 @@ NODE_MARK = """require('fs').appendFileSync({evidence!r}, `node uid=${{process.g
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    local = LocalHub(tmp_path_factory.mktemp("attacks"), settings={"keep_servers_running": True},
-                     extra_config=f"c.Containment.pids_limit = {PIDS_LIMIT}\n")
+    local = LocalHub(
+        tmp_path_factory.mktemp("attacks"),
+        settings={"keep_servers_running": True},
+        extra_config=f"c.Containment.pids_limit = {PIDS_LIMIT}\n",
+    )
     local.start()
     try:
         for user in ("mallory", "victor"):
@@ -94,8 +97,9 @@ def uid(hub, user):
 
 
 def terminal(hub, user, command, timeout=120):
-    out = run_in_terminal(f"{hub.url}/user/{user}/", hub.user_token(user), f"{command}; {DONE}", "END-42",
-                          timeout=timeout)
+    out = run_in_terminal(
+        f"{hub.url}/user/{user}/", hub.user_token(user), f"{command}; {DONE}", "END-42", timeout=timeout
+    )
     return out.split(DONE, 1)[-1]
 
 
@@ -131,8 +135,9 @@ def victor_files(hub, jobs):
 
 def victor_still_works(hub, jobs, before):
     assert victor_state(hub) == before
-    done, log = run_job(jobs, "victor", name=f"still-{int(time.time() * 1000) % 100000}",
-                        command=["cat", "project/secret.txt"])
+    done, log = run_job(
+        jobs, "victor", name=f"still-{int(time.time() * 1000) % 100000}", command=["cat", "project/secret.txt"]
+    )
     assert done["status"] == "succeeded" and "victor's secret" in log, (done, log)
 
 
@@ -147,8 +152,10 @@ def payloads(jobs, evidence):
     os.makedirs(os.path.join(attack, "perl"), exist_ok=True)
     with open(os.path.join(attack, "preload.c"), "w") as f:
         f.write(PRELOAD_C % {"evidence": evidence})
-    subprocess.run(["gcc", "-shared", "-fPIC", "-o", os.path.join(attack, "preload.so"),
-                    os.path.join(attack, "preload.c")], check=True)
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-o", os.path.join(attack, "preload.so"), os.path.join(attack, "preload.c")],
+        check=True,
+    )
     with open(os.path.join(attack, "py", "sitecustomize.py"), "w") as f:
         f.write(SITECUSTOMIZE.format(evidence=str(evidence)))
     with open(os.path.join(attack, "perl", "Mark.pm"), "w") as f:
@@ -183,16 +190,22 @@ def read_marks(evidence):
         return []
 
 
-def test_no_loader_or_interpreter_variable_in_a_jobs_or_servings_env_runs_as_root(hub, jobs, evidence_dir, victor_files):
+def test_no_loader_or_interpreter_variable_in_a_jobs_or_servings_env_runs_as_root(
+    hub, jobs, evidence_dir, victor_files
+):
     evidence = evidence_dir / "env-marks"
     env = payloads(jobs, evidence)
     mallory = uid(hub, "mallory")
     # the job's own processes read the payloads too (as mallory: proof that each one works)
-    jobs.write("mallory", "use_them.py", "import subprocess\n"
-                                         "for argv in (['bash', '-c', 'true'], ['sh', '-c', 'true'], ['perl', '-e', '1'],"
-                                         " ['node', '-e', '1']):\n"
-                                         "    try: subprocess.run(argv)\n"
-                                         "    except FileNotFoundError: pass\n")
+    jobs.write(
+        "mallory",
+        "use_them.py",
+        "import subprocess\n"
+        "for argv in (['bash', '-c', 'true'], ['sh', '-c', 'true'], ['perl', '-e', '1'],"
+        " ['node', '-e', '1']):\n"
+        "    try: subprocess.run(argv)\n"
+        "    except FileNotFoundError: pass\n",
+    )
     done, log = run_job(jobs, "mallory", name="env-sweep", script="use_them.py", env=env)
     assert done["status"] == "succeeded", (done, log)
     marks = read_marks(evidence)
@@ -235,7 +248,7 @@ def _train(folder):
 
 # ---------------------------------------------------------------------- 2. loopback backends
 
-PROBE = r'''
+PROBE = r"""
 import json, sys, urllib.request, urllib.error
 victim = int(sys.argv[1])
 # the hub's own ports (root's): its API, the proxy's, the services', the registry gate
@@ -293,7 +306,7 @@ for port in sorted(set(ports) | set(hub_ports)):
         except Exception as e:
             results[f"{port} {method} {path}"] = [0, type(e).__name__]
 print("PROBE " + json.dumps({"ports": sorted(ports), "hub_ports": hub_ports, "results": results}))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -309,8 +322,12 @@ def victor_backends(hub, jobs, victor_files):
     boards._tokens["victor"] = hub.user_token("victor")
     board = boards.client("victor").open_board("runs/secret")
     token = {"Authorization": f"token {hub.user_token('victor')}"}
-    wait_for(lambda: requests.get(hub.url + board["url"] + "data/runs", headers=token, timeout=30).status_code == 200,
-             timeout=90, interval=0.3, what="victor's board to answer him")
+    wait_for(
+        lambda: requests.get(hub.url + board["url"] + "data/runs", headers=token, timeout=30).status_code == 200,
+        timeout=90,
+        interval=0.3,
+        what="victor's board to answer him",
+    )
     yield {"serving": "secret", "board": board}
     boards.client("victor").stop(board["id"])
     client.delete_serving("secret")
@@ -387,8 +404,12 @@ def test_root_never_re_owns_through_a_link_the_user_planted(hub, jobs, victor_fi
     info = os.lstat(home)
     assert stat.S_ISDIR(info.st_mode) and info.st_uid == uid(hub, "mallory") and stat.S_IMODE(info.st_mode) == 0o700
     # the same through the workspace itself
-    out = terminal(hub, "mallory", f"cd /; mv {users}/mallory/archives {users}/mallory/archives.old; "
-                                   f"ln -s {users}/victor/mnt {users}/mallory/archives; echo linked")
+    out = terminal(
+        hub,
+        "mallory",
+        f"cd /; mv {users}/mallory/archives {users}/mallory/archives.old; "
+        f"ln -s {users}/victor/mnt {users}/mallory/archives; echo linked",
+    )
     assert "linked" in out, out
     done, log = run_job(jobs, "mallory", name="relink-2", command=["true"])
     assert done["status"] == "succeeded", (done, log)
@@ -398,7 +419,7 @@ def test_root_never_re_owns_through_a_link_the_user_planted(hub, jobs, victor_fi
 # ---------------------------------------------------------------------- 4. working folder swapped
 
 
-SWAP = r'''
+SWAP = r"""
 import os, sys, time
 rank = int(os.environ["RANK"])
 wd = os.path.join(os.environ["KUBESTUDIO_WORKSPACE"], "wd")
@@ -411,15 +432,23 @@ else:
     while not os.path.islink(wd) and time.time() < deadline:
         time.sleep(0.01)
     print(f"rank {rank} in {os.getcwd()} sees {sorted(os.listdir('.'))}", flush=True)
-'''
+"""
 
 
 def test_every_rank_starts_in_the_folder_checked_even_if_rank_0_swaps_it(hub, jobs, victor_files):
     victor_project = os.path.join(jobs.workspace("victor"), "project")
     jobs.write("mallory", "swap.py", SWAP)
     jobs.write("mallory", "wd/mine.txt", "mallory's\n")
-    done, log = run_job(jobs, "mallory", name="swap", script="swap.py", args=[victor_project],
-                        working_dir="wd", nodes=1, procs_per_node=6)
+    done, log = run_job(
+        jobs,
+        "mallory",
+        name="swap",
+        script="swap.py",
+        args=[victor_project],
+        working_dir="wd",
+        nodes=1,
+        procs_per_node=6,
+    )
     assert done["status"] == "succeeded", (done, log)
     assert "swapped" in log and "secret.txt" not in log, log
     seen = re.findall(r"rank \d+ in (\S+) sees (\[.*\])", log)
@@ -428,7 +457,7 @@ def test_every_rank_starts_in_the_folder_checked_even_if_rank_0_swaps_it(hub, jo
 
 
 # mallory's terminal swaps the folder back and forth, as fast as it can, while her jobs start
-RACE = r'''
+RACE = r"""
 import os, sys, threading, time
 from kubestudio.jobs.client import JobsClient
 from kubestudio.services.client import ServiceError
@@ -461,7 +490,7 @@ try:
 finally:
     stop.set()
     swapper.join()
-'''
+"""
 
 
 def test_a_terminal_swapping_the_folder_while_jobs_start_never_gets_a_rank_into_victors(hub, jobs, victor_files):
@@ -500,9 +529,11 @@ def test_what_a_job_starts_ends_with_it_whatever_the_end(hub, jobs):
         tag = f"{end}-{time.monotonic_ns()}"
         marker = f"ks-escape-{tag}"
         # the escapees' names are made at run time: the job's own command line never holds them
-        script = (f'm="ks-esc""ape-{tag}"; setsid -f bash -c "exec -a $m-a sleep 119" </dev/null >/dev/null 2>&1; '
-                  'nohup bash -c "exec -a $m-b sleep 118" >/dev/null 2>&1 & '
-                  "echo started; " + ("sleep 60" if end != "succeeded" else "sleep 0.5"))
+        script = (
+            f'm="ks-esc""ape-{tag}"; setsid -f bash -c "exec -a $m-a sleep 119" </dev/null >/dev/null 2>&1; '
+            'nohup bash -c "exec -a $m-b sleep 118" >/dev/null 2>&1 & '
+            "echo started; " + ("sleep 60" if end != "succeeded" else "sleep 0.5")
+        )
         client = jobs.client("mallory")
         spec = {"name": f"escape-{end.replace('_', '-')}", "command": ["bash", "-c", script]}
         if end == "max_runtime":
@@ -512,9 +543,15 @@ def test_what_a_job_starts_ends_with_it_whatever_the_end(hub, jobs):
         if end == "cancelled":
             client.delete(record["id"])
         done = client.wait(record["id"], status=("succeeded", "failed", "cancelled"), timeout=120)
-        assert done["status"] == {"succeeded": "succeeded", "cancelled": "cancelled", "max_runtime": "failed"}[end], done
-        wait_for(lambda: not _processes_with(marker), timeout=10, interval=0.1,
-                 what=f"what the job started to end with it ({end})")
+        assert done["status"] == {"succeeded": "succeeded", "cancelled": "cancelled", "max_runtime": "failed"}[end], (
+            done
+        )
+        wait_for(
+            lambda: not _processes_with(marker),
+            timeout=10,
+            interval=0.1,
+            what=f"what the job started to end with it ({end})",
+        )
 
 
 ESCAPE = """import os, subprocess, sys, time
@@ -530,25 +567,40 @@ time.sleep(60)
 def test_a_job_from_the_terminal_is_held_to_its_limits_too(hub, jobs):
     jobs.write("mallory", "escape.py", ESCAPE)
     tag = f"terminal-{time.monotonic_ns()}"
-    out = terminal(hub, "mallory", f"kubestudio jobs submit escape.py --name escape-terminal --max-runtime 4s "
-                                   f"--memory 200Mi -- {tag}", timeout=180)
+    out = terminal(
+        hub,
+        "mallory",
+        f"kubestudio jobs submit escape.py --name escape-terminal --max-runtime 4s --memory 200Mi -- {tag}",
+        timeout=180,
+    )
     assert "stopped after max_runtime" in out, out
     escapee = int(re.search(r"started escapee (\d+)", out).group(1))
-    wait_for(lambda: not _processes_with(f"ks-escape-{tag}") and not os.path.exists(f"/proc/{escapee}"),
-             timeout=10, interval=0.1, what="the setsid child of a job submitted from the terminal to end with it")
+    wait_for(
+        lambda: not _processes_with(f"ks-escape-{tag}") and not os.path.exists(f"/proc/{escapee}"),
+        timeout=10,
+        interval=0.1,
+        what="the setsid child of a job submitted from the terminal to end with it",
+    )
 
 
 @needs_cgroups
 def test_memory_and_process_limits_are_the_kernels(hub, jobs):
     hog = "import time; x = bytearray(300 * 2**20); x[::4096] = b'x' * len(x[::4096]); time.sleep(60)"
-    done, log = run_job(jobs, "mallory", name="hog", command=["bash", "-c", f"setsid -f python3 -c '{hog}'; python3 -c '{hog}'"],
-                        resources={"memory": "100Mi"})
+    done, log = run_job(
+        jobs,
+        "mallory",
+        name="hog",
+        command=["bash", "-c", f"setsid -f python3 -c '{hog}'; python3 -c '{hog}'"],
+        resources={"memory": "100Mi"},
+    )
     assert done["status"] == "failed" and "OOMKilled" in done["message"], (done, log)
     assert not _processes_with("bytearray(300")
-    forks = ("import subprocess\nstarted = []\ntry:\n    for _ in range(600):\n"
-             "        started.append(subprocess.Popen(['sleep', '30']))\n"
-             "except OSError as e:\n    print('refused after', len(started), type(e).__name__)\n"
-             "for p in started:\n    p.kill()\n")
+    forks = (
+        "import subprocess\nstarted = []\ntry:\n    for _ in range(600):\n"
+        "        started.append(subprocess.Popen(['sleep', '30']))\n"
+        "except OSError as e:\n    print('refused after', len(started), type(e).__name__)\n"
+        "for p in started:\n    p.kill()\n"
+    )
     jobs.write("mallory", "forks.py", forks)
     done, log = run_job(jobs, "mallory", name="forks", script="forks.py")
     match = re.search(r"refused after (\d+)", log)

@@ -1,6 +1,5 @@
 """A real browser (Debian chromium via playwright) logs in, picks a profile and gets JupyterLab."""
 
-
 import pytest
 
 from kubestudio.testing.localhub import browser_login

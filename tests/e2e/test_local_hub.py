@@ -118,7 +118,10 @@ def test_vscode_profile_disabled_without_code_server(tmp_path):
         assert "Unavailable: no-such-code-server is not installed on this machine" in form
         r = local.spawn("val", "", {"profile": "vscode"})
         assert r.status_code == 409
-        assert r.json()["message"] == "ide: VS Code cannot start here: no-such-code-server is not installed on this machine"
+        assert (
+            r.json()["message"]
+            == "ide: VS Code cannot start here: no-such-code-server is not installed on this machine"
+        )
         assert local.server_model("val", "") is None
         r = local.spawn("val", "", {"profile": "cpu-small", "ide": "vscode"})
         assert r.status_code == 409
@@ -227,7 +230,10 @@ def test_form_refusals_show_on_the_form(hub):
         # max_servers: 1 in vision
         r = spawn_form(session, hub, "vic", "second", {"profile": "cpu-small", "project": "vision"})
         assert r.status_code == 200 and "/hub/spawn/" in r.url
-        assert "project: &#39;vision&#39; allows 1 running server per user and you have 1; stop one first" in form_error(r.text)
+        assert (
+            "project: &#39;vision&#39; allows 1 running server per user and you have 1; stop one first"
+            in form_error(r.text)
+        )
         assert hub.server_model("vic", "second") is None
         # public has no such limit
         r = spawn_form(session, hub, "vic", "second", {"profile": "cpu-small", "project": "public"})
@@ -292,8 +298,9 @@ def test_tricky_usernames_get_folders_inside_data_dir(hub, name):
 
 
 def test_restart_recovers_gpu_allocations(tmp_path):
-    local = LocalHub(tmp_path, settings={"keep_servers_running": True},
-                     extra_config='c.LocalWorkspaceSpawner.gpus = ["0", "1"]\n')
+    local = LocalHub(
+        tmp_path, settings={"keep_servers_running": True}, extra_config='c.LocalWorkspaceSpawner.gpus = ["0", "1"]\n'
+    )
     local.start()
     try:
         local.create_user("rex")
@@ -316,8 +323,9 @@ def test_restart_recovers_gpu_allocations(tmp_path):
 
 
 def test_server_that_died_while_hub_was_down_frees_its_gpus(tmp_path):
-    local = LocalHub(tmp_path, settings={"keep_servers_running": True},
-                     extra_config='c.LocalWorkspaceSpawner.gpus = ["0"]\n')
+    local = LocalHub(
+        tmp_path, settings={"keep_servers_running": True}, extra_config='c.LocalWorkspaceSpawner.gpus = ["0"]\n'
+    )
     local.start()
     try:
         local.create_user("dan")
@@ -412,22 +420,29 @@ def test_server_that_dies_while_starting_fails_fast_with_reason(tmp_path):
         local.stop()
 
 
-@pytest.mark.parametrize("username, message", [
-    ("../../etc", "username: &#39;../../etc&#39; cannot be a username: it may not contain &#39;/&#39;"),
-    (" ", "username: enter a username"),
-    ("..", "username: &#39;..&#39; cannot be a username: it may not be only dots"),
-])
+@pytest.mark.parametrize(
+    "username, message",
+    [
+        ("../../etc", "username: &#39;../../etc&#39; cannot be a username: it may not contain &#39;/&#39;"),
+        (" ", "username: enter a username"),
+        ("..", "username: &#39;..&#39; cannot be a username: it may not be only dots"),
+    ],
+)
 def test_login_with_an_impossible_username_says_so(hub, username, message):
     session = requests.Session()
     session.get(f"{hub.url}/hub/login").raise_for_status()
-    r = session.post(f"{hub.url}/hub/login?next=",
-                     data={"username": username, "password": hub.password, "_xsrf": session.cookies.get("_xsrf")})
+    r = session.post(
+        f"{hub.url}/hub/login?next=",
+        data={"username": username, "password": hub.password, "_xsrf": session.cookies.get("_xsrf")},
+    )
     assert r.status_code == 400
     assert message in r.text, r.text[-2000:]
     assert "Invalid username or password" not in r.text
     # a wrong password is still just that
-    r = session.post(f"{hub.url}/hub/login?next=",
-                     data={"username": "valid-name", "password": "wrong", "_xsrf": session.cookies.get("_xsrf")})
+    r = session.post(
+        f"{hub.url}/hub/login?next=",
+        data={"username": "valid-name", "password": "wrong", "_xsrf": session.cookies.get("_xsrf")},
+    )
     assert r.status_code == 403 and "Invalid username or password" in r.text
 
 
@@ -440,7 +455,8 @@ def test_missing_singleuser_command_is_a_readable_reason(tmp_path):
         assert r.status_code == 500, r.text
         assert r.json()["message"] == (
             "JupyterLab could not start: /nonexistent/jupyterhub-singleuser was not found on this machine "
-            "(install KubeStudio with scripts/install.sh, or set LocalWorkspaceSpawner.cmd)")
+            "(install KubeStudio with scripts/install.sh, or set LocalWorkspaceSpawner.cmd)"
+        )
     finally:
         local.stop()
 
@@ -466,8 +482,13 @@ def test_servers_run_the_hubs_singleuser_whatever_the_hubs_path(tmp_path):
 def test_idle_culler_stops_an_idle_server_and_spares_a_busy_one(tmp_path):
     """jupyterhub-idle-culler, run by the hub from configure(), stops a server nobody uses after
     cull_timeout; a server whose user keeps working stays."""
-    settings = {"images_service": False, "jobs_service": False, "cull_idle_servers": True, "cull_timeout": 6,
-                "cull_every": 1}
+    settings = {
+        "images_service": False,
+        "jobs_service": False,
+        "cull_idle_servers": True,
+        "cull_timeout": 6,
+        "cull_every": 1,
+    }
     extra = "c.JupyterHub.last_activity_interval = 1\n"  # the proxy's activity reaches the hub at once
     hub = LocalHub(tmp_path / "hub", settings=settings, extra_config=extra).start()
     try:

@@ -79,22 +79,30 @@ def test_newcomer_path(newcomer_hub, page, tmp_path):
 
     # a token for the terminal's websocket, made from the logged-in browser session
     xsrf = next(c["value"] for c in page.context.cookies() if c["name"] == "_xsrf" and c["path"].startswith("/hub"))
-    r = page.request.post(f"{hub.url}/hub/api/users/{NEWBIE}/tokens", headers={"X-XSRFToken": xsrf},
-                          data={"note": "newcomer test"})
+    r = page.request.post(
+        f"{hub.url}/hub/api/users/{NEWBIE}/tokens", headers={"X-XSRFToken": xsrf}, data={"note": "newcomer test"}
+    )
     assert r.ok, r.text()
     token = r.json()["token"]
 
     # the server runs in KubeStudio's local single-user image; a JupyterLab terminal is a login
     # shell in it: kubestudio, python and pip are the image's, the workspace is at /mnt/newbie
     server = f"{hub.url}/user/{NEWBIE}/"
-    out = run_in_terminal(server, token, "command -v kubestudio python pip; pwd; echo IMG=$KUBESTUDIO_IMAGE; "
-                                         "shopt -q login_shell; echo LOGIN=$?", until=r"LOGIN=\d", timeout=60)
+    out = run_in_terminal(
+        server,
+        token,
+        "command -v kubestudio python pip; pwd; echo IMG=$KUBESTUDIO_IMAGE; shopt -q login_shell; echo LOGIN=$?",
+        until=r"LOGIN=\d",
+        timeout=60,
+    )
     assert f"/usr/local/bin/kubestudio\r\n/usr/local/bin/python\r\n/usr/bin/pip\r\n/mnt/{NEWBIE}" in out, out
     assert re.search(r"IMG=127\.0\.0\.1:\d+/kubestudio/singleuser:", out), out
 
-    script = ("mkdir -p first && printf 'FROM scratch\\nCOPY hello.txt /hello.txt\\n' > first/Dockerfile && "
-              "echo hello > first/hello.txt && kubestudio images build first --name first-image; "
-              "echo BUILD-EXIT=$?")
+    script = (
+        "mkdir -p first && printf 'FROM scratch\\nCOPY hello.txt /hello.txt\\n' > first/Dockerfile && "
+        "echo hello > first/hello.txt && kubestudio images build first --name first-image; "
+        "echo BUILD-EXIT=$?"
+    )
     out = run_in_terminal(server, token, script, until=r"BUILD-EXIT=\d+", timeout=300)
     assert "BUILD-EXIT=0" in out, out
     image = re.search(rf"succeeded\s+(\S+/{NEWBIE}/first-image:\S+)", out).group(1)
@@ -120,10 +128,28 @@ def test_two_hubs_side_by_side(tmp_path):
     """Two embedded hubs with their own data folders on one machine: no port is shared."""
     from kubestudio.testing.localhub import LocalHub
 
-    first = LocalHub(tmp_path / "one", settings={"hub_port": 0, "proxy_api_port": 0, "local_registry_port": 0,
-                                                 "images_url": "", "jobs_url": "", "tensorboards_url": ""})
-    second = LocalHub(tmp_path / "two", settings={"hub_port": 0, "proxy_api_port": 0, "local_registry_port": 0,
-                                                  "images_url": "", "jobs_url": "", "tensorboards_url": ""})
+    first = LocalHub(
+        tmp_path / "one",
+        settings={
+            "hub_port": 0,
+            "proxy_api_port": 0,
+            "local_registry_port": 0,
+            "images_url": "",
+            "jobs_url": "",
+            "tensorboards_url": "",
+        },
+    )
+    second = LocalHub(
+        tmp_path / "two",
+        settings={
+            "hub_port": 0,
+            "proxy_api_port": 0,
+            "local_registry_port": 0,
+            "images_url": "",
+            "jobs_url": "",
+            "tensorboards_url": "",
+        },
+    )
     with first, second:
         ports = [first.ports(), second.ports()]
         assert set(ports[0].values()).isdisjoint(ports[1].values()), ports

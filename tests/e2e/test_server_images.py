@@ -47,8 +47,12 @@ def hub(tmp_path_factory):
     root = tmp_path_factory.mktemp("server-images")
     catalog = root / "profiles.yaml"
     catalog.write_text(CATALOG)
-    local = LocalHub(root / "hub", settings={"keep_servers_running": True, "profiles_file": str(catalog)},
-                     base_images=True, extra_config='c.LocalWorkspaceSpawner.gpus = ["0:A100", "1:A100"]\n')
+    local = LocalHub(
+        root / "hub",
+        settings={"keep_servers_running": True, "profiles_file": str(catalog)},
+        base_images=True,
+        extra_config='c.LocalWorkspaceSpawner.gpus = ["0:A100", "1:A100"]\n',
+    )
     local.start()
     try:
         local.create_user("alice")
@@ -70,13 +74,17 @@ def images_api(hub, user="alice"):
 def spawner_buildah(hub):
     """buildah on the hub's container storage (where servers' working containers are)."""
     storage = os.path.join(hub.data_dir, "containers")
-    return ImageRunner(storage_root=os.path.join(storage, "storage"), run_root=os.path.join(storage, "run")).global_args()
+    return ImageRunner(
+        storage_root=os.path.join(storage, "storage"), run_root=os.path.join(storage, "run")
+    ).global_args()
 
 
 def containers(hub):
     if not os.path.isdir(os.path.join(hub.data_dir, "containers", "storage")):
         return []
-    return subprocess.run([*spawner_buildah(hub), "containers", "--quiet"], capture_output=True, text=True).stdout.split()
+    return subprocess.run(
+        [*spawner_buildah(hub), "containers", "--quiet"], capture_output=True, text=True
+    ).stdout.split()
 
 
 def terminal(hub, user, command, server="", timeout=90):
@@ -90,10 +98,14 @@ def test_a_server_runs_in_the_local_image_as_its_user_with_their_folders(hub):
     model = hub.server_model("alice")
     image = model["state"]["kubestudio"]["image"]
     assert "/kubestudio/singleuser:" in image, model
-    out = terminal(hub, "alice", "python3 -c 'import sys, jupyterlab; print(\"PY\", sys.executable, jupyterlab.__file__)'; "
-                                 "grep PRETTY /etc/os-release; id -un; echo HOME=$HOME; pwd; echo W > /mnt/alice/in-image.txt; "
-                                 "ls -d /archives/alice; ls /tmp/*/data 2>&1 | head -1; echo IMG=$KUBESTUDIO_IMAGE; "
-                                 "echo A > /archives/alice/note.txt; echo LINK=$(cat /mnt/alice/archives/note.txt)")
+    out = terminal(
+        hub,
+        "alice",
+        "python3 -c 'import sys, jupyterlab; print(\"PY\", sys.executable, jupyterlab.__file__)'; "
+        "grep PRETTY /etc/os-release; id -un; echo HOME=$HOME; pwd; echo W > /mnt/alice/in-image.txt; "
+        "ls -d /archives/alice; ls /tmp/*/data 2>&1 | head -1; echo IMG=$KUBESTUDIO_IMAGE; "
+        "echo A > /archives/alice/note.txt; echo LINK=$(cat /mnt/alice/archives/note.txt)",
+    )
     # the image's own Python and JupyterLab, not the hub's environment
     assert "PY /usr/bin/python3 /usr/local/lib/python3.11/dist-packages/jupyterlab" in out, out
     assert "Debian GNU/Linux 12" in out, out
@@ -125,9 +137,13 @@ def test_pip_in_an_image_server_goes_to_the_users_home(hub):
     wheel_dir = os.path.join(hub.data_dir, "users", "alice", "mnt")
     name = "kst_image_probe"
     _tiny_wheel(wheel_dir, name)
-    out = terminal(hub, "alice", f"pip install --no-index --no-deps /mnt/alice/{name}-0.1-py3-none-any.whl 2>&1; "
-                                 f"python3 -c 'import {name}; print(\"AT\", {name}.__file__)'; "
-                                 "tensorboard --version && echo TB-OK")
+    out = terminal(
+        hub,
+        "alice",
+        f"pip install --no-index --no-deps /mnt/alice/{name}-0.1-py3-none-any.whl 2>&1; "
+        f"python3 -c 'import {name}; print(\"AT\", {name}.__file__)'; "
+        "tensorboard --version && echo TB-OK",
+    )
     assert f"AT /home/alice/.local/lib/python3.11/site-packages/{name}.py" in out, out
     # the hub's own dependencies do not leak into the image: no pip warning about them
     assert "Successfully installed" in out and "requires" not in out, out
@@ -142,7 +158,11 @@ def built(session, api, body, timeout=300):
     assert build.status_code in (200, 201, 202), build.text
     deadline = time.monotonic() + timeout
     while (status := session.get(f"{api}/builds/{build.json()['id']}", timeout=30).json())["status"] not in (
-            "succeeded", "failed", "cancelled", "exists"):
+        "succeeded",
+        "failed",
+        "cancelled",
+        "exists",
+    ):
         assert time.monotonic() < deadline, status
         time.sleep(1)
     assert status["status"] == "succeeded", status
@@ -159,8 +179,12 @@ def test_a_users_built_image_runs_as_it_is(hub):
     assert page.status_code == 200 and '<code id="workspace">/mnt/alice</code>' in page.text, page.text[:2000]
     assert hub.data_dir not in page.text
     context = os.path.join(hub.data_dir, "users", "alice", "mnt", "ctx")
-    out = terminal(hub, "alice", "mkdir -p ctx && printf 'FROM %s\\nRUN echo only-in-this-image > /opt/marker.txt\\n' "
-                                 f"{server_image} > ctx/Dockerfile && cat ctx/Dockerfile")
+    out = terminal(
+        hub,
+        "alice",
+        "mkdir -p ctx && printf 'FROM %s\\nRUN echo only-in-this-image > /opt/marker.txt\\n' "
+        f"{server_image} > ctx/Dockerfile && cat ctx/Dockerfile",
+    )
     assert os.path.exists(os.path.join(context, "Dockerfile")), out
     status = built(session, api, {"name": "marked", "tag": "v1", "context": "ctx"})
     r = hub.spawn("alice", server="built", options={"image": status["image"]}, timeout=300)
@@ -185,8 +209,10 @@ def test_a_users_built_image_runs_as_it_is(hub):
     else:  # what the spawn page shows
         assert r.status_code == 202, r.text
         message = hub.progress_events("alice", "plain", timeout=300)[-1]["message"]
-    assert f"image {plain} cannot start a server: it has no jupyterhub-singleuser. Build it FROM " \
-           f"KubeStudio's single-user image ({server_image}" in message, message
+    assert (
+        f"image {plain} cannot start a server: it has no jupyterhub-singleuser. Build it FROM "
+        f"KubeStudio's single-user image ({server_image}" in message
+    ), message
 
 
 def jobs_api(hub, user="alice"):
@@ -202,7 +228,10 @@ def run_job(hub, body, user="alice", timeout=300):
     job = r.json()
     deadline = time.monotonic() + timeout
     while (job := session.get(f"{api}/{job['id']}", timeout=30).json())["status"] not in (
-            "succeeded", "failed", "cancelled"):
+        "succeeded",
+        "failed",
+        "cancelled",
+    ):
         assert time.monotonic() < deadline, job
         time.sleep(0.5)
     return job, session.get(f"{api}/{job['id']}/logs", timeout=30).text
@@ -212,10 +241,12 @@ def test_a_job_naming_an_image_runs_in_it_as_its_owner(hub):
     image = hub.wait_for_server_image("alice")
     workspace = os.path.join(hub.data_dir, "users", "alice", "mnt")
     with open(os.path.join(workspace, "ranks.py"), "w") as f:
-        f.write("import os, sys\n"
-                "rank = os.environ['RANK']\n"
-                "open(f'rank-{rank}.txt', 'w').write(os.environ['WORLD_SIZE'])\n"
-                "print('PY', sys.executable, os.getcwd(), os.environ['HOME'], os.environ['KUBESTUDIO_WORKSPACE'])\n")
+        f.write(
+            "import os, sys\n"
+            "rank = os.environ['RANK']\n"
+            "open(f'rank-{rank}.txt', 'w').write(os.environ['WORLD_SIZE'])\n"
+            "print('PY', sys.executable, os.getcwd(), os.environ['HOME'], os.environ['KUBESTUDIO_WORKSPACE'])\n"
+        )
     owner = os.stat(workspace)
     os.chown(os.path.join(workspace, "ranks.py"), owner.st_uid, owner.st_gid)
     job, log = run_job(hub, {"name": "ranks", "script": "ranks.py", "procs_per_node": 2, "image": image})
@@ -226,8 +257,9 @@ def test_a_job_naming_an_image_runs_in_it_as_its_owner(hub):
         written = os.path.join(workspace, f"rank-{rank}.txt")
         assert open(written).read() == "2"
         assert os.stat(written).st_uid == pwd.getpwnam(hub.account_prefix + "alice").pw_uid
-    job, log = run_job(hub, {"name": "fails", "command": ["sh", "-c", "id -un; grep PRETTY /etc/os-release; exit 3"],
-                             "image": image})
+    job, log = run_job(
+        hub, {"name": "fails", "command": ["sh", "-c", "id -un; grep PRETTY /etc/os-release; exit 3"], "image": image}
+    )
     assert job["status"] == "failed" and "exit code 3" in job["message"], (job, log)
     assert hub.account_prefix + "alice" in log and "Debian GNU/Linux 12" in log, log
     assert "exit status" not in log, log  # buildah's own words on the exit are not the job's
@@ -236,15 +268,20 @@ def test_a_job_naming_an_image_runs_in_it_as_its_owner(hub):
     # an image from elsewhere is refused before anything runs
     session, api = jobs_api(hub)
     r = session.post(api, json={"name": "remote", "command": ["true"], "image": "quay.io/jupyter/base-notebook:x"})
-    assert r.status_code == 409 and r.json()["message"].startswith("image: quay.io/jupyter/base-notebook:x is not in "
-                                                                    "this hub's registry"), r.text
+    assert r.status_code == 409 and r.json()["message"].startswith(
+        "image: quay.io/jupyter/base-notebook:x is not in this hub's registry"
+    ), r.text
     # packages on top of the image: installed as alice into her home, once per image and list
     name, data = tiny_wheel("ksdemo_job")
     with open(os.path.join(workspace, name), "wb") as f:
         f.write(data)
     os.chown(os.path.join(workspace, name), owner.st_uid, owner.st_gid)
-    body = {"name": "pkgs", "image": image, "packages": [f"ksdemo_job @ file:///mnt/alice/{name}"],
-            "command": ["python3", "-c", "import ksdemo_job; print('VALUE', ksdemo_job.VALUE, ksdemo_job.__file__)"]}
+    body = {
+        "name": "pkgs",
+        "image": image,
+        "packages": [f"ksdemo_job @ file:///mnt/alice/{name}"],
+        "command": ["python3", "-c", "import ksdemo_job; print('VALUE', ksdemo_job.VALUE, ksdemo_job.__file__)"],
+    }
     job, log = run_job(hub, body)
     assert job["status"] == "succeeded", (job, log)
     assert "VALUE 42 /home/alice/.kubestudio/job-packages/" in log and "Successfully installed" in log, log
@@ -307,8 +344,9 @@ def test_servers_in_images_keep_running_across_a_hub_restart(hub):
 
 
 def _container_names(hub):
-    return subprocess.run([*spawner_buildah(hub), "containers", "--format", "{{.ContainerName}}"],
-                          capture_output=True, text=True).stdout.split()
+    return subprocess.run(
+        [*spawner_buildah(hub), "containers", "--format", "{{.ContainerName}}"], capture_output=True, text=True
+    ).stdout.split()
 
 
 def _tiny_wheel(folder, name):

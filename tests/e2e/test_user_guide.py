@@ -30,9 +30,9 @@ RUN_BY = {
     "curl -X POST": "test_a_server_started_through_the_rest_api",
     "kubestudio images build projects/trainer": "test_the_images_commands",
     "images = ImagesClient()": "test_the_images_commands",
-    "jobs.create(name=\"mnist\"": "test_the_jobs_commands",
+    'jobs.create(name="mnist"': "test_the_jobs_commands",
     "kubestudio jobs submit train.py": "test_the_jobs_commands",
-    "jobs.serve(model=\"models/iris\")": "test_the_serving_commands",
+    'jobs.serve(model="models/iris")': "test_the_serving_commands",
     "kubestudio serve models/iris": "test_the_serving_commands",
     "TensorBoardsClient().open([": "test_the_tensorboard_commands",
     "kubestudio tensorboard open runs/exp1": "test_the_tensorboard_commands",
@@ -88,8 +88,11 @@ def commands(block):
 def hub(tmp_path_factory):
     root = tmp_path_factory.mktemp("user-guide")
     # the shipped profiles, on a workstation with four GPUs
-    local = LocalHub(root / "hub", base_images=True,
-                     extra_config='c.LocalWorkspaceSpawner.gpus = ["0:A100", "1:A100", "2:A100", "3:A100"]\n')
+    local = LocalHub(
+        root / "hub",
+        base_images=True,
+        extra_config='c.LocalWorkspaceSpawner.gpus = ["0:A100", "1:A100", "2:A100", "3:A100"]\n',
+    )
     local.start()
     try:
         local.create_user(USER)
@@ -109,8 +112,13 @@ def kernel(hub):
 
 def terminal(hub, line, timeout=300):
     """(what ``line`` printed, its exit code), typed into a new terminal of the user's server."""
-    out = run_in_terminal(f"{hub.url}/user/{USER}/", hub.user_token(USER), f"{line}\recho EXIT=$?; echo {END}",
-                          r"EXIT=(\d+)\s+END-42", timeout=timeout)
+    out = run_in_terminal(
+        f"{hub.url}/user/{USER}/",
+        hub.user_token(USER),
+        f"{line}\recho EXIT=$?; echo {END}",
+        r"EXIT=(\d+)\s+END-42",
+        timeout=timeout,
+    )
     printed = out.split("\n", 1)[-1]  # what follows the shell's echo of the typed line
     code = int(re.findall(r"EXIT=(\d+)", printed)[-1])
     return printed, code
@@ -150,8 +158,13 @@ def test_a_server_started_through_the_rest_api(hub):
     assert len(hub.server_env(USER, "train")["CUDA_VISIBLE_DEVICES"].split(",")) == 2
     # with its GPUs and the default server's, a third server asking for 2 more of 4 is refused as the guide says
     hub.spawn(USER, "two", options={"profile": "gpu", "gpus": 1}, timeout=180)
-    again = subprocess.run(["bash", "-c", block.replace("servers/train", "servers/more")], capture_output=True,
-                           text=True, timeout=120, env=env)
+    again = subprocess.run(
+        ["bash", "-c", block.replace("servers/train", "servers/more")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert '"status": 409' in again.stdout and "gpus: not enough free GPUs" in again.stdout, again.stdout
     hub.stop_server(USER, "two")
     hub.stop_server(USER, "train")
@@ -163,16 +176,22 @@ def test_the_images_commands(hub, kernel):
     [printed] = run_lines(hub, lines[:1], [(rf"build \w+: succeeded\s+\S+/kubestudio/{USER}/trainer:", 0)])
     build_id = re.search(r"build (\w+): succeeded", printed).group(1)
     example_id = re.search(r"images logs (\w+)", block).group(1)  # the guide's example id: this build's here
-    run_lines(hub, commands(swap(block, (example_id, build_id)))[1:], [
-        (rf"/kubestudio/{USER}/trainer:", 0),
-        (r"RUN echo trainer", 0),
-        (rf"build {build_id} already finished \(succeeded\)", 2),  # the CLI says why, and fails
-    ])
+    run_lines(
+        hub,
+        commands(swap(block, (example_id, build_id)))[1:],
+        [
+            (rf"/kubestudio/{USER}/trainer:", 0),
+            (r"RUN echo trainer", 0),
+            (rf"build {build_id} already finished \(succeeded\)", 2),  # the CLI says why, and fails
+        ],
+    )
     # from Python: quay.io is out of reach here, so the base is the server's own image, and a 3 kB
     # package stands for lightgbm (the call is what is tested, not PyPI's bandwidth)
-    cell = swap(guide_block("images = ImagesClient()"),
-                ('"quay.io/jupyter/scipy-notebook:2024-05-27"', '__import__("os").environ["KUBESTUDIO_IMAGE"]'),
-                ('"lightgbm"', '"nothing==0.0.3"'))
+    cell = swap(
+        guide_block("images = ImagesClient()"),
+        ('"quay.io/jupyter/scipy-notebook:2024-05-27"', '__import__("os").environ["KUBESTUDIO_IMAGE"]'),
+        ('"lightgbm"', '"nothing==0.0.3"'),
+    )
     printed = kernel.execute(cell, timeout=600)
     assert "pip install" in printed and "nothing==0.0.3" in printed, printed
     final = kernel.execute("print(images.get(build['id'])['status'], images.get(build['id'])['image'])")
@@ -187,13 +206,17 @@ def test_the_jobs_commands(hub, kernel):
     assert "job train-1: train on 2 x 1 ranks" in printed, printed
     done = kernel.execute('jobs.wait("train-1"); print(jobs.logs("train-1"))', timeout=300)
     assert "rank 0 of 2, lr 0.1" in done and "rank 1 of 2, lr 0.1" in done, done
-    run_lines(hub, commands(guide_block("kubestudio jobs submit train.py")), [
-        (r"rank 1 of 2 lr 0\.1 gpus '\d'[\s\S]*job train[-\w]* \(\w+\): succeeded", 0),
-        (r"mnist\s+succeeded", 0),
-        (r"rank 0 of 2 lr 0\.1", 0),
-        (r"job mnist \(\w+\): succeeded", 0),  # a finished job is answered as it is
-        (r"rank 0 of 2 lr 0\.2[\s\S]*job mnist-r2 \(\w+\): succeeded", 0),  # the first copy of mnist
-    ])
+    run_lines(
+        hub,
+        commands(guide_block("kubestudio jobs submit train.py")),
+        [
+            (r"rank 1 of 2 lr 0\.1 gpus '\d'[\s\S]*job train[-\w]* \(\w+\): succeeded", 0),
+            (r"mnist\s+succeeded", 0),
+            (r"rank 0 of 2 lr 0\.1", 0),
+            (r"job mnist \(\w+\): succeeded", 0),  # a finished job is answered as it is
+            (r"rank 0 of 2 lr 0\.2[\s\S]*job mnist-r2 \(\w+\): succeeded", 0),  # the first copy of mnist
+        ],
+    )
 
 
 def test_the_serving_commands(hub, kernel):
@@ -205,13 +228,17 @@ def test_the_serving_commands(hub, kernel):
     first = kernel.execute('print(jobs.predict("iris", [[5.1, 3.5, 1.4, 0.2]]))')
     assert first.strip() == "[0]", first
     kernel.execute('jobs.delete_serving("iris")')  # the terminal's turn: the same name again
-    run_lines(hub, commands(guide_block("kubestudio serve models/iris")), [
-        (rf"/services/jobs/serve/{USER}/iris/", 0),
-        (r'\{"predictions": \[0\]\}', 0),
-        (r"iris\s+ready", 0),
-        (r"\S", 0),
-        (r"serving iris: deleted", 0),
-    ])
+    run_lines(
+        hub,
+        commands(guide_block("kubestudio serve models/iris")),
+        [
+            (rf"/services/jobs/serve/{USER}/iris/", 0),
+            (r'\{"predictions": \[0\]\}', 0),
+            (r"iris\s+ready", 0),
+            (r"\S", 0),
+            (r"serving iris: deleted", 0),
+        ],
+    )
     assert "iris" not in kernel.execute("print([s['name'] for s in jobs.servings()])")
 
 
@@ -236,7 +263,11 @@ def test_the_tensorboard_commands(hub, kernel):
     lines = commands(block)
     [opened] = run_lines(hub, lines[:1], [(r"http://\S+/services/tensorboards/b/\w+/", 0)])
     board = re.search(r"/services/tensorboards/b/(\w+)/", opened).group(1)
-    run_lines(hub, commands(swap(block, ("<name or id>", board)))[1:], [
-        (board, 0),
-        (rf"board {board}: stopped", 0),
-    ])
+    run_lines(
+        hub,
+        commands(swap(block, ("<name or id>", board)))[1:],
+        [
+            (board, 0),
+            (rf"board {board}: stopped", 0),
+        ],
+    )

@@ -88,8 +88,13 @@ def test_every_feature_on():
     resources = {r for rule in role["rules"] for r in rule["resources"]}
     assert {"pytorchjobs", "tfjobs", "mpijobs", "trainjobs", "trainingruntimes", "inferenceservices"} <= resources
     [cluster_role] = kinds["ClusterRole"].values()
-    assert cluster_role["rules"] == [{"apiGroups": ["trainer.kubeflow.org"], "resources": ["clustertrainingruntimes"],
-                                      "verbs": ["get", "list", "watch"]}]
+    assert cluster_role["rules"] == [
+        {
+            "apiGroups": ["trainer.kubeflow.org"],
+            "resources": ["clustertrainingruntimes"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
     assert set(kinds["PersistentVolumeClaim"]) == {"kubestudio-workspace"}  # the archives claim exists; no hub-db PVC
     registry = kinds["Secret"]["studio-registry"]
     assert registry["type"] == "kubernetes.io/dockerconfigjson"
@@ -105,12 +110,18 @@ def test_every_feature_on():
     assert kinds["Service"]["studio-proxy-public"]["spec"]["ports"][0]["nodePort"] == 30080
     # the registry gate: a port of the hub pod and its Service, open to build pods only
     assert {"name": "registry-gate", "containerPort": 10104, "protocol": "TCP"} in hub["spec"]["containers"][0]["ports"]
-    assert {"name": "registry-gate", "port": 10104, "targetPort": 10104, "protocol": "TCP"} in \
-        kinds["Service"]["studio-hub"]["spec"]["ports"]
+    assert {"name": "registry-gate", "port": 10104, "targetPort": 10104, "protocol": "TCP"} in kinds["Service"][
+        "studio-hub"
+    ]["spec"]["ports"]
     rules = kinds["NetworkPolicy"]["studio-hub"]["spec"]["ingress"]
     gate_rule = next(r for r in rules if {"port": 10104, "protocol": "TCP"} in r["ports"])
-    assert gate_rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "kubestudio",
-                                                                   "kubestudio.io/component": "build"}}}]
+    assert gate_rule["from"] == [
+        {
+            "podSelector": {
+                "matchLabels": {"app.kubernetes.io/managed-by": "kubestudio", "kubestudio.io/component": "build"}
+            }
+        }
+    ]
 
 
 BAD_VALUES = [
@@ -118,14 +129,24 @@ BAD_VALUES = [
     ({"cull": {"timeout": "1h"}}, "/cull/timeout", "want integer"),
     ({"cull": {"timeout": 0}}, "/cull/timeout", "minimum"),
     ({"services": {"jobs": {"enabled": True, "port": 70000}}}, "/services/jobs/port", "maximum"),
-    ({"kubestudio": {"profiles": [{"slug": "g", "gpu": {"count": 1, "resource": "nvidia gpu"}}]}},
-     "/kubestudio/profiles/0/gpu/resource", "does not match pattern"),
+    (
+        {"kubestudio": {"profiles": [{"slug": "g", "gpu": {"count": 1, "resource": "nvidia gpu"}}]}},
+        "/kubestudio/profiles/0/gpu/resource",
+        "does not match pattern",
+    ),
     ({"kubestudio": {"profiles": [{"slug": "g", "gpu": "one(A100)"}]}}, "/kubestudio/profiles/0/gpu", "anyOf"),
     ({"kubestudio": {"profiles": [{"slug": "Bad Slug"}]}}, "/kubestudio/profiles/0/slug", "does not match pattern"),
     ({"kubestudio": {"profiles": [{"slug": "x", "ide": "emacs"}]}}, "/kubestudio/profiles/0/ide", "anyOf"),
-    ({"kubestudio": {"projects": {"vision": {"max_gpu": 4}}}}, "/kubestudio/projects/vision",
-     "additional properties 'max_gpu' not allowed"),
-    ({"kubestudio": {"projects": {"vision": {"max_gpus": "four"}}}}, "/kubestudio/projects/vision/max_gpus", "want integer"),
+    (
+        {"kubestudio": {"projects": {"vision": {"max_gpu": 4}}}},
+        "/kubestudio/projects/vision",
+        "additional properties 'max_gpu' not allowed",
+    ),
+    (
+        {"kubestudio": {"projects": {"vision": {"max_gpus": "four"}}}},
+        "/kubestudio/projects/vision/max_gpus",
+        "want integer",
+    ),
     ({"proxy": {"service": {"type": "Public"}}}, "/proxy/service/type", "value must be one of"),
     ({"proxy": {"service": {"nodePort": 80}}}, "/proxy/service/nodePort", "minimum"),
     ({"hub": {"db": {"type": "mysql"}}}, "/hub/db/type", "value must be one of"),

@@ -113,13 +113,23 @@ def test_idle_culler_is_off_on_the_embedded_default_and_scoped_when_on(tmp_path)
     configure(c, data_dir=str(tmp_path / "off"))
     assert "idle-culler" not in [s["name"] for s in c.JupyterHub.services]
     c = Config()
-    configure(c, data_dir=str(tmp_path / "on"), cull_idle_servers=True, cull_timeout=600, cull_every=60,
-              cull_max_age=86400)
+    configure(
+        c, data_dir=str(tmp_path / "on"), cull_idle_servers=True, cull_timeout=600, cull_every=60, cull_max_age=86400
+    )
     culler = next(s for s in c.JupyterHub.services if s["name"] == "idle-culler")
-    assert culler["command"][1:] == ["-m", "jupyterhub_idle_culler", "--timeout=600", "--cull-every=60",
-                                     "--concurrency=10", "--max-age=86400"]
+    assert culler["command"][1:] == [
+        "-m",
+        "jupyterhub_idle_culler",
+        "--timeout=600",
+        "--cull-every=60",
+        "--concurrency=10",
+        "--max-age=86400",
+    ]
     role = next(r for r in c.JupyterHub.load_roles if r["name"] == "idle-culler")
-    assert role == {"name": "idle-culler", "services": ["idle-culler"],
-                    "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}
+    assert role == {
+        "name": "idle-culler",
+        "services": ["idle-culler"],
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+    }
     with pytest.raises(SystemExit):
         configure(Config(), data_dir=str(tmp_path / "bad"), cull_idle_servers=True, cull_timeout=0)

@@ -18,8 +18,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_every_option_is_documented_with_help():
     with open(os.path.join(REPO, "docs", "configuration.md")) as f:
         reference = f.read()
-    for cls in (KubeStudio, LocalWorkspaceSpawner, WorkspaceSpawner, ImageBuilder, BuildahBackend, KanikoBackend, JobService,
-                LocalJobBackend, Containment):
+    for cls in (
+        KubeStudio,
+        LocalWorkspaceSpawner,
+        WorkspaceSpawner,
+        ImageBuilder,
+        BuildahBackend,
+        KanikoBackend,
+        JobService,
+        LocalJobBackend,
+        Containment,
+    ):
         for name, trait in cls.class_traits(config=True).items():
             if cls is not KubeStudio and not any(
                 name in k.__dict__ for k in cls.__mro__ if k.__module__.startswith("kubestudio")

@@ -43,8 +43,14 @@ def test_a_hub_service_reads_without_choosing(tmp_path):
 def test_configure_wires_every_port(tmp_path, monkeypatch):
     monkeypatch.setenv("KUBESTUDIO_PASSWORD", "pw")
     c = Config()
-    configure(c, data_dir=str(tmp_path / "one"), hub_port=18081, proxy_api_port=18001, images_port=18101,
-              local_registry_port=15000)
+    configure(
+        c,
+        data_dir=str(tmp_path / "one"),
+        hub_port=18081,
+        proxy_api_port=18001,
+        images_port=18101,
+        local_registry_port=15000,
+    )
     assert c.JupyterHub.hub_port == 18081
     assert c.ConfigurableHTTPProxy.api_url == "http://127.0.0.1:18001"
     images = next(s for s in c.JupyterHub.services if s["name"] == "images")

@@ -27,21 +27,43 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 def gate(tmp_path_factory):
     root = tmp_path_factory.mktemp("gate")
     socket_path, grants = str(root / "registry.sock"), str(root / "grants")
-    (root / "credentials.json").write_text(json.dumps({"push": {"user": PUSH[0], "password": PUSH[1]},
-                                                       "pull": {"user": PULL[0], "password": PULL[1]}}))
+    (root / "credentials.json").write_text(
+        json.dumps({"push": {"user": PUSH[0], "password": PUSH[1]}, "pull": {"user": PULL[0], "password": PULL[1]}})
+    )
     (root / "registry.yml").write_text(
         f"version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\nhttp:\n  net: unix\n  addr: {socket_path}\n")
+        f"    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\nhttp:\n  net: unix\n  addr: {socket_path}\n"
+    )
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kubestudio.hub.registry_gate", "--listen", f"127.0.0.1:{port}",
-                             "--socket", socket_path, "--credentials", str(root / "credentials.json"),
-                             "--grants", grants, "--", "docker-registry", "serve", str(root / "registry.yml")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kubestudio.hub.registry_gate",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--socket",
+            socket_path,
+            "--credentials",
+            str(root / "credentials.json"),
+            "--grants",
+            grants,
+            "--",
+            "docker-registry",
+            "serve",
+            str(root / "registry.yml"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answers(url, auth=PULL), timeout=30, what="the gate and its registry")
-        images = {repo: push_image(url, repo, "v1", f"{repo} data".encode())
-                  for repo in ("kubestudio/jack/private", "kubestudio/ivy/own", "base/python")}
+        images = {
+            repo: push_image(url, repo, "v1", f"{repo} data".encode())
+            for repo in ("kubestudio/jack/private", "kubestudio/ivy/own", "base/python")
+        }
         yield url, grants, images
     finally:
         proc.terminate()
@@ -64,16 +86,30 @@ def push_image(url, repository, tag, content, auth=PUSH):
         assert start.status_code == 202, start.text
         location = start.headers["Location"]
         location = location if location.startswith("http") else url + location
-        done = requests.put(location, params={"digest": digest}, data=blob, auth=auth, timeout=10,
-                            headers={"Content-Type": "application/octet-stream"})
+        done = requests.put(
+            location,
+            params={"digest": digest},
+            data=blob,
+            auth=auth,
+            timeout=10,
+            headers={"Content-Type": "application/octet-stream"},
+        )
         assert done.status_code == 201, done.text
         digests.append((digest, len(blob)))
     (layer, layer_size), (config, config_size) = digests
-    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
-                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}]}
-    r = requests.put(f"{url}/v2/{repository}/manifests/{tag}", data=json.dumps(manifest), auth=auth, timeout=10,
-                     headers={"Content-Type": OCI_MANIFEST})
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": layer_size}],
+    }
+    r = requests.put(
+        f"{url}/v2/{repository}/manifests/{tag}",
+        data=json.dumps(manifest),
+        auth=auth,
+        timeout=10,
+        headers={"Content-Type": OCI_MANIFEST},
+    )
     assert r.status_code == 201, r.text
     return layer
 
@@ -119,12 +155,17 @@ def test_a_builds_grant_reads_only_what_its_user_may_and_pushes_only_its_reposit
     assert "may push only to its own repository" in refusals[9].json()["errors"][0]["message"]
     # its own repository: a whole push works, and a layer it may read can be mounted
     push_image(url, "kubestudio/ivy/new", "v1", b"ivy's new layer", auth=build)
-    mounted = call("POST", "/v2/kubestudio/ivy/new/blobs/uploads/",
-                   params={"mount": images["base/python"], "from": "base/python"})
+    mounted = call(
+        "POST", "/v2/kubestudio/ivy/new/blobs/uploads/", params={"mount": images["base/python"], "from": "base/python"}
+    )
     assert mounted.status_code == 201, mounted.text
     # a wrong password, another build's name, an odd name, an expired or removed grant: 401
-    for auth in (("build-ivy1", "guess"), ("build-ivy2", "the-build-password"), ("build-../grants/x", "x"),
-                 ("kubestudio-push", "the-build-password")):
+    for auth in (
+        ("build-ivy1", "guess"),
+        ("build-ivy2", "the-build-password"),
+        ("build-../grants/x", "x"),
+        ("kubestudio-push", "the-build-password"),
+    ):
         assert call("GET", "/v2/base/python/manifests/v1", auth=auth, headers=accept).status_code == 401, auth
     write_grant(grants, "build-old", "pw", read=["*"], push=[], ttl=-1)
     assert call("GET", "/v2/base/python/manifests/v1", auth=("build-old", "pw"), headers=accept).status_code == 401
@@ -139,7 +180,10 @@ def test_a_builds_grant_reads_only_what_its_user_may_and_pushes_only_its_reposit
 def test_the_hubs_own_accounts_keep_their_rights(gate):
     url, _, images = gate
     jack = "kubestudio/jack/private"
-    assert requests.get(f"{url}/v2/{jack}/blobs/{images[jack]}", auth=PULL, timeout=10).content == b"kubestudio/jack/private data"
+    assert (
+        requests.get(f"{url}/v2/{jack}/blobs/{images[jack]}", auth=PULL, timeout=10).content
+        == b"kubestudio/jack/private data"
+    )
     assert requests.post(f"{url}/v2/{jack}/blobs/uploads/", auth=PULL, timeout=10).status_code == 403
     assert requests.get(f"{url}/v2/_catalog", auth=PULL, timeout=10).status_code == 200
     assert requests.get(f"{url}/v2/", timeout=10).status_code == 401
@@ -168,8 +212,20 @@ def test_a_client_trying_tls_first_is_turned_away_at_once(gate):
     if shutil.which("skopeo"):
         creds = f"{PULL[0]}:{PULL[1]}"
         started = time.monotonic()
-        run = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", "--creds", creds,
-                              f"docker://{host}:{port}/base/python:v1"], capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            [
+                "skopeo",
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                "--creds",
+                creds,
+                f"docker://{host}:{port}/base/python:v1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert run.returncode == 0, run.stderr
         assert time.monotonic() - started < 5, "skopeo waited for a TLS handshake the gate never finishes"
 
@@ -184,17 +240,33 @@ def upstream_gate(tmp_path_factory):
     registry = LocalRegistry(root / "registry", user="admin-push", password="upstream-secret").start()
     upstream_auth = registry.auth_file(str(root / "upstream.json"))
     grants, port = str(root / "grants"), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kubestudio.hub.registry_gate", "--listen", f"127.0.0.1:{port}",
-                             "--upstream", f"http://{registry.host}", "--upstream-auth", upstream_auth,
-                             "--grants", grants], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kubestudio.hub.registry_gate",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--upstream",
+            f"http://{registry.host}",
+            "--upstream-auth",
+            upstream_auth,
+            "--grants",
+            grants,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _status(url) == 401, timeout=30, what="the gate")
         upstream = f"http://{registry.host}"
         admin = (registry.user, registry.password)
-        images = {repo: push_image(upstream, repo, "v1", f"{repo} data".encode(), auth=admin)
-                  for repo in ("kubestudio/jack/private", "base/python")}
+        images = {
+            repo: push_image(upstream, repo, "v1", f"{repo} data".encode(), auth=admin)
+            for repo in ("kubestudio/jack/private", "base/python")
+        }
         yield url, grants, images, upstream, admin
     finally:
         proc.terminate()
@@ -220,9 +292,11 @@ def test_in_front_of_another_registry_a_build_reads_and_pushes_only_what_its_gra
     base = "base/python"
     assert requests.get(f"{url}/v2/{base}/blobs/{images[base]}", auth=build, timeout=10).content == b"base/python data"
     jack = "kubestudio/jack/private"
-    for r in (requests.get(f"{url}/v2/{jack}/manifests/v1", auth=build, headers=accept, timeout=10),
-              requests.get(f"{url}/v2/{jack}/blobs/{images[jack]}", auth=build, timeout=10),
-              requests.post(f"{url}/v2/kubestudio/jack/private/blobs/uploads/", auth=build, timeout=10)):
+    for r in (
+        requests.get(f"{url}/v2/{jack}/manifests/v1", auth=build, headers=accept, timeout=10),
+        requests.get(f"{url}/v2/{jack}/blobs/{images[jack]}", auth=build, timeout=10),
+        requests.post(f"{url}/v2/kubestudio/jack/private/blobs/uploads/", auth=build, timeout=10),
+    ):
         assert r.status_code == 403, (r.request.url, r.text)
         assert b"jack data" not in r.content
     # the admin's credentials are the upstream's, not the gate's: nobody logs in to the gate with them
@@ -241,10 +315,35 @@ def test_in_front_of_another_registry_a_build_reads_and_pushes_only_what_its_gra
 def test_the_gate_says_which_upstream_credentials_are_missing(tmp_path):
     auth = tmp_path / "auth.json"
     auth.write_text(json.dumps({"auths": {"other.example:5000": {"auth": "dTpw"}}}))
-    done = subprocess.run([sys.executable, "-m", "kubestudio.hub.registry_gate", "--listen", "127.0.0.1:1",
-                           "--upstream", "http://registry.example:5000", "--upstream-auth", str(auth)],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubestudio.hub.registry_gate",
+            "--listen",
+            "127.0.0.1:1",
+            "--upstream",
+            "http://registry.example:5000",
+            "--upstream-auth",
+            str(auth),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 2 and "has no credentials for registry.example:5000" in done.stderr
-    done = subprocess.run([sys.executable, "-m", "kubestudio.hub.registry_gate", "--listen", "127.0.0.1:1",
-                           "--upstream", "ftp://registry.example/x"], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubestudio.hub.registry_gate",
+            "--listen",
+            "127.0.0.1:1",
+            "--upstream",
+            "ftp://registry.example/x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 2 and "give http(s)://HOST[:PORT]" in done.stderr

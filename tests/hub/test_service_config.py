@@ -56,10 +56,18 @@ def test_a_service_never_runs_the_hubs_config_file(tmp_path):
     configure(c, data_dir=str(tmp_path / "data"))
     path = images_entry(c)["command"][-1]
     (tmp_path / "jupyterhub_config.py").write_text("raise SystemExit('the hub config was executed')\n")
-    code = ("from kubestudio.image_builder.app import ImageBuilder; a = ImageBuilder(); "
-            f"a.initialize(['--config', {path!r}]); print(a.registry_host)")
-    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "KUBESTUDIO_CONFIG_FILE": str(tmp_path / "jupyterhub_config.py")})
+    code = (
+        "from kubestudio.image_builder.app import ImageBuilder; a = ImageBuilder(); "
+        f"a.initialize(['--config', {path!r}]); print(a.registry_host)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "KUBESTUDIO_CONFIG_FILE": str(tmp_path / "jupyterhub_config.py")},
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == c.ImageBuilder.registry_host
 
@@ -73,7 +81,9 @@ def test_the_jobs_service_is_declared_beside_the_images_service(tmp_path, monkey
 
     monkeypatch.setenv("KUBESTUDIO_PASSWORD", "s3cret")
     c = Config()
-    configure(c, data_dir=str(tmp_path / "data"), images_url="http://127.0.0.1:10201", jobs_url="http://127.0.0.1:10202")
+    configure(
+        c, data_dir=str(tmp_path / "data"), images_url="http://127.0.0.1:10201", jobs_url="http://127.0.0.1:10202"
+    )
     entries = {s["name"]: s for s in c.JupyterHub.services if "command" in s and s["name"] in ("images", "jobs")}
     assert entries["images"]["url"] == "http://127.0.0.1:10201" and entries["jobs"]["url"] == "http://127.0.0.1:10202"
     path = str(tmp_path / "data" / "jobs-service.json")
@@ -114,8 +124,14 @@ def test_on_kubernetes_boards_run_as_pods_like_the_servers(tmp_path, monkeypatch
 
     monkeypatch.setenv("KUBESTUDIO_PASSWORD", "s3cret")
     c = Config()
-    configure(c, data_dir=str(tmp_path / "data"), spawner="kubernetes", images_service=False, jobs_service=False,
-              tensorboards_url="http://127.0.0.1:10203")
+    configure(
+        c,
+        data_dir=str(tmp_path / "data"),
+        spawner="kubernetes",
+        images_service=False,
+        jobs_service=False,
+        tensorboards_url="http://127.0.0.1:10203",
+    )
     c.KubeSpawner.image = "registry.example.org/singleuser:1"
     c.WorkspaceSpawner.namespace = "ml"
     c.WorkspaceSpawner.uid = 1234
@@ -123,10 +139,14 @@ def test_on_kubernetes_boards_run_as_pods_like_the_servers(tmp_path, monkeypatch
     path = entry["environment"][CONFIG_ENV](None)
     written = json.loads(open(path).read())
     assert written["TensorBoardService"]["backend_class"] == (
-        "kubestudio.tensorboards.backends.kubernetes.KubernetesBoardBackend")
+        "kubestudio.tensorboards.backends.kubernetes.KubernetesBoardBackend"
+    )
     assert "LocalBoardBackend" not in written
     assert {k: written["KubernetesBoardBackend"][k] for k in ("image", "namespace", "uid")} == {
-        "image": "registry.example.org/singleuser:1", "namespace": "ml", "uid": 1234}
+        "image": "registry.example.org/singleuser:1",
+        "namespace": "ml",
+        "uid": 1234,
+    }
     app = TensorBoardService()
     app.initialize(["--config", path])
     assert app.backend_class is KubernetesBoardBackend
@@ -134,7 +154,10 @@ def test_on_kubernetes_boards_run_as_pods_like_the_servers(tmp_path, monkeypatch
     assert (backend.image, backend.namespace, backend.uid) == ("registry.example.org/singleuser:1", "ml", 1234)
     roles = {role["name"]: role for role in c.JupyterHub.load_roles}
     assert roles["kubestudio-tensorboards-service"] == {
-        "name": "kubestudio-tensorboards-service", "scopes": ["read:groups"], "services": ["tensorboards"]}
+        "name": "kubestudio-tensorboards-service",
+        "scopes": ["read:groups"],
+        "services": ["tensorboards"],
+    }
 
 
 SERVER_IMAGE_CATALOG = """\
@@ -154,8 +177,20 @@ profiles:
 """
 
 
-@pytest.mark.parametrize("case", ["shipped", "shipped+image", "catalog", "catalog+image", "no-images",
-                                  "profile_list", "profile_list-no-override", "callable", "jobs-own"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "shipped",
+        "shipped+image",
+        "catalog",
+        "catalog+image",
+        "no-images",
+        "profile_list",
+        "profile_list-no-override",
+        "callable",
+        "jobs-own",
+    ],
+)
 def test_on_kubernetes_a_job_or_board_from_the_page_runs_in_the_image_a_server_gets(tmp_path, monkeypatch, case):
     """The jobs and boards services get the image a server starts with when its user picks nothing,
     as WorkspaceSpawner decides it, also for settings made after configure()."""
@@ -166,12 +201,20 @@ def test_on_kubernetes_a_job_or_board_from_the_page_runs_in_the_image_a_server_g
 
     monkeypatch.setenv("KUBESTUDIO_PASSWORD", "s3cret")
     catalog = tmp_path / "profiles.yaml"
-    catalog.write_text(SERVER_IMAGE_CATALOG if case != "no-images" else
-                       "profiles:\n  - {slug: plain, display_name: Plain}\n")
+    catalog.write_text(
+        SERVER_IMAGE_CATALOG if case != "no-images" else "profiles:\n  - {slug: plain, display_name: Plain}\n"
+    )
     c = Config()
     settings = {} if case.startswith("shipped") else {"profiles_file": str(catalog)}
-    configure(c, data_dir=str(tmp_path / "data"), spawner="kubernetes", images_service=False,
-              jobs_url="http://127.0.0.1:10202", tensorboards_url="http://127.0.0.1:10203", **settings)
+    configure(
+        c,
+        data_dir=str(tmp_path / "data"),
+        spawner="kubernetes",
+        images_service=False,
+        jobs_url="http://127.0.0.1:10202",
+        tensorboards_url="http://127.0.0.1:10203",
+        **settings,
+    )
     shipped = load_catalog(KubeStudio().profiles_file).default.images[0].image
     expected = {
         "shipped": shipped,
@@ -188,9 +231,10 @@ def test_on_kubernetes_a_job_or_board_from_the_page_runs_in_the_image_a_server_g
         c.WorkspaceSpawner.image = "registry.example.org/admin:1"
     if case.startswith("profile_list"):
         override = {"kubespawner_override": {"image": "registry.example.org/listed:2"}}
-        c.KubeSpawner.profile_list = [{"display_name": "One", "slug": "one"},
-                                      {"display_name": "Two", "slug": "two", "default": True,
-                                       **(override if case == "profile_list" else {})}]
+        c.KubeSpawner.profile_list = [
+            {"display_name": "One", "slug": "one"},
+            {"display_name": "Two", "slug": "two", "default": True, **(override if case == "profile_list" else {})},
+        ]
     if case == "callable":
         c.KubeSpawner.profile_list = lambda spawner: []
     if case == "jobs-own":

@@ -46,11 +46,31 @@ def callers(images, server_env_):
 # (method, path, expected per caller); {id} is alice's build
 MATRIX = [
     ("GET", "api/builds", {"owner": 200, "server": 200, "other": 200, "admin": 200, "limited": 403, "anonymous": 401}),
-    ("GET", "api/builds?user=alice", {"owner": 200, "server": 200, "other": 403, "admin": 200, "limited": 403, "anonymous": 401}),
-    ("GET", "api/builds/{id}", {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401}),
-    ("GET", "api/builds/{id}/logs", {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401}),
-    ("DELETE", "api/builds/{id}", {"owner": 409, "server": 409, "other": 404, "admin": 409, "limited": 403, "anonymous": 401}),
-    ("GET", "api/builds/000000000000", {"owner": 404, "server": 404, "other": 404, "admin": 404, "limited": 403, "anonymous": 401}),
+    (
+        "GET",
+        "api/builds?user=alice",
+        {"owner": 200, "server": 200, "other": 403, "admin": 200, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "GET",
+        "api/builds/{id}",
+        {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "GET",
+        "api/builds/{id}/logs",
+        {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "DELETE",
+        "api/builds/{id}",
+        {"owner": 409, "server": 409, "other": 404, "admin": 409, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "GET",
+        "api/builds/000000000000",
+        {"owner": 404, "server": 404, "other": 404, "admin": 404, "limited": 403, "anonymous": 401},
+    ),
     ("GET", "api/images", {"owner": 200, "server": 200, "other": 200, "admin": 200, "limited": 403, "anonymous": 401}),
     ("POST", "api/builds", {"owner": 400, "server": 400, "other": 400, "admin": 400, "limited": 403, "anonymous": 401}),
 ]
@@ -83,7 +103,9 @@ def test_page_needs_login(images):
 
 def test_admin_may_push_elsewhere(images, setup):
     admin = images.client("admin")
-    build = admin.build(dockerfile_text=f"FROM {images.registry.base}\n", repository="base/shared", name="tools", tag="v1")
+    build = admin.build(
+        dockerfile_text=f"FROM {images.registry.base}\n", repository="base/shared", name="tools", tag="v1"
+    )
     assert build["image"] == f"{images.registry.host}/base/shared/tools:v1"
     assert images.wait("admin", build["id"])["status"] == "succeeded"
 
@@ -96,7 +118,10 @@ def test_cli_inside_a_server(images, setup):
     with open(os.path.join(workspace, "cli-image", "Dockerfile"), "w") as f:
         f.write(f"FROM {images.registry.base}\nRUN echo from-the-cli\n")
     cli = os.path.join(os.path.dirname(sys.executable), "kubestudio")
-    run = lambda *args: subprocess.run([cli, *args], env=env, cwd=workspace, capture_output=True, text=True, timeout=120)  # noqa: E731
+
+    def run(*args):
+        return subprocess.run([cli, *args], env=env, cwd=workspace, capture_output=True, text=True, timeout=120)
+
     done = run("images", "build", "cli-image", "--name", "from-cli")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "from-the-cli" in done.stdout and ": succeeded" in done.stdout

@@ -36,7 +36,9 @@ def build_contexts(images):
     with sqlite3.connect(os.path.join(images.hub.data_dir, "images.sqlite")) as db:
         rows = db.execute("SELECT id, extra FROM builds WHERE status IN ('queued', 'running')").fetchall()
     active = {f"build-{build_id}" for build_id, _ in rows}
-    active |= {os.path.basename((json.loads(extra or "{}").get("job") or {}).get("build_dir") or "") for _, extra in rows}
+    active |= {
+        os.path.basename((json.loads(extra or "{}").get("job") or {}).get("build_dir") or "") for _, extra in rows
+    }
     return sorted(set(os.listdir(folder)) - active)
 
 
@@ -107,12 +109,14 @@ RUN echo | /bin/busybox nc -w 10 {outside_ip} 443 && echo outbound=ok || echo ou
     lines, final = follow_to_end(client, client.build(dockerfile_text=text, name="escape")["id"])
     log = "\n".join(lines)
     assert final["status"] == "succeeded", log
-    procs = int(next(line for line in lines if line.startswith("procs="))[len("procs="):])
+    procs = int(next(line for line in lines if line.startswith("procs="))[len("procs=") :])
     assert procs < 10, log  # its own PID namespace: a handful of processes, not the machine's
     uid_map = next(line.split() for line in lines if line.split()[:1] == ["0"] and len(line.split()) == 3)
     assert uid_map[1] != "0", log  # root in the build is an unprivileged uid on the host
     assert "kill-hub=1" in lines and "kill-service=1" in lines, log
-    assert "fetch-hub=1" in lines and '"status": "ok"' not in log and not any(line.startswith("HTTP/") for line in lines), log
+    assert (
+        "fetch-hub=1" in lines and '"status": "ok"' not in log and not any(line.startswith("HTTP/") for line in lines)
+    ), log
     assert "outbound=ok" in lines, log
     # the hub and the service are alive and answering
     assert images.hub.proc.poll() is None
@@ -126,23 +130,33 @@ def test_add_url_is_fetched_in_the_sandbox_network_never_the_hosts(images):
     addresses and the private and link-local ranges are out of reach; the internet and the
     registry are not."""
     with contextlib.ExitStack() as stack:
-        servers = [stack.enter_context(answering(b"the machine's own secret\n", address))
-                   for address in ["127.0.0.1", *host_addresses()]]
-        targets = [f"http://127.0.0.1:{images.hub.port}/hub/api",
-                   f"http://127.0.0.1:{images.hub.port}/services/images/api/health",
-                   "http://169.254.169.254/latest/meta-data/",
-                   *[f"http://{s.server_address[0]}:{s.server_address[1]}/secret" for s in servers]]
+        servers = [
+            stack.enter_context(answering(b"the machine's own secret\n", address))
+            for address in ["127.0.0.1", *host_addresses()]
+        ]
+        targets = [
+            f"http://127.0.0.1:{images.hub.port}/hub/api",
+            f"http://127.0.0.1:{images.hub.port}/services/images/api/health",
+            "http://169.254.169.254/latest/meta-data/",
+            *[f"http://{s.server_address[0]}:{s.server_address[1]}/secret" for s in servers],
+        ]
         client = images.client("mallory")
         for url in targets:
-            lines, final = follow_to_end(client, client.build(dockerfile_text=f"FROM {images.registry.base}\nADD {url} /got\n",
-                                                               name="fetch")["id"])
+            lines, final = follow_to_end(
+                client,
+                client.build(dockerfile_text=f"FROM {images.registry.base}\nADD {url} /got\n", name="fetch")["id"],
+            )
             log = "\n".join(lines)
             assert final["status"] == "failed", (url, log)
             assert "own secret" not in log and '"status": "ok"' not in log and '"version"' not in log, (url, log)
         # the internet is still there, and the registry (FROM) too
-        lines, final = follow_to_end(client, client.build(
-            dockerfile_text=f"FROM {images.registry.base}\nADD https://pypi.org/simple/six/ /six.html\nRUN grep -c six- /six.html\n",
-            name="fetch")["id"])
+        lines, final = follow_to_end(
+            client,
+            client.build(
+                dockerfile_text=f"FROM {images.registry.base}\nADD https://pypi.org/simple/six/ /six.html\nRUN grep -c six- /six.html\n",
+                name="fetch",
+            )["id"],
+        )
         assert final["status"] == "succeeded", "\n".join(lines)
 
 
@@ -168,15 +182,28 @@ def test_a_bind_mount_that_leaves_the_build_finds_nothing_of_the_hosts(images, r
         r = images.session("mallory").post(f"{images.url}api/builds", json={"dockerfile_text": text, "name": "cve"})
         assert r.status_code == 400 and "CVE-2024-1753" in r.json()["message"], r.text
         # the service said at its start what keeps builds from the host
-        assert "is affected by CVE-2024-1753" in images.hub.log_tail(100000) and \
-            "buildah runs confined to a root of its own" in images.hub.log_tail(100000)
+        assert "is affected by CVE-2024-1753" in images.hub.log_tail(
+            100000
+        ) and "buildah runs confined to a root of its own" in images.hub.log_tail(100000)
         context = tmp_path / "context"
         context.mkdir()
         (context / "Dockerfile").write_text(text)
-        backend = BuildahBackend(storage_root=str(tmp_path / "storage"), run_root=str(tmp_path / "run"),
-                                 auth_file=registry.auth, tls_verify=False, loopback_registries=[registry.host])
-        job = BuildJob(id="cve1", owner="mallory", owner_slug="mallory", image=f"{registry.host}/kubestudio/mallory/cve:1",
-                       dockerfile="Dockerfile", context_dir=str(context), dockerfile_text=text)
+        backend = BuildahBackend(
+            storage_root=str(tmp_path / "storage"),
+            run_root=str(tmp_path / "run"),
+            auth_file=registry.auth,
+            tls_verify=False,
+            loopback_registries=[registry.host],
+        )
+        job = BuildJob(
+            id="cve1",
+            owner="mallory",
+            owner_slug="mallory",
+            image=f"{registry.host}/kubestudio/mallory/cve:1",
+            dockerfile="Dockerfile",
+            context_dir=str(context),
+            dockerfile_text=text,
+        )
         lines = []
         try:
             asyncio.run(backend.build(job, lines.append))
@@ -197,8 +224,11 @@ def test_a_bind_mount_that_leaves_the_build_finds_nothing_of_the_hosts(images, r
 
 def test_private_images_of_others_cannot_be_built_from(images):
     bob = images.client("bob")
-    secret = bob.build(dockerfile_text=f"FROM {images.registry.base}\nRUN echo bob-secret > /secret.txt\n",
-                       name="secretimg", tag="latest")
+    secret = bob.build(
+        dockerfile_text=f"FROM {images.registry.base}\nRUN echo bob-secret > /secret.txt\n",
+        name="secretimg",
+        tag="latest",
+    )
     secret_image = images.wait("bob", secret["id"])["image"]
     assert secret_image == f"{images.registry.host}/kubestudio/bob/secretimg:latest"
     host, port = images.registry.host.split(":")
@@ -222,10 +252,14 @@ def test_private_images_of_others_cannot_be_built_from(images):
     # bob builds on his own image; alice on the shared bases and her own
     mine = bob.build(dockerfile_text=f"FROM {secret_image}\nRUN cat /secret.txt\n", name="mine")
     assert images.wait("bob", mine["id"])["status"] == "succeeded"
-    own = s.post(f"{images.url}api/builds", json={"dockerfile_text": f"FROM {images.registry.base}\nRUN echo a\n",
-                                                   "name": "own", "tag": "v1"}).json()
+    own = s.post(
+        f"{images.url}api/builds",
+        json={"dockerfile_text": f"FROM {images.registry.base}\nRUN echo a\n", "name": "own", "tag": "v1"},
+    ).json()
     own_image = images.wait("alice", own["id"])["image"]
-    again = s.post(f"{images.url}api/builds", json={"dockerfile_text": f"FROM {own_image}\nRUN echo b\n", "name": "own2"})
+    again = s.post(
+        f"{images.url}api/builds", json={"dockerfile_text": f"FROM {own_image}\nRUN echo b\n", "name": "own2"}
+    )
     assert again.status_code == 202, again.text
 
 
@@ -265,8 +299,10 @@ def test_files_vanishing_while_scanned_are_never_a_500(images):
     t = threading.Thread(target=churn)
     t.start()
     try:
-        codes = [images.session("flicker").post(f"{images.url}api/builds", json={"context": "churn"}).status_code
-                 for _ in range(30)]
+        codes = [
+            images.session("flicker").post(f"{images.url}api/builds", json={"context": "churn"}).status_code
+            for _ in range(30)
+        ]
     finally:
         stop.set()
         t.join()
@@ -281,9 +317,16 @@ def test_hostile_input_is_a_4xx_naming_the_field(images):
         (json.dumps({"dockerfile_text": "x" * (2 << 20)}).encode(), 413, "larger than"),
         (b'{"context": "a\\ud800b"}', 400, "context: must not contain unpaired surrogate"),
         (b'{"dockerfile_text": "FROM busybox\\n\\udc00"}', 400, "dockerfile_text: must not contain unpaired"),
-        (b'{"dockerfile_text": "FROM busybox\\n", "labels": {"team": "a\\u0000b"}}', 400, "labels.team: must not contain NUL"),
-        (b'{"dockerfile_text": "FROM busybox\\n", "labels": {"kubestudio.io/user": "bob"}}', 400,
-         "labels.kubestudio.io/user: reserved"),
+        (
+            b'{"dockerfile_text": "FROM busybox\\n", "labels": {"team": "a\\u0000b"}}',
+            400,
+            "labels.team: must not contain NUL",
+        ),
+        (
+            b'{"dockerfile_text": "FROM busybox\\n", "labels": {"kubestudio.io/user": "bob"}}',
+            400,
+            "labels.kubestudio.io/user: reserved",
+        ),
         (b'{"dockerfile_text": "FROM busybox\\n", "labels": {"kubestudio.io/build-id": "x"}}', 400, "reserved"),
         (b'{"dockerfile_text": "FROM busybox\\n", "labels": {"a": "line\\nbreak"}}', 400, "labels.a: must be one line"),
     ]
@@ -313,6 +356,7 @@ def test_answers_hold_no_server_paths_and_tokens_never_reach_the_log(images):
     token = images.tokens["paths"]
     r = requests.get(f"{images.url}api/builds?token={token}")
     assert r.status_code in (401, 403)
+
     def logged():
         with open(images.hub.log_file, errors="replace") as f:
             log = f.read()
@@ -335,8 +379,10 @@ def test_a_50_mb_log_is_capped_and_its_followers_stall_no_one(images):
     """A build prints 50 MB; ten followers read its log while another user lists builds."""
     client = images.client("flood")
     line = "x" * 79
-    text = (f"FROM {images.registry.base}\n"
-            f"RUN /bin/busybox yes {line} | /bin/busybox head -c 50000000; echo end-of-output\n")
+    text = (
+        f"FROM {images.registry.base}\n"
+        f"RUN /bin/busybox yes {line} | /bin/busybox head -c 50000000; echo end-of-output\n"
+    )
     build = client.build(dockerfile_text=text, name="flood")
     final = images.wait("flood", build["id"], timeout=600)
     assert final["status"] == "succeeded", final

@@ -40,8 +40,9 @@ class WaitingBackend(BuildBackend):
 
 
 def manager(tmp_path, registry_host, **settings):
-    config = ImageBuilder(registry_host=registry_host, registry_insecure=True, db_url=f"sqlite:///{tmp_path}/b.sqlite",
-                          **settings)
+    config = ImageBuilder(
+        registry_host=registry_host, registry_insecure=True, db_url=f"sqlite:///{tmp_path}/b.sqlite", **settings
+    )
     backend = WaitingBackend()
     store = Store(config.db_url, Base)
     return BuildManager(config, store, backend, RegistryClient(registry_host, insecure=True), logging.getLogger("t"))
@@ -111,7 +112,9 @@ async def test_records_survive_a_new_manager(tmp_path, registry):
 async def test_project_namespaces_for_members_only(tmp_path, registry):
     m = manager(tmp_path, registry.host, allow_project_namespaces=True)
     await m.start()
-    _, build = await m.submit({"name": "vic", "groups": ["public", "vision"]}, {**text("p"), "project": "vision"}, False)
+    _, build = await m.submit(
+        {"name": "vic", "groups": ["public", "vision"]}, {**text("p"), "project": "vision"}, False
+    )
     assert build["image"] == f"{registry.host}/kubestudio/projects/vision/custom:tp"
     with pytest.raises(RequestError) as refused:
         await m.submit({"name": "eve", "groups": ["public"]}, {**text("q"), "project": "vision"}, False)

@@ -101,8 +101,9 @@ def test_images_page_steps_servers_delete_and_start(based, page, tmp_path):
     page.fill("#dockerfile_text", f"FROM {based.registry.base}\nRUN echo two-steps\n")
     page.fill("#name", "two-steps")
     page.click("#build-button")
-    page.wait_for_function("document.getElementById('current-status').textContent.startsWith('succeeded')",
-                           timeout=120000)
+    page.wait_for_function(
+        "document.getElementById('current-status').textContent.startsWith('succeeded')", timeout=120000
+    )
     assert page.inner_text("#steps") == "2" and page.inner_text("#step") == "2"
     # the same content again: already in the registry, no step bar over an empty log
     page.click("#build-button")
@@ -130,7 +131,9 @@ def test_images_page_steps_servers_delete_and_start(based, page, tmp_path):
     page.click("#images a.start-server")
     page.wait_for_url("**/user/paula/two-steps/**", timeout=120000)
     model = based.hub.server_model("paula", "two-steps")
-    assert model["user_options"]["image"].endswith("/paula/two-steps:" + model["user_options"]["image"].rsplit(":", 1)[1])
+    assert model["user_options"]["image"].endswith(
+        "/paula/two-steps:" + model["user_options"]["image"].rsplit(":", 1)[1]
+    )
     based.hub.stop_server("paula", "two-steps")
     page.goto(based.url)
     page.wait_for_selector("#images button.delete-image")

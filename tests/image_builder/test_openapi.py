@@ -26,18 +26,29 @@ def service_url(images):
 def test_openapi_document_describes_every_route(images):
     doc = requests.get(f"{images.url}api/openapi.json", timeout=10).json()
     assert doc["openapi"].startswith("3.") and doc["servers"] == [{"url": "/services/images"}]
-    assert set(doc["paths"]) == {"/api/builds", "/api/builds/{build_id}", "/api/builds/{build_id}/logs",
-                                 "/api/images", "/api/bases", "/api/servers", "/api/health", "/api/openapi.json"}
+    assert set(doc["paths"]) == {
+        "/api/builds",
+        "/api/builds/{build_id}",
+        "/api/builds/{build_id}/logs",
+        "/api/images",
+        "/api/bases",
+        "/api/servers",
+        "/api/health",
+        "/api/openapi.json",
+    }
     r = images.session("reader").get(f"{images.url}api/nothing-here")
-    assert r.status_code == 404 and r.json() == {"status": 404,
-                                                 "message": "no such endpoint: GET /services/images/api/nothing-here"}
+    assert r.status_code == 404 and r.json() == {
+        "status": 404,
+        "message": "no such endpoint: GET /services/images/api/nothing-here",
+    }
 
 
 def test_schemathesis_finds_no_server_error(images, tmp_path):
     images.session("fuzzer")
     # (see the next test for what configurable-http-proxy does with malformed escapes)
-    tested, out = schemathesis(f"{images.url}api/openapi.json", service_url(images), images.tokens["fuzzer"],
-                               tmp_path, max_examples=60)
+    tested, out = schemathesis(
+        f"{images.url}api/openapi.json", service_url(images), images.tokens["fuzzer"], tmp_path, max_examples=60
+    )
     assert {"POST /api/builds", "GET /api/builds/{build_id}/logs", "DELETE /api/images"} <= tested
     generated = int(re.search(r"(\d+) generated", out).group(1))
     assert generated > 500, out[-3000:]
@@ -59,8 +70,14 @@ def test_malformed_escapes_are_the_proxys_500_not_ours(images):
     images.session("escaper")
     token = images.tokens["escaper"]
     seen = {}
-    for path in ("api/builds/%E0%A4%A", "api/builds/%zz", "api/builds/%", "api/builds?user=%zz", "api/%ff%fe",
-                 "api/images?image=%E0%A4%A"):
+    for path in (
+        "api/builds/%E0%A4%A",
+        "api/builds/%zz",
+        "api/builds/%",
+        "api/builds?user=%zz",
+        "api/%ff%fe",
+        "api/images?image=%E0%A4%A",
+    ):
         status, content_type, body = raw_get(service_url(images), path, token)
         assert status < 500 and content_type == "application/json", (path, status, body)
         through = raw_get(images.url, path, token)

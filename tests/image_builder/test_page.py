@@ -23,14 +23,17 @@ def test_build_from_the_page(images, page, tmp_path):
     page.goto(images.url)  # OAuth with the hub, then the page
     page.wait_for_selector("text=Build an image")
     page.click("button[data-kind=dockerfile_text]")
-    page.fill("#dockerfile_text", f"FROM {images.registry.base}\nRUN echo first-line && sleep 2 && echo second-line\n"
-                                  "RUN echo third-step\n")
+    page.fill(
+        "#dockerfile_text",
+        f"FROM {images.registry.base}\nRUN echo first-line && sleep 2 && echo second-line\nRUN echo third-step\n",
+    )
     page.fill("#name", "from-the-page")
     page.click("#build-button")
     page.wait_for_selector("#current:not([hidden])")
     page.wait_for_function("document.getElementById('log').textContent.includes('first-line')", timeout=60000)
-    page.wait_for_function("document.getElementById('current-status').textContent.startsWith('succeeded')",
-                           timeout=90000)
+    page.wait_for_function(
+        "document.getElementById('current-status').textContent.startsWith('succeeded')", timeout=90000
+    )
     log = page.inner_text("#log")
     assert "second-line" in log and "third-step" in log
     assert page.eval_on_selector("#progress", "p => p.value === p.max && p.max > 1")
@@ -54,7 +57,9 @@ def test_build_from_the_page(images, page, tmp_path):
     page.click("button[data-kind=context]")
     page.fill("#context", "../elsewhere")
     page.click("#build-button")
-    page.wait_for_function("document.getElementById('form-error').textContent.includes('must stay inside your workspace')")
+    page.wait_for_function(
+        "document.getElementById('form-error').textContent.includes('must stay inside your workspace')"
+    )
 
 
 def test_a_very_long_username_keeps_the_header_in_one_line(images, page, tmp_path):

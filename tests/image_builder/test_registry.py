@@ -71,8 +71,10 @@ def test_an_image_kept_in_the_cache_is_pushed_whole_into_another_registry(regist
     assert run(cache.save("base/busybox", "1", key + ["next"])) is True
     again = cache.entry("base/busybox", "1", key + ["next"])
     assert sorted(os.listdir(os.path.join(again, "blobs"))) == sorted(blobs)
-    assert all(os.stat(os.path.join(again, "blobs", b)).st_ino == os.stat(os.path.join(entry, "blobs", b)).st_ino
-               for b in blobs)
+    assert all(
+        os.stat(os.path.join(again, "blobs", b)).st_ino == os.stat(os.path.join(entry, "blobs", b)).st_ino
+        for b in blobs
+    )
 
     with LocalRegistry(tmp_path / "second", user=REGISTRY_USER, password=REGISTRY_PASSWORD) as second:
         auth = second.auth_file(str(tmp_path / "second-auth.json"))
@@ -85,7 +87,6 @@ def test_an_image_kept_in_the_cache_is_pushed_whole_into_another_registry(regist
         assert inspected["Digest"] == run(source.exists("base/busybox", "1"))
         # pushed again: the blobs are there, nothing is uploaded twice, the tag still resolves
         assert run(ImageCache(cache.folder, target).restore("base/busybox", "1", key)) is True
-
 
 
 def test_a_blob_that_is_not_what_its_digest_says_is_refused(tmp_path):
@@ -113,7 +114,9 @@ def test_base_images_wait_for_a_registry_that_is_still_starting(tmp_path):
     late = LocalRegistry(tmp_path / "late", user=REGISTRY_USER, password=REGISTRY_PASSWORD)
     auth = late.auth_file(str(tmp_path / "auth.json"))
     base = base_from_config({"image": "base/python:3.11", "packages": ["python3"]})
-    preparer = BasePreparer([base], late.host, RegistryClient(late.host, auth, insecure=True), None, str(tmp_path), None)
+    preparer = BasePreparer(
+        [base], late.host, RegistryClient(late.host, auth, insecure=True), None, str(tmp_path), None
+    )
     with pytest.raises(RegistryUnreachable):
         run(preparer._in_registry(base, wait=0))  # nothing answers yet
     starter = threading.Timer(1.0, late.start)

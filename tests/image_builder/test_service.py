@@ -84,8 +84,12 @@ def test_identical_requests_in_flight_join_one_build(images):
     assert bodies[0]["id"] == bodies[1]["id"]
     assert any(b.get("joined") for b in bodies)
     # the raw event stream: replay, keepalive comments while the step sleeps, a final result event
-    raw = s.get(f"{images.url}api/builds/{bodies[0]['id']}/logs", headers={"Accept": "text/event-stream"},
-                stream=True, timeout=60)
+    raw = s.get(
+        f"{images.url}api/builds/{bodies[0]['id']}/logs",
+        headers={"Accept": "text/event-stream"},
+        stream=True,
+        timeout=60,
+    )
     assert raw.headers["Content-Type"] == "text/event-stream"
     received = [line for line in raw.iter_lines(decode_unicode=True) if line]
     assert received[0] == ": replaying the log from the start"
@@ -97,8 +101,9 @@ def test_identical_requests_in_flight_join_one_build(images):
 
 def test_failing_run_fails_with_the_log(images):
     client = images.client("carol")
-    build = client.build(dockerfile_text=f"FROM {images.registry.base}\nRUN echo before-the-failure && exit 3\n",
-                         name="broken")
+    build = client.build(
+        dockerfile_text=f"FROM {images.registry.base}\nRUN echo before-the-failure && exit 3\n", name="broken"
+    )
     final = images.wait("carol", build["id"])
     assert final["status"] == "failed" and "buildah exited with" in final["message"]
     log = client.log(build["id"])
@@ -107,8 +112,11 @@ def test_failing_run_fails_with_the_log(images):
 
 def test_cancel_mid_build_and_queue_position(images):
     client = images.client("dave")
-    slow = client.build(dockerfile_text=f"FROM {images.registry.base}\nRUN echo long-step-started && sleep 120\n",
-                        name="slow", tag="one")
+    slow = client.build(
+        dockerfile_text=f"FROM {images.registry.base}\nRUN echo long-step-started && sleep 120\n",
+        name="slow",
+        tag="one",
+    )
     second = client.build(dockerfile_text=f"FROM {images.registry.base}\nRUN echo second\n", name="slow", tag="two")
     # one build per user at a time: the second waits, with its place in the queue
     assert second["status"] == "queued" and second["queue_position"] == 1
@@ -153,7 +161,10 @@ def test_bad_input_is_refused_with_the_field(images):
     for body, status, message in BAD:
         r = s.post(f"{images.url}api/builds", json=body)
         assert r.status_code == status, (body, r.text)
-        assert r.json() == {"status": status, "message": r.json()["message"]} and message in r.json()["message"], (body, r.text)
+        assert r.json() == {"status": status, "message": r.json()["message"]} and message in r.json()["message"], (
+            body,
+            r.text,
+        )
     r = s.post(f"{images.url}api/builds", data="{not json")
     assert r.status_code == 400 and "not valid JSON" in r.json()["message"]
     assert images.client("erin").builds() == []  # nothing was queued
@@ -161,8 +172,9 @@ def test_bad_input_is_refused_with_the_field(images):
 
 def test_credentials_never_shown(images):
     client = images.client("frank")
-    build = client.build(dockerfile_text=f"FROM {images.registry.base}\nRUN echo leak-{REGISTRY_PASSWORD}-end\n",
-                         name="leak")
+    build = client.build(
+        dockerfile_text=f"FROM {images.registry.base}\nRUN echo leak-{REGISTRY_PASSWORD}-end\n", name="leak"
+    )
     final = images.wait("frank", build["id"])
     assert final["status"] == "succeeded"
     log = client.log(build["id"])
@@ -176,12 +188,14 @@ def test_credentials_never_shown(images):
 
 def test_restart_mid_build_marks_it_failed_with_the_reason(images):
     client = images.client("gina")
-    build = client.build(dockerfile_text=f"FROM {images.registry.base}\nRUN echo restart-me && sleep 120\n",
-                         name="restart")
+    build = client.build(
+        dockerfile_text=f"FROM {images.registry.base}\nRUN echo restart-me && sleep 120\n", name="restart"
+    )
     images.wait_for_line("gina", build["id"], "restart-me")
     # one build per user at a time: this one waits in the queue across the restart
-    queued = client.build(dockerfile_text=f"FROM {images.registry.base}\nRUN echo queued-across-restart\n",
-                          name="restart")
+    queued = client.build(
+        dockerfile_text=f"FROM {images.registry.base}\nRUN echo queued-across-restart\n", name="restart"
+    )
     assert queued["status"] == "queued"
     time.sleep(LOG_FLUSH_SECONDS + 0.5)  # running logs are saved every LOG_FLUSH_SECONDS
     pid = images.hub.service_pid("kubestudio.image_builder")

@@ -70,32 +70,42 @@ def test_other_fields_checked():
 
 
 def test_dockerfile_parse():
-    steps = df.parse("# syntax=docker/dockerfile:1\nARG V=1\nFROM busybox:${V} AS base\n\nRUN echo a \\\n  && echo b\n"
-                     "# comment\nCOPY . /src\nFROM base\n")
+    steps = df.parse(
+        "# syntax=docker/dockerfile:1\nARG V=1\nFROM busybox:${V} AS base\n\nRUN echo a \\\n  && echo b\n"
+        "# comment\nCOPY . /src\nFROM base\n"
+    )
     assert [s[1] for s in steps] == ["ARG", "FROM", "RUN", "COPY", "FROM"]
     assert steps[2] == (5, "RUN", "echo a  && echo b")
 
 
 def test_dockerfile_reads_continuations_and_mounts_as_buildah_does():
     # a no-break space after the backslash ends the line for buildah, so it does here
-    steps = df.parse("FROM scratch\nLABEL a=b \\\u00a0\nCOPY --from=x/y /a /b\nRUN cat <<< here-string\n"
-                     "RUN --mount=type=cache,target=/c --mount=type=bind,target=/b,rw=false ls\n")
+    steps = df.parse(
+        "FROM scratch\nLABEL a=b \\\u00a0\nCOPY --from=x/y /a /b\nRUN cat <<< here-string\n"
+        "RUN --mount=type=cache,target=/c --mount=type=bind,target=/b,rw=false ls\n"
+    )
     assert [s[1] for s in steps] == ["FROM", "LABEL", "COPY", "RUN", "RUN"]
     assert df.image_references(steps) == [(3, "x/y")]
 
 
-@pytest.mark.parametrize("text,message", [
-    ("FORM busybox\n", "line 1: unknown instruction 'FORM' (did you mean FROM?)"),
-    ("RUN echo\n", "the first instruction (after ARGs) must be FROM"),
-    ("FROM busybox\nRUN echo \\\n", "continues past the end of the file"),
-    ("# only a comment\n", "it has no instructions"),
-    ("FROM busybox\nCOPY\n", "line 2: COPY needs arguments"),
-    ("FROM busybox\nRUN <<EOF\necho\nEOF\n", "line 2: here-documents (<<EOF) are not supported"),
-    ("FROM busybox\nCOPY <<-'X' /f\nx\nX\n", "line 2: here-documents (<<X) are not supported"),
-    ("FROM busybox\nRUN --mount=type=bind,from=l,source=/r,target=/h ls\n", "line 2: RUN --mount=type=bind with from="),
-    ("FROM busybox\nRUN --mount=target=/h,rw ls\n", "CVE-2024-1753"),
-    ("FROM busybox\nRUN --mount=type=bind,target=/h,readwrite=true ls\n", "with rw is refused"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("FORM busybox\n", "line 1: unknown instruction 'FORM' (did you mean FROM?)"),
+        ("RUN echo\n", "the first instruction (after ARGs) must be FROM"),
+        ("FROM busybox\nRUN echo \\\n", "continues past the end of the file"),
+        ("# only a comment\n", "it has no instructions"),
+        ("FROM busybox\nCOPY\n", "line 2: COPY needs arguments"),
+        ("FROM busybox\nRUN <<EOF\necho\nEOF\n", "line 2: here-documents (<<EOF) are not supported"),
+        ("FROM busybox\nCOPY <<-'X' /f\nx\nX\n", "line 2: here-documents (<<X) are not supported"),
+        (
+            "FROM busybox\nRUN --mount=type=bind,from=l,source=/r,target=/h ls\n",
+            "line 2: RUN --mount=type=bind with from=",
+        ),
+        ("FROM busybox\nRUN --mount=target=/h,rw ls\n", "CVE-2024-1753"),
+        ("FROM busybox\nRUN --mount=type=bind,target=/h,readwrite=true ls\n", "with rw is refused"),
+    ],
+)
 def test_dockerfile_errors(text, message):
     with pytest.raises(df.DockerfileError) as e:
         df.parse(text)
@@ -148,13 +158,16 @@ def test_links_inside_the_workspace_are_followed_by_hand(workspace):
         resolve_context(str(workspace), "proj", "Dockerfile.out")
 
 
-@pytest.mark.parametrize("context,message", [
-    ("../secret", "must stay inside your workspace"),
-    ("/etc", "not an absolute path"),
-    ("~root", "not an absolute path"),
-    ("missing", "is not a folder in your workspace"),
-    ("escape", "is a link that leads outside your workspace"),
-])
+@pytest.mark.parametrize(
+    "context,message",
+    [
+        ("../secret", "must stay inside your workspace"),
+        ("/etc", "not an absolute path"),
+        ("~root", "not an absolute path"),
+        ("missing", "is not a folder in your workspace"),
+        ("escape", "is a link that leads outside your workspace"),
+    ],
+)
 def test_context_outside_refused(workspace, context, message):
     os.symlink(workspace.parent / "secret", workspace / "escape")
     with pytest.raises(RequestError) as e:

@@ -36,7 +36,10 @@ def test_a_store_written_by_the_last_release_is_upgraded_with_every_record(tmp_p
         assert (queued.owner, queued.status, queued.steps) == ("bob", "queued", 3)
         assert "job" not in queued.to_json()  # the service's own bookkeeping stays private
     # the old log, kept in the record, is read as before
-    assert [line for lines in stored_lines(store, "a1b2c3d4e5f6") for line in lines][-2:] == ["STEP 2/2: RUN echo hi", "hi"]
+    assert [line for lines in stored_lines(store, "a1b2c3d4e5f6") for line in lines][-2:] == [
+        "STEP 2/2: RUN echo hi",
+        "hi",
+    ]
     store.close()
     # opening it again changes nothing
     again = open_store(path)

@@ -40,26 +40,94 @@ def setup(jobs):
 
 
 def callers(jobs, env):
-    limited = jobs.hub.api("POST", "/users/alice/tokens", json={"scopes": ["read:users:name!user=alice"]}).json()["token"]
-    return {"owner": jobs.token("alice"), "server": env["JUPYTERHUB_API_TOKEN"], "other": jobs.token("bob"),
-            "admin": jobs.token("admin"), "limited": limited, "anonymous": None}
+    limited = jobs.hub.api("POST", "/users/alice/tokens", json={"scopes": ["read:users:name!user=alice"]}).json()[
+        "token"
+    ]
+    return {
+        "owner": jobs.token("alice"),
+        "server": env["JUPYTERHUB_API_TOKEN"],
+        "other": jobs.token("bob"),
+        "admin": jobs.token("admin"),
+        "limited": limited,
+        "anonymous": None,
+    }
 
 
 # (method, path, body, expected per caller); {id} is alice's finished job
 MATRIX = [
-    ("GET", "api/jobs", None, {"owner": 200, "server": 200, "other": 200, "admin": 200, "limited": 403, "anonymous": 401}),
-    ("GET", "api/jobs?user=alice", None, {"owner": 200, "server": 200, "other": 403, "admin": 200, "limited": 403, "anonymous": 401}),
-    ("GET", "api/jobs/{id}", None, {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401}),
-    ("GET", "api/jobs/{id}/logs", None, {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401}),
-    ("GET", "api/jobs/{id}/events", None, {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401}),
-    ("DELETE", "api/jobs/{id}", None, {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401}),
-    ("POST", "api/jobs/{id}/rerun", {"bogus": 1}, {"owner": 400, "server": 400, "other": 404, "admin": 400, "limited": 403, "anonymous": 401}),
+    (
+        "GET",
+        "api/jobs",
+        None,
+        {"owner": 200, "server": 200, "other": 200, "admin": 200, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "GET",
+        "api/jobs?user=alice",
+        None,
+        {"owner": 200, "server": 200, "other": 403, "admin": 200, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "GET",
+        "api/jobs/{id}",
+        None,
+        {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "GET",
+        "api/jobs/{id}/logs",
+        None,
+        {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "GET",
+        "api/jobs/{id}/events",
+        None,
+        {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "DELETE",
+        "api/jobs/{id}",
+        None,
+        {"owner": 200, "server": 200, "other": 404, "admin": 200, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "POST",
+        "api/jobs/{id}/rerun",
+        {"bogus": 1},
+        {"owner": 400, "server": 400, "other": 404, "admin": 400, "limited": 403, "anonymous": 401},
+    ),
     # by name, as the CLI and the SDK take jobs: the caller's own job of that name
-    ("GET", "api/jobs/hi/logs", None, {"owner": 200, "server": 200, "other": 404, "admin": 404, "limited": 403, "anonymous": 401}),
-    ("GET", "api/jobs/hi", None, {"owner": 200, "server": 200, "other": 404, "admin": 404, "limited": 403, "anonymous": 401}),
-    ("GET", "api/jobs/000000000000", None, {"owner": 404, "server": 404, "other": 404, "admin": 404, "limited": 403, "anonymous": 401}),
-    ("POST", "api/jobs", {}, {"owner": 400, "server": 400, "other": 400, "admin": 400, "limited": 403, "anonymous": 401}),
-    ("GET", "api/runtimes", None, {"owner": 200, "server": 200, "other": 200, "admin": 200, "limited": 403, "anonymous": 401}),
+    (
+        "GET",
+        "api/jobs/hi/logs",
+        None,
+        {"owner": 200, "server": 200, "other": 404, "admin": 404, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "GET",
+        "api/jobs/hi",
+        None,
+        {"owner": 200, "server": 200, "other": 404, "admin": 404, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "GET",
+        "api/jobs/000000000000",
+        None,
+        {"owner": 404, "server": 404, "other": 404, "admin": 404, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "POST",
+        "api/jobs",
+        {},
+        {"owner": 400, "server": 400, "other": 400, "admin": 400, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "GET",
+        "api/runtimes",
+        None,
+        {"owner": 200, "server": 200, "other": 200, "admin": 200, "limited": 403, "anonymous": 401},
+    ),
 ]
 
 
@@ -93,15 +161,25 @@ def test_submit_and_follow_in_one_request(jobs):
     assert "[rank-0] first line" in lines and "[rank-0] second line" in lines, lines
     assert lines.index("[rank-0] first line") < lines.index("[rank-0] second line")
     assert lines[-1] == "--- succeeded" or lines[-1].startswith("--- succeeded:"), lines
-    r = requests.post(jobs.url + "api/jobs", json={"name": "followed-2", "script": "two.py"},
-                      headers={"Authorization": f"token {jobs.token('carol')}", "Accept": "text/event-stream"},
-                      stream=True)
+    r = requests.post(
+        jobs.url + "api/jobs",
+        json={"name": "followed-2", "script": "two.py"},
+        headers={"Authorization": f"token {jobs.token('carol')}", "Accept": "text/event-stream"},
+        stream=True,
+    )
     assert r.status_code == 201 and r.headers["Content-Type"].startswith("text/event-stream")
-    assert r.headers["Location"].endswith("api/jobs/" + json.loads(next(
-        line for line in r.iter_lines(decode_unicode=True) if line.startswith("data:"))[5:])["job"]["id"])
+    assert r.headers["Location"].endswith(
+        "api/jobs/"
+        + json.loads(next(line for line in r.iter_lines(decode_unicode=True) if line.startswith("data:"))[5:])["job"][
+            "id"
+        ]
+    )
     r.close()
-    bad = requests.post(jobs.url + "api/jobs", json={"name": "x", "script": "two.py", "nodes": 0},
-                        headers={"Authorization": f"token {jobs.token('carol')}", "Accept": "text/event-stream"})
+    bad = requests.post(
+        jobs.url + "api/jobs",
+        json={"name": "x", "script": "two.py", "nodes": 0},
+        headers={"Authorization": f"token {jobs.token('carol')}", "Accept": "text/event-stream"},
+    )
     assert bad.status_code == 400 and "nodes" in bad.json()["message"], bad.text
 
 
@@ -116,13 +194,26 @@ def test_sdk_and_cli_inside_a_server(jobs, setup):
     workspace = env["KUBESTUDIO_WORKSPACE"]
     with open(os.path.join(workspace, "train.py"), "w") as f:
         f.write("import os, sys\nprint('rank', os.environ['RANK'], 'args', *sys.argv[1:])\n")
-    sdk = subprocess.run([sys.executable, "-c", "from kubestudio.jobs import JobsClient\n"
-                          "c = JobsClient()\nj = c.create(name='from-sdk', script='train.py')\n"
-                          "print(c.wait(j['id'])['status'])"],
-                         env=env, cwd=workspace, capture_output=True, text=True, timeout=120)
+    sdk = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from kubestudio.jobs import JobsClient\n"
+            "c = JobsClient()\nj = c.create(name='from-sdk', script='train.py')\n"
+            "print(c.wait(j['id'])['status'])",
+        ],
+        env=env,
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert sdk.returncode == 0 and sdk.stdout.strip() == "succeeded", sdk.stdout + sdk.stderr
     cli = os.path.join(os.path.dirname(sys.executable), "kubestudio")
-    run = lambda *args: subprocess.run([cli, *args], env=env, cwd=workspace, capture_output=True, text=True, timeout=120)  # noqa: E731
+
+    def run(*args):
+        return subprocess.run([cli, *args], env=env, cwd=workspace, capture_output=True, text=True, timeout=120)
+
     done = run("jobs", "submit", "train.py", "--nodes", "2", "--", "--lr", "0.1")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[master-0] rank 0 args --lr 0.1" in done.stdout and "[worker-0] rank 1 args --lr 0.1" in done.stdout
@@ -153,8 +244,12 @@ def test_serve_and_predict_from_a_servers_terminal(jobs, setup):
     os.makedirs(os.path.join(workspace, "models", "tree"), exist_ok=True)
     joblib.dump(model, os.path.join(workspace, "models", "tree", "model.joblib"))
     cli = os.path.join(os.path.dirname(sys.executable), "kubestudio")
-    run = lambda *args, stdin=None: subprocess.run([cli, *args], env=env, cwd=workspace, capture_output=True,  # noqa: E731
-                                                   text=True, timeout=180, input=stdin)
+
+    def run(*args, stdin=None):
+        return subprocess.run(
+            [cli, *args], env=env, cwd=workspace, capture_output=True, text=True, timeout=180, input=stdin
+        )
+
     served = run("serve", "models/tree")
     assert served.returncode == 0, served.stdout + served.stderr
     assert served.stdout.strip().endswith("/services/jobs/serve/alice/tree/")
@@ -173,12 +268,16 @@ def test_serve_and_predict_from_a_servers_terminal(jobs, setup):
     assert json.loads(predicted.stdout)["outputs"][0]["data"] == model.predict(rows).tolist()
     # what the model server said reaches the terminal, not just "Bad Request"
     wrong = run("predict", "tree", json.dumps({"instances": [[5.1]]}))
-    assert wrong.returncode == 2 and "expecting 4 features" in wrong.stderr and "(HTTP 400)" in wrong.stderr, \
+    assert wrong.returncode == 2 and "expecting 4 features" in wrong.stderr and "(HTTP 400)" in wrong.stderr, (
         wrong.stderr
+    )
     bad = run("predict", "tree", "{nope")
     assert bad.returncode == 2 and "the request is not JSON" in bad.stderr
     missing = run("serve", "models/none")
-    assert missing.returncode == 2 and "model: no file or folder 'models/none' in your workspace (HTTP 404)" in missing.stderr
+    assert (
+        missing.returncode == 2
+        and "model: no file or folder 'models/none' in your workspace (HTTP 404)" in missing.stderr
+    )
     assert run("serve", "--delete", "tree").returncode == 0
     assert "tree" not in run("serve", "--list").stdout
 
@@ -199,7 +298,9 @@ def test_a_gpu_is_never_given_to_a_server_and_a_job_at_once(jobs):
         assert time.monotonic() < deadline, client.get("two-gpus")
         time.sleep(0.3)
     waiting = client.get("two-gpus")
-    assert waiting["status"] == "queued" and waiting["message"].startswith("waiting: gpus: not enough free GPUs: 2 asked, 1 free")
+    assert waiting["status"] == "queued" and waiting["message"].startswith(
+        "waiting: gpus: not enough free GPUs: 2 asked, 1 free"
+    )
     one = client.create(name="one-gpu", script="gpu.py", resources={"gpu": "1(A100)"})
     # two-gpus keeps its place while it waits; one-gpu fits in the free GPU meanwhile (backfill)
     hub.stop_server("gus", "one")
@@ -227,8 +328,12 @@ def test_restart_resumes_running_jobs_and_loses_nothing(tmp_path):
     hub = restarting.hub
     try:
         client = restarting.client("rex")
-        restarting.write("rex", "slow.py", "import time, sys\nprint('before', flush=True)\n"
-                         "time.sleep(float(sys.argv[1]))\nprint('after', flush=True)\n")
+        restarting.write(
+            "rex",
+            "slow.py",
+            "import time, sys\nprint('before', flush=True)\n"
+            "time.sleep(float(sys.argv[1]))\nprint('after', flush=True)\n",
+        )
         client.create(name="slow", script="slow.py", args=["6"], nodes=2)
         client.create(name="quick", script="slow.py", args=["0.5"])  # waits behind slow (one job per user)
         client.wait("slow", status="running", timeout=60)
@@ -277,16 +382,30 @@ def test_hub_stop_stops_running_jobs(tmp_path):
 def test_openapi_document_and_schemathesis_finds_no_server_error(jobs, tmp_path):
     doc = requests.get(f"{jobs.url}api/openapi.json", timeout=10).json()
     assert doc["servers"] == [{"url": "/services/jobs"}]
-    assert set(doc["paths"]) == {"/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/logs",
-                                 "/api/jobs/{job_id}/events", "/api/jobs/{job_id}/rerun", "/api/runtimes",
-                                 "/api/servings", "/api/servings/{serving_id}", "/api/servings/{serving_id}/logs",
-                                 "/api/health", "/api/openapi.json"}
+    assert set(doc["paths"]) == {
+        "/api/jobs",
+        "/api/jobs/{job_id}",
+        "/api/jobs/{job_id}/logs",
+        "/api/jobs/{job_id}/events",
+        "/api/jobs/{job_id}/rerun",
+        "/api/runtimes",
+        "/api/servings",
+        "/api/servings/{serving_id}",
+        "/api/servings/{serving_id}/logs",
+        "/api/health",
+        "/api/openapi.json",
+    }
     jobs.write("fuzzer", "t.py", "print('fuzz')\n")
     pid = jobs.hub.service_pid("kubestudio.jobs")
     direct = _environ(pid)["JUPYTERHUB_SERVICE_URL"].rstrip("/") + "/services/jobs"
     tested, _ = schemathesis(f"{jobs.url}api/openapi.json", direct, jobs.token("fuzzer"), tmp_path)
-    assert {"POST /api/jobs", "GET /api/jobs/{job_id}/logs", "DELETE /api/jobs/{job_id}", "POST /api/servings",
-            "PUT /api/servings/{serving_id}"} <= tested
+    assert {
+        "POST /api/jobs",
+        "GET /api/jobs/{job_id}/logs",
+        "DELETE /api/jobs/{job_id}",
+        "POST /api/servings",
+        "PUT /api/servings/{serving_id}",
+    } <= tested
     # whatever the fuzzer submitted has ended or is cancelled: nothing of it keeps running
     fuzzer = jobs.client("fuzzer")
     for job in fuzzer.list():

@@ -11,11 +11,22 @@ from kubestudio.testing.wheels import tiny_wheel
 
 def run_step(folder, packages, env=None):
     """The step, then what Python sees of the package: (exit code, output)."""
-    script = install_script(folder, packages, python=sys.executable) + \
-        ' && exec "$@"'
-    done = subprocess.run(["sh", "-c", script, "--", sys.executable, "-c",
-                           "import ksdemo_layer; print('VALUE', ksdemo_layer.VALUE, ksdemo_layer.__file__)"],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+    script = install_script(folder, packages, python=sys.executable) + ' && exec "$@"'
+    done = subprocess.run(
+        [
+            "sh",
+            "-c",
+            script,
+            "--",
+            sys.executable,
+            "-c",
+            "import ksdemo_layer; print('VALUE', ksdemo_layer.VALUE, ksdemo_layer.__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
     return done.returncode, done.stdout + done.stderr
 
 
@@ -39,8 +50,15 @@ def test_ranks_installing_at_once_keep_one_folder(tmp_path):
     packages = [f"ksdemo_layer @ file://{tmp_path / name}"]
     folder = layer_folder(str(tmp_path), "img", packages)
     script = install_script(folder, packages, python=sys.executable)
-    ranks = [subprocess.Popen(["sh", "-c", script], env={**os.environ, "HOSTNAME": f"rank{i}"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(3)]
+    ranks = [
+        subprocess.Popen(
+            ["sh", "-c", script],
+            env={**os.environ, "HOSTNAME": f"rank{i}"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in range(3)
+    ]
     assert [p.wait(timeout=120) for p in ranks] == [0, 0, 0]
     assert os.listdir(os.path.dirname(folder)) == [os.path.basename(folder)]
     assert os.path.isfile(os.path.join(folder, "ksdemo_layer.py"))

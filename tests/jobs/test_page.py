@@ -16,9 +16,13 @@ def log_has(page, text, timeout=60000):
 
 def test_submit_follow_cancel_and_rerun_from_the_page(jobs, page, tmp_path):
     jobs.token("paige")
-    jobs.write("paige", "steps.py", "import os, sys, time\nrank = os.environ['RANK']\n"
-               "for step in range(int(sys.argv[1])):\n    print(f'rank {rank} step {step}', flush=True)\n"
-               "    time.sleep(0.5)\n")
+    jobs.write(
+        "paige",
+        "steps.py",
+        "import os, sys, time\nrank = os.environ['RANK']\n"
+        "for step in range(int(sys.argv[1])):\n    print(f'rank {rank} step {step}', flush=True)\n"
+        "    time.sleep(0.5)\n",
+    )
     browser_login(page, jobs.hub, "paige")
     page.wait_for_url("**/hub/**")
     page.goto(f"{jobs.hub.url}/hub/home")
@@ -30,7 +34,9 @@ def test_submit_follow_cancel_and_rerun_from_the_page(jobs, page, tmp_path):
     page.fill("#name", "bad")
     page.fill("#script", "../outside.py")
     page.click("#job-form button[type=submit]")
-    page.wait_for_function("document.getElementById('form-error').textContent.includes('script: must be a path inside your workspace')")
+    page.wait_for_function(
+        "document.getElementById('form-error').textContent.includes('script: must be a path inside your workspace')"
+    )
 
     page.fill("#name", "steps")
     page.fill("#script", "steps.py")
@@ -89,8 +95,10 @@ def test_serve_and_try_a_model_from_the_page(jobs, page, tmp_path):
     # a refusal next to the form, naming the field
     page.fill("#s-model", "models/nothing")
     page.click("#serve-form button[type=submit]")
-    page.wait_for_function("document.getElementById('serve-error').textContent.includes("
-                           "\"model: no file or folder 'models/nothing' in your workspace\")")
+    page.wait_for_function(
+        "document.getElementById('serve-error').textContent.includes("
+        "\"model: no file or folder 'models/nothing' in your workspace\")"
+    )
     page.fill("#s-model", "models/iris")
     page.click("#serve-form button[type=submit]")
     page.wait_for_selector("#servings tr >> text=iris")
@@ -107,8 +115,9 @@ def test_serve_and_try_a_model_from_the_page(jobs, page, tmp_path):
     page.click("#try-send")
     page.wait_for_function("document.getElementById('try-result').textContent.startsWith('400')", timeout=30000)
     assert "expecting 4 features" in page.inner_text("#try-result")
-    page.wait_for_function("[...document.querySelectorAll('#servings td')].some(td => td.textContent === '2')",
-                           timeout=15000)  # the request count
+    page.wait_for_function(
+        "[...document.querySelectorAll('#servings td')].some(td => td.textContent === '2')", timeout=15000
+    )  # the request count
     page.click("#servings button:has-text('Logs')")
     page.wait_for_function("document.getElementById('log').textContent.includes('starting version 1')")
     page.screenshot(path=os.path.join(tmp_path, "servings-page.png"), full_page=True)

@@ -25,19 +25,25 @@ def isvc_schema():
     if not os.path.exists(path):
         pytest.skip(f"no CRD at {path}")
     with open(path) as f:
-        return next(v["schema"]["openAPIV3Schema"] for v in yaml.safe_load(f)["spec"]["versions"]
-                    if v["name"] == "v1beta1")
+        return next(
+            v["schema"]["openAPIV3Schema"] for v in yaml.safe_load(f)["spec"]["versions"] if v["name"] == "v1beta1"
+        )
 
 
 def as_pod(pod_fields, containers):
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "check"},
-            "spec": {**pod_fields, "containers": containers}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "check"},
+        "spec": {**pod_fields, "containers": containers},
+    }
 
 
 def test_a_plain_model_is_kserves_to_mount_from_the_claim():
     spec = parse_serve_spec({"name": "iris", "model": "models/iris", "resources": {"cpu": 1, "memory": "2Gi"}})
-    isvc = inference_service("0123456789ab", "alice", spec, "/mnt/alice/models/iris", "sklearn", "img:1",
-                             SETTINGS, VISION, 1)
+    isvc = inference_service(
+        "0123456789ab", "alice", spec, "/mnt/alice/models/iris", "sklearn", "img:1", SETTINGS, VISION, 1
+    )
     jsonschema.validate(isvc, isvc_schema())
     assert isvc["metadata"]["name"] == object_name("alice", "iris") and len(object_name("alice", "iris")) <= 47
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
@@ -47,7 +53,10 @@ def test_a_plain_model_is_kserves_to_mount_from_the_claim():
     assert env["STORAGE_URI"] == "pvc://kubestudio-workspace/alice/models/iris"
     assert container["command"][:6] == ["python", "-m", "kubestudio.jobs.serve", "--model", "/mnt/models", "--name"]
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}  # the model: KServe's mount
-    assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
+    assert container["resources"] == {
+        "requests": {"cpu": "1", "memory": "2Gi"},
+        "limits": {"cpu": "1", "memory": "2Gi"},
+    }
     pod_fields = {k: v for k, v in predictor.items() if k not in ("minReplicas", "maxReplicas", "containers")}
     kubernetes_validate.validate(as_pod(pod_fields, predictor["containers"]), "1.30.0", strict=True)
     assert predictor["automountServiceAccountToken"] is False and predictor["nodeSelector"] == {"org": "vision"}
@@ -58,20 +67,34 @@ def test_a_plain_model_is_kserves_to_mount_from_the_claim():
 
 
 def test_a_model_class_reads_the_workspace_read_only_and_a_gpu_type_places_it():
-    spec = parse_serve_spec({"name": "seldon", "model": "models/seldon", "class": "IrisModel",
-                             "resources": {"gpu": "1(A100)"}, "packages": ["rich"], "env": {"MODE": "fast"}})
-    isvc = inference_service("0123456789ab", "bob", spec, "/mnt/bob/models/seldon", "custom", "img:1",
-                             SETTINGS, VISION, 3)
+    spec = parse_serve_spec(
+        {
+            "name": "seldon",
+            "model": "models/seldon",
+            "class": "IrisModel",
+            "resources": {"gpu": "1(A100)"},
+            "packages": ["rich"],
+            "env": {"MODE": "fast"},
+        }
+    )
+    isvc = inference_service(
+        "0123456789ab", "bob", spec, "/mnt/bob/models/seldon", "custom", "img:1", SETTINGS, VISION, 3
+    )
     jsonschema.validate(isvc, isvc_schema())
     predictor = isvc["spec"]["predictor"]
     container = predictor["containers"][0]
     assert "--class" in container["command"] and "IrisModel" in container["command"]
     assert container["command"][container["command"].index("--package") + 1] == "rich"
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-    assert mounts["/mnt/bob"]["readOnly"] and mounts["/mnt/bob"]["subPath"] == "bob" and mounts["/archives/bob"]["readOnly"]
+    assert (
+        mounts["/mnt/bob"]["readOnly"]
+        and mounts["/mnt/bob"]["subPath"] == "bob"
+        and mounts["/archives/bob"]["readOnly"]
+    )
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert predictor["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
-        "nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["NVIDIA-A100-SXM4-80GB"]
+    assert predictor["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][
+        0
+    ]["matchExpressions"][0]["values"] == ["NVIDIA-A100-SXM4-80GB"]
     assert isvc["metadata"]["labels"]["kubestudio.io/gpus"] == "1"
     assert isvc["metadata"]["labels"]["kubestudio.io/serving-generation"] == "3"
     env = {e["name"]: e["value"] for e in container["env"]}
@@ -80,10 +103,12 @@ def test_a_model_class_reads_the_workspace_read_only_and_a_gpu_type_places_it():
 
 @pytest.mark.parametrize("version", ["1.25.0", "1.27.0", "1.30.0"])
 def test_without_kserve_a_deployment_service_and_autoscaler(version):
-    spec = parse_serve_spec({"name": "iris", "model": "models/iris", "replicas": {"min": 2, "max": 5},
-                             "resources": {"cpu": "500m"}})
-    objects = deployment_objects("0123456789ab", "alice", spec, "/mnt/alice/models/iris", "sklearn", "img:1",
-                                 SETTINGS, VISION, 1)
+    spec = parse_serve_spec(
+        {"name": "iris", "model": "models/iris", "replicas": {"min": 2, "max": 5}, "resources": {"cpu": "500m"}}
+    )
+    objects = deployment_objects(
+        "0123456789ab", "alice", spec, "/mnt/alice/models/iris", "sklearn", "img:1", SETTINGS, VISION, 1
+    )
     assert [o["kind"] for o in objects] == ["Deployment", "Service", "HorizontalPodAutoscaler"]
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)
@@ -101,10 +126,24 @@ def test_without_kserve_a_deployment_service_and_autoscaler(version):
     assert container["command"][container["command"].index("--model") + 1] == "/mnt/alice/models/iris"
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp", "/mnt/alice", "/archives/alice"}
     # a cluster before 1.23 serves autoscaling/v2beta2 only: the same fields, valid there too
-    old = deployment_objects("0123456789ab", "alice", spec, "/mnt/alice/models/iris", "sklearn", "img:1",
-                             SETTINGS, VISION, 1, autoscaling="autoscaling/v2beta2")[2]
+    old = deployment_objects(
+        "0123456789ab",
+        "alice",
+        spec,
+        "/mnt/alice/models/iris",
+        "sklearn",
+        "img:1",
+        SETTINGS,
+        VISION,
+        1,
+        autoscaling="autoscaling/v2beta2",
+    )[2]
     assert old["apiVersion"] == "autoscaling/v2beta2" and old["spec"] == hpa["spec"]
     kubernetes_validate.validate(old, "1.25.0", strict=True)
     one = parse_serve_spec({"name": "iris", "model": "models/iris"})
-    assert [o["kind"] for o in deployment_objects("0123456789ab", "alice", one, "/mnt/alice/models/iris",
-                                                  "sklearn", "img:1", SETTINGS, VISION, 1)] == ["Deployment", "Service"]
+    assert [
+        o["kind"]
+        for o in deployment_objects(
+            "0123456789ab", "alice", one, "/mnt/alice/models/iris", "sklearn", "img:1", SETTINGS, VISION, 1
+        )
+    ] == ["Deployment", "Service"]

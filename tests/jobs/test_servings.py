@@ -84,7 +84,9 @@ def train(folder, stump=False):
     from sklearn.tree import DecisionTreeClassifier
 
     X, y = load_iris(return_X_y=True)
-    model = (DecisionTreeClassifier(max_depth=1, random_state=0) if stump else LogisticRegression(max_iter=500)).fit(X, y)
+    model = (DecisionTreeClassifier(max_depth=1, random_state=0) if stump else LogisticRegression(max_iter=500)).fit(
+        X, y
+    )
     os.makedirs(folder, exist_ok=True)
     joblib.dump(model, os.path.join(folder, "model.joblib"))
     return model
@@ -161,11 +163,19 @@ def test_an_sklearn_model_answers_v1_and_v2_like_the_model_itself(serving_hub):
         headers = {"Authorization": f"token {serving_hub.token('sam')}"}
         if content_type:
             headers["Content-Type"] = content_type
-        r = requests.post(serving_hub.url + "serve/sam/iris/v1/models/iris:predict",
-                          data=json.dumps({"instances": ROWS}), headers=headers, timeout=60)
+        r = requests.post(
+            serving_hub.url + "serve/sam/iris/v1/models/iris:predict",
+            data=json.dumps({"instances": ROWS}),
+            headers=headers,
+            timeout=60,
+        )
         assert r.status_code == 200 and r.json() == {"predictions": expected}, (content_type, r.text)
-        r = requests.post(serving_hub.url + "serve/sam/iris/v2/models/iris/infer",
-                          data=json.dumps(v2_body), headers=headers, timeout=60)
+        r = requests.post(
+            serving_hub.url + "serve/sam/iris/v2/models/iris/infer",
+            data=json.dumps(v2_body),
+            headers=headers,
+            timeout=60,
+        )
         assert r.status_code == 200 and r.json()["outputs"][0]["data"] == expected, (content_type, r.text)
     # V2 model metadata: what the model says of its inputs and outputs
     metadata = call(serving_hub, "sam", "serve/sam/iris/v2/models/iris", method="GET").json()
@@ -244,7 +254,9 @@ def test_pytorch_models_requirements_and_gpus(serving_hub):
     os.makedirs(os.path.join(workspace, "models", "doubler"), exist_ok=True)
     namespace = {}
     exec(TORCH_MODEL, namespace)
-    torch.jit.trace(namespace["Doubler"](), torch.ones(1, 2)).save(os.path.join(workspace, "models", "doubler", "model.pt"))
+    torch.jit.trace(namespace["Doubler"](), torch.ones(1, 2)).save(
+        os.path.join(workspace, "models", "doubler", "model.pt")
+    )
     serving_hub.hand_over("tess")
     record = client.serve(model="models/doubler", resources={"gpu": 1})
     assert record["format"] == "pytorch"
@@ -280,20 +292,41 @@ def test_bad_specs_are_refused_before_anything_starts(serving_hub):
         ({"name": "x", "model": "../../etc"}, 400, "model: '../../etc' leads outside your workspace"),
         ({"name": "x", "model": "/etc/passwd"}, 400, "model: '/etc/passwd' is outside your workspace and archives"),
         ({"name": "x", "model": "models/missing"}, 404, "model: no file or folder 'models/missing' in your workspace"),
-        ({"name": "x", "model": "notes/readme.txt"}, 400,
-         "model: 'readme.txt' is not a model file (expected .joblib, .pkl, .pt or .pth)"),
-        ({"name": "x", "model": "models/ok", "format": "custom"}, 400,
-         "class: a custom model needs its class: MyModel (defined in MyModel.py beside the model) or module:Class"),
-        ({"name": "x", "model": "models/ok", "class": "Nope"}, 400,
-         "class: no file 'Nope.py' beside the model for the class 'Nope'"),
-        ({"name": "Bad_Name", "model": "models/ok"}, 400,
-         "name: lower-case letters, digits and '-', starting with a letter, at most 40 characters, not 'Bad_Name'"),
-        ({"name": "x", "model": "models/ok", "replicas": 2}, 400,
-         "replicas: this machine runs one replica of a serving (more are for Kubernetes)"),
-        ({"name": "x", "model": "models/ok", "project": "secret"}, 403,
-         "project: you are not a member of project 'secret'"),
-        ({"name": "x", "model": "models/ok", "resources": {"gpu": 3}}, 409,
-         "resources.gpu: not enough free GPUs: 3 asked, 2 free of 2; stop a server or a job, or ask for fewer GPUs"),
+        (
+            {"name": "x", "model": "notes/readme.txt"},
+            400,
+            "model: 'readme.txt' is not a model file (expected .joblib, .pkl, .pt or .pth)",
+        ),
+        (
+            {"name": "x", "model": "models/ok", "format": "custom"},
+            400,
+            "class: a custom model needs its class: MyModel (defined in MyModel.py beside the model) or module:Class",
+        ),
+        (
+            {"name": "x", "model": "models/ok", "class": "Nope"},
+            400,
+            "class: no file 'Nope.py' beside the model for the class 'Nope'",
+        ),
+        (
+            {"name": "Bad_Name", "model": "models/ok"},
+            400,
+            "name: lower-case letters, digits and '-', starting with a letter, at most 40 characters, not 'Bad_Name'",
+        ),
+        (
+            {"name": "x", "model": "models/ok", "replicas": 2},
+            400,
+            "replicas: this machine runs one replica of a serving (more are for Kubernetes)",
+        ),
+        (
+            {"name": "x", "model": "models/ok", "project": "secret"},
+            403,
+            "project: you are not a member of project 'secret'",
+        ),
+        (
+            {"name": "x", "model": "models/ok", "resources": {"gpu": 3}},
+            409,
+            "resources.gpu: not enough free GPUs: 3 asked, 2 free of 2; stop a server or a job, or ask for fewer GPUs",
+        ),
         ({"name": "x", "model": "models/ok", "bogus": 1}, 400, None),
     ]
     for body, status, message in cases:
@@ -321,8 +354,12 @@ def test_bad_specs_are_refused_before_anything_starts(serving_hub):
     client.serve(model="models/ok", name="ok")
     client.wait_ready("ok", timeout=120)
     huge = b'{"instances": [' + b"[1,2,3,4]," * 2_000_000 + b"[1,2,3,4]]}"
-    r = requests.post(serving_hub.url + "serve/bea/ok/v1/models/ok:predict", data=huge,
-                      headers={"Authorization": f"token {serving_hub.token('bea')}"}, timeout=60)
+    r = requests.post(
+        serving_hub.url + "serve/bea/ok/v1/models/ok:predict",
+        data=huge,
+        headers={"Authorization": f"token {serving_hub.token('bea')}"},
+        timeout=60,
+    )
     assert r.status_code == 413 and "larger than 16 MiB" in r.json()["message"]
     r = call(serving_hub, "bea", "serve/bea/ok/v1/models/ok:predict", None)
     assert r.status_code == 400
@@ -336,14 +373,22 @@ def test_who_may_call_and_manage_a_serving(serving_hub):
     owner.wait_ready("iris", timeout=120)
     serving_hub.token("otto")
     hub = serving_hub.hub
-    granted = hub.api("POST", "/users/olga/tokens", json={
-        "scopes": ["custom:kubestudio:serve:predict!user=olga", "access:services!service=jobs"]}).json()["token"]
+    granted = hub.api(
+        "POST",
+        "/users/olga/tokens",
+        json={"scopes": ["custom:kubestudio:serve:predict!user=olga", "access:services!service=jobs"]},
+    ).json()["token"]
     other = serving_hub.token("pia")
     predict = "serve/olga/iris/v1/models/iris:predict"
     body = {"instances": ROWS[:1]}
     expect = {"owner": 200, "granted": 200, "otto": 200, "other": 404, "anonymous": 401}
-    tokens = {"owner": serving_hub.token("olga"), "granted": granted, "otto": hub.user_token("otto"),
-              "other": other, "anonymous": ""}
+    tokens = {
+        "owner": serving_hub.token("olga"),
+        "granted": granted,
+        "otto": hub.user_token("otto"),
+        "other": other,
+        "anonymous": "",
+    }
     for who, token in tokens.items():
         r = call(serving_hub, None, predict, body, token=token)
         assert r.status_code == expect[who], (who, r.text)
@@ -404,7 +449,10 @@ def test_a_crash_is_restarted_and_a_new_version_rolls_without_a_failed_request(s
             t.join()
     assert not failures, failures[:3]
     assert answers[-1] == v2.predict(rows).tolist()
-    assert {json.dumps(a) for a in answers} <= {json.dumps(v1.predict(rows).tolist()), json.dumps(v2.predict(rows).tolist())}
+    assert {json.dumps(a) for a in answers} <= {
+        json.dumps(v1.predict(rows).tolist()),
+        json.dumps(v2.predict(rows).tolist()),
+    }
     deadline = time.monotonic() + 10
     while len(runtime_pids(serving_hub, record["id"])) != 1:  # v1 is gone
         assert time.monotonic() < deadline, runtime_pids(serving_hub, record["id"])

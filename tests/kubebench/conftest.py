@@ -20,8 +20,12 @@ def bench(tmp_path_factory):
 
     # the bench's "image" has what the repository installed: code-server for VS Code profiles
     # and the stand-in for kaniko's executor (buildah with kaniko's flags) for build pods
-    b = Bench(tmp_path_factory.mktemp("kubebench"), mode="process", missing_images=[MISSING_IMAGE],
-              path_prepend=KubeStudio().tool_dirs + [TESTING_BIN])
+    b = Bench(
+        tmp_path_factory.mktemp("kubebench"),
+        mode="process",
+        missing_images=[MISSING_IMAGE],
+        path_prepend=KubeStudio().tool_dirs + [TESTING_BIN],
+    )
     b.start()
     yield b
     b.stop()

@@ -22,8 +22,12 @@ def pod_manifest(name, command, labels=None, **spec):
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "labels": {"test": name, **(labels or {})}},
-        "spec": {"containers": [{"name": "main", "image": "python:3.11", "command": command}],
-                 "restartPolicy": "Never", "terminationGracePeriodSeconds": 2, **spec},
+        "spec": {
+            "containers": [{"name": "main", "image": "python:3.11", "command": command}],
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 2,
+            **spec,
+        },
     }
 
 
@@ -55,7 +59,9 @@ def test_nodes_registered_ready_with_gpus(bench):
     a100 = nodes["gpu-a100-1"]
     assert a100["status"]["allocatable"]["nvidia.com/gpu"] == "1"
     assert a100["metadata"]["labels"]["nvidia.com/gpu.product"] == "NVIDIA-A100-SXM4-80GB"
-    assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in nodes["gpu-v100-1"]["spec"]["taints"]
+    assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in nodes["gpu-v100-1"]["spec"][
+        "taints"
+    ]
     lease = get(bench, "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/cpu-1")
     assert lease["spec"]["holderIdentity"] == "cpu-1"
 
@@ -80,12 +86,20 @@ def test_process_mode_pod_runs_command_with_env_mounts_and_exit_code(bench):
     ]
     manifest["spec"]["containers"][0]["volumeMounts"] = [{"name": "ws", "mountPath": "/data", "subPath": "alice"}]
     manifest["spec"]["volumes"] = [{"name": "ws", "persistentVolumeClaim": {"claimName": "workspace"}}]
-    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "workspace"},
-             "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}}
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "workspace"},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
     r = bench.api("POST", "/api/v1/namespaces/default/persistentvolumeclaims", json=claim)
     assert r.status_code in (201, 409)
-    wait_for(lambda: get(bench, "/api/v1/namespaces/default/persistentvolumeclaims/workspace")["status"].get("phase") == "Bound",
-             what="claim bound")
+    wait_for(
+        lambda: (
+            get(bench, "/api/v1/namespaces/default/persistentvolumeclaims/workspace")["status"].get("phase") == "Bound"
+        ),
+        what="claim bound",
+    )
     create(bench, manifest)
     wait_for(lambda: phase(bench, "proc-1") == "Failed", what="pod Failed")
     pod = get(bench, "/api/v1/namespaces/default/pods/proc-1")
@@ -112,15 +126,31 @@ def test_process_mode_pod_runs_command_with_env_mounts_and_exit_code(bench):
 
 
 def test_kubectl_create_get_describe_logs_delete(bench):
-    manifest = pod_manifest("kubectl-pod", [PY, "-c", "import time; print('hello from kubectl-pod', flush=True); time.sleep(600)"])
+    manifest = pod_manifest(
+        "kubectl-pod", [PY, "-c", "import time; print('hello from kubectl-pod', flush=True); time.sleep(600)"]
+    )
     manifest["spec"]["restartPolicy"] = "Always"
     path = os.path.join(bench.root, "kubectl-pod.yaml")
     with open(path, "w") as f:
         yaml.safe_dump(manifest, f)
 
-    watch = subprocess.Popen([bench.kubectl_bin, "--kubeconfig", bench.kubeconfig, "get", "pods", "-l", "test=kubectl-pod",
-                              "--watch", "--no-headers", "-o", "custom-columns=NAME:.metadata.name,PHASE:.status.phase"],
-                             stdout=subprocess.PIPE, text=True)
+    watch = subprocess.Popen(
+        [
+            bench.kubectl_bin,
+            "--kubeconfig",
+            bench.kubeconfig,
+            "get",
+            "pods",
+            "-l",
+            "test=kubectl-pod",
+            "--watch",
+            "--no-headers",
+            "-o",
+            "custom-columns=NAME:.metadata.name,PHASE:.status.phase",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1)
     out = bench.kubectl("create", "-f", path)
     assert "pod/kubectl-pod created" in out.stdout
@@ -150,16 +180,20 @@ def test_two_gpus_on_one_gpu_nodes_stay_pending_with_scheduler_event(bench):
     manifest = pod_manifest("greedy", [PY, "-c", "pass"])
     manifest["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "2"}}
     create(bench, manifest)
-    message = wait_for(lambda: next((m for r, m in events_for(bench, "greedy") if r == "FailedScheduling"), None),
-                       what="FailedScheduling")
+    message = wait_for(
+        lambda: next((m for r, m in events_for(bench, "greedy") if r == "FailedScheduling"), None),
+        what="FailedScheduling",
+    )
     assert "Insufficient nvidia.com/gpu" in message
     assert phase(bench, "greedy") == "Pending"
 
 
 def test_unmatched_node_selector_stays_pending(bench):
     create(bench, pod_manifest("nowhere", [PY, "-c", "pass"], nodeSelector={"org": "nobody"}))
-    message = wait_for(lambda: next((m for r, m in events_for(bench, "nowhere") if r == "FailedScheduling"), None),
-                       what="FailedScheduling")
+    message = wait_for(
+        lambda: next((m for r, m in events_for(bench, "nowhere") if r == "FailedScheduling"), None),
+        what="FailedScheduling",
+    )
     assert "node selector" in message or "node affinity" in message
     assert phase(bench, "nowhere") == "Pending"
 
@@ -169,7 +203,9 @@ def test_missing_image_goes_to_image_pull_backoff(bench):
     manifest["spec"]["containers"][0]["image"] = MISSING_IMAGE
 
     def waiting_reason():
-        statuses = get(bench, "/api/v1/namespaces/default/pods/noimage").get("status", {}).get("containerStatuses") or []
+        statuses = (
+            get(bench, "/api/v1/namespaces/default/pods/noimage").get("status", {}).get("containerStatuses") or []
+        )
         return statuses[0]["state"].get("waiting", {}).get("reason") if statuses else None
 
     create(bench, manifest)
@@ -180,10 +216,24 @@ def test_missing_image_goes_to_image_pull_backoff(bench):
 
 def job_manifest(name, code, backoff_limit=0):
     return {
-        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-        "spec": {"backoffLimit": backoff_limit, "template": {"spec": {
-            "restartPolicy": "Never", "containers": [{"name": "main", "image": "python:3.11",
-                                                     "command": [PY, "-c", f"print('job {name}'); raise SystemExit({code})"]}]}}},
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "python:3.11",
+                            "command": [PY, "-c", f"print('job {name}'); raise SystemExit({code})"],
+                        }
+                    ],
+                }
+            },
+        },
     }
 
 
@@ -204,8 +254,10 @@ def test_job_completes_and_job_fails_after_backoff_limit_and_gc_removes_pods(ben
 
     r = bench.api("DELETE", "/apis/batch/v1/namespaces/default/jobs/job-ok", json={"propagationPolicy": "Background"})
     assert r.status_code == 200
-    wait_for(lambda: not get(bench, "/api/v1/namespaces/default/pods?labelSelector=job-name=job-ok")["items"],
-             what="garbage collector removed the job's pods")
+    wait_for(
+        lambda: not get(bench, "/api/v1/namespaces/default/pods?labelSelector=job-name=job-ok")["items"],
+        what="garbage collector removed the job's pods",
+    )
 
 
 def test_pytorchjob_schema_enforced_by_apiserver(bench, crds):
@@ -214,17 +266,32 @@ def test_pytorchjob_schema_enforced_by_apiserver(bench, crds):
     r = bench.api("POST", "/apis/kubeflow.org/v1/namespaces/default/pytorchjobs", json=job)
     assert r.status_code == 422, r.text
     assert "pytorchReplicaSpecs" in r.json()["message"]
-    good = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": {"name": "ok"},
-            "spec": {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "template": {"spec": {"containers": [
-                {"name": "pytorch", "image": "pytorch/pytorch:2.4.0"}]}}}}}}
+    good = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": "ok"},
+        "spec": {
+            "pytorchReplicaSpecs": {
+                "Master": {
+                    "replicas": 1,
+                    "template": {"spec": {"containers": [{"name": "pytorch", "image": "pytorch/pytorch:2.4.0"}]}},
+                }
+            }
+        },
+    }
     r = bench.api("POST", "/apis/kubeflow.org/v1/namespaces/default/pytorchjobs", json=good)
     assert r.status_code == 201, r.text
     assert "ok" in bench.kubectl("get", "pytorchjobs").stdout
 
 
 def test_every_shared_crd_installed(crds):
-    for name in ("pytorchjobs.kubeflow.org", "tfjobs.kubeflow.org", "mpijobs.kubeflow.org",
-                 "trainjobs.trainer.kubeflow.org", "inferenceservices.serving.kserve.io"):
+    for name in (
+        "pytorchjobs.kubeflow.org",
+        "tfjobs.kubeflow.org",
+        "mpijobs.kubeflow.org",
+        "trainjobs.trainer.kubeflow.org",
+        "inferenceservices.serving.kserve.io",
+    ):
         assert name in crds, name
 
 
@@ -240,8 +307,10 @@ def test_graceful_deletion_kills_the_process(bench):
         time.sleep(600)
     """)
     create(bench, pod_manifest("graceful", [PY, "-c", script]))
-    wait_for(lambda: "ready" in (bench.pod_log("default", "graceful") if phase(bench, "graceful") == "Running" else ""),
-             what="process up")
+    wait_for(
+        lambda: "ready" in (bench.pod_log("default", "graceful") if phase(bench, "graceful") == "Running" else ""),
+        what="process up",
+    )
     bench.api("DELETE", "/api/v1/namespaces/default/pods/graceful")
     wait_for(lambda: bench.api("GET", "/api/v1/namespaces/default/pods/graceful").status_code == 404, what="pod gone")
     with open(marker) as f:
@@ -262,17 +331,30 @@ def test_fault_proxy_counts_and_injects(bench):
         bench.set_faults(rules=[{"verb": "list", "resource": "pods", "rate": 1.0, "error": 429, "retry_after": 1}])
         import requests
 
-        r = requests.get(f"{bench.proxy_url}/api/v1/namespaces/default/pods", headers={"Authorization": f"Bearer {bench.token}"}, verify=False)
+        r = requests.get(
+            f"{bench.proxy_url}/api/v1/namespaces/default/pods",
+            headers={"Authorization": f"Bearer {bench.token}"},
+            verify=False,
+        )
         assert r.status_code == 429 and r.headers["Retry-After"] == "1"
         bench.set_faults(rules=[{"verb": "get", "resource": "nodes", "rate": 1.0, "error": "reset"}])
         with pytest.raises(requests.ConnectionError):
-            requests.get(f"{bench.proxy_url}/api/v1/nodes/cpu-1", headers={"Authorization": f"Bearer {bench.token}"}, verify=False)
+            requests.get(
+                f"{bench.proxy_url}/api/v1/nodes/cpu-1",
+                headers={"Authorization": f"Bearer {bench.token}"},
+                verify=False,
+            )
         # dropped watches: the stream ends after the set time
         bench.set_faults(drop_watch_after_s=1)
         started = time.monotonic()
         with pytest.raises((requests.ConnectionError, requests.exceptions.ChunkedEncodingError)):
-            with requests.get(f"{bench.proxy_url}/api/v1/namespaces/default/pods?watch=1",
-                              headers={"Authorization": f"Bearer {bench.token}"}, stream=True, timeout=30, verify=False) as w:
+            with requests.get(
+                f"{bench.proxy_url}/api/v1/namespaces/default/pods?watch=1",
+                headers={"Authorization": f"Bearer {bench.token}"},
+                stream=True,
+                timeout=30,
+                verify=False,
+            ) as w:
                 for _ in w.iter_lines():
                     pass
                 raise requests.ConnectionError("stream ended")

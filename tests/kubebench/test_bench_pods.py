@@ -45,17 +45,34 @@ def unique(prefix):
 
 def test_configmap_and_secret_items_mount_as_single_files(bench):
     name = unique("files")
-    create(bench, "/api/v1/namespaces/default/configmaps",
-           {"metadata": {"name": name}, "data": {"jupyter_server_config.json": '{"ServerApp": {"x": 1}}', "other": "o"}})
-    create(bench, "/api/v1/namespaces/default/secrets",
-           {"metadata": {"name": name}, "data": {"token": base64.b64encode(b"s3cret").decode()}})
-    script = ("import os; print(open('/etc/jupyter/jupyter_server_config.json').read()); "
-              "print(open('/etc/creds/token').read()); print(os.path.isfile('/etc/jupyter/jupyter_server_config.json'))")
-    manifest = pod_manifest(name, [PY, "-c", script],
-                            volumes=[{"name": "config", "configMap": {"name": name}},
-                                     {"name": "creds", "secret": {"secretName": name, "items": [{"key": "token", "path": "token"}]}}])
+    create(
+        bench,
+        "/api/v1/namespaces/default/configmaps",
+        {"metadata": {"name": name}, "data": {"jupyter_server_config.json": '{"ServerApp": {"x": 1}}', "other": "o"}},
+    )
+    create(
+        bench,
+        "/api/v1/namespaces/default/secrets",
+        {"metadata": {"name": name}, "data": {"token": base64.b64encode(b"s3cret").decode()}},
+    )
+    script = (
+        "import os; print(open('/etc/jupyter/jupyter_server_config.json').read()); "
+        "print(open('/etc/creds/token').read()); print(os.path.isfile('/etc/jupyter/jupyter_server_config.json'))"
+    )
+    manifest = pod_manifest(
+        name,
+        [PY, "-c", script],
+        volumes=[
+            {"name": "config", "configMap": {"name": name}},
+            {"name": "creds", "secret": {"secretName": name, "items": [{"key": "token", "path": "token"}]}},
+        ],
+    )
     manifest["spec"]["containers"][0]["volumeMounts"] = [
-        {"name": "config", "mountPath": "/etc/jupyter/jupyter_server_config.json", "subPath": "jupyter_server_config.json"},
+        {
+            "name": "config",
+            "mountPath": "/etc/jupyter/jupyter_server_config.json",
+            "subPath": "jupyter_server_config.json",
+        },
         {"name": "creds", "mountPath": "/etc/creds/token", "subPath": "token"},
     ]
     create(bench, "/api/v1/namespaces/default/pods", manifest)
@@ -66,19 +83,26 @@ def test_configmap_and_secret_items_mount_as_single_files(bench):
         assert '{"ServerApp": {"x": 1}}' in log and "s3cret" in log
         assert log.rstrip().endswith("True")  # a file, not a folder
     finally:
-        delete(bench, f"/api/v1/namespaces/default/pods/{name}", f"/api/v1/namespaces/default/configmaps/{name}",
-               f"/api/v1/namespaces/default/secrets/{name}")
+        delete(
+            bench,
+            f"/api/v1/namespaces/default/pods/{name}",
+            f"/api/v1/namespaces/default/configmaps/{name}",
+            f"/api/v1/namespaces/default/secrets/{name}",
+        )
 
 
 def server_script(delay):
     return ["sh", "-c", f"sleep {delay}; exec {PY} -m http.server 8000 --bind 0.0.0.0"]
 
 
-@pytest.mark.parametrize("handler", [
-    {"httpGet": {"path": "/", "port": "web"}},
-    {"tcpSocket": {"port": 8000}},
-    {"exec": {"command": ["sh", "-c", "test -f started"]}},
-])
+@pytest.mark.parametrize(
+    "handler",
+    [
+        {"httpGet": {"path": "/", "port": "web"}},
+        {"tcpSocket": {"port": 8000}},
+        {"exec": {"command": ["sh", "-c", "test -f started"]}},
+    ],
+)
 def test_readiness_probe_decides_ready(bench, handler):
     name = unique("probe")
     delay = 3
@@ -107,10 +131,22 @@ def test_services_resolve_by_name_and_forward_to_ready_endpoints(bench):
     server["spec"]["containers"][0]["ports"] = [{"name": "http", "containerPort": 8000}]
     server["spec"]["containers"][0]["readinessProbe"] = {"tcpSocket": {"port": 8000}, "periodSeconds": 1}
     create(bench, "/api/v1/namespaces/default/pods", server)
-    create(bench, "/api/v1/namespaces/default/services",
-           {"metadata": {"name": svc}, "spec": {"selector": {"app": web}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})
-    create(bench, "/api/v1/namespaces/default/services",
-           {"metadata": {"name": workers}, "spec": {"clusterIP": "None", "selector": {"app": web}, "ports": [{"port": 8000}]}})
+    create(
+        bench,
+        "/api/v1/namespaces/default/services",
+        {
+            "metadata": {"name": svc},
+            "spec": {"selector": {"app": web}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+        },
+    )
+    create(
+        bench,
+        "/api/v1/namespaces/default/services",
+        {
+            "metadata": {"name": workers},
+            "spec": {"clusterIP": "None", "selector": {"app": web}, "ports": [{"port": 8000}]},
+        },
+    )
     script = textwrap.dedent(f"""
         import time, urllib.request
         for url in ["http://{svc}/", "http://{svc}.default.svc.cluster.local/", "http://w0.{workers}:8000/"]:
@@ -126,13 +162,20 @@ def test_services_resolve_by_name_and_forward_to_ready_endpoints(bench):
     """)
     create(bench, "/api/v1/namespaces/default/pods", pod_manifest(client, [PY, "-c", script]))
     try:
-        wait_for(lambda: pod(bench, client)["status"].get("phase") in ("Succeeded", "Failed"), timeout=90, what="client ends")
+        wait_for(
+            lambda: pod(bench, client)["status"].get("phase") in ("Succeeded", "Failed"), timeout=90, what="client ends"
+        )
         log = bench.pod_log("default", client)
         assert pod(bench, client)["status"]["phase"] == "Succeeded", log
         assert f"http://{svc}/ 200" in log and f"http://w0.{workers}:8000/ 200" in log
     finally:
-        delete(bench, f"/api/v1/namespaces/default/pods/{web}", f"/api/v1/namespaces/default/pods/{client}",
-               f"/api/v1/namespaces/default/services/{svc}", f"/api/v1/namespaces/default/services/{workers}")
+        delete(
+            bench,
+            f"/api/v1/namespaces/default/pods/{web}",
+            f"/api/v1/namespaces/default/pods/{client}",
+            f"/api/v1/namespaces/default/services/{svc}",
+            f"/api/v1/namespaces/default/services/{workers}",
+        )
 
 
 @pytest.fixture
@@ -154,16 +197,33 @@ def test_exec_with_the_python_client(bench, sleeper):
     from kubernetes.stream import stream
 
     api = client.CoreV1Api(config.new_client_from_config(bench.kubeconfig))
-    ws = stream(api.connect_get_namespaced_pod_exec, sleeper, "default",
-                command=["sh", "-c", "echo $GREETING; echo out > file.txt; cat /work/file.txt; echo oops >&2; exit 3"],
-                stdout=True, stderr=True, stdin=False, tty=False, _preload_content=False)
+    ws = stream(
+        api.connect_get_namespaced_pod_exec,
+        sleeper,
+        "default",
+        command=["sh", "-c", "echo $GREETING; echo out > file.txt; cat /work/file.txt; echo oops >&2; exit 3"],
+        stdout=True,
+        stderr=True,
+        stdin=False,
+        tty=False,
+        _preload_content=False,
+    )
     ws.run_forever(timeout=30)
     assert ws.read_stdout() == "hello from the pod\nout\n"
     assert ws.read_stderr() == "oops\n"
     assert ws.returncode == 3
     # stdin goes to the command
-    ws = stream(api.connect_get_namespaced_pod_exec, sleeper, "default", command=["cat"],
-                stdout=True, stderr=True, stdin=True, tty=False, _preload_content=False)
+    ws = stream(
+        api.connect_get_namespaced_pod_exec,
+        sleeper,
+        "default",
+        command=["cat"],
+        stdout=True,
+        stderr=True,
+        stdin=True,
+        tty=False,
+        _preload_content=False,
+    )
     ws.write_stdin("typed in\n")
     ws.update(timeout=5)
     out = ""
@@ -175,8 +235,19 @@ def test_exec_with_the_python_client(bench, sleeper):
     ws.close()
     assert out == "typed in\n"
     # the plain call returns the output
-    assert stream(api.connect_get_namespaced_pod_exec, sleeper, "default", command=["sh", "-c", "echo $GREETING"],
-                  stdout=True, stderr=True, stdin=False, tty=False) == "hello from the pod\n"
+    assert (
+        stream(
+            api.connect_get_namespaced_pod_exec,
+            sleeper,
+            "default",
+            command=["sh", "-c", "echo $GREETING"],
+            stdout=True,
+            stderr=True,
+            stdin=False,
+            tty=False,
+        )
+        == "hello from the pod\n"
+    )
 
 
 def test_exec_with_kubectl(bench, sleeper):
@@ -209,8 +280,9 @@ def test_logs_of_a_restarting_container_run_by_run(bench):
     from kubestudio.services.livelog import LineSplitter
 
     name = f"restarts-{uuid.uuid4().hex[:6]}"
-    manifest = pod_manifest(name, [sys.executable, "-c", RESTARTING], volumes=[{"name": "work", "emptyDir": {}}],
-                            restartPolicy="OnFailure")
+    manifest = pod_manifest(
+        name, [sys.executable, "-c", RESTARTING], volumes=[{"name": "work", "emptyDir": {}}], restartPolicy="OnFailure"
+    )
     container = manifest["spec"]["containers"][0]
     container["volumeMounts"] = [{"name": "work", "mountPath": "/scratch"}]
     container["env"] = [{"name": "WORK", "value": "/scratch"}]
@@ -221,17 +293,25 @@ def test_logs_of_a_restarting_container_run_by_run(bench):
         api = await kube.load_client(bench.kubeconfig)
         core = client.CoreV1Api(api)
         seen, late = [], []
-        logs = kube.PodLogs(core, "default", lambda pod, lines: seen.extend(lines), logging.getLogger("test"),
-                            LineSplitter)
-        pods = kube.Reflector(core.list_namespaced_pod, "default", f"test={name}", logging.getLogger("test"),
-                              on_change=lambda _, pod: logs.update(pod), raw=True)
+        logs = kube.PodLogs(
+            core, "default", lambda pod, lines: seen.extend(lines), logging.getLogger("test"), LineSplitter
+        )
+        pods = kube.Reflector(
+            core.list_namespaced_pod,
+            "default",
+            f"test={name}",
+            logging.getLogger("test"),
+            on_change=lambda _, pod: logs.update(pod),
+            raw=True,
+        )
         await pods.start()
         try:
             await core.create_namespaced_pod("default", manifest)
             await pods.wait_for(name, lambda p: p is not None and p["status"].get("phase") == "Succeeded", timeout=60)
             await logs.wait(timeout=10)
-            joined = kube.PodLogs(core, "default", lambda pod, lines: late.extend(lines), logging.getLogger("test"),
-                                  LineSplitter)
+            joined = kube.PodLogs(
+                core, "default", lambda pod, lines: late.extend(lines), logging.getLogger("test"), LineSplitter
+            )
             joined.update(pods.get(name))
             await joined.wait(timeout=10)
             return seen, late, pods.get(name)["status"]["containerStatuses"][0]["restartCount"]

@@ -34,8 +34,10 @@ def _deb(folder, name, files):
     root = os.path.join(folder, f"{name}-root")
     os.makedirs(os.path.join(root, "DEBIAN"))
     with open(os.path.join(root, "DEBIAN", "control"), "w") as f:
-        f.write(f"Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: test <t@example.invalid>\n"
-                f"Description: stand-in for the bench's build test\n")
+        f.write(
+            f"Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: test <t@example.invalid>\n"
+            f"Description: stand-in for the bench's build test\n"
+        )
     for path, (text, executable) in files.items():
         target = os.path.join(root, path)
         if executable:
@@ -55,12 +57,14 @@ def _sources(folder):
     for vendored in ("modern-go/reflect2", "json-iterator/go"):
         os.makedirs(os.path.join(tree, "vendor", "github.com", vendored, "old"))
     with open(os.path.join(tree, "Makefile"), "w") as f:
-        f.write(textwrap.dedent("""\
+        f.write(
+            textwrap.dedent("""\
             OUT := _output/local/bin/linux/amd64
             all:
             \tmkdir -p $(OUT)
             \tfor b in $(notdir $(WHAT)); do printf '#!/bin/sh\\necho "%s v1.20.2-stand-in"\\n' $$b > $(OUT)/$$b; chmod +x $(OUT)/$$b; done
-            """).replace("all:", ".PHONY: all\nall:"))
+            """).replace("all:", ".PHONY: all\nall:")
+        )
     tarball = os.path.join(folder, "kubernetes_1.20.5+really1.20.2.orig.tar.gz")
     with tarfile.open(tarball, "w:gz") as tar:
         tar.add(tree, arcname="kubernetes-1.20.2")
@@ -75,22 +79,28 @@ def stand_in_apt(tmp_path):
     # etcd's version writes ~2 MB: a reader that leaves after the first line (`| head -1`) makes it
     # die of SIGPIPE, and pipefail then fails the build, as it did on new machines
     loud_etcd = "#!/bin/sh\necho 'etcd Version: 3.4.23'\nyes 'Git SHA: stand-in' | head -c 2000000\n"
-    _deb(str(packages), "stand-in-tools", {
-        "usr/bin/etcd": (loud_etcd, True),
-        "usr/bin/kubectl": ("#!/bin/sh\necho 'Client Version: v1.20.2'\n", True),
-        "usr/bin/rsync": ("#!/bin/sh\nexit 0\n", True),
-        "usr/lib/go-1.19/bin/go": ("#!/bin/sh\necho 'go version go1.19 linux/amd64'\n", True),
-        "usr/lib/x86_64-linux-gnu/.keep": ("", False),
-        "usr/share/gocode/src/github.com/modern-go/reflect2/reflect2.go": ("package reflect2\n", False),
-        "usr/share/gocode/src/github.com/modern-go/reflect2/reflect2_test.go": ("package reflect2\n", False),
-        "usr/share/gocode/src/github.com/json-iterator/go/iter.go": ("package jsoniter\n", False),
-        "usr/share/gocode/src/github.com/json-iterator/go/go.mod": ("module x\n", False),
-        "usr/share/gocode/src/github.com/json-iterator/go/extra/extra.go": ("package extra\n", False),
-    })
+    _deb(
+        str(packages),
+        "stand-in-tools",
+        {
+            "usr/bin/etcd": (loud_etcd, True),
+            "usr/bin/kubectl": ("#!/bin/sh\necho 'Client Version: v1.20.2'\n", True),
+            "usr/bin/rsync": ("#!/bin/sh\nexit 0\n", True),
+            "usr/lib/go-1.19/bin/go": ("#!/bin/sh\necho 'go version go1.19 linux/amd64'\n", True),
+            "usr/lib/x86_64-linux-gnu/.keep": ("", False),
+            "usr/share/gocode/src/github.com/modern-go/reflect2/reflect2.go": ("package reflect2\n", False),
+            "usr/share/gocode/src/github.com/modern-go/reflect2/reflect2_test.go": ("package reflect2\n", False),
+            "usr/share/gocode/src/github.com/json-iterator/go/iter.go": ("package jsoniter\n", False),
+            "usr/share/gocode/src/github.com/json-iterator/go/go.mod": ("module x\n", False),
+            "usr/share/gocode/src/github.com/json-iterator/go/extra/extra.go": ("package extra\n", False),
+        },
+    )
     _sources(str(packages))
     fake_bin = tmp_path / "fake-bin"
     calls = tmp_path / "apt-calls.log"
-    _executable(str(fake_bin / "apt-get"), textwrap.dedent(f"""\
+    _executable(
+        str(fake_bin / "apt-get"),
+        textwrap.dedent(f"""\
         #!/bin/sh
         # the stand-in apt-get: options first (-o X=Y, -qq), then the command and its arguments
         echo "$*" >> {calls}
@@ -103,7 +113,8 @@ def stand_in_apt(tmp_path):
           download) cp {packages}/*.deb . ;;
           *) echo "stand-in apt-get: unexpected command $1" >&2; exit 2 ;;
         esac
-        """))
+        """),
+    )
     return fake_bin, calls
 
 

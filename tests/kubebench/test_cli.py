@@ -18,17 +18,48 @@ def test_up_writes_kubeconfig_and_tears_down(tmp_path):
     if not binaries_present():
         pytest.fail("the bench's control plane is not built: python -m kubestudio.testing.kubebench build")
     nodes = tmp_path / "nodes.yaml"
-    nodes.write_text(yaml.safe_dump({"nodes": [{"name": "w", "count": 2, "labels": {"pool": "w"},
-                                                "capacity": {"cpu": 4, "memory": "8Gi", "example.com/fpga": 2}}]}))
+    nodes.write_text(
+        yaml.safe_dump(
+            {
+                "nodes": [
+                    {
+                        "name": "w",
+                        "count": 2,
+                        "labels": {"pool": "w"},
+                        "capacity": {"cpu": 4, "memory": "8Gi", "example.com/fpga": 2},
+                    }
+                ]
+            }
+        )
+    )
     kubeconfig = tmp_path / "out.yaml"
-    proc = subprocess.Popen([sys.executable, "-m", "kubestudio.testing.kubebench", "up", "--nodes", str(nodes),
-                             "--kubeconfig", str(kubeconfig), "--no-crds", "--root", str(tmp_path / "root")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kubestudio.testing.kubebench",
+            "up",
+            "--nodes",
+            str(nodes),
+            "--kubeconfig",
+            str(kubeconfig),
+            "--no-crds",
+            "--root",
+            str(tmp_path / "root"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         info = json.loads(_read_json(proc))
         assert info["nodes"] == ["w-0", "w-1"]
-        out = subprocess.run([_kubectl(), "--kubeconfig", str(kubeconfig), "get", "nodes", "-l", "pool=w", "-o", "json"],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [_kubectl(), "--kubeconfig", str(kubeconfig), "get", "nodes", "-l", "pool=w", "-o", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         items = json.loads(out.stdout)["items"]
         assert sorted(n["metadata"]["name"] for n in items) == ["w-0", "w-1"]
         assert items[0]["status"]["allocatable"]["example.com/fpga"] == "2"
@@ -37,8 +68,11 @@ def test_up_writes_kubeconfig_and_tears_down(tmp_path):
         proc.wait(60)
     assert proc.returncode == 0
     # nothing of the bench is left listening
-    wait_for(lambda: not subprocess.run(["pgrep", "-f", str(tmp_path / "root")], capture_output=True).stdout,
-             timeout=15, what="every process of the bench gone")
+    wait_for(
+        lambda: not subprocess.run(["pgrep", "-f", str(tmp_path / "root")], capture_output=True).stdout,
+        timeout=15,
+        what="every process of the bench gone",
+    )
 
 
 def _kubectl():
@@ -64,12 +98,37 @@ def test_load_nodes_counts_and_unique_names():
 
 
 def test_crd_adaptation_for_1_20():
-    crd = {"spec": {"versions": [{"schema": {"openAPIV3Schema": {"type": "object", "properties": {
-        "spec": {"type": "object", "x-kubernetes-validations": [{"rule": "self.a > 0"}], "properties": {
-            "name": {"type": "string", "default": ""},
-            "secrets": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
-                        "items": {"type": "object", "properties": {"name": {"type": "string", "default": ""}}}},
-        }}}}}}]}}
+    crd = {
+        "spec": {
+            "versions": [
+                {
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "x-kubernetes-validations": [{"rule": "self.a > 0"}],
+                                    "properties": {
+                                        "name": {"type": "string", "default": ""},
+                                        "secrets": {
+                                            "type": "array",
+                                            "x-kubernetes-list-type": "map",
+                                            "x-kubernetes-list-map-keys": ["name"],
+                                            "items": {
+                                                "type": "object",
+                                                "properties": {"name": {"type": "string", "default": ""}},
+                                            },
+                                        },
+                                    },
+                                }
+                            },
+                        }
+                    }
+                }
+            ]
+        }
+    }
     adapted, removed = adapt_crd_for_1_20(crd)
     spec = adapted["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert "x-kubernetes-validations" not in spec

@@ -58,8 +58,11 @@ def claim_uids(bench, ns):
 def wait_available(bench, ns, names, timeout=60):
     deadline = time.monotonic() + timeout
     while True:
-        ready = {d["metadata"]["name"] for d in bench.api("GET", f"/apis/apps/v1/namespaces/{ns}/deployments").json()["items"]
-                 if (d.get("status") or {}).get("availableReplicas", 0) >= 1}
+        ready = {
+            d["metadata"]["name"]
+            for d in bench.api("GET", f"/apis/apps/v1/namespaces/{ns}/deployments").json()["items"]
+            if (d.get("status") or {}).get("availableReplicas", 0) >= 1
+        }
         if set(names) <= ready:
             return
         assert time.monotonic() < deadline, ready
@@ -74,27 +77,49 @@ def test_install_rbac_upgrade_and_uninstall(bench):
             release = cfg.install(CHART, "ks", values, wait="watcher", timeout=120)
             assert release["status"] == "deployed" and release["revision"] == 1
             wait_available(bench, ns, ["ks-kubestudio-hub", "ks-kubestudio-proxy"])
-            services = {s["metadata"]["name"] for s in bench.api("GET", f"/api/v1/namespaces/{ns}/services").json()["items"]}
+            services = {
+                s["metadata"]["name"] for s in bench.api("GET", f"/api/v1/namespaces/{ns}/services").json()["items"]
+            }
             assert {"ks-kubestudio-hub", "ks-kubestudio-proxy-api", "ks-kubestudio-proxy-public"} <= services
 
             # what the hub and its services need: allowed
             for verb, resource, *extra in [
-                ("create", "pods"), ("delete", "pods"), ("watch", "pods"), ("get", "pods", "--subresource=log"),
-                ("list", "events"), ("create", "services"), ("create", "secrets"), ("create", "configmaps"),
-                ("get", "persistentvolumeclaims"), ("create", "jobs.batch"), ("update", "deployments.apps"),
-                ("create", "horizontalpodautoscalers.autoscaling"), ("create", "inferenceservices.serving.kserve.io"),
+                ("create", "pods"),
+                ("delete", "pods"),
+                ("watch", "pods"),
+                ("get", "pods", "--subresource=log"),
+                ("list", "events"),
+                ("create", "services"),
+                ("create", "secrets"),
+                ("create", "configmaps"),
+                ("get", "persistentvolumeclaims"),
+                ("create", "jobs.batch"),
+                ("update", "deployments.apps"),
+                ("create", "horizontalpodautoscalers.autoscaling"),
+                ("create", "inferenceservices.serving.kserve.io"),
             ]:
                 assert can_i(bench, ns, verb, resource, "-n", ns, *extra), (verb, resource, extra)
             # and nothing else: other namespaces, the cluster, RBAC itself, kinds not turned on
             for verb, resource, *extra in [
-                ("list", "nodes"), ("get", "secrets", "-n", "kube-system"), ("create", "pods", "-n", "default"),
-                ("create", "clusterroles.rbac.authorization.k8s.io"), ("create", "rolebindings.rbac.authorization.k8s.io"),
-                ("create", "pytorchjobs.kubeflow.org"), ("create", "trainjobs.trainer.kubeflow.org"),
-                ("delete", "persistentvolumeclaims"), ("create", "persistentvolumeclaims"), ("update", "secrets"),
-                ("create", "namespaces"), ("list", "pods", "--all-namespaces"),
+                ("list", "nodes"),
+                ("get", "secrets", "-n", "kube-system"),
+                ("create", "pods", "-n", "default"),
+                ("create", "clusterroles.rbac.authorization.k8s.io"),
+                ("create", "rolebindings.rbac.authorization.k8s.io"),
+                ("create", "pytorchjobs.kubeflow.org"),
+                ("create", "trainjobs.trainer.kubeflow.org"),
+                ("delete", "persistentvolumeclaims"),
+                ("create", "persistentvolumeclaims"),
+                ("update", "secrets"),
+                ("create", "namespaces"),
+                ("list", "pods", "--all-namespaces"),
             ]:
-                where = [] if any(e in ("-n", "--all-namespaces") for e in extra) or resource in (
-                    "nodes", "namespaces", "clusterroles.rbac.authorization.k8s.io") else ["-n", ns]
+                where = (
+                    []
+                    if any(e in ("-n", "--all-namespaces") for e in extra)
+                    or resource in ("nodes", "namespaces", "clusterroles.rbac.authorization.k8s.io")
+                    else ["-n", ns]
+                )
                 assert not can_i(bench, ns, verb, resource, *where, *extra), (verb, resource, extra)
 
             secrets, claims = secret_data(bench, ns), claim_uids(bench, ns)
@@ -150,12 +175,19 @@ def test_a_user_logs_in_through_proxy_public_and_gets_a_workspace_pod(bench):
     the API server as its ServiceAccount (a bound token, as a kubelet gives it), the proxy at
     its Service, and spawns the user's pod, which the proxy then routes to."""
     ns = namespace(bench, "helm-e2e")
-    values = {"hub": {"password": "pw-for-the-test",
-                      # the bench runs every pod's processes as root
-                      "config": {"WorkspaceSpawner": {"args": ["--ServerApp.allow_root=True"]}}},
-              "kubestudio": {"profiles": [{"slug": "cpu", "cpu": {"guarantee": 0.1, "limit": 1},
-                                           "memory": {"guarantee": "256M", "limit": "2G"}}]},
-              "cull": {"enabled": False}}
+    values = {
+        "hub": {
+            "password": "pw-for-the-test",
+            # the bench runs every pod's processes as root
+            "config": {"WorkspaceSpawner": {"args": ["--ServerApp.allow_root=True"]}},
+        },
+        "kubestudio": {
+            "profiles": [
+                {"slug": "cpu", "cpu": {"guarantee": 0.1, "limit": 1}, "memory": {"guarantee": "256M", "limit": "2G"}}
+            ]
+        },
+        "cull": {"enabled": False},
+    }
     try:
         with helm.Config(namespace=ns, kubeconfig_path=bench.kubeconfig) as cfg:
             cfg.install(CHART, "ks", values, timeout=120)
@@ -163,11 +195,21 @@ def test_a_user_logs_in_through_proxy_public_and_gets_a_workspace_pod(bench):
             url = f"http://{service_address(bench, ns, 'ks-kubestudio-proxy-public')}:80"
             session = requests.Session()
             assert session.get(f"{url}/hub/login", timeout=10).status_code == 200
-            r = session.post(f"{url}/hub/login?next=", timeout=10,
-                             data={"username": "ann", "password": "pw-for-the-test", "_xsrf": session.cookies.get("_xsrf", path="/hub/")})
+            r = session.post(
+                f"{url}/hub/login?next=",
+                timeout=10,
+                data={
+                    "username": "ann",
+                    "password": "pw-for-the-test",
+                    "_xsrf": session.cookies.get("_xsrf", path="/hub/"),
+                },
+            )
             assert r.status_code == 200 and r.url.endswith("/hub/spawn"), r.url
-            r = session.post(f"{url}/hub/spawn/ann", data={"profile": "cpu", "_xsrf": session.cookies.get("_xsrf", path="/hub/")},
-                             timeout=60)
+            r = session.post(
+                f"{url}/hub/spawn/ann",
+                data={"profile": "cpu", "_xsrf": session.cookies.get("_xsrf", path="/hub/")},
+                timeout=60,
+            )
             assert r.status_code == 200, r.text[-500:]
             deadline = time.monotonic() + 120
             while True:
@@ -180,8 +222,11 @@ def test_a_user_logs_in_through_proxy_public_and_gets_a_workspace_pod(bench):
             mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
             assert mounts["/mnt/ann"]["subPath"] == "ann" and pod["spec"]["automountServiceAccountToken"] is False
             # the hub made it as its own ServiceAccount: the Role is what allowed it
-            hub_pod = [p for p in bench.api("GET", f"/api/v1/namespaces/{ns}/pods").json()["items"]
-                       if p["metadata"]["name"].startswith("ks-kubestudio-hub-")][0]
+            hub_pod = [
+                p
+                for p in bench.api("GET", f"/api/v1/namespaces/{ns}/pods").json()["items"]
+                if p["metadata"]["name"].startswith("ks-kubestudio-hub-")
+            ][0]
             log = bench.pod_log(ns, hub_pod["metadata"]["name"])
             assert "Forbidden" not in log, log[-3000:]
             # the jobs service answers through proxy-public; a kind the chart did not grant
@@ -194,12 +239,19 @@ def test_a_user_logs_in_through_proxy_public_and_gets_a_workspace_pod(bench):
             r = session.post(f"{url}/hub/api/users/ann/tokens", json={"note": "helm e2e"}, headers=xsrf, timeout=10)
             assert r.status_code == 201, r.text
             token = {"Authorization": f"token {r.json()['token']}"}
-            r = requests.post(f"{url}/services/jobs/api/jobs", headers=token, timeout=30,
-                              json={"name": "ddp", "command": ["python", "-c", "pass"], "nodes": 2, "framework": "pytorch"})
+            r = requests.post(
+                f"{url}/services/jobs/api/jobs",
+                headers=token,
+                timeout=30,
+                json={"name": "ddp", "command": ["python", "-c", "pass"], "nodes": 2, "framework": "pytorch"},
+            )
             assert r.status_code == 409, r.text
             assert "may not create and watch them" in r.json()["message"], r.text
-            r = session.delete(f"{url}/hub/api/users/ann/server", headers={"X-XSRFToken": session.cookies.get("_xsrf", path="/hub/")},
-                               timeout=30)
+            r = session.delete(
+                f"{url}/hub/api/users/ann/server",
+                headers={"X-XSRFToken": session.cookies.get("_xsrf", path="/hub/")},
+                timeout=30,
+            )
             assert r.status_code in (202, 204), r.text
             cfg.uninstall("ks")
     finally:

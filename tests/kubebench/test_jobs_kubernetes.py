@@ -25,10 +25,14 @@ from .conftest import MISSING_IMAGE
 pytestmark = pytest.mark.e2e
 
 NS = "default"
-PATHS = ["/api/v1/namespaces/default/pods", "/api/v1/namespaces/default/services",
-         "/api/v1/namespaces/default/configmaps", "/apis/batch/v1/namespaces/default/jobs",
-         *(f"/apis/kubeflow.org/v1/namespaces/default/{p}" for p in ("pytorchjobs", "tfjobs", "mpijobs")),
-         "/apis/trainer.kubeflow.org/v1alpha1/namespaces/default/trainjobs"]
+PATHS = [
+    "/api/v1/namespaces/default/pods",
+    "/api/v1/namespaces/default/services",
+    "/api/v1/namespaces/default/configmaps",
+    "/apis/batch/v1/namespaces/default/jobs",
+    *(f"/apis/kubeflow.org/v1/namespaces/default/{p}" for p in ("pytorchjobs", "tfjobs", "mpijobs")),
+    "/apis/trainer.kubeflow.org/v1alpha1/namespaces/default/trainjobs",
+]
 
 RANKS = """import json, os, sys
 rank = os.environ.get("RANK") or os.environ.get("PET_NODE_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK") or "0"
@@ -58,8 +62,11 @@ class K8sJobsHub(JobsHub):
 
     def ranks(self, user, job):
         folder = os.path.join(self.workspace(user), "ranks")
-        return {name.removeprefix(f"{job}-").removesuffix(".json"): json.load(open(os.path.join(folder, name)))
-                for name in sorted(os.listdir(folder)) if name.startswith(f"{job}-")}
+        return {
+            name.removeprefix(f"{job}-").removesuffix(".json"): json.load(open(os.path.join(folder, name)))
+            for name in sorted(os.listdir(folder))
+            if name.startswith(f"{job}-")
+        }
 
     def leftovers(self, record):
         """What a job left in the cluster: its object and anything named after it (pods, Services,
@@ -74,7 +81,8 @@ class K8sJobsHub(JobsHub):
                 item_name = item["metadata"]["name"]
                 labels = item["metadata"].get("labels") or {}
                 if labels.get("kubestudio.io/job-id") == record["id"] or (
-                        name and (item_name == name or item_name.startswith(name + "-"))):
+                    name and (item_name == name or item_name.startswith(name + "-"))
+                ):
                     found.append(f"{path.rsplit('/', 1)[1]}/{item_name}")
         return found
 
@@ -95,11 +103,15 @@ def ensure_runtime(bench):
 def start_k8s_jobs_hub(root, bench, keep=False, registry=None, extra_config=""):
     ensure_claims(bench)
     ensure_runtime(bench)
-    extra = extra_config + ("" if registry is None else f"""
+    extra = extra_config + (
+        ""
+        if registry is None
+        else f"""
 c.KubernetesJobBackend.registry_host = {registry.host!r}
 c.KubernetesJobBackend.registry_insecure = True
 c.KubernetesJobBackend.registry_auth_file = {registry.auth!r}
-""")
+"""
+    )
     extra += f"""
 c.JobService.backend_class = "kubestudio.jobs.backends.kubernetes.KubernetesJobBackend"
 c.JobService.max_running_jobs_per_user = 3
@@ -111,8 +123,11 @@ c.KubernetesJobBackend.image_pull_grace_seconds = 2
 c.KubernetesJobBackend.pending_events_seconds = 2
 c.KubernetesJobBackend.discovery_seconds = 1
 """
-    settings = {"images_service": False, "keep_servers_running": keep,
-                "projects": {"vision": {"users": ["vic"], "max_gpus": 1}}}
+    settings = {
+        "images_service": False,
+        "keep_servers_running": keep,
+        "projects": {"vision": {"users": ["vic"], "max_gpus": 1}},
+    }
     return K8sJobsHub(LocalHub(root, settings=settings, extra_config=extra).start(), bench)
 
 
@@ -128,8 +143,12 @@ def k8s(bench, registry, tmp_path_factory):
 
 
 def faults(bench, rules=(), drop_watch_after_s=None):
-    r = requests.put(bench.proxy_url + "/_kubebench/faults", verify=False, timeout=10,
-                     json={"rules": list(rules), "drop_watch_after_s": drop_watch_after_s})
+    r = requests.put(
+        bench.proxy_url + "/_kubebench/faults",
+        verify=False,
+        timeout=10,
+        json={"rules": list(rules), "drop_watch_after_s": drop_watch_after_s},
+    )
     assert r.status_code == 200, r.text
 
 
@@ -144,19 +163,27 @@ def test_a_two_node_pytorchjob_runs_in_the_users_workspace(k8s):
     assert done["refs"]["kind"] == "PyTorchJob" and name.startswith("ddp-")
     seen = k8s.ranks("kate", "ddp")
     assert {r: (e["RANK"], e["WORLD_SIZE"], e["MASTER_ADDR"]) for r, e in seen.items()} == {
-        "0": ("0", "2", f"{name}-master-0"), "1": ("1", "2", f"{name}-master-0")}
+        "0": ("0", "2", f"{name}-master-0"),
+        "1": ("1", "2", f"{name}-master-0"),
+    }
     log = client.logs("ddp").splitlines()
     assert "[master-0] rank 0 wrote its file --lr 0.1" in log and "[worker-0] rank 1 wrote its file --lr 0.1" in log
-    assert done["exit"] == {"master-0": {"code": 0, "reason": "Completed"}, "worker-0": {"code": 0, "reason": "Completed"}}
+    assert done["exit"] == {
+        "master-0": {"code": 0, "reason": "Completed"},
+        "worker-0": {"code": 0, "reason": "Completed"},
+    }
     # the record keeps the log; the cluster keeps nothing
     k8s.wait_gone(done)
 
 
-@pytest.mark.parametrize("framework,nodes,kind,replicas", [
-    ("python", 1, "Job", ["rank-0"]),
-    ("tensorflow", 2, "TFJob", ["chief-0", "worker-0"]),
-    ("trainjob", 2, "TrainJob", ["node-0", "node-1"]),
-])
+@pytest.mark.parametrize(
+    "framework,nodes,kind,replicas",
+    [
+        ("python", 1, "Job", ["rank-0"]),
+        ("tensorflow", 2, "TFJob", ["chief-0", "worker-0"]),
+        ("trainjob", 2, "TrainJob", ["node-0", "node-1"]),
+    ],
+)
 def test_every_kind_runs_its_ranks(k8s, framework, nodes, kind, replicas):
     client = k8s.client("kate")
     k8s.write("kate", "ranks.py", RANKS)
@@ -196,8 +223,11 @@ def test_an_mpijob_starts_its_ranks_in_the_workers(k8s, bench):
     seen = k8s.ranks("kate", "hvd")
     name = done["refs"]["name"]
     assert {r: (e["OMPI_COMM_WORLD_SIZE"], e["HOSTNAME"]) for r, e in seen.items()} == {
-        "0": ("4", f"{name}-worker-0"), "1": ("4", f"{name}-worker-0"),
-        "2": ("4", f"{name}-worker-1"), "3": ("4", f"{name}-worker-1")}
+        "0": ("4", f"{name}-worker-0"),
+        "1": ("4", f"{name}-worker-0"),
+        "2": ("4", f"{name}-worker-1"),
+        "3": ("4", f"{name}-worker-1"),
+    }
     log = client.logs("hvd")
     assert all(f"[launcher] rank {r} wrote its file" in log for r in range(4)), log
     k8s.wait_gone(done)
@@ -206,8 +236,12 @@ def test_an_mpijob_starts_its_ranks_in_the_workers(k8s, bench):
 def test_exit_code_and_oom_are_reported(k8s):
     client = k8s.client("olga")
     k8s.write("olga", "fail.py", "import sys\nprint('giving up', flush=True)\nsys.exit(3)\n")
-    k8s.write("olga", "hog.py", "import time\nblocks = []\nfor _ in range(60):\n"
-                                "    blocks.append(bytearray(16 * 1024 * 1024))\n    time.sleep(0.02)\nprint('survived')\n")
+    k8s.write(
+        "olga",
+        "hog.py",
+        "import time\nblocks = []\nfor _ in range(60):\n"
+        "    blocks.append(bytearray(16 * 1024 * 1024))\n    time.sleep(0.02)\nprint('survived')\n",
+    )
     client.create(name="fails", script="fail.py", nodes=2, framework="pytorch")
     client.create(name="hog", script="hog.py", resources={"memory": "200Mi"})
     with pytest.raises(JobFailed) as failed:
@@ -265,11 +299,15 @@ def test_an_image_our_registry_lacks_is_refused_at_submit(k8s, registry):
     client = k8s.client("ivan")
     k8s.write("ivan", "ranks.py", RANKS)
     missing = f"{registry.host}/kubestudio/ivan/missing:1"
-    r = requests.post(k8s.url + "api/jobs", headers={"Authorization": f"token {client.token}"},
-                      json={"name": "typo", "script": "ranks.py", "image": missing})
+    r = requests.post(
+        k8s.url + "api/jobs",
+        headers={"Authorization": f"token {client.token}"},
+        json={"name": "typo", "script": "ranks.py", "image": missing},
+    )
     assert r.status_code == 400, r.text
-    assert r.json()["message"] == (f"image: the registry {registry.host} has no image {missing} (build it first, "
-                                   "or name one it has)")
+    assert r.json()["message"] == (
+        f"image: the registry {registry.host} has no image {missing} (build it first, or name one it has)"
+    )
     assert not [j for j in client.list() if j["name"] == "typo"]
     client.create(name="built", script="ranks.py", image=registry.base)  # one it has
     assert client.wait("built", timeout=120)["image"] == registry.base
@@ -287,11 +325,16 @@ def test_a_kind_the_cluster_lacks_is_refused_with_409(k8s, bench):
             assert time.monotonic() < deadline
             time.sleep(0.5)
         time.sleep(1.2)  # the service looks again after discovery_seconds
-        r = requests.post(k8s.url + "api/jobs", headers={"Authorization": f"token {client.token}"},
-                          json={"name": "tf-missing", "script": "ranks.py", "nodes": 2, "framework": "tensorflow"})
+        r = requests.post(
+            k8s.url + "api/jobs",
+            headers={"Authorization": f"token {client.token}"},
+            json={"name": "tf-missing", "script": "ranks.py", "nodes": 2, "framework": "tensorflow"},
+        )
         assert r.status_code == 409, r.text
-        assert r.json()["message"] == ("framework: a TFJob needs the Kubeflow Training Operator, which this cluster "
-                                       "does not have (no tfjobs in kubeflow.org/v1)")
+        assert r.json()["message"] == (
+            "framework: a TFJob needs the Kubeflow Training Operator, which this cluster "
+            "does not have (no tfjobs in kubeflow.org/v1)"
+        )
         assert not [j for j in client.list() if j["name"] == "tf-missing"]
     finally:
         r = bench.api("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
@@ -324,8 +367,12 @@ def test_a_service_restart_mid_job_loses_nothing(bench, crds, tmp_path):
     hub = restarting.hub
     try:
         client = restarting.client("rex")
-        restarting.write("rex", "slow.py", "import os, time\nprint('before', os.environ['RANK'], flush=True)\n"
-                                           "time.sleep(5)\nprint('after', os.environ['RANK'], flush=True)\n")
+        restarting.write(
+            "rex",
+            "slow.py",
+            "import os, time\nprint('before', os.environ['RANK'], flush=True)\n"
+            "time.sleep(5)\nprint('after', os.environ['RANK'], flush=True)\n",
+        )
         client.create(name="slow", script="slow.py", nodes=2, framework="pytorch")
         client.wait("slow", status="running", timeout=120)
         os.kill(hub.service_pid("kubestudio.jobs"), signal.SIGKILL)

@@ -30,9 +30,16 @@ SETTINGS = dict(KanikoBackend().settings(), cache_repo="registry.local:5000/kube
 
 
 def job(**kw):
-    defaults = dict(id="0123456789ab", owner="Alice.Smith@example.org", owner_slug="alice-smith-example-org---1a2b3c4d",
-                    image="registry.local:5000/kubestudio/alice/demo:abc", dockerfile="Dockerfile",
-                    context_dir="/unused", context_subpath="projects/demo", labels={"kubestudio.io/build-id": "0123456789ab"})
+    defaults = dict(
+        id="0123456789ab",
+        owner="Alice.Smith@example.org",
+        owner_slug="alice-smith-example-org---1a2b3c4d",
+        image="registry.local:5000/kubestudio/alice/demo:abc",
+        dockerfile="Dockerfile",
+        context_dir="/unused",
+        context_subpath="projects/demo",
+        labels={"kubestudio.io/build-id": "0123456789ab"},
+    )
     defaults.update(kw)
     return BuildJob(**defaults)
 
@@ -65,8 +72,12 @@ def test_pod_manifest_is_valid_and_minimal(bench):
         if not generated:
             # only the owner's folder of the workspace claim, read-only
             workspace = next(m for m in container["volumeMounts"] if m["name"] == "workspace")
-            assert workspace == {"name": "workspace", "mountPath": "/workspace", "readOnly": True,
-                                 "subPath": "alice-smith-example-org---1a2b3c4d"}
+            assert workspace == {
+                "name": "workspace",
+                "mountPath": "/workspace",
+                "readOnly": True,
+                "subPath": "alice-smith-example-org---1a2b3c4d",
+            }
             assert "--context=dir:///workspace/projects/demo" in args
             # the Dockerfile the service checked, from the ConfigMap, never the workspace's live copy
             assert "--dockerfile=/kubestudio/context/Dockerfile" in args
@@ -76,8 +87,11 @@ def test_pod_manifest_is_valid_and_minimal(bench):
 
 
 def test_behind_the_gate_a_pod_gets_its_builds_own_account_and_reads_every_name_through_it(bench):
-    settings = dict(SETTINGS, registry_gate="kubestudio-hub:10104",
-                    registry_hosts=["registry.local:5000", "registry.kube-system.svc:5000", "kubestudio-hub:10104"])
+    settings = dict(
+        SETTINGS,
+        registry_gate="kubestudio-hub:10104",
+        registry_hosts=["registry.local:5000", "registry.kube-system.svc:5000", "kubestudio-hub:10104"],
+    )
     pod = kaniko_pod(job(), settings)
     kubernetes_validate.validate(pod, "1.30", strict=True)
     assert bench.api("POST", "/api/v1/namespaces/default/pods?dryRun=All", json=pod).status_code == 201
@@ -96,8 +110,13 @@ def test_behind_the_gate_a_pod_gets_its_builds_own_account_and_reads_every_name_
 def kaniko_images(bench, registry, tmp_path_factory):
     # as the chart runs it: the gate in front of the registry; the early Dockerfile check off, so
     # what a build may pull is the gate's decision alone
-    images = start_kaniko_images_hub(tmp_path_factory.mktemp("kaniko-hub"), bench, registry, gate=True,
-                                     extra="c.ImageBuilder.check_image_references = False\n")
+    images = start_kaniko_images_hub(
+        tmp_path_factory.mktemp("kaniko-hub"),
+        bench,
+        registry,
+        gate=True,
+        extra="c.ImageBuilder.check_image_references = False\n",
+    )
     yield images
     images.hub.stop()
 
@@ -109,8 +128,12 @@ def build_pods(bench):
 
 def test_build_in_a_pod_from_the_workspace(kaniko_images, bench, registry):
     images = kaniko_images
-    images.write_context("kim", "proj", "FROM {base}\nRUN echo kaniko-step-one\nCOPY note.txt /note.txt\n",
-                         {"note.txt": "from kim's workspace\n"})
+    images.write_context(
+        "kim",
+        "proj",
+        "FROM {base}\nRUN echo kaniko-step-one\nCOPY note.txt /note.txt\n",
+        {"note.txt": "from kim's workspace\n"},
+    )
     client = images.client("kim")
     build = client.build(context="proj", name="kaniko-demo")
     assert build["backend"] == "kaniko"
@@ -135,9 +158,21 @@ def test_a_build_pod_reads_another_users_image_under_no_name(kaniko_images, benc
     images = kaniko_images
     gate = f"127.0.0.1:{images.hub.settings['registry_gate_port']}"
     jack = f"kubestudio/{user_slug('jack')}/private"
-    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false",
-                    "--authfile", registry.auth, f"docker://{registry.base}", f"docker://{registry.host}/{jack}:v1"],
-                   check=True, timeout=120)
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--authfile",
+            registry.auth,
+            f"docker://{registry.base}",
+            f"docker://{registry.host}/{jack}:v1",
+        ],
+        check=True,
+        timeout=120,
+    )
     client = images.client("kim")
     seen_secret = {}
     for spelling in (f"{registry.host}/{jack}:v1", f"{gate}/{jack}:v1"):
@@ -175,8 +210,9 @@ def test_text_build_and_failure_reason(kaniko_images, bench):
     ok = client.build(dockerfile_text=f"FROM {kaniko_images.registry.base}\nRUN echo from-a-configmap\n", name="text")
     assert kaniko_images.wait("kim", ok["id"])["status"] == "succeeded"
     assert "from-a-configmap" in client.log(ok["id"])
-    bad = client.build(dockerfile_text=f"FROM {kaniko_images.registry.base}\nRUN echo about-to-fail && exit 4\n",
-                       name="text")
+    bad = client.build(
+        dockerfile_text=f"FROM {kaniko_images.registry.base}\nRUN echo about-to-fail && exit 4\n", name="text"
+    )
     final = kaniko_images.wait("kim", bad["id"])
     assert final["status"] == "failed" and "kaniko exited with 1" in final["message"]
     assert "about-to-fail" in client.log(bad["id"])
@@ -187,8 +223,10 @@ def test_text_build_and_failure_reason(kaniko_images, bench):
 def test_service_restart_reattaches_to_the_pod(kaniko_images, bench):
     images = kaniko_images
     client = images.client("lee")
-    build = client.build(dockerfile_text=f"FROM {images.registry.base}\nRUN echo before-restart && sleep 6 "
-                                         "&& echo after-restart\n", name="reattach")
+    build = client.build(
+        dockerfile_text=f"FROM {images.registry.base}\nRUN echo before-restart && sleep 6 && echo after-restart\n",
+        name="reattach",
+    )
     images.wait_for_line("lee", build["id"], "before-restart")
     os.kill(images.hub.service_pid("kubestudio.image_builder"), signal.SIGKILL)
     deadline = time.monotonic() + 120
@@ -209,8 +247,12 @@ def test_service_restart_reattaches_to_the_pod(kaniko_images, bench):
 
 def test_cleaner_removes_old_unfollowed_pods(bench):
     async def scenario():
-        backend = KanikoBackend(kubeconfig=bench.kubeconfig, pod_max_age_seconds=0, executor_command=["sleep", "60"],
-                                cleanup_interval_seconds=3600)
+        backend = KanikoBackend(
+            kubeconfig=bench.kubeconfig,
+            pod_max_age_seconds=0,
+            executor_command=["sleep", "60"],
+            cleanup_interval_seconds=3600,
+        )
         await backend.start()
         try:
             old, live = job(id="00000000aaaa", generated=True), job(id="00000000bbbb", generated=True)

@@ -34,42 +34,67 @@ def inference_service(name, model_path):
     from kubernetes import client
 
     container = client.V1Container(
-        name="kserve-container", image="kubestudio/notebook:1",
-        command=["python", "-m", "kubestudio.jobs.serve", "--model", model_path, "--name", name,
-                 "--host", "0.0.0.0", "--port", "8080"],
+        name="kserve-container",
+        image="kubestudio/notebook:1",
+        command=[
+            "python",
+            "-m",
+            "kubestudio.jobs.serve",
+            "--model",
+            model_path,
+            "--name",
+            name,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "8080",
+        ],
         ports=[client.V1ContainerPort(container_port=8080, protocol="TCP")],
-        readiness_probe=client.V1Probe(http_get=client.V1HTTPGetAction(path=f"/v1/models/{name}", port=8080),
-                                       period_seconds=1),
-        volume_mounts=[client.V1VolumeMount(name="workspace", mount_path="/mnt/kit", sub_path="kit", read_only=True)])
-    volume = client.V1Volume(name="workspace", persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(
-        claim_name="kubestudio-workspace"))
+        readiness_probe=client.V1Probe(
+            http_get=client.V1HTTPGetAction(path=f"/v1/models/{name}", port=8080), period_seconds=1
+        ),
+        volume_mounts=[client.V1VolumeMount(name="workspace", mount_path="/mnt/kit", sub_path="kit", read_only=True)],
+    )
+    volume = client.V1Volume(
+        name="workspace",
+        persistent_volume_claim=client.V1PersistentVolumeClaimVolumeSource(claim_name="kubestudio-workspace"),
+    )
     return V1beta1InferenceService(
-        api_version="serving.kserve.io/v1beta1", kind="InferenceService",
-        metadata=client.V1ObjectMeta(name=name, namespace=NS,
-                                     annotations={"serving.kserve.io/deploymentMode": "RawDeployment"}),
-        spec=V1beta1InferenceServiceSpec(predictor=V1beta1PredictorSpec(
-            min_replicas=1, max_replicas=1, containers=[container], volumes=[volume])))
+        api_version="serving.kserve.io/v1beta1",
+        kind="InferenceService",
+        metadata=client.V1ObjectMeta(
+            name=name, namespace=NS, annotations={"serving.kserve.io/deploymentMode": "RawDeployment"}
+        ),
+        spec=V1beta1InferenceServiceSpec(
+            predictor=V1beta1PredictorSpec(min_replicas=1, max_replicas=1, containers=[container], volumes=[volume])
+        ),
+    )
 
 
 def check_against_crd(obj):
     import jsonschema
 
     with open(os.path.join(default_crds_dir(), "serving.kserve.io_inferenceservices.yaml")) as f:
-        schema = next(v["schema"]["openAPIV3Schema"] for v in yaml.safe_load(f)["spec"]["versions"]
-                      if v["name"] == "v1beta1")
+        schema = next(
+            v["schema"]["openAPIV3Schema"] for v in yaml.safe_load(f)["spec"]["versions"] if v["name"] == "v1beta1"
+        )
     jsonschema.validate(obj, schema)
 
 
 def predict(bench, name, rows):
-    pods = bench.api("GET", f"/api/v1/namespaces/{NS}/pods",
-                     params={"labelSelector": f"app=isvc.{name}-predictor"}).json()["items"]
+    pods = bench.api(
+        "GET", f"/api/v1/namespaces/{NS}/pods", params={"labelSelector": f"app=isvc.{name}-predictor"}
+    ).json()["items"]
     answers = []
     for pod in pods:
         ready = any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions") or [])
         if ready and not pod["metadata"].get("deletionTimestamp"):
             try:
-                r = requests.post(f"http://{pod['status']['podIP']}:8080/v1/models/{name}:predict",
-                                  json={"instances": rows}, timeout=10)
+                r = requests.post(
+                    f"http://{pod['status']['podIP']}:8080/v1/models/{name}:predict",
+                    json={"instances": rows},
+                    timeout=10,
+                )
             except requests.ConnectionError:
                 continue  # a pod of the old version going away (its status is a moment behind)
             answers.append(r.json()["predictions"])
@@ -104,8 +129,7 @@ def test_kserve_sdk_creates_and_waits_for_an_inference_service_on_the_bench(benc
         client.replace("iris-kit", inference_service("iris-kit", "/mnt/kit/models/v2"), namespace=NS)
         updated = client.get("iris-kit", namespace=NS)
         assert updated["metadata"]["generation"] == 2
-        client.wait_isvc_ready("iris-kit", namespace=NS, timeout_seconds=120, polling_interval=1,
-                               expected_generation=2)
+        client.wait_isvc_ready("iris-kit", namespace=NS, timeout_seconds=120, polling_interval=1, expected_generation=2)
         deadline = time.monotonic() + 30
         while predict(bench, "iris-kit", rows) != [v2.predict(rows).tolist()]:  # the old pod goes
             assert time.monotonic() < deadline, predict(bench, "iris-kit", rows)
@@ -136,8 +160,10 @@ def wait_ready(bench, name, generation=1, timeout=120):
     while True:
         isvc = bench.api("GET", f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices/{name}").json()
         status = isvc.get("status") or {}
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or []) and \
-                status.get("observedGeneration", 0) >= generation:
+        if (
+            any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
+            and status.get("observedGeneration", 0) >= generation
+        ):
             return isvc
         assert time.monotonic() < deadline, status
         time.sleep(0.3)
@@ -162,22 +188,32 @@ def test_the_services_inference_services_run_on_the_bench(bench, crds):
     made = []
     try:
         for name, body, path, fmt in (
-                ("plain", {"name": "plain", "model": "models/plain"}, "/mnt/kai/models/plain", "sklearn"),
-                ("seldon", {"name": "seldon", "model": "models/seldon", "class": "IrisModel"},
-                 "/mnt/kai/models/seldon", "custom")):
+            ("plain", {"name": "plain", "model": "models/plain"}, "/mnt/kai/models/plain", "sklearn"),
+            (
+                "seldon",
+                {"name": "seldon", "model": "models/seldon", "class": "IrisModel"},
+                "/mnt/kai/models/seldon",
+                "custom",
+            ),
+        ):
             spec = parse_serve_spec(body)
-            isvc = inference_service("abcdef012345", "kai", spec, path, fmt, "kubestudio/notebook:1", settings,
-                                     Project(name="public"), 1)
+            isvc = inference_service(
+                "abcdef012345", "kai", spec, path, fmt, "kubestudio/notebook:1", settings, Project(name="public"), 1
+            )
             r = bench.api("POST", f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices", json=isvc)
             assert r.status_code == 201, r.text
             made.append(isvc["metadata"]["name"])
             ready = wait_ready(bench, isvc["metadata"]["name"])
             check_against_crd(ready)
-            pods = bench.api("GET", f"/api/v1/namespaces/{NS}/pods", params={
-                "labelSelector": f"serving.kserve.io/inferenceservice={isvc['metadata']['name']}"}).json()["items"]
+            pods = bench.api(
+                "GET",
+                f"/api/v1/namespaces/{NS}/pods",
+                params={"labelSelector": f"serving.kserve.io/inferenceservice={isvc['metadata']['name']}"},
+            ).json()["items"]
             pod = next(p for p in pods if not p["metadata"].get("deletionTimestamp"))
-            r = requests.post(f"http://{pod['status']['podIP']}:8080/v1/models/{name}:predict",
-                              json={"instances": rows}, timeout=10)
+            r = requests.post(
+                f"http://{pod['status']['podIP']}:8080/v1/models/{name}:predict", json={"instances": rows}, timeout=10
+            )
             assert r.json()["predictions"] == model.predict(rows).tolist(), r.text
             mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
             if fmt == "sklearn":

@@ -27,7 +27,9 @@ def stock_hub(root, kubeconfig):
 
 
 def user_pods(bench):
-    items = bench.api("GET", "/api/v1/namespaces/default/pods?labelSelector=component%3Dsingleuser-server").json()["items"]
+    items = bench.api("GET", "/api/v1/namespaces/default/pods?labelSelector=component%3Dsingleuser-server").json()[
+        "items"
+    ]
     return [p["metadata"]["name"] for p in items]
 
 
@@ -56,8 +58,9 @@ def test_stock_kubespawner_with_injected_pod_create_errors_leaves_no_orphans(ben
     hub = stock_hub(tmp_path, bench.proxy_kubeconfig).start()
     users = [f"flaky{i}" for i in range(6)]
     try:
-        outcome = spawn_storm(hub, bench, users, timeout=120,
-                              rules=[{"verb": "create", "resource": "pods", "rate": 0.2, "error": 500}])
+        outcome = spawn_storm(
+            hub, bench, users, timeout=120, rules=[{"verb": "create", "resource": "pods", "rate": 0.2, "error": 500}]
+        )
         assert set(outcome.values()) <= {"ready", "failed cleanly"}, outcome
         assert bench.counts().get("create pods", 0) >= len(users)
     finally:

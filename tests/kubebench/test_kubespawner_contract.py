@@ -111,8 +111,12 @@ c.KubeSpawner.volume_mounts = [{"name": "volume-{username}{servername}", "mountP
 
 def z2jh_hub(bench, root, extra, settings=None):
     ensure_claims(bench)
-    return LocalHub(root, settings={"spawner": "kubernetes", **(settings or {})}, extra_config=extra,
-                    env={"KUBECONFIG": bench.kubeconfig})
+    return LocalHub(
+        root,
+        settings={"spawner": "kubernetes", **(settings or {})},
+        extra_config=extra,
+        env={"KUBECONFIG": bench.kubeconfig},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +164,10 @@ def test_default_profile_overrides_admin_settings_and_dynamic_storage(bench, z2j
         assert claim(bench, "claim-zours")["spec"]["resources"]["requests"]["storage"] == "1Gi"
         mounts = mounts_of(manifest)
         assert mounts["/home/jovyan"][0]["persistentVolumeClaim"]["claimName"] == "claim-zours"
-        assert mounts["/mnt/zours"] == ({"name": "workspace", "persistentVolumeClaim": {"claimName": "kubestudio-workspace"}}, "zours")
+        assert mounts["/mnt/zours"] == (
+            {"name": "workspace", "persistentVolumeClaim": {"claimName": "kubestudio-workspace"}},
+            "zours",
+        )
         assert manifest["metadata"]["labels"]["kubestudio.io/profile"] == "training-datascience"
     finally:
         z2jh.stop_server("zours")
@@ -210,9 +217,14 @@ def test_profile_options_choice_and_unlisted_choice(bench, z2jh):
 def test_refusals_name_the_field(bench, z2jh):
     z2jh.create_user("refu")
     cases = [
-        ({"profile": "pick", "image--unlisted-choice": "docker.io/evil:latest"},
-         "profile: Received unlisted_choice for image that failed validation regex."),
-        ({"profile": "nope"}, "profile: No such profile: nope. Options include: training-datascience, bigger, pick, a100"),
+        (
+            {"profile": "pick", "image--unlisted-choice": "docker.io/evil:latest"},
+            "profile: Received unlisted_choice for image that failed validation regex.",
+        ),
+        (
+            {"profile": "nope"},
+            "profile: No such profile: nope. Options include: training-datascience, bigger, pick, a100",
+        ),
         ({"profile": "bigger", "project": "secret"}, "project: you are not a member of project 'secret'"),
     ]
     for options, message in cases:
@@ -259,8 +271,10 @@ def test_progress_keeps_kubernetes_words(bench, z2jh):
         messages = [e["message"] for e in events]
         started = [m for m in messages if "Started container" in m]
         assert started and started[0].endswith("· Starting JupyterLab"), messages
-        assert any(re.search(r"\[Normal\] Successfully assigned default/jupyter-prog to [\w-]+ · Placed on node", m)
-                   for m in messages), messages
+        assert any(
+            re.search(r"\[Normal\] Successfully assigned default/jupyter-prog to [\w-]+ · Placed on node", m)
+            for m in messages
+        ), messages
     finally:
         starting.join()
         z2jh.stop_server("prog")
@@ -270,8 +284,12 @@ def test_legacy_claim_name_is_kept_after_an_upgrade(bench, tmp_path):
     """A user whose server state comes from KubeSpawner 6 ('escape' names) keeps their claim."""
     user = "leg.acy"
     legacy = f"claim-{escape_slug(user)}"
-    body = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": legacy},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+    body = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": legacy},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
     assert bench.api("POST", "/api/v1/namespaces/default/persistentvolumeclaims", json=body).status_code == 201
     hub = z2jh_hub(bench, tmp_path / "hub", ADMIN + DYNAMIC_STORAGE).start()
     try:
@@ -280,11 +298,15 @@ def test_legacy_claim_name_is_kept_after_an_upgrade(bench, tmp_path):
         # what KubeSpawner 6 left in the hub's database: state without kubespawner_version
         with sqlite3.connect(os.path.join(hub.data_dir, "jupyterhub.sqlite")) as db:
             state = json.dumps({"pod_name": f"jupyter-{escape_slug(user)}"})
-            db.execute("UPDATE spawners SET state = ? WHERE user_id = (SELECT id FROM users WHERE name = ?)", (state, user))
+            db.execute(
+                "UPDATE spawners SET state = ? WHERE user_id = (SELECT id FROM users WHERE name = ?)", (state, user)
+            )
         hub.start()
         r = hub.spawn(user, "", {}, timeout=120)
         assert r.status_code in (201, 202), r.text
-        items = bench.api("GET", "/api/v1/namespaces/default/pods?labelSelector=kubestudio.io/component%3Dnotebook").json()["items"]
+        items = bench.api(
+            "GET", "/api/v1/namespaces/default/pods?labelSelector=kubestudio.io/component%3Dnotebook"
+        ).json()["items"]
         manifest = next(p for p in items if p["metadata"]["annotations"].get("hub.jupyter.org/username") == user)
         assert mounts_of(manifest)["/home/jovyan"][0]["persistentVolumeClaim"]["claimName"] == legacy
         assert claim(bench, f"claim-{safe_slug(user)}") is None
@@ -309,7 +331,10 @@ def test_form_is_kubespawners_with_the_project(z2jh, page, tmp_path):
     page.wait_for_url("**/user/formy/**", timeout=120_000)
     try:
         assert z2jh.server_model("formy")["user_options"] == {
-            "profile": "pick", "image--unlisted-choice": "quay.io/jupyter/base-notebook:2025-01-06", "project": "public"}
+            "profile": "pick",
+            "image--unlisted-choice": "quay.io/jupyter/base-notebook:2025-01-06",
+            "project": "public",
+        }
     finally:
         z2jh.stop_server("formy")
 

@@ -34,9 +34,12 @@ def train(folder, depth):
 
 def objects_of(bench, serving_id):
     found = []
-    for path in (f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices",
-                 f"/apis/apps/v1/namespaces/{NS}/deployments", f"/api/v1/namespaces/{NS}/services",
-                 f"/api/v1/namespaces/{NS}/pods"):
+    for path in (
+        f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices",
+        f"/apis/apps/v1/namespaces/{NS}/deployments",
+        f"/api/v1/namespaces/{NS}/services",
+        f"/api/v1/namespaces/{NS}/pods",
+    ):
         r = bench.api("GET", path, params={"labelSelector": f"kubestudio.io/serving-id={serving_id}"})
         if r.status_code == 200:
             found += [f"{path.rsplit('/', 1)[1]}/{i['metadata']['name']}" for i in r.json()["items"]]
@@ -45,8 +48,9 @@ def objects_of(bench, serving_id):
 
 def made_name(bench, serving_id, use_kserve):
     """The name of the Service other services call the serving at."""
-    r = bench.api("GET", f"/api/v1/namespaces/{NS}/services",
-                  params={"labelSelector": f"kubestudio.io/serving-id={serving_id}"}).json()["items"]
+    r = bench.api(
+        "GET", f"/api/v1/namespaces/{NS}/services", params={"labelSelector": f"kubestudio.io/serving-id={serving_id}"}
+    ).json()["items"]
     names = [s["metadata"]["name"] for s in r]
     assert len(names) == 1, names
     return names[0]
@@ -54,8 +58,9 @@ def made_name(bench, serving_id, use_kserve):
 
 @pytest.mark.parametrize("use_kserve", ["always", "never"])
 def test_a_model_is_served_on_the_cluster_through_the_hub(bench, crds, tmp_path, use_kserve):
-    hub = start_k8s_jobs_hub(tmp_path / "hub", bench,
-                             extra_config=f'c.KubernetesServingBackend.use_kserve = "{use_kserve}"\n')
+    hub = start_k8s_jobs_hub(
+        tmp_path / "hub", bench, extra_config=f'c.KubernetesServingBackend.use_kserve = "{use_kserve}"\n'
+    )
     try:
         client = hub.client("sera")
         v1, rows = train(os.path.join(hub.workspace("sera"), "models", "v1"), depth=1)
@@ -65,7 +70,7 @@ def test_a_model_is_served_on_the_cluster_through_the_hub(bench, crds, tmp_path,
         assert record["backend"] == "kubernetes"
         ready = client.wait_ready("iris", timeout=180)
         assert ready["ready_generation"] == 1
-        service = (f"{made_name(bench, record['id'], use_kserve)}")
+        service = f"{made_name(bench, record['id'], use_kserve)}"
         assert ready["cluster_url"] == f"http://{service}.{NS}.svc.cluster.local"
         made = objects_of(bench, record["id"])
         kind = "inferenceservices" if use_kserve == "always" else "deployments"
@@ -115,23 +120,30 @@ def hammer(hub, user, name, rows):
 
 
 def test_replicas_autoscaler_rollout_under_load_and_restart_on_the_cluster(bench, crds, tmp_path):
-    hub = start_k8s_jobs_hub(tmp_path / "hub", bench, keep=True,
-                             extra_config='c.KubernetesServingBackend.use_kserve = "never"\n')
+    hub = start_k8s_jobs_hub(
+        tmp_path / "hub", bench, keep=True, extra_config='c.KubernetesServingBackend.use_kserve = "never"\n'
+    )
     try:
         client = hub.client("roy")
         v1, rows = train(os.path.join(hub.workspace("roy"), "models", "v1"), depth=1)
         v2, _ = train(os.path.join(hub.workspace("roy"), "models", "v2"), depth=4)
-        record = client.serve(model="models/v1", name="iris", format="sklearn", replicas={"min": 2, "max": 3},
-                              resources={"cpu": "100m"})
+        record = client.serve(
+            model="models/v1", name="iris", format="sklearn", replicas={"min": 2, "max": 3}, resources={"cpu": "100m"}
+        )
         client.wait_ready("iris", timeout=180)
         # the bench's control plane (1.20) serves autoscaling/v2beta2 only: the autoscaler is made in it
-        autoscaling = "autoscaling/v2" if bench.api("GET", "/apis/autoscaling/v2").status_code == 200 else \
-            "autoscaling/v2beta2"
-        hpas = bench.api("GET", f"/apis/{autoscaling}/namespaces/{NS}/horizontalpodautoscalers",
-                         params={"labelSelector": f"kubestudio.io/serving-id={record['id']}"}).json()["items"]
+        autoscaling = (
+            "autoscaling/v2" if bench.api("GET", "/apis/autoscaling/v2").status_code == 200 else "autoscaling/v2beta2"
+        )
+        hpas = bench.api(
+            "GET",
+            f"/apis/{autoscaling}/namespaces/{NS}/horizontalpodautoscalers",
+            params={"labelSelector": f"kubestudio.io/serving-id={record['id']}"},
+        ).json()["items"]
         assert [(h["spec"]["minReplicas"], h["spec"]["maxReplicas"]) for h in hpas] == [(2, 3)]
-        pods = bench.api("GET", f"/api/v1/namespaces/{NS}/pods",
-                         params={"labelSelector": f"kubestudio.io/serving-id={record['id']}"}).json()["items"]
+        pods = bench.api(
+            "GET", f"/api/v1/namespaces/{NS}/pods", params={"labelSelector": f"kubestudio.io/serving-id={record['id']}"}
+        ).json()["items"]
         assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
         assert client.predict("iris", rows) == v1.predict(rows).tolist()
 
@@ -149,8 +161,11 @@ def test_replicas_autoscaler_rollout_under_load_and_restart_on_the_cluster(bench
         assert answers[-1] == json.dumps(v2.predict(rows).tolist())
 
         # the service dies and comes back: it adopts the Deployment, it does not make a new one
-        deployment = bench.api("GET", f"/apis/apps/v1/namespaces/{NS}/deployments",
-                               params={"labelSelector": f"kubestudio.io/serving-id={record['id']}"}).json()["items"]
+        deployment = bench.api(
+            "GET",
+            f"/apis/apps/v1/namespaces/{NS}/deployments",
+            params={"labelSelector": f"kubestudio.io/serving-id={record['id']}"},
+        ).json()["items"]
         assert len(deployment) == 1
         os.kill(hub.hub.service_pid("kubestudio.jobs"), signal.SIGKILL)
         hub.hub.stop(stop_servers=False)
@@ -158,15 +173,23 @@ def test_replicas_autoscaler_rollout_under_load_and_restart_on_the_cluster(bench
         again = client.wait_ready("iris", timeout=120)
         assert again["generation"] == again["ready_generation"] == 2 and again["restarts"] == 0
         assert client.predict("iris", rows) == v2.predict(rows).tolist()
-        after = bench.api("GET", f"/apis/apps/v1/namespaces/{NS}/deployments",
-                          params={"labelSelector": f"kubestudio.io/serving-id={record['id']}"}).json()["items"]
+        after = bench.api(
+            "GET",
+            f"/apis/apps/v1/namespaces/{NS}/deployments",
+            params={"labelSelector": f"kubestudio.io/serving-id={record['id']}"},
+        ).json()["items"]
         assert [d["metadata"]["uid"] for d in after] == [deployment[0]["metadata"]["uid"]]
 
         client.delete_serving("iris")
         deadline = time.monotonic() + 60
-        while objects_of(bench, record["id"]) or bench.api(
-                "GET", f"/apis/{autoscaling}/namespaces/{NS}/horizontalpodautoscalers",
-                params={"labelSelector": f"kubestudio.io/serving-id={record['id']}"}).json()["items"]:
+        while (
+            objects_of(bench, record["id"])
+            or bench.api(
+                "GET",
+                f"/apis/{autoscaling}/namespaces/{NS}/horizontalpodautoscalers",
+                params={"labelSelector": f"kubestudio.io/serving-id={record['id']}"},
+            ).json()["items"]
+        ):
             assert time.monotonic() < deadline, objects_of(bench, record["id"])
             time.sleep(0.5)
     finally:
@@ -186,12 +209,19 @@ def test_kserve_always_on_a_cluster_without_kserve_is_a_409(bench, crds, tmp_pat
             time.sleep(0.5)
         client = hub.client("kay")
         train(os.path.join(hub.workspace("kay"), "models", "v1"), depth=1)
-        r = requests.post(hub.url + "api/servings", headers={"Authorization": f"token {hub.token('kay')}"},
-                          json={"name": "iris", "model": "models/v1"})
+        r = requests.post(
+            hub.url + "api/servings",
+            headers={"Authorization": f"token {hub.token('kay')}"},
+            json={"name": "iris", "model": "models/v1"},
+        )
         assert r.status_code == 409, r.text
-        assert r.json() == {"status": 409, "message": (
-            "kserve: this cluster has no KServe (no inferenceservices in serving.kserve.io/v1beta1), and "
-            "KubernetesServingBackend.use_kserve is 'always'")}
+        assert r.json() == {
+            "status": 409,
+            "message": (
+                "kserve: this cluster has no KServe (no inferenceservices in serving.kserve.io/v1beta1), and "
+                "KubernetesServingBackend.use_kserve is 'always'"
+            ),
+        }
         assert client.servings() == []
     finally:
         hub.hub.stop()

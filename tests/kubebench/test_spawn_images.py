@@ -25,11 +25,17 @@ def hub_with_images(bench, registry, tmp_path_factory):
     # the form is what is tested here: build with buildah (test_kaniko covers build pods)
     config += '\nc.ImageBuilder.backend_class = "kubestudio.image_builder.backends.buildah.BuildahBackend"\n'
     # its own image storage, removed with the test's folder (never the machine's shared one)
-    config += f'c.BuildahBackend.storage_root = "{root}/buildah/storage"\nc.BuildahBackend.run_root = "{root}/buildah/run"\n'
+    config += (
+        f'c.BuildahBackend.storage_root = "{root}/buildah/storage"\nc.BuildahBackend.run_root = "{root}/buildah/run"\n'
+    )
 
-    images = start_images_hub(root / "hub", registry, extra=config,
-                              settings={"spawner": "kubernetes", "profiles_file": catalog, "projects": PROJECTS},
-                              env={"KUBECONFIG": bench.kubeconfig})
+    images = start_images_hub(
+        root / "hub",
+        registry,
+        extra=config,
+        settings={"spawner": "kubernetes", "profiles_file": catalog, "projects": PROJECTS},
+        env={"KUBECONFIG": bench.kubeconfig},
+    )
     yield images
     images.hub.stop()
 
@@ -47,7 +53,9 @@ def test_form_lists_built_images_and_spawns_one(hub_with_images, bench):
     own = re.search(r'<select name="image-own">(.*?)</select>', form, re.S).group(1)
     assert '<optgroup label="Your images">' in own and f'value="{final["image"]}"' in own
     assert other["image"] not in form  # only her own
-    assert "image-cpu" not in form or final["image"] not in re.search(r'name="image-cpu">(.*?)</select>', form, re.S).group(1)
+    assert "image-cpu" not in form or final["image"] not in re.search(
+        r'name="image-cpu">(.*?)</select>', form, re.S
+    ).group(1)
 
     r = images.hub.spawn("nora", "", {"profile": "own", "image": final["image"]}, timeout=120)
     try:

@@ -92,8 +92,12 @@ c.KubernetesBoardBackend.reload_interval = 1
 c.KubernetesBoardBackend.workspaces_view = {bench.volume_folder(NS, "kubestudio-workspace")!r}
 c.KubernetesBoardBackend.archives_view = {bench.volume_folder(NS, "kubestudio-archives")!r}
 """
-    settings = {"images_service": False, "jobs_service": False, "keep_servers_running": keep,
-                "projects": {"vision": {"users": ["vic"], "node_selector": {"kubestudio.io/no-such-pool": "x"}}}}
+    settings = {
+        "images_service": False,
+        "jobs_service": False,
+        "keep_servers_running": keep,
+        "projects": {"vision": {"users": ["vic"], "node_selector": {"kubestudio.io/no-such-pool": "x"}}},
+    }
     return K8sBoardsHub(LocalHub(root, settings=settings, extra_config=extra).start(), bench)
 
 
@@ -119,7 +123,9 @@ def test_a_board_is_a_pod_and_service_running_tensorboard_on_the_workspace(k8s):
     # before its first load of the events ends)
     runs = k8s.wait_runs(running["url"], "tina", 2)
     assert sorted(runs) == ["runs_exp1", "runs_exp2"]
-    scalars = k8s.get(running["url"] + "data/plugin/scalars/scalars", "tina", params={"run": "runs_exp1", "tag": "loss"})
+    scalars = k8s.get(
+        running["url"] + "data/plugin/scalars/scalars", "tina", params={"run": "runs_exp1", "tag": "loss"}
+    )
     assert [(step, value) for _, step, value in scalars.json()] == [(0, 1.0), (1, 0.5)]
     # the same request gives the same board back
     assert client.open_board(["runs/exp1", "runs/exp2"])["id"] == board["id"]
@@ -130,8 +136,9 @@ def test_a_board_is_a_pod_and_service_running_tensorboard_on_the_workspace(k8s):
     container = spec["containers"][0]
     script = container["command"][2]
     assert container["image"] == IMAGE and container["command"][:2] == ["sh", "-c"]
-    assert (f"--logdir /tmp/logdir --host 0.0.0.0 --port 6006 --path_prefix {prefix} --reload_interval 1"
-            in script) and "--bind_all" not in script
+    assert (
+        f"--logdir /tmp/logdir --host 0.0.0.0 --port 6006 --path_prefix {prefix} --reload_interval 1" in script
+    ) and "--bind_all" not in script
     assert "ln -sfn /mnt/tina/runs/exp1 /tmp/logdir/runs_exp1" in script
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert mounts["/mnt/tina"]["readOnly"] and mounts["/archives/tina"]["readOnly"]
@@ -143,11 +150,17 @@ def test_a_board_is_a_pod_and_service_running_tensorboard_on_the_workspace(k8s):
     assert spec["automountServiceAccountToken"] is False
     assert container["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}
     labels = pod["metadata"]["labels"]
-    assert labels == {"app.kubernetes.io/managed-by": "kubestudio", "kubestudio.io/component": "tensorboard",
-                      "kubestudio.io/user": "tina", "kubestudio.io/project": "public",
-                      "kubestudio.io/board-id": board["id"]}
-    assert service["spec"]["selector"] == {"kubestudio.io/board-id": board["id"],
-                                           "kubestudio.io/component": "tensorboard"}
+    assert labels == {
+        "app.kubernetes.io/managed-by": "kubestudio",
+        "kubestudio.io/component": "tensorboard",
+        "kubestudio.io/user": "tina",
+        "kubestudio.io/project": "public",
+        "kubestudio.io/board-id": board["id"],
+    }
+    assert service["spec"]["selector"] == {
+        "kubestudio.io/board-id": board["id"],
+        "kubestudio.io/component": "tensorboard",
+    }
     assert service["spec"]["ports"][0]["port"] == 6006
     assert "TensorBoard" in client.logs(board["id"])  # the pod's own log
     # the workspace is there to read, and cannot be written to (the mount is read-only)
@@ -172,14 +185,23 @@ def test_project_scheduling_resources_and_images_within_the_admins_limits(k8s):
     api = k8s.url + "api/boards"
     refused = [
         ({"logdirs": "runs", "project": "secret"}, 403, "project: you are not a member of project 'secret'"),
-        ({"logdirs": "runs", "image": "docker.io/evil/miner:1"}, 403,
-         "image: 'docker.io/evil/miner:1' is not an image boards may use (allowed: registry.invalid/kubestudio/*; "
-         "KubernetesBoardBackend.allowed_images)"),
-        ({"logdirs": "runs", "resources": {"memory": "64Gi"}}, 403,
-         "resources.memory: 64Gi is more than a board may have (4Gi)"),
+        (
+            {"logdirs": "runs", "image": "docker.io/evil/miner:1"},
+            403,
+            "image: 'docker.io/evil/miner:1' is not an image boards may use (allowed: registry.invalid/kubestudio/*; "
+            "KubernetesBoardBackend.allowed_images)",
+        ),
+        (
+            {"logdirs": "runs", "resources": {"memory": "64Gi"}},
+            403,
+            "resources.memory: 64Gi is more than a board may have (4Gi)",
+        ),
         ({"logdirs": "runs", "resources": {"gpu": 1}}, 400, "resources.gpu: unknown (expected cpu, memory)"),
-        ({"logdirs": "runs", "resources": {"cpu": "lots"}}, 400,
-         "resources.cpu: 'lots' is not a positive quantity (e.g. 1 or 500m)"),
+        (
+            {"logdirs": "runs", "resources": {"cpu": "lots"}},
+            400,
+            "resources.cpu: 'lots' is not a positive quantity (e.g. 1 or 500m)",
+        ),
         ({"logdirs": "/mnt/vic/../tina"}, 400, "logdirs[0]: '/mnt/vic/../tina' leads outside your workspace"),
         ({"logdirs": "runs/nope"}, 404, "logdirs[0]: no folder 'runs/nope' in your workspace"),
         ({"logdirs": "escape"}, 400, "logdirs[0]: '/mnt/vic/escape' leads outside your workspace"),
@@ -192,23 +214,30 @@ def test_project_scheduling_resources_and_images_within_the_admins_limits(k8s):
 
     # the project's node selector: no node has it, so the board says it waits for a node
     board = k8s.client("vic").open_board("runs")
-    r = requests.post(api, json={"logdirs": "runs", "project": "vision", "resources": {"cpu": 1, "memory": "1Gi"}},
-                      headers=headers, timeout=30)
+    r = requests.post(
+        api,
+        json={"logdirs": "runs", "project": "vision", "resources": {"cpu": 1, "memory": "1Gi"}},
+        headers=headers,
+        timeout=30,
+    )
     assert r.status_code == 201, r.text
     waiting = r.json()
     assert waiting["id"] != board["id"] and waiting["options"] == {
-        "project": "vision", "resources": {"cpu": "1", "memory": "1Gi"}}
+        "project": "vision",
+        "resources": {"cpu": "1", "memory": "1Gi"},
+    }
     deadline = time.monotonic() + 60
     while "waiting for a node" not in k8s.client("vic").get(waiting["id"])["message"]:
         assert time.monotonic() < deadline, k8s.client("vic").get(waiting["id"])
         time.sleep(0.3)
-    assert k8s.client("vic").get(waiting["id"])["message"].startswith(
-        "starting TensorBoard: waiting for a node: 0/")
+    assert k8s.client("vic").get(waiting["id"])["message"].startswith("starting TensorBoard: waiting for a node: 0/")
     pod = k8s.pod(waiting["id"])
     assert pod["spec"]["nodeSelector"] == {"kubestudio.io/no-such-pool": "x"}
     assert pod["metadata"]["labels"]["kubestudio.io/project"] == "vision"
-    assert pod["spec"]["containers"][0]["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"},
-                                                         "limits": {"cpu": "1", "memory": "1Gi"}}
+    assert pod["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "1", "memory": "1Gi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
     k8s.client("vic").stop(waiting["id"])
     k8s.wait_gone(waiting["id"])
     k8s.wait_status("vic", board["id"], "running")
@@ -219,8 +248,12 @@ def test_project_scheduling_resources_and_images_within_the_admins_limits(k8s):
 def test_an_image_that_cannot_be_pulled_fails_with_the_reason(k8s):
     os.makedirs(os.path.join(k8s.workspace("ivan"), "runs"), exist_ok=True)
     client = k8s.client("ivan")
-    r = requests.post(k8s.url + "api/boards", json={"logdirs": "runs", "image": MISSING_IMAGE},
-                      headers={"Authorization": f"token {k8s.token('ivan')}"}, timeout=30)
+    r = requests.post(
+        k8s.url + "api/boards",
+        json={"logdirs": "runs", "image": MISSING_IMAGE},
+        headers={"Authorization": f"token {k8s.token('ivan')}"},
+        timeout=30,
+    )
     assert r.status_code == 201, r.text
     failed = k8s.wait_status("ivan", r.json()["id"], "failed", timeout=60)
     assert failed["message"].startswith("the image of TensorBoard cannot be pulled: "), failed

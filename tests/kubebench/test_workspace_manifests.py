@@ -8,7 +8,9 @@ def test_every_combination_passes_apiserver_validation(bench):
     refused = []
     checked = 0
     for profile, project, ide, gpus in combinations():
-        manifest = pod_manifest("first.last@example.org", f"{profile}-{ide}", request_for(profile, project, ide, gpus), SETTINGS)
+        manifest = pod_manifest(
+            "first.last@example.org", f"{profile}-{ide}", request_for(profile, project, ide, gpus), SETTINGS
+        )
         r = bench.api("POST", "/api/v1/namespaces/default/pods?dryRun=All", json=manifest)
         checked += 1
         if r.status_code != 201:

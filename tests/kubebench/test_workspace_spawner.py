@@ -16,16 +16,30 @@ from .storm import leftover_pods, spawn_storm
 
 CATALOG = {
     "profiles": [
-        {"slug": "cpu", "default": True, "ide": ["jupyterlab", "vscode"], "images": ["kubestudio/notebook:1"],
-         "cpu": {"guarantee": "100m", "limit": 1}, "memory": {"guarantee": "256M", "limit": "1G"}, "shm": "64M"},
+        {
+            "slug": "cpu",
+            "default": True,
+            "ide": ["jupyterlab", "vscode"],
+            "images": ["kubestudio/notebook:1"],
+            "cpu": {"guarantee": "100m", "limit": 1},
+            "memory": {"guarantee": "256M", "limit": "1G"},
+            "shm": "64M",
+        },
         {"slug": "a100", "gpu": {"count": 1, "type": "A100"}, "images": ["kubestudio/notebook-cuda:1"]},
         {"slug": "h100", "gpu": {"count": 1, "type": "H100"}, "images": ["kubestudio/notebook-cuda:1"]},
         {"slug": "broken", "images": [MISSING_IMAGE]},
         {"slug": "own", "custom_images": True, "images": ["kubestudio/notebook:1"]},
     ]
 }
-PROJECTS = {"vision": {"users": ["vic"], "max_gpus": 1, "max_servers": 2, "node_selector": "kubestudio.io/pool=gpu",
-                       "tolerations": "nvidia.com/gpu:NoSchedule"}}
+PROJECTS = {
+    "vision": {
+        "users": ["vic"],
+        "max_gpus": 1,
+        "max_servers": 2,
+        "node_selector": "kubestudio.io/pool=gpu",
+        "tolerations": "nvidia.com/gpu:NoSchedule",
+    }
+}
 CONFIG = """
 import os
 c.WorkspaceSpawner.namespace = "default"
@@ -46,8 +60,12 @@ def workspace_hub(bench, root, kubeconfig=None):
     os.makedirs(str(root), exist_ok=True)
     with open(catalog, "w") as f:
         yaml.safe_dump(CATALOG, f)
-    return LocalHub(root, settings={"spawner": "kubernetes", "profiles_file": catalog, "projects": PROJECTS},
-                    extra_config=CONFIG, env={"KUBECONFIG": kubeconfig or bench.kubeconfig})
+    return LocalHub(
+        root,
+        settings={"spawner": "kubernetes", "profiles_file": catalog, "projects": PROJECTS},
+        extra_config=CONFIG,
+        env={"KUBECONFIG": kubeconfig or bench.kubeconfig},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +81,9 @@ def pod(bench, name):
 
 
 def our_pods(bench):
-    items = bench.api("GET", "/api/v1/namespaces/default/pods?labelSelector=kubestudio.io/component%3Dnotebook").json()["items"]
+    items = bench.api("GET", "/api/v1/namespaces/default/pods?labelSelector=kubestudio.io/component%3Dnotebook").json()[
+        "items"
+    ]
     return {p["metadata"]["name"] for p in items if not p["metadata"].get("deletionTimestamp")}
 
 
@@ -103,8 +123,12 @@ def test_jupyter_workspace_pod_files_and_named_servers(bench, hub):
         assert hub.spawn("bob", "", {"profile": "cpu"}, timeout=120).status_code in (201, 202)
         listing = requests.get(f"{hub.url}/user/bob/api/contents", headers=with_token(bob)).json()
         assert "notes.txt" not in [i["name"] for i in listing["content"]]
-        assert requests.get(f"{hub.url}/user/alice/api/contents/notes.txt", headers=with_token(bob),
-                            allow_redirects=False).status_code == 403
+        assert (
+            requests.get(
+                f"{hub.url}/user/alice/api/contents/notes.txt", headers=with_token(bob), allow_redirects=False
+            ).status_code
+            == 403
+        )
     finally:
         for user, server in (("alice", ""), ("alice", "second"), ("bob", "")):
             hub.stop_server(user, server)
@@ -153,17 +177,25 @@ def test_a_training_jobs_gpus_count_when_a_server_starts(bench, hub):
     from kubestudio.spawner.projects import parse_project
 
     hub.create_user("vic")
-    spec = parse_spec({"name": "holds-gpu", "command": ["sleep", "120"], "resources": {"gpu": "1(A100)"},
-                       "project": "vision"})
-    run = JobRun(id="00000000a100", owner="vic", slug="vic", spec=spec, replicas=replica_names(spec),
-                 project=parse_project("vision", PROJECTS["vision"]))
+    spec = parse_spec(
+        {"name": "holds-gpu", "command": ["sleep", "120"], "resources": {"gpu": "1(A100)"}, "project": "vision"}
+    )
+    run = JobRun(
+        id="00000000a100",
+        owner="vic",
+        slug="vic",
+        spec=spec,
+        replicas=replica_names(spec),
+        project=parse_project("vision", PROJECTS["vision"]),
+    )
     job = job_manifest(run, PodSettings(gpu_types={"A100": ["NVIDIA-A100-SXM4-80GB"]}), "kubestudio/train:1")
     r = bench.api("POST", "/apis/batch/v1/namespaces/default/jobs", json=job)
     assert r.status_code == 201, r.text
     try:
         deadline = time.monotonic() + 60
-        while not bench.api("GET", "/api/v1/namespaces/default/pods?labelSelector=kubestudio.io/job-id%3D00000000a100"
-                            ).json()["items"]:
+        while not bench.api(
+            "GET", "/api/v1/namespaces/default/pods?labelSelector=kubestudio.io/job-id%3D00000000a100"
+        ).json()["items"]:
             assert time.monotonic() < deadline
             time.sleep(0.3)
         time.sleep(1)  # the hub's pod watch sees it
@@ -172,8 +204,11 @@ def test_a_training_jobs_gpus_count_when_a_server_starts(bench, hub):
         assert r.json()["message"] == "gpus: project 'vision' allows 1 GPU per user; you hold 1 and asked for 1"
         assert pod(bench, "jupyter-vic--gpu3") is None
     finally:
-        bench.api("DELETE", f"/apis/batch/v1/namespaces/default/jobs/{job['metadata']['name']}",
-                  json={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"})
+        bench.api(
+            "DELETE",
+            f"/apis/batch/v1/namespaces/default/jobs/{job['metadata']['name']}",
+            json={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Foreground"},
+        )
 
 
 def spawn_failure(hub, user, options):
@@ -212,9 +247,14 @@ def test_missing_image_fails_fast(bench, hub):
 def test_injected_faults_leave_no_orphans(bench, tmp_path):
     hub = workspace_hub(bench, tmp_path, kubeconfig=bench.proxy_kubeconfig).start()
     try:
-        outcome = spawn_storm(hub, bench, [f"storm{i}" for i in range(5)], {"profile": "cpu"},
-                              rules=[{"verb": "create", "resource": "pods", "rate": 0.2, "error": 500}],
-                              drop_watch_after_s=5)
+        outcome = spawn_storm(
+            hub,
+            bench,
+            [f"storm{i}" for i in range(5)],
+            {"profile": "cpu"},
+            rules=[{"verb": "create", "resource": "pods", "rate": 0.2, "error": 500}],
+            drop_watch_after_s=5,
+        )
         assert set(outcome.values()) <= {"ready", "failed cleanly"}, outcome
     finally:
         hub.stop()
@@ -247,11 +287,20 @@ def test_no_free_gpu_is_said_in_plain_words_while_waiting(bench, hub):
 
 
 def test_project_namespaces(bench, tmp_path):
-    bench.api("POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "vision"}})
+    bench.api(
+        "POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "vision"}}
+    )
     for name in ("kubestudio-workspace", "kubestudio-archives"):
-        bench.api("POST", "/api/v1/namespaces/vision/persistentvolumeclaims", json={
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
-            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}})
+        bench.api(
+            "POST",
+            "/api/v1/namespaces/vision/persistentvolumeclaims",
+            json={
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name},
+                "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
+            },
+        )
     local = workspace_hub(bench, tmp_path)
     local.extra_config += "c.WorkspaceSpawner.project_namespaces = True\n"
     local.start()
@@ -266,7 +315,10 @@ def test_project_namespaces(bench, tmp_path):
         # public gets its own namespace too, where no claim exists yet: said at once, plainly
         local.create_user("pam")
         message, _ = spawn_failure(local, "pam", {"profile": "cpu"})
-        assert message == "The volume claim kubestudio-workspace does not exist in namespace public; ask an admin to create it"
+        assert (
+            message
+            == "The volume claim kubestudio-workspace does not exist in namespace public; ask an admin to create it"
+        )
     finally:
         local.stop()
     assert bench.api("GET", "/api/v1/namespaces/vision/pods/jupyter-vic").status_code == 404

@@ -27,8 +27,13 @@ class ImagesAnswer(BaseHTTPRequestHandler):
 
 
 def spawner(url):
-    return SimpleNamespace(images_api_url=url, images_api_token="hub-token", user=SimpleNamespace(name="alice"),
-                           log=logging.getLogger("test"), custom_image_prefix=lambda: "reg:5000/kubestudio/alice/")
+    return SimpleNamespace(
+        images_api_url=url,
+        images_api_token="hub-token",
+        user=SimpleNamespace(name="alice"),
+        log=logging.getLogger("test"),
+        custom_image_prefix=lambda: "reg:5000/kubestudio/alice/",
+    )
 
 
 async def test_lists_only_images_under_the_users_prefix():

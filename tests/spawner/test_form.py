@@ -8,7 +8,11 @@ CATALOG = parse_catalog(
     {
         "profiles": [
             {"slug": "cpu", "default": True, "ide": ["jupyterlab", "vscode"]},
-            {"slug": "gpu", "gpu": {"count": [1, 2]}, "images": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]},
+            {
+                "slug": "gpu",
+                "gpu": {"count": [1, 2]},
+                "images": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}],
+            },
             {"slug": "code", "ide": "vscode"},
             {"slug": "vision-only", "projects": ["vision"]},
         ]
@@ -22,7 +26,11 @@ class Group:
 
 
 def card(html, slug):
-    match = re.search(rf'<label class="ks-profile[^"]*" data-slug="{slug}".*?</label>\s*(?=<label class="ks-profile|</fieldset>)', html, re.S)
+    match = re.search(
+        rf'<label class="ks-profile[^"]*" data-slug="{slug}".*?</label>\s*(?=<label class="ks-profile|</fieldset>)',
+        html,
+        re.S,
+    )
     assert match, slug
     return match.group(0)
 
@@ -72,12 +80,23 @@ def test_form_escapes_text():
 
 
 def test_form_offers_built_images_for_custom_image_profiles():
-    catalog = parse_catalog({"profiles": [{"slug": "own", "custom_images": True, "images": ["base:1"]},
-                                          {"slug": "fixed", "images": ["base:1"]}]})
+    catalog = parse_catalog(
+        {
+            "profiles": [
+                {"slug": "own", "custom_images": True, "images": ["base:1"]},
+                {"slug": "fixed", "images": ["base:1"]},
+            ]
+        }
+    )
     projects = user_projects([])
     mine = ["reg:5000/kubestudio/alice/tools:1", "reg:5000/kubestudio/alice/<b>:2"]
-    html = render_spawn_form(catalog, projects, own_images=mine, own_images_prefix="reg:5000/kubestudio/alice/",
-                             previous={"profile": "own", "image": mine[0]})
+    html = render_spawn_form(
+        catalog,
+        projects,
+        own_images=mine,
+        own_images_prefix="reg:5000/kubestudio/alice/",
+        previous={"profile": "own", "image": mine[0]},
+    )
     own = card(html, "own")
     assert '<optgroup label="Your images">' in own
     assert f'<option value="{mine[0]}" title="{mine[0]}" selected>tools:1</option>' in own
@@ -97,7 +116,11 @@ def test_form_says_what_runs_where_images_are_not_used():
     plain = render_spawn_form(CATALOG, projects)
     assert "(on Kubernetes)" not in plain and "ks-runs-here" not in plain
     # where the spawner says what each image runs here, the label says that, not a promise
-    labelled = render_spawn_form(CATALOG, projects, runs_here="servers run in the local image",
-                                 image_here=lambda image: "KubeStudio's single-user image (Python 3.11, JupyterLab)")
+    labelled = render_spawn_form(
+        CATALOG,
+        projects,
+        runs_here="servers run in the local image",
+        image_here=lambda image: "KubeStudio's single-user image (Python 3.11, JupyterLab)",
+    )
     assert "here: KubeStudio&#39;s single-user image (Python 3.11, JupyterLab)" in card(labelled, "gpu")
     assert "(on Kubernetes)" not in labelled

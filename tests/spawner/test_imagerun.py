@@ -19,19 +19,29 @@ ALICE = Account("ks-alice", 1234, 1235)
 def test_the_command_runs_as_the_account_with_the_users_folders_and_the_environment_file(tmp_path):
     runner = ImageRunner(storage_root=str(tmp_path / "s"), run_root=str(tmp_path / "r"))
     folders = user_folders(str(tmp_path / "data"), "alice")
-    argv = runner.command("ks-alice-server", ["jupyterhub-singleuser", "--debug"], ALICE, user_mounts(folders, "alice"),
-                          workdir="/mnt/alice", env_file=str(tmp_path / "env"))
+    argv = runner.command(
+        "ks-alice-server",
+        ["jupyterhub-singleuser", "--debug"],
+        ALICE,
+        user_mounts(folders, "alice"),
+        workdir="/mnt/alice",
+        env_file=str(tmp_path / "env"),
+    )
     assert argv[:6] == ["buildah", "--storage-driver", "overlay", "--root", str(tmp_path / "s"), "--runroot"]
     run = argv.index("run")
-    assert argv[run:run + 6] == ["run", "--isolation", "chroot", "--network", "host", "--terminal=false"]
+    assert argv[run : run + 6] == ["run", "--isolation", "chroot", "--network", "host", "--terminal=false"]
     assert argv[argv.index("--user") + 1] == "1234:1235"
     volumes = [argv[i + 1] for i, a in enumerate(argv) if a == "--volume"]
-    assert volumes == [f"{folders.workspace}:/mnt/alice:rw", f"{folders.archives}:/archives/alice:rw",
-                       f"{folders.home}:/home/alice:rw", f"{folders.archives}:/mnt/archives:rw",
-                       f"{tmp_path / 'env'}:{ENV_FILE}:ro"]
+    assert volumes == [
+        f"{folders.workspace}:/mnt/alice:rw",
+        f"{folders.archives}:/archives/alice:rw",
+        f"{folders.home}:/home/alice:rw",
+        f"{folders.archives}:/mnt/archives:rw",
+        f"{tmp_path / 'env'}:{ENV_FILE}:ro",
+    ]
     assert argv[argv.index("--workingdir") + 1] == "/mnt/alice"
     # the container, then the entry that reads the environment file, then the command
-    tail = argv[argv.index("ks-alice-server"):]
+    tail = argv[argv.index("ks-alice-server") :]
     assert tail[1] == "--" and tail[-2:] == ["jupyterhub-singleuser", "--debug"] and ENV_FILE in tail
 
 
@@ -55,8 +65,13 @@ def test_the_environment_file_is_the_accounts_alone_and_sh_reads_it_back_exactly
     env = {"TOKEN": "a b'c\"$HOME`x`", "EMPTY": "", "not-a-name": "skipped"}
     path = write_env_file(str(tmp_path / "env"), env, extra=['PATH="/extra:$PATH"'])
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
-    out = subprocess.run(["/bin/sh", "-c", 'set -a; . "$0"; set +a; printf "%s|%s|%s" "$TOKEN" "$EMPTY" "$PATH"', path],
-                         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=True).stdout
+    out = subprocess.run(
+        ["/bin/sh", "-c", 'set -a; . "$0"; set +a; printf "%s|%s|%s" "$TOKEN" "$EMPTY" "$PATH"', path],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        check=True,
+    ).stdout
     assert out == "a b'c\"$HOME`x`||/extra:/usr/bin:/bin"
     # a link planted where the file goes is not followed
     os.remove(path)
@@ -69,14 +84,17 @@ def test_the_environment_file_is_the_accounts_alone_and_sh_reads_it_back_exactly
 SERVERS_IMAGE = "127.0.0.1:5000/kubestudio/singleuser:1"
 
 
-@pytest.mark.parametrize("image, packages, expected", [
-    (None, [], SERVERS_IMAGE),  # none named (the jobs page): where servers run
-    ("host", [], None),
-    ("127.0.0.1:5000/kubestudio/alice/mine:v1", [], "127.0.0.1:5000/kubestudio/alice/mine:v1"),
-    ("quay.io/jupyter/base-notebook:x", [], "image: quay.io/jupyter/base-notebook:x is not in this hub's registry"),
-    # packages go on top of any image (jobs.packagelayer)
-    ("127.0.0.1:5000/kubestudio/alice/mine:v1", ["numpy"], "127.0.0.1:5000/kubestudio/alice/mine:v1"),
-])
+@pytest.mark.parametrize(
+    "image, packages, expected",
+    [
+        (None, [], SERVERS_IMAGE),  # none named (the jobs page): where servers run
+        ("host", [], None),
+        ("127.0.0.1:5000/kubestudio/alice/mine:v1", [], "127.0.0.1:5000/kubestudio/alice/mine:v1"),
+        ("quay.io/jupyter/base-notebook:x", [], "image: quay.io/jupyter/base-notebook:x is not in this hub's registry"),
+        # packages go on top of any image (jobs.packagelayer)
+        ("127.0.0.1:5000/kubestudio/alice/mine:v1", ["numpy"], "127.0.0.1:5000/kubestudio/alice/mine:v1"),
+    ],
+)
 def test_which_image_a_local_job_runs_in(image, packages, expected):
     backend = LocalJobBackend(run_images=True, local_registry="127.0.0.1:5000", default_image=SERVERS_IMAGE)
     body = {"name": "j", "command": ["true"], "packages": packages, **({"image": image} if image else {})}
@@ -97,9 +115,22 @@ def test_which_image_a_local_server_runs_in():
     from kubestudio.spawner.projects import user_projects
     from kubestudio.spawner.request import SpawnRefused, resolve_request
 
-    catalog = parse_catalog({"profiles": [{
-        "slug": "cpu", "default": True, "ide": ["jupyterlab", "vscode"], "custom_images": True,
-        "images": [{"name": "scipy", "image": "quay.io/jupyter/scipy-notebook:x"}, {"name": "host", "image": "host"}]}]})
+    catalog = parse_catalog(
+        {
+            "profiles": [
+                {
+                    "slug": "cpu",
+                    "default": True,
+                    "ide": ["jupyterlab", "vscode"],
+                    "custom_images": True,
+                    "images": [
+                        {"name": "scipy", "image": "quay.io/jupyter/scipy-notebook:x"},
+                        {"name": "host", "image": "host"},
+                    ],
+                }
+            ]
+        }
+    )
     projects = user_projects([])
     prefix = "127.0.0.1:5000/kubestudio/alice/"
     local = "127.0.0.1:5000/kubestudio/singleuser:1"
@@ -113,8 +144,10 @@ def test_which_image_a_local_server_runs_in():
     assert runs(image="host") is None
     assert runs(image=prefix + "mine:v1") == prefix + "mine:v1"
     assert runs(ide="vscode") is None  # code-server is the machine's
-    assert LocalWorkspaceSpawner(local_image="").image_to_run(
-        resolve_request({}, catalog, projects, host_image=True)) is None
+    assert (
+        LocalWorkspaceSpawner(local_image="").image_to_run(resolve_request({}, catalog, projects, host_image=True))
+        is None
+    )
     # `host` means nothing on Kubernetes: refused with the field
     with pytest.raises(SpawnRefused) as e:
         resolve_request({"image": "host"}, catalog, projects)

@@ -18,11 +18,14 @@ K8S_VERSION = "1.30.0"
 
 PROJECTS = {
     "public": parse_project("public", {}),
-    "vision": parse_project("vision", {
-        "node_selector": "org=vision",
-        "tolerations": "dedicated=vision:NoSchedule",
-        "volume_mount": "vision-data(pvc):/data;train-config(configmap):/etc/train;registry(secret):/secrets/registry;16G(memory):/dev/shm",
-    }),
+    "vision": parse_project(
+        "vision",
+        {
+            "node_selector": "org=vision",
+            "tolerations": "dedicated=vision:NoSchedule",
+            "volume_mount": "vision-data(pvc):/data;train-config(configmap):/etc/train;registry(secret):/secrets/registry;16G(memory):/dev/shm",
+        },
+    ),
     "lab": parse_project("lab", {"volume_mount": "data/aidata(hostpath):/aidata"}),
 }
 SETTINGS = PodSettings(hostpath_projects=frozenset({"lab"}), gpu_types={"A100": ["NVIDIA-A100-SXM4-80GB"]})
@@ -75,7 +78,9 @@ def test_every_combination_gives_a_valid_pod(profile, project, ide, gpus):
     assert labels["kubestudio.io/component"] == "notebook" and labels["kubestudio.io/project"] == project
     if project == "vision":
         assert manifest["spec"]["nodeSelector"] == {"org": "vision"}
-        assert {"key": "dedicated", "operator": "Equal", "value": "vision", "effect": "NoSchedule"} in manifest["spec"]["tolerations"]
+        assert {"key": "dedicated", "operator": "Equal", "value": "vision", "effect": "NoSchedule"} in manifest["spec"][
+            "tolerations"
+        ]
         assert {"/data", "/etc/train", "/secrets/registry"} <= set(mounts)
         shm = [v for v in manifest["spec"]["volumes"] if v.get("emptyDir", {}).get("medium") == "Memory"]
         assert len(shm) == 1 and shm[0]["emptyDir"]["sizeLimit"] == str(16 * 1024**3)  # the project's wins
@@ -84,14 +89,26 @@ def test_every_combination_gives_a_valid_pod(profile, project, ide, gpus):
 
 
 def test_gpu_type_becomes_required_node_affinity_and_cube_studio_form():
-    catalog = parse_catalog({"profiles": [{"slug": "a100", "gpu": {"count": 1, "type": "A100"}},
-                                          {"slug": "v100", "gpu": "1(V100)", "images": ["img:1"]},
-                                          {"slug": "mig", "gpu": {"count": 2, "resource": "nvidia.com/mig-1g.10gb"}}]})
+    catalog = parse_catalog(
+        {
+            "profiles": [
+                {"slug": "a100", "gpu": {"count": 1, "type": "A100"}},
+                {"slug": "v100", "gpu": "1(V100)", "images": ["img:1"]},
+                {"slug": "mig", "gpu": {"count": 2, "resource": "nvidia.com/mig-1g.10gb"}},
+            ]
+        }
+    )
     manifest = pod_manifest("bob", "", request_for("a100", "public", catalog=catalog), SETTINGS)
-    terms = manifest["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
-    assert terms == [{"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-A100-SXM4-80GB"]}]}]
+    terms = manifest["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert terms == [
+        {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-A100-SXM4-80GB"]}]}
+    ]
     manifest = pod_manifest("bob", "", request_for("v100", "public", catalog=catalog), SETTINGS)
-    terms = manifest["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    terms = manifest["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
     assert terms[0]["matchExpressions"][0]["values"] == ["V100"]
     manifest = pod_manifest("bob", "", request_for("mig", "public", catalog=catalog), SETTINGS)
     assert manifest["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/mig-1g.10gb"] == "2"
@@ -113,7 +130,9 @@ def test_project_cannot_hide_the_workspace():
         workspace_traits("alice", "", request, SETTINGS)
 
 
-@pytest.mark.parametrize("name", ["first.last", "someone@example.org", "ünïcödé", "..", "../../etc", "a/b", "x" * 250, "Alice"])
+@pytest.mark.parametrize(
+    "name", ["first.last", "someone@example.org", "ünïcödé", "..", "../../etc", "a/b", "x" * 250, "Alice"]
+)
 def test_tricky_usernames(name):
     manifest = pod_manifest(name, "gpu-box", request_for("cpu-small", "public"), SETTINGS)
     kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)

@@ -16,7 +16,10 @@ GOOD = {
         {
             "slug": "gpu",
             "ide": ["jupyterlab", "vscode"],
-            "images": ["quay.io/jupyter/pytorch-notebook:cuda12", {"name": "tf", "image": "tensorflow/tensorflow:2.17.0-gpu"}],
+            "images": [
+                "quay.io/jupyter/pytorch-notebook:cuda12",
+                {"name": "tf", "image": "tensorflow/tensorflow:2.17.0-gpu"},
+            ],
             "memory": {"guarantee": "8G", "limit": "16Gi"},
             "gpu": {"count": [1, 2], "type": "A100"},
             "shm": "2G",
@@ -68,12 +71,18 @@ def test_error_message_names_file_path_and_reason():
         ({"slug": "Bad Slug"}, "profiles[0].slug: must be lowercase letters"),
         ({"slug": "a", "gpus": 1}, "profiles[0].gpus: unknown key"),
         ({"slug": "a", "ide": "emacs"}, "profiles[0].ide: unknown IDE 'emacs'"),
-        ({"slug": "a", "cpu": {"guarantee": 4, "limit": 2}}, "profiles[0].cpu.guarantee: must not be more than the limit"),
+        (
+            {"slug": "a", "cpu": {"guarantee": 4, "limit": 2}},
+            "profiles[0].cpu.guarantee: must not be more than the limit",
+        ),
         ({"slug": "a", "memory": {"limit": "lots"}}, "profiles[0].memory.limit: must be a size like 4G"),
         ({"slug": "a", "cpu": -1}, "profiles[0].cpu: must be > 0"),
         ({"slug": "a", "gpu": {"count": [1, 1]}}, "profiles[0].gpu.count[1]: duplicate count 1"),
         ({"slug": "a", "gpu": {"count": "two"}}, "profiles[0].gpu.count: must be an integer >= 0"),
-        ({"slug": "a", "gpu": {"count": 1, "resource": "gpu"}}, "profiles[0].gpu.resource: must be an extended resource name"),
+        (
+            {"slug": "a", "gpu": {"count": 1, "resource": "gpu"}},
+            "profiles[0].gpu.resource: must be an extended resource name",
+        ),
         ({"slug": "a", "images": []}, "profiles[0].images: must be a non-empty list"),
         ({"slug": "a", "images": [{"name": "x"}]}, "profiles[0].images[0].image: is required"),
         ({"slug": "a", "images": ["a b"]}, "profiles[0].images[0].image: must not contain spaces"),
@@ -129,7 +138,14 @@ def test_cached_catalog_rereads_on_change(tmp_path):
 
 @pytest.mark.parametrize(
     "text, value",
-    [("4G", 4 * 1024**3), ("512M", 512 * 1024**2), ("1Gi", 1024**3), ("1.5G", int(1.5 * 1024**3)), (1024, 1024), ("100", 100)],
+    [
+        ("4G", 4 * 1024**3),
+        ("512M", 512 * 1024**2),
+        ("1Gi", 1024**3),
+        ("1.5G", int(1.5 * 1024**3)),
+        (1024, 1024),
+        ("100", 100),
+    ],
 )
 def test_parse_bytes(text, value):
     assert parse_bytes(text) == value

@@ -22,9 +22,7 @@ class Group:
 
 
 def test_volume_mount_cube_studio_example():
-    mounts = parse_volume_mounts(
-        "kubeflow-user-workspace(pvc):/mnt/;data/aidata(hostpath):/aidata;4G(memory):/dev/shm"
-    )
+    mounts = parse_volume_mounts("kubeflow-user-workspace(pvc):/mnt/;data/aidata(hostpath):/aidata;4G(memory):/dev/shm")
     assert mounts == (
         VolumeMount("pvc", "kubeflow-user-workspace", "/mnt"),
         VolumeMount("hostpath", "/data/aidata", "/aidata"),

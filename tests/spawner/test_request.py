@@ -87,7 +87,9 @@ def test_quota():
     check_quota(project, 2, servers_in_use=1, gpus_in_use=2)
     with pytest.raises(SpawnRefused, match=r"project: 'vision' allows 2 running servers per user and you have 2"):
         check_quota(project, 0, servers_in_use=2, gpus_in_use=0)
-    with pytest.raises(SpawnRefused, match=r"gpus: project 'vision' allows 4 GPUs per user; you hold 3 and asked for 2"):
+    with pytest.raises(
+        SpawnRefused, match=r"gpus: project 'vision' allows 4 GPUs per user; you hold 3 and asked for 2"
+    ):
         check_quota(project, 2, servers_in_use=1, gpus_in_use=3)
     check_quota(Project(name="public"), 8, servers_in_use=50, gpus_in_use=50)
 
@@ -106,15 +108,25 @@ def test_options_from_formdata_keeps_only_chosen_profile_fields():
 
 
 def test_custom_images_only_under_the_users_prefix():
-    catalog = parse_catalog({"profiles": [{"slug": "own", "custom_images": True, "images": ["base:1"]},
-                                          {"slug": "fixed", "images": ["base:1"]}]})
+    catalog = parse_catalog(
+        {
+            "profiles": [
+                {"slug": "own", "custom_images": True, "images": ["base:1"]},
+                {"slug": "fixed", "images": ["base:1"]},
+            ]
+        }
+    )
     prefix = "registry.example.org:5000/kubestudio/alice/"
     mine = prefix + "trainer:0.3"
     request = resolve_request({"profile": "own", "image": mine}, catalog, PROJECTS, custom_image_prefix=prefix)
     assert request.image.image == mine and request.image.display_name == "trainer:0.3"
     assert resolve_request({"profile": "own"}, catalog, PROJECTS, custom_image_prefix=prefix).image.image == "base:1"
-    for image in ("registry.example.org:5000/kubestudio/bob/trainer:1", prefix + "../bob/x:1", prefix + "Bad Name",
-                  "docker.io/library/ubuntu:24.04"):
+    for image in (
+        "registry.example.org:5000/kubestudio/bob/trainer:1",
+        prefix + "../bob/x:1",
+        prefix + "Bad Name",
+        "docker.io/library/ubuntu:24.04",
+    ):
         with pytest.raises(SpawnRefused, match="one of your images under"):
             resolve_request({"profile": "own", "image": image}, catalog, PROJECTS, custom_image_prefix=prefix)
     # a profile without custom_images never takes one

@@ -25,8 +25,12 @@ def test_a_prepared_environment_is_ready_and_prepared_again_when_its_layer_moved
         assert str(tmp_path / "elsewhere") in f.read()
     # what the layer gives: the hub's packages importable from the user's Python
     layered_env(env, base_site_packages())
-    probe = subprocess.run([os.path.join(env, "bin", "python"), "-c", "import traitlets; print(traitlets.__file__)"],
-                           capture_output=True, text=True, check=True)
+    probe = subprocess.run(
+        [os.path.join(env, "bin", "python"), "-c", "import traitlets; print(traitlets.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert probe.stdout.startswith(base_site_packages())
 
 
@@ -61,8 +65,9 @@ def test_what_the_user_planted_in_their_environment_neither_stalls_nor_fools_the
 @root_only
 def test_a_command_runs_with_the_accounts_ids_groups_and_no_capabilities():
     nobody = Account("nobody", 65534, 65534, (100,))
-    status = subprocess.run(nobody.command(["cat", "/proc/self/status"]), capture_output=True, text=True,
-                            check=True).stdout
+    status = subprocess.run(
+        nobody.command(["cat", "/proc/self/status"]), capture_output=True, text=True, check=True
+    ).stdout
     fields = dict(line.split(":", 1) for line in status.splitlines())
     assert fields["Uid"].split() == ["65534"] * 4
     assert fields["Gid"].split() == ["65534"] * 4
@@ -70,8 +75,9 @@ def test_a_command_runs_with_the_accounts_ids_groups_and_no_capabilities():
     assert int(fields["CapEff"], 16) == 0 and int(fields["CapPrm"], 16) == 0
     # no extra groups: none kept from the service
     alone = Account("nobody", 65534, 65534)
-    status = subprocess.run(alone.command(["cat", "/proc/self/status"]), capture_output=True, text=True,
-                            check=True).stdout
+    status = subprocess.run(
+        alone.command(["cat", "/proc/self/status"]), capture_output=True, text=True, check=True
+    ).stdout
     assert dict(line.split(":", 1) for line in status.splitlines())["Groups"].split() == []
 
 

@@ -40,8 +40,11 @@ class BoardsHub(ServiceHub):
 
 @pytest.fixture(scope="module")
 def boards(tmp_path_factory):
-    hub = LocalHub(tmp_path_factory.mktemp("tb-hub"), settings={"images_service": False, "jobs_service": False},
-                   extra_config=CONFIG).start()
+    hub = LocalHub(
+        tmp_path_factory.mktemp("tb-hub"),
+        settings={"images_service": False, "jobs_service": False},
+        extra_config=CONFIG,
+    ).start()
     try:
         yield BoardsHub(hub)
     finally:
@@ -56,8 +59,9 @@ def test_a_board_shows_the_runs_and_scalars_written(boards):
     board = client.open_board(["runs/exp1", "runs/exp2"], name="mnist")
     assert board["url"] == f"/services/tensorboards/b/{board['id']}/" and board["name"] == "mnist"
     assert sorted(boards.wait_running(board, "tess")) == ["runs_exp1", "runs_exp2"]
-    series = boards.get(board["url"] + "data/plugin/scalars/scalars", "tess",
-                        params={"run": "runs_exp2", "tag": "loss"}).json()
+    series = boards.get(
+        board["url"] + "data/plugin/scalars/scalars", "tess", params={"run": "runs_exp2", "tag": "loss"}
+    ).json()
     assert [(step, value) for _, step, value in series] == [(0, 2.0), (1, 1.5)]
     page = boards.get(board["url"], "tess")
     assert page.status_code == 200 and "<tf-tensorboard" in page.text or "tensorboard" in page.text.lower()
@@ -82,15 +86,23 @@ def test_bad_folders_and_too_many_boards(boards):
         ("../x", 400, "logdirs[0]: '../x' leads outside your workspace"),
         ("/etc", 400, "is outside your workspace"),
     ]:
-        r = requests.post(boards.url + "api/boards", json={"logdirs": [logdir]},
-                          headers={"Authorization": f"token {boards.token('bert')}"}, timeout=30)
+        r = requests.post(
+            boards.url + "api/boards",
+            json={"logdirs": [logdir]},
+            headers={"Authorization": f"token {boards.token('bert')}"},
+            timeout=30,
+        )
         assert r.status_code == status and message in r.json()["message"], r.text
     for i in range(3):
         os.makedirs(os.path.join(workspace, f"run{i}"), exist_ok=True)
         client.open_board(f"run{i}")
     os.makedirs(os.path.join(workspace, "run3"), exist_ok=True)
-    r = requests.post(boards.url + "api/boards", json={"logdirs": ["run3"]},
-                      headers={"Authorization": f"token {boards.token('bert')}"}, timeout=30)
+    r = requests.post(
+        boards.url + "api/boards",
+        json={"logdirs": ["run3"]},
+        headers={"Authorization": f"token {boards.token('bert')}"},
+        timeout=30,
+    )
     assert r.status_code == 409 and "you have 3 boards open" in r.json()["message"]
     for record in client.list():
         client.stop(record["id"])
@@ -143,17 +155,28 @@ def test_sdk_cli_and_the_tensorboard_magic_inside_a_server(boards):
         write_scalars(os.path.join(workspace, "runs", "cli"))
         boards.hand_over("sam")
         cli = os.path.join(os.path.dirname(sys.executable), "kubestudio")
-        run = lambda *args: subprocess.run([cli, *args], env=env, cwd=workspace, capture_output=True,  # noqa: E731
-                                           text=True, timeout=120)
+
+        def run(*args):
+            return subprocess.run([cli, *args], env=env, cwd=workspace, capture_output=True, text=True, timeout=120)
+
         opened = run("tensorboard", "open", "runs/cli")
         assert opened.returncode == 0, opened.stdout + opened.stderr
         url = opened.stdout.strip()
         assert url.startswith(f"{boards.hub.url}/services/tensorboards/b/") and url.endswith("/"), url
         board_id = url.rstrip("/").rsplit("/", 1)[1]
-        assert sorted(boards.wait_running({"url": url[len(boards.hub.url):]}, "sam")) == ["runs_cli"]
-        sdk = subprocess.run([sys.executable, "-c", "from kubestudio.tensorboards import TensorBoardsClient\n"
-                              "print(TensorBoardsClient().open('runs/cli'))"],
-                             env=env, cwd=workspace, capture_output=True, text=True, timeout=120)
+        assert sorted(boards.wait_running({"url": url[len(boards.hub.url) :]}, "sam")) == ["runs_cli"]
+        sdk = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from kubestudio.tensorboards import TensorBoardsClient\nprint(TensorBoardsClient().open('runs/cli'))",
+            ],
+            env=env,
+            cwd=workspace,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert sdk.stdout.strip() == url, sdk.stdout + sdk.stderr
         listed = run("tensorboard", "list")
         assert "runs/cli" in listed.stdout and url in listed.stdout
@@ -172,22 +195,37 @@ def test_authorization_matrix(boards):
     board = boards.client("mona").open_board("runs/m")
     boards.wait_running(board, "mona")
     hub = boards.hub
-    granted = hub.api("POST", "/users/mona/tokens", json={"scopes": [
-        "access:services!service=tensorboards", "custom:kubestudio:tensorboards:use!user=mona"]}).json()["token"]
+    granted = hub.api(
+        "POST",
+        "/users/mona/tokens",
+        json={"scopes": ["access:services!service=tensorboards", "custom:kubestudio:tensorboards:use!user=mona"]},
+    ).json()["token"]
     limited = hub.api("POST", "/users/mona/tokens", json={"scopes": ["read:users:name!user=mona"]}).json()["token"]
-    callers = {"owner": boards.token("mona"), "other": boards.token("nick"), "admin": boards.token("admin"),
-               "granted": granted, "limited": limited, "anonymous": None}
+    callers = {
+        "owner": boards.token("mona"),
+        "other": boards.token("nick"),
+        "admin": boards.token("admin"),
+        "granted": granted,
+        "limited": limited,
+        "anonymous": None,
+    }
     api = f"/services/tensorboards/api/boards/{board['id']}"
     data = board["url"] + "data/runs"
     expected = {  # (the board's record, its TensorBoard)
-        "owner": (200, 200), "granted": (200, 200), "other": (404, 404), "admin": (200, 404),
-        "limited": (403, 403), "anonymous": (401, 401),
+        "owner": (200, 200),
+        "granted": (200, 200),
+        "other": (404, 404),
+        "admin": (200, 404),
+        "limited": (403, 403),
+        "anonymous": (401, 401),
     }
     seen = {}
     for who, token in callers.items():
         headers = {"Authorization": f"token {token}"} if token else {}
-        seen[who] = (requests.get(hub.url + api, headers=headers, timeout=30, allow_redirects=False).status_code,
-                     requests.get(hub.url + data, headers=headers, timeout=30, allow_redirects=False).status_code)
+        seen[who] = (
+            requests.get(hub.url + api, headers=headers, timeout=30, allow_redirects=False).status_code,
+            requests.get(hub.url + data, headers=headers, timeout=30, allow_redirects=False).status_code,
+        )
     assert seen == expected
     boards.client("mona").stop(board["id"])
 
@@ -197,8 +235,13 @@ def test_openapi_document_and_schemathesis_finds_no_server_error(boards, tmp_pat
     from kubestudio.testing.localhub import _environ
 
     doc = requests.get(f"{boards.url}api/openapi.json", timeout=10).json()
-    assert set(doc["paths"]) == {"/api/boards", "/api/boards/{board_id}", "/api/boards/{board_id}/logs",
-                                 "/api/health", "/api/openapi.json"}
+    assert set(doc["paths"]) == {
+        "/api/boards",
+        "/api/boards/{board_id}",
+        "/api/boards/{board_id}/logs",
+        "/api/health",
+        "/api/openapi.json",
+    }
     os.makedirs(os.path.join(boards.workspace("fuzzer"), "runs"), exist_ok=True)
     pid = boards.hub.service_pid("kubestudio.tensorboards")
     direct = _environ(pid)["JUPYTERHUB_SERVICE_URL"].rstrip("/") + "/services/tensorboards"

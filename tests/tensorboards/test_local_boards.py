@@ -80,8 +80,12 @@ def test_tensorboard_serves_the_runs_and_scalars_written(folders, tmp_path):
             wrong = requests.get(running.url + "/data/runs", timeout=10, headers={RUNTIME_SECRET_HEADER: "guess"})
             assert wrong.status_code == 403
             runs = requests.get(running.url + "/data/runs", timeout=10, headers=running.headers).json()
-            scalars = requests.get(running.url + "/data/plugin/scalars/scalars", headers=running.headers,
-                                   params={"run": "runs_exp1", "tag": "loss"}, timeout=10).json()
+            scalars = requests.get(
+                running.url + "/data/plugin/scalars/scalars",
+                headers=running.headers,
+                params={"run": "runs_exp1", "tag": "loss"},
+                timeout=10,
+            ).json()
             again = Running.from_json(json.loads(json.dumps(running.to_json())))  # as a restart reads it
             assert backend.alive(again)
         finally:
@@ -92,13 +96,21 @@ def test_tensorboard_serves_the_runs_and_scalars_written(folders, tmp_path):
     assert sorted(runs) == ["runs_exp1", "runs_exp2"]
     assert [(step, value) for _, step, value in scalars] == [(0, 1.0), (1, 0.5)]
     # stop() kills the group; the board is gone once its process is reaped (not merely signalled)
-    wait_for(lambda: not backend.alive(running) and process_start_time(running.pid) is None, timeout=10,
-             interval=0.05, what="the stopped TensorBoard's process to be gone")
+    wait_for(
+        lambda: not backend.alive(running) and process_start_time(running.pid) is None,
+        timeout=10,
+        interval=0.05,
+        what="the stopped TensorBoard's process to be gone",
+    )
     assert "TensorBoard" in backend.stderr("b1")
 
 
 def test_a_tensorboard_that_cannot_start_fails_with_its_stderr(tmp_path):
-    backend = LocalBoardBackend(work_dir=str(tmp_path / "boards"), data_dir=str(tmp_path / "data"), config=SHARED,
-                                tensorboard_command=["python3", "-c", "import sys; sys.exit('no such plugin: demo')"])
+    backend = LocalBoardBackend(
+        work_dir=str(tmp_path / "boards"),
+        data_dir=str(tmp_path / "data"),
+        config=SHARED,
+        tensorboard_command=["python3", "-c", "import sys; sys.exit('no such plugin: demo')"],
+    )
     with pytest.raises(BoardFailed, match=r"TensorBoard exited with code 1: no such plugin: demo"):
         asyncio.run(backend.start("b2", "alice", [], "/services/tensorboards/b/b2/"))

@@ -115,8 +115,12 @@ class BuildahBackend(BuildBackend):
         config=True,
         help="Docker config.json with registry credentials for pulls and pushes (set from ImageBuilder.registry_auth_file).",
     )
-    tls_verify = Bool(True, config=True, help="Verify the registry's TLS certificate (false for a plain-http registry).")
-    layers = Bool(True, config=True, help="Cache intermediate layers (`--layers`), so unchanged steps are not run again.")
+    tls_verify = Bool(
+        True, config=True, help="Verify the registry's TLS certificate (false for a plain-http registry)."
+    )
+    layers = Bool(
+        True, config=True, help="Cache intermediate layers (`--layers`), so unchanged steps are not run again."
+    )
     extra_args = List(Unicode(), config=True, help="More arguments for `buildah bud`, e.g. ['--jobs', '2'].")
     stop_grace_seconds = Integer(5, config=True, help="Seconds between SIGTERM and SIGKILL when a build is cancelled.")
 
@@ -160,8 +164,9 @@ class BuildahBackend(BuildBackend):
     async def _say_mitigations(self):
         """Log whether this buildah is one CVE-2024-1753 affects, and what keeps builds from the host."""
         try:
-            proc = await asyncio.create_subprocess_exec(self.buildah, "--version", stdout=asyncio.subprocess.PIPE,
-                                                        stderr=asyncio.subprocess.DEVNULL)
+            proc = await asyncio.create_subprocess_exec(
+                self.buildah, "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+            )
             out, _ = await proc.communicate()
         except OSError:
             return  # not installed: builds fail with that reason
@@ -169,24 +174,37 @@ class BuildahBackend(BuildBackend):
         if version is None or version >= FIXED_CVE_2024_1753:
             self.log.info("buildah %s: not affected by CVE-2024-1753", ".".join(map(str, version or ())) or "?")
         elif self.sandbox:
-            self.log.warning("buildah %s is affected by CVE-2024-1753 (a RUN bind mount from a stage can reach "
-                             "buildah's own files); in force: buildah runs confined to a root of its own in the build "
-                             "sandbox, and RUN --mount=type=bind with from= or rw is refused",
-                             ".".join(map(str, version)))
+            self.log.warning(
+                "buildah %s is affected by CVE-2024-1753 (a RUN bind mount from a stage can reach "
+                "buildah's own files); in force: buildah runs confined to a root of its own in the build "
+                "sandbox, and RUN --mount=type=bind with from= or rw is refused",
+                ".".join(map(str, version)),
+            )
         else:
-            self.log.error("buildah %s is affected by CVE-2024-1753 and BuildahBackend.sandbox is off: a build can "
-                           "read and write the host's files through a RUN bind mount (only RUN --mount=type=bind "
-                           "with from= or rw is refused); turn the sandbox on", ".".join(map(str, version)))
+            self.log.error(
+                "buildah %s is affected by CVE-2024-1753 and BuildahBackend.sandbox is off: a build can "
+                "read and write the host's files through a RUN bind mount (only RUN --mount=type=bind "
+                "with from= or rw is refused); turn the sandbox on",
+                ".".join(map(str, version)),
+            )
 
     async def build(self, job, emit):
         if not self.sandbox:
             await self._bud(job, emit, ["--isolation", self.isolation])
         else:
-            forwards = [(host, int(port)) for host, _, port in (r.rpartition(":") for r in self.loopback_registries)
-                        if port.isdigit()]
+            forwards = [
+                (host, int(port))
+                for host, _, port in (r.rpartition(":") for r in self.loopback_registries)
+                if port.isdigit()
+            ]
             try:
-                async with Sandbox(self.sandbox_uid_base, self.sandbox_id_count, self.runtime, forwards=forwards,
-                                   blocked_networks=self.sandbox_blocked_networks) as box:
+                async with Sandbox(
+                    self.sandbox_uid_base,
+                    self.sandbox_id_count,
+                    self.runtime,
+                    forwards=forwards,
+                    blocked_networks=self.sandbox_blocked_networks,
+                ) as box:
                     # buildah itself in the sandbox's network, with a root of its own: what it fetches
                     # never reaches the host, and what it mounts holds nothing of the host's
                     writable = self._roots(job)
@@ -196,12 +214,24 @@ class BuildahBackend(BuildBackend):
                     os.makedirs(cache, mode=0o700, exist_ok=True)
                     auth = [f for f in (job.auth_file or self.auth_file,) if f]
                     at_cache = [(BLOB_INFO_CACHE, cache)]
-                    await self._bud(job, emit, box.buildah_args(), groups=box.pids(), folder=box.folder,
-                                    prefix=box.enter_args([job.context_dir] + auth, writable, writable_at=at_cache))
+                    await self._bud(
+                        job,
+                        emit,
+                        box.buildah_args(),
+                        groups=box.pids(),
+                        folder=box.folder,
+                        prefix=box.enter_args([job.context_dir] + auth, writable, writable_at=at_cache),
+                    )
                     # the push too, in the sandbox's network and with the same cache as the pull
                     with tempfile.TemporaryDirectory(prefix="kubestudio-push-") as tmp:
-                        return await self._push(job, emit, tmp, groups=box.pids(), folder=box.folder,
-                                                prefix=box.enter_args(auth, [*writable, tmp], writable_at=at_cache))
+                        return await self._push(
+                            job,
+                            emit,
+                            tmp,
+                            groups=box.pids(),
+                            folder=box.folder,
+                            prefix=box.enter_args(auth, [*writable, tmp], writable_at=at_cache),
+                        )
             except SandboxError as e:
                 raise BuildFailed(str(e)) from None
         with tempfile.TemporaryDirectory(prefix="kubestudio-push-") as tmp:
@@ -233,8 +263,13 @@ class BuildahBackend(BuildBackend):
     async def _push(self, job, emit, tmp, groups=(), prefix=(), folder=""):
         digest_file = os.path.join(tmp, "digest")
         emit(f"Pushing {job.image}")
-        push = list(prefix) + self._global_args(job) + ["push"] + self._auth_args(job) + [
-            "--digestfile", digest_file, job.image, f"docker://{job.image}"]
+        push = (
+            list(prefix)
+            + self._global_args(job)
+            + ["push"]
+            + self._auth_args(job)
+            + ["--digestfile", digest_file, job.image, f"docker://{job.image}"]
+        )
         code = await self._run(push, emit, job, groups, folder)
         if code != 0:
             raise BuildFailed(f"the push to the registry failed (buildah exited with {code}); see the build log")
@@ -243,8 +278,11 @@ class BuildahBackend(BuildBackend):
 
     async def _run(self, argv, emit, job, groups=(), folder=""):
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
             # BUILDAH_ISOLATION would override --isolation: never inherit one from the environment
             env={k: v for k, v in os.environ.items() if k != "BUILDAH_ISOLATION"},
         )

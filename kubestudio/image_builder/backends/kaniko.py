@@ -30,8 +30,10 @@ from ...names import LABEL_BUILD_ID, LABEL_PROJECT, LABEL_USER, WORKSPACE_CLAIM
 from .base import BuildBackend, BuildFailed, BuildOutcome, LineSplitter
 
 COMPONENT = "build"
-STEP_LINE = re.compile(r"^INFO\[\d+\] (RUN|COPY|ADD|ENV|LABEL|WORKDIR|USER|EXPOSE|CMD|ENTRYPOINT|ARG|VOLUME|SHELL|"
-                       r"ONBUILD|STOPSIGNAL|HEALTHCHECK|MAINTAINER)\b")
+STEP_LINE = re.compile(
+    r"^INFO\[\d+\] (RUN|COPY|ADD|ENV|LABEL|WORKDIR|USER|EXPOSE|CMD|ENTRYPOINT|ARG|VOLUME|SHELL|"
+    r"ONBUILD|STOPSIGNAL|HEALTHCHECK|MAINTAINER)\b"
+)
 DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 CONTEXT_MOUNT = "/workspace"
 GENERATED_MOUNT = "/kubestudio/context"
@@ -57,21 +59,32 @@ def through_gate(reference, gate):
 def kaniko_pod(job, settings):
     """The build pod for ``job`` (a pure function of the job and the backend's settings)."""
     slug = job.owner_slug
-    labels = {**kube.owned_labels(COMPONENT, **{LABEL_USER: slug, LABEL_PROJECT: job.project or "public",
-                                                LABEL_BUILD_ID: job.id}), **settings["extra_labels"]}
+    labels = {
+        **kube.owned_labels(
+            COMPONENT, **{LABEL_USER: slug, LABEL_PROJECT: job.project or "public", LABEL_BUILD_ID: job.id}
+        ),
+        **settings["extra_labels"],
+    }
     gate = settings["registry_gate"]
     destination = through_gate(job.image, gate) if gate else job.image
-    args = [f"--destination={destination}", "--digest-file=/dev/termination-log",
-            f"--snapshot-mode={settings['snapshot_mode']}",
-            f"--compressed-caching={'true' if settings['compressed_caching'] else 'false'}"]
+    args = [
+        f"--destination={destination}",
+        "--digest-file=/dev/termination-log",
+        f"--snapshot-mode={settings['snapshot_mode']}",
+        f"--compressed-caching={'true' if settings['compressed_caching'] else 'false'}",
+    ]
     if gate:
         # every name of our registry is read through the gate, never straight (no fallback): the
         # pod's credentials are the build's account, which only the gate knows
         args += [f"--registry-map={host}={gate}" for host in settings["registry_hosts"] if host != gate]
         args += ["--skip-default-registry-fallback", f"--insecure-registry={gate}"]
     secret = build_pod_name(job.id) if gate else settings["registry_secret"]
-    volumes = [{"name": "registry-auth", "secret": {"secretName": secret,
-                                                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}]}}]
+    volumes = [
+        {
+            "name": "registry-auth",
+            "secret": {"secretName": secret, "items": [{"key": ".dockerconfigjson", "path": "config.json"}]},
+        }
+    ]
     mounts = [{"name": "registry-auth", "mountPath": "/kaniko/.docker", "readOnly": True}]
     # the Dockerfile always comes from the ConfigMap: the text the service checked (its FROM lines
     # included) is what kaniko builds, even if the user edits the workspace's copy meanwhile
@@ -80,8 +93,9 @@ def kaniko_pod(job, settings):
     if job.generated:
         context = GENERATED_MOUNT
     else:
-        volumes.append({"name": "workspace", "persistentVolumeClaim": {"claimName": settings["workspace_claim"],
-                                                                       "readOnly": True}})
+        volumes.append(
+            {"name": "workspace", "persistentVolumeClaim": {"claimName": settings["workspace_claim"], "readOnly": True}}
+        )
         mounts.append({"name": "workspace", "mountPath": CONTEXT_MOUNT, "subPath": slug, "readOnly": True})
         context = CONTEXT_MOUNT + ("/" + job.context_subpath if job.context_subpath not in (None, "", ".") else "")
     args += [f"--context=dir://{context}", f"--dockerfile={GENERATED_MOUNT}/{DOCKERFILE_KEY}"]
@@ -119,8 +133,12 @@ def kaniko_pod(job, settings):
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": build_pod_name(job.id), "namespace": settings["namespace"], "labels": labels,
-                     "annotations": {"kubestudio.io/username": job.owner, "kubestudio.io/image": job.image}},
+        "metadata": {
+            "name": build_pod_name(job.id),
+            "namespace": settings["namespace"],
+            "labels": labels,
+            "annotations": {"kubestudio.io/username": job.owner, "kubestudio.io/image": job.image},
+        },
         "spec": spec,
     }
 
@@ -168,8 +186,12 @@ class KanikoBackend(BuildBackend):
         --skip-default-registry-fallback). Empty: pods mount `registry_secret`.""",
     )
     snapshot_mode = Unicode("redo", config=True, help="kaniko --snapshot-mode (full, redo or time).")
-    compressed_caching = Bool(False, config=True, help="kaniko --compressed-caching (false saves memory on big images).")
-    insecure_registry = Bool(False, config=True, help="Push and pull over plain HTTP (set from ImageBuilder.registry_insecure).")
+    compressed_caching = Bool(
+        False, config=True, help="kaniko --compressed-caching (false saves memory on big images)."
+    )
+    insecure_registry = Bool(
+        False, config=True, help="Push and pull over plain HTTP (set from ImageBuilder.registry_insecure)."
+    )
     extra_args = List(Unicode(), config=True, help="More executor arguments, e.g. ['--build-arg=PIP_INDEX_URL=...'].")
     extra_labels = Dict(Unicode(), config=True, help="More labels on build pods.")
     resources = Dict(
@@ -179,8 +201,12 @@ class KanikoBackend(BuildBackend):
     )
     node_selector = Dict(Unicode(), config=True, help="Node selector of build pods.")
     tolerations = List(Dict(), config=True, help="Tolerations of build pods.")
-    kubeconfig = Unicode("", config=True, help="kubeconfig file; empty: in-cluster config, else $KUBECONFIG / ~/.kube/config.")
-    pod_max_age_seconds = Integer(4 * 3600, config=True, help="The cleaner deletes build pods older than this that no build follows.")
+    kubeconfig = Unicode(
+        "", config=True, help="kubeconfig file; empty: in-cluster config, else $KUBECONFIG / ~/.kube/config."
+    )
+    pod_max_age_seconds = Integer(
+        4 * 3600, config=True, help="The cleaner deletes build pods older than this that no build follows."
+    )
     cleanup_interval_seconds = Integer(300, config=True, help="Seconds between two runs of the cleaner.")
     start_timeout_seconds = Integer(
         300, config=True, help="Seconds a build pod may stay Pending (unschedulable, pulling) before the build fails."
@@ -200,12 +226,23 @@ class KanikoBackend(BuildBackend):
                 cache_repo = "/".join(p for p in (self.parent.registry_host, self.parent.registry_prefix, "cache") if p)
             hosts = imageref.registry_names(self.parent.registry_host, self.parent.registry_aliases)
         return {
-            "registry_gate": self.registry_gate, "registry_hosts": hosts,
-            "namespace": self.namespace, "executor_image": self.executor_image, "executor_command": self.executor_command,
-            "workspace_claim": self.workspace_claim, "registry_secret": self.registry_secret, "cache": self.cache,
-            "cache_repo": cache_repo, "snapshot_mode": self.snapshot_mode, "compressed_caching": self.compressed_caching,
-            "insecure_registry": self.insecure_registry, "extra_args": self.extra_args, "extra_labels": self.extra_labels,
-            "resources": self.resources, "node_selector": self.node_selector, "tolerations": self.tolerations,
+            "registry_gate": self.registry_gate,
+            "registry_hosts": hosts,
+            "namespace": self.namespace,
+            "executor_image": self.executor_image,
+            "executor_command": self.executor_command,
+            "workspace_claim": self.workspace_claim,
+            "registry_secret": self.registry_secret,
+            "cache": self.cache,
+            "cache_repo": cache_repo,
+            "snapshot_mode": self.snapshot_mode,
+            "compressed_caching": self.compressed_caching,
+            "insecure_registry": self.insecure_registry,
+            "extra_args": self.extra_args,
+            "extra_labels": self.extra_labels,
+            "resources": self.resources,
+            "node_selector": self.node_selector,
+            "tolerations": self.tolerations,
         }
 
     def repositories(self, job):
@@ -223,8 +260,9 @@ class KanikoBackend(BuildBackend):
         self._api_client = await kube.load_client(self.kubeconfig)
         self.core = client.CoreV1Api(self._api_client)
         self.followed = set()
-        self.pods = kube.Reflector(self.core.list_namespaced_pod, self.namespace,
-                                   kube.selector(kube.owned_labels(COMPONENT)), self.log)
+        self.pods = kube.Reflector(
+            self.core.list_namespaced_pod, self.namespace, kube.selector(kube.owned_labels(COMPONENT)), self.log
+        )
         await self.pods.start()
         self._cleaner = asyncio.ensure_future(self._clean_loop())
 
@@ -243,9 +281,12 @@ class KanikoBackend(BuildBackend):
 
         name = build_pod_name(job.id)
         async with self._tracked(name):
-            configmap = {"apiVersion": "v1", "kind": "ConfigMap",
-                         "metadata": {"name": name, "labels": kube.owned_labels(COMPONENT, **{LABEL_BUILD_ID: job.id})},
-                         "data": {DOCKERFILE_KEY: job.dockerfile_text}}
+            configmap = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "labels": kube.owned_labels(COMPONENT, **{LABEL_BUILD_ID: job.id})},
+                "data": {DOCKERFILE_KEY: job.dockerfile_text},
+            }
             await self.core.create_namespaced_config_map(self.namespace, configmap)
             if self.registry_gate:
                 await self._create_build_secret(name, job)
@@ -268,18 +309,27 @@ class KanikoBackend(BuildBackend):
     async def _create_build_secret(self, name, job):
         """The pod's registry credentials: the build's own account (its grant at the gate)."""
         if not job.auth_file:
-            raise BuildFailed("the registry gate is on (KanikoBackend.registry_gate) but this build has no account "
-                              "of its own: set ImageBuilder.registry_grants_dir (KubeStudio.registry_gate_port does)")
+            raise BuildFailed(
+                "the registry gate is on (KanikoBackend.registry_gate) but this build has no account "
+                "of its own: set ImageBuilder.registry_grants_dir (KubeStudio.registry_gate_port does)"
+            )
         with open(job.auth_file, "rb") as f:
             config = json.loads(f.read())
         # the gate's address only: the registry's own names are mapped to it, other registries
         # keep the admin's credentials
         ours = set(self.settings()["registry_hosts"]) - {self.registry_gate}
-        config["auths"] = {k: v for k, v in config.get("auths", {}).items()
-                           if k.removeprefix("https://").removeprefix("http://") not in ours}
-        secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-                  "metadata": {"name": name, "labels": kube.owned_labels(COMPONENT, **{LABEL_BUILD_ID: job.id})},
-                  "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}}
+        config["auths"] = {
+            k: v
+            for k, v in config.get("auths", {}).items()
+            if k.removeprefix("https://").removeprefix("http://") not in ours
+        }
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/dockerconfigjson",
+            "metadata": {"name": name, "labels": kube.owned_labels(COMPONENT, **{LABEL_BUILD_ID: job.id})},
+            "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()},
+        }
         await self.core.create_namespaced_secret(self.namespace, secret)
 
     @contextlib.asynccontextmanager
@@ -339,7 +389,9 @@ class KanikoBackend(BuildBackend):
             raise BuildFailed(f"kaniko exited with {terminated.exit_code}{detail}")
         match = DIGEST.search(message)
         if not match:
-            raise BuildFailed(f"kaniko finished but wrote no image digest to its termination message ({message[:200]!r})")
+            raise BuildFailed(
+                f"kaniko finished but wrote no image digest to its termination message ({message[:200]!r})"
+            )
         return BuildOutcome(digest=match.group(0))
 
     async def _delete(self, name):

@@ -50,17 +50,18 @@ async def splice(reader, writer, connect):
 
 async def serve_unix(path, host, port):
     """The host side: a Unix socket at ``path`` whose clients reach ``host:port``."""
-    return await asyncio.start_unix_server(
-        lambda r, w: splice(r, w, lambda: asyncio.open_connection(host, port)), path)
+    return await asyncio.start_unix_server(lambda r, w: splice(r, w, lambda: asyncio.open_connection(host, port)), path)
 
 
 async def _main(pairs):
     servers = []
     for address, socket_path in pairs:
         host, _, port = address.rpartition(":")
-        servers.append(await asyncio.start_server(
-            lambda r, w, path=socket_path: splice(r, w, lambda: asyncio.open_unix_connection(path)),
-            host, int(port)))
+        servers.append(
+            await asyncio.start_server(
+                lambda r, w, path=socket_path: splice(r, w, lambda: asyncio.open_unix_connection(path)), host, int(port)
+            )
+        )
     print("ready", flush=True)
     await asyncio.Event().wait()  # until the sandbox kills the group
 

@@ -60,9 +60,11 @@ def missing_tools(runtime):
 def check_host(runtime):
     """Raise SandboxError when builds cannot be sandboxed here."""
     if os.geteuid() != 0:
-        raise SandboxError("the build sandbox needs the image service to run as root (it maps build users "
-                           "to an unused uid range); run the hub as root, or set BuildahBackend.sandbox = False "
-                           "to let RUN steps run with the service's own rights")
+        raise SandboxError(
+            "the build sandbox needs the image service to run as root (it maps build users "
+            "to an unused uid range); run the hub as root, or set BuildahBackend.sandbox = False "
+            "to let RUN steps run with the service's own rights"
+        )
     missing = missing_tools(runtime)
     if missing:
         packages = " ".join(missing)
@@ -105,8 +107,12 @@ FOLDER_PREFIX = "kubestudio-sandbox-"
 
 def is_sandbox_folder(path):
     """Whether ``path`` names a sandbox's folder (what a build's record may ask to remove)."""
-    return bool(path) and os.path.dirname(path) == tempfile.gettempdir() and \
-        os.path.basename(path).startswith(FOLDER_PREFIX) and not os.path.islink(path)
+    return (
+        bool(path)
+        and os.path.dirname(path) == tempfile.gettempdir()
+        and os.path.basename(path).startswith(FOLDER_PREFIX)
+        and not os.path.islink(path)
+    )
 
 
 def system_tool(name):
@@ -119,7 +125,9 @@ def host_addresses():
     """This machine's own IPv4 addresses but loopback (a service bound to all of them answers
     there as on the loopback)."""
     try:
-        out = subprocess.run([system_tool("ip"), "-j", "-4", "addr", "show"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(
+            [system_tool("ip"), "-j", "-4", "addr", "show"], capture_output=True, text=True, timeout=10
+        ).stdout
         found = {info["local"] for link in json.loads(out or "[]") for info in link.get("addr_info", [])}
     except (OSError, ValueError, subprocess.SubprocessError, KeyError):
         return []
@@ -131,11 +139,13 @@ def routes(blocked, servers, own=()):
     addresses unreachable, save the DNS servers (reached through slirp4netns' gateway, whatever
     range they are in)."""
     lines = [f"route add unreachable {net}" for net in blocked]
-    lines += [f"route add unreachable {address}/32" for address in own
-              if ipaddress.ip_address(address) not in servers]
+    lines += [f"route add unreachable {address}/32" for address in own if ipaddress.ip_address(address) not in servers]
     for server in servers:
-        if server.version == 4 and not server.is_loopback and \
-                any(server in ipaddress.ip_network(net) for net in blocked):
+        if (
+            server.version == 4
+            and not server.is_loopback
+            and any(server in ipaddress.ip_network(net) for net in blocked)
+        ):
             lines.append(f"route add {server}/32 via {Sandbox.SLIRP_GATEWAY}")
     return lines
 
@@ -176,22 +186,39 @@ class Sandbox:
         # `unshare` execs sleep in a new network namespace; it leads its own group so a crash of
         # the service cannot leave it behind unnoticed (recover() kills the group)
         self.holder = await asyncio.create_subprocess_exec(
-            "unshare", "--net", "--", "sleep", "infinity",
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            "unshare",
+            "--net",
+            "--",
+            "sleep",
+            "infinity",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
         pid = self.holder.pid
         await self._wait_unshared(pid)
         read_fd, write_fd = os.pipe()
         try:
             self.slirp = await asyncio.create_subprocess_exec(
-                "slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
-                f"--ready-fd={write_fd}", str(pid), "tap0",
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True)
+                "slirp4netns",
+                "--configure",
+                "--mtu=65520",
+                "--disable-host-loopback",
+                f"--ready-fd={write_fd}",
+                str(pid),
+                "tap0",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(write_fd,),
+                start_new_session=True,
+            )
             os.close(write_fd)
             write_fd = None
-            ready = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, os.read, read_fd, 1),
-                                           self.ready_timeout)
+            ready = await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(None, os.read, read_fd, 1), self.ready_timeout
+            )
         finally:
             os.close(read_fd)
             if write_fd is not None:
@@ -212,8 +239,14 @@ class Sandbox:
         own = await asyncio.to_thread(host_addresses)
         batch = "\n".join(routes(self.blocked_networks, nameservers(), own)) + "\n"
         proc = await asyncio.create_subprocess_exec(
-            *self._in_namespace(), system_tool("ip"), "-batch", "-", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            *self._in_namespace(),
+            system_tool("ip"),
+            "-batch",
+            "-",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         out, _ = await proc.communicate(batch.encode())
         if proc.returncode != 0:
             raise SandboxError(f"the build sandbox's routes could not be set: {out.decode(errors='replace').strip()}")
@@ -226,17 +259,26 @@ class Sandbox:
             self._servers.append(await serve_unix(path, host, port))
             pairs.append(f"127.0.0.1:{port}={path}")
         self.forwarder = await asyncio.create_subprocess_exec(
-            *self._in_namespace(), sys.executable, "-m", "kubestudio.image_builder.backends.netfwd", *pairs,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True)
+            *self._in_namespace(),
+            sys.executable,
+            "-m",
+            "kubestudio.image_builder.backends.netfwd",
+            *pairs,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             line = await asyncio.wait_for(self.forwarder.stdout.readline(), self.ready_timeout)
         except asyncio.TimeoutError:
             line = b""
         if line.strip() != b"ready":
             rest = b"" if self.forwarder.returncode is None else await self.forwarder.stdout.read()
-            raise SandboxError("the build sandbox could not reach the registry: "
-                               f"{(line + rest).decode(errors='replace').strip() or 'the forwarder did not start'}")
+            raise SandboxError(
+                "the build sandbox could not reach the registry: "
+                f"{(line + rest).decode(errors='replace').strip() or 'the forwarder did not start'}"
+            )
 
     def enter_args(self, readable=(), writable=(), writable_at=()):
         """The start of a command that runs in the sandbox's network (buildah itself), confined to a
@@ -259,8 +301,19 @@ class Sandbox:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(f"nameserver {self.SLIRP_DNS}\n")
             binds += ["--ro-at", f"/etc/resolv.conf:{path}"]
-        return [*self._in_namespace(), "unshare", "--mount", "--propagation", "private", "--",
-                "bash", CONFINE, new_root, *binds, "--"]
+        return [
+            *self._in_namespace(),
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "bash",
+            CONFINE,
+            new_root,
+            *binds,
+            "--",
+        ]
 
     @property
     def folder(self):
@@ -288,8 +341,20 @@ class Sandbox:
         """Arguments of ``buildah bud`` that put every RUN step in this sandbox."""
         pid = self.holder.pid
         mapping = f"0:{self.uid_base}:{self.id_count}"
-        args = ["--isolation", "oci", "--runtime", self.runtime, "--network", f"ns:/proc/{pid}/ns/net",
-                "--userns-uid-map", mapping, "--userns-gid-map", mapping, "--volume", "/sys:/sys:ro"]
+        args = [
+            "--isolation",
+            "oci",
+            "--runtime",
+            self.runtime,
+            "--network",
+            f"ns:/proc/{pid}/ns/net",
+            "--userns-uid-map",
+            mapping,
+            "--userns-gid-map",
+            mapping,
+            "--volume",
+            "/sys:/sys:ro",
+        ]
         if loopback_resolver():
             args += ["--dns", self.SLIRP_DNS]
         return args

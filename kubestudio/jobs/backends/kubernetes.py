@@ -38,8 +38,13 @@ from .base import JobBackend, Outcome
 
 COMPONENT = "train"
 # kind -> (condition that means success, condition that means failure)
-ENDS = {"Job": ("Complete", "Failed"), "PyTorchJob": ("Succeeded", "Failed"), "TFJob": ("Succeeded", "Failed"),
-        "MPIJob": ("Succeeded", "Failed"), "TrainJob": ("Complete", "Failed")}
+ENDS = {
+    "Job": ("Complete", "Failed"),
+    "PyTorchJob": ("Succeeded", "Failed"),
+    "TFJob": ("Succeeded", "Failed"),
+    "MPIJob": ("Succeeded", "Failed"),
+    "TrainJob": ("Complete", "Failed"),
+}
 REPLICA_TYPE = "training.kubeflow.org/replica-type"
 REPLICA_INDEX = "training.kubeflow.org/replica-index"
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
@@ -147,8 +152,11 @@ class Follower:
                 reasons.append(waiting_state["reason"])
             if not reason and name in self.events_read:
                 reason = self.backend.events.get(name, "")
-            if not reason and time.monotonic() - self.pending_since[name] > self.backend.pending_events_seconds \
-                    and name not in self.events_read:
+            if (
+                not reason
+                and time.monotonic() - self.pending_since[name] > self.backend.pending_events_seconds
+                and name not in self.events_read
+            ):
                 self.events_read.add(name)
                 asyncio.ensure_future(self._read_events(name))
             waiting.append(f"{replica}: {reason}" if reason else f"{replica}: pending")
@@ -192,11 +200,13 @@ class Follower:
             replica, e = bad[0]
             if e["reason"] == "OOMKilled":
                 memory = self.run.spec.resources.memory
-                message = f"{replica} ran out of memory (OOMKilled, exit code {e['code']}" + \
-                          (f"; limit {memory} per node)" if memory else ")")
+                message = f"{replica} ran out of memory (OOMKilled, exit code {e['code']}" + (
+                    f"; limit {memory} per node)" if memory else ")"
+                )
             else:
                 message = f"{replica} exited with code {e['code']}" + (
-                    f" ({e['reason']})" if e["reason"] and e["reason"] != "Error" else "")
+                    f" ({e['reason']})" if e["reason"] and e["reason"] != "Error" else ""
+                )
             others = len(bad) - 1
             if others:
                 message += f"; {others} more {'replica' if others == 1 else 'replicas'} failed"
@@ -209,12 +219,24 @@ class KubernetesJobBackend(JobBackend):
     name = "kubernetes"
 
     namespace = Unicode("default", config=True, help="Namespace of the jobs' objects (as WorkspaceSpawner.namespace).")
-    kubeconfig = Unicode("", config=True, help="kubeconfig file; empty: in-cluster config, else $KUBECONFIG / ~/.kube/config.")
-    workspace_claim = Unicode(WORKSPACE_CLAIM, config=True, help="The shared workspace claim (as WorkspaceSpawner.workspace_claim).")
-    archives_claim = Unicode(ARCHIVES_CLAIM, config=True, help="The shared archives claim (as WorkspaceSpawner.archives_claim).")
-    workspace_root = Unicode("/mnt", config=True, help="Where workspaces are mounted in pods (as WorkspaceSpawner.workspace_root).")
-    archives_root = Unicode("/archives", config=True, help="Where archives are mounted in pods (as WorkspaceSpawner.archives_root).")
-    gpu_type_label = Unicode("nvidia.com/gpu.product", config=True, help="Node label naming the GPU model (as WorkspaceSpawner).")
+    kubeconfig = Unicode(
+        "", config=True, help="kubeconfig file; empty: in-cluster config, else $KUBECONFIG / ~/.kube/config."
+    )
+    workspace_claim = Unicode(
+        WORKSPACE_CLAIM, config=True, help="The shared workspace claim (as WorkspaceSpawner.workspace_claim)."
+    )
+    archives_claim = Unicode(
+        ARCHIVES_CLAIM, config=True, help="The shared archives claim (as WorkspaceSpawner.archives_claim)."
+    )
+    workspace_root = Unicode(
+        "/mnt", config=True, help="Where workspaces are mounted in pods (as WorkspaceSpawner.workspace_root)."
+    )
+    archives_root = Unicode(
+        "/archives", config=True, help="Where archives are mounted in pods (as WorkspaceSpawner.archives_root)."
+    )
+    gpu_type_label = Unicode(
+        "nvidia.com/gpu.product", config=True, help="Node label naming the GPU model (as WorkspaceSpawner)."
+    )
     gpu_types = Dict(config=True, help="GPU type -> node label values (as WorkspaceSpawner.gpu_types).")
     uid = Integer(1000, config=True, help="User id the jobs' containers run as (as WorkspaceSpawner.uid).")
     gid = Integer(100, config=True, help="Group id the jobs' containers run as (as WorkspaceSpawner.gid).")
@@ -235,12 +257,16 @@ class KubernetesJobBackend(JobBackend):
         there that the registry does not have is refused at submit (400, naming `image`).""",
     )
     registry_insecure = Bool(False, config=True, help="Talk to registry_host over plain HTTP (as ImageBuilder).")
-    registry_auth_file = Unicode("", config=True, help="Docker config.json with credentials for registry_host (as ImageBuilder).")
+    registry_auth_file = Unicode(
+        "", config=True, help="Docker config.json with credentials for registry_host (as ImageBuilder)."
+    )
     image_pull_grace_seconds = Integer(
         120, config=True, help="Seconds an image may keep failing to pull before the attempt fails with the reason."
     )
     pending_events_seconds = Integer(
-        10, config=True, help="A pod Pending this long without a reason has its Events read once, for the job's message."
+        10,
+        config=True,
+        help="A pod Pending this long without a reason has its Events read once, for the job's message.",
     )
     discovery_seconds = Integer(
         60, config=True, help="A kind refused as missing is looked up again (API discovery) after this many seconds."
@@ -257,10 +283,18 @@ class KubernetesJobBackend(JobBackend):
     def settings(self):
         from ...spawner.pods import PodSettings
 
-        return PodSettings(namespace=self.namespace, workspace_claim=self.workspace_claim,
-                           archives_claim=self.archives_claim, workspace_root=self.workspace_root,
-                           archives_root=self.archives_root, gpu_type_label=self.gpu_type_label,
-                           gpu_types=dict(self.gpu_types), uid=self.uid, gid=self.gid, fs_gid=self.fs_gid)
+        return PodSettings(
+            namespace=self.namespace,
+            workspace_claim=self.workspace_claim,
+            archives_claim=self.archives_claim,
+            workspace_root=self.workspace_root,
+            archives_root=self.archives_root,
+            gpu_type_label=self.gpu_type_label,
+            gpu_types=dict(self.gpu_types),
+            uid=self.uid,
+            gid=self.gid,
+            fs_gid=self.fs_gid,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -285,8 +319,14 @@ class KubernetesJobBackend(JobBackend):
         self._discovered = 0.0
         # every pod of ours: the jobs' pods for their followers, and servers' too for the GPUs a
         # user holds in a project
-        self.pods = kube.Reflector(self.core.list_namespaced_pod, self.namespace, kube.selector(MANAGED_BY), self.log,
-                                   on_change=self._pod_changed, raw=True)
+        self.pods = kube.Reflector(
+            self.core.list_namespaced_pod,
+            self.namespace,
+            kube.selector(MANAGED_BY),
+            self.log,
+            on_change=self._pod_changed,
+            raw=True,
+        )
         await self.pods.start()
         await self._discover()
 
@@ -304,8 +344,9 @@ class KubernetesJobBackend(JobBackend):
         """Which kinds the cluster serves; one watch per kind served, started once."""
         served = await kube.served(self._api_client, self.kinds)
         # served, but not granted to our account (the Helm chart's operators.* values): no watch
-        self.forbidden = await kube.forbidden(self._api_client, self.namespace,
-                                              {k: self.kinds[k] for k in served if k != "Job"})
+        self.forbidden = await kube.forbidden(
+            self._api_client, self.namespace, {k: self.kinds[k] for k in served if k != "Job"}
+        )
         self.served = served - self.forbidden
         self._discovered = time.monotonic()
         for kind in sorted(set(self.objects) - self.served):  # an operator was removed: its watch goes
@@ -318,11 +359,13 @@ class KubernetesJobBackend(JobBackend):
             # each change goes to the follower of its job: no waiter looks at every change
             changed = self._object_changed
             if kind == "Job":
-                reflector = kube.Reflector(self.batch.list_namespaced_job, self.namespace, selector, self.log,
-                                           on_change=changed, raw=True)
+                reflector = kube.Reflector(
+                    self.batch.list_namespaced_job, self.namespace, selector, self.log, on_change=changed, raw=True
+                )
             else:
-                reflector = kube.Reflector.custom(self.custom, api_version, plural, self.namespace, selector, self.log,
-                                                  on_change=changed)
+                reflector = kube.Reflector.custom(
+                    self.custom, api_version, plural, self.namespace, selector, self.log, on_change=changed
+                )
             await reflector.start()
             self.objects[kind] = reflector
 
@@ -365,16 +408,22 @@ class KubernetesJobBackend(JobBackend):
                 if scope == "cluster":
                     items = (await self.custom.list_cluster_custom_object(group, version, plural))["items"]
                 else:
-                    items = (await self.custom.list_namespaced_custom_object(group, version, self.namespace,
-                                                                             plural))["items"]
+                    items = (await self.custom.list_namespaced_custom_object(group, version, self.namespace, plural))[
+                        "items"
+                    ]
             except ApiException as e:
                 if e.status in (403, 404):
                     continue
                 raise
             for item in items:
                 labels = item["metadata"].get("labels") or {}
-                found.append({"name": item["metadata"]["name"], "scope": scope,
-                              "framework": labels.get("trainer.kubeflow.org/framework", "")})
+                found.append(
+                    {
+                        "name": item["metadata"]["name"],
+                        "scope": scope,
+                        "framework": labels.get("trainer.kubeflow.org/framework", ""),
+                    }
+                )
         return found
 
     def image_of(self, run):
@@ -388,21 +437,32 @@ class KubernetesJobBackend(JobBackend):
             await self._discover()  # an operator may have been installed or removed since
         if kind in self.forbidden:
             api_version, plural, _ = KINDS[kind]
-            raise SpecError(f"framework: this cluster has {plural} ({api_version}), but the jobs service's account "
-                            f"may not create and watch them (the Helm chart grants it with operators.*)", 409)
+            raise SpecError(
+                f"framework: this cluster has {plural} ({api_version}), but the jobs service's account "
+                f"may not create and watch them (the Helm chart grants it with operators.*)",
+                409,
+            )
         if kind not in self.served:
             _, plural, operator = KINDS[kind]
-            raise SpecError(f"framework: a {kind} needs {operator}, which this cluster does not have "
-                            f"(no {plural} in {KINDS[kind][0]})", 409)
+            raise SpecError(
+                f"framework: a {kind} needs {operator}, which this cluster does not have "
+                f"(no {plural} in {KINDS[kind][0]})",
+                409,
+            )
         if kind == "TrainJob":
             names = [r["name"] for r in await self.runtimes() if r["scope"] == "cluster"]
             if run.spec.runtime not in names:
-                raise SpecError(f"runtime: this cluster has no ClusterTrainingRuntime {run.spec.runtime!r} "
-                                f"(it has: {', '.join(sorted(names)) or 'none'})", 409)
+                raise SpecError(
+                    f"runtime: this cluster has no ClusterTrainingRuntime {run.spec.runtime!r} "
+                    f"(it has: {', '.join(sorted(names)) or 'none'})",
+                    409,
+                )
         image = self.image_of(run)
         if not image:
-            raise SpecError("image: name the job's image (no server image was sent and the service has no "
-                            "default: KubernetesJobBackend.default_image)")
+            raise SpecError(
+                "image: name the job's image (no server image was sent and the service has no "
+                "default: KubernetesJobBackend.default_image)"
+            )
         await self._check_image(image)
 
     async def _check_image(self, image):
@@ -424,8 +484,9 @@ class KubernetesJobBackend(JobBackend):
             self.log.warning("could not check image %s: %s", image, e)
             return
         if found is None:
-            raise SpecError(f"image: the registry {self.registry_host} has no image {image} (build it first, "
-                            "or name one it has)")
+            raise SpecError(
+                f"image: the registry {self.registry_host} has no image {image} (build it first, or name one it has)"
+            )
 
     # ------------------------------------------------------------------ GPUs
 
@@ -560,18 +621,23 @@ class KubernetesJobBackend(JobBackend):
     async def resume(self, run):
         kind, name = run.refs.get("kind"), run.refs.get("name")
         if not kind or not name:
-            return Outcome("failed", "the job's Kubernetes object was never recorded (the service stopped while "
-                                     "creating it)")
+            return Outcome(
+                "failed", "the job's Kubernetes object was never recorded (the service stopped while creating it)"
+            )
         if kind not in self.objects:
             return Outcome("failed", f"this cluster no longer serves {kind}")
         if self.objects[kind].get(name) is None:
-            return Outcome("failed", f"the {kind} {self.namespace}/{name} is gone (deleted while the jobs service was down)")
+            return Outcome(
+                "failed", f"the {kind} {self.namespace}/{name} is gone (deleted while the jobs service was down)"
+            )
         run.image = run.refs.get("image", run.image)
         follower = self._follower(run, kind, name)
         try:
             if run.on_lines:
-                run.on_lines("kubestudio", [f"following {kind} {self.namespace}/{name} again after a restart "
-                                            "of the jobs service"])
+                run.on_lines(
+                    "kubestudio",
+                    [f"following {kind} {self.namespace}/{name} again after a restart of the jobs service"],
+                )
             return await self._follow(follower)
         finally:
             await self._done(follower)
@@ -596,11 +662,14 @@ class KubernetesJobBackend(JobBackend):
             if kind == "Job":
                 await self.batch.delete_namespaced_job(name, self.namespace, body=body)
             else:
-                await self.custom.delete_namespaced_custom_object(group, version, self.namespace, plural, name, body=body)
+                await self.custom.delete_namespaced_custom_object(
+                    group, version, self.namespace, plural, name, body=body
+                )
 
         try:
             await kube.retrying(delete, CREATE_TRIES)
         except ApiException as e:
             if e.status != 404:
-                self.log.warning("could not delete %s %s/%s: %s %s", kind, self.namespace, name, e.status,
-                                 kube.api_message(e))
+                self.log.warning(
+                    "could not delete %s %s/%s: %s %s", kind, self.namespace, name, e.status, kube.api_message(e)
+                )

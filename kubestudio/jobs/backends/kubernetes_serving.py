@@ -50,8 +50,13 @@ class PodsRuntime:
         return f"http://{service}.{self.backend.jobs.namespace}.svc.cluster.local"  # port 80 either way
 
     def to_json(self):
-        return {"kind": self.kind, "name": self.name, "generation": self.generation, "serving_id": self.serving_id,
-                "cluster_url": self.cluster_url}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "generation": self.generation,
+            "serving_id": self.serving_id,
+            "cluster_url": self.cluster_url,
+        }
 
 
 def _generation(pod):
@@ -63,10 +68,16 @@ class KubernetesServingBackend(LoggingConfigurable):
     rolls_itself = True  # a new version is the cluster's rollout of the same object
     outlives_the_service = True  # the objects stay when the service stops; its next start adopts them
 
-    use_kserve = Enum(["auto", "always", "never"], "auto", config=True,
-                      help="""InferenceServices (KServe) or Deployments: auto uses KServe where the cluster
-                      serves InferenceServices; always refuses servings where it does not (409).""")
-    start_timeout = Float(600, config=True, help="Seconds a new version may take to be ready (image pull and model load).")
+    use_kserve = Enum(
+        ["auto", "always", "never"],
+        "auto",
+        config=True,
+        help="""InferenceServices (KServe) or Deployments: auto uses KServe where the cluster
+                      serves InferenceServices; always refuses servings where it does not (409).""",
+    )
+    start_timeout = Float(
+        600, config=True, help="Seconds a new version may take to be ready (image pull and model load)."
+    )
     image_pull_grace_seconds = Integer(120, config=True, help="Seconds an image may keep failing to pull.")
 
     def __init__(self, jobs, **kwargs):
@@ -86,8 +97,13 @@ class KubernetesServingBackend(LoggingConfigurable):
         from ..serving_manifests import COMPONENT
 
         apps = client.AppsV1Api(self.jobs._api_client)
-        self.deployments = kube.Reflector(apps.list_namespaced_deployment, self.jobs.namespace,
-                                          kube.selector({LABEL_COMPONENT: COMPONENT}), self.log, raw=True)
+        self.deployments = kube.Reflector(
+            apps.list_namespaced_deployment,
+            self.jobs.namespace,
+            kube.selector({LABEL_COMPONENT: COMPONENT}),
+            self.log,
+            raw=True,
+        )
         await self.deployments.start()
 
     async def close(self):
@@ -106,11 +122,17 @@ class KubernetesServingBackend(LoggingConfigurable):
         if found and await kube.forbidden(self.jobs._api_client, self.jobs.namespace, kinds):
             found = False  # KServe is there, but not granted to our account: Deployments then
             if self.use_kserve == "always":
-                raise SpecError("kserve: this cluster has KServe, but the jobs service's account may not create and "
-                                "watch inferenceservices (the Helm chart grants it with operators.kserve)", 409)
+                raise SpecError(
+                    "kserve: this cluster has KServe, but the jobs service's account may not create and "
+                    "watch inferenceservices (the Helm chart grants it with operators.kserve)",
+                    409,
+                )
         if self.use_kserve == "always" and not found:
-            raise SpecError("kserve: this cluster has no KServe (no inferenceservices in serving.kserve.io/v1beta1), "
-                            "and KubernetesServingBackend.use_kserve is 'always'", 409)
+            raise SpecError(
+                "kserve: this cluster has no KServe (no inferenceservices in serving.kserve.io/v1beta1), "
+                "and KubernetesServingBackend.use_kserve is 'always'",
+                409,
+            )
         return found
 
     async def _autoscaling_version(self):
@@ -140,8 +162,10 @@ class KubernetesServingBackend(LoggingConfigurable):
         if spec.max_replicas > spec.min_replicas and not spec.resources.cpu:
             raise SpecError("resources.cpu: autoscaling between replicas.min and replicas.max needs a CPU request")
         if not (spec.image or self.jobs.default_image):
-            raise SpecError("image: name the serving's image (no server image was sent and the service has no "
-                            "default: KubernetesJobBackend.default_image)")
+            raise SpecError(
+                "image: name the serving's image (no server image was sent and the service has no "
+                "default: KubernetesJobBackend.default_image)"
+            )
         return path, spec.format
 
     # ------------------------------------------------------------------ GPUs (counted from the pods)
@@ -173,11 +197,22 @@ class KubernetesServingBackend(LoggingConfigurable):
         image = spec.image or self.jobs.default_image
         settings = self.jobs.settings()
         if kserve:
-            objects = [inference_service(serving_id, owner, spec, path, model_format, image, settings, project,
-                                         generation)]
+            objects = [
+                inference_service(serving_id, owner, spec, path, model_format, image, settings, project, generation)
+            ]
         else:
-            objects = deployment_objects(serving_id, owner, spec, path, model_format, image, settings, project,
-                                         generation, autoscaling=await self._autoscaling_version())
+            objects = deployment_objects(
+                serving_id,
+                owner,
+                spec,
+                path,
+                model_format,
+                image,
+                settings,
+                project,
+                generation,
+                autoscaling=await self._autoscaling_version(),
+            )
         applied = [await self._apply(obj) for obj in objects]
         kind, name = objects[0]["kind"], objects[0]["metadata"]["name"]
         await self._wait_ready(serving_id, kind, name, applied[0]["metadata"]["generation"], generation)
@@ -191,27 +226,37 @@ class KubernetesServingBackend(LoggingConfigurable):
         ns = self.jobs.namespace
         if kind in ("InferenceService", "HorizontalPodAutoscaler"):
             # the HPA's version depends on the cluster (the typed client knows v2 only)
-            api_version, plural = (KSERVE, "inferenceservices") if kind == "InferenceService" else \
-                (self._autoscaling or "autoscaling/v2", "horizontalpodautoscalers")
+            api_version, plural = (
+                (KSERVE, "inferenceservices")
+                if kind == "InferenceService"
+                else (self._autoscaling or "autoscaling/v2", "horizontalpodautoscalers")
+            )
             group, version = api_version.split("/")
             custom = client.CustomObjectsApi(api)
-            return (lambda body: custom.create_namespaced_custom_object(group, version, ns, plural, body),
-                    lambda name: custom.get_namespaced_custom_object(group, version, ns, plural, name),
-                    lambda name, body: custom.replace_namespaced_custom_object(group, version, ns, plural, name, body),
-                    lambda name: custom.delete_namespaced_custom_object(group, version, ns, plural, name,
-                                                                        propagation_policy="Foreground"))
+            return (
+                lambda body: custom.create_namespaced_custom_object(group, version, ns, plural, body),
+                lambda name: custom.get_namespaced_custom_object(group, version, ns, plural, name),
+                lambda name, body: custom.replace_namespaced_custom_object(group, version, ns, plural, name, body),
+                lambda name: custom.delete_namespaced_custom_object(
+                    group, version, ns, plural, name, propagation_policy="Foreground"
+                ),
+            )
         if kind == "Deployment":
             apps = client.AppsV1Api(api)
-            return (lambda body: apps.create_namespaced_deployment(ns, body),
-                    lambda name: apps.read_namespaced_deployment(name, ns),
-                    lambda name, body: apps.replace_namespaced_deployment(name, ns, body),
-                    lambda name: apps.delete_namespaced_deployment(name, ns, propagation_policy="Foreground"))
+            return (
+                lambda body: apps.create_namespaced_deployment(ns, body),
+                lambda name: apps.read_namespaced_deployment(name, ns),
+                lambda name, body: apps.replace_namespaced_deployment(name, ns, body),
+                lambda name: apps.delete_namespaced_deployment(name, ns, propagation_policy="Foreground"),
+            )
         if kind == "Service":
             core = client.CoreV1Api(api)
-            return (lambda body: core.create_namespaced_service(ns, body),
-                    lambda name: core.read_namespaced_service(name, ns),
-                    None,  # a Service of a serving never changes
-                    lambda name: core.delete_namespaced_service(name, ns))
+            return (
+                lambda body: core.create_namespaced_service(ns, body),
+                lambda name: core.read_namespaced_service(name, ns),
+                None,  # a Service of a serving never changes
+                lambda name: core.delete_namespaced_service(name, ns),
+            )
         raise ValueError(f"no API for {kind}")
 
     async def _json(self, result):
@@ -228,8 +273,10 @@ class KubernetesServingBackend(LoggingConfigurable):
             return await self._json(await kube.retrying(lambda: create(obj)))
         except ApiException as e:
             if e.status != 409:
-                raise ServingFailed(f"Kubernetes refused the {obj['kind']}: {e.status} {kube.api_message(e)}",
-                                    load_error=e.status in (400, 403, 422)) from None
+                raise ServingFailed(
+                    f"Kubernetes refused the {obj['kind']}: {e.status} {kube.api_message(e)}",
+                    load_error=e.status in (400, 403, 422),
+                ) from None
         current = await self._json(await read(name))
         if replace is None:
             return current
@@ -238,13 +285,18 @@ class KubernetesServingBackend(LoggingConfigurable):
         try:
             return await self._json(await replace(name, body))
         except ApiException as e:
-            raise ServingFailed(f"Kubernetes refused the new {obj['kind']}: {e.status} {kube.api_message(e)}",
-                                load_error=e.status in (400, 403, 422)) from None
+            raise ServingFailed(
+                f"Kubernetes refused the new {obj['kind']}: {e.status} {kube.api_message(e)}",
+                load_error=e.status in (400, 403, 422),
+            ) from None
 
     def _pods(self, serving_id):
-        return [p for p in list(self.jobs.pods.objects.values())
-                if (p["metadata"].get("labels") or {}).get(LABEL_SERVING_ID) == serving_id
-                and not p["metadata"].get("deletionTimestamp")]
+        return [
+            p
+            for p in list(self.jobs.pods.objects.values())
+            if (p["metadata"].get("labels") or {}).get(LABEL_SERVING_ID) == serving_id
+            and not p["metadata"].get("deletionTimestamp")
+        ]
 
     async def _wait_ready(self, serving_id, kind, name, object_generation, generation):
         """Until the object's rollout of ``object_generation`` is done and a pod of the serving's
@@ -260,8 +312,12 @@ class KubernetesServingBackend(LoggingConfigurable):
             else:
                 wanted = obj["spec"].get("replicas", 1)  # kubectl rollout status's test: only new pods, all available
                 updated = status.get("updatedReplicas", 0)
-                done = (status.get("observedGeneration", 0) >= object_generation and updated >= wanted
-                        and status.get("replicas", 0) <= updated and status.get("availableReplicas", 0) >= updated)
+                done = (
+                    status.get("observedGeneration", 0) >= object_generation
+                    and updated >= wanted
+                    and status.get("replicas", 0) <= updated
+                    and status.get("availableReplicas", 0) >= updated
+                )
             if done and any(kube.is_ready(p) and _generation(p) == str(generation) for p in self._pods(serving_id)):
                 return
             for pod in self._pods(serving_id):
@@ -308,8 +364,11 @@ class KubernetesServingBackend(LoggingConfigurable):
         its pods itself; a deleted one is made again by the manager."""
         if runtime is None or self.deployments is None:
             return False
-        return any((d["metadata"].get("labels") or {}).get(LABEL_SERVING_ID) == runtime.serving_id
-                   and not d["metadata"].get("deletionTimestamp") for d in list(self.deployments.objects.values()))
+        return any(
+            (d["metadata"].get("labels") or {}).get(LABEL_SERVING_ID) == runtime.serving_id
+            and not d["metadata"].get("deletionTimestamp")
+            for d in list(self.deployments.objects.values())
+        )
 
     async def stop(self, runtime):
         """Delete the serving's objects (foreground: its pods go with them); idempotent."""
@@ -317,8 +376,11 @@ class KubernetesServingBackend(LoggingConfigurable):
 
         if runtime is None:
             return
-        kinds = ["InferenceService"] if runtime.kind == "InferenceService" else \
-            ["HorizontalPodAutoscaler", "Service", "Deployment"]
+        kinds = (
+            ["InferenceService"]
+            if runtime.kind == "InferenceService"
+            else ["HorizontalPodAutoscaler", "Service", "Deployment"]
+        )
         if runtime.kind != "InferenceService":
             await self._autoscaling_version()
         for kind in kinds:
@@ -327,8 +389,13 @@ class KubernetesServingBackend(LoggingConfigurable):
                 await kube.retrying(lambda: delete(runtime.name))
             except ApiException as e:
                 if e.status != 404:
-                    self.log.warning("serving %s: could not delete %s %s: %s", runtime.serving_id, kind,
-                                     runtime.name, kube.api_message(e))
+                    self.log.warning(
+                        "serving %s: could not delete %s %s: %s",
+                        runtime.serving_id,
+                        kind,
+                        runtime.name,
+                        kube.api_message(e),
+                    )
 
     def last_lines(self, serving_id, count=3):
         for pod in self._pods(serving_id):
@@ -351,12 +418,12 @@ class KubernetesServingBackend(LoggingConfigurable):
         for pod in pods[-1:]:
             for previous in (True, False):
                 try:
-                    text = await core.read_namespaced_pod_log(pod["metadata"]["name"], self.jobs.namespace,
-                                                              tail_lines=LOG_TAIL_LINES, previous=previous)
+                    text = await core.read_namespaced_pod_log(
+                        pod["metadata"]["name"], self.jobs.namespace, tail_lines=LOG_TAIL_LINES, previous=previous
+                    )
                 except ApiException:
                     continue
                 if text:
                     parts.append(f"[{pod['metadata']['name']}{' previous run' if previous else ''}]\n{text}")
         self._logs[serving_id] = "\n".join(parts)
         return self._logs[serving_id]
-

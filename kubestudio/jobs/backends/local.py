@@ -181,11 +181,28 @@ class LocalJobBackend(JobBackend):
         go into CUDA_VISIBLE_DEVICES, optionally with a name, e.g. ["0:A100"]. None runs
         `gpu_detect_command`.""",
     )
-    gpu_detect_command = List(["nvidia-smi", "-L"], config=True, help="Command that lists the GPUs when `gpus` is None.")
+    gpu_detect_command = List(
+        ["nvidia-smi", "-L"], config=True, help="Command that lists the GPUs when `gpus` is None."
+    )
     env_keep = List(
-        ["PATH", "LANG", "LC_ALL", "TZ", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-         "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL",
-         "PIP_TRUSTED_HOST"],
+        [
+            "PATH",
+            "LANG",
+            "LC_ALL",
+            "TZ",
+            "http_proxy",
+            "https_proxy",
+            "no_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
+            "REQUESTS_CA_BUNDLE",
+            "PIP_INDEX_URL",
+            "PIP_EXTRA_INDEX_URL",
+            "PIP_TRUSTED_HOST",
+        ],
         config=True,
         help="""Variables of the service's environment that ranks get too (the network and locale
         settings pip and Python need). Nothing else is passed on: never the service's token.""",
@@ -238,15 +255,24 @@ class LocalJobBackend(JobBackend):
         self.ledger.forget(JOB, keep={self.ledger.key(r.owner, r.id, JOB) for r in runs if r.refs.get("gpus")})
         for run in runs:
             if run.refs.get("gpus"):
-                self.ledger.restore(Allocation(user=run.owner, server=run.id, project=run.project.name,
-                                               gpus=tuple(run.refs["gpus"]), kind=JOB))
+                self.ledger.restore(
+                    Allocation(
+                        user=run.owner, server=run.id, project=run.project.name, gpus=tuple(run.refs["gpus"]), kind=JOB
+                    )
+                )
 
     # ------------------------------------------------------------------ checks
 
     async def runtimes(self):
         # a TrainJob runs here as its torch-distributed runtime would run it: torchrun's environment
-        return [{"name": LOCAL_RUNTIME, "framework": "torch", "scope": "local",
-                 "description": "ranks as local processes with the PET_* environment of Trainer's torch runtime"}]
+        return [
+            {
+                "name": LOCAL_RUNTIME,
+                "framework": "torch",
+                "scope": "local",
+                "description": "ranks as local processes with the PET_* environment of Trainer's torch runtime",
+            }
+        ]
 
     def folders(self, owner):
         return user_folders(self.data_dir, owner)
@@ -270,9 +296,12 @@ class LocalJobBackend(JobBackend):
         if not self.run_images or not image or image == HOST_IMAGE:
             return None
         if not (self.local_registry and image.startswith(self.local_registry + "/")):
-            raise SpecError(f"image: {image} is not in this hub's registry ({self.local_registry or 'none'}): jobs here "
-                            f"run in its images (yours, or KubeStudio's single-user image), or on the hub's Python "
-                            f"with image {HOST_IMAGE!r}", 409)
+            raise SpecError(
+                f"image: {image} is not in this hub's registry ({self.local_registry or 'none'}): jobs here "
+                f"run in its images (yours, or KubeStudio's single-user image), or on the hub's Python "
+                f"with image {HOST_IMAGE!r}",
+                409,
+            )
         return image
 
     def image_of(self, run):
@@ -282,8 +311,9 @@ class LocalJobBackend(JobBackend):
         spec = run.spec
         self.job_image(spec)
         if spec.kind == "trainjob" and spec.runtime != LOCAL_RUNTIME:
-            raise SpecError(f"runtime: this machine runs TrainJobs with the {LOCAL_RUNTIME!r} runtime, "
-                            f"not {spec.runtime!r}", 409)
+            raise SpecError(
+                f"runtime: this machine runs TrainJobs with the {LOCAL_RUNTIME!r} runtime, not {spec.runtime!r}", 409
+            )
         folders = self.folders(run.owner)
         ensure_user_folders(folders)
         cwd = self._inside(folders.workspace, spec.working_dir, "working_dir", want_dir=True)
@@ -297,8 +327,11 @@ class LocalJobBackend(JobBackend):
                 raise SpecError(f"resources.gpu: {missing}", 409)
             matching = [g for g in self.ledger.gpus if g.matches(gpu.type)]
             if gpu.count * spec.nodes > len(matching):
-                raise SpecError(f"resources.gpu: {gpu.count * spec.nodes} GPUs asked ({gpu.count} per node x "
-                                f"{spec.nodes} nodes), this machine has {len(matching)}", 409)
+                raise SpecError(
+                    f"resources.gpu: {gpu.count * spec.nodes} GPUs asked ({gpu.count} per node x "
+                    f"{spec.nodes} nodes), this machine has {len(matching)}",
+                    409,
+                )
         return cwd
 
     # ------------------------------------------------------------------ GPUs
@@ -323,9 +356,14 @@ class LocalJobBackend(JobBackend):
 
     def _ranks(self, run):
         folder = os.path.join(self._dir(run), f"attempt-{run.attempt}")
-        return [Rank(replica=name, log_path=os.path.join(folder, f"rank-{i}.log"),
-                     exit_path=os.path.join(folder, f"rank-{i}.exit"))
-                for i, name in enumerate(run.replicas)]
+        return [
+            Rank(
+                replica=name,
+                log_path=os.path.join(folder, f"rank-{i}.log"),
+                exit_path=os.path.join(folder, f"rank-{i}.exit"),
+            )
+            for i, name in enumerate(run.replicas)
+        ]
 
     async def account_for(self, owner):
         """The owner's OS account (made on first use, owning their folders), or None when processes
@@ -353,24 +391,27 @@ class LocalJobBackend(JobBackend):
         folders = self.folders(run.owner)
         base = {k: os.environ[k] for k in self.env_keep if k in os.environ}
         bin_dir = os.path.dirname(python)
-        base["PATH"] = os.pathsep.join([bin_dir] + [d for d in base.get("PATH", os.defpath).split(os.pathsep)
-                                                      if d and d != bin_dir])
-        base.update({
-            "HOME": folders.home,
-            "PYTHONUNBUFFERED": "1",  # lines reach the log as they are printed
-            "KUBESTUDIO_USER": run.owner,
-            "KUBESTUDIO_USER_SLUG": run.slug,
-            "KUBESTUDIO_WORKSPACE": folders.workspace,
-            "KUBESTUDIO_ARCHIVES": folders.archives,
-            "KUBESTUDIO_PROJECT": run.project.name,
-            "KUBESTUDIO_JOB": spec.name,
-            "KUBESTUDIO_JOB_ID": run.id,
-        })
+        base["PATH"] = os.pathsep.join(
+            [bin_dir] + [d for d in base.get("PATH", os.defpath).split(os.pathsep) if d and d != bin_dir]
+        )
+        base.update(
+            {
+                "HOME": folders.home,
+                "PYTHONUNBUFFERED": "1",  # lines reach the log as they are printed
+                "KUBESTUDIO_USER": run.owner,
+                "KUBESTUDIO_USER_SLUG": run.slug,
+                "KUBESTUDIO_WORKSPACE": folders.workspace,
+                "KUBESTUDIO_ARCHIVES": folders.archives,
+                "KUBESTUDIO_PROJECT": run.project.name,
+                "KUBESTUDIO_JOB": spec.name,
+                "KUBESTUDIO_JOB_ID": run.id,
+            }
+        )
         base.update(spec.env)
         port = free_port()
         held = list(run.refs.get("gpus") or [])
         per_node = spec.resources.gpu.count
-        gpus_per_node = [held[n * per_node:(n + 1) * per_node] for n in range(spec.nodes)] if per_node else None
+        gpus_per_node = [held[n * per_node : (n + 1) * per_node] for n in range(spec.nodes)] if per_node else None
         script = self._inside(folders.workspace, spec.script, "script", want_dir=False) if spec.script else None
         mount = mount_name(run.owner)
         if image:
@@ -417,19 +458,32 @@ class LocalJobBackend(JobBackend):
                 try:
                     command = argv
                     if image:
-                        env_file = write_env_file(os.path.join(os.path.dirname(rank.log_path), f"rank-{i}.env"),
-                                                  env, account)
-                        command = runner.command(run.refs["containers"][i], argv, account,
-                                                 user_mounts(folders, mount), workdir=workdir, env_file=env_file,
-                                                 gpus=bool(gpus_per_node))
+                        env_file = write_env_file(
+                            os.path.join(os.path.dirname(rank.log_path), f"rank-{i}.env"), env, account
+                        )
+                        command = runner.command(
+                            run.refs["containers"][i],
+                            argv,
+                            account,
+                            user_mounts(folders, mount),
+                            workdir=workdir,
+                            env_file=env_file,
+                            gpus=bool(gpus_per_node),
+                        )
                         env = runner_env()
                     # in an image, buildah starts as root and runs the rank as the account itself; every
                     # process of the rank starts inside its node's cgroup
                     with open(rank.log_path, "ab") as log:
-                        rank.proc = await start_process(None if image else account, command, env,
-                                                group=groups[i // spec.procs_per_node] if groups else None,
-                                                cwd_fd=cwd_fd, exit_fd=exit_fd, stdout=log,
-                                                stderr=asyncio.subprocess.STDOUT)
+                        rank.proc = await start_process(
+                            None if image else account,
+                            command,
+                            env,
+                            group=groups[i // spec.procs_per_node] if groups else None,
+                            cwd_fd=cwd_fd,
+                            exit_fd=exit_fd,
+                            stdout=log,
+                            stderr=asyncio.subprocess.STDOUT,
+                        )
                 finally:
                     os.close(exit_fd)
                 rank.pid, rank.started = rank.proc.pid, process_start_time(rank.proc.pid)
@@ -438,7 +492,9 @@ class LocalJobBackend(JobBackend):
             if run.on_refs:
                 run.on_refs(dict(run.refs))
             if run.on_status:
-                run.on_status("running", f"{len(ranks)} {'rank' if len(ranks) == 1 else 'ranks'} running on this machine")
+                run.on_status(
+                    "running", f"{len(ranks)} {'rank' if len(ranks) == 1 else 'ranks'} running on this machine"
+                )
         except BaseException:
             # a rank that started before the failure (or the cancel) must not run on alone
             self._kill(ranks)
@@ -466,7 +522,7 @@ class LocalJobBackend(JobBackend):
         ranks = self._ranks(run)
         pids = run.refs.get("pids") or {}
         for rank in ranks:
-            rank.pid, rank.started = (pids.get(rank.replica) or [None, None])
+            rank.pid, rank.started = pids.get(rank.replica) or [None, None]
         if not pids or not os.path.exists(os.path.dirname(ranks[0].log_path)):
             await self._remove_containers(run)
             return Outcome("failed", "the job's ranks were lost while the jobs service was down (no record of them)")
@@ -479,7 +535,7 @@ class LocalJobBackend(JobBackend):
         ranks = self._ranks(run)
         pids = run.refs.get("pids") or {}
         for rank in ranks:
-            rank.pid, rank.started = (pids.get(rank.replica) or [None, None])
+            rank.pid, rank.started = pids.get(rank.replica) or [None, None]
         self._kill(ranks)
         self._remove_groups(run)
         await self._remove_containers(run)
@@ -499,8 +555,14 @@ class LocalJobBackend(JobBackend):
         containment = self.containment
         try:
             names = [f"job-{run.id}-{run.attempt}-node-{n}" for n in range(spec.nodes)]
-            return [g for g in (containment.group(name, memory=memory, pids=containment.pids_limit * spec.procs_per_node)
-                                for name in names) if g is not None]
+            return [
+                g
+                for g in (
+                    containment.group(name, memory=memory, pids=containment.pids_limit * spec.procs_per_node)
+                    for name in names
+                )
+                if g is not None
+            ]
         except ValueError as e:
             raise SpecError(str(e), 409) from None
 
@@ -521,7 +583,7 @@ class LocalJobBackend(JobBackend):
         OOMKilled)."""
         usage = rss_by_group()
         for first in range(0, len(ranks), per_node):
-            node = [r for r in ranks[first:first + per_node] if r.pid and r.result is None]
+            node = [r for r in ranks[first : first + per_node] if r.pid and r.result is None]
             if node and sum(usage.get(r.pid, 0) for r in node) > limit:
                 for rank in node:
                     rank.result = {"code": 137, "reason": f"OOMKilled (memory limit {memory} per node)"}
@@ -529,8 +591,12 @@ class LocalJobBackend(JobBackend):
 
     def _kill(self, ranks):
         for rank in ranks:
-            if rank.pid and (rank.proc is not None and rank.proc.returncode is None
-                             or rank.proc is None and process_start_time(rank.pid) == rank.started):
+            if rank.pid and (
+                rank.proc is not None
+                and rank.proc.returncode is None
+                or rank.proc is None
+                and process_start_time(rank.pid) == rank.started
+            ):
                 signal_group(rank.pid, signal.SIGKILL)
 
     async def _follow(self, run, ranks):
@@ -553,8 +619,13 @@ class LocalJobBackend(JobBackend):
                     self._keep_memory_limit(ranks, run.spec.procs_per_node, limit, memory)
                 for i, rank in enumerate(ranks):
                     result = rank.ended()
-                    if result and result["code"] != 0 and groups and "OOMKilled" not in result["reason"] and \
-                            groups[i // run.spec.procs_per_node].oom_kills():
+                    if (
+                        result
+                        and result["code"] != 0
+                        and groups
+                        and "OOMKilled" not in result["reason"]
+                        and groups[i // run.spec.procs_per_node].oom_kills()
+                    ):
                         result.update(code=137, reason=f"OOMKilled (memory limit {memory} per node)")
                     if result and result["code"] != 0 and failed is None:
                         failed = rank
@@ -637,16 +708,26 @@ class LocalJobBackend(JobBackend):
         if account is not None and not os.path.exists(venv):
             # the run's folder stays the service's; the owner may only pass through it to their venv
             account.own_inside(venv, self.work_dir, self._dir(run))
-        steps = [[os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check",
-                  "--no-input", *run.spec.packages]]
+        steps = [
+            [
+                os.path.join(venv, "bin", "python"),
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                *run.spec.packages,
+            ]
+        ]
         if python == self.python:  # an admin's own Python: a plain environment on top of it
             steps.insert(0, [python, "-m", "venv", "--system-site-packages", venv])
         elif not os.path.exists(os.path.join(venv, "bin", "python")):
             # on top of the owner's environment, which is on top of the hub's
             run.on_lines("setup", [f"$ python -m venv {venv} (over your environment)"])
             try:
-                await asyncio.to_thread(layered_env, venv, site_packages(os.path.dirname(os.path.dirname(python))),
-                                        account)
+                await asyncio.to_thread(
+                    layered_env, venv, site_packages(os.path.dirname(os.path.dirname(python))), account
+                )
             except OSError as e:
                 return Outcome("failed", f"packages: {e}")
         env = {k: os.environ[k] for k in self.env_keep if k in os.environ}
@@ -656,8 +737,11 @@ class LocalJobBackend(JobBackend):
             run.on_lines("setup", ["$ " + " ".join(argv[2:] if argv[1:3] == ["-m", "pip"] else argv[1:])])
             code = await self._setup_step(run, account, argv, env)
             if code != 0:
-                return Outcome("failed", f"packages: installing {' '.join(run.spec.packages)} failed "
-                                         f"(pip exit code {code}); see the log's [setup] lines")
+                return Outcome(
+                    "failed",
+                    f"packages: installing {' '.join(run.spec.packages)} failed "
+                    f"(pip exit code {code}); see the log's [setup] lines",
+                )
         return os.path.join(venv, "bin", "python")
 
     async def _packages_in_image(self, run, runner, account, folders, mount, workdir, env, folder):
@@ -667,12 +751,20 @@ class LocalJobBackend(JobBackend):
         packages = run.spec.packages
         run.on_lines("setup", [f"$ pip install --target {folder} {' '.join(packages)} (unless done before)"])
         env_file = write_env_file(os.path.join(self._dir(run), "setup.env"), env, account)
-        argv = runner.command(run.refs["containers"][0], ["sh", "-c", install_script(folder, packages)], account,
-                              user_mounts(folders, mount), workdir=workdir, env_file=env_file)
+        argv = runner.command(
+            run.refs["containers"][0],
+            ["sh", "-c", install_script(folder, packages)],
+            account,
+            user_mounts(folders, mount),
+            workdir=workdir,
+            env_file=env_file,
+        )
         code = await self._setup_step(run, None, argv, runner_env())
         if code != 0:
-            return Outcome("failed", f"packages: installing {' '.join(packages)} failed (exit code {code}); "
-                                     "see the log's [setup] lines")
+            return Outcome(
+                "failed",
+                f"packages: installing {' '.join(packages)} failed (exit code {code}); see the log's [setup] lines",
+            )
         return None
 
     async def _setup_step(self, run, account, argv, env):
@@ -694,4 +786,4 @@ def _pieces(text):
     """A line as it goes to the log: longer than MAX_LINE, in pieces (never fatal)."""
     if len(text) <= MAX_LINE:
         return [text]
-    return [text[start:start + MAX_LINE] for start in range(0, len(text), MAX_LINE)]
+    return [text[start : start + MAX_LINE] for start in range(0, len(text), MAX_LINE)]

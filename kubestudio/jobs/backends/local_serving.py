@@ -68,15 +68,27 @@ class LocalRuntime:
 
     def to_json(self):
         # no cluster_url: the runtime answers the hub's proxy alone (other callers lack its secret)
-        return {"pid": self.pid, "started": self.started, "port": self.port, "generation": self.generation,
-                "secret": self.secret, "group": self.group}
+        return {
+            "pid": self.pid,
+            "started": self.started,
+            "port": self.port,
+            "generation": self.generation,
+            "secret": self.secret,
+            "group": self.group,
+        }
 
     @classmethod
     def from_json(cls, data):
         if not data or not data.get("pid"):
             return None
-        return cls(data["pid"], data["started"], data["port"], data["generation"], data.get("secret", ""),
-                   data.get("group", ""))
+        return cls(
+            data["pid"],
+            data["started"],
+            data["port"],
+            data["generation"],
+            data.get("secret", ""),
+            data.get("group", ""),
+        )
 
 
 class LocalServingBackend(LoggingConfigurable):
@@ -84,7 +96,9 @@ class LocalServingBackend(LoggingConfigurable):
     rolls_itself = False  # a new version is a second runtime beside the first; the manager stops the old one
     outlives_the_service = False  # the runtimes stop with the service unless the hub keeps servers running
 
-    python = Unicode(sys.executable, config=True, help="Python that runs the model runtime (the hub's own environment).")
+    python = Unicode(
+        sys.executable, config=True, help="Python that runs the model runtime (the hub's own environment)."
+    )
     start_timeout = Float(120, config=True, help="Seconds a runtime may take to load its model and answer.")
     work_dir = Unicode(config=True, help="Folder of the servings' logs and installed requirements.")
 
@@ -106,11 +120,15 @@ class LocalServingBackend(LoggingConfigurable):
         ensure_user_folders(folders)
         text = model.strip()
         name = mount_name(owner)
-        roots = ((folders.archives, folders.archives, "archives"), (f"/archives/{name}", folders.archives, "archives"),
-                 (folders.workspace, folders.workspace, "workspace"), (f"/mnt/{name}", folders.workspace, "workspace"))
+        roots = (
+            (folders.archives, folders.archives, "archives"),
+            (f"/archives/{name}", folders.archives, "archives"),
+            (folders.workspace, folders.workspace, "workspace"),
+            (f"/mnt/{name}", folders.workspace, "workspace"),
+        )
         for prefix, root, where in roots:
             if text == prefix or text.startswith(prefix + "/"):
-                relative = text[len(prefix):].lstrip("/")
+                relative = text[len(prefix) :].lstrip("/")
                 break
         else:
             if text.startswith("/"):
@@ -162,8 +180,9 @@ class LocalServingBackend(LoggingConfigurable):
 
     def restore(self, serving_id, owner, project, gpus):
         if gpus:
-            self.jobs.ledger.restore(Allocation(user=owner, server=serving_id, project=project, gpus=tuple(gpus),
-                                                kind=JOB))
+            self.jobs.ledger.restore(
+                Allocation(user=owner, server=serving_id, project=project, gpus=tuple(gpus), kind=JOB)
+            )
 
     def release(self, serving_id, owner):
         self.jobs.ledger.release(owner, serving_id, kind=JOB)
@@ -196,17 +215,39 @@ class LocalServingBackend(LoggingConfigurable):
             account.own_inside(os.path.join(folder, "packages"), self.work_dir, folder)
         port = free_port()
         secret = secrets.token_urlsafe(32)
-        argv = [self.python, "-m", "kubestudio.jobs.serve", "--model", path, "--name", spec.name,
-                "--format", model_format, "--host", "127.0.0.1", "--port", str(port),
-                "--packages-dir", os.path.join(folder, "packages")]
+        argv = [
+            self.python,
+            "-m",
+            "kubestudio.jobs.serve",
+            "--model",
+            path,
+            "--name",
+            spec.name,
+            "--format",
+            model_format,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--packages-dir",
+            os.path.join(folder, "packages"),
+        ]
         if spec.model_class:
             argv += ["--class", spec.model_class]
         for package in spec.packages:
             argv += ["--package", package]
         env = {k: os.environ[k] for k in self.jobs.env_keep if k in os.environ}
-        env.update({"HOME": folders.home, "PYTHONUNBUFFERED": "1", "KUBESTUDIO_USER": owner,
-                    "KUBESTUDIO_WORKSPACE": folders.workspace, "KUBESTUDIO_ARCHIVES": folders.archives,
-                    "KUBESTUDIO_SERVING": spec.name, "CUDA_VISIBLE_DEVICES": ",".join(gpus)})
+        env.update(
+            {
+                "HOME": folders.home,
+                "PYTHONUNBUFFERED": "1",
+                "KUBESTUDIO_USER": owner,
+                "KUBESTUDIO_WORKSPACE": folders.workspace,
+                "KUBESTUDIO_ARCHIVES": folders.archives,
+                "KUBESTUDIO_SERVING": spec.name,
+                "CUDA_VISIBLE_DEVICES": ",".join(gpus),
+            }
+        )
         env.update(spec.env)
         env[RUNTIME_SECRET_ENV] = secret
         memory = parse_bytes(spec.resources.memory) if spec.resources.memory else None
@@ -223,14 +264,18 @@ class LocalServingBackend(LoggingConfigurable):
             raise ServingFailed(f"model: cannot open its folder: {e}") from None
         try:
             with open(self.log_path(serving_id), "ab") as log:
-                log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} starting version {generation}\n".encode())
+                log.write(
+                    f"--- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} starting version {generation}\n".encode()
+                )
                 log.flush()
-                proc = await start_process(account, argv, env, group=group, cwd_fd=cwd_fd, stdout=log,
-                                   stderr=asyncio.subprocess.STDOUT)
+                proc = await start_process(
+                    account, argv, env, group=group, cwd_fd=cwd_fd, stdout=log, stderr=asyncio.subprocess.STDOUT
+                )
         finally:
             os.close(cwd_fd)
-        runtime = LocalRuntime(proc.pid, process_start_time(proc.pid), port, generation, secret,
-                               group.path if group is not None else "")
+        runtime = LocalRuntime(
+            proc.pid, process_start_time(proc.pid), port, generation, secret, group.path if group is not None else ""
+        )
         asyncio.ensure_future(proc.wait())  # reaped when it ends; alive() reads /proc
         try:
             await self._wait_ready(serving_id, runtime, proc, spec.name)
@@ -244,18 +289,22 @@ class LocalServingBackend(LoggingConfigurable):
         deadline = time.monotonic() + self.start_timeout
         while True:
             if proc.returncode is not None:
-                raise ServingFailed(f"the model runtime exited with code {proc.returncode}: "
-                                    f"{self.last_lines(serving_id)}", load_error=proc.returncode == LOAD_FAILED)
+                raise ServingFailed(
+                    f"the model runtime exited with code {proc.returncode}: {self.last_lines(serving_id)}",
+                    load_error=proc.returncode == LOAD_FAILED,
+                )
             try:
-                response = await client.fetch(f"{runtime.url}/v1/models/{name}", request_timeout=5,
-                                              headers=runtime.headers)
+                response = await client.fetch(
+                    f"{runtime.url}/v1/models/{name}", request_timeout=5, headers=runtime.headers
+                )
                 if response.code == 200:
                     return
             except (HTTPClientError, OSError):
                 pass
             if time.monotonic() > deadline:
-                raise ServingFailed(f"the model runtime did not answer in {self.start_timeout:g} s: "
-                                    f"{self.last_lines(serving_id)}")
+                raise ServingFailed(
+                    f"the model runtime did not answer in {self.start_timeout:g} s: {self.last_lines(serving_id)}"
+                )
             await asyncio.sleep(POLL_SECONDS)
 
     def from_refs(self, refs):

@@ -61,11 +61,21 @@ class KubernetesBoardBackend(BoardBackend):
     uses_projects = True  # a board's pod is scheduled with its project's node selector and tolerations
 
     namespace = Unicode("default", config=True, help="Namespace of the boards' pods (as WorkspaceSpawner.namespace).")
-    kubeconfig = Unicode("", config=True, help="kubeconfig file; empty: in-cluster config, else $KUBECONFIG / ~/.kube/config.")
-    workspace_claim = Unicode(WORKSPACE_CLAIM, config=True, help="The shared workspace claim (as WorkspaceSpawner.workspace_claim).")
-    archives_claim = Unicode(ARCHIVES_CLAIM, config=True, help="The shared archives claim (as WorkspaceSpawner.archives_claim).")
-    workspace_root = Unicode("/mnt", config=True, help="Where workspaces are mounted in pods (as WorkspaceSpawner.workspace_root).")
-    archives_root = Unicode("/archives", config=True, help="Where archives are mounted in pods (as WorkspaceSpawner.archives_root).")
+    kubeconfig = Unicode(
+        "", config=True, help="kubeconfig file; empty: in-cluster config, else $KUBECONFIG / ~/.kube/config."
+    )
+    workspace_claim = Unicode(
+        WORKSPACE_CLAIM, config=True, help="The shared workspace claim (as WorkspaceSpawner.workspace_claim)."
+    )
+    archives_claim = Unicode(
+        ARCHIVES_CLAIM, config=True, help="The shared archives claim (as WorkspaceSpawner.archives_claim)."
+    )
+    workspace_root = Unicode(
+        "/mnt", config=True, help="Where workspaces are mounted in pods (as WorkspaceSpawner.workspace_root)."
+    )
+    archives_root = Unicode(
+        "/archives", config=True, help="Where archives are mounted in pods (as WorkspaceSpawner.archives_root)."
+    )
     uid = Integer(1000, config=True, help="User id TensorBoard runs as (as WorkspaceSpawner.uid); never 0.")
     gid = Integer(100, config=True, help="Group id TensorBoard runs as (as WorkspaceSpawner.gid).")
     fs_gid = Integer(100, config=True, help="fsGroup of the boards' pods (as WorkspaceSpawner.fs_gid).")
@@ -84,16 +94,20 @@ class KubernetesBoardBackend(BoardBackend):
         `registry.example.org/kubestudio/*`. Empty: only `image`.""",
     )
     tensorboard_command = List(Unicode(), ["tensorboard"], config=True, help="TensorBoard's command in the image.")
-    reload_interval = Integer(30, config=True, help="TensorBoard's --reload_interval: seconds between looks for new events.")
+    reload_interval = Integer(
+        30, config=True, help="TensorBoard's --reload_interval: seconds between looks for new events."
+    )
     cpu_request = Unicode("100m", config=True, help="CPU a board's pod requests unless the request asks for more.")
     memory_request = Unicode("256Mi", config=True, help="Memory a board's pod requests unless the request names it.")
     memory_limit = Unicode("2Gi", config=True, help="Memory limit of a board's pod unless the request names it.")
     max_cpu = Unicode("2", config=True, help="Most CPU a user may ask for one board (`resources.cpu`).")
     max_memory = Unicode("8Gi", config=True, help="Most memory a user may ask for one board (`resources.memory`).")
     start_timeout = Float(
-        300, config=True, help="Seconds a board's pod may take to answer (scheduling and the image pull included).")
+        300, config=True, help="Seconds a board's pod may take to answer (scheduling and the image pull included)."
+    )
     image_pull_grace_seconds = Integer(
-        60, config=True, help="Seconds an image may keep failing to pull before the board fails with the reason.")
+        60, config=True, help="Seconds an image may keep failing to pull before the board fails with the reason."
+    )
     check_folders = Bool(
         None,
         allow_none=True,
@@ -104,15 +118,26 @@ class KubernetesBoardBackend(BoardBackend):
         are checked by their text only, and a missing one shows an empty board that fills in when
         the folder appears.""",
     )
-    workspaces_view = Unicode("/srv/workspaces", config=True, help="Where the hub's pod mounts the workspace claim (for check_folders).")
-    archives_view = Unicode("/srv/archives", config=True, help="Where the hub's pod mounts the archives claim (for check_folders).")
+    workspaces_view = Unicode(
+        "/srv/workspaces", config=True, help="Where the hub's pod mounts the workspace claim (for check_folders)."
+    )
+    archives_view = Unicode(
+        "/srv/archives", config=True, help="Where the hub's pod mounts the archives claim (for check_folders)."
+    )
 
     def settings(self):
         from ...spawner.pods import PodSettings
 
-        return PodSettings(namespace=self.namespace, workspace_claim=self.workspace_claim,
-                           archives_claim=self.archives_claim, workspace_root=self.workspace_root,
-                           archives_root=self.archives_root, uid=self.uid, gid=self.gid, fs_gid=self.fs_gid)
+        return PodSettings(
+            namespace=self.namespace,
+            workspace_claim=self.workspace_claim,
+            archives_claim=self.archives_claim,
+            workspace_root=self.workspace_root,
+            archives_root=self.archives_root,
+            uid=self.uid,
+            gid=self.gid,
+            fs_gid=self.fs_gid,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -122,9 +147,14 @@ class KubernetesBoardBackend(BoardBackend):
         self._api_client = await kube.load_client(self.kubeconfig)
         self.core = client.CoreV1Api(self._api_client)
         self.changed = {}  # board id -> asyncio.Event set when its pod changes
-        self.pods = kube.Reflector(self.core.list_namespaced_pod, self.namespace,
-                                   kube.selector(kube.owned_labels(COMPONENT)), self.log,
-                                   on_change=self._pod_changed, raw=True)
+        self.pods = kube.Reflector(
+            self.core.list_namespaced_pod,
+            self.namespace,
+            kube.selector(kube.owned_labels(COMPONENT)),
+            self.log,
+            on_change=self._pod_changed,
+            raw=True,
+        )
         await self.pods.start()
 
     async def close(self):
@@ -134,7 +164,7 @@ class KubernetesBoardBackend(BoardBackend):
             await self._api_client.close()
 
     def _pod_changed(self, name, pod):
-        board_id = name[len("tensorboard-"):]
+        board_id = name[len("tensorboard-") :]
         event = self.changed.get(board_id)
         if event is not None:
             event.set()
@@ -153,12 +183,14 @@ class KubernetesBoardBackend(BoardBackend):
         check = self.check_folders if self.check_folders is not None else os.path.isdir(self.workspaces_view)
         if check:
             slug = user_slug(owner)
-            views = {"workspace": (workspace, os.path.join(self.workspaces_view, slug)),
-                     "archives": (archives, os.path.join(self.archives_view, slug))}
+            views = {
+                "workspace": (workspace, os.path.join(self.workspaces_view, slug)),
+                "archives": (archives, os.path.join(self.archives_view, slug)),
+            }
             for i, (_, path) in enumerate(resolved):
                 where = "archives" if path == archives or path.startswith(archives + "/") else "workspace"
                 mount, view = views[where]
-                relative = path[len(mount):].lstrip("/")
+                relative = path[len(mount) :].lstrip("/")
                 # the folder as the hub sees it, links followed: still inside the user's own?
                 root = os.path.realpath(view)
                 real = os.path.realpath(os.path.join(view, relative))
@@ -170,11 +202,17 @@ class KubernetesBoardBackend(BoardBackend):
 
     def check_options(self, options):
         image = options.get("image")
-        if image is not None and image != self.image and not any(
-                fnmatch.fnmatchcase(image, pattern) for pattern in self.allowed_images):
+        if (
+            image is not None
+            and image != self.image
+            and not any(fnmatch.fnmatchcase(image, pattern) for pattern in self.allowed_images)
+        ):
             allowed = ", ".join(self.allowed_images) or "none besides the default"
-            raise LogdirError(f"image: {image!r} is not an image boards may use (allowed: {allowed}; "
-                              "KubernetesBoardBackend.allowed_images)", 403)
+            raise LogdirError(
+                f"image: {image!r} is not an image boards may use (allowed: {allowed}; "
+                "KubernetesBoardBackend.allowed_images)",
+                403,
+            )
         resources = options.get("resources") or {}
         for key, parse, most in (("cpu", parse_cpu, self.max_cpu), ("memory", parse_bytes, self.max_memory)):
             if key in resources and parse(resources[key]) > parse(most):
@@ -254,15 +292,18 @@ class KubernetesBoardBackend(BoardBackend):
                 if pull.failed([reason]):
                     raise BoardFailed(f"the image of TensorBoard cannot be pulled: {waiting}")
                 if reason in FAILED_STATES or status.get("phase") in ("Failed", "Succeeded"):
-                    raise BoardFailed(f"TensorBoard stopped ({waiting or status.get('phase')}): "
-                                      f"{self.why_stopped(board_id, PodBoard(name, uid, ''))}")
+                    raise BoardFailed(
+                        f"TensorBoard stopped ({waiting or status.get('phase')}): "
+                        f"{self.why_stopped(board_id, PodBoard(name, uid, ''))}"
+                    )
                 now = waiting or (f"waiting for a node{kube.pending_reason(pod)}" if kube.pending_reason(pod) else "")
                 if now and now != said and progress is not None:
                     progress(now)
                     said = now
             if time.monotonic() > deadline:
-                raise BoardFailed(f"TensorBoard did not answer in {self.start_timeout:g} s"
-                                  + (f" ({said})" if said else ""))
+                raise BoardFailed(
+                    f"TensorBoard did not answer in {self.start_timeout:g} s" + (f" ({said})" if said else "")
+                )
             event.clear()
             try:  # woken by the watch; the timeout is for the deadline and the pull grace
                 await asyncio.wait_for(event.wait(), timeout=1.0)
@@ -274,8 +315,12 @@ class KubernetesBoardBackend(BoardBackend):
         if running is None:
             return False
         pod = self.pods.get(running.name)
-        return (pod is not None and pod["metadata"].get("uid") == running.uid
-                and not pod["metadata"].get("deletionTimestamp") and kube.is_ready(pod))
+        return (
+            pod is not None
+            and pod["metadata"].get("uid") == running.uid
+            and not pod["metadata"].get("deletionTimestamp")
+            and kube.is_ready(pod)
+        )
 
     def why_stopped(self, board_id, running):
         pod = self.pods.get(object_name(board_id))
@@ -298,14 +343,14 @@ class KubernetesBoardBackend(BoardBackend):
                 await kube.retrying(lambda: delete(name, self.namespace))
             except ApiException as e:
                 if e.status != 404:
-                    self.log.warning("board %s: could not delete %s: %s %s", board_id, name, e.status,
-                                     kube.api_message(e))
+                    self.log.warning(
+                        "board %s: could not delete %s: %s %s", board_id, name, e.status, kube.api_message(e)
+                    )
         # gone before a new pod of the same name is made (the board starting again)
         try:
             await self.pods.wait_for(name, lambda pod: pod is None, timeout=STOP_WAIT_SECONDS)
         except asyncio.TimeoutError:
-            self.log.warning("board %s: pod %s still there %d s after its deletion", board_id, name,
-                             STOP_WAIT_SECONDS)
+            self.log.warning("board %s: pod %s still there %d s after its deletion", board_id, name, STOP_WAIT_SECONDS)
 
     async def logs(self, board_id, running):
         """TensorBoard's output (its pod's log), the last part; the run before a restart too."""
@@ -314,11 +359,14 @@ class KubernetesBoardBackend(BoardBackend):
         name = object_name(board_id)
         parts = []
         pod = self.pods.get(name)
-        restarted = pod is not None and any(s.get("restartCount") for s in (pod.get("status") or {}).get("containerStatuses") or [])
-        for previous in ((True, False) if restarted else (False,)):
+        restarted = pod is not None and any(
+            s.get("restartCount") for s in (pod.get("status") or {}).get("containerStatuses") or []
+        )
+        for previous in (True, False) if restarted else (False,):
             try:
-                text = await self.core.read_namespaced_pod_log(name, self.namespace, tail_lines=STDERR_TAIL_LINES,
-                                                               previous=previous)
+                text = await self.core.read_namespaced_pod_log(
+                    name, self.namespace, tail_lines=STDERR_TAIL_LINES, previous=previous
+                )
             except ApiException as e:
                 if e.status in (400, 404):  # no pod, or no container run yet
                     continue
@@ -326,4 +374,3 @@ class KubernetesBoardBackend(BoardBackend):
             if text:
                 parts.append(("[previous run]\n" if previous else "") + text)
         return "\n".join(parts)
-

@@ -76,7 +76,9 @@ class LocalBoardBackend(BoardBackend):
     def _default_command(self):
         return [sys.executable, "-m", "kubestudio.tensorboards.guarded"]
 
-    reload_interval = Integer(30, config=True, help="TensorBoard's --reload_interval: seconds between looks for new events.")
+    reload_interval = Integer(
+        30, config=True, help="TensorBoard's --reload_interval: seconds between looks for new events."
+    )
     start_timeout = Float(60, config=True, help="Seconds TensorBoard may take to answer before the board fails.")
     work_dir = Unicode(config=True, help="Where boards' link trees and TensorBoard's stderr are kept.")
     data_dir = Unicode(config=True, help="The hub's data folder (users' folders); the service's own by default.")
@@ -102,8 +104,10 @@ class LocalBoardBackend(BoardBackend):
     def check_options(self, options):
         for field in ("image", "resources"):
             if field in options:
-                raise LogdirError(f"{field}: boards on this machine run the hub's own TensorBoard; an image and "
-                                  "resources per board are for the Kubernetes backend")
+                raise LogdirError(
+                    f"{field}: boards on this machine run the hub's own TensorBoard; an image and "
+                    "resources per board are for the Kubernetes backend"
+                )
 
     def from_refs(self, refs):
         return Running.from_json(refs)
@@ -141,8 +145,19 @@ class LocalBoardBackend(BoardBackend):
             env["USER"] = account.name
         secret = secrets.token_urlsafe(32)
         env[RUNTIME_SECRET_ENV] = secret
-        argv = [*self.tensorboard_command, "--logdir", tree, "--host", "127.0.0.1", "--port", "0",
-                "--path_prefix", prefix.rstrip("/"), "--reload_interval", str(self.reload_interval)]
+        argv = [
+            *self.tensorboard_command,
+            "--logdir",
+            tree,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--path_prefix",
+            prefix.rstrip("/"),
+            "--reload_interval",
+            str(self.reload_interval),
+        ]
         try:
             group = Containment(config=self.config).group(f"board-{board_id}")
             if group is not None:
@@ -160,9 +175,13 @@ class LocalBoardBackend(BoardBackend):
                 with open(self.stderr_path(board_id), "rb") as f:
                     match = LISTENING.search(f.read())
                 if match:
-                    running = Running(pid=proc.pid, started=process_start_time(proc.pid),
-                                      url=match.group(1).decode().rstrip("/"), secret=secret,
-                                      group=group.path if group is not None else "")
+                    running = Running(
+                        pid=proc.pid,
+                        started=process_start_time(proc.pid),
+                        url=match.group(1).decode().rstrip("/"),
+                        secret=secret,
+                        group=group.path if group is not None else "",
+                    )
                 elif time.monotonic() > deadline:
                     raise BoardFailed(f"TensorBoard did not start in {self.start_timeout:g} s: {self._tail(board_id)}")
                 else:

@@ -1,7 +1,7 @@
 """Command line of the Kubernetes test bench.
 
-    python -m kubestudio.testing.kubebench build
-    python -m kubestudio.testing.kubebench up --nodes nodes.yaml --kubeconfig out.yaml [--mode process]
+python -m kubestudio.testing.kubebench build
+python -m kubestudio.testing.kubebench up --nodes nodes.yaml --kubeconfig out.yaml [--mode process]
 """
 
 import argparse
@@ -19,8 +19,11 @@ from .kubelet import MODES
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m kubestudio.testing.kubebench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m kubestudio.testing.kubebench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build the control plane into the cache (skipped when cached)")
     b.add_argument("--cache-dir", default=default_cache_dir())
@@ -42,16 +45,21 @@ def main(argv=None):
     started = time.monotonic()
     bench.start()
     shutil.copy(bench.kubeconfig, args.kubeconfig)
-    print(json.dumps({
-        "kubeconfig": os.path.abspath(args.kubeconfig),
-        "kubeconfig_through_fault_proxy": bench.proxy_kubeconfig,
-        "fault_proxy": bench.proxy_url,
-        "nodes": [n["name"] for n in bench.nodes],
-        "crds_adapted_for_1_20": {k: v for k, v in bench.crd_report.items() if v},
-        "crds_missing": bench.crds_missing,
-        "root": root,
-        "ready_after_s": round(time.monotonic() - started, 1),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "kubeconfig": os.path.abspath(args.kubeconfig),
+                "kubeconfig_through_fault_proxy": bench.proxy_kubeconfig,
+                "fault_proxy": bench.proxy_url,
+                "nodes": [n["name"] for n in bench.nodes],
+                "crds_adapted_for_1_20": {k: v for k, v in bench.crd_report.items() if v},
+                "crds_missing": bench.crds_missing,
+                "root": root,
+                "ready_after_s": round(time.monotonic() - started, 1),
+            },
+            indent=2,
+        )
+    )
     print("bench is up; Ctrl-C stops it", file=sys.stderr)
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))

@@ -44,7 +44,9 @@ def claim_address_block():
     uses (network.address_octets): its lock is held until the file is closed or the process ends."""
     folder = shared_folder("kubestudio-kubebench-addresses")
     if folder is None:
-        raise RuntimeError(f"{tempfile.gettempdir()}/kubestudio-kubebench-addresses is not a folder this bench can trust")
+        raise RuntimeError(
+            f"{tempfile.gettempdir()}/kubestudio-kubebench-addresses is not a folder this bench can trust"
+        )
     try:
         return _claim_block(folder)
     finally:
@@ -73,8 +75,10 @@ def crds_missing_reason(crds_dir=None):
     crds_dir = crds_dir or default_crds_dir()
     if glob.glob(os.path.join(crds_dir, "*.yaml")):
         return None
-    return (f"the upstream CRD schemas (Kubeflow, KServe) are not here: no *.yaml in {crds_dir} "
-            f"(put them in ../shared/crds beside the repository or set KUBESTUDIO_CRDS_DIR)")
+    return (
+        f"the upstream CRD schemas (Kubeflow, KServe) are not here: no *.yaml in {crds_dir} "
+        f"(put them in ../shared/crds beside the repository or set KUBESTUDIO_CRDS_DIR)"
+    )
 
 
 def load_nodes(path_or_list=None):
@@ -143,13 +147,30 @@ def adapt_crd_for_1_20(crd, empty_defaults=True):
 
 
 def run_kubectl(kubectl, kubeconfig, *args, check=True, timeout=60, **kwargs):
-    return subprocess.run([kubectl, "--kubeconfig", kubeconfig, *args], capture_output=True, text=True,
-                          check=check, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [kubectl, "--kubeconfig", kubeconfig, *args],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 class Bench:
-    def __init__(self, root, nodes=None, mode="process", missing_images=(), crds=True, fault_proxy=True,
-                 events=True, cache_dir=None, path_prepend=(), operators=True):
+    def __init__(
+        self,
+        root,
+        nodes=None,
+        mode="process",
+        missing_images=(),
+        crds=True,
+        fault_proxy=True,
+        events=True,
+        cache_dir=None,
+        path_prepend=(),
+        operators=True,
+    ):
         self.root = os.path.abspath(root)
         self.nodes = load_nodes(nodes)
         self.mode = mode
@@ -159,8 +180,9 @@ class Bench:
         self.events = events
         self.path_prepend = list(path_prepend)
         self.with_operators = operators
-        self.control_plane = ControlPlane(os.path.join(self.root, "control-plane"),
-                                          os.path.join(cache_dir or default_cache_dir(), "bin"))
+        self.control_plane = ControlPlane(
+            os.path.join(self.root, "control-plane"), os.path.join(cache_dir or default_cache_dir(), "bin")
+        )
         self.kubectl_bin = os.path.join(self.control_plane.bin_dir, "kubectl")
         self.kubelet_proc = None
         self.operators_proc = None
@@ -202,8 +224,9 @@ class Bench:
             self._start_kubelet()
             if self.install_crds and not self.crds_missing and self.with_operators:
                 # the simulated Training Operator and Trainer act on the custom resources
-                self.operators_proc, _ = self._python_component("operators", "kubestudio.testing.kubebench.operators",
-                                                                {"server": self.server, "token": self.token})
+                self.operators_proc, _ = self._python_component(
+                    "operators", "kubestudio.testing.kubebench.operators", {"server": self.server, "token": self.token}
+                )
             if self.with_fault_proxy:
                 self._start_fault_proxy()
             self.wait_nodes_ready(timeout)
@@ -220,8 +243,9 @@ class Bench:
         with open(config_file, "w") as f:
             json.dump({**config, "ready_file": ready_file}, f)
         log = open(os.path.join(self.root, f"{name}.log"), "ab")
-        proc = subprocess.Popen([sys.executable, "-m", module, config_file], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, config_file], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
         deadline = time.monotonic() + 30
         while not os.path.exists(ready_file):
@@ -236,20 +260,40 @@ class Bench:
         key = os.path.join(self.root, "kubelet.key")
         self_signed_cert(cert, key, "kubebench-kubelet")
         self.kubelet_port = free_port()
-        self.kubelet_proc, _ = self._python_component("kubelet", "kubestudio.testing.kubebench.kubelet", {
-            "server": self.server, "token": self.token, "root": os.path.join(self.root, "kubelet"),
-            "nodes": self.nodes, "mode": self.mode, "missing_images": self.missing_images,
-            "kubelet_port": self.kubelet_port, "cert": cert, "key": key, "events": self.events,
-            "path_prepend": self.path_prepend, "address_block": self.address_block,
-        })
+        self.kubelet_proc, _ = self._python_component(
+            "kubelet",
+            "kubestudio.testing.kubebench.kubelet",
+            {
+                "server": self.server,
+                "token": self.token,
+                "root": os.path.join(self.root, "kubelet"),
+                "nodes": self.nodes,
+                "mode": self.mode,
+                "missing_images": self.missing_images,
+                "kubelet_port": self.kubelet_port,
+                "cert": cert,
+                "key": key,
+                "events": self.events,
+                "path_prepend": self.path_prepend,
+                "address_block": self.address_block,
+            },
+        )
 
     def _start_fault_proxy(self):
-        self.proxy_proc, port = self._python_component("faultproxy", "kubestudio.testing.kubebench.faultproxy", {
-            "upstream": self.server, "port": free_port(),
-            "cert": os.path.join(self.root, "kubelet.crt"), "key": os.path.join(self.root, "kubelet.key"),
-        })
+        self.proxy_proc, port = self._python_component(
+            "faultproxy",
+            "kubestudio.testing.kubebench.faultproxy",
+            {
+                "upstream": self.server,
+                "port": free_port(),
+                "cert": os.path.join(self.root, "kubelet.crt"),
+                "key": os.path.join(self.root, "kubelet.key"),
+            },
+        )
         self.proxy_url = f"https://127.0.0.1:{port}"
-        self.proxy_kubeconfig = write_kubeconfig(os.path.join(self.root, "kubeconfig-proxy.yaml"), self.proxy_url, self.token)
+        self.proxy_kubeconfig = write_kubeconfig(
+            os.path.join(self.root, "kubeconfig-proxy.yaml"), self.proxy_url, self.token
+        )
 
     def stop(self):
         for proc in (self.proxy_proc, self.operators_proc, self.kubelet_proc):
@@ -281,8 +325,11 @@ class Bench:
 
     def pids(self):
         pids = dict(self.control_plane.pids())
-        for name, proc in (("kubelet", self.kubelet_proc), ("operators", self.operators_proc),
-                           ("faultproxy", self.proxy_proc)):
+        for name, proc in (
+            ("kubelet", self.kubelet_proc),
+            ("operators", self.operators_proc),
+            ("faultproxy", self.proxy_proc),
+        ):
             if proc is not None and proc.poll() is None:
                 pids[name] = proc.pid
         return pids
@@ -331,13 +378,19 @@ class Bench:
                     # as close to the original as 1.20 takes: first without CEL rules only
                     crd, removed = adapt_crd_for_1_20(doc, empty_defaults=False)
                     crd["metadata"].pop("annotations", None)
-                    r = self.api("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd, timeout=60)
+                    r = self.api(
+                        "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd, timeout=60
+                    )
                     if r.status_code == 422 and "].default: Invalid value" in r.text:
                         crd, removed = adapt_crd_for_1_20(doc)
                         crd["metadata"].pop("annotations", None)
-                        r = self.api("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd, timeout=60)
+                        r = self.api(
+                            "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd, timeout=60
+                        )
                     if r.status_code not in (201, 409):
-                        raise RuntimeError(f"CRD {crd['metadata']['name']} from {path} refused: {r.status_code} {r.text[:500]}")
+                        raise RuntimeError(
+                            f"CRD {crd['metadata']['name']} from {path} refused: {r.status_code} {r.text[:500]}"
+                        )
                     report[crd["metadata"]["name"]] = removed
                     names.append(crd["metadata"]["name"])
         deadline = time.monotonic() + 60
@@ -355,14 +408,19 @@ class Bench:
     # ------------------------------------------------------------------ faults and counters
 
     def set_faults(self, rules=None, latency_ms=0, drop_watch_after_s=None):
-        r = requests.put(f"{self.proxy_url}/_kubebench/faults", json={
-            "rules": rules or [], "latency_ms": latency_ms, "drop_watch_after_s": drop_watch_after_s},
-            timeout=10, verify=False)
+        r = requests.put(
+            f"{self.proxy_url}/_kubebench/faults",
+            json={"rules": rules or [], "latency_ms": latency_ms, "drop_watch_after_s": drop_watch_after_s},
+            timeout=10,
+            verify=False,
+        )
         r.raise_for_status()
         return r.json()
 
     def counts(self, reset=False):
-        r = requests.request("DELETE" if reset else "GET", f"{self.proxy_url}/_kubebench/counts", timeout=10, verify=False)
+        r = requests.request(
+            "DELETE" if reset else "GET", f"{self.proxy_url}/_kubebench/counts", timeout=10, verify=False
+        )
         r.raise_for_status()
         return r.json()
 

@@ -91,10 +91,13 @@ class KubeClient:
                 yield "ADDED", item
             version = listing["metadata"]["resourceVersion"]
             while True:
-                query = dict(params, watch="1", resourceVersion=version, allowWatchBookmarks="true",
-                             timeoutSeconds="300")
+                query = dict(
+                    params, watch="1", resourceVersion=version, allowWatchBookmarks="true", timeoutSeconds="300"
+                )
                 try:
-                    async with session.get(self.server + path, params=query, timeout=aiohttp.ClientTimeout(total=None, sock_read=400)) as r:
+                    async with session.get(
+                        self.server + path, params=query, timeout=aiohttp.ClientTimeout(total=None, sock_read=400)
+                    ) as r:
                         if r.status == 410:
                             break  # too old: list again
                         if r.status >= 400:

@@ -46,7 +46,9 @@ def write_kubeconfig(path, server, token, namespace="default"):
         "kind": "Config",
         "clusters": [{"name": "kubebench", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
         "users": [{"name": "admin", "user": {"token": token}}],
-        "contexts": [{"name": "kubebench", "context": {"cluster": "kubebench", "user": "admin", "namespace": namespace}}],
+        "contexts": [
+            {"name": "kubebench", "context": {"cluster": "kubebench", "user": "admin", "namespace": namespace}}
+        ],
         "current-context": "kubebench",
     }
     with open(path, "w") as f:
@@ -56,8 +58,24 @@ def write_kubeconfig(path, server, token, namespace="default"):
 
 def self_signed_cert(cert, key, common_name):
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", f"/CN={common_name}",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", key, "-out", cert],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            f"/CN={common_name}",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+        ],
         check=True,
         capture_output=True,
     )
@@ -113,35 +131,72 @@ class ControlPlane:
         etcd_url = f"http://127.0.0.1:{self.etcd_port}"
         self._spawn(
             "etcd",
-            ["--data-dir", os.path.join(self.root, "etcd"), "--listen-client-urls", etcd_url,
-             "--advertise-client-urls", etcd_url, "--listen-peer-urls", f"http://127.0.0.1:{self.etcd_peer_port}",
-             "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.etcd_peer_port}",
-             "--initial-cluster", f"default=http://127.0.0.1:{self.etcd_peer_port}",
-             "--unsafe-no-fsync", "--quota-backend-bytes", str(4 * 1024**3)],
+            [
+                "--data-dir",
+                os.path.join(self.root, "etcd"),
+                "--listen-client-urls",
+                etcd_url,
+                "--advertise-client-urls",
+                etcd_url,
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{self.etcd_peer_port}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{self.etcd_peer_port}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{self.etcd_peer_port}",
+                "--unsafe-no-fsync",
+                "--quota-backend-bytes",
+                str(4 * 1024**3),
+            ],
         )
         self._spawn(
             "kube-apiserver",
-            [f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1", f"--secure-port={self.apiserver_port}",
-             "--insecure-port=0", "--advertise-address=127.0.0.1", f"--cert-dir={certs}",
-             f"--token-auth-file={tokens}", "--authorization-mode=Node,RBAC",
-             "--service-cluster-ip-range=10.96.0.0/16",
-             "--service-account-issuer=https://kubernetes.default.svc", f"--service-account-key-file={sa_pub}",
-             f"--service-account-signing-key-file={sa_key}", "--disable-admission-plugins=ServiceAccount",
-             "--allow-privileged=true", "--kubelet-preferred-address-types=InternalIP",
-             "--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000",
-             "--event-ttl=2h"],
+            [
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.apiserver_port}",
+                "--insecure-port=0",
+                "--advertise-address=127.0.0.1",
+                f"--cert-dir={certs}",
+                f"--token-auth-file={tokens}",
+                "--authorization-mode=Node,RBAC",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={sa_pub}",
+                f"--service-account-signing-key-file={sa_key}",
+                "--disable-admission-plugins=ServiceAccount",
+                "--allow-privileged=true",
+                "--kubelet-preferred-address-types=InternalIP",
+                "--max-requests-inflight=2000",
+                "--max-mutating-requests-inflight=1000",
+                "--event-ttl=2h",
+            ],
         )
         self.wait_ready(timeout)
-        common = [f"--kubeconfig={self.kubeconfig}", f"--authentication-kubeconfig={self.kubeconfig}",
-                  f"--authorization-kubeconfig={self.kubeconfig}", "--bind-address=127.0.0.1",
-                  "--secure-port=0", "--port=0", "--leader-elect=false",
-                  "--kube-api-qps=500", "--kube-api-burst=1000"]
+        common = [
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--bind-address=127.0.0.1",
+            "--secure-port=0",
+            "--port=0",
+            "--leader-elect=false",
+            "--kube-api-qps=500",
+            "--kube-api-burst=1000",
+        ]
         self._spawn("kube-scheduler", common)
         self._spawn(
             "kube-controller-manager",
-            common + ["--use-service-account-credentials=false", f"--service-account-private-key-file={sa_key}",
-                      "--controllers=*,-serviceaccount-token", "--node-monitor-period=2s",
-                      "--concurrent-gc-syncs=50", "--concurrent-deployment-syncs=20", "--concurrent-replicaset-syncs=20"],
+            common
+            + [
+                "--use-service-account-credentials=false",
+                f"--service-account-private-key-file={sa_key}",
+                "--controllers=*,-serviceaccount-token",
+                "--node-monitor-period=2s",
+                "--concurrent-gc-syncs=50",
+                "--concurrent-deployment-syncs=20",
+                "--concurrent-replicaset-syncs=20",
+            ],
         )
         return self
 

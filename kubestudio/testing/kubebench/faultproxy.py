@@ -23,8 +23,7 @@ from aiohttp import web
 
 log = logging.getLogger("kubebench.faultproxy")
 
-HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
-               "content-length"}
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
 
 
 def classify(method, path, query):
@@ -81,8 +80,11 @@ class FaultProxy:
         if what == "faults":
             if request.method == "PUT":
                 body = await request.json()
-                self.settings = {"rules": body.get("rules", []), "latency_ms": body.get("latency_ms", 0),
-                                 "drop_watch_after_s": body.get("drop_watch_after_s")}
+                self.settings = {
+                    "rules": body.get("rules", []),
+                    "latency_ms": body.get("latency_ms", 0),
+                    "drop_watch_after_s": body.get("drop_watch_after_s"),
+                }
             return web.json_response(self.settings)
         return web.json_response({"status": 404, "message": f"no control endpoint {what}"}, status=404)
 
@@ -99,9 +101,14 @@ class FaultProxy:
                 return web.Response(status=500)
             status = int(error)
             headers = {"Retry-After": str(fault.get("retry_after", 1))} if status == 429 else {}
-            body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": status,
-                    "message": f"kubebench injected fault for {verb} {resource}",
-                    "reason": "TooManyRequests" if status == 429 else "InternalError"}
+            body = {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "code": status,
+                "message": f"kubebench injected fault for {verb} {resource}",
+                "reason": "TooManyRequests" if status == 429 else "InternalError",
+            }
             return web.json_response(body, status=status, headers=headers)
 
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
@@ -109,15 +116,22 @@ class FaultProxy:
         is_watch = verb == "watch"
         try:
             upstream = await self._session.request(
-                request.method, self.upstream + str(request.rel_url),
-                headers=headers, data=data, allow_redirects=False,
+                request.method,
+                self.upstream + str(request.rel_url),
+                headers=headers,
+                data=data,
+                allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=None if is_watch else 120, sock_read=None),
             )
         except aiohttp.ClientError as e:
-            return web.json_response({"kind": "Status", "code": 502, "message": f"apiserver unreachable: {e}"}, status=502)
+            return web.json_response(
+                {"kind": "Status", "code": 502, "message": f"apiserver unreachable: {e}"}, status=502
+            )
         async with upstream:
-            response = web.StreamResponse(status=upstream.status,
-                                          headers={k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS})
+            response = web.StreamResponse(
+                status=upstream.status,
+                headers={k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS},
+            )
             await response.prepare(request)
             drop_after = self.settings["drop_watch_after_s"] if is_watch else None
             loop = asyncio.get_running_loop()
@@ -146,8 +160,9 @@ class FaultProxy:
         context.verify_mode = ssl.CERT_NONE
         # no limit on connections to the apiserver: a client following a thousand logs holds a
         # thousand, and its next request must not wait in the proxy (the apiserver has none)
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=0),
-                                              auto_decompress=False)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=context, limit=0), auto_decompress=False
+        )
         app = web.Application(client_max_size=64 * 1024**2)
         app.router.add_route("*", "/_kubebench/{what}", self.control)
         app.router.add_route("*", "/{tail:.*}", self.forward)

@@ -125,8 +125,20 @@ class PodRuntime:
 
 
 class SimKubelet:
-    def __init__(self, server, token, root, nodes, mode="process", missing_images=(), kubelet_port=0,
-                 events=True, start_delay=0.0, path_prepend=(), address_block=0):
+    def __init__(
+        self,
+        server,
+        token,
+        root,
+        nodes,
+        mode="process",
+        missing_images=(),
+        kubelet_port=0,
+        events=True,
+        start_delay=0.0,
+        path_prepend=(),
+        address_block=0,
+    ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         self.client = KubeClient(server, token, limit=200)
@@ -155,43 +167,78 @@ class SimKubelet:
         allocatable.update({k: str(v) for k, v in (spec.get("allocatable") or {}).items()})
         stamp = now()
         conditions = [
-            {"type": t, "status": "False", "reason": f"KubeletHas{r}", "message": m,
-             "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}
-            for t, r, m in (("MemoryPressure", "SufficientMemory", "kubelet has sufficient memory available"),
-                            ("DiskPressure", "NoDiskPressure", "kubelet has no disk pressure"),
-                            ("PIDPressure", "SufficientPID", "kubelet has sufficient PID available"))
+            {
+                "type": t,
+                "status": "False",
+                "reason": f"KubeletHas{r}",
+                "message": m,
+                "lastHeartbeatTime": stamp,
+                "lastTransitionTime": stamp,
+            }
+            for t, r, m in (
+                ("MemoryPressure", "SufficientMemory", "kubelet has sufficient memory available"),
+                ("DiskPressure", "NoDiskPressure", "kubelet has no disk pressure"),
+                ("PIDPressure", "SufficientPID", "kubelet has sufficient PID available"),
+            )
         ]
-        conditions.append({"type": "Ready", "status": "True", "reason": "KubeletReady",
-                           "message": "kubebench simulated kubelet is posting ready status",
-                           "lastHeartbeatTime": stamp, "lastTransitionTime": stamp})
+        conditions.append(
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "KubeletReady",
+                "message": "kubebench simulated kubelet is posting ready status",
+                "lastHeartbeatTime": stamp,
+                "lastTransitionTime": stamp,
+            }
+        )
         return {
             "capacity": capacity,
             "allocatable": allocatable,
             "conditions": conditions,
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": spec["name"]}],
+            "addresses": [
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": spec["name"]},
+            ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
             "nodeInfo": {
-                "machineID": "kubebench", "systemUUID": spec["name"], "bootID": "kubebench",
-                "kernelVersion": os.uname().release, "osImage": "kubebench", "containerRuntimeVersion": "kubebench://1",
-                "kubeletVersion": KUBELET_VERSION, "kubeProxyVersion": KUBELET_VERSION,
-                "operatingSystem": "linux", "architecture": "amd64",
+                "machineID": "kubebench",
+                "systemUUID": spec["name"],
+                "bootID": "kubebench",
+                "kernelVersion": os.uname().release,
+                "osImage": "kubebench",
+                "containerRuntimeVersion": "kubebench://1",
+                "kubeletVersion": KUBELET_VERSION,
+                "kubeProxyVersion": KUBELET_VERSION,
+                "operatingSystem": "linux",
+                "architecture": "amd64",
             },
         }
 
     async def register_nodes(self):
         for name, spec in self.nodes.items():
-            labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-                      "node.kubernetes.io/instance-type": "kubebench", "type": "kubebench"}
+            labels = {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "node.kubernetes.io/instance-type": "kubebench",
+                "type": "kubebench",
+            }
             labels.update(spec.get("labels") or {})
-            body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
-                    "spec": {"taints": spec.get("taints") or []}}
+            body = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "labels": labels},
+                "spec": {"taints": spec.get("taints") or []},
+            }
             try:
                 await self.client.create("/api/v1/nodes", body)
             except ApiError as e:
                 if e.status != 409:
                     raise
-                await self.client.merge_patch(f"/api/v1/nodes/{name}", {"metadata": {"labels": labels},
-                                                                         "spec": {"taints": spec.get("taints") or []}})
+                await self.client.merge_patch(
+                    f"/api/v1/nodes/{name}",
+                    {"metadata": {"labels": labels}, "spec": {"taints": spec.get("taints") or []}},
+                )
             await self.client.merge_patch(f"/api/v1/nodes/{name}/status", {"status": self._node_status(spec)})
             await self._renew_lease(name)
 
@@ -203,8 +250,9 @@ class SimKubelet:
         except ApiError as e:
             if e.status != 404:
                 raise
-            await self.client.create("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
-                                     {"metadata": {"name": name}, **body})
+            await self.client.create(
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", {"metadata": {"name": name}, **body}
+            )
 
     async def heartbeat(self):
         beats = 0
@@ -215,7 +263,9 @@ class SimKubelet:
                 try:
                     await self._renew_lease(name)
                     if beats % 3 == 0:
-                        await self.client.merge_patch(f"/api/v1/nodes/{name}/status", {"status": self._node_status(spec)})
+                        await self.client.merge_patch(
+                            f"/api/v1/nodes/{name}/status", {"status": self._node_status(spec)}
+                        )
                 except Exception as e:  # keep beating whatever happens
                     log.warning("heartbeat of %s failed: %s", name, e)
 
@@ -230,7 +280,8 @@ class SimKubelet:
             os.makedirs(folder, exist_ok=True)
             storage = claim["spec"].get("resources", {}).get("requests", {}).get("storage", "1Gi")
             pv = {
-                "apiVersion": "v1", "kind": "PersistentVolume",
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
                 "metadata": {"name": f"kubebench-{meta['uid']}", "labels": {"kubebench.kubestudio.io/static": "true"}},
                 "spec": {
                     "capacity": {"storage": storage},
@@ -293,9 +344,14 @@ class SimKubelet:
         if match:
             return (meta.get(match[1]) or {}).get(match[2], "")
         return {
-            "metadata.name": meta["name"], "metadata.namespace": meta["namespace"], "metadata.uid": meta["uid"],
-            "spec.nodeName": pod["spec"].get("nodeName", ""), "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
-            "status.podIP": runtime.ip, "status.hostIP": "127.0.0.1", "status.podIPs": runtime.ip,
+            "metadata.name": meta["name"],
+            "metadata.namespace": meta["namespace"],
+            "metadata.uid": meta["uid"],
+            "spec.nodeName": pod["spec"].get("nodeName", ""),
+            "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
+            "status.podIP": runtime.ip,
+            "status.hostIP": "127.0.0.1",
+            "status.podIPs": runtime.ip,
         }.get(path, "")
 
     async def _env(self, runtime, container):
@@ -305,7 +361,9 @@ class SimKubelet:
             for kind, key in (("configmaps", "configMapRef"), ("secrets", "secretRef")):
                 if key in source:
                     try:
-                        obj = await self.client.get(f"/api/v1/namespaces/{runtime.namespace}/{kind}/{source[key]['name']}")
+                        obj = await self.client.get(
+                            f"/api/v1/namespaces/{runtime.namespace}/{kind}/{source[key]['name']}"
+                        )
                     except ApiError:
                         if source[key].get("optional"):
                             continue
@@ -327,7 +385,9 @@ class SimKubelet:
                 for kind, key in (("configmaps", "configMapKeyRef"), ("secrets", "secretKeyRef")):
                     if key in ref:
                         try:
-                            obj = await self.client.get(f"/api/v1/namespaces/{runtime.namespace}/{kind}/{ref[key]['name']}")
+                            obj = await self.client.get(
+                                f"/api/v1/namespaces/{runtime.namespace}/{kind}/{ref[key]['name']}"
+                            )
                             value = (obj.get("data") or {})[ref[key]["key"]]
                             env[item["name"]] = base64.b64decode(value).decode() if kind == "secrets" else value
                         except (ApiError, KeyError):
@@ -344,11 +404,21 @@ class SimKubelet:
         stamp = now()
         body = {
             "metadata": {"generateName": f"{runtime.name}.", "namespace": runtime.namespace},
-            "involvedObject": {"kind": "Pod", "namespace": runtime.namespace, "name": runtime.name,
-                               "uid": runtime.uid, "apiVersion": "v1", **({"fieldPath": field_path} if field_path else {})},
-            "reason": reason, "message": message, "type": kind,
+            "involvedObject": {
+                "kind": "Pod",
+                "namespace": runtime.namespace,
+                "name": runtime.name,
+                "uid": runtime.uid,
+                "apiVersion": "v1",
+                **({"fieldPath": field_path} if field_path else {}),
+            },
+            "reason": reason,
+            "message": message,
+            "type": kind,
             "source": {"component": "kubelet", "host": runtime.pod["spec"].get("nodeName", "")},
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
         }
         try:
             await self.client.create(f"/api/v1/namespaces/{runtime.namespace}/events", body)
@@ -364,19 +434,39 @@ class SimKubelet:
         statuses = []
         for i, container in enumerate(containers):
             state, restarts = container_states[i] if i < len(container_states) else container_states[-1]
-            statuses.append({
-                "name": container["name"], "image": container.get("image", ""),
-                "imageID": f"kubebench://{container.get('image', '')}", "containerID": f"kubebench://{runtime.uid}-{i}",
-                "ready": ready and "running" in state, "started": "running" in state, "restartCount": restarts,
-                "state": state,
-            })
-        init = [{"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": True, "restartCount": 0,
-                 "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": stamp, "finishedAt": stamp}}}
-                for c in runtime.pod["spec"].get("initContainers") or []]
+            statuses.append(
+                {
+                    "name": container["name"],
+                    "image": container.get("image", ""),
+                    "imageID": f"kubebench://{container.get('image', '')}",
+                    "containerID": f"kubebench://{runtime.uid}-{i}",
+                    "ready": ready and "running" in state,
+                    "started": "running" in state,
+                    "restartCount": restarts,
+                    "state": state,
+                }
+            )
+        init = [
+            {
+                "name": c["name"],
+                "image": c.get("image", ""),
+                "imageID": "",
+                "ready": True,
+                "restartCount": 0,
+                "state": {
+                    "terminated": {"exitCode": 0, "reason": "Completed", "startedAt": stamp, "finishedAt": stamp}
+                },
+            }
+            for c in runtime.pod["spec"].get("initContainers") or []
+        ]
         all_ready = "True" if ready else "False"
         status = {
-            "phase": phase, "hostIP": "127.0.0.1", "podIP": runtime.ip, "podIPs": [{"ip": runtime.ip}],
-            "startTime": runtime.started_at or stamp, "qosClass": _qos(runtime.pod),
+            "phase": phase,
+            "hostIP": "127.0.0.1",
+            "podIP": runtime.ip,
+            "podIPs": [{"ip": runtime.ip}],
+            "startTime": runtime.started_at or stamp,
+            "qosClass": _qos(runtime.pod),
             "conditions": [
                 {"type": "Initialized", "status": "True", "lastTransitionTime": stamp},
                 {"type": "Ready", "status": all_ready, "lastTransitionTime": stamp},
@@ -385,7 +475,8 @@ class SimKubelet:
             ],
             "containerStatuses": statuses,
             "initContainerStatuses": init,
-            "message": message, "reason": reason,
+            "message": message,
+            "reason": reason,
         }
         async with self.status_lock:
             try:
@@ -431,8 +522,9 @@ class SimKubelet:
 
     async def _final_delete(self, namespace, name, uid):
         try:
-            await self.client.delete(f"/api/v1/namespaces/{namespace}/pods/{name}",
-                                     {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}})
+            await self.client.delete(
+                f"/api/v1/namespaces/{namespace}/pods/{name}", {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
+            )
         except ApiError as e:
             if e.status not in (404, 409):
                 log.warning("final delete of %s/%s: %s", namespace, name, e)
@@ -483,11 +575,18 @@ class SimKubelet:
             runtime.started_at = now()
             container = runtime.pod["spec"]["containers"][0]
             image = container.get("image", "")
-            await self.event(runtime, "Pulling", f'Pulling image "{image}"', field_path=f"spec.containers{{{container['name']}}}")
+            await self.event(
+                runtime, "Pulling", f'Pulling image "{image}"', field_path=f"spec.containers{{{container['name']}}}"
+            )
             if image in self.missing_images:
                 await self._image_missing(runtime, image)
                 return
-            await self.event(runtime, "Pulled", f'Successfully pulled image "{image}" in 0s', field_path=f"spec.containers{{{container['name']}}}")
+            await self.event(
+                runtime,
+                "Pulled",
+                f'Successfully pulled image "{image}" in 0s',
+                field_path=f"spec.containers{{{container['name']}}}",
+            )
             mode = self.pod_mode(runtime.pod)
             if mode == "process":
                 await self._run_process(runtime)
@@ -502,9 +601,26 @@ class SimKubelet:
             raise
         except Exception as e:
             log.exception("pod %s/%s failed in the kubelet", runtime.namespace, runtime.name)
-            await self.set_status(runtime, "Failed", [({"terminated": {"exitCode": 128, "reason": "StartError",
-                                                                       "message": str(e)[:1000], "finishedAt": now()}}, 0)],
-                                  ready=False, message=str(e)[:1000], reason="StartError")
+            await self.set_status(
+                runtime,
+                "Failed",
+                [
+                    (
+                        {
+                            "terminated": {
+                                "exitCode": 128,
+                                "reason": "StartError",
+                                "message": str(e)[:1000],
+                                "finishedAt": now(),
+                            }
+                        },
+                        0,
+                    )
+                ],
+                ready=False,
+                message=str(e)[:1000],
+                reason="StartError",
+            )
 
     async def _image_missing(self, runtime, image):
         container = runtime.pod["spec"]["containers"][0]
@@ -512,12 +628,16 @@ class SimKubelet:
         message = f'rpc error: code = NotFound desc = failed to pull and unpack image "{image}": not found'
         await self.event(runtime, "Failed", f'Failed to pull image "{image}": {message}', "Warning", field)
         await self.event(runtime, "Failed", "Error: ErrImagePull", "Warning", field)
-        await self.set_status(runtime, "Pending", [({"waiting": {"reason": "ErrImagePull", "message": message}}, 0)], ready=False)
+        await self.set_status(
+            runtime, "Pending", [({"waiting": {"reason": "ErrImagePull", "message": message}}, 0)], ready=False
+        )
         await asyncio.sleep(1)
         backoff = f'Back-off pulling image "{image}"'
         await self.event(runtime, "BackOff", backoff, "Normal", field)
         await self.event(runtime, "Failed", "Error: ImagePullBackOff", "Warning", field)
-        await self.set_status(runtime, "Pending", [({"waiting": {"reason": "ImagePullBackOff", "message": backoff}}, 0)], ready=False)
+        await self.set_status(
+            runtime, "Pending", [({"waiting": {"reason": "ImagePullBackOff", "message": backoff}}, 0)], ready=False
+        )
 
     async def _start_responder(self, runtime):
         ports = [p["containerPort"] for c in runtime.pod["spec"]["containers"] for p in c.get("ports") or []] or [8888]
@@ -567,9 +687,15 @@ class SimKubelet:
                 return None
             answer = await self.client.create(
                 f"/api/v1/namespaces/{runtime.namespace}/serviceaccounts/{account}/token",
-                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                 "spec": {"expirationSeconds": 24 * 3600,
-                          "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}}})
+                {
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "kind": "TokenRequest",
+                    "spec": {
+                        "expirationSeconds": 24 * 3600,
+                        "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]},
+                    },
+                },
+            )
         except ApiError as e:
             log.warning("pod %s/%s: no token for service account %s: %s", runtime.namespace, runtime.name, account, e)
             return None
@@ -623,14 +749,22 @@ class SimKubelet:
             return value.replace("0.0.0.0", runtime.ip)
 
         env = await self._env(runtime, container)
-        base_env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV") if k in os.environ}
+        base_env = {
+            k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV") if k in os.environ
+        }
         # the bench's "image" is this machine with the bench's Python environment first on PATH
         base_env["PATH"] = os.pathsep.join(
-            self.path_prepend + [os.path.dirname(sys.executable), base_env.get("PATH", "/usr/bin:/bin")])
+            self.path_prepend + [os.path.dirname(sys.executable), base_env.get("PATH", "/usr/bin:/bin")]
+        )
         home = os.path.join(runtime.folder, "home")
         os.makedirs(home, exist_ok=True)
-        full_env = {**base_env, "HOME": home, "HOSTNAME": runtime.name, "KUBEBENCH_POD_IP": runtime.ip,
-                    "KUBEBENCH_MOUNTS": json.dumps(mapping)}
+        full_env = {
+            **base_env,
+            "HOME": home,
+            "HOSTNAME": runtime.name,
+            "KUBEBENCH_POD_IP": runtime.ip,
+            "KUBEBENCH_MOUNTS": json.dumps(mapping),
+        }
         if account:  # the process reaches the API server as the pod's service account
             full_env["KUBECONFIG"] = os.path.join(account, "kubeconfig")
         full_env.update({k: translate(v) for k, v in env.items()})
@@ -639,8 +773,9 @@ class SimKubelet:
         hosts = os.path.join(runtime.folder, "hosts")
         spec = runtime.pod["spec"]
         hostname = spec.get("hostname") or runtime.name
-        own_names = [hostname] + ([f"{hostname}.{spec['subdomain']}.{runtime.namespace}.svc.cluster.local"]
-                                  if spec.get("subdomain") else [])
+        own_names = [hostname] + (
+            [f"{hostname}.{spec['subdomain']}.{runtime.namespace}.svc.cluster.local"] if spec.get("subdomain") else []
+        )
         self.network.add_hosts_file(hosts, runtime.namespace, runtime.ip, own_names)
         full_env["HOSTNAME"] = hostname
         argv = isolated_argv(hosts, [translate(a) for a in command], read_only)
@@ -659,23 +794,50 @@ class SimKubelet:
             await self.event(runtime, "Created", f"Created container {name}", field_path=field)
             try:
                 runtime.proc = await asyncio.create_subprocess_exec(
-                    *argv, env=full_env, cwd=workdir, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
-                    stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+                    *argv,
+                    env=full_env,
+                    cwd=workdir,
+                    stdout=log_file,
+                    stderr=asyncio.subprocess.STDOUT,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             except OSError as e:
                 log_file.close()
                 message = f"failed to start {argv[0]!r}: {e}"
                 await self.event(runtime, "Failed", f"Error: {message}", "Warning", field)
-                await self.set_status(runtime, "Failed", [({"terminated": {"exitCode": 127, "reason": "StartError",
-                                                                           "message": message, "finishedAt": now()}}, restarts)],
-                                      ready=False, reason="StartError", message=message)
+                await self.set_status(
+                    runtime,
+                    "Failed",
+                    [
+                        (
+                            {
+                                "terminated": {
+                                    "exitCode": 127,
+                                    "reason": "StartError",
+                                    "message": message,
+                                    "finishedAt": now(),
+                                }
+                            },
+                            restarts,
+                        )
+                    ],
+                    ready=False,
+                    reason="StartError",
+                    message=message,
+                )
                 return
             log_file.close()
             started = now()
             runtime.oom_killed = False
             memory_limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
-            guard = asyncio.create_task(self._memory_guard(runtime, parse_bytes(memory_limit))) if memory_limit else None
+            guard = (
+                asyncio.create_task(self._memory_guard(runtime, parse_bytes(memory_limit))) if memory_limit else None
+            )
             await self.event(runtime, "Started", f"Started container {name}", field_path=field)
-            await self.set_status(runtime, "Running", [({"running": {"startedAt": started}}, restarts)], ready=not probe)
+            await self.set_status(
+                runtime, "Running", [({"running": {"startedAt": started}}, restarts)], ready=not probe
+            )
             if probe:
                 runtime.probe = asyncio.create_task(self._probe(runtime, container, probe, started, restarts, field))
             tracker = asyncio.create_task(self._track_tree(runtime))
@@ -697,11 +859,20 @@ class SimKubelet:
                     message = "".join(f.readlines()[-80:])[-4096:]
             if runtime.oom_killed:
                 code = 137
-                await self.event(runtime, "OOMKilling", f"Memory cgroup out of memory: killed container {name} "
-                                                        f"(limit {memory_limit})", "Warning", field)
-            terminated = {"exitCode": code, "reason": "OOMKilled" if runtime.oom_killed else
-                          "Completed" if code == 0 else "Error",
-                          "startedAt": started, "finishedAt": now(), "containerID": f"kubebench://{runtime.uid}-0"}
+                await self.event(
+                    runtime,
+                    "OOMKilling",
+                    f"Memory cgroup out of memory: killed container {name} (limit {memory_limit})",
+                    "Warning",
+                    field,
+                )
+            terminated = {
+                "exitCode": code,
+                "reason": "OOMKilled" if runtime.oom_killed else "Completed" if code == 0 else "Error",
+                "startedAt": started,
+                "finishedAt": now(),
+                "containerID": f"kubebench://{runtime.uid}-0",
+            }
             if message:
                 terminated["message"] = message
             again = restart_policy == "Always" or (restart_policy == "OnFailure" and code != 0)
@@ -712,9 +883,22 @@ class SimKubelet:
             restarts += 1
             delay = min(10 * 2 ** (restarts - 1), 300) / 10  # faster than the real 10 s .. 5 min
             await self.event(runtime, "BackOff", f"Back-off restarting failed container {name}", "Warning", field)
-            await self.set_status(runtime, "Running", [({"waiting": {"reason": "CrashLoopBackOff",
-                                                                     "message": f"back-off {delay:g}s restarting failed container"}},
-                                                        restarts)], ready=False)
+            await self.set_status(
+                runtime,
+                "Running",
+                [
+                    (
+                        {
+                            "waiting": {
+                                "reason": "CrashLoopBackOff",
+                                "message": f"back-off {delay:g}s restarting failed container",
+                            }
+                        },
+                        restarts,
+                    )
+                ],
+                ready=False,
+            )
             await asyncio.sleep(delay)
 
     async def _track_tree(self, runtime, interval=0.5):
@@ -722,8 +906,9 @@ class SimKubelet:
         process group (its own session) and outlives its parent is still the container's."""
         try:
             while runtime.proc.returncode is None:
-                runtime.tree = {pid: started for pid, started in runtime.tree.items()
-                                if process_start_time(pid) == started}
+                runtime.tree = {
+                    pid: started for pid, started in runtime.tree.items() if process_start_time(pid) == started
+                }
                 runtime.tree.update(descendants(runtime.proc.pid))
                 await asyncio.sleep(interval)
         except asyncio.CancelledError:
@@ -771,9 +956,14 @@ class SimKubelet:
             raise ValueError("no command given")
         env, workdir, translate, hosts, read_only = runtime.exec_context
         return await asyncio.create_subprocess_exec(
-            *isolated_argv(hosts, [translate(a) for a in argv], read_only), env=env, cwd=workdir,
+            *isolated_argv(hosts, [translate(a) for a in argv], read_only),
+            env=env,
+            cwd=workdir,
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
 
     async def container_exec(self, request):
         namespace, pod = request.match_info["ns"], request.match_info["pod"]
@@ -789,6 +979,7 @@ class SimKubelet:
             return await execstream.serve_websocket(request, start)
         if upgrade.startswith("spdy/"):
             from .spdy import serve_spdy
+
             return await serve_spdy(request, start)
         return web.Response(status=400, text="exec needs a WebSocket or SPDY/3.1 upgrade")
 
@@ -801,9 +992,17 @@ class SimKubelet:
         if request.query.get("previous") in ("true", "1"):
             # the container's run before its last restart, as it ended
             if not path or not os.path.exists(path + ".previous"):
-                return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 400,
-                                          "message": f'previous terminated container "{container}" in pod "{pod}" '
-                                                     "not found", "reason": "BadRequest"}, status=400)
+                return web.json_response(
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "status": "Failure",
+                        "code": 400,
+                        "message": f'previous terminated container "{container}" in pod "{pod}" not found',
+                        "reason": "BadRequest",
+                    },
+                    status=400,
+                )
             path += ".previous"
             with open(path, "rb") as f:
                 return web.Response(body=f.read(), content_type="text/plain")
@@ -816,7 +1015,7 @@ class SimKubelet:
             data = log.read()
             if tail is not None:
                 lines = data.splitlines(keepends=True)
-                data = b"".join(lines[-int(tail):]) if int(tail) > 0 else b""
+                data = b"".join(lines[-int(tail) :]) if int(tail) > 0 else b""
             limit = request.query.get("limitBytes")
             if limit:
                 data = data[: int(limit)]
@@ -833,7 +1032,12 @@ class SimKubelet:
                     await response.write(chunk)
                     continue
                 runtime = self.pods.get(uid)
-                if runtime is None or runtime.runs != run or runtime.proc is None or runtime.proc.returncode is not None:
+                if (
+                    runtime is None
+                    or runtime.runs != run
+                    or runtime.proc is None
+                    or runtime.proc.returncode is not None
+                ):
                     chunk = log.read()  # what the run wrote just before it ended
                     if chunk:
                         await response.write(chunk)
@@ -862,8 +1066,12 @@ class SimKubelet:
         _raise_fd_limit()
         runner = await self.serve_kubelet_api(cert, key)
         await self.register_nodes()
-        tasks = [asyncio.create_task(self.heartbeat()), asyncio.create_task(self.watch_pods()),
-                 asyncio.create_task(self.bind_claims()), asyncio.create_task(self.watch_services())]
+        tasks = [
+            asyncio.create_task(self.heartbeat()),
+            asyncio.create_task(self.watch_pods()),
+            asyncio.create_task(self.bind_claims()),
+            asyncio.create_task(self.watch_services()),
+        ]
         if ready_file:
             with open(ready_file, "w") as f:
                 f.write(str(os.getpid()))
@@ -904,9 +1112,12 @@ def _qos(pod):
     limits = [c.get("resources", {}).get("limits") or {} for c in containers]
     if not any(requests) and not any(limits):
         return "BestEffort"
-    if all(limit.get("cpu") and limit.get("memory")
-           and (not r or (r.get("cpu") == limit.get("cpu") and r.get("memory") == limit.get("memory")))
-           for r, limit in zip(requests, limits)):
+    if all(
+        limit.get("cpu")
+        and limit.get("memory")
+        and (not r or (r.get("cpu") == limit.get("cpu") and r.get("memory") == limit.get("memory")))
+        for r, limit in zip(requests, limits)
+    ):
         return "Guaranteed"
     return "Burstable"
 
@@ -922,12 +1133,21 @@ def _raise_fd_limit():
 def main(config_file):
     with open(config_file) as f:
         config = json.load(f)
-    logging.basicConfig(level=config.get("log_level", "INFO"), stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=config.get("log_level", "INFO"),
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     kubelet = SimKubelet(
-        config["server"], config["token"], config["root"], config["nodes"], mode=config.get("mode", "process"),
-        missing_images=config.get("missing_images", ()), kubelet_port=config["kubelet_port"],
-        events=config.get("events", True), path_prepend=config.get("path_prepend", ()),
+        config["server"],
+        config["token"],
+        config["root"],
+        config["nodes"],
+        mode=config.get("mode", "process"),
+        missing_images=config.get("missing_images", ()),
+        kubelet_port=config["kubelet_port"],
+        events=config.get("events", True),
+        path_prepend=config.get("path_prepend", ()),
         address_block=config.get("address_block", 0),
     )
     run_component(kubelet.run(config["cert"], config["key"], config.get("ready_file")))

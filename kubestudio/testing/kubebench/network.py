@@ -84,7 +84,11 @@ class ServiceNetwork:
         found = []
         for pod, address, ready in self.pods():
             labels = pod["metadata"].get("labels") or {}
-            if not ready or pod["metadata"]["namespace"] != key[0] or any(labels.get(k) != v for k, v in selector.items()):
+            if (
+                not ready
+                or pod["metadata"]["namespace"] != key[0]
+                or any(labels.get(k) != v for k, v in selector.items())
+            ):
                 continue
             port = _target_port(pod, port_spec) if port_spec else None
             if port_spec and port is None:
@@ -142,7 +146,9 @@ class ServiceNetwork:
         if key not in self.addresses:
             self.addresses[key] = next(self._free)
         address = self.addresses[key]
-        wanted = {p["port"]: p for p in (service.get("spec") or {}).get("ports") or [] if p.get("protocol", "TCP") == "TCP"}
+        wanted = {
+            p["port"]: p for p in (service.get("spec") or {}).get("ports") or [] if p.get("protocol", "TCP") == "TCP"
+        }
         servers = self.forwarders.setdefault(key, {})
         for port in set(servers) - set(wanted):
             servers.pop(port).close()
@@ -151,7 +157,8 @@ class ServiceNetwork:
                 continue
             try:
                 servers[port] = await asyncio.start_server(
-                    lambda r, w, key=key, spec=spec: self._forward(key, spec, r, w), address, port)
+                    lambda r, w, key=key, spec=spec: self._forward(key, spec, r, w), address, port
+                )
             except OSError as e:
                 log.warning("service %s/%s port %s: cannot listen on %s: %s", *key, port, address, e)
 

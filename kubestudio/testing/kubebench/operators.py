@@ -64,9 +64,23 @@ KSERVE = "serving.kserve.io/v1beta1"
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
 SPEC_HASH = "kubebench.kubestudio.io/predictor-spec"
 # predictor fields that are KServe's own, not the pod's
-PREDICTOR_FIELDS = {"minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "scaleMetricType",
-                    "containerConcurrency", "timeout", "canaryTrafficPercent", "logger", "batcher", "model",
-                    "containers", "autoScaling", "deploymentStrategy", "workerSpec"}
+PREDICTOR_FIELDS = {
+    "minReplicas",
+    "maxReplicas",
+    "scaleTarget",
+    "scaleMetric",
+    "scaleMetricType",
+    "containerConcurrency",
+    "timeout",
+    "canaryTrafficPercent",
+    "logger",
+    "batcher",
+    "model",
+    "containers",
+    "autoScaling",
+    "deploymentStrategy",
+    "workerSpec",
+}
 
 
 class Kind:
@@ -78,10 +92,19 @@ class Kind:
 
 
 KINDS = {
-    "PyTorchJob": Kind("PyTorchJob", "pytorchjobs", "pytorchReplicaSpecs", "pytorch", 23456, "pytorchjob-port",
-                       ("Master",), "pytorchjob-controller"),
-    "TFJob": Kind("TFJob", "tfjobs", "tfReplicaSpecs", "tensorflow", 2222, "tfjob-port", ("Chief", "Master"),
-                  "tfjob-controller"),
+    "PyTorchJob": Kind(
+        "PyTorchJob",
+        "pytorchjobs",
+        "pytorchReplicaSpecs",
+        "pytorch",
+        23456,
+        "pytorchjob-port",
+        ("Master",),
+        "pytorchjob-controller",
+    ),
+    "TFJob": Kind(
+        "TFJob", "tfjobs", "tfReplicaSpecs", "tensorflow", 2222, "tfjob-port", ("Chief", "Master"), "tfjob-controller"
+    ),
     "MPIJob": Kind("MPIJob", "mpijobs", "mpiReplicaSpecs", "mpi", None, None, ("Launcher",), "mpijob-controller"),
 }
 
@@ -108,8 +131,16 @@ def set_condition(status, kind, reason, message):
                 c.update(status="False", lastUpdateTime=stamp, lastTransitionTime=stamp)
     if kind == "Running":
         conditions = [c for c in conditions if c["type"] != "Restarting"]
-    conditions.append({"type": kind, "status": "True", "reason": reason, "message": message,
-                       "lastUpdateTime": stamp, "lastTransitionTime": stamp})
+    conditions.append(
+        {
+            "type": kind,
+            "status": "True",
+            "reason": reason,
+            "message": message,
+            "lastUpdateTime": stamp,
+            "lastTransitionTime": stamp,
+        }
+    )
     status["conditions"] = conditions
 
 
@@ -131,8 +162,14 @@ def _knative_condition(status, kind, ok, reason, message):
 
 
 def owner_reference(obj):
-    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
-            "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "name": obj["metadata"]["name"],
+        "uid": obj["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def _exit_code(pod):
@@ -162,9 +199,13 @@ class Operators:
 
     async def run(self, ready_file=None):
         watches = [self._watch(f"/apis/{TRAINING}/{k.plural}", k.kind) for k in KINDS.values()]
-        watches += [self._watch(f"/apis/{TRAINER}/trainjobs", "TrainJob"),
-                    self._watch_pods(), self._watch_batch_jobs(),
-                    self._watch(f"/apis/{KSERVE}/inferenceservices", "InferenceService"), self._watch_deployments()]
+        watches += [
+            self._watch(f"/apis/{TRAINER}/trainjobs", "TrainJob"),
+            self._watch_pods(),
+            self._watch_batch_jobs(),
+            self._watch(f"/apis/{KSERVE}/inferenceservices", "InferenceService"),
+            self._watch_deployments(),
+        ]
         tasks = [asyncio.ensure_future(w) for w in watches]
         tasks.append(asyncio.ensure_future(self._reconcile_loop()))
         tasks.append(asyncio.ensure_future(self._tick()))
@@ -260,9 +301,13 @@ class Operators:
     # ------------------------------------------------------------------ Training Operator v1
 
     def _job_pods(self, kind, namespace, name):
-        return [p for (ns, _), p in self.pods.items() if ns == namespace
-                and (p["metadata"].get("labels") or {}).get(JOB_NAME) == name
-                and (p["metadata"].get("labels") or {}).get(OPERATOR_NAME) == kind.operator]
+        return [
+            p
+            for (ns, _), p in self.pods.items()
+            if ns == namespace
+            and (p["metadata"].get("labels") or {}).get(JOB_NAME) == name
+            and (p["metadata"].get("labels") or {}).get(OPERATOR_NAME) == kind.operator
+        ]
 
     async def reconcile_training(self, kind, job):
         meta, spec = job["metadata"], job.get("spec") or {}
@@ -281,8 +326,15 @@ class Operators:
 
         deadline = run_policy.get("activeDeadlineSeconds")
         if deadline and (datetime.now(timezone.utc) - parse_time(status["startTime"])).total_seconds() > deadline:
-            await self._finish(kind, job, status, run_policy, "Failed", "DeadlineExceeded",
-                               f"{kind.kind} {name} has failed because it has reached the specified deadline")
+            await self._finish(
+                kind,
+                job,
+                status,
+                run_policy,
+                "Failed",
+                "DeadlineExceeded",
+                f"{kind.kind} {name} has failed because it has reached the specified deadline",
+            )
             return
 
         if kind.kind == "MPIJob":
@@ -306,7 +358,9 @@ class Operators:
                 elif phase == "Failed":
                     code = _exit_code(pod)
                     if policy == "ExitCode" and code is not None and 128 <= code <= 255:
-                        self._recreated[(kind.kind, namespace, name)] = self._recreated.get((kind.kind, namespace, name), 0) + 1
+                        self._recreated[(kind.kind, namespace, name)] = (
+                            self._recreated.get((kind.kind, namespace, name), 0) + 1
+                        )
                         await self.client.delete(f"/api/v1/namespaces/{namespace}/pods/{pod_name}")
                         restarting = True
                         counts["active"] += 1
@@ -321,23 +375,51 @@ class Operators:
         restarts = sum(_restarts(p) for p in pods.values()) + self._recreated.get((kind.kind, namespace, name), 0)
         backoff = run_policy.get("backoffLimit")
         if backoff is not None and restarts > backoff:
-            await self._finish(kind, job, status, run_policy, "Failed", "BackoffLimitExceeded",
-                               f"{kind.kind} {name} has failed because it has reached the specified backoff limit")
+            await self._finish(
+                kind,
+                job,
+                status,
+                run_policy,
+                "Failed",
+                "BackoffLimitExceeded",
+                f"{kind.kind} {name} has failed because it has reached the specified backoff limit",
+            )
             return
         if failed_types:
             rtype = failed_types[0]
-            await self._finish(kind, job, status, run_policy, "Failed", f"{kind.kind}Failed",
-                               f"{kind.kind} {name} is failed because {failed_types.count(rtype)} {rtype} replica(s) failed.")
+            await self._finish(
+                kind,
+                job,
+                status,
+                run_policy,
+                "Failed",
+                f"{kind.kind}Failed",
+                f"{kind.kind} {name} is failed because {failed_types.count(rtype)} {rtype} replica(s) failed.",
+            )
             return
         if self._succeeded(kind, specs, replica_statuses):
-            await self._finish(kind, job, status, run_policy, "Succeeded", f"{kind.kind}Succeeded",
-                               f"{kind.kind} {name} is successfully completed.")
+            await self._finish(
+                kind,
+                job,
+                status,
+                run_policy,
+                "Succeeded",
+                f"{kind.kind}Succeeded",
+                f"{kind.kind} {name} is successfully completed.",
+            )
             return
         if restarting:
-            set_condition(status, "Restarting", f"{kind.kind}Restarting",
-                          f"{kind.kind} {name} is restarting because a replica exited with a retryable code.")
-        elif pods and all((p.get("status") or {}).get("phase") in ("Running", "Succeeded") for p in pods.values()) \
-                and len(pods) == sum(int(r.get("replicas", 1)) for r in specs.values()):
+            set_condition(
+                status,
+                "Restarting",
+                f"{kind.kind}Restarting",
+                f"{kind.kind} {name} is restarting because a replica exited with a retryable code.",
+            )
+        elif (
+            pods
+            and all((p.get("status") or {}).get("phase") in ("Running", "Succeeded") for p in pods.values())
+            and len(pods) == sum(int(r.get("replicas", 1)) for r in specs.values())
+        ):
             if not condition(status, "Running"):
                 set_condition(status, "Running", f"{kind.kind}Running", f"{kind.kind} {name} is running.")
         if json.dumps(status, sort_keys=True) != before:
@@ -356,7 +438,9 @@ class Operators:
         status["completionTime"] = now()
         for rstatus in (status.get("replicaStatuses") or {}).values():
             rstatus["active"] = 0
-        await self._write_status(f"/apis/{TRAINING}/namespaces/{meta['namespace']}/{kind.plural}/{meta['name']}", status)
+        await self._write_status(
+            f"/apis/{TRAINING}/namespaces/{meta['namespace']}/{kind.plural}/{meta['name']}", status
+        )
         clean = run_policy.get("cleanPodPolicy") or (job.get("spec") or {}).get("cleanPodPolicy") or "None"
         for pod in self._job_pods(kind, meta["namespace"], meta["name"]):
             phase = (pod.get("status") or {}).get("phase")
@@ -371,12 +455,15 @@ class Operators:
             return
         if (datetime.now(timezone.utc) - parse_time(finished)).total_seconds() >= ttl:
             meta = job["metadata"]
-            await self._delete(f"/apis/{TRAINING}/namespaces/{meta['namespace']}/{kind.plural}/{meta['name']}",
-                               {"propagationPolicy": "Foreground"})
+            await self._delete(
+                f"/apis/{TRAINING}/namespaces/{meta['namespace']}/{kind.plural}/{meta['name']}",
+                {"propagationPolicy": "Foreground"},
+            )
 
     async def _write_status(self, path, status):
-        await self.client.request("PATCH", path + "/status", {"status": status},
-                                  content_type="application/merge-patch+json")
+        await self.client.request(
+            "PATCH", path + "/status", {"status": status}, content_type="application/merge-patch+json"
+        )
 
     async def _delete(self, path, body=None):
         try:
@@ -386,8 +473,12 @@ class Operators:
                 raise
 
     def _labels(self, kind, job, rtype, index):
-        labels = {JOB_NAME: job["metadata"]["name"], OPERATOR_NAME: kind.operator,
-                  REPLICA_TYPE: rtype.lower(), REPLICA_INDEX: str(index)}
+        labels = {
+            JOB_NAME: job["metadata"]["name"],
+            OPERATOR_NAME: kind.operator,
+            REPLICA_TYPE: rtype.lower(),
+            REPLICA_INDEX: str(index),
+        }
         if rtype in kind.master_types:
             labels[JOB_ROLE] = "master"
         return labels
@@ -404,11 +495,21 @@ class Operators:
         meta = job["metadata"]
         name = f"{meta['name']}-{rtype.lower()}-{index}"
         port = self._port(kind, rspec) or 22
-        body = {"apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": name, "namespace": meta["namespace"], "labels": self._labels(kind, job, rtype, index),
-                             "ownerReferences": [owner_reference(job)]},
-                "spec": {"clusterIP": "None", "selector": self._labels(kind, job, rtype, index),
-                         "ports": [{"name": kind.port_name or "ssh", "port": port, "targetPort": port}]}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": name,
+                "namespace": meta["namespace"],
+                "labels": self._labels(kind, job, rtype, index),
+                "ownerReferences": [owner_reference(job)],
+            },
+            "spec": {
+                "clusterIP": "None",
+                "selector": self._labels(kind, job, rtype, index),
+                "ports": [{"name": kind.port_name or "ssh", "port": port, "targetPort": port}],
+            },
+        }
         try:
             await self.client.create(f"/api/v1/namespaces/{meta['namespace']}/services", body)
         except ApiError as e:
@@ -423,18 +524,28 @@ class Operators:
             replicas = sum(int(r.get("replicas", 1)) for r in specs.values())
             rank = index + 1 if rtype == "Worker" else index
             nproc = str(spec.get("nprocPerNode") or "1")
-            env.update(MASTER_ADDR=f"{name}-master-0", MASTER_PORT=str(port), RANK=str(rank),
-                       WORLD_SIZE=str(replicas * int(nproc) if nproc.isdigit() else replicas),
-                       PET_MASTER_ADDR=f"{name}-master-0", PET_MASTER_PORT=str(port), PET_NNODES=str(replicas),
-                       PET_NODE_RANK=str(rank), PET_NPROC_PER_NODE=nproc)
+            env.update(
+                MASTER_ADDR=f"{name}-master-0",
+                MASTER_PORT=str(port),
+                RANK=str(rank),
+                WORLD_SIZE=str(replicas * int(nproc) if nproc.isdigit() else replicas),
+                PET_MASTER_ADDR=f"{name}-master-0",
+                PET_MASTER_PORT=str(port),
+                PET_NNODES=str(replicas),
+                PET_NODE_RANK=str(rank),
+                PET_NPROC_PER_NODE=nproc,
+            )
         elif kind.kind == "TFJob":
             cluster = {}
             for t, r in specs.items():
                 port = self._port(kind, r)
-                cluster[t.lower()] = [f"{name}-{t.lower()}-{i}.{job['metadata']['namespace']}.svc:{port}"
-                                      for i in range(int(r.get("replicas", 1)))]
-            env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": rtype.lower(), "index": index},
-                                           "environment": "cloud"})
+                cluster[t.lower()] = [
+                    f"{name}-{t.lower()}-{i}.{job['metadata']['namespace']}.svc:{port}"
+                    for i in range(int(r.get("replicas", 1)))
+                ]
+            env["TF_CONFIG"] = json.dumps(
+                {"cluster": cluster, "task": {"type": rtype.lower(), "index": index}, "environment": "cloud"}
+            )
         elif kind.kind == "MPIJob":
             env["OMPI_MCA_orte_default_hostfile"] = "/etc/mpi/hostfile"
             env["OMPI_MCA_plm_rsh_args"] = "-o ConnectionAttempts=10"
@@ -448,21 +559,33 @@ class Operators:
         for container in pod_spec.get("containers", []):
             known = {e["name"] for e in container.get("env") or []}
             container["env"] = list(container.get("env") or []) + [
-                {"name": k, "value": v} for k, v in extra.items() if k not in known]
+                {"name": k, "value": v} for k, v in extra.items() if k not in known
+            ]
         policy = rspec.get("restartPolicy", "Never")
         pod_spec["restartPolicy"] = "Never" if policy == "ExitCode" else policy
         pod_spec.setdefault("hostname", f"{meta['name']}-{rtype.lower()}-{index}")
         if kind.kind == "MPIJob":
-            pod_spec.setdefault("volumes", []).append({"name": "mpi-job-config", "configMap": {
-                "name": f"{meta['name']}-config", "items": [{"key": "hostfile", "path": "hostfile"}]}})
+            pod_spec.setdefault("volumes", []).append(
+                {
+                    "name": "mpi-job-config",
+                    "configMap": {"name": f"{meta['name']}-config", "items": [{"key": "hostfile", "path": "hostfile"}]},
+                }
+            )
             for container in pod_spec.get("containers", []):
                 container.setdefault("volumeMounts", []).append({"name": "mpi-job-config", "mountPath": "/etc/mpi"})
         labels = {**(template.get("metadata") or {}).get("labels", {}), **self._labels(kind, job, rtype, index)}
-        body = {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": f"{meta['name']}-{rtype.lower()}-{index}", "namespace": meta["namespace"],
-                             "labels": labels, "annotations": (template.get("metadata") or {}).get("annotations", {}),
-                             "ownerReferences": [owner_reference(job)]},
-                "spec": pod_spec}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{meta['name']}-{rtype.lower()}-{index}",
+                "namespace": meta["namespace"],
+                "labels": labels,
+                "annotations": (template.get("metadata") or {}).get("annotations", {}),
+                "ownerReferences": [owner_reference(job)],
+            },
+            "spec": pod_spec,
+        }
         try:
             await self.client.create(f"/api/v1/namespaces/{meta['namespace']}/pods", body)
         except ApiError as e:
@@ -473,12 +596,21 @@ class Operators:
         meta = job["metadata"]
         worker = specs.get("Worker") or {}
         slots = (job.get("spec") or {}).get("slotsPerWorker", 1)
-        hosts = "".join(f"{meta['name']}-worker-{i}.{meta['namespace']}.svc slots={slots}\n"
-                        for i in range(int(worker.get("replicas", 0))))
-        body = {"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": f"{meta['name']}-config", "namespace": meta["namespace"],
-                             "labels": {JOB_NAME: meta["name"]}, "ownerReferences": [owner_reference(job)]},
-                "data": {"hostfile": hosts}}
+        hosts = "".join(
+            f"{meta['name']}-worker-{i}.{meta['namespace']}.svc slots={slots}\n"
+            for i in range(int(worker.get("replicas", 0)))
+        )
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": f"{meta['name']}-config",
+                "namespace": meta["namespace"],
+                "labels": {JOB_NAME: meta["name"]},
+                "ownerReferences": [owner_reference(job)],
+            },
+            "data": {"hostfile": hosts},
+        }
         try:
             await self.client.create(f"/api/v1/namespaces/{meta['namespace']}/configmaps", body)
         except ApiError as e:
@@ -495,11 +627,15 @@ class Operators:
         mode = (meta.get("annotations") or {}).get("serving.kserve.io/deploymentMode", "Serverless")
         problem = None
         if mode != "RawDeployment":
-            problem = ("ServerlessModeNotSimulated", "the bench simulates KServe's RawDeployment mode only "
-                                                     "(Serverless needs Knative)")
+            problem = (
+                "ServerlessModeNotSimulated",
+                "the bench simulates KServe's RawDeployment mode only (Serverless needs Knative)",
+            )
         elif not predictor.get("containers"):
-            problem = ("ModelFormatNotSimulated", "the bench simulates custom predictor containers only "
-                                                  "(no ServingRuntimes)")
+            problem = (
+                "ModelFormatNotSimulated",
+                "the bench simulates custom predictor containers only (no ServingRuntimes)",
+            )
         status = json.loads(json.dumps(isvc.get("status") or {}))  # a copy: compared with what is there
         if problem:
             for kind in ("PredictorReady", "Ready"):
@@ -518,24 +654,39 @@ class Operators:
         # folder of the claim read-only at /mnt/models, with no storage initializer
         uri = next((e.get("value", "") for e in containers[0].get("env") or [] if e.get("name") == "STORAGE_URI"), "")
         if uri.startswith("pvc://"):
-            claim, _, sub_path = uri[len("pvc://"):].partition("/")
-            pod_spec["volumes"] = [*(pod_spec.get("volumes") or []),
-                                   {"name": "kserve-pvc-source",
-                                    "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}]
-            containers[0]["volumeMounts"] = [*(containers[0].get("volumeMounts") or []),
-                                             {"name": "kserve-pvc-source", "mountPath": "/mnt/models",
-                                              "subPath": sub_path, "readOnly": True}]
-        template = {"metadata": {"labels": labels, "annotations": dict(meta.get("annotations") or {})},
-                    "spec": pod_spec}
+            claim, _, sub_path = uri[len("pvc://") :].partition("/")
+            pod_spec["volumes"] = [
+                *(pod_spec.get("volumes") or []),
+                {"name": "kserve-pvc-source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}},
+            ]
+            containers[0]["volumeMounts"] = [
+                *(containers[0].get("volumeMounts") or []),
+                {"name": "kserve-pvc-source", "mountPath": "/mnt/models", "subPath": sub_path, "readOnly": True},
+            ]
+        template = {
+            "metadata": {"labels": labels, "annotations": dict(meta.get("annotations") or {})},
+            "spec": pod_spec,
+        }
         digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
         replicas = predictor.get("minReplicas", 1) or 1
         deployment_name = f"{name}-predictor"
-        deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
-                      "metadata": {"name": deployment_name, "namespace": namespace, "labels": labels,
-                                   "annotations": {SPEC_HASH: digest}, "ownerReferences": [owner_reference(isvc)]},
-                      "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": app}}, "template": template,
-                               "strategy": {"type": "RollingUpdate",
-                                            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}}}
+        deployment = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": deployment_name,
+                "namespace": namespace,
+                "labels": labels,
+                "annotations": {SPEC_HASH: digest},
+                "ownerReferences": [owner_reference(isvc)],
+            },
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": app}},
+                "template": template,
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            },
+        }
         deployments = f"/apis/apps/v1/namespaces/{namespace}/deployments"
         current = self.deployments.get((namespace, deployment_name))
         if current is None:
@@ -545,15 +696,23 @@ class Operators:
                 if e.status != 409:
                     raise
                 current = await self.client.get(f"{deployments}/{deployment_name}")
-        if (current["metadata"].get("annotations") or {}).get(SPEC_HASH) != digest or \
-                current["spec"].get("replicas") != replicas:
+        if (current["metadata"].get("annotations") or {}).get(SPEC_HASH) != digest or current["spec"].get(
+            "replicas"
+        ) != replicas:
             deployment["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             current = await self.client.request("PUT", f"{deployments}/{deployment_name}", deployment)
         port = next((p.get("containerPort") for p in containers[0].get("ports") or []), 8080)
-        service = {"apiVersion": "v1", "kind": "Service",
-                   "metadata": {"name": deployment_name, "namespace": namespace, "labels": labels,
-                                "ownerReferences": [owner_reference(isvc)]},
-                   "spec": {"selector": {"app": app}, "ports": [{"name": "http", "port": 80, "targetPort": port}]}}
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": deployment_name,
+                "namespace": namespace,
+                "labels": labels,
+                "ownerReferences": [owner_reference(isvc)],
+            },
+            "spec": {"selector": {"app": app}, "ports": [{"name": "http", "port": 80, "targetPort": port}]},
+        }
         try:
             await self.client.create(f"/api/v1/namespaces/{namespace}/services", service)
         except ApiError as e:
@@ -561,17 +720,21 @@ class Operators:
                 raise
         known = self.deployments.get((namespace, deployment_name)) or current
         dstatus = known.get("status") or {}
-        rolled = (dstatus.get("observedGeneration", 0) >= known["metadata"].get("generation", 1)
-                  and (known["metadata"].get("annotations") or {}).get(SPEC_HASH) == digest
-                  and dstatus.get("updatedReplicas", 0) >= replicas
-                  and dstatus.get("availableReplicas", 0) >= replicas
-                  and dstatus.get("replicas", 0) == dstatus.get("updatedReplicas", 0))
+        rolled = (
+            dstatus.get("observedGeneration", 0) >= known["metadata"].get("generation", 1)
+            and (known["metadata"].get("annotations") or {}).get(SPEC_HASH) == digest
+            and dstatus.get("updatedReplicas", 0) >= replicas
+            and dstatus.get("availableReplicas", 0) >= replicas
+            and dstatus.get("replicas", 0) == dstatus.get("updatedReplicas", 0)
+        )
         url = f"http://{deployment_name}.{namespace}.svc.cluster.local"
         status["url"] = url
         status["address"] = {"url": url}
         status["components"] = {"predictor": {"url": url}}
-        waiting = (f"the predictor's Deployment has {dstatus.get('updatedReplicas', 0)} of {replicas} replicas of "
-                   f"this version, {dstatus.get('availableReplicas', 0)} available")
+        waiting = (
+            f"the predictor's Deployment has {dstatus.get('updatedReplicas', 0)} of {replicas} replicas of "
+            f"this version, {dstatus.get('availableReplicas', 0)} available"
+        )
         for kind in ("PredictorReady", "IngressReady", "Ready"):
             ready = rolled or kind == "IngressReady"
             _knative_condition(status, kind, ready, "" if ready else "RolloutInProgress", "" if ready else waiting)
@@ -585,8 +748,11 @@ class Operators:
         ref = (trainjob.get("spec") or {}).get("runtimeRef") or {}
         kind = ref.get("kind", "ClusterTrainingRuntime")
         namespace = trainjob["metadata"]["namespace"]
-        path = (f"/apis/{TRAINER}/clustertrainingruntimes/{ref.get('name')}" if kind == "ClusterTrainingRuntime"
-                else f"/apis/{TRAINER}/namespaces/{namespace}/trainingruntimes/{ref.get('name')}")
+        path = (
+            f"/apis/{TRAINER}/clustertrainingruntimes/{ref.get('name')}"
+            if kind == "ClusterTrainingRuntime"
+            else f"/apis/{TRAINER}/namespaces/{namespace}/trainingruntimes/{ref.get('name')}"
+        )
         try:
             return await self.client.get(path)
         except ApiError as e:
@@ -605,8 +771,12 @@ class Operators:
         runtime = await self._runtime(trainjob)
         if runtime is None:
             ref = spec.get("runtimeRef") or {}
-            set_condition(status, "Failed", "TrainingRuntimeNotFound",
-                          f"{ref.get('kind', 'ClusterTrainingRuntime')} {ref.get('name')} was not found")
+            set_condition(
+                status,
+                "Failed",
+                "TrainingRuntimeNotFound",
+                f"{ref.get('kind', 'ClusterTrainingRuntime')} {ref.get('name')} was not found",
+            )
             await self._write_status(path, status)
             return
         trainer = spec.get("trainer") or {}
@@ -630,22 +800,32 @@ class Operators:
                     counts[key] += job_status.get(key, 0) or 0
                 for c in job_status.get("conditions") or []:
                     if c.get("type") == "Failed" and c.get("status") == "True":
-                        set_condition(status, "Failed", "JobsFailed", f"jobset {name} failed: job {job_name}: "
-                                                                      f"{c.get('message') or c.get('reason')}")
+                        set_condition(
+                            status,
+                            "Failed",
+                            "JobsFailed",
+                            f"jobset {name} failed: job {job_name}: {c.get('message') or c.get('reason')}",
+                        )
             jobs_status.append(counts)
         status["jobsStatus"] = jobs_status
-        if not condition(status, "Failed") and jobs_status and all(
-                j["succeeded"] >= nodes for j in jobs_status):
+        if not condition(status, "Failed") and jobs_status and all(j["succeeded"] >= nodes for j in jobs_status):
             set_condition(status, "Complete", "JobsCompleted", "TrainJob is completed")
         if json.dumps(status, sort_keys=True) != before:
             await self._write_status(path, status)
 
     async def _ensure_trainjob_service(self, trainjob):
         meta = trainjob["metadata"]
-        body = {"apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": meta["name"], "namespace": meta["namespace"],
-                             "labels": {JOBSET_NAME: meta["name"]}, "ownerReferences": [owner_reference(trainjob)]},
-                "spec": {"clusterIP": "None", "selector": {JOBSET_NAME: meta["name"]}, "publishNotReadyAddresses": True}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "labels": {JOBSET_NAME: meta["name"]},
+                "ownerReferences": [owner_reference(trainjob)],
+            },
+            "spec": {"clusterIP": "None", "selector": {JOBSET_NAME: meta["name"]}, "publishNotReadyAddresses": True},
+        }
         try:
             await self.client.create(f"/api/v1/namespaces/{meta['namespace']}/services", body)
         except ApiError as e:
@@ -662,9 +842,12 @@ class Operators:
         pod_template = job_spec.get("template") or {}
         for patch in (trainjob.get("spec") or {}).get("runtimePatches") or []:
             for patched in (((patch.get("trainingRuntimeSpec") or {}).get("template") or {}).get("spec") or {}).get(
-                    "replicatedJobs") or []:
+                "replicatedJobs"
+            ) or []:
                 if patched.get("name") == rjob["name"]:
-                    apply_pod_patch(pod_template, ((patched.get("template") or {}).get("spec") or {}).get("template") or {})
+                    apply_pod_patch(
+                        pod_template, ((patched.get("template") or {}).get("spec") or {}).get("template") or {}
+                    )
         pod_spec = pod_template.get("spec") or {}
         labels = {JOBSET_NAME: meta["name"], REPLICATED_JOB: rjob["name"], JOB_INDEX: "0", TRAINJOB_NAME: meta["name"]}
         index_annotation = "batch.kubernetes.io/job-completion-index"
@@ -678,10 +861,18 @@ class Operators:
             if trainer.get("resourcesPerNode"):
                 container["resources"] = trainer["resourcesPerNode"]
             env = [e for e in container.get("env") or []] + list(trainer.get("env") or [])
-            env += [{"name": "PET_NNODES", "value": str(nodes)}, {"name": "PET_NPROC_PER_NODE", "value": nproc},
-                    {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {
-                        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
-                    {"name": "PET_MASTER_ADDR", "value": master}, {"name": "PET_MASTER_PORT", "value": "29400"}]
+            env += [
+                {"name": "PET_NNODES", "value": str(nodes)},
+                {"name": "PET_NPROC_PER_NODE", "value": nproc},
+                {
+                    "name": "PET_NODE_RANK",
+                    "valueFrom": {
+                        "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
+                    },
+                },
+                {"name": "PET_MASTER_ADDR", "value": master},
+                {"name": "PET_MASTER_PORT", "value": "29400"},
+            ]
             container["env"] = env
             container.setdefault("ports", [{"containerPort": 29400}])
         pod_spec.setdefault("restartPolicy", "Never")
@@ -691,13 +882,23 @@ class Operators:
         pod_meta = pod_template.setdefault("metadata", {})
         pod_meta.setdefault("labels", {}).update(labels)
         pod_meta.setdefault("annotations", {})[index_annotation] = str(node)
-        body = {"apiVersion": "batch/v1", "kind": "Job",
-                "metadata": {"name": job_name, "namespace": meta["namespace"],
-                             "labels": {**(template.get("metadata") or {}).get("labels", {}), **labels},
-                             "ownerReferences": [owner_reference(trainjob)]},
-                "spec": {**{k: v for k, v in job_spec.items() if k != "template"},
-                         "completions": 1, "parallelism": 1, "backoffLimit": job_spec.get("backoffLimit", 0),
-                         "template": pod_template}}
+        body = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": job_name,
+                "namespace": meta["namespace"],
+                "labels": {**(template.get("metadata") or {}).get("labels", {}), **labels},
+                "ownerReferences": [owner_reference(trainjob)],
+            },
+            "spec": {
+                **{k: v for k, v in job_spec.items() if k != "template"},
+                "completions": 1,
+                "parallelism": 1,
+                "backoffLimit": job_spec.get("backoffLimit", 0),
+                "template": pod_template,
+            },
+        }
         try:
             await self.client.create(f"/apis/batch/v1/namespaces/{meta['namespace']}/jobs", body)
         except ApiError as e:
@@ -705,8 +906,14 @@ class Operators:
                 raise
 
 
-MERGE_KEYS = {"containers": "name", "initContainers": "name", "volumes": "name", "env": "name",
-              "volumeMounts": "mountPath", "imagePullSecrets": "name"}
+MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "volumes": "name",
+    "env": "name",
+    "volumeMounts": "mountPath",
+    "imagePullSecrets": "name",
+}
 
 
 def _merge(target, patch):
@@ -735,8 +942,11 @@ def apply_pod_patch(pod_template, patch):
 def main(config_file):
     with open(config_file) as f:
         config = json.load(f)
-    logging.basicConfig(level=config.get("log_level", "INFO"), stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=config.get("log_level", "INFO"),
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     operators = Operators(KubeClient(config["server"], config["token"]))
     run_component(operators.run(config.get("ready_file")))
 

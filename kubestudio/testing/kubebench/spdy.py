@@ -24,14 +24,18 @@ PROTOCOL = "v4.channel.k8s.io"
 
 # The SPDY/3 header dictionary: these words, each with a 32-bit length, then a raw tail.
 _WORDS = (
-    "options head post put delete trace accept accept-charset accept-encoding accept-language "
-    "accept-ranges age allow authorization cache-control connection content-base content-encoding "
-    "content-language content-length content-location content-md5 content-range content-type date "
-    "etag expect expires from host if-match if-modified-since if-none-match if-range "
-    "if-unmodified-since last-modified location max-forwards pragma proxy-authenticate "
-    "proxy-authorization range referer retry-after server te trailer transfer-encoding upgrade "
-    "user-agent vary via warning www-authenticate method get status"
-).split() + ["200 OK"] + "version HTTP/1.1 url public set-cookie keep-alive origin".split()
+    (
+        "options head post put delete trace accept accept-charset accept-encoding accept-language "
+        "accept-ranges age allow authorization cache-control connection content-base content-encoding "
+        "content-language content-length content-location content-md5 content-range content-type date "
+        "etag expect expires from host if-match if-modified-since if-none-match if-range "
+        "if-unmodified-since last-modified location max-forwards pragma proxy-authenticate "
+        "proxy-authorization range referer retry-after server te trailer transfer-encoding upgrade "
+        "user-agent vary via warning www-authenticate method get status"
+    ).split()
+    + ["200 OK"]
+    + "version HTTP/1.1 url public set-cookie keep-alive origin".split()
+)
 _TAIL = (
     "100101201202205206300302303304305306307402405406407408409410411412413414415416417502504505"
     "203 Non-Authoritative Information204 No Content301 Moved Permanently400 Bad Request"
@@ -77,10 +81,10 @@ class Session:
         data = self.inflate.decompress(block)
         count, at, found = struct.unpack(">I", data[:4])[0], 4, {}
         for _ in range(count):
-            size = struct.unpack(">I", data[at:at + 4])[0]
-            name, at = data[at + 4:at + 4 + size].decode().lower(), at + 4 + size
-            size = struct.unpack(">I", data[at:at + 4])[0]
-            found[name], at = data[at + 4:at + 4 + size].decode(), at + 4 + size
+            size = struct.unpack(">I", data[at : at + 4])[0]
+            name, at = data[at + 4 : at + 4 + size].decode().lower(), at + 4 + size
+            size = struct.unpack(">I", data[at : at + 4])[0]
+            found[name], at = data[at + 4 : at + 4 + size].decode(), at + 4 + size
         return found
 
     def _control(self, kind, flags, payload):
@@ -119,8 +123,9 @@ async def serve_spdy(request, start):
     offered = [p.strip() for p in request.headers.getall("X-Stream-Protocol-Version", [])]
     if PROTOCOL not in offered:
         return web.Response(status=403, text=f"exec here speaks {PROTOCOL}; the client offered {offered}")
-    response = web.StreamResponse(status=101, headers={
-        "Connection": "Upgrade", "Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": PROTOCOL})
+    response = web.StreamResponse(
+        status=101, headers={"Connection": "Upgrade", "Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": PROTOCOL}
+    )
     # the bytes after the upgrade are SPDY frames, not HTTP: take them before the HTTP parser does
     # (as aiohttp's own WebSocketResponse does)
     frames = asyncio.StreamReader()
