@@ -14,8 +14,8 @@
 - :class:`PullFailure`: when a container that cannot pull its image has waited long enough;
 - :func:`clean_owned`: delete what we own that is older than an age, from a reflector's cache.
 
-The services' backends (kaniko builds, jobs; TensorBoards and servings later) use these rather
-than talking to the API themselves.
+The services' backends (kaniko builds, jobs, servings, TensorBoards) use these rather than
+talking to the API themselves.
 """
 
 import asyncio

@@ -19,7 +19,7 @@ from ..names import IMAGES_SERVICE as SERVICE_NAME
 from ..names import REGISTRY_PREFIX
 from ..registry import RegistryClient
 from ..services.app import ServiceApp
-from ..services.events import BulkTurns
+from ..services.events import BulkWriteLimiter
 from ..services.store import Store
 from ..services.web import (
     HealthHandler,
@@ -304,7 +304,7 @@ class ImageBuilder(ServiceApp):
             workspace_label=self.workspace_label,
             capture=capture,
             keepalive_seconds=self.keepalive_seconds,
-            bulk_turns=BulkTurns(),
+            bulk_writes=BulkWriteLimiter(),
             openapi=openapi,
             registry_display=f"{self.registry_host}/{self.registry_prefix}".rstrip("/"),
             static_path=os.path.join(os.path.dirname(__file__), "static"),

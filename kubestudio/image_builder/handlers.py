@@ -87,7 +87,7 @@ class BuildLogsHandler(ImagesHandler):
                                 parts.append(
                                     stream.event({"type": "progress", "step": steps.step, "steps": steps.total or None})
                                 )
-                        await self.settings["bulk_turns"].write(stream.write, "".join(parts))
+                        await self.settings["bulk_writes"].write(stream.write, "".join(parts))
                         if stream.closed:
                             return
                 else:

@@ -22,7 +22,7 @@ USER_FILTER = {
     "schema": {"type": "string"},
     "description": "Admins: whose builds (a user name, or * for everyone's). Default: your own.",
 }
-WORDS = {
+ERROR_WORDING = {
     "r403": "Not allowed (the message names the scope or the Dockerfile line).",
     "r404": "No such build or image (or it is someone else's).",
     "r413": "Too large (body, Dockerfile or build context).",
@@ -31,7 +31,7 @@ WORDS = {
 
 
 def _errors(*codes):
-    return errors(*codes, **WORDS)
+    return errors(*codes, **ERROR_WORDING)
 
 
 def openapi(prefix):

@@ -1,4 +1,4 @@
-"""Jobs: training (and later serving) from the notebook.
+"""Jobs: training and serving from the notebook.
 
 The SDK is what notebooks import (:class:`JobsClient`, :class:`JobSpec`); the service itself
 (``python -m kubestudio.jobs``) lives in :mod:`.app`, imported only when it runs.

@@ -15,7 +15,7 @@ from traitlets import Bool, Integer, Type, Unicode, default
 
 from ..names import JOBS_SERVICE as SERVICE_NAME
 from ..services.app import ServiceApp
-from ..services.events import BulkTurns
+from ..services.events import BulkWriteLimiter
 from ..services.hubapi import HubAPI
 from ..services.proxy import close_upstream
 from ..services.store import Store
@@ -143,7 +143,7 @@ class JobService(ServiceApp):
             cookie_secret_file=self.cookie_secret_file,
             manager=self.manager,
             keepalive_seconds=self.keepalive_seconds,
-            bulk_turns=BulkTurns(),
+            bulk_writes=BulkWriteLimiter(),
             openapi=openapi,
             servings=self.servings,
             max_predict_bytes=self.max_predict_bytes,

@@ -61,7 +61,7 @@ class JobsBaseHandler(OwnedHandler):
                     # one event per batch of lines: a 50 MB log is a few thousand events, not half a million
                     for start in range(0, len(value), LOG_BATCH_LINES):
                         text = LINES_EVENT % json.dumps(value[start : start + LOG_BATCH_LINES])
-                        await self.settings["bulk_turns"].write(stream.write, text)
+                        await self.settings["bulk_writes"].write(stream.write, text)
                         if stream.closed:
                             return
                     # a change of status (or of why it waits) between lines; the end is the result

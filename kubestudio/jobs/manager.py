@@ -171,7 +171,7 @@ class JobManager:
                 backend=self.backend.name,
                 status=QUEUED,
                 message="",
-                history=[_entry(QUEUED, "submitted")],
+                history=[_history_entry(QUEUED, "submitted")],
                 refs={},
                 attempt=0,
                 exit={},
@@ -400,7 +400,7 @@ class JobManager:
             record.finished = utcnow()
             if outcome.exits:
                 record.exit = outcome.exits
-            record.history = [*record.history, _entry(outcome.status, outcome.message)]
+            record.history = [*record.history, _history_entry(outcome.status, outcome.message)]
             if live is not None:
                 live.log.close()
                 live.log.save(db, _chunk_of(job_id))
@@ -433,7 +433,7 @@ class JobManager:
             changed = record.status != status
             record.status, record.message = status, message
             if history and (changed or message != (record.history or [{}])[-1].get("message")):
-                record.history = [*record.history, _entry(status, message)]
+                record.history = [*record.history, _history_entry(status, message)]
         if changed:
             self.log.info("job %s: %s%s", job_id, status, f" ({message})" if message else "")
         live = self.live.get(job_id)
@@ -454,5 +454,5 @@ class JobManager:
                     self.log.exception("could not schedule waiting jobs")
 
 
-def _entry(status, message):
+def _history_entry(status, message):
     return {"status": status, "message": message, "at": iso(utcnow())}

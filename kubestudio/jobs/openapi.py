@@ -23,14 +23,14 @@ USER_FILTER = {
     "schema": {"type": "string"},
     "description": "Admins: whose jobs (a user name, or * for everyone's). Default: your own.",
 }
-WORDS = {
+ERROR_WORDING = {
     "r404": "No such job (or it is someone else's).",
     "r409": "The machine or cluster cannot run it (no such GPU, runtime or operator), or a name clash.",
 }
 
 
 def _errors(*codes):
-    return errors(*codes, **WORDS)
+    return errors(*codes, **ERROR_WORDING)
 
 
 def openapi(prefix):

@@ -99,7 +99,7 @@ class PredictHandler(ServingsBaseHandler):
             raise http_error(
                 413, f"the request body is larger than {limit // (1024 * 1024)} MiB (JobService.max_predict_bytes)"
             )
-        target = self.manager.target(serving_id)
+        target = self.manager.upstream_url(serving_id)
         if target is None:
             serving = self.manager.get(serving_id)
             self.set_header("Retry-After", "1")
@@ -108,14 +108,14 @@ class PredictHandler(ServingsBaseHandler):
                 f"serving {owner}/{name} is {serving['status']}"
                 + (f": {serving['message']}" if serving["message"] else ""),
             )
-        self.manager.counted(serving_id)
+        self.manager.count_request(serving_id)
         url = f"{target}/{path}" + (f"?{self.request.query}" if self.request.query else "")
         # a prediction may be sent twice (to a pod that went away in a rollout, then to another)
         await forward(
             self,
             url,
             f"serving {owner}/{name}",
-            backend_headers=self.manager.target_headers(serving_id),
+            backend_headers=self.manager.upstream_headers(serving_id),
             replayable=True,
         )
 

@@ -410,16 +410,16 @@ class ServingManager:
         with self.store.session() as db:
             return db.query(Serving.owner).filter(Serving.id == serving_id).scalar()
 
-    def target(self, serving_id):
+    def upstream_url(self, serving_id):
         runtime = self.runtimes.get(serving_id)
         return runtime.url if runtime is not None else None
 
-    def target_headers(self, serving_id):
+    def upstream_headers(self, serving_id):
         """What the serving's runtime asks of its caller (a local runtime's secret), for the proxy."""
         runtime = self.runtimes.get(serving_id)
         return dict(getattr(runtime, "headers", None) or {})
 
-    def counted(self, serving_id):
+    def count_request(self, serving_id):
         self.counts[serving_id] = self.counts.get(serving_id, 0) + 1
 
     def get(self, serving_id):

@@ -1,5 +1,5 @@
 """Server-Sent Events for service pages and clients: :class:`EventStream` (events with keepalive
-comments), :class:`BulkTurns` (bulk writers take turns on the event loop) and
+comments), :class:`BulkWriteLimiter` (bulk writers take turns on the event loop) and
 :func:`wants_event_stream`."""
 
 import asyncio
@@ -63,7 +63,7 @@ class EventStream:
         self._task.cancel()
 
 
-class BulkTurns:
+class BulkWriteLimiter:
     """Take turns for bulk writes (log replays): at most ``width`` of them hold the event loop.
 
     Ten followers replaying a 50 MB log keep the loop busy; if they all sat in its ready queue,

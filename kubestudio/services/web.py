@@ -184,11 +184,11 @@ class OwnedHandler(ServiceHandler):
 
     async def send_log_text(self, pieces):
         """A log as plain text, a piece at a time (``pieces``: an async iterator of text), each
-        written in a turn of the application's ``bulk_turns``: a 10 MB log never sits whole in
+        written in a turn of the application's ``bulk_writes``: a 10 MB log never sits whole in
         memory, nor holds up other requests."""
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         async for text in pieces:
-            await self.settings["bulk_turns"].write(self._write_and_flush, text)
+            await self.settings["bulk_writes"].write(self._write_and_flush, text)
         self.finish()
 
     async def _write_and_flush(self, text):

@@ -294,9 +294,9 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
 
     @default("apply_user_options")
     def _default_apply_user_options(self):
-        return LocalWorkspaceSpawner._claim
+        return LocalWorkspaceSpawner._check_and_reserve
 
-    def _claim(self, user_options):
+    def _check_and_reserve(self, user_options):
         """Check the request and reserve quota and GPUs (JupyterHub's apply_user_options).
 
         Runs before start, also for API spawns that never saw the form; a refusal becomes an
@@ -343,7 +343,7 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
     async def start(self):
         if self._allocation is None:
             # JupyterHub < 5.3 has no apply_user_options hook
-            self._claim(self.user_options)
+            self._check_and_reserve(self.user_options)
         request, allocation = self._request, self._allocation
         profile = request.profile
         folders = self.folders

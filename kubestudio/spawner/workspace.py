@@ -372,9 +372,9 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
 
     @default("apply_user_options")
     def _default_apply_user_options(self):
-        return WorkspaceSpawner._claim
+        return WorkspaceSpawner._check_and_reserve
 
-    async def _claim(self, user_options):
+    async def _check_and_reserve(self, user_options):
         """Check the request and the quotas (JupyterHub's apply_user_options hook)."""
         await self._start_watching_pods()
         try:
@@ -408,7 +408,7 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         (kubespawner #550): extra volumes, labels or env of the config keep the user's workspace.
         """
         if self._request is None:
-            await self._claim(self.user_options)  # JupyterHub < 5.3 has no apply_user_options
+            await self._check_and_reserve(self.user_options)  # JupyterHub < 5.3 has no apply_user_options
         request, traits = self._request, self._workspace_traits
         profile_list = await self.kubespawner_profiles() if self._from_profile_list else []
         overridden = {name for entry in profile_list for name in _override_names(entry)}

@@ -124,7 +124,7 @@ class ProxyHandler(BoardsBaseHandler):
         if owner is None or owner != self.identity["name"]:  # a board is its owner's alone
             raise http_error(404, f"no board {board_id}")
         self.manager.touch(board_id)
-        target = self.manager.target(board_id)
+        target = self.manager.upstream_url(board_id)
         if target is None:
             board = self.manager.get(board_id)
             page = self.request.headers.get("Sec-Fetch-Mode") == "navigate" or "text/html" in self.request.headers.get(
@@ -151,7 +151,7 @@ class ProxyHandler(BoardsBaseHandler):
             url,
             f"board {board_id}: TensorBoard",
             location=lambda value: self._inside_prefix(value, board_id),
-            backend_headers=self.manager.target_headers(board_id),
+            backend_headers=self.manager.upstream_headers(board_id),
         )
 
     def _inside_prefix(self, location, board_id):

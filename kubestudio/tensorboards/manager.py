@@ -252,7 +252,7 @@ class BoardManager:
             if board is not None and board.status == STARTING:
                 board.message = f"starting TensorBoard: {message}"
 
-    def target(self, board_id):
+    def upstream_url(self, board_id):
         """Where the board's TensorBoard answers (``http://127.0.0.1:port/<prefix>``), or None
         (then it is started, or says why not)."""
         known = self.running.get(board_id)
@@ -267,7 +267,7 @@ class BoardManager:
             self.running[board_id] = (board.owner, running)
             return running.url
 
-    def target_headers(self, board_id):
+    def upstream_headers(self, board_id):
         """What the board's TensorBoard asks of its caller (a local board's secret), for the proxy."""
         known = self.running.get(board_id)
         return dict(getattr(known[1], "headers", None) or {}) if known is not None else {}

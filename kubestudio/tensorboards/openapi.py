@@ -13,7 +13,7 @@ BOARD_ID = {
     "schema": {"type": "string", "pattern": "^[0-9a-f]{1,32}$"},
     "description": "A board id.",
 }
-WORDS = {
+ERROR_WORDING = {
     "r404": "No such board (or it is someone else's), or no such folder.",
     "r409": "Too many boards open: the message lists them.",
 }
@@ -86,7 +86,7 @@ def openapi(prefix):
                 ],
                 "responses": {
                     "200": ok({"type": "object", "properties": {"boards": {"type": "array", "items": BOARD}}}),
-                    **errors(401, 403, **WORDS),
+                    **errors(401, 403, **ERROR_WORDING),
                 },
             },
             "post": {
@@ -95,16 +95,16 @@ def openapi(prefix):
                 "responses": {
                     "201": ok(BOARD, "A new board"),
                     "200": ok(BOARD, "The same board"),
-                    **errors(400, 401, 403, 404, 409, 413, **WORDS),
+                    **errors(400, 401, 403, 404, 409, 413, **ERROR_WORDING),
                 },
             },
         },
         "/api/boards/{board_id}": {
             "parameters": [BOARD_ID],
-            "get": {"summary": "One board", "responses": {"200": ok(BOARD), **errors(401, 403, 404, **WORDS)}},
+            "get": {"summary": "One board", "responses": {"200": ok(BOARD), **errors(401, 403, 404, **ERROR_WORDING)}},
             "delete": {
                 "summary": "Stop a board and forget it",
-                "responses": {"204": {"description": "Stopped"}, **errors(401, 403, 404, **WORDS)},
+                "responses": {"204": {"description": "Stopped"}, **errors(401, 403, 404, **ERROR_WORDING)},
             },
         },
         "/api/boards/{board_id}/logs": {
@@ -113,7 +113,7 @@ def openapi(prefix):
                 "summary": "TensorBoard's own output (its stderr)",
                 "responses": {
                     "200": {"description": "The log", "content": {"text/plain": {"schema": {"type": "string"}}}},
-                    **errors(401, 403, 404, **WORDS),
+                    **errors(401, 403, 404, **ERROR_WORDING),
                 },
             },
         },

@@ -25,7 +25,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from traitlets import Bool, Float, List, Unicode, default
 
@@ -34,6 +34,7 @@ from ...cgroups import Containment
 from ...launch import open_folder_inside, start_process
 from ...processgroup import process_start_time, rss_by_group, signal_group
 from ...quantities import parse_bytes
+from ...services.livelog import LineSplitter
 from ...spawner.gpus import JOB, Allocation, GpuLedger, detect_gpus, gpus_from_config, ledger_path
 from ...spawner.imagerun import ImageRunError, ImageRunner, inside_env, runner_env, user_mounts, write_env_file
 from ...spawner.request import HOST_IMAGE
@@ -60,7 +61,7 @@ class Rank:
     started: int = None  # the process's start time (clock ticks since boot), against PID reuse
     proc: object = None  # the asyncio process, when this service started it
     offset: int = 0
-    partial: bytes = b""
+    lines: LineSplitter = field(default_factory=lambda: LineSplitter(MAX_LINE))  # the log's bytes -> lines
     log: object = None  # the log file, open while the rank is followed
     result: dict = None
 
@@ -661,31 +662,20 @@ class LocalJobBackend(JobBackend):
             while data:
                 got = True
                 rank.offset += len(data)
-                self._lines(run, rank, data)
+                self._hand_on(run, rank, rank.lines.feed(data))
                 data = rank.log.read(READ_BYTES) if final or len(data) == READ_BYTES else b""
-            if final and rank.partial:
-                self._emit(run, rank, rank.partial)
-                rank.partial = b""
+            if final:
+                self._hand_on(run, rank, rank.lines.close())
         return got
 
-    def _lines(self, run, rank, data):
-        data = rank.partial + data
-        cut = data.rfind(b"\n") + 1
-        whole, rank.partial = data[:cut], data[cut:]
-        if whole:
-            # one decode and one hand-over for a whole read (a flood of lines is thousands per read)
-            lines = whole.decode("utf-8", errors="replace").split("\n")[:-1]
-            if run.refs.get("containers"):
-                # buildah's own words on the rank's exit (the exit status says it already)
-                lines = [line for line in lines if not BUILDAH_EXIT.match(line)]
-            run.on_lines(rank.replica, [piece for line in lines for piece in _pieces(line.rstrip("\r"))])
-        while len(rank.partial) > MAX_LINE:
-            self._emit(run, rank, rank.partial[:MAX_LINE])
-            rank.partial = rank.partial[MAX_LINE:]
-
     @staticmethod
-    def _emit(run, rank, raw):
-        run.on_lines(rank.replica, _pieces(raw.decode("utf-8", errors="replace").rstrip("\r")))
+    def _hand_on(run, rank, lines):
+        """One hand-over for a whole read's lines (a flood of lines is thousands per read)."""
+        if lines and run.refs.get("containers"):
+            # buildah's own words on the rank's exit (the exit status says it already)
+            lines = [line for line in lines if not BUILDAH_EXIT.match(line)]
+        if lines:
+            run.on_lines(rank.replica, lines)
 
     async def _packages(self, run, account):
         """The Python of the job: the owner's own environment (the one their servers run, with what
@@ -780,10 +770,3 @@ class LocalJobBackend(JobBackend):
         except asyncio.CancelledError:
             signal_group(proc.pid)
             raise
-
-
-def _pieces(text):
-    """A line as it goes to the log: longer than MAX_LINE, in pieces (never fatal)."""
-    if len(text) <= MAX_LINE:
-        return [text]
-    return [text[start : start + MAX_LINE] for start in range(0, len(text), MAX_LINE)]
