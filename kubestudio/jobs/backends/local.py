@@ -53,6 +53,24 @@ BUILDAH_EXIT = re.compile(r"^(subprocess exited (with status \d+|on \w+)|Error: 
 
 
 @dataclass
+class RankPlan:
+    """How a job's ranks start (:meth:`LocalJobBackend.run`): shared by every rank of the attempt."""
+
+    env: dict  # every rank's environment before its own variables (RANK, WORLD_SIZE, ...)
+    port: int  # the rendezvous port of rank 0
+    gpus_per_node: list  # the GPU ids each node's ranks see, or None
+    account: object  # the owner's OS account, or None (the service's own)
+    folders: object  # the owner's folders
+    groups: list  # one cgroup per node (empty without containment)
+    image: str = None  # the image the ranks run in; None: the hub's Python
+    argv: list = field(default_factory=list)
+    cwd_fd: int = None  # the working folder, opened once (on the hub's Python)
+    runner: object = None  # in an image: the ImageRunner, the mount name, the working folder inside
+    mount: str = ""
+    workdir: str = ""
+
+
+@dataclass
 class Rank:
     replica: str
     log_path: str
@@ -381,21 +399,65 @@ class LocalJobBackend(JobBackend):
         os.makedirs(os.path.dirname(ranks[0].log_path), mode=0o700, exist_ok=True)
         account = await self.account_for(run.owner)
         image = self.job_image(spec)
-        if image:
-            if account is None:
-                return Outcome("failed", "image: jobs run in images only with per-user accounts (a hub run as root)")
-            python = "python3"
-        else:
-            python = await self._packages(run, account)
+        if image and account is None:
+            return Outcome("failed", "image: jobs run in images only with per-user accounts (a hub run as root)")
+        python = "python3" if image else await self._packages(run, account)
         if isinstance(python, Outcome):
             return python
         folders = self.folders(run.owner)
-        base = {k: os.environ[k] for k in self.env_keep if k in os.environ}
-        bin_dir = os.path.dirname(python)
-        base["PATH"] = os.pathsep.join(
-            [bin_dir] + [d for d in base.get("PATH", os.defpath).split(os.pathsep) if d and d != bin_dir]
+        plan = RankPlan(
+            env=self._job_env(run, folders, python),
+            port=free_port(),
+            gpus_per_node=self._gpus_per_node(run),
+            account=account,
+            folders=folders,
+            groups=self._groups(run),
+            image=image,
         )
-        base.update(
+        script = self._inside(folders.workspace, spec.script, "script", want_dir=False) if spec.script else None
+        if image:
+            script = await self._into_image(run, plan, cwd, script, len(ranks))
+            if isinstance(script, Outcome):
+                return script
+        plan.argv = spec.argv(python, script)
+        refused = self._open_places(run, plan, cwd)
+        if refused is not None:
+            return refused
+        try:
+            for i, rank in enumerate(ranks):
+                await self._start_rank(run, plan, i, rank)
+                run.refs["pids"] = {r.replica: [r.pid, r.started] for r in ranks if r.pid}
+            run.refs.update(port=plan.port)
+            if run.on_refs:
+                run.on_refs(dict(run.refs))
+            if run.on_status:
+                count = f"{len(ranks)} {'rank' if len(ranks) == 1 else 'ranks'}"
+                run.on_status("running", f"{count} running on this machine")
+        except BaseException:
+            # a rank that started before the failure (or the cancel) must not run on alone
+            self._kill(ranks)
+            self._remove_groups(run)
+            await self._remove_containers(run)
+            raise
+        finally:
+            if plan.cwd_fd is not None:
+                os.close(plan.cwd_fd)
+        # from here the ranks run on their own: a cancelled wait (the service stopping) leaves them
+        # running for the next start to resume; the manager calls cancel() to stop them
+        outcome = await self._follow(run, ranks)
+        self._remove_groups(run)  # what the ranks left running (a daemon, `sleep &`) ends with the job
+        await self._remove_containers(run)
+        return outcome
+
+    def _job_env(self, run, folders, python):
+        """What every rank's environment starts from: the kept variables of the service's, the
+        job's Python first on PATH, the user's folders and the job's names, then the spec's env."""
+        env = {k: os.environ[k] for k in self.env_keep if k in os.environ}
+        bin_dir = os.path.dirname(python)
+        env["PATH"] = os.pathsep.join(
+            [bin_dir] + [d for d in env.get("PATH", os.defpath).split(os.pathsep) if d and d != bin_dir]
+        )
+        env.update(
             {
                 "HOME": folders.home,
                 "PYTHONUNBUFFERED": "1",  # lines reach the log as they are printed
@@ -404,113 +466,108 @@ class LocalJobBackend(JobBackend):
                 "KUBESTUDIO_WORKSPACE": folders.workspace,
                 "KUBESTUDIO_ARCHIVES": folders.archives,
                 "KUBESTUDIO_PROJECT": run.project.name,
-                "KUBESTUDIO_JOB": spec.name,
+                "KUBESTUDIO_JOB": run.spec.name,
                 "KUBESTUDIO_JOB_ID": run.id,
             }
         )
-        base.update(spec.env)
-        port = free_port()
+        env.update(run.spec.env)
+        return env
+
+    @staticmethod
+    def _gpus_per_node(run):
+        """The GPU ids each node's ranks see (the job's held GPUs, in order), or None without GPUs."""
         held = list(run.refs.get("gpus") or [])
-        per_node = spec.resources.gpu.count
-        gpus_per_node = [held[n * per_node : (n + 1) * per_node] for n in range(spec.nodes)] if per_node else None
-        script = self._inside(folders.workspace, spec.script, "script", want_dir=False) if spec.script else None
-        mount = mount_name(run.owner)
-        if image:
-            # the same folders as the container sees them
-            inside = f"/mnt/{mount}"
-            script = script and os.path.join(inside, os.path.relpath(script, os.path.realpath(folders.workspace)))
-            workdir = os.path.normpath(os.path.join(inside, os.path.relpath(cwd, os.path.realpath(folders.workspace))))
-            base = {**inside_env(base, mount, image), **spec.env}
-            run.refs["containers"] = [f"ksjob-{run.id}-{run.attempt}-{i}" for i in range(len(ranks))]
-            if run.on_refs:
-                run.on_refs(dict(run.refs))
-            runner = ImageRunner(config=self.config)
-            try:
-                for name in run.refs["containers"]:
-                    await runner.working_container(image, name)
-                    await runner.add_account(name, account, f"/home/{mount}")
-            except ImageRunError as e:
-                await self._remove_containers(run)
-                return Outcome("failed", f"image: {e}")
-            if spec.packages:
-                folder = layer_folder(f"/home/{mount}", image, spec.packages)
-                outcome = await self._packages_in_image(run, runner, account, folders, mount, workdir, base, folder)
-                if outcome is not None:
-                    await self._remove_containers(run)
-                    return outcome
-                base["PYTHONPATH"] = folder + (f":{base['PYTHONPATH']}" if base.get("PYTHONPATH") else "")
-        argv = spec.argv(python, script)
-        groups = self._groups(run)
+        per_node = run.spec.resources.gpu.count
+        return [held[n * per_node : (n + 1) * per_node] for n in range(run.spec.nodes)] if per_node else None
+
+    async def _into_image(self, run, plan, cwd, script, rank_count):
+        """Ready the image's working containers (one per rank, the owner's account added, the
+        spec's packages layered in) and set the plan's paths as the container sees them; the
+        script's path inside, or the Outcome that ends the job."""
+        spec, folders = run.spec, plan.folders
+        plan.mount = mount = mount_name(run.owner)
+        inside = f"/mnt/{mount}"
+        workspace = os.path.realpath(folders.workspace)
+        script = script and os.path.join(inside, os.path.relpath(script, workspace))
+        plan.workdir = os.path.normpath(os.path.join(inside, os.path.relpath(cwd, workspace)))
+        plan.env = {**inside_env(plan.env, mount, plan.image), **spec.env}
+        run.refs["containers"] = [f"ksjob-{run.id}-{run.attempt}-{i}" for i in range(rank_count)]
+        if run.on_refs:
+            run.on_refs(dict(run.refs))
+        plan.runner = runner = ImageRunner(config=self.config)
         try:
-            cwd_fd = None if image else open_folder_inside(folders.workspace, cwd, "working_dir")
+            for name in run.refs["containers"]:
+                await runner.working_container(plan.image, name)
+                await runner.add_account(name, plan.account, f"/home/{mount}")
+        except ImageRunError as e:
+            await self._remove_containers(run)
+            return Outcome("failed", f"image: {e}")
+        if spec.packages:
+            folder = layer_folder(f"/home/{mount}", plan.image, spec.packages)
+            outcome = await self._packages_in_image(
+                run, runner, plan.account, folders, mount, plan.workdir, plan.env, folder
+            )
+            if outcome is not None:
+                await self._remove_containers(run)
+                return outcome
+            previous = plan.env.get("PYTHONPATH")
+            plan.env["PYTHONPATH"] = folder + (f":{previous}" if previous else "")
+        return script
+
+    def _open_places(self, run, plan, cwd):
+        """Open the working folder (by descriptor, on the hub's Python) and make the nodes'
+        cgroups; the Outcome that ends the job when either cannot be done, else None."""
+        try:
+            plan.cwd_fd = None if plan.image else open_folder_inside(plan.folders.workspace, cwd, "working_dir")
         except ValueError as e:
             return Outcome("failed", str(e))
         try:
-            for group in groups:
+            for group in plan.groups:
                 group.create()
         except OSError as e:
-            if cwd_fd is not None:
-                os.close(cwd_fd)
+            if plan.cwd_fd is not None:
+                os.close(plan.cwd_fd)
+                plan.cwd_fd = None
             return Outcome("failed", f"cannot make the job's cgroup {group.path}: {e} (Containment.mode)")
+        return None
+
+    async def _start_rank(self, run, plan, i, rank):
+        """Start rank ``i`` (its environment, its exit file, its node's cgroup, its log)."""
+        spec = run.spec
+        env = {**plan.env, **rank_env(spec, run.replicas, i, plan.port, plan.gpus_per_node)}
+        exit_fd = os.open(rank.exit_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            for i, rank in enumerate(ranks):
-                env = {**base, **rank_env(spec, run.replicas, i, port, gpus_per_node)}
-                exit_fd = os.open(rank.exit_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-                try:
-                    command = argv
-                    if image:
-                        env_file = write_env_file(
-                            os.path.join(os.path.dirname(rank.log_path), f"rank-{i}.env"), env, account
-                        )
-                        command = runner.command(
-                            run.refs["containers"][i],
-                            argv,
-                            account,
-                            user_mounts(folders, mount),
-                            workdir=workdir,
-                            env_file=env_file,
-                            gpus=bool(gpus_per_node),
-                        )
-                        env = runner_env()
-                    # in an image, buildah starts as root and runs the rank as the account itself; every
-                    # process of the rank starts inside its node's cgroup
-                    with open(rank.log_path, "ab") as log:
-                        rank.proc = await start_process(
-                            None if image else account,
-                            command,
-                            env,
-                            group=groups[i // spec.procs_per_node] if groups else None,
-                            cwd_fd=cwd_fd,
-                            exit_fd=exit_fd,
-                            stdout=log,
-                            stderr=asyncio.subprocess.STDOUT,
-                        )
-                finally:
-                    os.close(exit_fd)
-                rank.pid, rank.started = rank.proc.pid, process_start_time(rank.proc.pid)
-                run.refs["pids"] = {r.replica: [r.pid, r.started] for r in ranks if r.pid}
-            run.refs.update(port=port)
-            if run.on_refs:
-                run.on_refs(dict(run.refs))
-            if run.on_status:
-                run.on_status(
-                    "running", f"{len(ranks)} {'rank' if len(ranks) == 1 else 'ranks'} running on this machine"
+            command = plan.argv
+            if plan.image:
+                env_file = write_env_file(
+                    os.path.join(os.path.dirname(rank.log_path), f"rank-{i}.env"), env, plan.account
                 )
-        except BaseException:
-            # a rank that started before the failure (or the cancel) must not run on alone
-            self._kill(ranks)
-            self._remove_groups(run)
-            await self._remove_containers(run)
-            raise
+                command = plan.runner.command(
+                    run.refs["containers"][i],
+                    plan.argv,
+                    plan.account,
+                    user_mounts(plan.folders, plan.mount),
+                    workdir=plan.workdir,
+                    env_file=env_file,
+                    gpus=bool(plan.gpus_per_node),
+                )
+                env = runner_env()
+            # in an image, buildah starts as root and runs the rank as the account itself; every
+            # process of the rank starts inside its node's cgroup
+            with open(rank.log_path, "ab") as log:
+                rank.proc = await start_process(
+                    None if plan.image else plan.account,
+                    command,
+                    env,
+                    group=plan.groups[i // spec.procs_per_node] if plan.groups else None,
+                    cwd_fd=plan.cwd_fd,
+                    exit_fd=exit_fd,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                )
         finally:
-            if cwd_fd is not None:
-                os.close(cwd_fd)
-        # from here the ranks run on their own: a cancelled wait (the service stopping) leaves them
-        # running for the next start to resume; the manager calls cancel() to stop them
-        outcome = await self._follow(run, ranks)
-        self._remove_groups(run)  # what the ranks left running (a daemon, `sleep &`) ends with the job
-        await self._remove_containers(run)
-        return outcome
+            os.close(exit_fd)
+        rank.pid, rank.started = rank.proc.pid, process_start_time(rank.proc.pid)
 
     async def _remove_containers(self, run):
         """The working containers of the attempt's ranks in an image (their writable layers)."""
