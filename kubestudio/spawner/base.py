@@ -12,7 +12,7 @@ from traitlets import Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from ..services.web import http_error
-from .form import render_spawn_form
+from .form import FormContext, render_spawn_form
 from .profiles import load_catalog_cached
 from .projects import user_projects
 from .request import SpawnRefused, options_from_formdata, resolve_request
@@ -176,12 +176,10 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
         own_images, images_note = [], None
         if catalog and self.custom_image_prefix() and any(p.custom_images for p in catalog.profiles):
             own_images, images_note = await self.built_images()
-        return render_spawn_form(
-            catalog,
-            self.projects(),
-            profile_reasons,
-            ide_reasons,
-            previous=self.orm_spawner.user_options if self.orm_spawner else None,
+        context = FormContext(
+            profile_unavailable=profile_reasons,
+            ide_unavailable=ide_reasons,
+            previous=(self.orm_spawner.user_options if self.orm_spawner else None) or {},
             own_images=own_images,
             own_images_note=images_note,
             own_images_prefix=self.custom_image_prefix(),
@@ -190,6 +188,7 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
             other_profiles_html=other_html,
             preselect=not other_selected,
         )
+        return render_spawn_form(catalog, self.projects(), context)
 
     def options_from_form(self, formdata):
         """Check the choice on the form, so a refusal shows on the form with nothing started."""

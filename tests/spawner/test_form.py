@@ -1,6 +1,6 @@
 import re
 
-from kubestudio.spawner.form import render_spawn_form
+from kubestudio.spawner.form import FormContext, render_spawn_form
 from kubestudio.spawner.profiles import parse_catalog
 from kubestudio.spawner.projects import user_projects
 
@@ -40,8 +40,10 @@ def test_form_shows_reasons_and_disables():
     html = render_spawn_form(
         CATALOG,
         projects,
-        profile_unavailable={"gpu": "this machine has no GPU"},
-        ide_unavailable={"vscode": "code-server is not installed"},
+        FormContext(
+            profile_unavailable={"gpu": "this machine has no GPU"},
+            ide_unavailable={"vscode": "code-server is not installed"},
+        ),
     )
     gpu = card(html, "gpu")
     assert "ks-disabled" in gpu and "Unavailable: this machine has no GPU" in gpu
@@ -64,7 +66,7 @@ def test_form_preselects_previous_choice():
     html = render_spawn_form(
         CATALOG,
         user_projects([Group("vision")]),
-        previous={"profile": "gpu", "project": "vision", "image": "b", "gpus": 2},
+        FormContext(previous={"profile": "gpu", "project": "vision", "image": "b", "gpus": 2}),
     )
     gpu = card(html, "gpu")
     assert "checked" in gpu and "checked" not in card(html, "cpu")
@@ -93,22 +95,26 @@ def test_form_offers_built_images_for_custom_image_profiles():
     html = render_spawn_form(
         catalog,
         projects,
-        own_images=mine,
-        own_images_prefix="reg:5000/kubestudio/alice/",
-        previous={"profile": "own", "image": mine[0]},
+        FormContext(
+            own_images=mine,
+            own_images_prefix="reg:5000/kubestudio/alice/",
+            previous={"profile": "own", "image": mine[0]},
+        ),
     )
     own = card(html, "own")
     assert '<optgroup label="Your images">' in own
     assert f'<option value="{mine[0]}" title="{mine[0]}" selected>tools:1</option>' in own
     assert "&lt;b&gt;:2" in own and "<b>" not in own
     assert "Your images" not in card(html, "fixed")
-    down = render_spawn_form(catalog, projects, own_images_note="your built images cannot be listed right now")
+    down = render_spawn_form(
+        catalog, projects, FormContext(own_images_note="your built images cannot be listed right now")
+    )
     assert "cannot be listed right now" in card(down, "own") and "cannot be listed" not in card(down, "fixed")
 
 
 def test_form_says_what_runs_where_images_are_not_used():
     projects = user_projects([Group("public")])
-    honest = render_spawn_form(CATALOG, projects, runs_here="every server runs the hub's own Python 3.11")
+    honest = render_spawn_form(CATALOG, projects, FormContext(runs_here="every server runs the hub's own Python 3.11"))
     assert "(on Kubernetes)" in card(honest, "gpu")
     # said once, above the profiles, not on every card
     assert honest.count("every server runs the hub&#39;s own Python 3.11") == 1
@@ -119,8 +125,10 @@ def test_form_says_what_runs_where_images_are_not_used():
     labelled = render_spawn_form(
         CATALOG,
         projects,
-        runs_here="servers run in the local image",
-        image_here=lambda image: "KubeStudio's single-user image (Python 3.11, JupyterLab)",
+        FormContext(
+            runs_here="servers run in the local image",
+            image_here=lambda image: "KubeStudio's single-user image (Python 3.11, JupyterLab)",
+        ),
     )
     assert "here: KubeStudio&#39;s single-user image (Python 3.11, JupyterLab)" in card(labelled, "gpu")
     assert "(on Kubernetes)" not in labelled
