@@ -72,7 +72,8 @@ async def through_proxy(backend, calls, replayable):
             error = exc_info[1]
             self.finish(error.log_message % error.args)
 
-    server = tornado.httpserver.HTTPServer(tornado.web.Application([(r"/x", Forwarding)]))
+    upstream = proxy.UpstreamPool()
+    server = tornado.httpserver.HTTPServer(tornado.web.Application([(r"/x", Forwarding)], upstream=upstream))
     server.listen(0, "127.0.0.1")
     port = next(iter(server._sockets.values())).getsockname()[1]
     answers = []
@@ -90,7 +91,7 @@ async def through_proxy(backend, calls, replayable):
     finally:
         server.stop()
         backend.server.close()
-        await proxy.close_upstream()
+        await upstream.close()
     return answers
 
 

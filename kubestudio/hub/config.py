@@ -13,6 +13,7 @@ JupyterHub option (e.g. ``c.JupyterHub.authenticator_class``).
 
 import importlib
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -41,6 +42,16 @@ from ..spawner.projects import PUBLIC_PROJECT, ProjectError, parse_project
 from .auth import SharedPasswordLogin
 from .membership import join_public_project
 from .ports import CONVENTIONAL, resolve_ports
+
+# what configure() says while the hub loads its configuration (before JupyterHub's own logging is
+# set up): on stderr, each line marked as KubeStudio's
+log = logging.getLogger("kubestudio.hub.config")
+if not log.handlers:
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("[KubeStudio] %(message)s"))
+    log.addHandler(_handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PASSWORD_FILE = "dummy-password"
@@ -142,7 +153,8 @@ class KubeStudio(Configurable):
     tool_dirs = List(
         Unicode(),
         config=True,
-        help="""Folders put in front of PATH for the hub and its local servers. Defaults to
+        help="""Folders where local servers' tools are found, put in front of their PATH
+        (LocalWorkspaceSpawner.tool_dirs; the hub's own PATH is left alone). Defaults to
         .tools/code-server/node_modules/.bin when scripts/install-code-server.sh installed
         code-server there, so VS Code profiles work.""",
     )
@@ -548,10 +560,9 @@ class KubeStudio(Configurable):
         """Config of the embedded default's registry (Debian docker-registry), or None without it.
         It listens on a Unix socket only root can reach; the gate in front asks for credentials."""
         if not shutil.which("docker-registry"):
-            print(
-                "[KubeStudio] docker-registry is not installed (apt-get install docker-registry): "
-                "image builds will fail until a registry is configured (KubeStudio.registry)",
-                file=sys.stderr,
+            log.warning(
+                "docker-registry is not installed (apt-get install docker-registry): "
+                "image builds will fail until a registry is configured (KubeStudio.registry)"
             )
             return None
         os.makedirs(os.path.join(data, "registry"), mode=0o700, exist_ok=True)  # the images: root's only
@@ -592,10 +603,7 @@ class KubeStudio(Configurable):
             if os.path.exists(path):
                 opened += make_traversable(path)
         if opened:
-            print(
-                "[KubeStudio] let the users' accounts pass through (o+x, not listable): " + ", ".join(opened),
-                file=sys.stderr,
-            )
+            log.info("let the users' accounts pass through (o+x, not listable): %s", ", ".join(opened))
 
     def password(self):
         """The dummy authenticator's password: from the environment, or generated once."""
@@ -652,8 +660,10 @@ class KubeStudio(Configurable):
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         if self.spawner == "local":
             self.secure_data_dir(c, data)
-        path = os.environ.get("PATH", "").split(os.pathsep)
-        os.environ["PATH"] = os.pathsep.join([d for d in self.tool_dirs if d not in path] + path)
+        if self.spawner == "local" and "tool_dirs" not in c.LocalWorkspaceSpawner:
+            # found there by the spawner and first on its servers' PATH; the hub's own environment
+            # stays as it was started
+            c.LocalWorkspaceSpawner.tool_dirs = list(self.tool_dirs)
 
         c.JupyterHub.bind_url = self.bind_url
         ports = self.ports(c)
@@ -703,16 +713,15 @@ class KubeStudio(Configurable):
             c.DummyAuthenticator.password = password
             c.Authenticator.allow_all = True
             where = f" (kept in {os.path.join(data, PASSWORD_FILE)})" if generated else f" (from ${self.password_env})"
-            print(
-                f"[KubeStudio] log in at {self.bind_url} with any username and the password "
-                f"{password}{where}; admin users: {', '.join(self.admin_users)}",
-                file=sys.stderr,
+            log.info(
+                "log in at %s with any username and the password %s%s; admin users: %s",
+                self.bind_url,
+                password,
+                where,
+                ", ".join(self.admin_users),
             )
         if not shutil.which(c.ConfigurableHTTPProxy.command[0]):
-            print(
-                "[KubeStudio] configurable-http-proxy was not found: run `npm install` in the repository",
-                file=sys.stderr,
-            )
+            log.warning("configurable-http-proxy was not found: run `npm install` in the repository")
 
 
 def merge_roles(roles):
@@ -743,6 +752,6 @@ def configure(c, **settings):
     try:
         studio.apply(c)
     except KubeStudioConfigError as e:
-        print(f"[KubeStudio] configuration error, the hub will not start:\n{e}", file=sys.stderr)
+        log.error("configuration error, the hub will not start:\n%s", e)
         raise SystemExit(1) from None
     return studio

@@ -17,7 +17,7 @@ from ..names import JOBS_SERVICE as SERVICE_NAME
 from ..services.app import ServiceApp
 from ..services.events import BulkWriteLimiter
 from ..services.hubapi import HubAPI
-from ..services.proxy import close_upstream
+from ..services.proxy import UpstreamPool
 from ..services.store import Store
 from ..services.web import HealthHandler, OpenAPIHandler, oauth_routes, oauth_settings, service_prefix
 from . import handlers, serving_handlers
@@ -101,6 +101,7 @@ class JobService(ServiceApp):
 
     def make_app(self):
         prefix = service_prefix(SERVICE_NAME)
+        self.upstream = UpstreamPool()  # to the backends the service forwards to; closed when it stops
         self.store = Store(self.db_url, Base, migrations=MIGRATIONS, version_table=VERSION_TABLE)
         self.backend = self.backend_class(parent=self, log=self.log)
         hub = HubAPI(os.environ.get("JUPYTERHUB_API_URL", ""), os.environ.get("JUPYTERHUB_API_TOKEN", ""))
@@ -147,6 +148,7 @@ class JobService(ServiceApp):
             openapi=openapi,
             servings=self.servings,
             max_predict_bytes=self.max_predict_bytes,
+            upstream=self.upstream,
         )
         return web.Application(routes, **settings)
 
@@ -160,7 +162,7 @@ class JobService(ServiceApp):
         if self.servings is not None:
             await self.servings.stop(self.stop_jobs_on_exit)
         await self.manager.stop(self.stop_jobs_on_exit)
-        await close_upstream()
+        await self.upstream.close()
 
 
 def main(argv=None):

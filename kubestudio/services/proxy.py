@@ -35,28 +35,32 @@ RESEND_AFTER = (0, 0.2, 0.5)
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 UNANSWERED = (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectorError, aiohttp.ClientOSError)
 
-_SESSION = None
 
+class UpstreamPool:
+    """One kept-alive connection pool to the backends a service forwards to, made on first use and
+    closed when the service stops; the app's settings hold it (``upstream``), for :func:`forward`."""
 
-def upstream_session():
-    """One connection pool to the backends (kept alive between requests); bodies as they are."""
-    global _SESSION
-    if _SESSION is None or _SESSION.closed:
-        _SESSION = aiohttp.ClientSession(
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None, sock_read=300),
-            connector=aiohttp.TCPConnector(limit=100),
-        )
-    return _SESSION
+    def __init__(self):
+        self._session = None
 
+    def session(self):
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                auto_decompress=False,  # bodies as they are
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=300),
+                connector=aiohttp.TCPConnector(limit=100),
+            )
+        return self._session
 
-async def close_upstream():
-    if _SESSION is not None:
-        await _SESSION.close()
+    async def close(self):
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 async def forward(handler, url, what, location=None, backend_headers=None, replayable=False):
-    """Send ``handler``'s request to ``url`` and stream the answer back. ``what`` names the backend
+    """Send ``handler``'s request to ``url`` (through the app's ``upstream`` pool) and stream the
+    answer back. ``what`` names the backend
     in a 502 (``board 1a2b: TensorBoard``); ``location(value)`` rewrites a redirect's target;
     ``backend_headers``: what the backend asks of its caller (its secret), which replace any the
     request brought. A request the backend dropped unanswered is sent again (``RESEND_AFTER``)
@@ -79,7 +83,7 @@ async def forward(handler, url, what, location=None, backend_headers=None, repla
             await asyncio.sleep(wait)
             handler.clear()  # whatever the dropped try had set: its status and headers
         try:
-            await _send(handler, request, url, headers, body, location)
+            await _send(handler.settings["upstream"].session(), handler, request, url, headers, body, location)
         except UNANSWERED as e:
             if handler._headers_written or attempt == len(waits) - 1:
                 failure = e
@@ -95,10 +99,10 @@ async def forward(handler, url, what, location=None, backend_headers=None, repla
     raise http_error(502, f"{what} did not answer ({failure})") from None
 
 
-async def _send(handler, request, url, headers, body, location):
+async def _send(session, handler, request, url, headers, body, location):
     """One try: the backend's status, headers and body onto ``handler``."""
     # a body the caller sent with no Content-Type goes on with none (aiohttp would add octet-stream)
-    async with upstream_session().request(
+    async with session.request(
         request.method, url, headers=headers, data=body, allow_redirects=False, skip_auto_headers=("Content-Type",)
     ) as response:
         handler.set_status(response.status, response.reason)

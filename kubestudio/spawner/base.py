@@ -169,7 +169,12 @@ class WorkspaceSpawnerMixin(LoggingConfigurable):
         (radio buttons named ``profile``), and whether one of them is preselected."""
         return "", False
 
+    async def prepare_checks(self):
+        """Make ready, off the event loop, what the checks of :meth:`unavailable` read (the local
+        spawner's GPU ledger, detected with `nvidia-smi`); awaited before the form is drawn."""
+
     async def _render_workspace_form(self, spawner):
+        await self.prepare_checks()
         profile_reasons, ide_reasons = self.unavailable()
         catalog = self.catalog
         other_html, other_selected = await self.other_profiles_form()

@@ -83,11 +83,6 @@ def singleuser_command():
 IMAGE_SINGLEUSER = ["jupyterhub-singleuser"]
 
 
-# one ledger per data dir in this hub process: every spawner of the hub shares it (and, through
-# its file, the jobs service)
-_ledgers = {}
-
-
 class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
     """Spawn KubeStudio workspaces as local processes (the embedded default)."""
 
@@ -117,11 +112,18 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         help="Command that lists the GPUs when `gpus` is None (output of `nvidia-smi -L`).",
     )
 
+    tool_dirs = List(
+        Unicode(),
+        config=True,
+        help="""Folders searched first for the servers' tools (code-server) and put in front of the
+        servers' PATH (KubeStudio.tool_dirs sets it).""",
+    )
+
     vscode_executables = List(
         ["code-server", "openvscode-server"],
         config=True,
         help="""VS Code servers jupyter-vscode-proxy can run, in order of preference. VS Code
-        profiles are shown disabled when none is on the hub's PATH.""",
+        profiles are shown disabled when none is found (in `tool_dirs`, then on the hub's PATH).""",
     )
 
     @default("cmd")
@@ -193,32 +195,54 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
     def image_runner(self):
         return ImageRunner(parent=self)
 
+    # one ledger per data dir in this hub process, kept on the class as kubespawner keeps its
+    # reflectors: every spawner of the hub shares it (and, through its file, the jobs service)
+    _ledgers = {}
+
+    async def ensure_ledger(self):
+        """The GPU ledger, made on first use with the GPUs detected off the event loop (`nvidia-smi
+        -L` may take seconds); the hub's async paths await this before they use :attr:`ledger`."""
+        key = os.path.abspath(self.data_dir)
+        if key not in self._ledgers:
+            machine_gpus = await asyncio.to_thread(self._machine_gpus)
+            if key not in self._ledgers:  # another spawner's detection may have finished first
+                self._make_ledger(key, machine_gpus)
+        return self._ledgers[key]
+
+    async def prepare_checks(self):
+        await self.ensure_ledger()
+
+    def _machine_gpus(self):
+        return detect_gpus(self.gpu_detect_command) if self.gpus is None else gpus_from_config(self.gpus)
+
     @property
     def ledger(self):
+        """The GPU ledger; synchronous callers (JupyterHub's load_state, the form's checks) find
+        it made by :meth:`ensure_ledger`, else it is made here."""
         key = os.path.abspath(self.data_dir)
-        if key not in _ledgers:
-            if self.gpus is None:
-                machine_gpus = detect_gpus(self.gpu_detect_command)
-            else:
-                machine_gpus = gpus_from_config(self.gpus)
-            if machine_gpus:
-                self.log.info(
-                    "GPU workstation mode: %s", ", ".join(f"{g.id} ({g.name or 'GPU'})" for g in machine_gpus)
-                )
-            ledger = GpuLedger(machine_gpus, path=ledger_path(key))
-            # servers that ended while the hub was down let their GPUs go; load_state restores
-            # the ones still running, the jobs service its jobs
-            ledger.forget(SERVER)
-            _ledgers[key] = ledger
-        return _ledgers[key]
+        if key not in self._ledgers:
+            self._make_ledger(key, self._machine_gpus())
+        return self._ledgers[key]
+
+    def _make_ledger(self, key, machine_gpus):
+        if machine_gpus:
+            self.log.info("GPU workstation mode: %s", ", ".join(f"{g.id} ({g.name or 'GPU'})" for g in machine_gpus))
+        ledger = GpuLedger(machine_gpus, path=ledger_path(key))
+        # servers that ended while the hub was down let their GPUs go; load_state restores the ones
+        # still running, the jobs service its jobs
+        ledger.forget(SERVER)
+        self._ledgers[key] = ledger
 
     @property
     def folders(self):
         return user_folders(self.data_dir, self.user.name)
 
     def vscode_executable(self):
+        """The name of the VS Code server to run (as jupyter-vscode-proxy takes it: found on the
+        server's PATH, which starts with `tool_dirs`), or None when none is installed."""
+        path = os.pathsep.join([*self.tool_dirs, os.environ.get("PATH", os.defpath)])
         for name in self.vscode_executables:
-            if shutil.which(name):
+            if shutil.which(name, path=path):
                 return name
         return None
 
@@ -296,19 +320,21 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
     def _default_apply_user_options(self):
         return LocalWorkspaceSpawner._check_and_reserve
 
-    def _check_and_reserve(self, user_options):
+    async def _check_and_reserve(self, user_options):
         """Check the request and reserve quota and GPUs (JupyterHub's apply_user_options).
 
         Runs before start, also for API spawns that never saw the form; a refusal becomes an
         HTTP error with the message naming the field at fault. JupyterHub stops (and so
-        releases) the server if anything later fails.
+        releases) the server if anything later fails. The ledger's file lock (shared with the
+        jobs service) is taken off the event loop.
         """
         self._events = []
+        ledger = await self.ensure_ledger()
         try:
             request = self.resolve(user_options)
             self._progress(10, f"Checking quotas of project {request.project.name}")
-            allocation = self.ledger.reserve(
-                self.user.name, self.name, request.project, request.gpus, request.profile.gpu_type
+            allocation = await asyncio.to_thread(
+                ledger.reserve, self.user.name, self.name, request.project, request.gpus, request.profile.gpu_type
             )
         except SpawnRefused as e:
             raise refusal(e) from None
@@ -343,7 +369,7 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
     async def start(self):
         if self._allocation is None:
             # JupyterHub < 5.3 has no apply_user_options hook
-            self._check_and_reserve(self.user_options)
+            await self._check_and_reserve(self.user_options)
         request, allocation = self._request, self._allocation
         profile = request.profile
         folders = self.folders
@@ -572,6 +598,11 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         elif not self._image:
             await asyncio.to_thread(self._remove_private_tmp)
             self._tmp = None
+        if self._allocation is not None:
+            # the GPUs go back here, off the event loop (the ledger's file lock); clear_state
+            # releases what a server that never stopped through here still holds
+            await asyncio.to_thread(self.ledger.release, self.user.name, self.name)
+            self._allocation = None
 
     def get_args(self):
         args = super().get_args()
@@ -616,7 +647,7 @@ class LocalWorkspaceSpawner(WorkspaceSpawnerMixin, LocalProcessSpawner):
         env["KUBESTUDIO_ARCHIVES"] = folders.archives
         # the server's own tools first: the user's Python and pip, then the hub's jupyter and the
         # kubestudio CLI
-        tools = [d for d in (self._env_bin, HUB_BIN) if d]
+        tools = [d for d in (self._env_bin, HUB_BIN, *self.tool_dirs) if d]
         env["KUBESTUDIO_SERVER_PATH"] = os.pathsep.join(tools)
         inherited = [d for d in env.get("PATH", os.defpath).split(os.pathsep) if d and d not in tools]
         env["PATH"] = os.pathsep.join(tools + inherited)

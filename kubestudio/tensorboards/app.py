@@ -15,7 +15,7 @@ from traitlets import Bool, Integer, Type, Unicode, default
 from ..names import TENSORBOARDS_SERVICE as SERVICE_NAME
 from ..services.app import ServiceApp
 from ..services.hubapi import HubAPI
-from ..services.proxy import close_upstream
+from ..services.proxy import UpstreamPool
 from ..services.store import Store
 from ..services.web import HealthHandler, OpenAPIHandler, oauth_routes, oauth_settings, service_prefix
 from . import handlers
@@ -71,6 +71,7 @@ class TensorBoardService(ServiceApp):
 
     def make_app(self):
         prefix = service_prefix(SERVICE_NAME)
+        self.upstream = UpstreamPool()  # to the backends the service forwards to; closed when it stops
         self.store = Store(self.db_url, Base, migrations=MIGRATIONS, version_table=VERSION_TABLE)
         self.backend = self.backend_class(parent=self, log=self.log)
         hub = HubAPI(os.environ.get("JUPYTERHUB_API_URL", ""), os.environ.get("JUPYTERHUB_API_TOKEN", ""))
@@ -87,7 +88,12 @@ class TensorBoardService(ServiceApp):
             (url_path_join(prefix, "b", r"([0-9a-f]{1,32})") + r"/?(.*)", handlers.ProxyHandler),
         ]
         settings = oauth_settings(
-            SERVICE_NAME, prefix, cookie_secret_file=self.cookie_secret_file, manager=self.manager, openapi=openapi
+            SERVICE_NAME,
+            prefix,
+            cookie_secret_file=self.cookie_secret_file,
+            manager=self.manager,
+            openapi=openapi,
+            upstream=self.upstream,
         )
         return web.Application(routes, **settings)
 
@@ -97,7 +103,7 @@ class TensorBoardService(ServiceApp):
 
     async def stopping(self):
         await self.manager.stop(self.stop_boards_on_exit)
-        await close_upstream()
+        await self.upstream.close()
 
 
 def main(argv=None):
