@@ -3,6 +3,7 @@ at the bottom, services and spawners above them, the hub's configuration on top.
 counted, also those inside functions (where a cycle once hid)."""
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -209,3 +210,20 @@ def test_services_start_without_kubespawner_or_the_kubernetes_client():
     )
     run = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_the_hub_never_imports_the_model_runtime_or_tensorboard():
+    """What the hub loads stays the hub's: the model runtime (kubestudio.jobs.serve, KServe) and
+    TensorBoard are imported only by the processes that run them (issue 29: the runtime can become
+    an install extra)."""
+    import subprocess
+    import sys
+
+    code = "import json, sys, kubestudio.hub, kubestudio.spawner\nprint(json.dumps(sorted(sys.modules)))\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    loaded = json.loads(done.stdout)
+    assert "kubestudio.hub" in loaded
+    unwanted = [
+        m for m in loaded if m.split(".")[0] in ("kserve", "tensorboard", "torch") or m == "kubestudio.jobs.serve"
+    ]
+    assert unwanted == []
