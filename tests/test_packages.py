@@ -20,7 +20,8 @@ ALLOWED = {
     "dockerauth": set(),
     "processgroup": set(),
     "quantities": set(),
-    "slugs": set(),
+    "kubespawner_api": set(),  # KubeSpawner's private API, every use of it (imported lazily)
+    "slugs": {"kubespawner_api"},
     "portclaims": set(),  # ports chosen, not yet bound, claimed machine-wide (the hub's, the tests')
     "fdpath": set(),  # root's operations in users' folders, by descriptor
     "accounts": {"slugs", "fdpath"},
@@ -32,6 +33,7 @@ ALLOWED = {
     "kube": {"names"},
     "services": {"names", "quantities"},
     "spawner": {
+        "kubespawner_api",
         "names",
         "imageref",
         "kube",

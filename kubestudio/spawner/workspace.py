@@ -20,6 +20,7 @@ from jupyterhub.utils import maybe_future
 from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Float, List, Unicode, default
 
+from .. import kubespawner_api
 from ..kube import PullFailure
 from ..names import ARCHIVES_CLAIM, LABEL_GPUS, WORKSPACE_CLAIM
 from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
@@ -167,8 +168,15 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
     def _default_start_timeout(self):
         return 300
 
+    _workspace_env = None  # KubeStudio's variables of this start (the workspace, K8S_*, the image)
+    _profile_env = ()  # the ones a profile_list override set itself, which win over ours
+
     def get_env(self):
+        """KubeSpawner's environment (JupyterHub's, then the admin's and a profile's
+        `environment`), with KubeStudio's own variables of this start added (a profile's override
+        of one of them wins) and the notebook's links."""
         env = super().get_env()
+        env.update({k: v for k, v in (self._workspace_env or {}).items() if k not in self._profile_env})
         env.update(self.notebook_links_env())
         return env
 
@@ -232,9 +240,9 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         # KubeSpawner's own call with our reflector class (pods indexed by owner for quotas), which
         # watches every pod KubeStudio made for a user: servers, and the training jobs' pods whose
         # GPUs count in the same quota
-        return await self._start_reflector(
-            kind="pods",
-            reflector_class=OwnedPodReflector,
+        return await kubespawner_api.start_pod_reflector(
+            self,
+            OwnedPodReflector,
             labels={"component": self.component_label},
             omit_namespace=self.enable_user_namespaces,
             replace=replace,
@@ -295,7 +303,7 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         profile_list = self.profile_list
         if callable(profile_list):
             profile_list = await maybe_future(profile_list(self))
-        return self._get_initialized_profile_list(self._sorted_dict_values(profile_list or []))
+        return kubespawner_api.initialized_profiles(self, profile_list)
 
     async def other_profiles_form(self):
         """KubeSpawner's own form for profile_list, shown in the same form as the catalog."""
@@ -306,12 +314,7 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         catalog = self.catalog
         theirs = previous.get("profile") in {p["slug"] for p in profile_list}
         mine = bool(catalog and catalog.get(previous.get("profile")))
-        saved = self.user_options
-        self.user_options = previous if theirs else {}
-        try:
-            html = KubeSpawner._render_options_form(self, profile_list)
-        finally:
-            self.user_options = saved
+        html = kubespawner_api.render_profiles_form(self, profile_list, previous if theirs else {})
         return html, not mine
 
     def options_from_form(self, formdata):
@@ -319,7 +322,7 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         catalog = self.catalog
         if self.profile_list and not (catalog and catalog.get(slug)):
             ours = {k: v for k, v in formdata.items() if k == "profile" or k.startswith("profile-option-")}
-            options = KubeSpawner._options_from_form(self, ours)
+            options = kubespawner_api.options_from_profiles_form(self, ours)
             project = (formdata.get("project") or [""])[0].strip()
             if project:
                 options["project"] = project
@@ -344,8 +347,7 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
             entry = {"slug": "default", "display_name": "Default"}
         else:
             try:
-                self._validate_user_options_of(options, profile_list)
-                entry = self._get_profile(slug, profile_list)
+                entry = kubespawner_api.profile_for(self, options, profile_list)
             except (ValueError, StopIteration) as e:
                 raise SpawnRefused(f"profile: {e or 'profile_list has no default profile'}") from None
         project = resolve_project(options, self.projects())
@@ -355,14 +357,6 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         return WorkspaceRequest(profile=profile, project=project, ide="jupyterlab", image=None, gpus=0), bool(
             profile_list
         )
-
-    def _validate_user_options_of(self, options, profile_list):
-        saved = self.user_options
-        self.user_options = options
-        try:
-            self._validate_user_options(profile_list)
-        finally:
-            self.user_options = saved
 
     # ------------------------------------------------------------------ request -> KubeSpawner traits
 
@@ -409,10 +403,14 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         """
         if self._request is None:
             await self._check_and_reserve(self.user_options)  # JupyterHub < 5.3 has no apply_user_options
-        request, traits = self._request, self._workspace_traits
+        request, traits = self._request, dict(self._workspace_traits)
+        # KubeStudio's own variables go into the pod through get_env(), never into the admin's
+        # `environment` trait: a hook reading it sees what was configured (and a profile's override)
+        self._workspace_env = dict(traits.pop("environment", {}))
+        self._profile_env = set()
         profile_list = await self.kubespawner_profiles() if self._from_profile_list else []
         overridden = {name for entry in profile_list for name in _override_names(entry)}
-        self._restore(set(traits) | overridden)
+        self._restore(set(traits) | overridden | {"environment"})
         # what the admin set wins over our defaults; a profile_list entry decides the image and
         # the size (the workspace stays ours)
         keep = yielding_traits(request) & self.admin_settings
@@ -428,10 +426,15 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
                 value = configured + value
             setattr(self, name, value)
         if self._from_profile_list:
+            configured_env = dict(self.environment)
             try:
                 await super().load_user_options()
             except ValueError as e:
                 raise refusal(SpawnRefused(f"profile: {e}")) from None
+            # what the profile's override set wins over ours, as it wins over the admin's
+            self._profile_env = {
+                k for k, v in self.environment.items() if k not in configured_env or configured_env[k] != v
+            }
             self._count_profile_gpus(request)
 
     def _count_profile_gpus(self, request):
@@ -441,6 +444,7 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         if not gpus:
             return
         self.environment = {k: v for k, v in self.environment.items() if k != "NVIDIA_VISIBLE_DEVICES"}
+        self._workspace_env.pop("NVIDIA_VISIBLE_DEVICES", None)
         self.extra_labels = {**self.extra_labels, LABEL_GPUS: str(gpus)}
         try:
             self.check_capacity(dataclasses.replace(request, gpus=gpus))

@@ -30,7 +30,8 @@ SIX_G = str(6 * 1024**3)  # JupyterHub reads "6G" as GiB, as KubeSpawner sends i
 PYTORCH = "quay.io/jupyter/pytorch-notebook:2025-01-06"
 
 # the admin's own settings, as a z2jh values file's hub.extraConfig would write them
-ADMIN = f"""
+ADMIN = (
+    f"""
 import os
 c.KubeSpawner.namespace = "default"
 c.KubeSpawner.args = ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []
@@ -46,6 +47,20 @@ c.KubeSpawner.allow_privilege_escalation = True  # the apiserver refuses privile
 c.KubeSpawner.automount_service_account_token = False
 c.KubeSpawner.uid = None
 """
+    + """
+c.KubeSpawner.environment = {"TEAM": "ml"}
+
+
+def record_environment(spawner, pod):
+    # what an admin's hook sees of spawner.environment once the profile is applied
+    pod.metadata.annotations = {**(pod.metadata.annotations or {}),
+                                "test/environment": ",".join(sorted(spawner.environment))}
+    return pod
+
+
+c.KubeSpawner.modify_pod_hook = record_environment
+"""
+)
 
 PROFILE_LIST = f"""
 c.KubeSpawner.profile_list = [
@@ -169,6 +184,11 @@ def test_default_profile_overrides_admin_settings_and_dynamic_storage(bench, z2j
             "zours",
         )
         assert manifest["metadata"]["labels"]["kubestudio.io/profile"] == "training-datascience"
+        # KubeStudio's variables reach the pod, never the admin's environment trait: their hook
+        # sees exactly what they configured
+        assert manifest["metadata"]["annotations"]["test/environment"] == "TEAM"
+        env = env_of(manifest)
+        assert env["TEAM"] == "ml" and env["KUBESTUDIO_USER"] == "zours" and "K8S_POD_NAME" in env
     finally:
         z2jh.stop_server("zours")
     # the claim outlives the server and goes with the user, as in KubeSpawner (delete_forever)
@@ -385,3 +405,29 @@ def test_shipped_catalog_yields_to_admin_settings(bench, tmp_path):
         # a VS Code server still opens VS Code: the IDE the user picked decides its URL
     finally:
         hub.stop()
+
+
+def test_every_member_of_kubespawner_kubestudio_borrows_is_there_as_it_is_called():
+    """kubestudio.kubespawner_api is the one door to KubeSpawner's private API: each member it
+    borrows exists on the installed KubeSpawner with the parameters it is called with (the tests
+    above drive each of them through real spawns)."""
+    import inspect
+
+    from kubespawner import KubeSpawner
+
+    from kubestudio import kubespawner_api
+    from kubestudio.spawner.workspace import WorkspaceSpawner
+
+    for name, parameters in kubespawner_api.BORROWED.items():
+        member = getattr(KubeSpawner, name, None)
+        assert callable(member), f"KubeSpawner.{name} is gone"
+        assert tuple(inspect.signature(member).parameters)[1:] == parameters, name
+    # the one override of a private member: KubeSpawner still calls it to start its pod watch
+    assert "self._start_watching_pods()" in inspect.getsource(KubeSpawner._start)
+    assert WorkspaceSpawner._start_watching_pods is not KubeSpawner._start_watching_pods
+    # slugs come from kubespawner's own file, the same function the package has
+    import kubespawner.slugs
+
+    assert kubespawner_api.slugs_module().safe_slug("Alice.Smith@example.org") == kubespawner.slugs.safe_slug(
+        "Alice.Smith@example.org"
+    )
