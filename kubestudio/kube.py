@@ -12,7 +12,11 @@
   logs of many pods at once (each followed from when it runs, again after a restart);
 - :func:`waiting_reason` / :func:`pod_events`: why a pod is not running yet, for people;
 - :class:`PullFailure`: when a container that cannot pull its image has waited long enough;
-- :func:`clean_owned`: delete what we own that is older than an age, from a reflector's cache.
+- :func:`clean_owned`: delete what we own that is older than an age, from a reflector's cache;
+- :class:`WorkspaceMounts`, :class:`GpuLabels`, :class:`ImagePullGrace`, :class:`ClusterAccess`,
+  :class:`PodIds`: the pod settings the Kubernetes parts share (the claims and where they mount,
+  GPU labels, how long an image may fail to pull, the namespace and kubeconfig, the ids), each
+  declared once and mixed into the spawner and the backends that use it.
 
 The services' backends (kaniko builds, jobs, servings, TensorBoards) use these rather than
 talking to the API themselves.
@@ -24,7 +28,10 @@ import functools
 import json
 import time
 
-from .names import MANAGED_BY
+from traitlets import Dict, Float, Integer, Unicode
+from traitlets.config import Configurable
+
+from .names import ARCHIVES_CLAIM, MANAGED_BY, WORKSPACE_CLAIM
 
 IMAGE_PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 # a pull that may still succeed (the registry was down, the tag not pushed yet): give it time
@@ -510,3 +517,96 @@ async def clean_owned(reflector, delete, max_age_seconds, keep=()):
             await delete(name)
             removed.append(name)
     return removed
+
+
+class WorkspaceMounts(Configurable):
+    """Where a user's files are in the pods KubeStudio makes: declared once, for WorkspaceSpawner
+    and the jobs', boards' and builds' backends (the hub shares WorkspaceSpawner's values with its
+    services)."""
+
+    workspace_claim = Unicode(
+        WORKSPACE_CLAIM,
+        config=True,
+        help="""Shared (ReadWriteMany) PersistentVolumeClaim holding every user's workspace; each
+        user's pod mounts the subPath <user slug> at <workspace_root>/<username>. Per-user claims
+        (z2jh's dynamic storage) are KubeSpawner's storage_pvc_ensure and work beside it.""",
+    )
+    archives_claim = Unicode(
+        ARCHIVES_CLAIM,
+        config=True,
+        help="Shared claim for archives, mounted with subPath <user slug> at <archives_root>/<username>.",
+    )
+    workspace_root = Unicode("/mnt", config=True, help="Where workspaces are mounted in pods (/mnt/<username>).")
+    archives_root = Unicode("/archives", config=True, help="Where archives are mounted in pods (/archives/<username>).")
+
+
+class GpuLabels(Configurable):
+    """How a GPU type is found among the nodes (WorkspaceSpawner and the jobs' backend)."""
+
+    gpu_type_label = Unicode(
+        "nvidia.com/gpu.product",
+        config=True,
+        help="Node label a GPU type is matched against (required node affinity).",
+    )
+    gpu_types = Dict(
+        config=True,
+        help="""Node label values for each GPU type a profile or job may name, e.g.
+        {"A100": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-PCIE-40GB"]}. A type not listed here is
+        matched as is.""",
+    )
+
+
+class ImagePullGrace(Configurable):
+    """How long an image may fail to pull before a start gives up with the reason."""
+
+    image_pull_grace_seconds = Float(
+        120,
+        config=True,
+        help="""Seconds an image may keep failing to pull (ErrImagePull / ImagePullBackOff) before
+        the start fails with the reason. Defaults: 30 for servers (someone is waiting at the
+        page), 60 for builds' and boards' pods, 120 for jobs' and servings' (large images).""",
+    )
+
+
+class ClusterAccess(Configurable):
+    """Where a service's backend makes its objects, and how it reaches the cluster."""
+
+    namespace = Unicode("default", config=True, help="Namespace of the pods (as WorkspaceSpawner.namespace).")
+    kubeconfig = Unicode(
+        "", config=True, help="kubeconfig file; empty: in-cluster config, else $KUBECONFIG / ~/.kube/config."
+    )
+
+
+class PodIds(Configurable):
+    """The ids a backend's containers run as (WorkspaceSpawner has KubeSpawner's own; the hub
+    shares their values)."""
+
+    uid = Integer(1000, config=True, help="User id the pods' containers run as (as WorkspaceSpawner.uid); never 0.")
+    gid = Integer(100, config=True, help="Group id the pods' containers run as (as WorkspaceSpawner.gid).")
+    fs_gid = Integer(100, config=True, help="fsGroup of the pods (as WorkspaceSpawner.fs_gid).")
+
+
+# what a service's Kubernetes backend takes from the hub's spawner settings (not the image pull
+# grace, whose default differs per part, nor the kubeconfig)
+SPAWNER_POD_SETTINGS = (
+    "namespace",
+    "workspace_claim",
+    "archives_claim",
+    "workspace_root",
+    "archives_root",
+    "gpu_type_label",
+    "gpu_types",
+    "uid",
+    "gid",
+    "fs_gid",
+)
+
+
+def shared_pod_settings(target):
+    """The ``shared`` tuples of a service declaration whose backend section ``target`` must agree
+    with the hub's pods: KubeSpawner's namespace, then WorkspaceSpawner's pod settings (a value
+    set on WorkspaceSpawner wins over one set on KubeSpawner: it comes later)."""
+    return (
+        ("KubeSpawner", "namespace", target),
+        *(("WorkspaceSpawner", trait, target) for trait in SPAWNER_POD_SETTINGS),
+    )

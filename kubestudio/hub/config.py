@@ -46,8 +46,22 @@ from .ports import CONVENTIONAL, resolve_ports
 # what configure() says while the hub loads its configuration (before JupyterHub's own logging is
 # set up): on stderr, each line marked as KubeStudio's
 log = logging.getLogger("kubestudio.hub.config")
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler on whatever sys.stderr is when a line is written (not when it was made)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 if not log.handlers:
-    _handler = logging.StreamHandler(sys.stderr)
+    _handler = _Stderr()
     _handler.setFormatter(logging.Formatter("[KubeStudio] %(message)s"))
     log.addHandler(_handler)
     log.setLevel(logging.INFO)

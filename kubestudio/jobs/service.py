@@ -5,6 +5,7 @@ Light on purpose: the hub imports this module only (never the service's app or h
 
 import os
 
+from ..kube import shared_pod_settings
 from ..names import JOBS_ADMIN_SCOPE, JOBS_RUN_SCOPE, JOBS_SERVICE, SERVE_PREDICT_SCOPE
 from ..services.declare import ServiceDeclaration
 from ..spawner.serverimage import default_server_image
@@ -77,25 +78,10 @@ JOBS = ServiceDeclaration(
     shared=(
         ("LocalWorkspaceSpawner", "gpus", "LocalJobBackend"),
         ("LocalWorkspaceSpawner", "gpu_detect_command", "LocalJobBackend"),
-        ("KubeSpawner", "namespace", "KubernetesJobBackend"),
+        *shared_pod_settings("KubernetesJobBackend"),
         *(
             ("ImageBuilder", trait, "KubernetesJobBackend")
             for trait in ("registry_host", "registry_insecure", "registry_auth_file")
-        ),
-        *(
-            ("WorkspaceSpawner", trait, "KubernetesJobBackend")
-            for trait in (
-                "namespace",
-                "workspace_claim",
-                "archives_claim",
-                "workspace_root",
-                "archives_root",
-                "gpu_type_label",
-                "gpu_types",
-                "uid",
-                "gid",
-                "fs_gid",
-            )
         ),
     ),
     # a job that names no image (from the jobs page) runs in the image a server gets by default

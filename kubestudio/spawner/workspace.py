@@ -18,11 +18,11 @@ import time
 
 from jupyterhub.utils import maybe_future
 from kubespawner import KubeSpawner
-from traitlets import Bool, Dict, Float, List, Unicode, default
+from traitlets import Bool, List, Unicode, default
 
 from .. import kubespawner_api
-from ..kube import PullFailure
-from ..names import ARCHIVES_CLAIM, LABEL_GPUS, WORKSPACE_CLAIM
+from ..kube import GpuLabels, ImagePullGrace, PullFailure, WorkspaceMounts
+from ..names import LABEL_GPUS
 from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
 from .podindex import OwnedPodReflector, PodsByOwner, owner_of
 from .pods import PodSettings, gpu_count, workspace_traits, yielding_traits
@@ -95,34 +95,9 @@ def permanently_unschedulable(message):
     return blocked >= total
 
 
-class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
+class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner, WorkspaceMounts, GpuLabels, ImagePullGrace):
     """Spawn KubeStudio workspaces (Jupyter or VS Code) as Kubernetes pods."""
 
-    workspace_claim = Unicode(
-        WORKSPACE_CLAIM,
-        config=True,
-        help="""Shared (ReadWriteMany) PersistentVolumeClaim holding every user's workspace;
-        each user's pod mounts the subPath <user slug> at /mnt/<username>. Per-user claims
-        (z2jh's dynamic storage) are KubeSpawner's storage_pvc_ensure and work beside it.""",
-    )
-    archives_claim = Unicode(
-        ARCHIVES_CLAIM,
-        config=True,
-        help="Shared claim for archives, mounted with subPath <user slug> at /archives/<username>.",
-    )
-    workspace_root = Unicode("/mnt", config=True, help="Where workspaces are mounted (/mnt/<username>).")
-    archives_root = Unicode("/archives", config=True, help="Where archives are mounted (/archives/<username>).")
-    gpu_type_label = Unicode(
-        "nvidia.com/gpu.product",
-        config=True,
-        help="Node label a profile's GPU type is matched against (required node affinity).",
-    )
-    gpu_types = Dict(
-        config=True,
-        help="""Node label values for each GPU type a profile may name, e.g.
-        {"A100": ["NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-PCIE-40GB"]}. A type not listed here is
-        matched as is.""",
-    )
     hostpath_projects = List(
         Unicode(),
         config=True,
@@ -136,17 +111,14 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner):
         namespaces, and the workspace and archives claims must exist in each project's namespace.""",
     )
 
+    @default("image_pull_grace_seconds")
+    def _default_image_pull_grace_seconds(self):
+        return 30.0  # someone is waiting at the spawn page
+
     @default("enable_user_namespaces")
     def _default_enable_user_namespaces(self):
         # KubeSpawner's switch for namespaces other than its own: created on demand, watched cluster-wide
         return self.project_namespaces
-
-    image_pull_grace_seconds = Float(
-        30,
-        config=True,
-        help="""Seconds an image may keep failing to pull (ErrImagePull / ImagePullBackOff)
-        before the spawn is stopped with the reason, instead of waiting out start_timeout.""",
-    )
 
     @default("cmd")
     def _default_cmd(self):

@@ -5,6 +5,7 @@ Light on purpose: the hub imports this module only (never the service's app or h
 
 import os
 
+from ..kube import shared_pod_settings
 from ..names import TENSORBOARDS_ADMIN_SCOPE, TENSORBOARDS_SERVICE, TENSORBOARDS_USE_SCOPE
 from ..services.declare import ServiceDeclaration
 from ..spawner.serverimage import default_server_image
@@ -74,21 +75,6 @@ TENSORBOARDS = ServiceDeclaration(
     # on Kubernetes the boards' pods mount and run as the servers' pods do (KubeSpawner's
     # namespace first, WorkspaceSpawner's settings win), in the servers' image unless an admin
     # names one (it has tensorboard)
-    shared=(
-        ("KubeSpawner", "namespace", "KubernetesBoardBackend"),
-        *(
-            ("WorkspaceSpawner", trait, "KubernetesBoardBackend")
-            for trait in (
-                "namespace",
-                "workspace_claim",
-                "archives_claim",
-                "workspace_root",
-                "archives_root",
-                "uid",
-                "gid",
-                "fs_gid",
-            )
-        ),
-    ),
+    shared=(*shared_pod_settings("KubernetesBoardBackend"),),
     derived=(("KubernetesBoardBackend", "image", default_server_image),),
 )

@@ -23,10 +23,10 @@ import contextlib
 import json
 import re
 
-from traitlets import Bool, Dict, Integer, List, Unicode
+from traitlets import Bool, Dict, Integer, List, Unicode, default
 
 from ... import imageref, kube
-from ...names import LABEL_BUILD_ID, LABEL_PROJECT, LABEL_USER, WORKSPACE_CLAIM
+from ...names import LABEL_BUILD_ID, LABEL_PROJECT, LABEL_USER
 from .base import BuildBackend, BuildFailed, BuildOutcome, LineSplitter
 
 COMPONENT = "build"
@@ -143,11 +143,14 @@ def kaniko_pod(job, settings):
     }
 
 
-class KanikoBackend(BuildBackend):
+class KanikoBackend(BuildBackend, kube.ClusterAccess, kube.WorkspaceMounts, kube.ImagePullGrace):
     name = "kaniko"
     replays_log = True  # re-attaching streams the pod's whole log again
 
-    namespace = Unicode("default", config=True, help="Namespace of the build pods (and their ConfigMaps).")
+    @default("image_pull_grace_seconds")
+    def _default_image_pull_grace_seconds(self):
+        return 60.0  # the executor image: small, and pulled on most nodes already
+
     executor_image = Unicode(
         "ghcr.io/osscontainertools/kaniko:latest",
         config=True,
@@ -158,11 +161,6 @@ class KanikoBackend(BuildBackend):
         Unicode(),
         config=True,
         help="Command of the executor container. Empty: the image's entrypoint (/kaniko/executor).",
-    )
-    workspace_claim = Unicode(
-        WORKSPACE_CLAIM,
-        config=True,
-        help="The shared workspace claim (as WorkspaceSpawner.workspace_claim); the pod mounts the owner's subPath read-only.",
     )
     registry_secret = Unicode(
         "kubestudio-registry",
@@ -201,21 +199,12 @@ class KanikoBackend(BuildBackend):
     )
     node_selector = Dict(Unicode(), config=True, help="Node selector of build pods.")
     tolerations = List(Dict(), config=True, help="Tolerations of build pods.")
-    kubeconfig = Unicode(
-        "", config=True, help="kubeconfig file; empty: in-cluster config, else $KUBECONFIG / ~/.kube/config."
-    )
     pod_max_age_seconds = Integer(
         4 * 3600, config=True, help="The cleaner deletes build pods older than this that no build follows."
     )
     cleanup_interval_seconds = Integer(300, config=True, help="Seconds between two runs of the cleaner.")
     start_timeout_seconds = Integer(
         300, config=True, help="Seconds a build pod may stay Pending (unschedulable, pulling) before the build fails."
-    )
-    image_pull_grace_seconds = Integer(
-        60,
-        config=True,
-        help="""Seconds the executor image may keep failing to pull (ErrImagePull, ImagePullBackOff)
-        before the build fails with the reason. An image name that can never be pulled fails at once.""",
     )
 
     def settings(self):

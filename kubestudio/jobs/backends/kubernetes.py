@@ -18,18 +18,16 @@ import asyncio
 import contextlib
 import time
 
-from traitlets import Bool, Dict, Integer, Unicode
+from traitlets import Bool, Integer, Unicode
 
 from ... import kube
 from ...names import (
-    ARCHIVES_CLAIM,
     LABEL_ATTEMPT,
     LABEL_GPUS,
     LABEL_JOB_ID,
     LABEL_USER,
     MANAGED_BY,
     PROJECT_ANNOTATION,
-    WORKSPACE_CLAIM,
 )
 from ...services.livelog import LineSplitter
 from ...spawner.request import check_gpu_quota
@@ -215,32 +213,11 @@ class Follower:
         return Outcome("failed", message, exits)
 
 
-class KubernetesJobBackend(JobBackend):
+class KubernetesJobBackend(
+    JobBackend, kube.ClusterAccess, kube.PodIds, kube.WorkspaceMounts, kube.GpuLabels, kube.ImagePullGrace
+):
     name = "kubernetes"
 
-    namespace = Unicode("default", config=True, help="Namespace of the jobs' objects (as WorkspaceSpawner.namespace).")
-    kubeconfig = Unicode(
-        "", config=True, help="kubeconfig file; empty: in-cluster config, else $KUBECONFIG / ~/.kube/config."
-    )
-    workspace_claim = Unicode(
-        WORKSPACE_CLAIM, config=True, help="The shared workspace claim (as WorkspaceSpawner.workspace_claim)."
-    )
-    archives_claim = Unicode(
-        ARCHIVES_CLAIM, config=True, help="The shared archives claim (as WorkspaceSpawner.archives_claim)."
-    )
-    workspace_root = Unicode(
-        "/mnt", config=True, help="Where workspaces are mounted in pods (as WorkspaceSpawner.workspace_root)."
-    )
-    archives_root = Unicode(
-        "/archives", config=True, help="Where archives are mounted in pods (as WorkspaceSpawner.archives_root)."
-    )
-    gpu_type_label = Unicode(
-        "nvidia.com/gpu.product", config=True, help="Node label naming the GPU model (as WorkspaceSpawner)."
-    )
-    gpu_types = Dict(config=True, help="GPU type -> node label values (as WorkspaceSpawner.gpu_types).")
-    uid = Integer(1000, config=True, help="User id the jobs' containers run as (as WorkspaceSpawner.uid).")
-    gid = Integer(100, config=True, help="Group id the jobs' containers run as (as WorkspaceSpawner.gid).")
-    fs_gid = Integer(100, config=True, help="fsGroup of the jobs' pods (as WorkspaceSpawner.fs_gid).")
     default_image = Unicode(
         "",
         config=True,
@@ -259,9 +236,6 @@ class KubernetesJobBackend(JobBackend):
     registry_insecure = Bool(False, config=True, help="Talk to registry_host over plain HTTP (as ImageBuilder).")
     registry_auth_file = Unicode(
         "", config=True, help="Docker config.json with credentials for registry_host (as ImageBuilder)."
-    )
-    image_pull_grace_seconds = Integer(
-        120, config=True, help="Seconds an image may keep failing to pull before the attempt fails with the reason."
     )
     pending_events_seconds = Integer(
         10,

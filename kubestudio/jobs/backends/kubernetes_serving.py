@@ -16,7 +16,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-from traitlets import Enum, Float, Integer
+from traitlets import Enum, Float
 from traitlets.config import LoggingConfigurable
 
 from ... import kube
@@ -78,7 +78,6 @@ class KubernetesServingBackend(LoggingConfigurable):
     start_timeout = Float(
         600, config=True, help="Seconds a new version may take to be ready (image pull and model load)."
     )
-    image_pull_grace_seconds = Integer(120, config=True, help="Seconds an image may keep failing to pull.")
 
     def __init__(self, jobs, **kwargs):
         self.jobs = jobs  # the KubernetesJobBackend: its client, pod watch, settings and GPU count
@@ -303,7 +302,7 @@ class KubernetesServingBackend(LoggingConfigurable):
         ``generation`` is ready (a ready pod of the old version is not enough)."""
         _, read, _, _ = self._api(kind)
         deadline = time.monotonic() + self.start_timeout
-        pull = kube.PullFailure(self.image_pull_grace_seconds)
+        pull = kube.PullFailure(self.jobs.image_pull_grace_seconds)  # the jobs backend's: one setting for both
         while True:
             obj = await self._json(await read(name))
             status = obj.get("status") or {}

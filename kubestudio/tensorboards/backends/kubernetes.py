@@ -17,10 +17,9 @@ import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-from traitlets import Bool, Float, Integer, List, Unicode
+from traitlets import Bool, Float, Integer, List, Unicode, default
 
 from ... import kube
-from ...names import ARCHIVES_CLAIM, WORKSPACE_CLAIM
 from ...quantities import parse_bytes, parse_cpu
 from ...spawner.projects import Project
 from ..logdirs import LogdirError, resolve
@@ -56,29 +55,14 @@ def _terminated(pod):
     return (statuses[0].get("state") or {}).get("terminated") or (statuses[0].get("lastState") or {}).get("terminated")
 
 
-class KubernetesBoardBackend(BoardBackend):
+class KubernetesBoardBackend(BoardBackend, kube.ClusterAccess, kube.PodIds, kube.WorkspaceMounts, kube.ImagePullGrace):
     name = "kubernetes"
     uses_projects = True  # a board's pod is scheduled with its project's node selector and tolerations
 
-    namespace = Unicode("default", config=True, help="Namespace of the boards' pods (as WorkspaceSpawner.namespace).")
-    kubeconfig = Unicode(
-        "", config=True, help="kubeconfig file; empty: in-cluster config, else $KUBECONFIG / ~/.kube/config."
-    )
-    workspace_claim = Unicode(
-        WORKSPACE_CLAIM, config=True, help="The shared workspace claim (as WorkspaceSpawner.workspace_claim)."
-    )
-    archives_claim = Unicode(
-        ARCHIVES_CLAIM, config=True, help="The shared archives claim (as WorkspaceSpawner.archives_claim)."
-    )
-    workspace_root = Unicode(
-        "/mnt", config=True, help="Where workspaces are mounted in pods (as WorkspaceSpawner.workspace_root)."
-    )
-    archives_root = Unicode(
-        "/archives", config=True, help="Where archives are mounted in pods (as WorkspaceSpawner.archives_root)."
-    )
-    uid = Integer(1000, config=True, help="User id TensorBoard runs as (as WorkspaceSpawner.uid); never 0.")
-    gid = Integer(100, config=True, help="Group id TensorBoard runs as (as WorkspaceSpawner.gid).")
-    fs_gid = Integer(100, config=True, help="fsGroup of the boards' pods (as WorkspaceSpawner.fs_gid).")
+    @default("image_pull_grace_seconds")
+    def _default_image_pull_grace_seconds(self):
+        return 60.0
+
     image = Unicode(
         "",
         config=True,
@@ -104,9 +88,6 @@ class KubernetesBoardBackend(BoardBackend):
     max_memory = Unicode("8Gi", config=True, help="Most memory a user may ask for one board (`resources.memory`).")
     start_timeout = Float(
         300, config=True, help="Seconds a board's pod may take to answer (scheduling and the image pull included)."
-    )
-    image_pull_grace_seconds = Integer(
-        60, config=True, help="Seconds an image may keep failing to pull before the board fails with the reason."
     )
     check_folders = Bool(
         None,
