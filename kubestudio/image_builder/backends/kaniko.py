@@ -25,7 +25,7 @@ import re
 
 from traitlets import Bool, Dict, Integer, List, Unicode, default
 
-from ... import imageref, kube
+from ... import dockerauth, imageref, kube
 from ...names import LABEL_BUILD_ID, LABEL_PROJECT, LABEL_USER
 from .base import BuildBackend, BuildFailed, BuildOutcome, LineSplitter
 
@@ -237,9 +237,10 @@ class KanikoBackend(BuildBackend, kube.ClusterAccess, kube.WorkspaceMounts, kube
     def repositories(self, job):
         """Besides the image's own, what a build pushes to and reads (its grant says so): its
         user's layer cache."""
-        if not (self.cache and self.settings()["cache_repo"]):
+        settings = self.settings()
+        if not (settings["cache"] and settings["cache_repo"]):
             return []
-        return [cache_repository(job, self.settings()).split("/", 1)[1]]
+        return [cache_repository(job, settings).split("/", 1)[1]]
 
     # ------------------------------------------------------------------ client
 
@@ -302,15 +303,12 @@ class KanikoBackend(BuildBackend, kube.ClusterAccess, kube.WorkspaceMounts, kube
                 "the registry gate is on (KanikoBackend.registry_gate) but this build has no account "
                 "of its own: set ImageBuilder.registry_grants_dir (KubeStudio.registry_gate_port does)"
             )
-        with open(job.auth_file, "rb") as f:
-            config = json.loads(f.read())
         # the gate's address only: the registry's own names are mapped to it, other registries
         # keep the admin's credentials
         ours = set(self.settings()["registry_hosts"]) - {self.registry_gate}
-        config["auths"] = {
-            k: v
-            for k, v in config.get("auths", {}).items()
-            if k.removeprefix("https://").removeprefix("http://") not in ours
+        auths = dockerauth.read_auths(job.auth_file)
+        config = {
+            "auths": {k: v for k, v in auths.items() if k.removeprefix("https://").removeprefix("http://") not in ours}
         }
         secret = {
             "apiVersion": "v1",
