@@ -199,7 +199,7 @@ def kubernetes_burst(root, count, users=10):
     try:
         ensure_claims(bench)
         extra = f"""
-c.JobService.backend_class = "kubestudio.jobs.backends.kubernetes.KubernetesJobBackend"
+c.JobService.backend_class = "kubestudio.jobs.training.backends.kubernetes.KubernetesJobBackend"
 c.JobService.max_running_jobs = {count}
 c.JobService.max_running_jobs_per_user = {count}
 c.KubernetesJobBackend.kubeconfig = {bench.proxy_kubeconfig!r}

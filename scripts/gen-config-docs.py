@@ -11,10 +11,10 @@ from kubestudio.image_builder.app import ImageBuilder
 from kubestudio.image_builder.backends.buildah import BuildahBackend
 from kubestudio.image_builder.backends.kaniko import KanikoBackend
 from kubestudio.jobs.app import JobService
-from kubestudio.jobs.backends.kubernetes import KubernetesJobBackend
-from kubestudio.jobs.backends.kubernetes_serving import KubernetesServingBackend
-from kubestudio.jobs.backends.local import LocalJobBackend
-from kubestudio.jobs.backends.local_serving import LocalServingBackend
+from kubestudio.jobs.serving.backends.kubernetes import KubernetesServingBackend
+from kubestudio.jobs.serving.backends.local import LocalServingBackend
+from kubestudio.jobs.training.backends.kubernetes import KubernetesJobBackend
+from kubestudio.jobs.training.backends.local import LocalJobBackend
 from kubestudio.spawner.imagerun import ImageRunner
 from kubestudio.spawner.local import LocalWorkspaceSpawner
 from kubestudio.spawner.workspace import WorkspaceSpawner

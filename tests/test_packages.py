@@ -182,6 +182,11 @@ def test_packages_import_one_way_only():
         "kubestudio.jobs",
         "kubestudio.jobs.service",
         "kubestudio.jobs.app",
+        "kubestudio.jobs.training",
+        "kubestudio.jobs.training.backends.local",
+        "kubestudio.jobs.serving",
+        "kubestudio.jobs.serving.backends.local",
+        "kubestudio.jobs.serving.runtime",
         "kubestudio.tensorboards",
         "kubestudio.tensorboards.service",
         "kubestudio.tensorboards.app",
@@ -214,18 +219,51 @@ def test_services_start_without_kubespawner_or_the_kubernetes_client():
     assert run.returncode == 0, run.stderr[-2000:]
 
 
-def test_the_hub_never_imports_the_model_runtime_or_tensorboard():
-    """What the hub loads stays the hub's: the model runtime (kubestudio.jobs.serve, KServe) and
-    TensorBoard are imported only by the processes that run them (issue 29: the runtime can become
-    an install extra)."""
-    import subprocess
-    import sys
+RUNTIME_MODULES = ("kubestudio.jobs.serve", "kubestudio.jobs.serving.runtime")
 
-    code = "import json, sys, kubestudio.hub, kubestudio.spawner\nprint(json.dumps(sorted(sys.modules)))\n"
+
+@pytest.mark.parametrize("importer", ["kubestudio.hub, kubestudio.spawner", "kubestudio.jobs.app"])
+def test_the_hub_and_the_jobs_service_never_import_the_model_runtime(importer):
+    """What the hub and the jobs service load stays theirs: the model runtime (kubestudio.jobs.serve,
+    KServe) and TensorBoard are imported only by the processes that run them (issue 29: the runtime
+    can become an install extra)."""
+    code = f"import json, sys, {importer}\nprint(json.dumps(sorted(sys.modules)))\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     loaded = json.loads(done.stdout)
-    assert "kubestudio.hub" in loaded
-    unwanted = [
-        m for m in loaded if m.split(".")[0] in ("kserve", "tensorboard", "torch") or m == "kubestudio.jobs.serve"
-    ]
+    assert importer.split(",")[0] in loaded
+    unwanted = [m for m in loaded if m.split(".")[0] in ("kserve", "tensorboard", "torch") or m in RUNTIME_MODULES]
     assert unwanted == []
+
+
+def jobs_part(path):
+    """training, serving, or core: the part of the jobs service a file belongs to."""
+    rel = os.path.relpath(path, os.path.join(ROOT, "jobs")).split(os.sep)
+    return rel[0] if len(rel) > 1 and rel[0] in ("training", "serving") else "core"
+
+
+def test_the_jobs_parts_import_one_way():
+    """Inside the jobs service: training never imports serving (a serving backend works beside a
+    jobs backend, not the other way round); the shared core imports neither part, except the app
+    that wires them (and the API document, which lists serving's formats); the model runtime
+    imports nothing of the service but the formats it shares."""
+    errors = []
+    for path in sources():
+        if unit(path) != "jobs":
+            continue
+        part, name = jobs_part(path), os.path.relpath(path, ROOT)
+        for _, module in imported_units(path):
+            if not module.startswith("jobs."):
+                continue
+            target = module.split(".")[1]
+            if part == "training" and target == "serving":
+                errors.append(f"{name} imports kubestudio.{module}")
+            if part == "core" and target in ("training", "serving") and name not in CORE_WIRING:
+                errors.append(f"{name} imports kubestudio.{module}")
+            if name == os.path.join("jobs", "serving", "runtime.py") and module != "jobs.serving.formats":
+                errors.append(f"{name} imports kubestudio.{module}")
+    assert not errors, "\n".join(errors)
+
+
+CORE_WIRING = {os.path.join("jobs", n) for n in ("app.py", "openapi.py", "serve.py")} | {
+    os.path.join("jobs", "backends", n) for n in ("local.py", "kubernetes.py")
+}

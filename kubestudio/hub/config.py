@@ -398,6 +398,7 @@ class KubeStudio(Configurable):
                 env[name] = os.environ[name]
         entries, roles, scopes = [], [], {}
         for service in self.declared_services():
+            service.store_defaults(c, data)
             service.defaults(self, c, data)
             scopes.update({scope: {"description": text} for scope, text in service.scopes.items()})
             roles += service.roles(self.admin_users)

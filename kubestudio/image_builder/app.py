@@ -38,6 +38,7 @@ from .builds import BuildManager
 from .capture import ServerCapture
 from .models import MIGRATIONS, Base
 from .openapi import openapi
+from .service import IMAGES
 
 
 class ImageBuilder(ServiceApp):
@@ -139,14 +140,6 @@ class ImageBuilder(ServiceApp):
         help="""Let members of a project push to <registry_prefix>/projects/<project>/ by giving
         `project` in the request (shared project images).""",
     )
-    db_url = Unicode(
-        config=True,
-        help="SQLAlchemy URL of the build store. Defaults to SQLite in the service's working folder.",
-    )
-
-    @default("db_url")
-    def _default_db_url(self):
-        return f"sqlite:///{os.path.abspath('kubestudio-images.sqlite')}"
 
     work_dir = Unicode(
         config=True,
@@ -158,17 +151,6 @@ class ImageBuilder(ServiceApp):
     @default("work_dir")
     def _default_work_dir(self):
         return os.path.abspath("build-contexts")
-
-    cookie_secret_file = Unicode(
-        config=True,
-        help="""File with the secret that signs the service's login cookie (made once, mode 0600), so
-        pages stay logged in across restarts. Defaults to ./images_cookie_secret in the service's
-        working folder (the hub's data_dir for the embedded hub).""",
-    )
-
-    @default("cookie_secret_file")
-    def _default_cookie_secret_file(self):
-        return os.path.abspath("images_cookie_secret")
 
     base_images = List(
         config=True,
@@ -208,7 +190,7 @@ class ImageBuilder(ServiceApp):
         builds. configure() sets the hub's bind_url.""",
     )
 
-    aliases = {"config": "ServiceApp.config_file", "db-url": "ImageBuilder.db_url"}
+    store_name = IMAGES.store
 
     # ------------------------------------------------------------------
 

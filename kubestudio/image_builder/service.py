@@ -87,9 +87,7 @@ def defaults(studio, c, data):
         aliases = list(c.ImageBuilder.get("registry_aliases", []))
         c.ImageBuilder.registry_aliases = aliases + ([gate] if gate not in aliases else [])
         setdefault("KanikoBackend", "registry_gate", gate)
-    setdefault("ImageBuilder", "db_url", f"sqlite:///{os.path.join(data, 'images.sqlite')}")
     setdefault("ImageBuilder", "work_dir", os.path.join(data, "build-contexts"))
-    setdefault("ImageBuilder", "cookie_secret_file", os.path.join(data, "images_cookie_secret"))
     setdefault("ImageBuilder", "proxy_url", studio.bind_url)
     if studio.spawner == "local":
         setdefault("ImageBuilder", "base_images", local_base_images())
@@ -105,6 +103,7 @@ def defaults(studio, c, data):
 
 
 IMAGES = ServiceDeclaration(
+    store="images",
     name=IMAGES_SERVICE,
     module="kubestudio.image_builder",
     config_sections=("ImageBuilder", "BuildahBackend", "KanikoBackend", "ServiceApp"),

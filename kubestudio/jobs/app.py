@@ -11,7 +11,7 @@ import os
 
 from jupyterhub.utils import url_path_join
 from tornado import web
-from traitlets import Bool, Integer, Type, Unicode, default
+from traitlets import Bool, Integer, Type, default
 
 from ..names import JOBS_SERVICE as SERVICE_NAME
 from ..services.app import ServiceApp
@@ -20,14 +20,17 @@ from ..services.hubapi import HubAPI
 from ..services.proxy import UpstreamPool
 from ..services.store import Store
 from ..services.web import HealthHandler, OpenAPIHandler, oauth_routes, oauth_settings, service_prefix
-from . import handlers, serving_handlers
-from .backends.base import JobBackend
-from .backends.local import LocalJobBackend
-from .backends.local_serving import LocalServingBackend
-from .manager import JobManager
+from . import handlers
 from .models import MIGRATIONS, VERSION_TABLE, Base
 from .openapi import openapi
-from .servings import ServingManager
+from .service import JOBS
+from .serving import handlers as serving_handlers
+from .serving.backends.base import ServingBackend
+from .serving.manager import ServingManager
+from .training import handlers as training_handlers
+from .training.backends.base import JobBackend
+from .training.backends.local import LocalJobBackend
+from .training.manager import JobManager
 
 
 class JobService(ServiceApp):
@@ -38,9 +41,27 @@ class JobService(ServiceApp):
         LocalJobBackend,
         klass=JobBackend,
         config=True,
-        help="""What runs jobs: kubestudio.jobs.backends.local.LocalJobBackend (the embedded default:
-        local processes in the user's workspace).""",
+        help="""What runs jobs: kubestudio.jobs.training.backends.local.LocalJobBackend (the
+        embedded default: local processes in the user's workspace) or
+        kubestudio.jobs.training.backends.kubernetes.KubernetesJobBackend (pods, and the training
+        operators the cluster has).""",
     )
+    serving_backend_class = Type(
+        None,
+        klass=ServingBackend,
+        allow_none=True,
+        config=True,
+        help="""What runs servings' model runtimes, beside the jobs backend whose folders, GPUs or
+        cluster it shares. Defaults to the one backend_class names (its serving_backend): local
+        processes for LocalJobBackend, Deployments or KServe InferenceServices for
+        KubernetesJobBackend. None (a jobs backend that names none): no servings; api/servings
+        answers 409 saying so.""",
+    )
+
+    @default("serving_backend_class")
+    def _default_serving_backend_class(self):
+        return self.backend_class.serving_backend
+
     max_running_jobs = Integer(
         4, config=True, help="Jobs that may run at once, for all users together; more wait in the queue."
     )
@@ -79,25 +100,8 @@ class JobService(ServiceApp):
         64 * 1024, config=True, help="How much of a serving runtime's log `logs` returns (its end)."
     )
     keepalive_seconds = Integer(15, config=True, help="Seconds between keepalive comments on log event streams.")
-    db_url = Unicode(
-        config=True, help="SQLAlchemy URL of the job store. Defaults to SQLite in the service's working folder."
-    )
 
-    @default("db_url")
-    def _default_db_url(self):
-        return f"sqlite:///{os.path.abspath('kubestudio-jobs.sqlite')}"
-
-    cookie_secret_file = Unicode(
-        config=True,
-        help="""File with the secret that signs the service's login cookie (made once, mode 0600).
-        Defaults to ./jobs_cookie_secret in the service's working folder.""",
-    )
-
-    @default("cookie_secret_file")
-    def _default_cookie_secret_file(self):
-        return os.path.abspath("jobs_cookie_secret")
-
-    aliases = {"config": "ServiceApp.config_file", "db-url": "JobService.db_url"}
+    store_name = JOBS.store
 
     def make_app(self):
         prefix = service_prefix(SERVICE_NAME)
@@ -107,27 +111,20 @@ class JobService(ServiceApp):
         hub = HubAPI(os.environ.get("JUPYTERHUB_API_URL", ""), os.environ.get("JUPYTERHUB_API_TOKEN", ""))
         self.manager = JobManager(self, self.store, self.backend, hub, self.log)
         self.servings = None
-        if isinstance(self.backend, LocalJobBackend):
-            backend = LocalServingBackend(self.backend, parent=self, log=self.log)
-        elif self.backend.name == "kubernetes":
-            from .backends.kubernetes_serving import KubernetesServingBackend
-
-            backend = KubernetesServingBackend(self.backend, parent=self, log=self.log)
-        else:
-            backend = None
-        if backend is not None:
+        if self.serving_backend_class is not None:
+            backend = self.serving_backend_class(self.backend, parent=self, log=self.log)
             self.servings = ServingManager(self, self.store, backend, hub, self.log, prefix, jobs=self.manager)
         api = url_path_join(prefix, "api")
         job = url_path_join(api, "jobs", r"([a-z0-9][-a-z0-9]{0,62})")  # an id, or one of your jobs' names
         serving = url_path_join(api, "servings", r"([0-9a-f]{1,32})")
         routes = oauth_routes(prefix) + [
             (prefix, handlers.IndexHandler),
-            (url_path_join(api, "jobs"), handlers.JobsHandler),
-            (job, handlers.JobHandler),
-            (url_path_join(job, "logs"), handlers.JobLogsHandler),
-            (url_path_join(job, "events"), handlers.JobEventsHandler),
-            (url_path_join(job, "rerun"), handlers.RerunHandler),
-            (url_path_join(api, "runtimes"), handlers.RuntimesHandler),
+            (url_path_join(api, "jobs"), training_handlers.JobsHandler),
+            (job, training_handlers.JobHandler),
+            (url_path_join(job, "logs"), training_handlers.JobLogsHandler),
+            (url_path_join(job, "events"), training_handlers.JobEventsHandler),
+            (url_path_join(job, "rerun"), training_handlers.RerunHandler),
+            (url_path_join(api, "runtimes"), training_handlers.RuntimesHandler),
             (url_path_join(api, "servings"), serving_handlers.ServingsHandler),
             (serving, serving_handlers.ServingHandler),
             (url_path_join(serving, "logs"), serving_handlers.ServingLogsHandler),
@@ -156,7 +153,8 @@ class JobService(ServiceApp):
         await self.manager.start()
         if self.servings is not None:  # after the jobs: their GPUs are restored first
             await self.servings.start()
-        self.log.info("jobs service: backend %s", self.backend.name)
+        serving = self.servings.backend.name if self.servings is not None else "none"
+        self.log.info("jobs service: backend %s, servings %s", self.backend.name, serving)
 
     async def stopping(self):
         if self.servings is not None:

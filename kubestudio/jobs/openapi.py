@@ -5,7 +5,7 @@ on a live service and check that no request, however odd, gets a 5xx.
 """
 
 from ..services.openapi import document, errors, ok, text_or_events
-from .servespec import FORMATS as SERVE_FORMATS
+from .serving.spec import FORMATS as SERVE_FORMATS
 from .spec import FRAMEWORKS, NAME_MAX
 
 JOB = {"$ref": "#/components/schemas/Job"}

@@ -3,8 +3,6 @@
 Light on purpose: the hub imports this module only (never the service's app or handlers).
 """
 
-import os
-
 from ..kube import shared_pod_settings
 from ..names import JOBS_ADMIN_SCOPE, JOBS_RUN_SCOPE, JOBS_SERVICE, SERVE_PREDICT_SCOPE
 from ..services.declare import ServiceDeclaration
@@ -40,17 +38,16 @@ def defaults(studio, c, data):
         if key not in c[section]:
             c[section][key] = value
 
-    setdefault("JobService", "db_url", f"sqlite:///{os.path.join(data, 'jobs.sqlite')}")
-    setdefault("JobService", "cookie_secret_file", os.path.join(data, "jobs_cookie_secret"))
     # Ctrl-C on the hub stops what it started, unless servers are kept running across restarts
     setdefault("JobService", "stop_jobs_on_exit", not studio.keep_servers_running)
     if studio.spawner == "local":
         setdefault("LocalJobBackend", "data_dir", data)
     else:
-        setdefault("JobService", "backend_class", "kubestudio.jobs.backends.kubernetes.KubernetesJobBackend")
+        setdefault("JobService", "backend_class", "kubestudio.jobs.training.backends.kubernetes.KubernetesJobBackend")
 
 
 JOBS = ServiceDeclaration(
+    store="jobs",
     name=JOBS_SERVICE,
     module="kubestudio.jobs",
     config_sections=(

@@ -3,11 +3,13 @@ INFO unless configured, and the serve loop (listen where JupyterHub said, stop o
 
 import asyncio
 import logging
+import os
 import signal
 
 from traitlets import Unicode, default
 from traitlets.config import Application
 
+from .declare import store_files
 from .web import service_url_parts
 
 
@@ -19,7 +21,32 @@ class ServiceApp(Application):
         the data folder and passed as --config. Command-line values win over it.""",
     )
 
-    aliases = {"config": "ServiceApp.config_file"}
+    # the name of the service's store: <store_name>.sqlite and <store_name>_cookie_secret in its
+    # working folder by default (the hub runs each service in its data_dir and says so in the file)
+    store_name = "service"
+    db_url = Unicode(
+        config=True,
+        help="""SQLAlchemy URL of the service's store (its builds, jobs or boards). Defaults to SQLite
+        in the service's working folder: the hub's data_dir, as <name>.sqlite (images, jobs,
+        tensorboards).""",
+    )
+
+    @default("db_url")
+    def _default_db_url(self):
+        return store_files(self.store_name, os.getcwd())[0]
+
+    cookie_secret_file = Unicode(
+        config=True,
+        help="""File with the secret that signs the service's login cookie (made once, mode 0600), so
+        its pages stay logged in across restarts. Defaults to <name>_cookie_secret in the service's
+        working folder (the hub's data_dir).""",
+    )
+
+    @default("cookie_secret_file")
+    def _default_cookie_secret_file(self):
+        return store_files(self.store_name, os.getcwd())[1]
+
+    aliases = {"config": "ServiceApp.config_file", "db-url": "ServiceApp.db_url"}
 
     @default("log_level")
     def _default_log_level(self):

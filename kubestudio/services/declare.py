@@ -22,11 +22,20 @@ from typing import Callable
 CONFIG_ENV = "KUBESTUDIO_SERVICE_CONFIG"
 
 
+def store_files(store, folder):
+    """``(db_url, cookie_secret_file)`` of a service whose store is named ``store``, in ``folder``:
+    ``<store>.sqlite`` and ``<store>_cookie_secret`` (what the hub gives each service in its data
+    folder, and what a service run by hand takes in its working folder)."""
+    folder = os.path.abspath(folder)
+    return f"sqlite:///{os.path.join(folder, f'{store}.sqlite')}", os.path.join(folder, f"{store}_cookie_secret")
+
+
 @dataclass
 class ServiceDeclaration:
     name: str  # the JupyterHub service name: /services/<name>/
     module: str  # run as `python -m <module> --config <file>`
-    config_sections: tuple  # traitlets sections of c the service reads (e.g. ImageBuilder)
+    config_sections: tuple  # traitlets sections of c the service reads, its app's first (e.g. ImageBuilder)
+    store: str = ""  # its store and login secret in the data folder: <store>.sqlite, <store>_cookie_secret
     scopes: dict = field(default_factory=dict)  # custom scope -> description
     roles: Callable = None  # roles(admin_users) -> [JupyterHub role]
     defaults: Callable = None  # defaults(studio, c, data_dir): fill in the service's sections of c
@@ -37,6 +46,17 @@ class ServiceDeclaration:
     # settings worked out from the hub's whole configuration: (to section, trait, function(c) ->
     # value, or None for nothing), each time the file is written unless the section sets the trait
     derived: tuple = ()
+
+    def store_defaults(self, c, data_dir):
+        """Where the service keeps its store and login secret, unless ``c`` says (its app's section)."""
+        if not self.store:
+            return
+        section = c[self.config_sections[0]]
+        db_url, cookie_secret_file = store_files(self.store, data_dir)
+        if "db_url" not in section:
+            section.db_url = db_url
+        if "cookie_secret_file" not in section:
+            section.cookie_secret_file = cookie_secret_file
 
     def config_path(self, data_dir):
         return os.path.join(data_dir, f"{self.name}-service.json")

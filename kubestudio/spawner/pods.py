@@ -114,6 +114,18 @@ def gpu_placement(count, gpu_type, resource, settings):
     return {resource: str(count)}, affinity
 
 
+def container_resources(resources, settings):
+    """A container's ``resources`` from a job's or a serving's: cpu and memory requested and capped
+    alike, the GPUs as the extended resource the node offers (empty parts left out)."""
+    limits, _ = gpu_placement(resources.gpu.count, resources.gpu.type, resources.gpu.resource, settings)
+    requests = {}
+    for key in ("cpu", "memory"):
+        value = getattr(resources, key)
+        if value:
+            requests[key] = limits[key] = value
+    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+
+
 def project_scheduling(project, affinity=()):
     """The pod spec fields that place a pod of ``project`` (its node selector and tolerations) and
     of its GPUs (required node-affinity terms, from :func:`gpu_placement`): for jobs', boards' and

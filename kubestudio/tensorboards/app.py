@@ -24,6 +24,7 @@ from .backends.local import LocalBoardBackend
 from .manager import BoardManager
 from .models import MIGRATIONS, VERSION_TABLE, Base
 from .openapi import openapi
+from .service import TENSORBOARDS
 
 
 class TensorBoardService(ServiceApp):
@@ -53,21 +54,8 @@ class TensorBoardService(ServiceApp):
     stop_boards_on_exit = Bool(
         True, config=True, help="Stop running boards when the service stops (Ctrl-C on the hub leaves nothing running)."
     )
-    db_url = Unicode(
-        config=True, help="SQLAlchemy URL of the board store. Defaults to SQLite in the service's working folder."
-    )
 
-    @default("db_url")
-    def _default_db_url(self):
-        return f"sqlite:///{os.path.abspath('kubestudio-tensorboards.sqlite')}"
-
-    cookie_secret_file = Unicode(config=True, help="File with the secret that signs the service's login cookie.")
-
-    @default("cookie_secret_file")
-    def _default_cookie_secret_file(self):
-        return os.path.abspath("tensorboards_cookie_secret")
-
-    aliases = {"config": "ServiceApp.config_file"}
+    store_name = TENSORBOARDS.store
 
     def make_app(self):
         prefix = service_prefix(SERVICE_NAME)

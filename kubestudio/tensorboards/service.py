@@ -36,8 +36,6 @@ def defaults(studio, c, data):
         if key not in c[section]:
             c[section][key] = value
 
-    setdefault("TensorBoardService", "db_url", f"sqlite:///{os.path.join(data, 'tensorboards.sqlite')}")
-    setdefault("TensorBoardService", "cookie_secret_file", os.path.join(data, "tensorboards_cookie_secret"))
     setdefault("TensorBoardService", "data_dir", data)
     setdefault("TensorBoardService", "stop_boards_on_exit", not studio.keep_servers_running)
     # TensorBoard's page asks for its fonts at the root (/font-roboto/...): the hub serves them
@@ -55,6 +53,7 @@ def defaults(studio, c, data):
 
 
 TENSORBOARDS = ServiceDeclaration(
+    store="tensorboards",
     name=TENSORBOARDS_SERVICE,
     module="kubestudio.tensorboards",
     config_sections=(

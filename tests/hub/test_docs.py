@@ -8,7 +8,7 @@ from kubestudio.image_builder.app import ImageBuilder
 from kubestudio.image_builder.backends.buildah import BuildahBackend
 from kubestudio.image_builder.backends.kaniko import KanikoBackend
 from kubestudio.jobs.app import JobService
-from kubestudio.jobs.backends.local import LocalJobBackend
+from kubestudio.jobs.training.backends.local import LocalJobBackend
 from kubestudio.spawner.local import LocalWorkspaceSpawner
 from kubestudio.spawner.workspace import WorkspaceSpawner
 

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from kubestudio.jobs.packagelayer import install_script, layer_folder
+from kubestudio.jobs.training.packagelayer import install_script, layer_folder
 from kubestudio.testing.wheels import tiny_wheel
 
 

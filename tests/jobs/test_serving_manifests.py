@@ -10,8 +10,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from kubestudio.jobs.servespec import parse_serve_spec
-from kubestudio.jobs.serving_manifests import deployment_objects, inference_service, object_name
+from kubestudio.jobs.serving.backends.base import ServingRun
+from kubestudio.jobs.serving.manifests import deployment_objects, inference_service, object_name
+from kubestudio.jobs.serving.spec import parse_serve_spec
 from kubestudio.spawner.pods import PodSettings
 from kubestudio.spawner.projects import parse_project
 from kubestudio.testing.kubebench.bench import default_crds_dir
@@ -30,6 +31,10 @@ def isvc_schema():
         )
 
 
+def version(owner, spec, path, model_format, generation=1):
+    return ServingRun("0123456789ab", owner, spec, path, model_format, generation, project=VISION)
+
+
 def as_pod(pod_fields, containers):
     return {
         "apiVersion": "v1",
@@ -41,9 +46,7 @@ def as_pod(pod_fields, containers):
 
 def test_a_plain_model_is_kserves_to_mount_from_the_claim():
     spec = parse_serve_spec({"name": "iris", "model": "models/iris", "resources": {"cpu": 1, "memory": "2Gi"}})
-    isvc = inference_service(
-        "0123456789ab", "alice", spec, "/mnt/alice/models/iris", "sklearn", "img:1", SETTINGS, VISION, 1
-    )
+    isvc = inference_service(version("alice", spec, "/mnt/alice/models/iris", "sklearn"), "img:1", SETTINGS)
     jsonschema.validate(isvc, isvc_schema())
     assert isvc["metadata"]["name"] == object_name("alice", "iris") and len(object_name("alice", "iris")) <= 47
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
@@ -77,9 +80,7 @@ def test_a_model_class_reads_the_workspace_read_only_and_a_gpu_type_places_it():
             "env": {"MODE": "fast"},
         }
     )
-    isvc = inference_service(
-        "0123456789ab", "bob", spec, "/mnt/bob/models/seldon", "custom", "img:1", SETTINGS, VISION, 3
-    )
+    isvc = inference_service(version("bob", spec, "/mnt/bob/models/seldon", "custom", 3), "img:1", SETTINGS)
     jsonschema.validate(isvc, isvc_schema())
     predictor = isvc["spec"]["predictor"]
     container = predictor["containers"][0]
@@ -101,17 +102,16 @@ def test_a_model_class_reads_the_workspace_read_only_and_a_gpu_type_places_it():
     assert env["MODE"] == "fast" and "NVIDIA_VISIBLE_DEVICES" not in env
 
 
-@pytest.mark.parametrize("version", ["1.25.0", "1.27.0", "1.30.0"])
-def test_without_kserve_a_deployment_service_and_autoscaler(version):
+@pytest.mark.parametrize("kubernetes_version", ["1.25.0", "1.27.0", "1.30.0"])
+def test_without_kserve_a_deployment_service_and_autoscaler(kubernetes_version):
     spec = parse_serve_spec(
         {"name": "iris", "model": "models/iris", "replicas": {"min": 2, "max": 5}, "resources": {"cpu": "500m"}}
     )
-    objects = deployment_objects(
-        "0123456789ab", "alice", spec, "/mnt/alice/models/iris", "sklearn", "img:1", SETTINGS, VISION, 1
-    )
+    iris = version("alice", spec, "/mnt/alice/models/iris", "sklearn")
+    objects = deployment_objects(iris, "img:1", SETTINGS)
     assert [o["kind"] for o in objects] == ["Deployment", "Service", "HorizontalPodAutoscaler"]
     for obj in objects:
-        kubernetes_validate.validate(obj, version, strict=True)
+        kubernetes_validate.validate(obj, kubernetes_version, strict=True)
     deployment, service, hpa = objects
     assert deployment["spec"]["replicas"] == 2
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
@@ -126,24 +126,11 @@ def test_without_kserve_a_deployment_service_and_autoscaler(version):
     assert container["command"][container["command"].index("--model") + 1] == "/mnt/alice/models/iris"
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp", "/mnt/alice", "/archives/alice"}
     # a cluster before 1.23 serves autoscaling/v2beta2 only: the same fields, valid there too
-    old = deployment_objects(
-        "0123456789ab",
-        "alice",
-        spec,
-        "/mnt/alice/models/iris",
-        "sklearn",
-        "img:1",
-        SETTINGS,
-        VISION,
-        1,
-        autoscaling="autoscaling/v2beta2",
-    )[2]
+    old = deployment_objects(iris, "img:1", SETTINGS, autoscaling="autoscaling/v2beta2")[2]
     assert old["apiVersion"] == "autoscaling/v2beta2" and old["spec"] == hpa["spec"]
     kubernetes_validate.validate(old, "1.25.0", strict=True)
     one = parse_serve_spec({"name": "iris", "model": "models/iris"})
     assert [
         o["kind"]
-        for o in deployment_objects(
-            "0123456789ab", "alice", one, "/mnt/alice/models/iris", "sklearn", "img:1", SETTINGS, VISION, 1
-        )
+        for o in deployment_objects(version("alice", one, "/mnt/alice/models/iris", "sklearn"), "img:1", SETTINGS)
     ] == ["Deployment", "Service"]

@@ -525,9 +525,9 @@ def test_checking_a_local_serving_loads_no_kubernetes_client(tmp_path):
     client there (1.3 s during which no request of anyone was answered)."""
     code = f"""
 import asyncio, os, sys
-from kubestudio.jobs.backends.local import LocalJobBackend
-from kubestudio.jobs.backends.local_serving import LocalServingBackend
-from kubestudio.jobs.servespec import parse_serve_spec
+from kubestudio.jobs.training.backends.local import LocalJobBackend
+from kubestudio.jobs.serving.backends.local import LocalServingBackend
+from kubestudio.jobs.serving.spec import parse_serve_spec
 jobs = LocalJobBackend(data_dir={str(tmp_path)!r})
 servings = LocalServingBackend(jobs)
 model = os.path.join(jobs.folders("alice").workspace, "models", "iris")

@@ -10,9 +10,9 @@ import time
 
 import kubernetes_validate
 
-from kubestudio.jobs.backends.base import JobRun
-from kubestudio.jobs.manifests import KINDS, job_manifest, object_name
 from kubestudio.jobs.spec import parse_spec, replica_names
+from kubestudio.jobs.training.backends.base import JobRun
+from kubestudio.jobs.training.manifests import KINDS, job_manifest, object_name
 from kubestudio.spawner.pods import PodSettings
 from kubestudio.spawner.projects import parse_project
 from kubestudio.testing.imageshub import ensure_claims

@@ -113,7 +113,7 @@ c.KubernetesJobBackend.registry_auth_file = {registry.auth!r}
 """
     )
     extra += f"""
-c.JobService.backend_class = "kubestudio.jobs.backends.kubernetes.KubernetesJobBackend"
+c.JobService.backend_class = "kubestudio.jobs.training.backends.kubernetes.KubernetesJobBackend"
 c.JobService.max_running_jobs_per_user = 3
 c.KubernetesJobBackend.kubeconfig = {bench.proxy_kubeconfig!r}
 c.KubernetesJobBackend.uid = {os.getuid()}

@@ -172,8 +172,9 @@ def wait_ready(bench, name, generation=1, timeout=120):
 def test_the_services_inference_services_run_on_the_bench(bench, crds):
     """What the jobs service's builder makes runs: a plain model from the claim (storageUri
     pvc://, mounted read-only at /mnt/models) and a Seldon-style class from the workspace."""
-    from kubestudio.jobs.servespec import parse_serve_spec
-    from kubestudio.jobs.serving_manifests import inference_service
+    from kubestudio.jobs.serving.backends.base import ServingRun
+    from kubestudio.jobs.serving.manifests import inference_service
+    from kubestudio.jobs.serving.spec import parse_serve_spec
     from kubestudio.spawner.pods import PodSettings
     from kubestudio.spawner.projects import Project
 
@@ -197,9 +198,8 @@ def test_the_services_inference_services_run_on_the_bench(bench, crds):
             ),
         ):
             spec = parse_serve_spec(body)
-            isvc = inference_service(
-                "abcdef012345", "kai", spec, path, fmt, "kubestudio/notebook:1", settings, Project(name="public"), 1
-            )
+            run = ServingRun("abcdef012345", "kai", spec, path, fmt, 1, project=Project(name="public"))
+            isvc = inference_service(run, "kubestudio/notebook:1", settings)
             r = bench.api("POST", f"/apis/serving.kserve.io/v1beta1/namespaces/{NS}/inferenceservices", json=isvc)
             assert r.status_code == 201, r.text
             made.append(isvc["metadata"]["name"])

@@ -170,9 +170,9 @@ def test_gpu_quota_refused_before_create(bench, hub):
 def test_a_training_jobs_gpus_count_when_a_server_starts(bench, hub):
     """The project's max_gpus counts servers and jobs together: a job pod of vic's holding the
     project's one GPU (made by the jobs service's builder) stops vic's GPU server."""
-    from kubestudio.jobs.backends.base import JobRun
-    from kubestudio.jobs.manifests import job_manifest
     from kubestudio.jobs.spec import parse_spec, replica_names
+    from kubestudio.jobs.training.backends.base import JobRun
+    from kubestudio.jobs.training.manifests import job_manifest
     from kubestudio.spawner.pods import PodSettings
     from kubestudio.spawner.projects import parse_project
 

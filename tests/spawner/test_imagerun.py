@@ -8,8 +8,8 @@ import subprocess
 import pytest
 
 from kubestudio.accounts import Account
-from kubestudio.jobs.backends.local import LocalJobBackend
 from kubestudio.jobs.spec import SpecError, parse_spec
+from kubestudio.jobs.training.backends.local import LocalJobBackend
 from kubestudio.spawner.imagerun import ENV_FILE, ImageRunner, user_mounts, write_env_file
 from kubestudio.spawner.storage import user_folders
 

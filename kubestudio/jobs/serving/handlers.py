@@ -7,11 +7,11 @@ or ``custom:kubestudio:serve:predict!user=<owner>`` (what an owner grants a team
 an admin a role); the unfiltered scope calls every serving. Everyone else gets 404.
 """
 
-from ..names import SERVE_PREDICT_SCOPE
-from ..services.proxy import forward
-from ..services.web import http_error
-from .handlers import JobsBaseHandler
-from .spec import SpecError
+from ...names import SERVE_PREDICT_SCOPE
+from ...services.proxy import forward
+from ...services.web import http_error
+from ..handlers import JobsBaseHandler
+from ..spec import SpecError
 
 
 class ServingsBaseHandler(JobsBaseHandler):
@@ -23,8 +23,9 @@ class ServingsBaseHandler(JobsBaseHandler):
         if servings is None:
             raise http_error(
                 409,
-                "servings: this hub's jobs service has no serving backend yet for "
-                f"{self.settings['manager'].backend.name}; servings run on the embedded default",
+                "servings: this hub's jobs service runs no servings (its jobs backend, "
+                f"{self.settings['manager'].backend.name}, names no serving backend; the "
+                "administrator sets one with JobService.serving_backend_class)",
             )
         return servings
 

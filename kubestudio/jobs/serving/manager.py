@@ -16,10 +16,9 @@ import uuid
 
 from sqlalchemy.exc import IntegrityError
 
-from ..spawner.projects import Project, hub_projects
-from ..spawner.request import SpawnRefused, hub_project, resolve_project
-from .backends.local_serving import ServingFailed
-from .models import (
+from ...spawner.projects import Project, hub_projects
+from ...spawner.request import SpawnRefused, hub_project, resolve_project
+from ..models import (
     SERVING_FAILED,
     SERVING_READY,
     SERVING_RESTARTING,
@@ -28,8 +27,9 @@ from .models import (
     Serving,
     utcnow,
 )
-from .servespec import parse_serve_spec, serve_spec_from_json
-from .spec import SpecError
+from ..spec import SpecError
+from .backends.base import ServingFailed, ServingRun
+from .spec import parse_serve_spec, serve_spec_from_json
 
 FIRST_BACKOFF, MAX_BACKOFF = 1.0, 60.0
 STABLE_SECONDS = 60.0  # a runtime up this long starts its next back-off from the beginning
@@ -263,16 +263,18 @@ class ServingManager:
             return serving.generation
 
     def _load(self, serving_id):
+        """The serving's current version, as its backend starts it."""
         with self.store.session() as db:
             s = db.get(Serving, serving_id)
-            return (
-                s.owner,
-                serve_spec_from_json(s.spec),
-                s.refs.get("path"),
-                s.format,
-                list(s.refs.get("gpus") or []),
-                s.generation,
-                s.ready_generation,
+            return ServingRun(
+                id=serving_id,
+                owner=s.owner,
+                spec=serve_spec_from_json(s.spec),
+                path=s.refs.get("path"),
+                model_format=s.format,
+                generation=s.generation,
+                gpus=list(s.refs.get("gpus") or []),
+                project=self._projects.get(serving_id),
             )
 
     def _save_runtime(self, serving_id, key, runtime):
@@ -287,10 +289,7 @@ class ServingManager:
 
     async def _launch(self, serving_id, key):
         """Start the current generation's runtime (recorded under ``key`` while it starts)."""
-        owner, spec, path, model_format, gpus, generation, _ = self._load(serving_id)
-        runtime = await self.backend.launch(
-            serving_id, owner, spec, path, model_format, gpus, generation, project=self._projects.get(serving_id)
-        )
+        runtime = await self.backend.launch(self._load(serving_id))
         self._save_runtime(serving_id, key, runtime)
         return runtime
 

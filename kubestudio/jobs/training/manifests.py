@@ -12,7 +12,7 @@ each with ``backoffLimit: 0``. Nothing here talks to a cluster.
 
 import shlex
 
-from ..names import (
+from ...names import (
     LABEL_ATTEMPT,
     LABEL_COMPONENT,
     LABEL_GPUS,
@@ -22,8 +22,8 @@ from ..names import (
     MANAGED_BY,
     PROJECT_ANNOTATION,
 )
-from ..slugs import safe_slug
-from ..spawner.pods import gpu_placement, project_scheduling, workspace_paths, workspace_storage
+from ...slugs import safe_slug
+from ...spawner.pods import container_resources, gpu_placement, project_scheduling, workspace_paths, workspace_storage
 from .packagelayer import install_script, layer_folder
 
 TRAINING = "kubeflow.org/v1"
@@ -101,18 +101,6 @@ def command(run, settings):
     if steps:
         return ["sh", "-c", " && ".join(steps) + ' && exec "$@"', "--", *argv]
     return argv
-
-
-def container_resources(resources, settings):
-    """A container's ``resources`` from a spec's: cpu and memory requested and capped alike, the
-    GPUs as the extended resource the node offers (empty parts left out)."""
-    limits, _ = gpu_placement(resources.gpu.count, resources.gpu.type, resources.gpu.resource, settings)
-    requests = {}
-    for key in ("cpu", "memory"):
-        value = getattr(resources, key)
-        if value:
-            requests[key] = limits[key] = value
-    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
 
 
 def container(run, settings, image, name, argv, ports=None):

@@ -6,8 +6,8 @@ the same parsers as jobs check names, resources, env and packages.
 
 from dataclasses import asdict, dataclass, field
 
-from .. import imageref
-from .spec import (
+from ... import imageref
+from ..spec import (
     Resources,
     SpecError,
     _int,
@@ -17,8 +17,8 @@ from .spec import (
     parse_packages,
     parse_resources,
 )
+from .formats import FORMATS
 
-FORMATS = ("auto", "sklearn", "pytorch", "custom")
 FIELDS = ("name", "project", "model", "format", "class", "image", "resources", "replicas", "env", "packages")
 
 

@@ -12,14 +12,13 @@ import asyncio
 import time
 import uuid
 
-from ..services.livelog import LiveLog, LiveRun, follow_lines, save_live_logs, save_periodically, stored_chunks
-from ..services.queue import FairQueue
-from ..services.store import aware
-from ..spawner.projects import Project, hub_projects
-from ..spawner.request import SpawnRefused, hub_project, resolve_project
-from ..spawner.storage import user_slug
-from .backends.base import JobRun, Outcome
-from .models import (
+from ...services.livelog import LiveLog, LiveRun, follow_lines, save_live_logs, save_periodically, stored_chunks
+from ...services.queue import FairQueue
+from ...services.store import aware
+from ...spawner.projects import Project, hub_projects
+from ...spawner.request import SpawnRefused, hub_project, resolve_project
+from ...spawner.storage import user_slug
+from ..models import (
     ACTIVE,
     CANCELLED,
     DONE,
@@ -33,7 +32,8 @@ from .models import (
     iso,
     utcnow,
 )
-from .spec import SpecError, parse_spec, replica_names, spec_from_json
+from ..spec import SpecError, parse_spec, replica_names, spec_from_json
+from .backends.base import JobRun, Outcome
 
 RETRY_WAITING_SECONDS = 3.0  # GPUs freed by a server's stop are noticed within this time
 LIMIT_NAME = "JobService.max_log_bytes"

@@ -13,7 +13,7 @@ token, the workspace's non-root user. Nothing here talks to a cluster.
 
 import hashlib
 
-from ..names import (
+from ...names import (
     LABEL_COMPONENT,
     LABEL_GPUS,
     LABEL_PROJECT,
@@ -21,10 +21,9 @@ from ..names import (
     MANAGED_BY,
     PROJECT_ANNOTATION,
 )
-from ..slugs import safe_slug
-from ..spawner.pods import gpu_placement, project_scheduling, workspace_paths
-from ..spawner.storage import user_slug
-from .manifests import container_resources
+from ...slugs import safe_slug
+from ...spawner.pods import container_resources, gpu_placement, project_scheduling, workspace_paths
+from ...spawner.storage import user_slug
 
 KSERVE = "serving.kserve.io/v1beta1"
 COMPONENT = "serve"
@@ -158,56 +157,49 @@ def pod_settings(owner, spec, project, settings, storage_uri=None):
     return pod
 
 
-def _metadata(serving_id, owner, spec, project, settings, generation, isvc=False):
-    name = object_name(owner, spec.name)
+def _metadata(run, settings, isvc=False):
     meta = {
-        "name": name,
+        "name": object_name(run.owner, run.spec.name),
         "namespace": settings.namespace,
-        "labels": labels(serving_id, owner, project.name),
-        "annotations": {"kubestudio.io/username": owner, PROJECT_ANNOTATION: project.name},
+        "labels": labels(run.id, run.owner, run.project.name),
+        "annotations": {"kubestudio.io/username": run.owner, PROJECT_ANNOTATION: run.project.name},
     }
     if isvc:  # KServe gives an InferenceService's labels to its predictor's pods
-        meta["labels"][LABEL_GPUS] = str(spec.resources.gpu.count)
-        meta["labels"][LABEL_GENERATION] = str(generation)
+        meta["labels"][LABEL_GPUS] = str(run.spec.resources.gpu.count)
+        meta["labels"][LABEL_GENERATION] = str(run.generation)
     return meta
 
 
-def inference_service(serving_id, owner, spec, model_path, model_format, image, settings, project, generation):
-    """The InferenceService of a serving (KServe, RawDeployment)."""
-    path, storage_uri = model_location(owner, model_path, model_format, settings, kserve=True)
-    container = runtime_container(owner, spec, path, model_format, image, settings, storage_uri)
+def inference_service(run, image, settings):
+    """The InferenceService of a serving's version ``run`` (KServe, RawDeployment)."""
+    path, storage_uri = model_location(run.owner, run.path, run.model_format, settings, kserve=True)
+    container = runtime_container(run.owner, run.spec, path, run.model_format, image, settings, storage_uri)
     predictor = {
-        "minReplicas": spec.min_replicas,
-        "maxReplicas": spec.max_replicas,
+        "minReplicas": run.spec.min_replicas,
+        "maxReplicas": run.spec.max_replicas,
         "containers": [container],
-        **pod_settings(owner, spec, project, settings, storage_uri),
+        **pod_settings(run.owner, run.spec, run.project, settings, storage_uri),
     }
-    metadata = _metadata(serving_id, owner, spec, project, settings, generation, isvc=True)
+    metadata = _metadata(run, settings, isvc=True)
     metadata["annotations"]["serving.kserve.io/deploymentMode"] = "RawDeployment"
     return {"apiVersion": KSERVE, "kind": "InferenceService", "metadata": metadata, "spec": {"predictor": predictor}}
 
 
-def deployment_objects(
-    serving_id,
-    owner,
-    spec,
-    model_path,
-    model_format,
-    image,
-    settings,
-    project,
-    generation,
-    autoscaling="autoscaling/v2",
-):
-    """Without KServe: [Deployment, Service] (+ HorizontalPodAutoscaler when min < max, in the
-    ``autoscaling`` API version the cluster serves: v2, or v2beta2 before Kubernetes 1.23, whose
-    fields used here are the same)."""
-    container = runtime_container(owner, spec, model_path, model_format, image, settings)
-    metadata = _metadata(serving_id, owner, spec, project, settings, generation)
-    pod_labels = {**metadata["labels"], LABEL_GPUS: str(spec.resources.gpu.count), LABEL_GENERATION: str(generation)}
+def deployment_objects(run, image, settings, autoscaling="autoscaling/v2"):
+    """Without KServe: [Deployment, Service] of a serving's version ``run`` (+ HorizontalPodAutoscaler
+    when min < max, in the ``autoscaling`` API version the cluster serves: v2, or v2beta2 before
+    Kubernetes 1.23, whose fields used here are the same)."""
+    owner, spec, project = run.owner, run.spec, run.project
+    container = runtime_container(owner, spec, run.path, run.model_format, image, settings)
+    metadata = _metadata(run, settings)
+    pod_labels = {
+        **metadata["labels"],
+        LABEL_GPUS: str(spec.resources.gpu.count),
+        LABEL_GENERATION: str(run.generation),
+    }
     pod_annotations = {"kubestudio.io/username": owner, PROJECT_ANNOTATION: project.name}
     name = metadata["name"]
-    selector = {LABEL_SERVING_ID: serving_id, LABEL_COMPONENT: COMPONENT}
+    selector = {LABEL_SERVING_ID: run.id, LABEL_COMPONENT: COMPONENT}
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

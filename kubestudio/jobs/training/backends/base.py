@@ -1,6 +1,6 @@
 """What a jobs backend does, whichever runs the ranks (local processes, Kubernetes objects).
 
-The :class:`~kubestudio.jobs.manager.JobManager` owns the record, the queue, retries, the time
+The :class:`~kubestudio.jobs.training.manager.JobManager` owns the record, the queue, retries, the time
 limit and the log; a backend only launches one attempt of a job, says how it ended, and cleans
 up. Backends are swappable (``JobService.backend_class``) and share the settings on this base.
 """
@@ -10,7 +10,7 @@ from typing import Callable
 
 from traitlets.config import LoggingConfigurable
 
-from ..spec import JobSpec
+from ...spec import JobSpec
 
 
 @dataclass
@@ -42,6 +42,9 @@ class JobRun:
 
 class JobBackend(LoggingConfigurable):
     name = "base"
+    # import path of the ServingBackend that runs servings beside this one (the default of
+    # JobService.serving_backend_class); None: this backend serves no models
+    serving_backend = None
 
     async def start(self):
         """Before the first job (watches, discovery)."""

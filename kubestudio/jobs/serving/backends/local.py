@@ -22,31 +22,22 @@ from dataclasses import dataclass
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float, Unicode, default
-from traitlets.config import LoggingConfigurable
 
-from ...cgroups import Containment
-from ...launch import start_process
-from ...names import RUNTIME_SECRET_ENV, RUNTIME_SECRET_HEADER
-from ...processgroup import process_start_time, signal_group
-from ...quantities import parse_bytes
-from ...services.livelog import read_tail
-from ...spawner.gpus import JOB, Allocation
-from ...spawner.storage import ensure_user_folders, mount_name
-from ..serve import LOAD_FAILED, ModelError, detect_format
-from ..spec import SpecError
-from .local import free_port
+from ....cgroups import Containment
+from ....launch import start_process
+from ....names import RUNTIME_SECRET_ENV, RUNTIME_SECRET_HEADER
+from ....processgroup import process_start_time, signal_group
+from ....quantities import parse_bytes
+from ....services.livelog import read_tail
+from ....spawner.gpus import JOB, Allocation
+from ....spawner.storage import ensure_user_folders, mount_name
+from ...spec import SpecError
+from ...training.backends.local import LocalJobBackend, free_port
+from ..formats import LOAD_FAILED, ModelError, detect_format
+from .base import ServingBackend, ServingFailed
 
 LOG_TAIL = 8000
 POLL_SECONDS = 0.05
-
-
-class ServingFailed(Exception):
-    """The runtime did not start or stopped; ``load_error``: the model itself cannot load (no use
-    starting it again until the spec changes)."""
-
-    def __init__(self, message, load_error=False):
-        super().__init__(message)
-        self.load_error = load_error
 
 
 @dataclass
@@ -91,8 +82,9 @@ class LocalRuntime:
         )
 
 
-class LocalServingBackend(LoggingConfigurable):
+class LocalServingBackend(ServingBackend):
     name = "local"
+    job_backend_class = LocalJobBackend  # its users' folders, accounts, environment and GPU ledger
     rolls_itself = False  # a new version is a second runtime beside the first; the manager stops the old one
     outlives_the_service = False  # the runtimes stop with the service unless the hub keeps servers running
 
@@ -105,10 +97,6 @@ class LocalServingBackend(LoggingConfigurable):
     @default("work_dir")
     def _default_work_dir(self):
         return os.path.join(self.jobs.data_dir, "servings")
-
-    def __init__(self, jobs, **kwargs):
-        self.jobs = jobs  # the LocalJobBackend: users' folders, the GPU ledger, the environment kept
-        super().__init__(**kwargs)
 
     # ------------------------------------------------------------------ checking
 
@@ -141,12 +129,6 @@ class LocalServingBackend(LoggingConfigurable):
         if not os.path.exists(path):
             raise SpecError(f"model: no file or folder {relative!r} in your {where}", 404)
         return path
-
-    async def connect(self):
-        """Nothing to connect to: the runtimes are this machine's processes."""
-
-    async def close(self):
-        pass
 
     async def check(self, owner, spec):
         """(real model path, format) of a spec, or SpecError naming the field; nothing is started."""
@@ -202,9 +184,10 @@ class LocalServingBackend(LoggingConfigurable):
         lines = [line for line in self.log_tail(serving_id).splitlines() if line.strip()]
         return " | ".join(lines[-count:]) or "no output"
 
-    async def launch(self, serving_id, owner, spec, path, model_format, gpus, generation, project=None):
-        """Start the runtime for ``spec`` (generation ``generation``); a :class:`LocalRuntime` once
-        it answers ready, else :class:`ServingFailed` with the end of its log."""
+    async def launch(self, run):
+        """Start the runtime of ``run``; a :class:`LocalRuntime` once it answers ready, else
+        :class:`ServingFailed` with the end of its log."""
+        serving_id, owner, spec, generation = run.id, run.owner, run.spec, run.generation
         folder = os.path.join(self.work_dir, serving_id)
         os.makedirs(folder, mode=0o700, exist_ok=True)
         folders = self.jobs.folders(owner)
@@ -220,11 +203,11 @@ class LocalServingBackend(LoggingConfigurable):
             "-m",
             "kubestudio.jobs.serve",
             "--model",
-            path,
+            run.path,
             "--name",
             spec.name,
             "--format",
-            model_format,
+            run.model_format,
             "--host",
             "127.0.0.1",
             "--port",
@@ -245,7 +228,7 @@ class LocalServingBackend(LoggingConfigurable):
                 "KUBESTUDIO_WORKSPACE": folders.workspace,
                 "KUBESTUDIO_ARCHIVES": folders.archives,
                 "KUBESTUDIO_SERVING": spec.name,
-                "CUDA_VISIBLE_DEVICES": ",".join(gpus),
+                "CUDA_VISIBLE_DEVICES": ",".join(run.gpus),
             }
         )
         env.update(spec.env)
@@ -257,7 +240,7 @@ class LocalServingBackend(LoggingConfigurable):
                 group.create()
         except (ValueError, OSError) as e:
             raise ServingFailed(f"cannot contain the runtime: {e} (Containment.mode)") from None
-        model_folder = path if os.path.isdir(path) else os.path.dirname(path)
+        model_folder = run.path if os.path.isdir(run.path) else os.path.dirname(run.path)
         try:
             cwd_fd = os.open(model_folder, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:

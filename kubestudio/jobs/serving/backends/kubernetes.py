@@ -1,4 +1,4 @@
-"""Servings on Kubernetes: the objects of :mod:`..serving_manifests`, made and followed.
+"""Servings on Kubernetes: the objects of :mod:`..manifests`, made and followed.
 
 API discovery decides: with KServe (``inferenceservices`` in ``serving.kserve.io/v1beta1``) a
 serving is an InferenceService (RawDeployment); without it a Deployment + Service (+ HPA).
@@ -14,16 +14,16 @@ the pods come from the jobs backend's one watch of our pods (no request per call
 import asyncio
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from traitlets import Enum, Float
-from traitlets.config import LoggingConfigurable
 
-from ... import kube
-from ...spawner.request import SpawnRefused, check_gpu_quota
-from ..serving_manifests import KSERVE, LABEL_GENERATION, LABEL_SERVING_ID, PORT, deployment_objects, inference_service
-from ..spec import SpecError
-from .local_serving import ServingFailed
+from .... import kube
+from ....spawner.request import SpawnRefused, check_gpu_quota
+from ...spec import SpecError
+from ...training.backends.kubernetes import KubernetesJobBackend
+from ..manifests import KSERVE, LABEL_GENERATION, LABEL_SERVING_ID, PORT, deployment_objects, inference_service
+from .base import ServingBackend, ServingFailed
 
 CRASHED = ("CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError", "RunContainerError")
 LOG_TAIL_LINES = 300
@@ -63,8 +63,9 @@ def _generation(pod):
     return (pod["metadata"].get("labels") or {}).get(LABEL_GENERATION)
 
 
-class KubernetesServingBackend(LoggingConfigurable):
+class KubernetesServingBackend(ServingBackend):
     name = "kubernetes"
+    job_backend_class = KubernetesJobBackend  # its cluster client, pod watch, settings and GPU count
     rolls_itself = True  # a new version is the cluster's rollout of the same object
     outlives_the_service = True  # the objects stay when the service stops; its next start adopts them
 
@@ -80,8 +81,7 @@ class KubernetesServingBackend(LoggingConfigurable):
     )
 
     def __init__(self, jobs, **kwargs):
-        self.jobs = jobs  # the KubernetesJobBackend: its client, pod watch, settings and GPU count
-        super().__init__(**kwargs)
+        super().__init__(jobs, **kwargs)
         self._turns = {}  # serving id -> which ready pod answers next
         self._logs = {}  # serving id -> the newest pod's log, as last read
         self.deployments = None
@@ -92,8 +92,8 @@ class KubernetesServingBackend(LoggingConfigurable):
         InferenceService's labels): whether a serving's object is still there costs no request."""
         from kubernetes_asyncio import client
 
-        from ...names import LABEL_COMPONENT
-        from ..serving_manifests import COMPONENT
+        from ....names import LABEL_COMPONENT
+        from ..manifests import COMPONENT
 
         apps = client.AppsV1Api(self.jobs._api_client)
         self.deployments = kube.Reflector(
@@ -145,7 +145,7 @@ class KubernetesServingBackend(LoggingConfigurable):
         """(the model's path in the pod, format): paths are checked by their text (the files are
         on the claim, read by the pod); KServe, when it must be there, is looked up."""
         await self._kserve()
-        from ...spawner.pods import workspace_paths
+        from ....spawner.pods import workspace_paths
 
         workspace, archives = workspace_paths(owner, self.jobs.settings())
         text = spec.model.strip()
@@ -170,7 +170,7 @@ class KubernetesServingBackend(LoggingConfigurable):
     # ------------------------------------------------------------------ GPUs (counted from the pods)
 
     def reserve(self, serving_id, owner, project, spec):
-        from ...spawner.storage import user_slug
+        from ....spawner.storage import user_slug
 
         count = spec.resources.gpu.count * spec.max_replicas
         if count:
@@ -188,34 +188,22 @@ class KubernetesServingBackend(LoggingConfigurable):
 
     # ------------------------------------------------------------------ running
 
-    async def launch(self, serving_id, owner, spec, path, model_format, gpus, generation, project=None):
-        from ...spawner.projects import Project
+    async def launch(self, run):
+        from ....spawner.projects import Project
 
+        if run.project is None:
+            run = replace(run, project=Project(name=run.spec.project))
         kserve = await self._kserve()
-        project = project or Project(name=spec.project)
-        image = spec.image or self.jobs.default_image
+        image = run.spec.image or self.jobs.default_image
         settings = self.jobs.settings()
         if kserve:
-            objects = [
-                inference_service(serving_id, owner, spec, path, model_format, image, settings, project, generation)
-            ]
+            objects = [inference_service(run, image, settings)]
         else:
-            objects = deployment_objects(
-                serving_id,
-                owner,
-                spec,
-                path,
-                model_format,
-                image,
-                settings,
-                project,
-                generation,
-                autoscaling=await self._autoscaling_version(),
-            )
+            objects = deployment_objects(run, image, settings, autoscaling=await self._autoscaling_version())
         applied = [await self._apply(obj) for obj in objects]
         kind, name = objects[0]["kind"], objects[0]["metadata"]["name"]
-        await self._wait_ready(serving_id, kind, name, applied[0]["metadata"]["generation"], generation)
-        return PodsRuntime(self, serving_id, kind, name, generation)
+        await self._wait_ready(run.id, kind, name, applied[0]["metadata"]["generation"], run.generation)
+        return PodsRuntime(self, run.id, kind, name, run.generation)
 
     def _api(self, kind):
         """(create, read, replace, delete) of a kind in the servings' namespace."""
