@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from kubestudio.processgroup import process_start_time
+from kubestudio.services.client import ServiceError
 from kubestudio.testing.fuzz import schemathesis
 from kubestudio.testing.localhub import _environ
 from kubestudio.testing.wait import wait_for
@@ -356,8 +357,9 @@ def test_restart_resumes_running_jobs_and_loses_nothing(tmp_path):
 
 def test_hub_stop_stops_running_jobs(tmp_path):
     """Ctrl-C on the hub (keep_servers_running off, the default): nothing of a job is left running,
-    and the record says why it ended."""
-    stopping = start_jobs_hub(tmp_path / "hub")
+    and the record says why it ended. The same hub runs no servings (serving_backend_class None):
+    jobs work, and a serve request is a 409 that says why."""
+    stopping = start_jobs_hub(tmp_path / "hub", extra="c.JobService.serving_backend_class = None\n")
     hub = stopping.hub
     client = stopping.client("sid")
     stopping.write("sid", "sleep.py", "import time\nprint('zzz', flush=True)\ntime.sleep(120)\n")
@@ -375,6 +377,9 @@ def test_hub_stop_stops_running_jobs(tmp_path):
         job = stopping.client("sid").get("sleepy")
         assert job["status"] == "cancelled" and job["message"] == "stopped with the hub"
         assert "[master-0] zzz" in stopping.client("sid").logs("sleepy")
+        with pytest.raises(ServiceError) as refused:
+            stopping.client("sid").servings()
+        assert refused.value.status == 409 and "JobService.serving_backend_class" in str(refused.value)
     finally:
         hub.stop()
 
