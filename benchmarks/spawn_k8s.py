@@ -395,7 +395,9 @@ def main():
     for size in bursts:
         for key in ("total_s", "failures", "p50_ms", "p99_ms"):
             same = results["stock-workspace"][f"burst_{size}"][key]
-            print(f"{f'burst {size}: {key}':<34}{stock[f'burst_{size}'][key]:>20}{ours[f'burst_{size}'][key]:>20}{same:>20}")
+            print(
+                f"{f'burst {size}: {key}':<34}{stock[f'burst_{size}'][key]:>20}{ours[f'burst_{size}'][key]:>20}{same:>20}"
+            )
     print("\nrequests by verb per spawn:")
     for kind in ("stock", "kubestudio"):
         print(f"  {kind}: {results[kind]['sequential']['requests_by_verb']}")
