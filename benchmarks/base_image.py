@@ -40,6 +40,9 @@ def prepare(root, registry, cache_dir, tag):
         run_root=os.path.join(root, f"run-{tag}"),
         tls_verify=False,
         auth_file=registry.auth,
+        # the sandboxed buildah reaches the host's loopback only at the registries named here
+        # (ImageBuilder names its own registry's addresses the same way)
+        loopback_registries=[registry.host],
     )
     base = base_from_config({**BASE, "image": f"base/python:{tag}"})
     client = RegistryClient(registry.host, registry.auth, insecure=True)

@@ -19,7 +19,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 import yaml
@@ -31,6 +30,7 @@ import helm_python as helm  # noqa: E402
 from kubestudio.hub.config import KubeStudio  # noqa: E402
 from kubestudio.testing.kubebench import Bench  # noqa: E402
 from kubestudio.testing.kubebench.kubelet import MODE_LABEL  # noqa: E402
+from kubestudio.testing.scratch import scratch_folder  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHART = os.path.join(os.path.dirname(HERE), "helm", "kubestudio")
@@ -109,7 +109,7 @@ def main():
     parser.add_argument("--renders", type=int, default=20)
     parser.add_argument("--installs", type=int, default=3)
     args = parser.parse_args()
-    root = tempfile.mkdtemp(prefix="helm-bench-")
+    root = scratch_folder("helm-bench-")  # removed when the run ends
     anchor = anchor_chart(os.path.join(root, "anchor"))
     default_ms, default_objects = render_ms(CHART, {}, args.renders)
     full_ms, full_objects = render_ms(CHART, FULL, args.renders)

@@ -33,7 +33,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import requests
@@ -42,6 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kubestudio.spawner.storage import ensure_user_folders, user_folders  # noqa: E402
 from kubestudio.testing.localhub import LocalHub  # noqa: E402
+from kubestudio.testing.scratch import scratch_folder  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ONE_LINE = "print('hello from the job')\n"
@@ -396,7 +396,7 @@ def main():
     parser.add_argument("--k8s-jobs", type=int, default=500, help="jobs of the Kubernetes burst (0: skip it)")
     parser.add_argument("--only-k8s", action="store_true", help="only the Kubernetes burst")
     args = parser.parse_args()
-    root = tempfile.mkdtemp(prefix="jobs-bench-")
+    root = scratch_folder("jobs-bench-")  # removed when the run ends
     if args.only_k8s:
         report(kubernetes_burst(root, args.k8s_jobs), merge=True)
         return

@@ -18,7 +18,6 @@ import os
 import platform
 import ssl
 import sys
-import tempfile
 import threading
 import time
 
@@ -27,6 +26,7 @@ import aiohttp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kubestudio.testing.kubebench import Bench  # noqa: E402
+from kubestudio.testing.scratch import scratch_folder  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -197,7 +197,7 @@ def main():
     nodes = [
         {"name": "load", "count": max(args.pods // 200 + 1, 2), "capacity": {"cpu": 64, "memory": "256Gi", "pods": 250}}
     ]
-    root = tempfile.mkdtemp(prefix="kubebench-load-")
+    root = scratch_folder("kubebench-load-")  # removed when the run ends
     bench = Bench(root, nodes=nodes, mode="responder", crds=False)
     t = time.perf_counter()
     bench.start()

@@ -30,7 +30,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import requests
@@ -39,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kubestudio.testing.localhub import LocalHub  # noqa: E402
 from kubestudio.testing.ports import free_port  # noqa: E402
+from kubestudio.testing.scratch import scratch_folder  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -122,7 +122,7 @@ def main():
     args = parser.parse_args()
     with_image = os.geteuid() == 0 and not args.no_image
 
-    root = tempfile.mkdtemp(prefix="kubestudio-bench-")
+    root = scratch_folder("kubestudio-bench-")  # removed when the run ends
     ours = LocalHub(os.path.join(root, "kubestudio"), extra_config="c.LocalWorkspaceSpawner.gpus = []\n")
     stock = LocalHub(
         os.path.join(root, "stock"),

@@ -22,7 +22,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import requests
@@ -33,6 +32,7 @@ from kubestudio.names import RUNTIME_SECRET_HEADER  # noqa: E402
 from kubestudio.spawner.storage import ensure_user_folders, user_folders  # noqa: E402
 from kubestudio.testing.localhub import LocalHub  # noqa: E402
 from kubestudio.testing.ports import free_port  # noqa: E402
+from kubestudio.testing.scratch import scratch_folder  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROW = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
@@ -149,7 +149,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds of load per side and round")
     parser.add_argument("--load-rounds", type=int, default=5, help="alternating rounds of load, each way")
     args = parser.parse_args()
-    root = tempfile.mkdtemp(prefix="serving-bench-")
+    root = scratch_folder("serving-bench-")  # removed when the run ends
     hub = LocalHub(root, settings={"images_service": False, "tensorboards_service": False}).start()
     try:
         hub.create_user("bench")

@@ -23,7 +23,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kubestudio.testing.kubebench import Bench  # noqa: E402
 from kubestudio.testing.localhub import LocalHub  # noqa: E402
+from kubestudio.testing.scratch import scratch_folder  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -330,7 +330,7 @@ def main():
             "capacity": {"cpu": 64, "memory": "512Gi", "pods": 250},
         }
     ]
-    root = tempfile.mkdtemp(prefix="spawn-k8s-")
+    root = scratch_folder("spawn-k8s-")  # removed when the run ends
     print(
         f"interleaved CPU rounds: {args.rounds} x {max(1, args.sequential // args.rounds)} spawns each...",
         file=sys.stderr,

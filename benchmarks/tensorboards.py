@@ -21,7 +21,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import requests
@@ -33,6 +32,7 @@ from kubestudio.processgroup import rss_by_group  # noqa: E402
 from kubestudio.spawner.storage import ensure_user_folders, user_folders  # noqa: E402
 from kubestudio.testing.localhub import LocalHub  # noqa: E402
 from kubestudio.testing.ports import free_port  # noqa: E402
+from kubestudio.testing.scratch import scratch_folder  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -91,7 +91,7 @@ def main():
     parser.add_argument("--requests", type=int, default=200, help="scalar requests per side")
     parser.add_argument("--boards", type=int, default=20)
     args = parser.parse_args()
-    root = tempfile.mkdtemp(prefix="tb-bench-")
+    root = scratch_folder("tb-bench-")  # removed when the run ends
     extra = f"c.TensorBoardService.max_boards_per_user = {args.boards + args.n + 5}\n"
     hub = LocalHub(root, settings={"images_service": False, "jobs_service": False}, extra_config=extra).start()
     try:
