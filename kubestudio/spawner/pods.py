@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from kubespawner.objects import make_pod
 from kubespawner.slugs import safe_slug
 
+from ..kube import SPAWNER_POD_SETTINGS
 from ..names import ARCHIVES_CLAIM, MANAGED_BY, WORKSPACE_CLAIM
 from .request import SpawnRefused
 from .storage import mount_name, user_slug
@@ -35,6 +36,15 @@ class PodSettings:
     service_account: str = None
     jupyterlab_url: str = "/lab"
     vscode_url: str = "/vscode/"
+
+
+def pod_settings(owner, **overrides):
+    """The :class:`PodSettings` of a configurable holding the shared pod settings (the mixins of
+    :mod:`kubestudio.kube`: those of ``kube.SPAWNER_POD_SETTINGS`` it has), ``overrides`` on top."""
+    values = {name: getattr(owner, name) for name in SPAWNER_POD_SETTINGS if owner.has_trait(name)}
+    if "gpu_types" in values:
+        values["gpu_types"] = dict(values["gpu_types"])
+    return PodSettings(**{**values, **overrides})
 
 
 def workspace_paths(username, settings):

@@ -25,7 +25,7 @@ from ..kube import GpuLabels, ImagePullGrace, PullFailure, WorkspaceMounts
 from ..names import LABEL_GPUS
 from .base import SpawnFailed, WorkspaceSpawnerMixin, refusal
 from .podindex import OwnedPodReflector, PodsByOwner, owner_of
-from .pods import PodSettings, gpu_count, workspace_traits, yielding_traits
+from .pods import gpu_count, pod_settings, workspace_traits, yielding_traits
 from .profiles import IDE_LABELS, Profile, load_catalog_cached, yielded_to
 from .request import SpawnRefused, WorkspaceRequest, check_quota, resolve_project
 from .storage import user_slug
@@ -154,15 +154,10 @@ class WorkspaceSpawner(WorkspaceSpawnerMixin, KubeSpawner, WorkspaceMounts, GpuL
 
     @property
     def settings(self):
-        return PodSettings(
-            namespace=self.namespace,
+        return pod_settings(
+            self,
             project_namespaces=self.project_namespaces,
-            workspace_claim=self.workspace_claim,
-            archives_claim=self.archives_claim,
-            workspace_root=self.workspace_root,
-            archives_root=self.archives_root,
-            gpu_type_label=self.gpu_type_label,
-            gpu_types=dict(self.gpu_types),
+            # KubeSpawner's uid, gid and fs_gid may be callables: the defaults then
             uid=self.uid if isinstance(self.uid, int) else 1000,
             gid=self.gid if isinstance(self.gid, int) else 100,
             fs_gid=self.fs_gid if isinstance(self.fs_gid, int) else 100,

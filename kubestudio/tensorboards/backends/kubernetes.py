@@ -107,18 +107,9 @@ class KubernetesBoardBackend(BoardBackend, kube.ClusterAccess, kube.PodIds, kube
     )
 
     def settings(self):
-        from ...spawner.pods import PodSettings
+        from ...spawner.pods import pod_settings
 
-        return PodSettings(
-            namespace=self.namespace,
-            workspace_claim=self.workspace_claim,
-            archives_claim=self.archives_claim,
-            workspace_root=self.workspace_root,
-            archives_root=self.archives_root,
-            uid=self.uid,
-            gid=self.gid,
-            fs_gid=self.fs_gid,
-        )
+        return pod_settings(self)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -256,20 +256,9 @@ class KubernetesJobBackend(
     )
 
     def settings(self):
-        from ....spawner.pods import PodSettings
+        from ....spawner.pods import pod_settings
 
-        return PodSettings(
-            namespace=self.namespace,
-            workspace_claim=self.workspace_claim,
-            archives_claim=self.archives_claim,
-            workspace_root=self.workspace_root,
-            archives_root=self.archives_root,
-            gpu_type_label=self.gpu_type_label,
-            gpu_types=dict(self.gpu_types),
-            uid=self.uid,
-            gid=self.gid,
-            fs_gid=self.fs_gid,
-        )
+        return pod_settings(self)
 
     # ------------------------------------------------------------------ lifecycle
 
