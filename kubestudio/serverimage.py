@@ -13,13 +13,10 @@ server's packages (JupyterLab, jupyterhub, ...; named by their versions alone, :
 and the single-user image is that with KubeStudio's own wheel on top.
 """
 
-import base64
 import functools
 import hashlib
 import importlib.metadata
 import os
-import re
-import zipfile
 
 import kubestudio
 
@@ -41,47 +38,6 @@ def server_requirements():
         except importlib.metadata.PackageNotFoundError:
             pins.append(name)
     return pins
-
-
-def _normalized(name):
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def server_wheel(path):
-    """Make KubeStudio's wheel at ``path`` declare only the dependencies the image has (the
-    server's packages): the others are the hub's services' (kserve, kubernetes, ...), which a server
-    never imports, and pip would warn about each of them at every `pip install` a user runs."""
-    kept = {_normalized(name) for name in SERVER_PACKAGES}
-    with zipfile.ZipFile(path) as source:
-        entries = [(info, source.read(info.filename)) for info in source.infolist()]
-    metadata_name = next(info.filename for info, _ in entries if info.filename.endswith(".dist-info/METADATA"))
-    record_name = metadata_name[: -len("METADATA")] + "RECORD"
-    by_name = {info.filename: data for info, data in entries}
-    lines = by_name[metadata_name].decode().split("\n")
-    metadata = "\n".join(
-        line
-        for line in lines
-        if not line.startswith("Requires-Dist:")
-        or _normalized(re.split(r"[\s;<>=!~\[(]", line.split(":", 1)[1].strip(), maxsplit=1)[0]) in kept
-    )
-    metadata = metadata.encode()
-    digest = base64.urlsafe_b64encode(hashlib.sha256(metadata).digest()).rstrip(b"=").decode()
-    record = "\n".join(
-        f"{metadata_name},sha256={digest},{len(metadata)}" if line.startswith(metadata_name + ",") else line
-        for line in by_name[record_name].decode().split("\n")
-    )
-    partial = path + ".partial"
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as target:
-        for info, data in entries:
-            target.writestr(
-                info,
-                metadata
-                if info.filename == metadata_name
-                else record.encode()
-                if info.filename == record_name
-                else data,
-            )
-    os.replace(partial, path)
 
 
 def kubestudio_source():
@@ -138,6 +94,7 @@ def deps_dockerfile(base_reference):
 
 
 def server_dockerfile(deps_reference):
-    """The single-user image: KubeStudio's own wheel on the image of :func:`deps_dockerfile` (its
-    other dependencies are the hub's services', not a server's)."""
+    """The single-user image: KubeStudio's own wheel on the image of :func:`deps_dockerfile`. Its
+    wheel needs nothing else there: without extras it is the notebook side (SDK, CLI, server
+    extension, the prebuilt lab extension), whose few dependencies a server has already."""
     return f'FROM {deps_reference}\n{INSTALL_WHEELS}\nENV PYTHONUNBUFFERED=1\nCMD ["jupyterhub-singleuser"]\n'

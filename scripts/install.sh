@@ -16,8 +16,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 
-extras=""
-[ $want_test = 1 ] && extras="[test]"
+# the JupyterLab extension, built before the package that carries it (skipped when unchanged)
+bash scripts/build-labextension.sh
+
+# everything on one machine: the hub, the single-user servers, boards and servings (pyproject.toml)
+extras="[all]"
+[ $want_test = 1 ] && extras="[all,test]"
 stamp=".venv/.kubestudio-installed${extras}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   log "installing kubestudio${extras} into .venv"
@@ -29,6 +33,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # and exits 1; nothing to report)
   .venv/bin/python -m compileall -q -j 0 .venv/lib >/dev/null || true
   touch "$stamp"
+fi
+# the lab extension as `jupyter labextension develop` links it: the build folder itself, so a
+# rebuild is what servers load (pip copied the build of the moment)
+labext=.venv/share/jupyter/labextensions/@kubestudio/jupyterlab
+if [ "$(readlink "$labext" 2>/dev/null)" != "$PWD/kubestudio/labextension" ]; then
+  mkdir -p "$(dirname "$labext")" && rm -rf "$labext" && ln -s "$PWD/kubestudio/labextension" "$labext"
 fi
 
 if [ ! -x node_modules/.bin/configurable-http-proxy ]; then

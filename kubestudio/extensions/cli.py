@@ -27,21 +27,7 @@ import sys
 from ..jobs.client import JobsClient
 from ..tensorboards.client import TensorBoardsClient
 from .client import ImagesClient, ServiceError
-
-
-def workspace_relative(path, what="the build context"):
-    """A path as the service wants it: relative to the user's workspace (/mnt/<user>)."""
-    workspace = os.environ.get("KUBESTUDIO_WORKSPACE")
-    absolute = os.path.abspath(path)
-    if workspace:
-        workspace = os.path.realpath(workspace)
-        real = os.path.realpath(absolute)
-        if real == workspace or real.startswith(workspace + os.sep):
-            return os.path.relpath(real, workspace)
-        raise ServiceError(0, f"{path} is not inside your workspace {workspace}: {what} must be there")
-    if not os.path.isabs(path):
-        return path  # taken as relative to the workspace already
-    raise ServiceError(0, f"{path}: give the folder relative to your workspace (KUBESTUDIO_WORKSPACE is not set)")
+from .paths import PathRefused, user_path, workspace_relative
 
 
 def _print_build(build, out):
@@ -107,6 +93,9 @@ def main(argv=None, out=sys.stdout):
     }
     try:
         return commands[args.service]()
+    except PathRefused as e:
+        print(f"kubestudio: {e}", file=sys.stderr)
+        return 2
     except ServiceError as e:  # the service's own words, and the HTTP status
         status = f" (HTTP {e.status})" if e.status else ""
         print(f"kubestudio: {e}{status}", file=sys.stderr)
@@ -317,7 +306,7 @@ def serve_main(args, out):
         fields["format"] = args.format
     if args.gpus:
         fields["resources"] = {"gpu": args.gpus}
-    record = client.serve(model=_user_path(args.model, "a model"), name=args.name, **fields)
+    record = client.serve(model=user_path(args.model, "a model"), name=args.name, **fields)
     if not args.no_wait:
         record = client.wait_ready(record["name"])
     print(client.public_url(record["url"]), file=out)
@@ -336,23 +325,13 @@ def predict_main(args, out):
     return 0
 
 
-def _user_path(path, what="a log folder"):
-    """A path as the services want it: relative to the workspace, or an archives path as it is."""
-    archives = os.environ.get("KUBESTUDIO_ARCHIVES")
-    if archives:
-        real, root = os.path.realpath(os.path.abspath(path)), os.path.realpath(archives)
-        if real == root or real.startswith(root + os.sep):
-            return real
-    return workspace_relative(path, what)
-
-
 def tensorboard_main(args, out):
     client = TensorBoardsClient()
     if args.command == "open":
         resources = {key: value for key, value in (("cpu", args.cpu), ("memory", args.memory)) if value}
         print(
             client.open(
-                [_user_path(f) for f in args.folders],
+                [user_path(f) for f in args.folders],
                 name=args.name,
                 project=args.project,
                 image=args.image,

@@ -64,6 +64,9 @@ async def _take_baseline():
 
 
 def _load_jupyter_server_extension(server_app):
+    from .bridge import load
+
+    load(server_app)  # the lab extension's handlers
     web_app = server_app.web_app
     route = url_path_join(web_app.settings["base_url"], "api/kubestudio/environment")
     web_app.add_handlers(".*$", [(route, EnvironmentHandler)])

@@ -33,7 +33,6 @@ from ..serverimage import (
     kubestudio_source,
     server_dockerfile,
     server_requirements,
-    server_wheel,
 )
 from .backends.base import BuildFailed, BuildJob
 from .imagecache import ImageCache
@@ -372,8 +371,6 @@ class BasePreparer:
             await self._save(deps)
         with self._context() as (folder, wheels):
             await self._run(pip + ["wheel", "--no-deps", "--wheel-dir", wheels, source], "pip wheel (KubeStudio)")
-            for name in os.listdir(wheels):
-                server_wheel(os.path.join(wheels, name))
             await self._build(
                 base,
                 folder,
