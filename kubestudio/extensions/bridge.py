@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import shlex
 import time
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ KINDS = {
         ),
     )
 }
+ACTIONS = ("build", "job", "notebook", "board", "serve", "environment")
+ITEM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 LOG_PATHS = {"build": "api/builds/{id}/logs", "job": "api/jobs/{id}/logs", "serving": "api/servings/{id}/logs"}
 
 
@@ -104,8 +107,8 @@ def item(kind, record, public_url):
     if kind.name == "build" and record.get("steps"):
         progress = {"step": record.get("step") or 0, "steps": record["steps"]}
     name = record.get("name") or record.get("image") or record["id"]
-    if kind.name == "build":
-        name = record.get("image") or name
+    if kind.name == "build" and record.get("name") and record.get("tag"):
+        name = f"{record['name']}:{record['tag'][:12]}"  # the whole reference is in detail.image
     url = record.get("url")
     return {
         "kind": kind.name,
@@ -408,7 +411,7 @@ class ActionHandler(BridgeHandler):
 
     @web.authenticated
     async def post(self, verb):
-        action = getattr(self, f"do_{verb}", None)
+        action = getattr(self, f"do_{verb}", None) if verb in ACTIONS else None
         if action is None:
             raise web.HTTPError(404, f"no action {verb!r} (build, job, notebook, board, serve, environment)")
         kind, record, client = await self.guarded(action(self.body()))
@@ -520,12 +523,20 @@ def _image_name(folder_name):
     return name[:64] or "image"
 
 
+def checked_item(kind_name, item_id):
+    """The kind of an item named in a URL; a 404 for an unknown kind or an id no service makes."""
+    kind = KINDS.get(kind_name)
+    if kind is None:
+        raise web.HTTPError(404, f"no kind of item {kind_name!r} ({', '.join(KINDS)})")
+    if not ITEM_ID.fullmatch(item_id):
+        raise web.HTTPError(404, f"no {kind_name} {item_id!r}")
+    return kind
+
+
 class ItemVerbHandler(BridgeHandler):
     @web.authenticated
     async def post(self, kind_name, item_id, verb):
-        kind = KINDS.get(kind_name)
-        if kind is None:
-            raise web.HTTPError(404, f"no kind of item {kind_name!r} ({', '.join(KINDS)})")
+        kind = checked_item(kind_name, item_id)
         if verb == "predict" and kind_name == "serving":
             record = await self.guarded(self.bridge.call("jobs", "GET", f"api/servings/{item_id}"))
             client = await self.bridge.client("jobs")
@@ -549,9 +560,9 @@ class LogsHandler(BridgeHandler):
 
     @web.authenticated
     async def get(self, kind_name, item_id):
-        kind = KINDS.get(kind_name)
-        if kind is None or kind_name not in LOG_PATHS:
-            raise web.HTTPError(404, f"no logs for {kind_name!r} ({', '.join(LOG_PATHS)})")
+        kind = checked_item(kind_name, item_id)
+        if kind_name not in LOG_PATHS:
+            raise web.HTTPError(404, f"no logs for a {kind_name} ({', '.join(LOG_PATHS)} have them)")
         client = await self.bridge.client(kind.service)
         if client is None:
             raise web.HTTPError(409, f"the hub does not run the {kind.service} service")
@@ -619,9 +630,9 @@ def load(server_app):
         [
             (url_path_join(base, "services"), ServicesHandler),
             (url_path_join(base, "items"), ItemsHandler),
-            (url_path_join(base, r"actions/([a-z_]+)"), ActionHandler),
-            (url_path_join(base, r"items/([a-z]+)/([A-Za-z0-9._-]+)/logs"), LogsHandler),
-            (url_path_join(base, r"items/([a-z]+)/([A-Za-z0-9._-]+)/([a-z]+)"), ItemVerbHandler),
+            (url_path_join(base, r"actions/([^/]+)"), ActionHandler),
+            (url_path_join(base, r"items/([^/]+)/([^/]+)/logs"), LogsHandler),
+            (url_path_join(base, r"items/([^/]+)/([^/]+)/([^/]+)"), ItemVerbHandler),
         ],
     )
     return bridge

@@ -1,0 +1,352 @@
+"""The JupyterLab extension on a real hub: a real single-user server with the built extension, its
+handlers (kubestudio/extensions/bridge.py) calling the real image, jobs and TensorBoard services,
+and Debian chromium clicking through the file browser's context menu and the KubeStudio panel.
+
+The user's files are made through the server's own contents API (as the user), the way they would
+be from JupyterLab.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from kubestudio.testing.imageshub import start_images_hub
+from kubestudio.testing.localhub import browser_login
+
+USER = "lara"
+
+TRAIN = """\
+import sys
+print("hello from the job", sys.argv[1:])
+"""
+
+# a model and a log folder, made by a job of the user's (as their own account, in their workspace)
+MAKE_MODEL_AND_LOGS = """\
+import os, joblib
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from torch.utils.tensorboard import SummaryWriter
+
+X, y = load_iris(return_X_y=True)
+os.makedirs("models/iris", exist_ok=True)
+joblib.dump(LogisticRegression(max_iter=300).fit(X, y), "models/iris/model.joblib")
+writer = SummaryWriter("runs/exp1")
+for step in range(5):
+    writer.add_scalar("loss", 1.0 / (step + 1), step)
+writer.close()
+print("saved")
+"""
+
+NOTEBOOK = {
+    "cells": [
+        {
+            "cell_type": "code",
+            "execution_count": None,
+            "metadata": {},
+            "outputs": [],
+            "source": ["print(6 * 7)"],
+        }
+    ],
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "nbformat": 4,
+    "nbformat_minor": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, registry):
+    """A hub with every service, and USER's server running (on the hub's Python, as a profile
+    without an image runs)."""
+    images = start_images_hub(tmp_path_factory.mktemp("lab-hub"), registry)
+    hub = images.hub
+    try:
+        hub.create_user(USER)
+        hub.spawn(USER, timeout=120)
+        yield Lab(hub, registry)
+    finally:
+        hub.stop()
+
+
+class Lab:
+    def __init__(self, hub, registry):
+        self.hub, self.registry = hub, registry
+        self.server = f"{hub.url}/user/{USER}/"
+        self.api = self.server + "api/kubestudio/"
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"token {hub.user_token(USER)}"
+
+    def put(self, path, content=None):
+        """A folder (content None), a text file, or a notebook (a dict), made by the server as the user."""
+        if content is None:
+            body = {"type": "directory"}
+        elif isinstance(content, dict):
+            body = {"type": "notebook", "format": "json", "content": content}
+        else:
+            body = {"type": "file", "format": "text", "content": content}
+        r = self.http.put(self.server + "api/contents/" + path, json=body)
+        assert r.status_code in (200, 201), r.text
+
+    def exists(self, path):
+        return self.http.get(self.server + "api/contents/" + path, params={"content": 0}).status_code == 200
+
+    def post(self, path, body=None):
+        return self.http.post(self.api + path, json=body or {})
+
+    def items(self):
+        return self.http.get(self.api + "items").json()["items"]
+
+    def wait_item(self, kind, name, until, timeout=120):
+        """The item once ``until(item)`` holds (the panel's own listing, as the browser reads it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [i for i in self.items() if i["kind"] == kind and i["name"] == name]
+            if found and until(found[0]):
+                return found[0]
+            time.sleep(0.5)
+        raise TimeoutError(f"{kind} {name}: {found}")
+
+
+def test_the_lab_extension_is_installed_enabled_and_ok(lab):
+    """`jupyter labextension list` of the server's environment, and the page config of the lab the
+    browser loads."""
+    jupyter = os.path.join(os.path.dirname(sys.executable), "jupyter")
+    listed = subprocess.run([jupyter, "labextension", "list"], capture_output=True, text=True, timeout=120)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", listed.stdout + listed.stderr)
+    assert re.search(r"@kubestudio/jupyterlab v\S+ enabled OK", text), text
+    page = lab.http.get(lab.server + "lab")
+    assert page.status_code == 200 and "@kubestudio/jupyterlab" in page.text
+
+
+def test_the_bridge_checks_what_it_is_sent(lab):
+    lab.put("reqs")
+    lab.put("reqs/requirements.txt", "requests\n")
+    lab.put("plain")
+    services = lab.http.get(lab.api + "services").json()
+    assert services["user"] == USER and services["services"] == {"images": True, "jobs": True, "tensorboards": True}
+
+    # a folder without a Dockerfile: refused, with what can be done instead
+    r = lab.post("actions/build", {"path": "reqs"})
+    assert r.status_code == 409 and r.json()["offer"] == "requirements.txt", r.text
+    assert "no Dockerfile" in r.json()["message"] and r.json()["status"] == 409
+    r = lab.post("actions/build", {"path": "plain"})
+    assert r.status_code == 409 and "offer" not in r.json(), r.text
+    # paths outside the server's files, bad fields, unknown verbs: 4xx naming the field
+    for body, status, said in (
+        ({"path": "../../etc"}, 400, "path: ../../etc is outside"),
+        ({"path": ""}, 400, "path: give the file"),
+        ({"path": "reqs", "nodes": "two"}, 400, "nodes: 'two' is not a whole number"),
+        ({"path": "reqs", "nodes": 0}, 400, "nodes: 0 is not between 1 and 1024"),
+        ({"path": "reqs", "args": "'unclosed"}, 400, "args: "),
+    ):
+        r = lab.post("actions/job", body)
+        assert r.status_code == status and said in r.json()["message"], (body, r.text)
+    r = lab.post("actions/launch-missiles")
+    assert r.status_code == 404 and "build, job, notebook" in r.json()["message"]
+    r = lab.http.post(lab.api + "actions/job", data="not json")
+    assert r.status_code == 400 and "not JSON" in r.json()["message"]
+    r = lab.post("items/job/nosuchjob/cancel")
+    assert r.status_code == 404 and r.json()["message"], r.text
+    r = lab.post("items/board/x/rerun")
+    assert r.status_code == 400 and "verb: a board takes stop" in r.json()["message"]
+    r = lab.http.get(lab.api + "items/job/nosuchjob/logs")
+    assert r.status_code == 404 and "nosuchjob" in r.json()["message"], r.text
+
+    # without the XSRF token a browser's cookie cannot post (the server's own check)
+    browser = lab.hub.login(USER)
+    browser.get(lab.server + "lab")
+    r = browser.post(lab.api + "actions/job", json={"path": "x.py"})
+    assert r.status_code == 403, r.text
+
+
+def test_changes_are_waited_for_not_polled(lab):
+    """A request with the version it has is held until something changes (or ``wait``)."""
+    version = lab.http.get(lab.api + "items").json()["version"]
+    started = time.monotonic()
+    held = lab.http.get(lab.api + "items", params={"after": version, "wait": 1.5}).json()
+    assert time.monotonic() - started >= 1.4 and held["version"] == version
+    # an action answers at once, and the held request of another tab returns with it
+    lab.put("hold.py", TRAIN)
+    import threading
+
+    answers = []
+    waiter = threading.Thread(
+        target=lambda: answers.append(lab.http.get(lab.api + "items", params={"after": version, "wait": 20}).json())
+    )
+    started = time.monotonic()
+    waiter.start()
+    time.sleep(0.3)
+    assert lab.post("actions/job", {"path": "hold.py"}).status_code == 200
+    waiter.join(25)
+    assert answers and answers[0]["version"] != version and time.monotonic() - started < 15
+    assert any(i["kind"] == "job" and i["name"].startswith("hold") for i in answers[0]["items"])
+
+
+def test_a_notebook_runs_as_a_job_with_its_outputs_saved_beside_it(lab):
+    lab.put("nb")
+    lab.put("nb/answer.ipynb", NOTEBOOK)
+    r = lab.post("actions/notebook", {"path": "nb/answer.ipynb"})
+    assert r.status_code == 200, r.text
+    item = r.json()["item"]
+    assert item["kind"] == "job" and item["name"].startswith("answer")
+    done = lab.wait_item("job", item["name"], lambda i: not i["changing"], timeout=180)
+    log = lab.http.get(lab.api + f"items/job/{item['id']}/logs").text
+    assert done["status"] == "succeeded", (done, log)
+    output = lab.http.get(lab.server + "api/contents/nb/answer.output.ipynb").json()
+    printed = output["content"]["cells"][0]["outputs"]
+    assert printed and "42" in printed[0]["text"], printed
+    r = lab.post("actions/notebook", {"path": "hold.py"})
+    assert r.status_code == 400 and "not a notebook" in r.json()["message"]
+
+
+# --- in the browser ---------------------------------------------------------------------------
+
+
+def open_lab(page, lab):
+    browser_login(page, lab.hub, USER)
+    page.wait_for_load_state()
+    page.goto(lab.server + "lab?reset")  # the layout as a first visit has it, whatever the last test left
+    page.wait_for_selector(".jp-DirListing-content", state="attached", timeout=90_000)
+    page.wait_for_selector("li[data-id='kubestudio-sidebar']", timeout=30_000)
+
+
+def show_files(page):
+    """The file browser in the left area (an action shows the KubeStudio panel there)."""
+    if not page.locator("li[data-id='filebrowser'].lm-mod-current").count():
+        page.locator("li[data-id='filebrowser']").first.click()
+
+
+def go_home(page):
+    show_files(page)
+    page.locator(".jp-BreadCrumbs-home").click()
+
+
+def listed(page, name):
+    """``name`` in the file browser's folder."""
+    return page.locator(".jp-DirListing-item").filter(
+        has=page.locator(".jp-DirListing-itemText").get_by_text(name, exact=True)
+    )
+
+
+def context_menu(page, name, command):
+    """Right-click ``name`` in the file browser's folder and pick ``command`` (hidden items skipped)."""
+    show_files(page)
+    try:
+        listed(page, name).click(button="right", timeout=30_000)
+    except Exception:
+        page.screenshot(path=os.path.join(os.environ.get("KUBESTUDIO_SHOTS", "/tmp"), "context-menu-failed.png"))
+        raise
+    page.locator(".lm-Menu-item:not(.lm-mod-hidden)", has_text=command).click()
+
+
+def open_folder(page, name):
+    show_files(page)
+    listed(page, name).dblclick()
+    page.locator(".jp-BreadCrumbs-item", has_text=name).wait_for()
+
+
+def panel_item(page, kind, name):
+    return page.locator(f"#kubestudio-sidebar section[data-kind='{kind}'] .ks-Item", has_text=name)
+
+
+@pytest.mark.browser
+def test_builds_from_the_file_browser(lab, page, tmp_path):
+    """Right-click a folder -> build: the panel follows it to succeeded and the image is then on the
+    spawn form; a failing build shows its notification; a running build is cancelled from the panel."""
+    base = lab.registry.base
+    lab.put("trainer")
+    lab.put("trainer/Dockerfile", f"FROM {base}\nRUN echo built > /built.txt\n")
+    lab.put("broken")
+    lab.put("broken/Dockerfile", f"FROM {base}\nRUN echo about to fail && false\n")
+    lab.put("slow")
+    lab.put("slow/Dockerfile", f"FROM {base}\nRUN sleep 120\n")
+    open_lab(page, lab)
+
+    context_menu(page, "trainer", "Build image from this folder")
+    row = panel_item(page, "build", "trainer:")
+    row.wait_for(timeout=30_000)
+    page.screenshot(path=str(tmp_path / "build-started.png"))
+    page.wait_for_selector(
+        "#kubestudio-sidebar section[data-kind='build'] .ks-Item[data-status='succeeded']", timeout=180_000
+    )
+    page.screenshot(path=str(tmp_path / "build-succeeded.png"))
+    built = [i for i in lab.items() if i["kind"] == "build" and i["name"].startswith("trainer:")][0]
+    form = lab.hub.login(USER).get(f"{lab.hub.url}/hub/spawn/{USER}/second")
+    assert built["detail"]["image"] in form.text
+
+    context_menu(page, "broken", "Build image from this folder")
+    toast = page.locator(".Toastify__toast", has_text="broken:")
+    toast.wait_for(timeout=180_000)
+    assert "failed" in toast.inner_text()
+    page.screenshot(path=str(tmp_path / "build-failed-notification.png"))
+
+    context_menu(page, "slow", "Build image from this folder")
+    slow = panel_item(page, "build", "slow:")
+    slow.locator(".ks-Verb-cancel").click(timeout=60_000)
+    page.wait_for_selector(
+        "#kubestudio-sidebar section[data-kind='build'] .ks-Item[data-status='cancelled']", timeout=60_000
+    )
+    page.screenshot(path=str(tmp_path / "build-cancelled.png"))
+
+
+@pytest.mark.browser
+def test_a_script_runs_as_a_job_from_the_file_browser(lab, page, tmp_path):
+    lab.put("proj")
+    lab.put("proj/train.py", TRAIN)
+    open_lab(page, lab)
+    open_folder(page, "proj")
+    context_menu(page, "train.py", "Run as training job...")
+    dialog = page.locator(".jp-Dialog")
+    dialog.locator("input[name=args]").fill("--lr 0.1")
+    page.screenshot(path=str(tmp_path / "job-dialog.png"))
+    dialog.locator("button.jp-mod-accept").click()
+    viewer = page.locator(".ks-LogViewer")
+    viewer.wait_for(timeout=30_000)
+    page.wait_for_selector(".ks-LogViewer-status[data-status='succeeded']", timeout=120_000)
+    assert "hello from the job ['--lr', '0.1']" in viewer.locator("pre").inner_text()
+    page.screenshot(path=str(tmp_path / "job-log.png"))
+    # the settings are remembered for the same file
+    context_menu(page, "train.py", "Run as training job...")
+    assert page.locator(".jp-Dialog input[name=args]").input_value() == "--lr 0.1"
+    page.locator(".jp-Dialog button.jp-mod-reject").click()
+
+
+@pytest.mark.browser
+def test_a_board_and_a_serving_from_the_file_browser(lab, page, tmp_path):
+    lab.put("make_model.py", MAKE_MODEL_AND_LOGS)
+    r = lab.post("actions/job", {"path": "make_model.py"})
+    assert r.status_code == 200, r.text
+    made = lab.wait_item("job", r.json()["item"]["name"], lambda i: not i["changing"], timeout=180)
+    assert made["status"] == "succeeded", lab.http.get(lab.api + f"items/job/{made['id']}/logs").text
+    open_lab(page, lab)
+
+    # TensorBoard on the log folder, in a new tab, with its scalars
+    open_folder(page, "runs")
+    with page.context.expect_page(timeout=60_000) as opened:
+        context_menu(page, "exp1", "Open TensorBoard here")
+    board = opened.value
+    board.wait_for_selector("text=loss", timeout=120_000)
+    board.screenshot(path=str(tmp_path / "board.png"))
+    board.close()
+
+    # a saved sklearn model, served and asked from the panel's try box
+    go_home(page)
+    open_folder(page, "models")
+    context_menu(page, "iris", "Serve this model...")
+    page.locator(".jp-Dialog button.jp-mod-accept").click()
+    row = panel_item(page, "serving", "iris")
+    page.wait_for_selector(
+        "#kubestudio-sidebar section[data-kind='serving'] .ks-Item[data-status='ready']", timeout=180_000
+    )
+    row.locator("summary", has_text="Try it").click()
+    row.locator(".ks-Try-send").click()
+    output = row.locator(".ks-Try-output")
+    page.wait_for_function("el => el.textContent.includes('predictions')", arg=output.element_handle(), timeout=60_000)
+    assert json.loads(output.inner_text()) == {"predictions": [0]}
+    page.screenshot(path=str(tmp_path / "serving-try-it.png"))
+    row.locator(".ks-Verb-stop").click()
