@@ -23,7 +23,7 @@ if [ -f "$out/.source-hash" ] && [ "$(cat "$out/.source-hash")" = "$hash" ] && [
 fi
 cache="${KUBESTUDIO_CACHE:-$HOME/.cache/kubestudio}/labextension"
 if [ -f "$cache/$hash.tar" ]; then
-  rm -rf "$out" && mkdir -p "$out" && tar -xf "$cache/$hash.tar" -C "$out"
+  rm -rf "$out" && mkdir -p "$out" && tar -m -xf "$cache/$hash.tar" -C "$out"
   log "reused the build of these sources ($cache/$hash.tar)"
   exit 0
 fi
@@ -39,8 +39,7 @@ log "npm ci (labextension/)"
 rm -rf "$out" labextension/lib labextension/tsconfig.tsbuildinfo
 log "building (tsc, jupyter-builder build)"
 (cd labextension && PATH="$PWD/../$venv/bin:$PATH" npm run --silent build)
-[ -f "$out/static/style.js" ] || { log "the build left no $out/static/style.js"; exit 1; }
-cp labextension/install.json "$out/install.json"  # `jupyter labextension list`: installed by pip
+[ -f "$out/static/style.js" ] && [ -f "$out/install.json" ] || { log "the build left no $out/static/style.js"; exit 1; }
 echo "$hash" > "$out/.source-hash"
 mkdir -p "$cache" && tar -cf "$cache/$hash.tar.partial" -C "$out" . && mv "$cache/$hash.tar.partial" "$cache/$hash.tar"
 log "built in $(( $(date +%s) - started ))s"

@@ -28,7 +28,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # pip compiles every module one file at a time (a minute of a new machine's CI); compileall does
   # the same on every core. Compiled here, not on first import: servers run as users' own
   # accounts, which cannot write .pyc files into .venv and would compile at every start
-  .venv/bin/pip install --quiet --disable-pip-version-check --no-compile -e ".${extras}"
+  # (the lab extension is built above: the package's build hook has nothing to do)
+  HATCH_JUPYTER_BUILDER_SKIP_NPM=1 .venv/bin/pip install --quiet --disable-pip-version-check --no-compile -e ".${extras}"
   # (a few files in packages are not Python 3 on purpose, e.g. test data: compileall names them
   # and exits 1; nothing to report)
   .venv/bin/python -m compileall -q -j 0 .venv/lib >/dev/null || true
