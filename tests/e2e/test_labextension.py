@@ -350,3 +350,82 @@ def test_a_board_and_a_serving_from_the_file_browser(lab, page, tmp_path):
     assert json.loads(output.inner_text()) == {"predictions": [0]}
     page.screenshot(path=str(tmp_path / "serving-try-it.png"))
     row.locator(".ks-Verb-stop").click()
+
+
+def test_a_light_install_runs_the_notebook_side_against_the_hub(lab, tmp_path):
+    """A fresh virtualenv with only `pip install kubestudio` (no extras) and `jupyterlab`: the CLI,
+    the server extension with its handlers, and the lab extension, against the hub."""
+    lab.put("light.py", TRAIN)
+    job = lab.post("actions/job", {"path": "light.py"}).json()["item"]["name"]
+    wheels = tmp_path / "wheels"
+    pip = ["-m", "pip", "--disable-pip-version-check", "-q"]
+    source = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    subprocess.run([sys.executable, *pip, "wheel", "--no-deps", "-w", wheels, source], check=True, timeout=600)
+    venv = tmp_path / "light"
+    subprocess.run([sys.executable, "-m", "venv", venv], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    (wheel,) = wheels.glob("kubestudio-*.whl")
+    subprocess.run([python, *pip, "install", str(wheel), "jupyterlab"], check=True, timeout=900)
+    installed = subprocess.run([python, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True).stdout
+    names = {line.split("==")[0].lower().replace("_", "-") for line in installed.splitlines()}
+    assert "kubestudio" in names
+    assert not names & {"jupyterhub", "jupyterhub-kubespawner", "kserve", "scikit-learn", "tensorboard", "kubernetes"}
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        "PATH": f"{venv}/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "JUPYTERHUB_API_URL": f"{lab.hub.url}/hub/api",
+        "JUPYTERHUB_API_TOKEN": lab.hub.user_token(USER),
+        "JUPYTERHUB_USER": USER,
+    }
+    cli = subprocess.run(["kubestudio", "jobs", "list"], env=env, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0 and job in cli.stdout, cli.stdout + cli.stderr
+    for what, pattern in (
+        (["server", "extension", "list"], r"kubestudio\.extensions enabled\s+- Validating kubestudio\.extensions"),
+        (["labextension", "list"], r"@kubestudio/jupyterlab v\S+ enabled OK"),
+    ):
+        listed = subprocess.run(["jupyter", *what], env=env, capture_output=True, text=True, timeout=120)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", listed.stdout + listed.stderr)
+        assert re.search(pattern, text), text
+
+    # a Jupyter server of that environment: its handlers reach the hub's services with the token
+    from kubestudio.testing.ports import free_port
+
+    port, token = free_port(), "light-install-token"
+    root = tmp_path / "files"
+    root.mkdir()
+    log = open(tmp_path / "server.log", "wb")
+    server = subprocess.Popen(
+        # (--allow-root: the test may run as root; a user's server never does)
+        ["jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1"]
+        + [f"--IdentityProvider.token={token}"],
+        env={**env, "KUBESTUDIO_WORKSPACE": str(root)},
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        http = requests.Session()
+        http.headers["Authorization"] = f"token {token}"
+        base = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                answer = http.get(base + "api/kubestudio/services", timeout=5)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None, (tmp_path / "server.log").read_text()
+                time.sleep(0.3)
+        assert answer.json()["services"] == {"images": True, "jobs": True, "tensorboards": True}, answer.text
+        items = http.get(base + "api/kubestudio/items").json()["items"]
+        assert any(i["kind"] == "job" and i["name"] == job for i in items), items
+        page = http.get(base + "lab").text
+        assert "@kubestudio/jupyterlab" in page
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, 15)
+        server.wait(30)
+        log.close()
