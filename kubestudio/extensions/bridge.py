@@ -147,10 +147,11 @@ class Bridge(LoggingConfigurable):
         (an action taken from the lab asks again at once).""",
     )
     wait_seconds = Float(
-        25.0,
+        50.0,
         config=True,
         help="""How long a sidebar's request for changes is held when nothing changed: the browser's
-        requests per minute with nothing happening are 60 / this.""",
+        requests per minute with nothing happening are 60 / this. Keep it under the idle timeout of
+        the proxies in front of the hub (nginx's proxy_read_timeout: 60 s by default).""",
     )
     recent_seconds = Integer(
         86400 * 7,
@@ -169,6 +170,7 @@ class Bridge(LoggingConfigurable):
         self._kick = asyncio.Event()
         self._task = None
         self._last_wanted = 0.0
+        self.service_requests = 0  # made to the hub services so far (GET api/kubestudio/services says)
 
     # -- the services ------------------------------------------------------------------------
     async def client(self, service):
@@ -195,6 +197,7 @@ class Bridge(LoggingConfigurable):
         client = await self.client(service)
         if client is None:
             raise web.HTTPError(409, f"the hub does not run the {service} service")
+        self.service_requests += 1
         response = await asyncio.to_thread(client._call, method, path, **kwargs)
         return response.json() if response.content else {}
 
@@ -229,6 +232,7 @@ class Bridge(LoggingConfigurable):
             client = await self.client(kind.service)
             if client is None:
                 return None
+            self.service_requests += 1
             try:
                 response = await asyncio.to_thread(client._call, "GET", kind.path)
             except ServiceError as e:
@@ -390,6 +394,7 @@ class ServicesHandler(BridgeHandler):
                     "user": os.environ.get("JUPYTERHUB_USER", ""),
                     "services": await self.bridge.available(),
                     "kinds": {name: kind.service for name, kind in KINDS.items()},
+                    "service_requests": self.bridge.service_requests,
                 }
             )
         )

@@ -204,6 +204,26 @@ def test_a_notebook_runs_as_a_job_with_its_outputs_saved_beside_it(lab):
     assert r.status_code == 400 and "not a notebook" in r.json()["message"]
 
 
+def test_a_job_reruns_and_the_environment_is_saved_as_an_image(lab):
+    lab.put("again.py", TRAIN)
+    first = lab.post("actions/job", {"path": "again.py", "args": ["--seed", "1"]}).json()["item"]
+    lab.wait_item("job", first["name"], lambda i: i["status"] == "succeeded")
+    r = lab.post(f"items/job/{first['id']}/rerun")
+    assert r.status_code == 200, r.text
+    again = r.json()["record"]
+    assert again["name"] == first["name"] + "-r2" and again["spec"]["args"] == ["--seed", "1"]
+    lab.wait_item("job", again["name"], lambda i: i["status"] == "succeeded")
+    assert "hello from the job ['--seed', '1']" in lab.http.get(lab.api + f"items/job/{again['id']}/logs").text
+
+    r = lab.post("actions/environment", {"name": "my-env"})
+    assert r.status_code == 200, r.text
+    build, record = r.json()["item"], r.json()["record"]
+    assert build["kind"] == "build" and build["name"].startswith("my-env:")
+    # this server's packages on its image (the image service's from_server, tested with it; this
+    # hub makes no base image for a server that runs none, so the build itself is not waited for)
+    assert record["kind"] == "from_server" and record["spec"]["from_server"] == "", record
+
+
 # --- in the browser ---------------------------------------------------------------------------
 
 
