@@ -6,6 +6,7 @@ import sys
 sys.path.insert(0, ".")
 from kubestudio.accounts import UserAccounts
 from kubestudio.cgroups import Containment
+from kubestudio.extensions.bridge import KubeStudioBridge
 from kubestudio.hub.config import KubeStudio
 from kubestudio.image_builder.app import ImageBuilder
 from kubestudio.image_builder.backends.buildah import BuildahBackend
@@ -107,5 +108,14 @@ service_block(
     "TensorBoard service (`c.TensorBoardService`, `c.LocalBoardBackend`, `c.KubernetesBoardBackend`)",
     (TensorBoardService, LocalBoardBackend, KubernetesBoardBackend),
     SERVICE_INTRO.format(name="tensorboards"),
+)
+service_block(
+    "lab-extension",
+    "JupyterLab extension, in each server (`c.KubeStudioBridge`)",
+    (KubeStudioBridge,),
+    """The lab extension's handlers run in every single-user server (the server extension
+`kubestudio.extensions`), not in the hub: set these in the server's Jupyter config (a
+`jupyter_server_config.py` in the image) or on its command line, e.g.
+`c.Spawner.args = ["--KubeStudioBridge.idle_poll_seconds=30"]` in `jupyterhub_config.py`.""",
 )
 open("docs/configuration.md", "w").write(doc)

@@ -130,7 +130,7 @@ def item(kind, record, public_url):
     }
 
 
-class Bridge(LoggingConfigurable):
+class KubeStudioBridge(LoggingConfigurable):
     """The server's side of the lab extension: the SDK clients (one per service, found through the
     hub once) and the shared poll of the user's items."""
 
@@ -627,7 +627,7 @@ class LogsHandler(BridgeHandler):
 def load(server_app):
     """Add the bridge's handlers to ``server_app``."""
     web_app = server_app.web_app
-    bridge = Bridge(server_app.root_dir, parent=server_app, log=server_app.log)
+    bridge = KubeStudioBridge(server_app.root_dir, parent=server_app, log=server_app.log)
     web_app.settings["kubestudio_bridge"] = bridge
     base = url_path_join(web_app.settings["base_url"], "api/kubestudio")
     web_app.add_handlers(
