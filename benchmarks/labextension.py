@@ -52,32 +52,28 @@ def venv_with(root, name, *requirements):
     """A fresh virtualenv under ``root`` with ``requirements`` installed; its size in MiB."""
     venv = os.path.join(root, name)
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-    subprocess.run(
-        [
-            os.path.join(venv, "bin", "python"),
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            *requirements,
-        ],
-        check=True,
-    )
+    pip(os.path.join(venv, "bin", "python"), "install", *requirements)
     return venv, folder_mb(venv)
+
+
+def pip(python, *args):
+    """pip, quiet unless it fails (then its output is printed)."""
+    done = subprocess.run(
+        [python, "-m", "pip", "-q", "--disable-pip-version-check", *args], capture_output=True, text=True
+    )
+    if done.returncode:
+        print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
+        done.check_returncode()
 
 
 def install_sizes(root):
     wheels = os.path.join(root, "wheels")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check", "-w", wheels, SOURCE],
-        check=True,
-    )
+    pip(sys.executable, "wheel", "--no-deps", "-w", wheels, SOURCE)
     wheel = os.path.join(wheels, os.listdir(wheels)[0])
     _, light = venv_with(root, "light", wheel)
     _, full = venv_with(root, "full", wheel + "[all]")
     server, before = venv_with(root, "server", "jupyterlab")
-    subprocess.run([os.path.join(server, "bin", "python"), "-m", "pip", "install", "-q", wheel], check=True)
+    pip(os.path.join(server, "bin", "python"), "install", wheel)
     return {
         "light_install_mb": light,
         "full_install_mb": full,
