@@ -514,6 +514,10 @@ class ActionHandler(BridgeHandler):
         return "serving", record, client
 
 
+class _ViewerGone(Exception):
+    """The browser closed a followed log."""
+
+
 class Refusal(web.HTTPError):
     """A refusal with more to say than its message (``offer``: what the user may do instead)."""
 
@@ -588,6 +592,8 @@ class LogsHandler(BridgeHandler):
             if answer["status"] >= 400:
                 answer["error"] += data[:65536]
                 return
+            if self._gone:  # the viewer was closed: end the service's stream too (at its next keepalive)
+                raise _ViewerGone()
             self.write(data)
             asyncio.ensure_future(self._flush())
 
@@ -603,8 +609,12 @@ class LogsHandler(BridgeHandler):
         )
         try:
             response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+        except _ViewerGone:
+            return
         except OSError as e:
             response = httpclient.HTTPResponse(request, 599, error=e)
+        if self._gone:
+            return
         if response.code == 599:
             raise web.HTTPError(502, f"{kind.service} is not reachable: {response.error}")
         if answer["status"] >= 400:
@@ -616,6 +626,11 @@ class LogsHandler(BridgeHandler):
                 answer["status"], message or f"{kind_name} {item_id}: the service answered HTTP {answer['status']}"
             )
         self.finish()
+
+    _gone = False
+
+    def on_connection_close(self):
+        self._gone = True
 
     async def _flush(self):
         try:

@@ -224,6 +224,31 @@ def test_a_job_reruns_and_the_environment_is_saved_as_an_image(lab):
     assert record["kind"] == "from_server" and record["spec"]["from_server"] == "", record
 
 
+def test_jupyterlab_of_a_vs_code_server_has_the_extension_too(lab):
+    """A VS Code profile's server opens VS Code, and its JupyterLab (at lab/) has the same verbs."""
+    from .test_local_hub import code_server_available
+
+    if not code_server_available():
+        pytest.skip("code-server is not installed (scripts/install-code-server.sh)")
+    r = lab.hub.spawn(USER, "code", {"profile": "vscode"})
+    assert r.status_code in (201, 202), r.text
+    try:
+        server = f"{lab.hub.url}/user/{USER}/code/"
+        assert lab.hub.server_env(USER, "code")["JUPYTERHUB_DEFAULT_URL"] == "/vscode/"
+        page = lab.http.get(server + "lab")
+        assert page.status_code == 200 and "@kubestudio/jupyterlab" in page.text
+        services = lab.http.get(server + "api/kubestudio/services").json()
+        assert services["services"] == {"images": True, "jobs": True, "tensorboards": True}
+        lab.put("code.py", TRAIN)
+        r = lab.http.post(server + "api/kubestudio/actions/job", json={"path": "code.py", "args": "--from vscode"})
+        assert r.status_code == 200, r.text
+        done = lab.wait_item("job", r.json()["item"]["name"], lambda i: not i["changing"])
+        assert done["status"] == "succeeded"
+        assert "['--from', 'vscode']" in lab.http.get(lab.api + f"items/job/{done['id']}/logs").text
+    finally:
+        lab.hub.stop_server(USER, "code")
+
+
 # --- in the browser ---------------------------------------------------------------------------
 
 
