@@ -15,6 +15,7 @@ import re
 import subprocess
 
 import pytest
+import requests
 
 from kubestudio.testing.doors import Kernel, run_in_terminal
 from kubestudio.testing.localhub import LocalHub
@@ -168,6 +169,20 @@ def test_a_server_started_through_the_rest_api(hub):
     assert '"status": 409' in again.stdout and "gpus: not enough free GPUs" in again.stdout, again.stdout
     hub.stop_server(USER, "two")
     hub.stop_server(USER, "train")
+
+
+def test_the_lab_extension_in_the_local_single_user_image(hub):
+    """The server in KubeStudio's local single-user image has the JupyterLab extension (from the
+    wheel, no Node.js there) and its handlers reach the hub's services."""
+    printed, code = terminal(hub, "jupyter labextension list 2>&1 | grep kubestudio")
+    assert code == 0 and re.search(r"@kubestudio/jupyterlab v\S+ .*enabled.* .*OK", printed), printed
+    http = requests.Session()
+    http.headers["Authorization"] = f"token {hub.user_token(USER)}"
+    server = f"{hub.url}/user/{USER}/"
+    assert "@kubestudio/jupyterlab" in http.get(server + "lab").text
+    services = http.get(server + "api/kubestudio/services").json()
+    assert services["user"] == USER and all(services["services"].values()), services
+    assert http.get(server + "api/kubestudio/items").status_code == 200
 
 
 def test_the_images_commands(hub, kernel):
