@@ -15,12 +15,12 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
-import { ApiError, post, requestAPI } from './api';
+import { ApiError, apiUrl, post, requestAPI } from './api';
 import { checkJob, JobDialogBody, rememberedJob, rememberJob } from './dialogs';
 import { IItem, kindOf } from './kinds';
 import { LogViewer } from './logs';
 import { KubeStudioSidebar } from './sidebar';
-import { ISnapshot, ItemsStore } from './store';
+import { browserTabs, ISnapshot, ItemsStore } from './store';
 
 const PLUGIN_ID = '@kubestudio/jupyterlab:plugin';
 
@@ -80,8 +80,13 @@ const plugin: JupyterFrontEndPlugin<void> = {
       return;
     }
     const has = (service: string) => !!services.services[service];
-    const store = new ItemsStore(after =>
-      requestAPI<ISnapshot>(`items${after ? `?after=${encodeURIComponent(after)}` : ''}`)
+    // one tab of this server asks, the others hear it (store.ts)
+    const tabsName = `kubestudio-items:${apiUrl('items')}`;
+    const store = new ItemsStore(
+      after => requestAPI<ISnapshot>(`items${after ? `?after=${encodeURIComponent(after)}` : ''}`),
+      10,
+      browserTabs(tabsName),
+      tabsName
     );
 
     const openLog = (item: IItem) => {

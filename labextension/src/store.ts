@@ -1,7 +1,12 @@
 /**
  * The user's items, from one request held open until something changes (the server's shared
- * poll answers every tab): never a request per row. Items that end while the user is elsewhere
- * are passed to `ended` (notifications).
+ * poll answers it): never a request per row. Items that end while the user is elsewhere are
+ * passed to `ended` (notifications).
+ *
+ * Only one tab of a server holds that request: the tabs elect one with a Web Lock and it passes
+ * each answer to the others over a BroadcastChannel. A browser keeps at most 6 connections to a
+ * host over HTTP/1.1; a held request per tab would starve JupyterLab's own requests from the 6th
+ * tab on. When the leading tab closes, its lock passes to another.
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
@@ -15,10 +20,32 @@ export interface ISnapshot {
 
 export type Fetcher = (after: string) => Promise<ISnapshot>;
 
+/** What the tabs of one server share: a lock that elects the one that asks, a channel for the answers. */
+export interface ITabs {
+  request(name: string, leading: () => Promise<void>): Promise<void>;
+  channel: { postMessage(message: unknown): void; onmessage: ((event: { data: any }) => void) | null };
+}
+
+/** The browser's own Web Locks and BroadcastChannel, where it has them (else every tab asks). */
+export function browserTabs(name: string): ITabs | null {
+  const locks = (globalThis.navigator as any)?.locks;
+  if (!locks || typeof BroadcastChannel === 'undefined') {
+    return null;
+  }
+  return { request: (lock, leading) => locks.request(lock, leading), channel: new BroadcastChannel(name) as any };
+}
+
 export class ItemsStore {
-  constructor(fetcher: Fetcher, retrySeconds = 10) {
+  constructor(fetcher: Fetcher, retrySeconds = 10, tabs: ITabs | null = null, name = 'kubestudio-items') {
     this._fetch = fetcher;
     this._retry = retrySeconds * 1000;
+    this._tabs = tabs;
+    this._name = name;
+  }
+
+  /** Whether this tab is the one that asks the server (the others hear its answers). */
+  get leading(): boolean {
+    return this._leading;
   }
 
   get items(): IItem[] {
@@ -56,6 +83,7 @@ export class ItemsStore {
       }
     }
     this._seen = true;
+    this._last = snapshot;
     this._version = snapshot.version;
     this._items = snapshot.items;
     this._errors = snapshot.errors || {};
@@ -80,9 +108,36 @@ export class ItemsStore {
       return;
     }
     this._running = true;
+    const tabs = this._tabs;
+    if (!tabs) {
+      return this._ask();
+    }
+    tabs.channel.onmessage = event => {
+      const message = event.data;
+      if (this._leading && message?.type === 'ask' && this._seen) {
+        tabs.channel.postMessage({ type: 'snapshot', snapshot: this._last });
+      } else if (!this._leading && message?.type === 'snapshot' && message.snapshot.version !== this._version) {
+        this.apply(message.snapshot);
+      }
+    };
+    tabs.channel.postMessage({ type: 'ask' }); // what the leading tab has, at once
+    await tabs.request(this._name, async () => {
+      this._leading = true;
+      await this._ask();
+      this._leading = false;
+    });
+  }
+
+  stop(): void {
+    this._running = false;
+  }
+
+  private async _ask(): Promise<void> {
     while (this._running) {
       try {
-        this.apply(await this._fetch(this._version));
+        const snapshot = await this._fetch(this._version);
+        this.apply(snapshot);
+        this._tabs?.channel.postMessage({ type: 'snapshot', snapshot });
       } catch (error) {
         if (!this._running) {
           return;
@@ -92,12 +147,12 @@ export class ItemsStore {
     }
   }
 
-  stop(): void {
-    this._running = false;
-  }
-
   private _fetch: Fetcher;
   private _retry: number;
+  private _tabs: ITabs | null;
+  private _name: string;
+  private _leading = false;
+  private _last: ISnapshot | null = null;
   private _running = false;
   private _seen = false;
   private _version = '';

@@ -475,3 +475,31 @@ def test_a_light_install_runs_the_notebook_side_against_the_hub(lab, tmp_path):
             os.killpg(server.pid, 15)
         server.wait(30)
         log.close()
+
+
+@pytest.mark.browser
+def test_one_tab_asks_for_changes_and_every_tab_hears_them(lab, page, tmp_path):
+    """Two JupyterLab tabs of the server: one holds the request for changes (a browser keeps 6
+    connections to a host; a held request per tab would starve the 6th), both show a new job."""
+    open_lab(page, lab)
+    other = page.context.new_page()
+    asked = {page: [], other: []}
+    for tab in asked:
+        tab.on("request", lambda request, tab=tab: asked[tab].append(request.url))
+    other.goto(lab.server + "lab")
+    other.wait_for_selector("li[data-id='kubestudio-sidebar']", timeout=90_000)
+    lab.put("tabs.py", TRAIN)
+    for tab in asked:
+        if not tab.locator("li[data-id='kubestudio-sidebar'].lm-mod-current").count():
+            tab.locator("li[data-id='kubestudio-sidebar']").click()
+        asked[tab].clear()
+    r = lab.post("actions/job", {"path": "tabs.py"})
+    assert r.status_code == 200, r.text
+    name = r.json()["item"]["name"]
+    for tab in asked:
+        panel_item(tab, "job", name).wait_for(timeout=30_000)
+        tab.wait_for_timeout(500)
+    waiting = {tab: [url for url in urls if "/api/kubestudio/items?after=" in url] for tab, urls in asked.items()}
+    assert sorted(len(urls) > 0 for urls in waiting.values()) == [False, True], waiting
+    other.screenshot(path=str(tmp_path / "second-tab.png"))
+    other.close()

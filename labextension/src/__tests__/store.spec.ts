@@ -89,3 +89,78 @@ describe('ItemsStore', () => {
     expect(store.byKind('job').map(i => `${i.id}:${i.status}`)).toEqual(['b:running', 'a:succeeded']);
   });
 });
+
+/** Tabs of one server in one test: a lock granted in turn, a channel that reaches the other tabs. */
+class FakeTabs {
+  private holders: Array<() => void> = [];
+  private busy = false;
+  readonly channels: Array<{ postMessage(m: unknown): void; onmessage: ((e: { data: any }) => void) | null }> = [];
+
+  tab() {
+    const channel = {
+      onmessage: null as ((e: { data: any }) => void) | null,
+      postMessage: (message: unknown) => {
+        for (const other of this.channels) {
+          if (other !== channel) {
+            other.onmessage?.({ data: JSON.parse(JSON.stringify(message)) });
+          }
+        }
+      }
+    };
+    this.channels.push(channel);
+    return {
+      channel,
+      request: async (_name: string, leading: () => Promise<void>) => {
+        while (this.busy) {
+          await new Promise<void>(resolve => this.holders.push(resolve));
+        }
+        this.busy = true;
+        try {
+          await leading();
+        } finally {
+          this.busy = false;
+          this.holders.shift()?.();
+        }
+      }
+    };
+  }
+}
+
+describe('ItemsStore across tabs', () => {
+  it('lets one tab ask, the others hear its answers, and another take over when it stops', async () => {
+    const tabs = new FakeTabs();
+    const asked: string[] = [];
+    let next = 1;
+    let release: () => void = () => undefined;
+    const fetcher = (who: string) => async (after: string) => {
+      asked.push(`${who}:${after}`);
+      if (after) {
+        await new Promise<void>(resolve => (release = resolve)); // held until something changes
+      }
+      const version = `v${next++}`;
+      return snapshot(version, item('job', 'a', version === 'v1' ? 'running' : 'succeeded', version === 'v1'));
+    };
+    const first = new ItemsStore(fetcher('first'), 0, tabs.tab());
+    const second = new ItemsStore(fetcher('second'), 0, tabs.tab());
+    const ended: string[] = [];
+    second.ended.connect((_, i) => ended.push(i.status));
+    void first.start();
+    void second.start();
+    await new Promise(resolve => setTimeout(resolve, 10));
+    expect(first.leading).toBe(true);
+    expect(second.leading).toBe(false);
+    expect(second.items[0].status).toBe('running'); // heard, not asked
+    release();
+    await new Promise(resolve => setTimeout(resolve, 10));
+    expect(second.items[0].status).toBe('succeeded');
+    expect(ended).toEqual(['succeeded']);
+    expect(asked.filter(a => a.startsWith('second'))).toEqual([]);
+    first.stop();
+    release(); // the leader's held request ends; its lock passes to the other tab
+    await new Promise(resolve => setTimeout(resolve, 10));
+    expect(second.leading).toBe(true);
+    expect(asked.filter(a => a.startsWith('second')).length).toBeGreaterThan(0);
+    second.stop();
+    release();
+  });
+});
