@@ -193,10 +193,15 @@ class KubeStudioBridge(LoggingConfigurable):
         found = await asyncio.gather(*(self.client(name) for name in CLIENTS))
         return {name: client is not None for name, client in zip(CLIENTS, found)}
 
-    async def call(self, service, method, path, **kwargs):
+    async def required(self, service):
+        """The SDK client of ``service``; a 409 when the hub does not run it."""
         client = await self.client(service)
         if client is None:
             raise web.HTTPError(409, f"the hub does not run the {service} service")
+        return client
+
+    async def call(self, service, method, path, **kwargs):
+        client = await self.required(service)
         self.service_requests += 1
         response = await asyncio.to_thread(client._call, method, path, **kwargs)
         return response.json() if response.content else {}
@@ -423,14 +428,8 @@ class ActionHandler(BridgeHandler):
         self.bridge.refresh()
         self.finish(json.dumps({"item": item(KINDS[kind], record, client.public_url), "record": record}))
 
-    async def _client(self, service):
-        client = await self.bridge.client(service)
-        if client is None:
-            raise web.HTTPError(409, f"the hub does not run the {service} service")
-        return client
-
     async def do_build(self, body):
-        client = await self._client("images")
+        client = await self.bridge.required("images")
         folder = self.bridge.local_path(body.get("path"))
         if not os.path.isdir(folder):
             raise web.HTTPError(400, f"path: {body.get('path')} is not a folder")
@@ -454,14 +453,14 @@ class ActionHandler(BridgeHandler):
         return "build", await asyncio.to_thread(client.build, **request), client
 
     async def do_environment(self, body):
-        client = await self._client("images")
+        client = await self.bridge.required("images")
         request = {"from_server": os.environ.get("JUPYTERHUB_SERVER_NAME", "")}
         if body.get("name"):
             request["name"] = body["name"]
         return "build", await asyncio.to_thread(client.build, **request), client
 
     async def do_job(self, body):
-        client = await self._client("jobs")
+        client = await self.bridge.required("jobs")
         script = workspace_relative(self.bridge.local_path(body.get("path")), "the script")
         spec = {
             "script": script,
@@ -480,7 +479,7 @@ class ActionHandler(BridgeHandler):
 
     async def do_notebook(self, body):
         """A notebook run headless as a job; its outputs are saved beside it (NAME.output.ipynb)."""
-        client = await self._client("jobs")
+        client = await self.bridge.required("jobs")
         notebook = workspace_relative(self.bridge.local_path(body.get("path")), "the notebook")
         if not notebook.endswith(".ipynb"):
             raise web.HTTPError(400, f"path: {body.get('path')} is not a notebook (.ipynb)")
@@ -497,12 +496,12 @@ class ActionHandler(BridgeHandler):
         return "job", await asyncio.to_thread(client.create, spec), client
 
     async def do_board(self, body):
-        client = await self._client("tensorboards")
+        client = await self.bridge.required("tensorboards")
         folder = user_path(self.bridge.local_path(body.get("path")))
         return "board", await asyncio.to_thread(client.open_board, [folder], body.get("name") or None), client
 
     async def do_serve(self, body):
-        client = await self._client("jobs")
+        client = await self.bridge.required("jobs")
         model = user_path(self.bridge.local_path(body.get("path")), "a model")
         fields = {}
         if body.get("model_class"):
@@ -572,9 +571,7 @@ class LogsHandler(BridgeHandler):
         kind = checked_item(kind_name, item_id)
         if kind_name not in LOG_PATHS:
             raise web.HTTPError(404, f"no logs for a {kind_name} ({', '.join(LOG_PATHS)} have them)")
-        client = await self.bridge.client(kind.service)
-        if client is None:
-            raise web.HTTPError(409, f"the hub does not run the {kind.service} service")
+        client = await self.bridge.required(kind.service)
         streaming = "text/event-stream" in self.request.headers.get("Accept", "")
         url = client.url + LOG_PATHS[kind_name].format(id=item_id)
         headers = {"Authorization": f"token {client.token}", "Accept": "text/event-stream" if streaming else "*/*"}
