@@ -10,10 +10,8 @@ Usage: python benchmarks/base_image.py. Writes benchmarks/results/base_image.jso
 """
 
 import asyncio
-import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -24,9 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kubestudio.image_builder.backends.buildah import BuildahBackend  # noqa: E402
 from kubestudio.image_builder.bases import BasePreparer, base_from_config  # noqa: E402
 from kubestudio.registry import RegistryClient  # noqa: E402
+from kubestudio.testing.benchresults import write_results  # noqa: E402
 from kubestudio.testing.registry import LocalRegistry  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 BASE = {
     "image": "base/python:3.11",
     "suite": "bookworm",
@@ -108,21 +106,7 @@ def main():
     print(f"{'what':<24}{'seconds':>10}")
     for name, value in metrics.items():
         print(f"{name:<24}{value:>10}")
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "base_image.json"), "w") as f:
-        json.dump(
-            {
-                "benchmark": "base_image",
-                "metrics": metrics,
-                "environment": {
-                    "python": platform.python_version(),
-                    "machine": platform.machine(),
-                    "cpus": os.cpu_count(),
-                },
-            },
-            f,
-            indent=2,
-        )
+    write_results("base_image", metrics)
 
 
 if __name__ == "__main__":

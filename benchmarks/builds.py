@@ -30,7 +30,6 @@ Usage: python benchmarks/builds.py [-n 3]. Writes benchmarks/results/builds.json
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -42,10 +41,9 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from kubestudio.testing.benchresults import result_path, write_results  # noqa: E402
 from kubestudio.testing.imageshub import log_flood, percentile, service_rss_mb, start_images_hub  # noqa: E402
 from kubestudio.testing.registry import LocalRegistry, buildah_args, push_busybox_base  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 DOCKERFILE = """FROM {base}
 RUN echo {nonce} > /nonce.txt && sleep 1
@@ -382,7 +380,7 @@ def main():
 
 def previous_metrics():
     try:
-        with open(os.path.join(HERE, "results", "builds.json")) as f:
+        with open(result_path("builds")) as f:
             return json.load(f)["metrics"]
     except (OSError, ValueError, KeyError):
         return {}
@@ -420,21 +418,13 @@ def save(metrics):
             f"<= 1.2 x buildah by hand: {metrics['small_change_rebuild_ratio'] <= 1.2}"
         )
     print("\ngoals: " + "; ".join(goals))
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    result = {
-        "benchmark": "builds",
-        "metrics": metrics,
-        "environment": {
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "cpus": os.cpu_count(),
-            "buildah": subprocess.run(["buildah", "--version"], capture_output=True, text=True).stdout.strip(),
-            "storage_driver": "vfs",
-            "isolation": "sandbox (oci, runc, user + network namespaces)",
-        },
-    }
-    with open(os.path.join(HERE, "results", "builds.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    write_results(
+        "builds",
+        metrics,
+        buildah=subprocess.run(["buildah", "--version"], capture_output=True, text=True).stdout.strip(),
+        storage_driver="vfs",
+        isolation="sandbox (oci, runc, user + network namespaces)",
+    )
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ Writes benchmarks/results/helm.json.
 """
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import helm_python as helm  # noqa: E402
 
 from kubestudio.hub.config import KubeStudio  # noqa: E402
+from kubestudio.testing.benchresults import write_results  # noqa: E402
 from kubestudio.testing.kubebench import Bench  # noqa: E402
 from kubestudio.testing.kubebench.kubelet import MODE_LABEL  # noqa: E402
 from kubestudio.testing.scratch import scratch_folder  # noqa: E402
@@ -155,22 +154,7 @@ def main():
     print(f"\n{'':26}{'value':>10}")
     for key, value in metrics.items():
         print(f"{key:<26}{value!s:>10}")
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "helm.json"), "w") as f:
-        json.dump(
-            {
-                "benchmark": "helm",
-                "metrics": metrics,
-                "environment": {
-                    "python": platform.python_version(),
-                    "cpus": os.cpu_count(),
-                    "helm": helm.helm_sdk_version(),
-                    "cluster": "kubebench 1.20",
-                },
-            },
-            f,
-            indent=2,
-        )
+    write_results("helm", metrics, helm=helm.helm_sdk_version(), cluster="kubebench 1.20")
 
 
 if __name__ == "__main__":

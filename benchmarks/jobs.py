@@ -29,7 +29,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,10 +39,10 @@ import requests
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kubestudio.spawner.storage import ensure_user_folders, user_folders  # noqa: E402
+from kubestudio.testing.benchresults import result_path, write_results  # noqa: E402
 from kubestudio.testing.localhub import LocalHub  # noqa: E402
 from kubestudio.testing.scratch import scratch_folder  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 ONE_LINE = "print('hello from the job')\n"
 # what a training script starts with: the same comparison where the Python start is not all there is
 TORCH_LINE = "import torch\nprint('torch', torch.__version__)\n"
@@ -511,7 +510,7 @@ def main():
 
 
 def report(metrics, merge=False):
-    path = os.path.join(HERE, "results", "jobs.json")
+    path = result_path("jobs")
     if merge and os.path.exists(path):  # only one part was run: the other figures stay
         with open(path) as f:
             metrics = {**json.load(f)["metrics"], **metrics}
@@ -522,21 +521,7 @@ def report(metrics, merge=False):
         "\nlocal_added_ms goal <= 10; rank_start_overhead_ms goal <= 10; ranks16_started_s goal < 1; log_mb_per_s goal >= 20; requests_per_job: the creates, "
         "one log stream per pod and the deletes, no polling; burst_failures goal 0"
     )
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(
-            {
-                "benchmark": "jobs",
-                "metrics": metrics,
-                "environment": {
-                    "python": platform.python_version(),
-                    "cpus": os.cpu_count(),
-                    "backends": "local (embedded default); kubernetes (bench, status mode)",
-                },
-            },
-            f,
-            indent=2,
-        )
+    write_results("jobs", metrics, path=path, backends="local (embedded default); kubernetes (bench, status mode)")
 
 
 if __name__ == "__main__":

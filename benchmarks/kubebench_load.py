@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import ssl
 import sys
 import threading
@@ -25,10 +24,9 @@ import aiohttp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from kubestudio.testing.benchresults import write_results  # noqa: E402
 from kubestudio.testing.kubebench import Bench  # noqa: E402
 from kubestudio.testing.scratch import scratch_folder  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def rss_mb(pid):
@@ -234,24 +232,16 @@ def main():
         "responders_checked": results["responders_checked"],
         "bench_startup_s": round(startup_s, 1),
     }
-    result = {
-        "benchmark": "kubebench_load",
-        "metrics": metrics,
-        "environment": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "machine": platform.machine(),
-            "kubernetes": "1.20.2 (Debian source)",
-            "peak_rss_by_component_mb": {k: round(v, 1) for k, v in sampler.by_component.items()},
-            "requests_by_verb_resource": counts,
-        },
-    }
     print(f"{'metric':<28}{'value':>12}")
     for key, value in metrics.items():
         print(f"{key:<28}{value:>12}")
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "kubebench_load.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    write_results(
+        "kubebench_load",
+        metrics,
+        kubernetes="1.20.2 (Debian source)",
+        peak_rss_by_component_mb={k: round(v, 1) for k, v in sampler.by_component.items()},
+        requests_by_verb_resource=counts,
+    )
 
 
 if __name__ == "__main__":

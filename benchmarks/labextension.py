@@ -17,7 +17,6 @@ Writes benchmarks/results/labextension.json.
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from kubestudio.testing.benchresults import write_results  # noqa: E402
 from kubestudio.testing.localhub import LocalHub, browser_login  # noqa: E402
 from kubestudio.testing.scratch import scratch_folder  # noqa: E402
 
@@ -193,23 +193,13 @@ def main():
     for key, value in metrics.items():
         print(f"{key:<36}{value!s:>10}")
     print("\nload_ratio goal <= 1.10; idle_requests_per_min goal <= 2")
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "labextension.json"), "w") as f:
-        json.dump(
-            {
-                "benchmark": "labextension",
-                "metrics": metrics,
-                "environment": {
-                    "python": platform.python_version(),
-                    "cpus": os.cpu_count(),
-                    "browser": "Debian chromium (headless)",
-                    "loads_each_way": args.n,
-                    "idle_seconds": args.idle_seconds,
-                },
-            },
-            f,
-            indent=2,
-        )
+    write_results(
+        "labextension",
+        metrics,
+        browser="Debian chromium (headless)",
+        loads_each_way=args.n,
+        idle_seconds=args.idle_seconds,
+    )
 
 
 def service_requests(http, server):

@@ -24,9 +24,7 @@ Writes benchmarks/results/local_spawn.json.
 """
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -36,11 +34,10 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from kubestudio.testing.benchresults import write_results  # noqa: E402
 from kubestudio.testing.localhub import LocalHub  # noqa: E402
 from kubestudio.testing.ports import free_port  # noqa: E402
 from kubestudio.testing.scratch import scratch_folder  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def time_hub_spawn(hub, user, options):
@@ -197,17 +194,6 @@ c.Spawner.args = ["--ServerApp.allow_root=True"] if __import__("os").geteuid() =
                 "local_image_made_s": image_made_s,
             }
         )
-    result = {
-        "benchmark": "local_spawn",
-        "metrics": metrics,
-        "environment": {
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "cpus": os.cpu_count(),
-            "jupyterhub": __import__("jupyterhub").__version__,
-            "goal": "ratio <= 1.2; image_spawn_ratio <= 1.5",
-        },
-    }
     print(f"\n{'what':<38}{'median s':>10}{'min s':>8}{'max s':>8}")
     for label, key in (
         ("bare jupyterhub-singleuser", "bare"),
@@ -230,10 +216,12 @@ c.Spawner.args = ["--ServerApp.allow_root=True"] if __import__("os").geteuid() =
             f"in the local image: ratio vs bare {metrics['image_spawn_ratio']:.3f} (goal <= 1.5); the image made "
             f"in {image_made_s} s by the image service; the first start (pulls it) {first_image_spawn:.3f} s"
         )
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "local_spawn.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    return result
+    return write_results(
+        "local_spawn",
+        metrics,
+        jupyterhub=__import__("jupyterhub").__version__,
+        goal="ratio <= 1.2; image_spawn_ratio <= 1.5",
+    )
 
 
 if __name__ == "__main__":

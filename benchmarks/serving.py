@@ -17,7 +17,6 @@ Writes benchmarks/results/serving.json.
 import argparse
 import json
 import os
-import platform
 import sqlite3
 import statistics
 import subprocess
@@ -30,11 +29,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from kubestudio.names import RUNTIME_SECRET_HEADER  # noqa: E402
 from kubestudio.spawner.storage import ensure_user_folders, user_folders  # noqa: E402
+from kubestudio.testing.benchresults import write_results  # noqa: E402
 from kubestudio.testing.localhub import LocalHub  # noqa: E402
 from kubestudio.testing.ports import free_port  # noqa: E402
 from kubestudio.testing.scratch import scratch_folder  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 ROW = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
 
 
@@ -256,22 +255,7 @@ def main():
     for key, value in metrics.items():
         print(f"{key:<24}{value!s:>10}")
     print("\nadded_p50_ms goal <= 5; hub_rps_ratio goal >= 0.7; ready_ratio goal <= 1.5")
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "serving.json"), "w") as f:
-        json.dump(
-            {
-                "benchmark": "serving",
-                "metrics": metrics,
-                "environment": {
-                    "python": platform.python_version(),
-                    "cpus": os.cpu_count(),
-                    "clients": args.clients,
-                    "backend": "local (embedded default)",
-                },
-            },
-            f,
-            indent=2,
-        )
+    write_results("serving", metrics, clients=args.clients, backend="local (embedded default)")
 
 
 if __name__ == "__main__":

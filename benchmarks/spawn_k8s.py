@@ -20,7 +20,6 @@ Writes benchmarks/results/spawn_k8s.json.
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import threading
@@ -32,11 +31,10 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from kubestudio.testing.benchresults import write_results  # noqa: E402
 from kubestudio.testing.kubebench import Bench  # noqa: E402
 from kubestudio.testing.localhub import LocalHub  # noqa: E402
 from kubestudio.testing.scratch import scratch_folder  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 COMMON = """
 c.JupyterHub.concurrent_spawn_limit = 0
@@ -405,22 +403,7 @@ def main():
         f"\ncpu ratio (ours/stock), median of {len(ratios)} interleaved rounds: {metrics['cpu_ratio']} "
         f"(spread {metrics['cpu_ratio_min']}-{metrics['cpu_ratio_max']}; goal <= 1.1)"
     )
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "spawn_k8s.json"), "w") as f:
-        json.dump(
-            {
-                "benchmark": "spawn_k8s",
-                "metrics": metrics,
-                "environment": {
-                    "python": platform.python_version(),
-                    "cpus": os.cpu_count(),
-                    "kubernetes": "1.20.2 bench, responder mode",
-                    "details": results,
-                },
-            },
-            f,
-            indent=2,
-        )
+    write_results("spawn_k8s", metrics, kubernetes="1.20.2 bench, responder mode", details=results)
 
 
 if __name__ == "__main__":

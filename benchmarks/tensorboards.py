@@ -16,7 +16,6 @@ Writes benchmarks/results/tensorboards.json.
 import argparse
 import json
 import os
-import platform
 import sqlite3
 import statistics
 import subprocess
@@ -30,11 +29,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kubestudio.names import RUNTIME_SECRET_HEADER  # noqa: E402
 from kubestudio.processgroup import rss_by_group  # noqa: E402
 from kubestudio.spawner.storage import ensure_user_folders, user_folders  # noqa: E402
+from kubestudio.testing.benchresults import write_results  # noqa: E402
 from kubestudio.testing.localhub import LocalHub  # noqa: E402
 from kubestudio.testing.ports import free_port  # noqa: E402
 from kubestudio.testing.scratch import scratch_folder  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def write_events(folder, steps=200):
@@ -174,21 +172,7 @@ def main():
     for key, value in metrics.items():
         print(f"{key:<34}{value!s:>10}")
     print("\nlaunch_ratio goal <= 1.2; proxy_added_p50_ms goal < 5")
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "tensorboards.json"), "w") as f:
-        json.dump(
-            {
-                "benchmark": "tensorboards",
-                "metrics": metrics,
-                "environment": {
-                    "python": platform.python_version(),
-                    "cpus": os.cpu_count(),
-                    "backend": "local (embedded default)",
-                },
-            },
-            f,
-            indent=2,
-        )
+    write_results("tensorboards", metrics, backend="local (embedded default)")
 
 
 if __name__ == "__main__":

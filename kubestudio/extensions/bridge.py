@@ -405,6 +405,14 @@ class ServicesHandler(BridgeHandler):
         )
 
 
+class LimitsHandler(BridgeHandler):
+    @web.authenticated
+    async def get(self):
+        """What one job of the user may hold (the jobs service's GET api/limits): the job dialog
+        says it before the service would refuse."""
+        self.finish(json.dumps(await self.guarded(self.bridge.call("jobs", "GET", "api/limits"))))
+
+
 class ItemsHandler(BridgeHandler):
     @web.authenticated
     async def get(self):
@@ -647,6 +655,7 @@ def load(server_app):
         [
             (url_path_join(base, "services"), ServicesHandler),
             (url_path_join(base, "items"), ItemsHandler),
+            (url_path_join(base, "limits"), LimitsHandler),
             (url_path_join(base, r"actions/([^/]+)"), ActionHandler),
             (url_path_join(base, r"items/([^/]+)/([^/]+)/logs"), LogsHandler),
             (url_path_join(base, r"items/([^/]+)/([^/]+)/([^/]+)"), ItemVerbHandler),

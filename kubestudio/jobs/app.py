@@ -125,6 +125,7 @@ class JobService(ServiceApp):
             (url_path_join(job, "events"), training_handlers.JobEventsHandler),
             (url_path_join(job, "rerun"), training_handlers.RerunHandler),
             (url_path_join(api, "runtimes"), training_handlers.RuntimesHandler),
+            (url_path_join(api, "limits"), training_handlers.LimitsHandler),
             (url_path_join(api, "servings"), serving_handlers.ServingsHandler),
             (serving, serving_handlers.ServingHandler),
             (url_path_join(serving, "logs"), serving_handlers.ServingLogsHandler),

@@ -129,6 +129,11 @@ class JobsClient(ServiceClient):
     def runtimes(self):
         return self._call("GET", "api/runtimes").json()["runtimes"]
 
+    def limits(self):
+        """What one of your jobs may hold: ``{"projects": {name: {"max_gpus"}}, "machine_gpus":
+        {type: count} or None}``."""
+        return self._call("GET", "api/limits").json()
+
     def events(self, job):
         return self._call("GET", f"api/jobs/{self._id(job)}/events").json()["events"]
 

@@ -254,6 +254,34 @@ def openapi(prefix):
                 "responses": {"200": ok({"type": "object"}), **_errors(401, 403)},
             }
         },
+        "/api/limits": {
+            "get": {
+                "summary": "What one of your jobs may hold: each project's GPU quota, this backend's GPUs",
+                "responses": {
+                    "200": ok(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "projects": {
+                                    "type": "object",
+                                    "additionalProperties": {
+                                        "type": "object",
+                                        "properties": {"max_gpus": {"type": "integer", "nullable": True}},
+                                    },
+                                },
+                                "machine_gpus": {
+                                    "type": "object",
+                                    "nullable": True,
+                                    "additionalProperties": {"type": "integer"},
+                                    "description": "GPUs by type name; null where the backend cannot tell (a cluster).",
+                                },
+                            },
+                        }
+                    ),
+                    **_errors(401, 403),
+                },
+            }
+        },
         "/api/servings": {
             "get": {
                 "summary": "Your servings",

@@ -16,7 +16,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import { ApiError, apiUrl, post, requestAPI } from './api';
-import { checkJob, JobDialogBody, rememberedJob, rememberJob } from './dialogs';
+import { checkJob, gpuLimit, ILimits, JobDialogBody, rememberedJob, rememberJob } from './dialogs';
 import { IItem, kindOf } from './kinds';
 import { LogViewer } from './logs';
 import { KubeStudioSidebar } from './sidebar';
@@ -263,17 +263,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         let settings = rememberedJob(file.path);
+        // the dialog says the GPU limit up front; without an answer it still opens (the service checks)
+        const limit = gpuLimit(await requestAPI<ILimits>('limits').catch(() => null));
         for (;;) {
           const answer = await showDialog({
             title: `Run ${file.name} as a job`,
-            body: new JobDialogBody(file.path, settings),
+            body: new JobDialogBody(file.path, settings, limit),
             buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Run' })]
           });
           if (!answer.button.accept || !answer.value) {
             return;
           }
           settings = answer.value;
-          const problems = Object.values(checkJob(settings));
+          const problems = Object.values(checkJob(settings, limit));
           if (!problems.length) {
             break;
           }

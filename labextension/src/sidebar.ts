@@ -54,6 +54,14 @@ export class KubeStudioSidebar extends Widget {
         n.value
       ])
     );
+    // a redraw while the user types in a try box keeps the caret where it was, and the panel
+    // where it was scrolled to
+    const active = document.activeElement;
+    const typing =
+      active instanceof HTMLTextAreaElement && this.node.contains(active)
+        ? { key: active.dataset.key, start: active.selectionStart, end: active.selectionEnd }
+        : null;
+    const scrolled = this.node.scrollTop;
     this.node.replaceChildren();
     const header = element('div', 'ks-Sidebar-header', 'KubeStudio');
     this.node.append(header);
@@ -66,6 +74,14 @@ export class KubeStudioSidebar extends Widget {
         continue;
       }
       this.node.append(this._section(kind, open, drafts));
+    }
+    this.node.scrollTop = scrolled;
+    if (typing) {
+      const again = Array.from(this.node.querySelectorAll<HTMLTextAreaElement>('.ks-Try textarea')).find(
+        n => n.dataset.key === typing.key
+      );
+      again?.focus();
+      again?.setSelectionRange(typing.start, typing.end);
     }
   }
 

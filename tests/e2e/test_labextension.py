@@ -63,7 +63,10 @@ NOTEBOOK = {
 def lab(tmp_path_factory, registry):
     """A hub with every service, and USER's server running (on the hub's Python, as a profile
     without an image runs)."""
-    images = start_images_hub(tmp_path_factory.mktemp("lab-hub"), registry)
+    # one GPU, named here rather than found on the machine, for what the job dialog says
+    images = start_images_hub(
+        tmp_path_factory.mktemp("lab-hub"), registry, extra='c.LocalWorkspaceSpawner.gpus = ["0:T4"]\n'
+    )
     hub = images.hub
     try:
         hub.create_user(USER)
@@ -129,6 +132,11 @@ def test_the_bridge_checks_what_it_is_sent(lab):
     lab.put("plain")
     services = lab.http.get(lab.api + "services").json()
     assert services["user"] == USER and services["services"] == {"images": True, "jobs": True, "tensorboards": True}
+    # what the job dialog says of GPUs: the jobs service's limits for this user
+    assert lab.http.get(lab.api + "limits").json() == {
+        "projects": {"public": {"max_gpus": None}},
+        "machine_gpus": {"T4": 1},
+    }
 
     # a folder without a Dockerfile: refused, with what can be done instead
     r = lab.post("actions/build", {"path": "reqs"})
@@ -347,6 +355,8 @@ def test_a_script_runs_as_a_job_from_the_file_browser(lab, page, tmp_path):
     open_folder(page, "proj")
     context_menu(page, "train.py", "Run as training job...")
     dialog = page.locator(".jp-Dialog")
+    # the GPU limit is said before anything is sent
+    assert dialog.locator(".ks-FieldNote").inner_text() == "At most 1 GPU in all (this machine has 1 × T4)"
     dialog.locator("input[name=args]").fill("--lr 0.1")
     page.screenshot(path=str(tmp_path / "job-dialog.png"))
     dialog.locator("button.jp-mod-accept").click()

@@ -129,6 +129,12 @@ MATRIX = [
         None,
         {"owner": 200, "server": 200, "other": 200, "admin": 200, "limited": 403, "anonymous": 401},
     ),
+    (
+        "GET",
+        "api/limits",
+        None,
+        {"owner": 200, "server": 200, "other": 200, "admin": 200, "limited": 403, "anonymous": 401},
+    ),
 ]
 
 
@@ -394,6 +400,7 @@ def test_openapi_document_and_schemathesis_finds_no_server_error(jobs, tmp_path)
         "/api/jobs/{job_id}/events",
         "/api/jobs/{job_id}/rerun",
         "/api/runtimes",
+        "/api/limits",
         "/api/servings",
         "/api/servings/{serving_id}",
         "/api/servings/{serving_id}/logs",

@@ -142,6 +142,16 @@ def test_bad_input_is_refused_naming_the_field_and_nothing_runs(jobs, tmp_path, 
     assert jobs.client("vic").list() == []
 
 
+def test_limits_say_what_a_job_may_hold_before_a_refusal(jobs):
+    """What the lab's job dialog shows: each of the caller's projects' GPU quota and the machine's
+    GPUs by type, the same figures the refusals above name."""
+    assert jobs.client("vic").limits() == {
+        "projects": {"public": {"max_gpus": None}, "vision": {"max_gpus": 1}},
+        "machine_gpus": {"NVIDIA A100": 2},
+    }
+    assert jobs.client("nora").limits()["projects"] == {"public": {"max_gpus": None}}
+
+
 def test_name_clash_is_409_until_the_old_job_is_forgotten(jobs):
     client = jobs.client("nora")
     jobs.write("nora", "t.py", "print('once')\n")

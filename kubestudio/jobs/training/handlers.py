@@ -147,6 +147,13 @@ class RuntimesHandler(TrainingHandler):
         self.write_json({"runtimes": await self.manager.backend.runtimes()})
 
 
+class LimitsHandler(TrainingHandler):
+    async def get(self):
+        """What one of the caller's jobs may hold (GPUs), so a form can say it before a refusal."""
+        self.require_access()
+        self.write_json(await self.manager.gpu_limits(self.identity))
+
+
 class JobLogsHandler(TrainingHandler):
     async def get(self, job_id):
         self.require_access()

@@ -129,6 +129,19 @@ class JobManager:
 
     # ------------------------------------------------------------------ requests
 
+    async def gpu_limits(self, identity):
+        """What one job of the caller may hold: each of their projects' GPU quota per user (None:
+        no quota) and the GPUs this backend has, by type (None where it cannot tell)."""
+        projects = await hub_projects(self.hub, identity)
+        return {
+            "projects": {
+                name: {"max_gpus": project.max_gpus}
+                for name, project in projects.items()
+                if isinstance(project, Project)
+            },
+            "machine_gpus": self.backend.gpu_capacity(),
+        }
+
     async def submit(self, identity, body, is_admin=False):
         """Check a job request and queue it; the record (status queued)."""
         spec = parse_spec(body, self.limits())

@@ -1,4 +1,4 @@
-import { checkJob, DEFAULT_JOB, JobDialogBody, rememberedJob, rememberJob } from '../dialogs';
+import { checkJob, DEFAULT_JOB, gpuLimit, JobDialogBody, rememberedJob, rememberJob } from '../dialogs';
 
 describe('the job dialog', () => {
   it('refuses what the service would, naming the field', () => {
@@ -7,7 +7,25 @@ describe('the job dialog', () => {
     expect(checkJob({ ...DEFAULT_JOB, procs_per_node: 1.5 }).procs_per_node).toContain('whole number');
     expect(checkJob({ ...DEFAULT_JOB, gpus: 'lots' }).gpus).toContain('1(A100)');
     expect(checkJob({ ...DEFAULT_JOB, gpus: '2(A100)' })).toEqual({});
-    expect(checkJob({ ...DEFAULT_JOB, gpus: '4' }, 2).gpus).toBe('gpus: your profile and project allow at most 2');
+    const limit = { total: 2, why: 'at most 2 GPUs in all (project public allows 2 per user)' };
+    expect(checkJob({ ...DEFAULT_JOB, gpus: '2' }, limit)).toEqual({});
+    expect(checkJob({ ...DEFAULT_JOB, nodes: 2, gpus: '2' }, limit).gpus).toBe(
+      'gpus: 4 asked (2 per node × 2 nodes); at most 2 GPUs in all (project public allows 2 per user)'
+    );
+  });
+
+  it('says the GPU limit from the project quota and the machine', () => {
+    expect(gpuLimit(null)).toEqual({ total: null, why: '' });
+    expect(gpuLimit({ projects: { public: { max_gpus: null } }, machine_gpus: null })).toEqual({ total: null, why: '' });
+    expect(gpuLimit({ projects: { public: { max_gpus: 2 } }, machine_gpus: { A100: 4 } })).toEqual({
+      total: 2,
+      why: 'at most 2 GPUs in all (project public allows 2 per user; this machine has 4 × A100)'
+    });
+    expect(gpuLimit({ projects: { public: { max_gpus: null } }, machine_gpus: { A100: 1, T4: 2 } }).total).toBe(3);
+    expect(gpuLimit({ projects: {}, machine_gpus: {} })).toEqual({
+      total: 0,
+      why: 'no GPUs (this machine has none)'
+    });
   });
 
   it('remembers the settings per file', () => {
@@ -21,7 +39,9 @@ describe('the job dialog', () => {
   });
 
   it('reads back what was typed', () => {
-    const body = new JobDialogBody('train.py', { ...DEFAULT_JOB, procs_per_node: 4, packages: 'numpy' });
+    const limit = { total: 4, why: 'at most 4 GPUs in all (this machine has 4 × A100)' };
+    const body = new JobDialogBody('train.py', { ...DEFAULT_JOB, procs_per_node: 4, packages: 'numpy' }, limit);
+    expect(body.node.querySelector('.ks-FieldNote')?.textContent).toBe('At most 4 GPUs in all (this machine has 4 × A100)');
     const input = body.node.querySelector('input[name="gpus"]') as HTMLInputElement;
     input.value = ' 1(A100) ';
     expect(body.getValue()).toEqual({ nodes: 1, procs_per_node: 4, gpus: '1(A100)', args: '', packages: 'numpy' });

@@ -74,4 +74,19 @@ describe('the KubeStudio panel', () => {
     expect(panel.node.querySelector('.ks-Sidebar-error')?.textContent).toBe('images: the image service is not reachable');
     expect(panel.node.querySelector('.ks-Open')?.getAttribute('target')).toBe('_blank');
   });
+
+  it('keeps the caret of a try box being typed in across a redraw', () => {
+    const items = store();
+    const panel = new KubeStudioSidebar(items, { verb: () => undefined, predict: async () => '' });
+    document.body.append(panel.node);
+    const serving = item({ kind: 'serving', id: 's', name: 'iris', status: 'ready', changing: false, verbs: ['stop'] });
+    items.apply({ version: '1', errors: {}, items: [serving] });
+    const textarea = () => panel.node.querySelector('.ks-Try textarea') as HTMLTextAreaElement;
+    textarea().focus();
+    textarea().setSelectionRange(3, 7);
+    items.apply({ version: '2', errors: {}, items: [{ ...serving, message: 'a new replica' }] });
+    expect(document.activeElement).toBe(textarea());
+    expect([textarea().selectionStart, textarea().selectionEnd]).toEqual([3, 7]);
+    panel.node.remove();
+  });
 });

@@ -60,6 +60,12 @@ class JobBackend(LoggingConfigurable):
         """The image the job runs in, for its record ("" where the backend runs no images)."""
         return run.spec.image or ""
 
+    def gpu_capacity(self):
+        """The GPUs one job could hold at most here, by type name (``{"NVIDIA A100": 4}``); None
+        where the backend cannot tell (a cluster's nodes come and go: the project's quota is the
+        limit there)."""
+        return None
+
     async def check(self, run):
         """Refuse what this backend can never run (SpecError naming the field); nothing is made."""
 

@@ -264,6 +264,12 @@ class LocalJobBackend(JobBackend):
             self._ledger = GpuLedger(machine, path=ledger_path(self.data_dir))
         return self._ledger
 
+    def gpu_capacity(self):
+        capacity = {}
+        for gpu in self.ledger.gpus:
+            capacity[gpu.name or "GPU"] = capacity.get(gpu.name or "GPU", 0) + 1
+        return capacity
+
     async def start(self):
         os.makedirs(self.work_dir, mode=0o700, exist_ok=True)
         # empty cgroups of jobs and servings whose service was killed before it removed them
