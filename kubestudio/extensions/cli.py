@@ -10,6 +10,11 @@ kubestudio jobs list
 kubestudio jobs logs NAME [--follow]
 kubestudio jobs cancel NAME
 kubestudio jobs rerun NAME [--name N] [-- ARGS...]
+kubestudio experiments run EXPERIMENT.yaml [--name N] [--detach]   (a hyperparameter search)
+kubestudio experiments list
+kubestudio experiments show NAME          (its trials, best first)
+kubestudio experiments logs NAME --trial N [--follow]
+kubestudio experiments cancel NAME
 kubestudio tensorboard open FOLDER [FOLDER...] [--name N] [--project P] [--image I] [--cpu C] [--memory M]
                                                            (prints the board's URL)
 kubestudio tensorboard list
@@ -23,8 +28,12 @@ import argparse
 import json
 import os
 import sys
+import time
+
+import yaml
 
 from ..jobs.client import JobsClient
+from ..jobs.experiments.client import ExperimentsClient, trials_table
 from ..tensorboards.client import TensorBoardsClient
 from .client import ImagesClient, ServiceError
 from .paths import PathRefused, user_path, workspace_relative
@@ -68,6 +77,7 @@ def main(argv=None, out=sys.stdout):
     cancel = images.add_parser("cancel", help="cancel a queued or running build")
     cancel.add_argument("id")
     add_jobs_commands(sub)
+    add_experiment_commands(sub)
     add_tensorboard_commands(sub)
     add_serving_commands(sub)
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -87,6 +97,7 @@ def main(argv=None, out=sys.stdout):
     commands = {
         "images": lambda: images_main(args, out),
         "jobs": lambda: jobs_main(args, passed, out),
+        "experiments": lambda: experiments_main(args, out),
         "tensorboard": lambda: tensorboard_main(args, out),
         "serve": lambda: serve_main(args, out),
         "predict": lambda: predict_main(args, out),
@@ -238,6 +249,111 @@ def jobs_main(args, passed, out):
     if args.command == "runtimes":
         for runtime in client.runtimes():
             print(f"{runtime['name']:<24} {runtime.get('framework', '')}  {runtime.get('description', '')}", file=out)
+        return 0
+    return 1
+
+
+def add_experiment_commands(sub):
+    experiments = sub.add_parser(
+        "experiments", help="hyperparameter searches whose trials are jobs (Optuna inside)"
+    ).add_subparsers(dest="command", required=True)
+    run = experiments.add_parser("run", help="run the experiment a YAML file describes, and follow its trials")
+    run.add_argument("file", help="the spec: objective, space, trial (its script relative to the file), ...")
+    run.add_argument("--name", help="experiment name (default: the spec's, else the file's)")
+    run.add_argument("--detach", action="store_true", help="return once it is submitted")
+    experiments.add_parser("list", help="your experiments")
+    show = experiments.add_parser("show", help="an experiment's trials, best first")
+    show.add_argument("name")
+    logs = experiments.add_parser("logs", help="a trial's log")
+    logs.add_argument("name")
+    logs.add_argument("--trial", type=int, required=True, help="the trial's number")
+    logs.add_argument("--follow", "-f", action="store_true")
+    cancel = experiments.add_parser("cancel", help="stop an experiment and its running trials")
+    cancel.add_argument("name")
+
+
+def _print_experiment(experiment, out):
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(experiment["trials"].items())) or "no trials yet"
+    print(f"experiment {experiment['name']} ({experiment['id']}): {experiment['status']} ({counts})", file=out)
+    if experiment.get("message"):
+        print(f"  {experiment['message']}", file=out)
+    best = experiment.get("best")
+    if best:
+        params = " ".join(f"{k}={v}" for k, v in best["params"].items())
+        print(f"  best: trial {best['number']}, {best['value']:.6g} ({params})", file=out)
+
+
+def _print_trials(client, experiment, out):
+    rows = trials_table(client.trials(experiment["id"]), experiment["spec"]["objective"]["direction"])
+    metric = experiment["spec"]["objective"]["metric"]
+    header = ("trial", "state", metric, "parameters", "")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + ("  " + row[4] if row[4] else ""), file=out)
+
+
+def _experiment_spec(path, name):
+    """The spec in a YAML file, its trial's script made a workspace path (it is written relative to
+    the file, as the file's neighbours are)."""
+    with open(path, encoding="utf-8") as f:
+        spec = yaml.safe_load(f)
+    if not isinstance(spec, dict):
+        raise ServiceError(0, f"{path}: not a YAML mapping (objective, space, trial, ...)")
+    trial = spec.get("trial")
+    if isinstance(trial, dict) and isinstance(trial.get("script"), str):
+        where = os.path.normpath(os.path.join(os.path.dirname(path), trial["script"]))
+        spec["trial"] = {**trial, "script": workspace_relative(where, "trial.script")}
+    if name:
+        spec["name"] = name
+    spec.setdefault("name", os.path.splitext(os.path.basename(path))[0].lower().replace("_", "-"))
+    return spec
+
+
+def experiments_main(args, out):
+    client = ExperimentsClient()
+    if args.command == "run":
+        experiment = client.create(_experiment_spec(args.file, args.name))
+        _print_experiment(experiment, out)
+        if args.detach:
+            return 0
+        seen = {}
+        while True:  # each trial's changes as they come, then the table
+            experiment = client.get(experiment["id"])
+            for trial in client.trials(experiment["id"]):
+                said = (trial["state"], trial["value"])
+                if seen.get(trial["number"]) != said:
+                    seen[trial["number"]] = said
+                    value = f" {trial['value']:.6g}" if trial["value"] is not None else ""
+                    params = " ".join(f"{k}={v}" for k, v in trial["params"].items())
+                    print(f"trial {trial['number']}: {trial['state']}{value} ({params})", file=out, flush=True)
+            if experiment["status"] != "running":
+                break
+            time.sleep(2)
+        _print_experiment(experiment, out)
+        return 0 if experiment["status"] == "succeeded" else 1
+    if args.command == "list":
+        for e in client.list():
+            best = f"{e['best']['value']:.6g}" if e.get("best") else ""
+            print(
+                f"{e['name']:<30} {e['status']:<10} {sum(e['trials'].values()):>4} trials  {best:<10} {e['message']}",
+                file=out,
+            )
+        return 0
+    if args.command == "show":
+        experiment = client.get(args.name)
+        _print_experiment(experiment, out)
+        _print_trials(client, experiment, out)
+        return 0
+    if args.command == "logs":
+        logs = client.logs(args.name, args.trial, follow=args.follow)
+        if args.follow:
+            for line in logs:
+                print(line, file=out, flush=True)
+        else:
+            print(logs, end="", file=out)
+        return 0
+    if args.command == "cancel":
+        _print_experiment(client.delete(args.name), out)
         return 0
     return 1
 

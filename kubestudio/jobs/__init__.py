@@ -5,6 +5,7 @@ The SDK is what notebooks import (:class:`JobsClient`, :class:`JobSpec`); the se
 """
 
 from .client import JobFailed, JobsClient
+from .experiments.client import ExperimentFailed, ExperimentsClient
 from .spec import JobSpec, Resources, SpecError
 
-__all__ = ["JobFailed", "JobsClient", "JobSpec", "Resources", "SpecError"]
+__all__ = ["ExperimentFailed", "ExperimentsClient", "JobFailed", "JobsClient", "JobSpec", "Resources", "SpecError"]

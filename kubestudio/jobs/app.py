@@ -11,7 +11,7 @@ import os
 
 from jupyterhub.utils import url_path_join
 from tornado import web
-from traitlets import Bool, Integer, Type, default
+from traitlets import Bool, Integer, Type, Unicode, default
 
 from ..names import JOBS_SERVICE as SERVICE_NAME
 from ..services.app import ServiceApp
@@ -21,6 +21,8 @@ from ..services.proxy import UpstreamPool
 from ..services.store import Store
 from ..services.web import HealthHandler, OpenAPIHandler, oauth_routes, oauth_settings, service_prefix
 from . import handlers
+from .experiments import handlers as experiment_handlers
+from .experiments.manager import ExperimentManager
 from .models import MIGRATIONS, VERSION_TABLE, Base
 from .openapi import openapi
 from .service import JOBS
@@ -100,6 +102,24 @@ class JobService(ServiceApp):
         64 * 1024, config=True, help="How much of a serving runtime's log `logs` returns (its end)."
     )
     keepalive_seconds = Integer(15, config=True, help="Seconds between keepalive comments on log event streams.")
+    max_trials_per_experiment = Integer(1000, config=True, help="Largest `max_trials` an experiment may ask for.")
+    max_parallel_trials = Integer(
+        16,
+        config=True,
+        help="""Largest `parallel_trials` an experiment may ask for. Its trials are jobs: they also
+        wait in the jobs' queue (max_running_jobs_per_user) like any other.""",
+    )
+    max_running_experiments_per_user = Integer(
+        4, config=True, help="Experiments one user may have running at once; more are refused (409)."
+    )
+    trial_report_url = Unicode(
+        "",
+        config=True,
+        help="""Where a trial's processes send their reports: this service's address as they reach
+        it, up to and including `/services/jobs/`. Empty: the address the hub gives the service
+        (JUPYTERHUB_SERVICE_URL), which local jobs reach on the loopback; on Kubernetes, the
+        jobs service's in-cluster address (the Helm chart sets it).""",
+    )
 
     store_name = JOBS.store
 
@@ -114,9 +134,14 @@ class JobService(ServiceApp):
         if self.serving_backend_class is not None:
             backend = self.serving_backend_class(self.backend, parent=self, log=self.log)
             self.servings = ServingManager(self, self.store, backend, hub, self.log, prefix, jobs=self.manager)
+        report_url = self.trial_report_url or (os.environ.get("JUPYTERHUB_SERVICE_URL", "").rstrip("/") + prefix)
+        self.experiments = ExperimentManager(
+            self, self.store, self.manager, self.log, url_path_join(report_url, "api/experiments/")
+        )
         api = url_path_join(prefix, "api")
         job = url_path_join(api, "jobs", r"([a-z0-9][-a-z0-9]{0,62})")  # an id, or one of your jobs' names
         serving = url_path_join(api, "servings", r"([0-9a-f]{1,32})")
+        experiment = url_path_join(api, "experiments", r"([a-z0-9][-a-z0-9]{0,62})")  # an id, or a name
         routes = oauth_routes(prefix) + [
             (prefix, handlers.IndexHandler),
             (url_path_join(api, "jobs"), training_handlers.JobsHandler),
@@ -126,6 +151,13 @@ class JobService(ServiceApp):
             (url_path_join(job, "rerun"), training_handlers.RerunHandler),
             (url_path_join(api, "runtimes"), training_handlers.RuntimesHandler),
             (url_path_join(api, "limits"), training_handlers.LimitsHandler),
+            (url_path_join(api, "experiments"), experiment_handlers.ExperimentsHandler),
+            (experiment, experiment_handlers.ExperimentHandler),
+            (url_path_join(experiment, "trials"), experiment_handlers.TrialsHandler),
+            (
+                url_path_join(api, "experiments", r"([0-9a-f]{12})", "trials", r"(\d{1,6})", "report"),
+                experiment_handlers.ReportHandler,
+            ),
             (url_path_join(api, "servings"), serving_handlers.ServingsHandler),
             (serving, serving_handlers.ServingHandler),
             (url_path_join(serving, "logs"), serving_handlers.ServingLogsHandler),
@@ -145,6 +177,7 @@ class JobService(ServiceApp):
             bulk_writes=BulkWriteLimiter(),
             openapi=openapi,
             servings=self.servings,
+            experiments=self.experiments,
             max_predict_bytes=self.max_predict_bytes,
             upstream=self.upstream,
         )
@@ -152,6 +185,7 @@ class JobService(ServiceApp):
 
     async def started(self):
         await self.manager.start()
+        await self.experiments.start()  # after the jobs: its trials' jobs are followed again first
         if self.servings is not None:  # after the jobs: their GPUs are restored first
             await self.servings.start()
         serving = self.servings.backend.name if self.servings is not None else "none"
@@ -160,6 +194,7 @@ class JobService(ServiceApp):
     async def stopping(self):
         if self.servings is not None:
             await self.servings.stop(self.stop_jobs_on_exit)
+        await self.experiments.stop()
         await self.manager.stop(self.stop_jobs_on_exit)
         await self.upstream.close()
 

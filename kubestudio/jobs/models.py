@@ -4,7 +4,7 @@ it (Kubernetes names or local PIDs), times, and the final log (kept after the po
 import os
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..services.store import iso, utcnow  # noqa: F401 (the models' times; others import them from here)
@@ -13,6 +13,7 @@ from ..services.store import iso, utcnow  # noqa: F401 (the models' times; other
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
 VERSION_TABLE = "kubestudio_jobs_version"
 
+TRIAL_TOKEN_ENV = "KUBESTUDIO_TRIAL_TOKEN"
 QUEUED, STARTING, RUNNING, RESTARTING = "queued", "starting", "running", "restarting"
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 ACTIVE = (QUEUED, STARTING, RUNNING, RESTARTING)
@@ -46,6 +47,9 @@ class Job(Base):
 
     def to_json(self, queue_position=None):
         refs = {k: v for k, v in (self.refs or {}).items() if not k.startswith("_")}  # "_...": the service's own
+        spec = self.spec
+        if TRIAL_TOKEN_ENV in (spec.get("env") or {}):  # a trial's token is for its processes alone
+            spec = {**spec, "env": {**spec["env"], TRIAL_TOKEN_ENV: "(hidden)"}}
         return {
             "id": self.id,
             "name": self.name,
@@ -56,7 +60,7 @@ class Job(Base):
             "backend": self.backend,
             "status": self.status,
             "message": self.message,
-            "spec": self.spec,
+            "spec": spec,
             "history": self.history or [],
             "refs": refs,
             "attempt": self.attempt,
@@ -129,4 +133,83 @@ class Serving(Base):
             "cluster_url": ((self.refs or {}).get("runtime") or {}).get("cluster_url"),
             "created": iso(self.created),
             "updated": iso(self.updated),
+        }
+
+
+# an experiment's states: running (trials run or wait), then succeeded (max_trials done, the
+# goal reached, or the grid exhausted, with a best trial), failed (max_failed_trials, or no trial
+# gave a value) or cancelled (by its owner, or max_runtime)
+EXPERIMENT_RUNNING = "running"
+# a trial's states: the job's while it runs (queued, running), then complete, pruned or failed
+TRIAL_COMPLETE, TRIAL_PRUNED, TRIAL_FAILED = "complete", "pruned", "failed"
+
+
+class Experiment(Base):
+    """A hyperparameter search: its spec, status, and the best trial so far."""
+
+    __tablename__ = "experiments"
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_experiments_owner_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(255))
+    spec: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    best: Mapped[dict] = mapped_column(JSON, default=dict)  # {"number", "value", "params"} of the best trial
+    caller: Mapped[dict] = mapped_column(JSON, default=dict)  # the owner's groups at submit: the trials' projects
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    def to_json(self, counts=None):
+        return {
+            "id": self.id,
+            "name": self.name,
+            "owner": self.owner,
+            "project": self.project,
+            "status": self.status,
+            "message": self.message,
+            "spec": self.spec,
+            "best": self.best or None,
+            "trials": counts or {},
+            "created": iso(self.created),
+            "finished": iso(self.finished),
+        }
+
+
+class Trial(Base):
+    """One trial of an experiment: the parameters it got, the job that ran it, what it reported."""
+
+    __tablename__ = "experiment_trials"
+
+    experiment_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    params: Mapped[dict] = mapped_column(JSON)  # what the trial got
+    raw: Mapped[dict] = mapped_column(JSON)  # what the search drew (a normal one's quantile, ...)
+    job_id: Mapped[str] = mapped_column(String(32), default="")
+    state: Mapped[str] = mapped_column(String(16))  # running, then complete, pruned or failed
+    value: Mapped[float] = mapped_column(Float, nullable=True)
+    final: Mapped[bool] = mapped_column(Boolean, default=False)  # value was reported as the final one
+    intermediate: Mapped[dict] = mapped_column(JSON, default=dict)  # step -> the objective's value
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)  # every metric's last reported value
+    token_hash: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text, default="")
+    started: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    def to_json(self, job=None):
+        return {
+            "number": self.number,
+            "params": self.params,
+            "job": self.job_id or None,
+            "state": job["status"] if self.state == EXPERIMENT_RUNNING and job else self.state,
+            "value": self.value,
+            "intermediate": dict(sorted((self.intermediate or {}).items(), key=lambda kv: int(kv[0]))),
+            "metrics": self.metrics or {},
+            "message": self.message,
+            "started": iso(self.started),
+            "finished": iso(self.finished),
         }

@@ -186,6 +186,65 @@ def openapi(prefix):
         "description": "A serving id.",
     }
     rerun = {"type": "object", "description": "Fields of the spec to change in the copy (args, name, env, ...)."}
+    experiment_ref = {"$ref": "#/components/schemas/Experiment"}
+    experiment_id = {
+        "name": "experiment_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[a-z0-9][-a-z0-9]{0,62}$"},
+        "description": "An experiment id, or the name of one of your experiments.",
+    }
+    distribution = {
+        "type": "object",
+        "description": "{type: uniform|loguniform|quniform|qloguniform|int|randint|choice|normal, low, high, "
+        "step, values, mu, sigma}, or NNI's {_type, _value}",
+    }
+    experiment_spec = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "objective", "space", "trial"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[a-z]([-a-z0-9]*[a-z0-9])?$", "maxLength": NAME_MAX - 5},
+            "objective": {
+                "type": "object",
+                "required": ["metric"],
+                "properties": {
+                    "metric": {"type": "string"},
+                    "direction": {"type": "string", "enum": ["maximize", "minimize"]},
+                    "goal": {"type": "number"},
+                },
+            },
+            "space": {"type": "object", "additionalProperties": distribution},
+            "algorithm": {"type": "string", "enum": ["tpe", "random", "grid", "cmaes", "qmc"]},
+            "seed": {"type": "integer", "minimum": 0},
+            "early_stopping": {"type": "string", "enum": ["none", "median", "hyperband"]},
+            "max_trials": {"type": "integer", "minimum": 1},
+            "parallel_trials": {"type": "integer", "minimum": 1},
+            "max_failed_trials": {"type": "integer", "minimum": 1},
+            "max_runtime": seconds,
+            "trial": {
+                "type": "object",
+                "description": "A job spec without a name; ${param} in command, args and env takes a parameter's value.",
+            },
+        },
+    }
+    experiment = {
+        "type": "object",
+        "required": ["id", "name", "owner", "status"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "owner": {"type": "string"},
+            "project": {"type": "string"},
+            "status": {"type": "string", "enum": ["running", "succeeded", "failed", "cancelled"]},
+            "message": {"type": "string"},
+            "spec": {"type": "object"},
+            "best": {"type": "object", "nullable": True},
+            "trials": {"type": "object", "description": "How many trials are in each state."},
+            "created": {"type": "string"},
+            "finished": {"type": "string", "nullable": True},
+        },
+    }
     paths = {
         "/api/jobs": {
             "get": {
@@ -316,6 +375,78 @@ def openapi(prefix):
                 "responses": {"204": {"description": "Deleted"}, **_errors(401, 403, 404, 409)},
             },
         },
+        "/api/experiments": {
+            "get": {
+                "summary": "Your experiments, newest first",
+                "parameters": [USER_FILTER],
+                "responses": {
+                    "200": ok(
+                        {"type": "object", "properties": {"experiments": {"type": "array", "items": experiment_ref}}}
+                    ),
+                    **_errors(401, 403),
+                },
+            },
+            "post": {
+                "summary": "Run an experiment: a search over a space whose trials are jobs",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExperimentSpec"}}},
+                },
+                "responses": {"201": ok(experiment_ref, "Running"), **_errors(400, 401, 403, 409, 413)},
+            },
+        },
+        "/api/experiments/{experiment_id}": {
+            "parameters": [experiment_id],
+            "get": {"summary": "One experiment", "responses": {"200": ok(experiment_ref), **_errors(401, 403, 404)}},
+            "delete": {
+                "summary": "Cancel an experiment and its running trials (idempotent); ?forget=1 also removes "
+                "its records and its trials' jobs",
+                "parameters": [{"name": "forget", "in": "query", "required": False, "schema": {"type": "string"}}],
+                "responses": {"200": ok(experiment_ref), **_errors(401, 403, 404)},
+            },
+        },
+        "/api/experiments/{experiment_id}/trials": {
+            "parameters": [experiment_id],
+            "get": {
+                "summary": "Its trials in order: parameters, state, value, intermediate values, job",
+                "responses": {
+                    "200": ok(
+                        {"type": "object", "properties": {"trials": {"type": "array", "items": {"type": "object"}}}}
+                    ),
+                    **_errors(401, 403, 404),
+                },
+            },
+        },
+        "/api/experiments/{experiment_id}/trials/{number}/report": {
+            "parameters": [
+                {
+                    **experiment_id,
+                    "schema": {"type": "string", "pattern": "^[0-9a-f]{12}$"},
+                    "description": "An experiment id.",
+                },
+                {"name": "number", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}},
+            ],
+            "post": {
+                "summary": "A trial's report (its processes only: Authorization: Bearer $KUBESTUDIO_TRIAL_TOKEN). "
+                'Intermediate values {"metrics": {...}, "step": N}, or final ones without a step; '
+                'answers {"recorded": [...], "prune": true|false}',
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
+                                    "step": {"type": "integer", "minimum": 0},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {"200": ok({"type": "object"}), **_errors(400, 401, 403, 409, 413)},
+            },
+        },
         "/api/servings/{serving_id}/logs": {
             "parameters": [serving_id],
             "get": {
@@ -330,9 +461,17 @@ def openapi(prefix):
     return document(
         "KubeStudio jobs service",
         "Submit training jobs (one process, or distributed: PyTorch, TensorFlow, MPI, TrainJob), follow "
-        "every rank's log, cancel and rerun them; serve models (KServe's V1 and V2 protocols at "
+        "every rank's log, cancel and rerun them; tune them (experiments: Optuna searches whose trials are "
+        "jobs); serve models (KServe's V1 and V2 protocols at "
         "serve/<user>/<name>/).",
         prefix,
-        {"JobSpec": spec, "Job": job, "ServeSpec": serve_spec, "Serving": serving},
+        {
+            "JobSpec": spec,
+            "Job": job,
+            "ServeSpec": serve_spec,
+            "Serving": serving,
+            "ExperimentSpec": experiment_spec,
+            "Experiment": experiment,
+        },
         paths,
     )

@@ -61,6 +61,22 @@ _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\],<>=!~ ;'\"@/:+]*$")
 
 
+TRIAL_URL_ENV = "KUBESTUDIO_TRIAL_URL"
+# A trial's script runs as `python script.py` would (argv, __main__, its folder first on the path),
+# with KubeStudio's `nni` shim after the image's own packages when kubestudio is installed there
+TRIAL_BOOTSTRAP = """\
+import os, runpy, sys
+sys.argv = sys.argv[1:]
+sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))
+try:
+    from kubestudio.trialshim import PATH
+    sys.path.append(PATH)
+except ImportError:
+    pass
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 class SpecError(ValueError):
     """A job spec that must not run; ``status`` is the HTTP status (400 bad input, 403 not allowed,
     409 the cluster or machine cannot run it now)."""
@@ -119,9 +135,12 @@ class JobSpec:
 
     def argv(self, python="python", script_path=None):
         """The command each rank runs; ``script_path``: where the script is for the ranks (the
-        workspace as they see it + ``script``), since they start in ``working_dir``."""
+        workspace as they see it + ``script``), since they start in ``working_dir``. An
+        experiment's trial runs its script with NNI's trial API on its path too (TRIAL_BOOTSTRAP)."""
         if self.command:
             return list(self.command)
+        if TRIAL_URL_ENV in self.env:
+            return [python, "-c", TRIAL_BOOTSTRAP, script_path or self.script, *self.args]
         return [python, script_path or self.script, *self.args]
 
     def to_json(self):
@@ -278,7 +297,7 @@ def parse_env(value):
     for name, item in value.items():
         if not ENV_NAME_RE.match(name):
             raise SpecError(f"env.{name}: not a valid variable name")
-        if name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES):
+        if is_service_env(name):
             raise SpecError(f"env.{name}: set by the jobs service for each rank; choose another name")
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
             raise SpecError(f"env.{name}: must be a string or a number")
@@ -313,10 +332,17 @@ def checked_name(body, fields, what):
     return name
 
 
-def parse_spec(body, limits=None):
+def is_service_env(name):
+    """Whether an environment variable is one the jobs service sets (never the user)."""
+    return name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES)
+
+
+def parse_spec(body, limits=None, service_env=None):
     """A :class:`JobSpec` from a JSON object, or :class:`SpecError` naming the first bad field.
 
     ``limits``: ``{"max_nodes", "max_procs_per_node", "max_runtime", "max_retries"}`` of the service.
+    ``service_env``: variables the service itself gives the job (an experiment's trial), added to
+    the user's ``env`` after it is checked; the user cannot set them.
     """
     limits = limits or {}
     name = checked_name(body, FIELDS, "job")
@@ -363,7 +389,7 @@ def parse_spec(body, limits=None):
         nodes=nodes,
         procs_per_node=procs,
         resources=parse_resources(body.get("resources")),
-        env=parse_env(body.get("env")),
+        env={**parse_env(body.get("env")), **(service_env or {})},
         packages=parse_packages(body.get("packages")),
         framework=framework,
         runtime=runtime,
@@ -374,5 +400,14 @@ def parse_spec(body, limits=None):
 
 
 def spec_from_json(data):
-    """A stored spec (what :meth:`JobSpec.to_json` wrote) back as a :class:`JobSpec`."""
-    return parse_spec(data)
+    """A stored spec (what :meth:`JobSpec.to_json` wrote) back as a :class:`JobSpec`; the
+    variables the service gave it stay (only the service stores them)."""
+    env = data.get("env") or {}
+    service_env = {k: v for k, v in env.items() if is_service_env(k)}
+    return parse_spec({**data, "env": {k: v for k, v in env.items() if k not in service_env}}, service_env=service_env)
+
+
+def user_spec(data):
+    """A stored spec as its user could send it again (a rerun): without the service's variables."""
+    env = {k: v for k, v in (data.get("env") or {}).items() if not is_service_env(k)}
+    return {**{k: v for k, v in data.items() if k != "env"}, **({"env": env} if env else {})}

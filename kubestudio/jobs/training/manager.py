@@ -32,7 +32,7 @@ from ..models import (
     iso,
     utcnow,
 )
-from ..spec import SpecError, parse_spec, replica_names, spec_from_json
+from ..spec import SpecError, parse_spec, replica_names, spec_from_json, user_spec
 from .backends.base import JobRun, Outcome
 
 RETRY_WAITING_SECONDS = 3.0  # GPUs freed by a server's stop are noticed within this time
@@ -61,6 +61,8 @@ class JobManager:
         self.live = {}
         self._projects = {}  # job id -> Project it was submitted in
         self._tasks = []
+        # called with (job id, record) when a job ends (an experiment's trials are jobs)
+        self.finished_listeners = []
 
     def limits(self):
         return {
@@ -142,9 +144,10 @@ class JobManager:
             "machine_gpus": self.backend.gpu_capacity(),
         }
 
-    async def submit(self, identity, body, is_admin=False):
-        """Check a job request and queue it; the record (status queued)."""
-        spec = parse_spec(body, self.limits())
+    async def check(self, identity, body, service_env=None):
+        """Check a job request in full (spec, project, quota, what the backend can run) without
+        queueing it: the JobRun it would be, or SpecError naming the field."""
+        spec = parse_spec(body, self.limits(), service_env=service_env)
         owner = identity["name"]
         try:
             project = resolve_project({"project": spec.project}, await hub_projects(self.hub, identity))
@@ -158,6 +161,22 @@ class JobManager:
                 f"project {project.name!r} allows {project.max_gpus} per user",
                 403,
             )
+        run = JobRun(
+            id=uuid.uuid4().hex[:12],
+            owner=owner,
+            slug=user_slug(owner),
+            spec=spec,
+            replicas=replica_names(spec),
+            project=project,
+        )
+        await self.backend.check(run)
+        return run
+
+    async def submit(self, identity, body, is_admin=False, service_env=None):
+        """Check a job request and queue it; the record (status queued). ``service_env``:
+        variables the service gives the job besides the user's (a trial's parameters and token)."""
+        run = await self.check(identity, body, service_env)
+        spec, owner, project, job_id = run.spec, run.owner, run.project, run.id
         with self.store.session() as db:
             clash = db.query(Job.id).filter(Job.owner == owner, Job.name == spec.name).first()
         if clash:
@@ -166,11 +185,6 @@ class JobManager:
                 f"or delete that job",
                 409,
             )
-        job_id = uuid.uuid4().hex[:12]
-        run = JobRun(
-            id=job_id, owner=owner, slug=user_slug(owner), spec=spec, replicas=replica_names(spec), project=project
-        )
-        await self.backend.check(run)
         image = self.backend.image_of(run)
         with self.store.session() as db:
             record = Job(
@@ -208,7 +222,7 @@ class JobManager:
     async def rerun(self, identity, job_id, changes):
         """A copy of a job with ``changes`` (args, name, env, ...): a new job."""
         with self.store.session() as db:
-            spec = dict(db.get(Job, job_id).spec)
+            spec = user_spec(db.get(Job, job_id).spec)
         base = spec["name"]
         spec.update(changes)
         if "name" not in changes:
@@ -422,6 +436,12 @@ class JobManager:
                 self.backend.forget(live.run)
             live.wake_followers()
         self._projects.pop(job_id, None)
+        record = self.get(job_id)
+        for listener in self.finished_listeners:
+            try:
+                listener(job_id, record)
+            except Exception:
+                self.log.exception("job %s: a listener of its end failed", job_id)
 
     # ------------------------------------------------------------------ records
 

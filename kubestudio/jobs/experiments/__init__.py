@@ -1,0 +1,1 @@
+"""Experiments: hyperparameter searches whose trials are jobs (Optuna inside)."""
