@@ -20,10 +20,13 @@ Light on purpose: the standard library only (a trial starts many times).
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 
 _pruned = False
+FINAL_REPORT_PATIENCE = 120  # seconds a final report waits for the service (a restart)
+STEP_REPORT_PATIENCE = 10
 
 
 def params():
@@ -61,28 +64,42 @@ def report(step=None, **metrics):
     body = {"metrics": metrics}
     if step is not None:
         body["step"] = step
-    request = urllib.request.Request(
-        os.environ["KUBESTUDIO_TRIAL_URL"],
-        data=json.dumps(body).encode(),
-        headers={
-            "Authorization": f"Bearer {os.environ.get('KUBESTUDIO_TRIAL_TOKEN', '')}",
-            "Content-Type": "application/json",
-        },
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            answer = json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as e:
+    # the service may be restarting: a final report waits for it up to two minutes, an
+    # intermediate one a few seconds (training goes on; the next report tries again)
+    deadline = time.monotonic() + (FINAL_REPORT_PATIENCE if step is None else STEP_REPORT_PATIENCE)
+    pause = 0.5
+    while True:
+        request = urllib.request.Request(
+            os.environ["KUBESTUDIO_TRIAL_URL"],
+            data=json.dumps(body).encode(),
+            headers={
+                "Authorization": f"Bearer {os.environ.get('KUBESTUDIO_TRIAL_TOKEN', '')}",
+                "Content-Type": "application/json",
+            },
+            method="POST",
+        )
         try:
-            message = json.loads(e.read()).get("message", "")
-        except ValueError:
-            message = ""
-        print(f"kubestudio.trial: report not recorded: {message or e}", file=sys.stderr, flush=True)
-        return _pruned
-    except (OSError, ValueError) as e:
-        print(f"kubestudio.trial: the jobs service could not be reached ({e}); training goes on", file=sys.stderr)
-        return _pruned
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answer = json.loads(response.read() or b"{}")
+            break
+        except urllib.error.HTTPError as e:
+            if e.code in (502, 503, 504) and time.monotonic() < deadline:
+                time.sleep(pause)
+                pause = min(pause * 2, 5)
+                continue
+            try:
+                message = json.loads(e.read()).get("message", "")
+            except ValueError:
+                message = ""
+            print(f"kubestudio.trial: report not recorded: {message or e}", file=sys.stderr, flush=True)
+            return _pruned
+        except (OSError, ValueError) as e:
+            if time.monotonic() < deadline:
+                time.sleep(pause)
+                pause = min(pause * 2, 5)
+                continue
+            print(f"kubestudio.trial: the jobs service could not be reached ({e}); training goes on", file=sys.stderr)
+            return _pruned
     _pruned = _pruned or bool(answer.get("prune"))
     return _pruned
 

@@ -10,6 +10,8 @@ import requests
 
 from kubestudio.extensions import cli
 from kubestudio.jobs.experiments.client import ExperimentFailed, ExperimentsClient
+from kubestudio.processgroup import process_start_time
+from kubestudio.testing.wait import wait_for
 
 from .conftest import start_jobs_hub
 
@@ -310,3 +312,59 @@ def test_the_cli_runs_an_experiment_from_a_yaml_file(jobs, tmp_path):
     assert "experiment search (" in out and "trial 0: complete" in out and "best: trial" in out, out
     listing = _cli(jobs, "cy", "experiments", "list")
     assert listing.startswith("search") and "succeeded" in listing
+
+
+SLOW_SCRIPT = """\
+import time
+from kubestudio import trial
+x = trial.params()["x"]
+trial.report(0, score=x)
+time.sleep(4)
+trial.report(score=x * 10)
+print("ran", trial.number(), flush=True)
+"""
+
+
+def test_a_restart_mid_experiment_loses_no_trial_and_runs_none_twice(tmp_path):
+    """The service is killed (-9) while two trials run: the next start makes the study again from
+    the store, follows the running trials to their end and starts the rest, each exactly once."""
+    restarting = start_jobs_hub(
+        tmp_path / "hub",
+        settings={"keep_servers_running": True},
+        extra="c.JobService.max_running_jobs_per_user = 4\n",
+    )
+    hub = restarting.hub
+    try:
+        restarting.write("rex", "slow.py", SLOW_SCRIPT)
+        experiments = client(restarting, "rex")
+        created = experiments.create(
+            {
+                "name": "slow",
+                "objective": {"metric": "score"},
+                "space": {"x": {"type": "choice", "values": [1, 2, 3, 4]}},
+                "algorithm": "grid",
+                "max_trials": 4,
+                "parallel_trials": 2,
+                "trial": {"script": "slow.py"},
+            }
+        )
+        wait_for(
+            lambda: sum(1 for t in experiments.trials("slow") if t["state"] == "running") == 2,
+            timeout=60,
+            what="two trials running",
+        )
+        service = hub.service_pid("kubestudio.jobs")
+        os.kill(service, 9)
+        wait_for(lambda: process_start_time(service) is None, timeout=20, interval=0.05, what="the killed service gone")
+        hub.stop(stop_servers=False)
+        hub.start()
+        done = experiments.wait(created["id"], timeout=180)
+        assert done["status"] == "succeeded" and done["trials"] == {"complete": 4}, experiments.trials("slow")
+        trials = experiments.trials("slow")
+        assert sorted(t["params"]["x"] for t in trials) == [1, 2, 3, 4]  # every point once
+        assert sorted(t["value"] for t in trials) == [10.0, 20.0, 30.0, 40.0]
+        names = sorted(j["name"] for j in restarting.client("rex").list())
+        assert names == ["slow-t0", "slow-t1", "slow-t2", "slow-t3"]  # no trial ran twice
+        assert done["best"]["params"] == {"x": 4}
+    finally:
+        hub.stop()

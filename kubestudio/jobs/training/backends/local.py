@@ -256,6 +256,7 @@ class LocalJobBackend(JobBackend):
     )
 
     _ledger = None
+    _env_locks = {}  # a user's home -> the lock held while their environment is made (one per process)
 
     @property
     def ledger(self):
@@ -752,8 +753,12 @@ class LocalJobBackend(JobBackend):
             if is_ready(ready, base_site_packages()):  # the usual case: no thread on the start's way
                 python = os.path.join(ready, "bin", "python")
             else:
+                # a new user's first jobs start together (an experiment's parallel trials): one
+                # makes the environment, the others wait for it rather than make it at the same time
+                lock = self._env_locks.setdefault(home, asyncio.Lock())
                 try:
-                    python = os.path.join(await asyncio.to_thread(ensure_user_env, home, account), "python")
+                    async with lock:
+                        python = os.path.join(await asyncio.to_thread(ensure_user_env, home, account), "python")
                 except OSError as e:
                     return Outcome("failed", str(e))
         if not run.spec.packages:
