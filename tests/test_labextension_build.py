@@ -80,7 +80,7 @@ def test_the_wheel_carries_the_prebuilt_lab_extension(wheel):
             else:
                 required.add(name)
     assert required == LIGHT
-    assert {"jupyterhub", "jupyterhub-kubespawner", "sqlalchemy", "kubernetes"} <= extras["hub"]
+    assert {"jupyterhub", "jupyterhub-kubespawner", "sqlalchemy", "kubernetes", "optuna"} <= extras["hub"]
     assert {"kserve", "scikit-learn"} <= extras["serving"] and extras["boards"] == {"tensorboard"}
     assert {"jupyterlab", "jupyter-vscode-proxy"} <= extras["workspace"]
     assert extras["all"] >= extras["hub"] | extras["serving"] | extras["boards"] | extras["workspace"]
@@ -88,10 +88,21 @@ def test_the_wheel_carries_the_prebuilt_lab_extension(wheel):
 
 def test_the_notebook_side_imports_only_what_a_server_has():
     """The SDKs, the CLI, the server extension and its bridge load none of the extras' packages."""
-    heavy = ("jupyterhub", "kubespawner", "sqlalchemy", "alembic", "kubernetes", "kserve", "sklearn", "tensorboard")
+    heavy = (
+        "jupyterhub",
+        "kubespawner",
+        "sqlalchemy",
+        "alembic",
+        "kubernetes",
+        "kserve",
+        "sklearn",
+        "tensorboard",
+        "optuna",
+        "numpy",
+    )
     code = (
         "import sys, kubestudio.extensions.server, kubestudio.extensions.bridge, kubestudio.extensions.cli, "
-        "kubestudio.jobs, kubestudio.tensorboards\n"
+        "kubestudio.jobs, kubestudio.tensorboards, kubestudio.trial, kubestudio.trialshim.nni\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+import yaml
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import httpclient, web
@@ -32,6 +33,7 @@ from traitlets import Float, Integer
 from traitlets.config import LoggingConfigurable
 
 from ..jobs.client import JobsClient
+from ..jobs.experiments.client import ExperimentsClient
 from ..services.client import ServiceError
 from ..tensorboards.client import TensorBoardsClient
 from .client import ImagesClient
@@ -76,6 +78,14 @@ KINDS = {
             {"cancel": ("DELETE", "api/jobs/{id}"), "rerun": ("POST", "api/jobs/{id}/rerun")},
         ),
         Kind(
+            "experiment",
+            "jobs",
+            "api/experiments",
+            "experiments",
+            ("running",),
+            {"cancel": ("DELETE", "api/experiments/{id}")},
+        ),
+        Kind(
             "serving",
             "jobs",
             "api/servings",
@@ -93,7 +103,7 @@ KINDS = {
         ),
     )
 }
-ACTIONS = ("build", "job", "notebook", "board", "serve", "environment")
+ACTIONS = ("build", "job", "notebook", "experiment", "board", "serve", "environment")
 ITEM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 LOG_PATHS = {"build": "api/builds/{id}/logs", "job": "api/jobs/{id}/logs", "serving": "api/servings/{id}/logs"}
 
@@ -106,6 +116,9 @@ def item(kind, record, public_url):
     progress = None
     if kind.name == "build" and record.get("steps"):
         progress = {"step": record.get("step") or 0, "steps": record["steps"]}
+    if kind.name == "experiment":  # trials ended of max_trials
+        ended = sum(n for state, n in (record.get("trials") or {}).items() if state not in ("running", "queued"))
+        progress = {"step": ended, "steps": record.get("spec", {}).get("max_trials") or ended or 1}
     name = record.get("name") or record.get("image") or record["id"]
     if kind.name == "build" and record.get("name") and record.get("tag"):
         name = f"{record['name']}:{record['tag'][:12]}"  # the whole reference is in detail.image
@@ -124,7 +137,7 @@ def item(kind, record, public_url):
         "verbs": sorted(kind.verbs) + (["logs"] if kind.name in LOG_PATHS else []),
         "detail": {
             key: record[key]
-            for key in ("image", "logdirs", "generation", "requests", "queue_position", "project")
+            for key in ("image", "logdirs", "generation", "requests", "queue_position", "project", "best")
             if record.get(key) not in (None, "", [])
         },
     }
@@ -431,7 +444,7 @@ class ActionHandler(BridgeHandler):
     async def post(self, verb):
         action = getattr(self, f"do_{verb}", None) if verb in ACTIONS else None
         if action is None:
-            raise web.HTTPError(404, f"no action {verb!r} (build, job, notebook, board, serve, environment)")
+            raise web.HTTPError(404, f"no action {verb!r} (build, job, notebook, experiment, board, serve, environment)")
         kind, record, client = await self.guarded(action(self.body()))
         self.bridge.refresh()
         self.finish(json.dumps({"item": item(KINDS[kind], record, client.public_url), "record": record}))
@@ -502,6 +515,31 @@ class ActionHandler(BridgeHandler):
             spec["packages"] = packages
         spec["name"] = body.get("name") or await asyncio.to_thread(client.free_name, name[: -len(".ipynb")])
         return "job", await asyncio.to_thread(client.create, spec), client
+
+    async def do_experiment(self, body):
+        """A script tuned: its parameters' space (YAML or JSON text, either space form), the metric
+        it reports and its direction, how many trials and how many at once."""
+        client = await self.bridge.required("jobs")
+        script = workspace_relative(self.bridge.local_path(body.get("path")), "the script")
+        try:
+            space = yaml.safe_load(body.get("space") or "")
+        except yaml.YAMLError as e:
+            raise web.HTTPError(400, f"space: not YAML or JSON: {str(e).splitlines()[0]}") from None
+        experiments = ExperimentsClient(url=client.url, token=client.token, hub_api_url=client.hub_api_url)
+        spec = {
+            "objective": {"metric": body.get("metric") or "", "direction": body.get("direction") or "maximize"},
+            "space": space,
+            "max_trials": _count(body, "max_trials", 10),
+            "parallel_trials": _count(body, "parallel_trials", 1),
+            "early_stopping": body.get("early_stopping") or "none",
+            "trial": {"script": script},
+        }
+        gpus = body.get("gpus")
+        if gpus not in (None, "", 0, "0"):
+            spec["trial"]["resources"] = {"gpu": str(gpus)}
+        stem = os.path.splitext(os.path.basename(script))[0]
+        spec["name"] = body.get("name") or await asyncio.to_thread(experiments.free_name, stem)
+        return "experiment", await asyncio.to_thread(experiments.create, spec), client
 
     async def do_board(self, body):
         client = await self.bridge.required("tensorboards")

@@ -154,3 +154,122 @@ export class JobDialogBody extends Widget {
     };
   }
 }
+
+/** The dialog of "Tune...": what to search, what the script reports, how many trials. */
+export interface ITuneSettings {
+  metric: string;
+  direction: string;
+  space: string;
+  max_trials: number;
+  parallel_trials: number;
+  early_stopping: string;
+}
+
+export const DEFAULT_TUNE: ITuneSettings = {
+  metric: 'val_acc',
+  direction: 'maximize',
+  space: 'lr: {type: loguniform, low: 0.0001, high: 0.1}\nbs: {type: choice, values: [32, 64]}\n',
+  max_trials: 10,
+  parallel_trials: 2,
+  early_stopping: 'none'
+};
+
+const TUNE_PREFIX = 'kubestudio:tune:';
+
+export function rememberedTune(path: string, storage: Storage | null = window.localStorage): ITuneSettings {
+  try {
+    const saved = storage?.getItem(TUNE_PREFIX + path);
+    return saved ? { ...DEFAULT_TUNE, ...JSON.parse(saved) } : { ...DEFAULT_TUNE };
+  } catch {
+    return { ...DEFAULT_TUNE };
+  }
+}
+
+export function rememberTune(path: string, settings: ITuneSettings, storage: Storage | null = window.localStorage): void {
+  try {
+    storage?.setItem(TUNE_PREFIX + path, JSON.stringify(settings));
+  } catch {
+    // not remembered; the experiment still runs
+  }
+}
+
+/** What is wrong with `settings` (field: message); the service checks the space itself. */
+export function checkTune(settings: ITuneSettings): { [field: string]: string } {
+  const problems: { [field: string]: string } = {};
+  if (!/^[A-Za-z_][A-Za-z0-9_.\-/]{0,62}$/.test(settings.metric.trim())) {
+    problems.metric = "metric: the name the script reports, e.g. val_acc (letters, digits, '_', '.', '-', '/')";
+  }
+  if (!settings.space.trim()) {
+    problems.space = 'space: give at least one parameter, e.g. lr: {type: loguniform, low: 0.0001, high: 0.1}';
+  }
+  for (const field of ['max_trials', 'parallel_trials'] as const) {
+    const value = settings[field];
+    if (!Number.isInteger(value) || value < 1 || value > 1000) {
+      problems[field] = `${field}: a whole number from 1 to 1000`;
+    }
+  }
+  if (!problems.max_trials && !problems.parallel_trials && settings.parallel_trials > settings.max_trials) {
+    problems.parallel_trials = `parallel_trials: ${settings.parallel_trials} is more than max_trials (${settings.max_trials})`;
+  }
+  return problems;
+}
+
+function choice(label: string, name: string, value: string, options: string[]): HTMLElement {
+  const row = document.createElement('label');
+  row.className = 'ks-Field';
+  const caption = document.createElement('span');
+  caption.textContent = label;
+  const select = document.createElement('select');
+  select.name = name;
+  for (const option of options) {
+    const item = document.createElement('option');
+    item.value = item.textContent = option;
+    select.append(item);
+  }
+  select.value = value;
+  row.append(caption, select);
+  return row;
+}
+
+/** The body of the Tune dialog: its value is the settings as typed. */
+export class TuneDialogBody extends Widget {
+  constructor(path: string, settings: ITuneSettings) {
+    super();
+    this.addClass('ks-JobDialog');
+    const what = document.createElement('p');
+    what.textContent =
+      `Runs ${path} once per trial with the parameters as --name=value arguments (and in ` +
+      'kubestudio.trial.params()); the script reports the metric with kubestudio.trial.report(...) or prints name=value.';
+    const space = document.createElement('label');
+    space.className = 'ks-Field ks-Space';
+    const caption = document.createElement('span');
+    caption.textContent = 'Space (YAML; NNI’s form too)';
+    const text = document.createElement('textarea');
+    text.name = 'space';
+    text.rows = 4;
+    text.value = settings.space;
+    space.append(caption, text);
+    this.node.append(
+      what,
+      field('Metric the script reports', 'metric', settings.metric),
+      choice('Direction', 'direction', settings.direction, ['maximize', 'minimize']),
+      space,
+      field('Trials', 'max_trials', String(settings.max_trials), 'number'),
+      field('At once', 'parallel_trials', String(settings.parallel_trials), 'number'),
+      choice('Stop bad trials early', 'early_stopping', settings.early_stopping, ['none', 'median', 'hyperband'])
+    );
+  }
+
+  getValue(): ITuneSettings {
+    const value = (name: string) =>
+      (this.node.querySelector(`[name="${name}"]`) as HTMLInputElement | HTMLSelectElement | HTMLTextAreaElement).value;
+    return {
+      metric: value('metric').trim(),
+      direction: value('direction'),
+      space: value('space'),
+      max_trials: Number(value('max_trials')),
+      parallel_trials: Number(value('parallel_trials')),
+      early_stopping: value('early_stopping')
+    };
+  }
+}

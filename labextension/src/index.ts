@@ -16,7 +16,18 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
 import { ApiError, apiUrl, post, requestAPI } from './api';
-import { checkJob, gpuLimit, ILimits, JobDialogBody, rememberedJob, rememberJob } from './dialogs';
+import {
+  checkJob,
+  checkTune,
+  gpuLimit,
+  ILimits,
+  JobDialogBody,
+  rememberedJob,
+  rememberedTune,
+  rememberJob,
+  rememberTune,
+  TuneDialogBody
+} from './dialogs';
 import { IItem, kindOf } from './kinds';
 import { LogViewer } from './logs';
 import { KubeStudioSidebar } from './sidebar';
@@ -39,6 +50,7 @@ export namespace CommandIDs {
   export const openBoard = 'kubestudio:open-tensorboard';
   export const runJob = 'kubestudio:run-job';
   export const runNotebook = 'kubestudio:run-notebook';
+  export const tune = 'kubestudio:tune';
   export const serveModel = 'kubestudio:serve-model';
   export const saveEnvironment = 'kubestudio:save-environment';
   export const openSidebar = 'kubestudio:open-sidebar';
@@ -297,6 +309,41 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: async () => {
         const file = selected();
         return file ? act('notebook', { path: file.path }) : undefined;
+      }
+    });
+    commands.addCommand(CommandIDs.tune, {
+      label: 'Tune...',
+      caption: 'Search for the best parameters of this script: every trial a job (Optuna)',
+      icon: kubestudioIcon,
+      isVisible: () => has('jobs') && endsWith(/\.py$/),
+      execute: async () => {
+        const file = selected();
+        if (!file) {
+          return;
+        }
+        let settings = rememberedTune(file.path);
+        for (;;) {
+          const answer = await showDialog({
+            title: `Tune ${file.name}`,
+            body: new TuneDialogBody(file.path, settings),
+            buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Start' })]
+          });
+          if (!answer.button.accept || !answer.value) {
+            return;
+          }
+          settings = answer.value;
+          const problems = Object.values(checkTune(settings));
+          if (!problems.length) {
+            break;
+          }
+          await showDialog({ title: 'Tune', body: problems.join('\n'), buttons: [Dialog.okButton()] });
+        }
+        rememberTune(file.path, settings);
+        const item = await act('experiment', { path: file.path, ...settings });
+        if (item) {
+          app.shell.activateById(sidebar.id);
+        }
+        return item;
       }
     });
     commands.addCommand(CommandIDs.serveModel, {

@@ -1,7 +1,7 @@
 /**
  * The kinds of items the sidebar lists, one entry each: its title, the words for its verbs, and
  * what a finished one says in a notification. The server's twin is KINDS in
- * kubestudio/extensions/bridge.py; experiments and pipelines join both tables.
+ * kubestudio/extensions/bridge.py; pipelines join both tables next.
  */
 
 export interface IItem {
@@ -45,6 +45,12 @@ export const KINDS: IKind[] = [
     name: 'job',
     title: 'Jobs',
     noun: 'job',
+    endings: { succeeded: true, failed: false, cancelled: false }
+  },
+  {
+    name: 'experiment',
+    title: 'Experiments',
+    noun: 'experiment',
     endings: { succeeded: true, failed: false, cancelled: false }
   },
   {

@@ -232,6 +232,43 @@ def test_a_job_reruns_and_the_environment_is_saved_as_an_image(lab):
     assert record["kind"] == "from_server" and record["spec"]["from_server"] == "", record
 
 
+TUNED = """\
+import argparse
+parser = argparse.ArgumentParser()
+parser.add_argument("--x", type=float)
+print(f"loss={(parser.parse_args().x - 1) ** 2}")
+"""
+
+
+def test_a_script_is_tuned_and_the_experiment_listed_with_its_progress(lab):
+    """Tune... on a .py: the bridge makes the experiment from the dialog's fields (its space as
+    YAML text), and the panel lists it with its trials done of max_trials and the best."""
+    lab.put("tuned.py", TUNED)
+    body = {
+        "path": "tuned.py",
+        "metric": "loss",
+        "direction": "minimize",
+        "space": "x: {type: choice, values: [0, 1, 2]}",
+        "max_trials": 3,
+        "parallel_trials": 3,
+    }
+    r = lab.post("actions/experiment", body)
+    assert r.status_code == 200, r.text
+    item = r.json()["item"]
+    assert item["kind"] == "experiment" and item["name"] == "tuned-1" and item["verbs"] == ["cancel"], item
+    done = lab.wait_item("experiment", "tuned-1", lambda i: not i["changing"], timeout=120)
+    assert done["status"] == "succeeded", done
+    assert done["detail"]["best"]["params"] == {"x": 1} and done["detail"]["best"]["value"] == 0.0
+    for bad, said in (
+        ({"space": "x: [unclosed"}, "space: not YAML or JSON"),
+        ({"space": "x: {type: choice, values: []}"}, "space.x.values: a choice needs at least one value"),
+        ({"metric": ""}, "objective.metric: required"),
+        ({"path": "../../etc/passwd"}, "path: ../../etc/passwd is outside"),
+    ):
+        r = lab.post("actions/experiment", {**body, **bad})
+        assert r.status_code == 400 and said in r.json()["message"], (bad, r.text)
+
+
 def test_jupyterlab_of_a_vs_code_server_has_the_extension_too(lab):
     """A VS Code profile's server opens VS Code, and its JupyterLab (at lab/) has the same verbs."""
     from .test_local_hub import code_server_available

@@ -33,6 +33,10 @@ RUN_BY = {
     "images = ImagesClient()": "test_the_images_commands",
     'jobs.create(name="mnist"': "test_the_jobs_commands",
     "kubestudio jobs submit train.py": "test_the_jobs_commands",
+    "trial.report(epoch": "test_the_experiments_commands",
+    "experiments = ExperimentsClient()": "test_the_experiments_commands",
+    "name: mnist-grid": "test_the_experiments_commands",
+    "kubestudio experiments run": "test_the_experiments_commands",
     'jobs.serve(model="models/iris")': "test_the_serving_commands",
     "kubestudio serve models/iris": "test_the_serving_commands",
     "TensorBoardsClient().open([": "test_the_tensorboard_commands",
@@ -230,6 +234,34 @@ def test_the_jobs_commands(hub, kernel):
             (r"rank 0 of 2 lr 0\.1", 0),
             (r"job mnist \(\w+\): succeeded", 0),  # a finished job is answered as it is
             (r"rank 0 of 2 lr 0\.2[\s\S]*job mnist-r2 \(\w+\): succeeded", 0),  # the first copy of mnist
+        ],
+    )
+
+
+def test_the_experiments_commands(hub, kernel):
+    """The guide's trial script and YAML file written where it says, its Python cell run in the
+    notebook, its commands in a terminal: trials run as jobs in the server's image and report
+    from there."""
+    for marker, path in (
+        ("trial.report(epoch", "projects/mnist/tune.py"),
+        ("name: mnist-grid", "projects/mnist/tune.yaml"),
+    ):
+        kernel.execute(f"(ws / {path!r}).write_text({guide_block(marker)!r})")
+    printed = kernel.execute(guide_block("experiments = ExperimentsClient()"), timeout=600)
+    assert re.search(r"'number': \d+, 'value': 0\.\d+", printed), printed
+    assert len(re.findall(r"^\d+ (?:complete|pruned) ", printed, re.M)) == 4, printed
+    run_lines(
+        hub,
+        commands(guide_block("kubestudio experiments run")),
+        [
+            (
+                r"trial 2: complete[\s\S]*experiment mnist-grid \(\w+\): succeeded[\s\S]*best: trial \d, 0\.9\d* \(lr=0\.01\)",
+                0,
+            ),
+            (r"mnist-grid\s+succeeded[\s\S]*mnist-lr\s+succeeded|mnist-lr\s+succeeded[\s\S]*mnist-grid\s+succeeded", 0),
+            (r"trial\s+state\s+val_acc\s+parameters", 0),
+            (r"val_acc=|\S", 0),
+            (r"experiment mnist-lr \(\w+\): succeeded", 0),  # a finished one is answered as it is
         ],
     )
 

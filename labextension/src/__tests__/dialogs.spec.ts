@@ -1,4 +1,16 @@
-import { checkJob, DEFAULT_JOB, gpuLimit, JobDialogBody, rememberedJob, rememberJob } from '../dialogs';
+import {
+  checkJob,
+  checkTune,
+  DEFAULT_JOB,
+  DEFAULT_TUNE,
+  gpuLimit,
+  JobDialogBody,
+  rememberedJob,
+  rememberedTune,
+  rememberJob,
+  rememberTune,
+  TuneDialogBody
+} from '../dialogs';
 
 describe('the job dialog', () => {
   it('refuses what the service would, naming the field', () => {
@@ -45,5 +57,30 @@ describe('the job dialog', () => {
     const input = body.node.querySelector('input[name="gpus"]') as HTMLInputElement;
     input.value = ' 1(A100) ';
     expect(body.getValue()).toEqual({ nodes: 1, procs_per_node: 4, gpus: '1(A100)', args: '', packages: 'numpy' });
+  });
+});
+
+describe('the tune dialog', () => {
+  it('refuses what the service would, naming the field', () => {
+    expect(checkTune(DEFAULT_TUNE)).toEqual({});
+    expect(checkTune({ ...DEFAULT_TUNE, metric: 'val acc' }).metric).toContain('metric: the name the script reports');
+    expect(checkTune({ ...DEFAULT_TUNE, space: '  ' }).space).toContain('space: give at least one parameter');
+    expect(checkTune({ ...DEFAULT_TUNE, max_trials: 0 }).max_trials).toBe('max_trials: a whole number from 1 to 1000');
+    expect(checkTune({ ...DEFAULT_TUNE, max_trials: 2, parallel_trials: 3 }).parallel_trials).toBe(
+      'parallel_trials: 3 is more than max_trials (2)'
+    );
+  });
+
+  it('reads back what was typed, and remembers it per script', () => {
+    const body = new TuneDialogBody('train.py', DEFAULT_TUNE);
+    (body.node.querySelector('select[name="direction"]') as HTMLSelectElement).value = 'minimize';
+    (body.node.querySelector('textarea[name="space"]') as HTMLTextAreaElement).value = 'x: {type: uniform, low: 0, high: 1}';
+    (body.node.querySelector('input[name="metric"]') as HTMLInputElement).value = ' loss ';
+    const typed = body.getValue();
+    expect(typed).toEqual({ ...DEFAULT_TUNE, metric: 'loss', direction: 'minimize', space: 'x: {type: uniform, low: 0, high: 1}' });
+    window.localStorage.clear();
+    rememberTune('train.py', typed);
+    expect(rememberedTune('train.py')).toEqual(typed);
+    expect(rememberedTune('other.py')).toEqual(DEFAULT_TUNE);
   });
 });
