@@ -444,7 +444,9 @@ class ActionHandler(BridgeHandler):
     async def post(self, verb):
         action = getattr(self, f"do_{verb}", None) if verb in ACTIONS else None
         if action is None:
-            raise web.HTTPError(404, f"no action {verb!r} (build, job, notebook, experiment, board, serve, environment)")
+            raise web.HTTPError(
+                404, f"no action {verb!r} (build, job, notebook, experiment, board, serve, environment)"
+            )
         kind, record, client = await self.guarded(action(self.body()))
         self.bridge.refresh()
         self.finish(json.dumps({"item": item(KINDS[kind], record, client.public_url), "record": record}))
