@@ -135,6 +135,31 @@ MATRIX = [
         None,
         {"owner": 200, "server": 200, "other": 200, "admin": 200, "limited": 403, "anonymous": 401},
     ),
+    (
+        "GET",
+        "api/experiments",
+        None,
+        {"owner": 200, "server": 200, "other": 200, "admin": 200, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "POST",
+        "api/experiments",
+        {"name": "x"},
+        {"owner": 400, "server": 400, "other": 400, "admin": 400, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "GET",
+        "api/experiments/000000000000/trials",
+        None,
+        {"owner": 404, "server": 404, "other": 404, "admin": 404, "limited": 403, "anonymous": 401},
+    ),
+    # a trial's report takes the trial's own token alone: a hub token is not one
+    (
+        "POST",
+        "api/experiments/000000000000/trials/0/report",
+        {"metrics": {"acc": 1}},
+        {"owner": 401, "server": 401, "other": 401, "admin": 401, "limited": 401, "anonymous": 401},
+    ),
 ]
 
 
