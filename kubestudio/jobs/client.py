@@ -197,7 +197,14 @@ class JobsClient(ServiceClient):
         its name in URLs (default: the folder's), and the spec's other fields as keywords
         (``format``, ``model_class`` for ``class``, ``resources``, ``replicas``, ``env``,
         ``packages``, ``project``, ``image``), or ``from_job="resnet-a", path="output"``: the output
-        folder of a job that succeeded. The record; :meth:`wait_ready` waits for it."""
+        folder of a job that succeeded, or ``experiment="tune", trial="best"`` (or a trial's
+        number): what that trial of a model-class experiment saved, with its class. The record;
+        :meth:`wait_ready` waits for it."""
+        if "experiment" in fields:
+            model, fields["model_class"], experiment = self._experiment_model(
+                fields.pop("experiment"), fields.pop("trial", "best")
+            )
+            name = name or experiment
         body = dict(spec or {})
         if model is not None:
             body["model"] = model
@@ -212,6 +219,22 @@ class JobsClient(ServiceClient):
         if not body.get("image") and os.environ.get("KUBESTUDIO_IMAGE"):
             body["image"] = os.environ["KUBESTUDIO_IMAGE"]
         return self._call("POST", "api/servings", json=body).json()
+
+    def _experiment_model(self, experiment, trial="best"):
+        """(folder, class, experiment name) of what a model-class experiment's trial saved."""
+        from .experiments.spec import experiment_from_json
+
+        record = self._call("GET", f"api/experiments/{experiment}").json()
+        model = experiment_from_json(record["spec"]).model
+        if model is None:
+            raise ServiceError(
+                400, f"experiment {experiment}: its trials are scripts, not a model_class; serve a file they saved"
+            )
+        if trial == "best":
+            if not record.get("best"):
+                raise ServiceError(409, f"experiment {experiment} has no best trial yet ({record['message']})")
+            trial = record["best"]["number"]
+        return model.save_folder(record["name"], int(trial)), model.serving_class, record["name"]
 
     def update_serving(self, name, **fields):
         """A new version of a serving (e.g. ``model="models/iris-v2"``): the old one answers until

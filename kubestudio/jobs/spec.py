@@ -73,7 +73,11 @@ try:
     sys.path.append(PATH)
 except ImportError:
     pass
-runpy.run_path(sys.argv[0], run_name="__main__")
+if os.environ.get("KUBESTUDIO_TRIAL_MODEL_CLASS"):  # a model class: train, evaluate, save
+    from kubestudio.trialshim.modelclass import run_file
+    run_file(sys.argv[0])
+else:
+    runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 

@@ -100,6 +100,28 @@ def test_both_forms_of_a_space_are_taken():
         ({"trial": "train.py"}, "trial: the job spec of every trial"),
         ({"name": "a-name-that-is-far-too-long-for-trials"}, "name: at most 35 characters"),
         ({"max_trials": 0}, "max_trials: must be at least 1"),
+        # Sugar-easy's model class as the trial
+        (
+            {"trial": {"model_class": "m.py:M", "script": "t.py", "train_dataset": "d"}},
+            "trial.script: a model_class trial runs the class",
+        ),
+        (
+            {"trial": {"model_class": "MyModel", "train_dataset": "d"}},
+            "trial.model_class: a Python file of your workspace and its class",
+        ),
+        (
+            {"trial": {"model_class": "../m.py:M", "train_dataset": "d"}},
+            "trial.model_class: must be a path inside your workspace",
+        ),
+        ({"trial": {"model_class": "m.py:M"}}, "trial.train_dataset: required with model_class"),
+        (
+            {"trial": {"model_class": "m.py:M", "train_dataset": "d", "trainparams": {"lr": [1, 2]}}},
+            "trial.trainparams.lr: also in space",
+        ),
+        (
+            {"trial": {"model_class": "m.py:M", "train_dataset": "d", "trainparams": {"n": []}}},
+            "space.n.values: a choice needs at least one value",
+        ),
         ({"colour": "blue"}, "colour: unknown field"),
     ],
 )
@@ -122,6 +144,29 @@ def test_a_trial_gets_its_parameters_as_arguments_or_in_its_placeholders():
         "env": {"LR": "1e-05"},
         "name": "tune-t0",
     }
+
+
+def test_a_model_class_trial_takes_its_trainparams_lists_as_the_space():
+    parsed = parse_experiment(
+        {
+            **BASE,
+            "space": {},
+            "trial": {
+                "model_class": "models/m.py:MyModel",
+                "train_dataset": "data/train",
+                "trainparams": {"lr": [0.1, 0.01], "epochs": 3},
+                "resources": {"gpu": 1},
+            },
+        }
+    )
+    assert [p.name for p in parsed.space] == ["lr"] and parsed.model.fixed == {"epochs": 3}
+    assert parsed.model.validate_dataset == "data/train"  # none given: the training set
+    job = parsed.trial_job(2, {"lr": 0.1})
+    assert job == {"resources": {"gpu": 1}, "script": "models/m.py", "name": "tune-t2"}  # no --lr=: train() gets it
+    assert (
+        parsed.model.save_folder("tune", 2) == "experiments/tune/trial-2" and parsed.model.serving_class == "m:MyModel"
+    )
+    assert parse_experiment(parsed.to_json()) == parsed
 
 
 def test_the_service_gives_a_trial_variables_the_user_cannot():

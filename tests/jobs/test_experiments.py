@@ -368,3 +368,81 @@ def test_a_restart_mid_experiment_loses_no_trial_and_runs_none_twice(tmp_path):
         assert done["best"]["params"] == {"x": 4}
     finally:
         hub.stop()
+
+
+IRIS_CLASS = """\
+import csv, os
+import joblib
+from sklearn.linear_model import LogisticRegression
+
+
+def read(path):
+    with open(path) as f:
+        rows = [[float(v) for v in row] for row in csv.reader(f)]
+    return [r[:4] for r in rows], [int(r[4]) for r in rows]
+
+
+class IrisModel:
+    # Sugar-easy's model class: train, evaluate, save for the trials; load, predict to serve
+
+    def train(self, dataset_path, C=1.0, max_iter=100):
+        X, y = read(dataset_path)
+        self.model = LogisticRegression(C=C, max_iter=max_iter).fit(X, y)
+
+    def evaluate(self, dataset_path):
+        X, y = read(dataset_path)
+        return {"accuracy": float(self.model.score(X, y))}
+
+    def save(self, path):
+        joblib.dump(self.model, os.path.join(path, "model.joblib"))
+
+    def load(self, path):
+        self.model = joblib.load(os.path.join(path, "model.joblib"))
+
+    def predict(self, query):
+        return self.model.predict(query).tolist()
+"""
+
+
+def test_a_sugar_easy_model_class_is_tuned_and_its_best_trial_served(jobs):
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    rows = [",".join(str(v) for v in [*x, label]) for x, label in zip(X.tolist(), y.tolist())]
+    jobs.write("sue", "iris/train.csv", "\n".join(rows[0::2]) + "\n")
+    jobs.write("sue", "iris/val.csv", "\n".join(rows[1::2]) + "\n")
+    jobs.write("sue", "iris/iris_model.py", IRIS_CLASS)
+    done = run(
+        jobs,
+        "sue",
+        {
+            "name": "iris",
+            "objective": {"metric": "accuracy"},
+            "algorithm": "grid",
+            "max_trials": 2,
+            "parallel_trials": 2,
+            "trial": {
+                "model_class": "iris/iris_model.py:IrisModel",
+                "train_dataset": "iris/train.csv",
+                "validate_dataset": "iris/val.csv",
+                "trainparams": {"C": [0.0001, 1.0], "max_iter": 300},  # a list: searched; one value: passed
+            },
+        },
+    )
+    assert done["status"] == "succeeded", client(jobs, "sue").trials("iris")
+    best = done["best"]
+    assert best["params"] == {"C": 1.0} and best["value"] > 0.9, best
+    assert best["model"] == f"experiments/iris/trial-{best['number']}" and best["model_class"] == "iris_model:IrisModel"
+    saved = os.path.join(jobs.workspace("sue"), best["model"])
+    assert sorted(os.listdir(saved)) == ["iris_model.py", "model.joblib"]
+    assert os.stat(os.path.join(saved, "model.joblib")).st_uid == os.stat(jobs.workspace("sue")).st_uid  # the user's
+    log = jobs.client("sue").logs(best["job"])
+    assert """train('iris/train.csv', **{"max_iter": 300, "C": 1.0})""" in log, log
+
+    # served as it was saved: the servings part takes the experiment's best trial
+    sdk = jobs.client("sue")
+    serving = sdk.serve(experiment="iris", trial="best")
+    assert serving["name"] == "iris" and serving["spec"]["class"] == "iris_model:IrisModel", serving
+    sdk.wait_ready("iris", timeout=120)
+    assert sdk.predict("iris", [[5.1, 3.5, 1.4, 0.2]]) == [0]
+    sdk.delete_serving("iris")

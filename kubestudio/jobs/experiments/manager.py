@@ -312,15 +312,23 @@ class ExperimentManager:
             self._kick(found[0])
 
     def _trial_env(self, token, number, values, experiment_id):
-        metric = ""
-        search = self.searches.get(experiment_id)
-        if search is not None:
-            metric = search.spec.objective.metric
+        search = self.searches[experiment_id]
+        spec = search.spec
+        env = {}
+        if spec.model is not None:  # the runner calls train(dataset, **params): the fixed ones too
+            values = {**spec.model.fixed, **values}
+            env = {
+                "KUBESTUDIO_TRIAL_MODEL_CLASS": spec.model.name,
+                "KUBESTUDIO_TRIAL_TRAIN_DATASET": spec.model.train_dataset,
+                "KUBESTUDIO_TRIAL_VALIDATE_DATASET": spec.model.validate_dataset,
+                "KUBESTUDIO_TRIAL_SAVE": spec.model.save_folder(spec.name, number),
+            }
         return {
+            **env,
             "KUBESTUDIO_TRIAL_PARAMS": json.dumps(values),
             "KUBESTUDIO_TRIAL_NUMBER": str(number),
-            "KUBESTUDIO_EXPERIMENT": search.spec.name if search is not None else "",
-            "KUBESTUDIO_TRIAL_METRIC": metric,
+            "KUBESTUDIO_EXPERIMENT": spec.name,
+            "KUBESTUDIO_TRIAL_METRIC": spec.objective.metric,
             "KUBESTUDIO_TRIAL_URL": f"{self.report_url}{experiment_id}/trials/{number}/report",
             TRIAL_TOKEN_ENV: token,
         }
@@ -406,10 +414,15 @@ class ExperimentManager:
             if state == TRIAL_COMPLETE:
                 trial.value = value
             experiment = db.get(Experiment, experiment_id)
-            objective = experiment_from_json(experiment.spec).objective
+            parsed = experiment_from_json(experiment.spec)
+            objective = parsed.objective
             best = experiment.best or {}
             if state == TRIAL_COMPLETE and objective.better(value, best.get("value")):
-                experiment.best = {"number": number, "value": value, "params": trial.params, "job": trial.job_id}
+                best = {"number": number, "value": value, "params": trial.params, "job": trial.job_id}
+                model = parsed.model
+                if model is not None:  # what its save() wrote, with the class beside it: servable
+                    best.update(model=model.save_folder(experiment.name, number), model_class=model.serving_class)
+                experiment.best = best
         self.log.info(
             "experiment %s: trial %d %s%s",
             experiment_id,

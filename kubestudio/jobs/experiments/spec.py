@@ -27,6 +27,7 @@ from ..spec import (
     checked_name,
     duration,
     parse_spec,
+    relative_path,
 )
 
 FIELDS = (
@@ -127,6 +128,30 @@ class Objective:
 
 
 @dataclass(frozen=True)
+class ModelClass:
+    """Sugar-easy's model class as a trial: ``train(dataset_path, **train_args)``,
+    ``evaluate(dataset_path)`` (the score), ``save(path)``; its file is run by KubeStudio's runner
+    (:mod:`kubestudio.trialshim.modelclass`) instead of as a script."""
+
+    file: str  # a .py file of the workspace
+    name: str  # the class in it
+    train_dataset: str
+    validate_dataset: str
+    fixed: dict  # the trainparams with one value: passed to train() as they are
+    searched: tuple  # the trainparams with a list of values: parameters of the space
+
+    def save_folder(self, experiment, number):
+        """Where trial ``number`` saves its model (relative to the workspace): the class file is
+        copied beside what ``save`` writes, so the folder can be served as it is."""
+        return f"experiments/{experiment}/trial-{number}"
+
+    @property
+    def serving_class(self):
+        """The class as a serving names it (the module copied into the saved folder)."""
+        return f"{self.file.rsplit('/', 1)[-1][: -len('.py')]}:{self.name}"
+
+
+@dataclass(frozen=True)
 class ExperimentSpec:
     name: str
     objective: Objective
@@ -139,6 +164,7 @@ class ExperimentSpec:
     parallel_trials: int = 1
     max_failed_trials: int = None  # None: only max_trials ends it
     max_runtime: int = None  # seconds, the whole experiment
+    model: ModelClass = None  # the trial is a model class (trial.model_class), not a script
 
     @property
     def params(self):
@@ -151,9 +177,14 @@ class ExperimentSpec:
     def trial_job(self, number, values):
         """The job spec (JSON) of trial ``number`` with ``values``: each ``${name}`` filled in; when
         the trial names none, each parameter is appended as ``--name=value`` (NNI's convention). The
-        values also reach the trial as KUBESTUDIO_TRIAL_PARAMS, which the service sets."""
-        job = fill(self.trial, values)
-        if not self.placeholders():
+        values also reach the trial as KUBESTUDIO_TRIAL_PARAMS, which the service sets. A model
+        class runs its file (the runner calls train, evaluate and save with the values)."""
+        if self.model is not None:
+            job = {k: v for k, v in self.trial.items() if k not in MODEL_FIELDS}
+            job["script"] = self.model.file
+        else:
+            job = fill(self.trial, values)
+        if self.model is None and not self.placeholders():
             extra = [f"--{name}={format_value(value)}" for name, value in values.items()]
             key = "command" if job.get("command") else "args"
             words = job.get(key) or []
@@ -169,7 +200,7 @@ class ExperimentSpec:
                 "direction": self.objective.direction,
                 **({"goal": self.objective.goal} if self.objective.goal is not None else {}),
             },
-            "space": {p.name: p.to_json() for p in self.space},
+            "space": {p.name: p.to_json() for p in self.space if not (self.model and p.name in self.model.searched)},
             "algorithm": self.algorithm,
             "early_stopping": self.early_stopping,
             "max_trials": self.max_trials,
@@ -329,6 +360,47 @@ def parse_objective(value):
     return Objective(metric=metric, direction=direction, goal=goal)
 
 
+MODEL_FIELDS = ("model_class", "train_dataset", "validate_dataset", "trainparams")
+
+
+def parse_model_class(trial, space):
+    """A model-class trial: (its job part, the ModelClass, the space with trainparams' lists)."""
+    if any(trial.get(k) for k in ("script", "command", "args")):
+        key = next(k for k in ("script", "command", "args") if trial.get(k))
+        raise SpecError(f"trial.{key}: a model_class trial runs the class; leave {key} out")
+    value = _string(trial.get("model_class"), "trial.model_class", required=True)
+    file, _, name = value.rpartition(":")
+    if not file.endswith(".py") or not PARAM_RE.match(name or ""):
+        raise SpecError(
+            f"trial.model_class: a Python file of your workspace and its class, like models/mymodel.py:MyModel, "
+            f"not {value!r}"
+        )
+    file = relative_path(file, "trial.model_class")
+    train = relative_path(trial.get("train_dataset"), "trial.train_dataset")
+    if not train:
+        raise SpecError("trial.train_dataset: required with model_class (a file or folder of your workspace)")
+    validate = relative_path(trial.get("validate_dataset"), "trial.validate_dataset") or train
+    params = trial.get("trainparams") or {}
+    if not isinstance(params, dict):
+        raise SpecError("trial.trainparams: a mapping of train()'s arguments (a list of values: searched)")
+    space = dict(space or {})
+    fixed, searched = {}, []
+    for key, item in params.items():
+        if not PARAM_RE.match(key):
+            raise SpecError(f"trial.trainparams.{key}: not a Python argument name")
+        if isinstance(item, list):
+            if key in space:
+                raise SpecError(f"trial.trainparams.{key}: also in space; give it in one of them")
+            space[key] = {"type": "choice", "values": item}
+            searched.append(key)
+        else:
+            fixed[key] = item
+    model = ModelClass(
+        file=file, name=name, train_dataset=train, validate_dataset=validate, fixed=fixed, searched=tuple(searched)
+    )
+    return {k: v for k, v in trial.items() if k not in MODEL_FIELDS}, model, space
+
+
 def check_trial(trial, space, limits):
     """The trial's job spec: a job spec without a name, whose ``${...}`` each name a parameter;
     checked as a job is, with the first value of each parameter filled in."""
@@ -380,7 +452,10 @@ def parse_experiment(body, limits=None):
     if len(name) > NAME_MAX:
         raise SpecError(f"name: at most {NAME_MAX} characters (room for the trials' -t<number>), not {name!r}")
     objective = parse_objective(body.get("objective"))
-    space = parse_space(body.get("space"))
+    trial, model, space_body = body.get("trial"), None, body.get("space")
+    if isinstance(trial, dict) and "model_class" in trial:
+        trial, model, space_body = parse_model_class(trial, space_body)
+    space = parse_space(space_body)
     algorithm = _string(body.get("algorithm"), "algorithm") or "tpe"
     if algorithm not in ALGORITHMS:
         raise SpecError(f"algorithm: one of {', '.join(ALGORITHMS)}, not {algorithm!r}")
@@ -418,7 +493,7 @@ def parse_experiment(body, limits=None):
                     f"space: the grid has {size} points, more than 1000 times max_trials ({max_trials}); "
                     "give fewer values or use tpe or random"
                 )
-    check_trial(body.get("trial"), space, limits)
+    check_trial({**trial, "script": model.file} if model else trial, space, limits)
     return ExperimentSpec(
         name=name,
         objective=objective,
@@ -431,6 +506,7 @@ def parse_experiment(body, limits=None):
         parallel_trials=parallel,
         max_failed_trials=failed,
         max_runtime=duration(body.get("max_runtime"), "max_runtime"),
+        model=model,
     )
 
 
