@@ -82,6 +82,7 @@ class ExperimentManager:
         self.wake = {}  # experiment id -> Event set when something changed
         self.pruning = set()  # (experiment id, number) whose job is being cancelled by the pruner
         self.trial_of_job = {}  # job id -> (experiment id, number)
+        self._messages = {}  # experiment id -> the message last written
         jobs.finished_listeners.append(self._job_finished)
 
     def limits(self):
@@ -290,7 +291,7 @@ class ExperimentManager:
         if prune and (experiment_id, number) not in self.pruning:
             self.pruning.add((experiment_id, number))
             asyncio.ensure_future(self._prune(experiment_id, number, step))
-        self._kick(experiment_id)
+        # nothing for the experiment to do until the trial's job ends (its end wakes it)
         return {"recorded": sorted(checked), "prune": prune or (experiment_id, number) in self.pruning}
 
     async def _prune(self, experiment_id, number, step):
@@ -521,10 +522,14 @@ class ExperimentManager:
 
     def _set_message(self, experiment_id, trials_done, running):
         spec = self.searches[experiment_id].spec
+        message = f"{trials_done} of {spec.max_trials} trials started, {running} running"
+        if self._messages.get(experiment_id) == message:
+            return
+        self._messages[experiment_id] = message
         with self.store.session() as db:
             record = db.get(Experiment, experiment_id)
             if record.status == EXPERIMENT_RUNNING:
-                record.message = f"{trials_done} of {spec.max_trials} trials started, {running} running"
+                record.message = message
 
     async def _stop_running_trials(self, experiment_id, reason):
         for number, state, job_id, _value, _final in self._trials(experiment_id):
@@ -546,5 +551,6 @@ class ExperimentManager:
             task.cancel()
         self.searches.pop(experiment_id, None)
         self.wake.pop(experiment_id, None)
+        self._messages.pop(experiment_id, None)
         for job_id in [j for j, (e, _) in self.trial_of_job.items() if e == experiment_id]:
             self.trial_of_job.pop(job_id, None)
