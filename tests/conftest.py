@@ -24,7 +24,7 @@ MODULE_SECONDS = {
     "tests/e2e/test_attacks_local.py": 60,
     "tests/e2e/test_isolation.py": 260,
     "tests/e2e/test_user_guide.py": 130,  # 2026-12-07: the guide's builds on the Python base
-    "tests/e2e/test_labextension.py": 240,  # 2026-12-07: a hub, builds, jobs, a serving, a board, a light install
+    "tests/e2e/test_labextension.py": 270,  # 2026-12-07: a hub, builds, jobs, experiments, a serving, a board, a light install
     "tests/test_labextension_build.py": 40,  # npm ci, jest, a wheel
     "tests/jobs/test_servings.py": 116,
     "tests/jobs/test_experiments.py": 75,  # 2026-12-07: two hubs (one restarted), some 40 trials

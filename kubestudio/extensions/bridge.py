@@ -264,6 +264,8 @@ class KubeStudioBridge(LoggingConfigurable):
                 continue
             client, records = found
             for record in records:
+                if kind.name == "job" and (record.get("spec") or {}).get("env", {}).get("KUBESTUDIO_EXPERIMENT"):
+                    continue  # an experiment's trial: shown (and told of) as its experiment, not 40 jobs
                 shown = item(kind, record, client.public_url)
                 if shown["status"] == "deleted" or _older(shown["finished"], cutoff):
                     continue

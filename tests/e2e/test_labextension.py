@@ -409,6 +409,36 @@ def test_a_script_runs_as_a_job_from_the_file_browser(lab, page, tmp_path):
 
 
 @pytest.mark.browser
+def test_a_script_is_tuned_from_the_file_browser(lab, page, tmp_path):
+    lab.put("tune_me")
+    lab.put("tune_me/search.py", TUNED)
+    open_lab(page, lab)
+    open_folder(page, "tune_me")
+    context_menu(page, "search.py", "Tune...")
+    dialog = page.locator(".jp-Dialog")
+    dialog.locator("input[name=metric]").fill("loss")
+    dialog.locator("select[name=direction]").select_option("minimize")
+    dialog.locator("textarea[name=space]").fill("x: {_type: choice, _value: [3, 1, 2]}")
+    dialog.locator("input[name=max_trials]").fill("3")
+    dialog.locator("input[name=parallel_trials]").fill("3")
+    page.screenshot(path=str(tmp_path / "tune-dialog.png"))
+    dialog.locator("button.jp-mod-accept").click()
+    # the panel opens on the experiment, which ends with its best trial
+    row = panel_item(page, "experiment", "search-1")
+    page.locator(
+        "#kubestudio-sidebar section[data-kind='experiment'] .ks-Item[data-status='succeeded']", has_text="search-1"
+    ).wait_for(timeout=120_000)
+    assert "best: trial" in row.locator(".ks-Item-message").inner_text()
+    # its trials are its own: not listed (nor told of) as jobs one by one
+    assert not panel_item(page, "job", "search-1-t").count()
+    page.screenshot(path=str(tmp_path / "tune-panel.png"))
+    # the answers are remembered for the same file
+    context_menu(page, "search.py", "Tune...")
+    assert page.locator(".jp-Dialog input[name=metric]").input_value() == "loss"
+    page.locator(".jp-Dialog button.jp-mod-reject").click()
+
+
+@pytest.mark.browser
 def test_a_board_and_a_serving_from_the_file_browser(lab, page, tmp_path):
     lab.put("make_model.py", MAKE_MODEL_AND_LOGS)
     r = lab.post("actions/job", {"path": "make_model.py"})
