@@ -176,6 +176,48 @@ def test_a_two_node_pytorchjob_runs_in_the_users_workspace(k8s):
     k8s.wait_gone(done)
 
 
+TUNED = """\
+import argparse, os
+from kubestudio import trial
+parser = argparse.ArgumentParser()
+parser.add_argument("--x", type=float)
+x = parser.parse_args().x
+trial.report(0, score=-abs(x - 2) - 1)
+trial.report(score=-abs(x - 2))  # rank 0's report counts; the other rank's is not sent
+print("rank", os.environ["RANK"], "x", x)
+"""
+
+
+def test_an_experiments_trials_are_the_clusters_jobs(k8s):
+    """Each trial a PyTorchJob of two pods on the cluster, reporting from its pod to the service."""
+    from kubestudio.jobs.experiments.client import ExperimentsClient
+
+    k8s.write("tess", "tuned.py", TUNED)
+    experiments = ExperimentsClient(url=k8s.url, token=k8s.token("tess"))
+    created = experiments.create(
+        {
+            "name": "k8s",
+            "objective": {"metric": "score"},
+            "space": {"x": {"type": "choice", "values": [1, 2, 4]}},
+            "algorithm": "grid",
+            "max_trials": 3,
+            "parallel_trials": 3,
+            "trial": {"script": "tuned.py", "nodes": 2, "framework": "pytorch"},
+        }
+    )
+    done = experiments.wait(created["id"], timeout=180)
+    assert done["status"] == "succeeded" and done["trials"] == {"complete": 3}, experiments.trials("k8s")
+    assert done["best"]["params"] == {"x": 2} and done["best"]["value"] == 0.0
+    client = k8s.client("tess")
+    for trial in experiments.trials("k8s"):
+        job = client.get(trial["job"])
+        assert job["backend"] == "kubernetes" and job["refs"]["kind"] == "PyTorchJob", job
+        assert trial["intermediate"] == {"0": -abs(trial["params"]["x"] - 2) - 1}
+        log = client.logs(job["id"])
+        assert "[master-0] rank 0 x" in log and "[worker-0] rank 1 x" in log, log
+        k8s.wait_gone(job)
+
+
 @pytest.mark.parametrize(
     "framework,nodes,kind,replicas",
     [
