@@ -106,6 +106,12 @@ def test_jupyter_workspace_pod_files_and_named_servers(bench, hub):
         assert mounts["/mnt/alice"]["subPath"] == "alice" and "/dev/shm" in mounts
         lab = requests.get(f"{hub.url}/user/alice/lab", headers=with_token(alice))
         assert lab.status_code == 200 and "jupyterlab" in lab.text.lower()
+        # the lab extension in a pod: loaded, and its bridge answers with what this hub runs
+        assert "@kubestudio/jupyterlab" in lab.text
+        services = requests.get(f"{hub.url}/user/alice/api/kubestudio/services", headers=with_token(alice)).json()
+        assert services["user"] == "alice" and set(services["services"]) == {"images", "jobs", "tensorboards"}, services
+        items = requests.get(f"{hub.url}/user/alice/api/kubestudio/items", headers=with_token(alice))
+        assert items.status_code == 200 and items.json()["items"] == [], items.text
 
         body = {"type": "file", "format": "text", "content": "from alice's pod"}
         r = requests.put(f"{hub.url}/user/alice/api/contents/notes.txt", json=body, headers=with_token(alice))
