@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-import yaml
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import httpclient, web
@@ -525,14 +524,10 @@ class ActionHandler(BridgeHandler):
         it reports and its direction, how many trials and how many at once."""
         client = await self.bridge.required("jobs")
         script = workspace_relative(self.bridge.local_path(body.get("path")), "the script")
-        try:
-            space = yaml.safe_load(body.get("space") or "")
-        except yaml.YAMLError as e:
-            raise web.HTTPError(400, f"space: not YAML or JSON: {str(e).splitlines()[0]}") from None
         experiments = ExperimentsClient(url=client.url, token=client.token, hub_api_url=client.hub_api_url)
         spec = {
             "objective": {"metric": body.get("metric") or "", "direction": body.get("direction") or "maximize"},
-            "space": space,
+            "space": body.get("space") or "",  # YAML text: the service reads it
             "max_trials": _count(body, "max_trials", 10),
             "parallel_trials": _count(body, "parallel_trials", 1),
             "early_stopping": body.get("early_stopping") or "none",

@@ -19,7 +19,14 @@ from ..services.events import BulkWriteLimiter
 from ..services.hubapi import HubAPI
 from ..services.proxy import UpstreamPool
 from ..services.store import Store
-from ..services.web import HealthHandler, OpenAPIHandler, oauth_routes, oauth_settings, service_prefix
+from ..services.web import (
+    HealthHandler,
+    OpenAPIHandler,
+    oauth_routes,
+    oauth_settings,
+    service_prefix,
+    static_routes,
+)
 from . import handlers
 from .experiments import handlers as experiment_handlers
 from .experiments.manager import ExperimentManager
@@ -142,7 +149,7 @@ class JobService(ServiceApp):
         job = url_path_join(api, "jobs", r"([a-z0-9][-a-z0-9]{0,62})")  # an id, or one of your jobs' names
         serving = url_path_join(api, "servings", r"([0-9a-f]{1,32})")
         experiment = url_path_join(api, "experiments", r"([a-z0-9][-a-z0-9]{0,62})")  # an id, or a name
-        routes = oauth_routes(prefix) + [
+        routes = oauth_routes(prefix) + static_routes(prefix) + [
             (prefix, handlers.IndexHandler),
             (url_path_join(api, "jobs"), training_handlers.JobsHandler),
             (job, training_handlers.JobHandler),

@@ -345,6 +345,15 @@ def oauth_routes(prefix):
     return [(url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler)]
 
 
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+
+
+def static_routes(prefix):
+    """What the services' pages load besides themselves (vendored libraries: no CDN), under
+    ``static/``; public, as a library's code is."""
+    return [(url_path_join(prefix, "static", "(.*)"), web.StaticFileHandler, {"path": STATIC})]
+
+
 def oauth_settings(name, prefix, cookie_secret_file=None, **extra):
     """tornado Application settings for a HubOAuth service.
 

@@ -260,7 +260,7 @@ def test_a_script_is_tuned_and_the_experiment_listed_with_its_progress(lab):
     assert done["status"] == "succeeded", done
     assert done["detail"]["best"]["params"] == {"x": 1} and done["detail"]["best"]["value"] == 0.0
     for bad, said in (
-        ({"space": "x: [unclosed"}, "space: not YAML or JSON"),
+        ({"space": "x: [unclosed"}, "space: not YAML"),
         ({"space": "x: {type: choice, values: []}"}, "space.x.values: a choice needs at least one value"),
         ({"metric": ""}, "objective.metric: required"),
         ({"path": "../../etc/passwd"}, "path: ../../etc/passwd is outside"),

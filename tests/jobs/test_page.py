@@ -124,3 +124,55 @@ def test_serve_and_try_a_model_from_the_page(jobs, page, tmp_path):
     page.once("dialog", lambda dialog: dialog.accept())
     page.click("#servings button:has-text('Delete')")
     page.wait_for_selector("#no-servings:not([hidden])")
+
+
+TUNED = """\
+import argparse
+from kubestudio import trial
+parser = argparse.ArgumentParser()
+parser.add_argument("--x", type=float)
+x = parser.parse_args().x
+for step in range(4):
+    trial.report(step, acc=(1 - abs(x - 2) / 4) * (step + 1) / 4)
+"""
+
+
+def test_tune_a_script_from_the_page(jobs, page, tmp_path):
+    """The Experiments part: a refusal next to the form, then a search whose trials fill the table
+    and the charts (uPlot, from the service itself), the best trial highlighted, a trial's log."""
+    jobs.token("tess")
+    jobs.write("tess", "tune/acc.py", TUNED)
+    browser_login(page, jobs.hub, "tess")
+    page.wait_for_url("**/hub/**")
+    page.goto(jobs.url)
+    page.wait_for_selector("text=Tune a script (experiments)")
+    page.fill("#x-name", "acc")
+    page.fill("#x-script", "tune/acc.py")
+    page.fill("#x-metric", "acc")
+    page.fill("#x-space", "x: {type: choice, values: [0, 2, 3, 4, 9]}")
+    page.fill("#x-trials", "4")
+    page.fill("#x-parallel", "5")
+    page.click("#experiment-form button[type=submit]")
+    page.wait_for_function(
+        "document.getElementById('experiment-error').textContent.includes('parallel_trials: 5 is more than max_trials (4)')"
+    )
+    page.fill("#x-parallel", "2")
+    page.select_option("#x-algorithm", "grid")
+    page.click("#experiment-form button[type=submit]")
+    page.wait_for_selector("#experiment-detail:not([hidden])")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#experiments tr')].some(r => r.textContent.includes('succeeded'))",
+        timeout=120000,
+    )
+    page.wait_for_selector("#trials tr.best")  # refreshed within 3 s
+    rows = page.locator("#trials tr")
+    assert rows.count() == 4
+    best = page.inner_text("#trials tr.best")
+    assert "x=2" in best and "1.0000" in best, best
+    # both charts drawn by the vendored uPlot: one point per trial, one line per trial
+    assert page.locator("#x-chart canvas").count() == 1 and page.locator("#x-steps canvas").count() == 1
+    assert page.evaluate("typeof uPlot") == "function"
+    page.screenshot(path=os.path.join(tmp_path, "experiments-page.png"), full_page=True)
+    # a trial's row opens its job's log
+    page.locator("#trials tr.best").click()
+    page.wait_for_function("document.getElementById('d-name').textContent.startsWith('acc-t')")

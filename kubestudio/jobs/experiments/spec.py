@@ -18,6 +18,8 @@ import math
 import re
 from dataclasses import dataclass
 
+import yaml
+
 from ..spec import FIELDS as JOB_FIELDS
 from ..spec import NAME_MAX as JOB_NAME_MAX
 from ..spec import (
@@ -334,7 +336,18 @@ def parse_param(name, value):
     return Param(name=name, distribution=distribution, low=float(low), high=float(high), step=step, log=log)
 
 
+def space_mapping(value):
+    """The space as given: a mapping, or YAML (or JSON) text as a form's text box sends it."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise SpecError(f"space: not YAML: {str(e).splitlines()[0]}") from None
+
+
 def parse_space(value):
+    value = space_mapping(value)
     if not isinstance(value, dict) or not value:
         raise SpecError("space: a mapping of parameter name to its distribution, with at least one parameter")
     return tuple(parse_param(name, item) for name, item in value.items())
@@ -452,7 +465,7 @@ def parse_experiment(body, limits=None):
     if len(name) > NAME_MAX:
         raise SpecError(f"name: at most {NAME_MAX} characters (room for the trials' -t<number>), not {name!r}")
     objective = parse_objective(body.get("objective"))
-    trial, model, space_body = body.get("trial"), None, body.get("space")
+    trial, model, space_body = body.get("trial"), None, space_mapping(body.get("space"))
     if isinstance(trial, dict) and "model_class" in trial:
         trial, model, space_body = parse_model_class(trial, space_body)
     space = parse_space(space_body)
