@@ -149,32 +149,36 @@ class JobService(ServiceApp):
         job = url_path_join(api, "jobs", r"([a-z0-9][-a-z0-9]{0,62})")  # an id, or one of your jobs' names
         serving = url_path_join(api, "servings", r"([0-9a-f]{1,32})")
         experiment = url_path_join(api, "experiments", r"([a-z0-9][-a-z0-9]{0,62})")  # an id, or a name
-        routes = oauth_routes(prefix) + static_routes(prefix) + [
-            (prefix, handlers.IndexHandler),
-            (url_path_join(api, "jobs"), training_handlers.JobsHandler),
-            (job, training_handlers.JobHandler),
-            (url_path_join(job, "logs"), training_handlers.JobLogsHandler),
-            (url_path_join(job, "events"), training_handlers.JobEventsHandler),
-            (url_path_join(job, "rerun"), training_handlers.RerunHandler),
-            (url_path_join(api, "runtimes"), training_handlers.RuntimesHandler),
-            (url_path_join(api, "limits"), training_handlers.LimitsHandler),
-            (url_path_join(api, "experiments"), experiment_handlers.ExperimentsHandler),
-            (experiment, experiment_handlers.ExperimentHandler),
-            (url_path_join(experiment, "trials"), experiment_handlers.TrialsHandler),
-            (
-                url_path_join(api, "experiments", r"([0-9a-f]{12})", "trials", r"(\d{1,6})", "report"),
-                experiment_handlers.ReportHandler,
-            ),
-            (url_path_join(api, "servings"), serving_handlers.ServingsHandler),
-            (serving, serving_handlers.ServingHandler),
-            (url_path_join(serving, "logs"), serving_handlers.ServingLogsHandler),
-            (
-                url_path_join(prefix, "serve", r"([^/]+)", r"([a-z][-a-z0-9]*)") + r"/(.*)",
-                serving_handlers.PredictHandler,
-            ),
-            (url_path_join(api, "health"), HealthHandler),
-            (url_path_join(api, "openapi.json"), OpenAPIHandler),
-        ]
+        routes = (
+            oauth_routes(prefix)
+            + static_routes(prefix)
+            + [
+                (prefix, handlers.IndexHandler),
+                (url_path_join(api, "jobs"), training_handlers.JobsHandler),
+                (job, training_handlers.JobHandler),
+                (url_path_join(job, "logs"), training_handlers.JobLogsHandler),
+                (url_path_join(job, "events"), training_handlers.JobEventsHandler),
+                (url_path_join(job, "rerun"), training_handlers.RerunHandler),
+                (url_path_join(api, "runtimes"), training_handlers.RuntimesHandler),
+                (url_path_join(api, "limits"), training_handlers.LimitsHandler),
+                (url_path_join(api, "experiments"), experiment_handlers.ExperimentsHandler),
+                (experiment, experiment_handlers.ExperimentHandler),
+                (url_path_join(experiment, "trials"), experiment_handlers.TrialsHandler),
+                (
+                    url_path_join(api, "experiments", r"([0-9a-f]{12})", "trials", r"(\d{1,6})", "report"),
+                    experiment_handlers.ReportHandler,
+                ),
+                (url_path_join(api, "servings"), serving_handlers.ServingsHandler),
+                (serving, serving_handlers.ServingHandler),
+                (url_path_join(serving, "logs"), serving_handlers.ServingLogsHandler),
+                (
+                    url_path_join(prefix, "serve", r"([^/]+)", r"([a-z][-a-z0-9]*)") + r"/(.*)",
+                    serving_handlers.PredictHandler,
+                ),
+                (url_path_join(api, "health"), HealthHandler),
+                (url_path_join(api, "openapi.json"), OpenAPIHandler),
+            ]
+        )
         settings = oauth_settings(
             SERVICE_NAME,
             prefix,
