@@ -91,8 +91,12 @@ ALLOWED = {
         "services",
         "jobs.client",
         "jobs.spec",
+        "jobs.experiments.client",
+        "jobs.experiments.spec",
         "tensorboards.client",
     },  # the SDKs are the CLI's too
+    "trial": set(),  # what a trial imports: the standard library only
+    "trialshim": {"trial"},  # NNI's API and the model-class runner, over kubestudio.trial
     "hub": {
         "names",
         "services",

@@ -72,8 +72,14 @@ def pods_of(bench, name):
     return {p["metadata"]["name"]: p for p in items}
 
 
-def logs(bench, pod):
-    return json.loads(bench.pod_log(NS, pod).strip().splitlines()[-1])
+def logs(bench, pod, timeout=30):
+    """The JSON line a pod printed last. A TFJob (an MPIJob) succeeds with its chief (launcher): a
+    worker may print after that, on a loaded machine, so its line is waited for."""
+    deadline = time.monotonic() + timeout
+    while not (text := bench.pod_log(NS, pod).strip()):
+        assert time.monotonic() < deadline, f"{pod} printed nothing in {timeout} s"
+        time.sleep(0.3)
+    return json.loads(text.splitlines()[-1])
 
 
 def test_pytorchjob_pods_services_env_and_status(bench, ns):
