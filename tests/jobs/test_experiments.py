@@ -446,3 +446,63 @@ def test_a_sugar_easy_model_class_is_tuned_and_its_best_trial_served(jobs):
     sdk.wait_ready("iris", timeout=120)
     assert sdk.predict("iris", [[5.1, 3.5, 1.4, 0.2]]) == [0]
     sdk.delete_serving("iris")
+
+
+COUNTING = """\
+import time
+from kubestudio import trial
+x = trial.params()["x"]
+time.sleep(float(trial.params().get("wait", 0)))
+trial.report(score=x)
+"""
+
+
+def test_a_goal_a_cancel_and_a_time_limit_end_an_experiment(jobs):
+    """The goal reached ends it with the rest cancelled; its owner's cancel, and max_runtime, stop
+    the running trials with it; nothing is left running."""
+    from kubestudio.jobs.experiments.spec import parse_experiment
+
+    jobs.write("gil", "count.py", COUNTING)
+    experiments = client(jobs, "gil")
+    base = {
+        "objective": {"metric": "score"},
+        "algorithm": "grid",
+    }
+    # the goal: x = 5 is enough; the grid's order puts it first (seed 3: 5, 1, 3, 2), so the
+    # experiment ends with one trial complete and no other started
+    goal = parse_experiment(
+        {
+            **base,
+            "name": "goal",
+            "objective": {"metric": "score", "goal": 5},
+            "space": {"x": {"type": "choice", "values": [1, 2, 3, 5]}},
+            "seed": 3,
+            "max_trials": 4,
+            "trial": {"script": "count.py"},
+        }
+    )
+    done = experiments.wait(experiments.create(goal)["id"], timeout=120)  # an ExperimentSpec, as the SDK takes it
+    assert done["status"] == "succeeded" and done["message"].startswith("reached the goal: trial"), done
+    assert done["best"]["value"] == 5.0 and done["trials"] == {"complete": 1}, done
+
+    # cancel: two trials that would run for a minute are stopped with it
+    slow = {**base, "space": {"x": {"type": "choice", "values": [1, 2]}, "wait": {"type": "choice", "values": [60]}}}
+    slow["trial"] = {"script": "count.py"}
+    running = experiments.create({**slow, "name": "cancelled", "max_trials": 2, "parallel_trials": 2})
+    wait_for(lambda: sum(1 for t in experiments.trials("cancelled") if t["state"] == "running") == 2, timeout=60)
+    cancelled = experiments.delete("cancelled")
+    assert cancelled["status"] == "cancelled" and cancelled["message"] == "cancelled by gil", cancelled
+    trials = experiments.trials("cancelled")
+    assert {t["state"] for t in trials} == {"cancelled"} and len(trials) == 2, trials
+    assert all(t["message"] == "its experiment ended: cancelled by gil" for t in trials), trials
+    jobs_of = lambda name: [j for j in jobs.client("gil").list() if j["name"].startswith(f"{name}-t")]  # noqa: E731
+    wait_for(
+        lambda: all(j["status"] == "cancelled" for j in jobs_of("cancelled")), timeout=30, what="its jobs cancelled"
+    )
+    assert experiments.get(running["id"])["status"] == "cancelled"  # answered as it is, again
+
+    # max_runtime: the whole experiment's time limit
+    limited = experiments.create({**slow, "name": "limited", "max_trials": 2, "max_runtime": 3})
+    ended = experiments.wait(limited["id"], status=("failed", "succeeded"), timeout=60)
+    assert ended["status"] == "failed" and ended["message"] == "stopped after max_runtime (3 s)", ended
+    wait_for(lambda: all(j["status"] == "cancelled" for j in jobs_of("limited")), timeout=30, what="its jobs cancelled")

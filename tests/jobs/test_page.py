@@ -164,7 +164,13 @@ def test_tune_a_script_from_the_page(jobs, page, tmp_path):
         "[...document.querySelectorAll('#experiments tr')].some(r => r.textContent.includes('succeeded'))",
         timeout=120000,
     )
-    page.wait_for_selector("#trials tr.best")  # refreshed within 3 s
+    # the detail follows every 3 s: the best trial highlighted once all four are in
+    page.wait_for_function("document.getElementById('x-d-status').textContent === 'succeeded'", timeout=15000)
+    page.wait_for_function(
+        "document.querySelectorAll('#trials tr').length === 4 && "
+        "(document.querySelector('#trials tr.best') || {textContent: ''}).textContent.includes('x=2')",
+        timeout=15000,
+    )
     rows = page.locator("#trials tr")
     assert rows.count() == 4
     best = page.inner_text("#trials tr.best")

@@ -23,6 +23,7 @@ import time
 
 from ...services.client import ServiceClient, ServiceError
 from ..client import JobsClient
+from .spec import ExperimentSpec
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -44,10 +45,11 @@ class ExperimentsClient(ServiceClient):
     label = "the jobs service"
 
     def create(self, spec=None, **fields):
-        """Run an experiment: a spec (dict, or an ExperimentSpec's ``to_json()``) or its fields as
-        keywords (name, objective, space, algorithm, seed, early_stopping, max_trials,
-        parallel_trials, max_failed_trials, max_runtime, trial). Its record."""
-        body = dict(spec or {})
+        """Run an experiment: a spec (a dict, or an :class:`ExperimentSpec` made with
+        ``parse_experiment``) or its fields as keywords (name, objective, space, algorithm, seed,
+        early_stopping, max_trials, parallel_trials, max_failed_trials, max_runtime, trial). Its
+        record."""
+        body = spec.to_json() if isinstance(spec, ExperimentSpec) else dict(spec or {})
         body.update(fields)
         return self._call("POST", "api/experiments", json=body).json()
 

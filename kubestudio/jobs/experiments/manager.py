@@ -42,6 +42,7 @@ from .search import Search
 from .spec import example_value, experiment_from_json, format_value, parse_experiment
 
 TRIAL_CANCELLED = "cancelled"
+EXPERIMENT_STOPPED = "cancelled by its experiment"  # a trial's job cancelled as its experiment ended
 # Katib's StdOut metrics collector's convention: "name=value" anywhere on a line
 STDOUT_METRIC = re.compile(
     r"(?:^|[\s,;])([A-Za-z_][A-Za-z0-9_.\-/]*)\s*=\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
@@ -194,7 +195,13 @@ class ExperimentManager:
         task = self.tasks.get(experiment_id)
         if task is None:
             return self.get(experiment_id)
-        await self._stop_running_trials(experiment_id, f"the experiment was cancelled by {who}")
+        # its driving stops first: no new trial starts while the running ones are stopped
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+        await self._stop_running_trials(experiment_id, f"cancelled by {who}")
         self._end(experiment_id, CANCELLED, f"cancelled by {who}")
         return self.get(experiment_id)
 
@@ -359,7 +366,7 @@ class ExperimentManager:
             raise
         except Exception as e:
             self.log.exception("experiment %s failed in the service", experiment_id)
-            await self._stop_running_trials(experiment_id, "the experiment failed in the service")
+            await self._stop_running_trials(experiment_id, "failed in the service")
             self._end(
                 experiment_id,
                 FAILED,
@@ -400,7 +407,7 @@ class ExperimentManager:
                         f"reported no {metric} (report it with kubestudio.trial.report({metric}=...), "
                         f"or print a line {metric}=<value>)"
                     )
-            elif job["status"] == CANCELLED and job["message"].startswith("the experiment"):
+            elif job["status"] == CANCELLED and job["message"].startswith(EXPERIMENT_STOPPED):
                 new_state, message = TRIAL_CANCELLED, job["message"]
             else:
                 new_state, message = TRIAL_FAILED, f"its job {job['status']}: {job['message'] or 'no reason given'}"
@@ -441,7 +448,7 @@ class ExperimentManager:
         with self.store.session() as db:
             best = dict(db.get(Experiment, experiment_id).best or {})
         if best and spec.objective.reached(best.get("value")):
-            await self._stop_running_trials(experiment_id, "the experiment reached its goal")
+            await self._stop_running_trials(experiment_id, "it reached its goal")
             self._end(
                 experiment_id,
                 SUCCEEDED,
@@ -449,11 +456,11 @@ class ExperimentManager:
             )
             return True
         if spec.max_failed_trials is not None and failed >= spec.max_failed_trials:
-            await self._stop_running_trials(experiment_id, "the experiment failed")
+            await self._stop_running_trials(experiment_id, "too many trials failed")
             self._end(experiment_id, FAILED, f"{failed} trials failed (max_failed_trials is {spec.max_failed_trials})")
             return True
         if deadline is not None and time.monotonic() >= deadline:
-            await self._stop_running_trials(experiment_id, "the experiment ran past its max_runtime")
+            await self._stop_running_trials(experiment_id, "it ran past its max_runtime")
             self._end(
                 experiment_id,
                 SUCCEEDED if best else FAILED,
@@ -532,10 +539,11 @@ class ExperimentManager:
                 record.message = message
 
     async def _stop_running_trials(self, experiment_id, reason):
+        """Cancel the running trials' jobs, which then say ``cancelled by its experiment (why)``."""
         for number, state, job_id, _value, _final in self._trials(experiment_id):
             if state == EXPERIMENT_RUNNING and job_id:
-                await self.jobs.cancel(job_id, reason)
-                self._set_trial(experiment_id, number, TRIAL_CANCELLED, None, reason)
+                await self.jobs.cancel(job_id, f"its experiment ({reason})")
+                self._set_trial(experiment_id, number, TRIAL_CANCELLED, None, f"its experiment ended: {reason}")
                 self.searches[experiment_id].tell(number, "failed")
 
     def _end(self, experiment_id, status, message):
