@@ -149,7 +149,7 @@ def test_tune_a_script_from_the_page(jobs, page, tmp_path):
     page.fill("#x-name", "acc")
     page.fill("#x-script", "tune/acc.py")
     page.fill("#x-metric", "acc")
-    page.fill("#x-space", "x: {type: choice, values: [0, 2, 3, 4, 9]}")
+    page.fill("#x-space", "x: {type: choice, values: [0, 2, 3, 9]}")  # the grid tries all four
     page.fill("#x-trials", "4")
     page.fill("#x-parallel", "5")
     page.click("#experiment-form button[type=submit]")
