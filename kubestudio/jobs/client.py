@@ -31,6 +31,18 @@ from .spec import JobSpec
 FINAL = ("succeeded", "failed", "cancelled")
 
 
+def free_name(stem, taken, default, prefix, longest):
+    """``stem`` made a valid name (lower-case letters, digits and ``-``, starting with a letter:
+    ``prefix`` where it does not; at most ``longest`` characters before its number) with a number
+    none of ``taken`` has: ``train-1``, ``train-2``..."""
+    stem = re.sub(r"[^a-z0-9-]+", "-", stem.lower()).strip("-") or default
+    stem = (prefix + stem if not stem[0].isalpha() else stem)[:longest].rstrip("-")
+    n = 1
+    while f"{stem}-{n}" in taken:
+        n += 1
+    return f"{stem}-{n}"
+
+
 class JobFailed(ServiceError):
     """:meth:`JobsClient.wait` saw the job end otherwise than asked; ``job`` is its record."""
 
@@ -99,13 +111,7 @@ class JobsClient(ServiceClient):
     def free_name(self, stem):
         """``stem`` (a script's or function's name) made a valid job name, with a number none of
         your jobs has yet: ``train-1``, ``train-2``..."""
-        stem = re.sub(r"[^a-z0-9-]+", "-", stem.lower()).strip("-") or "job"
-        stem = ("j-" + stem if not stem[0].isalpha() else stem)[:32].rstrip("-")
-        taken = {job["name"] for job in self.list()}
-        n = 1
-        while f"{stem}-{n}" in taken:
-            n += 1
-        return f"{stem}-{n}"
+        return free_name(stem, {job["name"] for job in self.list()}, "job", "j-", 32)
 
     def list(self, user=None):
         params = {"user": user} if user else {}

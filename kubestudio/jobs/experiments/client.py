@@ -17,12 +17,11 @@ environment), like :class:`~kubestudio.jobs.JobsClient`::
 """
 
 import inspect
-import re
 import textwrap
 import time
 
 from ...services.client import ServiceClient, ServiceError
-from ..client import JobsClient
+from ..client import JobsClient, free_name
 from .spec import ExperimentSpec
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -107,14 +106,9 @@ class ExperimentsClient(ServiceClient):
         return self.create(body)
 
     def free_name(self, stem):
-        """``stem`` made a valid experiment name, with a number none of your experiments has yet."""
-        stem = re.sub(r"[^a-z0-9-]+", "-", stem.lower()).strip("-") or "experiment"
-        stem = ("x-" + stem if not stem[0].isalpha() else stem)[:28].rstrip("-")
-        taken = {e["name"] for e in self.list()}
-        n = 1
-        while f"{stem}-{n}" in taken:
-            n += 1
-        return f"{stem}-{n}"
+        """``stem`` made a valid experiment name, with a number none of your experiments has yet
+        (short enough for its trials' ``-t<number>``)."""
+        return free_name(stem, {e["name"] for e in self.list()}, "experiment", "x-", 28)
 
     def list(self, user=None):
         params = {"user": user} if user else {}
