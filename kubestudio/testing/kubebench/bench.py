@@ -191,6 +191,7 @@ class Bench:
         self.proxy_kubeconfig = None
         self.crd_report = {}
         self.crds_missing = None  # why the CRDs were not installed, when they could not be
+        self.katib_db_manager = None  # host:port of the simulated Katib's DB manager (gRPC)
         self._address_lock = None
         self.address_block = None
         self.pod_net_prefix = None  # "127.1." on the first bench of a machine: pods' addresses start so
@@ -224,9 +225,10 @@ class Bench:
             self._start_kubelet()
             if self.install_crds and not self.crds_missing and self.with_operators:
                 # the simulated Training Operator and Trainer act on the custom resources
-                self.operators_proc, _ = self._python_component(
+                self.operators_proc, ready = self._python_component(
                     "operators", "kubestudio.testing.kubebench.operators", {"server": self.server, "token": self.token}
                 )
+                self.katib_db_manager = json.loads(ready)["katib_db_manager"]
             if self.with_fault_proxy:
                 self._start_fault_proxy()
             self.wait_nodes_ready(timeout)
@@ -363,6 +365,8 @@ class Bench:
         """Install every CRD in ``crds_dir``; returns what had to be changed for 1.20."""
         crds_dir = crds_dir or default_crds_dir()
         paths = sorted(glob.glob(os.path.join(crds_dir, "*.yaml")))
+        # Katib's are in a folder of their own (Argo's, beside them, are not installed yet)
+        paths += sorted(glob.glob(os.path.join(crds_dir, "katib", "*.yaml")))
         if not paths:
             raise FileNotFoundError(
                 f"no CRDs in {crds_dir}: the bench expects ../shared/crds beside the repository "

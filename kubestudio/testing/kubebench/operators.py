@@ -46,6 +46,7 @@ import sys
 from datetime import datetime, timezone
 
 from .client import ApiError, KubeClient, run_component
+from .katib import KatibController
 
 log = logging.getLogger("kubebench.operators")
 
@@ -194,6 +195,7 @@ class Operators:
         self._wake = asyncio.Event()
         self._recreated = {}  # (kind, ns, name) -> pods recreated (ExitCode restarts)
         self.deployments = {}  # (namespace, name) -> Deployment made for an InferenceService
+        self.katib = KatibController(self)
 
     # ------------------------------------------------------------------ watching
 
@@ -205,18 +207,21 @@ class Operators:
             self._watch_batch_jobs(),
             self._watch(f"/apis/{KSERVE}/inferenceservices", "InferenceService"),
             self._watch_deployments(),
+            *self.katib.watches(),
         ]
         tasks = [asyncio.ensure_future(w) for w in watches]
         tasks.append(asyncio.ensure_future(self._reconcile_loop()))
         tasks.append(asyncio.ensure_future(self._tick()))
+        db_manager = await self.katib.store.start()
         if ready_file:
             with open(ready_file, "w") as f:
-                f.write("ok")
+                json.dump({"katib_db_manager": db_manager}, f)
         try:
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
                 task.cancel()
+            await self.katib.store.stop()
             await self.client.close()
 
     def _mark(self, key):
@@ -231,6 +236,7 @@ class Operators:
                 continue
             self.objects[key] = obj
             self._mark(key)
+            self.katib.changed(obj)  # a trial's Training Operator job
 
     async def _watch_pods(self):
         async for event, pod in self.client.watch("/api/v1/pods", labelSelector=OPERATOR_NAME):
@@ -286,6 +292,10 @@ class Operators:
                 try:
                     if key[0] == "TrainJob":
                         await self.reconcile_trainjob(obj)
+                    elif key[0] == "Experiment":
+                        await self.katib.reconcile_experiment(obj)
+                    elif key[0] == "Trial":
+                        await self.katib.reconcile_trial(obj)
                     elif key[0] == "InferenceService":
                         await self.reconcile_isvc(obj)
                     else:
