@@ -116,6 +116,13 @@ class JobService(ServiceApp):
         help="""Largest `parallel_trials` an experiment may ask for. Its trials are jobs: they also
         wait in the jobs' queue (max_running_jobs_per_user) like any other.""",
     )
+    katib_db_manager = Unicode(
+        "katib-db-manager.kubeflow:6789",
+        config=True,
+        help="""host:port of Katib's DB manager (gRPC), where the service pushes the reports of the
+        trials of experiments Katib runs (``backend: katib``, or ``auto`` where the cluster serves
+        Katib's Experiment). Katib's trial controller reads them from there.""",
+    )
     max_running_experiments_per_user = Integer(
         4, config=True, help="Experiments one user may have running at once; more are refused (409)."
     )
@@ -143,7 +150,12 @@ class JobService(ServiceApp):
             self.servings = ServingManager(self, self.store, backend, hub, self.log, prefix, jobs=self.manager)
         report_url = self.trial_report_url or (os.environ.get("JUPYTERHUB_SERVICE_URL", "").rstrip("/") + prefix)
         self.experiments = ExperimentManager(
-            self, self.store, self.manager, self.log, url_path_join(report_url, "api/experiments/")
+            self,
+            self.store,
+            self.manager,
+            self.log,
+            url_path_join(report_url, "api/experiments/"),
+            katib_db_manager=self.katib_db_manager,
         )
         api = url_path_join(prefix, "api")
         job = url_path_join(api, "jobs", r"([a-z0-9][-a-z0-9]{0,62})")  # an id, or one of your jobs' names
@@ -164,8 +176,15 @@ class JobService(ServiceApp):
                 (url_path_join(api, "experiments"), experiment_handlers.ExperimentsHandler),
                 (experiment, experiment_handlers.ExperimentHandler),
                 (url_path_join(experiment, "trials"), experiment_handlers.TrialsHandler),
+                (url_path_join(experiment, "trials", r"(\d{1,6})", "log"), experiment_handlers.TrialLogHandler),
                 (
                     url_path_join(api, "experiments", r"([0-9a-f]{12})", "trials", r"(\d{1,6})", "report"),
+                    experiment_handlers.ReportHandler,
+                ),
+                (  # a trial Katib made names itself: exp-<experiment id>-<Katib's suffix>
+                    url_path_join(
+                        api, "experiments", r"([0-9a-f]{12})", "katib", r"(exp-[0-9a-f]{12}-[a-z0-9]{1,16})", "report"
+                    ),
                     experiment_handlers.ReportHandler,
                 ),
                 (url_path_join(api, "servings"), serving_handlers.ServingsHandler),

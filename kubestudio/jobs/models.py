@@ -159,6 +159,9 @@ class Experiment(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     best: Mapped[dict] = mapped_column(JSON, default=dict)  # {"number", "value", "params"} of the best trial
     caller: Mapped[dict] = mapped_column(JSON, default=dict)  # the owner's groups at submit: the trials' projects
+    backend: Mapped[str] = mapped_column(String(16), default="kubestudio")  # who searches: kubestudio or katib
+    # Katib's trials come from one template: they share the experiment's token (its hash here)
+    report_token_hash: Mapped[str] = mapped_column(String(64), default="")
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
 
@@ -171,6 +174,7 @@ class Experiment(Base):
             "status": self.status,
             "message": self.message,
             "spec": self.spec,
+            "backend": self.backend,
             "best": self.best or None,
             "trials": counts or {},
             "created": iso(self.created),
@@ -196,6 +200,7 @@ class Trial(Base):
     intermediate: Mapped[dict] = mapped_column(JSON, default=dict)  # step -> the objective's value
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)  # every metric's last reported value
     token_hash: Mapped[str] = mapped_column(String(64))
+    katib_trial: Mapped[str] = mapped_column(String(253), default="")  # the Katib Trial that ran it
     message: Mapped[str] = mapped_column(Text, default="")
     started: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -205,6 +210,7 @@ class Trial(Base):
             "number": self.number,
             "params": self.params,
             "job": self.job_id or None,
+            **({"katib_trial": self.katib_trial} if self.katib_trial else {}),
             "state": job["status"] if self.state == EXPERIMENT_RUNNING and job else self.state,
             "value": self.value,
             "intermediate": dict(sorted((self.intermediate or {}).items(), key=lambda kv: int(kv[0]))),

@@ -447,6 +447,54 @@ def openapi(prefix):
                 "responses": {"200": ok({"type": "object"}), **_errors(400, 401, 403, 409, 413)},
             },
         },
+        "/api/experiments/{experiment_id}/trials/{number}/log": {
+            "parameters": [
+                experiment_id,
+                {"name": "number", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}},
+            ],
+            "get": {
+                "summary": "A trial's log: its job's, or the pods' of a trial Katib made",
+                "responses": {
+                    "200": {"description": "The log", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    **_errors(401, 403, 404),
+                },
+            },
+        },
+        "/api/experiments/{experiment_id}/katib/{trial_name}/report": {
+            "parameters": [
+                {
+                    **experiment_id,
+                    "schema": {"type": "string", "pattern": "^[0-9a-f]{12}$"},
+                    "description": "An experiment id.",
+                },
+                {
+                    "name": "trial_name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^exp-[0-9a-f]{12}-[a-z0-9]{1,16}$"},
+                    "description": "The Katib Trial's name.",
+                },
+            ],
+            "post": {
+                "summary": "A report of a trial Katib made (the experiment's token: Authorization: Bearer "
+                "$KUBESTUDIO_TRIAL_TOKEN), pushed on to Katib's DB manager; the body as a trial's report",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
+                                    "step": {"type": "integer", "minimum": 0},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {"200": ok({"type": "object"}), **_errors(400, 401, 403, 409, 413, 502)},
+            },
+        },
         "/api/servings/{serving_id}/logs": {
             "parameters": [serving_id],
             "get": {

@@ -253,6 +253,8 @@ def test_a_trial_worse_than_the_median_is_stopped_early(jobs):
         ({"trial": {"script": "missing.py"}}, 400, "script: no file 'missing.py' in your workspace"),
         ({"trial": {"script": "t.py", "project": "vision"}}, 403, "project: you are not a member of project 'vision'"),
         ({"trial": {"script": "t.py", "args": ["${nope}"]}}, 400, "trial.args: ${nope} is not a parameter"),
+        ({"backend": "katib"}, 409, "backend: this hub's jobs run where Katib's Experiment"),
+        ({"backend": "optuna"}, 400, "backend: one of kubestudio, katib, auto, not 'optuna'"),
     ],
 )
 def test_bad_experiments_are_refused_before_any_trial_runs(jobs, body, status, said):

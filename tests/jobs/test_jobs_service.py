@@ -160,6 +160,18 @@ MATRIX = [
         {"metrics": {"acc": 1}},
         {"owner": 401, "server": 401, "other": 401, "admin": 401, "limited": 401, "anonymous": 401},
     ),
+    (
+        "POST",
+        "api/experiments/000000000000/katib/exp-000000000000-abcdefgh/report",
+        {"metrics": {"acc": 1}},
+        {"owner": 401, "server": 401, "other": 401, "admin": 401, "limited": 401, "anonymous": 401},
+    ),
+    (
+        "GET",
+        "api/experiments/000000000000/trials/0/log",
+        None,
+        {"owner": 404, "server": 404, "other": 404, "admin": 404, "limited": 403, "anonymous": 401},
+    ),
 ]
 
 
@@ -430,6 +442,8 @@ def test_openapi_document_and_schemathesis_finds_no_server_error(jobs, tmp_path)
         "/api/experiments/{experiment_id}",
         "/api/experiments/{experiment_id}/trials",
         "/api/experiments/{experiment_id}/trials/{number}/report",
+        "/api/experiments/{experiment_id}/trials/{number}/log",
+        "/api/experiments/{experiment_id}/katib/{trial_name}/report",
         "/api/servings",
         "/api/servings/{serving_id}",
         "/api/servings/{serving_id}/logs",

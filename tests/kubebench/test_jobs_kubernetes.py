@@ -122,6 +122,7 @@ c.KubernetesJobBackend.default_image = "kubestudio/notebook:1"
 c.KubernetesJobBackend.image_pull_grace_seconds = 2
 c.KubernetesJobBackend.pending_events_seconds = 2
 c.KubernetesJobBackend.discovery_seconds = 1
+c.JobService.katib_db_manager = {bench.katib_db_manager or ""!r}
 """
     settings = {
         "images_service": False,
@@ -184,7 +185,7 @@ parser.add_argument("--x", type=float)
 x = parser.parse_args().x
 trial.report(0, score=-abs(x - 2) - 1)
 trial.report(score=-abs(x - 2))  # rank 0's report counts; the other rank's is not sent
-print("rank", os.environ["RANK"], "x", x)
+print("rank", os.environ.get("RANK", "0"), "x", x)
 """
 
 
@@ -216,6 +217,59 @@ def test_an_experiments_trials_are_the_clusters_jobs(k8s):
         log = client.logs(job["id"])
         assert "[master-0] rank 0 x" in log and "[worker-0] rank 1 x" in log, log
         k8s.wait_gone(job)
+
+
+def test_katib_runs_an_experiment_whose_trials_report_through_the_service(k8s, bench):
+    """backend: katib: one Katib Experiment (Push collector) whose trials are the jobs backend's
+    Jobs; the trials report to the service as ever, the service pushes to Katib's DB manager,
+    Katib picks the best, and the experiment reads as any other."""
+    from kubestudio.jobs.experiments.client import ExperimentsClient
+
+    k8s.write("tess", "tuned.py", TUNED)
+    experiments = ExperimentsClient(url=k8s.url, token=k8s.token("tess"))
+    created = experiments.create(
+        {
+            "name": "by-katib",
+            "backend": "katib",
+            "objective": {"metric": "score"},
+            "space": {"x": {"type": "choice", "values": [1, 2, 4]}},
+            "algorithm": "grid",
+            "max_trials": 3,
+            "parallel_trials": 2,
+            "trial": {"script": "tuned.py"},
+        }
+    )
+    assert created["backend"] == "katib", created
+    path = f"/apis/kubeflow.org/v1beta1/namespaces/{NS}/experiments/exp-{created['id']}"
+    katib = bench.api("GET", path).json()
+    assert katib["spec"]["metricsCollectorSpec"] == {"collector": {"kind": "Push"}}
+    assert katib["spec"]["algorithm"]["algorithmName"] == "grid"
+    assert katib["spec"]["parameters"] == [
+        {"name": "x", "parameterType": "discrete", "feasibleSpace": {"list": ["1", "2", "4"]}}
+    ]
+    done = experiments.wait(created["id"], status=("succeeded", "failed", "cancelled"), timeout=180)
+    trials = experiments.trials(created["id"])
+    assert done["status"] == "succeeded" and done["trials"] == {"complete": 3}, json.dumps([done, trials], indent=1)
+    assert done["message"].startswith("Katib: Experiment has succeeded because max trial count"), done
+    assert done["best"]["params"] == {"x": 2} and done["best"]["value"] == 0.0
+    assert sorted(t["params"]["x"] for t in trials) == [1, 2, 4]
+    for trial in trials:
+        assert trial["katib_trial"].startswith(f"exp-{created['id']}-") and trial["job"] is None
+        assert trial["intermediate"] == {"0": -abs(trial["params"]["x"] - 2) - 1}, trial
+    assert "rank 0 x 2.0" in experiments.logs(created["id"], done["best"]["number"])
+    katib = bench.api("GET", path).json()
+    best = next(t for t in trials if t["number"] == done["best"]["number"])
+    assert katib["status"]["currentOptimalTrial"]["bestTrialName"] == best["katib_trial"]
+    # the experiment's token and no other reports for its trials
+    url = f"{k8s.url}api/experiments/{created['id']}/katib/{best['katib_trial']}/report"
+    refused = requests.post(url, json={"metrics": {"score": 9}}, headers={"Authorization": "Bearer nope"}, timeout=10)
+    assert refused.status_code == 403 and "another experiment" in refused.json()["message"]
+    # forgetting it removes Katib's Experiment, its Trials and their Jobs
+    experiments.delete(created["id"], forget=True)
+    deadline = time.monotonic() + 60
+    while bench.api("GET", path).status_code != 404:
+        assert time.monotonic() < deadline, "Katib's Experiment was not deleted"
+        time.sleep(0.5)
 
 
 @pytest.mark.parametrize(

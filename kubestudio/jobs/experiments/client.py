@@ -153,6 +153,8 @@ class ExperimentsClient(ServiceClient):
         """The log of trial number ``trial`` (its job's log; ``follow`` as JobsClient.logs)."""
         for row in self.trials(experiment):
             if row["number"] == int(trial):
+                if row.get("katib_trial"):  # Katib made it: its pods' log, as the cluster has it
+                    return self._call("GET", f"api/experiments/{self._ref(experiment)}/trials/{int(trial)}/log").text
                 if not row["job"]:
                     raise ServiceError(404, f"trial {trial} has no job ({row['message'] or row['state']})")
                 return self._jobs().logs(row["job"], follow=follow)

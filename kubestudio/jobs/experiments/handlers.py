@@ -62,7 +62,7 @@ class ExperimentHandler(ExperimentsBaseHandler):
         experiment_id = self.checked_experiment(ref)
         experiment = await self.manager.cancel(experiment_id, self.identity["name"])
         if self.get_argument("forget", "") in ("1", "true", "yes"):
-            self.manager.forget(experiment_id)
+            await self.manager.forget(experiment_id)
             experiment = {**experiment, "forgotten": True}
         self.write_json(experiment)
 
@@ -73,6 +73,18 @@ class TrialsHandler(ExperimentsBaseHandler):
         self.require_access()
         experiment_id = self.checked_experiment(ref)
         self.write_json({"trials": self.manager.trials(experiment_id)})
+
+
+class TrialLogHandler(ExperimentsBaseHandler):
+    async def get(self, ref, number):
+        """A trial's log as text: its job's (as the jobs' own logs), or the pods' of a trial Katib made."""
+        self.require_access()
+        experiment_id = self.checked_experiment(ref)
+        text = await self.manager.trial_log(experiment_id, int(number))
+        if text is None:
+            raise http_error(404, f"experiment {ref} has no trial {number}")
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(text)
 
 
 class ReportHandler(web.RequestHandler):
@@ -93,7 +105,7 @@ class ReportHandler(web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"status": status_code, "message": message}))
 
-    def post(self, experiment_id, number):
+    async def post(self, experiment_id, number):
         header = self.request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
@@ -108,7 +120,10 @@ class ReportHandler(web.RequestHandler):
             raise http_error(400, "the report must be a JSON object")
         experiments = self.settings["experiments"]
         try:
-            answer = experiments.report(experiment_id, int(number), token.strip(), body)
+            if number.isdigit():
+                answer = experiments.report(experiment_id, int(number), token.strip(), body)
+            else:  # a Katib Trial's name: Katib made the trial from the experiment's template
+                answer = await experiments.report_katib(experiment_id, number, token.strip(), body)
         except ReportRefused as e:
             raise http_error(e.status, str(e)) from None
         self.set_header("Content-Type", "application/json")

@@ -38,6 +38,7 @@ from ..models import (
     utcnow,
 )
 from ..spec import SpecError
+from .katibrun import KatibRunner
 from .search import Search
 from .spec import example_value, experiment_from_json, format_value, parse_experiment
 
@@ -71,8 +72,26 @@ class ReportRefused(Exception):
         self.status = status
 
 
+def checked_report(body):
+    """``({metric: float}, step or None)`` of a trial's report, or ReportRefused naming the field."""
+    metrics = body.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        raise ReportRefused(400, 'metrics: send {"metrics": {"name": value, ...}} with at least one')
+    checked = {}
+    for name, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ReportRefused(400, f"metrics.{name}: must be a number, not {value!r}")
+        if not math.isfinite(value):
+            raise ReportRefused(400, f"metrics.{name}: {value} is not a finite number; it was not recorded")
+        checked[name] = float(value)
+    step = body.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise ReportRefused(400, f"step: a whole number from 0, not {step!r}")
+    return checked, step
+
+
 class ExperimentManager:
-    def __init__(self, config, store, jobs, log, report_url):
+    def __init__(self, config, store, jobs, log, report_url, katib_db_manager="katib-db-manager.kubeflow:6789"):
         self.config = config  # the JobService: max_trials_per_experiment, max_running_experiments_per_user
         self.store = store
         self.jobs = jobs  # the JobManager: every trial is one of its jobs
@@ -84,6 +103,8 @@ class ExperimentManager:
         self.pruning = set()  # (experiment id, number) whose job is being cancelled by the pruner
         self.trial_of_job = {}  # job id -> (experiment id, number)
         self._messages = {}  # experiment id -> the message last written
+        self.katib = KatibRunner(self, katib_db_manager)
+        self.katib_specs = {}  # experiment id -> the spec of a running experiment Katib searches
         jobs.finished_listeners.append(self._job_finished)
 
     def limits(self):
@@ -97,10 +118,15 @@ class ExperimentManager:
 
     async def start(self):
         with self.store.session() as db:
-            running = [e.id for e in db.query(Experiment).filter(Experiment.status == EXPERIMENT_RUNNING).all()]
-        for experiment_id in running:
+            running = [
+                (e.id, e.backend) for e in db.query(Experiment).filter(Experiment.status == EXPERIMENT_RUNNING).all()
+            ]
+        for experiment_id, backend in running:
             try:
-                self._open(experiment_id)
+                if backend == "katib":
+                    self._follow_katib(experiment_id)
+                else:
+                    self._open(experiment_id)
             except Exception as e:  # its spec no longer parses (a limit was lowered): it ends, saying why
                 self.log.exception("experiment %s could not be resumed", experiment_id)
                 self._end(experiment_id, FAILED, f"could not be resumed after a restart: {e}")
@@ -110,6 +136,32 @@ class ExperimentManager:
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         self.tasks.clear()
+        await self.katib.db.close()
+
+    def _follow_katib(self, experiment_id):
+        """Follow the Katib Experiment of a running experiment (made, or made before a restart)."""
+        with self.store.session() as db:
+            record = db.get(Experiment, experiment_id)
+            spec = experiment_from_json(record.spec)
+            created = aware(record.created)
+        self.katib_specs[experiment_id] = spec
+        deadline = None
+        if spec.max_runtime:
+            deadline = asyncio.get_running_loop().time() + spec.max_runtime - (utcnow() - created).total_seconds()
+        self.tasks[experiment_id] = asyncio.ensure_future(self._drive_katib(experiment_id, spec, deadline))
+
+    async def _drive_katib(self, experiment_id, spec, deadline):
+        try:
+            await self.katib.drive(experiment_id, spec, deadline)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.log.exception("experiment %s: following its Katib Experiment failed", experiment_id)
+            self._end(
+                experiment_id,
+                FAILED,
+                f"internal error following Katib ({type(e).__name__}); the administrator can find it in the service log",
+            )
 
     def _open(self, experiment_id):
         """Make the study again from the store and drive the experiment."""
@@ -162,7 +214,12 @@ class ExperimentManager:
         # the first trial as it would be sent: the project, the quota and the script are checked
         # now, not after the experiment is made
         run = await self.jobs.check(caller, spec.trial_job(0, {p.name: example_value(p) for p in spec.space}))
+        backend = await self.katib.choose(spec)
         experiment_id = uuid.uuid4().hex[:12]
+        report_token = ""
+        if backend == "katib":  # Katib's trials come from one template: one token for them all
+            report_token = secrets.token_urlsafe(24)
+            await self.katib.create(caller, spec, experiment_id, report_token)
         with self.store.session() as db:
             db.add(
                 Experiment(
@@ -175,10 +232,12 @@ class ExperimentManager:
                     message=f"starting {spec.parallel_trials} of {spec.max_trials} trials",
                     best={},
                     caller=caller,
+                    backend=backend,
+                    report_token_hash=token_hash(report_token) if report_token else "",
                 )
             )
         self.log.info(
-            "experiment %s (%s) of %s: %s over %d parameters, %d trials, %d at a time",
+            "experiment %s (%s) of %s: %s over %d parameters, %d trials, %d at a time, searched by %s",
             experiment_id,
             spec.name,
             owner,
@@ -186,8 +245,12 @@ class ExperimentManager:
             len(spec.space),
             spec.max_trials,
             spec.parallel_trials,
+            backend,
         )
-        self._open(experiment_id)
+        if backend == "katib":
+            self._follow_katib(experiment_id)
+        else:
+            self._open(experiment_id)
         return self.get(experiment_id)
 
     async def cancel(self, experiment_id, who):
@@ -201,12 +264,20 @@ class ExperimentManager:
             await task
         except (asyncio.CancelledError, Exception):
             pass
+        if experiment_id in self.katib_specs:
+            await self.katib.cancel(experiment_id, who)
+            return self.get(experiment_id)
         await self._stop_running_trials(experiment_id, f"cancelled by {who}")
         self._end(experiment_id, CANCELLED, f"cancelled by {who}")
         return self.get(experiment_id)
 
-    def forget(self, experiment_id):
-        """Remove a finished experiment's records and its trials' jobs (their names are free again)."""
+    async def forget(self, experiment_id):
+        """Remove a finished experiment's records and its trials' jobs (their names are free again);
+        Katib's Experiment too, with its Trials and their jobs."""
+        with self.store.session() as db:
+            backend = db.query(Experiment.backend).filter(Experiment.id == experiment_id).scalar()
+        if backend == "katib":
+            await self.katib.delete(experiment_id)
         with self.store.session() as db:
             jobs = [j for (j,) in db.query(Trial.job_id).filter(Trial.experiment_id == experiment_id).all() if j]
             db.query(Trial).filter(Trial.experiment_id == experiment_id).delete()
@@ -254,6 +325,20 @@ class ExperimentManager:
                 for t, job_id in rows
             ]
 
+    async def trial_log(self, experiment_id, number):
+        """A trial's log: its job's, or (Katib made it) its pods' as the cluster has them; None
+        when there is no such trial."""
+        with self.store.session() as db:
+            trial = db.get(Trial, (experiment_id, number))
+            if trial is None:
+                return None
+            job_id, katib_trial = trial.job_id, trial.katib_trial
+        if katib_trial:
+            return await self.katib.logs(katib_trial)
+        if not job_id:
+            return ""
+        return "".join([piece async for piece in self.jobs.log_text(job_id)])
+
     def trial_job(self, experiment_id, number):
         with self.store.session() as db:
             trial = db.get(Trial, (experiment_id, number))
@@ -270,19 +355,7 @@ class ExperimentManager:
                 raise ReportRefused(403, "this token reports for another trial (or none)")
             if trial.state != EXPERIMENT_RUNNING:
                 raise ReportRefused(409, f"trial {number} has ended ({trial.state}); nothing more is recorded")
-            metrics = body.get("metrics")
-            if not isinstance(metrics, dict) or not metrics:
-                raise ReportRefused(400, 'metrics: send {"metrics": {"name": value, ...}} with at least one')
-            checked = {}
-            for name, value in metrics.items():
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ReportRefused(400, f"metrics.{name}: must be a number, not {value!r}")
-                if not math.isfinite(value):
-                    raise ReportRefused(400, f"metrics.{name}: {value} is not a finite number; it was not recorded")
-                checked[name] = float(value)
-            step = body.get("step")
-            if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
-                raise ReportRefused(400, f"step: a whole number from 0, not {step!r}")
+            checked, step = checked_report(body)
             trial.metrics = {**(trial.metrics or {}), **checked}
             spec_metric = self.searches[experiment_id].spec.objective.metric if experiment_id in self.searches else None
             objective = checked.get(spec_metric)
@@ -300,6 +373,39 @@ class ExperimentManager:
             asyncio.ensure_future(self._prune(experiment_id, number, step))
         # nothing for the experiment to do until the trial's job ends (its end wakes it)
         return {"recorded": sorted(checked), "prune": prune or (experiment_id, number) in self.pruning}
+
+    async def report_katib(self, experiment_id, trial_name, token, body):
+        """A report from a trial Katib made: the experiment's token, then Katib's DB manager (where
+        Katib's trial controller reads it); kept on our trial too for the page's charts."""
+        with self.store.session() as db:
+            experiment = db.get(Experiment, experiment_id)
+            if (
+                experiment is None
+                or experiment.backend != "katib"
+                or not hmac.compare_digest(experiment.report_token_hash, token_hash(token or ""))
+            ):
+                raise ReportRefused(403, "this token reports for another experiment (or none)")
+            if experiment.status != EXPERIMENT_RUNNING:
+                raise ReportRefused(409, f"the experiment has ended ({experiment.status}); nothing more is recorded")
+            metric = experiment.spec["objective"]["metric"]
+        checked, step = checked_report(body)
+        try:
+            await self.katib.db.report(trial_name, checked)
+        except Exception as e:  # grpc's errors: the trial retries, the service log says why
+            self.log.warning("experiment %s: Katib's DB manager refused %s's report: %s", experiment_id, trial_name, e)
+            raise ReportRefused(502, f"Katib's DB manager did not take the report ({type(e).__name__}); try again")
+        with self.store.session() as db:
+            trial = (
+                db.query(Trial).filter(Trial.experiment_id == experiment_id, Trial.katib_trial == trial_name).first()
+            )
+            if trial is not None and trial.state == EXPERIMENT_RUNNING:
+                trial.metrics = {**(trial.metrics or {}), **checked}
+                if metric in checked:
+                    if step is None:
+                        trial.value, trial.final = checked[metric], True
+                    else:
+                        trial.intermediate = {**(trial.intermediate or {}), str(step): checked[metric]}
+        return {"recorded": sorted(checked), "prune": False}
 
     async def _prune(self, experiment_id, number, step):
         job_id = self.trial_job(experiment_id, number)
@@ -528,7 +634,8 @@ class ExperimentManager:
         self._set_message(experiment_id, trials_done=number, running=running)
 
     def _set_message(self, experiment_id, trials_done, running):
-        spec = self.searches[experiment_id].spec
+        search = self.searches.get(experiment_id)
+        spec = search.spec if search is not None else self.katib_specs[experiment_id]
         message = f"{trials_done} of {spec.max_trials} trials started, {running} running"
         if self._messages.get(experiment_id) == message:
             return
@@ -558,6 +665,7 @@ class ExperimentManager:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
         self.searches.pop(experiment_id, None)
+        self.katib_specs.pop(experiment_id, None)
         self.wake.pop(experiment_id, None)
         self._messages.pop(experiment_id, None)
         for job_id in [j for j, (e, _) in self.trial_of_job.items() if e == experiment_id]:

@@ -44,7 +44,11 @@ FIELDS = (
     "max_failed_trials",
     "max_runtime",
     "trial",
+    "backend",
 )
+# who runs the search: the service itself, Katib (its Experiment on the cluster), or Katib where
+# the cluster serves it and the spec fits it
+BACKENDS = ("kubestudio", "katib", "auto")
 ALGORITHMS = ("tpe", "random", "grid", "cmaes", "qmc")
 EARLY_STOPPING = ("none", "median", "hyperband")
 DIRECTIONS = ("maximize", "minimize")
@@ -167,6 +171,7 @@ class ExperimentSpec:
     max_failed_trials: int = None  # None: only max_trials ends it
     max_runtime: int = None  # seconds, the whole experiment
     model: ModelClass = None  # the trial is a model class (trial.model_class), not a script
+    backend: str = "kubestudio"
 
     @property
     def params(self):
@@ -212,6 +217,8 @@ class ExperimentSpec:
         for key in ("seed", "max_failed_trials", "max_runtime"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
+        if self.backend != "kubestudio":
+            data["backend"] = self.backend
         return data
 
 
@@ -507,6 +514,9 @@ def parse_experiment(body, limits=None):
                     "give fewer values or use tpe or random"
                 )
     check_trial({**trial, "script": model.file} if model else trial, space, limits)
+    backend = _string(body.get("backend"), "backend") or "kubestudio"
+    if backend not in BACKENDS:
+        raise SpecError(f"backend: one of {', '.join(BACKENDS)}, not {backend!r}")
     return ExperimentSpec(
         name=name,
         objective=objective,
@@ -520,6 +530,7 @@ def parse_experiment(body, limits=None):
         max_failed_trials=failed,
         max_runtime=duration(body.get("max_runtime"), "max_runtime"),
         model=model,
+        backend=backend,
     )
 
 

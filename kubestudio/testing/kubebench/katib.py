@@ -245,10 +245,13 @@ class Suggestions:
 
         study, asked = entry
         trial = asked.pop(trial_name)
-        if value is None:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:
-            study.tell(trial, value)
+        try:
+            if value is None:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                study.tell(trial, value)
+        except RuntimeError:  # a grid sampler stops its study once every point is told: nothing to ask
+            pass
 
 
 def _grid_points(distribution):
