@@ -31,7 +31,6 @@ def spec(**fields):
         "max_trials": 12,
         "parallel_trials": 3,
         "max_failed_trials": 2,
-        "early_stopping": "median",
         **fields,
     }
     return parse_experiment(body)
@@ -53,7 +52,7 @@ def test_the_experiment_carries_the_search_the_template_and_the_push_collector()
     }
     # Katib fails an experiment when MORE than maxFailedTrialCount failed; ours at max_failed_trials
     assert body["maxFailedTrialCount"] == 1 and body["maxTrialCount"] == 12 and body["parallelTrialCount"] == 3
-    assert body["earlyStopping"] == {"algorithmName": "medianstop"}
+    assert "earlyStopping" not in body
     assert body["metricsCollectorSpec"] == {"collector": {"kind": "Push"}}
     assert {p["name"]: p for p in body["parameters"]} == {
         "lr": {
@@ -92,7 +91,7 @@ def test_the_trials_parameters_are_json_once_katib_fills_them_in():
     "fields, kind, said",
     [
         ({"space": {"x": {"type": "normal", "mu": 0, "sigma": 1}}}, "Job", "space.x: Katib has no normal"),
-        ({"early_stopping": "hyperband"}, "Job", "early_stopping: Katib's early stopping is the median rule"),
+        ({"early_stopping": "median"}, "Job", "early_stopping: Katib stops trials early only with its StdOut"),
         ({}, "TrainJob", "trial: Katib runs Jobs, PyTorchJobs, TFJobs and MPIJobs here, not a TrainJob"),
     ],
 )

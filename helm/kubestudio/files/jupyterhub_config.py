@@ -86,6 +86,7 @@ configure(
 # an experiment's trials (pods) report to the jobs service through the hub's Service, whose name
 # stays when a new hub pod takes over (the pod's own address would not)
 c.JobService.trial_report_url = f"http://{hub}:{services['jobs']['port']}/services/jobs/"  # noqa: F821
+c.JobService.katib_db_manager = values["operators"].get("katibDbManager", "katib-db-manager.kubeflow:6789")
 if values["db"]["type"] == "url":
     c.JupyterHub.db_url = os.environ["KUBESTUDIO_DB_URL"]
 

@@ -245,8 +245,12 @@ def check_spec(spec, kind):
     """Why Katib cannot run this spec as it is (KatibRefused naming the field), else None."""
     if kind not in CONDITIONS:
         raise KatibRefused(f"trial: Katib runs Jobs, PyTorchJobs, TFJobs and MPIJobs here, not a {kind}")
-    if spec.early_stopping == "hyperband":
-        raise KatibRefused("early_stopping: Katib's early stopping is the median rule (median), not hyperband")
+    if spec.early_stopping != "none":
+        # Katib stops trials early from what its StdOut or File collector reads, not from pushed values
+        raise KatibRefused(
+            f"early_stopping: Katib stops trials early only with its StdOut or File metrics collectors, not "
+            f"with the Push collector the service uses; use none, or backend kubestudio for {spec.early_stopping}"
+        )
     if spec.model is not None:
         raise KatibRefused("trial.model_class: a model class runs with backend kubestudio, not katib")
     katib_parameters(spec.space)
@@ -301,8 +305,6 @@ def experiment_manifest(spec, experiment_id, namespace, kind, job, labels):
     if spec.max_failed_trials is not None:
         # Katib fails the experiment when more than maxFailedTrialCount trials failed; ours at max_failed_trials
         body["maxFailedTrialCount"] = spec.max_failed_trials - 1
-    if spec.early_stopping == "median":
-        body["earlyStopping"] = {"algorithmName": "medianstop"}
     return manifest
 
 
@@ -332,7 +334,7 @@ def trial_state(trial, metric):
     if "MetricsUnavailable" in conditions:
         return "failed", None, f"reported no {metric} ({conditions['MetricsUnavailable'].get('message') or 'Katib'})"
     if "EarlyStopped" in conditions:
-        return "pruned", None, "stopped early by Katib's median rule"
+        return "pruned", None, "stopped early by Katib"
     if "Killed" in conditions:
         return "cancelled", None, conditions["Killed"].get("message") or "killed by Katib"
     if "Failed" in conditions:

@@ -53,7 +53,10 @@ class KatibRunner:
             return False
         loop = asyncio.get_running_loop()
         if self._served is None or loop.time() - self._served[0] > 60:
-            found = await kube.served(self.backend._api_client, {"Experiment": (KATIB, "experiments")})
+            kinds = {"Experiment": (KATIB, "experiments")}
+            found = await kube.served(self.backend._api_client, kinds)
+            if found:  # served, but not granted to our account (the chart's operators.katib): as missing
+                found -= await kube.forbidden(self.backend._api_client, self.backend.namespace, kinds)
             self._served = (loop.time(), "Experiment" in found)
         return self._served[1]
 
@@ -66,7 +69,8 @@ class KatibRunner:
             if not served:
                 raise SpecError(
                     "backend: this hub's jobs run where Katib's Experiment (kubeflow.org/v1beta1) is not "
-                    "served; use backend kubestudio (the service searches) or auto",
+                    "served, or not granted to the hub (the chart's operators.katib); use backend kubestudio "
+                    "(the service searches) or auto",
                     409,
                 )
             try:
