@@ -170,6 +170,7 @@ class Bench:
         cache_dir=None,
         path_prepend=(),
         operators=True,
+        status_exit_after=None,
     ):
         self.root = os.path.abspath(root)
         self.nodes = load_nodes(nodes)
@@ -180,6 +181,7 @@ class Bench:
         self.events = events
         self.path_prepend = list(path_prepend)
         self.with_operators = operators
+        self.status_exit_after = status_exit_after  # status mode: containers end (exit 0) after this
         self.control_plane = ControlPlane(
             os.path.join(self.root, "control-plane"), os.path.join(cache_dir or default_cache_dir(), "bin")
         )
@@ -278,6 +280,7 @@ class Bench:
                 "events": self.events,
                 "path_prepend": self.path_prepend,
                 "address_block": self.address_block,
+                "status_exit_after": self.status_exit_after,
             },
         )
 

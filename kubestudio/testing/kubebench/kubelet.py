@@ -13,7 +13,8 @@ label ``kubebench.kubestudio.io/mode``):
   namespace, so even root cannot write there). Exit code and termination message land in the container status; stdout
   and stderr are kept for ``pods/log``.
 - ``responder``: an HTTP server on the pod address and container ports answering 200 (for scale).
-- ``status``: only the phases move.
+- ``status``: only the phases move (Running; with the bench's ``status_exit_after``, Succeeded
+  with exit code 0 that many seconds later, for scale tests of things that end).
 
 In process mode a container's memory limit is kept as the kernel's cgroup would keep it: a
 process group whose resident memory passes the limit is killed (exit 137, reason ``OOMKilled``).
@@ -138,6 +139,7 @@ class SimKubelet:
         start_delay=0.0,
         path_prepend=(),
         address_block=0,
+        status_exit_after=None,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -150,6 +152,7 @@ class SimKubelet:
         self.kubelet_port = kubelet_port
         self.events = events
         self.start_delay = start_delay
+        self.status_exit_after = status_exit_after  # seconds a status-mode container runs; None: on
         self.path_prepend = list(path_prepend)
         pod_octet, service_octet = address_octets(address_block)
         self.ips = PodIPs(pod_octet)
@@ -596,7 +599,12 @@ class SimKubelet:
                 await self.event(runtime, "Created", f"Created container {container['name']}")
                 await self.event(runtime, "Started", f"Started container {container['name']}")
                 await asyncio.sleep(self.status_delay(runtime.pod))
-                await self.set_status(runtime, "Running", [({"running": {"startedAt": now()}}, 0)], ready=True)
+                started = now()
+                await self.set_status(runtime, "Running", [({"running": {"startedAt": started}}, 0)], ready=True)
+                if mode == "status" and self.status_exit_after is not None:
+                    await asyncio.sleep(self.status_exit_after)
+                    done = {"exitCode": 0, "reason": "Completed", "startedAt": started, "finishedAt": now()}
+                    await self.set_status(runtime, "Succeeded", [({"terminated": done}, 0)], ready=False)
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -1149,6 +1157,7 @@ def main(config_file):
         events=config.get("events", True),
         path_prepend=config.get("path_prepend", ()),
         address_block=config.get("address_block", 0),
+        status_exit_after=config.get("status_exit_after"),
     )
     run_component(kubelet.run(config["cert"], config["key"], config.get("ready_file")))
 
