@@ -30,7 +30,8 @@ MODULE_SECONDS = {
     "tests/jobs/test_experiments.py": 75,  # 2026-12-07: two hubs (one restarted), some 40 trials
     "tests/jobs/test_jobs_service.py": 102,
     "tests/image_builder/test_offline_bases.py": 137,
-    "tests/kubebench/test_jobs_kubernetes.py": 84,
+    "tests/kubebench/test_jobs_kubernetes.py": 125,  # 2026-12-07: with an experiment Katib runs
+    "tests/kubebench/test_katib.py": 45,  # Katib's SDK in a venv of its own (made once), an experiment
     "tests/kubebench/test_kserve_bench.py": 65,
     "tests/kubebench/test_tensorboards_kubernetes.py": 63,
     "tests/kubebench/test_kubespawner.py": 59,

@@ -60,38 +60,28 @@ class KatibRunner:
             self._served = (loop.time(), "Experiment" in found)
         return self._served[1]
 
-    async def choose(self, spec):
-        """``katib`` or ``kubestudio`` for ``spec``; SpecError when it asks for Katib and cannot have it."""
+    async def choose(self, spec, run):
+        """``katib`` or ``kubestudio`` for ``spec`` (``run``: its first trial as the jobs manager
+        checked it); SpecError when it asks for Katib and cannot have it."""
         if spec.backend == "kubestudio":
             return "kubestudio"
         served = await self.served()
-        if spec.backend == "katib":
-            if not served:
-                raise SpecError(
-                    "backend: this hub's jobs run where Katib's Experiment (kubeflow.org/v1beta1) is not "
-                    "served, or not granted to the hub (the chart's operators.katib); use backend kubestudio "
-                    "(the service searches) or auto",
-                    409,
-                )
-            try:
-                check_spec(spec, self._kind(spec))
-            except KatibRefused as e:
-                raise SpecError(str(e)) from None
-            return "katib"
-        try:
-            check_spec(spec, self._kind(spec))
-        except KatibRefused:
+        if spec.backend == "katib" and not served:
+            raise SpecError(
+                "backend: this hub's jobs run where Katib's Experiment (kubeflow.org/v1beta1) is not "
+                "served, or not granted to the hub (the chart's operators.katib); use backend kubestudio "
+                "(the service searches) or auto",
+                409,
+            )
+        if not served:
             return "kubestudio"
-        return "katib" if served else "kubestudio"
-
-    @staticmethod
-    def _kind(spec):
-        from ..training.manifests import FRAMEWORK_KIND
-
-        framework = spec.trial.get("framework") or "python"
-        nodes = spec.trial.get("nodes") or 1
-        kind = FRAMEWORK_KIND.get(framework, "Job")
-        return "PyTorchJob" if kind == "Job" and nodes != 1 else kind
+        try:
+            check_spec(spec, self.backend.object_of(run)[0])
+        except KatibRefused as e:
+            if spec.backend == "katib":
+                raise SpecError(str(e)) from None
+            return "kubestudio"  # auto: what Katib cannot run, the service searches
+        return "katib"
 
     # ------------------------------------------------------------------ making it
 
@@ -112,19 +102,12 @@ class KatibRunner:
         """Make the Katib Experiment; SpecError (with the API's words) when it is refused."""
         from kubernetes_asyncio.client.rest import ApiException
 
-        from ..training.manifests import job_manifest, kind_of
-
         values = {p.name: placeholder(p.name) for p in spec.space}
         run = await self.manager.jobs.check(
             caller, spec.trial_job(0, values), service_env=self.trial_env(spec, experiment_id, token)
         )
         backend = self.backend
-        kind = kind_of(run.spec)
-        try:
-            check_spec(spec, kind)
-        except KatibRefused as e:
-            raise SpecError(str(e)) from None
-        job = job_manifest(run, backend.settings(), backend.image_of(run))
+        kind, job = backend.object_of(run)
         labels = kube.owned_labels("experiment", **{EXPERIMENT_ID_LABEL: experiment_id})
         manifest = experiment_manifest(spec, experiment_id, backend.namespace, kind, job, labels)
         try:

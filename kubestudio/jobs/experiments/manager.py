@@ -214,7 +214,7 @@ class ExperimentManager:
         # the first trial as it would be sent: the project, the quota and the script are checked
         # now, not after the experiment is made
         run = await self.jobs.check(caller, spec.trial_job(0, {p.name: example_value(p) for p in spec.space}))
-        backend = await self.katib.choose(spec)
+        backend = await self.katib.choose(spec, run)
         experiment_id = uuid.uuid4().hex[:12]
         report_token = ""
         if backend == "katib":  # Katib's trials come from one template: one token for them all

@@ -488,16 +488,22 @@ class KubernetesJobBackend(
 
     # ------------------------------------------------------------------ running
 
+    def object_of(self, run):
+        """(kind, the object) that runs ``run`` here: what :meth:`run` creates, and what an
+        experiment Katib runs gives Katib as its trial template."""
+        from ..manifests import job_manifest, kind_of
+
+        return kind_of(run.spec), job_manifest(run, self.settings(), self.image_of(run))
+
     async def run(self, run):
         from kubernetes_asyncio.client.rest import ApiException
 
-        from ..manifests import KINDS, job_manifest, kind_of, object_name
+        from ..manifests import KINDS, object_name
 
         await self.check(run)
-        kind = kind_of(run.spec)
         name = object_name(run)
         run.image = self.image_of(run)
-        manifest = job_manifest(run, self.settings(), run.image)
+        kind, manifest = self.object_of(run)
         api_version, plural, _ = KINDS[kind]
         follower = self._follower(run, kind, name)
         try:
