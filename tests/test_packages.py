@@ -93,6 +93,7 @@ ALLOWED = {
         "jobs.spec",
         "jobs.experiments.client",
         "jobs.experiments.spec",
+        "jobs.pipelines.client",
         "tensorboards.client",
     },  # the SDKs are the CLI's too
     "trial": set(),  # what a trial imports: the standard library only

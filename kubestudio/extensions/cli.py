@@ -15,6 +15,12 @@ kubestudio experiments list
 kubestudio experiments show NAME          (its trials, best first)
 kubestudio experiments logs NAME --trial N [--follow]
 kubestudio experiments cancel NAME
+kubestudio pipelines run PIPELINE.yaml [-p NAME=VALUE ...] [--detach]   (a DAG of jobs)
+kubestudio pipelines list [--pipeline NAME]
+kubestudio pipelines show RUN
+kubestudio pipelines logs RUN TASK
+kubestudio pipelines rerun RUN [--from TASK] [--detach]
+kubestudio pipelines cancel RUN
 kubestudio tensorboard open FOLDER [FOLDER...] [--name N] [--project P] [--image I] [--cpu C] [--memory M]
                                                            (prints the board's URL)
 kubestudio tensorboard list
@@ -34,6 +40,7 @@ import yaml
 
 from ..jobs.client import JobsClient
 from ..jobs.experiments.client import ExperimentsClient, trials_table
+from ..jobs.pipelines.client import PipelinesClient, tasks_table
 from ..tensorboards.client import TensorBoardsClient
 from .client import ImagesClient, ServiceError
 from .paths import PathRefused, user_path, workspace_relative
@@ -78,6 +85,7 @@ def main(argv=None, out=sys.stdout):
     cancel.add_argument("id")
     add_jobs_commands(sub)
     add_experiment_commands(sub)
+    add_pipeline_commands(sub)
     add_tensorboard_commands(sub)
     add_serving_commands(sub)
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -98,6 +106,7 @@ def main(argv=None, out=sys.stdout):
         "images": lambda: images_main(args, out),
         "jobs": lambda: jobs_main(args, passed, out),
         "experiments": lambda: experiments_main(args, out),
+        "pipelines": lambda: pipelines_main(args, out),
         "tensorboard": lambda: tensorboard_main(args, out),
         "serve": lambda: serve_main(args, out),
         "predict": lambda: predict_main(args, out),
@@ -270,6 +279,87 @@ def add_experiment_commands(sub):
     logs.add_argument("--follow", "-f", action="store_true")
     cancel = experiments.add_parser("cancel", help="stop an experiment and its running trials")
     cancel.add_argument("name")
+
+
+def add_pipeline_commands(sub):
+    pipelines = sub.add_parser("pipelines", help="DAGs of tasks, each a job").add_subparsers(
+        dest="command", required=True
+    )
+    run = pipelines.add_parser("run", help="run the pipeline a YAML file describes, and follow its tasks")
+    run.add_argument("file", help="the spec: name, params, tasks (each a job, depends, outputs, ...)")
+    run.add_argument("-p", "--param", action="append", default=[], help="NAME=VALUE, over the pipeline's default")
+    run.add_argument("--detach", action="store_true", help="return once it is started")
+    listing = pipelines.add_parser("list", help="your runs, newest first")
+    listing.add_argument("--pipeline", help="only this pipeline's")
+    show = pipelines.add_parser("show", help="a run's tasks")
+    show.add_argument("run")
+    logs = pipelines.add_parser("logs", help="a task's log")
+    logs.add_argument("run")
+    logs.add_argument("task")
+    rerun = pipelines.add_parser("rerun", help="run again from a task (default: the ones that did not succeed)")
+    rerun.add_argument("run")
+    rerun.add_argument("--from", dest="from_task", help="the task to start from; what is upstream is kept")
+    rerun.add_argument("--detach", action="store_true", help="return once it is started")
+    cancel = pipelines.add_parser("cancel", help="stop a run and its tasks' jobs")
+    cancel.add_argument("run")
+
+
+def _print_run(run, out):
+    print(f"run {run['id']} of {run['pipeline']}: {run['status']}", file=out)
+    if run.get("message"):
+        print(f"  {run['message']}", file=out)
+
+
+def _follow_run(client, run, out):
+    seen = {}
+    while True:  # each task's changes as they come
+        run = client.get(run["id"])
+        for task in run["tasks"]:
+            if seen.get(task["name"]) != task["status"]:
+                seen[task["name"]] = task["status"]
+                said = f" ({task['message']})" if task["message"] else ""
+                print(f"{task['name']}: {task['status']}{said}", file=out, flush=True)
+        if run["status"] != "running":
+            break
+        time.sleep(1)
+    _print_run(run, out)
+    return 0 if run["status"] == "succeeded" else 1
+
+
+def pipelines_main(args, out):
+    client = PipelinesClient()
+    if args.command in ("run", "rerun"):
+        if args.command == "run":
+            params = {}
+            for item in args.param:
+                name, sep, value = item.partition("=")
+                if not sep:
+                    print(f"kubestudio: --param {item!r}: give NAME=VALUE", file=out)
+                    return 2
+                params[name] = value
+            run = client.run(args.file, params=params)
+        else:
+            run = client.rerun(args.run, from_task=args.from_task)
+        _print_run(run, out)
+        return 0 if args.detach else _follow_run(client, run, out)
+    if args.command == "list":
+        for r in client.list(pipeline=args.pipeline):
+            counts = ", ".join(f"{n} {state}" for state, n in sorted(r["tasks"].items()))
+            print(f"{r['id']}  {r['pipeline']:<14} {r['status']:<10} {counts}  {r['message']}", file=out)
+        return 0
+    if args.command == "show":
+        run = client.get(args.run)
+        _print_run(run, out)
+        for row in tasks_table(run):
+            print("  " + row, file=out)
+        return 0
+    if args.command == "logs":
+        print(client.logs(args.run, args.task), end="", file=out)
+        return 0
+    if args.command == "cancel":
+        _print_run(client.cancel(args.run), out)
+        return 0
+    return 1
 
 
 def _print_experiment(experiment, out):

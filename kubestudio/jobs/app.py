@@ -32,6 +32,8 @@ from .experiments import handlers as experiment_handlers
 from .experiments.manager import ExperimentManager
 from .models import MIGRATIONS, VERSION_TABLE, Base
 from .openapi import openapi
+from .pipelines import handlers as pipeline_handlers
+from .pipelines.manager import PipelineManager
 from .service import JOBS
 from .serving import handlers as serving_handlers
 from .serving.backends.base import ServingBackend
@@ -116,6 +118,12 @@ class JobService(ServiceApp):
         help="""Largest `parallel_trials` an experiment may ask for. Its trials are jobs: they also
         wait in the jobs' queue (max_running_jobs_per_user) like any other.""",
     )
+    max_running_pipelines_per_user = Integer(
+        10,
+        config=True,
+        help="""Pipeline runs one user may have going at once; one more is refused (409) until one
+        ends. Their tasks' jobs also count against max_running_jobs_per_user, as any job.""",
+    )
     katib_db_manager = Unicode(
         "katib-db-manager.kubeflow:6789",
         config=True,
@@ -157,6 +165,7 @@ class JobService(ServiceApp):
             url_path_join(report_url, "api/experiments/"),
             katib_db_manager=self.katib_db_manager,
         )
+        self.pipelines = PipelineManager(self, self.store, self.manager, self.log)
         api = url_path_join(prefix, "api")
         job = url_path_join(api, "jobs", r"([a-z0-9][-a-z0-9]{0,62})")  # an id, or one of your jobs' names
         serving = url_path_join(api, "servings", r"([0-9a-f]{1,32})")
@@ -187,6 +196,15 @@ class JobService(ServiceApp):
                     ),
                     experiment_handlers.ReportHandler,
                 ),
+                (url_path_join(api, "pipelines", "runs"), pipeline_handlers.RunsHandler),
+                (url_path_join(api, "pipelines", "runs", r"([0-9a-f]{12})"), pipeline_handlers.RunHandler),
+                (url_path_join(api, "pipelines", "runs", r"([0-9a-f]{12})", "rerun"), pipeline_handlers.RerunHandler),
+                (
+                    url_path_join(
+                        api, "pipelines", "runs", r"([0-9a-f]{12})", "tasks", r"([a-z][-a-z0-9]{0,15})", "log"
+                    ),
+                    pipeline_handlers.TaskLogHandler,
+                ),
                 (url_path_join(api, "servings"), serving_handlers.ServingsHandler),
                 (serving, serving_handlers.ServingHandler),
                 (url_path_join(serving, "logs"), serving_handlers.ServingLogsHandler),
@@ -208,6 +226,7 @@ class JobService(ServiceApp):
             openapi=openapi,
             servings=self.servings,
             experiments=self.experiments,
+            pipelines=self.pipelines,
             max_predict_bytes=self.max_predict_bytes,
             upstream=self.upstream,
         )
@@ -216,6 +235,7 @@ class JobService(ServiceApp):
     async def started(self):
         await self.manager.start()
         await self.experiments.start()  # after the jobs: its trials' jobs are followed again first
+        await self.pipelines.start()
         if self.servings is not None:  # after the jobs: their GPUs are restored first
             await self.servings.start()
         serving = self.servings.backend.name if self.servings is not None else "none"
@@ -225,6 +245,7 @@ class JobService(ServiceApp):
         if self.servings is not None:
             await self.servings.stop(self.stop_jobs_on_exit)
         await self.experiments.stop()
+        await self.pipelines.stop()
         await self.manager.stop(self.stop_jobs_on_exit)
         await self.upstream.close()
 

@@ -170,27 +170,13 @@ class JobsClient(ServiceClient):
         """Wait until the job reaches ``status`` (a name or a tuple of them); its record. A job that
         ends otherwise raises :class:`JobFailed`; TimeoutError after ``timeout`` seconds."""
         wanted = (status,) if isinstance(status, str) else tuple(status)
-        job_id = None
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                job_id = job_id or self._id(job)
-                record = self.get(job_id)
-            except ServiceError as e:
-                if e.status not in (0, 502, 503, 504) or time.monotonic() > deadline:
-                    raise
-                time.sleep(interval)  # the service is restarting: the job goes on meanwhile
-                continue
-            if record["status"] in wanted:
-                return record
-            if record["status"] in FINAL:
-                raise JobFailed(record)
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"job {record['name']} is still {record['status']} after {timeout} s"
-                    + (f" ({record['message']})" if record.get("message") else "")
-                )
-            time.sleep(interval)
+        found = {}
+
+        def fetch():
+            found["id"] = found.get("id") or self._id(job)
+            return self.get(found["id"])
+
+        return self._wait_for(fetch, wanted, FINAL, JobFailed, timeout, interval, lambda r: f"job {r['name']}")
 
     # ------------------------------------------------------------------ servings
 

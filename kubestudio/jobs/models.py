@@ -219,3 +219,74 @@ class Trial(Base):
             "started": iso(self.started),
             "finished": iso(self.finished),
         }
+
+
+PIPELINE_RUNNING = "running"
+# a task's states: pending, then running (its job's), then succeeded, failed, skipped (its depends
+# or when said no) or cancelled
+TASK_PENDING, TASK_RUNNING, TASK_SKIPPED = "pending", "running", "skipped"
+
+
+class PipelineRun(Base):
+    """One run of a pipeline: its spec and parameters as run, status, and where a rerun came from."""
+
+    __tablename__ = "pipeline_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    pipeline: Mapped[str] = mapped_column(String(64), index=True)
+    spec: Mapped[dict] = mapped_column(JSON)  # as sent: a rerun runs it again
+    params: Mapped[dict] = mapped_column(JSON)  # the parameters resolved (defaults and given)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    caller: Mapped[dict] = mapped_column(JSON, default=dict)  # the owner's groups at submit: the tasks' projects
+    rerun_of: Mapped[str] = mapped_column(String(32), default="")
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    def to_json(self, tasks=()):
+        return {
+            "id": self.id,
+            "pipeline": self.pipeline,
+            "owner": self.owner,
+            "status": self.status,
+            "message": self.message,
+            "params": self.params,
+            "rerun_of": self.rerun_of or None,
+            "tasks": [t.to_json() for t in tasks],
+            "spec": self.spec,
+            "created": iso(self.created),
+            "finished": iso(self.finished),
+        }
+
+
+class PipelineTask(Base):
+    """One task of a run: its state, its job (the last attempt's), attempts, resolved outputs."""
+
+    __tablename__ = "pipeline_tasks"
+
+    run_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("pipeline_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[str] = mapped_column(String(32), default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    outputs: Mapped[dict] = mapped_column(JSON, default=dict)  # output name -> its path in the workspace
+    reused_from: Mapped[str] = mapped_column(String(32), default="")  # a rerun kept this run's result
+    message: Mapped[str] = mapped_column(Text, default="")
+    started: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    def to_json(self):
+        return {
+            "name": self.name,
+            "status": self.status,
+            "job": self.job_id or None,
+            "attempts": self.attempts,
+            "outputs": self.outputs or {},
+            "reused_from": self.reused_from or None,
+            "message": self.message,
+            "started": iso(self.started),
+            "finished": iso(self.finished),
+        }

@@ -9,13 +9,6 @@ from .serving.spec import FORMATS as SERVE_FORMATS
 from .spec import FRAMEWORKS, NAME_MAX
 
 JOB = {"$ref": "#/components/schemas/Job"}
-JOB_ID = {
-    "name": "job_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": "^[a-z0-9][-a-z0-9]{0,62}$"},
-    "description": "A job id, or the name of one of your jobs.",
-}
 USER_FILTER = {
     "name": "user",
     "in": "query",
@@ -31,6 +24,20 @@ ERROR_WORDING = {
 
 def _errors(*codes):
     return errors(*codes, **ERROR_WORDING)
+
+
+def path_param(name, pattern, description):
+    """A path parameter: a string matching ``pattern``."""
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": pattern},
+        "description": description,
+    }
+
+
+JOB_ID = path_param("job_id", "^[a-z0-9][-a-z0-9]{0,62}$", "A job id, or the name of one of your jobs.")
 
 
 def openapi(prefix):
@@ -178,21 +185,27 @@ def openapi(prefix):
         },
     }
     serving_ref = {"$ref": "#/components/schemas/Serving"}
-    serving_id = {
-        "name": "serving_id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "pattern": "^[0-9a-f]{1,32}$"},
-        "description": "A serving id.",
-    }
+    serving_id = path_param("serving_id", "^[0-9a-f]{1,32}$", "A serving id.")
     rerun = {"type": "object", "description": "Fields of the spec to change in the copy (args, name, env, ...)."}
     experiment_ref = {"$ref": "#/components/schemas/Experiment"}
-    experiment_id = {
-        "name": "experiment_id",
-        "in": "path",
+    experiment_id = path_param(
+        "experiment_id", "^[a-z0-9][-a-z0-9]{0,62}$", "An experiment id, or the name of one of your experiments."
+    )
+    experiment_hex_id = path_param("experiment_id", "^[0-9a-f]{12}$", "An experiment id.")
+    trial_number = {"name": "number", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
+    report_body = {
         "required": True,
-        "schema": {"type": "string", "pattern": "^[a-z0-9][-a-z0-9]{0,62}$"},
-        "description": "An experiment id, or the name of one of your experiments.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
+                        "step": {"type": "integer", "minimum": 0},
+                    },
+                }
+            }
+        },
     }
     distribution = {
         "type": "object",
@@ -226,6 +239,7 @@ def openapi(prefix):
                 "type": "object",
                 "description": "A job spec without a name; ${param} in command, args and env takes a parameter's value.",
             },
+            "backend": {"type": "string", "enum": ["kubestudio", "katib", "auto"]},
         },
     }
     experiment = {
@@ -239,13 +253,107 @@ def openapi(prefix):
             "status": {"type": "string", "enum": ["running", "succeeded", "failed", "cancelled"]},
             "message": {"type": "string"},
             "spec": {"type": "object"},
+            "backend": {"type": "string", "enum": ["kubestudio", "katib"]},
             "best": {"type": "object", "nullable": True},
             "trials": {"type": "object", "description": "How many trials are in each state."},
             "created": {"type": "string"},
             "finished": {"type": "string", "nullable": True},
         },
     }
+    run_ref = {"$ref": "#/components/schemas/PipelineRun"}
+    run_id = path_param("run_id", "^[0-9a-f]{12}$", "A pipeline run's id.")
+    pipeline_run = {
+        "type": "object",
+        "required": ["id", "pipeline", "owner", "status", "tasks"],
+        "properties": {
+            "id": {"type": "string"},
+            "pipeline": {"type": "string"},
+            "owner": {"type": "string"},
+            "status": {"type": "string", "enum": ["running", "succeeded", "failed", "cancelled"]},
+            "message": {"type": "string"},
+            "params": {"type": "object"},
+            "rerun_of": {"type": "string", "nullable": True},
+            "tasks": {
+                "description": "Each task (status, job, attempts, outputs, reused_from, message); in a "
+                "list of runs, how many tasks are in each state",
+                "oneOf": [{"type": "array", "items": {"type": "object"}}, {"type": "object"}],
+            },
+            "spec": {"type": "object"},
+            "created": {"type": "string"},
+            "finished": {"type": "string", "nullable": True},
+        },
+    }
+    run_request = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["spec"],
+        "properties": {
+            "spec": {
+                "description": "The pipeline: {name, params, parallelism, tasks: {NAME: {job, depends, when, "
+                "retries, timeout, outputs}}}, or the same as YAML text",
+                "oneOf": [{"type": "object"}, {"type": "string"}],
+            },
+            "params": {"type": "object", "description": "Values over the pipeline's defaults."},
+        },
+    }
     paths = {
+        "/api/pipelines/runs": {
+            "get": {
+                "summary": "Your pipeline runs, newest first; ?pipeline=NAME for one pipeline's",
+                "parameters": [
+                    USER_FILTER,
+                    {"name": "pipeline", "in": "query", "required": False, "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": ok({"type": "object", "properties": {"runs": {"type": "array", "items": run_ref}}}),
+                    **_errors(401, 403),
+                },
+            },
+            "post": {
+                "summary": "Run a pipeline (every task's job checked first): the run, its tasks pending",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": run_request}}},
+                "responses": {"201": ok(run_ref, "Running"), **_errors(400, 401, 403, 409, 413)},
+            },
+        },
+        "/api/pipelines/runs/{run_id}": {
+            "parameters": [run_id],
+            "get": {"summary": "One run and its tasks", "responses": {"200": ok(run_ref), **_errors(401, 403, 404)}},
+            "delete": {
+                "summary": "Cancel a run and its tasks' jobs (idempotent); ?forget=1 also removes its records",
+                "parameters": [{"name": "forget", "in": "query", "required": False, "schema": {"type": "string"}}],
+                "responses": {"200": ok(run_ref), **_errors(401, 403, 404)},
+            },
+        },
+        "/api/pipelines/runs/{run_id}/rerun": {
+            "parameters": [run_id],
+            "post": {
+                "summary": 'A new run from a task ({"from": TASK}; default: the tasks that did not succeed), '
+                "keeping the results and outputs of what is upstream",
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {"from": {"type": "string"}},
+                            }
+                        }
+                    },
+                },
+                "responses": {"201": ok(run_ref, "Running"), **_errors(400, 401, 403, 404, 409)},
+            },
+        },
+        "/api/pipelines/runs/{run_id}/tasks/{task}/log": {
+            "parameters": [run_id, path_param("task", "^[a-z][-a-z0-9]{0,15}$", "A task's name.")],
+            "get": {
+                "summary": "A task's log (its last attempt's job)",
+                "responses": {
+                    "200": {"description": "The log", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    **_errors(401, 403, 404),
+                },
+            },
+        },
         "/api/jobs": {
             "get": {
                 "summary": "Your jobs, newest first",
@@ -418,40 +526,17 @@ def openapi(prefix):
             },
         },
         "/api/experiments/{experiment_id}/trials/{number}/report": {
-            "parameters": [
-                {
-                    **experiment_id,
-                    "schema": {"type": "string", "pattern": "^[0-9a-f]{12}$"},
-                    "description": "An experiment id.",
-                },
-                {"name": "number", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}},
-            ],
+            "parameters": [experiment_hex_id, trial_number],
             "post": {
                 "summary": "A trial's report (its processes only: Authorization: Bearer $KUBESTUDIO_TRIAL_TOKEN). "
                 'Intermediate values {"metrics": {...}, "step": N}, or final ones without a step; '
                 'answers {"recorded": [...], "prune": true|false}',
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
-                                    "step": {"type": "integer", "minimum": 0},
-                                },
-                            }
-                        }
-                    },
-                },
+                "requestBody": report_body,
                 "responses": {"200": ok({"type": "object"}), **_errors(400, 401, 403, 409, 413)},
             },
         },
         "/api/experiments/{experiment_id}/trials/{number}/log": {
-            "parameters": [
-                experiment_id,
-                {"name": "number", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}},
-            ],
+            "parameters": [experiment_id, trial_number],
             "get": {
                 "summary": "A trial's log: its job's, or the pods' of a trial Katib made",
                 "responses": {
@@ -462,36 +547,13 @@ def openapi(prefix):
         },
         "/api/experiments/{experiment_id}/katib/{trial_name}/report": {
             "parameters": [
-                {
-                    **experiment_id,
-                    "schema": {"type": "string", "pattern": "^[0-9a-f]{12}$"},
-                    "description": "An experiment id.",
-                },
-                {
-                    "name": "trial_name",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "pattern": "^exp-[0-9a-f]{12}-[a-z0-9]{1,16}$"},
-                    "description": "The Katib Trial's name.",
-                },
+                experiment_hex_id,
+                path_param("trial_name", "^exp-[0-9a-f]{12}-[a-z0-9]{1,16}$", "The Katib Trial's name."),
             ],
             "post": {
                 "summary": "A report of a trial Katib made (the experiment's token: Authorization: Bearer "
                 "$KUBESTUDIO_TRIAL_TOKEN), pushed on to Katib's DB manager; the body as a trial's report",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
-                                    "step": {"type": "integer", "minimum": 0},
-                                },
-                            }
-                        }
-                    },
-                },
+                "requestBody": report_body,
                 "responses": {"200": ok({"type": "object"}), **_errors(400, 401, 403, 409, 413, 502)},
             },
         },
@@ -510,7 +572,7 @@ def openapi(prefix):
         "KubeStudio jobs service",
         "Submit training jobs (one process, or distributed: PyTorch, TensorFlow, MPI, TrainJob), follow "
         "every rank's log, cancel and rerun them; tune them (experiments: Optuna searches whose trials are "
-        "jobs); serve models (KServe's V1 and V2 protocols at "
+        "jobs); chain them (pipelines: DAGs of jobs); serve models (KServe's V1 and V2 protocols at "
         "serve/<user>/<name>/).",
         prefix,
         {
@@ -520,6 +582,7 @@ def openapi(prefix):
             "Serving": serving,
             "ExperimentSpec": experiment_spec,
             "Experiment": experiment,
+            "PipelineRun": pipeline_run,
         },
         paths,
     )

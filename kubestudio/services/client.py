@@ -7,6 +7,7 @@ Light on purpose (only ``requests``): notebooks import it.
 
 import json
 import os
+import time
 from urllib.parse import urljoin
 
 import requests
@@ -95,6 +96,32 @@ class ServiceClient:
                 if said:
                     return said if isinstance(said, str) else json.dumps(said)
         return f"{response.reason} (HTTP {response.status_code}): {json.dumps(body)[:2000]}"
+
+    @staticmethod
+    def _wait_for(fetch, wanted, final, failed, timeout, interval, what):
+        """Poll ``fetch()`` until its record's status is in ``wanted`` (returned); one ending in
+        another of ``final`` raises ``failed(record)``; TimeoutError after ``timeout`` seconds. The
+        service restarting (no answer, 502-504) is waited through: what it runs goes on meanwhile.
+        ``what(record)`` names the thing in the timeout's message."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                record = fetch()
+            except ServiceError as e:
+                if e.status not in (0, 502, 503, 504) or time.monotonic() > deadline:
+                    raise
+                time.sleep(interval)
+                continue
+            if record["status"] in wanted:
+                return record
+            if record["status"] in final:
+                raise failed(record)
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{what(record)} is still {record['status']} after {timeout} s"
+                    + (f" ({record['message']})" if record.get("message") else "")
+                )
+            time.sleep(interval)
 
     def _events(self, path, method="GET", **kwargs):
         """Yield the events of a Server-Sent Events answer as dicts."""

@@ -172,6 +172,36 @@ MATRIX = [
         None,
         {"owner": 404, "server": 404, "other": 404, "admin": 404, "limited": 403, "anonymous": 401},
     ),
+    (
+        "GET",
+        "api/pipelines/runs",
+        None,
+        {"owner": 200, "server": 200, "other": 200, "admin": 200, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "POST",
+        "api/pipelines/runs",
+        {"spec": {"name": "x"}},
+        {"owner": 400, "server": 400, "other": 400, "admin": 400, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "GET",
+        "api/pipelines/runs/000000000000",
+        None,
+        {"owner": 404, "server": 404, "other": 404, "admin": 404, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "POST",
+        "api/pipelines/runs/000000000000/rerun",
+        {},
+        {"owner": 404, "server": 404, "other": 404, "admin": 404, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "GET",
+        "api/pipelines/runs/000000000000/tasks/a/log",
+        None,
+        {"owner": 404, "server": 404, "other": 404, "admin": 404, "limited": 403, "anonymous": 401},
+    ),
 ]
 
 
@@ -444,6 +474,10 @@ def test_openapi_document_and_schemathesis_finds_no_server_error(jobs, tmp_path)
         "/api/experiments/{experiment_id}/trials/{number}/report",
         "/api/experiments/{experiment_id}/trials/{number}/log",
         "/api/experiments/{experiment_id}/katib/{trial_name}/report",
+        "/api/pipelines/runs",
+        "/api/pipelines/runs/{run_id}",
+        "/api/pipelines/runs/{run_id}/rerun",
+        "/api/pipelines/runs/{run_id}/tasks/{task}/log",
         "/api/servings",
         "/api/servings/{serving_id}",
         "/api/servings/{serving_id}/logs",
@@ -460,8 +494,14 @@ def test_openapi_document_and_schemathesis_finds_no_server_error(jobs, tmp_path)
         "DELETE /api/jobs/{job_id}",
         "POST /api/servings",
         "PUT /api/servings/{serving_id}",
+        "POST /api/pipelines/runs",
     } <= tested
     # whatever the fuzzer submitted has ended or is cancelled: nothing of it keeps running
+    from kubestudio.jobs.pipelines.client import PipelinesClient
+
+    pipelines = PipelinesClient(url=jobs.url, token=jobs.token("fuzzer"))
+    for run in pipelines.list():
+        pipelines.cancel(run["id"])
     fuzzer = jobs.client("fuzzer")
     for job in fuzzer.list():
         fuzzer.delete(job["id"])

@@ -18,7 +18,6 @@ environment), like :class:`~kubestudio.jobs.JobsClient`::
 
 import inspect
 import textwrap
-import time
 
 from ...services.client import ServiceClient, ServiceError
 from ..client import JobsClient, free_name
@@ -167,24 +166,15 @@ class ExperimentsClient(ServiceClient):
         """Wait until the experiment reaches ``status``; its record. One that ends otherwise raises
         :class:`ExperimentFailed`; TimeoutError after ``timeout`` seconds."""
         wanted = (status,) if isinstance(status, str) else tuple(status)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                record = self.get(experiment)
-            except ServiceError as e:
-                if e.status not in (0, 502, 503, 504) or time.monotonic() > deadline:
-                    raise
-                time.sleep(interval)
-                continue
-            if record["status"] in wanted:
-                return record
-            if record["status"] in FINAL:
-                raise ExperimentFailed(record)
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"experiment {record['name']} is still {record['status']} after {timeout} s ({record['message']})"
-                )
-            time.sleep(interval)
+        return self._wait_for(
+            lambda: self.get(experiment),
+            wanted,
+            FINAL,
+            ExperimentFailed,
+            timeout,
+            interval,
+            lambda r: f"experiment {r['name']}",
+        )
 
     @staticmethod
     def _ref(experiment):

@@ -1,0 +1,1 @@
+"""Pipelines: DAGs of tasks, each an ordinary job (spec, manager, handlers, client)."""

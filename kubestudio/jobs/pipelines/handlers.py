@@ -1,0 +1,87 @@
+"""HTTP handlers of pipelines in the jobs service: runs of DAGs under ``api/pipelines/runs``.
+
+Who may do what: ``custom:kubestudio:jobs:run`` runs, reads, reruns and cancels your own runs (the
+admin scope: everyone's); another user's run answers 404.
+"""
+
+from ...services.web import http_error
+from ..handlers import JobsBaseHandler
+from ..spec import SpecError
+
+
+class PipelinesBaseHandler(JobsBaseHandler):
+    noun = "pipeline run"
+
+    @property
+    def manager(self):
+        return self.settings["pipelines"]
+
+
+class RunsHandler(PipelinesBaseHandler):
+    async def get(self):
+        """Your runs, newest first (``?pipeline=NAME``: of one pipeline), with their tasks counted by state."""
+        self.require_access()
+        runs = self.manager.list(owner=self.owner_filter(), pipeline=self.get_argument("pipeline", ""))
+        self.write_json({"runs": runs})
+
+    async def post(self):
+        """Run a pipeline: ``{"spec": {...} or YAML text, "params": {...}}``."""
+        self.require_access()
+        if self.identity["kind"] != "user":
+            raise http_error(403, "pipeline runs belong to users: start one with a user's token")
+        try:
+            run = await self.manager.create(self.identity, self.json_body())
+        except SpecError as e:
+            raise http_error(e.status, str(e)) from None
+        self.set_header("Location", f"{self.settings['service_prefix']}api/pipelines/runs/{run['id']}")
+        self.write_json(run, 201)
+
+
+class RunHandler(PipelinesBaseHandler):
+    async def get(self, run_id):
+        self.require_access()
+        self.owner_checked(run_id)
+        self.write_json(self.manager.get(run_id))
+
+    async def delete(self, run_id):
+        """Cancel a running run and its tasks' jobs (idempotent); ``?forget=1`` also removes a
+        finished run's records and its tasks' jobs (those no other run kept)."""
+        self.require_access()
+        self.owner_checked(run_id)
+        run = await self.manager.cancel(run_id, self.identity["name"])
+        if self.get_argument("forget", "") in ("1", "true", "yes"):
+            self.manager.forget(run_id)
+            run = {**run, "forgotten": True}
+        self.write_json(run)
+
+
+class RerunHandler(PipelinesBaseHandler):
+    async def post(self, run_id):
+        """A new run from ``{"from": TASK}`` (default: the tasks that did not succeed), keeping
+        the results and outputs of what is upstream of it."""
+        self.require_access()
+        self.owner_checked(run_id)
+        body = self.json_body()
+        unknown = sorted(set(body) - {"from"})
+        if unknown:
+            raise http_error(400, f"{unknown[0]}: unknown field (expected from)")
+        start = body.get("from")
+        if start is not None and not isinstance(start, str):
+            raise http_error(400, "from: a task's name")
+        try:
+            run = await self.manager.rerun(run_id, start)
+        except SpecError as e:
+            raise http_error(e.status, str(e)) from None
+        self.write_json(run, 201)
+
+
+class TaskLogHandler(PipelinesBaseHandler):
+    async def get(self, run_id, task):
+        """A task's log as text (its last attempt's job)."""
+        self.require_access()
+        self.owner_checked(run_id)
+        text = await self.manager.task_log(run_id, task)
+        if text is None:
+            raise http_error(404, f"run {run_id} has no task {task}")
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(text)

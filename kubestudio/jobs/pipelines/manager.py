@@ -1,0 +1,436 @@
+"""The pipeline manager: runs DAGs of tasks, each task an ordinary job of the run's owner.
+
+A run starts every task whose upstream tasks have ended and whose ``depends`` (a list: each
+succeeded or was skipped, as Argo reads ``dependencies``; or Argo's expression) and ``when`` hold,
+up to ``parallelism`` at once; a task whose condition does not hold is *skipped*. Its job is
+submitted through the jobs manager (so the queue, quotas, projects, GPUs, images, logs and cancel
+of jobs apply), named ``<pipeline>-<run>-<task>`` (``-r<N>`` for a retry), with ``{{run}}``,
+``{{params.X}}``, ``{{outputs.Y}}`` and ``{{tasks.X.outputs.Y}}`` filled in. A failed task with
+retries left runs again. The run ends *succeeded* when no task failed, *failed* otherwise, or
+*cancelled*.
+
+A rerun is a new run of the same spec and parameters that keeps the results (and outputs) of the
+tasks upstream of where it starts and runs the rest again: from a named task, or by default from
+every task that did not succeed. Everything is in the service's store as it happens; after a
+restart each running run goes on (the jobs manager resumed its tasks' jobs).
+"""
+
+import asyncio
+import uuid
+
+from ..models import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    PIPELINE_RUNNING,
+    SUCCEEDED,
+    TASK_PENDING,
+    TASK_RUNNING,
+    TASK_SKIPPED,
+    PipelineRun,
+    PipelineTask,
+    utcnow,
+)
+from ..spec import SpecError
+from .spec import evaluate_depends, evaluate_when, fill, parse_pipeline
+
+ENDED = (SUCCEEDED, FAILED, CANCELLED, TASK_SKIPPED)
+
+
+def job_name(spec, run_id, task, attempt):
+    return f"{spec.name}-{run_id[:6]}-{task}" + (f"-r{attempt}" if attempt else "")
+
+
+class PipelineManager:
+    def __init__(self, config, store, jobs, log):
+        self.config = config  # the JobService: max_running_pipelines_per_user
+        self.store = store
+        self.jobs = jobs
+        self.log = log
+        self.tasks = {}  # run id -> its driving task
+        self.wake = {}  # run id -> Event set when one of its jobs ended
+        self.run_of_job = {}  # job id -> run id
+        jobs.finished_listeners.append(self._job_finished)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self):
+        with self.store.session() as db:
+            running = [r.id for r in db.query(PipelineRun).filter(PipelineRun.status == PIPELINE_RUNNING).all()]
+        for run_id in running:
+            self._open(run_id)
+
+    async def stop(self):
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        self.tasks.clear()
+
+    def _open(self, run_id):
+        with self.store.session() as db:
+            for task in db.query(PipelineTask).filter(PipelineTask.run_id == run_id).all():
+                if task.job_id and task.status == TASK_RUNNING:
+                    self.run_of_job[task.job_id] = run_id
+        self.wake[run_id] = asyncio.Event()
+        self.tasks[run_id] = asyncio.ensure_future(self._drive(run_id))
+
+    def _job_finished(self, job_id, record):
+        run_id = self.run_of_job.get(job_id)
+        if run_id and run_id in self.wake:
+            self.wake[run_id].set()
+
+    # ------------------------------------------------------------------ requests
+
+    async def create(self, identity, body, rerun_of=None, keep=None):
+        """Start a run of ``body["spec"]`` (a mapping, or YAML text) with ``body["params"]``.
+        ``keep``: {task: its row in an earlier run} whose results this run takes as they are."""
+        if not isinstance(body, dict):
+            raise SpecError('send {"spec": {...} or YAML text, "params": {...}}')
+        unknown = sorted(set(body) - {"spec", "params"})
+        if unknown:
+            raise SpecError(f"{unknown[0]}: unknown field (expected spec, params)")
+        spec = parse_pipeline(body.get("spec"))
+        params = spec.resolve_params(body.get("params"))
+        owner = identity["name"]
+        caller = {"name": owner, "groups": list(identity.get("groups") or [])}
+        with self.store.session() as db:
+            running = (
+                db.query(PipelineRun.id)
+                .filter(PipelineRun.owner == owner, PipelineRun.status == PIPELINE_RUNNING)
+                .count()
+            )
+        if running >= self.config.max_running_pipelines_per_user:
+            raise SpecError(
+                f"pipelines: you have {running} runs going, the most this hub allows "
+                "(JobService.max_running_pipelines_per_user); wait for one or cancel it",
+                409,
+            )
+        keep = keep or {}
+        # every task's job as it would be sent (its project, quota, script, image), before anything runs
+        for name, task in spec.tasks.items():
+            if name in keep:
+                continue
+            context = self._context(
+                spec, "0" * 12, params, name, {t: {o: "" for o in spec.tasks[t].outputs} for t in spec.tasks}
+            )
+            job = self._job(spec, task, "0" * 12, 0, context)
+            try:
+                await self.jobs.check(caller, job)
+            except SpecError as e:
+                raise SpecError(f"tasks.{name}.job: {e}", e.status) from None
+        run_id = uuid.uuid4().hex[:12]
+        with self.store.session() as db:
+            db.add(
+                PipelineRun(
+                    id=run_id,
+                    owner=owner,
+                    pipeline=spec.name,
+                    spec=spec.source,
+                    params=params,
+                    status=PIPELINE_RUNNING,
+                    message=f"{len(spec.tasks)} tasks",
+                    caller=caller,
+                    rerun_of=rerun_of or "",
+                )
+            )
+            for name in spec.order():
+                kept = keep.get(name)
+                db.add(
+                    PipelineTask(
+                        run_id=run_id,
+                        name=name,
+                        status=kept["status"] if kept else TASK_PENDING,
+                        job_id=kept["job"] or "" if kept else "",
+                        attempts=kept["attempts"] if kept else 0,
+                        outputs=kept["outputs"] if kept else {},
+                        reused_from=kept["run"] if kept else "",
+                        message=f"kept from run {kept['run']}" if kept else "",
+                        started=None,
+                        finished=None,
+                    )
+                )
+        self.log.info(
+            "pipeline %s of %s: run %s, %d tasks (%d kept)", spec.name, owner, run_id, len(spec.tasks), len(keep)
+        )
+        self._open(run_id)
+        return self.get(run_id)
+
+    async def rerun(self, run_id, from_task=None):
+        """A new run of ``run_id``'s spec and parameters from ``from_task`` (default: every task
+        that did not succeed), keeping what is upstream of it."""
+        old = self.get(run_id, internal=True)
+        if old["status"] == PIPELINE_RUNNING:
+            raise SpecError(f"run {run_id} is still running: cancel it first, or wait for it to end", 409)
+        spec = parse_pipeline(old["spec"])
+        rows = {t["name"]: t for t in old["tasks"]}
+        if from_task is not None:
+            if from_task not in spec.tasks:
+                raise SpecError(f"from: {from_task!r} is not a task of this pipeline ({', '.join(spec.tasks)})")
+            starts = {from_task}
+        else:
+            starts = {n for n, t in rows.items() if t["status"] not in (SUCCEEDED, TASK_SKIPPED)}
+            if not starts:
+                raise SpecError("from: every task of this run succeeded; name the task to run again from", 409)
+        again = set()
+        for start in starts:
+            again |= spec.downstream(start)
+        # what was not run to success upstream is run again too (its outputs are not there)
+        for name in list(spec.tasks):
+            if name not in again and rows.get(name, {}).get("status") not in (SUCCEEDED, TASK_SKIPPED):
+                again |= spec.downstream(name)
+        keep = {n: {**rows[n], "run": rows[n].get("reused_from") or run_id} for n in spec.tasks if n not in again}
+        # the run is its owner's, whoever asks for it again (an admin may)
+        owner = {"name": old["owner"], "groups": old["caller"].get("groups", [])}
+        return await self.create(
+            owner,
+            {"spec": old["spec"], "params": old["params"]},
+            rerun_of=run_id,
+            keep=keep,
+        )
+
+    async def cancel(self, run_id, who):
+        task = self.tasks.pop(run_id, None)
+        if task is None:
+            return self.get(run_id)
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass
+        with self.store.session() as db:
+            rows = [(t.name, t.status, t.job_id) for t in db.query(PipelineTask).filter(PipelineTask.run_id == run_id)]
+        for name, status, job_id in rows:
+            if status == TASK_RUNNING and job_id:
+                await self.jobs.cancel(job_id, f"its pipeline run was cancelled by {who}")
+            if status in (TASK_RUNNING, TASK_PENDING):
+                self._set_task(run_id, name, CANCELLED, f"its run was cancelled by {who}")
+        self._end(run_id, CANCELLED, f"cancelled by {who}")
+        return self.get(run_id)
+
+    def forget(self, run_id):
+        with self.store.session() as db:
+            jobs = [j for (j,) in db.query(PipelineTask.job_id).filter(PipelineTask.run_id == run_id) if j]
+            reused = {
+                j
+                for (j,) in db.query(PipelineTask.job_id).filter(
+                    PipelineTask.run_id != run_id, PipelineTask.job_id.in_(jobs)
+                )
+            }
+            db.query(PipelineTask).filter(PipelineTask.run_id == run_id).delete()
+            db.query(PipelineRun).filter(PipelineRun.id == run_id).delete()
+        for job_id in set(jobs) - reused:  # a job another run kept stays with it
+            job = self.jobs.get(job_id)
+            if job is not None and job["status"] in DONE:
+                self.jobs.delete_record(job_id)
+
+    # ------------------------------------------------------------------ reading
+
+    def owner_of(self, run_id):
+        with self.store.session() as db:
+            return db.query(PipelineRun.owner).filter(PipelineRun.id == run_id).scalar()
+
+    def get(self, run_id, internal=False):
+        with self.store.session() as db:
+            run = db.get(PipelineRun, run_id)
+            if run is None:
+                return None
+            tasks = db.query(PipelineTask).filter(PipelineTask.run_id == run_id).all()
+            order = {name: i for i, name in enumerate(run.spec.get("tasks") or {})}
+            tasks.sort(key=lambda t: order.get(t.name, 0))
+            data = run.to_json(tasks)
+            if internal:
+                data["caller"] = run.caller
+            return data
+
+    def list(self, owner=None, pipeline=None):
+        with self.store.session() as db:
+            query = db.query(PipelineRun).order_by(PipelineRun.created.desc())
+            if owner is not None:
+                query = query.filter(PipelineRun.owner == owner)
+            if pipeline:
+                query = query.filter(PipelineRun.pipeline == pipeline)
+            out = []
+            for run in query.limit(500).all():
+                counts = {}
+                for (status,) in db.query(PipelineTask.status).filter(PipelineTask.run_id == run.id):
+                    counts[status] = counts.get(status, 0) + 1
+                data = run.to_json()
+                data["tasks"] = counts
+                del data["spec"]
+                out.append(data)
+            return out
+
+    async def task_log(self, run_id, name):
+        with self.store.session() as db:
+            task = db.get(PipelineTask, (run_id, name))
+            if task is None:
+                return None
+            job_id = task.job_id
+        if not job_id:
+            return ""
+        return "".join([piece async for piece in self.jobs.log_text(job_id)])
+
+    # ------------------------------------------------------------------ driving
+
+    @staticmethod
+    def _context(spec, run_id, params, task, outputs):
+        """What ``{{...}}`` in ``task`` becomes: the run, the params, its outputs and its upstream's."""
+        context = {"run": run_id, **{f"params.{k}": v for k, v in params.items()}}
+        own = fill(spec.tasks[task].outputs, {"run": run_id, **{f"params.{k}": v for k, v in params.items()}}, task)
+        context.update({f"outputs.{k}": v for k, v in own.items()})
+        for upstream in spec.upstream(task):
+            for key, value in (outputs.get(upstream) or {}).items():
+                context[f"tasks.{upstream}.outputs.{key}"] = value
+        return context
+
+    @staticmethod
+    def _job(spec, task, run_id, attempt, context):
+        job = fill(task.job, context, f"tasks.{task.name}.job")
+        job["name"] = job_name(spec, run_id, task.name, attempt)
+        if task.timeout and "max_runtime" not in job:
+            job["max_runtime"] = task.timeout
+        return job
+
+    async def _drive(self, run_id):
+        event = self.wake[run_id]
+        try:
+            while True:
+                event.clear()
+                if await self._step(run_id):
+                    return
+                try:
+                    await asyncio.wait_for(event.wait(), timeout=30)
+                except asyncio.TimeoutError:
+                    pass
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.log.exception("pipeline run %s failed in the service", run_id)
+            self._end(
+                run_id,
+                FAILED,
+                f"internal error in the jobs service ({type(e).__name__}); the administrator can find it in the service log",
+            )
+
+    async def _step(self, run_id):
+        """Collect the ended jobs, start what is ready; True once the run has ended."""
+        run = self.get(run_id, internal=True)
+        spec = parse_pipeline(run["spec"])
+        rows = {t["name"]: t for t in run["tasks"]}
+        caller = run["caller"]
+        for name, row in rows.items():
+            if row["status"] != TASK_RUNNING:
+                continue
+            job = self.jobs.get(row["job"]) if row["job"] else None
+            if job is not None and job["status"] not in DONE:
+                continue
+            if job is not None and job["status"] == SUCCEEDED:
+                self._set_task(run_id, name, SUCCEEDED, "")
+            elif job is not None and row["attempts"] <= spec.tasks[name].retries and job["status"] == FAILED:
+                await self._submit(run_id, spec, run, name, rows, caller, attempt=row["attempts"])
+            else:
+                why = f"its job {job['status']}: {job['message'] or 'no reason given'}" if job else "its job is gone"
+                self._set_task(run_id, name, FAILED, why)
+        rows = {t["name"]: t for t in self.get(run_id)["tasks"]}
+        running = sum(1 for t in rows.values() if t["status"] == TASK_RUNNING)
+        limit = spec.parallelism or len(spec.tasks)
+        for name in spec.order():
+            row = rows[name]
+            if row["status"] != TASK_PENDING:
+                continue
+            task = spec.tasks[name]
+            states = {d: rows[d]["status"] for d in task.depends}
+            if any(s not in ENDED for s in states.values()):
+                continue
+            if task.condition:
+                go = evaluate_depends(task.condition, states)
+                why = f"its depends ({task.condition}) did not hold"
+            else:
+                go = all(s in (SUCCEEDED, TASK_SKIPPED) for s in states.values())
+                why = "upstream " + ", ".join(
+                    f"{d} {s}" for d, s in states.items() if s not in (SUCCEEDED, TASK_SKIPPED)
+                )
+            if go and task.when:
+                context = self._context(spec, run_id, run["params"], name, {n: r["outputs"] for n, r in rows.items()})
+                try:
+                    go = evaluate_when(task.when, context, f"tasks.{name}.when")
+                except SpecError as e:
+                    self._set_task(run_id, name, FAILED, str(e))
+                    rows[name]["status"] = FAILED
+                    continue
+                why = f"when {task.when!r} was false"
+            if not go:
+                self._set_task(run_id, name, TASK_SKIPPED, why)
+                rows[name]["status"] = TASK_SKIPPED
+                continue
+            if running >= limit:
+                continue
+            if await self._submit(run_id, spec, run, name, rows, caller, attempt=0):
+                running += 1
+                rows[name]["status"] = TASK_RUNNING
+            else:
+                rows[name]["status"] = FAILED
+        rows = {t["name"]: t for t in self.get(run_id)["tasks"]}
+        statuses = [t["status"] for t in rows.values()]
+        if any(s in (TASK_PENDING, TASK_RUNNING) for s in statuses):
+            done = sum(1 for s in statuses if s in ENDED)
+            self._set_message(run_id, f"{done} of {len(statuses)} tasks ended, {statuses.count(TASK_RUNNING)} running")
+            return False
+        failed = [n for n, t in rows.items() if t["status"] == FAILED]
+        if failed:
+            self._end(run_id, FAILED, f"{', '.join(failed)} failed: {rows[failed[0]]['message']}")
+        else:
+            skipped = statuses.count(TASK_SKIPPED)
+            self._end(
+                run_id,
+                SUCCEEDED,
+                f"{statuses.count(SUCCEEDED)} tasks succeeded" + (f", {skipped} skipped" if skipped else ""),
+            )
+        return True
+
+    async def _submit(self, run_id, spec, run, name, rows, caller, attempt):
+        """Submit task ``name``'s job (attempt ``attempt``); False when it was refused (the task failed)."""
+        task = spec.tasks[name]
+        try:
+            context = self._context(spec, run_id, run["params"], name, {n: r["outputs"] for n, r in rows.items()})
+            job = self._job(spec, task, run_id, attempt, context)
+            record = await self.jobs.submit(caller, job)
+        except SpecError as e:
+            self._set_task(run_id, name, FAILED, f"its job was refused: {e}")
+            return False
+        self.run_of_job[record["id"]] = run_id
+        outputs = {k[len("outputs.") :]: v for k, v in context.items() if k.startswith("outputs.")}
+        with self.store.session() as db:
+            row = db.get(PipelineTask, (run_id, name))
+            row.status, row.job_id, row.attempts, row.outputs = TASK_RUNNING, record["id"], attempt + 1, outputs
+            row.started = row.started or utcnow()
+            row.message = f"attempt {attempt + 1} of {task.retries + 1}" if attempt else ""
+        self.log.info("pipeline run %s: task %s started (job %s)", run_id, name, record["id"])
+        return True
+
+    def _set_task(self, run_id, name, status, message):
+        with self.store.session() as db:
+            row = db.get(PipelineTask, (run_id, name))
+            row.status, row.message, row.finished = status, message, utcnow()
+        self.log.info("pipeline run %s: task %s %s%s", run_id, name, status, f" ({message})" if message else "")
+
+    def _set_message(self, run_id, message):
+        with self.store.session() as db:
+            run = db.get(PipelineRun, run_id)
+            if run.status == PIPELINE_RUNNING and run.message != message:
+                run.message = message
+
+    def _end(self, run_id, status, message):
+        with self.store.session() as db:
+            run = db.get(PipelineRun, run_id)
+            if run.status != PIPELINE_RUNNING:
+                return
+            run.status, run.message, run.finished = status, message, utcnow()
+            pipeline, owner = run.pipeline, run.owner
+        self.log.info("pipeline %s of %s: run %s %s: %s", pipeline, owner, run_id, status, message)
+        task = self.tasks.pop(run_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        self.wake.pop(run_id, None)
+        for job_id in [j for j, r in self.run_of_job.items() if r == run_id]:
+            self.run_of_job.pop(job_id, None)

@@ -1,0 +1,152 @@
+"""The pipeline spec: what a run needs is checked before it starts, every error naming its field;
+Argo's depends expressions and when comparisons read as Argo reads them."""
+
+import re
+
+import pytest
+
+from kubestudio.jobs.pipelines.spec import evaluate_depends, evaluate_when, parse_pipeline
+from kubestudio.jobs.spec import SpecError
+
+GOOD = """
+name: nightly
+params:
+  threshold: {type: number, default: 0.8}
+  epochs: 3
+  deploy: {type: bool, default: false}
+parallelism: 2
+tasks:
+  prepare:
+    job: {script: prep.py, args: ["--out", "{{outputs.data}}"]}
+    outputs: {data: "runs/{{run}}/data.csv"}
+  train:
+    depends: [prepare]
+    job: {script: train.py, args: ["--data", "{{tasks.prepare.outputs.data}}", "--epochs", "{{params.epochs}}"]}
+    outputs: {model: "runs/{{run}}/model"}
+    retries: 2
+    timeout: 30m
+  evaluate:
+    depends: [train]
+    job: {script: eval.py, args: ["{{tasks.train.outputs.model}}", "{{tasks.prepare.outputs.data}}"]}
+  notify:
+    depends: "evaluate.Failed || train.Failed"
+    job: {command: "echo failed"}
+  deploy:
+    depends: [evaluate]
+    when: "{{params.deploy}} == true"
+    job: {command: "echo deploy"}
+"""
+
+
+def test_a_good_spec_reads_whole():
+    spec = parse_pipeline(GOOD)
+    assert spec.name == "nightly" and spec.parallelism == 2
+    assert [(p.name, p.type, p.default) for p in spec.params] == [
+        ("threshold", "number", 0.8),
+        ("epochs", "int", 3),
+        ("deploy", "bool", False),
+    ]
+    assert spec.order() == ["prepare", "train", "evaluate", "notify", "deploy"]
+    assert spec.tasks["train"].retries == 2 and spec.tasks["train"].timeout == 1800
+    assert spec.tasks["notify"].depends == ("evaluate", "train")
+    assert spec.downstream("train") == {"train", "evaluate", "notify", "deploy"}
+    assert spec.upstream("evaluate") == {"train", "prepare"}
+    assert spec.resolve_params({"epochs": "5", "deploy": "true"}) == {"threshold": 0.8, "epochs": 5, "deploy": True}
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        (
+            {"tasks.prepare.depends": ["deploy"]},
+            "tasks.prepare.depends: a cycle (prepare depends on deploy -> evaluate -> train -> prepare)",
+        ),
+        ({"tasks.train.depends": ["nope"]}, "tasks.train.depends: 'nope' is not a task of this pipeline"),
+        ({"tasks.notify.depends": "evaluate.Failed ||"}, "tasks.notify.depends: the expression ends too soon"),
+        ({"tasks.notify.depends": "evaluate.Broken"}, "tasks.notify.depends: evaluate.Broken is not one of Argo's"),
+        ({"tasks.notify.depends": "(evaluate"}, "tasks.notify.depends: the expression ends too soon"),
+        (
+            {"tasks.evaluate.job": {"script": "e.py", "args": ["{{tasks.train.outputs.weights}}"]}},
+            "tasks.evaluate.job: {{tasks.train.outputs.weights}}: task 'train' declares no output 'weights'",
+        ),
+        (
+            {"tasks.prepare.job": {"script": "p.py", "args": ["{{tasks.train.outputs.model}}"]}},
+            "tasks.prepare.job: {{tasks.train.outputs.model}}: 'prepare' does not depend on 'train'",
+        ),
+        (
+            {"tasks.train.job": {"script": "t.py", "args": ["{{params.lr}}"]}},
+            "tasks.train.job: {{params.lr}}: the pipeline has no parameter 'lr'",
+        ),
+        (
+            {"tasks.train.job": {"script": "t.py", "args": ["{{secrets.x}}"]}},
+            "tasks.train.job: {{secrets.x}} is not something a pipeline fills in",
+        ),
+        (
+            {"tasks.train.outputs": {"model": "/etc/passwd"}},
+            "tasks.train.outputs.model: must be a path inside your workspace",
+        ),
+        ({"tasks.train.retries": 99}, "tasks.train.retries: at most 10 allowed here, not 99"),
+        ({"tasks.train.timeout": "soon"}, "tasks.train.timeout: must be seconds or a duration"),
+        (
+            {"tasks.train.job": {"name": "x", "script": "t.py"}},
+            "tasks.train.job.name: a task's job is named by the pipeline",
+        ),
+        ({"tasks.train.image": "x"}, "tasks.train.image: unknown field"),
+        ({"tasks.deploy.when": "deploy please"}, "tasks.deploy.when: a comparison such as"),
+        ({"params.epochs": {"type": "float"}}, "params.epochs.type: one of string, int, number, bool"),
+        ({"params.epochs": {"type": "int", "default": 2.5}}, "params.epochs.default: must be a whole number"),
+        ({"name": "a-very-long-pipeline-name"}, "name: at most 12 characters"),
+        ({"tasks.Train-X": {"job": {"script": "t.py"}}}, "tasks.Train-X: a task's name is lower-case letters"),
+        ({"parallelism": 0}, "parallelism: must be at least 1"),
+    ],
+)
+def test_bad_specs_name_their_field(change, said):
+    import yaml
+
+    body = yaml.safe_load(GOOD)
+    for path, value in change.items():
+        target = body
+        *parents, last = path.split(".")
+        for part in parents:
+            target = target[part]
+        target[last] = value
+    with pytest.raises(SpecError, match=re.escape(said)):
+        parse_pipeline(body)
+
+
+def test_params_at_run_time_are_checked():
+    spec = parse_pipeline(GOOD)
+    with pytest.raises(SpecError, match=re.escape("params.epochs: must be a int, not 'many'")):
+        spec.resolve_params({"epochs": "many"})
+    with pytest.raises(SpecError, match=re.escape("params.lr: the pipeline has no such parameter")):
+        spec.resolve_params({"lr": 1})
+    required = parse_pipeline(
+        {"name": "p", "params": {"x": {"type": "int"}}, "tasks": {"a": {"job": {"command": "true"}}}}
+    )
+    with pytest.raises(SpecError, match=re.escape("params.x: required")):
+        required.resolve_params({})
+
+
+@pytest.mark.parametrize(
+    "expression, states, result",
+    [
+        ("a", {"a": "succeeded"}, True),
+        ("a.Succeeded && b.Succeeded", {"a": "succeeded", "b": "failed"}, False),
+        ("a.Failed || b.Failed", {"a": "succeeded", "b": "failed"}, True),
+        ("!a.Failed", {"a": "skipped"}, True),
+        ("(a.Succeeded || a.Skipped) && !b.Completed", {"a": "skipped", "b": "skipped"}, True),
+        ("a.Completed", {"a": "failed"}, True),
+        ("a.Omitted", {"a": "skipped"}, True),
+    ],
+)
+def test_argo_depends(expression, states, result):
+    assert evaluate_depends(expression, states) is result
+
+
+def test_when_compares_numbers_as_numbers_and_text_as_text():
+    context = {"params.threshold": 0.8, "params.mode": "fast"}
+    assert evaluate_when("{{params.threshold}} > 0.5", context, "w") is True
+    assert evaluate_when("{{params.threshold}} >= 10", context, "w") is False
+    assert evaluate_when("{{params.mode}} == 'fast'", context, "w") is True
+    with pytest.raises(SpecError, match=re.escape("w: cannot compare 'fast' < 3.0")):
+        evaluate_when("{{params.mode}} < 3", context, "w")

@@ -1,0 +1,281 @@
+"""Pipelines on the embedded default: a DAG whose tasks are real jobs of its user (local processes
+as their account), outputs passed downstream, conditions, retries, rerun from a task, cancel, the
+CLI; bad specs refused before anything runs."""
+
+import os
+import time
+
+import pytest
+import requests
+
+from kubestudio.extensions import cli
+from kubestudio.jobs.pipelines.client import PipelinesClient, RunFailed
+
+from .conftest import start_jobs_hub
+
+pytestmark = pytest.mark.e2e
+
+PREPARE = """\
+import sys, os
+os.makedirs(os.path.dirname(sys.argv[1]), exist_ok=True)
+with open(sys.argv[1], "w") as f:
+    f.write("\\n".join(str(i) for i in range(10)))
+print("prepared", sys.argv[1])
+"""
+# a small model: the mean of the data times a factor
+TRAIN = """\
+import sys, os, time
+data, out, factor = sys.argv[1], sys.argv[2], float(sys.argv[3])
+numbers = [float(x) for x in open(data).read().split()]
+os.makedirs(os.path.dirname(out), exist_ok=True)
+with open(out, "w") as f:
+    f.write(str(factor * sum(numbers) / len(numbers)))
+print("trained", out, time.time())
+"""
+EVALUATE = """\
+import sys, os
+if os.environ.get("FAIL_UNLESS") and not os.path.exists(os.environ["FAIL_UNLESS"]):
+    sys.exit("evaluate: no " + os.environ["FAIL_UNLESS"])
+models = [float(open(p).read()) for p in sys.argv[2:]]
+os.makedirs(os.path.dirname(sys.argv[1]), exist_ok=True)  # a rerun's own folder
+with open(sys.argv[1], "w") as f:
+    f.write(str(max(models)))
+print("best", max(models))
+"""
+FLAKY = """\
+import os, sys
+count = int(open("flaky.count").read()) if os.path.exists("flaky.count") else 0
+open("flaky.count", "w").write(str(count + 1))
+if count == 0:
+    sys.exit("the first attempt fails")
+print("second attempt ok")
+"""
+
+PIPELINE = {
+    "name": "nightly",
+    "params": {"factor": 2, "deploy": {"type": "bool", "default": False}},
+    "tasks": {
+        "prepare": {
+            "job": {"script": "p/prepare.py", "args": ["{{outputs.data}}"]},
+            "outputs": {"data": "runs/{{run}}/data.txt"},
+        },
+        "train-a": {
+            "depends": ["prepare"],
+            "job": {"script": "p/train.py", "args": ["{{tasks.prepare.outputs.data}}", "{{outputs.model}}", "1"]},
+            "outputs": {"model": "runs/{{run}}/a.txt"},
+        },
+        "train-b": {
+            "depends": ["prepare"],
+            "job": {
+                "script": "p/train.py",
+                "args": ["{{tasks.prepare.outputs.data}}", "{{outputs.model}}", "{{params.factor}}"],
+            },
+            "outputs": {"model": "runs/{{run}}/b.txt"},
+        },
+        "evaluate": {
+            "depends": ["train-a", "train-b"],
+            "job": {
+                "script": "p/evaluate.py",
+                "args": ["{{outputs.score}}", "{{tasks.train-a.outputs.model}}", "{{tasks.train-b.outputs.model}}"],
+                "env": {"FAIL_UNLESS": "{{params.gate}}"},
+            },
+            "outputs": {"score": "runs/{{run}}/score.txt"},
+        },
+        "deploy": {"depends": ["evaluate"], "when": "{{params.deploy}} == true", "job": {"command": "echo deployed"}},
+        "alert": {"depends": "evaluate.Failed", "job": {"command": "echo evaluate failed"}},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory):
+    extra = "c.JobService.max_running_jobs_per_user = 4\nc.JobService.max_running_jobs = 8\n"
+    hub = start_jobs_hub(tmp_path_factory.mktemp("pipelines-hub"), extra=extra)
+    try:
+        yield hub
+    finally:
+        hub.hub.stop()
+
+
+def client(jobs, user):
+    return PipelinesClient(url=jobs.url, token=jobs.token(user))
+
+
+def pipeline(gate=""):
+    spec = {**PIPELINE, "params": {**PIPELINE["params"], "gate": gate}}
+    return spec
+
+
+def write_scripts(jobs, user):
+    for name, text in (("prepare", PREPARE), ("train", TRAIN), ("evaluate", EVALUATE)):
+        jobs.write(user, f"p/{name}.py", text)
+
+
+def ended(pipelines, run, timeout=120):
+    try:
+        return pipelines.wait(run, timeout=timeout)
+    except RunFailed as e:
+        return e.run
+
+
+def test_a_dag_runs_its_tasks_as_jobs_passing_outputs_downstream(jobs):
+    write_scripts(jobs, "paula")
+    pipelines = client(jobs, "paula")
+    run = pipelines.run(pipeline(), params={"factor": 3, "deploy": "true"})
+    assert run["status"] == "running" and run["params"] == {"factor": 3, "deploy": True, "gate": ""}
+    done = ended(pipelines, run)
+    tasks = {t["name"]: t for t in done["tasks"]}
+    assert done["status"] == "succeeded", (done["message"], done["tasks"])
+    assert done["message"] == "5 tasks succeeded, 1 skipped"
+    assert {n: t["status"] for n, t in tasks.items()} == {
+        "prepare": "succeeded",
+        "train-a": "succeeded",
+        "train-b": "succeeded",
+        "evaluate": "succeeded",
+        "deploy": "succeeded",
+        "alert": "skipped",
+    }
+    assert "its depends (evaluate.Failed) did not hold" in tasks["alert"]["message"]
+    rid = run["id"]
+    assert tasks["evaluate"]["outputs"] == {"score": f"runs/{rid}/score.txt"}
+    workspace = jobs.workspace("paula")
+    # mean of 0..9 is 4.5: a's factor 1, b's the run's parameter 3
+    assert open(os.path.join(workspace, f"runs/{rid}/a.txt")).read() == "4.5"
+    assert open(os.path.join(workspace, f"runs/{rid}/score.txt")).read() == "13.5"
+    # each task is one of the user's jobs, named after the pipeline, the run and the task
+    records = {j["name"]: j for j in jobs.client("paula").list()}
+    job = records[f"nightly-{rid[:6]}-evaluate"]
+    assert job["status"] == "succeeded" and job["id"] == tasks["evaluate"]["job"]
+    # the two trainings ran side by side, after prepare and before evaluate
+    started = {n: t["started"] for n, t in tasks.items()}
+    assert started["prepare"] < started["train-a"] < started["evaluate"]
+    assert started["prepare"] < started["train-b"] < started["evaluate"]
+    assert "best 13.5" in pipelines.logs(run, "evaluate")
+    assert "deployed" in pipelines.logs(run, "deploy")
+    assert [r["id"] for r in pipelines.list(pipeline="nightly")][0] == rid
+
+
+def test_a_failed_task_is_rerun_with_what_depends_on_it_and_the_rest_kept(jobs):
+    write_scripts(jobs, "rita")
+    pipelines = client(jobs, "rita")
+    run = pipelines.run(pipeline(gate="gate.ok"))
+    failed = ended(pipelines, run)
+    tasks = {t["name"]: t for t in failed["tasks"]}
+    assert failed["status"] == "failed" and failed["message"].startswith("evaluate failed: its job failed"), failed
+    assert tasks["alert"]["status"] == "succeeded" and tasks["deploy"]["status"] == "skipped"
+    jobs.write("rita", "gate.ok", "yes")
+    again = pipelines.rerun(run)  # from what did not succeed: evaluate (and alert, deploy after it)
+    assert again["rerun_of"] == run["id"]
+    done = ended(pipelines, again)
+    redone = {t["name"]: t for t in done["tasks"]}
+    assert done["status"] == "succeeded", (done["message"], done["tasks"])
+    for name in ("prepare", "train-a", "train-b"):  # kept: same job, same outputs
+        assert redone[name]["reused_from"] == run["id"] and redone[name]["job"] == tasks[name]["job"]
+    assert redone["evaluate"]["job"] != tasks["evaluate"]["job"]
+    # the kept outputs are the first run's: evaluate read them there and wrote its own
+    assert redone["evaluate"]["outputs"] == {"score": f"runs/{again['id']}/score.txt"}
+    assert redone["alert"]["status"] == "skipped"
+    # from a named task: only it and what follows run again
+    third = ended(pipelines, pipelines.rerun(again, from_task="train-b"))
+    states = {t["name"]: (t["status"], t["reused_from"]) for t in third["tasks"]}
+    assert states["prepare"] == ("succeeded", run["id"]) and states["train-a"] == ("succeeded", run["id"])
+    assert states["train-b"] == ("succeeded", None) and states["evaluate"] == ("succeeded", None)
+    with pytest.raises(Exception, match="from: 'nope' is not a task"):
+        pipelines.rerun(third, from_task="nope")
+
+
+def test_retries_timeouts_and_cancel(jobs):
+    jobs.write("tom", "flaky.py", FLAKY)
+    pipelines = client(jobs, "tom")
+    spec = {
+        "name": "flaky",
+        "tasks": {
+            "flaky": {"job": {"script": "flaky.py"}, "retries": 1},
+            "slow": {"depends": ["flaky"], "job": {"command": "sleep 60"}, "timeout": "3s"},
+        },
+    }
+    done = ended(pipelines, pipelines.run(spec))
+    tasks = {t["name"]: t for t in done["tasks"]}
+    assert tasks["flaky"]["status"] == "succeeded" and tasks["flaky"]["attempts"] == 2, tasks
+    assert "second attempt ok" in pipelines.logs(done, "flaky")
+    assert tasks["slow"]["status"] == "failed" and "max_runtime" in tasks["slow"]["message"], tasks["slow"]
+    # a cancel stops the running task's job and what had not started
+    spec = {
+        "name": "long",
+        "tasks": {"a": {"job": {"command": "sleep 60"}}, "b": {"depends": ["a"], "job": {"command": "true"}}},
+    }
+    run = pipelines.run(spec)
+    deadline = time.monotonic() + 60
+    while pipelines.get(run)["tasks"][0]["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    cancelled = pipelines.cancel(run)
+    assert cancelled["status"] == "cancelled" and cancelled["message"] == "cancelled by tom"
+    assert [t["status"] for t in cancelled["tasks"]] == ["cancelled", "cancelled"]
+    job = jobs.client("tom").get(cancelled["tasks"][0]["job"])
+    assert job["status"] == "cancelled", job
+    pipelines.cancel(run, forget=True)
+    with pytest.raises(Exception, match="no pipeline run"):
+        pipelines.get(run)
+
+
+@pytest.mark.parametrize(
+    "body, status, said",
+    [
+        (
+            {"spec": {"name": "p", "tasks": {"a": {"job": {"script": "missing.py"}}}}},
+            400,
+            "tasks.a.job: script: no file 'missing.py'",
+        ),
+        (
+            {"spec": {"name": "p", "tasks": {"a": {"depends": ["a"], "job": {"command": "true"}}}}},
+            400,
+            "tasks.a.depends: a task cannot depend on itself",
+        ),
+        (
+            {"spec": {"name": "p", "tasks": {"a": {"job": {"command": "true", "project": "vision"}}}}},
+            403,
+            "tasks.a.job: project: you are not a member of project 'vision'",
+        ),
+        ({"spec": "name: p\ntasks: [oops", "params": {}}, 400, "the pipeline is not valid YAML"),
+        (
+            {
+                "spec": {"name": "p", "params": {"n": 1}, "tasks": {"a": {"job": {"command": "true"}}}},
+                "params": {"n": "x"},
+            },
+            400,
+            "params.n: must be a int",
+        ),
+        ({"pipeline": {}}, 400, "pipeline: unknown field (expected spec, params)"),
+    ],
+)
+def test_bad_pipelines_are_refused_before_anything_runs(jobs, body, status, said):
+    r = requests.post(
+        f"{jobs.url}api/pipelines/runs", json=body, headers={"Authorization": f"token {jobs.token('ivan')}"}, timeout=30
+    )
+    assert r.status_code == status and said in r.json()["message"] and r.json()["status"] == status, r.text
+    assert client(jobs, "ivan").list() == [] and jobs.client("ivan").list() == []
+
+
+def test_the_cli_runs_a_pipeline_from_a_yaml_file(jobs, tmp_path):
+    import io
+
+    import yaml
+
+    write_scripts(jobs, "cleo")
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(pipeline()))
+    out = io.StringIO()
+    saved = dict(os.environ)
+    os.environ.update({"KUBESTUDIO_JOBS_URL": jobs.url, "JUPYTERHUB_API_TOKEN": jobs.token("cleo")})
+    try:
+        assert cli.main(["pipelines", "run", str(path), "-p", "factor=5"], out=out) == 0, out.getvalue()
+        run_id = out.getvalue().split()[1]
+        assert cli.main(["pipelines", "show", run_id], out=out) == 0
+        assert cli.main(["pipelines", "logs", run_id, "train-b"], out=out) == 0
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    text = out.getvalue()
+    assert "evaluate: succeeded" in text and f"run {run_id} of nightly: succeeded" in text, text
+    assert "alert              skipped" in text and "trained runs/" in text, text
