@@ -17,7 +17,7 @@ kubestudio experiments logs NAME --trial N [--follow]
 kubestudio experiments cancel NAME
 kubestudio pipelines run PIPELINE.yaml [-p NAME=VALUE ...] [--detach]   (a DAG of jobs)
 kubestudio pipelines list [--pipeline NAME]
-kubestudio pipelines show RUN
+kubestudio pipelines show RUN              (RUN: a run's id, or a pipeline's name: its newest run)
 kubestudio pipelines logs RUN TASK
 kubestudio pipelines rerun RUN [--from TASK] [--detach]
 kubestudio pipelines cancel RUN
@@ -292,7 +292,7 @@ def add_pipeline_commands(sub):
     listing = pipelines.add_parser("list", help="your runs, newest first")
     listing.add_argument("--pipeline", help="only this pipeline's")
     show = pipelines.add_parser("show", help="a run's tasks")
-    show.add_argument("run")
+    show.add_argument("run", help="a run's id, or a pipeline's name (your newest run of it)")
     logs = pipelines.add_parser("logs", help="a task's log")
     logs.add_argument("run")
     logs.add_argument("task")

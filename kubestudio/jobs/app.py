@@ -170,6 +170,8 @@ class JobService(ServiceApp):
         job = url_path_join(api, "jobs", r"([a-z0-9][-a-z0-9]{0,62})")  # an id, or one of your jobs' names
         serving = url_path_join(api, "servings", r"([0-9a-f]{1,32})")
         experiment = url_path_join(api, "experiments", r"([a-z0-9][-a-z0-9]{0,62})")  # an id, or a name
+        # a run's id, or a pipeline's name (your newest run of it)
+        pipeline_run = url_path_join(api, "pipelines", "runs", r"([a-z0-9][-a-z0-9]{0,62})")
         routes = (
             oauth_routes(prefix)
             + static_routes(prefix)
@@ -197,12 +199,10 @@ class JobService(ServiceApp):
                     experiment_handlers.ReportHandler,
                 ),
                 (url_path_join(api, "pipelines", "runs"), pipeline_handlers.RunsHandler),
-                (url_path_join(api, "pipelines", "runs", r"([0-9a-f]{12})"), pipeline_handlers.RunHandler),
-                (url_path_join(api, "pipelines", "runs", r"([0-9a-f]{12})", "rerun"), pipeline_handlers.RerunHandler),
+                (pipeline_run, pipeline_handlers.RunHandler),
+                (url_path_join(pipeline_run, "rerun"), pipeline_handlers.RerunHandler),
                 (
-                    url_path_join(
-                        api, "pipelines", "runs", r"([0-9a-f]{12})", "tasks", r"([a-z][-a-z0-9]{0,15})", "log"
-                    ),
+                    url_path_join(pipeline_run, "tasks", r"([a-z][-a-z0-9]{0,15})", "log"),
                     pipeline_handlers.TaskLogHandler,
                 ),
                 (url_path_join(api, "servings"), serving_handlers.ServingsHandler),

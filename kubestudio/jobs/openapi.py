@@ -261,7 +261,9 @@ def openapi(prefix):
         },
     }
     run_ref = {"$ref": "#/components/schemas/PipelineRun"}
-    run_id = path_param("run_id", "^[0-9a-f]{12}$", "A pipeline run's id.")
+    run_id = path_param(
+        "run_id", "^[a-z0-9][-a-z0-9]{0,62}$", "A pipeline run's id, or a pipeline's name (your newest run of it)."
+    )
     pipeline_run = {
         "type": "object",
         "required": ["id", "pipeline", "owner", "status", "tasks"],

@@ -37,6 +37,8 @@ RUN_BY = {
     "experiments = ExperimentsClient()": "test_the_experiments_commands",
     "name: mnist-grid": "test_the_experiments_commands",
     "kubestudio experiments run": "test_the_experiments_commands",
+    "name: nightly": "test_the_pipelines_commands",
+    "kubestudio pipelines run": "test_the_pipelines_commands",
     'jobs.serve(model="models/iris")': "test_the_serving_commands",
     "kubestudio serve models/iris": "test_the_serving_commands",
     "TensorBoardsClient().open([": "test_the_tensorboard_commands",
@@ -265,6 +267,23 @@ def test_the_experiments_commands(hub, kernel):
             (r"trial\s+state\s+val_acc\s+parameters", 0),
             (r"val_acc=|\S", 0),
             (r"experiment mnist-lr \(\w+\): succeeded", 0),  # a finished one is answered as it is
+        ],
+    )
+
+
+def test_the_pipelines_commands(hub, kernel):
+    """The guide's pipeline written where it says and its commands typed in a terminal: the tasks
+    run as jobs in the server's image, outputs flow downstream, a rerun keeps what is upstream."""
+    kernel.execute(f"(ws / 'projects/mnist/pipeline.yaml').write_text({guide_block('name: nightly')!r})")
+    run_lines(
+        hub,
+        commands(guide_block("kubestudio pipelines run")),
+        [
+            (r"evaluate: succeeded[\s\S]*alert: skipped[\s\S]*run \w+ of nightly: succeeded", 0),
+            (r"train\s+succeeded\s+1 model=runs/\w+/model\.txt", 0),
+            (r"accuracy=0\.10", 0),
+            (r"prepare: succeeded \(kept from run \w+\)[\s\S]*evaluate: succeeded[\s\S]*of nightly: succeeded", 0),
+            (r"nightly\s+succeeded[\s\S]*nightly\s+succeeded", 0),
         ],
     )
 

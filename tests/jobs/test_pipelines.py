@@ -279,3 +279,39 @@ def test_the_cli_runs_a_pipeline_from_a_yaml_file(jobs, tmp_path):
     text = out.getvalue()
     assert "evaluate: succeeded" in text and f"run {run_id} of nightly: succeeded" in text, text
     assert "alert              skipped" in text and "trained runs/" in text, text
+
+
+def test_a_restart_mid_run_goes_on_with_no_task_run_twice(tmp_path):
+    """The service is killed (-9) while a task runs: the next start follows that task's job to its
+    end and starts the tasks after it, each once."""
+    from kubestudio.processgroup import process_start_time
+    from kubestudio.testing.wait import wait_for
+
+    restarting = start_jobs_hub(tmp_path / "hub", settings={"keep_servers_running": True})
+    hub = restarting.hub
+    try:
+        pipelines = client(restarting, "rex")
+        spec = {
+            "name": "survive",
+            "tasks": {
+                "first": {"job": {"command": "sleep 4"}},
+                "second": {"depends": ["first"], "job": {"command": "echo second"}},
+            },
+        }
+        run = pipelines.run(spec)
+        wait_for(lambda: pipelines.get(run)["tasks"][0]["job"], timeout=60, what="first's job submitted")
+        job = pipelines.get(run)["tasks"][0]["job"]
+        jobs = restarting.client("rex")
+        wait_for(lambda: jobs.get(job)["status"] == "running", timeout=60, what="first's job running")
+        service = hub.service_pid("kubestudio.jobs")
+        os.kill(service, 9)
+        wait_for(lambda: process_start_time(service) is None, timeout=20, interval=0.05, what="the killed service gone")
+        hub.stop(stop_servers=False)
+        hub.start()
+        done = ended(pipelines, run, timeout=120)
+        assert done["status"] == "succeeded", done
+        names = sorted(j["name"] for j in jobs.list())
+        assert names == [f"survive-{run['id'][:6]}-first", f"survive-{run['id'][:6]}-second"]
+        assert "second" in pipelines.logs(run, "second")
+    finally:
+        hub.stop()

@@ -39,6 +39,14 @@ class PipelinesClient(ServiceClient):
         if isinstance(spec, str) and "\n" not in spec and spec.endswith((".yaml", ".yml", ".json")):
             with open(os.path.expanduser(spec), encoding="utf-8") as f:
                 spec = yaml.safe_load(f)
+        elif isinstance(spec, str):
+            spec = yaml.safe_load(spec)
+        image = os.environ.get("KUBESTUDIO_JOB_IMAGE") or os.environ.get("KUBESTUDIO_IMAGE")
+        if image and isinstance(spec, dict) and isinstance(spec.get("tasks"), dict):
+            # inside a server, as a job from there: each task runs in the server's image
+            for task in spec["tasks"].values():
+                if isinstance(task, dict) and isinstance(task.get("job"), dict) and not task["job"].get("image"):
+                    task["job"] = {**task["job"], "image": image}
         return self._call("POST", "api/pipelines/runs", json={"spec": spec, "params": params or {}}).json()
 
     def get(self, run):

@@ -16,6 +16,14 @@ class PipelinesBaseHandler(JobsBaseHandler):
     def manager(self):
         return self.settings["pipelines"]
 
+    def checked_run(self, ref):
+        """The id of the run ``ref`` names (its id, or a pipeline's name: your newest run of it);
+        404 if there is none the caller may see."""
+        if self.manager.owner_of(ref) is None:
+            ref = self.manager.latest_run(self.identity["name"], ref) or ref
+        self.owner_checked(ref)
+        return ref
+
 
 class RunsHandler(PipelinesBaseHandler):
     async def get(self):
@@ -38,16 +46,15 @@ class RunsHandler(PipelinesBaseHandler):
 
 
 class RunHandler(PipelinesBaseHandler):
-    async def get(self, run_id):
+    async def get(self, ref):
         self.require_access()
-        self.owner_checked(run_id)
-        self.write_json(self.manager.get(run_id))
+        self.write_json(self.manager.get(self.checked_run(ref)))
 
-    async def delete(self, run_id):
+    async def delete(self, ref):
         """Cancel a running run and its tasks' jobs (idempotent); ``?forget=1`` also removes a
         finished run's records and its tasks' jobs (those no other run kept)."""
         self.require_access()
-        self.owner_checked(run_id)
+        run_id = self.checked_run(ref)
         run = await self.manager.cancel(run_id, self.identity["name"])
         if self.get_argument("forget", "") in ("1", "true", "yes"):
             self.manager.forget(run_id)
@@ -56,11 +63,11 @@ class RunHandler(PipelinesBaseHandler):
 
 
 class RerunHandler(PipelinesBaseHandler):
-    async def post(self, run_id):
+    async def post(self, ref):
         """A new run from ``{"from": TASK}`` (default: the tasks that did not succeed), keeping
         the results and outputs of what is upstream of it."""
         self.require_access()
-        self.owner_checked(run_id)
+        run_id = self.checked_run(ref)
         body = self.json_body()
         unknown = sorted(set(body) - {"from"})
         if unknown:
@@ -76,10 +83,10 @@ class RerunHandler(PipelinesBaseHandler):
 
 
 class TaskLogHandler(PipelinesBaseHandler):
-    async def get(self, run_id, task):
+    async def get(self, ref, task):
         """A task's log as text (its last attempt's job)."""
         self.require_access()
-        self.owner_checked(run_id)
+        run_id = self.checked_run(ref)
         text = await self.manager.task_log(run_id, task)
         if text is None:
             raise http_error(404, f"run {run_id} has no task {task}")

@@ -229,6 +229,17 @@ class PipelineManager:
         with self.store.session() as db:
             return db.query(PipelineRun.owner).filter(PipelineRun.id == run_id).scalar()
 
+    def latest_run(self, owner, pipeline):
+        """The id of ``owner``'s newest run of ``pipeline``, or None."""
+        with self.store.session() as db:
+            return (
+                db.query(PipelineRun.id)
+                .filter(PipelineRun.owner == owner, PipelineRun.pipeline == pipeline)
+                .order_by(PipelineRun.created.desc())
+                .limit(1)
+                .scalar()
+            )
+
     def get(self, run_id, internal=False):
         with self.store.session() as db:
             run = db.get(PipelineRun, run_id)
