@@ -28,6 +28,7 @@ MODULE_SECONDS = {
     "tests/test_labextension_build.py": 40,  # npm ci, jest, a wheel
     "tests/jobs/test_servings.py": 116,
     "tests/jobs/test_experiments.py": 75,  # 2026-12-07: two hubs (one restarted), some 40 trials
+    "tests/jobs/test_pipelines.py": 40,  # 2026-12-07: two hubs (one restarted), some 40 tasks
     "tests/jobs/test_jobs_service.py": 102,
     "tests/image_builder/test_offline_bases.py": 137,
     "tests/kubebench/test_jobs_kubernetes.py": 125,  # 2026-12-07: with an experiment Katib runs

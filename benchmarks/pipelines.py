@@ -1,0 +1,131 @@
+"""Pipelines on the embedded default, against the same jobs submitted by hand.
+
+A ``--chain`` task chain (default 20) and a ``--fanout`` fan-out (default 50: one root, then that
+many tasks after it) of trivial tasks (``true``), each a job of the user's:
+
+- ``task_gap_p50_ms``, ``task_gap_p99_ms``: in the chain, one task's job ending (its record's
+  ``succeeded``) to the next task's job running (goal p50 <= 100 ms);
+- ``pipeline_overhead_ratio``: the chain's run time (submit -> the run succeeded) against the same
+  jobs submitted by hand one after another through the jobs API, each waited for (goal <= 1.1);
+- ``fanout_ratio``: the fan-out's run time against the root job and then the others submitted at
+  once by hand, all waited for.
+
+The Kubernetes figure of the issue (``requests_per_task`` on the bench) waits for pipelines on
+Kubernetes.
+
+Usage: python benchmarks/pipelines.py [--chain 20] [--fanout 50]
+Writes benchmarks/results/pipelines.json.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from datetime import datetime
+
+import requests
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from kubestudio.jobs.pipelines.client import PipelinesClient  # noqa: E402
+from kubestudio.testing.benchresults import write_results  # noqa: E402
+from kubestudio.testing.localhub import LocalHub  # noqa: E402
+from kubestudio.testing.scratch import scratch_folder  # noqa: E402
+
+TASK = {"command": ["true"]}
+
+
+def when(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def at(job, status):
+    return next(when(e["at"]) for e in job["history"] if e["status"] == status)
+
+
+def chain_spec(n):
+    tasks = {"t0": {"job": TASK}}
+    for i in range(1, n):
+        tasks[f"t{i}"] = {"depends": [f"t{i - 1}"], "job": TASK}
+    return {"name": "chain", "tasks": tasks}
+
+
+def fanout_spec(n):
+    tasks = {"root": {"job": TASK}}
+    for i in range(n):
+        tasks[f"f{i}"] = {"depends": ["root"], "job": TASK}
+    return {"name": "fanout", "tasks": tasks}
+
+
+def by_hand(session, url, names, waves):
+    """Submit each wave's jobs at once, wait for them all, then the next wave; the wall time."""
+    started = time.perf_counter()
+    for wave in waves:
+        ids = [session.post(url + "api/jobs", json={"name": names(i), **TASK}).json()["id"] for i in wave]
+        pending = set(ids)
+        while pending:
+            for job_id in list(pending):
+                if session.get(url + f"api/jobs/{job_id}").json()["status"] in ("succeeded", "failed", "cancelled"):
+                    pending.discard(job_id)
+            if pending:
+                time.sleep(0.01)
+    return time.perf_counter() - started
+
+
+def through_pipeline(pipelines, session, url, spec):
+    started = time.perf_counter()
+    run = pipelines.run(spec)
+    done = pipelines.wait(run, timeout=1800, interval=0.01)
+    wall = time.perf_counter() - started
+    jobs = {t["name"]: session.get(url + f"api/jobs/{t['job']}").json() for t in done["tasks"]}
+    return wall, jobs
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chain", type=int, default=20)
+    parser.add_argument("--fanout", type=int, default=50)
+    args = parser.parse_args()
+    root = scratch_folder("pipelines-bench-")
+    extra = f"c.JobService.max_running_jobs_per_user = {args.fanout}\nc.JobService.max_running_jobs = {args.fanout}\n"
+    hub = LocalHub(root, settings={"images_service": False}, extra_config=extra).start()
+    try:
+        hub.create_user("bench")
+        url = f"{hub.url}/services/jobs/"
+        session = requests.Session()
+        session.headers["Authorization"] = f"token {hub.user_token('bench')}"
+        pipelines = PipelinesClient(url=url, token=hub.user_token("bench"))
+        through_pipeline(pipelines, session, url, chain_spec(2))  # the user's environment, first
+        by_hand(session, url, lambda i: f"warm-{i}", [[0]])
+        chain_wall, chain_jobs = through_pipeline(pipelines, session, url, chain_spec(args.chain))
+        hand_chain = by_hand(session, url, lambda i: f"hand-{i}", [[i] for i in range(args.chain)])
+        gaps = [
+            at(chain_jobs[f"t{i}"], "running") - at(chain_jobs[f"t{i - 1}"], "succeeded") for i in range(1, args.chain)
+        ]
+        fan_wall, _ = through_pipeline(pipelines, session, url, fanout_spec(args.fanout))
+        hand_fan = by_hand(session, url, lambda i: f"fan-{i}", [[0], list(range(1, args.fanout + 1))])
+    finally:
+        hub.stop()
+    gaps.sort()
+    metrics = {
+        "chain_tasks": args.chain,
+        "fanout_tasks": args.fanout + 1,
+        "task_gap_p50_ms": round(statistics.median(gaps) * 1000, 1),
+        "task_gap_p99_ms": round(gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))] * 1000, 1),
+        "chain_s": round(chain_wall, 2),
+        "chain_by_hand_s": round(hand_chain, 2),
+        "pipeline_overhead_ratio": round(chain_wall / hand_chain, 3),
+        "fanout_s": round(fan_wall, 2),
+        "fanout_by_hand_s": round(hand_fan, 2),
+        "fanout_ratio": round(fan_wall / hand_fan, 3),
+    }
+    print(f"\n{'':28}{'value':>12}")
+    for key, value in metrics.items():
+        print(f"{key:<28}{value!s:>12}")
+    print("\ntask_gap_p50_ms goal <= 100; pipeline_overhead_ratio goal <= 1.1")
+    write_results("pipelines", metrics, backend="local (embedded default), tasks as processes of the user's account")
+
+
+if __name__ == "__main__":
+    main()
