@@ -182,3 +182,72 @@ def test_tune_a_script_from_the_page(jobs, page, tmp_path):
     # a trial's row opens its job's log
     page.locator("#trials tr.best").click()
     page.wait_for_function("document.getElementById('d-name').textContent.startsWith('acc-t')")
+
+
+def test_a_pipeline_runs_from_the_page_drawn_as_its_dag(jobs, page, tmp_path):
+    """The Pipelines part: a refusal next to the form, then a run drawn as its DAG (laid out by the
+    vendored dagre), each task coloured by its state as it changes; a task's log and outputs; a
+    rerun from a task keeps what is upstream."""
+    jobs.token("pia")
+    browser_login(page, jobs.hub, "pia")
+    page.wait_for_url("**/hub/**")
+    page.goto(jobs.url)
+    page.wait_for_selector("text=Pipelines")
+    page.fill(
+        "#p-spec",
+        "name: loop\ntasks:\n  a: {depends: [b], job: {command: 'true'}}\n  b: {depends: [a], job: {command: 'true'}}\n",
+    )
+    page.click("#pipeline-form button[type=submit]")
+    page.wait_for_function("document.getElementById('pipeline-error').textContent.includes('tasks.a.depends: a cycle')")
+    spec = (
+        "name: daily\n"
+        "params: {n: 3}\n"
+        "tasks:\n"
+        "  prepare:\n"
+        "    job: {command: [sh, -c, 'sleep 1; mkdir -p runs/{{run}} && seq {{params.n}} > {{outputs.data}}']}\n"
+        "    outputs: {data: 'runs/{{run}}/data.txt'}\n"
+        "  count:\n"
+        "    depends: [prepare]\n"
+        "    job: {command: [sh, -c, 'echo lines=$(wc -l < {{tasks.prepare.outputs.data}})']}\n"
+        "  sum:\n"
+        "    depends: [prepare]\n"
+        "    job: {command: [sh, -c, 'echo sum=$(paste -sd+ {{tasks.prepare.outputs.data}} | bc)']}\n"
+        "  report:\n"
+        "    depends: count.Succeeded && sum.Succeeded\n"
+        "    job: {command: [echo, reported]}\n"
+        "  alert:\n"
+        "    depends: count.Failed || sum.Failed\n"
+        "    job: {command: [echo, alert]}\n"
+    )
+    page.fill("#p-spec", spec)
+    page.fill("#p-params", "n=4")
+    page.click("#pipeline-form button[type=submit]")
+    page.wait_for_selector("#run-detail:not([hidden])")
+    # drawn at once, prepare running (or done) while the rest wait; the colours follow the run
+    page.wait_for_selector("#dag g.task[data-task=report]")
+    assert page.evaluate("typeof dagre") == "object"
+    assert page.locator("#dag g.task").count() == 5 and page.locator("#dag path[marker-end]").count() == 6
+    page.wait_for_function("document.getElementById('r-d-status').textContent === 'succeeded'", timeout=60000)
+    page.wait_for_selector("#dag g.task.succeeded[data-task=report]")
+    page.wait_for_selector("#dag g.task.skipped[data-task=alert]")
+    # laid out left to right: prepare before count and sum, report after them
+    xs = page.evaluate(
+        "Object.fromEntries([...document.querySelectorAll('#dag g.task')].map("
+        "g => [g.dataset.task, g.querySelector('rect').x.baseVal.value]))"
+    )
+    assert xs["prepare"] < xs["count"] == xs["sum"] < xs["report"], xs
+    page.screenshot(path=os.path.join(tmp_path, "pipelines-page.png"), full_page=True)
+    page.locator("#dag g.task[data-task=count]").click()
+    page.wait_for_function("document.getElementById('t-log').textContent.includes('lines=4')")
+    page.locator("#dag g.task[data-task=prepare]").click()
+    page.wait_for_function("document.getElementById('t-outputs').textContent.includes('data: runs/')")
+    # rerun from sum: a new run, prepare and count kept
+    page.locator("#dag g.task[data-task=sum]").click()
+    first = page.inner_text("#r-d-name")
+    page.click("#t-rerun")
+    page.wait_for_function(f"document.getElementById('r-d-name').textContent !== {first!r}")
+    page.wait_for_function("document.getElementById('r-d-status').textContent === 'succeeded'", timeout=60000)
+    page.locator("#dag g.task[data-task=prepare]").click()
+    page.wait_for_function("document.getElementById('t-message').textContent.startsWith('kept from run')")
+    assert page.locator("#runs tr").count() == 2
+    page.screenshot(path=os.path.join(tmp_path, "pipelines-rerun.png"), full_page=True)
