@@ -272,6 +272,45 @@ def test_katib_runs_an_experiment_whose_trials_report_through_the_service(k8s, b
         time.sleep(0.5)
 
 
+def test_a_pipelines_tasks_are_the_clusters_jobs(k8s):
+    """Where Argo is absent the service runs the DAG itself: each task a job of the backend's
+    kinds (here a Job, then a PyTorchJob of two pods), outputs passed downstream through the
+    workspace they share."""
+    from kubestudio.jobs.pipelines.client import PipelinesClient
+
+    k8s.write("tess", "ranks.py", RANKS)
+    pipelines = PipelinesClient(url=k8s.url, token=k8s.token("tess"))
+    run = pipelines.run(
+        {
+            "name": "k8s",
+            "tasks": {
+                "prepare": {
+                    "job": {"command": ["sh", "-c", "echo 7 > {{outputs.seed}}"]},
+                    "outputs": {"seed": "seed-{{run}}.txt"},
+                },
+                "train": {
+                    "depends": ["prepare"],
+                    "job": {
+                        "script": "ranks.py",
+                        "args": ["{{tasks.prepare.outputs.seed}}"],
+                        "nodes": 2,
+                        "framework": "pytorch",
+                    },
+                },
+            },
+        }
+    )
+    done = pipelines.wait(run, timeout=180)
+    tasks = {t["name"]: t for t in done["tasks"]}
+    client = k8s.client("tess")
+    assert client.get(tasks["train"]["job"])["refs"]["kind"] == "PyTorchJob"
+    log = pipelines.logs(run, "train")
+    assert f"[master-0] rank 0 wrote its file seed-{run['id']}.txt" in log, log
+    assert open(os.path.join(k8s.workspace("tess"), f"seed-{run['id']}.txt")).read() == "7\n"
+    for task in tasks.values():
+        k8s.wait_gone(client.get(task["job"]))
+
+
 @pytest.mark.parametrize(
     "framework,nodes,kind,replicas",
     [
