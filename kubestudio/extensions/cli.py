@@ -21,6 +21,9 @@ kubestudio pipelines show RUN              (RUN: a run's id, or a pipeline's nam
 kubestudio pipelines logs RUN TASK
 kubestudio pipelines rerun RUN [--from TASK] [--detach]
 kubestudio pipelines cancel RUN
+kubestudio pipelines schedule PIPELINE.yaml [-p NAME=VALUE ...]   (on its schedule: cron)
+kubestudio pipelines schedules
+kubestudio pipelines unschedule NAME
 kubestudio tensorboard open FOLDER [FOLDER...] [--name N] [--project P] [--image I] [--cpu C] [--memory M]
                                                            (prints the board's URL)
 kubestudio tensorboard list
@@ -302,6 +305,12 @@ def add_pipeline_commands(sub):
     rerun.add_argument("--detach", action="store_true", help="return once it is started")
     cancel = pipelines.add_parser("cancel", help="stop a run and its tasks' jobs")
     cancel.add_argument("run")
+    schedule = pipelines.add_parser("schedule", help="run the pipeline a YAML file describes on its schedule (cron)")
+    schedule.add_argument("file")
+    schedule.add_argument("-p", "--param", action="append", default=[], help="NAME=VALUE, over the pipeline's default")
+    pipelines.add_parser("schedules", help="your schedules and when each fires next")
+    unschedule = pipelines.add_parser("unschedule", help="stop a pipeline's schedule (its runs stay)")
+    unschedule.add_argument("name")
 
 
 def _print_run(run, out):
@@ -328,15 +337,30 @@ def _follow_run(client, run, out):
 
 def pipelines_main(args, out):
     client = PipelinesClient()
+    params = {}
+    for item in getattr(args, "param", ()):
+        name, sep, value = item.partition("=")
+        if not sep:
+            print(f"kubestudio: --param {item!r}: give NAME=VALUE", file=out)
+            return 2
+        params[name] = value
+    if args.command == "schedule":
+        schedule = client.schedule(args.file, params=params)
+        print(
+            f"pipeline {schedule['pipeline']} scheduled ({schedule['cron']}, {schedule['timezone']}): "
+            f"next run at {schedule['next_fire']}",
+            file=out,
+        )
+        return 0
+    if args.command == "schedules":
+        for s in client.schedules():
+            print(f"{s['pipeline']:<14} {s['cron']:<16} next {s['next_fire']}  {s['message']}", file=out)
+        return 0
+    if args.command == "unschedule":
+        print(f"pipeline {client.unschedule(args.name)['pipeline']}: no longer scheduled", file=out)
+        return 0
     if args.command in ("run", "rerun"):
         if args.command == "run":
-            params = {}
-            for item in args.param:
-                name, sep, value = item.partition("=")
-                if not sep:
-                    print(f"kubestudio: --param {item!r}: give NAME=VALUE", file=out)
-                    return 2
-                params[name] = value
             run = client.run(args.file, params=params)
         else:
             run = client.rerun(args.run, from_task=args.from_task)

@@ -199,6 +199,11 @@ class JobService(ServiceApp):
                     experiment_handlers.ReportHandler,
                 ),
                 (url_path_join(api, "pipelines", "runs"), pipeline_handlers.RunsHandler),
+                (url_path_join(api, "pipelines", "schedules"), pipeline_handlers.SchedulesHandler),
+                (
+                    url_path_join(api, "pipelines", "schedules", r"([a-z0-9][-a-z0-9]{0,62})"),
+                    pipeline_handlers.ScheduleHandler,
+                ),
                 (pipeline_run, pipeline_handlers.RunHandler),
                 (url_path_join(pipeline_run, "rerun"), pipeline_handlers.RerunHandler),
                 (

@@ -241,6 +241,8 @@ class PipelineRun(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     caller: Mapped[dict] = mapped_column(JSON, default=dict)  # the owner's groups at submit: the tasks' projects
     rerun_of: Mapped[str] = mapped_column(String(32), default="")
+    schedule_id: Mapped[str] = mapped_column(String(32), default="", index=True)  # the schedule that made it
+    scheduled_for: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
 
@@ -253,6 +255,8 @@ class PipelineRun(Base):
             "message": self.message,
             "params": self.params,
             "rerun_of": self.rerun_of or None,
+            "schedule": self.schedule_id or None,
+            "scheduled_for": iso(self.scheduled_for),
             "tasks": [t.to_json() for t in tasks],
             "spec": self.spec,
             "created": iso(self.created),
@@ -289,4 +293,38 @@ class PipelineTask(Base):
             "message": self.message,
             "started": iso(self.started),
             "finished": iso(self.finished),
+        }
+
+
+class PipelineSchedule(Base):
+    """A pipeline run on a cron schedule: one per pipeline name of its owner."""
+
+    __tablename__ = "pipeline_schedules"
+    __table_args__ = (UniqueConstraint("owner", "pipeline", name="uq_pipeline_schedules_owner_pipeline"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    pipeline: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict] = mapped_column(JSON)
+    params: Mapped[dict] = mapped_column(JSON)
+    caller: Mapped[dict] = mapped_column(JSON, default=dict)
+    next_fire: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    last_fire: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    def to_json(self):
+        schedule = self.spec.get("schedule") or {}
+        return {
+            "id": self.id,
+            "pipeline": self.pipeline,
+            "owner": self.owner,
+            "cron": schedule.get("cron"),
+            "timezone": schedule.get("timezone", "UTC"),
+            "params": self.params,
+            "next_fire": iso(self.next_fire),
+            "last_fire": iso(self.last_fire),
+            "message": self.message,
+            "spec": self.spec,
+            "created": iso(self.created),
         }

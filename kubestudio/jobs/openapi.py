@@ -275,6 +275,8 @@ def openapi(prefix):
             "message": {"type": "string"},
             "params": {"type": "object"},
             "rerun_of": {"type": "string", "nullable": True},
+            "schedule": {"type": "string", "nullable": True},
+            "scheduled_for": {"type": "string", "nullable": True},
             "tasks": {
                 "description": "Each task (status, job, attempts, outputs, reused_from, message); in a "
                 "list of runs, how many tasks are in each state",
@@ -315,6 +317,37 @@ def openapi(prefix):
                 "summary": "Run a pipeline (every task's job checked first): the run, its tasks pending",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": run_request}}},
                 "responses": {"201": ok(run_ref, "Running"), **_errors(400, 401, 403, 409, 413)},
+            },
+        },
+        "/api/pipelines/schedules": {
+            "get": {
+                "summary": "Your pipeline schedules, the next to fire first",
+                "parameters": [USER_FILTER],
+                "responses": {
+                    "200": ok(
+                        {
+                            "type": "object",
+                            "properties": {"schedules": {"type": "array", "items": {"type": "object"}}},
+                        }
+                    ),
+                    **_errors(401, 403),
+                },
+            },
+            "post": {
+                "summary": "Run a pipeline on its schedule ({cron, timezone, catchup, start, max_active_runs, "
+                "depends_on_past}); a schedule of the same pipeline is replaced",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": run_request}}},
+                "responses": {"201": ok({"type": "object"}, "Scheduled"), **_errors(400, 401, 403, 409, 413)},
+            },
+        },
+        "/api/pipelines/schedules/{schedule}": {
+            "parameters": [
+                path_param("schedule", "^[a-z0-9][-a-z0-9]{0,62}$", "A schedule's id, or its pipeline's name.")
+            ],
+            "get": {"summary": "One schedule", "responses": {"200": ok({"type": "object"}), **_errors(401, 403, 404)}},
+            "delete": {
+                "summary": "Stop a schedule; the runs it started stay",
+                "responses": {"200": ok({"type": "object"}), **_errors(401, 403, 404)},
             },
         },
         "/api/pipelines/runs/{run_id}": {

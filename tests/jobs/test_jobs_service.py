@@ -202,6 +202,18 @@ MATRIX = [
         None,
         {"owner": 404, "server": 404, "other": 404, "admin": 404, "limited": 403, "anonymous": 401},
     ),
+    (
+        "GET",
+        "api/pipelines/schedules",
+        None,
+        {"owner": 200, "server": 200, "other": 200, "admin": 200, "limited": 403, "anonymous": 401},
+    ),
+    (
+        "DELETE",
+        "api/pipelines/schedules/nightly",
+        None,
+        {"owner": 404, "server": 404, "other": 404, "admin": 404, "limited": 403, "anonymous": 401},
+    ),
 ]
 
 
@@ -478,6 +490,8 @@ def test_openapi_document_and_schemathesis_finds_no_server_error(jobs, tmp_path)
         "/api/pipelines/runs/{run_id}",
         "/api/pipelines/runs/{run_id}/rerun",
         "/api/pipelines/runs/{run_id}/tasks/{task}/log",
+        "/api/pipelines/schedules",
+        "/api/pipelines/schedules/{schedule}",
         "/api/servings",
         "/api/servings/{serving_id}",
         "/api/servings/{serving_id}/logs",
@@ -500,6 +514,8 @@ def test_openapi_document_and_schemathesis_finds_no_server_error(jobs, tmp_path)
     from kubestudio.jobs.pipelines.client import PipelinesClient
 
     pipelines = PipelinesClient(url=jobs.url, token=jobs.token("fuzzer"))
+    for schedule in pipelines.schedules():
+        pipelines.unschedule(schedule["id"])
     for run in pipelines.list():
         pipelines.cancel(run["id"])
     fuzzer = jobs.client("fuzzer")

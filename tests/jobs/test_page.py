@@ -251,3 +251,11 @@ def test_a_pipeline_runs_from_the_page_drawn_as_its_dag(jobs, page, tmp_path):
     page.wait_for_function("document.getElementById('t-message').textContent.startsWith('kept from run')")
     assert page.locator("#runs tr").count() == 2
     page.screenshot(path=os.path.join(tmp_path, "pipelines-rerun.png"), full_page=True)
+    # on a schedule: listed with its next run, stopped from the list
+    page.fill("#p-spec", spec + "schedule: {cron: '0 3 * * *', timezone: Europe/Paris}\n")
+    page.click("#p-schedule")
+    page.wait_for_selector("#schedules tr.schedule[data-pipeline=daily]")
+    assert "0 3 * * * (Europe/Paris)" in page.inner_text("#schedules")
+    page.screenshot(path=os.path.join(tmp_path, "pipelines-schedule.png"), full_page=True)
+    page.click("#schedules tr.schedule button")
+    page.wait_for_selector("#schedules-table", state="hidden")

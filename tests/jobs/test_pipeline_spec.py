@@ -150,3 +150,36 @@ def test_when_compares_numbers_as_numbers_and_text_as_text():
     assert evaluate_when("{{params.mode}} == 'fast'", context, "w") is True
     with pytest.raises(SpecError, match=re.escape("w: cannot compare 'fast' < 3.0")):
         evaluate_when("{{params.mode}} < 3", context, "w")
+
+
+@pytest.mark.parametrize(
+    "schedule, said",
+    [
+        ({"cron": "61 * * * *"}, "schedule.cron: a cron expression such as '0 2 * * *'"),
+        ({"cron": "0 2 * * *", "timezone": "Mars/Olympus"}, "schedule.timezone: a time zone such as UTC"),
+        ({"cron": "0 2 * * *", "every": "day"}, "schedule.every: unknown field"),
+        ({"cron": "0 2 * * *", "start": "yesterday"}, "schedule.start: a date and time such as 2026-12-01T00:00"),
+        ({"cron": "0 2 * * *", "catchup": "yes"}, "schedule.catchup: true or false"),
+        ({"cron": "0 2 * * *", "max_active_runs": 0}, "schedule.max_active_runs: must be at least 1"),
+    ],
+)
+def test_bad_schedules_name_their_field(schedule, said):
+    body = {"name": "p", "schedule": schedule, "tasks": {"a": {"job": {"command": "true"}}}}
+    with pytest.raises(SpecError, match=re.escape(said)):
+        parse_pipeline(body)
+
+
+def test_a_schedule_fires_in_its_time_zone():
+    from datetime import datetime, timezone
+
+    spec = parse_pipeline(
+        {
+            "name": "p",
+            "schedule": {"cron": "0 2 * * *", "timezone": "Europe/Paris", "start": "2026-12-01T00:00"},
+            "tasks": {"a": {"job": {"command": ["echo", "{{scheduled}}"]}}},
+        }
+    )
+    after = datetime(2026, 12, 7, 0, 0, tzinfo=timezone.utc)
+    # 02:00 in Paris is 01:00 UTC in winter
+    assert spec.schedule.next_after(after) == datetime(2026, 12, 7, 1, 0, tzinfo=timezone.utc)
+    assert spec.schedule.start.isoformat() == "2026-12-01T00:00:00+01:00"

@@ -315,3 +315,79 @@ def test_a_restart_mid_run_goes_on_with_no_task_run_twice(tmp_path):
         assert "second" in pipelines.logs(run, "second")
     finally:
         hub.stop()
+
+
+def test_a_schedule_fires_on_time_and_stops_when_removed(jobs):
+    """Every two seconds (cron's sixth field), one run at a time, each told the time it is for."""
+    from datetime import datetime
+
+    from kubestudio.testing.wait import wait_for
+
+    pipelines = client(jobs, "sky")
+    spec = {
+        "name": "tick",
+        "schedule": {"cron": "* * * * * */2", "max_active_runs": 1},
+        "tasks": {"say": {"job": {"command": ["echo", "for {{scheduled}}"]}}},
+    }
+    made = pipelines.schedule(spec)
+    assert made["pipeline"] == "tick" and made["cron"] == "* * * * * */2" and made["next_fire"]
+    wait_for(
+        lambda: sum(1 for r in pipelines.list(pipeline="tick") if r["status"] == "succeeded") >= 3,
+        timeout=60,
+        what="three scheduled runs",
+    )
+    assert pipelines.unschedule("tick")["deleted"] is True
+    time.sleep(1)  # a run the last round started ends
+    runs = [pipelines.get(r["id"]) for r in pipelines.list(pipeline="tick")]
+    assert all(r["schedule"] == made["id"] for r in runs)
+    times = sorted(datetime.fromisoformat(r["scheduled_for"]) for r in runs)
+    assert all((b - a).total_seconds() % 2 == 0 and b > a for a, b in zip(times, times[1:])), times
+    assert all(t.second % 2 == 0 for t in times)
+    first = min(runs, key=lambda r: r["scheduled_for"])
+    assert f"for {datetime.fromisoformat(first['scheduled_for']):%Y-%m-%dT%H:%M:%S}Z" in pipelines.logs(first, "say")
+    count = len(runs)
+    time.sleep(3)
+    assert len(pipelines.list(pipeline="tick")) == count  # removed: no more runs
+    assert pipelines.schedules() == []
+    with pytest.raises(Exception, match="schedule: the pipeline has none"):
+        pipelines.schedule({"name": "never", "tasks": {"a": {"job": {"command": "true"}}}})
+
+
+def test_a_schedule_catches_up_what_it_missed_while_the_service_was_down(tmp_path):
+    from datetime import datetime
+
+    from kubestudio.testing.wait import wait_for
+
+    restarting = start_jobs_hub(tmp_path / "hub", settings={"keep_servers_running": True})
+    hub = restarting.hub
+    try:
+        pipelines = client(restarting, "cat")
+        spec = {
+            "name": "nightly",
+            "schedule": {"cron": "* * * * * */2", "catchup": True, "max_active_runs": 4},
+            "tasks": {"say": {"job": {"command": ["echo", "{{scheduled}}"]}}},
+        }
+        pipelines.schedule(spec)
+        wait_for(lambda: len(pipelines.list(pipeline="nightly")) >= 1, timeout=30, what="a first scheduled run")
+        hub.stop(stop_servers=False)
+        down = time.time()
+        time.sleep(7)
+        hub.start()
+        wait_for(
+            lambda: (
+                sum(
+                    1
+                    for r in pipelines.list(pipeline="nightly")
+                    if r["status"] == "succeeded" and datetime.fromisoformat(r["scheduled_for"]).timestamp() > down + 1
+                )
+                >= 3
+            ),
+            timeout=60,
+            what="the missed runs made up for",
+        )
+        pipelines.unschedule("nightly")
+        times = sorted(datetime.fromisoformat(pipelines.get(r["id"])["scheduled_for"]) for r in pipelines.list())
+        # every two seconds, none missed and none twice, across the time the service was down
+        assert all((b - a).total_seconds() == 2 for a, b in zip(times, times[1:])), times
+    finally:
+        hub.stop()

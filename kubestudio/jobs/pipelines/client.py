@@ -36,6 +36,21 @@ class PipelinesClient(ServiceClient):
     def run(self, spec, params=None):
         """Start a run: ``spec`` a mapping, YAML text, or the path of a YAML file; ``params``
         override the pipeline's defaults. Its record (with every task pending or running)."""
+        return self._call("POST", "api/pipelines/runs", json=self._body(spec, params)).json()
+
+    def schedule(self, spec, params=None):
+        """Run a pipeline on its ``schedule`` (cron, timezone, catchup, start, max_active_runs,
+        depends_on_past), replacing a schedule of the same name; its record (``next_fire``)."""
+        return self._call("POST", "api/pipelines/schedules", json=self._body(spec, params)).json()
+
+    def schedules(self):
+        return self._call("GET", "api/pipelines/schedules").json()["schedules"]
+
+    def unschedule(self, name):
+        """Stop the schedule of pipeline ``name`` (or the schedule's id); its runs stay."""
+        return self._call("DELETE", f"api/pipelines/schedules/{name}").json()
+
+    def _body(self, spec, params):
         if isinstance(spec, str) and "\n" not in spec and spec.endswith((".yaml", ".yml", ".json")):
             with open(os.path.expanduser(spec), encoding="utf-8") as f:
                 spec = yaml.safe_load(f)
@@ -47,7 +62,7 @@ class PipelinesClient(ServiceClient):
             for task in spec["tasks"].values():
                 if isinstance(task, dict) and isinstance(task.get("job"), dict) and not task["job"].get("image"):
                     task["job"] = {**task["job"], "image": image}
-        return self._call("POST", "api/pipelines/runs", json={"spec": spec, "params": params or {}}).json()
+        return {"spec": spec, "params": params or {}}
 
     def get(self, run):
         """A run's record: status, message, params and each task's status, job, outputs."""

@@ -92,3 +92,43 @@ class TaskLogHandler(PipelinesBaseHandler):
             raise http_error(404, f"run {run_id} has no task {task}")
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(text)
+
+
+class SchedulesHandler(PipelinesBaseHandler):
+    noun = "pipeline schedule"
+
+    async def get(self):
+        """Your schedules, the next to fire first: cron, time zone, next and last fire, what the last round did."""
+        self.require_access()
+        self.write_json({"schedules": self.manager.schedules(owner=self.owner_filter())})
+
+    async def post(self):
+        """Run a pipeline on its ``schedule``: ``{"spec": {..., "schedule": {cron, ...}}, "params": {...}}``;
+        a schedule of the same pipeline name is replaced."""
+        self.require_access()
+        if self.identity["kind"] != "user":
+            raise http_error(403, "schedules belong to users: make one with a user's token")
+        try:
+            schedule = await self.manager.schedule(self.identity, self.json_body())
+        except SpecError as e:
+            raise http_error(e.status, str(e)) from None
+        self.write_json(schedule, 201)
+
+
+class ScheduleHandler(PipelinesBaseHandler):
+    noun = "pipeline schedule"
+
+    def checked_schedule(self, ref):
+        schedule_id, owner = self.manager.schedule_of(self.identity["name"], ref)
+        if schedule_id is None or (owner != self.identity["name"] and not self.is_admin):
+            raise http_error(404, f"no pipeline schedule {ref}")
+        return schedule_id
+
+    async def get(self, ref):
+        self.require_access()
+        self.write_json(self.manager.get_schedule(self.checked_schedule(ref)))
+
+    async def delete(self, ref):
+        """Stop a schedule (by id or pipeline name); the runs it started stay."""
+        self.require_access()
+        self.write_json({**self.manager.unschedule(self.checked_schedule(ref)), "deleted": True})

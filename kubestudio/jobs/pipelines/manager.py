@@ -17,7 +17,9 @@ restart each running run goes on (the jobs manager resumed its tasks' jobs).
 
 import asyncio
 import uuid
+from datetime import datetime, timedelta, timezone
 
+from ...services.store import aware
 from ..models import (
     CANCELLED,
     DONE,
@@ -28,11 +30,12 @@ from ..models import (
     TASK_RUNNING,
     TASK_SKIPPED,
     PipelineRun,
+    PipelineSchedule,
     PipelineTask,
     utcnow,
 )
 from ..spec import SpecError
-from .spec import evaluate_depends, evaluate_when, fill, parse_pipeline
+from .spec import MAX_CATCHUP, evaluate_depends, evaluate_when, fill, parse_pipeline
 
 ENDED = (SUCCEEDED, FAILED, CANCELLED, TASK_SKIPPED)
 
@@ -50,6 +53,9 @@ class PipelineManager:
         self.tasks = {}  # run id -> its driving task
         self.wake = {}  # run id -> Event set when one of its jobs ended
         self.run_of_job = {}  # job id -> run id
+        self.scheduler = None  # the task that starts scheduled runs
+        self.schedules_changed = asyncio.Event()  # a schedule was made or removed, or a run ended
+        self.blocked = set()  # schedules waiting for one of their runs to end
         jobs.finished_listeners.append(self._job_finished)
 
     # ------------------------------------------------------------------ lifecycle
@@ -59,11 +65,13 @@ class PipelineManager:
             running = [r.id for r in db.query(PipelineRun).filter(PipelineRun.status == PIPELINE_RUNNING).all()]
         for run_id in running:
             self._open(run_id)
+        self.scheduler = asyncio.ensure_future(self._schedule_loop())
 
     async def stop(self):
-        for task in self.tasks.values():
+        tasks = [*self.tasks.values(), *([self.scheduler] if self.scheduler else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self.tasks.clear()
 
     def _open(self, run_id):
@@ -81,16 +89,35 @@ class PipelineManager:
 
     # ------------------------------------------------------------------ requests
 
-    async def create(self, identity, body, rerun_of=None, keep=None):
-        """Start a run of ``body["spec"]`` (a mapping, or YAML text) with ``body["params"]``.
-        ``keep``: {task: its row in an earlier run} whose results this run takes as they are."""
+    @staticmethod
+    def _request(body):
+        """(spec, params) of a request ``{"spec": {...} or YAML text, "params": {...}}``."""
         if not isinstance(body, dict):
             raise SpecError('send {"spec": {...} or YAML text, "params": {...}}')
         unknown = sorted(set(body) - {"spec", "params"})
         if unknown:
             raise SpecError(f"{unknown[0]}: unknown field (expected spec, params)")
         spec = parse_pipeline(body.get("spec"))
-        params = spec.resolve_params(body.get("params"))
+        return spec, spec.resolve_params(body.get("params"))
+
+    async def _check_tasks(self, caller, spec, params, keep=()):
+        """Every task's job as it would be sent (its project, quota, script, image), before anything runs."""
+        for name, task in spec.tasks.items():
+            if name in keep:
+                continue
+            outputs = {t: {o: "" for o in spec.tasks[t].outputs} for t in spec.tasks}
+            context = self._context(spec, "0" * 12, params, name, outputs, None)
+            job = self._job(spec, task, "0" * 12, 0, context)
+            try:
+                await self.jobs.check(caller, job)
+            except SpecError as e:
+                raise SpecError(f"tasks.{name}.job: {e}", e.status) from None
+
+    async def create(self, identity, body, rerun_of=None, keep=None, schedule_id="", scheduled_for=None):
+        """Start a run of ``body["spec"]`` (a mapping, or YAML text) with ``body["params"]``.
+        ``keep``: {task: its row in an earlier run} whose results this run takes as they are;
+        ``schedule_id``/``scheduled_for``: the schedule that starts it and the time it is for."""
+        spec, params = self._request(body)
         owner = identity["name"]
         caller = {"name": owner, "groups": list(identity.get("groups") or [])}
         with self.store.session() as db:
@@ -106,18 +133,7 @@ class PipelineManager:
                 409,
             )
         keep = keep or {}
-        # every task's job as it would be sent (its project, quota, script, image), before anything runs
-        for name, task in spec.tasks.items():
-            if name in keep:
-                continue
-            context = self._context(
-                spec, "0" * 12, params, name, {t: {o: "" for o in spec.tasks[t].outputs} for t in spec.tasks}
-            )
-            job = self._job(spec, task, "0" * 12, 0, context)
-            try:
-                await self.jobs.check(caller, job)
-            except SpecError as e:
-                raise SpecError(f"tasks.{name}.job: {e}", e.status) from None
+        await self._check_tasks(caller, spec, params, keep)
         run_id = uuid.uuid4().hex[:12]
         with self.store.session() as db:
             db.add(
@@ -131,6 +147,8 @@ class PipelineManager:
                     message=f"{len(spec.tasks)} tasks",
                     caller=caller,
                     rerun_of=rerun_of or "",
+                    schedule_id=schedule_id,
+                    scheduled_for=scheduled_for,
                 )
             )
             for name in spec.order():
@@ -251,6 +269,7 @@ class PipelineManager:
             data = run.to_json(tasks)
             if internal:
                 data["caller"] = run.caller
+                data["_scheduled"] = aware(run.scheduled_for or run.created)
             return data
 
     def list(self, owner=None, pipeline=None):
@@ -284,10 +303,16 @@ class PipelineManager:
     # ------------------------------------------------------------------ driving
 
     @staticmethod
-    def _context(spec, run_id, params, task, outputs):
-        """What ``{{...}}`` in ``task`` becomes: the run, the params, its outputs and its upstream's."""
-        context = {"run": run_id, **{f"params.{k}": v for k, v in params.items()}}
-        own = fill(spec.tasks[task].outputs, {"run": run_id, **{f"params.{k}": v for k, v in params.items()}}, task)
+    def _context(spec, run_id, params, task, outputs, scheduled):
+        """What ``{{...}}`` in ``task`` becomes: the run, the time it is for, the params, its
+        outputs and its upstream's."""
+        base = {
+            "run": run_id,
+            "scheduled": (scheduled or datetime.now(timezone.utc)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **{f"params.{k}": v for k, v in params.items()},
+        }
+        context = dict(base)
+        own = fill(spec.tasks[task].outputs, base, task)
         context.update({f"outputs.{k}": v for k, v in own.items()})
         for upstream in spec.upstream(task):
             for key, value in (outputs.get(upstream) or {}).items():
@@ -362,7 +387,9 @@ class PipelineManager:
                     f"{d} {s}" for d, s in states.items() if s not in (SUCCEEDED, TASK_SKIPPED)
                 )
             if go and task.when:
-                context = self._context(spec, run_id, run["params"], name, {n: r["outputs"] for n, r in rows.items()})
+                context = self._context(
+                    spec, run_id, run["params"], name, {n: r["outputs"] for n, r in rows.items()}, run["_scheduled"]
+                )
                 try:
                     go = evaluate_when(task.when, context, f"tasks.{name}.when")
                 except SpecError as e:
@@ -403,7 +430,9 @@ class PipelineManager:
         """Submit task ``name``'s job (attempt ``attempt``); False when it was refused (the task failed)."""
         task = spec.tasks[name]
         try:
-            context = self._context(spec, run_id, run["params"], name, {n: r["outputs"] for n, r in rows.items()})
+            context = self._context(
+                spec, run_id, run["params"], name, {n: r["outputs"] for n, r in rows.items()}, run["_scheduled"]
+            )
             job = self._job(spec, task, run_id, attempt, context)
             record = await self.jobs.submit(caller, job)
         except SpecError as e:
@@ -445,3 +474,157 @@ class PipelineManager:
         self.wake.pop(run_id, None)
         for job_id in [j for j, r in self.run_of_job.items() if r == run_id]:
             self.run_of_job.pop(job_id, None)
+        self.blocked.clear()  # a schedule waiting on max_active_runs or depends_on_past looks again
+        self.schedules_changed.set()
+
+    # ------------------------------------------------------------------ schedules
+
+    async def schedule(self, identity, body):
+        """Run ``body["spec"]`` (with its ``schedule``) on its cron, with ``body["params"]``; one
+        schedule per pipeline name: a new one replaces it. The schedule's record."""
+        spec, params = self._request(body)
+        if spec.schedule is None:
+            raise SpecError("schedule: the pipeline has none; give {cron: '0 2 * * *', ...} to run it on a schedule")
+        owner = identity["name"]
+        caller = {"name": owner, "groups": list(identity.get("groups") or [])}
+        await self._check_tasks(caller, spec, params)
+        now = utcnow()
+        after = spec.schedule.start if spec.schedule.catchup and spec.schedule.start else now
+        first = spec.schedule.next_after(after - _TICK)  # a start on a fire time fires then
+        with self.store.session() as db:
+            record = (
+                db.query(PipelineSchedule)
+                .filter(PipelineSchedule.owner == owner, PipelineSchedule.pipeline == spec.name)
+                .first()
+            )
+            if record is None:
+                record = PipelineSchedule(id=uuid.uuid4().hex[:12], owner=owner, pipeline=spec.name)
+                db.add(record)
+            record.spec, record.params, record.caller = spec.source, params, caller
+            record.next_fire, record.last_fire, record.message = first, None, ""
+            schedule_id = record.id
+        self.log.info("pipeline %s of %s scheduled (%s), first at %s", spec.name, owner, spec.schedule.cron, first)
+        self.schedules_changed.set()
+        return self.get_schedule(schedule_id)
+
+    def get_schedule(self, schedule_id):
+        with self.store.session() as db:
+            record = db.get(PipelineSchedule, schedule_id)
+            return record.to_json() if record else None
+
+    def schedule_of(self, owner, ref):
+        """The id of ``owner``'s schedule ``ref`` (an id, or its pipeline's name), or None."""
+        with self.store.session() as db:
+            record = db.get(PipelineSchedule, ref)
+            if record is None:
+                record = (
+                    db.query(PipelineSchedule)
+                    .filter(PipelineSchedule.owner == owner, PipelineSchedule.pipeline == ref)
+                    .first()
+                )
+            return (record.id, record.owner) if record else (None, None)
+
+    def schedules(self, owner=None):
+        with self.store.session() as db:
+            query = db.query(PipelineSchedule).order_by(PipelineSchedule.next_fire)
+            if owner is not None:
+                query = query.filter(PipelineSchedule.owner == owner)
+            return [r.to_json() for r in query.all()]
+
+    def unschedule(self, schedule_id):
+        """Remove a schedule; its runs stay."""
+        with self.store.session() as db:
+            record = db.get(PipelineSchedule, schedule_id)
+            data = record.to_json()
+            db.delete(record)
+        self.schedules_changed.set()
+        return data
+
+    async def _schedule_loop(self):
+        while True:
+            self.schedules_changed.clear()
+            try:
+                await self._fire_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("pipeline schedules: a round failed; the next one tries again")
+            with self.store.session() as db:
+                times = [
+                    aware(t)
+                    for i, t in db.query(PipelineSchedule.id, PipelineSchedule.next_fire).all()
+                    if i not in self.blocked
+                ]
+            wait = 30.0
+            if times:
+                wait = min(max((min(times) - utcnow()).total_seconds(), 0.01), 30.0)
+            try:
+                await asyncio.wait_for(self.schedules_changed.wait(), timeout=wait)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _fire_due(self):
+        now = utcnow()
+        with self.store.session() as db:
+            due = [r.id for r in db.query(PipelineSchedule).filter(PipelineSchedule.next_fire <= now).all()]
+        for schedule_id in due:
+            if schedule_id not in self.blocked:
+                await self._fire(schedule_id, now)
+
+    async def _fire(self, schedule_id, now):
+        """Start the runs a schedule owes: every missed fire time up to now with catchup (at most
+        MAX_CATCHUP a round), else the latest; each within max_active_runs and depends_on_past (a
+        schedule that must wait is looked at again when one of its runs ends)."""
+        with self.store.session() as db:
+            record = db.get(PipelineSchedule, schedule_id)
+            if record is None:
+                return
+            spec_body, params, caller = record.spec, record.params, record.caller
+            fire = aware(record.next_fire)
+        schedule = parse_pipeline(spec_body).schedule
+        times = []
+        while fire <= now and len(times) < MAX_CATCHUP:
+            times.append(fire)
+            fire = schedule.next_after(fire)
+        skipped = 0
+        if not schedule.catchup and len(times) > 1:
+            skipped, times = len(times) - 1, times[-1:]
+        next_fire, message, last = fire, "", None
+        for when in times:
+            with self.store.session() as db:
+                runs = (
+                    db.query(PipelineRun.status)
+                    .filter(PipelineRun.schedule_id == schedule_id)
+                    .order_by(PipelineRun.scheduled_for.desc())
+                    .all()
+                )
+            active = sum(1 for (status,) in runs if status == PIPELINE_RUNNING)
+            previous = runs[0][0] if runs else None
+            waiting = None
+            if active >= schedule.max_active_runs:
+                waiting = f"{active} runs going (max_active_runs {schedule.max_active_runs})"
+            elif schedule.depends_on_past and previous not in (None, SUCCEEDED):
+                waiting = f"the run before is {previous} (depends_on_past)"
+            if waiting:
+                next_fire, message = when, f"the run for {when:%Y-%m-%d %H:%M:%S} UTC waits: {waiting}"
+                self.blocked.add(schedule_id)
+                break
+            try:
+                run = await self.create(
+                    caller, {"spec": spec_body, "params": params}, schedule_id=schedule_id, scheduled_for=when
+                )
+                message = f"run {run['id']} for {when:%Y-%m-%d %H:%M:%S} UTC"
+            except SpecError as e:  # the workspace changed since (a script gone): said; the next time tries again
+                message = f"the run for {when:%Y-%m-%d %H:%M:%S} UTC was refused: {e}"
+            last = when
+        if skipped:
+            message += f" ({skipped} missed times skipped: catchup is off)"
+        with self.store.session() as db:
+            record = db.get(PipelineSchedule, schedule_id)
+            if record is not None:
+                record.next_fire, record.message = next_fire, message
+                if last is not None:
+                    record.last_fire = last
+
+
+_TICK = timedelta(microseconds=1)

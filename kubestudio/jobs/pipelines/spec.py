@@ -21,7 +21,8 @@ JSON in the API, YAML in a file; every error names its field (``tasks.train.depe
         when: "{{params.threshold}} > 0.5"
         job: {command: "echo done"}
 
-``{{run}}`` (the run's id), ``{{params.X}}``, ``{{outputs.Y}}`` (the task's own) and
+``{{run}}`` (the run's id), ``{{scheduled}}`` (the time a scheduled run is for; else its start),
+``{{params.X}}``, ``{{outputs.Y}}`` (the task's own) and
 ``{{tasks.X.outputs.Y}}`` (an upstream task's; X must be one the task depends on, directly or
 not) are filled into a task's job spec and outputs when it starts. Light: no service code here.
 """
@@ -34,7 +35,9 @@ import yaml
 
 from ..spec import NAME_RE, SpecError, _int, checked_name, duration, relative_path
 
-FIELDS = ("name", "params", "tasks", "parallelism")
+FIELDS = ("name", "params", "tasks", "parallelism", "schedule")
+SCHEDULE_FIELDS = ("cron", "timezone", "catchup", "start", "max_active_runs", "depends_on_past")
+MAX_CATCHUP = 100  # missed intervals a schedule makes up for at once
 TASK_FIELDS = ("job", "depends", "when", "retries", "timeout", "outputs")
 PARAM_TYPES = {"string": str, "int": int, "number": float, "bool": bool}
 TASK_NAME_MAX = 16
@@ -69,12 +72,38 @@ class Task:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """When a scheduled pipeline runs: ``cron`` (five fields, or six with seconds last) in
+    ``timezone``; ``catchup`` runs every missed interval (from ``start`` when given), else only the
+    latest; at most ``max_active_runs`` at once; ``depends_on_past``: a run waits for the one
+    before it to have succeeded."""
+
+    cron: str
+    timezone: str = "UTC"
+    catchup: bool = False
+    start: object = None  # an aware datetime
+    max_active_runs: int = 1
+    depends_on_past: bool = False
+
+    def next_after(self, when):
+        """The first fire time after ``when`` (an aware datetime), as an aware UTC datetime."""
+        from datetime import timezone
+        from zoneinfo import ZoneInfo
+
+        from croniter import croniter
+
+        local = when.astimezone(ZoneInfo(self.timezone))
+        return croniter(self.cron, local).get_next(type(when)).astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
 class PipelineSpec:
     name: str
     params: tuple
     tasks: dict  # name -> Task, in the order given
     parallelism: int = None
     source: dict = field(default_factory=dict)  # the spec as sent (what a rerun runs again)
+    schedule: Schedule = None
 
     def order(self):
         """The tasks, each after what it depends on."""
@@ -174,6 +203,52 @@ def parse_params(value):
     return tuple(out)
 
 
+def parse_schedule(value):
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise SpecError("schedule: {cron, timezone, catchup, start, max_active_runs, depends_on_past}")
+    unknown = sorted(set(value) - set(SCHEDULE_FIELDS))
+    if unknown:
+        raise SpecError(f"schedule.{unknown[0]}: unknown field (expected one of: {', '.join(SCHEDULE_FIELDS)})")
+    from datetime import datetime
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from croniter import croniter
+
+    cron = value.get("cron")
+    if not isinstance(cron, str) or not croniter.is_valid(cron):
+        raise SpecError(
+            f"schedule.cron: a cron expression such as '0 2 * * *' (minute hour day month weekday), not {cron!r}"
+        )
+    zone = value.get("timezone", "UTC")
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise SpecError(f"schedule.timezone: a time zone such as UTC or Europe/Paris, not {zone!r}") from None
+    flags = {}
+    for key in ("catchup", "depends_on_past"):
+        flag = value.get(key, False)
+        if not isinstance(flag, bool):
+            raise SpecError(f"schedule.{key}: true or false, not {flag!r}")
+        flags[key] = flag
+    start = value.get("start")
+    if start is not None:
+        try:
+            start = datetime.fromisoformat(str(start))
+        except ValueError:
+            raise SpecError(f"schedule.start: a date and time such as 2026-12-01T00:00, not {start!r}") from None
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=ZoneInfo(zone))
+    return Schedule(
+        cron=cron,
+        timezone=zone,
+        start=start,
+        max_active_runs=_int(value.get("max_active_runs", 1), "schedule.max_active_runs", minimum=1, maximum=100),
+        **flags,
+    )
+
+
 def parse_depends(value, where, names):
     """(tasks named, Argo expression or "") of a task's ``depends``."""
     if value is None:
@@ -268,7 +343,7 @@ def check_templates(value, task, spec, where):
     text = json.dumps(value)
     for key in TEMPLATE_RE.findall(text):
         parts = key.split(".")
-        if key == "run":
+        if key in ("run", "scheduled"):
             continue
         if parts[0] == "params" and len(parts) == 2:
             if parts[1] not in {p.name for p in spec["params"]}:
@@ -289,7 +364,8 @@ def check_templates(value, task, spec, where):
                 raise SpecError(f"{where}: {{{{{key}}}}}: task {upstream!r} declares no output {output!r}")
             continue
         raise SpecError(
-            f"{where}: {{{{{key}}}}} is not something a pipeline fills in (run, params.X, outputs.Y, tasks.X.outputs.Y)"
+            f"{where}: {{{{{key}}}}} is not something a pipeline fills in "
+            "(run, scheduled, params.X, outputs.Y, tasks.X.outputs.Y)"
         )
 
 
@@ -408,7 +484,14 @@ def parse_pipeline(body):
     if parallelism is not None:
         parallelism = _int(parallelism, "parallelism", minimum=1, maximum=MAX_TASKS)
     tasks = {n: Task(name=n, **t) for n, t in raw.items()}
-    return PipelineSpec(name=name, params=params, tasks=tasks, parallelism=parallelism, source=dict(body))
+    return PipelineSpec(
+        name=name,
+        params=params,
+        tasks=tasks,
+        parallelism=parallelism,
+        source=dict(body),
+        schedule=parse_schedule(body.get("schedule")),
+    )
 
 
 def _check_acyclic(raw):
