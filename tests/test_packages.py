@@ -94,10 +94,12 @@ ALLOWED = {
         "jobs.experiments.client",
         "jobs.experiments.spec",
         "jobs.pipelines.client",
+        "pipelines",
         "tensorboards.client",
     },  # the SDKs are the CLI's too
     "trial": set(),  # what a trial imports: the standard library only
     "trialshim": {"trial"},  # NNI's API and the model-class runner, over kubestudio.trial
+    "pipelines": {"jobs.pipelines.spec"},  # the Python DSL: compiles, and checks as the service does
     "hub": {
         "names",
         "services",

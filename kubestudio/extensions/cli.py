@@ -24,6 +24,7 @@ kubestudio pipelines cancel RUN
 kubestudio pipelines schedule PIPELINE.yaml [-p NAME=VALUE ...]   (on its schedule: cron)
 kubestudio pipelines schedules
 kubestudio pipelines unschedule NAME
+kubestudio pipelines compile FILE.py[:PIPELINE] [-o PIPELINE.yaml]   (@pipeline of kubestudio.pipelines)
 kubestudio tensorboard open FOLDER [FOLDER...] [--name N] [--project P] [--image I] [--cpu C] [--memory M]
                                                            (prints the board's URL)
 kubestudio tensorboard list
@@ -311,6 +312,38 @@ def add_pipeline_commands(sub):
     pipelines.add_parser("schedules", help="your schedules and when each fires next")
     unschedule = pipelines.add_parser("unschedule", help="stop a pipeline's schedule (its runs stay)")
     unschedule.add_argument("name")
+    compiling = pipelines.add_parser("compile", help="write the YAML of a @pipeline in a Python file")
+    compiling.add_argument("source", help="FILE.py, or FILE.py:NAME when it has several pipelines")
+    compiling.add_argument("-o", "--output", help="the YAML file to write (default: printed)")
+
+
+def _compile_pipeline(source, output, out):
+    import importlib.util
+
+    from ..pipelines import Pipeline
+
+    path, _, wanted = source.partition(":")
+    module_spec = importlib.util.spec_from_file_location("_kubestudio_pipeline", path)
+    if module_spec is None or not os.path.exists(path):
+        print(f"kubestudio: {path}: no such Python file", file=out)
+        return 2
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    found = {n: v for n, v in vars(module).items() if isinstance(v, Pipeline)}
+    if wanted:
+        found = {wanted: found[wanted]} if wanted in found else {}
+    if len(found) != 1:
+        names = ", ".join(sorted(n for n, v in vars(module).items() if isinstance(v, Pipeline))) or "none"
+        print(f"kubestudio: {source}: name one @pipeline as FILE.py:NAME (found: {names})", file=out)
+        return 2
+    text = next(iter(found.values())).to_yaml()
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"wrote {output}", file=out)
+    else:
+        print(text, end="", file=out)
+    return 0
 
 
 def _print_run(run, out):
@@ -336,6 +369,8 @@ def _follow_run(client, run, out):
 
 
 def pipelines_main(args, out):
+    if args.command == "compile":  # on this machine alone: no service needed
+        return _compile_pipeline(args.source, args.output, out)
     client = PipelinesClient()
     params = {}
     for item in getattr(args, "param", ()):

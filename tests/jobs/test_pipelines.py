@@ -391,3 +391,34 @@ def test_a_schedule_catches_up_what_it_missed_while_the_service_was_down(tmp_pat
         assert all((b - a).total_seconds() == 2 for a, b in zip(times, times[1:])), times
     finally:
         hub.stop()
+
+
+def test_a_python_pipeline_runs_as_it_compiles(jobs):
+    """@task functions wired by a @pipeline: each ran as a job of its own, an output written by
+    one read by the next, a param given at run time."""
+    from kubestudio.pipelines import Output, pipeline, task
+
+    @task()
+    def prepare(rows: int, data: Output):
+        with open(data, "w") as f:
+            f.write("\n".join(str(i) for i in range(rows)))
+
+    @task(retries=1)
+    def total(data: str, result: Output, scale: int = 1):
+        numbers = [int(x) for x in open(data).read().split()]
+        with open(result, "w") as f:
+            f.write(str(sum(numbers) * scale))
+        print("total", sum(numbers) * scale)
+
+    @pipeline(name="sums", params={"rows": 3})
+    def sums(rows):
+        p = prepare(rows=rows)
+        total(data=p.outputs["data"], scale=10)
+
+    pipelines = client(jobs, "dora")
+    done = ended(pipelines, pipelines.run(sums, params={"rows": 5}))
+    assert done["status"] == "succeeded", done
+    assert "total 100" in pipelines.logs(done, "total")  # (0+1+2+3+4) * 10
+    result = next(t for t in done["tasks"] if t["name"] == "total")["outputs"]["result"]
+    assert result == f"runs/{done['id']}/total/result"
+    assert open(os.path.join(jobs.workspace("dora"), result)).read() == "100"

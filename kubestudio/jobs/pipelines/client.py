@@ -34,7 +34,8 @@ class PipelinesClient(ServiceClient):
     label = "the jobs service"
 
     def run(self, spec, params=None):
-        """Start a run: ``spec`` a mapping, YAML text, or the path of a YAML file; ``params``
+        """Start a run: ``spec`` a mapping, YAML text, the path of a YAML file, or a ``@pipeline``
+        (:mod:`kubestudio.pipelines`); ``params``
         override the pipeline's defaults. Its record (with every task pending or running)."""
         return self._call("POST", "api/pipelines/runs", json=self._body(spec, params)).json()
 
@@ -51,6 +52,8 @@ class PipelinesClient(ServiceClient):
         return self._call("DELETE", f"api/pipelines/schedules/{name}").json()
 
     def _body(self, spec, params):
+        if hasattr(spec, "compile"):  # a @pipeline of kubestudio.pipelines
+            spec = spec.compile()
         if isinstance(spec, str) and "\n" not in spec and spec.endswith((".yaml", ".yml", ".json")):
             with open(os.path.expanduser(spec), encoding="utf-8") as f:
                 spec = yaml.safe_load(f)
