@@ -106,7 +106,9 @@ class TaskFunction:
             "    os.makedirs(os.path.dirname(kwargs[name]) or '.', exist_ok=True)\n"
             f"{self.func.__name__}(**kwargs)\n"
         )
-        job = {"command": ["python", "-c", f"{source}\n{call}", "{" + ", ".join(parts) + "}"]}
+        # the annotation Output is evaluated where the function is defined again: a str there
+        prelude = "Output = str\n"
+        job = {"command": ["python", "-c", f"{prelude}{source}\n{call}", "{" + ", ".join(parts) + "}"]}
         resources = {}
         for key, value in self.fields.items():
             if key in RESOURCE_FIELDS:

@@ -39,6 +39,7 @@ RUN_BY = {
     "kubestudio experiments run": "test_the_experiments_commands",
     "name: nightly": "test_the_pipelines_commands",
     "kubestudio pipelines run": "test_the_pipelines_commands",
+    '@pipeline(name="sums"': "test_the_pipelines_commands",
     'jobs.serve(model="models/iris")': "test_the_serving_commands",
     "kubestudio serve models/iris": "test_the_serving_commands",
     "TensorBoardsClient().open([": "test_the_tensorboard_commands",
@@ -275,6 +276,9 @@ def test_the_pipelines_commands(hub, kernel):
     """The guide's pipeline written where it says and its commands typed in a terminal: the tasks
     run as jobs in the server's image, outputs flow downstream, a rerun keeps what is upstream."""
     kernel.execute(f"(ws / 'projects/mnist/pipeline.yaml').write_text({guide_block('name: nightly')!r})")
+    # the Python pipeline, as a notebook cell: its tasks are jobs in the server's image
+    printed = kernel.execute(guide_block('@pipeline(name="sums"'), timeout=300)
+    assert "succeeded total 10" in printed, printed
     run_lines(
         hub,
         commands(guide_block("kubestudio pipelines run")),
