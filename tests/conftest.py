@@ -23,7 +23,7 @@ MODULE_SECONDS = {
     "tests/kubebench/test_servings_kubernetes.py": 152,
     "tests/e2e/test_attacks_local.py": 60,
     "tests/e2e/test_isolation.py": 260,
-    "tests/e2e/test_user_guide.py": 130,  # 2026-12-07: the guide's builds on the Python base
+    "tests/e2e/test_user_guide.py": 150,  # 2026-12-07: the guide's builds on the Python base; pipelines
     "tests/e2e/test_labextension.py": 270,  # 2026-12-07: a hub, builds, jobs, experiments, a serving, a board, a light install
     "tests/test_labextension_build.py": 40,  # npm ci, jest, a wheel
     "tests/jobs/test_servings.py": 116,
@@ -46,7 +46,7 @@ MODULE_SECONDS = {
     "tests/tensorboards/test_boards_service.py": 36,
     "tests/kubebench/test_spawn_images.py": 35,
     "tests/jobs/test_local_jobs.py": 34,
-    "tests/jobs/test_page.py": 30,
+    "tests/jobs/test_page.py": 55,  # 2026-12-07: with a pipeline run and its rerun
     "tests/jobs/test_serving_manifests.py": 27,
     "tests/image_builder/test_openapi.py": 27,
     "tests/image_builder/test_access.py": 22,
