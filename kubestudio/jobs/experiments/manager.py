@@ -282,10 +282,7 @@ class ExperimentManager:
             jobs = [j for (j,) in db.query(Trial.job_id).filter(Trial.experiment_id == experiment_id).all() if j]
             db.query(Trial).filter(Trial.experiment_id == experiment_id).delete()
             db.query(Experiment).filter(Experiment.id == experiment_id).delete()
-        for job_id in jobs:
-            job = self.jobs.get(job_id)
-            if job is not None and job["status"] in DONE:
-                self.jobs.delete_record(job_id)
+        self.jobs.delete_finished_records(jobs)
 
     # ------------------------------------------------------------------ reading
 

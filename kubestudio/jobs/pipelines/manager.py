@@ -236,10 +236,7 @@ class PipelineManager:
             }
             db.query(PipelineTask).filter(PipelineTask.run_id == run_id).delete()
             db.query(PipelineRun).filter(PipelineRun.id == run_id).delete()
-        for job_id in set(jobs) - reused:  # a job another run kept stays with it
-            job = self.jobs.get(job_id)
-            if job is not None and job["status"] in DONE:
-                self.jobs.delete_record(job_id)
+        self.jobs.delete_finished_records(set(jobs) - reused)  # a job another run kept stays with it
 
     # ------------------------------------------------------------------ reading
 

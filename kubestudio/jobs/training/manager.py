@@ -261,6 +261,14 @@ class JobManager:
             db.query(JobLogChunk).filter(JobLogChunk.job_id == job_id).delete()
             db.query(Job).filter(Job.id == job_id).delete()
 
+    def delete_finished_records(self, job_ids):
+        """Forget those of ``job_ids`` that have ended (an experiment's trials, a pipeline run's
+        tasks, as their owner forgets them); a job still running keeps its record."""
+        for job_id in job_ids:
+            job = self.get(job_id)
+            if job is not None and job["status"] in DONE:
+                self.delete_record(job_id)
+
     # ------------------------------------------------------------------ reading
 
     def id_by_name(self, owner, name):

@@ -73,24 +73,10 @@ def true_conditions(obj):
 
 
 def set_condition(status, kind, reason, message):
-    """Katib's way: one condition per type; Running goes False when the object finishes."""
-    stamp = now()
-    conditions = [c for c in status.get("conditions") or [] if c["type"] != kind]
-    if kind in DONE:
-        for c in conditions:
-            if c["type"] == "Running" and c["status"] == "True":
-                c.update(status="False", lastUpdateTime=stamp, lastTransitionTime=stamp)
-    conditions.append(
-        {
-            "type": kind,
-            "status": "True",
-            "reason": reason,
-            "message": message,
-            "lastUpdateTime": stamp,
-            "lastTransitionTime": stamp,
-        }
-    )
-    status["conditions"] = conditions
+    """The Training Operator's rule, with Katib's ends (Killed, MetricsUnavailable, ...)."""
+    from .operators import set_condition as operators_set_condition
+
+    operators_set_condition(status, kind, reason, message, ends=DONE)
 
 
 def substitute(text, values):

@@ -122,11 +122,12 @@ def condition(status, kind):
     return next((c for c in status.get("conditions") or [] if c["type"] == kind and c["status"] == "True"), None)
 
 
-def set_condition(status, kind, reason, message):
-    """Add (or refresh) condition ``kind``; Running goes False when the job finishes, as upstream."""
+def set_condition(status, kind, reason, message, ends=("Succeeded", "Failed")):
+    """Add (or refresh) condition ``kind``; Running goes False when the object finishes (a
+    condition in ``ends``), as upstream."""
     stamp = now()
     conditions = [c for c in status.get("conditions") or [] if c["type"] != kind]
-    if kind in ("Succeeded", "Failed"):
+    if kind in ends:
         for c in conditions:
             if c["type"] == "Running" and c["status"] == "True":
                 c.update(status="False", lastUpdateTime=stamp, lastTransitionTime=stamp)
