@@ -264,6 +264,14 @@ def test_katib_runs_an_experiment_whose_trials_report_through_the_service(k8s, b
     url = f"{k8s.url}api/experiments/{created['id']}/katib/{best['katib_trial']}/report"
     refused = requests.post(url, json={"metrics": {"score": 9}}, headers={"Authorization": "Bearer nope"}, timeout=10)
     assert refused.status_code == 403 and "another experiment" in refused.json()["message"]
+    # the experiment's own token reports for its trials alone, not another experiment's
+    env = katib["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    token = next(e["value"] for e in env if e["name"] == "KUBESTUDIO_TRIAL_TOKEN")
+    elsewhere = f"{k8s.url}api/experiments/{created['id']}/katib/exp-0123456789ab-abcdefgh/report"
+    refused = requests.post(
+        elsewhere, json={"metrics": {"score": 9}}, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert refused.status_code == 403 and "is not a trial of this experiment" in refused.json()["message"], refused.text
     # forgetting it removes Katib's Experiment, its Trials and their Jobs
     experiments.delete(created["id"], forget=True)
     deadline = time.monotonic() + 60

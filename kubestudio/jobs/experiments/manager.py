@@ -38,6 +38,7 @@ from ..models import (
     utcnow,
 )
 from ..spec import SpecError
+from .katib import experiment_name as katib_experiment_name
 from .katibrun import KatibRunner
 from .search import Search
 from .spec import example_value, experiment_from_json, format_value, parse_experiment
@@ -382,6 +383,9 @@ class ExperimentManager:
                 or not hmac.compare_digest(experiment.report_token_hash, token_hash(token or ""))
             ):
                 raise ReportRefused(403, "this token reports for another experiment (or none)")
+            if not trial_name.startswith(f"{katib_experiment_name(experiment_id)}-"):
+                # the token is the experiment's: it reports for that experiment's trials alone
+                raise ReportRefused(403, f"{trial_name} is not a trial of this experiment")
             if experiment.status != EXPERIMENT_RUNNING:
                 raise ReportRefused(409, f"the experiment has ended ({experiment.status}); nothing more is recorded")
             metric = experiment.spec["objective"]["metric"]
