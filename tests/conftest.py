@@ -82,7 +82,10 @@ def pytest_configure(config):
     subfolders of it from the controller. Removed after a run that passed; kept, and named, after
     one that failed.
     """
-    if config.option.basetemp or hasattr(config, "workerinput"):
+    if hasattr(config, "workerinput"):
+        return
+    config.pluginmanager.register(UnitClock(), "kubestudio-unit-clock")
+    if config.option.basetemp:
         return
     import tempfile
 
@@ -103,6 +106,39 @@ def pytest_unconfigure(config):
 def pytest_sessionfinish(session, exitstatus):
     if not hasattr(session.config, "workerinput"):
         session.config._kubestudio_failed = exitstatus != 0
+
+
+class UnitClock:
+    """Where the run's time went, per work unit and per worker (setup, call and teardown summed),
+    printed at the end and written to $KUBESTUDIO_TEST_TIMES (JSON) when set: what MODULE_SECONDS
+    is kept up to date from."""
+
+    def __init__(self):
+        self.units, self.workers, self.modules = {}, {}, {}
+
+    def pytest_runtest_logreport(self, report):
+        module = report.nodeid.split("::", 1)[0]
+        worker = getattr(report, "node", None)
+        worker = getattr(worker, "gateway", None)
+        worker = worker.id if worker is not None else "main"
+        for table, key in ((self.units, work_unit(report.nodeid)), (self.workers, worker), (self.modules, module)):
+            table[key] = table.get(key, 0.0) + report.duration
+
+    def pytest_terminal_summary(self, terminalreporter):
+        if not self.units:
+            return
+        write = terminalreporter.write_line
+        terminalreporter.section("time per worker and per work unit")
+        for worker, seconds in sorted(self.workers.items()):
+            write(f"{seconds:8.1f}s  worker {worker}")
+        for unit, seconds in sorted(self.units.items(), key=lambda kv: -kv[1])[:25]:
+            write(f"{seconds:8.1f}s  {unit}")
+        path = os.environ.get("KUBESTUDIO_TEST_TIMES")
+        if path:
+            import json
+
+            with open(path, "w") as f:
+                json.dump({"workers": self.workers, "units": self.units, "modules": self.modules}, f, indent=1)
 
 
 @pytest.hookimpl(trylast=True)
