@@ -78,3 +78,95 @@ def symlink_in(parent_fd, name, target):
         os.symlink(target, name, dir_fd=parent_fd)
     except FileExistsError:
         pass
+
+
+class NotHashable(Exception):
+    """A path :func:`digest` will not vouch for (a link on the way, too big, not a file or folder)."""
+
+
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a FIFO never hangs us
+
+
+def digest(root, relative, limit=4 << 30):
+    """The SHA-256 (hex) of the file or folder ``relative`` under the folder ``root`` (a folder:
+    its names, kinds and files' contents, in order; a link inside it counts as its target's text,
+    never followed), or None when nothing is there. Each part of ``relative`` is opened with
+    ``O_NOFOLLOW`` below the one before, so a link the user put on the way is refused
+    (NotHashable), as is more than ``limit`` bytes in all."""
+    import hashlib
+
+    parts = [p for p in relative.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise NotHashable(f"{relative!r} leaves the folder")
+    fds = [os.open(root, DIR_FLAGS)]
+    try:
+        for part in parts[:-1]:
+            try:
+                fds.append(os.open(part, DIR_FLAGS, dir_fd=fds[-1]))
+            except FileNotFoundError:
+                return None
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise NotHashable(f"{relative!r}: {part!r} is a link or not a folder") from None
+                raise
+        total = hashlib.sha256()
+        budget = [limit]
+        if not parts:
+            _digest_folder(fds[-1], total, budget)
+            return total.hexdigest()
+        info = _lstat(fds[-1], parts[-1])
+        if info is None:
+            return None
+        if stat.S_ISDIR(info.st_mode):
+            fd = os.open(parts[-1], DIR_FLAGS, dir_fd=fds[-1])
+            try:
+                _digest_folder(fd, total, budget)
+            finally:
+                os.close(fd)
+        elif stat.S_ISREG(info.st_mode):
+            total.update(b"file\0")
+            _digest_file(fds[-1], parts[-1], total, budget)
+        else:
+            raise NotHashable(f"{relative!r} is a link or not a file or folder")
+        return total.hexdigest()
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _digest_file(dir_fd, name, total, budget):
+    try:
+        fd = os.open(name, FILE_FLAGS, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NotHashable(f"{name!r} became a link") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotHashable(f"{name!r} is not a regular file")
+        while chunk := os.read(fd, 1 << 20):
+            budget[0] -= len(chunk)
+            if budget[0] < 0:
+                raise NotHashable("more data than the cache hashes")
+            total.update(chunk)
+    finally:
+        os.close(fd)
+
+
+def _digest_folder(fd, total, budget):
+    total.update(b"folder\0")
+    for root, dirs, files, root_fd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+        dirs.sort()
+        for name in sorted(dirs + files):
+            info = _lstat(root_fd, name)
+            if info is None:
+                continue
+            path = f"{root}/{name}".encode(errors="surrogateescape")
+            if stat.S_ISDIR(info.st_mode):
+                total.update(b"dir\0" + path + b"\0")
+            elif stat.S_ISLNK(info.st_mode):
+                target = os.readlink(name, dir_fd=root_fd).encode(errors="surrogateescape")
+                total.update(b"link\0" + path + b"\0" + target + b"\0")
+            elif stat.S_ISREG(info.st_mode):
+                total.update(b"file\0" + path + b"\0" + str(info.st_size).encode() + b"\0")
+                _digest_file(root_fd, name, total, budget)

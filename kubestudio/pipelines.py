@@ -33,7 +33,7 @@ import json
 import re
 import textwrap
 
-TASK_FIELDS = ("retries", "timeout", "when", "depends")
+TASK_FIELDS = ("retries", "timeout", "when", "depends", "cache", "inputs")
 # shortcuts for the job's resources
 RESOURCE_FIELDS = {"gpus": "gpu", "cpu": "cpu", "memory": "memory"}
 NAME_RE = re.compile(r"[^a-z0-9-]+")
@@ -122,7 +122,9 @@ class TaskFunction:
 
 def task(**fields):
     """A function as a pipeline task: ``gpus``, ``cpu``, ``memory``, any job field (``image``,
-    ``packages``, ``env``, ``nodes``, ``framework``, ...) and the task's ``retries``, ``timeout``, ``when``."""
+    ``packages``, ``env``, ``nodes``, ``framework``, ...) and the task's ``retries``, ``timeout``,
+    ``when``, ``cache`` ("auto": reuse an earlier result when the function's source, its arguments
+    and what it reads are the same) and ``inputs`` (workspace paths it reads)."""
 
     def wrap(func):
         return TaskFunction(func, fields)
@@ -131,12 +133,13 @@ def task(**fields):
 
 
 class Pipeline:
-    def __init__(self, func, name, params, parallelism, schedule):
+    def __init__(self, func, name, params, parallelism, schedule, cache=None):
         self.func = func
         self.name = name or NAME_RE.sub("-", func.__name__.lower()).strip("-")[:12]
         self.params = dict(params or {})
         self.parallelism = parallelism
         self.schedule = schedule
+        self.cache = cache
         self._tasks = None
 
     def add(self, task_function, arguments):
@@ -157,7 +160,7 @@ class Pipeline:
         entry = {"job": task_function.job(filled), "depends": call.depends}
         if task_function.outputs:
             entry["outputs"] = {o: f"runs/{{{{run}}}}/{name}/{o}" for o in task_function.outputs}
-        for key in ("retries", "timeout", "when"):
+        for key in ("retries", "timeout", "when", "cache", "inputs"):
             if key in task_function.fields:
                 entry[key] = task_function.fields[key]
         self._tasks[name] = entry
@@ -192,6 +195,8 @@ class Pipeline:
             spec["parallelism"] = self.parallelism
         if self.schedule:
             spec["schedule"] = self.schedule
+        if self.cache:
+            spec["cache"] = self.cache
         parse_pipeline(spec)
         return spec
 
@@ -201,11 +206,12 @@ class Pipeline:
         return yaml.safe_dump(self.compile(), sort_keys=False, width=120)
 
 
-def pipeline(name=None, params=None, parallelism=None, schedule=None):
+def pipeline(name=None, params=None, parallelism=None, schedule=None, cache=None):
     """A function wiring tasks as a pipeline: it is called once, at compile, with each of
-    ``params`` (name -> default) as a placeholder its tasks take."""
+    ``params`` (name -> default) as a placeholder its tasks take; ``cache="auto"`` is every task's
+    default."""
 
     def wrap(func):
-        return Pipeline(func, name, params, parallelism, schedule)
+        return Pipeline(func, name, params, parallelism, schedule, cache)
 
     return wrap

@@ -278,6 +278,8 @@ class PipelineTask(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     outputs: Mapped[dict] = mapped_column(JSON, default=dict)  # output name -> its path in the workspace
     reused_from: Mapped[str] = mapped_column(String(32), default="")  # a rerun kept this run's result
+    cache_key: Mapped[str] = mapped_column(String(64), default="", index=True)  # "" when not cached
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)  # its result is an earlier run's
     message: Mapped[str] = mapped_column(Text, default="")
     started: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
     finished: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -290,6 +292,8 @@ class PipelineTask(Base):
             "attempts": self.attempts,
             "outputs": self.outputs or {},
             "reused_from": self.reused_from or None,
+            "cached": bool(self.cached),
+            "cache_key": self.cache_key or None,
             "message": self.message,
             "started": iso(self.started),
             "finished": iso(self.finished),

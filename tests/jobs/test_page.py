@@ -249,6 +249,8 @@ def test_a_pipeline_runs_from_the_page_drawn_as_its_dag(jobs, page, tmp_path):
     page.wait_for_function("document.getElementById('r-d-status').textContent === 'succeeded'", timeout=60000)
     page.locator("#dag g.task[data-task=prepare]").click()
     page.wait_for_function("document.getElementById('t-message').textContent.startsWith('kept from run')")
+    origin = page.text_content("#dag g.task[data-task=prepare] text.origin")
+    assert origin.startswith("kept · ") and page.locator("#dag text.origin").count() == 2, origin
     assert page.locator("#runs tr").count() == 2
     page.screenshot(path=os.path.join(tmp_path, "pipelines-rerun.png"), full_page=True)
     # on a schedule: listed with its next run, stopped from the list

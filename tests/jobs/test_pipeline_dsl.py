@@ -101,3 +101,28 @@ def test_the_cli_writes_the_yaml(tmp_path):
 
 def test_output_annotation_is_a_str():
     assert isinstance(Output("x"), str)
+
+
+def test_the_cache_compiles_for_the_pipeline_and_each_task():
+    @task(inputs=["data/raw.csv"])
+    def clean(out: Output):
+        pass
+
+    @task(cache="off")
+    def publish(model: str):
+        pass
+
+    @pipeline(name="cached", cache="auto")
+    def cached():
+        publish(model=clean().outputs["out"])
+
+    spec = cached.compile()
+    assert spec["cache"] == "auto" and spec["tasks"]["clean"]["inputs"] == ["data/raw.csv"]
+    assert spec["tasks"]["publish"]["cache"] == "off" and "cache" not in spec["tasks"]["clean"]
+
+    @pipeline(name="bad", cache="yes")
+    def bad():
+        clean()
+
+    with pytest.raises(Exception, match="cache: auto .* or off, not 'yes'"):
+        bad.compile()

@@ -52,6 +52,25 @@ def test_a_good_spec_reads_whole():
     assert spec.downstream("train") == {"train", "evaluate", "notify", "deploy"}
     assert spec.upstream("evaluate") == {"train", "prepare"}
     assert spec.resolve_params({"epochs": "5", "deploy": "true"}) == {"threshold": 0.8, "epochs": 5, "deploy": True}
+    assert {t.cache for t in spec.tasks.values()} == {"off"}  # the cache is asked for, never assumed
+
+
+def test_cache_is_the_pipelines_default_a_task_may_turn_off():
+    import yaml
+
+    body = yaml.safe_load(GOOD)
+    body["cache"] = "auto"
+    body["tasks"]["deploy"]["cache"] = "off"
+    body["tasks"]["train"]["inputs"] = ["data/{{params.epochs}}/", "labels.csv"]
+    spec = parse_pipeline(body)
+    assert {n: t.cache for n, t in spec.tasks.items()} == {
+        "prepare": "auto",
+        "train": "auto",
+        "evaluate": "auto",
+        "notify": "auto",
+        "deploy": "off",
+    }
+    assert spec.tasks["train"].inputs == ("data/{{params.epochs}}", "labels.csv")
 
 
 @pytest.mark.parametrize(
@@ -98,6 +117,14 @@ def test_a_good_spec_reads_whole():
         ({"name": "a-very-long-pipeline-name"}, "name: at most 12 characters"),
         ({"tasks.Train-X": {"job": {"script": "t.py"}}}, "tasks.Train-X: a task's name is lower-case letters"),
         ({"parallelism": 0}, "parallelism: must be at least 1"),
+        ({"cache": "always"}, "cache: auto (reuse a matching earlier result) or off, not 'always'"),
+        ({"tasks.train.cache": True}, "tasks.train.cache: auto (reuse a matching earlier result) or off"),
+        ({"tasks.train.inputs": "data/"}, "tasks.train.inputs: a list of at most 20 paths in your workspace"),
+        ({"tasks.train.inputs": ["../x"]}, "tasks.train.inputs[0]: must be a path inside your workspace"),
+        (
+            {"tasks.train.inputs": ["{{tasks.deploy.outputs.x}}"]},
+            "tasks.train.inputs[0]: {{tasks.deploy.outputs.x}}: 'train' does not depend on 'deploy'",
+        ),
     ],
 )
 def test_bad_specs_name_their_field(change, said):

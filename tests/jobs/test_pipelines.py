@@ -422,3 +422,56 @@ def test_a_python_pipeline_runs_as_it_compiles(jobs):
     result = next(t for t in done["tasks"] if t["name"] == "total")["outputs"]["result"]
     assert result == f"runs/{done['id']}/total/result"
     assert open(os.path.join(jobs.workspace("dora"), result)).read() == "100"
+
+
+def test_a_cached_task_reuses_an_earlier_result_until_what_it_reads_changes(jobs):
+    """cache: auto: a second run takes every task from the first; a param changes only the tasks
+    that use it (and what reads their outputs); an edited script, a changed input, a removed output
+    run a task again; cache: off always runs."""
+    write_scripts(jobs, "cora")
+    jobs.write("cora", "p/labels.txt", "a b c")
+    pipelines = client(jobs, "cora")
+    spec = {**pipeline(), "cache": "auto"}
+    spec["tasks"] = {n: dict(t) for n, t in spec["tasks"].items()}
+    spec["tasks"]["prepare"]["inputs"] = ["p/labels.txt"]
+    spec["tasks"]["deploy"]["cache"] = "off"
+
+    def states(run):
+        done = ended(pipelines, run)
+        assert done["status"] == "succeeded", (done["message"], done["tasks"])
+        return done, {t["name"]: t for t in done["tasks"]}
+
+    first, one = states(pipelines.run(spec, params={"deploy": True}))
+    assert not any(t["cached"] for t in one.values())
+    second, two = states(pipelines.run(spec, params={"deploy": True}))
+    for name in ("prepare", "train-a", "train-b", "evaluate"):
+        assert two[name]["cached"] and two[name]["reused_from"] == first["id"], two[name]
+        assert two[name]["job"] == one[name]["job"] and two[name]["outputs"] == one[name]["outputs"]
+        assert f"run {first['id']}" in two[name]["message"]
+    assert not two["deploy"]["cached"] and two["deploy"]["job"] != one["deploy"]["job"]  # cache: off
+    assert "deployed" in pipelines.logs(second, "deploy")
+    assert "best 9.0" in pipelines.logs(second, "evaluate")  # a cached task's log is its first run's
+    # a param only train-b uses: it and evaluate (which reads its output) run, the rest is taken
+    third, three = states(pipelines.run(spec, params={"factor": 4}))
+    assert {n for n, t in three.items() if t["cached"]} == {"prepare", "train-a"}
+    workspace = jobs.workspace("cora")
+    assert open(os.path.join(workspace, three["evaluate"]["outputs"]["score"])).read() == "18.0"
+    # an edited script runs both trainings again; they wrote what they wrote before, so evaluate
+    # is taken again (its key is what it reads, not who wrote it)
+    jobs.write("cora", "p/train.py", TRAIN + "# tuned\n")
+    _, four = states(pipelines.run(spec, params={"factor": 4}))
+    assert {n for n, t in four.items() if t["cached"]} == {"prepare", "evaluate"}
+    # a changed input runs the task that names it
+    jobs.write("cora", "p/labels.txt", "a b c d")
+    _, five = states(pipelines.run(spec, params={"factor": 4}))
+    assert {n for n, t in five.items() if t["cached"]} == {"train-a", "train-b", "evaluate"}
+    # an output removed since: the task that made it runs again
+    os.remove(os.path.join(workspace, five["train-a"]["outputs"]["model"]))
+    sixth, six = states(pipelines.run(spec, params={"factor": 4}))
+    assert {n for n, t in six.items() if t["cached"]} == {"prepare", "train-b", "evaluate"}
+    assert open(os.path.join(workspace, six["train-a"]["outputs"]["model"])).read() == "4.5"
+    # a rerun from a task runs it (and what follows), cache or not
+    again = ended(pipelines, pipelines.rerun(sixth, from_task="train-b"))
+    redone = {t["name"]: t for t in again["tasks"]}
+    assert not redone["train-b"]["cached"] and redone["train-b"]["job"] != six["train-b"]["job"]
+    assert redone["prepare"]["reused_from"] and not redone["prepare"]["cached"]  # kept, as reruns keep

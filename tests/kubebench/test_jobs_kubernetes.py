@@ -317,6 +317,10 @@ def test_a_pipelines_tasks_are_the_clusters_jobs(k8s):
     assert open(os.path.join(k8s.workspace("tess"), f"seed-{run['id']}.txt")).read() == "7\n"
     for task in tasks.values():
         k8s.wait_gone(client.get(task["job"]))
+    # the service cannot read a cluster's workspaces, so it cannot key a task by its inputs: said
+    cached = {"name": "k8s", "cache": "auto", "tasks": {"a": {"job": {"command": "true"}}}}
+    with pytest.raises(Exception, match="tasks.a.cache: auto keys a task by the content of its inputs"):
+        pipelines.run(cached)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,8 @@ restart each running run goes on (the jobs manager resumed its tasks' jobs).
 """
 
 import asyncio
+import hashlib
+import json
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -35,7 +37,7 @@ from ..models import (
     utcnow,
 )
 from ..spec import SpecError
-from .spec import MAX_CATCHUP, evaluate_depends, evaluate_when, fill, parse_pipeline
+from .spec import MAX_CATCHUP, TEMPLATE_RE, evaluate_depends, evaluate_when, fill, parse_pipeline
 
 ENDED = (SUCCEEDED, FAILED, CANCELLED, TASK_SKIPPED)
 
@@ -105,6 +107,13 @@ class PipelineManager:
         for name, task in spec.tasks.items():
             if name in keep:
                 continue
+            if task.cache == "auto" and not self.jobs.backend.reads_workspaces:
+                raise SpecError(
+                    f"tasks.{name}.cache: auto keys a task by the content of its inputs, which the jobs "
+                    "service cannot read with this backend (it reads workspaces on the embedded default); "
+                    "set cache: off",
+                    409,
+                )
             outputs = {t: {o: "" for o in spec.tasks[t].outputs} for t in spec.tasks}
             context = self._context(spec, "0" * 12, params, name, outputs, None)
             job = self._job(spec, task, "0" * 12, 0, context)
@@ -162,6 +171,7 @@ class PipelineManager:
                         attempts=kept["attempts"] if kept else 0,
                         outputs=kept["outputs"] if kept else {},
                         reused_from=kept["run"] if kept else "",
+                        cache_key=kept.get("cache_key") or "" if kept else "",
                         message=f"kept from run {kept['run']}" if kept else "",
                         started=None,
                         finished=None,
@@ -398,9 +408,15 @@ class PipelineManager:
                 self._set_task(run_id, name, TASK_SKIPPED, why)
                 rows[name]["status"] = TASK_SKIPPED
                 continue
+            cache_key, note = "", ""
+            if task.cache == "auto":
+                cache_key, note = await self._cache_key(spec, run, name, rows)
+                # a rerun runs what it reruns (the user asked for it), its key kept for later runs
+                if cache_key and not run["rerun_of"] and await self._take_cached(run, name, cache_key, rows):
+                    continue
             if running >= limit:
                 continue
-            if await self._submit(run_id, spec, run, name, rows, caller, attempt=0):
+            if await self._submit(run_id, spec, run, name, rows, caller, attempt=0, cache_key=cache_key, note=note):
                 running += 1
                 rows[name]["status"] = TASK_RUNNING
             else:
@@ -423,7 +439,7 @@ class PipelineManager:
             )
         return True
 
-    async def _submit(self, run_id, spec, run, name, rows, caller, attempt):
+    async def _submit(self, run_id, spec, run, name, rows, caller, attempt, cache_key="", note=""):
         """Submit task ``name``'s job (attempt ``attempt``); False when it was refused (the task failed)."""
         task = spec.tasks[name]
         try:
@@ -441,9 +457,89 @@ class PipelineManager:
             row = db.get(PipelineTask, (run_id, name))
             row.status, row.job_id, row.attempts, row.outputs = TASK_RUNNING, record["id"], attempt + 1, outputs
             row.started = row.started or utcnow()
-            row.message = f"attempt {attempt + 1} of {task.retries + 1}" if attempt else ""
+            row.message = f"attempt {attempt + 1} of {task.retries + 1}" if attempt else note
+            if not attempt:
+                row.cache_key = cache_key
         self.log.info("pipeline run %s: task %s started (job %s)", run_id, name, record["id"])
         return True
+
+    # ------------------------------------------------------------------ cache
+
+    async def _cache_key(self, spec, run, name, rows):
+        """(key, "") of task ``name`` in this run: its job and outputs as written, the params (and
+        scheduled time) it uses, and the content of what it reads (its script, the upstream outputs
+        it names, its inputs); ("", why) when its inputs cannot be vouched for."""
+        from ... import fdpath
+
+        task = spec.tasks[name]
+        context = self._context(
+            spec, run["id"], run["params"], name, {n: r["outputs"] for n, r in rows.items()}, run["_scheduled"]
+        )
+        used = set(TEMPLATE_RE.findall(json.dumps([task.job, task.outputs, task.when, task.inputs])))
+        files = {f"{{{{{key}}}}}": context[key] for key in used if key.startswith("tasks.")}
+        script = task.job.get("script")
+        if isinstance(script, str):
+            files["script"] = fill(script, context, f"tasks.{name}.job.script")
+        for i, path in enumerate(task.inputs):
+            files[f"inputs[{i}]"] = fill(path, context, f"tasks.{name}.inputs[{i}]")
+        try:
+            digests = await self.jobs.backend.workspace_digests(run["owner"], sorted(set(files.values())))
+        except (fdpath.NotHashable, OSError) as e:
+            return "", f"not cached: {e}"
+        material = {
+            "pipeline": spec.name,
+            "task": name,
+            "job": task.job,
+            "outputs": task.outputs,
+            "inputs": list(task.inputs),
+            "values": {key: context[key] for key in sorted(used) if key.startswith("params.") or key == "scheduled"},
+            "files": {label: digests[path] for label, path in sorted(files.items())},
+        }
+        return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest(), ""
+
+    async def _take_cached(self, run, name, cache_key, rows):
+        """Give task ``name`` the result of the newest earlier success with ``cache_key`` whose
+        outputs are all still in the workspace; False when there is none."""
+        run_id = run["id"]
+        with self.store.session() as db:
+            candidates = [
+                (t.run_id, t.reused_from, t.job_id, dict(t.outputs or {}))
+                for t in db.query(PipelineTask)
+                .join(PipelineRun, PipelineRun.id == PipelineTask.run_id)
+                .filter(
+                    PipelineRun.owner == run["owner"],
+                    PipelineTask.cache_key == cache_key,
+                    PipelineTask.status == SUCCEEDED,
+                    PipelineTask.run_id != run_id,
+                )
+                .order_by(PipelineTask.finished.desc())
+                .limit(5)
+            ]
+        from ... import fdpath
+
+        for earlier_run, reused_from, job_id, outputs in candidates:
+            try:
+                there = await self.jobs.backend.workspace_digests(run["owner"], sorted(set(outputs.values())))
+            except (fdpath.NotHashable, OSError):
+                continue
+            if any(digest is None for digest in there.values()):
+                continue  # an output was removed since: run it again
+            origin = reused_from or earlier_run
+            with self.store.session() as db:
+                row = db.get(PipelineTask, (run_id, name))
+                row.status, row.job_id, row.outputs, row.cache_key, row.cached = (
+                    SUCCEEDED,
+                    job_id,
+                    outputs,
+                    cache_key,
+                    True,
+                )
+                row.reused_from, row.started, row.finished = origin, utcnow(), utcnow()
+                row.message = f"cached: its job, params and inputs are those of run {origin}'s (its outputs are reused)"
+            rows[name].update(status=SUCCEEDED, outputs=outputs)
+            self.log.info("pipeline run %s: task %s taken from run %s (cache)", run_id, name, origin)
+            return True
+        return False
 
     def _set_task(self, run_id, name, status, message):
         with self.store.session() as db:

@@ -7,10 +7,12 @@ JSON in the API, YAML in a file; every error names its field (``tasks.train.depe
       threshold: {type: number, default: 0.8}
       epochs: 3                                   # a default alone: its type is the value's
     parallelism: 4                                # tasks running at once (default: all ready)
+    cache: auto                                   # every task's default (off unless given)
     tasks:
       prepare:
         job: {script: prep.py, args: ["--out", "{{outputs.data}}"]}
         outputs: {data: "runs/{{run}}/data.csv"}  # paths in the workspace
+        inputs: [raw/]                            # what else it reads: part of its cache key
       train:
         depends: [prepare]
         job: {script: train.py, args: ["--data", "{{tasks.prepare.outputs.data}}", "--epochs", "{{params.epochs}}"]}
@@ -24,7 +26,12 @@ JSON in the API, YAML in a file; every error names its field (``tasks.train.depe
 ``{{run}}`` (the run's id), ``{{scheduled}}`` (the time a scheduled run is for; else its start),
 ``{{params.X}}``, ``{{outputs.Y}}`` (the task's own) and
 ``{{tasks.X.outputs.Y}}`` (an upstream task's; X must be one the task depends on, directly or
-not) are filled into a task's job spec and outputs when it starts. Light: no service code here.
+not) are filled into a task's job spec and outputs when it starts.
+
+``cache: auto`` skips a task whose job spec, the params it uses and the content of its inputs (its
+script, the upstream outputs it names, its ``inputs``) are those of a task that succeeded in an
+earlier run of the owner's that still has its outputs: those outputs are the task's. Light: no
+service code here.
 """
 
 import json
@@ -35,10 +42,12 @@ import yaml
 
 from ..spec import NAME_RE, SpecError, _int, checked_name, duration, relative_path
 
-FIELDS = ("name", "params", "tasks", "parallelism", "schedule")
+FIELDS = ("name", "params", "tasks", "parallelism", "schedule", "cache")
+CACHE_MODES = ("auto", "off")
 SCHEDULE_FIELDS = ("cron", "timezone", "catchup", "start", "max_active_runs", "depends_on_past")
 MAX_CATCHUP = 100  # missed intervals a schedule makes up for at once
-TASK_FIELDS = ("job", "depends", "when", "retries", "timeout", "outputs")
+TASK_FIELDS = ("job", "depends", "when", "retries", "timeout", "outputs", "inputs", "cache")
+MAX_INPUTS = 20
 PARAM_TYPES = {"string": str, "int": int, "number": float, "bool": bool}
 TASK_NAME_MAX = 16
 NAME_MAX = 12  # a task's job is <pipeline>-<run id 6>-<task>[-r<attempt>]: within a job name's 40
@@ -69,6 +78,8 @@ class Task:
     retries: int = 0
     timeout: int = None
     outputs: dict = field(default_factory=dict)  # name -> path template
+    inputs: tuple = ()  # path templates in the workspace the task reads (its cache key hashes them)
+    cache: str = "off"
 
 
 @dataclass(frozen=True)
@@ -403,6 +414,26 @@ def _number_or_text(word):
         return word
 
 
+def parse_cache(value, where, default):
+    if value is None:
+        return default
+    if value not in CACHE_MODES:
+        raise SpecError(f"{where}: auto (reuse a matching earlier result) or off, not {value!r}")
+    return value
+
+
+def parse_inputs(value, where):
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_INPUTS:
+        raise SpecError(f"{where}: a list of at most {MAX_INPUTS} paths in your workspace")
+    for i, path in enumerate(value):
+        if not isinstance(path, str) or not path.strip("/"):
+            raise SpecError(f"{where}[{i}]: a path in your workspace")
+        relative_path(path, f"{where}[{i}]")
+    return tuple(path.strip("/") for path in value)
+
+
 def parse_pipeline(body):
     """A :class:`PipelineSpec` from a JSON object (or YAML text), or SpecError naming the field."""
     if isinstance(body, str):
@@ -414,6 +445,7 @@ def parse_pipeline(body):
     if len(name) > NAME_MAX:
         raise SpecError(f"name: at most {NAME_MAX} characters (room for the run and task in each job's name)")
     params = parse_params(body.get("params"))
+    cache = parse_cache(body.get("cache"), "cache", "off")
     tasks_body = body.get("tasks")
     if not isinstance(tasks_body, dict) or not tasks_body:
         raise SpecError("tasks: a mapping of task names to {job, depends, ...}, with at least one")
@@ -456,6 +488,8 @@ def parse_pipeline(body):
             "retries": _int(t.get("retries", 0), f"{where}.retries", maximum=MAX_RETRIES),
             "timeout": duration(t.get("timeout"), f"{where}.timeout"),
             "outputs": dict(outputs),
+            "inputs": parse_inputs(t.get("inputs"), f"{where}.inputs"),
+            "cache": parse_cache(t.get("cache"), f"{where}.cache", cache),
         }
     _check_acyclic(raw)
 
@@ -478,6 +512,8 @@ def parse_pipeline(body):
                     f"{where}.outputs.{output}: an output's path takes {{{{run}}}} and {{{{params.X}}}} only"
                 )
             check_templates(path, None, context, f"{where}.outputs.{output}")
+        for i, path in enumerate(t["inputs"]):
+            check_templates(path, task_name, context, f"{where}.inputs[{i}]")
         if t["when"]:
             check_templates(t["when"], task_name, context, f"{where}.when")
     parallelism = body.get("parallelism")

@@ -69,6 +69,15 @@ class JobBackend(LoggingConfigurable):
     async def check(self, run):
         """Refuse what this backend can never run (SpecError naming the field); nothing is made."""
 
+    # Where the jobs service reads its users' workspaces (the embedded default), a pipeline's
+    # ``cache: auto`` keys a task by its inputs' content; elsewhere it cannot.
+    reads_workspaces = False
+
+    async def workspace_digests(self, owner, paths):
+        """{path: SHA-256 of that file or folder in ``owner``'s workspace, None when missing}; a
+        path a link leads through, or too big to hash, raises fdpath.NotHashable."""
+        raise NotImplementedError
+
     def reserve(self, run):
         """Take what the attempt holds while it runs (GPUs); raise SpawnRefused when it must wait."""
 

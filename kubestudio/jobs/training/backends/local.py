@@ -304,6 +304,18 @@ class LocalJobBackend(JobBackend):
     def folders(self, owner):
         return user_folders(self.data_dir, owner)
 
+    reads_workspaces = True
+
+    async def workspace_digests(self, owner, paths):
+        from .... import fdpath
+
+        root = self.folders(owner).workspace
+
+        def hash_all():
+            return {path: fdpath.digest(root, path) for path in paths}
+
+        return await asyncio.get_running_loop().run_in_executor(None, hash_all)
+
     def _inside(self, root, relative, where, want_dir):
         """The real path of ``relative`` under ``root``, refused if it leaves it or is missing."""
         real_root = os.path.realpath(root)
