@@ -95,20 +95,10 @@ def digest(root, relative, limit=4 << 30):
     (NotHashable), as is more than ``limit`` bytes in all."""
     import hashlib
 
-    parts = [p for p in relative.split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
-        raise NotHashable(f"{relative!r} leaves the folder")
-    fds = [os.open(root, DIR_FLAGS)]
+    parts, fds = _open_parents(root, relative)
+    if fds is None:
+        return None
     try:
-        for part in parts[:-1]:
-            try:
-                fds.append(os.open(part, DIR_FLAGS, dir_fd=fds[-1]))
-            except FileNotFoundError:
-                return None
-            except OSError as e:
-                if e.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise NotHashable(f"{relative!r}: {part!r} is a link or not a folder") from None
-                raise
         total = hashlib.sha256()
         budget = [limit]
         if not parts:
@@ -132,6 +122,56 @@ def digest(root, relative, limit=4 << 30):
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def read_text(root, relative, limit=4096):
+    """The text of the file ``relative`` under ``root`` (at most ``limit`` bytes, surrounding
+    blanks stripped), opened as :func:`digest` opens it; None when it is not there."""
+    parts, fds = _open_parents(root, relative)
+    if fds is None or not parts:
+        return None
+    try:
+        try:
+            fd = os.open(parts[-1], FILE_FLAGS, dir_fd=fds[-1])
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise NotHashable(f"{relative!r} is a link") from None
+            raise
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise NotHashable(f"{relative!r} is not a file")
+            data = os.read(fd, limit + 1)
+        finally:
+            os.close(fd)
+        if len(data) > limit:
+            raise NotHashable(f"{relative!r} holds more than {limit} bytes")
+        return data.decode(errors="replace").strip()
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _open_parents(root, relative):
+    """(the parts of ``relative``, descriptors of ``root`` and each folder on the way to its last
+    part), each opened ``O_NOFOLLOW`` in the one before; (parts, None) when one is missing."""
+    parts = [p for p in relative.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise NotHashable(f"{relative!r} leaves the folder")
+    fds = [os.open(root, DIR_FLAGS)]
+    for part in parts[:-1]:
+        try:
+            fds.append(os.open(part, DIR_FLAGS, dir_fd=fds[-1]))
+        except (FileNotFoundError, OSError) as e:
+            for fd in fds:
+                os.close(fd)
+            if isinstance(e, FileNotFoundError):
+                return parts, None
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise NotHashable(f"{relative!r}: {part!r} is a link or not a folder") from None
+            raise
+    return parts, fds
 
 
 def _digest_file(dir_fd, name, total, budget):

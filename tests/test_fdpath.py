@@ -55,3 +55,19 @@ def test_more_than_the_limit_is_refused(tmp_path):
     (tmp_path / "big").write_bytes(b"x" * 5000)
     with pytest.raises(fdpath.NotHashable, match="more data"):
         fdpath.digest(str(tmp_path), "big", limit=4096)
+
+
+def test_read_text_reads_a_small_file_and_nothing_through_a_link(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "acc.txt").write_text("0.93\n")
+    (tmp_path / "big.txt").write_text("x" * 5000)
+    (tmp_path / "ln").symlink_to(tmp_path / "runs")
+    root = str(tmp_path)
+    assert fdpath.read_text(root, "runs/acc.txt") == "0.93"
+    assert fdpath.read_text(root, "runs/none.txt") is None and fdpath.read_text(root, "no/acc.txt") is None
+    with pytest.raises(fdpath.NotHashable, match="more than 4096 bytes"):
+        fdpath.read_text(root, "big.txt")
+    with pytest.raises(fdpath.NotHashable, match="is a link"):
+        fdpath.read_text(root, "ln/acc.txt")
+    with pytest.raises(fdpath.NotHashable, match="not a file"):
+        fdpath.read_text(root, "runs")

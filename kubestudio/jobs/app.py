@@ -165,7 +165,9 @@ class JobService(ServiceApp):
             url_path_join(report_url, "api/experiments/"),
             katib_db_manager=self.katib_db_manager,
         )
-        self.pipelines = PipelineManager(self, self.store, self.manager, self.log)
+        self.pipelines = PipelineManager(
+            self, self.store, self.manager, self.log, experiments=self.experiments, servings=self.servings
+        )
         api = url_path_join(prefix, "api")
         job = url_path_join(api, "jobs", r"([a-z0-9][-a-z0-9]{0,62})")  # an id, or one of your jobs' names
         serving = url_path_join(api, "servings", r"([0-9a-f]{1,32})")

@@ -55,6 +55,39 @@ def test_a_good_spec_reads_whole():
     assert {t.cache for t in spec.tasks.values()} == {"off"}  # the cache is asked for, never assumed
 
 
+def test_experiment_and_serve_tasks_and_their_results():
+    import yaml
+
+    body = yaml.safe_load(GOOD)
+    body["cache"] = "auto"
+    body["tasks"]["tune"] = {
+        "depends": ["prepare"],
+        "experiment": {"objective": {"metric": "acc"}, "space": {"lr": {"type": "uniform", "low": 0, "high": 1}}},
+    }
+    body["tasks"]["train"]["depends"] = ["prepare", "tune"]
+    body["tasks"]["train"]["job"]["args"] += ["--lr", "{{tasks.tune.best.params.lr}}"]
+    body["tasks"]["deploy"] = {
+        "depends": ["evaluate"],
+        "when": "{{tasks.tune.best.value}} > {{params.threshold}}",
+        "serve": {"name": "nightly", "model": "{{tasks.train.outputs.model}}"},
+    }
+    spec = parse_pipeline(body)
+    assert {n: (t.kind, t.cache) for n, t in spec.tasks.items()} == {
+        "prepare": ("job", "auto"),
+        "train": ("job", "auto"),
+        "evaluate": ("job", "auto"),
+        "notify": ("job", "auto"),
+        "deploy": ("serve", "off"),  # the pipeline's cache is its jobs' default
+        "tune": ("experiment", "off"),
+    }
+    body["tasks"]["train"]["job"]["args"][-1] = "{{tasks.tune.best.params.momentum}}"
+    with pytest.raises(SpecError, match=re.escape("best.params.P with P one of lr")):
+        parse_pipeline(body)
+    long = {"name": "p", "tasks": {"a-very-long-name": {"experiment": {"space": {}}}}}
+    with pytest.raises(SpecError, match="an experiment task's name is at most 15 characters"):
+        parse_pipeline(long)
+
+
 def test_cache_is_the_pipelines_default_a_task_may_turn_off():
     import yaml
 
@@ -118,6 +151,35 @@ def test_cache_is_the_pipelines_default_a_task_may_turn_off():
         ({"tasks.Train-X": {"job": {"script": "t.py"}}}, "tasks.Train-X: a task's name is lower-case letters"),
         ({"parallelism": 0}, "parallelism: must be at least 1"),
         ({"cache": "always"}, "cache: auto (reuse a matching earlier result) or off, not 'always'"),
+        (
+            {"tasks.train.experiment": {"space": {}}},
+            "tasks.train: one of job, experiment or serve, not job and experiment",
+        ),
+        (
+            {"tasks.deploy": {"depends": ["evaluate"]}},
+            "tasks.deploy: one of job, experiment or serve (what the task runs)",
+        ),
+        ({"tasks.deploy": {"serve": {"model": "m"}}}, "tasks.deploy.serve.name: the serving to make or update"),
+        (
+            {"tasks.deploy": {"serve": {"name": "m", "model": "x"}, "outputs": {"a": "b"}}},
+            "tasks.deploy.outputs: a serve task writes no files",
+        ),
+        (
+            {"tasks.deploy": {"experiment": {"name": "x", "space": {}}}},
+            "tasks.deploy.experiment.name: a task's experiment is named by the pipeline",
+        ),
+        (
+            {"tasks.deploy": {"depends": ["evaluate"], "experiment": {"space": {}}, "cache": "auto"}},
+            "tasks.deploy.cache: only a job task is cached",
+        ),
+        (
+            {"tasks.evaluate.job": {"script": "e.py", "args": ["{{tasks.train.best.value}}"]}},
+            "tasks.evaluate.job: {{tasks.train.best.value}}: task 'train' is not an experiment",
+        ),
+        (
+            {"tasks.evaluate.job": {"script": "e.py", "args": ["{{tasks.train.outputs.model.text}}"]}},
+            "tasks.evaluate.job: {{tasks.train.outputs.model.text}}: an output is its path, or .value",
+        ),
         ({"tasks.train.cache": True}, "tasks.train.cache: auto (reuse a matching earlier result) or off"),
         ({"tasks.train.inputs": "data/"}, "tasks.train.inputs: a list of at most 20 paths in your workspace"),
         ({"tasks.train.inputs": ["../x"]}, "tasks.train.inputs[0]: must be a path inside your workspace"),

@@ -475,3 +475,160 @@ def test_a_cached_task_reuses_an_earlier_result_until_what_it_reads_changes(jobs
     redone = {t["name"]: t for t in again["tasks"]}
     assert not redone["train-b"]["cached"] and redone["train-b"]["job"] != six["train-b"]["job"]
     assert redone["prepare"]["reused_from"] and not redone["prepare"]["cached"]  # kept, as reruns keep
+
+
+ML_PREPARE = """\
+import os, sys
+import numpy as np
+from sklearn.datasets import load_iris
+from sklearn.model_selection import train_test_split
+X, y = load_iris(return_X_y=True)
+parts = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+os.makedirs(sys.argv[1], exist_ok=True)
+for name, part in zip(("X_train", "X_test", "y_train", "y_test"), parts):
+    np.save(os.path.join(sys.argv[1], name + ".npy"), part)
+print("prepared", len(parts[0]), "rows to train on")
+"""
+ML_TUNE = """\
+import sys
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
+from kubestudio import trial
+data = sys.argv[1]
+C = trial.params()["C"]
+X, y = np.load(data + "/X_train.npy"), np.load(data + "/y_train.npy")
+trial.report(acc=float(cross_val_score(LogisticRegression(C=C, max_iter=500), X, y, cv=3).mean()))
+"""
+ML_TRAIN = """\
+import os, sys
+import joblib
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
+data, out, kind, C = sys.argv[1:5]
+X, y = np.load(data + "/X_train.npy"), np.load(data + "/y_train.npy")
+model = LogisticRegression(C=float(C), max_iter=500) if kind == "logistic" else DecisionTreeClassifier(max_depth=1)
+os.makedirs(out, exist_ok=True)
+joblib.dump(model.fit(X, y), os.path.join(out, "model.joblib"))
+print("trained", kind, "C =", C)
+"""
+ML_EVALUATE = """\
+import os, shutil, sys
+import joblib
+import numpy as np
+data, best, accuracy, *models = sys.argv[1:]
+X, y = np.load(data + "/X_test.npy"), np.load(data + "/y_test.npy")
+scores = {m: float((joblib.load(m + "/model.joblib").predict(X) == y).mean()) for m in models}
+winner = max(scores, key=scores.get)
+shutil.copytree(winner, best)
+open(accuracy, "w").write(f"{scores[winner]:.4f}")
+print("scores", scores, "best", winner)
+"""
+ML_PIPELINE = {
+    "name": "iris",
+    "params": {"threshold": 0.8},
+    "cache": "auto",  # the jobs of a run again are taken from the first; the experiment and the serve run
+    "tasks": {
+        "prepare": {
+            "job": {"script": "ml/prepare.py", "args": ["{{outputs.data}}"]},
+            "outputs": {"data": "ml/{{run}}/data"},
+        },
+        "tune": {
+            "depends": ["prepare"],
+            "experiment": {
+                "objective": {"metric": "acc"},
+                "space": {"C": {"type": "choice", "values": [0.01, 1.0]}},
+                "algorithm": "grid",
+                "max_trials": 2,
+                "parallel_trials": 2,
+                "trial": {"script": "ml/tune.py", "args": ["{{tasks.prepare.outputs.data}}"]},
+            },
+        },
+        "train-a": {
+            "depends": ["tune"],
+            "job": {
+                "script": "ml/train.py",
+                "args": [
+                    "{{tasks.prepare.outputs.data}}",
+                    "{{outputs.model}}",
+                    "logistic",
+                    "{{tasks.tune.best.params.C}}",
+                ],
+            },
+            "outputs": {"model": "ml/{{run}}/logistic"},
+        },
+        "train-b": {
+            "depends": ["prepare"],
+            "job": {
+                "script": "ml/train.py",
+                "args": ["{{tasks.prepare.outputs.data}}", "{{outputs.model}}", "stump", "0"],
+            },
+            "outputs": {"model": "ml/{{run}}/stump"},
+        },
+        "evaluate": {
+            "depends": ["train-a", "train-b"],
+            "job": {
+                "script": "ml/evaluate.py",
+                "args": [
+                    "{{tasks.prepare.outputs.data}}",
+                    "{{outputs.best}}",
+                    "{{outputs.accuracy}}",
+                    "{{tasks.train-a.outputs.model}}",
+                    "{{tasks.train-b.outputs.model}}",
+                ],
+            },
+            "outputs": {"best": "ml/{{run}}/best", "accuracy": "ml/{{run}}/accuracy.txt"},
+        },
+        "serve": {
+            "depends": ["evaluate"],
+            "when": "{{tasks.evaluate.outputs.accuracy.value}} > {{params.threshold}}",
+            "serve": {"name": "iris", "model": "{{tasks.evaluate.outputs.best}}"},
+        },
+    },
+}
+
+
+def test_an_ml_pipeline_tunes_trains_evaluates_and_serves_the_winner(jobs):
+    """prepare -> tune (an experiment) -> train-a with its best C, train-b beside it -> evaluate
+    -> serve when the accuracy read from evaluate's output beats a param: a serving that answers
+    as the winning model does; run again, the serving gets a new version; a threshold too high
+    skips the serve."""
+    import joblib
+    import numpy as np
+
+    for name, text in (("prepare", ML_PREPARE), ("tune", ML_TUNE), ("train", ML_TRAIN), ("evaluate", ML_EVALUATE)):
+        jobs.write("sally", f"ml/{name}.py", text)
+    pipelines = client(jobs, "sally")
+    done = ended(pipelines, pipelines.run(ML_PIPELINE), timeout=300)
+    tasks = {t["name"]: t for t in done["tasks"]}
+    assert done["status"] == "succeeded", (done["message"], done["tasks"])
+    # the experiment's best C reached train-a's arguments
+    best_c = tasks["tune"]["outputs"]["best.params.C"]
+    assert best_c in ("0.01", "1.0") and float(tasks["tune"]["outputs"]["best.value"]) > 0.5
+    assert f"trained logistic C = {best_c}" in pipelines.logs(done, "train-a")
+    assert "trial 0: complete" in pipelines.logs(done, "tune") and "trial 1: complete" in pipelines.logs(done, "tune")
+    workspace = jobs.workspace("sally")
+    accuracy = open(os.path.join(workspace, tasks["evaluate"]["outputs"]["accuracy"])).read()
+    assert float(accuracy) > 0.8
+    assert tasks["serve"]["status"] == "succeeded" and tasks["serve"]["outputs"]["version"] == "1", tasks["serve"]
+    assert tasks["serve"]["message"] == "iris version 1 answers"
+    # the serving answers as the winning model does
+    model = joblib.load(os.path.join(workspace, tasks["evaluate"]["outputs"]["best"], "model.joblib"))
+    data = os.path.join(workspace, tasks["prepare"]["outputs"]["data"])
+    rows = np.load(os.path.join(data, "X_test.npy"))[:5].tolist()
+    assert jobs.client("sally").predict("iris", rows) == model.predict(rows).tolist()
+    # again: the jobs come from the cache, the experiment runs again (the same best C, so train-a
+    # is taken too), and the same serving gets a new version, ready before the task ends
+    again = ended(pipelines, pipelines.run(ML_PIPELINE), timeout=300)
+    second = {t["name"]: t for t in again["tasks"]}
+    assert {n for n, t in second.items() if t["cached"]} == {"prepare", "train-a", "train-b", "evaluate"}
+    assert second["tune"]["job"] != tasks["tune"]["job"]
+    serve = second["serve"]
+    assert again["status"] == "succeeded" and serve["outputs"]["version"] == "2", again["tasks"]
+    assert jobs.client("sally").serving("iris")["ready_generation"] == 2
+    # too high a bar: evaluate's accuracy is read, compared, and the serve is skipped
+    high = ended(pipelines, pipelines.run(ML_PIPELINE, params={"threshold": 1.5}), timeout=300)
+    skipped = {t["name"]: t for t in high["tasks"]}["serve"]
+    assert high["status"] == "succeeded" and skipped["status"] == "skipped", high["tasks"]
+    assert f"when '{ML_PIPELINE['tasks']['serve']['when']}' was false" in skipped["message"]

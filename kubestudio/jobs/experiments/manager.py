@@ -106,6 +106,7 @@ class ExperimentManager:
         self._messages = {}  # experiment id -> the message last written
         self.katib = KatibRunner(self, katib_db_manager)
         self.katib_specs = {}  # experiment id -> the spec of a running experiment Katib searches
+        self.finished_listeners = []  # called with (experiment id) when an experiment ends
         jobs.finished_listeners.append(self._job_finished)
 
     def limits(self):
@@ -188,6 +189,13 @@ class ExperimentManager:
         self.tasks[experiment_id] = asyncio.ensure_future(self._drive(experiment_id))
 
     # ------------------------------------------------------------------ requests
+
+    async def check(self, identity, body):
+        """(spec, the first trial's run) of an experiment as it would be made: its fields, project,
+        quota and script; SpecError naming the field, nothing made."""
+        spec = parse_experiment(body, self.limits())
+        caller = {"name": identity["name"], "groups": list(identity.get("groups") or [])}
+        return spec, await self.jobs.check(caller, spec.trial_job(0, {p.name: example_value(p) for p in spec.space}))
 
     async def create(self, identity, body):
         spec = parse_experiment(body, self.limits())
@@ -671,3 +679,8 @@ class ExperimentManager:
         self._messages.pop(experiment_id, None)
         for job_id in [j for j, (e, _) in self.trial_of_job.items() if e == experiment_id]:
             self.trial_of_job.pop(job_id, None)
+        for listener in self.finished_listeners:
+            try:
+                listener(experiment_id)
+            except Exception:
+                self.log.exception("experiment %s: a listener of its end failed", experiment_id)

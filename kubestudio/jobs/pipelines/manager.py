@@ -47,18 +47,23 @@ def job_name(spec, run_id, task, attempt):
 
 
 class PipelineManager:
-    def __init__(self, config, store, jobs, log):
+    def __init__(self, config, store, jobs, log, experiments=None, servings=None):
         self.config = config  # the JobService: max_running_pipelines_per_user
         self.store = store
         self.jobs = jobs
+        self.experiments = experiments  # an experiment task's; None: the hub runs none
+        self.servings = servings  # a serve task's; None: the hub serves no models
         self.log = log
         self.tasks = {}  # run id -> its driving task
         self.wake = {}  # run id -> Event set when one of its jobs ended
-        self.run_of_job = {}  # job id -> run id
+        self.run_of_job = {}  # job (or experiment) id -> run id
+        self.polling = {}  # run id -> True while a serve task of it runs (a serving's readiness is looked at)
         self.scheduler = None  # the task that starts scheduled runs
         self.schedules_changed = asyncio.Event()  # a schedule was made or removed, or a run ended
         self.blocked = set()  # schedules waiting for one of their runs to end
         jobs.finished_listeners.append(self._job_finished)
+        if experiments is not None:
+            experiments.finished_listeners.append(self._job_finished)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -84,7 +89,7 @@ class PipelineManager:
         self.wake[run_id] = asyncio.Event()
         self.tasks[run_id] = asyncio.ensure_future(self._drive(run_id))
 
-    def _job_finished(self, job_id, record):
+    def _job_finished(self, job_id, record=None):
         run_id = self.run_of_job.get(job_id)
         if run_id and run_id in self.wake:
             self.wake[run_id].set()
@@ -103,10 +108,28 @@ class PipelineManager:
         return spec, spec.resolve_params(body.get("params"))
 
     async def _check_tasks(self, caller, spec, params, keep=()):
-        """Every task's job as it would be sent (its project, quota, script, image), before anything runs."""
+        """Every task's job, experiment or serving as it would be sent (its project, quota, script,
+        image), before anything runs."""
+        placeholder = "0" * 12
+        base = {"run": placeholder, "scheduled": "", **{f"params.{k}": v for k, v in params.items()}}
+        outputs = {t: fill(spec.tasks[t].outputs, base, t) for t in spec.tasks}
+        for name, task in spec.tasks.items():
+            for key in TEMPLATE_RE.findall(json.dumps([task.job, task.when])):
+                if key.endswith(".value") and key.startswith("tasks.") and not self.jobs.backend.reads_workspaces:
+                    raise SpecError(
+                        f"tasks.{name}.{task.kind}: {{{{{key}}}}} is read from your workspace, which the jobs "
+                        "service cannot read with this backend (it can on the embedded default)",
+                        409,
+                    )
         for name, task in spec.tasks.items():
             if name in keep:
                 continue
+            if task.kind == "experiment" and self.experiments is None:
+                raise SpecError(f"tasks.{name}.experiment: this hub runs no experiments", 409)
+            if task.kind == "serve" and self.servings is None:
+                raise SpecError(
+                    f"tasks.{name}.serve: this hub serves no models (JobService.serving_backend_class)", 409
+                )
             if task.cache == "auto" and not self.jobs.backend.reads_workspaces:
                 raise SpecError(
                     f"tasks.{name}.cache: auto keys a task by the content of its inputs, which the jobs "
@@ -114,13 +137,24 @@ class PipelineManager:
                     "set cache: off",
                     409,
                 )
-            outputs = {t: {o: "" for o in spec.tasks[t].outputs} for t in spec.tasks}
-            context = self._context(spec, "0" * 12, params, name, outputs, None)
-            job = self._job(spec, task, "0" * 12, 0, context)
+            context = self._context(spec, placeholder, params, name, outputs, None)
+            for key in TEMPLATE_RE.findall(json.dumps(task.job)):  # results not known before the run
+                if key.startswith("tasks.") and (key.endswith(".value") or ".best." in key):
+                    context[key] = "0"
             try:
-                await self.jobs.check(caller, job)
+                body = self._job(spec, task, placeholder, 0, context)
+                if task.kind == "job":
+                    await self.jobs.check(caller, body)
+                elif task.kind == "experiment":
+                    await self.experiments.check(caller, body)
+                else:
+                    from ..serving.spec import parse_serve_spec
+
+                    if "{{" not in json.dumps(task.job.get("model", "")):  # a model a task makes is not there yet
+                        serve = parse_serve_spec(body, {"max_replicas": self.servings.config.max_serving_replicas})
+                        await self.servings._project(caller, serve)
             except SpecError as e:
-                raise SpecError(f"tasks.{name}.job: {e}", e.status) from None
+                raise SpecError(f"tasks.{name}.{task.kind}: {e}", e.status) from None
 
     async def create(self, identity, body, rerun_of=None, keep=None, schedule_id="", scheduled_for=None):
         """Start a run of ``body["spec"]`` (a mapping, or YAML text) with ``body["params"]``.
@@ -227,9 +261,13 @@ class PipelineManager:
             pass
         with self.store.session() as db:
             rows = [(t.name, t.status, t.job_id) for t in db.query(PipelineTask).filter(PipelineTask.run_id == run_id)]
+            spec = parse_pipeline(db.get(PipelineRun, run_id).spec)
         for name, status, job_id in rows:
-            if status == TASK_RUNNING and job_id:
+            kind = spec.tasks[name].kind if name in spec.tasks else "job"
+            if status == TASK_RUNNING and job_id and kind == "job":
                 await self.jobs.cancel(job_id, f"its pipeline run was cancelled by {who}")
+            elif status == TASK_RUNNING and job_id and kind == "experiment":
+                await self.experiments.cancel(job_id, f"{who} (its pipeline run was cancelled)")
             if status in (TASK_RUNNING, TASK_PENDING):
                 self._set_task(run_id, name, CANCELLED, f"its run was cancelled by {who}")
         self._end(run_id, CANCELLED, f"cancelled by {who}")
@@ -303,8 +341,22 @@ class PipelineManager:
             if task is None:
                 return None
             job_id = task.job_id
+            kind = (parse_pipeline(db.get(PipelineRun, run_id).spec).tasks.get(name) or _JOB).kind
         if not job_id:
             return ""
+        if kind == "experiment":
+            return experiment_summary(self.experiments.get(job_id), self.experiments.trials(job_id))
+        if kind == "serve":
+            serving = self.servings.get(job_id)
+            if serving is None:
+                return "its serving was deleted\n"
+            head = f"serving {serving['name']}: {serving['status']} (version {serving['ready_generation']} answers)"
+            return (
+                head
+                + (f": {serving['message']}" if serving["message"] else "")
+                + "\n"
+                + await self.servings.logs(job_id)
+            )
         return "".join([piece async for piece in self.jobs.log_text(job_id)])
 
     # ------------------------------------------------------------------ driving
@@ -323,12 +375,37 @@ class PipelineManager:
         context.update({f"outputs.{k}": v for k, v in own.items()})
         for upstream in spec.upstream(task):
             for key, value in (outputs.get(upstream) or {}).items():
-                context[f"tasks.{upstream}.outputs.{key}"] = value
+                if spec.tasks[upstream].kind == "experiment" and key.startswith("best."):
+                    context[f"tasks.{upstream}.{key}"] = value  # best.value, best.params.P, best.model
+                else:
+                    context[f"tasks.{upstream}.outputs.{key}"] = value
         return context
+
+    async def _read_values(self, spec, owner, name, context):
+        """``{{tasks.X.outputs.Y.value}}`` of task ``name``: the text of that output's file, read
+        now (at most 4 KiB); SpecError naming the template when it cannot be read."""
+        from ... import fdpath
+
+        task = spec.tasks[name]
+        for key in set(TEMPLATE_RE.findall(json.dumps([task.job, task.when]))):
+            if not (key.startswith("tasks.") and key.endswith(".value") and ".outputs." in key):
+                continue
+            path = context.get(key[: -len(".value")])
+            try:
+                text = await self.jobs.backend.workspace_text(owner, path) if path else None
+            except (fdpath.NotHashable, OSError) as e:
+                raise SpecError(f"{{{{{key}}}}}: {e}") from None
+            if text is None:
+                raise SpecError(f"{{{{{key}}}}}: {path} is not in your workspace (its task did not write it)")
+            context[key] = text
 
     @staticmethod
     def _job(spec, task, run_id, attempt, context):
-        job = fill(task.job, context, f"tasks.{task.name}.job")
+        """The body sent for the task: a job's, an experiment's (both named by the pipeline, the
+        task's timeout their max_runtime) or a serving's."""
+        job = fill(task.job, context, f"tasks.{task.name}.{task.kind}")
+        if task.kind == "serve":
+            return job
         job["name"] = job_name(spec, run_id, task.name, attempt)
         if task.timeout and "max_runtime" not in job:
             job["max_runtime"] = task.timeout
@@ -342,7 +419,7 @@ class PipelineManager:
                 if await self._step(run_id):
                     return
                 try:
-                    await asyncio.wait_for(event.wait(), timeout=30)
+                    await asyncio.wait_for(event.wait(), timeout=SERVE_POLL_SECONDS if self.polling.get(run_id) else 30)
                 except asyncio.TimeoutError:
                     pass
         except asyncio.CancelledError:
@@ -364,15 +441,28 @@ class PipelineManager:
         for name, row in rows.items():
             if row["status"] != TASK_RUNNING:
                 continue
-            job = self.jobs.get(row["job"]) if row["job"] else None
+            kind = spec.tasks[name].kind
+            if kind == "serve":
+                self._follow_serving(run_id, spec, name, row)
+                continue
+            if kind == "experiment":
+                job = self.experiments.get(row["job"]) if row["job"] else None
+            else:
+                job = self.jobs.get(row["job"]) if row["job"] else None
             if job is not None and job["status"] not in DONE:
                 continue
             if job is not None and job["status"] == SUCCEEDED:
-                self._set_task(run_id, name, SUCCEEDED, "")
+                if kind == "experiment":
+                    self._set_outputs(run_id, name, experiment_results(job))
+                self._set_task(run_id, name, SUCCEEDED, job["message"] if kind == "experiment" else "")
             elif job is not None and row["attempts"] <= spec.tasks[name].retries and job["status"] == FAILED:
                 await self._submit(run_id, spec, run, name, rows, caller, attempt=row["attempts"])
             else:
-                why = f"its job {job['status']}: {job['message'] or 'no reason given'}" if job else "its job is gone"
+                why = (
+                    f"its {kind} {job['status']}: {job['message'] or 'no reason given'}"
+                    if job
+                    else f"its {kind} is gone"
+                )
                 self._set_task(run_id, name, FAILED, why)
         rows = {t["name"]: t for t in self.get(run_id)["tasks"]}
         running = sum(1 for t in rows.values() if t["status"] == TASK_RUNNING)
@@ -398,6 +488,7 @@ class PipelineManager:
                     spec, run_id, run["params"], name, {n: r["outputs"] for n, r in rows.items()}, run["_scheduled"]
                 )
                 try:
+                    await self._read_values(spec, run["owner"], name, context)
                     go = evaluate_when(task.when, context, f"tasks.{name}.when")
                 except SpecError as e:
                     self._set_task(run_id, name, FAILED, str(e))
@@ -425,6 +516,9 @@ class PipelineManager:
         statuses = [t["status"] for t in rows.values()]
         if any(s in (TASK_PENDING, TASK_RUNNING) for s in statuses):
             done = sum(1 for s in statuses if s in ENDED)
+            self.polling[run_id] = any(
+                t["status"] == TASK_RUNNING and spec.tasks[n].kind == "serve" for n, t in rows.items()
+            )
             self._set_message(run_id, f"{done} of {len(statuses)} tasks ended, {statuses.count(TASK_RUNNING)} running")
             return False
         failed = [n for n, t in rows.items() if t["status"] == FAILED]
@@ -446,13 +540,22 @@ class PipelineManager:
             context = self._context(
                 spec, run_id, run["params"], name, {n: r["outputs"] for n, r in rows.items()}, run["_scheduled"]
             )
+            await self._read_values(spec, run["owner"], name, context)
             job = self._job(spec, task, run_id, attempt, context)
-            record = await self.jobs.submit(caller, job)
+            if task.kind == "experiment":
+                record = await self.experiments.create(caller, job)
+            elif task.kind == "serve":
+                record = await self._serve(caller, job)
+            else:
+                record = await self.jobs.submit(caller, job)
         except SpecError as e:
-            self._set_task(run_id, name, FAILED, f"its job was refused: {e}")
+            self._set_task(run_id, name, FAILED, f"its {task.kind} was refused: {e}")
             return False
         self.run_of_job[record["id"]] = run_id
-        outputs = {k[len("outputs.") :]: v for k, v in context.items() if k.startswith("outputs.")}
+        if task.kind == "serve":  # what the task waits for: this version of the serving ready
+            outputs = {"version": str(record["generation"]), "url": record.get("url") or ""}
+        else:
+            outputs = {k[len("outputs.") :]: v for k, v in context.items() if k.startswith("outputs.")}
         with self.store.session() as db:
             row = db.get(PipelineTask, (run_id, name))
             row.status, row.job_id, row.attempts, row.outputs = TASK_RUNNING, record["id"], attempt + 1, outputs
@@ -540,6 +643,46 @@ class PipelineManager:
             self.log.info("pipeline run %s: task %s taken from run %s (cache)", run_id, name, origin)
             return True
         return False
+
+    async def _serve(self, caller, body):
+        """Make the serving ``body["name"]``, or update the owner's serving of that name to a new
+        version: its record."""
+        serving_id = self.servings.find(caller["name"], body["name"])
+        if serving_id is None:
+            return await self.servings.create(caller, body)
+        return await self.servings.update(caller, serving_id, body)
+
+    def _follow_serving(self, run_id, spec, name, row):
+        """End a serve task once its version of the serving answers, or could not start."""
+        serving = self.servings.get(row["job"]) if row["job"] else None
+        version = int((row["outputs"] or {}).get("version") or 0)
+        if serving is None:
+            self._set_task(run_id, name, FAILED, "its serving was deleted")
+        elif serving["ready_generation"] >= version:
+            self._set_task(run_id, name, SUCCEEDED, f"{serving['name']} version {version} answers")
+        elif serving["generation"] > version:
+            self._set_task(
+                run_id, name, FAILED, f"{serving['name']} was updated again before version {version} answered"
+            )
+        elif serving["status"] == "failed" or f"version {version} did not start" in (serving["message"] or ""):
+            self._set_task(
+                run_id, name, FAILED, f"{serving['name']} version {version} did not start: {serving['message']}"
+            )
+        else:
+            timeout = spec.tasks[name].timeout or SERVE_TIMEOUT
+            started = aware(row["started"]) if isinstance(row["started"], datetime) else _parse_time(row["started"])
+            if started and (utcnow() - started).total_seconds() > timeout:
+                self._set_task(
+                    run_id,
+                    name,
+                    FAILED,
+                    f"{serving['name']} version {version} did not answer within {timeout} s: {serving['message']}",
+                )
+
+    def _set_outputs(self, run_id, name, outputs):
+        with self.store.session() as db:
+            row = db.get(PipelineTask, (run_id, name))
+            row.outputs = {**(row.outputs or {}), **outputs}
 
     def _set_task(self, run_id, name, status, message):
         with self.store.session() as db:
@@ -721,3 +864,35 @@ class PipelineManager:
 
 
 _TICK = timedelta(microseconds=1)
+SERVE_POLL_SECONDS = 0.5  # how often a running serve task's serving is looked at (a read of the store)
+SERVE_TIMEOUT = 600  # a serve task's time to answer, unless its timeout says otherwise
+
+
+class _JOB:
+    kind = "job"
+
+
+def _parse_time(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def experiment_results(experiment):
+    """An experiment task's outputs: its best trial's value, parameters and (a model class's) model."""
+    best = experiment.get("best") or {}
+    results = {"best.value": str(best.get("value", ""))}
+    for key, value in (best.get("params") or {}).items():
+        results[f"best.params.{key}"] = str(value)
+    if best.get("model"):
+        results["best.model"] = best["model"]
+    return results
+
+
+def experiment_summary(experiment, trials):
+    """An experiment task's log: what it ended with and each trial."""
+    if experiment is None:
+        return "its experiment was forgotten\n"
+    lines = [f"experiment {experiment['name']} ({experiment['id']}): {experiment['status']}: {experiment['message']}"]
+    for trial in trials:
+        value = "" if trial.get("value") is None else f" {trial['value']}"
+        lines.append(f"  trial {trial['number']}: {trial['state']}{value} {json.dumps(trial.get('params') or {})}")
+    return "\n".join(lines) + "\n"

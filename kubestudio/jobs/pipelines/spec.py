@@ -23,10 +23,16 @@ JSON in the API, YAML in a file; every error names its field (``tasks.train.depe
         when: "{{params.threshold}} > 0.5"
         job: {command: "echo done"}
 
+A task is a ``job``, an ``experiment`` (a hyperparameter search, as ``api/experiments`` takes it,
+named by the pipeline) or ``serve`` (a serving of the owner's, ``{name, model, ...}`` as
+``api/servings`` takes it: made, or updated to a new version, and ready before the task succeeds).
+
 ``{{run}}`` (the run's id), ``{{scheduled}}`` (the time a scheduled run is for; else its start),
-``{{params.X}}``, ``{{outputs.Y}}`` (the task's own) and
-``{{tasks.X.outputs.Y}}`` (an upstream task's; X must be one the task depends on, directly or
-not) are filled into a task's job spec and outputs when it starts.
+``{{params.X}}``, ``{{outputs.Y}}`` (the task's own), ``{{tasks.X.outputs.Y}}`` (an upstream
+task's path; X must be one the task depends on, directly or not), ``{{tasks.X.outputs.Y.value}}``
+(the text that file holds, read when the task starts: Argo's output parameters) and an upstream
+experiment's ``{{tasks.X.best.value}}``, ``{{tasks.X.best.params.P}}`` and ``{{tasks.X.best.model}}``
+are filled into a task's spec and outputs when it starts.
 
 ``cache: auto`` skips a task whose job spec, the params it uses and the content of its inputs (its
 script, the upstream outputs it names, its ``inputs``) are those of a task that succeeded in an
@@ -46,7 +52,9 @@ FIELDS = ("name", "params", "tasks", "parallelism", "schedule", "cache")
 CACHE_MODES = ("auto", "off")
 SCHEDULE_FIELDS = ("cron", "timezone", "catchup", "start", "max_active_runs", "depends_on_past")
 MAX_CATCHUP = 100  # missed intervals a schedule makes up for at once
-TASK_FIELDS = ("job", "depends", "when", "retries", "timeout", "outputs", "inputs", "cache")
+TASK_FIELDS = ("job", "experiment", "serve", "depends", "when", "retries", "timeout", "outputs", "inputs", "cache")
+KINDS = ("job", "experiment", "serve")
+EXPERIMENT_TASK_NAME_MAX = 15  # an experiment's name is shorter than a job's (room for its trials)
 MAX_INPUTS = 20
 PARAM_TYPES = {"string": str, "int": int, "number": float, "bool": bool}
 TASK_NAME_MAX = 16
@@ -71,7 +79,8 @@ class Param:
 @dataclass(frozen=True)
 class Task:
     name: str
-    job: dict
+    job: dict  # the spec of what it runs: a job's, an experiment's, a serving's (``kind``)
+    kind: str = "job"
     depends: tuple = ()  # the tasks named in ``depends``
     condition: str = ""  # Argo's depends expression; "" with a plain list (all Succeeded)
     when: str = ""
@@ -364,7 +373,25 @@ def check_templates(value, task, spec, where):
             if parts[1] not in spec["tasks"][task]["outputs"]:
                 raise SpecError(f"{where}: {{{{{key}}}}}: task {task!r} declares no output {parts[1]!r}")
             continue
-        if parts[0] == "tasks" and len(parts) == 4 and parts[2] == "outputs" and task is not None:
+        if parts[0] == "tasks" and len(parts) >= 4 and parts[2] == "best" and task is not None:
+            upstream = parts[1]
+            if upstream not in spec["upstream"](task):
+                raise SpecError(
+                    f"{where}: {{{{{key}}}}}: {task!r} does not depend on {upstream!r}, so its result "
+                    "is not there when it starts"
+                )
+            if spec["tasks"][upstream]["kind"] != "experiment":
+                raise SpecError(f"{where}: {{{{{key}}}}}: task {upstream!r} is not an experiment")
+            names = spec["tasks"][upstream]["space"]
+            if parts[3:] in (["value"], ["model"]) or (len(parts) == 5 and parts[3] == "params" and parts[4] in names):
+                continue
+            raise SpecError(
+                f"{where}: {{{{{key}}}}}: an experiment's result is best.value, best.model or best.params.P "
+                f"with P one of {', '.join(names) or 'its parameters'}"
+            )
+        if parts[0] == "tasks" and len(parts) in (4, 5) and parts[2] == "outputs" and task is not None:
+            if len(parts) == 5 and parts[4] != "value":
+                raise SpecError(f"{where}: {{{{{key}}}}}: an output is its path, or .value (the text it holds)")
             upstream, output = parts[1], parts[3]
             if upstream not in spec["upstream"](task):
                 raise SpecError(
@@ -376,7 +403,7 @@ def check_templates(value, task, spec, where):
             continue
         raise SpecError(
             f"{where}: {{{{{key}}}}} is not something a pipeline fills in "
-            "(run, scheduled, params.X, outputs.Y, tasks.X.outputs.Y)"
+            "(run, scheduled, params.X, outputs.Y, tasks.X.outputs.Y[.value], tasks.X.best.value|model|params.P)"
         )
 
 
@@ -445,7 +472,7 @@ def parse_pipeline(body):
     if len(name) > NAME_MAX:
         raise SpecError(f"name: at most {NAME_MAX} characters (room for the run and task in each job's name)")
     params = parse_params(body.get("params"))
-    cache = parse_cache(body.get("cache"), "cache", "off")
+    cache_default = parse_cache(body.get("cache"), "cache", "off")
     tasks_body = body.get("tasks")
     if not isinstance(tasks_body, dict) or not tasks_body:
         raise SpecError("tasks: a mapping of task names to {job, depends, ...}, with at least one")
@@ -461,15 +488,48 @@ def parse_pipeline(body):
     for task_name, t in tasks_body.items():
         where = f"tasks.{task_name}"
         if not isinstance(t, dict):
-            raise SpecError(f"{where}: a mapping with job (and depends, when, retries, timeout, outputs)")
+            raise SpecError(f"{where}: a mapping with job, experiment or serve (and depends, when, retries, ...)")
         unknown = sorted(set(t) - set(TASK_FIELDS))
         if unknown:
             raise SpecError(f"{where}.{unknown[0]}: unknown field (expected one of: {', '.join(TASK_FIELDS)})")
-        job = t.get("job")
+        kinds = [k for k in KINDS if k in t]
+        if len(kinds) != 1:
+            raise SpecError(
+                f"{where}: one of job, experiment or serve"
+                + (f", not {' and '.join(kinds)}" if kinds else " (what the task runs)")
+            )
+        kind = kinds[0]
+        job = t[kind]
         if not isinstance(job, dict) or not job:
-            raise SpecError(f"{where}.job: the task's job spec (script or command, args, resources, ...)")
-        if "name" in job:
-            raise SpecError(f"{where}.job.name: a task's job is named by the pipeline (<pipeline>-<run>-<task>)")
+            raise SpecError(
+                f"{where}.{kind}: "
+                + {
+                    "job": "the task's job spec (script or command, args, resources, ...)",
+                    "experiment": "the experiment's spec (objective, space, trial, max_trials, ...)",
+                    "serve": "the serving's spec: {name, model, ...}",
+                }[kind]
+            )
+        if kind == "serve":
+            if not isinstance(job.get("name"), str) or not NAME_RE.match(job["name"]):
+                raise SpecError(f"{where}.serve.name: the serving to make or update (lower-case letters, digits, '-')")
+            if t.get("outputs"):
+                raise SpecError(f"{where}.outputs: a serve task writes no files")
+        elif "name" in job:
+            raise SpecError(f"{where}.{kind}.name: a task's {kind} is named by the pipeline (<pipeline>-<run>-<task>)")
+        if kind == "experiment" and len(task_name) > EXPERIMENT_TASK_NAME_MAX:
+            raise SpecError(
+                f"tasks.{task_name}: an experiment task's name is at most {EXPERIMENT_TASK_NAME_MAX} characters "
+                "(room for its trials' names)"
+            )
+        space = job.get("space") if kind == "experiment" else None
+        if isinstance(space, str):
+            try:
+                space = json.loads(space)
+            except ValueError:
+                space = None
+        cache = parse_cache(t.get("cache"), f"{where}.cache", cache_default if kind == "job" else "off")
+        if cache == "auto" and kind != "job":
+            raise SpecError(f"{where}.cache: only a job task is cached (an {kind} always runs)")
         depends, condition = parse_depends(t.get("depends"), f"{where}.depends", names)
         if task_name in depends:
             raise SpecError(f"{where}.depends: a task cannot depend on itself")
@@ -482,6 +542,8 @@ def parse_pipeline(body):
                 raise SpecError(f"{where}.outputs.{output}: a path in your workspace")
         raw[task_name] = {
             "job": job,
+            "kind": kind,
+            "space": sorted(space) if isinstance(space, dict) else [],
             "depends": depends,
             "condition": condition,
             "when": parse_when(t.get("when"), f"{where}.when"),
@@ -489,7 +551,7 @@ def parse_pipeline(body):
             "timeout": duration(t.get("timeout"), f"{where}.timeout"),
             "outputs": dict(outputs),
             "inputs": parse_inputs(t.get("inputs"), f"{where}.inputs"),
-            "cache": parse_cache(t.get("cache"), f"{where}.cache", cache),
+            "cache": cache,
         }
     _check_acyclic(raw)
 
@@ -505,7 +567,7 @@ def parse_pipeline(body):
     context = {"params": params, "tasks": raw, "upstream": upstream}
     for task_name, t in raw.items():
         where = f"tasks.{task_name}"
-        check_templates(t["job"], task_name, context, f"{where}.job")
+        check_templates(t["job"], task_name, context, f"{where}.{t['kind']}")
         for output, path in t["outputs"].items():
             if "{{outputs." in path or "{{tasks." in path:
                 raise SpecError(
@@ -519,7 +581,7 @@ def parse_pipeline(body):
     parallelism = body.get("parallelism")
     if parallelism is not None:
         parallelism = _int(parallelism, "parallelism", minimum=1, maximum=MAX_TASKS)
-    tasks = {n: Task(name=n, **t) for n, t in raw.items()}
+    tasks = {n: Task(name=n, **{k: v for k, v in t.items() if k != "space"}) for n, t in raw.items()}
     return PipelineSpec(
         name=name,
         params=params,

@@ -316,6 +316,12 @@ class LocalJobBackend(JobBackend):
 
         return await asyncio.get_running_loop().run_in_executor(None, hash_all)
 
+    async def workspace_text(self, owner, path, limit=4096):
+        from .... import fdpath
+
+        root = self.folders(owner).workspace
+        return await asyncio.get_running_loop().run_in_executor(None, fdpath.read_text, root, path, limit)
+
     def _inside(self, root, relative, where, want_dir):
         """The real path of ``relative`` under ``root``, refused if it leaves it or is missing."""
         real_root = os.path.realpath(root)
