@@ -278,8 +278,9 @@ def openapi(prefix):
             "schedule": {"type": "string", "nullable": True},
             "scheduled_for": {"type": "string", "nullable": True},
             "tasks": {
-                "description": "Each task (status, job, attempts, outputs, reused_from, message); in a "
-                "list of runs, how many tasks are in each state",
+                "description": "Each task (status, job (a job's, experiment's or serving's id), attempts, "
+                "outputs, reused_from, cached, cache_key, message); in a list of runs, how many tasks are in "
+                "each state",
                 "oneOf": [{"type": "array", "items": {"type": "object"}}, {"type": "object"}],
             },
             "spec": {"type": "object"},
@@ -293,8 +294,9 @@ def openapi(prefix):
         "required": ["spec"],
         "properties": {
             "spec": {
-                "description": "The pipeline: {name, params, parallelism, tasks: {NAME: {job, depends, when, "
-                "retries, timeout, outputs}}}, or the same as YAML text",
+                "description": "The pipeline: {name, params, parallelism, cache, schedule, tasks: {NAME: "
+                "{job | experiment | serve, depends, when, retries, timeout, outputs, inputs, cache}}}, or the "
+                "same as YAML text",
                 "oneOf": [{"type": "object"}, {"type": "string"}],
             },
             "params": {"type": "object", "description": "Values over the pipeline's defaults."},
