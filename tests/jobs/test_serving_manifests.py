@@ -8,13 +8,13 @@ import os
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 
 from kubestudio.jobs.serving.backends.base import ServingRun
 from kubestudio.jobs.serving.manifests import deployment_objects, inference_service, object_name
 from kubestudio.jobs.serving.spec import parse_serve_spec
 from kubestudio.spawner.pods import PodSettings
 from kubestudio.spawner.projects import parse_project
+from kubestudio.testing import crds
 from kubestudio.testing.kubebench.bench import default_crds_dir
 
 VISION = parse_project("vision", {"node_selector": "org=vision", "tolerations": "gpu=true:NoSchedule"})
@@ -25,10 +25,7 @@ def isvc_schema():
     path = os.path.join(default_crds_dir(), "serving.kserve.io_inferenceservices.yaml")
     if not os.path.exists(path):
         pytest.skip(f"no CRD at {path}")
-    with open(path) as f:
-        return next(
-            v["schema"]["openAPIV3Schema"] for v in yaml.safe_load(f)["spec"]["versions"] if v["name"] == "v1beta1"
-        )
+    return crds.schema(path, "v1beta1")
 
 
 def version(owner, spec, path, model_format, generation=1):

@@ -9,8 +9,8 @@ import time
 
 import joblib
 import requests
-import yaml
 
+from kubestudio.testing import crds
 from kubestudio.testing.imageshub import ensure_claims
 from kubestudio.testing.kubebench.bench import default_crds_dir
 
@@ -74,10 +74,7 @@ def inference_service(name, model_path):
 def check_against_crd(obj):
     import jsonschema
 
-    with open(os.path.join(default_crds_dir(), "serving.kserve.io_inferenceservices.yaml")) as f:
-        schema = next(
-            v["schema"]["openAPIV3Schema"] for v in yaml.safe_load(f)["spec"]["versions"] if v["name"] == "v1beta1"
-        )
+    schema = crds.schema(os.path.join(default_crds_dir(), "serving.kserve.io_inferenceservices.yaml"), "v1beta1")
     jsonschema.validate(obj, schema)
 
 

@@ -23,6 +23,7 @@ import urllib3
 import yaml
 
 from ...portclaims import shared_folder
+from .. import crds
 from ..ports import free_port
 from .controlplane import (
     ControlPlane,
@@ -378,28 +379,26 @@ class Bench:
         report = {}
         names = []
         for path in paths:
-            with open(path) as f:
-                for doc in yaml.safe_load_all(f):
-                    if not doc or doc.get("kind") != "CustomResourceDefinition":
-                        continue
-                    # as close to the original as 1.20 takes: first without CEL rules only
-                    crd, removed = adapt_crd_for_1_20(doc, empty_defaults=False)
+            # parsed once per process, with libyaml (kubestudio.testing.crds)
+            for doc in crds.load_documents(path):
+                if doc.get("kind") != "CustomResourceDefinition":
+                    continue
+                # as close to the original as 1.20 takes: first without CEL rules only
+                crd, removed = adapt_crd_for_1_20(doc, empty_defaults=False)
+                crd["metadata"].pop("annotations", None)
+                r = self.api("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd, timeout=60)
+                if r.status_code == 422 and "].default: Invalid value" in r.text:
+                    crd, removed = adapt_crd_for_1_20(doc)
                     crd["metadata"].pop("annotations", None)
                     r = self.api(
                         "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd, timeout=60
                     )
-                    if r.status_code == 422 and "].default: Invalid value" in r.text:
-                        crd, removed = adapt_crd_for_1_20(doc)
-                        crd["metadata"].pop("annotations", None)
-                        r = self.api(
-                            "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd, timeout=60
-                        )
-                    if r.status_code not in (201, 409):
-                        raise RuntimeError(
-                            f"CRD {crd['metadata']['name']} from {path} refused: {r.status_code} {r.text[:500]}"
-                        )
-                    report[crd["metadata"]["name"]] = removed
-                    names.append(crd["metadata"]["name"])
+                if r.status_code not in (201, 409):
+                    raise RuntimeError(
+                        f"CRD {crd['metadata']['name']} from {path} refused: {r.status_code} {r.text[:500]}"
+                    )
+                report[crd["metadata"]["name"]] = removed
+                names.append(crd["metadata"]["name"])
         deadline = time.monotonic() + 60
         for name in names:
             while True:
