@@ -5,9 +5,10 @@ get_optimal_hyperparameters, list_trials, get_trial_metrics; report_metrics from
 import json
 import os
 import subprocess
-import sys
 
 import pytest
+
+from kubestudio.testing.sdkvenv import SDKUnavailable, sdk_python
 
 NS = "katib"
 SDK_VERSION = "0.19.0"
@@ -76,22 +77,10 @@ def ns(bench):
 
 def katib_python():
     """Katib's SDK in a venv of its own (it must not meet the product's dependencies)."""
-    venv = os.path.join(os.path.expanduser("~"), ".cache", "kubestudio", "sdk-venvs", f"kubeflow-katib-{SDK_VERSION}")
-    python = os.path.join(venv, "bin", "python")
-    marker = os.path.join(venv, ".installed")
-    wanted = " ".join(SDK_REQUIREMENTS)
-    if not os.path.exists(marker) or open(marker).read() != wanted:
-        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-        run = subprocess.run(
-            [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *SDK_REQUIREMENTS],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert run.returncode == 0, f"kubeflow-katib {SDK_VERSION} could not be installed: {run.stderr[-1500:]}"
-        with open(marker, "w") as f:
-            f.write(wanted)
-    return python
+    try:
+        return sdk_python(f"kubeflow-katib-{SDK_VERSION}", SDK_REQUIREMENTS)
+    except SDKUnavailable as e:
+        pytest.fail(str(e))
 
 
 def test_upstream_katib_client_runs_an_experiment_on_the_bench(bench, ns):

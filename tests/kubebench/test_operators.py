@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from kubestudio.testing.kubebench.bench import default_crds_dir
+from kubestudio.testing.sdkvenv import SDKUnavailable, sdk_python
 
 NS = "operators"
 SDK_VERSION = "1.9.4"
@@ -287,26 +288,16 @@ client.delete_job("sdk-job", job_kind="PyTorchJob")
 """
 
 
-def sdk_python(root):
+def training_python():
     """The upstream SDK in a venv of its own (it pins kubernetes<36, which the product must not)."""
-    venv = os.path.join(root, f"kubeflow-training-{SDK_VERSION}")
-    python = os.path.join(venv, "bin", "python")
-    if not os.path.exists(python):
-        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-        run = subprocess.run(
-            [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", f"kubeflow-training=={SDK_VERSION}"],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if run.returncode != 0:
-            pytest.skip(f"kubeflow-training {SDK_VERSION} could not be installed: {run.stderr[-500:]}")
-    return python
+    try:
+        return sdk_python(f"kubeflow-training-{SDK_VERSION}", [f"kubeflow-training=={SDK_VERSION}"])
+    except SDKUnavailable as e:
+        pytest.skip(str(e))
 
 
 def test_upstream_training_client_works_unchanged(bench, ns):
-    cache = os.path.join(os.path.expanduser("~"), ".cache", "kubestudio", "sdk-venvs")
-    python = sdk_python(cache)
+    python = training_python()
     run = subprocess.run(
         [python, "-W", "ignore", "-c", SDK_SCRIPT, NS, sys.executable],
         capture_output=True,

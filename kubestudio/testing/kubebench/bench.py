@@ -67,6 +67,9 @@ def _claim_block(folder):
     raise RuntimeError(f"all {ADDRESS_BLOCKS} loopback address blocks are taken by other benches on this machine")
 
 
+ARGO_CRDS = ("argoproj.io_workflows.yaml", "argoproj.io_cronworkflows.yaml")
+
+
 def default_crds_dir():
     return os.environ.get("KUBESTUDIO_CRDS_DIR") or os.path.join(os.path.dirname(REPO_ROOT), "shared", "crds")
 
@@ -369,8 +372,10 @@ class Bench:
         """Install every CRD in ``crds_dir``; returns what had to be changed for 1.20."""
         crds_dir = crds_dir or default_crds_dir()
         paths = sorted(glob.glob(os.path.join(crds_dir, "*.yaml")))
-        # Katib's are in a folder of their own (Argo's, beside them, are not installed yet)
+        # Katib's and Argo's are in folders of their own; of Argo's, the kinds the bench's controller runs
         paths += sorted(glob.glob(os.path.join(crds_dir, "katib", "*.yaml")))
+        argo = [os.path.join(crds_dir, "argo", name) for name in ARGO_CRDS]
+        paths += [path for path in argo if os.path.exists(path)]
         if not paths:
             raise FileNotFoundError(
                 f"no CRDs in {crds_dir}: the bench expects ../shared/crds beside the repository "

@@ -45,6 +45,7 @@ import logging
 import sys
 from datetime import datetime, timezone
 
+from .argo import ArgoController
 from .client import ApiError, KubeClient, run_component
 from .katib import KatibController
 
@@ -197,6 +198,7 @@ class Operators:
         self._recreated = {}  # (kind, ns, name) -> pods recreated (ExitCode restarts)
         self.deployments = {}  # (namespace, name) -> Deployment made for an InferenceService
         self.katib = KatibController(self)
+        self.argo = ArgoController(self)
 
     # ------------------------------------------------------------------ watching
 
@@ -209,6 +211,7 @@ class Operators:
             self._watch(f"/apis/{KSERVE}/inferenceservices", "InferenceService"),
             self._watch_deployments(),
             *self.katib.watches(),
+            *self.argo.watches(),
         ]
         tasks = [asyncio.ensure_future(w) for w in watches]
         tasks.append(asyncio.ensure_future(self._reconcile_loop()))
@@ -299,6 +302,10 @@ class Operators:
                         await self.katib.reconcile_trial(obj)
                     elif key[0] == "InferenceService":
                         await self.reconcile_isvc(obj)
+                    elif key[0] == "Workflow":
+                        await self.argo.reconcile_workflow(obj)
+                    elif key[0] == "CronWorkflow":
+                        await self.argo.reconcile_cron(obj)
                     else:
                         await self.reconcile_training(KINDS[key[0]], obj)
                 except ApiError as e:
