@@ -245,6 +245,7 @@ class PipelineRun(Base):
     scheduled_for: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
+    backend: Mapped[str] = mapped_column(String(16), default="kubestudio")  # who runs the DAG: argo, kubestudio
 
     def to_json(self, tasks=()):
         return {
@@ -255,6 +256,7 @@ class PipelineRun(Base):
             "message": self.message,
             "params": self.params,
             "rerun_of": self.rerun_of or None,
+            "backend": self.backend or "kubestudio",
             "schedule": self.schedule_id or None,
             "scheduled_for": iso(self.scheduled_for),
             "tasks": [t.to_json() for t in tasks],

@@ -323,6 +323,91 @@ def test_a_pipelines_tasks_are_the_clusters_jobs(k8s):
         pipelines.run(cached)
 
 
+ARGO_API = "/apis/argoproj.io/v1alpha1"
+
+
+def test_a_pipeline_of_single_pod_tasks_is_one_argo_workflow(k8s, bench):
+    """Where the cluster has Argo Workflows, a run whose tasks are each one pod is a Workflow: each
+    task a container template with its job's pod (workspace, no token, our labels), depends, when
+    and retries kept; the run's tasks, attempts, logs and end read from the Workflow's nodes;
+    cancel shuts it down, forget deletes it and its pods."""
+    from kubestudio.jobs.pipelines.client import PipelinesClient
+
+    k8s.write(
+        "wren",
+        "flaky.py",
+        "import os, sys\nn = int(open('n').read()) if os.path.exists('n') else 0\n"
+        "open('n', 'w').write(str(n + 1))\nsys.exit(0 if n else 'first attempt fails')\n",
+    )
+    pipelines = PipelinesClient(url=k8s.url, token=k8s.token("wren"))
+    spec = {
+        "name": "wf",
+        "params": {"deploy": {"type": "bool", "default": False}},
+        "tasks": {
+            "prepare": {
+                "job": {"command": ["sh", "-c", "echo 7 > {{outputs.seed}} && echo prepared"]},
+                "outputs": {"seed": "seed-{{run}}.txt"},
+            },
+            "flaky": {"depends": ["prepare"], "job": {"script": "flaky.py"}, "retries": 1},
+            "report": {
+                "depends": "flaky.Succeeded && prepare",
+                "job": {"command": ["sh", "-c", "echo seed=$(cat {{tasks.prepare.outputs.seed}})"]},
+            },
+            "deploy": {"depends": ["report"], "when": "{{params.deploy}} == true", "job": {"command": ["true"]}},
+            "alert": {"depends": "flaky.Failed", "job": {"command": ["echo", "alert"]}},
+        },
+    }
+    run = pipelines.run(spec)
+    assert run["backend"] == "argo", run
+    try:
+        done = pipelines.wait(run, timeout=120)
+    except TimeoutError:
+        workflow = bench.api("GET", f"{ARGO_API}/namespaces/default/workflows/wf-{run['id']}").json()
+        raise AssertionError(
+            json.dumps(workflow.get("status"), indent=1)[:4000] + bench.log_tail("operators")
+        ) from None
+    tasks = {t["name"]: t for t in done["tasks"]}
+    assert done["status"] == "succeeded" and done["message"] == "3 tasks succeeded, 2 skipped", done
+    assert tasks["flaky"]["attempts"] == 2 and tasks["prepare"]["attempts"] == 1
+    assert (
+        tasks["deploy"]["status"] == "skipped"
+        and tasks["deploy"]["message"] == "when '{{params.deploy}} == true' was false"
+    )
+    assert (
+        tasks["alert"]["status"] == "skipped" and tasks["alert"]["message"] == "its depends (flaky.Failed) did not hold"
+    )
+    assert "seed=7" in pipelines.logs(done, "report") and "prepared" in pipelines.logs(done, "prepare")
+    workflow = bench.api("GET", f"{ARGO_API}/namespaces/default/workflows/wf-{run['id']}").json()
+    templates = {t["name"]: t for t in workflow["spec"]["templates"]}
+    assert templates["flaky"]["retryStrategy"]["limit"] == "1"
+    assert templates["prepare"]["automountServiceAccountToken"] is False
+    assert "fsGroup" in templates["prepare"]["securityContext"]  # the pod's, as its Job's
+    assert templates["prepare"]["container"]["securityContext"]["allowPrivilegeEscalation"] is False
+    assert any(m.get("subPath") for m in templates["prepare"]["container"]["volumeMounts"])
+    assert {t["name"]: t.get("depends") for t in templates["dag"]["dag"]["tasks"]}[
+        "report"
+    ] == "flaky.Succeeded && prepare"
+    # no job records: the tasks are Argo's pods
+    assert not [j for j in k8s.client("wren").list() if j["name"].startswith("wf-")]
+    # cancel: the Workflow is shut down, its pod stopped; forget: it is deleted
+    slow = {"name": "slow", "tasks": {"a": {"job": {"command": ["sleep", "60"]}}}}
+    run = pipelines.run(slow)
+    deadline = time.monotonic() + 60
+    while pipelines.get(run)["tasks"][0]["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    cancelled = pipelines.cancel(run, forget=True)
+    assert cancelled["status"] == "cancelled"
+    deadline = time.monotonic() + 60
+    while bench.api("GET", f"{ARGO_API}/namespaces/default/workflows/slow-{run['id']}").status_code != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    selector = f"kubestudio.io/pipeline-run={run['id']}"
+    while bench.api("GET", "/api/v1/namespaces/default/pods", params={"labelSelector": selector}).json()["items"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+
+
 @pytest.mark.parametrize(
     "framework,nodes,kind,replicas",
     [

@@ -57,7 +57,7 @@ class RunHandler(PipelinesBaseHandler):
         run_id = self.checked_run(ref)
         run = await self.manager.cancel(run_id, self.identity["name"])
         if self.get_argument("forget", "") in ("1", "true", "yes"):
-            self.manager.forget(run_id)
+            await self.manager.forget(run_id)
             run = {**run, "forgotten": True}
         self.write_json(run)
 

@@ -37,6 +37,8 @@ from ..models import (
     utcnow,
 )
 from ..spec import SpecError
+from .argo import run_phase, task_states
+from .argorun import ArgoRunner
 from .spec import MAX_CATCHUP, TEMPLATE_RE, evaluate_depends, evaluate_when, fill, parse_pipeline
 
 ENDED = (SUCCEEDED, FAILED, CANCELLED, TASK_SKIPPED)
@@ -61,6 +63,7 @@ class PipelineManager:
         self.scheduler = None  # the task that starts scheduled runs
         self.schedules_changed = asyncio.Event()  # a schedule was made or removed, or a run ended
         self.blocked = set()  # schedules waiting for one of their runs to end
+        self.argo = ArgoRunner(self)  # runs that Argo Workflows runs (on a cluster that has it)
         jobs.finished_listeners.append(self._job_finished)
         if experiments is not None:
             experiments.finished_listeners.append(self._job_finished)
@@ -69,8 +72,12 @@ class PipelineManager:
 
     async def start(self):
         with self.store.session() as db:
-            running = [r.id for r in db.query(PipelineRun).filter(PipelineRun.status == PIPELINE_RUNNING).all()]
-        for run_id in running:
+            running = [
+                (r.id, r.backend) for r in db.query(PipelineRun).filter(PipelineRun.status == PIPELINE_RUNNING).all()
+            ]
+        if any(backend == "argo" for _, backend in running):
+            await self.argo.follow()  # their Workflows went on while the service was away
+        for run_id, _ in running:
             self._open(run_id)
         self.scheduler = asyncio.ensure_future(self._schedule_loop())
 
@@ -80,6 +87,7 @@ class PipelineManager:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.tasks.clear()
+        await self.argo.stop()
 
     def _open(self, run_id):
         with self.store.session() as db:
@@ -178,6 +186,7 @@ class PipelineManager:
         keep = keep or {}
         await self._check_tasks(caller, spec, params, keep)
         run_id = uuid.uuid4().hex[:12]
+        workflow = await self.argo.plan(spec, caller, run_id, params, scheduled_for, rerun=bool(keep))
         with self.store.session() as db:
             db.add(
                 PipelineRun(
@@ -192,6 +201,7 @@ class PipelineManager:
                     rerun_of=rerun_of or "",
                     schedule_id=schedule_id,
                     scheduled_for=scheduled_for,
+                    backend="argo" if workflow else "kubestudio",
                 )
             )
             for name in spec.order():
@@ -211,8 +221,20 @@ class PipelineManager:
                         finished=None,
                     )
                 )
+        if workflow is not None:
+            try:
+                await self.argo.create(workflow)
+            except SpecError:
+                self._delete_records(run_id)
+                raise
         self.log.info(
-            "pipeline %s of %s: run %s, %d tasks (%d kept)", spec.name, owner, run_id, len(spec.tasks), len(keep)
+            "pipeline %s of %s: run %s, %d tasks (%d kept), run by %s",
+            spec.name,
+            owner,
+            run_id,
+            len(spec.tasks),
+            len(keep),
+            "Argo Workflows" if workflow else "the service",
         )
         self._open(run_id)
         return self.get(run_id)
@@ -261,7 +283,11 @@ class PipelineManager:
             pass
         with self.store.session() as db:
             rows = [(t.name, t.status, t.job_id) for t in db.query(PipelineTask).filter(PipelineTask.run_id == run_id)]
-            spec = parse_pipeline(db.get(PipelineRun, run_id).spec)
+            record = db.get(PipelineRun, run_id)
+            spec, backend = parse_pipeline(record.spec), record.backend
+        if backend == "argo":
+            await self.argo.cancel(spec, run_id)  # Argo stops its pods
+            rows = [(name, status, "") for name, status, _ in rows]
         for name, status, job_id in rows:
             kind = spec.tasks[name].kind if name in spec.tasks else "job"
             if status == TASK_RUNNING and job_id and kind == "job":
@@ -273,7 +299,18 @@ class PipelineManager:
         self._end(run_id, CANCELLED, f"cancelled by {who}")
         return self.get(run_id)
 
-    def forget(self, run_id):
+    async def forget(self, run_id):
+        with self.store.session() as db:
+            record = db.get(PipelineRun, run_id)
+            if record is not None and record.backend == "argo":
+                spec = parse_pipeline(record.spec)
+            else:
+                spec = None
+        if spec is not None:
+            await self.argo.delete(spec, run_id)  # its pods go with it
+        self._delete_records(run_id)
+
+    def _delete_records(self, run_id):
         with self.store.session() as db:
             jobs = [j for (j,) in db.query(PipelineTask.job_id).filter(PipelineTask.run_id == run_id) if j]
             reused = {
@@ -341,7 +378,13 @@ class PipelineManager:
             if task is None:
                 return None
             job_id = task.job_id
-            kind = (parse_pipeline(db.get(PipelineRun, run_id).spec).tasks.get(name) or _JOB).kind
+            record = db.get(PipelineRun, run_id)
+            spec, backend = parse_pipeline(record.spec), record.backend
+            kind = (spec.tasks.get(name) or _JOB).kind
+        if backend == "argo":
+            workflow = self.argo.get(spec, run_id)
+            state = task_states(workflow).get(name) if workflow else None
+            return await self.argo.pod_log(state[3]) if state and state[3] else ""
         if not job_id:
             return ""
         if kind == "experiment":
@@ -436,6 +479,8 @@ class PipelineManager:
         """Collect the ended jobs, start what is ready; True once the run has ended."""
         run = self.get(run_id, internal=True)
         spec = parse_pipeline(run["spec"])
+        if run["backend"] == "argo":
+            return self._step_argo(run_id, run, spec)
         rows = {t["name"]: t for t in run["tasks"]}
         caller = run["caller"]
         for name, row in rows.items():
@@ -531,6 +576,49 @@ class PipelineManager:
                 SUCCEEDED,
                 f"{statuses.count(SUCCEEDED)} tasks succeeded" + (f", {skipped} skipped" if skipped else ""),
             )
+        return True
+
+    def _step_argo(self, run_id, run, spec):
+        """A run Argo runs: its tasks and end as its Workflow's nodes and phase say."""
+        workflow = self.argo.get(spec, run_id)
+        if workflow is None:
+            started = _parse_time(run["created"])
+            if (utcnow() - started).total_seconds() > 60:  # the watch has listed it since, or never will
+                self._end(run_id, FAILED, "its Argo Workflow was deleted outside KubeStudio")
+                return True
+            return False
+        states = task_states(workflow)
+        with self.store.session() as db:
+            for row in db.query(PipelineTask).filter(PipelineTask.run_id == run_id):
+                if row.name not in states:
+                    continue
+                status, message, attempts, _pod, started, finished = states[row.name]
+                task = spec.tasks.get(row.name)
+                if status == TASK_SKIPPED and task is not None:  # said as the service says it
+                    message = (
+                        f"when {task.when!r} was false"
+                        if message.startswith("when ")
+                        else f"its depends ({task.condition or ' && '.join(task.depends)}) did not hold"
+                    )
+                row.status, row.message, row.attempts = status, message, attempts
+                row.started = _parse_time(started) if started else row.started
+                row.finished = _parse_time(finished) if finished and status != TASK_RUNNING else None
+        phase, message = run_phase(workflow)
+        if phase == PIPELINE_RUNNING:
+            done = sum(1 for s in states.values() if s[0] in ENDED)
+            running = sum(1 for s in states.values() if s[0] == TASK_RUNNING)
+            self._set_message(run_id, f"{done} of {len(spec.tasks)} tasks ended, {running} running (Argo Workflows)")
+            return False
+        if phase == CANCELLED:
+            return True  # cancel() ended it
+        counts = [s[0] for s in states.values()]
+        if phase == SUCCEEDED:
+            skipped = counts.count(TASK_SKIPPED)
+            text = f"{counts.count(SUCCEEDED)} tasks succeeded" + (f", {skipped} skipped" if skipped else "")
+        else:
+            failed = [n for n in spec.order() if states.get(n, ("",))[0] == FAILED]
+            text = (f"{', '.join(failed)} failed: {states[failed[0]][1]}" if failed else message) or "Argo: failed"
+        self._end(run_id, phase, text)
         return True
 
     async def _submit(self, run_id, spec, run, name, rows, caller, attempt, cache_key="", note=""):

@@ -48,7 +48,8 @@ import yaml
 
 from ..spec import NAME_RE, SpecError, _int, checked_name, duration, relative_path
 
-FIELDS = ("name", "params", "tasks", "parallelism", "schedule", "cache")
+FIELDS = ("name", "params", "tasks", "parallelism", "schedule", "cache", "backend")
+BACKENDS = ("auto", "argo", "kubestudio")  # who runs the DAG: Argo Workflows, or the service itself
 CACHE_MODES = ("auto", "off")
 SCHEDULE_FIELDS = ("cron", "timezone", "catchup", "start", "max_active_runs", "depends_on_past")
 MAX_CATCHUP = 100  # missed intervals a schedule makes up for at once
@@ -124,6 +125,7 @@ class PipelineSpec:
     parallelism: int = None
     source: dict = field(default_factory=dict)  # the spec as sent (what a rerun runs again)
     schedule: Schedule = None
+    backend: str = "auto"
 
     def order(self):
         """The tasks, each after what it depends on."""
@@ -324,7 +326,9 @@ def evaluate_depends(expression, states):
             words.append({"&&": " and ", "||": " or ", "!": " not "}.get(operator, operator))
             continue
         state = states[task]
-        result = result or "Succeeded"  # a bare name means it succeeded, as Argo reads it
+        if not result:  # a bare name: it succeeded or was skipped, as Argo reads it
+            words.append(" True " if state in ("succeeded", "skipped") else " False ")
+            continue
         ok = {
             "Succeeded": state == "succeeded",
             "AnySucceeded": state == "succeeded",
@@ -589,7 +593,19 @@ def parse_pipeline(body):
         parallelism=parallelism,
         source=dict(body),
         schedule=parse_schedule(body.get("schedule")),
+        backend=parse_backend(body.get("backend")),
     )
+
+
+def parse_backend(value):
+    if value is None:
+        return "auto"
+    if value not in BACKENDS:
+        raise SpecError(
+            f"backend: auto (Argo Workflows where the cluster has it and the tasks fit), argo or kubestudio "
+            f"(the service runs the DAG), not {value!r}"
+        )
+    return value
 
 
 def _check_acyclic(raw):

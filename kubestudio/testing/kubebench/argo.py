@@ -90,6 +90,16 @@ def _seconds_since(stamp):
     return (datetime.now(timezone.utc) - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
 
 
+def _without_nulls(value):
+    """``value`` without None and "" (the apiserver's merge of a patch turns an empty string where
+    the object had none into a null, which the schema refuses; Argo omits empty fields anyway)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None and v != ""}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 def substitute(value, scope):
     """``value`` with each ``{{name}}`` of ``scope`` filled in (others left as they are, as Argo
     leaves what it resolves later)."""
@@ -436,7 +446,7 @@ class ArgoController:
         last = nodes[children[-1]]
         await self._advance_pod(wf, nodes, last, template, scope)
         if last["phase"] == "Succeeded" or (last["phase"] in ("Failed", "Error") and len(children) > limit):
-            node.update(phase=last["phase"], message=last.get("message", ""), finishedAt=now())
+            node.update(phase=last["phase"], message=last.get("message") or "", finishedAt=now())
         elif last["phase"] == "Running":
             node["phase"] = "Running"
 
@@ -561,7 +571,7 @@ class ArgoController:
                 "resourceVersion": meta["resourceVersion"],
                 "labels": labels or {PHASE_LABEL: status.get("phase", "Running")},
             },
-            "status": status,
+            "status": _without_nulls(status),  # a merge patch's null where nothing was is kept as null
         }
         path = f"/apis/{ARGO}/namespaces/{meta['namespace']}/workflows/{meta['name']}"
         written = await self.client.merge_patch(path, body)
