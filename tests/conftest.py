@@ -11,46 +11,48 @@ from kubestudio.testing.registry import LocalRegistry, push_busybox_base, tools_
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-# Seconds a module took in a measured run (scripts/test.sh, 2 workers on 2 cores, 2026-12-06; base
-# images built, not yet cached); only the order matters. The longest go first, so that the last to
-# finish on a worker is a short one; a module not listed counts one second per test.
+# Seconds a module took in a measured run (scripts/test.sh, 2 workers on 2 cores, 2026-12-07, from
+# KUBESTUDIO_TEST_TIMES; modules under 15 s left out); only the order matters. The longest go
+# first, so that the last to finish on a worker is a short one; a module not listed counts one
+# second per test.
 MODULE_SECONDS = {
-    "tests/e2e/test_local_hub.py": 404,
-    "tests/e2e/test_server_images.py": 250,
-    "tests/e2e/test_newcomer.py": 290,
-    "tests/kubebench/test_kubespawner_contract.py": 251,
-    "tests/kubebench/test_workspace_spawner.py": 236,
-    "tests/kubebench/test_servings_kubernetes.py": 152,
-    "tests/e2e/test_attacks_local.py": 60,
-    "tests/e2e/test_isolation.py": 260,
-    "tests/e2e/test_user_guide.py": 150,  # 2026-12-07: the guide's builds on the Python base; pipelines
-    "tests/e2e/test_labextension.py": 270,  # 2026-12-07: a hub, builds, jobs, experiments, a serving, a board, a light install
-    "tests/test_labextension_build.py": 40,  # npm ci, jest, a wheel
-    "tests/jobs/test_servings.py": 116,
-    "tests/jobs/test_experiments.py": 75,  # 2026-12-07: two hubs (one restarted), some 40 trials
-    "tests/jobs/test_pipelines.py": 40,  # 2026-12-07: two hubs (one restarted), some 40 tasks
-    "tests/jobs/test_jobs_service.py": 102,
-    "tests/image_builder/test_offline_bases.py": 137,
-    "tests/kubebench/test_jobs_kubernetes.py": 125,  # 2026-12-07: with an experiment Katib runs
-    "tests/kubebench/test_katib.py": 45,  # Katib's SDK in a venv of its own (made once), an experiment
-    "tests/kubebench/test_kserve_bench.py": 65,
-    "tests/kubebench/test_tensorboards_kubernetes.py": 63,
-    "tests/kubebench/test_kubespawner.py": 59,
-    "tests/e2e/test_browser.py": 53,
+    "tests/e2e/test_local_hub.py": 406,
+    "tests/kubebench/test_kubespawner_contract.py": 299,
+    "tests/kubebench/test_workspace_spawner.py": 230,
+    "tests/e2e/test_server_images.py": 211,
+    "tests/jobs/test_pipelines.py": 200,  # 2026-12-07 evening: with the cache runs and the iris pipeline
+    "tests/e2e/test_labextension.py": 198,
+    "tests/e2e/test_user_guide.py": 182,
+    "tests/image_builder/test_offline_bases.py": 176,
+    "tests/jobs/test_servings.py": 173,
+    "tests/kubebench/test_servings_kubernetes.py": 166,
+    "tests/e2e/test_newcomer.py": 151,
+    "tests/jobs/test_jobs_service.py": 125,
+    "tests/e2e/test_isolation.py": 117,
+    "tests/kubebench/test_jobs_kubernetes.py": 104,
+    "tests/kubebench/test_tensorboards_kubernetes.py": 76,
+    "tests/jobs/test_experiments.py": 76,
+    "tests/e2e/test_browser.py": 76,
+    "tests/e2e/test_attacks_local.py": 75,
+    "tests/kubebench/test_kserve_bench.py": 71,
+    "tests/kubebench/test_spawn_images.py": 71,
+    "tests/kubebench/test_kubespawner.py": 64,
+    "tests/image_builder/test_attacks.py": 60,
+    "tests/kubebench/test_argo.py": 60,  # Hera's venv (made once), three Workflows and a CronWorkflow
+    "tests/jobs/test_page.py": 54,
     "tests/kubebench/test_bench.py": 50,
-    "tests/kubebench/test_helm_install.py": 47,
-    "tests/kubebench/test_kaniko.py": 47,
-    "tests/image_builder/test_page.py": 43,
-    "tests/image_builder/test_attacks.py": 80,
-    "tests/image_builder/test_service.py": 37,
-    "tests/tensorboards/test_boards_service.py": 36,
-    "tests/kubebench/test_spawn_images.py": 35,
-    "tests/jobs/test_local_jobs.py": 34,
-    "tests/jobs/test_page.py": 55,  # 2026-12-07: with a pipeline run and its rerun
-    "tests/jobs/test_serving_manifests.py": 27,
-    "tests/image_builder/test_openapi.py": 27,
-    "tests/image_builder/test_access.py": 22,
-    "tests/kubebench/test_operators.py": 21,
+    "tests/image_builder/test_page.py": 42,
+    "tests/kubebench/test_kaniko.py": 41,
+    "tests/image_builder/test_service.py": 41,
+    "tests/jobs/test_local_jobs.py": 41,
+    "tests/tensorboards/test_boards_service.py": 38,
+    "tests/kubebench/test_helm_install.py": 34,
+    "tests/image_builder/test_openapi.py": 34,
+    "tests/image_builder/test_access.py": 32,
+    "tests/jobs/test_serving_manifests.py": 20,
+    "tests/kubebench/test_bench_pods.py": 18,
+    "tests/test_packages.py": 18,
+    "tests/tensorboards/test_page.py": 18,
 }
 
 
