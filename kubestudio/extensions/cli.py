@@ -25,6 +25,7 @@ kubestudio pipelines schedule PIPELINE.yaml [-p NAME=VALUE ...]   (on its schedu
 kubestudio pipelines schedules
 kubestudio pipelines unschedule NAME
 kubestudio pipelines compile FILE.py[:PIPELINE] [-o PIPELINE.yaml]   (@pipeline of kubestudio.pipelines)
+kubestudio pipelines export PIPELINE.yaml --argo [-p NAME=VALUE ...] [-o WORKFLOW.yaml]   (for argo submit)
 kubestudio tensorboard open FOLDER [FOLDER...] [--name N] [--project P] [--image I] [--cpu C] [--memory M]
                                                            (prints the board's URL)
 kubestudio tensorboard list
@@ -315,6 +316,11 @@ def add_pipeline_commands(sub):
     compiling = pipelines.add_parser("compile", help="write the YAML of a @pipeline in a Python file")
     compiling.add_argument("source", help="FILE.py, or FILE.py:NAME when it has several pipelines")
     compiling.add_argument("-o", "--output", help="the YAML file to write (default: printed)")
+    export = pipelines.add_parser("export", help="write the Argo Workflow that runs a pipeline, for argo submit")
+    export.add_argument("file", help="the pipeline's YAML file")
+    export.add_argument("--argo", action="store_true", required=True, help="as an Argo Workflow (the one format)")
+    export.add_argument("-p", "--param", action="append", default=[], help="NAME=VALUE, over the pipeline's default")
+    export.add_argument("-o", "--output", help="the YAML file to write (default: printed)")
 
 
 def _compile_pipeline(source, output, out):
@@ -386,6 +392,20 @@ def pipelines_main(args, out):
             f"next run at {schedule['next_fire']}",
             file=out,
         )
+        return 0
+    if args.command == "export":
+        exported = client.export_argo(args.file, params=params)
+        text = yaml.safe_dump_all(
+            [exported["workflow"], *([exported["cron_workflow"]] if "cron_workflow" in exported else [])],
+            sort_keys=False,
+            width=120,
+        )
+        if args.output:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(text)
+            print(f"wrote {args.output}: argo submit {args.output}", file=out)
+        else:
+            print(text, end="", file=out)
         return 0
     if args.command == "schedules":
         for s in client.schedules():

@@ -202,6 +202,7 @@ class JobService(ServiceApp):
                 ),
                 (url_path_join(api, "pipelines", "runs"), pipeline_handlers.RunsHandler),
                 (url_path_join(api, "pipelines", "schedules"), pipeline_handlers.SchedulesHandler),
+                (url_path_join(api, "pipelines", "export"), pipeline_handlers.ExportHandler),
                 (
                     url_path_join(api, "pipelines", "schedules", r"([a-z0-9][-a-z0-9]{0,62})"),
                     pipeline_handlers.ScheduleHandler,

@@ -321,6 +321,23 @@ def openapi(prefix):
                 "responses": {"201": ok(run_ref, "Running"), **_errors(400, 401, 403, 409, 413)},
             },
         },
+        "/api/pipelines/export": {
+            "post": {
+                "summary": "The Argo Workflow (and CronWorkflow, with a schedule) that runs the pipeline as this "
+                "hub's jobs on Kubernetes would run, for argo submit; 409 where jobs run on the hub's machine",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": run_request}}},
+                "responses": {
+                    "200": ok(
+                        {
+                            "type": "object",
+                            "required": ["workflow"],
+                            "properties": {"workflow": {"type": "object"}, "cron_workflow": {"type": "object"}},
+                        }
+                    ),
+                    **_errors(400, 401, 403, 409, 413),
+                },
+            },
+        },
         "/api/pipelines/schedules": {
             "get": {
                 "summary": "Your pipeline schedules, the next to fire first",

@@ -87,6 +87,7 @@ def test_every_feature_on():
     role = kinds["Role"]["studio-hub"]
     resources = {r for rule in role["rules"] for r in rule["resources"]}
     assert {"pytorchjobs", "tfjobs", "mpijobs", "trainjobs", "trainingruntimes", "inferenceservices"} <= resources
+    assert {"experiments", "trials", "workflows"} <= resources
     [cluster_role] = kinds["ClusterRole"].values()
     assert cluster_role["rules"] == [
         {

@@ -203,6 +203,12 @@ MATRIX = [
         {"owner": 404, "server": 404, "other": 404, "admin": 404, "limited": 403, "anonymous": 401},
     ),
     (
+        "POST",
+        "api/pipelines/export",
+        {"spec": {"name": "p", "tasks": {"a": {"job": {"command": "true"}}}}},
+        {"owner": 409, "server": 409, "other": 409, "admin": 409, "limited": 403, "anonymous": 401},
+    ),
+    (
         "GET",
         "api/pipelines/schedules",
         None,
@@ -490,6 +496,7 @@ def test_openapi_document_and_schemathesis_finds_no_server_error(jobs, tmp_path)
         "/api/pipelines/runs/{run_id}",
         "/api/pipelines/runs/{run_id}/rerun",
         "/api/pipelines/runs/{run_id}/tasks/{task}/log",
+        "/api/pipelines/export",
         "/api/pipelines/schedules",
         "/api/pipelines/schedules/{schedule}",
         "/api/servings",

@@ -273,6 +273,10 @@ def test_the_cli_runs_a_pipeline_from_a_yaml_file(jobs, tmp_path):
         run_id = out.getvalue().split()[1]
         assert cli.main(["pipelines", "show", run_id], out=out) == 0
         assert cli.main(["pipelines", "logs", run_id, "train-b"], out=out) == 0
+        # an Argo Workflow carries the pods a cluster's jobs would have: not from this machine
+        refused = io.StringIO()
+        assert cli.main(["pipelines", "export", str(path), "--argo"], out=refused) != 0
+        assert "this hub runs its jobs on this machine" in refused.getvalue(), refused.getvalue()
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -387,6 +387,32 @@ def test_a_pipeline_of_single_pod_tasks_is_one_argo_workflow(k8s, bench):
     assert {t["name"]: t.get("depends") for t in templates["dag"]["dag"]["tasks"]}[
         "report"
     ] == "flaky.Succeeded && prepare"
+    # exported for argo submit: the same templates, {{workflow.name}} where the run's id was, valid
+    # by Argo's own CRD schema, and it runs on the cluster as it is
+    import jsonschema
+
+    from kubestudio.testing import crds
+    from kubestudio.testing.kubebench.bench import default_crds_dir
+
+    exported = pipelines.export_argo(spec)["workflow"]
+    assert exported["metadata"]["generateName"] == "wf-" and "name" not in exported["metadata"]
+    prepare = {t["name"]: t for t in exported["spec"]["templates"]}["prepare"]
+    assert "seed-{{workflow.name}}.txt" in json.dumps(prepare["container"])
+    schema = crds.schema(os.path.join(default_crds_dir(), "argo", "argoproj.io_workflows.yaml"), "v1alpha1")
+    jsonschema.validate(exported, schema)
+    exported["metadata"]["namespace"] = "default"
+    made = bench.api("POST", f"{ARGO_API}/namespaces/default/workflows", json=exported).json()
+    name = made["metadata"]["name"]
+    deadline = time.monotonic() + 120
+    while (bench.api("GET", f"{ARGO_API}/namespaces/default/workflows/{name}").json().get("status") or {}).get(
+        "phase"
+    ) not in ("Succeeded", "Failed", "Error"):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    finished = bench.api("GET", f"{ARGO_API}/namespaces/default/workflows/{name}").json()
+    assert finished["status"]["phase"] == "Succeeded", finished["status"]
+    assert os.path.exists(os.path.join(k8s.workspace("wren"), f"seed-{name}.txt"))
+    bench.api("DELETE", f"{ARGO_API}/namespaces/default/workflows/{name}")
     # no job records: the tasks are Argo's pods
     assert not [j for j in k8s.client("wren").list() if j["name"].startswith("wf-")]
     # cancel: the Workflow is shut down, its pod stopped; forget: it is deleted

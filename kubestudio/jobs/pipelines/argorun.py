@@ -59,14 +59,15 @@ class ArgoRunner:
         try:
             if rerun:
                 raise ArgoRefused("rerun: a rerun keeps earlier results, which the service runs around")
-            return await self._build(spec, caller, run_id, params, scheduled)
+            return await self.build(spec, caller, run_id, params, scheduled)
         except ArgoRefused as e:
             if spec.backend == "argo":
                 raise SpecError(f"{e} (backend: argo); use auto or kubestudio") from None
             self.log.info("pipeline %s run %s: the service runs it (%s)", spec.name, run_id, e)
             return None
 
-    async def _build(self, spec, caller, run_id, params, scheduled):
+    async def build(self, spec, caller, run_id, params, scheduled):
+        """The Workflow of a run (ArgoRefused naming what cannot be one)."""
         from ...spawner.storage import user_slug
         from .spec import evaluate_when, fill
 

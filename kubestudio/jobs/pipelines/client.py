@@ -44,6 +44,11 @@ class PipelinesClient(ServiceClient):
         depends_on_past), replacing a schedule of the same name; its record (``next_fire``)."""
         return self._call("POST", "api/pipelines/schedules", json=self._body(spec, params)).json()
 
+    def export_argo(self, spec, params=None):
+        """``{"workflow": ..., "cron_workflow": ... (with a schedule)}``: the Argo objects that run
+        the pipeline as this hub's jobs would run, for ``argo submit``."""
+        return self._call("POST", "api/pipelines/export", json=self._body(spec, params)).json()
+
     def schedules(self):
         return self._call("GET", "api/pipelines/schedules").json()["schedules"]
 

@@ -45,6 +45,17 @@ class RunsHandler(PipelinesBaseHandler):
         self.write_json(run, 201)
 
 
+class ExportHandler(PipelinesBaseHandler):
+    async def post(self):
+        """The Argo Workflow (and CronWorkflow, for a pipeline with a schedule) of ``{"spec",
+        "params"}``, as this hub would run it: ``kubestudio pipelines export --argo``."""
+        self.require_access()
+        try:
+            self.write_json(await self.manager.export_argo(self.identity, self.json_body()))
+        except SpecError as e:
+            raise http_error(e.status, str(e)) from None
+
+
 class RunHandler(PipelinesBaseHandler):
     async def get(self, ref):
         self.require_access()

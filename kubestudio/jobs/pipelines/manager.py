@@ -239,6 +239,42 @@ class PipelineManager:
         self._open(run_id)
         return self.get(run_id)
 
+    async def export_argo(self, identity, body):
+        """The Argo Workflow (and, for a pipeline with a schedule, the CronWorkflow) that runs
+        ``body["spec"]`` with ``body["params"]`` as this hub's jobs would run: for ``argo submit``.
+        Its paths hold ``{{workflow.name}}`` where a run's id would be."""
+        from .argo import RUN_LABEL, ArgoRefused, cron_workflow
+
+        spec, params = self._request(body)
+        caller = {"name": identity["name"], "groups": list(identity.get("groups") or [])}
+        if not hasattr(self.jobs.backend, "object_of"):
+            raise SpecError(
+                "export: an Argo Workflow carries each task's pod as the Kubernetes jobs backend makes it; "
+                "this hub runs its jobs on this machine",
+                409,
+            )
+        await self._check_tasks(caller, spec, params)
+        placeholder = "0" * 12
+        try:
+            workflow = await self.argo.build(spec, caller, placeholder, params, None)
+        except ArgoRefused as e:
+            raise SpecError(str(e), 409) from None
+        text = json.dumps(workflow).replace(placeholder, "{{workflow.name}}")
+        workflow = json.loads(text)
+        meta = workflow["metadata"]
+        meta.pop("name")
+        meta["generateName"] = f"{spec.name}-"
+        meta["labels"].pop(RUN_LABEL, None)
+        workflow["spec"].pop("podMetadata", None)
+        for template in workflow["spec"]["templates"]:  # a job's labels hold its (placeholder) id
+            labels = (template.get("metadata") or {}).get("labels") or {}
+            for key in [k for k, v in labels.items() if "{{" in v or v.startswith("000000")]:
+                labels.pop(key)
+        out = {"workflow": workflow}
+        if spec.schedule is not None:
+            out["cron_workflow"] = cron_workflow(spec, workflow)
+        return out
+
     async def rerun(self, run_id, from_task=None):
         """A new run of ``run_id``'s spec and parameters from ``from_task`` (default: every task
         that did not succeed), keeping what is upstream of it."""
