@@ -620,6 +620,51 @@ def test_api_faults_end_in_success_with_nothing_orphaned(k8s, bench):
         k8s.wait_gone(record)
 
 
+def test_api_faults_leave_pipelines_ended_and_nothing_orphaned(k8s, bench):
+    """20% of the service's creates, patches and deletes answered 500, every watch dropped after
+    2 s: a pipeline Argo runs and one the service runs both succeed; forgotten, they leave no
+    Workflow, no job and no pod."""
+    from kubestudio.jobs.pipelines.client import PipelinesClient
+
+    pipelines = PipelinesClient(url=k8s.url, token=k8s.token("faye"))
+    chain = {
+        "a": {"job": {"command": ["sh", "-c", "echo a > {{outputs.mark}}"]}, "outputs": {"mark": "mark-{{run}}"}},
+        "b": {"depends": ["a"], "job": {"command": ["sh", "-c", "cat {{tasks.a.outputs.mark}}"]}},
+        "c": {"depends": ["a"], "job": {"command": ["true"]}},
+    }
+    rules = [{"verb": verb, "resource": "*", "rate": 0.2, "error": 500} for verb in ("create", "patch", "delete")]
+    faults(bench, rules, drop_watch_after_s=2)
+    try:
+        runs = [
+            pipelines.run({"name": "chaos", "tasks": chain}),
+            pipelines.run({"name": "chaos2", "backend": "kubestudio", "tasks": chain}),
+        ]
+        done = [pipelines.wait(run, timeout=180) for run in runs]
+    finally:
+        faults(bench)
+    assert [r["backend"] for r in done] == ["argo", "kubestudio"]
+    assert [r["status"] for r in done] == ["succeeded", "succeeded"], [(r["message"], r["tasks"]) for r in done]
+    assert "a" in pipelines.logs(done[0], "b") and "a" in pipelines.logs(done[1], "b")
+    for run in done:
+        pipelines.cancel(run, forget=True)
+    deadline = time.monotonic() + 60
+    while True:
+        left = [
+            bench.api("GET", f"{ARGO_API}/namespaces/default/workflows", params={"labelSelector": selector}).json()[
+                "items"
+            ]
+            + bench.api("GET", "/apis/batch/v1/namespaces/default/jobs", params={"labelSelector": selector}).json()[
+                "items"
+            ]
+            + bench.api("GET", "/api/v1/namespaces/default/pods", params={"labelSelector": selector}).json()["items"]
+            for selector in ("kubestudio.io/user=faye",)
+        ][0]
+        if not left:
+            break
+        assert time.monotonic() < deadline, [o["metadata"]["name"] for o in left]
+        time.sleep(0.5)
+
+
 def test_a_service_restart_mid_job_loses_nothing(bench, crds, tmp_path):
     restarting = start_k8s_jobs_hub(tmp_path / "hub", bench, keep=True)
     hub = restarting.hub
