@@ -13,7 +13,9 @@ many tasks after it) of trivial tasks (``true``), each a job of the user's:
 On Kubernetes (the bench in status mode, each pod ending 1 s after it runs; ``--k8s-tasks``,
 default 50, a fan-out after one root): ``requests_per_task`` (the jobs service's API requests over
 the run / tasks) against ``requests_per_job`` of as many plain jobs in the same run (the goal: a
-task costs what its job costs, nothing per poll), and their ratio. ``--k8s-tasks 0`` skips it.
+task costs what its job costs, nothing per poll), and their ratio; ``argo_requests_per_task``: the
+same fan-out as one Argo Workflow (the bench's simulated Argo runs the pods; the service makes the
+Workflow and follows it by its one watch). ``--k8s-tasks 0`` skips it.
 
 Usage: python benchmarks/pipelines.py [--chain 20] [--fanout 50] [--k8s-tasks 50]
 Writes benchmarks/results/pipelines.json.
@@ -80,7 +82,7 @@ def through_pipeline(pipelines, session, url, spec):
     run = pipelines.run(spec)
     done = pipelines.wait(run, timeout=1800, interval=0.01)
     wall = time.perf_counter() - started
-    jobs = {t["name"]: session.get(url + f"api/jobs/{t['job']}").json() for t in done["tasks"]}
+    jobs = {t["name"]: session.get(url + f"api/jobs/{t['job']}").json() for t in done["tasks"] if t["job"]}
     return wall, jobs
 
 
@@ -110,9 +112,13 @@ c.KubernetesJobBackend.default_image = "kubestudio/notebook:1"
         through_pipeline(pipelines, session, url, chain_spec(2))  # the service's first look at the cluster
         time.sleep(2)
         bench.counts(reset=True)
-        run_s, _ = through_pipeline(pipelines, session, url, fanout_spec(tasks - 1))
+        run_s, _ = through_pipeline(pipelines, session, url, {**fanout_spec(tasks - 1), "backend": "kubestudio"})
         time.sleep(2)  # the last jobs' deletions
         per_run = bench.counts()
+        bench.counts(reset=True)
+        argo_s, _ = through_pipeline(pipelines, session, url, {**fanout_spec(tasks - 1), "backend": "argo"})
+        time.sleep(2)
+        per_argo = bench.counts()
         bench.counts(reset=True)
         jobs_s = by_hand(session, url, lambda i: f"plain-{i}", [[0], list(range(1, tasks))])
         time.sleep(2)
@@ -126,9 +132,13 @@ c.KubernetesJobBackend.default_image = "kubestudio/notebook:1"
         return {key: round(value / tasks, 2) for key, value in sorted(table.items())}
 
     per_task, per_job = sum(per_run.values()) / tasks, sum(per_jobs.values()) / tasks
+    per_argo_task = sum(per_argo.values()) / tasks
     return {
         "k8s_tasks": tasks,
         "k8s_run_s": round(run_s, 1),
+        "k8s_argo_run_s": round(argo_s, 1),
+        "argo_requests_per_task": round(per_argo_task, 2),
+        "argo_requests_per_task_by_verb": per(per_argo),
         "k8s_plain_jobs_s": round(jobs_s, 1),
         "requests_per_task": round(per_task, 2),
         "requests_per_task_by_verb": per(per_run),
