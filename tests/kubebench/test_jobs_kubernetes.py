@@ -677,6 +677,19 @@ def test_a_service_restart_mid_job_loses_nothing(bench, crds, tmp_path):
             "time.sleep(5)\nprint('after', os.environ['RANK'], flush=True)\n",
         )
         client.create(name="slow", script="slow.py", nodes=2, framework="pytorch")
+        # and a pipeline Argo runs: its Workflow goes on while the service is away, and is found again
+        from kubestudio.jobs.pipelines.client import PipelinesClient
+
+        pipelines = PipelinesClient(url=restarting.url, token=restarting.token("rex"))
+        flow = {
+            "name": "away",
+            "tasks": {
+                "a": {"job": {"command": ["sleep", "4"]}},
+                "b": {"depends": ["a"], "job": {"command": ["echo", "after the restart"]}},
+            },
+        }
+        run = pipelines.run(flow)
+        assert run["backend"] == "argo"
         client.wait("slow", status="running", timeout=120)
         os.kill(hub.service_pid("kubestudio.jobs"), signal.SIGKILL)
         # JupyterHub does not restart a managed service that died: the hub restarts with it
@@ -687,5 +700,9 @@ def test_a_service_restart_mid_job_loses_nothing(bench, crds, tmp_path):
         assert {"[master-0] before 0", "[master-0] after 0", "[worker-0] before 1", "[worker-0] after 1"} <= set(log)
         assert done["status"] == "succeeded"
         restarting.wait_gone(done)
+        finished = pipelines.wait(run, timeout=120)
+        assert [t["status"] for t in finished["tasks"]] == ["succeeded", "succeeded"], finished
+        assert "after the restart" in pipelines.logs(finished, "b")
+        pipelines.cancel(finished, forget=True)
     finally:
         hub.stop()
