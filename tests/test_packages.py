@@ -73,6 +73,7 @@ ALLOWED = {
         "accounts",
         "launch",
         "cgroups",
+        "fdpath",  # a pipeline's cache and output values: users' files read by descriptor
     },
     "tensorboards": {
         "names",

@@ -237,6 +237,11 @@ def test_retries_timeouts_and_cancel(jobs):
             403,
             "tasks.a.job: project: you are not a member of project 'vision'",
         ),
+        (
+            {"spec": {"name": "p", "tasks": {"s": {"serve": {"name": "m", "model": "m.joblib", "project": "vision"}}}}},
+            403,
+            "tasks.s.serve: project: you are not a member of project 'vision'",
+        ),
         ({"spec": "name: p\ntasks: [oops", "params": {}}, 400, "the pipeline is not valid YAML"),
         (
             {

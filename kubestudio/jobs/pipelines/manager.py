@@ -155,12 +155,8 @@ class PipelineManager:
                     await self.jobs.check(caller, body)
                 elif task.kind == "experiment":
                     await self.experiments.check(caller, body)
-                else:
-                    from ..serving.spec import parse_serve_spec
-
-                    if "{{" not in json.dumps(task.job.get("model", "")):  # a model a task makes is not there yet
-                        serve = parse_serve_spec(body, {"max_replicas": self.servings.config.max_serving_replicas})
-                        await self.servings._project(caller, serve)
+                elif "{{" not in json.dumps(task.job.get("model", "")):  # a model a task makes is not there yet
+                    await self.servings.check(caller, body)
             except SpecError as e:
                 raise SpecError(f"tasks.{name}.{task.kind}: {e}", e.status) from None
 

@@ -121,6 +121,13 @@ class ServingManager:
         except SpawnRefused as e:
             raise SpecError(str(e), e.status) from None
 
+    async def check(self, identity, body):
+        """A serving request's fields and project, without its model (a pipeline's serve task is
+        checked before the task that makes the model has run); SpecError naming the field."""
+        spec = parse_serve_spec(body, {"max_replicas": self.config.max_serving_replicas})
+        await self._project(identity, spec)
+        return spec
+
     async def create(self, identity, body):
         """Serve a model; its record (201). 409 when the name is taken."""
         owner = identity["name"]
