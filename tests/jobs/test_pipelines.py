@@ -641,3 +641,29 @@ def test_an_ml_pipeline_tunes_trains_evaluates_and_serves_the_winner(jobs):
     skipped = {t["name"]: t for t in high["tasks"]}["serve"]
     assert high["status"] == "succeeded" and skipped["status"] == "skipped", high["tasks"]
     assert f"when '{ML_PIPELINE['tasks']['serve']['when']}' was false" in skipped["message"]
+
+
+def test_a_link_to_another_users_file_is_neither_read_nor_hashed(jobs):
+    """mallory plants a link to victor's file as her task's output: its .value is refused and,
+    named as an input, the task runs uncached, saying why; victor cannot see or cancel her run."""
+    jobs.write("victor", "secret.txt", "0.99\n")
+    secret = os.path.join(jobs.workspace("victor"), "secret.txt")
+    mallory = client(jobs, "mallory")
+    spec = {
+        "name": "steal",
+        "tasks": {
+            "a": {"job": {"command": ["sh", "-c", f"ln -sf {secret} {{{{outputs.x}}}}"]}, "outputs": {"x": "loot"}},
+            "b": {"depends": ["a"], "when": "{{tasks.a.outputs.x.value}} > 0.5", "job": {"command": "true"}},
+            "c": {"depends": ["a"], "cache": "auto", "inputs": ["loot"], "job": {"command": "true"}},
+        },
+    }
+    done = ended(mallory, mallory.run(spec))
+    tasks = {t["name"]: t for t in done["tasks"]}
+    assert tasks["b"]["status"] == "failed" and tasks["b"]["message"] == "{{tasks.a.outputs.x.value}}: 'loot' is a link"
+    assert tasks["c"]["status"] == "succeeded" and not tasks["c"]["cache_key"]
+    assert tasks["c"]["message"] == "not cached: 'loot' is a link or not a file or folder"
+    victor = client(jobs, "victor")
+    with pytest.raises(Exception, match="no pipeline run"):
+        victor.get(done["id"])
+    with pytest.raises(Exception, match="no pipeline run"):
+        victor.cancel(done["id"])

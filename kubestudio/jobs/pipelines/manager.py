@@ -531,7 +531,9 @@ class PipelineManager:
             if job is not None and job["status"] == SUCCEEDED:
                 if kind == "experiment":
                     self._set_outputs(run_id, name, experiment_results(job))
-                self._set_task(run_id, name, SUCCEEDED, job["message"] if kind == "experiment" else "")
+                # an experiment's end in words; a job keeps why it was not cached, if it was not
+                note = row["message"] if row["message"].startswith("not cached:") else ""
+                self._set_task(run_id, name, SUCCEEDED, job["message"] if kind == "experiment" else note)
             elif job is not None and row["attempts"] <= spec.tasks[name].retries and job["status"] == FAILED:
                 await self._submit(run_id, spec, run, name, rows, caller, attempt=row["attempts"])
             else:
