@@ -124,6 +124,27 @@ def digest(root, relative, limit=4 << 30):
             os.close(fd)
 
 
+def exists(root, relative):
+    """Whether the file or folder ``relative`` is under ``root``, its parts opened as
+    :func:`digest` opens them (a link on the way, or at the end, raises NotHashable); nothing is
+    read."""
+    parts, fds = _open_parents(root, relative)
+    if fds is None:
+        return False
+    try:
+        if not parts:
+            return True
+        info = _lstat(fds[-1], parts[-1])
+        if info is None:
+            return False
+        if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+            raise NotHashable(f"{relative!r} is a link or not a file or folder")
+        return True
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
 def read_text(root, relative, limit=4096):
     """The text of the file ``relative`` under ``root`` (at most ``limit`` bytes, surrounding
     blanks stripped), opened as :func:`digest` opens it; None when it is not there."""
@@ -131,17 +152,10 @@ def read_text(root, relative, limit=4096):
     if fds is None or not parts:
         return None
     try:
-        try:
-            fd = os.open(parts[-1], FILE_FLAGS, dir_fd=fds[-1])
-        except FileNotFoundError:
+        fd = _open_file(fds[-1], parts[-1], relative)
+        if fd is None:
             return None
-        except OSError as e:
-            if e.errno == errno.ELOOP:
-                raise NotHashable(f"{relative!r} is a link") from None
-            raise
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise NotHashable(f"{relative!r} is not a file")
             data = os.read(fd, limit + 1)
         finally:
             os.close(fd)
@@ -174,16 +188,29 @@ def _open_parents(root, relative):
     return parts, fds
 
 
-def _digest_file(dir_fd, name, total, budget):
+def _open_file(dir_fd, name, shown):
+    """A descriptor of the regular file ``name`` in ``dir_fd``, opened ``O_NOFOLLOW`` (a FIFO
+    never blocks the open), or None when it is not there; NotHashable (naming ``shown``) when it
+    is a link or not a regular file."""
     try:
         fd = os.open(name, FILE_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise NotHashable(f"{name!r} became a link") from None
+            raise NotHashable(f"{shown!r} is a link") from None
         raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotHashable(f"{shown!r} is not a regular file")
+    return fd
+
+
+def _digest_file(dir_fd, name, total, budget):
+    fd = _open_file(dir_fd, name, name)
+    if fd is None:
+        raise NotHashable(f"{name!r} went away while it was read")
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotHashable(f"{name!r} is not a regular file")
         while chunk := os.read(fd, 1 << 20):
             budget[0] -= len(chunk)
             if budget[0] < 0:

@@ -134,6 +134,27 @@ async def forbidden(api_client, namespace, kinds, verbs=("watch", "create")):
     return refused
 
 
+class GrantedKind:
+    """Whether a cluster serves one custom kind *and* grants it to our account, looked up at most
+    once a ``ttl`` (discovery, then SelfSubjectAccessReviews): an operator installed or granted
+    later is found within that time, without a request per call."""
+
+    def __init__(self, kind, api_version, plural, ttl=60):
+        self.kinds = {kind: (api_version, plural)}
+        self.kind = kind
+        self.ttl = ttl
+        self._known = None  # (loop time, whether)
+
+    async def __call__(self, api_client, namespace):
+        loop = asyncio.get_running_loop()
+        if self._known is None or loop.time() - self._known[0] > self.ttl:
+            found = await served(api_client, self.kinds)
+            if found:  # served, but not granted to our account: as good as missing
+                found -= await forbidden(api_client, namespace, self.kinds)
+            self._known = (loop.time(), self.kind in found)
+        return self._known[1]
+
+
 TRANSIENT = (429, 500, 502, 503, 504)  # answers a request may get otherwise when tried again
 
 

@@ -69,5 +69,24 @@ def test_read_text_reads_a_small_file_and_nothing_through_a_link(tmp_path):
         fdpath.read_text(root, "big.txt")
     with pytest.raises(fdpath.NotHashable, match="is a link"):
         fdpath.read_text(root, "ln/acc.txt")
-    with pytest.raises(fdpath.NotHashable, match="not a file"):
+    with pytest.raises(fdpath.NotHashable, match="not a regular file"):
         fdpath.read_text(root, "runs")
+
+
+def test_exists_opens_each_part_without_following_and_reads_nothing(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "model.pkl").write_bytes(b"m")
+    (tmp_path / "runs" / "unreadable").write_bytes(b"secret")
+    (tmp_path / "runs" / "unreadable").chmod(0)  # exists() never opens the file itself
+    (tmp_path / "ln").symlink_to(tmp_path / "runs")
+    (tmp_path / "runs" / "last").symlink_to("model.pkl")
+    root = str(tmp_path)
+    assert fdpath.exists(root, "runs/model.pkl") and fdpath.exists(root, "runs") and fdpath.exists(root, "")
+    assert fdpath.exists(root, "runs/unreadable")
+    assert not fdpath.exists(root, "runs/gone") and not fdpath.exists(root, "gone/model.pkl")
+    with pytest.raises(fdpath.NotHashable, match="is a link or not a folder"):
+        fdpath.exists(root, "ln/model.pkl")
+    with pytest.raises(fdpath.NotHashable, match="is a link"):
+        fdpath.exists(root, "runs/last")
+    with pytest.raises(fdpath.NotHashable, match="leaves the folder"):
+        fdpath.exists(root, "runs/../..")

@@ -353,7 +353,8 @@ def _compile_pipeline(source, output, out):
 
 
 def _print_run(run, out):
-    print(f"run {run['id']} of {run['pipeline']}: {run['status']}", file=out)
+    by = f", Argo Workflow {run['workflow']}" if run.get("workflow") else ""
+    print(f"run {run['id']} of {run['pipeline']}: {run['status']}{by}", file=out)
     if run.get("message"):
         print(f"  {run['message']}", file=out)
 

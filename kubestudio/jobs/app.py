@@ -131,6 +131,15 @@ class JobService(ServiceApp):
         trials of experiments Katib runs (``backend: katib``, or ``auto`` where the cluster serves
         Katib's Experiment). Katib's trial controller reads them from there.""",
     )
+    argo_executor_service_account = Unicode(
+        "",
+        config=True,
+        help="""Service account of Argo's executor (the init and wait containers) in the Workflows
+        of pipeline runs: the one account there with a token, which Argo's executor needs to report
+        each step's result (``workflowtaskresults``: create, patch); the task's own container
+        gets none. The Helm chart makes one and sets it where ``operators.argo`` is on. Empty:
+        the Workflow names none, and Argo's workflow defaults decide.""",
+    )
     max_running_experiments_per_user = Integer(
         4, config=True, help="Experiments one user may have running at once; more are refused (409)."
     )

@@ -246,6 +246,7 @@ class PipelineRun(Base):
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
     backend: Mapped[str] = mapped_column(String(16), default="kubestudio")  # who runs the DAG: argo, kubestudio
+    workflow: Mapped[str] = mapped_column(String(253), default="")  # the Argo Workflow of a run Argo runs
 
     def to_json(self, tasks=()):
         return {
@@ -318,6 +319,9 @@ class PipelineSchedule(Base):
     last_fire: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    backend: Mapped[str] = mapped_column(
+        String(16), default="kubestudio"
+    )  # who fires it: argo (a CronWorkflow), kubestudio
 
     def to_json(self):
         schedule = self.spec.get("schedule") or {}
@@ -333,4 +337,5 @@ class PipelineSchedule(Base):
             "message": self.message,
             "spec": self.spec,
             "created": iso(self.created),
+            "backend": self.backend or "kubestudio",
         }

@@ -87,7 +87,14 @@ def test_every_feature_on():
     role = kinds["Role"]["studio-hub"]
     resources = {r for rule in role["rules"] for r in rule["resources"]}
     assert {"pytorchjobs", "tfjobs", "mpijobs", "trainjobs", "trainingruntimes", "inferenceservices"} <= resources
-    assert {"experiments", "trials", "workflows"} <= resources
+    assert {"experiments", "trials", "workflows", "cronworkflows"} <= resources
+    # Argo's executor: an account of its own, allowed only to report a step's result
+    executor = kinds["ServiceAccount"]["studio-argo-executor"]
+    assert executor["automountServiceAccountToken"] is False
+    assert kinds["Role"]["studio-argo-executor"]["rules"] == [
+        {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}
+    ]
+    assert kinds["RoleBinding"]["studio-argo-executor"]["subjects"][0]["name"] == "studio-argo-executor"
     [cluster_role] = kinds["ClusterRole"].values()
     assert cluster_role["rules"] == [
         {
@@ -248,6 +255,7 @@ def test_the_hub_config_runs_with_every_feature_on(tmp_path, monkeypatch):
     assert gate[gate.index("--listen") + 1] == "0.0.0.0:10104"
     assert gate[gate.index("--upstream") + 1] == "https://registry.example.org:5000"
     assert gate[gate.index("--upstream-auth") + 1] == c.ImageBuilder.registry_auth_file
+    assert service_config(services["jobs"])["JobService"]["argo_executor_service_account"] == "studio-argo-executor"
     images = service_config(services["images"])
     assert images["KanikoBackend"]["registry_gate"] == "studio-hub:10104"
     assert "studio-hub:10104" in images["ImageBuilder"]["registry_aliases"]

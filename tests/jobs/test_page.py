@@ -230,6 +230,7 @@ def test_a_pipeline_runs_from_the_page_drawn_as_its_dag(jobs, page, tmp_path):
     page.wait_for_function("document.getElementById('r-d-status').textContent === 'succeeded'", timeout=60000)
     page.wait_for_selector("#dag g.task.succeeded[data-task=report]")
     page.wait_for_selector("#dag g.task.skipped[data-task=alert]")
+    assert page.inner_text("#r-d-backend") == "The jobs service runs it: each task is one of your jobs"
     # laid out left to right: prepare before count and sum, report after them
     xs = page.evaluate(
         "Object.fromEntries([...document.querySelectorAll('#dag g.task')].map("

@@ -37,3 +37,14 @@ def crds(bench):
     if bench.crds_missing:
         pytest.skip(bench.crds_missing)
     return bench.crd_report
+
+
+@pytest.fixture(scope="module")
+def ns(bench, request):
+    """The namespace named by the module's ``NS``, made on the session's bench for the module's
+    custom resources (skipped where the bench has no CRDs)."""
+    if bench.crds_missing:
+        pytest.skip(bench.crds_missing)
+    name = request.module.NS
+    bench.api("POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    return name

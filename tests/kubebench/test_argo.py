@@ -72,14 +72,6 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def ns(bench):
-    if bench.crds_missing:
-        pytest.skip(bench.crds_missing)
-    bench.api("POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    return NS
-
-
 def hera_python():
     try:
         return sdk_python(f"hera-workflows-{HERA_VERSION}", [f"hera-workflows=={HERA_VERSION}"])

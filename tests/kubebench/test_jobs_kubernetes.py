@@ -123,6 +123,7 @@ c.KubernetesJobBackend.image_pull_grace_seconds = 2
 c.KubernetesJobBackend.pending_events_seconds = 2
 c.KubernetesJobBackend.discovery_seconds = 1
 c.JobService.katib_db_manager = {bench.katib_db_manager or ""!r}
+c.JobService.argo_executor_service_account = "argo-executor"
 """
     settings = {
         "images_service": False,
@@ -368,6 +369,7 @@ def test_a_pipeline_of_single_pod_tasks_is_one_argo_workflow(k8s, bench):
         ) from None
     tasks = {t["name"]: t for t in done["tasks"]}
     assert done["status"] == "succeeded" and done["message"] == "3 tasks succeeded, 2 skipped", done
+    assert done["workflow"] == f"wf-{run['id']}"  # what the page and `pipelines show` name
     assert tasks["flaky"]["attempts"] == 2 and tasks["prepare"]["attempts"] == 1
     assert (
         tasks["deploy"]["status"] == "skipped"
@@ -381,6 +383,9 @@ def test_a_pipeline_of_single_pod_tasks_is_one_argo_workflow(k8s, bench):
     templates = {t["name"]: t for t in workflow["spec"]["templates"]}
     assert templates["flaky"]["retryStrategy"]["limit"] == "1"
     assert templates["prepare"]["automountServiceAccountToken"] is False
+    # the one token in a task's pod is Argo's executor's (init and wait containers), as the chart grants it
+    assert workflow["spec"]["executor"] == {"serviceAccountName": "argo-executor"}
+    assert workflow["spec"]["automountServiceAccountToken"] is False
     assert "fsGroup" in templates["prepare"]["securityContext"]  # the pod's, as its Job's
     assert templates["prepare"]["container"]["securityContext"]["allowPrivilegeEscalation"] is False
     assert any(m.get("subPath") for m in templates["prepare"]["container"]["volumeMounts"])
@@ -432,6 +437,69 @@ def test_a_pipeline_of_single_pod_tasks_is_one_argo_workflow(k8s, bench):
     while bench.api("GET", "/api/v1/namespaces/default/pods", params={"labelSelector": selector}).json()["items"]:
         assert time.monotonic() < deadline
         time.sleep(0.3)
+
+
+def test_a_schedule_on_argo_is_a_cron_workflow_whose_runs_are_recorded(k8s, bench):
+    """Where the cluster has Argo Workflows, a schedule is a CronWorkflow: Argo fires it, and each
+    Workflow it makes is recorded as a run of the schedule (its id the Workflow's name, {{run}} in
+    the paths the same), followed like any run Argo runs; a schedule Argo cannot keep (catchup)
+    stays the service's; unscheduling removes the CronWorkflow and keeps the runs."""
+    from kubestudio.jobs.pipelines.client import PipelinesClient
+
+    pipelines = PipelinesClient(url=k8s.url, token=k8s.token("wren"))
+    spec = {
+        "name": "nightly",
+        "schedule": {"cron": "* * * * *", "timezone": "Europe/Paris"},
+        "tasks": {
+            "prepare": {
+                "job": {"command": ["sh", "-c", "echo prepared > {{outputs.data}}"]},
+                "outputs": {"data": "nightly/{{run}}.txt"},
+            },
+            "train": {"depends": ["prepare"], "job": {"command": ["cat", "{{tasks.prepare.outputs.data}}"]}},
+        },
+    }
+    k8s.write("wren", "nightly/.keep", "")
+    schedule = pipelines.schedule(spec)
+    assert schedule["backend"] == "argo" and "CronWorkflow ks-" in schedule["message"], schedule
+    cron_path = f"{ARGO_API}/namespaces/default/cronworkflows/ks-{schedule['id']}"
+    cron = bench.api("GET", cron_path).json()
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid" and cron["spec"]["timezone"] == "Europe/Paris"
+    assert cron["spec"]["workflowMetadata"]["labels"]["kubestudio.io/pipeline-schedule"] == schedule["id"]
+    # Argo fires the minute after its lastScheduledTime: one 90 s ago makes a run due now
+    past = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 90))
+    bench.api(
+        "PATCH",
+        cron_path,
+        data=json.dumps({"status": {"lastScheduledTime": past}}),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    deadline = time.monotonic() + 60
+    while not (runs := [r for r in pipelines.runs() if r["pipeline"] == "nightly"]):
+        assert time.monotonic() < deadline, bench.log_tail("operators")
+        time.sleep(0.3)
+    [run] = runs
+    assert run["id"].startswith(f"ks-{schedule['id']}-") and run["schedule"] == schedule["id"], run
+    done = pipelines.wait(run, timeout=120)
+    assert done["status"] == "succeeded" and done["backend"] == "argo" and done["workflow"] == run["id"], done
+    assert done["scheduled_for"] is not None
+    assert "prepared" in pipelines.logs(done, "train")
+    assert os.path.exists(os.path.join(k8s.workspace("wren"), "nightly", f"{run['id']}.txt"))
+    listed = {s["pipeline"]: s for s in pipelines.schedules()}
+    assert listed["nightly"]["last_fire"] is not None and run["id"] in listed["nightly"]["message"]
+    # a schedule Argo cannot keep is the service's: its CronWorkflow goes
+    spec["schedule"]["catchup"] = True
+    spec["schedule"]["start"] = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 86400))
+    replaced = pipelines.schedule(spec)
+    assert replaced["id"] == schedule["id"] and replaced["backend"] == "kubestudio"
+    assert bench.api("GET", cron_path).status_code == 404
+    pipelines.unschedule("nightly")
+    # and back on Argo, then unscheduled: the CronWorkflow goes, the runs stay
+    del spec["schedule"]["catchup"], spec["schedule"]["start"]
+    assert pipelines.schedule(spec)["backend"] == "argo"
+    assert bench.api("GET", cron_path).status_code == 200
+    pipelines.unschedule("nightly")
+    assert bench.api("GET", cron_path).status_code == 404
+    assert pipelines.get(run["id"])["status"] == "succeeded"
 
 
 @pytest.mark.parametrize(

@@ -67,14 +67,6 @@ client.delete_experiment("sdk-exp")
 """
 
 
-@pytest.fixture(scope="module")
-def ns(bench):
-    if bench.crds_missing:
-        pytest.skip(bench.crds_missing)
-    bench.api("POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    return NS
-
-
 def katib_python():
     """Katib's SDK in a venv of its own (it must not meet the product's dependencies)."""
     try:

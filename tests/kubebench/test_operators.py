@@ -18,14 +18,6 @@ NS = "operators"
 SDK_VERSION = "1.9.4"
 
 
-@pytest.fixture(scope="module")
-def ns(bench):
-    if bench.crds_missing:
-        pytest.skip(bench.crds_missing)
-    bench.api("POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    return NS
-
-
 def container(command, name="pytorch", port=None):
     c = {"name": name, "image": "kubestudio/train:1", "command": command}
     if port:

@@ -87,6 +87,8 @@ configure(
 # stays when a new hub pod takes over (the pod's own address would not)
 c.JobService.trial_report_url = f"http://{hub}:{services['jobs']['port']}/services/jobs/"  # noqa: F821
 c.JobService.katib_db_manager = values["operators"].get("katibDbManager", "katib-db-manager.kubeflow:6789")
+if values["operators"].get("argo"):  # the chart made it (templates/argo-executor.yaml)
+    c.JobService.argo_executor_service_account = values["argoExecutor"]
 if values["db"]["type"] == "url":
     c.JupyterHub.db_url = os.environ["KUBESTUDIO_DB_URL"]
 

@@ -31,6 +31,7 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Object names */}}
 {{- define "kubestudio.hub" -}}{{ include "kubestudio.fullname" . }}-hub{{- end -}}
+{{- define "kubestudio.argoExecutor" -}}{{ include "kubestudio.fullname" . }}-argo-executor{{- end -}}
 {{- define "kubestudio.proxyPublic" -}}{{ include "kubestudio.fullname" . }}-proxy-public{{- end -}}
 {{- define "kubestudio.proxyApi" -}}{{ include "kubestudio.fullname" . }}-proxy-api{{- end -}}
 {{- define "kubestudio.proxy" -}}{{ include "kubestudio.fullname" . }}-proxy{{- end -}}

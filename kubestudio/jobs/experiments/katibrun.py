@@ -37,7 +37,7 @@ class KatibRunner:
     def __init__(self, manager, db_manager_address):
         self.manager = manager
         self.db = DBManager(db_manager_address)
-        self._served = None  # (when, whether) Katib's Experiment was found by discovery
+        self._granted = kube.GrantedKind("Experiment", KATIB, "experiments")  # the chart's operators grant it
 
     @property
     def backend(self):
@@ -51,14 +51,7 @@ class KatibRunner:
         """Whether the jobs backend is a cluster that serves Katib's Experiment (looked up once a minute)."""
         if not hasattr(self.backend, "custom"):
             return False
-        loop = asyncio.get_running_loop()
-        if self._served is None or loop.time() - self._served[0] > 60:
-            kinds = {"Experiment": (KATIB, "experiments")}
-            found = await kube.served(self.backend._api_client, kinds)
-            if found:  # served, but not granted to our account (the chart's operators.katib): as missing
-                found -= await kube.forbidden(self.backend._api_client, self.backend.namespace, kinds)
-            self._served = (loop.time(), "Experiment" in found)
-        return self._served[1]
+        return await self._granted(self.backend._api_client, self.backend.namespace)
 
     async def choose(self, spec, run):
         """``katib`` or ``kubestudio`` for ``spec`` (``run``: its first trial as the jobs manager

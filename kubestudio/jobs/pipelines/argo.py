@@ -23,6 +23,9 @@ ARGO = "argoproj.io/v1alpha1"
 GROUP, VERSION = ARGO.split("/")
 PLURAL = "workflows"
 RUN_LABEL = "kubestudio.io/pipeline-run"
+SCHEDULE_LABEL = "kubestudio.io/pipeline-schedule"  # on the Workflows a schedule's CronWorkflow makes
+CRON_PLURAL = "cronworkflows"
+SCHEDULED_TIME = "workflows.argoproj.io/scheduled-time"  # Argo's annotation: the time a cron run is for
 PIPELINE_LABEL = "kubestudio.io/pipeline"
 COMPONENT = "pipeline"
 MAX_BYTES = 512 * 1024
@@ -33,8 +36,9 @@ class ArgoRefused(Exception):
     """Why a pipeline cannot run as an Argo Workflow; its message names the field."""
 
 
-def workflow_name(spec, run_id):
-    return f"{spec.name}-{run_id}"
+def workflow_name(pipeline, run_id):
+    """The name of the Workflow of run ``run_id`` of ``pipeline``."""
+    return f"{pipeline}-{run_id}"
 
 
 def fnv32a(text):
@@ -130,9 +134,10 @@ def task_template(name, task, job_object):
     return template
 
 
-def workflow(spec, run_id, namespace, owner_slug, jobs, whens):
+def workflow(spec, run_id, namespace, owner_slug, jobs, whens, executor_account=""):
     """The Workflow of run ``run_id``: ``jobs`` maps each task to its job's batch Job (filled in
-    for this run), ``whens`` each task with a ``when`` to its filled-in text."""
+    for this run), ``whens`` each task with a ``when`` to its filled-in text; ``executor_account``:
+    the service account of Argo's executor, the only container of a task's pod given a token."""
     labels = kube.owned_labels(
         COMPONENT, **{RUN_LABEL: run_id, PIPELINE_LABEL: spec.name, "kubestudio.io/user": owner_slug}
     )
@@ -151,11 +156,14 @@ def workflow(spec, run_id, namespace, owner_slug, jobs, whens):
     body = {
         "apiVersion": ARGO,
         "kind": "Workflow",
-        "metadata": {"name": workflow_name(spec, run_id), "namespace": namespace, "labels": labels},
+        "metadata": {"name": workflow_name(spec.name, run_id), "namespace": namespace, "labels": labels},
         "spec": {"entrypoint": "dag", "templates": templates, "podMetadata": {"labels": {RUN_LABEL: run_id}}},
     }
     if spec.parallelism:
         body["spec"]["parallelism"] = spec.parallelism
+    if executor_account:
+        body["spec"]["executor"] = {"serviceAccountName": executor_account}
+        body["spec"]["automountServiceAccountToken"] = False
     size = len(json.dumps(body))
     if size > MAX_BYTES:
         raise ArgoRefused(
@@ -165,13 +173,30 @@ def workflow(spec, run_id, namespace, owner_slug, jobs, whens):
     return body
 
 
-def cron_workflow(spec, body):
-    """A CronWorkflow running ``body``'s spec on the pipeline's schedule (for ``export --argo``)."""
+def for_any_run(body, placeholder):
+    """A run's Workflow ``body`` (built with the run id ``placeholder``) made fit for any number of
+    runs: ``{{workflow.name}}`` where the id was, and no name or label that holds one."""
+    body = json.loads(json.dumps(body).replace(placeholder, "{{workflow.name}}"))
+    meta = body["metadata"]
+    meta.pop("name", None)
+    meta["labels"].pop(RUN_LABEL, None)
+    body["spec"].pop("podMetadata", None)
+    for template in body["spec"]["templates"]:  # a job's labels hold its (placeholder) id
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        for key in [k for k, v in labels.items() if "{{" in v or v.startswith("000000")]:
+            labels.pop(key)
+    return body
+
+
+def cron_workflow(spec, body, name=None, workflow_labels=None):
+    """A CronWorkflow running ``body``'s spec (:func:`for_any_run`) on the pipeline's schedule:
+    named ``name`` (the pipeline's by default, as ``export --argo`` writes it), its Workflows
+    labelled ``workflow_labels``."""
     schedule = spec.schedule
     cron = {
         "apiVersion": ARGO,
         "kind": "CronWorkflow",
-        "metadata": {"name": spec.name, "labels": body["metadata"]["labels"]},
+        "metadata": {"name": name or spec.name, "labels": body["metadata"]["labels"]},
         "spec": {
             "schedules": [schedule.cron],
             "timezone": schedule.timezone,
@@ -179,9 +204,27 @@ def cron_workflow(spec, body):
             "workflowSpec": body["spec"],
         },
     }
+    if workflow_labels:
+        cron["spec"]["workflowMetadata"] = {"labels": workflow_labels}
     if "namespace" in body["metadata"]:
         cron["metadata"]["namespace"] = body["metadata"]["namespace"]
     return cron
+
+
+def check_schedule_fits(spec):
+    """Raise ArgoRefused unless Argo's CronWorkflow fires the schedule as the service would: no
+    catchup or depends_on_past (Argo has neither), one run at a time (its Forbid), and no task
+    reading ``{{scheduled}}`` (Argo's own scheduled time is written another way)."""
+    schedule = spec.schedule
+    if schedule.catchup:
+        raise ArgoRefused("schedule.catchup: a CronWorkflow does not backfill missed times")
+    if schedule.depends_on_past:
+        raise ArgoRefused("schedule.depends_on_past: a CronWorkflow does not wait on the run before")
+    if schedule.max_active_runs != 1:
+        raise ArgoRefused("schedule.max_active_runs: a CronWorkflow runs one at a time (Forbid) or without a limit")
+    for name, task in spec.tasks.items():
+        if "{{scheduled}}" in json.dumps([task.job, task.when, task.outputs]).replace(" ", ""):
+            raise ArgoRefused(f"tasks.{name}: {{{{scheduled}}}} is the service's, not Argo's")
 
 
 # ---------------------------------------------------------------------- reading a Workflow

@@ -8,17 +8,30 @@ the Workflow's nodes, its log from its pod, the run's end from the Workflow's ph
 the service's Workflows are watched by one reflector, each change waking the run it belongs to.
 """
 
-import asyncio
-
 from ... import kube
 from ..spec import SpecError
-from .argo import ARGO, COMPONENT, GROUP, PLURAL, RUN_LABEL, VERSION, ArgoRefused, check_fits, workflow, workflow_name
+from .argo import (
+    ARGO,
+    COMPONENT,
+    CRON_PLURAL,
+    GROUP,
+    PLURAL,
+    SCHEDULE_LABEL,
+    VERSION,
+    ArgoRefused,
+    check_fits,
+    check_schedule_fits,
+    cron_workflow,
+    for_any_run,
+    workflow,
+)
 
 
 class ArgoRunner:
     def __init__(self, manager):
         self.manager = manager
-        self._served = None  # (when, whether) Argo's Workflow was found by discovery
+        self._granted = kube.GrantedKind("Workflow", ARGO, PLURAL)  # the chart's operators grant it
+        self._cron_granted = kube.GrantedKind("CronWorkflow", ARGO, CRON_PLURAL)
         self.workflows = None  # the reflector of our Workflows, started with the first Argo run
 
     @property
@@ -33,18 +46,12 @@ class ArgoRunner:
         """Whether the jobs backend is a cluster serving Argo's Workflow to us (looked up once a minute)."""
         if not hasattr(self.backend, "custom"):
             return False
-        loop = asyncio.get_running_loop()
-        if self._served is None or loop.time() - self._served[0] > 60:
-            kinds = {"Workflow": (ARGO, PLURAL)}
-            found = await kube.served(self.backend._api_client, kinds)
-            if found:  # served, but not granted to our account (the chart's operators.argo): as missing
-                found -= await kube.forbidden(self.backend._api_client, self.backend.namespace, kinds)
-            self._served = (loop.time(), "Workflow" in found)
-        return self._served[1]
+        return await self._granted(self.backend._api_client, self.backend.namespace)
 
-    async def plan(self, spec, caller, run_id, params, scheduled, rerun):
-        """The Workflow to make for this run, or None where the service runs the DAG itself;
-        SpecError when the spec asks for Argo and cannot have it."""
+    async def plan(self, spec, caller, run_id, params, scheduled, checked, rerun):
+        """The Workflow to make for this run, or None where the service runs the DAG itself
+        (``checked``: {task: its job as the manager checked it}); SpecError when the spec asks for
+        Argo and cannot have it."""
         if spec.backend == "kubestudio":
             return None
         served = await self.served()
@@ -59,15 +66,78 @@ class ArgoRunner:
         try:
             if rerun:
                 raise ArgoRefused("rerun: a rerun keeps earlier results, which the service runs around")
-            return await self.build(spec, caller, run_id, params, scheduled)
+            return self.build(spec, caller, run_id, params, scheduled, checked)
         except ArgoRefused as e:
             if spec.backend == "argo":
                 raise SpecError(f"{e} (backend: argo); use auto or kubestudio") from None
             self.log.info("pipeline %s run %s: the service runs it (%s)", spec.name, run_id, e)
             return None
 
-    async def build(self, spec, caller, run_id, params, scheduled):
-        """The Workflow of a run (ArgoRefused naming what cannot be one)."""
+    async def plan_schedule(self, spec, caller, params, schedule_id, checked):
+        """The CronWorkflow that fires schedule ``schedule_id``, or None where the service fires it
+        (``checked`` as for :meth:`plan`); SpecError when the spec asks for Argo and cannot have it.
+        Its Workflows are named ``ks-<schedule id>-<time>``, which is each run's id, and labelled
+        with the schedule, so that the one watch finds each and the service records it."""
+        if spec.backend == "kubestudio" or not await self.served():
+            return await self.plan(spec, caller, "0" * 12, params, None, checked, rerun=False)  # says why
+        try:
+            if not await self._cron_granted(self.backend._api_client, self.backend.namespace):
+                raise ArgoRefused("schedule: Argo's CronWorkflow is not served or not granted to the hub")
+            check_schedule_fits(spec)
+            placeholder = "0" * 12
+            body = for_any_run(self.build(spec, caller, placeholder, params, None, checked), placeholder)
+        except ArgoRefused as e:
+            if spec.backend == "argo":
+                raise SpecError(f"{e} (backend: argo); use auto or kubestudio", 409) from None
+            self.log.info("pipeline %s schedule %s: the service fires it (%s)", spec.name, schedule_id, e)
+            return None
+        labels = {**body["metadata"]["labels"], SCHEDULE_LABEL: schedule_id}
+        body["metadata"]["namespace"] = self.backend.namespace
+        return cron_workflow(spec, body, name=cron_name(schedule_id), workflow_labels=labels)
+
+    async def put_cron(self, body):
+        """Make (or replace) a schedule's CronWorkflow."""
+        from kubernetes_asyncio.client.rest import ApiException
+
+        backend, name = self.backend, body["metadata"]["name"]
+        await self.follow()
+        try:
+            await kube.retrying(
+                lambda: backend.custom.create_namespaced_custom_object(
+                    GROUP, VERSION, backend.namespace, CRON_PLURAL, body
+                )
+            )
+            return
+        except ApiException as e:
+            if e.status != 409:
+                raise SpecError(f"Argo's CronWorkflow was refused: {e.status} {kube.api_message(e)}", 409) from None
+        current = await backend.custom.get_namespaced_custom_object(
+            GROUP, VERSION, backend.namespace, CRON_PLURAL, name
+        )
+        body = {**body, "metadata": {**body["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]}}
+        await backend.custom.replace_namespaced_custom_object(
+            GROUP, VERSION, backend.namespace, CRON_PLURAL, name, body
+        )
+
+    async def delete_cron(self, schedule_id):
+        """Remove a schedule's CronWorkflow; the Workflows it made (runs) stay."""
+        from kubernetes_asyncio.client.rest import ApiException
+
+        try:
+            await self.backend.custom.delete_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                self.backend.namespace,
+                CRON_PLURAL,
+                cron_name(schedule_id),
+                propagation_policy="Orphan",
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def build(self, spec, caller, run_id, params, scheduled, checked):
+        """The Workflow of a run whose jobs were checked (ArgoRefused naming what cannot be one)."""
         from ...spawner.storage import user_slug
         from .spec import evaluate_when, fill
 
@@ -79,15 +149,14 @@ class ArgoRunner:
             if task.kind != "job":
                 raise ArgoRefused(f"tasks.{name}.{task.kind}: an Argo Workflow runs jobs only")
             context = manager._context(spec, run_id, params, name, outputs, scheduled)
-            body = manager._job(spec, task, run_id, 0, context)
-            run = await manager.jobs.check(caller, body)
-            kinds[name], jobs[name] = backend.object_of(run)
+            kinds[name], jobs[name] = backend.object_of(checked[name])
             if task.when:
                 filled = fill(task.when, context, f"tasks.{name}.when")
                 evaluate_when(task.when, context, f"tasks.{name}.when")  # ours reads it: Argo's will
                 whens[name] = filled
         check_fits(spec, kinds)
-        body = workflow(spec, run_id, backend.namespace, user_slug(caller["name"]), jobs, whens)
+        executor = manager.config.argo_executor_service_account
+        body = workflow(spec, run_id, backend.namespace, user_slug(caller["name"]), jobs, whens, executor)
         limit = manager.jobs.config.max_running_jobs_per_user  # Argo runs them: our per-user limit holds
         body["spec"]["parallelism"] = min(body["spec"].get("parallelism") or limit, limit)
         return body
@@ -112,10 +181,12 @@ class ArgoRunner:
         manager = self.manager
 
         def changed(name, obj):
-            run_id = ((obj or {}).get("metadata", {}).get("labels") or {}).get(RUN_LABEL)
-            for candidate, event in list(manager.wake.items()):
-                if candidate == run_id or (obj is None and name.endswith(candidate)):
+            for candidate, event in list(manager.wake.items()):  # a run's Workflow: <pipeline>-<id>, or <id>
+                if name == candidate or name.endswith("-" + candidate):
                     event.set()
+            labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
+            if SCHEDULE_LABEL in labels and name not in manager.wake:  # a run a schedule's CronWorkflow made
+                manager.adopt(obj)
 
         self.workflows = kube.Reflector.custom(
             self.backend.custom,
@@ -133,10 +204,11 @@ class ArgoRunner:
             await self.workflows.stop()
             self.workflows = None
 
-    def get(self, spec, run_id):
-        return self.workflows.get(workflow_name(spec, run_id)) if self.workflows is not None else None
+    def get(self, name):
+        """The Workflow ``name`` as the watch last saw it (None: not there, or not watched yet)."""
+        return self.workflows.get(name) if self.workflows is not None else None
 
-    async def cancel(self, spec, run_id):
+    async def cancel(self, name):
         from kubernetes_asyncio.client.rest import ApiException
 
         try:
@@ -145,7 +217,7 @@ class ArgoRunner:
                 VERSION,
                 self.backend.namespace,
                 PLURAL,
-                workflow_name(spec, run_id),
+                name,
                 {"spec": {"shutdown": "Terminate"}},
                 _content_type="application/merge-patch+json",
             )
@@ -153,12 +225,12 @@ class ArgoRunner:
             if e.status != 404:
                 raise
 
-    async def delete(self, spec, run_id):
+    async def delete(self, name):
         from kubernetes_asyncio.client.rest import ApiException
 
         try:
             await self.backend.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, self.backend.namespace, PLURAL, workflow_name(spec, run_id)
+                GROUP, VERSION, self.backend.namespace, PLURAL, name
             )
         except ApiException as e:
             if e.status != 404:
@@ -171,3 +243,9 @@ class ArgoRunner:
             return await self.backend.log_core.read_namespaced_pod_log(pod, self.backend.namespace, container="main")
         except ApiException as e:
             return f"(no log of pod {pod}: {e.status} {kube.api_message(e)})\n"
+
+
+def cron_name(schedule_id):
+    """The CronWorkflow of a schedule: short, since Argo names each Workflow it makes
+    ``<CronWorkflow>-<unix time>`` and that name is the run's id."""
+    return f"ks-{schedule_id}"

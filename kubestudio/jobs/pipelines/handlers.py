@@ -142,4 +142,4 @@ class ScheduleHandler(PipelinesBaseHandler):
     async def delete(self, ref):
         """Stop a schedule (by id or pipeline name); the runs it started stay."""
         self.require_access()
-        self.write_json({**self.manager.unschedule(self.checked_schedule(ref)), "deleted": True})
+        self.write_json({**await self.manager.unschedule(self.checked_schedule(ref)), "deleted": True})

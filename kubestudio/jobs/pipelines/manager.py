@@ -37,7 +37,7 @@ from ..models import (
     utcnow,
 )
 from ..spec import SpecError
-from .argo import run_phase, task_states
+from .argo import run_phase, task_states, workflow_name
 from .argorun import ArgoRunner
 from .spec import MAX_CATCHUP, TEMPLATE_RE, evaluate_depends, evaluate_when, fill, parse_pipeline
 
@@ -75,8 +75,10 @@ class PipelineManager:
             running = [
                 (r.id, r.backend) for r in db.query(PipelineRun).filter(PipelineRun.status == PIPELINE_RUNNING).all()
             ]
-        if any(backend == "argo" for _, backend in running):
-            await self.argo.follow()  # their Workflows went on while the service was away
+        with self.store.session() as db:
+            argo_schedules = db.query(PipelineSchedule.id).filter(PipelineSchedule.backend == "argo").count()
+        if argo_schedules or any(backend == "argo" for _, backend in running):
+            await self.argo.follow()  # their Workflows went on (or were made) while the service was away
         for run_id, _ in running:
             self._open(run_id)
         self.scheduler = asyncio.ensure_future(self._schedule_loop())
@@ -115,12 +117,13 @@ class PipelineManager:
         spec = parse_pipeline(body.get("spec"))
         return spec, spec.resolve_params(body.get("params"))
 
-    async def _check_tasks(self, caller, spec, params, keep=()):
+    async def _check_tasks(self, caller, spec, params, keep=(), run_id="0" * 12, scheduled=None):
         """Every task's job, experiment or serving as it would be sent (its project, quota, script,
-        image), before anything runs."""
-        placeholder = "0" * 12
-        base = {"run": placeholder, "scheduled": "", **{f"params.{k}": v for k, v in params.items()}}
+        image), before anything runs; {task: its job as checked} for the job tasks, which an Argo
+        Workflow is made of (results not known before the run read as "0")."""
+        base = {"run": run_id, "scheduled": "", **{f"params.{k}": v for k, v in params.items()}}
         outputs = {t: fill(spec.tasks[t].outputs, base, t) for t in spec.tasks}
+        checked = {}
         for name, task in spec.tasks.items():
             for key in TEMPLATE_RE.findall(json.dumps([task.job, task.when])):
                 if key.endswith(".value") and key.startswith("tasks.") and not self.jobs.backend.reads_workspaces:
@@ -145,20 +148,21 @@ class PipelineManager:
                     "set cache: off",
                     409,
                 )
-            context = self._context(spec, placeholder, params, name, outputs, None)
+            context = self._context(spec, run_id, params, name, outputs, scheduled)
             for key in TEMPLATE_RE.findall(json.dumps(task.job)):  # results not known before the run
                 if key.startswith("tasks.") and (key.endswith(".value") or ".best." in key):
                     context[key] = "0"
             try:
-                body = self._job(spec, task, placeholder, 0, context)
+                body = self._job(spec, task, run_id, 0, context)
                 if task.kind == "job":
-                    await self.jobs.check(caller, body)
+                    checked[name] = await self.jobs.check(caller, body)
                 elif task.kind == "experiment":
                     await self.experiments.check(caller, body)
                 elif "{{" not in json.dumps(task.job.get("model", "")):  # a model a task makes is not there yet
                     await self.servings.check(caller, body)
             except SpecError as e:
                 raise SpecError(f"tasks.{name}.{task.kind}: {e}", e.status) from None
+        return checked
 
     async def create(self, identity, body, rerun_of=None, keep=None, schedule_id="", scheduled_for=None):
         """Start a run of ``body["spec"]`` (a mapping, or YAML text) with ``body["params"]``.
@@ -180,9 +184,9 @@ class PipelineManager:
                 409,
             )
         keep = keep or {}
-        await self._check_tasks(caller, spec, params, keep)
         run_id = uuid.uuid4().hex[:12]
-        workflow = await self.argo.plan(spec, caller, run_id, params, scheduled_for, rerun=bool(keep))
+        checked = await self._check_tasks(caller, spec, params, keep, run_id, scheduled_for)
+        workflow = await self.argo.plan(spec, caller, run_id, params, scheduled_for, checked, rerun=bool(keep))
         with self.store.session() as db:
             db.add(
                 PipelineRun(
@@ -198,6 +202,7 @@ class PipelineManager:
                     schedule_id=schedule_id,
                     scheduled_for=scheduled_for,
                     backend="argo" if workflow else "kubestudio",
+                    workflow=workflow["metadata"]["name"] if workflow else "",
                 )
             )
             for name in spec.order():
@@ -239,7 +244,7 @@ class PipelineManager:
         """The Argo Workflow (and, for a pipeline with a schedule, the CronWorkflow) that runs
         ``body["spec"]`` with ``body["params"]`` as this hub's jobs would run: for ``argo submit``.
         Its paths hold ``{{workflow.name}}`` where a run's id would be."""
-        from .argo import RUN_LABEL, ArgoRefused, cron_workflow
+        from .argo import ArgoRefused, cron_workflow, for_any_run
 
         spec, params = self._request(body)
         caller = {"name": identity["name"], "groups": list(identity.get("groups") or [])}
@@ -249,23 +254,14 @@ class PipelineManager:
                 "this hub runs its jobs on this machine",
                 409,
             )
-        await self._check_tasks(caller, spec, params)
         placeholder = "0" * 12
+        checked = await self._check_tasks(caller, spec, params, run_id=placeholder)
         try:
-            workflow = await self.argo.build(spec, caller, placeholder, params, None)
+            workflow = self.argo.build(spec, caller, placeholder, params, None, checked)
         except ArgoRefused as e:
             raise SpecError(str(e), 409) from None
-        text = json.dumps(workflow).replace(placeholder, "{{workflow.name}}")
-        workflow = json.loads(text)
-        meta = workflow["metadata"]
-        meta.pop("name")
-        meta["generateName"] = f"{spec.name}-"
-        meta["labels"].pop(RUN_LABEL, None)
-        workflow["spec"].pop("podMetadata", None)
-        for template in workflow["spec"]["templates"]:  # a job's labels hold its (placeholder) id
-            labels = (template.get("metadata") or {}).get("labels") or {}
-            for key in [k for k, v in labels.items() if "{{" in v or v.startswith("000000")]:
-                labels.pop(key)
+        workflow = for_any_run(workflow, placeholder)
+        workflow["metadata"]["generateName"] = f"{spec.name}-"
         out = {"workflow": workflow}
         if spec.schedule is not None:
             out["cron_workflow"] = cron_workflow(spec, workflow)
@@ -316,9 +312,9 @@ class PipelineManager:
         with self.store.session() as db:
             rows = [(t.name, t.status, t.job_id) for t in db.query(PipelineTask).filter(PipelineTask.run_id == run_id)]
             record = db.get(PipelineRun, run_id)
-            spec, backend = parse_pipeline(record.spec), record.backend
+            spec, backend, workflow = parse_pipeline(record.spec), record.backend, _workflow_of(record)
         if backend == "argo":
-            await self.argo.cancel(spec, run_id)  # Argo stops its pods
+            await self.argo.cancel(workflow)  # Argo stops its pods
             rows = [(name, status, "") for name, status, _ in rows]
         for name, status, job_id in rows:
             kind = spec.tasks[name].kind if name in spec.tasks else "job"
@@ -334,12 +330,9 @@ class PipelineManager:
     async def forget(self, run_id):
         with self.store.session() as db:
             record = db.get(PipelineRun, run_id)
-            if record is not None and record.backend == "argo":
-                spec = parse_pipeline(record.spec)
-            else:
-                spec = None
-        if spec is not None:
-            await self.argo.delete(spec, run_id)  # its pods go with it
+            workflow = _workflow_of(record) if record is not None and record.backend == "argo" else None
+        if workflow is not None:
+            await self.argo.delete(workflow)  # its pods go with it
         self._delete_records(run_id)
 
     def _delete_records(self, run_id):
@@ -381,6 +374,8 @@ class PipelineManager:
             order = {name: i for i, name in enumerate(run.spec.get("tasks") or {})}
             tasks.sort(key=lambda t: order.get(t.name, 0))
             data = run.to_json(tasks)
+            if data["backend"] == "argo":  # for kubectl and argo's own tools
+                data["workflow"] = _workflow_of(run)
             if internal:
                 data["caller"] = run.caller
                 data["_scheduled"] = aware(run.scheduled_for or run.created)
@@ -411,10 +406,10 @@ class PipelineManager:
                 return None
             job_id = task.job_id
             record = db.get(PipelineRun, run_id)
-            spec, backend = parse_pipeline(record.spec), record.backend
+            spec, backend, argo_workflow = parse_pipeline(record.spec), record.backend, _workflow_of(record)
             kind = (spec.tasks.get(name) or _JOB).kind
         if backend == "argo":
-            workflow = self.argo.get(spec, run_id)
+            workflow = self.argo.get(argo_workflow)
             state = task_states(workflow).get(name) if workflow else None
             return await self.argo.pod_log(state[3]) if state and state[3] else ""
         if not job_id:
@@ -614,7 +609,7 @@ class PipelineManager:
 
     def _step_argo(self, run_id, run, spec):
         """A run Argo runs: its tasks and end as its Workflow's nodes and phase say."""
-        workflow = self.argo.get(spec, run_id)
+        workflow = self.argo.get(run["workflow"])
         if workflow is None:
             started = _parse_time(run["created"])
             if (utcnow() - started).total_seconds() > 60:  # the watch has listed it since, or never will
@@ -744,10 +739,10 @@ class PipelineManager:
 
         for earlier_run, reused_from, job_id, outputs in candidates:
             try:
-                there = await self.jobs.backend.workspace_digests(run["owner"], sorted(set(outputs.values())))
+                there = await self.jobs.backend.workspace_has(run["owner"], sorted(set(outputs.values())))
             except (fdpath.NotHashable, OSError):
                 continue
-            if any(digest is None for digest in there.values()):
+            if not all(there.values()):
                 continue  # an output was removed since: run it again
             origin = reused_from or earlier_run
             with self.store.session() as db:
@@ -845,7 +840,7 @@ class PipelineManager:
             raise SpecError("schedule: the pipeline has none; give {cron: '0 2 * * *', ...} to run it on a schedule")
         owner = identity["name"]
         caller = {"name": owner, "groups": list(identity.get("groups") or [])}
-        await self._check_tasks(caller, spec, params)
+        checked = await self._check_tasks(caller, spec, params)
         now = utcnow()
         after = spec.schedule.start if spec.schedule.catchup and spec.schedule.start else now
         first = spec.schedule.next_after(after - _TICK)  # a start on a fire time fires then
@@ -855,13 +850,29 @@ class PipelineManager:
                 .filter(PipelineSchedule.owner == owner, PipelineSchedule.pipeline == spec.name)
                 .first()
             )
+            schedule_id, before = (record.id, record.backend) if record else (uuid.uuid4().hex[:12], "")
+        cron = await self.argo.plan_schedule(spec, caller, params, schedule_id, checked)
+        if cron is not None:
+            await self.argo.put_cron(cron)  # Argo fires it: each run is adopted when its Workflow shows
+        elif before == "argo":
+            await self.argo.delete_cron(schedule_id)  # the service fires it from now on
+        with self.store.session() as db:
+            record = db.get(PipelineSchedule, schedule_id)
             if record is None:
-                record = PipelineSchedule(id=uuid.uuid4().hex[:12], owner=owner, pipeline=spec.name)
+                record = PipelineSchedule(id=schedule_id, owner=owner, pipeline=spec.name)
                 db.add(record)
             record.spec, record.params, record.caller = spec.source, params, caller
-            record.next_fire, record.last_fire, record.message = first, None, ""
-            schedule_id = record.id
-        self.log.info("pipeline %s of %s scheduled (%s), first at %s", spec.name, owner, spec.schedule.cron, first)
+            record.next_fire, record.last_fire = first, None
+            record.backend = "argo" if cron else "kubestudio"
+            record.message = f"Argo Workflows fires it (CronWorkflow {cron['metadata']['name']})" if cron else ""
+        self.log.info(
+            "pipeline %s of %s scheduled (%s), first at %s, fired by %s",
+            spec.name,
+            owner,
+            spec.schedule.cron,
+            first,
+            "Argo Workflows" if cron else "the service",
+        )
         self.schedules_changed.set()
         return self.get_schedule(schedule_id)
 
@@ -889,12 +900,16 @@ class PipelineManager:
                 query = query.filter(PipelineSchedule.owner == owner)
             return [r.to_json() for r in query.all()]
 
-    def unschedule(self, schedule_id):
-        """Remove a schedule; its runs stay."""
+    async def unschedule(self, schedule_id):
+        """Remove a schedule (and its CronWorkflow where Argo fires it); its runs stay."""
+        with self.store.session() as db:
+            data = db.get(PipelineSchedule, schedule_id).to_json()
+        if data["backend"] == "argo":
+            await self.argo.delete_cron(schedule_id)
         with self.store.session() as db:
             record = db.get(PipelineSchedule, schedule_id)
-            data = record.to_json()
-            db.delete(record)
+            if record is not None:
+                db.delete(record)
         self.schedules_changed.set()
         return data
 
@@ -921,6 +936,52 @@ class PipelineManager:
             except asyncio.TimeoutError:
                 pass
 
+    def adopt(self, workflow):
+        """Record a run that a schedule's CronWorkflow made (seen by the watch): its id is its
+        Workflow's name, its spec and params the schedule's; the run is followed as any run Argo
+        runs. A Workflow of a schedule removed since, or already recorded, is left alone."""
+        from .argo import SCHEDULE_LABEL, SCHEDULED_TIME
+
+        meta = workflow["metadata"]
+        run_id, schedule_id = meta["name"], meta["labels"][SCHEDULE_LABEL]
+        if run_id in self.wake or len(run_id) > 32:
+            return
+        when = _parse_time((meta.get("annotations") or {}).get(SCHEDULED_TIME) or meta["creationTimestamp"])
+        when = when.astimezone(timezone.utc)  # Argo writes it in the schedule's time zone
+        with self.store.session() as db:
+            if db.get(PipelineRun, run_id) is not None:
+                return
+            record = db.get(PipelineSchedule, schedule_id)
+            if record is None or record.backend != "argo":
+                return
+            spec = parse_pipeline(record.spec)
+            db.add(
+                PipelineRun(
+                    id=run_id,
+                    owner=record.owner,
+                    pipeline=spec.name,
+                    spec=record.spec,
+                    params=record.params,
+                    status=PIPELINE_RUNNING,
+                    message=f"{len(spec.tasks)} tasks",
+                    caller=record.caller,
+                    schedule_id=schedule_id,
+                    scheduled_for=when,
+                    backend="argo",
+                    workflow=run_id,
+                )
+            )
+            for name in spec.order():
+                db.add(
+                    PipelineTask(
+                        run_id=run_id, name=name, status=TASK_PENDING, job_id="", attempts=0, outputs={}, message=""
+                    )
+                )
+            record.last_fire = when
+            record.message = f"run {run_id} for {when:%Y-%m-%d %H:%M:%S} UTC (Argo's CronWorkflow made it)"
+        self.log.info("pipeline %s: run %s made by its schedule's CronWorkflow", spec.name, run_id)
+        self._open(run_id)
+
     async def _fire_due(self):
         now = utcnow()
         with self.store.session() as db:
@@ -938,8 +999,14 @@ class PipelineManager:
             if record is None:
                 return
             spec_body, params, caller = record.spec, record.params, record.caller
-            fire = aware(record.next_fire)
+            fire, backend = aware(record.next_fire), record.backend
         schedule = parse_pipeline(spec_body).schedule
+        if backend == "argo":  # its CronWorkflow fires; the time shown moves on
+            with self.store.session() as db:
+                record = db.get(PipelineSchedule, schedule_id)
+                if record is not None:
+                    record.next_fire = schedule.next_after(max(fire, now))
+            return
         times = []
         while fire <= now and len(times) < MAX_CATCHUP:
             times.append(fire)
@@ -1018,3 +1085,8 @@ def experiment_summary(experiment, trials):
         value = "" if trial.get("value") is None else f" {trial['value']}"
         lines.append(f"  trial {trial['number']}: {trial['state']}{value} {json.dumps(trial.get('params') or {})}")
     return "\n".join(lines) + "\n"
+
+
+def _workflow_of(run):
+    """The Argo Workflow of a run Argo runs (a run from before migration 0007: by its name)."""
+    return run.workflow or workflow_name(run.pipeline, run.id)

@@ -78,6 +78,11 @@ class JobBackend(LoggingConfigurable):
         path a link leads through, or too big to hash, raises fdpath.NotHashable."""
         raise NotImplementedError
 
+    async def workspace_has(self, owner, paths):
+        """{path: whether that file or folder is in ``owner``'s workspace}, nothing read; a path
+        a link leads through raises fdpath.NotHashable."""
+        raise NotImplementedError
+
     async def workspace_text(self, owner, path, limit=4096):
         """The text of the file ``path`` in ``owner``'s workspace (None when missing); raises
         fdpath.NotHashable for a link on the way or more than ``limit`` bytes."""

@@ -316,6 +316,14 @@ class LocalJobBackend(JobBackend):
 
         return await asyncio.get_running_loop().run_in_executor(None, hash_all)
 
+    async def workspace_has(self, owner, paths):
+        from .... import fdpath
+
+        root = self.folders(owner).workspace
+        return await asyncio.get_running_loop().run_in_executor(
+            None, lambda: {path: fdpath.exists(root, path) for path in paths}
+        )
+
     async def workspace_text(self, owner, path, limit=4096):
         from .... import fdpath
 
