@@ -495,7 +495,9 @@ def test_a_schedule_on_argo_is_a_cron_workflow_whose_runs_are_recorded(k8s, benc
     pipelines.unschedule("nightly")
     # and back on Argo, then unscheduled: the CronWorkflow goes, the runs stay
     del spec["schedule"]["catchup"], spec["schedule"]["start"]
-    assert pipelines.schedule(spec)["backend"] == "argo"
+    again = pipelines.schedule(spec)
+    assert again["backend"] == "argo"
+    cron_path = f"{ARGO_API}/namespaces/default/cronworkflows/ks-{again['id']}"
     assert bench.api("GET", cron_path).status_code == 200
     pipelines.unschedule("nightly")
     assert bench.api("GET", cron_path).status_code == 404
