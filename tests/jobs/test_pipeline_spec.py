@@ -272,3 +272,25 @@ def test_a_schedule_fires_in_its_time_zone():
     # 02:00 in Paris is 01:00 UTC in winter
     assert spec.schedule.next_after(after) == datetime(2026, 12, 7, 1, 0, tzinfo=timezone.utc)
     assert spec.schedule.start.isoformat() == "2026-12-01T00:00:00+01:00"
+
+
+@pytest.mark.parametrize(
+    "schedule, task, refused",
+    [
+        ({"cron": "0 2 * * *"}, {"job": {"command": "true"}}, None),
+        ({"cron": "0 2 * * * */30"}, {"job": {"command": "true"}}, "schedule.cron: Argo's cron takes five fields"),
+        ({"cron": "0 2 * * *", "catchup": True}, {"job": {"command": "true"}}, "schedule.catchup"),
+        ({"cron": "0 2 * * *", "depends_on_past": True}, {"job": {"command": "true"}}, "schedule.depends_on_past"),
+        ({"cron": "0 2 * * *", "max_active_runs": 2}, {"job": {"command": "true"}}, "schedule.max_active_runs"),
+        ({"cron": "0 2 * * *"}, {"job": {"command": "echo {{ scheduled }}"}}, "tasks.a: {{scheduled}}"),
+    ],
+)
+def test_a_schedule_is_an_argo_cron_workflow_only_as_written(schedule, task, refused):
+    from kubestudio.jobs.pipelines.argo import ArgoRefused, check_schedule_fits
+
+    spec = parse_pipeline({"name": "p", "schedule": schedule, "tasks": {"a": task}})
+    if refused is None:
+        check_schedule_fits(spec)
+    else:
+        with pytest.raises(ArgoRefused, match=re.escape(refused)):
+            check_schedule_fits(spec)

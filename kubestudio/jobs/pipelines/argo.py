@@ -216,6 +216,8 @@ def check_schedule_fits(spec):
     catchup or depends_on_past (Argo has neither), one run at a time (its Forbid), and no task
     reading ``{{scheduled}}`` (Argo's own scheduled time is written another way)."""
     schedule = spec.schedule
+    if len(schedule.cron.split()) != 5:
+        raise ArgoRefused("schedule.cron: Argo's cron takes five fields (no seconds)")
     if schedule.catchup:
         raise ArgoRefused("schedule.catchup: a CronWorkflow does not backfill missed times")
     if schedule.depends_on_past:
