@@ -63,9 +63,9 @@ def build_and_wait(images, client, request):
     return time.perf_counter() - started, answered, build
 
 
-def direct_build(registry, folder, storage, tag, repository="direct/bench"):
+def direct_build(registry, folder, storage, tag, repository="direct/bench", driver="vfs"):
     image = f"{registry.host}/{repository}:{tag}"
-    b = buildah_args(storage)
+    b = buildah_args(storage, driver)
     started = time.perf_counter()
     subprocess.run(
         b
@@ -136,16 +136,18 @@ COPY app.py /opt/app/app.py
 """
 
 
-def small_change_round(root, n=3):
+def small_change_round(root, n=3, driver="vfs"):
     """A one-line change in the copied file of a 3-layer image on top of the single-user image, on a
     hub like the README's (its own registry behind the gate, servers' image made by the service):
     the service's rebuild against ``buildah bud`` + ``buildah push`` by hand of the same change
-    (the same vfs driver, the same registry, a warm storage of its own)."""
+    (the same storage ``driver``, the same registry, a warm storage of its own)."""
     from kubestudio.testing.imageshub import ImagesHub
     from kubestudio.testing.localhub import LocalHub
 
     hub = LocalHub(
-        os.path.join(root, "small-change-hub"), base_images=True, extra_config="c.ImageBuilder.build_timeout = 900\n"
+        os.path.join(root, "small-change-hub"),
+        base_images=True,
+        extra_config=f"c.ImageBuilder.build_timeout = 900\nc.BuildahBackend.storage_driver = {driver!r}\n",
     )
     hub.start()
     try:
@@ -180,7 +182,9 @@ def small_change_round(root, n=3):
 
         def by_hand(version):
             write_app(direct_folder, version)
-            return direct_build(hubs_registry, direct_folder, storage, f"v{version}", repository="direct/small")
+            return direct_build(
+                hubs_registry, direct_folder, storage, f"v{version}", repository="direct/small", driver=driver
+            )
 
         first = service_build(0)  # pulls the single-user image into the user's storage, pushes every layer
         direct_first = by_hand(0)
@@ -273,6 +277,9 @@ def main():
     )
     parser.add_argument("--no-small-change", action="store_true", help="skip the small-change rebuild round")
     parser.add_argument(
+        "--storage-driver", default="vfs", help="the small-change round's buildah storage driver (vfs or overlay)"
+    )
+    parser.add_argument(
         "--only-small-change",
         action="store_true",
         help="only the small-change rebuild on top of the single-user image (merged into results/builds.json)",
@@ -281,10 +288,10 @@ def main():
     root = tempfile.mkdtemp(prefix="kubestudio-bench-builds-")
     if args.only_small_change:
         try:
-            metrics = small_change_round(root, n=args.n)
+            metrics = small_change_round(root, n=args.n, driver=args.storage_driver)
         finally:
             shutil.rmtree(root, ignore_errors=True)
-        save({**previous_metrics(), **metrics})
+        save({**previous_metrics(), **metrics}, args.storage_driver)
         return
     registry = LocalRegistry(os.path.join(root, "registry"), user="bench", password="bench-password").start()
     registry.auth = registry.auth_file(os.path.join(root, "auth.json"))
@@ -356,7 +363,7 @@ def main():
         if not args.no_kaniko:
             flood.update(kaniko_round(root, registry))
         if not args.no_small_change:
-            flood.update(small_change_round(root, n=args.n))
+            flood.update(small_change_round(root, n=args.n, driver=args.storage_driver))
     finally:
         images.hub.stop()
         registry.stop()
@@ -374,7 +381,8 @@ def main():
             "cold_vs_direct_ratio": round(med["cold"] / med["direct"], 3),
             "rounds": args.n,
             **flood,
-        }
+        },
+        args.storage_driver,
     )
 
 
@@ -386,7 +394,7 @@ def previous_metrics():
         return {}
 
 
-def save(metrics):
+def save(metrics, driver="vfs"):
     print()
     print(f"{'metric':<28}{'value':>10}")
     for key, value in metrics.items():
@@ -422,7 +430,7 @@ def save(metrics):
         "builds",
         metrics,
         buildah=subprocess.run(["buildah", "--version"], capture_output=True, text=True).stdout.strip(),
-        storage_driver="vfs",
+        storage_driver=driver,
         isolation="sandbox (oci, runc, user + network namespaces)",
     )
 

@@ -277,6 +277,12 @@ def openapi(prefix):
             "rerun_of": {"type": "string", "nullable": True},
             "schedule": {"type": "string", "nullable": True},
             "scheduled_for": {"type": "string", "nullable": True},
+            "backend": {
+                "type": "string",
+                "enum": ["argo", "kubestudio"],
+                "description": "Who runs the DAG: Argo Workflows, or the jobs service",
+            },
+            "workflow": {"type": "string", "description": "The run's Argo Workflow (backend argo only)"},
             "tasks": {
                 "description": "Each task (status, job (a job's, experiment's or serving's id), attempts, "
                 "outputs, reused_from, cached, cache_key, message); in a list of runs, how many tasks are in "
@@ -354,7 +360,8 @@ def openapi(prefix):
             },
             "post": {
                 "summary": "Run a pipeline on its schedule ({cron, timezone, catchup, start, max_active_runs, "
-                "depends_on_past}); a schedule of the same pipeline is replaced",
+                "depends_on_past}); a schedule of the same pipeline is replaced. Its backend says who fires it: "
+                "argo (a CronWorkflow, where the cluster has Argo Workflows and the schedule fits it) or kubestudio",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": run_request}}},
                 "responses": {"201": ok({"type": "object"}, "Scheduled"), **_errors(400, 401, 403, 409, 413)},
             },

@@ -104,8 +104,8 @@ class LocalRegistry:
         self.stop()
 
 
-def buildah_args(storage):
-    return buildah_command("buildah", "vfs", os.path.join(storage, "storage"), os.path.join(storage, "run"))
+def buildah_args(storage, driver="vfs"):
+    return buildah_command("buildah", driver, os.path.join(storage, "storage"), os.path.join(storage, "run"))
 
 
 def push_busybox_base(registry_host, storage, repository="base/busybox", tag="1", auth_file=None):
