@@ -36,6 +36,11 @@ def _bin(name):
     return candidate if os.path.exists(candidate) else name
 
 
+# settings of a hub for tests of servers alone: no images, jobs or boards service, each of which
+# costs its start about a second of CPU and the hub a wait (JupyterHub starts them one by one)
+SERVERS_ONLY = {"images_service": False, "jobs_service": False, "tensorboards_service": False}
+
+
 class LocalHub:
     def __init__(
         self, root, settings=None, extra_config="", password="test-password", env=None, base_images=False, pre_config=""

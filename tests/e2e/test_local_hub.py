@@ -14,7 +14,7 @@ import requests
 import yaml
 
 from kubestudio.spawner.storage import user_slug
-from kubestudio.testing.localhub import LocalHub
+from kubestudio.testing.localhub import SERVERS_ONLY, LocalHub
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -110,7 +110,11 @@ def test_vscode_profile_serves_vs_code_through_the_proxy(hub):
 
 
 def test_vscode_profile_disabled_without_code_server(tmp_path):
-    local = LocalHub(tmp_path, extra_config='c.LocalWorkspaceSpawner.vscode_executables = ["no-such-code-server"]\n')
+    local = LocalHub(
+        tmp_path,
+        settings=SERVERS_ONLY,
+        extra_config='c.LocalWorkspaceSpawner.vscode_executables = ["no-such-code-server"]\n',
+    )
     local.start()
     try:
         session = local.login("val")
@@ -299,7 +303,9 @@ def test_tricky_usernames_get_folders_inside_data_dir(hub, name):
 
 def test_restart_recovers_gpu_allocations(tmp_path):
     local = LocalHub(
-        tmp_path, settings={"keep_servers_running": True}, extra_config='c.LocalWorkspaceSpawner.gpus = ["0", "1"]\n'
+        tmp_path,
+        settings={**SERVERS_ONLY, "keep_servers_running": True},
+        extra_config='c.LocalWorkspaceSpawner.gpus = ["0", "1"]\n',
     )
     local.start()
     try:
@@ -324,7 +330,9 @@ def test_restart_recovers_gpu_allocations(tmp_path):
 
 def test_server_that_died_while_hub_was_down_frees_its_gpus(tmp_path):
     local = LocalHub(
-        tmp_path, settings={"keep_servers_running": True}, extra_config='c.LocalWorkspaceSpawner.gpus = ["0"]\n'
+        tmp_path,
+        settings={**SERVERS_ONLY, "keep_servers_running": True},
+        extra_config='c.LocalWorkspaceSpawner.gpus = ["0"]\n',
     )
     local.start()
     try:
@@ -342,7 +350,7 @@ def test_server_that_died_while_hub_was_down_frees_its_gpus(tmp_path):
 
 
 def test_no_gpus_shows_gpu_profile_disabled(tmp_path):
-    local = LocalHub(tmp_path, extra_config="c.LocalWorkspaceSpawner.gpus = []\n")
+    local = LocalHub(tmp_path, settings=SERVERS_ONLY, extra_config="c.LocalWorkspaceSpawner.gpus = []\n")
     local.start()
     try:
         session = local.login("nobody")
@@ -396,6 +404,7 @@ def test_embedded_default_config_prints_generated_password(tmp_path):
 def test_server_that_dies_while_starting_fails_fast_with_reason(tmp_path):
     local = LocalHub(
         tmp_path,
+        settings=SERVERS_ONLY,
         extra_config='import sys\nc.LocalWorkspaceSpawner.cmd = [sys.executable, "-c", "import sys; sys.exit(3)"]\n',
     )
     local.start()
@@ -447,7 +456,11 @@ def test_login_with_an_impossible_username_says_so(hub, username, message):
 
 
 def test_missing_singleuser_command_is_a_readable_reason(tmp_path):
-    local = LocalHub(tmp_path, extra_config='c.LocalWorkspaceSpawner.cmd = ["/nonexistent/jupyterhub-singleuser"]\n')
+    local = LocalHub(
+        tmp_path,
+        settings=SERVERS_ONLY,
+        extra_config='c.LocalWorkspaceSpawner.cmd = ["/nonexistent/jupyterhub-singleuser"]\n',
+    )
     local.start()
     try:
         local.create_user("nora")
@@ -483,8 +496,7 @@ def test_idle_culler_stops_an_idle_server_and_spares_a_busy_one(tmp_path):
     """jupyterhub-idle-culler, run by the hub from configure(), stops a server nobody uses after
     cull_timeout; a server whose user keeps working stays."""
     settings = {
-        "images_service": False,
-        "jobs_service": False,
+        **SERVERS_ONLY,
         "cull_idle_servers": True,
         "cull_timeout": 6,
         "cull_every": 1,

@@ -4,7 +4,7 @@ import time
 
 import requests
 
-from kubestudio.testing.localhub import LocalHub
+from kubestudio.testing.localhub import SERVERS_ONLY, LocalHub
 
 from .storm import leftover_pods, spawn_storm
 
@@ -23,7 +23,7 @@ c.KubeSpawner.extra_labels = {"kubebench.kubestudio.io/mode": "process"}
 
 
 def stock_hub(root, kubeconfig):
-    return LocalHub(root, extra_config=KUBESPAWNER_CONFIG, env={"KUBECONFIG": kubeconfig})
+    return LocalHub(root, settings=SERVERS_ONLY, extra_config=KUBESPAWNER_CONFIG, env={"KUBECONFIG": kubeconfig})
 
 
 def user_pods(bench):

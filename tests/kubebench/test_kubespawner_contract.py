@@ -20,7 +20,7 @@ from kubespawner.slugs import escape_slug, safe_slug
 
 from kubestudio.quantities import format_bytes
 from kubestudio.testing.imageshub import ensure_claims
-from kubestudio.testing.localhub import LocalHub, browser_login
+from kubestudio.testing.localhub import SERVERS_ONLY, LocalHub, browser_login
 
 from .test_workspace_spawner import CATALOG, pod
 
@@ -128,7 +128,7 @@ def z2jh_hub(bench, root, extra, settings=None):
     ensure_claims(bench)
     return LocalHub(
         root,
-        settings={"spawner": "kubernetes", **(settings or {})},
+        settings={"spawner": "kubernetes", **SERVERS_ONLY, **(settings or {})},
         extra_config=extra,
         env={"KUBECONFIG": bench.kubeconfig},
     )
