@@ -24,7 +24,17 @@ REPOSITORY = "kubestudio/singleuser"
 DEPS_REPOSITORY = "kubestudio/singleuser-deps"
 # what a server needs in the image; pinned to the versions this hub runs
 # (tensorboard: the %tensorboard magic and `tensorboard` in a terminal, as the user guide says)
-SERVER_PACKAGES = ("jupyterhub", "jupyterlab", "jupyter_server", "ipykernel", "requests", "pyyaml", "tensorboard")
+# jsonschema as the hub has it: 4.24+ makes every server start compile rfc3987-syntax's parsers (pyproject.toml)
+SERVER_PACKAGES = (
+    "jupyterhub",
+    "jupyterlab",
+    "jupyter_server",
+    "ipykernel",
+    "requests",
+    "pyyaml",
+    "tensorboard",
+    "jsonschema",
+)
 PACKAGE_ROOT = os.path.dirname(os.path.abspath(kubestudio.__file__))
 SOURCE_ROOT = os.path.dirname(PACKAGE_ROOT)
 
