@@ -12,7 +12,12 @@ c.JobService.max_running_jobs = 3
 
 
 def start_jobs_hub(root, extra="", settings=None):
-    settings = {"images_service": False, "projects": {"vision": {"users": ["vic"], "max_gpus": 1}}, **(settings or {})}
+    settings = {
+        "images_service": False,
+        "tensorboards_service": False,  # no test here opens a board
+        "projects": {"vision": {"users": ["vic"], "max_gpus": 1}},
+        **(settings or {}),
+    }
     return JobsHub(LocalHub(root, settings=settings, extra_config=JOBS_HUB_CONFIG + extra).start())
 
 

@@ -127,6 +127,7 @@ c.JobService.argo_executor_service_account = "argo-executor"
 """
     settings = {
         "images_service": False,
+        "tensorboards_service": False,
         "keep_servers_running": keep,
         "projects": {"vision": {"users": ["vic"], "max_gpus": 1}},
     }
