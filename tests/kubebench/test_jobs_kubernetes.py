@@ -761,11 +761,44 @@ def test_a_service_restart_mid_job_loses_nothing(bench, crds, tmp_path):
         }
         run = pipelines.run(flow)
         assert run["backend"] == "argo"
+        # and a schedule Argo fires: a run it makes while the service is away is recorded after
+        nightly = {
+            "name": "away-nightly",
+            "schedule": {"cron": "* * * * *"},
+            "tasks": {"t": {"job": {"command": ["true"]}}},
+        }
+        schedule = pipelines.schedule(nightly)
+        assert schedule["backend"] == "argo", schedule
         client.wait("slow", status="running", timeout=120)
         os.kill(hub.service_pid("kubestudio.jobs"), signal.SIGKILL)
+        cron_path = f"{ARGO_API}/namespaces/default/cronworkflows/ks-{schedule['id']}"
+        past = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 90))
+        bench.api(
+            "PATCH",
+            cron_path,
+            data=json.dumps({"status": {"lastScheduledTime": past}}),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        selector = f"kubestudio.io/pipeline-schedule={schedule['id']}"
+        deadline = time.monotonic() + 60
+        while not (
+            fired := bench.api(
+                "GET", f"{ARGO_API}/namespaces/default/workflows", params={"labelSelector": selector}
+            ).json()["items"]
+        ):
+            assert time.monotonic() < deadline, bench.log_tail("operators")
+            time.sleep(0.3)
         # JupyterHub does not restart a managed service that died: the hub restarts with it
         hub.stop(stop_servers=False)
         hub.start()
+        deadline = time.monotonic() + 60
+        while fired[0]["metadata"]["name"] not in {r["id"] for r in pipelines.runs()}:
+            assert time.monotonic() < deadline, hub.log_tail()
+            time.sleep(0.3)
+        adopted = pipelines.wait(fired[0]["metadata"]["name"], timeout=120)
+        assert adopted["status"] == "succeeded" and adopted["schedule"] == schedule["id"], adopted
+        pipelines.unschedule("away-nightly")
+        pipelines.cancel(adopted, forget=True)
         done = client.wait("slow", timeout=120)
         log = client.logs("slow").splitlines()
         assert {"[master-0] before 0", "[master-0] after 0", "[worker-0] before 1", "[worker-0] after 1"} <= set(log)
