@@ -440,6 +440,19 @@ def test_a_pipeline_of_single_pod_tasks_is_one_argo_workflow(k8s, bench):
         time.sleep(0.3)
 
 
+def fire_now(bench, schedule_id):
+    """Make the CronWorkflow of schedule ``schedule_id`` fire at once: Argo fires the first time
+    after its status.lastScheduledTime, and a per-minute schedule's last time 90 s ago is due now."""
+    past = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 90))
+    r = bench.api(
+        "PATCH",
+        f"{ARGO_API}/namespaces/default/cronworkflows/ks-{schedule_id}",
+        data=json.dumps({"status": {"lastScheduledTime": past}}),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 200, r.text
+
+
 def test_a_schedule_on_argo_is_a_cron_workflow_whose_runs_are_recorded(k8s, bench):
     """Where the cluster has Argo Workflows, a schedule is a CronWorkflow: Argo fires it, and each
     Workflow it makes is recorded as a run of the schedule (its id the Workflow's name, {{run}} in
@@ -466,14 +479,7 @@ def test_a_schedule_on_argo_is_a_cron_workflow_whose_runs_are_recorded(k8s, benc
     cron = bench.api("GET", cron_path).json()
     assert cron["spec"]["concurrencyPolicy"] == "Forbid" and cron["spec"]["timezone"] == "Europe/Paris"
     assert cron["spec"]["workflowMetadata"]["labels"]["kubestudio.io/pipeline-schedule"] == schedule["id"]
-    # Argo fires the minute after its lastScheduledTime: one 90 s ago makes a run due now
-    past = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 90))
-    bench.api(
-        "PATCH",
-        cron_path,
-        data=json.dumps({"status": {"lastScheduledTime": past}}),
-        headers={"Content-Type": "application/merge-patch+json"},
-    )
+    fire_now(bench, schedule["id"])
     deadline = time.monotonic() + 60
     while not (runs := [r for r in pipelines.runs() if r["pipeline"] == "nightly"]):
         assert time.monotonic() < deadline, bench.log_tail("operators")
@@ -487,6 +493,15 @@ def test_a_schedule_on_argo_is_a_cron_workflow_whose_runs_are_recorded(k8s, benc
     assert os.path.exists(os.path.join(k8s.workspace("wren"), "nightly", f"{run['id']}.txt"))
     listed = {s["pipeline"]: s for s in pipelines.schedules()}
     assert listed["nightly"]["last_fire"] is not None and run["id"] in listed["nightly"]["message"]
+    # a Workflow with the schedule's labels that its CronWorkflow did not make is no run of it
+    made = bench.api("GET", f"{ARGO_API}/namespaces/default/workflows/{run['id']}").json()
+    labels = {k: v for k, v in made["metadata"]["labels"].items() if k != "workflows.argoproj.io/cron-workflow"}
+    forged = {**made, "metadata": {"name": f"forged-{schedule['id']}", "labels": labels}}
+    forged.pop("status", None)
+    assert bench.api("POST", f"{ARGO_API}/namespaces/default/workflows", json=forged).status_code == 201
+    time.sleep(3)  # the watch has seen it (it wakes runs within a second)
+    assert [r["id"] for r in pipelines.runs() if r["pipeline"] == "nightly"] == [run["id"]]
+    bench.api("DELETE", f"{ARGO_API}/namespaces/default/workflows/forged-{schedule['id']}")
     # a schedule Argo cannot keep is the service's: its CronWorkflow goes
     spec["schedule"]["catchup"] = True
     spec["schedule"]["start"] = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 86400))
@@ -771,14 +786,7 @@ def test_a_service_restart_mid_job_loses_nothing(bench, crds, tmp_path):
         assert schedule["backend"] == "argo", schedule
         client.wait("slow", status="running", timeout=120)
         os.kill(hub.service_pid("kubestudio.jobs"), signal.SIGKILL)
-        cron_path = f"{ARGO_API}/namespaces/default/cronworkflows/ks-{schedule['id']}"
-        past = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 90))
-        bench.api(
-            "PATCH",
-            cron_path,
-            data=json.dumps({"status": {"lastScheduledTime": past}}),
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
+        fire_now(bench, schedule["id"])
         selector = f"kubestudio.io/pipeline-schedule={schedule['id']}"
         deadline = time.monotonic() + 60
         while not (

@@ -26,6 +26,7 @@ RUN_LABEL = "kubestudio.io/pipeline-run"
 SCHEDULE_LABEL = "kubestudio.io/pipeline-schedule"  # on the Workflows a schedule's CronWorkflow makes
 CRON_PLURAL = "cronworkflows"
 SCHEDULED_TIME = "workflows.argoproj.io/scheduled-time"  # Argo's annotation: the time a cron run is for
+CRON_LABEL = "workflows.argoproj.io/cron-workflow"  # Argo's label: the CronWorkflow that made a Workflow
 PIPELINE_LABEL = "kubestudio.io/pipeline"
 COMPONENT = "pipeline"
 MAX_BYTES = 512 * 1024
@@ -34,6 +35,12 @@ TEMPLATE_FIELDS = ("nodeSelector", "tolerations", "affinity", "securityContext",
 
 class ArgoRefused(Exception):
     """Why a pipeline cannot run as an Argo Workflow; its message names the field."""
+
+
+def cron_name(schedule_id):
+    """The CronWorkflow of a schedule: short, since Argo names each Workflow it makes
+    ``<CronWorkflow>-<unix time>`` and that name is the run's id."""
+    return f"ks-{schedule_id}"
 
 
 def workflow_name(pipeline, run_id):

@@ -21,6 +21,7 @@ from .argo import (
     ArgoRefused,
     check_fits,
     check_schedule_fits,
+    cron_name,
     cron_workflow,
     for_any_run,
     workflow,
@@ -48,20 +49,27 @@ class ArgoRunner:
             return False
         return await self._granted(self.backend._api_client, self.backend.namespace)
 
+    async def _usable(self, spec):
+        """Whether Argo may run ``spec``'s runs: not kept in the service (``backend: kubestudio``),
+        and Argo's Workflow served and granted here; SpecError where the spec insists on an Argo
+        that is not there."""
+        if spec.backend == "kubestudio":
+            return False
+        if await self.served():
+            return True
+        if spec.backend == "argo":
+            raise SpecError(
+                "backend: this hub's jobs run where Argo Workflows (argoproj.io/v1alpha1 Workflow) is not "
+                "served, or not granted to the hub (the chart's operators.argo); use auto or kubestudio",
+                409,
+            )
+        return False
+
     async def plan(self, spec, caller, run_id, params, scheduled, checked, rerun):
         """The Workflow to make for this run, or None where the service runs the DAG itself
         (``checked``: {task: its job as the manager checked it}); SpecError when the spec asks for
         Argo and cannot have it."""
-        if spec.backend == "kubestudio":
-            return None
-        served = await self.served()
-        if not served:
-            if spec.backend == "argo":
-                raise SpecError(
-                    "backend: this hub's jobs run where Argo Workflows (argoproj.io/v1alpha1 Workflow) is not "
-                    "served, or not granted to the hub (the chart's operators.argo); use auto or kubestudio",
-                    409,
-                )
+        if not await self._usable(spec):
             return None
         try:
             if rerun:
@@ -78,8 +86,8 @@ class ArgoRunner:
         (``checked`` as for :meth:`plan`); SpecError when the spec asks for Argo and cannot have it.
         Its Workflows are named ``ks-<schedule id>-<time>``, which is each run's id, and labelled
         with the schedule, so that the one watch finds each and the service records it."""
-        if spec.backend == "kubestudio" or not await self.served():
-            return await self.plan(spec, caller, "0" * 12, params, None, checked, rerun=False)  # says why
+        if not await self._usable(spec):
+            return None
         try:
             if not await self._cron_granted(self.backend._api_client, self.backend.namespace):
                 raise ArgoRefused("schedule: Argo's CronWorkflow is not served or not granted to the hub")
@@ -121,20 +129,7 @@ class ArgoRunner:
 
     async def delete_cron(self, schedule_id):
         """Remove a schedule's CronWorkflow; the Workflows it made (runs) stay."""
-        from kubernetes_asyncio.client.rest import ApiException
-
-        try:
-            await self.backend.custom.delete_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                self.backend.namespace,
-                CRON_PLURAL,
-                cron_name(schedule_id),
-                propagation_policy="Orphan",
-            )
-        except ApiException as e:
-            if e.status != 404:
-                raise
+        await self._delete(CRON_PLURAL, cron_name(schedule_id), propagation_policy="Orphan")
 
     def build(self, spec, caller, run_id, params, scheduled, checked):
         """The Workflow of a run whose jobs were checked (ArgoRefused naming what cannot be one)."""
@@ -226,11 +221,16 @@ class ArgoRunner:
                 raise
 
     async def delete(self, name):
+        """Delete the Workflow ``name`` (its pods go with it, by owner)."""
+        await self._delete(PLURAL, name)
+
+    async def _delete(self, plural, name, **options):
+        """Delete one of our Argo objects; one already gone is fine."""
         from kubernetes_asyncio.client.rest import ApiException
 
         try:
             await self.backend.custom.delete_namespaced_custom_object(
-                GROUP, VERSION, self.backend.namespace, PLURAL, name
+                GROUP, VERSION, self.backend.namespace, plural, name, **options
             )
         except ApiException as e:
             if e.status != 404:
@@ -243,9 +243,3 @@ class ArgoRunner:
             return await self.backend.log_core.read_namespaced_pod_log(pod, self.backend.namespace, container="main")
         except ApiException as e:
             return f"(no log of pod {pod}: {e.status} {kube.api_message(e)})\n"
-
-
-def cron_name(schedule_id):
-    """The CronWorkflow of a schedule: short, since Argo names each Workflow it makes
-    ``<CronWorkflow>-<unix time>`` and that name is the run's id."""
-    return f"ks-{schedule_id}"

@@ -37,7 +37,7 @@ from ..models import (
     utcnow,
 )
 from ..spec import SpecError
-from .argo import run_phase, task_states, workflow_name
+from .argo import CRON_LABEL, SCHEDULE_LABEL, SCHEDULED_TIME, cron_name, run_phase, task_states, workflow_name
 from .argorun import ArgoRunner
 from .spec import MAX_CATCHUP, TEMPLATE_RE, evaluate_depends, evaluate_when, fill, parse_pipeline
 
@@ -939,11 +939,13 @@ class PipelineManager:
     def adopt(self, workflow):
         """Record a run that a schedule's CronWorkflow made (seen by the watch): its id is its
         Workflow's name, its spec and params the schedule's; the run is followed as any run Argo
-        runs. A Workflow of a schedule removed since, or already recorded, is left alone."""
-        from .argo import SCHEDULE_LABEL, SCHEDULED_TIME
-
+        runs. A Workflow of a schedule removed since, or already recorded, is left alone, as is one
+        that schedule's own CronWorkflow did not make (a label copied onto another Workflow)."""
         meta = workflow["metadata"]
         run_id, schedule_id = meta["name"], meta["labels"][SCHEDULE_LABEL]
+        made_by = cron_name(schedule_id)
+        if meta["labels"].get(CRON_LABEL) != made_by or not run_id.startswith(made_by + "-"):
+            return
         if run_id in self.wake or len(run_id) > 32:
             return
         when = _parse_time((meta.get("annotations") or {}).get(SCHEDULED_TIME) or meta["creationTimestamp"])
