@@ -442,12 +442,22 @@ def test_a_pipeline_of_single_pod_tasks_is_one_argo_workflow(k8s, bench):
 
 def fire_now(bench, schedule_id):
     """Make the CronWorkflow of schedule ``schedule_id`` fire at once: Argo fires the first time
-    after its status.lastScheduledTime, and a per-minute schedule's last time 90 s ago is due now."""
+    after its status.lastScheduledTime, and a per-minute schedule's last time 90 s ago is due now
+    (a suspended one is resumed)."""
     past = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 90))
+    patch_cron(bench, schedule_id, {"spec": {"suspend": False}, "status": {"lastScheduledTime": past}})
+
+
+def suspend(bench, schedule_id):
+    """Keep a per-minute CronWorkflow from firing until :func:`fire_now`."""
+    patch_cron(bench, schedule_id, {"spec": {"suspend": True}})
+
+
+def patch_cron(bench, schedule_id, patch):
     r = bench.api(
         "PATCH",
         f"{ARGO_API}/namespaces/default/cronworkflows/ks-{schedule_id}",
-        data=json.dumps({"status": {"lastScheduledTime": past}}),
+        data=json.dumps(patch),
         headers={"Content-Type": "application/merge-patch+json"},
     )
     assert r.status_code == 200, r.text
@@ -479,6 +489,40 @@ def test_a_schedule_on_argo_is_a_cron_workflow_whose_runs_are_recorded(k8s, benc
     cron = bench.api("GET", cron_path).json()
     assert cron["spec"]["concurrencyPolicy"] == "Forbid" and cron["spec"]["timezone"] == "Europe/Paris"
     assert cron["spec"]["workflowMetadata"]["labels"]["kubestudio.io/pipeline-schedule"] == schedule["id"]
+    # each run Argo makes is checked as a run the service fires: a project's limit lowered after
+    # the schedule was made refuses it (once the service's 30 s cache of the hub's groups has
+    # passed, which the steps below use), and its Workflow is stopped
+    vic = PipelinesClient(url=k8s.url, token=k8s.token("vic"))
+    gpu_job = {"command": ["sleep", "30"], "project": "vision", "resources": {"gpu": 1}}
+    in_vision = vic.schedule({"name": "in-vision", "schedule": spec["schedule"], "tasks": {"g": {"job": gpu_job}}})
+    assert in_vision["backend"] == "argo", in_vision
+    suspend(bench, in_vision["id"])  # fired by the test alone, once the cache has passed
+    assert k8s.hub.api("PUT", "/groups/vision/properties", json={"max_gpus": 0}).status_code == 200
+    lowered = time.monotonic()
+    try:
+        _nightly_runs_on_argo(k8s, bench, pipelines, spec, schedule)
+        time.sleep(max(0.0, 31 - (time.monotonic() - lowered)))
+        fire_now(bench, in_vision["id"])
+        deadline = time.monotonic() + 60
+        while (
+            not (refused := [r for r in vic.runs() if r["pipeline"] == "in-vision"])
+            or refused[0]["status"] == "running"
+        ):
+            assert time.monotonic() < deadline, refused
+            time.sleep(0.3)
+        refused = refused[-1]  # the first (a later minute may fire again)
+        assert refused["status"] == "failed", refused
+        assert refused["message"].startswith("refused when its schedule fired: tasks.g.job:"), refused
+        workflow = bench.api("GET", f"{ARGO_API}/namespaces/default/workflows/{refused['id']}").json()
+        assert workflow["spec"].get("shutdown") == "Terminate", workflow["spec"]
+    finally:
+        k8s.hub.api("PUT", "/groups/vision/properties", json={"max_gpus": 1})
+        vic.unschedule("in-vision")
+
+
+def _nightly_runs_on_argo(k8s, bench, pipelines, spec, schedule):
+    """The first schedule's run: Argo fires it, the service records and follows it."""
+    cron_path = f"{ARGO_API}/namespaces/default/cronworkflows/ks-{schedule['id']}"
     fire_now(bench, schedule["id"])
     deadline = time.monotonic() + 60
     while not (runs := [r for r in pipelines.runs() if r["pipeline"] == "nightly"]):

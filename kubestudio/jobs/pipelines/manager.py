@@ -63,6 +63,7 @@ class PipelineManager:
         self.scheduler = None  # the task that starts scheduled runs
         self.schedules_changed = asyncio.Event()  # a schedule was made or removed, or a run ended
         self.blocked = set()  # schedules waiting for one of their runs to end
+        self.checks = {}  # run id -> the check of a run a schedule's CronWorkflow made
         self.argo = ArgoRunner(self)  # runs that Argo Workflows runs (on a cluster that has it)
         jobs.finished_listeners.append(self._job_finished)
         if experiments is not None:
@@ -84,7 +85,7 @@ class PipelineManager:
         self.scheduler = asyncio.ensure_future(self._schedule_loop())
 
     async def stop(self):
-        tasks = [*self.tasks.values(), *([self.scheduler] if self.scheduler else [])]
+        tasks = [*self.tasks.values(), *self.checks.values(), *([self.scheduler] if self.scheduler else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -981,8 +982,25 @@ class PipelineManager:
                 )
             record.last_fire = when
             record.message = f"run {run_id} for {when:%Y-%m-%d %H:%M:%S} UTC (Argo's CronWorkflow made it)"
+            caller, params = record.caller, record.params
         self.log.info("pipeline %s: run %s made by its schedule's CronWorkflow", spec.name, run_id)
         self._open(run_id)
+        self.checks[run_id] = asyncio.ensure_future(self._check_adopted(run_id, spec, caller, params, when))
+
+    async def _check_adopted(self, run_id, spec, caller, params, when):
+        """Check a run Argo made on a schedule as the service checks each run it fires (the
+        projects' limits, the scripts and images may have changed since the schedule was made):
+        refused, its Workflow is stopped and the run fails with the reason."""
+        try:
+            await self._check_tasks(caller, spec, params, run_id=run_id, scheduled=when)
+        except SpecError as e:
+            await self.argo.cancel(run_id)  # a CronWorkflow's run is named as its Workflow
+            for task in self.get(run_id)["tasks"]:
+                if task["status"] in (TASK_PENDING, TASK_RUNNING):
+                    self._set_task(run_id, task["name"], CANCELLED, "its run was refused")
+            self._end(run_id, FAILED, f"refused when its schedule fired: {e}")
+        finally:
+            self.checks.pop(run_id, None)
 
     async def _fire_due(self):
         now = utcnow()
